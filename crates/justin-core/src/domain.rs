@@ -1,0 +1,363 @@
+//! The study's vocabulary: participants, decisions, uploaded study data, model parameters and
+//! update requests. Values are parsed once, at the edge, into these types; code past that point
+//! can rely on their invariants (a `Probability` is in [0, 1], a `DecisionIdx` is not negative).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use uuid::Uuid;
+
+/// A JSON object as the client sent it (a context or an outcome).
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// Longest participant id the service accepts, in bytes.
+pub const MAX_USER_ID_LEN: usize = 255;
+
+/// Why a raw value could not become a domain value. The message is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+/// A participant's id, as the study server names them: 1 to 255 bytes, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Accepts a participant id.
+    ///
+    /// # Errors
+    /// When the id is empty, longer than [`MAX_USER_ID_LEN`] bytes or holds a control character.
+    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidValue> {
+        let raw = raw.into();
+        if raw.is_empty() {
+            return Err(InvalidValue("user_id is required.".into()));
+        }
+        if raw.len() > MAX_USER_ID_LEN {
+            return Err(InvalidValue(format!(
+                "user_id must be at most {MAX_USER_ID_LEN} bytes long."
+            )));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidValue(
+                "user_id must not contain control characters.".into(),
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The index of a decision time for one participant (0, 1, 2, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DecisionIdx(i64);
+
+impl DecisionIdx {
+    /// Accepts a decision index.
+    ///
+    /// # Errors
+    /// When the index is negative.
+    pub fn new(raw: i64) -> Result<Self, InvalidValue> {
+        if raw < 0 {
+            return Err(InvalidValue(
+                "decision_idx must be a non-negative integer.".into(),
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    /// The index as a number.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A probability: a finite number in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Probability(f64);
+
+impl Probability {
+    /// Accepts a probability.
+    ///
+    /// # Errors
+    /// When the value is not finite or lies outside [0, 1].
+    pub fn new(raw: f64) -> Result<Self, InvalidValue> {
+        if raw.is_finite() && (0.0..=1.0).contains(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(InvalidValue(format!(
+                "probability must lie in [0, 1], got {raw}."
+            )))
+        }
+    }
+
+    /// The probability as a number.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// A binary treatment decision: 0 (do nothing) or 1 (intervene).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Action 0: no intervention.
+    Zero,
+    /// Action 1: intervene (send the message, show the prompt).
+    One,
+}
+
+impl Action {
+    /// Accepts 0 or 1.
+    ///
+    /// # Errors
+    /// For any other number.
+    pub fn from_i64(raw: i64) -> Result<Self, InvalidValue> {
+        match raw {
+            0 => Ok(Self::Zero),
+            1 => Ok(Self::One),
+            _ => Err(InvalidValue("action must be 0 or 1.".into())),
+        }
+    }
+
+    /// 0 or 1.
+    pub fn as_i16(self) -> i16 {
+        match self {
+            Self::Zero => 0,
+            Self::One => 1,
+        }
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i16(self.as_i16())
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = i64::deserialize(d)?;
+        Self::from_i64(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What an algorithm made of a context: a vector of finite numbers.
+///
+/// Whole numbers are written to JSON without a fractional part (`[23]`, not `[23.0]`), so a
+/// state reads back as the client wrote the context.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct State(Vec<f64>);
+
+impl State {
+    /// Accepts a state vector.
+    ///
+    /// # Errors
+    /// When any element is not finite.
+    pub fn new(values: Vec<f64>) -> Result<Self, InvalidValue> {
+        if values.iter().all(|v| v.is_finite()) {
+            Ok(Self(values))
+        } else {
+            Err(InvalidValue("state must be a list of finite numbers.".into()))
+        }
+    }
+
+    /// The state's elements.
+    pub fn values(&self) -> &[f64] {
+        &self.0
+    }
+}
+
+/// Largest magnitude at which every integer is exactly representable as an `f64`.
+const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for v in &self.0 {
+            if v.fract() == 0.0 && v.abs() < EXACT_INT_LIMIT {
+                // Exact: the guard above keeps the value within i64 and integral.
+                #[allow(clippy::cast_possible_truncation)]
+                seq.serialize_element(&(*v as i64))?;
+            } else {
+                seq.serialize_element(v)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// One randomized decision, with everything needed to audit and replay it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The participant.
+    pub user_id: UserId,
+    /// The participant's decision time.
+    pub decision_idx: DecisionIdx,
+    /// The time the study server gave in its request.
+    pub requested_at: DateTime<Utc>,
+    /// The time the service received the request.
+    pub decided_at: DateTime<Utc>,
+    /// The context as the client sent it.
+    pub context: JsonObject,
+    /// What the algorithm made of the context.
+    pub state: State,
+    /// The action drawn.
+    pub action: Action,
+    /// The probability that the action is 1 under the parameters used.
+    pub action_prob: Probability,
+    /// The version of the model parameters the draw used.
+    pub parameter_version: i64,
+    /// The seed of this decision's random generator (see [`crate::rng`]).
+    pub rng_seed: u64,
+}
+
+/// Study data uploaded for one decision: what happened after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    /// The participant.
+    pub user_id: UserId,
+    /// The participant's decision time.
+    pub decision_idx: DecisionIdx,
+    /// The time the study server gave in its upload.
+    pub requested_at: DateTime<Utc>,
+    /// The time the service received the upload.
+    pub received_at: DateTime<Utc>,
+    /// The context at decision time, as uploaded.
+    pub context: JsonObject,
+    /// The action the participant got, as uploaded.
+    pub action: Action,
+    /// The probability of action 1, as uploaded.
+    pub action_prob: Probability,
+    /// The state, as uploaded.
+    pub state: State,
+    /// The outcome, as uploaded.
+    pub outcome: JsonObject,
+    /// The reward the algorithm derived from the outcome.
+    pub reward: f64,
+}
+
+/// One version of the algorithm's model parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelParameters {
+    /// 1 for the priors, then one more for every completed update.
+    pub version: i64,
+    /// The algorithm these parameters belong to.
+    pub algorithm: String,
+    /// The parameters, in the algorithm's own JSON shape.
+    pub values: serde_json::Value,
+    /// When this version was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a model update request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateStatus {
+    /// Accepted and not finished yet.
+    Processing,
+    /// Finished; a new parameter version was stored.
+    Completed,
+    /// Finished without a new parameter version; `error` says why.
+    Failed,
+}
+
+impl UpdateStatus {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Reads a stored status.
+    ///
+    /// # Errors
+    /// For a word that is not a status.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        match raw {
+            "processing" => Ok(Self::Processing),
+            "completed" => Ok(Self::Completed),
+            "failed" => Ok(Self::Failed),
+            other => Err(InvalidValue(format!("unknown update status {other:?}"))),
+        }
+    }
+}
+
+/// A request to update the model, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateRequest {
+    /// The id returned to the client and sent in the callback.
+    pub id: Uuid,
+    /// The time the study server gave in its request.
+    pub requested_at: DateTime<Utc>,
+    /// The time the service received the request.
+    pub received_at: DateTime<Utc>,
+    /// Where the outcome is POSTed.
+    pub callback_url: String,
+    /// Where the update stands.
+    pub status: UpdateStatus,
+    /// When it finished, if it has.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The parameter version it produced, if it completed.
+    pub parameter_version: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_rules() {
+        assert!(UserId::parse("test_user_123").is_ok());
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse("a".repeat(MAX_USER_ID_LEN)).is_ok());
+        assert!(UserId::parse("a".repeat(MAX_USER_ID_LEN + 1)).is_err());
+        assert!(UserId::parse("line\nbreak").is_err());
+    }
+
+    #[test]
+    fn decision_idx_refuses_negative() {
+        assert_eq!(DecisionIdx::new(0).map(DecisionIdx::get), Ok(0));
+        assert!(DecisionIdx::new(-1).is_err());
+    }
+
+    #[test]
+    fn probability_refuses_outside_unit_interval() {
+        assert!(Probability::new(0.0).is_ok());
+        assert!(Probability::new(1.0).is_ok());
+        assert!(Probability::new(-0.01).is_err());
+        assert!(Probability::new(1.01).is_err());
+        assert!(Probability::new(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn action_is_binary() {
+        assert_eq!(Action::from_i64(1), Ok(Action::One));
+        assert_eq!(Action::from_i64(0), Ok(Action::Zero));
+        assert!(Action::from_i64(2).is_err());
+    }
+
+    #[test]
+    fn state_writes_whole_numbers_without_fraction() {
+        let state = State::new(vec![23.0, 1.5, -4.0]).unwrap();
+        assert_eq!(serde_json::to_string(&state).unwrap(), "[23,1.5,-4]");
+        assert!(State::new(vec![f64::INFINITY]).is_err());
+    }
+}

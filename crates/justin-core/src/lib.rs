@@ -1,0 +1,25 @@
+//! The core of JustIn: the domain types of a study, the [`Algorithm`] trait researchers
+//! implement, the ports the core needs from the outside (storage, clock, callback delivery) and
+//! the use cases written against them. This crate does no IO; adapters in other crates do.
+
+pub mod algorithm;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod domain;
+pub mod ports;
+pub mod rng;
+pub mod service;
+
+pub use algorithm::{ActionChoice, Algorithm, AlgorithmError};
+pub use domain::{
+    Action, Decision, DecisionIdx, InvalidValue, JsonObject, ModelParameters, Probability, State,
+    StudyRecord, UpdateRequest, UpdateStatus, UserId,
+};
+pub use ports::{
+    BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, Recorded, Store, StoreError,
+    StudyDataStream, UpdateOutcome,
+};
+pub use rng::DecisionRng;
+pub use service::{
+    ActionRequest, ActionResponse, DomainError, Service, ServiceSettings, UploadRequest,
+};
