@@ -1,0 +1,308 @@
+//! Rows as Diesel reads and writes them, and their conversions to and from the core's types.
+//!
+//! Reading goes through `TryFrom`: the database's checks mirror the core's invariants, but a
+//! row edited by hand or written by an older version could still break them, and such a row
+//! must surface as a [`StoreError::Other`] rather than a panic or a silently wrong value.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use justin_core::{
+    Action, Decision, DecisionIdx, InvalidValue, JsonObject, ModelParameters, Probability, State,
+    StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+};
+
+use crate::error::other;
+use crate::schema::{actions, model_parameters, model_update_requests, study_data};
+
+/// Says which table and row held an invalid value.
+fn invalid(table: &str, id: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+    other(format!("invalid row {id} in {table}: {e}"))
+}
+
+fn json_object(value: serde_json::Value) -> Result<JsonObject, InvalidValue> {
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        other => Err(InvalidValue(format!(
+            "expected a JSON object, found {other}"
+        ))),
+    }
+}
+
+fn state(value: serde_json::Value) -> Result<State, InvalidValue> {
+    let values: Vec<f64> = serde_json::from_value(value)
+        .map_err(|e| InvalidValue(format!("state is not a list of numbers: {e}")))?;
+    State::new(values)
+}
+
+fn state_json(state: &State) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(state).map_err(other)
+}
+
+/// A row of `actions`.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = actions, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ActionRow {
+    pub id: i64,
+    pub user_id: String,
+    pub decision_idx: i64,
+    pub request_timestamp: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub context: serde_json::Value,
+    pub state: serde_json::Value,
+    pub action: i16,
+    pub action_prob: f64,
+    pub parameter_version: i64,
+    pub rng_seed: i64,
+}
+
+impl TryFrom<ActionRow> for Decision {
+    type Error = StoreError;
+
+    fn try_from(row: ActionRow) -> Result<Self, StoreError> {
+        let id = row.id;
+        let bad = |e: InvalidValue| invalid("actions", id, e);
+        Ok(Decision {
+            user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
+            requested_at: row.request_timestamp,
+            decided_at: row.created_at,
+            context: json_object(row.context).map_err(bad)?,
+            state: state(row.state).map_err(bad)?,
+            action: Action::from_i64(row.action.into()).map_err(bad)?,
+            action_prob: Probability::new(row.action_prob).map_err(bad)?,
+            parameter_version: row.parameter_version,
+            // Stored bit for bit in a BIGINT; see `DecisionValues::new`.
+            rng_seed: row.rng_seed.cast_unsigned(),
+        })
+    }
+}
+
+/// The values `record_decision` binds, converted once.
+pub(crate) struct DecisionValues<'a> {
+    pub user_id: &'a str,
+    pub decision_idx: i64,
+    pub requested_at: DateTime<Utc>,
+    pub decided_at: DateTime<Utc>,
+    pub context: serde_json::Value,
+    pub state: serde_json::Value,
+    pub action: i16,
+    pub action_prob: f64,
+    pub parameter_version: i64,
+    pub rng_seed: i64,
+}
+
+impl<'a> DecisionValues<'a> {
+    pub(crate) fn new(d: &'a Decision) -> Result<Self, StoreError> {
+        Ok(Self {
+            user_id: d.user_id.as_str(),
+            decision_idx: d.decision_idx.get(),
+            requested_at: d.requested_at,
+            decided_at: d.decided_at,
+            context: serde_json::Value::Object(d.context.clone()),
+            state: state_json(&d.state)?,
+            action: d.action.as_i16(),
+            action_prob: d.action_prob.get(),
+            parameter_version: d.parameter_version,
+            // PostgreSQL has no unsigned BIGINT; the seed keeps its 64 bits, read back the
+            // same way.
+            rng_seed: d.rng_seed.cast_signed(),
+        })
+    }
+}
+
+/// A row of `study_data`.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = study_data, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct StudyRow {
+    pub id: i64,
+    pub user_id: String,
+    pub decision_idx: i64,
+    pub request_timestamp: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub context: serde_json::Value,
+    pub action: i16,
+    pub action_prob: f64,
+    pub state: serde_json::Value,
+    pub outcome: serde_json::Value,
+    pub reward: f64,
+}
+
+impl TryFrom<StudyRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: StudyRow) -> Result<Self, StoreError> {
+        let id = row.id;
+        let bad = |e: InvalidValue| invalid("study_data", id, e);
+        Ok(StudyRecord {
+            user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
+            requested_at: row.request_timestamp,
+            received_at: row.created_at,
+            context: json_object(row.context).map_err(bad)?,
+            action: Action::from_i64(row.action.into()).map_err(bad)?,
+            action_prob: Probability::new(row.action_prob).map_err(bad)?,
+            state: state(row.state).map_err(bad)?,
+            outcome: json_object(row.outcome).map_err(bad)?,
+            reward: row.reward,
+        })
+    }
+}
+
+/// A new row of `study_data`.
+#[derive(Insertable)]
+#[diesel(table_name = study_data)]
+pub(crate) struct NewStudyRow<'a> {
+    pub user_id: &'a str,
+    pub decision_idx: i64,
+    pub request_timestamp: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub context: serde_json::Value,
+    pub action: i16,
+    pub action_prob: f64,
+    pub state: serde_json::Value,
+    pub outcome: serde_json::Value,
+    pub reward: f64,
+}
+
+impl<'a> NewStudyRow<'a> {
+    pub(crate) fn new(r: &'a StudyRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            user_id: r.user_id.as_str(),
+            decision_idx: r.decision_idx.get(),
+            request_timestamp: r.requested_at,
+            created_at: r.received_at,
+            context: serde_json::Value::Object(r.context.clone()),
+            action: r.action.as_i16(),
+            action_prob: r.action_prob.get(),
+            state: state_json(&r.state)?,
+            outcome: serde_json::Value::Object(r.outcome.clone()),
+            reward: r.reward,
+        })
+    }
+}
+
+/// A row of `model_parameters`.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = model_parameters, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ParametersRow {
+    pub version: i64,
+    pub algorithm: String,
+    pub parameters: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ParametersRow> for ModelParameters {
+    fn from(row: ParametersRow) -> Self {
+        ModelParameters {
+            version: row.version,
+            algorithm: row.algorithm,
+            values: row.parameters,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// A row of `model_update_requests`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = model_update_requests, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct UpdateRow {
+    pub id: uuid::Uuid,
+    pub request_timestamp: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub callback_url: String,
+    pub status: String,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub parameter_version: Option<i64>,
+}
+
+impl From<&UpdateRequest> for UpdateRow {
+    fn from(r: &UpdateRequest) -> Self {
+        Self {
+            id: r.id,
+            request_timestamp: r.requested_at,
+            created_at: r.received_at,
+            callback_url: r.callback_url.clone(),
+            status: r.status.as_str().to_owned(),
+            finished_at: r.finished_at,
+            error: r.error.clone(),
+            parameter_version: r.parameter_version,
+        }
+    }
+}
+
+impl TryFrom<UpdateRow> for UpdateRequest {
+    type Error = StoreError;
+
+    fn try_from(row: UpdateRow) -> Result<Self, StoreError> {
+        let status = UpdateStatus::parse(&row.status)
+            .map_err(|e| invalid("model_update_requests", row.id, e))?;
+        Ok(UpdateRequest {
+            id: row.id,
+            requested_at: row.request_timestamp,
+            received_at: row.created_at,
+            callback_url: row.callback_url,
+            status,
+            finished_at: row.finished_at,
+            error: row.error,
+            parameter_version: row.parameter_version,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action_row(rng_seed: i64, state: serde_json::Value) -> ActionRow {
+        ActionRow {
+            id: 7,
+            user_id: "u".into(),
+            decision_idx: 3,
+            request_timestamp: DateTime::UNIX_EPOCH,
+            created_at: DateTime::UNIX_EPOCH,
+            context: serde_json::json!({"x": 1}),
+            state,
+            action: 1,
+            action_prob: 0.25,
+            parameter_version: 1,
+            rng_seed,
+        }
+    }
+
+    #[test]
+    fn rng_seed_round_trips_all_64_bits() {
+        let decision = Decision::try_from(action_row(-1, serde_json::json!([1, 2.5]))).unwrap();
+        assert_eq!(decision.rng_seed, u64::MAX);
+        let values = DecisionValues::new(&decision).unwrap();
+        assert_eq!(values.rng_seed, -1);
+        assert_eq!(values.state, serde_json::json!([1, 2.5]));
+    }
+
+    #[test]
+    fn invalid_stored_state_is_an_error_naming_the_row() {
+        let err =
+            Decision::try_from(action_row(0, serde_json::json!({"not": "a list"}))).unwrap_err();
+        assert!(matches!(err, StoreError::Other(_)));
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("row 7 in actions"), "{source}");
+    }
+
+    #[test]
+    fn unknown_stored_status_is_an_error() {
+        let row = UpdateRow {
+            id: uuid::Uuid::nil(),
+            request_timestamp: DateTime::UNIX_EPOCH,
+            created_at: DateTime::UNIX_EPOCH,
+            callback_url: "http://x".into(),
+            status: "paused".into(),
+            finished_at: None,
+            error: None,
+            parameter_version: None,
+        };
+        assert!(matches!(
+            UpdateRequest::try_from(row),
+            Err(StoreError::Other(_))
+        ));
+    }
+}

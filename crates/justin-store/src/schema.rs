@@ -1,0 +1,119 @@
+//! Diesel's view of the tables created by `migrations/`. Kept by hand, column for column in the
+//! migration's order: the backup checks that the columns it exports through these definitions
+//! are exactly the columns the database has, so a drift shows up as a failed backup rather than
+//! a silently incomplete one.
+
+diesel::table! {
+    /// Registered participants.
+    users (id) {
+        /// Surrogate key.
+        id -> Int8,
+        /// The participant id the study server uses.
+        user_id -> Text,
+        /// When the participant was registered.
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Every version of the model parameters.
+    model_parameters (version) {
+        /// 1, 2, 3, ... with no gaps.
+        version -> Int8,
+        /// The algorithm the parameters belong to.
+        algorithm -> Text,
+        /// The parameters in the algorithm's JSON shape.
+        parameters -> Jsonb,
+        /// When the version was stored.
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// One row per randomized decision.
+    actions (id) {
+        /// Surrogate key.
+        id -> Int8,
+        /// The participant.
+        user_id -> Text,
+        /// The participant's decision time.
+        decision_idx -> Int8,
+        /// The study server's timestamp.
+        request_timestamp -> Timestamptz,
+        /// When the service decided.
+        created_at -> Timestamptz,
+        /// The context as sent.
+        context -> Jsonb,
+        /// The algorithm's state.
+        state -> Jsonb,
+        /// 0 or 1.
+        action -> Int2,
+        /// Probability of action 1.
+        action_prob -> Float8,
+        /// The parameter version used.
+        parameter_version -> Int8,
+        /// The decision generator's seed, a `u64` stored bit for bit.
+        rng_seed -> Int8,
+    }
+}
+
+diesel::table! {
+    /// Uploaded study data, one row per decision.
+    study_data (id) {
+        /// Surrogate key; its order is the upload order.
+        id -> Int8,
+        /// The participant.
+        user_id -> Text,
+        /// The participant's decision time.
+        decision_idx -> Int8,
+        /// The study server's timestamp.
+        request_timestamp -> Timestamptz,
+        /// When the upload was received.
+        created_at -> Timestamptz,
+        /// The context at decision time.
+        context -> Jsonb,
+        /// 0 or 1.
+        action -> Int2,
+        /// Probability of action 1.
+        action_prob -> Float8,
+        /// The state.
+        state -> Jsonb,
+        /// The outcome.
+        outcome -> Jsonb,
+        /// The derived reward.
+        reward -> Float8,
+    }
+}
+
+diesel::table! {
+    /// Model update requests and how they ended.
+    model_update_requests (id) {
+        /// The id given to the client.
+        id -> Uuid,
+        /// The study server's timestamp.
+        request_timestamp -> Timestamptz,
+        /// When the request was received.
+        created_at -> Timestamptz,
+        /// Where the outcome is POSTed.
+        callback_url -> Text,
+        /// `processing`, `completed` or `failed`.
+        status -> Text,
+        /// When it finished.
+        finished_at -> Nullable<Timestamptz>,
+        /// Why it failed.
+        error -> Nullable<Text>,
+        /// The version it produced.
+        parameter_version -> Nullable<Int8>,
+    }
+}
+
+diesel::joinable!(actions -> model_parameters (parameter_version));
+diesel::joinable!(model_update_requests -> model_parameters (parameter_version));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    model_parameters,
+    actions,
+    study_data,
+    model_update_requests,
+);
