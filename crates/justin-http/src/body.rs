@@ -1,0 +1,299 @@
+//! Parsing at the edge: reading a JSON request body and turning its fields into core types,
+//! each with the template's exact message. Handlers decide the order in which fields are
+//! checked; the functions here check one field each.
+
+use actix_web::{http::header, web, HttpRequest};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use justin_core::JsonObject;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Reads the body as a JSON object, within `limit` bytes.
+///
+/// # Errors
+/// 415 when the body is not declared as JSON, 413 when it is too large, 400 when it is not a
+/// JSON object.
+pub async fn json_object(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<JsonObject, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return Err(ApiError::BadRequest(format!(
+                "The request body could not be read: {e}."
+            )))
+        }
+        Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::BadRequest(
+            "Request body must be a JSON object.".into(),
+        )),
+        Err(_) => Err(ApiError::BadRequest(
+            "Request body must be valid JSON.".into(),
+        )),
+    }
+}
+
+/// A field's value, treating JSON `null` as absent (as the template did).
+pub fn field<'a>(object: &'a JsonObject, key: &str) -> Option<&'a Value> {
+    object.get(key).filter(|v| !v.is_null())
+}
+
+fn bad(message: &str) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+/// The field, or 400 `<key> is required.`.
+///
+/// # Errors
+/// When the field is missing or null.
+pub fn required<'a>(object: &'a JsonObject, key: &str) -> Result<&'a Value, ApiError> {
+    field(object, key).ok_or_else(|| ApiError::BadRequest(format!("{key} is required.")))
+}
+
+/// A participant id.
+///
+/// # Errors
+/// When the value is not a string, or not a valid id.
+pub fn user_id(value: &Value) -> Result<justin_core::UserId, ApiError> {
+    let raw = value
+        .as_str()
+        .ok_or_else(|| bad("user_id must be a string."))?;
+    justin_core::UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.0))
+}
+
+/// A decision index.
+///
+/// # Errors
+/// When the value is not a whole number, or is negative.
+pub fn decision_idx(value: &Value) -> Result<justin_core::DecisionIdx, ApiError> {
+    let raw = match value.as_i64() {
+        Some(raw) => raw,
+        // Whole numbers beyond i64 are integers, but no study has that many decisions.
+        None if value.is_u64() => {
+            return Err(bad("decision_idx is too large."));
+        }
+        None => return Err(bad("decision_idx must be an integer.")),
+    };
+    justin_core::DecisionIdx::new(raw).map_err(|e| ApiError::BadRequest(e.0))
+}
+
+/// A timestamp: RFC 3339, or an ISO 8601 date-time without offset, read as UTC (what Python's
+/// `datetime.isoformat()` writes for naive times).
+///
+/// # Errors
+/// When the value is not a string, or not a date-time.
+pub fn timestamp(value: &Value) -> Result<DateTime<Utc>, ApiError> {
+    let raw = value
+        .as_str()
+        .ok_or_else(|| bad("timestamp must be a string or datetime object."))?;
+    parse_timestamp(raw).ok_or_else(|| bad("timestamp must be an ISO 8601 date-time."))
+}
+
+fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// A JSON object field such as a context or an outcome.
+///
+/// # Errors
+/// 400 `<key> must be a dictionary.` for anything else.
+pub fn object(value: &Value, key: &str) -> Result<JsonObject, ApiError> {
+    value
+        .as_object()
+        .cloned()
+        .ok_or_else(|| ApiError::BadRequest(format!("{key} must be a dictionary.")))
+}
+
+/// An action: the integer 0 or 1.
+///
+/// # Errors
+/// For any other value.
+pub fn action(value: &Value) -> Result<justin_core::Action, ApiError> {
+    value
+        .as_i64()
+        .and_then(|raw| justin_core::Action::from_i64(raw).ok())
+        .ok_or_else(|| bad("action must be 0 or 1."))
+}
+
+/// A probability of action 1.
+///
+/// # Errors
+/// When the value is not a number in [0, 1].
+pub fn action_prob(value: &Value) -> Result<justin_core::Probability, ApiError> {
+    value
+        .as_f64()
+        .and_then(|raw| justin_core::Probability::new(raw).ok())
+        .ok_or_else(|| bad("action_prob must be a number between 0 and 1."))
+}
+
+/// A state: a list of numbers.
+///
+/// # Errors
+/// For anything else.
+pub fn state(value: &Value) -> Result<justin_core::State, ApiError> {
+    let message = "state must be a list of numbers.";
+    let items = value.as_array().ok_or_else(|| bad(message))?;
+    let numbers = items
+        .iter()
+        .map(Value::as_f64)
+        .collect::<Option<Vec<f64>>>()
+        .ok_or_else(|| bad(message))?;
+    justin_core::State::new(numbers).map_err(|_| bad(message))
+}
+
+/// A callback URL: an absolute http or https URL with a host.
+///
+/// # Errors
+/// When the value is not a string, or not such a URL.
+pub fn callback_url(value: &Value) -> Result<String, ApiError> {
+    let raw = value
+        .as_str()
+        .ok_or_else(|| bad("callback_url must be a string."))?;
+    let rest = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"));
+    let host = rest.and_then(|r| r.split(['/', '?', '#']).next());
+    let valid = host.is_some_and(|h| !h.is_empty() && !h.starts_with(':'))
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(bad("callback_url must be an absolute http or https URL."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(e: ApiError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn null_counts_as_missing() {
+        let obj = json!({"a": null, "b": 1});
+        let obj = obj.as_object().unwrap();
+        assert!(field(obj, "a").is_none());
+        assert!(field(obj, "b").is_some());
+        assert_eq!(message(required(obj, "a").unwrap_err()), "a is required.");
+    }
+
+    #[test]
+    fn user_id_must_be_a_string() {
+        assert_eq!(
+            message(user_id(&json!(5)).unwrap_err()),
+            "user_id must be a string."
+        );
+        assert_eq!(user_id(&json!("u1")).unwrap().as_str(), "u1");
+    }
+
+    #[test]
+    fn decision_idx_must_be_a_non_negative_integer() {
+        assert_eq!(decision_idx(&json!(3)).unwrap().get(), 3);
+        assert_eq!(
+            message(decision_idx(&json!(1.5)).unwrap_err()),
+            "decision_idx must be an integer."
+        );
+        assert_eq!(
+            message(decision_idx(&json!("1")).unwrap_err()),
+            "decision_idx must be an integer."
+        );
+        assert_eq!(
+            message(decision_idx(&json!(-1)).unwrap_err()),
+            "decision_idx must be a non-negative integer."
+        );
+        assert!(decision_idx(&json!(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn timestamps_in_rfc3339_or_naive_iso() {
+        let t = timestamp(&json!("2025-01-01T12:00:00Z")).unwrap();
+        assert_eq!(t.to_rfc3339(), "2025-01-01T12:00:00+00:00");
+        let offset = timestamp(&json!("2025-01-01T14:00:00+02:00")).unwrap();
+        assert_eq!(offset, t);
+        let naive = timestamp(&json!("2025-01-01T12:00:00.5")).unwrap();
+        assert_eq!(naive.timestamp_millis(), t.timestamp_millis() + 500);
+        assert_eq!(
+            message(timestamp(&json!(12)).unwrap_err()),
+            "timestamp must be a string or datetime object."
+        );
+        assert_eq!(
+            message(timestamp(&json!("yesterday")).unwrap_err()),
+            "timestamp must be an ISO 8601 date-time."
+        );
+    }
+
+    #[test]
+    fn action_and_probability_ranges() {
+        assert!(action(&json!(1)).is_ok());
+        assert_eq!(
+            message(action(&json!(2)).unwrap_err()),
+            "action must be 0 or 1."
+        );
+        assert_eq!(
+            message(action(&json!(true)).unwrap_err()),
+            "action must be 0 or 1."
+        );
+        assert!(action_prob(&json!(0.5)).is_ok());
+        assert_eq!(
+            message(action_prob(&json!(1.5)).unwrap_err()),
+            "action_prob must be a number between 0 and 1."
+        );
+    }
+
+    #[test]
+    fn state_is_a_list_of_numbers() {
+        assert_eq!(state(&json!([30, 1.5])).unwrap().values(), &[30.0, 1.5]);
+        for bad_state in [json!("30"), json!([30, "x"]), json!({"a": 1})] {
+            assert_eq!(
+                message(state(&bad_state).unwrap_err()),
+                "state must be a list of numbers."
+            );
+        }
+    }
+
+    #[test]
+    fn callback_urls_must_be_absolute_http() {
+        assert!(callback_url(&json!("http://example.com/callback")).is_ok());
+        assert!(callback_url(&json!("https://127.0.0.1:9000")).is_ok());
+        for bad_url in [
+            "example.com/cb",
+            "ftp://x/y",
+            "http://",
+            "http:///path",
+            "http://a b",
+        ] {
+            assert_eq!(
+                message(callback_url(&json!(bad_url)).unwrap_err()),
+                "callback_url must be an absolute http or https URL.",
+                "{bad_url}"
+            );
+        }
+        assert_eq!(
+            message(callback_url(&json!(1)).unwrap_err()),
+            "callback_url must be a string."
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Callback delivery over HTTP with ureq: the adapter of the core's `CallbackNotifier` port.
+
+use std::time::Duration;
+
+use justin_core::{BoxError, CallbackNotifier, CallbackPayload};
+
+/// POSTs callbacks as JSON, each within a timeout.
+#[derive(Debug, Clone)]
+pub struct HttpNotifier {
+    agent: ureq::Agent,
+}
+
+impl HttpNotifier {
+    /// A notifier whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Self { agent }
+    }
+}
+
+impl CallbackNotifier for HttpNotifier {
+    fn notify(&self, url: &str, payload: &CallbackPayload) -> Result<(), BoxError> {
+        // ureq reports non-2xx statuses as errors, which is what the port asks for.
+        self.agent.post(url).send_json(payload)?;
+        Ok(())
+    }
+}

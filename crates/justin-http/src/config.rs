@@ -1,0 +1,447 @@
+//! Typed configuration, read once at start-up.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (`config.toml` in the working
+//! directory, or the file named by `JUSTIN_CONFIG`), `DATABASE_URL`, then `JUSTIN_`-prefixed
+//! environment variables with `__` between section and key. A value of the wrong type, or a key
+//! that does not exist, stops start-up with a message naming the key.
+//!
+//! | key | env var | default |
+//! |---|---|---|
+//! | `server.host` | `JUSTIN_SERVER__HOST` | `127.0.0.1` |
+//! | `server.port` | `JUSTIN_SERVER__PORT` | `5000` (0 picks a free port) |
+//! | `server.workers` | `JUSTIN_SERVER__WORKERS` | `0` (one per core) |
+//! | `server.max_body_bytes` | `JUSTIN_SERVER__MAX_BODY_BYTES` | `1048576` |
+//! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/justin` |
+//! | `database.pool_size` | `JUSTIN_DATABASE__POOL_SIZE` | `10` |
+//! | `database.connect_timeout_secs` | `JUSTIN_DATABASE__CONNECT_TIMEOUT_SECS` | `5` |
+//! | `database.run_migrations` | `JUSTIN_DATABASE__RUN_MIGRATIONS` | `true` |
+//! | `database.create_if_missing` | `JUSTIN_DATABASE__CREATE_IF_MISSING` | `true` |
+//! | `algorithm.name` | `JUSTIN_ALGORITHM__NAME` | `flat_prob` |
+//! | `algorithm.seed` | `JUSTIN_ALGORITHM__SEED` | `42` |
+//! | `algorithm.priors_file` | `JUSTIN_ALGORITHM__PRIORS_FILE` | none |
+//! | `algorithm.priors` | (table) | `{ probability_of_action = 0.5 }` |
+//! | `backup.enabled` | `JUSTIN_BACKUP__ENABLED` | `true` |
+//! | `backup.dir` | `JUSTIN_BACKUP__DIR` | `backups` |
+//! | `logging.level` | `JUSTIN_LOGGING__LEVEL` | `info` |
+//! | `logging.dir` | `JUSTIN_LOGGING__DIR` | `logs` |
+//! | `logging.stdout` | `JUSTIN_LOGGING__STDOUT` | `true` |
+//! | `update.callback_timeout_secs` | `JUSTIN_UPDATE__CALLBACK_TIMEOUT_SECS` | `10` |
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use justin_core::JsonObject;
+use serde::{Deserialize, Serialize};
+
+/// The environment variable naming another configuration file.
+pub const CONFIG_ENV: &str = "JUSTIN_CONFIG";
+/// The configuration file read when `JUSTIN_CONFIG` is not set.
+pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `JUSTIN_CONFIG` names a file that does not exist.
+    #[error("the configuration file {0} (from {CONFIG_ENV}) does not exist")]
+    MissingFile(PathBuf),
+    /// A value has the wrong type or a key is unknown; figment's message names the key.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: ServerConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// The decision algorithm.
+    pub algorithm: AlgorithmConfig,
+    /// Backups.
+    pub backup: BackupConfig,
+    /// Logging.
+    pub logging: LoggingConfig,
+    /// Model updates.
+    pub update: UpdateConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (the log says which).
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5000,
+            workers: 0,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection before answering 503.
+    pub connect_timeout_secs: u64,
+    /// Run pending migrations when serving starts.
+    pub run_migrations: bool,
+    /// Create the database when it does not exist.
+    pub create_if_missing: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/justin".into(),
+            pool_size: 10,
+            connect_timeout_secs: 5,
+            run_migrations: true,
+            create_if_missing: true,
+        }
+    }
+}
+
+/// `[algorithm]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlgorithmConfig {
+    /// The registered name of the algorithm.
+    pub name: String,
+    /// The study seed every decision's generator derives from.
+    pub seed: u64,
+    /// A JSON file of priors; when set, it replaces `priors`.
+    pub priors_file: Option<PathBuf>,
+    /// Priors given inline.
+    pub priors: JsonObject,
+}
+
+impl Default for AlgorithmConfig {
+    fn default() -> Self {
+        let mut priors = JsonObject::new();
+        priors.insert("probability_of_action".into(), serde_json::json!(0.5));
+        Self {
+            name: "flat_prob".into(),
+            seed: 42,
+            priors_file: None,
+            priors,
+        }
+    }
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Back up the database before every model update.
+    pub enabled: bool,
+    /// Where backup files go.
+    pub dir: PathBuf,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: "backups".into(),
+        }
+    }
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Level filter: a level, optionally followed by `target=level` pairs
+    /// (`info,justin_store=debug`).
+    pub level: String,
+    /// Directory of `app.log` and `rl.log`.
+    pub dir: PathBuf,
+    /// Also log to standard output.
+    pub stdout: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            dir: "logs".into(),
+            stdout: true,
+        }
+    }
+}
+
+/// `[update]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateConfig {
+    /// How long one callback POST may take.
+    pub callback_timeout_secs: u64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            callback_timeout_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the file named by `JUSTIN_CONFIG` (or `config.toml` when
+    /// present) and the environment.
+    ///
+    /// # Errors
+    /// When `JUSTIN_CONFIG` names a missing file, or a value is invalid.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = match std::env::var_os(CONFIG_ENV) {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(ConfigError::MissingFile(path));
+                }
+                path
+            }
+            None => PathBuf::from(DEFAULT_CONFIG_FILE),
+        };
+        Self::from_figment(Self::figment(&file))
+    }
+
+    /// The layered sources, without extracting them.
+    pub fn figment(file: &Path) -> Figment {
+        Figment::from(Serialized::defaults(Self::default()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::prefixed("JUSTIN_")
+                    .split("__")
+                    // JUSTIN_CONFIG and variables of other tools (JUSTIN_TEST_DATABASE_URL)
+                    // have no section: they are not configuration keys.
+                    .filter(|key| key.as_str().contains('.')),
+            )
+    }
+
+    /// Extracts and checks a configuration.
+    ///
+    /// # Errors
+    /// When a value has the wrong type, a key is unknown, or a value is out of range.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size", "must be at least 1");
+        }
+        if self.database.connect_timeout_secs == 0 {
+            return invalid("database.connect_timeout_secs", "must be at least 1");
+        }
+        if !(self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", "must be a postgres:// or postgresql:// URL");
+        }
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be at least 1");
+        }
+        if self.update.callback_timeout_secs == 0 {
+            return invalid("update.callback_timeout_secs", "must be at least 1");
+        }
+        if let Err(e) = crate::logging::parse_level(&self.logging.level) {
+            return invalid("logging.level", &e);
+        }
+        if justin_algos::by_name(&self.algorithm.name).is_none() {
+            return invalid(
+                "algorithm.name",
+                &format!(
+                    "unknown algorithm {:?}; known: {}",
+                    self.algorithm.name,
+                    justin_algos::NAMES.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The priors: the file's when `algorithm.priors_file` is set, else the inline table.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a JSON object.
+    pub fn priors(&self) -> Result<JsonObject, ConfigError> {
+        let Some(path) = &self.algorithm.priors_file else {
+            return Ok(self.algorithm.priors.clone());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "algorithm.priors_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(_) => Err(ConfigError::Invalid(format!(
+                "algorithm.priors_file: {} must hold a JSON object",
+                path.display()
+            ))),
+            Err(e) => Err(ConfigError::Invalid(format!(
+                "algorithm.priors_file: {} is not valid JSON: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment's own (large) error type; that is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    /// Loads `config.toml` from the jail's directory, with the jail's environment.
+    fn load_in_jail() -> figment::Result<Config> {
+        Config::from_figment(Config::figment(Path::new("config.toml")))
+            .map_err(|e| figment::Error::from(e.to_string()))
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let config = load_in_jail()?;
+            assert_eq!(config, Config::default());
+            assert_eq!(config.server.port, 5000);
+            assert_eq!(config.algorithm.seed, 42);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[server]\nport = 6000\n[algorithm]\nseed = 7\n",
+            )?;
+            jail.set_env("JUSTIN_SERVER__PORT", "8080");
+            jail.set_env("DATABASE_URL", "postgres://a@b/c");
+            let config = load_in_jail()?;
+            assert_eq!(config.server.port, 8080);
+            assert_eq!(config.algorithm.seed, 7);
+            assert_eq!(config.database.url, "postgres://a@b/c");
+            jail.set_env("JUSTIN_DATABASE__URL", "postgres://x@y/z");
+            let config = load_in_jail()?;
+            assert_eq!(config.database.url, "postgres://x@y/z");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("JUSTIN_SERVER__PORT", "not-a-port");
+            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("port"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "[server]\nprot = 1\n")?;
+            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unrelated_justin_variables_are_ignored() {
+        Jail::expect_with(|jail| {
+            jail.set_env("JUSTIN_TEST_DATABASE_URL", "postgres://t@u/v");
+            jail.set_env("JUSTIN_CONFIG", "elsewhere.toml");
+            assert!(Config::from_figment(Config::figment(Path::new("config.toml"))).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("JUSTIN_DATABASE__POOL_SIZE", "0");
+            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("database.pool_size"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "nope");
+            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("algorithm.name"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn priors_file_replaces_inline_priors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("priors.json", r#"{"probability_of_action": 0.3}"#)?;
+            jail.create_file("broken.json", "{")?;
+            jail.set_env("JUSTIN_ALGORITHM__PRIORS_FILE", "priors.json");
+            let config = load_in_jail()?;
+            let priors = config.priors().map_err(|e| e.to_string())?;
+            assert_eq!(priors["probability_of_action"], serde_json::json!(0.3));
+
+            let mut broken = config.clone();
+            broken.algorithm.priors_file = Some("broken.json".into());
+            assert!(broken
+                .priors()
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON"));
+            broken.algorithm.priors_file = Some("missing.json".into());
+            assert!(broken
+                .priors()
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,14 @@
+//! The HTTP adapter of JustIn: actix-web routes over the core's use cases, the configuration,
+//! logging, callback delivery and the wiring that starts it all. The `justin` binary
+//! (`main.rs`) is a thin command line around [`startup`].
+
+pub mod blocking;
+pub mod body;
+pub mod callbacks;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod updates;

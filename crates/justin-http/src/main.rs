@@ -1,0 +1,152 @@
+//! The `justin` command: serve the API, run migrations, take a backup or reset the database.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use justin_core::Store;
+use justin_http::config::Config;
+use justin_http::startup::{self, pg_config};
+use justin_store::PgStore;
+
+/// JustIn: a decision service for digital health studies.
+#[derive(Debug, Parser)]
+#[command(name = "justin", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Run pending database migrations and exit.
+    Migrate,
+    /// Write a backup of every table into backup.dir and exit.
+    Backup,
+    /// Delete every row of every table, after taking a backup. Without --yes, only says what
+    /// would be deleted.
+    ResetDb {
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Err(e) = justin_http::logging::init(&config.logging) {
+        return fail(&e);
+    }
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Migrate => migrate(&config),
+        Command::Backup => backup(&config),
+        Command::ResetDb { yes } => reset_db(&config, yes),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    log::error!("{message}");
+    eprintln!("justin: {message}");
+    ExitCode::FAILURE
+}
+
+fn serve(config: Config) -> Result<ExitCode, String> {
+    if config.backup.enabled {
+        log::info!(
+            "backups before updates go to {}",
+            config.backup.dir.display()
+        );
+    } else {
+        log::warn!("backups before updates are off (backup.enabled = false)");
+    }
+    let server = startup::start(config).map_err(|e| e.to_string())?;
+    server
+        .wait()
+        .map_err(|e| format!("the server failed: {e}"))?;
+    log::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store without changing the schema: maintenance commands work on what is there.
+fn open_store(config: &Config) -> Result<PgStore, String> {
+    let mut pg = pg_config(&config.database);
+    pg.run_migrations = false;
+    pg.create_if_missing = false;
+    PgStore::connect(&pg).map_err(|e| e.to_string())
+}
+
+fn migrate(config: &Config) -> Result<ExitCode, String> {
+    let mut pg = pg_config(&config.database);
+    pg.run_migrations = false;
+    let store = PgStore::connect(&pg).map_err(|e| e.to_string())?;
+    let applied = store.run_migrations().map_err(|e| e.to_string())?;
+    if applied.is_empty() {
+        println!("the database is up to date");
+    }
+    for name in applied {
+        println!("applied {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup(config: &Config) -> Result<ExitCode, String> {
+    let store = open_store(config)?;
+    let report = store
+        .backup(&config.backup.dir, Utc::now())
+        .map_err(|e| format!("backup failed: {}", justin_core::service::error_chain(&e)))?;
+    println!("backup written to {}", report.path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reset_db(config: &Config, yes: bool) -> Result<ExitCode, String> {
+    let store = open_store(config)?;
+    let counts = store
+        .row_counts()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    if !yes {
+        println!("reset-db would delete every row of every table:");
+        for (table, rows) in &counts {
+            println!("  {table}: {rows} rows");
+        }
+        println!("Nothing was deleted. Run again with --yes to delete (a backup is taken first).");
+        return Ok(ExitCode::from(2));
+    }
+    let report = store.backup(&config.backup.dir, Utc::now()).map_err(|e| {
+        format!(
+            "backup before reset failed, nothing was deleted: {}",
+            justin_core::service::error_chain(&e)
+        )
+    })?;
+    println!("backup written to {}", report.path.display());
+    store
+        .reset()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    for (table, rows) in &counts {
+        println!("deleted {rows} rows from {table}");
+    }
+    // Leave the database ready to serve: the priors are version 1 again.
+    let service = startup::build_service(config).map_err(|e| e.to_string())?;
+    let installed = service
+        .current_parameters()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    println!(
+        "installed the priors as {} parameters version {}",
+        installed.algorithm, installed.version
+    );
+    log::warn!(
+        "the database was reset; backup at {}",
+        report.path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,3 @@
+//! Decisions.
+
+pub mod request;

@@ -1,0 +1,76 @@
+//! `POST /api/v1/action`: draw (or return the stored) action for one decision.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::SecondsFormat;
+use justin_core::{ActionRequest, JsonObject};
+use serde_json::{json, Value};
+
+use crate::blocking::run_blocking;
+use crate::body;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn bad(message: &str) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+/// Checks the request in the template's order: missing fields, then wrong types. The
+/// algorithm's own checks of the context come after, in the core.
+fn parse(input: &JsonObject) -> Result<ActionRequest, ApiError> {
+    // The template treats an empty string as missing, for both fields.
+    let user = body::field(input, "user_id").filter(|v| v.as_str() != Some(""));
+    let timestamp = body::field(input, "timestamp").filter(|v| v.as_str() != Some(""));
+    let (Some(user), Some(timestamp)) = (user, timestamp) else {
+        return Err(bad("user_id and timestamp are required."));
+    };
+    let idx = body::field(input, "decision_idx").ok_or_else(|| bad("decision_idx is required."))?;
+    let context = body::field(input, "context").ok_or_else(|| bad("context is required."))?;
+    if !user.is_string() {
+        return Err(bad("user_id must be a string."));
+    }
+    if !timestamp.is_string() {
+        return Err(bad("timestamp must be a string or datetime object."));
+    }
+    if !(idx.is_i64() || idx.is_u64()) {
+        return Err(bad("decision_idx must be an integer."));
+    }
+    if !context.is_object() {
+        return Err(bad("context must be a dictionary."));
+    }
+    Ok(ActionRequest {
+        user_id: body::user_id(user)?,
+        decision_idx: body::decision_idx(idx)?,
+        requested_at: body::timestamp(timestamp)?,
+        context: body::object(context, "context")?,
+    })
+}
+
+/// Answers 201 with a new decision, or 200 with the one stored for this decision before.
+///
+/// # Errors
+/// 400 for a malformed request or context, 404 for an unknown participant, 400 when study data
+/// was uploaded for the decision already.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let input = body::json_object(&req, payload, state.max_body_bytes).await?;
+    let request = parse(&input)?;
+    let service = state.service.clone();
+    let outcome = run_blocking(move || service.request_action(request)).await?;
+    let d = outcome.decision;
+    let body: Value = json!({
+        "status": "success",
+        "user_id": d.user_id,
+        "action": d.action,
+        "action_prob": d.action_prob,
+        "state": d.state,
+        "timestamp": d.decided_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+    });
+    Ok(if outcome.created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}

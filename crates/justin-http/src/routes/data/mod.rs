@@ -1,0 +1,3 @@
+//! Study data.
+
+pub mod upload;

@@ -1,0 +1,3 @@
+//! Model parameters.
+
+pub mod show;

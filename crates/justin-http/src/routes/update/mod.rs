@@ -1,0 +1,4 @@
+//! Model updates.
+
+pub mod request;
+pub mod status;

@@ -1,0 +1,3 @@
+//! Participants.
+
+pub mod add;

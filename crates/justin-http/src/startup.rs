@@ -1,0 +1,212 @@
+//! Wiring: builds the adapters, hands them to the core service and starts the HTTP server.
+//! This is the only place that knows which storage adapter the service holds.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::Logger;
+use actix_web::{web, App, HttpServer};
+use chrono::{DateTime, Utc};
+use justin_core::service::error_chain;
+use justin_core::{Clock, Service, ServiceSettings};
+use justin_store::{PgConfig, PgStore};
+
+use crate::callbacks::HttpNotifier;
+use crate::config::{Config, DatabaseConfig};
+use crate::state::AppState;
+use crate::{routes, updates};
+
+/// Why the service could not start. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration or priors are invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The database could not be reached, created or migrated.
+    #[error(transparent)]
+    Database(#[from] justin_store::SetupError),
+    /// The stored state does not fit the configuration (priors, algorithm).
+    #[error("{0}")]
+    Service(String),
+    /// The address could not be bound or a thread could not start.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The storage settings of a configuration.
+pub fn pg_config(db: &DatabaseConfig) -> PgConfig {
+    PgConfig {
+        url: db.url.clone(),
+        pool_size: db.pool_size,
+        connect_timeout: Duration::from_secs(db.connect_timeout_secs),
+        create_if_missing: db.create_if_missing,
+        run_migrations: db.run_migrations,
+    }
+}
+
+/// Builds the core service on PostgreSQL and installs the priors when no parameters exist.
+///
+/// # Errors
+/// When the configuration, the priors or the database are not usable.
+pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
+    let priors = config.priors()?;
+    let algorithm = justin_algos::by_name(&config.algorithm.name).ok_or_else(|| {
+        StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
+    })?;
+    let store = PgStore::connect(&pg_config(&config.database))?;
+    let settings = ServiceSettings {
+        seed: config.algorithm.seed,
+        backup_dir: config.backup.enabled.then(|| config.backup.dir.clone()),
+    };
+    let service = Arc::new(Service::new(
+        Arc::new(store),
+        algorithm,
+        Arc::new(SystemClock),
+        Arc::new(HttpNotifier::new(Duration::from_secs(
+            config.update.callback_timeout_secs,
+        ))),
+        settings,
+    ));
+    service.initialise(&priors).map_err(|e| {
+        StartupError::Service(format!("cannot install the priors: {}", error_chain(&e)))
+    })?;
+    Ok(service)
+}
+
+/// A server running on its own thread.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    updates: updates::UpdateQueue,
+    server: JoinHandle<std::io::Result<()>>,
+    worker: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then waits for queued updates.
+    pub fn stop(self) {
+        // Stopping a server that has already stopped is harmless; nothing to report.
+        let handle = self.handle.clone();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(true)))
+            .join()
+            .ok();
+        self.wait().ok();
+    }
+
+    /// Blocks until the server stops (on SIGINT or SIGTERM) and queued updates are done.
+    ///
+    /// # Errors
+    /// When the server thread ended with an IO error.
+    pub fn wait(self) -> std::io::Result<()> {
+        let result = self
+            .server
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
+        self.updates.stop();
+        if self.worker.join().is_err() {
+            log::error!("the update worker panicked");
+        }
+        result
+    }
+}
+
+/// Builds everything and starts serving; returns once the server accepts connections.
+///
+/// # Errors
+/// When the configuration, the database or the address are not usable.
+pub fn start(config: Config) -> Result<RunningServer, StartupError> {
+    let service = build_service(&config)?;
+    let io = |context: String| move |source| StartupError::Io { context, source };
+    let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).map_err(
+        io(format!(
+            "cannot listen on {}:{}",
+            config.server.host, config.server.port
+        )),
+    )?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("cannot read the bound address".into()))?;
+    let (queue, worker) =
+        updates::spawn(service.clone()).map_err(io("cannot start the update worker".into()))?;
+    let state = AppState {
+        service,
+        updates: queue.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+    };
+    let workers = config.server.workers;
+    let (handle_tx, handle_rx) = mpsc::channel();
+    let server = std::thread::Builder::new()
+        .name("justin-http".into())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let mut server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(web::Data::new(state.clone()))
+                        .wrap(
+                            Logger::new("%{method}xi %U %s %Dms")
+                                .custom_request_replace("method", |req| req.method().to_string()),
+                        )
+                        .configure(routes::configure)
+                })
+                .shutdown_timeout(30);
+                if workers > 0 {
+                    server = server.workers(workers);
+                }
+                let server = server.listen(listener)?.run();
+                // The receiver waits for this handle; if it is gone, start() has returned.
+                handle_tx.send(server.handle()).ok();
+                server.await
+            })
+        })
+        .map_err(io("cannot start the server thread".into()))?;
+    let Ok(handle) = handle_rx.recv() else {
+        // The thread ended before it could serve; its result says why.
+        let source = match server.join() {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => std::io::Error::other("the server stopped at once"),
+            Err(_) => std::io::Error::other("the server thread panicked"),
+        };
+        queue.stop();
+        return Err(StartupError::Io {
+            context: "the server did not start".into(),
+            source,
+        });
+    };
+    log::info!("listening on http://{addr}");
+    Ok(RunningServer {
+        addr,
+        handle,
+        updates: queue,
+        server,
+        worker,
+    })
+}
