@@ -1,0 +1,12 @@
+//! The HTTP API test suite: each test starts the real wiring (`justin_http::startup::start`)
+//! in-process on port 0 against a fresh PostgreSQL database and talks to it over HTTP, holding
+//! it to the contract's exact statuses and messages. One binary, so the suite links once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod action;
+mod health;
+mod helpers;
+mod reproducibility;
+mod update;
+mod upload;
+mod users;

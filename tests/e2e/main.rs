@@ -1,0 +1,8 @@
+//! End-to-end tests: each starts the built `justin` binary against a fresh PostgreSQL database
+//! and uses it as a study server would, over HTTP and on the command line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod commands;
+mod flow;
+mod reproducibility;
+mod startup;

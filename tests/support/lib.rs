@@ -1,0 +1,272 @@
+//! Helpers for the end-to-end tests: find the built `justin` binary, run it in a scratch
+//! directory against a fresh database, talk to it over HTTP, and receive its callbacks.
+//!
+//! These helpers only run inside tests, so a failure to set up the test is a panic with a
+//! message saying what to fix.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use justin_store::testing::TestDatabase;
+use serde_json::Value;
+
+/// How long a test waits for the binary to start or a callback to arrive before failing.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The `justin` binary built for this test run (`JUSTIN_BIN` overrides).
+pub fn justin_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("JUSTIN_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/justin
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("justin{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p justin-http --bin justin` (`make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory removed at drop.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new empty directory under the system's temp dir.
+    pub fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("justin-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("can create a scratch directory");
+        Self(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for ScratchDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover scratch dir is harmless.
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// A `justin` command in `dir`, with only the given environment on top of a clean one:
+/// inherited `JUSTIN_*` and `DATABASE_URL` variables would change what is tested.
+pub fn justin(dir: &Path, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(justin_bin());
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("JUSTIN_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs a command to its end.
+pub fn run(cmd: &mut Command) -> Finished {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("the justin binary runs");
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A `justin serve` process and the database it serves.
+pub struct Served {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    agent: ureq::Agent,
+}
+
+impl Served {
+    /// Starts `justin serve` in `dir` with `env` and waits until it listens.
+    pub fn start(dir: &Path, env: &[(&str, String)]) -> Self {
+        let mut env = env.to_vec();
+        env.push(("JUSTIN_SERVER__PORT", "0".into()));
+        let mut child = justin(dir, &env)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the justin binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on http://") {
+                    let url = line[at + "listening on ".len()..].trim().to_owned();
+                    tx.send(url).ok();
+                }
+            }
+        });
+        let Ok(base_url) = rx.recv_timeout(WAIT) else {
+            child.kill().ok();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                e.read_to_string(&mut stderr).ok();
+            }
+            panic!("justin serve did not start listening: {stderr}");
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            child,
+            base_url,
+            agent,
+        }
+    }
+
+    /// POSTs JSON; returns the status and the JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.base_url))
+            .send_json(body)
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let json = response.body_mut().read_json().expect("the answer is JSON");
+        (status, json)
+    }
+
+    /// GETs; returns the status and the JSON body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base_url))
+            .call()
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let json = response.body_mut().read_json().expect("the answer is JSON");
+        (status, json)
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+        self.child.wait().expect("the process can be waited for")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Already stopped when terminate() ran; otherwise stop it hard.
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// The environment that points `justin` at `db` with files under its working directory.
+pub fn env_for(db: &TestDatabase) -> Vec<(&'static str, String)> {
+    vec![
+        ("JUSTIN_DATABASE__URL", db.url().to_owned()),
+        ("JUSTIN_LOGGING__LEVEL", "info".into()),
+    ]
+}
+
+/// A local HTTP server that accepts callback POSTs and hands their JSON bodies to the test.
+pub struct CallbackReceiver {
+    /// Where to send callbacks.
+    pub url: String,
+    bodies: mpsc::Receiver<Value>,
+}
+
+impl CallbackReceiver {
+    /// Starts listening on a free loopback port.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("can bind a loopback port");
+        let url = format!("http://{}/callback", listener.local_addr().unwrap());
+        let (tx, bodies) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                if let Some(body) = read_request_body(&mut stream) {
+                    stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .ok();
+                    if tx.send(body).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Self { url, bodies }
+    }
+
+    /// The next callback body, waiting at most [`WAIT`].
+    pub fn next(&self) -> Value {
+        self.bodies
+            .recv_timeout(WAIT)
+            .expect("a callback arrives in time")
+    }
+}
+
+fn read_request_body(stream: &mut std::net::TcpStream) -> Option<Value> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
