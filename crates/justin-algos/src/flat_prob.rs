@@ -4,7 +4,7 @@
 //! it shows every step of the [`Algorithm`] trait with the least possible statistics.
 
 use justin_core::{
-    ActionChoice, Action, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
+    Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
     Probability, State, StudyRecord, UserId,
 };
 use serde_json::{json, Value};
@@ -39,11 +39,7 @@ fn probability(values: &Value) -> Result<f64, AlgorithmError> {
 }
 
 /// Reads a required numeric field of a context or outcome, with the template's messages.
-fn number_field(
-    object: &JsonObject,
-    key: &str,
-    missing: &str,
-) -> Result<f64, AlgorithmError> {
+fn number_field(object: &JsonObject, key: &str, missing: &str) -> Result<f64, AlgorithmError> {
     match object.get(key) {
         None | Some(Value::Null) => Err(AlgorithmError::InvalidInput(missing.into())),
         Some(v) => v
@@ -68,7 +64,9 @@ impl Algorithm for FlatProb {
             .get(PROBABILITY_KEY)
             .and_then(Value::as_f64)
             .ok_or_else(|| {
-                AlgorithmError::InvalidPriors(format!("{PROBABILITY_KEY} is required and must be a number"))
+                AlgorithmError::InvalidPriors(format!(
+                    "{PROBABILITY_KEY} is required and must be a number"
+                ))
             })?;
         Probability::new(p)
             .map_err(|e| AlgorithmError::InvalidPriors(format!("{PROBABILITY_KEY}: {e}")))?;
@@ -135,7 +133,11 @@ impl Algorithm for FlatProb {
             return Ok(json!({ PROBABILITY_KEY: p }));
         }
         let mean = sum / count as f64;
-        let step = if mean < TEMPERATURE_THRESHOLD { STEP } else { -STEP };
+        let step = if mean < TEMPERATURE_THRESHOLD {
+            STEP
+        } else {
+            -STEP
+        };
         let next = tidy((p + step).clamp(MIN_PROBABILITY, MAX_PROBABILITY));
         log::info!(
             target: justin_core::service::RL_TARGET,
@@ -188,8 +190,13 @@ mod tests {
 
     #[test]
     fn context_messages_are_the_templates() {
-        let missing = FlatProb.make_state(&obj(json!({"humidity": 1}))).unwrap_err();
-        assert_eq!(missing.to_string(), "Invalid context. Temperature is required.");
+        let missing = FlatProb
+            .make_state(&obj(json!({"humidity": 1})))
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "Invalid context. Temperature is required."
+        );
         let wrong = FlatProb
             .make_state(&obj(json!({"temperature": "hot"})))
             .unwrap_err();

@@ -169,7 +169,9 @@ impl State {
         if values.iter().all(|v| v.is_finite()) {
             Ok(Self(values))
         } else {
-            Err(InvalidValue("state must be a list of finite numbers.".into()))
+            Err(InvalidValue(
+                "state must be a list of finite numbers.".into(),
+            ))
         }
     }
 

@@ -222,7 +222,10 @@ impl Service {
             return Ok(Arc::clone(p));
         }
         let loaded = self.store.current_parameters()?.ok_or_else(|| {
-            DomainError::Setup("no model parameters are stored; start the service once to install the priors".into())
+            DomainError::Setup(
+                "no model parameters are stored; start the service once to install the priors"
+                    .into(),
+            )
         })?;
         self.set_current(loaded.clone());
         Ok(Arc::new(loaded))
@@ -405,9 +408,10 @@ impl Service {
             let report = self.backup_to(dir)?;
             log::info!("backup before update written to {}", report.path.display());
         }
-        let current = self.store.current_parameters()?.ok_or_else(|| {
-            DomainError::Setup("no model parameters are stored".into())
-        })?;
+        let current = self
+            .store
+            .current_parameters()?
+            .ok_or_else(|| DomainError::Setup("no model parameters are stored".into()))?;
         let mut failure: Option<StoreError> = None;
         let mut records = self.store.study_data()?.map_while(|item| match item {
             Ok(record) => Some(record),
