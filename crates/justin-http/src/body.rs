@@ -2,12 +2,43 @@
 //! each with the template's exact message. Handlers decide the order in which fields are
 //! checked; the functions here check one field each.
 
-use actix_web::{http::header, web, HttpRequest};
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{dev, http::header, web, FromRequest, HttpRequest};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use justin_core::JsonObject;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The request body as a JSON object, read within the configured size limit: the extractor
+/// every POST handler takes.
+#[derive(Debug)]
+pub struct JsonBody(pub JsonObject);
+
+impl FromRequest for JsonBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = web::Payload::from_request(&req, payload).into_inner();
+        Box::pin(async move {
+            let limit = req
+                .app_data::<web::Data<AppState>>()
+                .map_or(DEFAULT_LIMIT, |state| state.max_body_bytes);
+            // Taking the payload cannot fail; keep the text of an error should that change.
+            let payload = payload
+                .map_err(|e| ApiError::Internal(Box::new(std::io::Error::other(e.to_string()))))?;
+            json_object(&req, payload, limit).await.map(JsonBody)
+        })
+    }
+}
+
+/// The body limit when no application state is mounted (never the case when serving).
+const DEFAULT_LIMIT: usize = 1024 * 1024;
 
 /// Reads the body as a JSON object, within `limit` bytes.
 ///

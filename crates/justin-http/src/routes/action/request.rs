@@ -1,12 +1,12 @@
 //! `POST /api/v1/action`: draw (or return the stored) action for one decision.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::SecondsFormat;
 use justin_core::{ActionRequest, JsonObject};
 use serde_json::{json, Value};
 
 use crate::blocking::run_blocking;
-use crate::body;
+use crate::body::{self, JsonBody};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -51,11 +51,9 @@ fn parse(input: &JsonObject) -> Result<ActionRequest, ApiError> {
 /// 400 for a malformed request or context, 404 for an unknown participant, 400 when study data
 /// was uploaded for the decision already.
 pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
+    JsonBody(input): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body::json_object(&req, payload, state.max_body_bytes).await?;
     let request = parse(&input)?;
     let service = state.service.clone();
     let outcome = run_blocking(move || service.request_action(request)).await?;

@@ -1,11 +1,11 @@
 //! `POST /api/v1/upload_data`: store what happened after a decision.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use justin_core::{JsonObject, UploadRequest};
 use serde_json::json;
 
 use crate::blocking::run_blocking;
-use crate::body::{self, required};
+use crate::body::{self, required, JsonBody};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -38,11 +38,9 @@ fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
 /// 400 for a malformed request, context or outcome, 404 for an unknown participant, 400 for a
 /// second upload of the same decision.
 pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
+    JsonBody(input): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body::json_object(&req, payload, state.max_body_bytes).await?;
     let upload = parse(&input)?;
     let service = state.service.clone();
     run_blocking(move || service.upload_data(upload)).await?;

@@ -1,10 +1,10 @@
 //! `POST /api/v1/update`: accept a model update; it runs in the background.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::blocking::run_blocking;
-use crate::body::{self, required};
+use crate::body::{self, required, JsonBody};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -13,11 +13,9 @@ use crate::state::AppState;
 /// # Errors
 /// 400 for a missing or malformed timestamp or callback URL.
 pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
+    JsonBody(input): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body::json_object(&req, payload, state.max_body_bytes).await?;
     let timestamp = required(&input, "timestamp")?;
     let callback = required(&input, "callback_url")?;
     let requested_at = body::timestamp(timestamp)?;

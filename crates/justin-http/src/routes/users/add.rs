@@ -1,10 +1,10 @@
 //! `POST /api/v1/add_user`: register a participant.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::blocking::run_blocking;
-use crate::body;
+use crate::body::{self, JsonBody};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -13,11 +13,9 @@ use crate::state::AppState;
 /// # Errors
 /// 400 when the id is missing, not a string or registered already.
 pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
+    JsonBody(input): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body::json_object(&req, payload, state.max_body_bytes).await?;
     let user = match body::field(&input, "user_id") {
         Some(serde_json::Value::String(s)) if s.is_empty() => None,
         other => other,
