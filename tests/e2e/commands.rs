@@ -71,3 +71,43 @@ fn backup_then_guarded_reset() {
         "the priors are installed again on start"
     );
 }
+
+#[test]
+fn a_reset_under_a_running_service_leaves_it_serving_from_the_priors() {
+    let db = TestDatabase::create();
+    let dir = ScratchDir::new();
+    let env = env_for(&db);
+    let served = Served::start(dir.path(), &env);
+    let receiver = justin_e2e::CallbackReceiver::start();
+    let (status, _) = served.post("/api/v1/add_user", &json!({"user_id": "p1"}));
+    assert_eq!(status, 201);
+    let (status, _) = served.post(
+        "/api/v1/update",
+        &json!({"timestamp": "2025-01-01T12:00:00Z", "callback_url": receiver.url}),
+    );
+    assert_eq!(status, 202);
+    assert_eq!(receiver.next()["status"], "completed");
+    // The service now draws from version 2, which the reset removes.
+    let out = run(justin(dir.path(), &env).args(["reset-db", "--yes"]));
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let (status, _) = served.post("/api/v1/add_user", &json!({"user_id": "p1"}));
+    assert_eq!(status, 201);
+    let (status, body) = served.post(
+        "/api/v1/action",
+        &json!({
+            "user_id": "p1",
+            "timestamp": "2025-01-01T12:00:00Z",
+            "decision_idx": 0,
+            "context": {"temperature": 20},
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["action_prob"],
+        json!(0.5),
+        "drawn from the priors again"
+    );
+    let (_, params) = served.get("/api/v1/parameters");
+    assert_eq!(params["version"], 1);
+}

@@ -120,19 +120,20 @@ impl Algorithm for FlatProb {
         data: &mut dyn Iterator<Item = StudyRecord>,
     ) -> Result<Value, AlgorithmError> {
         let p = probability(current)?;
-        let (mut sum, mut count) = (0.0_f64, 0_u64);
+        // A running mean: a plain sum of extreme temperatures could overflow to infinity.
+        let (mut mean, mut count) = (0.0_f64, 0_u64);
         for record in data {
             // Uploads were checked for a numeric temperature, so every record counts.
             if let Some(t) = record.context.get("temperature").and_then(Value::as_f64) {
-                sum += t;
                 count += 1;
+                let n = count as f64;
+                mean += t / n - mean / n;
             }
         }
         if count == 0 {
             log::info!(target: justin_core::service::RL_TARGET, "flat_prob: no study data, probability stays {p}");
             return Ok(json!({ PROBABILITY_KEY: p }));
         }
-        let mean = sum / count as f64;
         let step = if mean < TEMPERATURE_THRESHOLD {
             STEP
         } else {
@@ -226,6 +227,8 @@ mod tests {
         assert!((update_with(0.8, &[10.0]) - 0.8).abs() < 1e-12);
         assert!((update_with(0.2, &[50.0]) - 0.2).abs() < 1e-12);
         assert!((update_with(0.5, &[]) - 0.5).abs() < 1e-12);
+        // Extreme values neither overflow nor flip the rule: the mean of these is below 30.
+        assert!((update_with(0.5, &[-1e308, -1e308, 1e308]) - 0.51).abs() < 1e-12);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// No update request has this id.
     #[error("update request not found")]
     UnknownUpdate,
+    /// The decision names a parameter version that is not stored (for instance after a reset
+    /// by another process): the caller's view of the current parameters is stale.
+    #[error("parameter version not found")]
+    UnknownParameterVersion,
     /// The database cannot be reached or gave no connection in time.
     #[error("storage unavailable")]
     Unavailable(#[source] BoxError),
@@ -90,8 +94,10 @@ pub trait Store: Send + Sync {
     /// decision for the pair exists; concurrent calls for one pair MUST store exactly one.
     ///
     /// # Errors
-    /// MUST return [`StoreError::UnknownUser`] when the participant is not registered and
-    /// [`StoreError::StudyDataExists`] when study data was uploaded for the pair already.
+    /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
+    /// [`StoreError::StudyDataExists`] when study data was uploaded for the pair already, and
+    /// [`StoreError::UnknownParameterVersion`] when the decision's parameter version is not
+    /// stored.
     fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError>;
 
     /// Stores uploaded study data, once per (user, decision index).

@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::algorithm::{Algorithm, AlgorithmError};
+use crate::algorithm::{ActionChoice, Algorithm, AlgorithmError};
 use crate::domain::{
     Action, Decision, DecisionIdx, JsonObject, ModelParameters, Probability, State, StudyRecord,
     UpdateRequest, UpdateStatus, UserId,
@@ -46,8 +46,8 @@ pub enum DomainError {
     #[error("{0}")]
     InvalidInput(String),
     /// The database cannot be reached.
-    #[error("storage unavailable")]
-    Unavailable(#[source] StoreError),
+    #[error(transparent)]
+    Unavailable(StoreError),
     /// The service is misconfigured or its stored state is inconsistent.
     #[error("{0}")]
     Setup(String),
@@ -55,8 +55,8 @@ pub enum DomainError {
     #[error("algorithm failed")]
     Algorithm(#[source] AlgorithmError),
     /// Storage failed.
-    #[error("storage failed")]
-    Store(#[source] StoreError),
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl From<StoreError> for DomainError {
@@ -67,7 +67,7 @@ impl From<StoreError> for DomainError {
             StoreError::StudyDataExists => Self::DecisionExists,
             StoreError::UnknownUpdate => Self::UpdateNotFound,
             e @ StoreError::Unavailable(_) => Self::Unavailable(e),
-            e @ StoreError::Other(_) => Self::Store(e),
+            e @ (StoreError::Other(_) | StoreError::UnknownParameterVersion) => Self::Store(e),
         }
     }
 }
@@ -260,15 +260,8 @@ impl Service {
         let decided_at = self.clock.now();
         let state = self.algorithm.make_state(&req.context)?;
         let params = self.current_parameters()?;
-        let mut rng = DecisionRng::for_decision(self.settings.seed, &req.user_id, req.decision_idx);
-        let choice = self.algorithm.get_action(
-            &req.user_id,
-            &state,
-            &params.values,
-            req.decision_idx,
-            &mut rng,
-        )?;
-        let decision = Decision {
+        let (choice, rng_seed) = self.draw(&req.user_id, &state, req.decision_idx, &params)?;
+        let mut decision = Decision {
             user_id: req.user_id,
             decision_idx: req.decision_idx,
             requested_at: req.requested_at,
@@ -278,18 +271,57 @@ impl Service {
             action: choice.action,
             action_prob: choice.action_prob,
             parameter_version: params.version,
-            rng_seed: rng.seed(),
+            rng_seed,
         };
-        match self.store.record_decision(&decision)? {
-            Recorded::Inserted => Ok(ActionResponse {
+        let recorded = match self.store.record_decision(&decision) {
+            // The cached version is gone (another process reset the database): reload the
+            // current parameters and draw again from them.
+            Err(StoreError::UnknownParameterVersion) => {
+                self.forget_current();
+                let params = self.current_parameters()?;
+                let (choice, _) = self.draw(
+                    &decision.user_id,
+                    &decision.state,
+                    decision.decision_idx,
+                    &params,
+                )?;
+                decision.action = choice.action;
+                decision.action_prob = choice.action_prob;
+                decision.parameter_version = params.version;
+                self.store.record_decision(&decision)?
+            }
+            other => other?,
+        };
+        Ok(match recorded {
+            Recorded::Inserted => ActionResponse {
                 decision,
                 created: true,
-            }),
-            Recorded::Existing(stored) => Ok(ActionResponse {
+            },
+            Recorded::Existing(stored) => ActionResponse {
                 decision: stored,
                 created: false,
-            }),
-        }
+            },
+        })
+    }
+
+    /// Draws an action from `params` with the decision's own generator; returns the choice
+    /// and the generator's seed.
+    fn draw(
+        &self,
+        user: &UserId,
+        state: &State,
+        idx: DecisionIdx,
+        params: &ModelParameters,
+    ) -> Result<(ActionChoice, u64), DomainError> {
+        let mut rng = DecisionRng::for_decision(self.settings.seed, user, idx);
+        let choice = self
+            .algorithm
+            .get_action(user, state, &params.values, idx, &mut rng)?;
+        Ok((choice, rng.seed()))
+    }
+
+    fn forget_current(&self) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Stores uploaded study data with the reward the algorithm derives from its outcome.
@@ -385,8 +417,11 @@ impl Service {
             }
         };
         let finished_at = self.clock.now();
-        self.store
-            .finish_update_request(request.id, &outcome, finished_at)?;
+        // The study server is told the outcome even when storing it fails: the parameters it
+        // describes are already in force (or unchanged) either way.
+        let stored = self
+            .store
+            .finish_update_request(request.id, &outcome, finished_at);
         let payload = match &outcome {
             UpdateOutcome::Completed { .. } => CallbackPayload::Completed {
                 update_id: request.id,
@@ -400,6 +435,7 @@ impl Service {
         if let Err(e) = self.notifier.notify(&request.callback_url, &payload) {
             log::warn!("callback for update {} was not delivered: {e}", request.id);
         }
+        stored?;
         Ok(outcome)
     }
 

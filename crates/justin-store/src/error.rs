@@ -53,6 +53,7 @@ mod constraint {
     pub const STUDY_DATA_USER_DECISION: &str = "study_data_user_decision_key";
     pub const ACTIONS_USER_FK: &str = "actions_user_id_fkey";
     pub const STUDY_DATA_USER_FK: &str = "study_data_user_id_fkey";
+    pub const ACTIONS_PARAMETER_VERSION_FK: &str = "actions_parameter_version_fkey";
 }
 
 /// Maps a Diesel error onto the port's error.
@@ -75,6 +76,10 @@ pub(crate) fn from_diesel(e: DieselError) -> StoreError {
                     DatabaseErrorKind::ForeignKeyViolation,
                     Some(constraint::ACTIONS_USER_FK | constraint::STUDY_DATA_USER_FK),
                 ) => StoreError::UnknownUser,
+                (
+                    DatabaseErrorKind::ForeignKeyViolation,
+                    Some(constraint::ACTIONS_PARAMETER_VERSION_FK),
+                ) => StoreError::UnknownParameterVersion,
                 (DatabaseErrorKind::ClosedConnection, _) => StoreError::Unavailable(Box::new(e)),
                 _ => StoreError::Other(Box::new(e)),
             }

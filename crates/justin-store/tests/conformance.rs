@@ -411,11 +411,14 @@ mod errors {
     use crate::support::{at, decision, populate, record, user};
 
     #[test]
-    fn unknown_parameter_version_is_not_an_unknown_user() {
+    fn unknown_parameter_version_is_reported_as_such() {
         let db = TestDatabase::create();
         populate(db.store(), 0);
         let result = db.store().record_decision(&decision("alice", 0, 99));
-        assert!(matches!(result, Err(StoreError::Other(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(StoreError::UnknownParameterVersion)),
+            "{result:?}"
+        );
     }
 
     #[test]
