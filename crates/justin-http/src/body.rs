@@ -88,12 +88,15 @@ fn bad(message: &str) -> ApiError {
     ApiError::BadRequest(message.into())
 }
 
-/// The field, or 400 `<key> is required.`.
+/// The field, or 400 `<key> is required.`; like the template, an empty string counts as
+/// missing.
 ///
 /// # Errors
-/// When the field is missing or null.
+/// When the field is missing, null or an empty string.
 pub fn required<'a>(object: &'a JsonObject, key: &str) -> Result<&'a Value, ApiError> {
-    field(object, key).ok_or_else(|| ApiError::BadRequest(format!("{key} is required.")))
+    field(object, key)
+        .filter(|v| v.as_str() != Some(""))
+        .ok_or_else(|| ApiError::BadRequest(format!("{key} is required.")))
 }
 
 /// A participant id.
@@ -153,6 +156,32 @@ pub fn object(value: &Value, key: &str) -> Result<JsonObject, ApiError> {
         .as_object()
         .cloned()
         .ok_or_else(|| ApiError::BadRequest(format!("{key} must be a dictionary.")))
+}
+
+/// A JSON object that will be stored as the client sent it (a context or an outcome).
+///
+/// # Errors
+/// 400 `<key> must be a dictionary.` for anything else, and 400 when a string or key in it
+/// holds U+0000.
+pub fn stored_object(value: &Value, key: &str) -> Result<JsonObject, ApiError> {
+    let object = object(value, key)?;
+    if object.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+        // PostgreSQL's JSONB cannot store U+0000; refuse it here rather than fail on write.
+        return Err(ApiError::BadRequest(format!(
+            "{key} must not contain the character \\u0000."
+        )));
+    }
+    Ok(object)
+}
+
+/// Whether a JSON value holds U+0000 in any string or key, at any depth.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 /// An action: the integer 0 or 1.
@@ -229,6 +258,30 @@ mod tests {
         assert!(field(obj, "a").is_none());
         assert!(field(obj, "b").is_some());
         assert_eq!(message(required(obj, "a").unwrap_err()), "a is required.");
+    }
+
+    #[test]
+    fn empty_strings_count_as_missing() {
+        let obj = json!({"timestamp": ""});
+        assert_eq!(
+            message(required(obj.as_object().unwrap(), "timestamp").unwrap_err()),
+            "timestamp is required."
+        );
+    }
+
+    #[test]
+    fn objects_with_nul_characters_are_refused() {
+        for bad_object in [
+            json!({"note": "a\0b"}),
+            json!({"a\0": 1}),
+            json!({"deep": [{"x": ["\0"]}]}),
+        ] {
+            assert_eq!(
+                message(stored_object(&bad_object, "context").unwrap_err()),
+                "context must not contain the character \\u0000."
+            );
+        }
+        assert!(stored_object(&json!({"temperature": 23, "note": "fine"}), "context").is_ok());
     }
 
     #[test]

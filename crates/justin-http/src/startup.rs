@@ -71,6 +71,14 @@ pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
     let algorithm = justin_algos::by_name(&config.algorithm.name).ok_or_else(|| {
         StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
     })?;
+    // Check the priors before touching the database, and name where they came from.
+    if let Err(e) = algorithm.initial_parameters(&priors) {
+        let source = match &config.algorithm.priors_file {
+            Some(path) => format!("algorithm.priors_file ({})", path.display()),
+            None => "algorithm.priors".to_owned(),
+        };
+        return Err(StartupError::Service(format!("{source}: {e}")));
+    }
     let store = PgStore::connect(&pg_config(&config.database))?;
     let settings = ServiceSettings {
         seed: config.algorithm.seed,

@@ -165,6 +165,11 @@ fn action_rejects_each_malformed_field_with_its_message() {
             (remove("timestamp"), 400, required),
             (set("timestamp", Value::Null), 400, required),
             (set("timestamp", json!("")), 400, required),
+            (
+                set("context", json!({"temperature": 23, "note": "\0"})),
+                400,
+                "context must not contain the character \\u0000.",
+            ),
             (remove("decision_idx"), 400, "decision_idx is required."),
             (
                 set("decision_idx", Value::Null),

@@ -82,6 +82,18 @@ fn upload_rejects_each_malformed_field_with_its_message() {
             ),
             (top("decision_idx", None), 400, "decision_idx is required."),
             (top("timestamp", None), 400, "timestamp is required."),
+            (
+                top("timestamp", Some(json!(""))),
+                400,
+                "timestamp is required.",
+            ),
+            (top("user_id", Some(json!(""))), 400, "user_id is required."),
+            // PostgreSQL cannot store U+0000 in JSON; it is refused, not a 500.
+            (
+                data("outcome", Some(json!({"clicks": 1, "note": "a\0b"}))),
+                400,
+                "outcome must not contain the character \\u0000.",
+            ),
             (top("data", None), 400, "data is required."),
             (data("context", None), 400, "context is required."),
             (

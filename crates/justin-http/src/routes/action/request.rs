@@ -41,7 +41,7 @@ fn parse(input: &JsonObject) -> Result<ActionRequest, ApiError> {
         user_id: body::user_id(user)?,
         decision_idx: body::decision_idx(idx)?,
         requested_at: body::timestamp(timestamp)?,
-        context: body::object(context, "context")?,
+        context: body::stored_object(context, "context")?,
     })
 }
 
