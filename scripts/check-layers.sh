@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Checks the hexagon: the core and the algorithms must not reach the adapters' libraries.
+#
+# - justin-core must not reach diesel, r2d2, actix-web, ureq or fern (through any path), and
+#   its direct normal dependencies must be on the allowed list below.
+# - justin-algos must not reach diesel or actix-web.
+#
+# `cargo tree -p PKG -e normal -i CRATE` prints how PKG reaches CRATE and exits 0 when it
+# does. When CRATE is not in PKG's graph at all, it exits non-zero with "package ID
+# specification `CRATE` did not match any packages": that, and only that, counts as "not
+# reached". Any other failure of cargo stops the check (it never passes by not looking).
+#
+# Dependencies are resolved with all features and for all targets, so an optional or
+# platform-specific dependency cannot slip through. Run from anywhere; CARGO overrides cargo.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CARGO="${CARGO:-cargo}"
+TREE_FLAGS=(-e normal --all-features --target all)
+
+# The only direct normal dependencies justin-core may have.
+CORE_ALLOWED=(serde serde_json uuid chrono rand_pcg rand_core thiserror log)
+CORE_FORBIDDEN=(diesel r2d2 actix-web ureq fern)
+ALGOS_FORBIDDEN=(diesel actix-web)
+
+failures=0
+
+fail() {
+    echo "check-layers: FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+
+# forbid PKG CRATE...: fails for every CRATE that PKG reaches, printing the path.
+forbid() {
+    local pkg="$1"
+    shift
+    local crate out
+    for crate in "$@"; do
+        if out="$("$CARGO" tree -p "$pkg" "${TREE_FLAGS[@]}" -i "$crate" 2>&1)"; then
+            fail "$pkg reaches $crate, which it must not depend on. Path (inverted, from $crate up to $pkg):"
+            printf '%s\n' "$out" | sed 's/^/    /' >&2
+        elif grep -q "package ID specification \`$crate\` did not match any packages" <<<"$out"; then
+            echo "check-layers: ok: $pkg does not reach $crate"
+        else
+            echo "check-layers: ERROR: cannot tell whether $pkg reaches $crate; cargo tree said:" >&2
+            printf '%s\n' "$out" | sed 's/^/    /' >&2
+            exit 1
+        fi
+    done
+}
+
+# allow_only PKG ALLOWED...: fails for every direct normal dependency of PKG not listed.
+allow_only() {
+    local pkg="$1"
+    shift
+    local out name
+    if ! out="$("$CARGO" tree -p "$pkg" "${TREE_FLAGS[@]}" --depth 1 --prefix none --format '{p}' 2>&1)"; then
+        echo "check-layers: ERROR: cannot list the dependencies of $pkg; cargo tree said:" >&2
+        printf '%s\n' "$out" | sed 's/^/    /' >&2
+        exit 1
+    fi
+    # The first line is PKG itself; each other line is "name vX.Y.Z [...]".
+    while read -r name _; do
+        [[ -z "$name" || "$name" == "$pkg" ]] && continue
+        if [[ " $* " == *" $name "* ]]; then
+            echo "check-layers: ok: $pkg may depend on $name"
+        else
+            fail "$pkg depends directly on $name; it may depend only on: $*"
+        fi
+    done <<<"$out"
+}
+
+forbid justin-core "${CORE_FORBIDDEN[@]}"
+allow_only justin-core "${CORE_ALLOWED[@]}"
+forbid justin-algos "${ALGOS_FORBIDDEN[@]}"
+
+if ((failures > 0)); then
+    echo "check-layers: $failures violation(s) of the layering rules (docs/architecture.md)." >&2
+    exit 1
+fi
+echo "check-layers: the hexagon holds."
