@@ -146,6 +146,17 @@ impl Algorithm for FlatProb {
         );
         Ok(json!({ PROBABILITY_KEY: next }))
     }
+
+    fn validate_parameters(&self, values: &Value) -> Result<(), AlgorithmError> {
+        let p = probability(values)?;
+        if (MIN_PROBABILITY..=MAX_PROBABILITY).contains(&p) {
+            Ok(())
+        } else {
+            Err(AlgorithmError::InvalidParameters(format!(
+                "{PROBABILITY_KEY} {p} lies outside [{MIN_PROBABILITY}, {MAX_PROBABILITY}]"
+            )))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +240,26 @@ mod tests {
         assert!((update_with(0.5, &[]) - 0.5).abs() < 1e-12);
         // Extreme values neither overflow nor flip the rule: the mean of these is below 30.
         assert!((update_with(0.5, &[-1e308, -1e308, 1e308]) - 0.51).abs() < 1e-12);
+    }
+
+    #[test]
+    fn published_probabilities_stay_in_the_clip_range() {
+        assert!(FlatProb
+            .validate_parameters(&json!({PROBABILITY_KEY: 0.2}))
+            .is_ok());
+        assert!(FlatProb
+            .validate_parameters(&json!({PROBABILITY_KEY: 0.8}))
+            .is_ok());
+        for bad in [
+            json!({PROBABILITY_KEY: 0.9}),
+            json!({PROBABILITY_KEY: 0.1}),
+            json!({}),
+        ] {
+            assert!(matches!(
+                FlatProb.validate_parameters(&bad),
+                Err(AlgorithmError::InvalidParameters(_))
+            ));
+        }
     }
 
     #[test]

@@ -102,4 +102,15 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
         current: &serde_json::Value,
         data: &mut dyn Iterator<Item = StudyRecord>,
     ) -> Result<serde_json::Value, AlgorithmError>;
+
+    /// Checks parameters an update produced before they are published. The service has
+    /// already checked that they hold no null (a non-finite number serialises as null); an
+    /// algorithm adds its own rules here (ranges, shapes, positive definiteness).
+    ///
+    /// # Errors
+    /// MUST return [`AlgorithmError::InvalidParameters`] saying which rule failed.
+    fn validate_parameters(&self, values: &serde_json::Value) -> Result<(), AlgorithmError> {
+        let _ = values;
+        Ok(())
+    }
 }

@@ -12,24 +12,28 @@
 //! which expands to one `#[test]` per check, each calling the given function for a fresh
 //! [`StoreFixture`]. Checks rely on two conventions beyond the trait's signatures: timestamps
 //! are kept to the microsecond, and [`Store::row_counts`] names the tables `users`,
-//! `model_parameters`, `actions`, `study_data` and `model_update_requests`.
+//! `model_parameters`, `actions`, `study_data`, `model_update_requests` and
+//! `update_provenance`.
 
 // This module is test code compiled into the library so other crates can run it; a failed
 // assertion or unwrap is how a check reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Barrier;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, Decision, DecisionIdx, JsonObject, ModelParameters, Probability, State, StudyRecord,
-    UpdateRequest, UpdateStatus, UserId,
+    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, JsonObject, ModelParameters,
+    Probability, Provenance, State, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
-use crate::ports::{Recorded, Store, StoreError, UpdateOutcome};
+use crate::ports::{Recorded, Store, StoreError, UpdateJob, UploadRecorded};
 
 /// Gives a check a fresh, empty store and keeps whatever backs it (a database, a directory)
 /// alive until the check ends.
@@ -60,6 +64,11 @@ macro_rules! store_conformance_suite {
             concurrent_duplicate_decisions_store_exactly_one,
             record_study_data_rejects_unknown_user,
             record_study_data_rejects_duplicate,
+            upload_differing_in_action_is_refused,
+            upload_differing_in_probability_is_refused,
+            upload_matching_the_logged_decision_is_marked_logged,
+            upload_without_logged_decision_is_marked_unlogged,
+            decisions_stream_every_decision_in_order,
             parameters_are_absent_before_seeding,
             seed_parameters_is_idempotent,
             concurrent_seeding_leaves_one_version,
@@ -68,11 +77,20 @@ macro_rules! store_conformance_suite {
             study_data_streams_every_record_in_upload_order,
             study_data_excludes_records_stored_after_the_call,
             study_data_of_empty_store_is_empty,
-            update_requests_are_created_finished_and_read,
-            finish_unknown_update_request_fails,
+            update_requests_are_stored_as_given,
+            claim_update_returns_none_without_unfinished_requests,
+            claim_update_takes_the_oldest_request_first,
+            second_claim_while_a_job_runs_returns_none,
+            dropped_job_changes_nothing_and_is_claimed_again,
+            completed_job_stores_next_version_with_provenance,
+            failed_job_keeps_parameters_and_records_the_error,
+            concurrent_claimers_run_each_request_once_without_gaps,
+            callbacks_are_recorded_and_pending_ones_listed,
             row_counts_count_every_table,
             reset_empties_every_table,
             backup_writes_one_file_with_matching_row_counts,
+            restore_puts_back_every_row_and_continues_ids,
+            restore_refuses_a_damaged_file_and_changes_nothing,
         );
     };
 }
@@ -146,17 +164,41 @@ fn study_record(user_id: &UserId, i: i64) -> StudyRecord {
     }
 }
 
-fn update_request(n: u32) -> UpdateRequest {
-    UpdateRequest {
-        id: Uuid::new_v4(),
-        requested_at: at(i64::from(n), 10),
-        received_at: at(i64::from(n) + 1, 20),
-        callback_url: format!("http://study.example/callback/{n}"),
-        status: UpdateStatus::Processing,
-        finished_at: None,
-        error: None,
-        parameter_version: None,
+/// The upload of what happened after `d`, agreeing with its action and probability.
+fn upload_for(d: &Decision) -> StudyRecord {
+    StudyRecord {
+        action: d.action,
+        action_prob: d.action_prob,
+        ..study_record(&d.user_id, d.decision_idx.get())
     }
+}
+
+/// A new request; a larger `n` is received later.
+fn update_request(n: u32) -> UpdateRequest {
+    UpdateRequest::new(
+        Uuid::new_v4(),
+        at(i64::from(n), 10),
+        at(i64::from(n) + 1, 20),
+        format!("http://study.example/callback/{n}"),
+    )
+}
+
+fn provenance(rows_read: u64) -> Provenance {
+    Provenance {
+        service_version: "9.8.7".into(),
+        algorithm: "test-algo".into(),
+        config_hash: "c0ffee".into(),
+        rows_read,
+        backup_file: Some("/backups/justin-backup-x.tar".into()),
+    }
+}
+
+/// Claims the next job, which must exist.
+fn claim(store: &dyn Store, started_at: DateTime<Utc>) -> Box<dyn UpdateJob + '_> {
+    store
+        .claim_update(started_at)
+        .unwrap()
+        .expect("an unfinished update request to claim")
 }
 
 /// Stores version 1, which decisions refer to.
@@ -252,7 +294,7 @@ pub fn record_decision_refuses_pair_with_study_data(store: &dyn Store) {
 
     let earlier = decision(&alice, 1, 1, params.version);
     assert_eq!(store.record_decision(&earlier).unwrap(), Recorded::Inserted);
-    store.record_study_data(&study_record(&alice, 1)).unwrap();
+    store.record_study_data(&upload_for(&earlier)).unwrap();
     let with_decision = store.record_decision(&earlier);
     assert!(
         matches!(with_decision, Err(StoreError::StudyDataExists)),
@@ -339,6 +381,149 @@ pub fn record_study_data_rejects_duplicate(store: &dyn Store) {
     );
     let stored: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
     assert_eq!(stored, vec![first]);
+}
+
+/// Sets up alice with one logged decision (action 1, probability 1/3) and returns it.
+fn logged_decision(store: &dyn Store) -> Decision {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let logged = decision(&alice, 4, 1, params.version);
+    store.record_decision(&logged).unwrap();
+    logged
+}
+
+/// Asserts that `upload` is refused as differing from `logged`, and that nothing was stored.
+fn assert_mismatch(store: &dyn Store, logged: &Decision, upload: &StudyRecord) {
+    match store.record_study_data(upload) {
+        Err(StoreError::UploadMismatch {
+            logged_action,
+            logged_prob,
+        }) => {
+            assert_eq!(logged_action, logged.action, "the logged action is named");
+            assert_eq!(
+                logged_prob, logged.action_prob,
+                "the logged probability is named"
+            );
+        }
+        other => panic!(
+            "an upload differing from the logged decision: expected UploadMismatch, got {other:?}"
+        ),
+    }
+    assert_eq!(
+        count(store, "study_data"),
+        0,
+        "a refused upload stores nothing"
+    );
+}
+
+/// `record_study_data` MUST return `UploadMismatch`, naming the logged values, and store
+/// nothing, when the logged decision has another action.
+pub fn upload_differing_in_action_is_refused(store: &dyn Store) {
+    let logged = logged_decision(store);
+    let upload = StudyRecord {
+        action: Action::Zero,
+        ..upload_for(&logged)
+    };
+    assert_mismatch(store, &logged, &upload);
+    // The matching upload is still accepted afterwards.
+    assert_eq!(
+        store.record_study_data(&upload_for(&logged)).unwrap(),
+        UploadRecorded {
+            action_logged: true
+        }
+    );
+}
+
+/// `record_study_data` MUST return `UploadMismatch` and store nothing when the uploaded
+/// probability lies more than 1e-9 from the logged one; closer is the same probability.
+pub fn upload_differing_in_probability_is_refused(store: &dyn Store) {
+    let logged = logged_decision(store);
+    let p = logged.action_prob.get();
+    for off in [1e-6, -1e-6, 0.5] {
+        let upload = StudyRecord {
+            action_prob: Probability::new(p + off).unwrap(),
+            ..upload_for(&logged)
+        };
+        assert_mismatch(store, &logged, &upload);
+    }
+    let rounded = StudyRecord {
+        action_prob: Probability::new(p + 1e-12).unwrap(),
+        ..upload_for(&logged)
+    };
+    assert_eq!(
+        store.record_study_data(&rounded).unwrap(),
+        UploadRecorded {
+            action_logged: true
+        },
+        "a probability within 1e-9 of the logged one matches"
+    );
+}
+
+/// An upload that agrees with the logged decision is stored and marked as logged.
+pub fn upload_matching_the_logged_decision_is_marked_logged(store: &dyn Store) {
+    let logged = logged_decision(store);
+    let upload = upload_for(&logged);
+    assert_eq!(
+        store.record_study_data(&upload).unwrap(),
+        UploadRecorded {
+            action_logged: true
+        }
+    );
+    let stored: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert_eq!(stored, vec![upload]);
+}
+
+/// An upload for a decision that was never logged is stored and marked as not logged; a
+/// decision logged for another index or user does not count.
+pub fn upload_without_logged_decision_is_marked_unlogged(store: &dyn Store) {
+    let logged = logged_decision(store);
+    let bob = user("bob");
+    store.add_user(&bob, at(0, 0)).unwrap();
+    let other_index = study_record(&logged.user_id, logged.decision_idx.get() + 1);
+    let other_user = study_record(&bob, logged.decision_idx.get());
+    for upload in [&other_index, &other_user] {
+        assert_eq!(
+            store.record_study_data(upload).unwrap(),
+            UploadRecorded {
+                action_logged: false
+            }
+        );
+    }
+    assert_eq!(count(store, "study_data"), 2);
+}
+
+/// `decisions` MUST yield every stored decision in the order they were stored, across any
+/// internal paging, and nothing for an empty store.
+pub fn decisions_stream_every_decision_in_order(store: &dyn Store) {
+    assert_eq!(store.decisions().unwrap().count(), 0);
+    let params = seeded(store);
+    let users = [user("u-a"), user("u-b"), user("u-c")];
+    for u in &users {
+        store.add_user(u, at(0, 0)).unwrap();
+    }
+    let n = MANY_RECORDS;
+    let stored: Vec<Decision> = (0..n)
+        .map(|i| {
+            // Indices run backwards per user, so storage order differs from key order.
+            let d = decision(
+                &users[(i % 3) as usize],
+                n - i,
+                (i % 7) as u32,
+                params.version,
+            );
+            assert_eq!(store.record_decision(&d).unwrap(), Recorded::Inserted);
+            d
+        })
+        .collect();
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed.len(), stored.len());
+    if let Some(i) = (0..stored.len()).find(|&i| streamed[i] != stored[i]) {
+        panic!(
+            "decision {i} differs: streamed {:?}, stored {:?}",
+            streamed[i], stored[i]
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,109 +744,452 @@ pub fn study_data_of_empty_store_is_empty(store: &dyn Store) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Update requests
+// Update requests and jobs
 
-/// Update requests are stored as given, finished with either outcome, and read back.
-pub fn update_requests_are_created_finished_and_read(store: &dyn Store) {
-    let params = seeded(store);
-    let completed = update_request(1);
-    let failed = update_request(2);
-    let pending = update_request(3);
-    for r in [&completed, &failed, &pending] {
+/// Update requests are stored as given and read back; unknown ids read as `None`.
+pub fn update_requests_are_stored_as_given(store: &dyn Store) {
+    let requests = [update_request(1), update_request(2)];
+    for r in &requests {
         store.create_update_request(r).unwrap();
+    }
+    for r in &requests {
         assert_eq!(store.update_request(r.id).unwrap().as_ref(), Some(r));
     }
-
-    store
-        .finish_update_request(
-            completed.id,
-            &UpdateOutcome::Completed {
-                parameter_version: params.version,
-            },
-            at(10, 11),
-        )
-        .unwrap();
-    store
-        .finish_update_request(
-            failed.id,
-            &UpdateOutcome::Failed {
-                error: "not enough data".into(),
-            },
-            at(12, 13),
-        )
-        .unwrap();
-
-    assert_eq!(
-        store.update_request(completed.id).unwrap(),
-        Some(UpdateRequest {
-            status: UpdateStatus::Completed,
-            finished_at: Some(at(10, 11)),
-            parameter_version: Some(params.version),
-            ..completed
-        })
-    );
-    assert_eq!(
-        store.update_request(failed.id).unwrap(),
-        Some(UpdateRequest {
-            status: UpdateStatus::Failed,
-            finished_at: Some(at(12, 13)),
-            error: Some("not enough data".into()),
-            ..failed
-        })
-    );
-    assert_eq!(store.update_request(pending.id).unwrap(), Some(pending));
     assert_eq!(store.update_request(Uuid::new_v4()).unwrap(), None);
 }
 
-/// `finish_update_request` MUST return `UnknownUpdate` when no request has the id.
-pub fn finish_unknown_update_request_fails(store: &dyn Store) {
-    store.create_update_request(&update_request(1)).unwrap();
-    let result = store.finish_update_request(
-        Uuid::new_v4(),
-        &UpdateOutcome::Failed { error: "x".into() },
-        at(1, 0),
+/// `claim_update` MUST return `None` when no request is unfinished: none at all, or only
+/// finished ones.
+pub fn claim_update_returns_none_without_unfinished_requests(store: &dyn Store) {
+    seeded(store);
+    assert!(store.claim_update(at(1, 0)).unwrap().is_none());
+    let r = update_request(1);
+    store.create_update_request(&r).unwrap();
+    claim(store, at(2, 0)).fail("no", at(3, 0)).unwrap();
+    assert!(store.claim_update(at(4, 0)).unwrap().is_none());
+    assert_eq!(
+        store.update_request(r.id).unwrap().unwrap().attempts,
+        1,
+        "a claim that finds nothing counts no attempt"
+    );
+}
+
+/// `claim_update` MUST claim the oldest unfinished request by reception time, whatever the
+/// order they were stored in, and count the attempt.
+pub fn claim_update_takes_the_oldest_request_first(store: &dyn Store) {
+    seeded(store);
+    let newest = update_request(30);
+    let oldest = update_request(10);
+    let middle = update_request(20);
+    for r in [&newest, &oldest, &middle] {
+        store.create_update_request(r).unwrap();
+    }
+    for (expected, n) in [(&oldest, 1), (&middle, 2), (&newest, 3)] {
+        let job = claim(store, at(100 + n, 5));
+        let request = job.request().clone();
+        assert_eq!(
+            request.id, expected.id,
+            "claim {n} takes the oldest unfinished"
+        );
+        assert_eq!(request.attempts, 1);
+        assert_eq!(request.started_at, Some(at(100 + n, 5)));
+        assert_eq!(request.status, UpdateStatus::Processing);
+        job.fail("checked", at(200, 0)).unwrap();
+    }
+    assert!(store.claim_update(at(300, 0)).unwrap().is_none());
+}
+
+/// While a job is claimed, `claim_update` MUST return `None` to every other caller, even with
+/// requests waiting; once the job ends they are claimable.
+pub fn second_claim_while_a_job_runs_returns_none(store: &dyn Store) {
+    seeded(store);
+    let first = update_request(1);
+    let second = update_request(2);
+    store.create_update_request(&first).unwrap();
+    store.create_update_request(&second).unwrap();
+
+    let job = claim(store, at(10, 0));
+    assert_eq!(job.request().id, first.id);
+    let elsewhere = std::thread::scope(|s| {
+        s.spawn(|| store.claim_update(at(11, 0)).unwrap().is_none())
+            .join()
+            .unwrap()
+    });
+    assert!(
+        elsewhere,
+        "a claim from another thread while a job runs gets nothing"
     );
     assert!(
-        matches!(result, Err(StoreError::UnknownUpdate)),
-        "finishing an unknown request: expected UnknownUpdate, got {result:?}"
+        store.claim_update(at(12, 0)).unwrap().is_none(),
+        "nor does another claim from this thread"
+    );
+    assert_eq!(
+        store.update_request(second.id).unwrap().unwrap().attempts,
+        0,
+        "a refused claim counts no attempt"
+    );
+    job.complete("test-algo", &json!({"v": 2}), &provenance(0), at(13, 0))
+        .unwrap();
+
+    let next = std::thread::scope(|s| {
+        s.spawn(|| {
+            let job = claim(store, at(14, 0));
+            let id = job.request().id;
+            job.fail("checked", at(15, 0)).unwrap();
+            id
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(
+        next, second.id,
+        "after the job ends, the next request is claimable"
+    );
+}
+
+/// A job dropped without `complete` or `fail` MUST change nothing but its attempt count, and
+/// its request MUST be claimable again (counting the new attempt).
+pub fn dropped_job_changes_nothing_and_is_claimed_again(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    store.record_study_data(&study_record(&alice, 0)).unwrap();
+    let r = update_request(1);
+    store.create_update_request(&r).unwrap();
+
+    let mut job = claim(store, at(10, 0));
+    assert_eq!(job.current_parameters().unwrap(), params);
+    assert_eq!(job.study_data().unwrap().count(), 1);
+    drop(job);
+
+    assert_eq!(store.current_parameters().unwrap(), Some(params.clone()));
+    assert_eq!(count(store, "model_parameters"), 1);
+    assert_eq!(count(store, "update_provenance"), 0);
+    let stored = store.update_request(r.id).unwrap().unwrap();
+    assert_eq!(stored.status, UpdateStatus::Processing);
+    assert_eq!(stored.attempts, 1, "the dropped attempt is on record");
+    assert_eq!(stored.started_at, Some(at(10, 0)));
+
+    let again = claim(store, at(20, 0));
+    assert_eq!(again.request().id, r.id);
+    assert_eq!(again.request().attempts, 2);
+    assert_eq!(again.request().started_at, Some(at(20, 0)));
+    drop(again);
+    assert_eq!(store.update_request(r.id).unwrap().unwrap().attempts, 2);
+}
+
+/// `complete` MUST store the newest version plus one and mark the request completed with its
+/// provenance, all visible through `update_request`; the job reads the current parameters and
+/// every study record.
+pub fn completed_job_stores_next_version_with_provenance(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let uploaded: Vec<StudyRecord> = (0..5).map(|i| study_record(&alice, i)).collect();
+    for record in &uploaded {
+        store.record_study_data(record).unwrap();
+    }
+    let r = update_request(1);
+    store.create_update_request(&r).unwrap();
+
+    let mut job = claim(store, at(10, 0));
+    assert_eq!(job.current_parameters().unwrap(), params);
+    let read: Vec<StudyRecord> = job.study_data().unwrap().map(Result::unwrap).collect();
+    assert_eq!(read, uploaded, "the job reads every record in upload order");
+    let values = json!({"mu": [0.25, 0.75]});
+    let published = job
+        .complete("test-algo", &values, &provenance(5), at(11, 123))
+        .unwrap();
+
+    let expected = ModelParameters {
+        version: params.version + 1,
+        algorithm: "test-algo".into(),
+        values,
+        created_at: at(11, 123),
+    };
+    assert_eq!(published, expected);
+    assert_eq!(store.current_parameters().unwrap(), Some(expected.clone()));
+    assert_eq!(store.parameters(expected.version).unwrap(), Some(expected));
+    let mut completed = r.clone();
+    completed.status = UpdateStatus::Completed;
+    completed.finished_at = Some(at(11, 123));
+    completed.parameter_version = Some(params.version + 1);
+    completed.attempts = 1;
+    completed.started_at = Some(at(10, 0));
+    completed.provenance = Some(provenance(5));
+    assert_eq!(store.update_request(r.id).unwrap(), Some(completed));
+    assert!(
+        store.claim_update(at(12, 0)).unwrap().is_none(),
+        "nothing left to claim"
+    );
+}
+
+/// `fail` MUST mark the request failed with the error and leave the parameters as they were.
+pub fn failed_job_keeps_parameters_and_records_the_error(store: &dyn Store) {
+    let params = seeded(store);
+    let r = update_request(1);
+    store.create_update_request(&r).unwrap();
+
+    let mut job = claim(store, at(10, 0));
+    job.current_parameters().unwrap();
+    job.fail("the algorithm refused: p = NaN", at(12, 34))
+        .unwrap();
+
+    assert_eq!(store.current_parameters().unwrap(), Some(params));
+    assert_eq!(count(store, "model_parameters"), 1);
+    let mut failed = r.clone();
+    failed.status = UpdateStatus::Failed;
+    failed.finished_at = Some(at(12, 34));
+    failed.error = Some("the algorithm refused: p = NaN".into());
+    failed.attempts = 1;
+    failed.started_at = Some(at(10, 0));
+    assert_eq!(store.update_request(r.id).unwrap(), Some(failed));
+    assert!(store.claim_update(at(13, 0)).unwrap().is_none());
+}
+
+/// Workers racing for many queued requests MUST run each exactly once, one at a time, and the
+/// versions they store MUST increase by one with no gaps.
+pub fn concurrent_claimers_run_each_request_once_without_gaps(store: &dyn Store) {
+    const THREADS: usize = 4;
+    const REQUESTS: u32 = 24;
+    seeded(store);
+    let requests: Vec<UpdateRequest> = (0..REQUESTS).map(update_request).collect();
+    for r in &requests {
+        store.create_update_request(r).unwrap();
+    }
+    let done = AtomicUsize::new(0);
+    let running = AtomicUsize::new(0);
+    let runs: Mutex<Vec<(Uuid, i64, i64)>> = Mutex::new(Vec::new());
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (done, running, runs, barrier) = (&done, &running, &runs, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                // A bound instead of a clock: far more refused claims than the work needs.
+                let mut refused = 0u32;
+                while done.load(Ordering::SeqCst) < REQUESTS as usize {
+                    let Some(mut job) = store.claim_update(at(t as i64, 0)).unwrap() else {
+                        refused += 1;
+                        assert!(refused < 200_000, "thread {t} never got a job");
+                        std::thread::sleep(Duration::from_micros(200));
+                        continue;
+                    };
+                    assert_eq!(
+                        running.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two jobs ran at once"
+                    );
+                    let id = job.request().id;
+                    assert_eq!(job.request().attempts, 1, "no request is claimed twice");
+                    let read = job.current_parameters().unwrap().version;
+                    let values = json!({ "thread": t });
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    let published = job
+                        .complete("test-algo", &values, &provenance(0), at(50, 0))
+                        .unwrap();
+                    runs.lock().unwrap().push((id, read, published.version));
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let runs = runs.into_inner().unwrap();
+    let ids: BTreeSet<Uuid> = runs.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(runs.len(), REQUESTS as usize, "as many runs as requests");
+    assert_eq!(
+        ids,
+        requests.iter().map(|r| r.id).collect(),
+        "each request ran once"
+    );
+    let versions: BTreeSet<i64> = runs.iter().map(|(_, _, v)| *v).collect();
+    assert_eq!(
+        versions,
+        (2..=i64::from(REQUESTS) + 1).collect(),
+        "versions run from 2 with no gaps"
+    );
+    for (id, read, published) in &runs {
+        assert_eq!(
+            *published,
+            read + 1,
+            "update {id} built on the newest version"
+        );
+        let stored = store.update_request(*id).unwrap().unwrap();
+        assert_eq!(stored.status, UpdateStatus::Completed);
+        assert_eq!(stored.parameter_version, Some(*published));
+        assert_eq!(stored.attempts, 1);
+    }
+}
+
+/// `record_callback` stores a delivery as given; `undelivered_callbacks` lists finished
+/// requests whose delivery is pending, oldest first, and nothing else.
+pub fn callbacks_are_recorded_and_pending_ones_listed(store: &dyn Store) {
+    seeded(store);
+    let completed = update_request(1);
+    let failed = update_request(2);
+    let processing = update_request(3);
+    for r in [&completed, &failed, &processing] {
+        store.create_update_request(r).unwrap();
+    }
+    assert!(
+        store.undelivered_callbacks().unwrap().is_empty(),
+        "unfinished requests have nothing to deliver"
+    );
+    claim(store, at(10, 0))
+        .complete("test-algo", &json!({}), &provenance(0), at(11, 0))
+        .unwrap();
+    claim(store, at(12, 0)).fail("boom", at(13, 0)).unwrap();
+
+    let pending = store.undelivered_callbacks().unwrap();
+    assert_eq!(
+        pending.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![completed.id, failed.id]
+    );
+    assert_eq!(
+        pending[0],
+        store.update_request(completed.id).unwrap().unwrap()
+    );
+
+    let delivered = CallbackDelivery {
+        status: CallbackStatus::Delivered,
+        attempts: 2,
+        last_error: None,
+        finished_at: Some(at(20, 1)),
+    };
+    store.record_callback(completed.id, &delivered).unwrap();
+    assert_eq!(
+        store
+            .update_request(completed.id)
+            .unwrap()
+            .unwrap()
+            .callback,
+        delivered
+    );
+    assert_eq!(
+        store
+            .undelivered_callbacks()
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![failed.id]
+    );
+
+    let given_up = CallbackDelivery {
+        status: CallbackStatus::Failed,
+        attempts: 5,
+        last_error: Some("connection refused".into()),
+        finished_at: Some(at(21, 2)),
+    };
+    store.record_callback(failed.id, &given_up).unwrap();
+    assert_eq!(
+        store.update_request(failed.id).unwrap().unwrap().callback,
+        given_up
+    );
+    assert!(store.undelivered_callbacks().unwrap().is_empty());
+
+    let unknown = store.record_callback(Uuid::new_v4(), &delivered);
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownUpdate)),
+        "recording the callback of an unknown request: expected UnknownUpdate, got {unknown:?}"
     );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Whole-store operations
 
+/// What [`populate`] stored.
+struct Populated {
+    counts: BTreeMap<String, u64>,
+    users: Vec<UserId>,
+    updates: Vec<Uuid>,
+}
+
 /// Fills every table with a different number of rows: 3 users, 2 parameter versions,
-/// 4 decisions, 5 study records, 1 update request.
-fn populate(store: &dyn Store) -> BTreeMap<String, u64> {
+/// 4 decisions, 5 study records, 3 update requests (completed, failed with a two-line error,
+/// processing) and 1 provenance record.
+fn populate(store: &dyn Store) -> Populated {
     let params = seeded(store);
-    store
-        .publish_parameters("test-algo", &json!({"v": 2}), at(1, 0))
-        .unwrap();
-    let users = [user("p1"), user("p2"), user("p3")];
+    let users = vec![user("p1"), user("p2"), user("p3")];
     for u in &users {
         store.add_user(u, at(0, 0)).unwrap();
     }
-    for i in 0..4 {
-        store
-            .record_decision(&decision(&users[0], i, 1, params.version))
-            .unwrap();
+    let decisions: Vec<Decision> = (0..4)
+        .map(|i| decision(&users[0], i, 1, params.version))
+        .collect();
+    for d in &decisions {
+        store.record_decision(d).unwrap();
     }
-    for i in 0..5 {
+    store.record_study_data(&upload_for(&decisions[0])).unwrap();
+    for i in 0..4 {
         store
             .record_study_data(&study_record(&users[1], i))
             .unwrap();
     }
-    store.create_update_request(&update_request(1)).unwrap();
-    [
+    let updates: Vec<UpdateRequest> = (1..=3).map(update_request).collect();
+    for r in &updates {
+        store.create_update_request(r).unwrap();
+    }
+    claim(store, at(5, 0))
+        .complete("test-algo", &json!({"v": 2}), &provenance(5), at(6, 0))
+        .unwrap();
+    // A field holding a line break and quotes, as an adapter's files must keep them.
+    claim(store, at(7, 0))
+        .fail("not enough data\nsecond \"line\", with a comma", at(8, 0))
+        .unwrap();
+    store
+        .record_callback(
+            updates[0].id,
+            &CallbackDelivery {
+                status: CallbackStatus::Delivered,
+                attempts: 1,
+                last_error: None,
+                finished_at: Some(at(9, 0)),
+            },
+        )
+        .unwrap();
+    let counts = [
         ("users", 3),
         ("model_parameters", 2),
         ("actions", 4),
         ("study_data", 5),
-        ("model_update_requests", 1),
+        ("model_update_requests", 3),
+        ("update_provenance", 1),
     ]
     .into_iter()
     .map(|(t, n)| (t.to_owned(), n))
-    .collect()
+    .collect();
+    Populated {
+        counts,
+        users,
+        updates: updates.iter().map(|r| r.id).collect(),
+    }
+}
+
+/// Everything a store holds that the port can read back.
+#[derive(Debug, PartialEq)]
+struct Contents {
+    counts: BTreeMap<String, u64>,
+    decisions: Vec<Decision>,
+    study_data: Vec<StudyRecord>,
+    parameters: Vec<ModelParameters>,
+    updates: Vec<Option<UpdateRequest>>,
+}
+
+fn contents(store: &dyn Store, updates: &[Uuid]) -> Contents {
+    let newest = store.current_parameters().unwrap().map_or(0, |p| p.version);
+    Contents {
+        counts: counts(store),
+        decisions: store.decisions().unwrap().map(Result::unwrap).collect(),
+        study_data: store.study_data().unwrap().map(Result::unwrap).collect(),
+        parameters: (1..=newest)
+            .map(|v| store.parameters(v).unwrap().expect("no version is missing"))
+            .collect(),
+        updates: updates
+            .iter()
+            .map(|id| store.update_request(*id).unwrap())
+            .collect(),
+    }
 }
 
 /// `row_counts` lists every table with its number of rows.
@@ -674,6 +1202,7 @@ pub fn row_counts_count_every_table(store: &dyn Store) {
             "model_parameters",
             "model_update_requests",
             "study_data",
+            "update_provenance",
             "users"
         ]
     );
@@ -681,7 +1210,7 @@ pub fn row_counts_count_every_table(store: &dyn Store) {
         empty.values().all(|&n| n == 0),
         "a fresh store is empty: {empty:?}"
     );
-    let expected = populate(store);
+    let expected = populate(store).counts;
     assert_eq!(counts(store), expected);
 }
 
@@ -691,9 +1220,10 @@ pub fn reset_empties_every_table(store: &dyn Store) {
     store.reset().unwrap();
     let after = counts(store);
     assert!(after.values().all(|&n| n == 0), "after reset: {after:?}");
-    assert_eq!(after.len(), 5);
+    assert_eq!(after.len(), 6);
     assert_eq!(store.current_parameters().unwrap(), None);
     assert_eq!(store.study_data().unwrap().count(), 0);
+    assert_eq!(store.decisions().unwrap().count(), 0);
     // Ids and versions start over.
     store.add_user(&user("p1"), at(0, 0)).unwrap();
     assert_eq!(seeded(store).version, 1);
@@ -702,7 +1232,7 @@ pub fn reset_empties_every_table(store: &dyn Store) {
 /// `backup` creates the missing directory and writes one file there, reporting the row count
 /// of every table; no partial file is left beside it.
 pub fn backup_writes_one_file_with_matching_row_counts(store: &dyn Store) {
-    let expected = populate(store);
+    let expected = populate(store).counts;
     // The directory is the only IO of the suite's own: the port needs somewhere to write.
     let scratch = ScratchDir::new();
     let dir = scratch.0.join("backups");
@@ -723,6 +1253,128 @@ pub fn backup_writes_one_file_with_matching_row_counts(store: &dyn Store) {
         entries,
         vec![report.path.clone()],
         "only the backup file is left"
+    );
+}
+
+/// `restore` MUST put back every row of a backup, replacing what the store holds, and new
+/// rows MUST continue after the restored ones.
+pub fn restore_puts_back_every_row_and_continues_ids(store: &dyn Store) {
+    let populated = populate(store);
+    let before = contents(store, &populated.updates);
+    let scratch = ScratchDir::new();
+    let backup = store.backup(&scratch.0, at(100, 0)).unwrap().path;
+
+    // Checking a backup reports what it holds and changes nothing.
+    let checked = store.check_backup(&backup).unwrap();
+    let held: BTreeMap<String, u64> = checked.row_counts.into_iter().collect();
+    assert_eq!(held, populated.counts);
+    assert_eq!(contents(store, &populated.updates), before);
+
+    store.reset().unwrap();
+    let report = store.restore(&backup).unwrap();
+    let reported: BTreeMap<String, u64> = report.row_counts.into_iter().collect();
+    assert_eq!(reported, populated.counts);
+    assert_eq!(contents(store, &populated.updates), before);
+    for u in &populated.users {
+        assert!(
+            matches!(store.add_user(u, at(1, 0)), Err(StoreError::UserExists)),
+            "user {u} is restored"
+        );
+    }
+
+    // Restoring over rows replaces them rather than adding to them.
+    let extra = user("after-backup");
+    store.add_user(&extra, at(2, 0)).unwrap();
+    store.record_study_data(&study_record(&extra, 0)).unwrap();
+    store.restore(&backup).unwrap();
+    assert_eq!(contents(store, &populated.updates), before);
+
+    // New rows continue after the restored ones.
+    store.add_user(&extra, at(3, 0)).unwrap();
+    let params = store.current_parameters().unwrap().unwrap();
+    let next = decision(&extra, 0, 3, params.version);
+    assert_eq!(store.record_decision(&next).unwrap(), Recorded::Inserted);
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed.len(), before.decisions.len() + 1);
+    assert_eq!(
+        streamed.last(),
+        Some(&next),
+        "the new decision comes after the restored ones"
+    );
+    store.record_study_data(&upload_for(&next)).unwrap();
+    let r = update_request(50);
+    store.create_update_request(&r).unwrap();
+    let job = claim(store, at(60, 0));
+    assert_eq!(
+        job.request().id,
+        populated.updates[2],
+        "the restored unfinished request is still queued, ahead of newer ones"
+    );
+    assert_eq!(job.request().attempts, 1);
+    let published = job
+        .complete("test-algo", &json!({}), &provenance(0), at(61, 0))
+        .unwrap();
+    assert_eq!(published.version, params.version + 1);
+    let job = claim(store, at(62, 0));
+    assert_eq!(job.request().id, r.id);
+    job.fail("checked", at(63, 0)).unwrap();
+}
+
+/// `restore` MUST refuse, with `InvalidBackup` and before changing anything, a file that is not
+/// a complete backup: missing, empty, not a backup at all, or cut short.
+pub fn restore_refuses_a_damaged_file_and_changes_nothing(store: &dyn Store) {
+    let populated = populate(store);
+    let scratch = ScratchDir::new();
+    let backup = store.backup(&scratch.0, at(100, 0)).unwrap().path;
+    // Rows the backup does not have, which a restore would remove.
+    let extra = user("after-backup");
+    store.add_user(&extra, at(2, 0)).unwrap();
+    store.record_study_data(&study_record(&extra, 0)).unwrap();
+    let before = contents(store, &populated.updates);
+
+    let bytes = std::fs::read(&backup).unwrap();
+    let damaged = |name: &str, content: &[u8]| -> PathBuf {
+        let path = scratch.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let cases: Vec<(&str, PathBuf)> = vec![
+        ("a missing file", scratch.0.join("no-such-backup")),
+        ("an empty file", damaged("empty", b"")),
+        (
+            "a file that is no backup",
+            damaged("text", b"hello, this is not a backup\n"),
+        ),
+        ("the first half", damaged("half", &bytes[..bytes.len() / 2])),
+        (
+            "all but the last 2000 bytes",
+            damaged("short", &bytes[..bytes.len() - 2000]),
+        ),
+        ("the first 700 bytes", damaged("head", &bytes[..700])),
+    ];
+    for (what, path) in &cases {
+        let checked = store.check_backup(path);
+        assert!(
+            matches!(checked, Err(StoreError::InvalidBackup(_))),
+            "checking {what}: expected InvalidBackup, got {checked:?}"
+        );
+        let result = store.restore(path);
+        assert!(
+            matches!(result, Err(StoreError::InvalidBackup(_))),
+            "restoring {what}: expected InvalidBackup, got {result:?}"
+        );
+        assert_eq!(
+            contents(store, &populated.updates),
+            before,
+            "restoring {what} changed the store"
+        );
+    }
+    assert!(
+        matches!(
+            store.add_user(&extra, at(3, 0)),
+            Err(StoreError::UserExists)
+        ),
+        "rows stored after the backup are still there"
     );
 }
 

@@ -319,6 +319,104 @@ pub struct UpdateRequest {
     pub error: Option<String>,
     /// The parameter version it produced, if it completed.
     pub parameter_version: Option<i64>,
+    /// How many times a worker has started it (more than one after an interruption).
+    pub attempts: u32,
+    /// When a worker last started it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Whether the study server was told the outcome.
+    pub callback: CallbackDelivery,
+    /// Where a completed update's parameters came from.
+    pub provenance: Option<Provenance>,
+}
+
+impl UpdateRequest {
+    /// A request just received: processing, never started, nothing delivered.
+    pub fn new(
+        id: Uuid,
+        requested_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+        callback_url: String,
+    ) -> Self {
+        Self {
+            id,
+            requested_at,
+            received_at,
+            callback_url,
+            status: UpdateStatus::Processing,
+            finished_at: None,
+            error: None,
+            parameter_version: None,
+            attempts: 0,
+            started_at: None,
+            callback: CallbackDelivery::default(),
+            provenance: None,
+        }
+    }
+}
+
+/// Where the delivery of an update's callback stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackStatus {
+    /// Not delivered yet (the update runs, or delivery has not finished).
+    #[default]
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl CallbackStatus {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Reads a stored status.
+    ///
+    /// # Errors
+    /// For a word that is not a status.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        match raw {
+            "pending" => Ok(Self::Pending),
+            "delivered" => Ok(Self::Delivered),
+            "failed" => Ok(Self::Failed),
+            other => Err(InvalidValue(format!("unknown callback status {other:?}"))),
+        }
+    }
+}
+
+/// The delivery of one update's callback.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CallbackDelivery {
+    /// Where it stands.
+    pub status: CallbackStatus,
+    /// POSTs tried so far.
+    pub attempts: u32,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+    /// When delivery ended (delivered or given up).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What a completed update was computed from, stored with it for audits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The service's version (`CARGO_PKG_VERSION` of the binary).
+    pub service_version: String,
+    /// The algorithm that computed the parameters.
+    pub algorithm: String,
+    /// SHA-256 of the effective configuration, hex.
+    pub config_hash: String,
+    /// Study records the update read.
+    pub rows_read: u64,
+    /// The backup taken before the update, if backups are on.
+    pub backup_file: Option<String>,
 }
 
 #[cfg(test)]

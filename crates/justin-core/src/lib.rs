@@ -12,14 +12,16 @@ pub mod service;
 
 pub use algorithm::{ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{
-    Action, Decision, DecisionIdx, InvalidValue, JsonObject, ModelParameters, Probability, State,
-    StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, InvalidValue, JsonObject,
+    ModelParameters, Probability, Provenance, State, StudyRecord, UpdateRequest, UpdateStatus,
+    UserId,
 };
 pub use ports::{
-    BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, Recorded, Store, StoreError,
-    StudyDataStream, UpdateOutcome,
+    BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionStream, Recorded,
+    RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome, UploadRecorded,
 };
 pub use rng::DecisionRng;
 pub use service::{
-    ActionRequest, ActionResponse, DomainError, Service, ServiceSettings, UploadRequest,
+    ActionRequest, ActionResponse, CallbackPolicy, DomainError, ReplayMismatch, ReplaySummary,
+    Service, ServiceSettings, UploadRequest,
 };

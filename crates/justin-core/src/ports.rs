@@ -10,7 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::{Decision, ModelParameters, StudyRecord, UpdateRequest, UserId};
+use crate::domain::{
+    Action, CallbackDelivery, Decision, ModelParameters, Probability, Provenance, StudyRecord,
+    UpdateRequest, UserId,
+};
 
 /// A boxed error from an adapter, kept as the `source` of a domain error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -30,6 +33,17 @@ pub enum StoreError {
     /// No update request has this id.
     #[error("update request not found")]
     UnknownUpdate,
+    /// An upload's action or probability differs from the decision logged for it.
+    #[error("the upload differs from the logged decision (action {logged_action:?}, action_prob {})", logged_prob.get())]
+    UploadMismatch {
+        /// The action the service drew.
+        logged_action: Action,
+        /// The probability of action 1 it drew with.
+        logged_prob: Probability,
+    },
+    /// A backup file is not a complete backup of this service's tables; nothing was changed.
+    #[error("not a complete backup: {0}")]
+    InvalidBackup(String),
     /// The decision names a parameter version that is not stored (for instance after a reset
     /// by another process): the caller's view of the current parameters is stale.
     #[error("parameter version not found")]
@@ -78,6 +92,69 @@ pub struct BackupReport {
 /// Study data, streamed. Errors end the stream.
 pub type StudyDataStream = Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + Send>;
 
+/// Stored decisions, streamed. Errors end the stream.
+pub type DecisionStream = Box<dyn Iterator<Item = Result<Decision, StoreError>> + Send>;
+
+/// How an upload related to the logged decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadRecorded {
+    /// Whether a decision was logged for the upload's (user, decision index); when it was,
+    /// the upload's action and probability matched it.
+    pub action_logged: bool,
+}
+
+/// A restore that finished.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestoreReport {
+    /// Rows put back, per table.
+    pub row_counts: Vec<(String, u64)>,
+}
+
+/// An update request claimed by one worker.
+///
+/// While a job exists, no other worker of any process sharing the database can claim an
+/// update. Its reads and [`UpdateJob::complete`] happen in one database transaction: the new
+/// parameters and the request's completion are stored together or not at all. A job dropped
+/// without `complete` or `fail` (or whose process dies) changes nothing but its attempt
+/// count, and can be claimed again.
+pub trait UpdateJob {
+    /// The request being run, as claimed (`attempts` already counts this attempt).
+    fn request(&self) -> &UpdateRequest;
+
+    /// The newest parameter version, read inside the job's transaction.
+    ///
+    /// # Errors
+    /// On storage failure, or [`StoreError::Other`] when no version exists.
+    fn current_parameters(&mut self) -> Result<ModelParameters, StoreError>;
+
+    /// Every study record visible to the job's transaction, in upload order, streamed.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn study_data(
+        &mut self,
+    ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError>;
+
+    /// Stores `values` as the next parameter version, marks the request completed with the
+    /// provenance, and commits. Versions MUST increase by one with no gaps.
+    ///
+    /// # Errors
+    /// On storage failure, in which case nothing is stored.
+    fn complete(
+        self: Box<Self>,
+        algorithm: &str,
+        values: &serde_json::Value,
+        provenance: &Provenance,
+        finished_at: DateTime<Utc>,
+    ) -> Result<ModelParameters, StoreError>;
+
+    /// Discards the job's transaction and marks the request failed with `error`.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn fail(self: Box<Self>, error: &str, finished_at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
 /// Durable storage of a study.
 ///
 /// Every method is one unit of work: it either happens whole or not at all.
@@ -100,12 +177,22 @@ pub trait Store: Send + Sync {
     /// stored.
     fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError>;
 
-    /// Stores uploaded study data, once per (user, decision index).
+    /// Stores uploaded study data, once per (user, decision index), and says whether a
+    /// decision was logged for it.
     ///
     /// # Errors
-    /// MUST return [`StoreError::UnknownUser`] when the participant is not registered and
-    /// [`StoreError::StudyDataExists`] when data for the pair was uploaded already.
-    fn record_study_data(&self, record: &StudyRecord) -> Result<(), StoreError>;
+    /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
+    /// [`StoreError::StudyDataExists`] when data for the pair was uploaded already, and
+    /// [`StoreError::UploadMismatch`] (storing nothing) when a decision was logged for the pair
+    /// with another action, or a probability more than 1e-9 away from the uploaded one.
+    fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError>;
+
+    /// Every stored decision, in the order they were stored, without loading them all into
+    /// memory.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn decisions(&self) -> Result<DecisionStream, StoreError>;
 
     /// The newest parameter version, or `None` before any was stored.
     ///
@@ -156,16 +243,31 @@ pub trait Store: Send + Sync {
     /// Only on storage failure.
     fn create_update_request(&self, request: &UpdateRequest) -> Result<(), StoreError>;
 
-    /// Records how an update request ended.
+    /// Claims the oldest unfinished update request (by `received_at`), counting the attempt
+    /// durably, and returns it as a job. MUST return `None` when another job is claimed
+    /// anywhere on this database (at most one update runs at a time) or when no request is
+    /// unfinished. A request whose earlier job was dropped or whose process died MUST be
+    /// claimable again.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn claim_update(
+        &self,
+        started_at: DateTime<Utc>,
+    ) -> Result<Option<Box<dyn UpdateJob + '_>>, StoreError>;
+
+    /// Records the delivery of an update's callback.
     ///
     /// # Errors
     /// MUST return [`StoreError::UnknownUpdate`] when no request has this id.
-    fn finish_update_request(
-        &self,
-        id: Uuid,
-        outcome: &UpdateOutcome,
-        finished_at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    fn record_callback(&self, id: Uuid, delivery: &CallbackDelivery) -> Result<(), StoreError>;
+
+    /// Finished update requests whose callback is still pending (the process stopped before
+    /// delivering it), oldest first.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn undelivered_callbacks(&self) -> Result<Vec<UpdateRequest>, StoreError>;
 
     /// An update request, if it exists.
     ///
@@ -180,6 +282,22 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// On storage or file-system failure.
     fn backup(&self, dir: &Path, taken_at: DateTime<Utc>) -> Result<BackupReport, StoreError>;
+
+    /// Replaces every row of every table with the backup's, and sets the identity sequences so
+    /// new rows continue after the restored ones. The file MUST be checked whole (manifest,
+    /// tables, columns, row counts) before anything is changed, and the replacement MUST
+    /// happen in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidBackup`] for a file that is not a complete backup.
+    fn restore(&self, file: &Path) -> Result<RestoreReport, StoreError>;
+
+    /// Checks a backup file exactly as [`Store::restore`] would, changing nothing, and returns
+    /// the rows it holds per table.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidBackup`] for a file that is not a complete backup.
+    fn check_backup(&self, file: &Path) -> Result<RestoreReport, StoreError>;
 
     /// Rows per table, for reports such as what a reset would delete.
     ///
@@ -204,6 +322,9 @@ pub trait Store: Send + Sync {
 pub trait Clock: Send + Sync {
     /// Now.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Waits (between callback attempts).
+    fn sleep(&self, duration: std::time::Duration);
 }
 
 /// What a callback receiver is told when an update ends.

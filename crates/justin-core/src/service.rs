@@ -4,20 +4,23 @@
 //! memory, so the hot path (`request_action`) costs one storage call: the insert of the
 //! decision. The cache is replaced whenever this process publishes a new version.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::algorithm::{ActionChoice, Algorithm, AlgorithmError};
 use crate::domain::{
-    Action, Decision, DecisionIdx, JsonObject, ModelParameters, Probability, State, StudyRecord,
-    UpdateRequest, UpdateStatus, UserId,
+    Action, CallbackStatus, Decision, DecisionIdx, JsonObject, ModelParameters, Probability,
+    Provenance, State, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 use crate::ports::{
-    BackupReport, CallbackNotifier, CallbackPayload, Clock, Recorded, Store, StoreError,
-    UpdateOutcome,
+    BackupReport, CallbackNotifier, CallbackPayload, Clock, Recorded, Store, StoreError, UpdateJob,
+    UpdateOutcome, UploadRecorded,
 };
 use crate::rng::DecisionRng;
 
@@ -36,6 +39,21 @@ pub enum DomainError {
     /// Study data exists for this decision already.
     #[error("Decision index already exists.")]
     DecisionExists,
+    /// An upload's action or probability differs from the logged decision.
+    #[error("The uploaded action ({uploaded_action}) and action_prob ({uploaded_prob}) must match the logged decision (action {logged_action}, action_prob {logged_prob}).")]
+    UploadMismatch {
+        /// The uploaded action.
+        uploaded_action: i16,
+        /// The uploaded probability.
+        uploaded_prob: f64,
+        /// The logged action.
+        logged_action: i16,
+        /// The logged probability.
+        logged_prob: f64,
+    },
+    /// A file given to restore is not a complete backup; nothing was changed.
+    #[error("{0}")]
+    InvalidBackup(String),
     /// No update request has this id.
     #[error("Update not found.")]
     UpdateNotFound,
@@ -66,6 +84,11 @@ impl From<StoreError> for DomainError {
             StoreError::UnknownUser => Self::UserNotFound,
             StoreError::StudyDataExists => Self::DecisionExists,
             StoreError::UnknownUpdate => Self::UpdateNotFound,
+            StoreError::InvalidBackup(why) => {
+                Self::InvalidBackup(format!("not a complete backup: {why}"))
+            }
+            // Only upload_data can meet this, and it maps it with the uploaded values itself.
+            e @ StoreError::UploadMismatch { .. } => Self::Store(e),
             e @ StoreError::Unavailable(_) => Self::Unavailable(e),
             e @ (StoreError::Other(_) | StoreError::UnknownParameterVersion) => Self::Store(e),
         }
@@ -88,6 +111,94 @@ pub struct ServiceSettings {
     pub seed: u64,
     /// Where backups go before each update; `None` when backups are off.
     pub backup_dir: Option<PathBuf>,
+    /// How many times an update may be started before it is abandoned as failed (an update
+    /// is started again after its process died).
+    pub update_attempts: u32,
+    /// How callbacks are retried.
+    pub callbacks: CallbackPolicy,
+    /// The service's version, for provenance.
+    pub service_version: String,
+    /// SHA-256 of the effective configuration, hex, for provenance.
+    pub config_hash: String,
+}
+
+/// How callback delivery is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallbackPolicy {
+    /// POSTs at most (at least 1).
+    pub attempts: u32,
+    /// The wait before the second attempt; it doubles for each one after.
+    pub first_backoff: Duration,
+    /// How long one attempt may take.
+    pub attempt_timeout: Duration,
+}
+
+impl CallbackPolicy {
+    /// The longest a delivery can take from first attempt to last: after this, a callback
+    /// still pending was left behind by a process that stopped.
+    pub fn longest_delivery(&self) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut backoff = self.first_backoff;
+        for attempt in 1..=self.attempts {
+            if attempt > 1 {
+                total = total.saturating_add(backoff);
+                backoff = backoff.saturating_mul(2);
+            }
+            total = total.saturating_add(self.attempt_timeout);
+        }
+        total
+    }
+}
+
+/// The largest difference between two probabilities that still counts as equal, for uploads
+/// and replay (JSON round trips of a float are exact, so this only absorbs foreign rounding).
+pub const PROBABILITY_TOLERANCE: f64 = 1e-9;
+
+/// A decision that did not replay as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayMismatch {
+    /// The participant.
+    pub user_id: UserId,
+    /// The decision time.
+    pub decision_idx: DecisionIdx,
+    /// The stored action.
+    pub stored_action: Action,
+    /// The stored probability of action 1.
+    pub stored_prob: Probability,
+    /// What the replay drew, when it could draw.
+    pub replayed_action: Option<Action>,
+    /// The replay's probability of action 1, when it could draw.
+    pub replayed_prob: Option<Probability>,
+    /// What differs.
+    pub reason: String,
+}
+
+/// What a replay checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Decisions replayed.
+    pub checked: u64,
+    /// Decisions that did not come out as stored.
+    pub mismatches: u64,
+}
+
+/// Refuses parameters holding null anywhere: serde_json turns NaN and infinities into null,
+/// so a null is how a non-finite number shows.
+fn check_finite(values: &serde_json::Value) -> Result<(), DomainError> {
+    fn has_null(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Null => true,
+            serde_json::Value::Array(items) => items.iter().any(has_null),
+            serde_json::Value::Object(map) => map.values().any(has_null),
+            _ => false,
+        }
+    }
+    if has_null(values) {
+        return Err(DomainError::Algorithm(AlgorithmError::InvalidParameters(
+            "the new parameters hold a null or non-finite number".into(),
+        )));
+    }
+    Ok(())
 }
 
 /// A request for an action, parsed.
@@ -320,6 +431,16 @@ impl Service {
         Ok((choice, rng.seed()))
     }
 
+    /// Reloads the current parameters from storage, so that a version published by another
+    /// process is used here too. Returns the version now in force.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub fn refresh_parameters(&self) -> Result<i64, DomainError> {
+        self.forget_current();
+        Ok(self.current_parameters()?.version)
+    }
+
     fn forget_current(&self) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
@@ -330,7 +451,7 @@ impl Service {
     /// [`DomainError::InvalidInput`] for a context or outcome the algorithm cannot use,
     /// [`DomainError::UserNotFound`] for an unknown participant and
     /// [`DomainError::DecisionExists`] for a second upload of one decision.
-    pub fn upload_data(&self, req: UploadRequest) -> Result<(), DomainError> {
+    pub fn upload_data(&self, req: UploadRequest) -> Result<UploadRecorded, DomainError> {
         let received_at = self.clock.now();
         self.algorithm.make_state(&req.context)?;
         let reward =
@@ -353,11 +474,22 @@ impl Service {
             outcome: req.outcome,
             reward,
         };
-        self.store.record_study_data(&record)?;
-        Ok(())
+        match self.store.record_study_data(&record) {
+            Err(StoreError::UploadMismatch {
+                logged_action,
+                logged_prob,
+            }) => Err(DomainError::UploadMismatch {
+                uploaded_action: record.action.as_i16(),
+                uploaded_prob: record.action_prob.get(),
+                logged_action: logged_action.as_i16(),
+                logged_prob: logged_prob.get(),
+            }),
+            other => Ok(other?),
+        }
     }
 
-    /// Records a model update request; the caller runs it with [`Service::run_update`].
+    /// Records a model update request. A worker runs it later with
+    /// [`Service::run_next_update`], in this process or another sharing the database.
     ///
     /// # Errors
     /// On storage failure.
@@ -366,16 +498,8 @@ impl Service {
         requested_at: DateTime<Utc>,
         callback_url: String,
     ) -> Result<UpdateRequest, DomainError> {
-        let request = UpdateRequest {
-            id: Uuid::new_v4(),
-            requested_at,
-            received_at: self.clock.now(),
-            callback_url,
-            status: UpdateStatus::Processing,
-            finished_at: None,
-            error: None,
-            parameter_version: None,
-        };
+        let request =
+            UpdateRequest::new(Uuid::new_v4(), requested_at, self.clock.now(), callback_url);
         self.store.create_update_request(&request)?;
         Ok(request)
     }
@@ -390,81 +514,241 @@ impl Service {
             .ok_or(DomainError::UpdateNotFound)
     }
 
-    /// Runs an update request to its end: backup, new parameters, stored outcome, callback.
-    /// Returns the outcome that was stored.
+    /// Claims the oldest unfinished update request and runs it to its end: backup, new
+    /// parameters checked and published together with the request's completion, callback.
+    /// Returns the request and how it ended, or `None` when there was nothing to run (or
+    /// another worker holds the update lock).
     ///
     /// # Errors
     /// Only when the outcome itself cannot be stored; a failed update is an
     /// [`UpdateOutcome::Failed`], stored and sent to the callback.
-    pub fn run_update(&self, request: &UpdateRequest) -> Result<UpdateOutcome, DomainError> {
-        let outcome = match self.compute_update() {
-            Ok(published) => {
-                log::info!(
-                    target: RL_TARGET,
-                    "update {} stored {} parameters version {}",
-                    request.id, published.algorithm, published.version
-                );
-                let version = published.version;
-                self.set_current(published);
-                UpdateOutcome::Completed {
-                    parameter_version: version,
+    pub fn run_next_update(&self) -> Result<Option<(UpdateRequest, UpdateOutcome)>, DomainError> {
+        let Some(mut job) = self.store.claim_update(self.clock.now())? else {
+            return Ok(None);
+        };
+        let request = job.request().clone();
+        let outcome = if request.attempts > self.settings.update_attempts {
+            let error = format!(
+                "abandoned after {} interrupted attempts",
+                request.attempts - 1
+            );
+            job.fail(&error, self.clock.now())?;
+            UpdateOutcome::Failed { error }
+        } else {
+            match self.compute_update(job.as_mut()) {
+                Ok((values, provenance)) => {
+                    let published = job.complete(
+                        self.algorithm.name(),
+                        &values,
+                        &provenance,
+                        self.clock.now(),
+                    )?;
+                    log::info!(
+                        target: RL_TARGET,
+                        "update {} stored {} parameters version {} from {} records",
+                        request.id, published.algorithm, published.version, provenance.rows_read
+                    );
+                    let version = published.version;
+                    self.set_current(published);
+                    UpdateOutcome::Completed {
+                        parameter_version: version,
+                    }
+                }
+                Err(e) => {
+                    let error = error_chain(&e);
+                    log::error!(target: RL_TARGET, "update {} failed: {error}", request.id);
+                    job.fail(&error, self.clock.now())?;
+                    UpdateOutcome::Failed { error }
                 }
             }
-            Err(e) => {
-                let error = error_chain(&e);
-                log::error!(target: RL_TARGET, "update {} failed: {error}", request.id);
-                UpdateOutcome::Failed { error }
-            }
         };
-        let finished_at = self.clock.now();
-        // The study server is told the outcome even when storing it fails: the parameters it
-        // describes are already in force (or unchanged) either way.
-        let stored = self
-            .store
-            .finish_update_request(request.id, &outcome, finished_at);
-        let payload = match &outcome {
-            UpdateOutcome::Completed { .. } => CallbackPayload::Completed {
+        let finished = self.update_request(request.id)?;
+        self.deliver_callback(&finished)?;
+        Ok(Some((finished, outcome)))
+    }
+
+    /// Delivers the callbacks of finished updates that a stopped process did not deliver.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub fn deliver_pending_callbacks(&self) -> Result<usize, DomainError> {
+        // A callback pending for less than the longest delivery may still be under way in the
+        // process that ran the update; only older ones were left behind.
+        let grace = chrono::Duration::from_std(self.settings.callbacks.longest_delivery())
+            .unwrap_or(chrono::Duration::MAX)
+            .checked_add(&chrono::Duration::seconds(5))
+            .unwrap_or(chrono::Duration::MAX);
+        let now = self.clock.now();
+        let cutoff = now
+            .checked_sub_signed(grace)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut delivered = 0;
+        for request in self.store.undelivered_callbacks()? {
+            if request.finished_at.is_some_and(|at| at < cutoff) {
+                self.deliver_callback(&request)?;
+                delivered += 1;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// POSTs a finished update's outcome to its callback URL, retrying with exponential
+    /// backoff, and records how delivery ended.
+    fn deliver_callback(&self, request: &UpdateRequest) -> Result<(), DomainError> {
+        let payload = match request.status {
+            UpdateStatus::Completed => CallbackPayload::Completed {
                 update_id: request.id,
-                timestamp: finished_at,
+                timestamp: request.finished_at.unwrap_or_else(|| self.clock.now()),
             },
-            UpdateOutcome::Failed { .. } => CallbackPayload::Failed {
+            UpdateStatus::Failed => CallbackPayload::Failed {
                 update_id: request.id,
                 message: "Model update failed.".into(),
             },
+            UpdateStatus::Processing => return Ok(()),
         };
-        if let Err(e) = self.notifier.notify(&request.callback_url, &payload) {
-            log::warn!("callback for update {} was not delivered: {e}", request.id);
+        let policy = &self.settings.callbacks;
+        let mut delivery = request.callback.clone();
+        let mut backoff = policy.first_backoff;
+        for attempt in 1..=policy.attempts {
+            if attempt > 1 {
+                self.clock.sleep(backoff);
+                backoff = backoff.saturating_mul(2);
+            }
+            delivery.attempts += 1;
+            match self.notifier.notify(&request.callback_url, &payload) {
+                Ok(()) => {
+                    delivery.status = CallbackStatus::Delivered;
+                    delivery.last_error = None;
+                    break;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "callback for update {} failed (attempt {attempt} of {}): {e}",
+                        request.id,
+                        policy.attempts
+                    );
+                    delivery.status = CallbackStatus::Failed;
+                    delivery.last_error = Some(e.to_string());
+                }
+            }
         }
-        stored?;
-        Ok(outcome)
+        delivery.finished_at = Some(self.clock.now());
+        self.store.record_callback(request.id, &delivery)?;
+        Ok(())
     }
 
-    fn compute_update(&self) -> Result<ModelParameters, DomainError> {
-        if let Some(dir) = &self.settings.backup_dir {
-            let report = self.backup_to(dir)?;
-            log::info!("backup before update written to {}", report.path.display());
-        }
-        let current = self
-            .store
-            .current_parameters()?
-            .ok_or_else(|| DomainError::Setup("no model parameters are stored".into()))?;
-        let mut failure: Option<StoreError> = None;
-        let mut records = self.store.study_data()?.map_while(|item| match item {
-            Ok(record) => Some(record),
-            Err(e) => {
-                failure = Some(e);
-                None
+    /// Computes and checks new parameters inside the job; nothing is stored here.
+    fn compute_update(
+        &self,
+        job: &mut dyn UpdateJob,
+    ) -> Result<(serde_json::Value, Provenance), DomainError> {
+        let backup_file = match &self.settings.backup_dir {
+            Some(dir) => {
+                let report = self.backup_to(dir)?;
+                log::info!("backup before update written to {}", report.path.display());
+                let name = report.path.file_name().unwrap_or(report.path.as_os_str());
+                Some(name.to_string_lossy().into_owned())
             }
-        });
-        let values = self.algorithm.update(&current.values, &mut records);
-        drop(records);
+            None => None,
+        };
+        let current = job.current_parameters()?;
+        let mut failure: Option<StoreError> = None;
+        let mut rows_read: u64 = 0;
+        let values = {
+            let mut records = job.study_data()?.map_while(|item| match item {
+                Ok(record) => {
+                    rows_read += 1;
+                    Some(record)
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            });
+            self.algorithm.update(&current.values, &mut records)
+        };
         if let Some(e) = failure {
             return Err(e.into());
         }
         let values = values?;
-        Ok(self
-            .store
-            .publish_parameters(self.algorithm.name(), &values, self.clock.now())?)
+        check_finite(&values)?;
+        self.algorithm
+            .validate_parameters(&values)
+            .map_err(DomainError::Algorithm)?;
+        Ok((
+            values,
+            Provenance {
+                service_version: self.settings.service_version.clone(),
+                algorithm: self.algorithm.name().to_owned(),
+                config_hash: self.settings.config_hash.clone(),
+                rows_read,
+                backup_file,
+            },
+        ))
+    }
+
+    /// Re-derives every stored decision from its stored state, parameter version and seed,
+    /// and calls `on_mismatch` for each that does not come out as stored.
+    ///
+    /// # Errors
+    /// On storage failure (a decision whose parameter version is missing is a mismatch).
+    pub fn replay(
+        &self,
+        on_mismatch: &mut dyn FnMut(&ReplayMismatch),
+    ) -> Result<ReplaySummary, DomainError> {
+        let mut versions: HashMap<i64, Option<ModelParameters>> = HashMap::new();
+        let mut summary = ReplaySummary::default();
+        for item in self.store.decisions()? {
+            let d = item?;
+            summary.checked += 1;
+            let params = match versions.entry(d.parameter_version) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.store.parameters(d.parameter_version)?),
+            };
+            let replayed = params.as_ref().map(|p| {
+                let mut rng = DecisionRng::from_seed(d.rng_seed);
+                self.algorithm
+                    .get_action(&d.user_id, &d.state, &p.values, d.decision_idx, &mut rng)
+            });
+            let reason = match &replayed {
+                None => Some(format!(
+                    "parameter version {} is not stored",
+                    d.parameter_version
+                )),
+                Some(Err(e)) => Some(format!("the algorithm cannot replay it: {e}")),
+                Some(Ok(choice)) => self.difference(&d, choice),
+            };
+            if let Some(reason) = reason {
+                summary.mismatches += 1;
+                let choice = replayed.and_then(Result::ok);
+                on_mismatch(&ReplayMismatch {
+                    user_id: d.user_id.clone(),
+                    decision_idx: d.decision_idx,
+                    stored_action: d.action,
+                    stored_prob: d.action_prob,
+                    replayed_action: choice.map(|c| c.action),
+                    replayed_prob: choice.map(|c| c.action_prob),
+                    reason,
+                });
+            }
+        }
+        Ok(summary)
+    }
+
+    /// How a stored decision differs from its replay, if it does.
+    fn difference(&self, d: &Decision, replayed: &ActionChoice) -> Option<String> {
+        let derived = crate::rng::decision_seed(self.settings.seed, &d.user_id, d.decision_idx);
+        if derived != d.rng_seed {
+            Some(
+                "the stored seed is not the one derived from algorithm.seed, user and index".into(),
+            )
+        } else if replayed.action != d.action {
+            Some("the action differs".into())
+        } else if (replayed.action_prob.get() - d.action_prob.get()).abs() > PROBABILITY_TOLERANCE {
+            Some("the probability differs".into())
+        } else {
+            None
+        }
     }
 
     /// Writes a backup into `dir`.
@@ -494,4 +778,29 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_delivery_adds_timeouts_and_doubling_backoffs() {
+        let policy = CallbackPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(100),
+            attempt_timeout: Duration::from_secs(1),
+        };
+        // 3 attempts of 1 s, waits of 100 ms and 200 ms between them.
+        assert_eq!(policy.longest_delivery(), Duration::from_millis(3_300));
+    }
+
+    #[test]
+    fn parameters_with_null_are_refused() {
+        assert!(check_finite(&serde_json::json!({"p": 0.5, "v": [1, 2]})).is_ok());
+        // serde_json writes NaN as null.
+        let nan = serde_json::json!({"p": f64::NAN});
+        assert!(check_finite(&nan).is_err());
+        assert!(check_finite(&serde_json::json!({"deep": [{"x": null}]})).is_err());
+    }
 }

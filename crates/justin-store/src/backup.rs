@@ -26,14 +26,16 @@ use justin_core::{BackupReport, StoreError};
 
 use crate::error::{from_diesel, other};
 use crate::pg::{count_rows, TABLES};
-use crate::schema::{actions, model_parameters, model_update_requests, study_data, users};
+use crate::schema::{
+    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+};
 
-/// Version of the archive layout, recorded in the manifest for restore tools.
-const FORMAT_VERSION: u32 = 1;
+/// Version of the archive layout, recorded in the manifest; restore reads this version only.
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// What went wrong inside the snapshot transaction. Diesel's transaction needs an error type
 /// it can convert its own errors into; the port's error is mapped once, outside.
-enum Failure {
+pub(crate) enum Failure {
     Db(diesel::result::Error),
     Store(StoreError),
 }
@@ -197,7 +199,7 @@ type Exporter = fn(&mut PgConnection, &Path) -> Result<Exported, Failure>;
 
 /// Every table with its exporter, in [`TABLES`] order. COPY needs the table's Diesel type,
 /// hence one entry per table rather than a loop over names.
-const EXPORTS: [(&str, Exporter); 5] = [
+const EXPORTS: [(&str, Exporter); 6] = [
     ("users", |c, p| copy_table(c, users::table, p)),
     ("model_parameters", |c, p| {
         copy_table(c, model_parameters::table, p)
@@ -206,6 +208,9 @@ const EXPORTS: [(&str, Exporter); 5] = [
     ("study_data", |c, p| copy_table(c, study_data::table, p)),
     ("model_update_requests", |c, p| {
         copy_table(c, model_update_requests::table, p)
+    }),
+    ("update_provenance", |c, p| {
+        copy_table(c, update_provenance::table, p)
     }),
 ];
 
@@ -261,18 +266,35 @@ fn copy_table<T: CopyTarget>(
 /// Passes CSV through and counts its records: line ends outside quoted fields. PostgreSQL
 /// quotes with `"` and escapes a quote by doubling it, so toggling on every `"` tracks
 /// whether a newline is inside a field.
-struct RecordCounter<W> {
+pub(crate) struct RecordCounter<W> {
     inner: W,
     in_quotes: bool,
-    records: u64,
+    /// Records ended by a newline so far.
+    pub(crate) records: u64,
+    /// Whether bytes follow the last record's newline (a last record without one).
+    partial: bool,
+    /// Bytes passed through.
+    pub(crate) bytes: u64,
 }
 
 impl<W: Write> RecordCounter<W> {
-    fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
             in_quotes: false,
             records: 0,
+            partial: false,
+            bytes: 0,
+        }
+    }
+
+    /// The number of records in everything written, counting a last record that lacks its
+    /// newline (COPY accepts one); an error when the data ends inside a quoted field.
+    pub(crate) fn total(&self) -> Result<u64, &'static str> {
+        if self.in_quotes {
+            Err("the data ends inside a quoted field")
+        } else {
+            Ok(self.records + u64::from(self.partial))
         }
     }
 }
@@ -282,11 +304,18 @@ impl<W: Write> Write for RecordCounter<W> {
         let written = self.inner.write(buf)?;
         for &byte in &buf[..written] {
             match byte {
-                b'"' => self.in_quotes = !self.in_quotes,
-                b'\n' if !self.in_quotes => self.records += 1,
-                _ => {}
+                b'"' => {
+                    self.in_quotes = !self.in_quotes;
+                    self.partial = true;
+                }
+                b'\n' if !self.in_quotes => {
+                    self.records += 1;
+                    self.partial = false;
+                }
+                _ => self.partial = true,
             }
         }
+        self.bytes += written as u64;
         Ok(written)
     }
 
@@ -302,7 +331,7 @@ struct Name {
 }
 
 /// The table's columns in table order, as the database has them now.
-fn table_columns(conn: &mut PgConnection, table: &str) -> Result<Vec<String>, Failure> {
+pub(crate) fn table_columns(conn: &mut PgConnection, table: &str) -> Result<Vec<String>, Failure> {
     let names = diesel::sql_query(
         "SELECT attname::text AS name FROM pg_attribute \
          WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped \
@@ -314,7 +343,7 @@ fn table_columns(conn: &mut PgConnection, table: &str) -> Result<Vec<String>, Fa
 }
 
 /// Versions of the migrations applied to the database, oldest first.
-fn applied_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Failure> {
+pub(crate) fn applied_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Failure> {
     let versions = diesel::sql_query(
         "SELECT version::text AS name FROM __diesel_schema_migrations ORDER BY version",
     )
@@ -426,6 +455,18 @@ mod tests {
             counter.write_all(chunk).unwrap();
         }
         assert_eq!(counter.records, 3);
+        assert_eq!(counter.total(), Ok(3));
+        assert_eq!(counter.bytes, csv.len() as u64);
         assert_eq!(out, csv);
+    }
+
+    #[test]
+    fn record_counter_counts_a_last_record_without_newline_and_refuses_open_quotes() {
+        let mut counter = RecordCounter::new(io::sink());
+        counter.write_all(b"1,a\n2,b").unwrap();
+        assert_eq!(counter.total(), Ok(2));
+        let mut open = RecordCounter::new(io::sink());
+        open.write_all(b"1,\"a\n").unwrap();
+        assert!(open.total().is_err());
     }
 }

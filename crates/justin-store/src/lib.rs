@@ -8,10 +8,13 @@
 
 mod backup;
 mod error;
+mod jobs;
 mod models;
 mod pg;
+mod restore;
 mod schema;
 mod setup;
+mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 

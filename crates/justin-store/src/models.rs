@@ -7,12 +7,15 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use justin_core::{
-    Action, Decision, DecisionIdx, InvalidValue, JsonObject, ModelParameters, Probability, State,
-    StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, InvalidValue, JsonObject,
+    ModelParameters, Probability, Provenance, State, StoreError, StudyRecord, UpdateRequest,
+    UpdateStatus, UserId,
 };
 
 use crate::error::other;
-use crate::schema::{actions, model_parameters, model_update_requests, study_data};
+use crate::schema::{
+    actions, model_parameters, model_update_requests, study_data, update_provenance,
+};
 
 /// Says which table and row held an invalid value.
 fn invalid(table: &str, id: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
@@ -148,14 +151,12 @@ impl TryFrom<StudyRow> for StudyRecord {
     }
 }
 
-/// A new row of `study_data`.
-#[derive(Insertable)]
-#[diesel(table_name = study_data)]
-pub(crate) struct NewStudyRow<'a> {
+/// The values `record_study_data` binds, converted once.
+pub(crate) struct StudyValues<'a> {
     pub user_id: &'a str,
     pub decision_idx: i64,
-    pub request_timestamp: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
+    pub requested_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
     pub context: serde_json::Value,
     pub action: i16,
     pub action_prob: f64,
@@ -164,13 +165,13 @@ pub(crate) struct NewStudyRow<'a> {
     pub reward: f64,
 }
 
-impl<'a> NewStudyRow<'a> {
+impl<'a> StudyValues<'a> {
     pub(crate) fn new(r: &'a StudyRecord) -> Result<Self, StoreError> {
         Ok(Self {
             user_id: r.user_id.as_str(),
             decision_idx: r.decision_idx.get(),
-            request_timestamp: r.requested_at,
-            created_at: r.received_at,
+            requested_at: r.requested_at,
+            received_at: r.received_at,
             context: serde_json::Value::Object(r.context.clone()),
             action: r.action.as_i16(),
             action_prob: r.action_prob.get(),
@@ -178,6 +179,31 @@ impl<'a> NewStudyRow<'a> {
             outcome: serde_json::Value::Object(r.outcome.clone()),
             reward: r.reward,
         })
+    }
+}
+
+/// The action and probability logged for a decision, to explain a refused upload.
+#[derive(Debug, Queryable)]
+pub(crate) struct LoggedDraw {
+    pub id: i64,
+    pub action: i16,
+    pub action_prob: f64,
+}
+
+impl LoggedDraw {
+    /// The refusal of an upload that differs from this draw.
+    pub(crate) fn mismatch(self) -> StoreError {
+        let bad = |e: InvalidValue| invalid("actions", self.id, e);
+        match (
+            Action::from_i64(self.action.into()).map_err(bad),
+            Probability::new(self.action_prob).map_err(bad),
+        ) {
+            (Ok(logged_action), Ok(logged_prob)) => StoreError::UploadMismatch {
+                logged_action,
+                logged_prob,
+            },
+            (Err(e), _) | (_, Err(e)) => e,
+        }
     }
 }
 
@@ -203,7 +229,7 @@ impl From<ParametersRow> for ModelParameters {
 }
 
 /// A row of `model_update_requests`.
-#[derive(Debug, Queryable, Selectable, Insertable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = model_update_requests, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct UpdateRow {
     pub id: uuid::Uuid,
@@ -214,11 +240,24 @@ pub(crate) struct UpdateRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub parameter_version: Option<i64>,
+    pub attempts: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub callback_status: String,
+    pub callback_attempts: i32,
+    pub callback_error: Option<String>,
+    pub callback_finished_at: Option<DateTime<Utc>>,
 }
 
-impl From<&UpdateRequest> for UpdateRow {
-    fn from(r: &UpdateRequest) -> Self {
-        Self {
+/// A count kept as `u32` in the core and `INTEGER` here.
+pub(crate) fn count_column(n: u32, what: &str) -> Result<i32, StoreError> {
+    i32::try_from(n).map_err(|_| other(format!("{what} {n} does not fit the database column")))
+}
+
+impl TryFrom<&UpdateRequest> for UpdateRow {
+    type Error = StoreError;
+
+    fn try_from(r: &UpdateRequest) -> Result<Self, StoreError> {
+        Ok(Self {
             id: r.id,
             request_timestamp: r.requested_at,
             created_at: r.received_at,
@@ -227,27 +266,97 @@ impl From<&UpdateRequest> for UpdateRow {
             finished_at: r.finished_at,
             error: r.error.clone(),
             parameter_version: r.parameter_version,
-        }
+            attempts: count_column(r.attempts, "attempts")?,
+            started_at: r.started_at,
+            callback_status: r.callback.status.as_str().to_owned(),
+            callback_attempts: count_column(r.callback.attempts, "callback attempts")?,
+            callback_error: r.callback.last_error.clone(),
+            callback_finished_at: r.callback.finished_at,
+        })
     }
 }
 
-impl TryFrom<UpdateRow> for UpdateRequest {
-    type Error = StoreError;
+/// A row of `update_provenance`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = update_provenance, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ProvenanceRow {
+    pub update_id: uuid::Uuid,
+    pub parameter_version: i64,
+    pub service_version: String,
+    pub algorithm: String,
+    pub config_hash: String,
+    pub rows_read: i64,
+    pub backup_file: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
 
-    fn try_from(row: UpdateRow) -> Result<Self, StoreError> {
-        let status = UpdateStatus::parse(&row.status)
-            .map_err(|e| invalid("model_update_requests", row.id, e))?;
-        Ok(UpdateRequest {
-            id: row.id,
-            requested_at: row.request_timestamp,
-            received_at: row.created_at,
-            callback_url: row.callback_url,
-            status,
-            finished_at: row.finished_at,
-            error: row.error,
-            parameter_version: row.parameter_version,
+impl ProvenanceRow {
+    /// The record stored for update `update_id`, which produced `parameter_version`.
+    pub(crate) fn new(
+        update_id: uuid::Uuid,
+        parameter_version: i64,
+        p: &Provenance,
+        created_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            update_id,
+            parameter_version,
+            service_version: p.service_version.clone(),
+            algorithm: p.algorithm.clone(),
+            config_hash: p.config_hash.clone(),
+            rows_read: i64::try_from(p.rows_read).map_err(other)?,
+            backup_file: p.backup_file.clone(),
+            created_at,
         })
     }
+}
+
+/// Reads a stored request and, for a completed one, its provenance.
+pub(crate) fn update_request(
+    row: UpdateRow,
+    provenance: Option<ProvenanceRow>,
+) -> Result<UpdateRequest, StoreError> {
+    let id = row.id;
+    let bad = |e: InvalidValue| invalid("model_update_requests", id, e);
+    let count = |n: i32, what: &str| {
+        u32::try_from(n).map_err(|_| bad(InvalidValue(format!("negative {what} {n}"))))
+    };
+    let provenance = provenance
+        .map(|p| {
+            Ok::<_, StoreError>(Provenance {
+                service_version: p.service_version,
+                algorithm: p.algorithm,
+                config_hash: p.config_hash,
+                rows_read: u64::try_from(p.rows_read).map_err(|_| {
+                    invalid(
+                        "update_provenance",
+                        id,
+                        format!("negative rows_read {}", p.rows_read),
+                    )
+                })?,
+                backup_file: p.backup_file,
+            })
+        })
+        .transpose()?;
+    Ok(UpdateRequest {
+        id,
+        requested_at: row.request_timestamp,
+        received_at: row.created_at,
+        callback_url: row.callback_url,
+        status: UpdateStatus::parse(&row.status).map_err(bad)?,
+        finished_at: row.finished_at,
+        error: row.error,
+        parameter_version: row.parameter_version,
+        attempts: count(row.attempts, "attempts")?,
+        started_at: row.started_at,
+        callback: CallbackDelivery {
+            status: CallbackStatus::parse(&row.callback_status).map_err(bad)?,
+            attempts: count(row.callback_attempts, "callback_attempts")?,
+            last_error: row.callback_error,
+            finished_at: row.callback_finished_at,
+        },
+        provenance,
+    })
 }
 
 #[cfg(test)]
@@ -290,19 +399,27 @@ mod tests {
 
     #[test]
     fn unknown_stored_status_is_an_error() {
-        let row = UpdateRow {
-            id: uuid::Uuid::nil(),
-            request_timestamp: DateTime::UNIX_EPOCH,
-            created_at: DateTime::UNIX_EPOCH,
-            callback_url: "http://x".into(),
-            status: "paused".into(),
-            finished_at: None,
-            error: None,
-            parameter_version: None,
+        let request = UpdateRequest::new(
+            uuid::Uuid::nil(),
+            DateTime::UNIX_EPOCH,
+            DateTime::UNIX_EPOCH,
+            "http://x".into(),
+        );
+        let row = |f: fn(&mut UpdateRow)| {
+            let mut row = UpdateRow::try_from(&request).unwrap();
+            f(&mut row);
+            row
         };
-        assert!(matches!(
-            UpdateRequest::try_from(row),
-            Err(StoreError::Other(_))
-        ));
+        assert_eq!(update_request(row(|_| {}), None).unwrap(), request);
+        for broken in [
+            row(|r| r.status = "paused".into()),
+            row(|r| r.callback_status = "lost".into()),
+            row(|r| r.attempts = -1),
+        ] {
+            assert!(matches!(
+                update_request(broken, None),
+                Err(StoreError::Other(_))
+            ));
+        }
     }
 }

@@ -9,36 +9,49 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::SimpleConnection;
 use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
-use diesel::sql_types::{BigInt, Double, Jsonb, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Double, Jsonb, SmallInt, Text, Timestamptz};
 use justin_core::{
-    BackupReport, Decision, ModelParameters, Recorded, Store, StoreError, StudyDataStream,
-    StudyRecord, UpdateOutcome, UpdateRequest, UserId,
+    BackupReport, CallbackDelivery, Decision, DecisionStream, ModelParameters, Recorded,
+    RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob, UpdateRequest,
+    UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
 use crate::error::{from_diesel, from_pool, other, SetupError};
-use crate::models::{ActionRow, DecisionValues, NewStudyRow, ParametersRow, StudyRow, UpdateRow};
-use crate::schema::{actions, model_parameters, model_update_requests, study_data, users};
+use crate::models::{
+    count_column, update_request, ActionRow, DecisionValues, LoggedDraw, ParametersRow,
+    ProvenanceRow, StudyRow, StudyValues, UpdateRow,
+};
+use crate::schema::{
+    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+};
 use crate::setup::{self, mask_password, PgUrl};
+use crate::stream::SnapshotStream;
 
 type Manager = ConnectionManager<PgConnection>;
-type PooledPg = PooledConnection<Manager>;
+pub(crate) type PooledPg = PooledConnection<Manager>;
 
-/// The tables of a study, in the order reports and backups list them.
-pub(crate) const TABLES: [&str; 5] = [
+/// The tables of a study, in the order reports and backups list them, which is also an order
+/// foreign keys allow rows to be inserted in (restore relies on it).
+pub(crate) const TABLES: [&str; 6] = [
     "users",
     "model_parameters",
     "actions",
     "study_data",
     "model_update_requests",
+    "update_provenance",
 ];
 
-/// How many study records [`Store::study_data`] reads per query.
-const STUDY_DATA_PAGE: i64 = 5000;
+/// Serialises writers of `model_parameters` (publishing, seeding, completing an update)
+/// without blocking readers or the foreign-key checks of decisions being recorded, which take
+/// ROW SHARE.
+pub(crate) fn lock_for_publishing(conn: &mut PgConnection) -> QueryResult<()> {
+    conn.batch_execute("LOCK TABLE model_parameters IN SHARE ROW EXCLUSIVE MODE")
+}
 
 /// How to reach the database and what to do on connecting.
 #[derive(Clone)]
@@ -166,6 +179,27 @@ WHERE NOT EXISTS (SELECT 1 FROM study_data WHERE user_id = $1 AND decision_idx =
 ON CONFLICT (user_id, decision_idx) DO NOTHING \
 RETURNING id";
 
+/// Inserts the upload unless a decision logged for the pair differs from it, and records
+/// whether one was logged; one round trip in the common case. When no row comes back the
+/// upload was refused, and a second query says why.
+const INSERT_STUDY_DATA: &str = "\
+INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
+                        action_prob, state, outcome, reward, action_logged) \
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+       EXISTS (SELECT 1 FROM actions WHERE user_id = $1 AND decision_idx = $2) \
+WHERE NOT EXISTS (SELECT 1 FROM actions WHERE user_id = $1 AND decision_idx = $2 \
+                  AND (action <> $6 OR abs(action_prob - $7) > $11)) \
+RETURNING action_logged";
+
+/// Differences up to this much between a logged and an uploaded probability are rounding.
+const PROBABILITY_TOLERANCE: f64 = 1e-9;
+
+#[derive(QueryableByName)]
+struct Logged {
+    #[diesel(sql_type = Bool)]
+    action_logged: bool,
+}
+
 #[derive(QueryableByName)]
 struct InsertedId {
     #[diesel(sql_type = BigInt)]
@@ -266,14 +300,64 @@ impl Store for PgStore {
         }
     }
 
-    fn record_study_data(&self, record: &StudyRecord) -> Result<(), StoreError> {
-        let row = NewStudyRow::new(record)?;
+    fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
+        let v = StudyValues::new(record)?;
         let mut conn = self.conn()?;
-        diesel::insert_into(study_data::table)
-            .values(&row)
-            .execute(&mut conn)
+        let inserted = diesel::sql_query(INSERT_STUDY_DATA)
+            .bind::<Text, _>(v.user_id)
+            .bind::<BigInt, _>(v.decision_idx)
+            .bind::<Timestamptz, _>(v.requested_at)
+            .bind::<Timestamptz, _>(v.received_at)
+            .bind::<Jsonb, _>(&v.context)
+            .bind::<SmallInt, _>(v.action)
+            .bind::<Double, _>(v.action_prob)
+            .bind::<Jsonb, _>(&v.state)
+            .bind::<Jsonb, _>(&v.outcome)
+            .bind::<Double, _>(v.reward)
+            .bind::<Double, _>(PROBABILITY_TOLERANCE)
+            .load::<Logged>(&mut conn)
             .map_err(from_diesel)?;
-        Ok(())
+        if let Some(row) = inserted.first() {
+            return Ok(UploadRecorded {
+                action_logged: row.action_logged,
+            });
+        }
+        // Refused: a differing decision is logged. A repeated upload is reported as such
+        // first, as `record_decision` does, since the data is stored already either way.
+        let uploaded = diesel::select(exists(
+            study_data::table
+                .filter(study_data::user_id.eq(v.user_id))
+                .filter(study_data::decision_idx.eq(v.decision_idx)),
+        ))
+        .get_result::<bool>(&mut conn)
+        .map_err(from_diesel)?;
+        if uploaded {
+            return Err(StoreError::StudyDataExists);
+        }
+        let logged = actions::table
+            .filter(actions::user_id.eq(v.user_id))
+            .filter(actions::decision_idx.eq(v.decision_idx))
+            .select((actions::id, actions::action, actions::action_prob))
+            .first::<LoggedDraw>(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        match logged {
+            Some(draw)
+                if draw.action != v.action
+                    || (draw.action_prob - v.action_prob).abs() > PROBABILITY_TOLERANCE =>
+            {
+                Err(draw.mismatch())
+            }
+            // Only a concurrent reset or restore changes logged decisions.
+            _ => Err(other(format!(
+                "the upload of {} at index {} was neither stored nor refused by a logged decision",
+                record.user_id, v.decision_idx
+            ))),
+        }
+    }
+
+    fn decisions(&self) -> Result<DecisionStream, StoreError> {
+        SnapshotStream::<ActionRow>::open(self.conn()?).map(|s| Box::new(s) as DecisionStream)
     }
 
     fn current_parameters(&self) -> Result<Option<ModelParameters>, StoreError> {
@@ -336,9 +420,7 @@ impl Store for PgStore {
         let mut conn = self.conn()?;
         let row = conn
             .transaction::<_, diesel::result::Error, _>(|conn| {
-                // Serialises publishers (and seeding inserts) without blocking readers or the
-                // foreign-key checks of decisions being recorded, which take ROW SHARE.
-                conn.batch_execute("LOCK TABLE model_parameters IN SHARE ROW EXCLUSIVE MODE")?;
+                lock_for_publishing(conn)?;
                 let newest = model_parameters::table
                     .select(max(model_parameters::version))
                     .first::<Option<i64>>(conn)?;
@@ -357,38 +439,36 @@ impl Store for PgStore {
     }
 
     fn study_data(&self) -> Result<StudyDataStream, StoreError> {
-        StudyDataPages::open(self.conn()?).map(|pages| Box::new(pages) as StudyDataStream)
+        SnapshotStream::<StudyRow>::open(self.conn()?).map(|s| Box::new(s) as StudyDataStream)
     }
 
     fn create_update_request(&self, request: &UpdateRequest) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         diesel::insert_into(model_update_requests::table)
-            .values(UpdateRow::from(request))
+            .values(UpdateRow::try_from(request)?)
             .execute(&mut conn)
             .map_err(from_diesel)?;
         Ok(())
     }
 
-    fn finish_update_request(
+    fn claim_update(
         &self,
-        id: Uuid,
-        outcome: &UpdateOutcome,
-        finished_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+        started_at: DateTime<Utc>,
+    ) -> Result<Option<Box<dyn UpdateJob + '_>>, StoreError> {
+        let job = crate::jobs::claim(self.conn()?, started_at)?;
+        Ok(job.map(|job| Box::new(job) as Box<dyn UpdateJob>))
+    }
+
+    fn record_callback(&self, id: Uuid, delivery: &CallbackDelivery) -> Result<(), StoreError> {
         use model_update_requests::dsl as u;
-        let (status, error, version) = match outcome {
-            UpdateOutcome::Completed { parameter_version } => {
-                ("completed", None, Some(*parameter_version))
-            }
-            UpdateOutcome::Failed { error } => ("failed", Some(error.as_str()), None),
-        };
+        let attempts = count_column(delivery.attempts, "callback attempts")?;
         let mut conn = self.conn()?;
         let updated = diesel::update(u::model_update_requests.find(id))
             .set((
-                u::status.eq(status),
-                u::finished_at.eq(Some(finished_at)),
-                u::error.eq(error),
-                u::parameter_version.eq(version),
+                u::callback_status.eq(delivery.status.as_str()),
+                u::callback_attempts.eq(attempts),
+                u::callback_error.eq(delivery.last_error.as_deref()),
+                u::callback_finished_at.eq(delivery.finished_at),
             ))
             .execute(&mut conn)
             .map_err(from_diesel)?;
@@ -398,20 +478,47 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn undelivered_callbacks(&self) -> Result<Vec<UpdateRequest>, StoreError> {
+        let mut conn = self.conn()?;
+        let rows = model_update_requests::table
+            .left_join(update_provenance::table)
+            .filter(model_update_requests::status.ne("processing"))
+            .filter(model_update_requests::callback_status.eq("pending"))
+            .order((model_update_requests::created_at, model_update_requests::id))
+            .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
+            .load::<(UpdateRow, Option<ProvenanceRow>)>(&mut conn)
+            .map_err(from_diesel)?;
+        rows.into_iter()
+            .map(|(row, provenance)| update_request(row, provenance))
+            .collect()
+    }
+
     fn update_request(&self, id: Uuid) -> Result<Option<UpdateRequest>, StoreError> {
         let mut conn = self.conn()?;
         let row = model_update_requests::table
-            .find(id)
-            .select(UpdateRow::as_select())
-            .first(&mut conn)
+            .left_join(update_provenance::table)
+            .filter(model_update_requests::id.eq(id))
+            .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
+            .first::<(UpdateRow, Option<ProvenanceRow>)>(&mut conn)
             .optional()
             .map_err(from_diesel)?;
-        row.map(UpdateRequest::try_from).transpose()
+        row.map(|(row, provenance)| update_request(row, provenance))
+            .transpose()
     }
 
     fn backup(&self, dir: &Path, taken_at: DateTime<Utc>) -> Result<BackupReport, StoreError> {
         let mut conn = self.conn()?;
         crate::backup::write_backup(&mut conn, dir, taken_at)
+    }
+
+    fn check_backup(&self, file: &Path) -> Result<RestoreReport, StoreError> {
+        let mut conn = self.conn()?;
+        crate::restore::check(&mut conn, file)
+    }
+
+    fn restore(&self, file: &Path) -> Result<RestoreReport, StoreError> {
+        let mut conn = self.conn()?;
+        crate::restore::restore(&mut conn, file)
     }
 
     fn row_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -432,117 +539,5 @@ impl Store for PgStore {
         let mut conn = self.conn()?;
         conn.batch_execute("SELECT 1")
             .map_err(|e| StoreError::Unavailable(Box::new(e)))
-    }
-}
-
-/// The study data stream: pages through `study_data` by id inside one read-only
-/// repeatable-read transaction on a connection it owns.
-///
-/// The transaction's snapshot is what keeps later uploads out, including ones whose id was
-/// drawn before the call but committed after it; the id bound read at the start lets the last
-/// page end the stream without one more, empty, query.
-struct StudyDataPages {
-    /// `None` once the stream has ended and the connection went back to the pool.
-    conn: Option<PooledPg>,
-    last_id: i64,
-    max_id: i64,
-    page: std::vec::IntoIter<StudyRow>,
-}
-
-impl StudyDataPages {
-    fn open(mut conn: PooledPg) -> Result<Self, StoreError> {
-        AnsiTransactionManager::begin_transaction_sql(
-            &mut *conn,
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-        )
-        .map_err(from_diesel)?;
-        // The snapshot is taken by this first query, so it and the pages agree.
-        let max_id = study_data::table
-            .select(max(study_data::id))
-            .first::<Option<i64>>(&mut *conn);
-        let mut pages = Self {
-            conn: Some(conn),
-            last_id: i64::MIN,
-            max_id: i64::MIN,
-            page: Vec::new().into_iter(),
-        };
-        match max_id {
-            Ok(Some(max_id)) => pages.max_id = max_id,
-            Ok(None) => pages.finish(),
-            Err(e) => {
-                pages.finish();
-                return Err(from_diesel(e));
-            }
-        }
-        Ok(pages)
-    }
-
-    /// Ends the transaction and returns the connection to the pool. Should the rollback fail,
-    /// Diesel marks the connection broken and the pool drops it instead of reusing it.
-    fn finish(&mut self) {
-        self.page = Vec::new().into_iter();
-        if let Some(mut conn) = self.conn.take() {
-            if let Err(e) = AnsiTransactionManager::rollback_transaction(&mut *conn) {
-                log::warn!("ending the study data transaction failed: {e}");
-            }
-        }
-    }
-
-    fn next_page(&mut self) -> Option<Result<(), StoreError>> {
-        let conn = self.conn.as_mut()?;
-        if self.last_id >= self.max_id {
-            self.finish();
-            return None;
-        }
-        let rows = study_data::table
-            .filter(study_data::id.gt(self.last_id))
-            .filter(study_data::id.le(self.max_id))
-            .order(study_data::id)
-            .limit(STUDY_DATA_PAGE)
-            .select(StudyRow::as_select())
-            .load::<StudyRow>(&mut **conn);
-        match rows {
-            Ok(rows) => match rows.last() {
-                Some(last) => {
-                    self.last_id = last.id;
-                    self.page = rows.into_iter();
-                    Some(Ok(()))
-                }
-                None => {
-                    self.finish();
-                    None
-                }
-            },
-            Err(e) => {
-                self.finish();
-                Some(Err(from_diesel(e)))
-            }
-        }
-    }
-}
-
-impl Iterator for StudyDataPages {
-    type Item = Result<StudyRecord, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(row) = self.page.next() {
-                let record = StudyRecord::try_from(row);
-                if record.is_err() {
-                    self.finish();
-                }
-                return Some(record);
-            }
-            match self.next_page()? {
-                Ok(()) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
-impl Drop for StudyDataPages {
-    fn drop(&mut self) {
-        self.finish();
     }
 }

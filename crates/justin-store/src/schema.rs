@@ -82,6 +82,8 @@ diesel::table! {
         outcome -> Jsonb,
         /// The derived reward.
         reward -> Float8,
+        /// Whether a decision was logged for the pair (and, when it was, matched the upload).
+        action_logged -> Bool,
     }
 }
 
@@ -104,11 +106,46 @@ diesel::table! {
         error -> Nullable<Text>,
         /// The version it produced.
         parameter_version -> Nullable<Int8>,
+        /// How many times a worker has claimed it.
+        attempts -> Int4,
+        /// When a worker last claimed it.
+        started_at -> Nullable<Timestamptz>,
+        /// `pending`, `delivered` or `failed`.
+        callback_status -> Text,
+        /// Callback POSTs tried.
+        callback_attempts -> Int4,
+        /// The last callback attempt's error.
+        callback_error -> Nullable<Text>,
+        /// When callback delivery ended.
+        callback_finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    /// What each completed update's parameters were computed from.
+    update_provenance (update_id) {
+        /// The update request.
+        update_id -> Uuid,
+        /// The version it produced.
+        parameter_version -> Int8,
+        /// The service's version.
+        service_version -> Text,
+        /// The algorithm's name.
+        algorithm -> Text,
+        /// SHA-256 of the effective configuration, hex.
+        config_hash -> Text,
+        /// Study records read.
+        rows_read -> Int8,
+        /// The backup taken before the update.
+        backup_file -> Nullable<Text>,
+        /// When the update completed.
+        created_at -> Timestamptz,
     }
 }
 
 diesel::joinable!(actions -> model_parameters (parameter_version));
 diesel::joinable!(model_update_requests -> model_parameters (parameter_version));
+diesel::joinable!(update_provenance -> model_update_requests (update_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -116,4 +153,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     actions,
     study_data,
     model_update_requests,
+    update_provenance,
 );

@@ -101,6 +101,19 @@ impl TestDatabase {
         &self.name
     }
 
+    /// Runs the newest migration's `down.sql`, leaving the schema one migration back, and
+    /// returns that migration's version. [`PgStore::run_migrations`] applies it again.
+    ///
+    /// # Panics
+    /// When the migration cannot be reverted.
+    pub fn revert_last_migration(&self) -> String {
+        use diesel_migrations::MigrationHarness;
+        let mut conn = setup::connect_once(&self.url, TIMEOUT).unwrap();
+        conn.revert_last_migration(setup::MIGRATIONS)
+            .unwrap_or_else(|e| panic!("cannot revert the newest migration: {e}"))
+            .to_string()
+    }
+
     /// A migrated store on this database (pool of 4 connections).
     pub fn store(&self) -> &PgStore {
         self.store

@@ -1,6 +1,8 @@
 //! The store's tests against a real PostgreSQL server: the shared storage conformance suite,
-//! then what only this adapter has (the backup's archive layout, database creation, setup
-//! errors, error mapping and the study data snapshot). One binary, so the suite links once.
+//! then what only this adapter has (the backup's archive layout, restore's checks of a damaged
+//! archive, backups under write load, update jobs across processes and killed workers, the
+//! migrations, database creation, setup errors, error mapping and the study data snapshot).
+//! One binary, so the suite links once.
 //!
 //! Every test gets a database of its own from `TestDatabase::create`; point the tests at a
 //! server with `JUSTIN_TEST_DATABASE_URL` (default: postgres://postgres@127.0.0.1:5432/postgres).
@@ -14,7 +16,15 @@ mod conformance {
     justin_core::store_conformance_suite!(TestDatabase::create);
 }
 
+mod jobs;
+mod load;
+mod migrations;
+mod restore;
+
 mod support {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
     use chrono::{DateTime, Utc};
     use justin_core::{
         Action, Decision, DecisionIdx, Probability, State, Store, StudyRecord, UserId,
@@ -65,35 +75,21 @@ mod support {
         }
     }
 
-    /// A user, version 1 of the parameters, and `n` study records.
-    pub fn populate(store: &dyn Store, n: i64) {
-        store
-            .seed_parameters("algo", &serde_json::json!({"mu": 0}), at(0))
-            .unwrap();
-        store.add_user(&user("alice"), at(0)).unwrap();
-        for i in 0..n {
-            store.record_study_data(&record("alice", i)).unwrap();
+    /// The upload agreeing with decision `d`.
+    pub fn upload_for(d: &Decision) -> StudyRecord {
+        StudyRecord {
+            action: d.action,
+            action_prob: d.action_prob,
+            ..record(d.user_id.as_str(), d.decision_idx.get())
         }
     }
-}
-
-mod backup {
-    use std::collections::BTreeMap;
-    use std::io::Read;
-
-    use diesel::connection::SimpleConnection;
-    use diesel::{Connection, PgConnection};
-    use justin_core::{Store, StoreError};
-    use justin_store::testing::TestDatabase;
-
-    use crate::support::{at, decision, populate};
 
     /// A directory that does not exist yet and is removed, with its contents, when the test
     /// ends, passing or not.
-    struct ScratchDir(std::path::PathBuf);
+    pub struct ScratchDir(pub std::path::PathBuf);
 
     impl ScratchDir {
-        fn new() -> Self {
+        pub fn new() -> Self {
             Self(std::env::temp_dir().join(format!(
                 "justin-store-test-{}",
                 uuid::Uuid::new_v4().simple()
@@ -122,7 +118,7 @@ mod backup {
     }
 
     /// Reads every entry of a tar file into memory (the test archives are small).
-    fn unpack(path: &std::path::Path) -> BTreeMap<String, String> {
+    pub fn unpack(path: &std::path::Path) -> BTreeMap<String, String> {
         let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
         archive
             .entries()
@@ -136,6 +132,76 @@ mod backup {
             })
             .collect()
     }
+
+    /// The records of a CSV file in PostgreSQL's dialect: fields split at commas outside
+    /// quotes, `""` inside quotes is a quote, records end at newlines outside quotes.
+    pub fn csv_records(text: &str) -> Vec<Vec<String>> {
+        let mut records = Vec::new();
+        let mut record = Vec::new();
+        let mut field = String::new();
+        let mut in_quotes = false;
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, in_quotes) {
+                ('"', true) if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                ('"', _) => in_quotes = !in_quotes,
+                (',', false) => record.push(std::mem::take(&mut field)),
+                ('\n', false) => {
+                    record.push(std::mem::take(&mut field));
+                    records.push(std::mem::take(&mut record));
+                }
+                (c, _) => field.push(c),
+            }
+        }
+        assert!(
+            !in_quotes && field.is_empty() && record.is_empty(),
+            "CSV ends mid-record"
+        );
+        records
+    }
+
+    /// A connection of the test's own, outside the store's pool.
+    pub fn connect(db: &justin_store::testing::TestDatabase) -> diesel::PgConnection {
+        diesel::Connection::establish(db.url()).unwrap()
+    }
+
+    /// A second store on the same database, as another process would have.
+    pub fn second_store(
+        db: &justin_store::testing::TestDatabase,
+        pool_size: u32,
+    ) -> justin_store::PgStore {
+        justin_store::PgStore::connect(&justin_store::PgConfig {
+            url: db.url().to_owned(),
+            pool_size,
+            connect_timeout: std::time::Duration::from_secs(5),
+            create_if_missing: false,
+            run_migrations: false,
+        })
+        .unwrap()
+    }
+
+    /// A user, version 1 of the parameters, and `n` study records.
+    pub fn populate(store: &dyn Store, n: i64) {
+        store
+            .seed_parameters("algo", &serde_json::json!({"mu": 0}), at(0))
+            .unwrap();
+        store.add_user(&user("alice"), at(0)).unwrap();
+        for i in 0..n {
+            store.record_study_data(&record("alice", i)).unwrap();
+        }
+    }
+}
+
+mod backup {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+    use justin_core::{Store, StoreError};
+    use justin_store::testing::TestDatabase;
+
+    use crate::support::{at, decision, populate, unpack, ScratchDir};
 
     #[test]
     fn archive_holds_manifest_and_one_csv_per_table() {
@@ -162,6 +228,7 @@ mod backup {
                 "model_parameters.csv",
                 "model_update_requests.csv",
                 "study_data.csv",
+                "update_provenance.csv",
                 "users.csv"
             ]
         );
@@ -171,7 +238,7 @@ mod backup {
         assert_eq!(manifest["database"], db.name());
         assert_eq!(
             manifest["migrations"],
-            serde_json::json!(["20250101000000"])
+            serde_json::json!(["20250101000000", "20250201000000"])
         );
         let tables = manifest["tables"].as_array().unwrap();
         let expected_rows = [
@@ -180,6 +247,7 @@ mod backup {
             ("actions", 1),
             ("study_data", 3),
             ("model_update_requests", 0),
+            ("update_provenance", 0),
         ];
         assert_eq!(tables.len(), expected_rows.len());
         for ((name, rows), table) in expected_rows.iter().zip(tables) {
@@ -335,10 +403,13 @@ mod setup {
         assert!(store.row_counts().is_err(), "no tables before migrating");
         assert_eq!(
             store.run_migrations().unwrap(),
-            vec!["2025-01-01-000000_create_study_tables".to_owned()]
+            vec![
+                "2025-01-01-000000_create_study_tables".to_owned(),
+                "2025-02-01-000000_study_safety".to_owned()
+            ]
         );
         assert!(store.run_migrations().unwrap().is_empty());
-        assert_eq!(store.row_counts().unwrap().len(), 5);
+        assert_eq!(store.row_counts().unwrap().len(), 6);
         drop(store);
         drop_database(&name);
     }
@@ -475,8 +546,9 @@ mod errors {
         other
             .batch_execute(
                 "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, \
-                 created_at, context, action, action_prob, state, outcome, reward) \
-                 VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0)",
+                 created_at, context, action, action_prob, state, outcome, reward, \
+                 action_logged) \
+                 VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false)",
             )
             .unwrap();
         db.store().record_study_data(&record("alice", 2)).unwrap();

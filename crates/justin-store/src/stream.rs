@@ -1,0 +1,242 @@
+//! Streaming a table in id order without loading it: keyset pages (`id > last ORDER BY id
+//! LIMIT n`) read inside one repeatable-read transaction.
+//!
+//! The transaction's snapshot is what keeps rows committed after the stream started out,
+//! including rows whose id was drawn before the start but committed after it; the id bound
+//! read first lets the last page end the stream without one more, empty, query.
+//!
+//! [`SnapshotStream`] owns a pooled connection and its transaction (the port's `study_data`
+//! and `decisions`); [`BorrowedStream`] reads on a connection whose transaction someone else
+//! owns (an update job's).
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::dsl::max;
+use diesel::prelude::*;
+use justin_core::{Decision, StoreError, StudyRecord};
+
+use crate::error::from_diesel;
+use crate::models::{ActionRow, StudyRow};
+use crate::pg::PooledPg;
+use crate::schema::{actions, study_data};
+
+/// Rows read per query: large enough that round trips do not dominate, small enough that a
+/// page of JSON-heavy rows stays a few megabytes.
+pub(crate) const PAGE_SIZE: i64 = 5000;
+
+/// A table that can be paged by its `BIGINT` id.
+pub(crate) trait KeysetRow: Sized {
+    /// What a row becomes for the core.
+    type Item: TryFrom<Self, Error = StoreError>;
+
+    /// The row's id.
+    fn id(&self) -> i64;
+
+    /// The largest id visible to the transaction.
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>>;
+
+    /// Up to `limit` rows with `after < id <= upto`, by id.
+    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>>;
+}
+
+impl KeysetRow for StudyRow {
+    type Item = StudyRecord;
+
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
+        study_data::table.select(max(study_data::id)).first(conn)
+    }
+
+    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+        study_data::table
+            .filter(study_data::id.gt(after))
+            .filter(study_data::id.le(upto))
+            .order(study_data::id)
+            .limit(limit)
+            .select(StudyRow::as_select())
+            .load(conn)
+    }
+}
+
+impl KeysetRow for ActionRow {
+    type Item = Decision;
+
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
+        actions::table.select(max(actions::id)).first(conn)
+    }
+
+    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+        actions::table
+            .filter(actions::id.gt(after))
+            .filter(actions::id.le(upto))
+            .order(actions::id)
+            .limit(limit)
+            .select(ActionRow::as_select())
+            .load(conn)
+    }
+}
+
+/// The paging state, independent of who owns the connection.
+pub(crate) struct Keyset<R> {
+    last_id: i64,
+    /// `None` once the stream has ended (no rows, all read, or an error).
+    max_id: Option<i64>,
+    page: std::vec::IntoIter<R>,
+}
+
+impl<R> Keyset<R> {
+    fn end(&mut self) {
+        self.max_id = None;
+        self.page = Vec::new().into_iter();
+    }
+
+    fn ended(&self) -> bool {
+        self.max_id.is_none()
+    }
+}
+
+impl<R: KeysetRow> Keyset<R> {
+    /// Reads the id bound. In a repeatable-read transaction this first query also fixes the
+    /// snapshot, so the bound and the pages agree.
+    pub(crate) fn start(conn: &mut PgConnection) -> Result<Self, StoreError> {
+        let max_id = R::max_id(conn).map_err(from_diesel)?;
+        Ok(Self {
+            last_id: i64::MIN,
+            max_id,
+            page: Vec::new().into_iter(),
+        })
+    }
+
+    /// The next item, reading a page on `conn` when the current one is used up.
+    pub(crate) fn next(&mut self, conn: &mut PgConnection) -> Option<Result<R::Item, StoreError>> {
+        loop {
+            if let Some(row) = self.page.next() {
+                let item = R::Item::try_from(row);
+                if item.is_err() {
+                    self.end();
+                }
+                return Some(item);
+            }
+            let max_id = self.max_id?;
+            if self.last_id >= max_id {
+                self.end();
+                return None;
+            }
+            match R::page(conn, self.last_id, max_id, PAGE_SIZE) {
+                Ok(rows) => match rows.last() {
+                    Some(last) => {
+                        self.last_id = last.id();
+                        self.page = rows.into_iter();
+                    }
+                    None => {
+                        self.end();
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    self.end();
+                    return Some(Err(from_diesel(e)));
+                }
+            }
+        }
+    }
+}
+
+/// A stream owning a pooled connection in a read-only repeatable-read transaction; the
+/// connection goes back to the pool as soon as the stream ends or is dropped.
+pub(crate) struct SnapshotStream<R> {
+    /// `None` once the stream has ended.
+    conn: Option<PooledPg>,
+    keyset: Keyset<R>,
+}
+
+impl<R: KeysetRow> SnapshotStream<R> {
+    pub(crate) fn open(mut conn: PooledPg) -> Result<Self, StoreError> {
+        AnsiTransactionManager::begin_transaction_sql(
+            &mut *conn,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )
+        .map_err(from_diesel)?;
+        match Keyset::start(&mut conn) {
+            Ok(keyset) => {
+                let mut stream = Self {
+                    conn: Some(conn),
+                    keyset,
+                };
+                if stream.keyset.ended() {
+                    stream.finish();
+                }
+                Ok(stream)
+            }
+            Err(e) => {
+                end_transaction(conn);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<R> SnapshotStream<R> {
+    /// Ends the transaction and returns the connection to the pool.
+    fn finish(&mut self) {
+        self.keyset.end();
+        if let Some(conn) = self.conn.take() {
+            end_transaction(conn);
+        }
+    }
+}
+
+/// Rolls back the stream's read-only transaction; the connection then goes back to the pool.
+/// Should the rollback fail, Diesel marks the connection broken and the pool drops it instead
+/// of reusing it.
+fn end_transaction(mut conn: PooledPg) {
+    if let Err(e) = AnsiTransactionManager::rollback_transaction(&mut *conn) {
+        log::warn!("ending a streaming transaction failed: {e}");
+    }
+}
+
+impl<R: KeysetRow> Iterator for SnapshotStream<R> {
+    type Item = Result<R::Item, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let conn = self.conn.as_mut()?;
+        let item = self.keyset.next(conn);
+        if self.keyset.ended() {
+            self.finish();
+        }
+        item
+    }
+}
+
+impl<R> Drop for SnapshotStream<R> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A stream reading on a borrowed connection, in whatever transaction its owner has open.
+pub(crate) struct BorrowedStream<'c, R> {
+    conn: &'c mut PgConnection,
+    keyset: Keyset<R>,
+}
+
+impl<'c, R: KeysetRow> BorrowedStream<'c, R> {
+    pub(crate) fn open(conn: &'c mut PgConnection) -> Result<Self, StoreError> {
+        let keyset = Keyset::start(conn)?;
+        Ok(Self { conn, keyset })
+    }
+}
+
+impl<R: KeysetRow> Iterator for BorrowedStream<'_, R> {
+    type Item = Result<R::Item, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.keyset.next(self.conn)
+    }
+}

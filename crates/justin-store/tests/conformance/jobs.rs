@@ -1,0 +1,169 @@
+//! Update jobs across processes: the update lock is per database (a second `PgStore` cannot
+//! claim while a job runs), it never stays behind in a pooled connection, and a worker whose
+//! session dies mid-update (as under `kill -9`) leaves the parameters as they were and its
+//! request claimable again.
+
+use diesel::sql_types::BigInt;
+use diesel::RunQueryDsl;
+use justin_core::{Provenance, Store, StoreError, UpdateRequest, UpdateStatus};
+use justin_store::testing::TestDatabase;
+
+use crate::support::{at, connect, populate, second_store};
+
+fn request(n: i64) -> UpdateRequest {
+    UpdateRequest::new(
+        uuid::Uuid::new_v4(),
+        at(n),
+        at(n),
+        "http://study.example/cb".into(),
+    )
+}
+
+fn provenance() -> Provenance {
+    Provenance {
+        service_version: "1".into(),
+        algorithm: "algo".into(),
+        config_hash: "h".into(),
+        rows_read: 0,
+        backup_file: None,
+    }
+}
+
+/// Advisory locks held on the test's database right now.
+fn advisory_locks(db: &TestDatabase) -> i64 {
+    diesel::dsl::sql::<BigInt>(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .get_result(&mut connect(db))
+    .unwrap()
+}
+
+#[test]
+fn a_job_blocks_claims_from_another_store_on_the_database() {
+    let db = TestDatabase::create();
+    populate(db.store(), 0);
+    let (first, second) = (request(1), request(2));
+    db.store().create_update_request(&first).unwrap();
+    db.store().create_update_request(&second).unwrap();
+    let other_process = second_store(&db, 2);
+
+    let job = db.store().claim_update(at(10)).unwrap().unwrap();
+
+    assert!(other_process.claim_update(at(11)).unwrap().is_none());
+    assert_eq!(advisory_locks(&db), 1);
+    job.complete("algo", &serde_json::json!({}), &provenance(), at(12))
+        .unwrap();
+    let next = other_process.claim_update(at(13)).unwrap().unwrap();
+    assert_eq!(next.request().id, second.id);
+    drop(next);
+}
+
+#[test]
+fn a_dropped_job_leaves_no_lock_in_the_pool() {
+    let db = TestDatabase::create();
+    populate(db.store(), 2);
+    let r = request(1);
+    db.store().create_update_request(&r).unwrap();
+    // One connection: the job's goes back to the pool and serves everything afterwards.
+    let worker = second_store(&db, 1);
+
+    let mut job = worker.claim_update(at(10)).unwrap().unwrap();
+    assert_eq!(job.study_data().unwrap().count(), 2);
+    drop(job);
+
+    assert_eq!(advisory_locks(&db), 0, "the lock went with the job");
+    worker.ping().unwrap();
+    let again = db.store().claim_update(at(11)).unwrap().unwrap();
+    assert_eq!(again.request().attempts, 2);
+    again.fail("checked", at(12)).unwrap();
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+#[test]
+fn a_worker_killed_mid_update_changes_nothing_and_its_request_runs_again() {
+    let db = TestDatabase::create();
+    populate(db.store(), 3);
+    let before = db.store().current_parameters().unwrap();
+    let r = request(1);
+    db.store().create_update_request(&r).unwrap();
+    let worker = second_store(&db, 2);
+
+    let mut job = worker.claim_update(at(10)).unwrap().unwrap();
+    job.current_parameters().unwrap();
+    assert_eq!(job.study_data().unwrap().count(), 3);
+    // kill -9 of the worker, as the database sees it: its session ends mid-transaction.
+    let killed: i64 = diesel::dsl::sql::<BigInt>(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' \
+         AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .get_result(&mut connect(&db))
+    .unwrap();
+    assert_eq!(killed, 1, "exactly one session held the update lock");
+
+    let late = job.complete("algo", &serde_json::json!({"v": 2}), &provenance(), at(11));
+    assert!(
+        matches!(late, Err(StoreError::Unavailable(_) | StoreError::Other(_))),
+        "completing on a dead session fails: {late:?}"
+    );
+    assert_eq!(db.store().current_parameters().unwrap(), before);
+    let stored = db.store().update_request(r.id).unwrap().unwrap();
+    assert_eq!(stored.status, UpdateStatus::Processing);
+    assert_eq!(stored.attempts, 1);
+
+    // The server releases the lock once the killed backend has exited, which takes a moment;
+    // a bounded number of tries keeps this free of timing assumptions.
+    let mut next = None;
+    for _ in 0..500 {
+        next = worker.claim_update(at(12)).unwrap();
+        if next.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let next = next.expect("the interrupted request is claimable again");
+    assert_eq!(next.request().id, r.id);
+    assert_eq!(next.request().attempts, 2);
+    let published = next
+        .complete("algo", &serde_json::json!({"v": 2}), &provenance(), at(13))
+        .unwrap();
+    assert_eq!(published.version, 2);
+    drop(worker);
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+#[test]
+fn a_job_whose_parameters_were_replaced_meanwhile_stores_nothing() {
+    let db = TestDatabase::create();
+    populate(db.store(), 1);
+    let r = request(1);
+    db.store().create_update_request(&r).unwrap();
+
+    let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
+    assert_eq!(job.current_parameters().unwrap().version, 1);
+    // Another writer stores version 2 after the job read version 1.
+    let other = db
+        .store()
+        .publish_parameters("algo", &serde_json::json!({"other": true}), at(11))
+        .unwrap();
+    let result = job.complete("algo", &serde_json::json!({"v": 2}), &provenance(), at(12));
+
+    let Err(StoreError::Other(source)) = result else {
+        panic!("expected the update to fail, got {result:?}");
+    };
+    assert!(source.to_string().contains("another writer"), "{source}");
+    assert_eq!(db.store().current_parameters().unwrap(), Some(other));
+    let stored = db.store().update_request(r.id).unwrap().unwrap();
+    assert_eq!(stored.status, UpdateStatus::Processing);
+    assert_eq!(stored.provenance, None);
+    assert_eq!(advisory_locks(&db), 0, "the failed job released the lock");
+    let again = db.store().claim_update(at(13)).unwrap().unwrap();
+    assert_eq!(again.request().attempts, 2);
+    assert_eq!(
+        again
+            .complete("algo", &serde_json::json!({}), &provenance(), at(14))
+            .unwrap()
+            .version,
+        3
+    );
+}

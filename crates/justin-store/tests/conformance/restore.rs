@@ -1,0 +1,313 @@
+//! Restore, as only this adapter can test it: archives damaged in ways the suite cannot make
+//! without knowing the format are refused before anything changes, with a reason; a restore
+//! puts back the rows byte for byte and moves the identity sequences past them.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::RunQueryDsl;
+use justin_core::{Store, StoreError};
+use justin_store::testing::TestDatabase;
+
+use crate::support::{at, connect, decision, populate, unpack, upload_for, user, ScratchDir};
+
+/// Every row of every table as JSON text, sorted, for comparing whole databases.
+fn dump(db: &TestDatabase) -> Vec<String> {
+    let tables = [
+        "users",
+        "model_parameters",
+        "actions",
+        "study_data",
+        "model_update_requests",
+        "update_provenance",
+    ];
+    let mut conn = connect(db);
+    tables
+        .iter()
+        .map(|t| {
+            diesel::dsl::sql::<Text>(&format!(
+                "SELECT '{t}: ' || coalesce(string_agg(row_to_json(x)::text, E'\\n' \
+                 ORDER BY row_to_json(x)::text), '') FROM {t} x"
+            ))
+            .get_result(&mut conn)
+            .unwrap()
+        })
+        .collect()
+}
+
+/// A study with rows in every table, including a finished update with provenance and text
+/// holding line breaks, quotes and commas.
+fn study(db: &TestDatabase) {
+    let store = db.store();
+    populate(store, 4);
+    store.add_user(&user("bob"), at(0)).unwrap();
+    for i in 0..3 {
+        let d = decision("bob", i, 1);
+        store.record_decision(&d).unwrap();
+        store.record_study_data(&upload_for(&d)).unwrap();
+    }
+    let mut r = justin_core::UpdateRequest::new(
+        uuid::Uuid::new_v4(),
+        at(5),
+        at(5),
+        "http://study.example/cb?a=1,b=\"2\"\nx".into(),
+    );
+    store.create_update_request(&r).unwrap();
+    let job = store.claim_update(at(6)).unwrap().unwrap();
+    job.complete(
+        "algo",
+        &serde_json::json!({"mu": 1}),
+        &justin_core::Provenance {
+            service_version: "1.2.3".into(),
+            algorithm: "algo".into(),
+            config_hash: "abc".into(),
+            rows_read: 7,
+            backup_file: Some("/b/x.tar".into()),
+        },
+        at(7),
+    )
+    .unwrap();
+    r.id = uuid::Uuid::new_v4();
+    store.create_update_request(&r).unwrap();
+}
+
+fn next_id(db: &TestDatabase, table: &str) -> i64 {
+    diesel::dsl::sql::<BigInt>(&format!(
+        "SELECT nextval(pg_get_serial_sequence('{table}', 'id'))"
+    ))
+    .get_result(&mut connect(db))
+    .unwrap()
+}
+
+fn max_id(db: &TestDatabase, table: &str) -> i64 {
+    diesel::dsl::sql::<BigInt>(&format!("SELECT coalesce(max(id), 0) FROM {table}"))
+        .get_result(&mut connect(db))
+        .unwrap()
+}
+
+#[test]
+fn restore_puts_back_every_byte_and_moves_the_sequences_on() {
+    let db = TestDatabase::create();
+    study(&db);
+    let before = dump(&db);
+    let dir = ScratchDir::new();
+    let first = db.store().backup(&dir, at(100)).unwrap();
+
+    db.store().reset().unwrap();
+    db.store().restore(&first.path).unwrap();
+
+    assert_eq!(dump(&db), before);
+    for table in ["users", "actions", "study_data"] {
+        assert_eq!(next_id(&db, table), max_id(&db, table) + 1, "{table}");
+    }
+    // A second backup of the restored database holds the same files.
+    let second = db.store().backup(&dir, at(101)).unwrap();
+    let (a, b) = (unpack(&first.path), unpack(&second.path));
+    for (name, text) in &a {
+        if name != "manifest.json" {
+            assert_eq!(text, &b[name], "{name} survives a round trip");
+        }
+    }
+}
+
+#[test]
+fn restore_of_empty_tables_restarts_their_ids() {
+    let db = TestDatabase::create();
+    let dir = ScratchDir::new();
+    let empty = db.store().backup(&dir, at(100)).unwrap();
+    study(&db);
+
+    db.store().restore(&empty.path).unwrap();
+
+    assert!(db
+        .store()
+        .row_counts()
+        .unwrap()
+        .iter()
+        .all(|(_, n)| *n == 0));
+    assert_eq!(next_id(&db, "users"), 1);
+    assert_eq!(next_id(&db, "actions"), 1);
+}
+
+/// Copies a tar, letting `edit` change or (with `None`) leave out each entry.
+fn rewrite(
+    from: &Path,
+    to: PathBuf,
+    edit: impl Fn(&str, String) -> Option<(String, String)>,
+) -> PathBuf {
+    let mut archive = tar::Archive::new(std::fs::File::open(from).unwrap());
+    let mut out = tar::Builder::new(std::fs::File::create(&to).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut text = String::new();
+        entry.read_to_string(&mut text).unwrap();
+        if let Some((name, text)) = edit(&name, text) {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o600);
+            out.append_data(&mut header, name, text.as_bytes()).unwrap();
+        }
+    }
+    out.finish().unwrap();
+    to
+}
+
+fn edit_manifest(text: &str, f: impl Fn(&mut serde_json::Value)) -> String {
+    let mut manifest: serde_json::Value = serde_json::from_str(text).unwrap();
+    f(&mut manifest);
+    manifest.to_string()
+}
+
+#[test]
+fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
+    let db = TestDatabase::create();
+    study(&db);
+    let dir = ScratchDir::new();
+    let backup = db.store().backup(&dir, at(100)).unwrap().path;
+    // A row the backup does not have: any restore would remove it.
+    db.store().add_user(&user("late"), at(200)).unwrap();
+    let before = dump(&db);
+
+    type Edit = Box<dyn Fn(&str, String) -> Option<(String, String)>>;
+    let keep = |name: &str, text: String| Some((name.to_owned(), text));
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "no-actions",
+            Box::new(move |n, t| (n != "actions.csv").then(|| keep(n, t)).flatten()),
+            "actions.csv is missing",
+        ),
+        (
+            "no-manifest",
+            Box::new(move |n, t| (n != "manifest.json").then(|| keep(n, t)).flatten()),
+            "manifest.json is missing",
+        ),
+        (
+            "row-count",
+            Box::new(move |n, t| {
+                if n == "manifest.json" {
+                    keep(n, edit_manifest(&t, |m| m["tables"][3]["rows"] = 99.into()))
+                } else {
+                    keep(n, t)
+                }
+            }),
+            "study_data.csv holds 7 rows but the manifest says 99",
+        ),
+        (
+            "missing-row",
+            Box::new(move |n, t| {
+                if n == "users.csv" {
+                    let cut = t.trim_end_matches('\n').rfind('\n').unwrap() + 1;
+                    keep(n, t[..cut].to_owned())
+                } else {
+                    keep(n, t)
+                }
+            }),
+            "users.csv holds 1 rows but the manifest says 2",
+        ),
+        (
+            "header",
+            Box::new(move |n, t| {
+                if n == "users.csv" {
+                    keep(n, t.replacen("created_at", "created", 1))
+                } else {
+                    keep(n, t)
+                }
+            }),
+            "users.csv has the columns",
+        ),
+        (
+            "format",
+            Box::new(move |n, t| {
+                if n == "manifest.json" {
+                    keep(n, edit_manifest(&t, |m| m["format_version"] = 2.into()))
+                } else {
+                    keep(n, t)
+                }
+            }),
+            "format_version 2 is not supported",
+        ),
+        (
+            "migrations",
+            Box::new(move |n, t| {
+                if n == "manifest.json" {
+                    keep(
+                        n,
+                        edit_manifest(&t, |m| {
+                            m["migrations"] = serde_json::json!(["20250101000000"])
+                        }),
+                    )
+                } else {
+                    keep(n, t)
+                }
+            }),
+            "migrations",
+        ),
+        ("extra-entry", Box::new(move |n, t| keep(n, t)), ""),
+        (
+            "extra-table",
+            Box::new(move |n, t| {
+                if n == "manifest.json" {
+                    keep(
+                        n,
+                        edit_manifest(&t, |m| {
+                            let mut extra = m["tables"][0].clone();
+                            extra["name"] = "notes".into();
+                            extra["file"] = "notes.csv".into();
+                            m["tables"].as_array_mut().unwrap().push(extra);
+                        }),
+                    )
+                } else {
+                    keep(n, t)
+                }
+            }),
+            "this schema has",
+        ),
+    ];
+    for (name, edit, reason) in cases {
+        let mut path = rewrite(&backup, dir.join(format!("{name}.tar")), edit);
+        let mut reason = reason.to_owned();
+        if name == "extra-entry" {
+            // An entry no backup has, appended after the real ones.
+            let bytes = std::fs::read(&path).unwrap();
+            let mut out = tar::Builder::new(Vec::new());
+            let mut archive = tar::Archive::new(bytes.as_slice());
+            for entry in archive.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let mut header = entry.header().clone();
+                let entry_name = entry.path().unwrap().into_owned();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                out.append_data(&mut header, entry_name, data.as_slice())
+                    .unwrap();
+            }
+            let mut header = tar::Header::new_ustar();
+            header.set_size(2);
+            out.append_data(&mut header, "notes.txt", &b"hi"[..])
+                .unwrap();
+            path = dir.join("extra-entry-2.tar");
+            std::fs::write(&path, out.into_inner().unwrap()).unwrap();
+            reason = "unexpected entry notes.txt".into();
+        }
+
+        let result = db.store().restore(&path);
+
+        match result {
+            Err(StoreError::InvalidBackup(message)) => {
+                assert!(
+                    message.contains(&reason),
+                    "{name}: {message:?} should say {reason:?}"
+                )
+            }
+            other => panic!("{name}: expected InvalidBackup, got {other:?}"),
+        }
+        assert_eq!(dump(&db), before, "{name}: the database is unchanged");
+    }
+    // The untouched archive still restores.
+    db.store().restore(&backup).unwrap();
+    assert!(matches!(
+        db.store().add_user(&user("late"), at(300)),
+        Ok(())
+    ));
+}
