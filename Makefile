@@ -1,14 +1,14 @@
 # The commands developers and CI run. CI (.ci/run) calls `make lint check-layers test`.
 
 CARGO ?= cargo
-# Extra arguments for `justin reset-db`: `make reset-db ARGS=--yes` really deletes.
+# Extra arguments for `justin reset-db` and `justin restore`: ARGS=--yes really deletes or restores.
 ARGS ?=
 # The server the tests create their databases on (read by the tests too).
 JUSTIN_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 JUSTIN = $(CARGO) run -p justin-http --bin justin --
 
-.PHONY: help run test migrate backup reset-db fmt fmt-check lint check-layers doc clean-test-dbs
+.PHONY: help run test migrate backup reset-db restore replay fmt fmt-check lint check-layers doc clean-test-dbs
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -16,6 +16,8 @@ help:
 	@echo "make migrate         apply pending database migrations"
 	@echo "make backup          write a backup of every table into backup.dir"
 	@echo "make reset-db        show what a reset would delete; ARGS=--yes deletes (after a backup)"
+	@echo "make restore FILE=f  check a backup and show what it would replace; ARGS=--yes restores"
+	@echo "make replay          re-derive every stored decision; exits non-zero on any mismatch"
 	@echo "make fmt             format the code"
 	@echo "make fmt-check       check the formatting"
 	@echo "make lint            clippy on every crate and target, warnings are errors"
@@ -39,6 +41,13 @@ backup:
 
 reset-db:
 	$(JUSTIN) reset-db $(ARGS)
+
+restore:
+	@test -n "$(FILE)" || { echo "make restore: name the backup, e.g. make restore FILE=backups/justin-backup-....tar ARGS=--yes" >&2; exit 2; }
+	$(JUSTIN) restore "$(FILE)" $(ARGS)
+
+replay:
+	$(JUSTIN) replay
 
 fmt:
 	$(CARGO) fmt --all

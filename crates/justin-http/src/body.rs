@@ -221,6 +221,22 @@ pub fn state(value: &Value) -> Result<justin_core::State, ApiError> {
     justin_core::State::new(numbers).map_err(|_| bad(message))
 }
 
+/// The host of an http or https URL (without user info or port; IPv6 keeps its brackets).
+pub fn url_host(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.starts_with('[') {
+        return host_port
+            .find(']')
+            .map_or(host_port, |end| &host_port[..=end]);
+    }
+    host_port.split(':').next().unwrap_or(host_port)
+}
+
 /// A callback URL: an absolute http or https URL with a host.
 ///
 /// # Errors
@@ -356,6 +372,14 @@ mod tests {
                 "state must be a list of numbers."
             );
         }
+    }
+
+    #[test]
+    fn url_hosts_drop_user_info_and_port() {
+        assert_eq!(url_host("http://example.com/cb"), "example.com");
+        assert_eq!(url_host("https://user:pw@study.org:8443/x?y"), "study.org");
+        assert_eq!(url_host("http://[::1]:9000/cb"), "[::1]");
+        assert_eq!(url_host("http://127.0.0.1"), "127.0.0.1");
     }
 
     #[test]

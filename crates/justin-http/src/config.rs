@@ -25,11 +25,16 @@
 //! | `logging.level` | `JUSTIN_LOGGING__LEVEL` | `info` |
 //! | `logging.dir` | `JUSTIN_LOGGING__DIR` | `logs` |
 //! | `logging.stdout` | `JUSTIN_LOGGING__STDOUT` | `true` |
-//! | `update.callback_timeout_secs` | `JUSTIN_UPDATE__CALLBACK_TIMEOUT_SECS` | `10` |
+//! | `update.callback_timeout_secs` | `JUSTIN_UPDATE__CALLBACK_TIMEOUT_SECS` | `10` (per attempt) |
+//! | `update.callback_attempts` | `JUSTIN_UPDATE__CALLBACK_ATTEMPTS` | `5` |
+//! | `update.callback_backoff_ms` | `JUSTIN_UPDATE__CALLBACK_BACKOFF_MS` | `500` (doubles per retry) |
+//! | `update.callback_allowed_hosts` | `JUSTIN_UPDATE__CALLBACK_ALLOWED_HOSTS` | `[]` (any host) |
+//! | `update.max_attempts` | `JUSTIN_UPDATE__MAX_ATTEMPTS` | `3` |
+//! | `update.poll_interval_ms` | `JUSTIN_UPDATE__POLL_INTERVAL_MS` | `1000` |
 
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use justin_core::JsonObject;
 use serde::{Deserialize, Serialize};
@@ -196,12 +201,28 @@ impl Default for LoggingConfig {
 pub struct UpdateConfig {
     /// How long one callback POST may take.
     pub callback_timeout_secs: u64,
+    /// How many POSTs a callback gets before it is recorded as failed.
+    pub callback_attempts: u32,
+    /// The wait before the second POST; it doubles for each one after.
+    pub callback_backoff_ms: u64,
+    /// The only hosts callbacks may be sent to; empty allows any.
+    pub callback_allowed_hosts: Vec<String>,
+    /// How many times one update may be started (it is started again when the process
+    /// running it died) before it is recorded as failed.
+    pub max_attempts: u32,
+    /// How often the update worker looks for requests stored by other processes.
+    pub poll_interval_ms: u64,
 }
 
 impl Default for UpdateConfig {
     fn default() -> Self {
         Self {
             callback_timeout_secs: 10,
+            callback_attempts: 5,
+            callback_backoff_ms: 500,
+            callback_allowed_hosts: Vec::new(),
+            max_attempts: 3,
+            poll_interval_ms: 1000,
         }
     }
 }
@@ -228,7 +249,10 @@ impl Config {
 
     /// The layered sources, without extracting them.
     pub fn figment(file: &Path) -> Figment {
-        Figment::from(Serialized::defaults(Self::default()))
+        // No layer of serialised defaults: every struct fills missing keys from its Default
+        // at extraction, so a `[algorithm.priors]` table replaces the default priors whole
+        // instead of being merged into them.
+        Figment::new()
             .merge(Toml::file(file))
             .merge(
                 Env::raw()
@@ -258,8 +282,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
-        if self.database.pool_size == 0 {
-            return invalid("database.pool_size", "must be at least 1");
+        if self.database.pool_size < 2 {
+            // A running update holds one connection; requests and its backup need another.
+            return invalid("database.pool_size", "must be at least 2");
         }
         if self.database.connect_timeout_secs == 0 {
             return invalid("database.connect_timeout_secs", "must be at least 1");
@@ -275,6 +300,15 @@ impl Config {
         if self.update.callback_timeout_secs == 0 {
             return invalid("update.callback_timeout_secs", "must be at least 1");
         }
+        if self.update.callback_attempts == 0 {
+            return invalid("update.callback_attempts", "must be at least 1");
+        }
+        if self.update.max_attempts == 0 {
+            return invalid("update.max_attempts", "must be at least 1");
+        }
+        if self.update.poll_interval_ms == 0 {
+            return invalid("update.poll_interval_ms", "must be at least 1");
+        }
         if let Err(e) = crate::logging::parse_level(&self.logging.level) {
             return invalid("logging.level", &e);
         }
@@ -289,6 +323,22 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// SHA-256 of the effective configuration (every key, as JSON with sorted keys), hex:
+    /// stored with each update so an audit can tell which settings produced it.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        // The hash is stored and shown: keep the database password out of what is hashed.
+        let mut shown = self.clone();
+        shown.database.url = justin_store::mask_password(&self.database.url);
+        // Serialising plain structs and string-keyed maps cannot fail; an empty input would
+        // still give a stable (if useless) hash rather than stop an update.
+        let canonical = serde_json::to_vec(&shown).unwrap_or_default();
+        Sha256::digest(&canonical)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The priors: the file's when `algorithm.priors_file` is set, else the inline table.
@@ -360,6 +410,27 @@ mod tests {
             jail.set_env("JUSTIN_DATABASE__URL", "postgres://x@y/z");
             let config = load_in_jail()?;
             assert_eq!(config.database.url, "postgres://x@y/z");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fingerprint_follows_the_settings() {
+        let a = Config::default();
+        let mut b = Config::default();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 64);
+        b.algorithm.seed = 43;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn a_priors_table_replaces_the_default_priors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "[algorithm.priors]\nmean = [0.0, 1.0]\n")?;
+            let config = load_in_jail()?;
+            assert_eq!(config.algorithm.priors.len(), 1);
+            assert!(config.algorithm.priors.contains_key("mean"));
             Ok(())
         });
     }

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// 404: the thing named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request contradicts what is stored (an upload against its logged decision).
+    #[error("{0}")]
+    Conflict(String),
     /// 405: the route exists but not for this method.
     #[error("Method not allowed.")]
     MethodNotAllowed,
@@ -38,9 +41,10 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::InvalidInput(msg) => Self::BadRequest(msg),
-            e @ (DomainError::UserExists | DomainError::DecisionExists) => {
-                Self::BadRequest(e.to_string())
-            }
+            e @ (DomainError::UserExists
+            | DomainError::DecisionExists
+            | DomainError::InvalidBackup(_)) => Self::BadRequest(e.to_string()),
+            e @ DomainError::UploadMismatch { .. } => Self::Conflict(e.to_string()),
             e @ (DomainError::UserNotFound
             | DomainError::UpdateNotFound
             | DomainError::ParametersNotFound) => Self::NotFound(e.to_string()),
@@ -57,6 +61,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -32,6 +32,18 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Replace every row of every table with a backup's. Without --yes, only checks the file
+    /// and says what it would replace.
+    Restore {
+        /// The backup file (`justin-backup-*.tar`).
+        file: std::path::PathBuf,
+        /// Really replace.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Re-derive every stored decision from its stored state, parameter version and seed, and
+    /// report each one that differs. Exits 1 when any does.
+    Replay,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +60,8 @@ fn main() -> ExitCode {
         Command::Migrate => migrate(&config),
         Command::Backup => backup(&config),
         Command::ResetDb { yes } => reset_db(&config, yes),
+        Command::Restore { file, yes } => restore(&config, &file, yes),
+        Command::Replay => replay(&config),
     };
     match outcome {
         Ok(code) => code,
@@ -149,4 +163,84 @@ fn reset_db(config: &Config, yes: bool) -> Result<ExitCode, String> {
         report.path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn restore(config: &Config, file: &std::path::Path, yes: bool) -> Result<ExitCode, String> {
+    let store = open_store(config)?;
+    if !file.is_file() {
+        return Err(format!("{} is not a file", file.display()));
+    }
+    let counts = store
+        .row_counts()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    if !yes {
+        let held = store.check_backup(file).map_err(|e| {
+            format!(
+                "{} cannot be restored: {}",
+                file.display(),
+                justin_core::service::error_chain(&e)
+            )
+        })?;
+        println!(
+            "{} is a complete backup. Restoring it would replace every row of every table:",
+            file.display()
+        );
+        for (table, rows) in &held.row_counts {
+            let now = counts
+                .iter()
+                .find(|(t, _)| t == table)
+                .map_or(0, |(_, n)| *n);
+            println!("  {table}: {now} rows now, {rows} rows in the backup");
+        }
+        println!("Nothing was changed. Run again with --yes to restore.");
+        return Ok(ExitCode::from(2));
+    }
+    let report = store.restore(file).map_err(|e| {
+        format!(
+            "restore failed, nothing was changed: {}",
+            justin_core::service::error_chain(&e)
+        )
+    })?;
+    for (table, rows) in &report.row_counts {
+        println!("restored {rows} rows into {table}");
+    }
+    log::warn!("the database was restored from {}", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(config: &Config) -> Result<ExitCode, String> {
+    // Replay reads only: no database creation, no migrations, no priors.
+    let mut pg = pg_config(&config.database);
+    pg.run_migrations = false;
+    pg.create_if_missing = false;
+    let service = startup::service_on(config, &pg).map_err(|e| e.to_string())?;
+    let summary = service
+        .replay(&mut |m| {
+            let show = |a: Option<justin_core::Action>| {
+                a.map_or_else(|| "-".to_owned(), |a| a.as_i16().to_string())
+            };
+            let show_p = |p: Option<justin_core::Probability>| {
+                p.map_or_else(|| "-".to_owned(), |p| p.get().to_string())
+            };
+            println!(
+                "MISMATCH user_id={} decision_idx={} stored action={} action_prob={} replayed action={} action_prob={}: {}",
+                m.user_id,
+                m.decision_idx.get(),
+                m.stored_action.as_i16(),
+                m.stored_prob.get(),
+                show(m.replayed_action),
+                show_p(m.replayed_prob),
+                m.reason
+            );
+        })
+        .map_err(|e| format!("replay failed: {}", justin_core::service::error_chain(&e)))?;
+    println!(
+        "replayed {} decisions: {} mismatches",
+        summary.checked, summary.mismatches
+    );
+    Ok(if summary.mismatches == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -11,7 +11,7 @@ use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpServer};
 use chrono::{DateTime, Utc};
 use justin_core::service::error_chain;
-use justin_core::{Clock, Service, ServiceSettings};
+use justin_core::{CallbackPolicy, Clock, Service, ServiceSettings};
 use justin_store::{PgConfig, PgStore};
 
 use crate::callbacks::HttpNotifier;
@@ -49,6 +49,10 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
 }
 
 /// The storage settings of a configuration.
@@ -67,6 +71,20 @@ pub fn pg_config(db: &DatabaseConfig) -> PgConfig {
 /// # Errors
 /// When the configuration, the priors or the database are not usable.
 pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
+    let service = service_on(config, &pg_config(&config.database))?;
+    let priors = config.priors()?;
+    service.initialise(&priors).map_err(|e| {
+        StartupError::Service(format!("cannot install the priors: {}", error_chain(&e)))
+    })?;
+    Ok(service)
+}
+
+/// Builds the core service on the database `pg` describes, without installing the priors
+/// (commands that only read, such as replay, leave the database as it is).
+///
+/// # Errors
+/// When the configuration, the priors or the database are not usable.
+pub fn service_on(config: &Config, pg: &PgConfig) -> Result<Arc<Service>, StartupError> {
     let priors = config.priors()?;
     let algorithm = justin_algos::by_name(&config.algorithm.name).ok_or_else(|| {
         StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
@@ -79,12 +97,20 @@ pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
         };
         return Err(StartupError::Service(format!("{source}: {e}")));
     }
-    let store = PgStore::connect(&pg_config(&config.database))?;
+    let store = PgStore::connect(pg)?;
     let settings = ServiceSettings {
         seed: config.algorithm.seed,
         backup_dir: config.backup.enabled.then(|| config.backup.dir.clone()),
+        update_attempts: config.update.max_attempts,
+        callbacks: CallbackPolicy {
+            attempts: config.update.callback_attempts,
+            first_backoff: Duration::from_millis(config.update.callback_backoff_ms),
+            attempt_timeout: Duration::from_secs(config.update.callback_timeout_secs),
+        },
+        service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        config_hash: config.fingerprint(),
     };
-    let service = Arc::new(Service::new(
+    Ok(Arc::new(Service::new(
         Arc::new(store),
         algorithm,
         Arc::new(SystemClock),
@@ -92,11 +118,7 @@ pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
             config.update.callback_timeout_secs,
         ))),
         settings,
-    ));
-    service.initialise(&priors).map_err(|e| {
-        StartupError::Service(format!("cannot install the priors: {}", error_chain(&e)))
-    })?;
-    Ok(service)
+    )))
 }
 
 /// A server running on its own thread.
@@ -120,7 +142,8 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, lets in-flight requests finish, then waits for queued updates.
+    /// Stops accepting, lets in-flight requests finish, then waits for the update under way
+    /// (queued ones stay in the database for the next start).
     pub fn stop(self) {
         // Stopping a server that has already stopped is harmless; nothing to report.
         let handle = self.handle.clone();
@@ -130,7 +153,7 @@ impl RunningServer {
         self.wait().ok();
     }
 
-    /// Blocks until the server stops (on SIGINT or SIGTERM) and queued updates are done.
+    /// Blocks until the server stops (on SIGINT or SIGTERM) and the update under way is done.
     ///
     /// # Errors
     /// When the server thread ended with an IO error.
@@ -163,12 +186,16 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
     let addr = listener
         .local_addr()
         .map_err(io("cannot read the bound address".into()))?;
-    let (queue, worker) =
-        updates::spawn(service.clone()).map_err(io("cannot start the update worker".into()))?;
+    let (queue, worker) = updates::spawn(
+        service.clone(),
+        Duration::from_millis(config.update.poll_interval_ms),
+    )
+    .map_err(io("cannot start the update worker".into()))?;
     let state = AppState {
         service,
         updates: queue.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
     };
     let workers = config.server.workers;
     let (handle_tx, handle_rx) = mpsc::channel();

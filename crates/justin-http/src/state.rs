@@ -11,8 +11,10 @@ use crate::updates::UpdateQueue;
 pub struct AppState {
     /// The use cases.
     pub service: Arc<Service>,
-    /// Where accepted update requests go to be run.
+    /// Wakes the update worker when a request is stored.
     pub updates: UpdateQueue,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Hosts callbacks may go to; empty means any.
+    pub callback_allowed_hosts: Vec<String>,
 }

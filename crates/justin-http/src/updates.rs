@@ -1,71 +1,103 @@
-//! The update worker: one thread per process that runs accepted update requests one at a time,
-//! in the order they arrived. A request is stored before it is queued, so the database always
-//! knows about it; the queue itself is only the hand-over to the worker.
+//! The update worker: one thread per process that runs stored update requests one at a time.
+//!
+//! Requests live in the database, not here: the worker claims the oldest unfinished one
+//! through the store, which also makes sure that only one worker of all the processes sharing
+//! the database runs an update at any moment. A request accepted by this process wakes the
+//! worker at once; requests accepted by other processes, and requests left behind by a
+//! process that died, are found by polling. Each poll also delivers callbacks a stopped
+//! process left undelivered and reloads the current parameters, so a version another process
+//! published is used here too.
 
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use justin_core::service::error_chain;
-use justin_core::{Service, UpdateRequest};
+use justin_core::Service;
 
-/// The sending side of the update queue.
+/// Wakes or stops the update worker.
 #[derive(Clone, Debug)]
 pub struct UpdateQueue {
-    sender: mpsc::Sender<Job>,
+    sender: mpsc::Sender<Signal>,
 }
 
-/// What the worker is asked to do, in order.
 #[derive(Debug)]
-enum Job {
-    Run(UpdateRequest),
-    /// Finish what was queued before, then end the thread.
+enum Signal {
+    /// A request was stored: look now rather than at the next poll.
+    Wake,
+    /// Finish the update under way, then end the thread.
     Stop,
 }
 
-/// Why a request could not be queued.
-#[derive(Debug, thiserror::Error)]
-#[error("the update worker has stopped")]
-pub struct WorkerStopped;
-
 impl UpdateQueue {
-    /// Hands a stored request to the worker.
-    ///
-    /// # Errors
-    /// When the worker thread has stopped (the process is shutting down).
-    pub fn enqueue(&self, request: UpdateRequest) -> Result<(), WorkerStopped> {
-        self.sender
-            .send(Job::Run(request))
-            .map_err(|_| WorkerStopped)
+    /// Tells the worker a request was stored. A stopped worker needs no telling: the request
+    /// is in the database and the next process to start will run it.
+    pub fn wake(&self) {
+        self.sender.send(Signal::Wake).ok();
     }
 
-    /// Asks the worker to end once the requests queued so far are done.
+    /// Asks the worker to end once the update under way is done.
     pub fn stop(&self) {
         // A worker that has ended already needs no stop message.
-        self.sender.send(Job::Stop).ok();
+        self.sender.send(Signal::Stop).ok();
     }
 }
 
-/// Starts the worker. It ends after [`UpdateQueue::stop`], or once every [`UpdateQueue`] clone
-/// is dropped, and always after the requests queued before that.
+/// Starts the worker, polling every `poll_interval`.
 ///
 /// # Errors
 /// When the thread cannot be spawned.
-pub fn spawn(service: Arc<Service>) -> std::io::Result<(UpdateQueue, JoinHandle<()>)> {
-    let (sender, receiver) = mpsc::channel::<Job>();
+pub fn spawn(
+    service: Arc<Service>,
+    poll_interval: Duration,
+) -> std::io::Result<(UpdateQueue, JoinHandle<()>)> {
+    let (sender, receiver) = mpsc::channel::<Signal>();
     let handle = std::thread::Builder::new()
         .name("justin-update".into())
-        .spawn(move || {
-            for job in receiver {
-                let Job::Run(request) = job else { break };
-                if let Err(e) = service.run_update(&request) {
-                    log::error!(
-                        "update {} could not be recorded: {}",
-                        request.id,
-                        error_chain(&e)
-                    );
-                }
+        .spawn(move || loop {
+            if work(&service, &receiver) == Continue::Stop {
+                break;
+            }
+            match receiver.recv_timeout(poll_interval) {
+                Ok(Signal::Wake) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         })?;
     Ok((UpdateQueue { sender }, handle))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Continue {
+    Yes,
+    Stop,
+}
+
+/// Runs every claimable update, delivers leftover callbacks and refreshes the parameters.
+/// Failures are logged and retried at the next poll: the database keeps the work. A stop
+/// request is honoured between two updates; the ones not started stay in the database.
+fn work(service: &Service, signals: &mpsc::Receiver<Signal>) -> Continue {
+    loop {
+        match service.run_next_update() {
+            Ok(Some(_)) => match signals.try_recv() {
+                Ok(Signal::Stop) | Err(TryRecvError::Disconnected) => return Continue::Stop,
+                Ok(Signal::Wake) | Err(TryRecvError::Empty) => continue,
+            },
+            Ok(None) => break,
+            Err(e) => {
+                log::error!("running an update failed: {}", error_chain(&e));
+                break;
+            }
+        }
+    }
+    if let Err(e) = service.deliver_pending_callbacks() {
+        log::error!("delivering pending callbacks failed: {}", error_chain(&e));
+    }
+    if let Err(e) = service.refresh_parameters() {
+        log::warn!(
+            "reloading the current parameters failed: {}",
+            error_chain(&e)
+        );
+    }
+    Continue::Yes
 }

@@ -7,7 +7,9 @@ use std::sync::Barrier;
 use chrono::{DurationRound, TimeDelta, Utc};
 use serde_json::{json, Value};
 
-use crate::helpers::{action_body, check_cases, error, rfc3339, spawn_app, with, TIMESTAMP};
+use crate::helpers::{
+    action_body, check_cases, error, rfc3339, spawn_app, upload_body, with, TIMESTAMP,
+};
 
 /// The keys of a decision answer.
 const DECISION_KEYS: [&str; 6] = [
@@ -129,7 +131,10 @@ fn action_after_an_upload_is_refused() {
     // Decision 0 was drawn before its data was uploaded; decision 1 was never drawn here.
     let (status, body) = app.action("u1", 0, 23.0);
     assert_eq!(status, 201, "{body}");
-    app.upload("u1", 0, 23.0);
+    let mut upload = upload_body("u1", 0, 23.0);
+    upload["data"]["action"] = body["action"].clone();
+    let (status, body) = app.post_json("/api/v1/upload_data", &upload);
+    assert_eq!(status, 201, "{body}");
     app.upload("u1", 1, 23.0);
 
     let after_drawn = app.action("u1", 0, 23.0);

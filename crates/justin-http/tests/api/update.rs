@@ -168,11 +168,15 @@ fn the_update_status_shows_a_completed_update() {
     assert_eq!(
         keys(&body),
         BTreeSet::from([
+            "attempts",
+            "callback",
             "error",
             "finished_at",
             "parameter_version",
+            "provenance",
             "received_at",
             "requested_at",
+            "started_at",
             "status",
             "update_id",
             "update_status",

@@ -11,6 +11,8 @@ fn upload_answers_201() {
     app.add_user("test_user_123");
     let (status, body) = app.action("test_user_123", 0, 30.0);
     assert_eq!(status, 201, "{body}");
+    // The upload reports the action the participant got, which is the one drawn.
+    let action = body["action"].clone();
 
     let got = app.post_json(
         "/api/v1/upload_data",
@@ -20,7 +22,7 @@ fn upload_answers_201() {
             "decision_idx": 0,
             "data": {
                 "context": { "temperature": 30 },
-                "action": 1,
+                "action": action,
                 "action_prob": 0.5,
                 "state": [30],
                 "outcome": { "clicks": 4 },

@@ -20,12 +20,21 @@ pub async fn handle(
     let callback = required(&input, "callback_url")?;
     let requested_at = body::timestamp(timestamp)?;
     let callback_url = body::callback_url(callback)?;
+    if !state.callback_allowed_hosts.is_empty() {
+        let host = body::url_host(&callback_url);
+        if !state
+            .callback_allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "callback_url host {host:?} is not in update.callback_allowed_hosts."
+            )));
+        }
+    }
     let service = state.service.clone();
     let request = run_blocking(move || service.request_update(requested_at, callback_url)).await?;
     let id = request.id;
-    state
-        .updates
-        .enqueue(request)
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    state.updates.wake();
     Ok(HttpResponse::Accepted().json(json!({ "status": "processing", "update_id": id })))
 }

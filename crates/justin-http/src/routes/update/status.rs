@@ -26,8 +26,18 @@ pub async fn handle(
         "update_status": u.status,
         "requested_at": u.requested_at,
         "received_at": u.received_at,
+        "started_at": u.started_at,
         "finished_at": u.finished_at,
+        "attempts": u.attempts,
         "error": u.error,
         "parameter_version": u.parameter_version,
+        "callback": {
+            "url": u.callback_url,
+            "status": u.callback.status,
+            "attempts": u.callback.attempts,
+            "last_error": u.callback.last_error,
+            "finished_at": u.callback.finished_at,
+        },
+        "provenance": u.provenance,
     })))
 }
