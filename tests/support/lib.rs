@@ -5,6 +5,7 @@
 //! message saying what to fix.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use justin_store::testing::TestDatabase;
 use serde_json::Value;
 
@@ -184,6 +187,14 @@ impl Served {
         (status, json)
     }
 
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would: no shutdown code
+    /// runs. Waits for it to be gone.
+    pub fn kill_hard(mut self) -> ExitStatus {
+        // std's Child::kill sends SIGKILL on Unix.
+        self.child.kill().expect("SIGKILL can be sent");
+        self.child.wait().expect("the process can be waited for")
+    }
+
     /// Asks the process to stop (SIGTERM) and waits for it.
     pub fn terminate(mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -246,6 +257,61 @@ impl CallbackReceiver {
             .recv_timeout(WAIT)
             .expect("a callback arrives in time")
     }
+
+    /// A callback body received already and not taken yet, without waiting.
+    pub fn try_next(&self) -> Option<Value> {
+        self.bodies.try_recv().ok()
+    }
+}
+
+/// The study's tables, in the order backups list them.
+pub const TABLES: [&str; 6] = [
+    "users",
+    "model_parameters",
+    "actions",
+    "study_data",
+    "model_update_requests",
+    "update_provenance",
+];
+
+/// A connection of the test's own to `db`, for checks and changes in SQL.
+pub fn connect(db: &TestDatabase) -> PgConnection {
+    PgConnection::establish(db.url()).expect("the test database accepts a connection")
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+}
+
+/// Rows per table of [`TABLES`].
+pub fn row_counts(conn: &mut PgConnection) -> BTreeMap<&'static str, i64> {
+    TABLES
+        .iter()
+        .map(|&table| {
+            let count = diesel::sql_query(format!("SELECT count(*) AS rows FROM {table}"))
+                .get_result::<Count>(conn)
+                .unwrap_or_else(|e| panic!("cannot count the rows of {table}: {e}"));
+            (table, count.rows)
+        })
+        .collect()
+}
+
+/// The backup file a `justin backup` or `justin reset-db --yes` run reported, as a path under
+/// the directory it ran in.
+pub fn reported_backup(dir: &Path, out: &Finished) -> PathBuf {
+    let reported = out
+        .stdout
+        .lines()
+        .find_map(|line| {
+            line.split_once("backup written to ")
+                .map(|(_, path)| path.trim())
+        })
+        .unwrap_or_else(|| panic!("no backup path in the output: {}", out.stdout));
+    let path = dir.join(reported);
+    assert!(path.is_file(), "{} is not a file", path.display());
+    path
 }
 
 fn read_request_body(stream: &mut std::net::TcpStream) -> Option<Value> {

@@ -167,6 +167,35 @@ impl TestApp {
         &self.backup_dir
     }
 
+    /// The URL of the test's database, for checks in SQL ([`psql`]).
+    pub fn database_url(&self) -> &str {
+        self._db.url()
+    }
+
+    /// `GET /api/v1/update/{id}`, which must answer 200.
+    pub fn update_status(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/update/{id}"));
+        assert_eq!(status, 200, "update {id}: {body}");
+        body
+    }
+
+    /// Polls the update's status until `done` holds for it, for at most [`WAIT`]; the status
+    /// that satisfied it.
+    pub fn wait_for_update(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let body = self.update_status(id);
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "update {id} did not reach the expected state within {WAIT:?}; last: {body}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     /// See [`Client::post_json`].
     pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         self.client.post_json(path, body)
@@ -306,6 +335,28 @@ pub fn with(base: &Value, parent: Option<&str>, key: &str, value: Option<Value>)
     body
 }
 
+/// Runs one SQL query against `database_url` and returns its rows as text, one line a row
+/// with columns joined by `|` (values must hold no comma, quote or parenthesis).
+pub fn psql(database_url: &str, sql: &str) -> String {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+
+    #[derive(diesel::QueryableByName)]
+    struct Rows {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        out: String,
+    }
+
+    let mut conn = PgConnection::establish(database_url)
+        .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+    let wrapped = format!(
+        "SELECT coalesce(string_agg(translate(trim(both '()' from t::text), ',', '|'), E'\\n'), '') AS out FROM ({sql}) t"
+    );
+    let rows: Vec<Rows> = diesel::sql_query(&wrapped)
+        .load(&mut conn)
+        .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
+    rows.into_iter().map(|r| r.out).collect()
+}
+
 /// Parses an RFC 3339 timestamp or fails the test naming what it was.
 pub fn rfc3339(value: &Value, what: &str) -> chrono::DateTime<chrono::Utc> {
     let text = value
@@ -316,7 +367,9 @@ pub fn rfc3339(value: &Value, what: &str) -> chrono::DateTime<chrono::Utc> {
         .with_timezone(&chrono::Utc)
 }
 
-/// A local HTTP server that answers 200 to every request and hands each JSON body to the test.
+/// A local HTTP server that answers 200 to every request (or, built with
+/// [`CallbackReceiver::failing_first`], an error status to the first ones) and hands each JSON
+/// body it receives to the test, answered with an error or not.
 pub struct CallbackReceiver {
     url: String,
     bodies: mpsc::Receiver<Value>,
@@ -325,6 +378,12 @@ pub struct CallbackReceiver {
 impl CallbackReceiver {
     /// Starts listening on a free loopback port.
     pub fn start() -> Self {
+        Self::failing_first(0, 200)
+    }
+
+    /// Starts listening on a free loopback port; answers `status` to the first `failures`
+    /// requests and 200 to every one after (`usize::MAX` failures: always `status`).
+    pub fn failing_first(failures: usize, status: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("can bind a loopback port");
         let url = format!(
             "http://{}/callback",
@@ -334,18 +393,25 @@ impl CallbackReceiver {
         );
         let (tx, bodies) = mpsc::channel();
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (seen, stream) in listener.incoming().enumerate() {
                 let Ok(mut stream) = stream else { continue };
                 let body = read_json_request(&mut stream);
-                stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .ok();
+                let status = if seen < failures { status } else { 200 };
+                let answer = format!(
+                    "HTTP/1.1 {status} Test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                stream.write_all(answer.as_bytes()).ok();
                 if tx.send(body).is_err() {
                     break; // The test is over.
                 }
             }
         });
         Self { url, bodies }
+    }
+
+    /// A body received already and not taken yet, without waiting.
+    pub fn try_next(&self) -> Option<Value> {
+        self.bodies.try_recv().ok()
     }
 
     /// Where to send callbacks.

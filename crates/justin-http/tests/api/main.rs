@@ -7,6 +7,7 @@ mod action;
 mod health;
 mod helpers;
 mod reproducibility;
+mod safety;
 mod update;
 mod upload;
 mod users;

@@ -1,0 +1,190 @@
+//! Update requests as durable jobs: several processes sharing one database run each request
+//! exactly once, one at a time, and a process killed during an update leaves the parameters as
+//! they were and the request to be run again after a restart.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Text};
+use justin_e2e::{connect, env_for, CallbackReceiver, ScratchDir, Served, WAIT};
+use justin_store::testing::TestDatabase;
+use serde_json::{json, Value};
+
+const UPDATES: usize = 12;
+
+/// The environment for quick updates: no backups, polling every 20 ms, short callback backoff.
+fn quick_env(db: &TestDatabase) -> Vec<(&'static str, String)> {
+    let mut env = env_for(db);
+    env.extend([
+        ("JUSTIN_BACKUP__ENABLED", "false".to_owned()),
+        ("JUSTIN_UPDATE__POLL_INTERVAL_MS", "20".to_owned()),
+        ("JUSTIN_UPDATE__CALLBACK_BACKOFF_MS", "10".to_owned()),
+    ]);
+    env
+}
+
+/// Asks `served` for an update; the id it answered 202 with.
+fn request_update(served: &Served, callback_url: &str) -> String {
+    let (status, body) = served.post(
+        "/api/v1/update",
+        &json!({"timestamp": "2025-01-01T12:00:00Z", "callback_url": callback_url}),
+    );
+    assert_eq!(status, 202, "{body}");
+    body["update_id"].as_str().expect("update_id").to_owned()
+}
+
+fn update_status(served: &Served, id: &str) -> Value {
+    let (status, body) = served.get(&format!("/api/v1/update/{id}"));
+    assert_eq!(status, 200, "update {id}: {body}");
+    body
+}
+
+/// GETs `path` until `done` holds for the answer, for at most [`WAIT`].
+fn poll(served: &Served, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = served.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} did not reach the expected state within {WAIT:?}; last: {body}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn two_processes_run_each_of_many_concurrent_updates_exactly_once() {
+    let db = TestDatabase::create();
+    let (dir_a, dir_b) = (ScratchDir::new(), ScratchDir::new());
+    let env = quick_env(&db);
+    let a = Served::start(dir_a.path(), &env);
+    let b = Served::start(dir_b.path(), &env);
+    let receiver = CallbackReceiver::start();
+
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..UPDATES)
+            .map(|i| {
+                let served = if i % 2 == 0 { &a } else { &b };
+                let url = receiver.url.clone();
+                scope.spawn(move || request_update(served, &url))
+            })
+            .collect();
+        requests
+            .into_iter()
+            .map(|r| r.join().expect("the request thread ends"))
+            .collect()
+    });
+
+    let callbacks: Vec<Value> = (0..UPDATES).map(|_| receiver.next()).collect();
+    let requested: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(requested.len(), UPDATES, "every request got its own id");
+    assert!(
+        callbacks.iter().all(|c| c["status"] == "completed"),
+        "{callbacks:?}"
+    );
+    let called_back: BTreeSet<&str> = callbacks
+        .iter()
+        .filter_map(|c| c["update_id"].as_str())
+        .collect();
+    assert_eq!(
+        called_back, requested,
+        "one callback per request, none twice"
+    );
+    let mut versions = BTreeSet::new();
+    for id in &ids {
+        let status = update_status(&a, id);
+        assert_eq!(status["update_status"], "completed", "{status}");
+        assert_eq!(status["attempts"], 1, "run once: {status}");
+        versions.insert(status["parameter_version"].as_i64().expect("a version"));
+    }
+    let expected: BTreeSet<i64> = (2..=13).collect();
+    assert_eq!(versions, expected, "one version each, no gaps");
+    for served in [&a, &b] {
+        poll(served, "/api/v1/parameters", |p| p["version"] == 13);
+    }
+    assert_eq!(
+        receiver.try_next(),
+        None,
+        "no callback beyond the {UPDATES}"
+    );
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct RequestRow {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Integer)]
+    attempts: i32,
+}
+
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+#[test]
+fn an_update_killed_half_way_changes_nothing_and_runs_again_after_a_restart() {
+    let db = TestDatabase::create();
+    let dir = ScratchDir::new();
+    let env = quick_env(&db);
+    let receiver = CallbackReceiver::start();
+    let served = Served::start(dir.path(), &env);
+    // The update reads the study data after claiming the request and reading the parameters;
+    // holding this lock stops it right there. (The worker's poll reads model_parameters and
+    // model_update_requests, never study_data, so only the update waits.)
+    let mut blocker = connect(&db);
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE study_data IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    let id = request_update(&served, &receiver.url);
+    poll(&served, &format!("/api/v1/update/{id}"), |s| {
+        s["started_at"].is_string()
+    });
+
+    served.kill_hard();
+    blocker.batch_execute("ROLLBACK").unwrap();
+
+    let mut conn = connect(&db);
+    let versions: Vec<i64> =
+        diesel::sql_query("SELECT version FROM model_parameters ORDER BY version")
+            .load::<Version>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+    assert_eq!(versions, [1], "the killed update published nothing");
+    let request = diesel::sql_query(format!(
+        "SELECT status, attempts FROM model_update_requests WHERE id = '{id}'"
+    ))
+    .get_result::<RequestRow>(&mut conn)
+    .unwrap();
+    assert_eq!(
+        request,
+        RequestRow {
+            status: "processing".into(),
+            attempts: 1
+        }
+    );
+    assert_eq!(
+        receiver.try_next(),
+        None,
+        "the killed process called nobody"
+    );
+
+    let restarted = Served::start(dir.path(), &env);
+
+    let callback = receiver.next();
+    assert_eq!(callback["status"], "completed", "{callback}");
+    assert_eq!(callback["update_id"], id.as_str(), "{callback}");
+    let status = update_status(&restarted, &id);
+    assert_eq!(status["update_status"], "completed", "{status}");
+    assert_eq!(status["attempts"], 2, "{status}");
+    assert_eq!(status["parameter_version"], 2, "{status}");
+}

@@ -1,0 +1,83 @@
+//! The replay audit: `justin replay` re-derives every stored decision and reports each one
+//! that does not come out as stored.
+
+use diesel::connection::SimpleConnection;
+use justin_e2e::{connect, env_for, justin, run, Finished, ScratchDir, Served};
+use justin_store::testing::TestDatabase;
+use serde_json::json;
+
+fn replay(dir: &std::path::Path, env: &[(&str, String)]) -> Finished {
+    run(justin(dir, env).arg("replay"))
+}
+
+#[test]
+fn replay_reports_each_tampered_decision() {
+    let db = TestDatabase::create();
+    let dir = ScratchDir::new();
+    let env = env_for(&db);
+    let served = Served::start(dir.path(), &env);
+    let mut actions = std::collections::BTreeMap::new();
+    for user in ["p1", "p2"] {
+        let (status, _) = served.post("/api/v1/add_user", &json!({"user_id": user}));
+        assert_eq!(status, 201);
+        for idx in 0..10 {
+            let (status, body) = served.post(
+                "/api/v1/action",
+                &json!({
+                    "user_id": user,
+                    "timestamp": "2025-01-01T12:00:00Z",
+                    "decision_idx": idx,
+                    "context": {"temperature": 25},
+                }),
+            );
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(body["action_prob"], json!(0.5), "{body}");
+            actions.insert((user, idx), body["action"].as_i64().unwrap());
+        }
+    }
+
+    let clean = replay(dir.path(), &env);
+    assert!(clean.status.success(), "{}\n{}", clean.stdout, clean.stderr);
+    assert!(
+        clean.stdout.contains("replayed 20 decisions: 0 mismatches"),
+        "{}",
+        clean.stdout
+    );
+
+    let mut conn = connect(&db);
+    conn.batch_execute(
+        "UPDATE actions SET action = 1 - action WHERE user_id = 'p1' AND decision_idx = 3",
+    )
+    .unwrap();
+    let one = replay(dir.path(), &env);
+    let drawn = actions[&("p1", 3)];
+    let tampered_action = format!(
+        "user_id=p1 decision_idx=3 stored action={} action_prob=0.5 replayed action={drawn} action_prob=0.5",
+        1 - drawn
+    );
+    assert_eq!(one.status.code(), Some(1), "{}\n{}", one.stdout, one.stderr);
+    assert!(one.stdout.contains(&tampered_action), "{}", one.stdout);
+    assert!(
+        one.stdout.contains("replayed 20 decisions: 1 mismatches"),
+        "{}",
+        one.stdout
+    );
+
+    conn.batch_execute(
+        "UPDATE actions SET action_prob = 0.25 WHERE user_id = 'p2' AND decision_idx = 7",
+    )
+    .unwrap();
+    let two = replay(dir.path(), &env);
+    let drawn = actions[&("p2", 7)];
+    let tampered_prob = format!(
+        "user_id=p2 decision_idx=7 stored action={drawn} action_prob=0.25 replayed action={drawn} action_prob=0.5"
+    );
+    assert_eq!(two.status.code(), Some(1), "{}\n{}", two.stdout, two.stderr);
+    assert!(two.stdout.contains(&tampered_action), "{}", two.stdout);
+    assert!(two.stdout.contains(&tampered_prob), "{}", two.stdout);
+    assert!(
+        two.stdout.contains("replayed 20 decisions: 2 mismatches"),
+        "{}",
+        two.stdout
+    );
+}
