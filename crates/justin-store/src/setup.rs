@@ -16,7 +16,7 @@ use justin_core::BoxError;
 use crate::error::SetupError;
 
 /// The migrations in the workspace's `migrations/` directory, compiled into the binary.
-pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// The database every PostgreSQL server has, used to create or drop others.
 pub(crate) const MAINTENANCE_DATABASE: &str = "postgres";
