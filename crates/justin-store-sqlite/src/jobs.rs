@@ -1,0 +1,373 @@
+//! Update requests as durable jobs: [`claim`] and [`SqliteUpdateJob`], the adapter's
+//! [`UpdateJob`].
+//!
+//! # The update lease
+//!
+//! At most one update runs per database file, across every process sharing it, because a job
+//! holds the lease: the one row of `update_lease`, naming the job's random holder token and
+//! the time the claim lapses (`SqliteConfig::update_lease` after the claim, by the wall
+//! clock). A claim is one short `BEGIN IMMEDIATE` transaction that
+//!
+//! 1. finds the lease free, or held past its expiry (the holder died or hung), and otherwise
+//!    claims nothing;
+//! 2. counts an attempt on the oldest unfinished request and takes the lease for it.
+//!
+//! Committed on its own, so the attempt is on record whatever happens to the job afterwards.
+//! The job then reads in a deferred read transaction on its own connection: in WAL mode that
+//! is a snapshot, which blocks no writer. `complete` ends the snapshot and, in one `BEGIN
+//! IMMEDIATE` transaction, checks that the lease is still this job's, stores the next
+//! parameter version, the completion and the provenance, and frees the lease; `fail` does the
+//! same with the failure. Holding a write transaction for the job's whole run instead would
+//! make every decision and upload wait behind the update.
+//!
+//! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
+//! process that dies cannot; its lease expires and the next claim takes the request over,
+//! counting a new attempt. A job that outlives its lease (slower than the configured length)
+//! finds the lease gone or someone else's when it completes, and stores nothing.
+
+use chrono::{DateTime, Utc};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::dsl::max;
+use diesel::prelude::*;
+use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
+
+use crate::error::{from_diesel, other};
+use crate::models::{
+    fmt_time, update_request, uuid_text, ParametersRow, ProvenanceRow, StudyRow, UpdateRow,
+};
+use crate::schema::{model_parameters, model_update_requests, update_lease, update_provenance};
+use crate::store::{PooledSqlite, SqliteStore};
+use crate::stream::BorrowedStream;
+
+/// What went wrong inside a job's write transaction. Diesel's transaction needs an error type
+/// it can convert its own errors into; the port's error is kept as is.
+enum Failure {
+    Db(diesel::result::Error),
+    Store(StoreError),
+}
+
+impl From<diesel::result::Error> for Failure {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Db(e) => from_diesel(e),
+            Failure::Store(e) => e,
+        }
+    }
+}
+
+/// Who holds the lease now and until when, as stored.
+type LeaseRow = (Option<String>, Option<String>);
+
+fn read_lease(conn: &mut SqliteConnection) -> QueryResult<LeaseRow> {
+    // The migration stores the row; recreating it keeps a hand-edited database working.
+    diesel::insert_or_ignore_into(update_lease::table)
+        .values(update_lease::id.eq(1))
+        .execute(conn)?;
+    update_lease::table
+        .find(1)
+        .select((update_lease::holder, update_lease::expires_at))
+        .first(conn)
+}
+
+/// Frees the lease if `token` still holds it; returns whether it did.
+fn free_lease(conn: &mut SqliteConnection, token: &str) -> QueryResult<bool> {
+    diesel::update(
+        update_lease::table
+            .find(1)
+            .filter(update_lease::holder.eq(token)),
+    )
+    .set((
+        update_lease::holder.eq(None::<String>),
+        update_lease::update_id.eq(None::<String>),
+        update_lease::expires_at.eq(None::<String>),
+    ))
+    .execute(conn)
+    .map(|n| n == 1)
+}
+
+/// Fails unless `token` holds the lease.
+fn check_lease(conn: &mut SqliteConnection, token: &str, id: uuid::Uuid) -> Result<(), Failure> {
+    let (holder, _) = read_lease(conn)?;
+    if holder.as_deref() == Some(token) {
+        Ok(())
+    } else {
+        Err(Failure::Store(other(format!(
+            "update {id} lost its lease (it ran longer than the update lease, and another \
+             worker took the request over or the lease was freed); nothing was stored"
+        ))))
+    }
+}
+
+/// Claims the oldest unfinished update request; see [`justin_core::Store::claim_update`] and
+/// the module documentation.
+pub(crate) fn claim(
+    store: &SqliteStore,
+    started_at: DateTime<Utc>,
+) -> Result<Option<SqliteUpdateJob>, StoreError> {
+    let mut conn = store.conn()?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let now = Utc::now();
+    let lease = chrono::Duration::from_std(store.update_lease()).map_err(other)?;
+    let expires_at = fmt_time(now + lease);
+    let claimed = conn
+        .immediate_transaction::<_, diesel::result::Error, _>(|conn| {
+            let (holder, held_until) = read_lease(conn)?;
+            if let (Some(holder), Some(until)) = (holder, held_until) {
+                // Both times are stored as fixed-width UTC text, so text order is time order.
+                if until > fmt_time(now) {
+                    return Ok(None);
+                }
+                log::warn!(
+                    "the update lease of worker {holder} expired at {until}; taking its request over"
+                );
+            }
+            let oldest = model_update_requests::table
+                .filter(model_update_requests::status.eq("processing"))
+                .order((model_update_requests::created_at, model_update_requests::id))
+                .select(model_update_requests::id)
+                .first::<String>(conn)
+                .optional()?;
+            let Some(id) = oldest else {
+                return Ok(None);
+            };
+            let row = diesel::update(model_update_requests::table.find(&id))
+                .set((
+                    model_update_requests::attempts.eq(model_update_requests::attempts + 1),
+                    model_update_requests::started_at.eq(Some(fmt_time(started_at))),
+                ))
+                .returning(UpdateRow::as_returning())
+                .get_result::<UpdateRow>(conn)?;
+            diesel::update(update_lease::table.find(1))
+                .set((
+                    update_lease::holder.eq(Some(&token)),
+                    update_lease::update_id.eq(Some(&id)),
+                    update_lease::expires_at.eq(Some(&expires_at)),
+                ))
+                .execute(conn)?;
+            Ok(Some(row))
+        })
+        .map_err(from_diesel)?;
+    let Some(row) = claimed else {
+        return Ok(None);
+    };
+    let mut job = SqliteUpdateJob {
+        conn: Some(conn),
+        in_snapshot: false,
+        token,
+        request: update_request(row, None)?,
+        snapshot_version: None,
+    };
+    // On error, dropping the job frees the lease.
+    job.open_snapshot()?;
+    Ok(Some(job))
+}
+
+/// A claimed update request with its connection, its read snapshot and its lease.
+pub(crate) struct SqliteUpdateJob {
+    /// `None` once the outcome is stored (or the lease was freed).
+    conn: Option<PooledSqlite>,
+    /// Whether the read transaction is open.
+    in_snapshot: bool,
+    token: String,
+    request: UpdateRequest,
+    /// The newest parameter version in the snapshot; a different newest version at
+    /// completion means another writer published meanwhile.
+    snapshot_version: Option<i64>,
+}
+
+impl SqliteUpdateJob {
+    fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        match self.conn.as_mut() {
+            Some(conn) => Ok(&mut **conn),
+            None => Err(other("the update job has ended already")),
+        }
+    }
+
+    /// Opens the deferred read transaction and fixes its snapshot with a first read.
+    fn open_snapshot(&mut self) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN DEFERRED")
+            .map_err(from_diesel)?;
+        self.in_snapshot = true;
+        let conn = self.conn()?;
+        self.snapshot_version = model_parameters::table
+            .select(max(model_parameters::version))
+            .first::<Option<i64>>(conn)
+            .map_err(from_diesel)?;
+        Ok(())
+    }
+
+    /// Ends the read transaction, if open.
+    fn close_snapshot(&mut self) -> Result<(), StoreError> {
+        if self.in_snapshot {
+            self.in_snapshot = false;
+            let conn = self.conn()?;
+            AnsiTransactionManager::rollback_transaction(conn).map_err(from_diesel)?;
+        }
+        Ok(())
+    }
+
+    /// Stores an outcome with `write` in one IMMEDIATE transaction that first checks the lease
+    /// and last frees it. On success the connection goes back to the pool with nothing left
+    /// to undo.
+    fn store_outcome<T>(
+        &mut self,
+        write: impl FnOnce(&mut SqliteConnection, &Self) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        self.close_snapshot()?;
+        let token = self.token.clone();
+        let id = self.request.id;
+        let mut conn = self
+            .conn
+            .take()
+            .ok_or_else(|| other("the update job has ended already"))?;
+        let result = conn.immediate_transaction::<_, Failure, _>(|conn| {
+            check_lease(conn, &token, id)?;
+            let stored = write(conn, self)?;
+            free_lease(conn, &token)?;
+            Ok(stored)
+        });
+        match result {
+            Ok(stored) => Ok(stored),
+            Err(e) => {
+                // Nothing was stored; give the connection back so `Drop` frees the lease.
+                self.conn = Some(conn);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Marks a processing request finished; fails when it no longer is (a reset or restore since
+/// the claim).
+fn finish(
+    conn: &mut SqliteConnection,
+    id: uuid::Uuid,
+    status: &str,
+    finished_at: DateTime<Utc>,
+    error: Option<&str>,
+    parameter_version: Option<i64>,
+) -> Result<(), Failure> {
+    let updated = diesel::update(
+        model_update_requests::table
+            .find(uuid_text(id))
+            .filter(model_update_requests::status.eq("processing")),
+    )
+    .set((
+        model_update_requests::status.eq(status),
+        model_update_requests::finished_at.eq(Some(fmt_time(finished_at))),
+        model_update_requests::error.eq(error),
+        model_update_requests::parameter_version.eq(parameter_version),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        return Err(Failure::Store(other(format!(
+            "update request {id} is no longer processing (was the database reset or restored?)"
+        ))));
+    }
+    Ok(())
+}
+
+impl UpdateJob for SqliteUpdateJob {
+    fn request(&self) -> &UpdateRequest {
+        &self.request
+    }
+
+    fn current_parameters(&mut self) -> Result<ModelParameters, StoreError> {
+        let row = model_parameters::table
+            .order(model_parameters::version.desc())
+            .select(ParametersRow::as_select())
+            .first(self.conn()?)
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(ModelParameters::try_from)
+            .transpose()?
+            .ok_or_else(|| other("no model parameters are stored; nothing to update"))
+    }
+
+    fn study_data(
+        &mut self,
+    ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
+        let stream = BorrowedStream::<StudyRow>::open(self.conn()?)?;
+        Ok(Box::new(stream))
+    }
+
+    fn complete(
+        mut self: Box<Self>,
+        algorithm: &str,
+        values: &serde_json::Value,
+        provenance: &Provenance,
+        finished_at: DateTime<Utc>,
+    ) -> Result<ModelParameters, StoreError> {
+        let id = self.request.id;
+        let stored = self.store_outcome(|conn, job| {
+            let newest = model_parameters::table
+                .select(max(model_parameters::version))
+                .first::<Option<i64>>(conn)?;
+            // The job computed from its snapshot's newest version; storing on top of one it
+            // never read would silently drop that version's update.
+            if newest != job.snapshot_version {
+                return Err(Failure::Store(other(format!(
+                    "parameter version {} was stored by another writer while update {id} ran",
+                    newest.unwrap_or(0)
+                ))));
+            }
+            let version = newest.unwrap_or(0) + 1;
+            let row = ParametersRow::new(version, algorithm, values, finished_at)
+                .map_err(Failure::Store)?;
+            let stored = diesel::insert_into(model_parameters::table)
+                .values(&row)
+                .returning(ParametersRow::as_returning())
+                .get_result::<ParametersRow>(conn)?;
+            finish(conn, id, "completed", finished_at, None, Some(version))?;
+            diesel::insert_into(update_provenance::table)
+                .values(
+                    ProvenanceRow::new(id, version, provenance, finished_at)
+                        .map_err(Failure::Store)?,
+                )
+                .execute(conn)?;
+            Ok(stored)
+        })?;
+        ModelParameters::try_from(stored)
+    }
+
+    fn fail(
+        mut self: Box<Self>,
+        error: &str,
+        finished_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id = self.request.id;
+        self.store_outcome(|conn, _| finish(conn, id, "failed", finished_at, Some(error), None))
+    }
+}
+
+impl Drop for SqliteUpdateJob {
+    fn drop(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        if let Err(e) = self.close_snapshot() {
+            log::warn!(
+                "ending the snapshot of update {} failed: {e}",
+                self.request.id
+            );
+        }
+        let token = self.token.clone();
+        let freed = self
+            .conn()
+            .and_then(|conn| free_lease(conn, &token).map_err(from_diesel));
+        if let Err(e) = freed {
+            // The lease then lapses on its own after its configured length.
+            log::warn!(
+                "freeing the update lease of update {} failed; it expires on its own: {e}",
+                self.request.id
+            );
+        }
+    }
+}

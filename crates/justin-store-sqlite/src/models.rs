@@ -1,0 +1,470 @@
+//! Rows as Diesel reads and writes them, the text formats SQLite stores times and JSON in, and
+//! the conversions to and from the core's types.
+//!
+//! Reading goes through `TryFrom`: the database's checks mirror the core's invariants, but a
+//! row edited by hand or restored from an older backup could still break them, and such a row
+//! must surface as a [`StoreError::Other`] rather than a panic or a silently wrong value.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::prelude::*;
+use justin_core::{
+    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, InvalidValue, JsonObject,
+    ModelParameters, Probability, Provenance, State, StoreError, StudyRecord, UpdateRequest,
+    UpdateStatus, UserId,
+};
+
+use crate::error::other;
+use crate::schema::{
+    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+};
+
+/// A time as stored: RFC 3339 in UTC with exactly six fractional digits. The fixed width makes
+/// text order time order, which `ORDER BY created_at` relies on.
+pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Reads a time as this adapter stores it, or as PostgreSQL's `COPY` writes a `timestamptz`
+/// (`2025-01-01 12:00:00.123456+00`, any offset), which restore meets in backups taken there.
+pub(crate) fn parse_time(raw: &str) -> Result<DateTime<Utc>, InvalidValue> {
+    DateTime::parse_from_rfc3339(raw)
+        .or_else(|_| DateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| InvalidValue(format!("{raw:?} is not a time: {e}")))
+}
+
+fn parse_optional_time(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, InvalidValue> {
+    raw.map(parse_time).transpose()
+}
+
+/// Says which table and row held an invalid value.
+fn invalid(table: &str, id: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+    other(format!("invalid row {id} in {table}: {e}"))
+}
+
+fn json(raw: &str) -> Result<serde_json::Value, InvalidValue> {
+    serde_json::from_str(raw).map_err(|e| InvalidValue(format!("invalid JSON: {e}")))
+}
+
+fn json_object(raw: &str) -> Result<JsonObject, InvalidValue> {
+    match json(raw)? {
+        serde_json::Value::Object(map) => Ok(map),
+        other => Err(InvalidValue(format!(
+            "expected a JSON object, found {other}"
+        ))),
+    }
+}
+
+fn state(raw: &str) -> Result<State, InvalidValue> {
+    let values: Vec<f64> = serde_json::from_str(raw)
+        .map_err(|e| InvalidValue(format!("state is not a list of numbers: {e}")))?;
+    State::new(values)
+}
+
+/// JSON as stored: compact text.
+pub(crate) fn json_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(other)
+}
+
+/// A row of `users`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct UserRow {
+    pub id: i64,
+    pub user_id: String,
+    pub created_at: String,
+}
+
+/// A row of `actions`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = actions, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct ActionRow {
+    pub id: i64,
+    pub user_id: String,
+    pub decision_idx: i64,
+    pub request_timestamp: String,
+    pub created_at: String,
+    pub context: String,
+    pub state: String,
+    pub action: i16,
+    pub action_prob: f64,
+    pub parameter_version: i64,
+    pub rng_seed: i64,
+}
+
+impl TryFrom<ActionRow> for Decision {
+    type Error = StoreError;
+
+    fn try_from(row: ActionRow) -> Result<Self, StoreError> {
+        let id = row.id;
+        let bad = |e: InvalidValue| invalid("actions", id, e);
+        Ok(Decision {
+            user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
+            requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
+            decided_at: parse_time(&row.created_at).map_err(bad)?,
+            context: json_object(&row.context).map_err(bad)?,
+            state: state(&row.state).map_err(bad)?,
+            action: Action::from_i64(row.action.into()).map_err(bad)?,
+            action_prob: Probability::new(row.action_prob).map_err(bad)?,
+            parameter_version: row.parameter_version,
+            // Stored bit for bit in a signed INTEGER; see `DecisionValues::new`.
+            rng_seed: row.rng_seed.cast_unsigned(),
+        })
+    }
+}
+
+/// The values `record_decision` binds, converted once.
+pub(crate) struct DecisionValues<'a> {
+    pub user_id: &'a str,
+    pub decision_idx: i64,
+    pub requested_at: String,
+    pub decided_at: String,
+    pub context: String,
+    pub state: String,
+    pub action: i16,
+    pub action_prob: f64,
+    pub parameter_version: i64,
+    pub rng_seed: i64,
+}
+
+impl<'a> DecisionValues<'a> {
+    pub(crate) fn new(d: &'a Decision) -> Result<Self, StoreError> {
+        Ok(Self {
+            user_id: d.user_id.as_str(),
+            decision_idx: d.decision_idx.get(),
+            requested_at: fmt_time(d.requested_at),
+            decided_at: fmt_time(d.decided_at),
+            context: json_text(&d.context)?,
+            state: json_text(&d.state)?,
+            action: d.action.as_i16(),
+            action_prob: d.action_prob.get(),
+            parameter_version: d.parameter_version,
+            // SQLite integers are signed 64-bit; the seed keeps its 64 bits, read back the
+            // same way (and PostgreSQL's BIGINT column holds the same value).
+            rng_seed: d.rng_seed.cast_signed(),
+        })
+    }
+}
+
+/// A row of `study_data`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = study_data, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct StudyRow {
+    pub id: i64,
+    pub user_id: String,
+    pub decision_idx: i64,
+    pub request_timestamp: String,
+    pub created_at: String,
+    pub context: String,
+    pub action: i16,
+    pub action_prob: f64,
+    pub state: String,
+    pub outcome: String,
+    pub reward: f64,
+    pub action_logged: bool,
+}
+
+impl TryFrom<StudyRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: StudyRow) -> Result<Self, StoreError> {
+        let id = row.id;
+        let bad = |e: InvalidValue| invalid("study_data", id, e);
+        Ok(StudyRecord {
+            user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
+            requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
+            received_at: parse_time(&row.created_at).map_err(bad)?,
+            context: json_object(&row.context).map_err(bad)?,
+            action: Action::from_i64(row.action.into()).map_err(bad)?,
+            action_prob: Probability::new(row.action_prob).map_err(bad)?,
+            state: state(&row.state).map_err(bad)?,
+            outcome: json_object(&row.outcome).map_err(bad)?,
+            reward: row.reward,
+        })
+    }
+}
+
+/// The values `record_study_data` binds, converted once.
+pub(crate) struct StudyValues<'a> {
+    pub user_id: &'a str,
+    pub decision_idx: i64,
+    pub requested_at: String,
+    pub received_at: String,
+    pub context: String,
+    pub action: i16,
+    pub action_prob: f64,
+    pub state: String,
+    pub outcome: String,
+    pub reward: f64,
+}
+
+impl<'a> StudyValues<'a> {
+    pub(crate) fn new(r: &'a StudyRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            user_id: r.user_id.as_str(),
+            decision_idx: r.decision_idx.get(),
+            requested_at: fmt_time(r.requested_at),
+            received_at: fmt_time(r.received_at),
+            context: json_text(&r.context)?,
+            action: r.action.as_i16(),
+            action_prob: r.action_prob.get(),
+            state: json_text(&r.state)?,
+            outcome: json_text(&r.outcome)?,
+            reward: r.reward,
+        })
+    }
+}
+
+/// The action and probability logged for a decision, to explain a refused upload.
+#[derive(Debug, Queryable)]
+pub(crate) struct LoggedDraw {
+    pub id: i64,
+    pub action: i16,
+    pub action_prob: f64,
+}
+
+impl LoggedDraw {
+    /// The refusal of an upload that differs from this draw.
+    pub(crate) fn mismatch(self) -> StoreError {
+        let bad = |e: InvalidValue| invalid("actions", self.id, e);
+        match (
+            Action::from_i64(self.action.into()).map_err(bad),
+            Probability::new(self.action_prob).map_err(bad),
+        ) {
+            (Ok(logged_action), Ok(logged_prob)) => StoreError::UploadMismatch {
+                logged_action,
+                logged_prob,
+            },
+            (Err(e), _) | (_, Err(e)) => e,
+        }
+    }
+}
+
+/// A row of `model_parameters`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = model_parameters, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct ParametersRow {
+    pub version: i64,
+    pub algorithm: String,
+    pub parameters: String,
+    pub created_at: String,
+}
+
+impl ParametersRow {
+    /// The row that stores `values` as `version`.
+    pub(crate) fn new(
+        version: i64,
+        algorithm: &str,
+        values: &serde_json::Value,
+        created_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            version,
+            algorithm: algorithm.to_owned(),
+            parameters: json_text(values)?,
+            created_at: fmt_time(created_at),
+        })
+    }
+}
+
+impl TryFrom<ParametersRow> for ModelParameters {
+    type Error = StoreError;
+
+    fn try_from(row: ParametersRow) -> Result<Self, StoreError> {
+        let version = row.version;
+        let bad = |e: InvalidValue| invalid("model_parameters", version, e);
+        Ok(ModelParameters {
+            version,
+            algorithm: row.algorithm,
+            values: json(&row.parameters).map_err(bad)?,
+            created_at: parse_time(&row.created_at).map_err(bad)?,
+        })
+    }
+}
+
+/// A row of `model_update_requests`.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
+#[diesel(table_name = model_update_requests, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct UpdateRow {
+    pub id: String,
+    pub request_timestamp: String,
+    pub created_at: String,
+    pub callback_url: String,
+    pub status: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub parameter_version: Option<i64>,
+    pub attempts: i32,
+    pub started_at: Option<String>,
+    pub callback_status: String,
+    pub callback_attempts: i32,
+    pub callback_error: Option<String>,
+    pub callback_finished_at: Option<String>,
+}
+
+/// A count kept as `u32` in the core and a 32-bit integer here (as in PostgreSQL).
+pub(crate) fn count_column(n: u32, what: &str) -> Result<i32, StoreError> {
+    i32::try_from(n).map_err(|_| other(format!("{what} {n} does not fit the database column")))
+}
+
+/// A UUID as stored: lower-case and hyphenated, as PostgreSQL writes it.
+pub(crate) fn uuid_text(id: uuid::Uuid) -> String {
+    id.as_hyphenated().to_string()
+}
+
+impl TryFrom<&UpdateRequest> for UpdateRow {
+    type Error = StoreError;
+
+    fn try_from(r: &UpdateRequest) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: uuid_text(r.id),
+            request_timestamp: fmt_time(r.requested_at),
+            created_at: fmt_time(r.received_at),
+            callback_url: r.callback_url.clone(),
+            status: r.status.as_str().to_owned(),
+            finished_at: r.finished_at.map(fmt_time),
+            error: r.error.clone(),
+            parameter_version: r.parameter_version,
+            attempts: count_column(r.attempts, "attempts")?,
+            started_at: r.started_at.map(fmt_time),
+            callback_status: r.callback.status.as_str().to_owned(),
+            callback_attempts: count_column(r.callback.attempts, "callback attempts")?,
+            callback_error: r.callback.last_error.clone(),
+            callback_finished_at: r.callback.finished_at.map(fmt_time),
+        })
+    }
+}
+
+/// A row of `update_provenance`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = update_provenance, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct ProvenanceRow {
+    pub update_id: String,
+    pub parameter_version: i64,
+    pub service_version: String,
+    pub algorithm: String,
+    pub config_hash: String,
+    pub rows_read: i64,
+    pub backup_file: Option<String>,
+    pub created_at: String,
+}
+
+impl ProvenanceRow {
+    /// The record stored for update `update_id`, which produced `parameter_version`.
+    pub(crate) fn new(
+        update_id: uuid::Uuid,
+        parameter_version: i64,
+        p: &Provenance,
+        created_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            update_id: uuid_text(update_id),
+            parameter_version,
+            service_version: p.service_version.clone(),
+            algorithm: p.algorithm.clone(),
+            config_hash: p.config_hash.clone(),
+            rows_read: i64::try_from(p.rows_read).map_err(other)?,
+            backup_file: p.backup_file.clone(),
+            created_at: fmt_time(created_at),
+        })
+    }
+}
+
+/// Reads a stored request and, for a completed one, its provenance.
+pub(crate) fn update_request(
+    row: UpdateRow,
+    provenance: Option<ProvenanceRow>,
+) -> Result<UpdateRequest, StoreError> {
+    let bad = |e: InvalidValue| invalid("model_update_requests", &row.id, e);
+    let id = uuid::Uuid::parse_str(&row.id)
+        .map_err(|e| bad(InvalidValue(format!("not a UUID: {e}"))))?;
+    let count = |n: i32, what: &str| {
+        u32::try_from(n).map_err(|_| bad(InvalidValue(format!("negative {what} {n}"))))
+    };
+    let provenance = provenance
+        .map(|p| {
+            Ok::<_, StoreError>(Provenance {
+                service_version: p.service_version,
+                algorithm: p.algorithm,
+                config_hash: p.config_hash,
+                rows_read: u64::try_from(p.rows_read).map_err(|_| {
+                    invalid(
+                        "update_provenance",
+                        id,
+                        format!("negative rows_read {}", p.rows_read),
+                    )
+                })?,
+                backup_file: p.backup_file,
+            })
+        })
+        .transpose()?;
+    Ok(UpdateRequest {
+        id,
+        requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
+        received_at: parse_time(&row.created_at).map_err(bad)?,
+        status: UpdateStatus::parse(&row.status).map_err(bad)?,
+        finished_at: parse_optional_time(row.finished_at.as_deref()).map_err(bad)?,
+        parameter_version: row.parameter_version,
+        attempts: count(row.attempts, "attempts")?,
+        started_at: parse_optional_time(row.started_at.as_deref()).map_err(bad)?,
+        callback: CallbackDelivery {
+            status: CallbackStatus::parse(&row.callback_status).map_err(bad)?,
+            attempts: count(row.callback_attempts, "callback_attempts")?,
+            last_error: row.callback_error.clone(),
+            finished_at: parse_optional_time(row.callback_finished_at.as_deref()).map_err(bad)?,
+        },
+        callback_url: row.callback_url.clone(),
+        error: row.error.clone(),
+        provenance,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_stored_with_six_digits_in_utc_and_read_from_postgres_too() {
+        let t = DateTime::from_timestamp(1_735_732_800, 123_000).unwrap();
+        assert_eq!(fmt_time(t), "2025-01-01T12:00:00.000123Z");
+        assert_eq!(parse_time(&fmt_time(t)).unwrap(), t);
+        let pg = parse_time("2025-01-01 12:00:00.000123+00").unwrap();
+        assert_eq!(pg, t);
+        let shifted = parse_time("2025-01-01 14:00:00.000123+02").unwrap();
+        assert_eq!(shifted, t);
+        let whole = parse_time("2025-01-01 12:00:00+00:00").unwrap();
+        assert_eq!(whole, DateTime::from_timestamp(1_735_732_800, 0).unwrap());
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn text_order_is_time_order() {
+        let early = DateTime::from_timestamp(1_000, 999_999_000).unwrap();
+        let late = DateTime::from_timestamp(1_001, 0).unwrap();
+        assert!(fmt_time(early) < fmt_time(late));
+    }
+
+    #[test]
+    fn rng_seed_round_trips_all_64_bits() {
+        let row = ActionRow {
+            id: 7,
+            user_id: "u".into(),
+            decision_idx: 3,
+            request_timestamp: "2025-01-01T00:00:00.000000Z".into(),
+            created_at: "2025-01-01T00:00:00.000000Z".into(),
+            context: r#"{"x":1}"#.into(),
+            state: "[1,2.5]".into(),
+            action: 1,
+            action_prob: 0.25,
+            parameter_version: 1,
+            rng_seed: -1,
+        };
+        let decision = Decision::try_from(row).unwrap();
+        assert_eq!(decision.rng_seed, u64::MAX);
+        let values = DecisionValues::new(&decision).unwrap();
+        assert_eq!(values.rng_seed, -1);
+        assert_eq!(values.state, "[1,2.5]");
+    }
+}

@@ -1,0 +1,174 @@
+//! Diesel's view of the tables created by `migrations/sqlite/`. Kept by hand, column for column
+//! in the migrations' order, which is also PostgreSQL's order: backups list columns in this
+//! order and the other adapter checks them against its own tables.
+//!
+//! SQLite has no time, JSON or UUID types, so those columns are `Text` here and converted in
+//! [`crate::models`] (see the migration for the stored formats).
+
+diesel::table! {
+    /// Registered participants.
+    users (id) {
+        /// Surrogate key.
+        id -> BigInt,
+        /// The participant id the study server uses.
+        user_id -> Text,
+        /// When the participant was registered.
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    /// Every version of the model parameters.
+    model_parameters (version) {
+        /// 1, 2, 3, ... with no gaps.
+        version -> BigInt,
+        /// The algorithm the parameters belong to.
+        algorithm -> Text,
+        /// The parameters in the algorithm's JSON shape.
+        parameters -> Text,
+        /// When the version was stored.
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    /// One row per randomized decision.
+    actions (id) {
+        /// Surrogate key.
+        id -> BigInt,
+        /// The participant.
+        user_id -> Text,
+        /// The participant's decision time.
+        decision_idx -> BigInt,
+        /// The study server's timestamp.
+        request_timestamp -> Text,
+        /// When the service decided.
+        created_at -> Text,
+        /// The context as sent.
+        context -> Text,
+        /// The algorithm's state.
+        state -> Text,
+        /// 0 or 1.
+        action -> SmallInt,
+        /// Probability of action 1.
+        action_prob -> Double,
+        /// The parameter version used.
+        parameter_version -> BigInt,
+        /// The decision generator's seed, a `u64` stored bit for bit.
+        rng_seed -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Uploaded study data, one row per decision.
+    study_data (id) {
+        /// Surrogate key; its order is the upload order.
+        id -> BigInt,
+        /// The participant.
+        user_id -> Text,
+        /// The participant's decision time.
+        decision_idx -> BigInt,
+        /// The study server's timestamp.
+        request_timestamp -> Text,
+        /// When the upload was received.
+        created_at -> Text,
+        /// The context at decision time.
+        context -> Text,
+        /// 0 or 1.
+        action -> SmallInt,
+        /// Probability of action 1.
+        action_prob -> Double,
+        /// The state.
+        state -> Text,
+        /// The outcome.
+        outcome -> Text,
+        /// The derived reward.
+        reward -> Double,
+        /// Whether a decision was logged for the pair (and, when it was, matched the upload).
+        action_logged -> Bool,
+    }
+}
+
+diesel::table! {
+    /// Model update requests and how they ended.
+    model_update_requests (id) {
+        /// The id given to the client.
+        id -> Text,
+        /// The study server's timestamp.
+        request_timestamp -> Text,
+        /// When the request was received.
+        created_at -> Text,
+        /// Where the outcome is POSTed.
+        callback_url -> Text,
+        /// `processing`, `completed` or `failed`.
+        status -> Text,
+        /// When it finished.
+        finished_at -> Nullable<Text>,
+        /// Why it failed.
+        error -> Nullable<Text>,
+        /// The version it produced.
+        parameter_version -> Nullable<BigInt>,
+        /// How many times a worker has claimed it.
+        attempts -> Integer,
+        /// When a worker last claimed it.
+        started_at -> Nullable<Text>,
+        /// `pending`, `delivered` or `failed`.
+        callback_status -> Text,
+        /// Callback POSTs tried.
+        callback_attempts -> Integer,
+        /// The last callback attempt's error.
+        callback_error -> Nullable<Text>,
+        /// When callback delivery ended.
+        callback_finished_at -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// What each completed update's parameters were computed from.
+    update_provenance (update_id) {
+        /// The update request.
+        update_id -> Text,
+        /// The version it produced.
+        parameter_version -> BigInt,
+        /// The service's version.
+        service_version -> Text,
+        /// The algorithm's name.
+        algorithm -> Text,
+        /// SHA-256 of the effective configuration, hex.
+        config_hash -> Text,
+        /// Study records read.
+        rows_read -> BigInt,
+        /// The backup taken before the update.
+        backup_file -> Nullable<Text>,
+        /// When the update completed.
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    /// The update lease: who runs the one update job, and until when (one row, id 1).
+    update_lease (id) {
+        /// Always 1.
+        id -> BigInt,
+        /// The running job's token, or none.
+        holder -> Nullable<Text>,
+        /// The request the job runs.
+        update_id -> Nullable<Text>,
+        /// When the claim lapses unless completed or released first.
+        expires_at -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(actions -> model_parameters (parameter_version));
+diesel::joinable!(model_update_requests -> model_parameters (parameter_version));
+diesel::joinable!(update_provenance -> model_update_requests (update_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    model_parameters,
+    actions,
+    study_data,
+    model_update_requests,
+    update_provenance,
+    update_lease,
+);

@@ -1,0 +1,627 @@
+//! Each study table as backups see it: its columns, a row as CSV fields, a row from CSV fields
+//! (checked and normalised), and how to read all rows and insert one.
+//!
+//! Fields are written as PostgreSQL's `COPY` writes the same columns, and read whether
+//! PostgreSQL or this adapter wrote them, so one backup file serves both adapters: times as
+//! RFC 3339 (PostgreSQL's `2025-01-01 12:00:00.123456+00` is read too, and stored in this
+//! adapter's form), JSON as its text, booleans as `t`/`f`, NULL as an empty unquoted field.
+
+use diesel::prelude::*;
+
+use crate::csv::{bool_text, float_text, Field};
+use crate::models::{
+    fmt_time, parse_time, ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
+};
+use crate::schema::{
+    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+};
+
+/// One study table's rows, as backups write and restore reads them.
+pub(crate) trait TableRow: Sized {
+    /// The table's name.
+    const NAME: &'static str;
+    /// Its columns, in table order.
+    const COLUMNS: &'static [&'static str];
+
+    /// The row as CSV fields, in column order.
+    fn fields(&self) -> Vec<Field>;
+
+    /// A row from CSV fields in column order; the error names the column.
+    fn parse(fields: Vec<Field>) -> Result<Self, String>;
+
+    /// Calls `each` with every row, by primary key, without loading the table.
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E>;
+
+    /// Inserts the row as it is, primary key included.
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize>;
+}
+
+/// Walks a query's rows one at a time (SQLite steps its cursor; nothing is collected).
+macro_rules! each_row {
+    ($conn:expr, $query:expr, $row:ty, $each:expr) => {{
+        let mut each = $each;
+        let rows = $query
+            .select(<$row>::as_select())
+            .load_iter::<$row, diesel::connection::DefaultLoadingMode>($conn)?;
+        for row in rows {
+            each(row?)?;
+        }
+        Ok(())
+    }};
+}
+
+/// Reads the fields of one record in order.
+struct Fields {
+    fields: std::vec::IntoIter<Field>,
+    columns: std::slice::Iter<'static, &'static str>,
+}
+
+impl Fields {
+    fn new(fields: Vec<Field>, columns: &'static [&'static str]) -> Result<Self, String> {
+        if fields.len() != columns.len() {
+            return Err(format!(
+                "{} fields where {} columns were expected",
+                fields.len(),
+                columns.len()
+            ));
+        }
+        Ok(Self {
+            fields: fields.into_iter(),
+            columns: columns.iter(),
+        })
+    }
+
+    fn optional(&mut self) -> (Field, &'static str) {
+        (
+            self.fields.next().flatten(),
+            self.columns.next().copied().unwrap_or("?"),
+        )
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        match self.optional() {
+            (Some(v), _) => Ok(v),
+            (None, column) => Err(format!("{column} is NULL")),
+        }
+    }
+
+    fn opt_text(&mut self) -> Option<String> {
+        self.optional().0
+    }
+
+    fn parsed<T: std::str::FromStr>(
+        (value, column): (Field, &'static str),
+        what: &str,
+    ) -> Result<Option<T>, String> {
+        value
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|_| format!("{column}: {v:?} is not {what}"))
+            })
+            .transpose()
+    }
+
+    fn required<T>(
+        &mut self,
+        read: impl FnOnce((Field, &'static str)) -> Result<Option<T>, String>,
+    ) -> Result<T, String> {
+        let (value, column) = self.optional();
+        read((value, column))?.ok_or_else(|| format!("{column} is NULL"))
+    }
+
+    fn int<T: std::str::FromStr>(&mut self) -> Result<T, String> {
+        self.required(|f| Self::parsed(f, "an integer"))
+    }
+
+    fn opt_int(&mut self) -> Result<Option<i64>, String> {
+        Self::parsed(self.optional(), "an integer")
+    }
+
+    fn float(&mut self) -> Result<f64, String> {
+        self.required(|f| Self::parsed(f, "a number"))
+    }
+
+    fn boolean(&mut self) -> Result<bool, String> {
+        self.required(|(value, column)| {
+            value
+                .map(|v| match v.as_str() {
+                    "t" | "true" | "1" => Ok(true),
+                    "f" | "false" | "0" => Ok(false),
+                    _ => Err(format!("{column}: {v:?} is not a boolean")),
+                })
+                .transpose()
+        })
+    }
+
+    fn time_of((value, column): (Field, &'static str)) -> Result<Option<String>, String> {
+        value
+            .map(|v| {
+                parse_time(&v)
+                    .map(fmt_time)
+                    .map_err(|e| format!("{column}: {e}"))
+            })
+            .transpose()
+    }
+
+    fn time(&mut self) -> Result<String, String> {
+        self.required(Self::time_of)
+    }
+
+    fn opt_time(&mut self) -> Result<Option<String>, String> {
+        Self::time_of(self.optional())
+    }
+
+    fn json(&mut self) -> Result<String, String> {
+        self.required(|(value, column)| {
+            value
+                .map(|v| {
+                    serde_json::from_str::<serde::de::IgnoredAny>(&v)
+                        .map(|_| v)
+                        .map_err(|e| format!("{column}: not JSON: {e}"))
+                })
+                .transpose()
+        })
+    }
+
+    fn uuid(&mut self) -> Result<String, String> {
+        self.required(|(value, column)| {
+            value
+                .map(|v| {
+                    uuid::Uuid::parse_str(&v)
+                        .map(crate::models::uuid_text)
+                        .map_err(|e| format!("{column}: {v:?} is not a UUID: {e}"))
+                })
+                .transpose()
+        })
+    }
+}
+
+fn int(v: impl ToString) -> Field {
+    Some(v.to_string())
+}
+
+impl TableRow for UserRow {
+    const NAME: &'static str = "users";
+    const COLUMNS: &'static [&'static str] = &["id", "user_id", "created_at"];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.id),
+            Some(self.user_id.clone()),
+            Some(self.created_at.clone()),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.int()?,
+            user_id: f.text()?,
+            created_at: f.time()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(conn, users::table.order(users::id), UserRow, each)
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(users::table).values(self).execute(conn)
+    }
+}
+
+impl TableRow for ParametersRow {
+    const NAME: &'static str = "model_parameters";
+    const COLUMNS: &'static [&'static str] = &["version", "algorithm", "parameters", "created_at"];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.version),
+            Some(self.algorithm.clone()),
+            Some(self.parameters.clone()),
+            Some(self.created_at.clone()),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            version: f.int()?,
+            algorithm: f.text()?,
+            parameters: f.json()?,
+            created_at: f.time()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            model_parameters::table.order(model_parameters::version),
+            ParametersRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(model_parameters::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+impl TableRow for ActionRow {
+    const NAME: &'static str = "actions";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "user_id",
+        "decision_idx",
+        "request_timestamp",
+        "created_at",
+        "context",
+        "state",
+        "action",
+        "action_prob",
+        "parameter_version",
+        "rng_seed",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.id),
+            Some(self.user_id.clone()),
+            int(self.decision_idx),
+            Some(self.request_timestamp.clone()),
+            Some(self.created_at.clone()),
+            Some(self.context.clone()),
+            Some(self.state.clone()),
+            int(self.action),
+            Some(float_text(self.action_prob)),
+            int(self.parameter_version),
+            int(self.rng_seed),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.int()?,
+            user_id: f.text()?,
+            decision_idx: f.int()?,
+            request_timestamp: f.time()?,
+            created_at: f.time()?,
+            context: f.json()?,
+            state: f.json()?,
+            action: f.int()?,
+            action_prob: f.float()?,
+            parameter_version: f.int()?,
+            rng_seed: f.int()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(conn, actions::table.order(actions::id), ActionRow, each)
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(actions::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+impl TableRow for StudyRow {
+    const NAME: &'static str = "study_data";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "user_id",
+        "decision_idx",
+        "request_timestamp",
+        "created_at",
+        "context",
+        "action",
+        "action_prob",
+        "state",
+        "outcome",
+        "reward",
+        "action_logged",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.id),
+            Some(self.user_id.clone()),
+            int(self.decision_idx),
+            Some(self.request_timestamp.clone()),
+            Some(self.created_at.clone()),
+            Some(self.context.clone()),
+            int(self.action),
+            Some(float_text(self.action_prob)),
+            Some(self.state.clone()),
+            Some(self.outcome.clone()),
+            Some(float_text(self.reward)),
+            Some(bool_text(self.action_logged)),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.int()?,
+            user_id: f.text()?,
+            decision_idx: f.int()?,
+            request_timestamp: f.time()?,
+            created_at: f.time()?,
+            context: f.json()?,
+            action: f.int()?,
+            action_prob: f.float()?,
+            state: f.json()?,
+            outcome: f.json()?,
+            reward: f.float()?,
+            action_logged: f.boolean()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            study_data::table.order(study_data::id),
+            StudyRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(study_data::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+impl TableRow for UpdateRow {
+    const NAME: &'static str = "model_update_requests";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "request_timestamp",
+        "created_at",
+        "callback_url",
+        "status",
+        "finished_at",
+        "error",
+        "parameter_version",
+        "attempts",
+        "started_at",
+        "callback_status",
+        "callback_attempts",
+        "callback_error",
+        "callback_finished_at",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Some(self.id.clone()),
+            Some(self.request_timestamp.clone()),
+            Some(self.created_at.clone()),
+            Some(self.callback_url.clone()),
+            Some(self.status.clone()),
+            self.finished_at.clone(),
+            self.error.clone(),
+            self.parameter_version.map(|v| v.to_string()),
+            int(self.attempts),
+            self.started_at.clone(),
+            Some(self.callback_status.clone()),
+            int(self.callback_attempts),
+            self.callback_error.clone(),
+            self.callback_finished_at.clone(),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.uuid()?,
+            request_timestamp: f.time()?,
+            created_at: f.time()?,
+            callback_url: f.text()?,
+            status: f.text()?,
+            finished_at: f.opt_time()?,
+            error: f.opt_text(),
+            parameter_version: f.opt_int()?,
+            attempts: f.int()?,
+            started_at: f.opt_time()?,
+            callback_status: f.text()?,
+            callback_attempts: f.int()?,
+            callback_error: f.opt_text(),
+            callback_finished_at: f.opt_time()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            model_update_requests::table.order(model_update_requests::id),
+            UpdateRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(model_update_requests::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+impl TableRow for ProvenanceRow {
+    const NAME: &'static str = "update_provenance";
+    const COLUMNS: &'static [&'static str] = &[
+        "update_id",
+        "parameter_version",
+        "service_version",
+        "algorithm",
+        "config_hash",
+        "rows_read",
+        "backup_file",
+        "created_at",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Some(self.update_id.clone()),
+            int(self.parameter_version),
+            Some(self.service_version.clone()),
+            Some(self.algorithm.clone()),
+            Some(self.config_hash.clone()),
+            int(self.rows_read),
+            self.backup_file.clone(),
+            Some(self.created_at.clone()),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            update_id: f.uuid()?,
+            parameter_version: f.int()?,
+            service_version: f.text()?,
+            algorithm: f.text()?,
+            config_hash: f.text()?,
+            rows_read: f.int()?,
+            backup_file: f.opt_text(),
+            created_at: f.time()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            update_provenance::table.order(update_provenance::update_id),
+            ProvenanceRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(update_provenance::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+/// The columns this build knows for `table`, in order.
+pub(crate) fn known_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        UserRow::NAME => UserRow::COLUMNS,
+        ParametersRow::NAME => ParametersRow::COLUMNS,
+        ActionRow::NAME => ActionRow::COLUMNS,
+        StudyRow::NAME => StudyRow::COLUMNS,
+        UpdateRow::NAME => UpdateRow::COLUMNS,
+        ProvenanceRow::NAME => ProvenanceRow::COLUMNS,
+        _ => &[],
+    }
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// The table's columns in table order, as the database has them now.
+pub(crate) fn live_columns(conn: &mut SqliteConnection, table: &str) -> QueryResult<Vec<String>> {
+    let names = diesel::sql_query("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+        .bind::<diesel::sql_types::Text, _>(table)
+        .load::<Name>(conn)?;
+    Ok(names.into_iter().map(|n| n.name).collect())
+}
+
+/// Versions of the migrations applied to the database, oldest first.
+pub(crate) fn applied_migrations(conn: &mut SqliteConnection) -> QueryResult<Vec<String>> {
+    let versions = diesel::sql_query(
+        "SELECT version AS name FROM __diesel_schema_migrations ORDER BY version",
+    )
+    .load::<Name>(conn)?;
+    Ok(versions.into_iter().map(|v| v.name).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_written_by_postgres_are_read_and_normalised() {
+        let fields = |v: &[Option<&str>]| v.iter().map(|f| f.map(str::to_owned)).collect();
+        let request = UpdateRow::parse(fields(&[
+            Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),
+            Some("2025-01-01 12:00:00.5+00"),
+            Some("2025-01-01 13:00:00.123456+01"),
+            Some("http://x"),
+            Some("failed"),
+            Some("2025-01-01 12:00:01+00"),
+            Some(""),
+            None,
+            Some("2"),
+            None,
+            Some("pending"),
+            Some("0"),
+            None,
+            None,
+        ]))
+        .unwrap();
+        assert_eq!(request.id, "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(request.request_timestamp, "2025-01-01T12:00:00.500000Z");
+        assert_eq!(request.created_at, "2025-01-01T12:00:00.123456Z");
+        assert_eq!(request.error.as_deref(), Some(""));
+        assert_eq!(request.parameter_version, None);
+        assert_eq!(request.fields()[6], Some(String::new()));
+
+        let study = fields(&[
+            Some("1"),
+            Some("u"),
+            Some("0"),
+            Some("2025-01-01 12:00:00+00"),
+            Some("2025-01-01 12:00:00+00"),
+            Some("{\"a\": 1}"),
+            Some("1"),
+            Some("0.25"),
+            Some("[1, 2]"),
+            Some("{}"),
+            Some("1e-05"),
+            Some("t"),
+        ]);
+        let row = StudyRow::parse(study).unwrap();
+        assert!(row.action_logged);
+        assert!((row.reward - 1e-5).abs() < 1e-20);
+        assert_eq!(row.fields()[11].as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn bad_fields_name_their_column() {
+        let err = UserRow::parse(vec![Some("x".into()), Some("u".into()), None]).unwrap_err();
+        assert!(err.contains("id"), "{err}");
+        let err = UserRow::parse(vec![Some("1".into()), Some("u".into()), None]).unwrap_err();
+        assert!(err.contains("created_at is NULL"), "{err}");
+        let err = UserRow::parse(vec![Some("1".into())]).unwrap_err();
+        assert!(err.contains("fields"), "{err}");
+    }
+}

@@ -1,0 +1,334 @@
+//! Backups written here: restored into another SQLite database they give back every row, and
+//! their files have the layout and the value formats `justin-store` (PostgreSQL) writes and
+//! reads. A backup in PostgreSQL's formats restores here.
+
+use std::collections::BTreeMap;
+
+use justin_core::{
+    CallbackDelivery, CallbackStatus, Decision, Provenance, Recorded, Store, StudyRecord,
+    UpdateRequest,
+};
+use justin_store_sqlite::testing::TestDatabase;
+
+use crate::support::{at, decision, pack, unpack, upload_for, user, ScratchDir};
+
+fn provenance() -> Provenance {
+    Provenance {
+        service_version: "1.2.3".into(),
+        algorithm: "algo".into(),
+        config_hash: "abc".into(),
+        rows_read: 2,
+        backup_file: None,
+    }
+}
+
+fn request(n: i64) -> UpdateRequest {
+    UpdateRequest::new(uuid::Uuid::new_v4(), at(n), at(n), format!("http://cb/{n}"))
+}
+
+/// Fills every table; returns the update request ids.
+fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
+    let params = store
+        .seed_parameters("algo", &serde_json::json!({"mu": [0.5, 1]}), at(0))
+        .unwrap();
+    for name in ["alice", "bob"] {
+        store.add_user(&user(name), at(0)).unwrap();
+    }
+    for i in 0..3 {
+        let d = decision("alice", i, params.version);
+        store.record_decision(&d).unwrap();
+        store.record_study_data(&upload_for(&d)).unwrap();
+    }
+    // An upload without a logged decision.
+    store
+        .record_study_data(&upload_for(&decision("bob", 7, params.version)))
+        .unwrap();
+    let requests: Vec<UpdateRequest> = (1..=3).map(request).collect();
+    for r in &requests {
+        store.create_update_request(r).unwrap();
+    }
+    store
+        .claim_update(at(10))
+        .unwrap()
+        .unwrap()
+        .complete("algo", &serde_json::json!({"v": 2}), &provenance(), at(11))
+        .unwrap();
+    store
+        .claim_update(at(12))
+        .unwrap()
+        .unwrap()
+        .fail("two\nlines, \"quoted\"", at(13))
+        .unwrap();
+    store
+        .record_callback(
+            requests[0].id,
+            &CallbackDelivery {
+                status: CallbackStatus::Failed,
+                attempts: 3,
+                last_error: Some(String::new()),
+                finished_at: Some(at(14)),
+            },
+        )
+        .unwrap();
+    requests.iter().map(|r| r.id).collect()
+}
+
+#[derive(Debug, PartialEq)]
+struct Contents {
+    counts: BTreeMap<String, u64>,
+    decisions: Vec<Decision>,
+    study_data: Vec<StudyRecord>,
+    parameters: Vec<Option<justin_core::ModelParameters>>,
+    updates: Vec<Option<UpdateRequest>>,
+}
+
+fn contents(store: &dyn Store, updates: &[uuid::Uuid]) -> Contents {
+    Contents {
+        counts: store.row_counts().unwrap().into_iter().collect(),
+        decisions: store.decisions().unwrap().map(Result::unwrap).collect(),
+        study_data: store.study_data().unwrap().map(Result::unwrap).collect(),
+        parameters: (1..=3).map(|v| store.parameters(v).unwrap()).collect(),
+        updates: updates
+            .iter()
+            .map(|id| store.update_request(*id).unwrap())
+            .collect(),
+    }
+}
+
+#[test]
+fn a_backup_restores_into_another_sqlite_database() {
+    let source = TestDatabase::create();
+    let updates = populate(source.store());
+    let before = contents(source.store(), &updates);
+    let dir = ScratchDir::new();
+    let backup = source.store().backup(&dir, at(20)).unwrap();
+
+    let target = TestDatabase::create();
+    target
+        .store()
+        .add_user(&user("someone-else"), at(0))
+        .unwrap();
+    let report = target.store().restore(&backup.path).unwrap();
+
+    assert_eq!(report.row_counts, backup.row_counts);
+    assert_eq!(contents(target.store(), &updates), before);
+    // Ids continue after the restored ones.
+    let next = decision("bob", 0, 2);
+    assert_eq!(
+        target.store().record_decision(&next).unwrap(),
+        Recorded::Inserted
+    );
+    assert_eq!(
+        target.store().decisions().unwrap().last().unwrap().unwrap(),
+        next
+    );
+    // The unfinished request is queued again.
+    assert_eq!(
+        target
+            .store()
+            .claim_update(at(30))
+            .unwrap()
+            .unwrap()
+            .request()
+            .id,
+        updates[2]
+    );
+}
+
+#[test]
+fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
+    let db = TestDatabase::create();
+    populate(db.store());
+    let dir = ScratchDir::new();
+    let backup = db.store().backup(&dir, at(20)).unwrap();
+    let files = unpack(&backup.path);
+
+    let manifest: serde_json::Value = serde_json::from_str(&files["manifest.json"]).unwrap();
+    assert_eq!(manifest["format_version"], 1);
+    assert_eq!(
+        manifest["migrations"],
+        serde_json::json!(["20250101000000", "20250201000000"])
+    );
+    let names: Vec<&str> = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "users",
+            "model_parameters",
+            "actions",
+            "study_data",
+            "model_update_requests",
+            "update_provenance"
+        ]
+    );
+    for table in manifest["tables"].as_array().unwrap() {
+        let file = table["file"].as_str().unwrap();
+        let header = files[file].lines().next().unwrap();
+        let columns: Vec<&str> = table["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(header, columns.join(","), "{file}");
+    }
+
+    let users = &files["users.csv"];
+    assert_eq!(
+        users.lines().nth(1).unwrap(),
+        "1,alice,2025-06-15T15:06:40.000000Z",
+        "ids, text and RFC 3339 times in UTC with microseconds"
+    );
+    let study = &files["study_data.csv"];
+    let logged: Vec<&str> = study
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert_eq!(logged, ["t", "t", "t", "f"], "booleans as t/f");
+    assert!(
+        study.contains(r#""{""steps"":10}""#),
+        "JSON as quoted text: {study}"
+    );
+    let requests = &files["model_update_requests.csv"];
+    // The processing request: NULL finished_at, error, parameter_version, started_at.
+    let processing = requests
+        .lines()
+        .find(|l| l.contains(",processing,"))
+        .unwrap();
+    assert!(
+        processing.contains(",processing,,,,0,,pending,0,,"),
+        "NULL is an empty unquoted field: {processing}"
+    );
+    assert!(
+        requests.contains("\"two\nlines, \"\"quoted\"\"\""),
+        "text with line breaks and quotes is quoted: {requests}"
+    );
+    assert!(
+        requests.contains(",failed,3,\"\","),
+        "an empty string is quoted, unlike NULL: {requests}"
+    );
+}
+
+/// A backup as `justin-store` writes it from PostgreSQL: `COPY`'s time format with an offset,
+/// JSONB's spacing, `t`/`f`.
+#[test]
+fn a_backup_in_postgres_formats_restores() {
+    let dir = ScratchDir::new();
+    std::fs::create_dir_all(&*dir).unwrap();
+    let file = dir.join("from-postgres.tar");
+    let id = "5f0c6a8e-3d2b-4c1a-9e8f-0a1b2c3d4e5f";
+    let tables = [
+        (
+            "users",
+            "id,user_id,created_at",
+            "7,alice,2025-01-01 12:00:00.123456+00\n".to_owned(),
+        ),
+        (
+            "model_parameters",
+            "version,algorithm,parameters,created_at",
+            "1,algo,\"{\"\"mu\"\": [0.5, 1]}\",2025-01-01 12:00:00+00\n\
+             2,algo,\"{\"\"mu\"\": [1, 2]}\",2025-01-01 14:00:01.5+02\n"
+                .to_owned(),
+        ),
+        (
+            "actions",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
+             action_prob,parameter_version,rng_seed",
+            "41,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:01.000001+00,\
+             \"{\"\"steps\"\": 10}\",\"[1, 2.5]\",1,0.75,1,-1\n"
+                .to_owned(),
+        ),
+        (
+            "study_data",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
+             state,outcome,reward,action_logged",
+            "9,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:02+00,\"{\"\"steps\"\": 10}\",\
+             1,0.75,[3],{},1e-05,t\n"
+                .to_owned(),
+        ),
+        (
+            "model_update_requests",
+            "id,request_timestamp,created_at,callback_url,status,finished_at,error,\
+             parameter_version,attempts,started_at,callback_status,callback_attempts,\
+             callback_error,callback_finished_at",
+            format!(
+                "{id},2025-01-01 12:00:00+00,2025-01-01 12:00:00+00,http://cb,completed,\
+                 2025-01-01 12:00:01.5+00,,2,1,2025-01-01 12:00:01+00,delivered,1,,\
+                 2025-01-01 12:00:02+00\n"
+            ),
+        ),
+        (
+            "update_provenance",
+            "update_id,parameter_version,service_version,algorithm,config_hash,rows_read,\
+             backup_file,created_at",
+            format!("{id},2,0.1.0,algo,abc,1,,2025-01-01 12:00:01.5+00\n"),
+        ),
+    ];
+    let manifest = serde_json::json!({
+        "format_version": 1,
+        "producer": "justin-store 0.1.0",
+        "migrations": ["20250101000000", "20250201000000"],
+        "tables": tables.iter().map(|(name, header, csv)| serde_json::json!({
+            "name": name,
+            "file": format!("{name}.csv"),
+            "rows": csv.lines().count(),
+            "columns": header.split(',').collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    let mut entries = vec![("manifest.json".to_owned(), manifest.to_string())];
+    for (name, header, csv) in &tables {
+        entries.push((format!("{name}.csv"), format!("{header}\n{csv}")));
+    }
+    let entries: Vec<(&str, String)> = entries
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    pack(&file, &entries);
+
+    let db = TestDatabase::create();
+    let store = db.store();
+    store.check_backup(&file).unwrap();
+    store.restore(&file).unwrap();
+
+    let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].rng_seed, u64::MAX);
+    assert_eq!(
+        decisions[0].decided_at,
+        chrono::DateTime::from_timestamp(1_735_732_801, 1_000).unwrap()
+    );
+    let params = store.current_parameters().unwrap().unwrap();
+    assert_eq!(params.version, 2);
+    assert_eq!(params.values, serde_json::json!({"mu": [1, 2]}));
+    assert_eq!(
+        params.created_at,
+        chrono::DateTime::from_timestamp(1_735_732_801, 500_000_000).unwrap(),
+        "offsets are converted to UTC"
+    );
+    let request = store
+        .update_request(uuid::Uuid::parse_str(id).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.parameter_version, Some(2));
+    assert_eq!(request.provenance.unwrap().rows_read, 1);
+    let study: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert!((study[0].reward - 1e-5).abs() < 1e-20);
+    // Ids continue after the restored ones, and the restored user is there.
+    assert!(store.add_user(&user("alice"), at(0)).is_err());
+    store.add_user(&user("bob"), at(0)).unwrap();
+    let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
+    assert_eq!(counts["users"], 2);
+    let backup = store.backup(&dir, at(5)).unwrap();
+    let users = &unpack(&backup.path)["users.csv"];
+    assert!(users.contains("\n8,bob,"), "{users}");
+    assert!(
+        users.contains("\n7,alice,2025-01-01T12:00:00.123456Z\n"),
+        "{users}"
+    );
+}

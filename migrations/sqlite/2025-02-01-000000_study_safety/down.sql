@@ -1,0 +1,10 @@
+DROP TABLE update_lease;
+DROP INDEX model_update_requests_callback_idx;
+DROP TABLE update_provenance;
+ALTER TABLE model_update_requests DROP COLUMN callback_finished_at;
+ALTER TABLE model_update_requests DROP COLUMN callback_error;
+ALTER TABLE model_update_requests DROP COLUMN callback_attempts;
+ALTER TABLE model_update_requests DROP COLUMN callback_status;
+ALTER TABLE model_update_requests DROP COLUMN started_at;
+ALTER TABLE model_update_requests DROP COLUMN attempts;
+ALTER TABLE study_data DROP COLUMN action_logged;
