@@ -6,6 +6,7 @@ mod backup_under_load;
 mod commands;
 mod flow;
 mod jobs;
+mod move_to_postgres;
 mod replay;
 mod reproducibility;
 mod restore;

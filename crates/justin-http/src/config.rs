@@ -11,7 +11,7 @@
 //! | `server.port` | `JUSTIN_SERVER__PORT` | `5000` (0 picks a free port) |
 //! | `server.workers` | `JUSTIN_SERVER__WORKERS` | `0` (one per core) |
 //! | `server.max_body_bytes` | `JUSTIN_SERVER__MAX_BODY_BYTES` | `1048576` |
-//! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/justin` |
+//! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `sqlite://justin.db` (or `postgres://...`) |
 //! | `database.pool_size` | `JUSTIN_DATABASE__POOL_SIZE` | `10` |
 //! | `database.connect_timeout_secs` | `JUSTIN_DATABASE__CONNECT_TIMEOUT_SECS` | `5` |
 //! | `database.run_migrations` | `JUSTIN_DATABASE__RUN_MIGRATIONS` | `true` |
@@ -102,7 +102,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// PostgreSQL connection URL.
+    /// `sqlite://<path>` (relative to the working directory), `sqlite://:memory:` for a
+    /// throwaway database, or a `postgres://` / `postgresql://` URL.
     pub url: String,
     /// Connections in the pool.
     pub pool_size: u32,
@@ -117,7 +118,9 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: "postgres://postgres@127.0.0.1:5432/justin".into(),
+            // Zero setup: a file in the working directory. Studies in production move to
+            // PostgreSQL (docs/operations.md says when and how).
+            url: "sqlite://justin.db".into(),
             pool_size: 10,
             connect_timeout_secs: 5,
             run_migrations: true,
@@ -289,10 +292,8 @@ impl Config {
         if self.database.connect_timeout_secs == 0 {
             return invalid("database.connect_timeout_secs", "must be at least 1");
         }
-        if !(self.database.url.starts_with("postgres://")
-            || self.database.url.starts_with("postgresql://"))
-        {
-            return invalid("database.url", "must be a postgres:// or postgresql:// URL");
+        if let Err(e) = crate::database::Backend::of(&self.database.url) {
+            return invalid("database.url", &e);
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be at least 1");

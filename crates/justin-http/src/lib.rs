@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod body;
 pub mod callbacks;
 pub mod config;
+pub mod database;
 pub mod error;
 pub mod logging;
 pub mod routes;

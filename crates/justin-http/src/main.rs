@@ -6,8 +6,8 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use justin_core::Store;
 use justin_http::config::Config;
-use justin_http::startup::{self, pg_config};
-use justin_store::PgStore;
+use justin_http::database::{Database, OpenMode};
+use justin_http::startup;
 
 /// JustIn: a decision service for digital health studies.
 #[derive(Debug, Parser)]
@@ -93,18 +93,17 @@ fn serve(config: Config) -> Result<ExitCode, String> {
 }
 
 /// Opens the store without changing the schema: maintenance commands work on what is there.
-fn open_store(config: &Config) -> Result<PgStore, String> {
-    let mut pg = pg_config(&config.database);
-    pg.run_migrations = false;
-    pg.create_if_missing = false;
-    PgStore::connect(&pg).map_err(|e| e.to_string())
+fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>, String> {
+    Ok(Database::open(&config.database, OpenMode::AS_IS)?.store())
 }
 
 fn migrate(config: &Config) -> Result<ExitCode, String> {
-    let mut pg = pg_config(&config.database);
-    pg.run_migrations = false;
-    let store = PgStore::connect(&pg).map_err(|e| e.to_string())?;
-    let applied = store.run_migrations().map_err(|e| e.to_string())?;
+    let mode = OpenMode {
+        create_if_missing: config.database.create_if_missing,
+        run_migrations: false,
+    };
+    let database = Database::open(&config.database, mode)?;
+    let applied = database.run_migrations()?;
     if applied.is_empty() {
         println!("the database is up to date");
     }
@@ -210,10 +209,8 @@ fn restore(config: &Config, file: &std::path::Path, yes: bool) -> Result<ExitCod
 
 fn replay(config: &Config) -> Result<ExitCode, String> {
     // Replay reads only: no database creation, no migrations, no priors.
-    let mut pg = pg_config(&config.database);
-    pg.run_migrations = false;
-    pg.create_if_missing = false;
-    let service = startup::service_on(config, &pg).map_err(|e| e.to_string())?;
+    let database = Database::open(&config.database, OpenMode::AS_IS)?;
+    let service = startup::service_on(config, &database).map_err(|e| e.to_string())?;
     let summary = service
         .replay(&mut |m| {
             let show = |a: Option<justin_core::Action>| {

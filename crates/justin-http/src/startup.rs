@@ -12,10 +12,10 @@ use actix_web::{web, App, HttpServer};
 use chrono::{DateTime, Utc};
 use justin_core::service::error_chain;
 use justin_core::{CallbackPolicy, Clock, Service, ServiceSettings};
-use justin_store::{PgConfig, PgStore};
 
 use crate::callbacks::HttpNotifier;
-use crate::config::{Config, DatabaseConfig};
+use crate::config::Config;
+use crate::database::{Database, OpenMode};
 use crate::state::AppState;
 use crate::{routes, updates};
 
@@ -26,8 +26,8 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// The database could not be reached, created or migrated.
-    #[error(transparent)]
-    Database(#[from] justin_store::SetupError),
+    #[error("{0}")]
+    Database(String),
     /// The stored state does not fit the configuration (priors, algorithm).
     #[error("{0}")]
     Service(String),
@@ -55,23 +55,14 @@ impl Clock for SystemClock {
     }
 }
 
-/// The storage settings of a configuration.
-pub fn pg_config(db: &DatabaseConfig) -> PgConfig {
-    PgConfig {
-        url: db.url.clone(),
-        pool_size: db.pool_size,
-        connect_timeout: Duration::from_secs(db.connect_timeout_secs),
-        create_if_missing: db.create_if_missing,
-        run_migrations: db.run_migrations,
-    }
-}
-
-/// Builds the core service on PostgreSQL and installs the priors when no parameters exist.
+/// Builds the core service on the configured database and installs the priors when no parameters exist.
 ///
 /// # Errors
 /// When the configuration, the priors or the database are not usable.
 pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
-    let service = service_on(config, &pg_config(&config.database))?;
+    let database = Database::open(&config.database, OpenMode::configured(&config.database))
+        .map_err(StartupError::Database)?;
+    let service = service_on(config, &database)?;
     let priors = config.priors()?;
     service.initialise(&priors).map_err(|e| {
         StartupError::Service(format!("cannot install the priors: {}", error_chain(&e)))
@@ -79,12 +70,12 @@ pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
     Ok(service)
 }
 
-/// Builds the core service on the database `pg` describes, without installing the priors
-/// (commands that only read, such as replay, leave the database as it is).
+/// Builds the core service on an open database, without installing the priors (commands
+/// that only read, such as replay, leave the database as it is).
 ///
 /// # Errors
 /// When the configuration, the priors or the database are not usable.
-pub fn service_on(config: &Config, pg: &PgConfig) -> Result<Arc<Service>, StartupError> {
+pub fn service_on(config: &Config, database: &Database) -> Result<Arc<Service>, StartupError> {
     let priors = config.priors()?;
     let algorithm = justin_algos::by_name(&config.algorithm.name).ok_or_else(|| {
         StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
@@ -97,7 +88,6 @@ pub fn service_on(config: &Config, pg: &PgConfig) -> Result<Arc<Service>, Startu
         };
         return Err(StartupError::Service(format!("{source}: {e}")));
     }
-    let store = PgStore::connect(pg)?;
     let settings = ServiceSettings {
         seed: config.algorithm.seed,
         backup_dir: config.backup.enabled.then(|| config.backup.dir.clone()),
@@ -111,7 +101,7 @@ pub fn service_on(config: &Config, pg: &PgConfig) -> Result<Arc<Service>, Startu
         config_hash: config.fingerprint(),
     };
     Ok(Arc::new(Service::new(
-        Arc::new(store),
+        database.store(),
         algorithm,
         Arc::new(SystemClock),
         Arc::new(HttpNotifier::new(Duration::from_secs(

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use justin_http::config::Config;
 use justin_http::startup::{start, RunningServer};
-use justin_store::testing::TestDatabase;
 use serde_json::{json, Value};
 
 /// The longest a test waits for an answer or a callback before it fails.
@@ -112,6 +111,47 @@ fn answer(
     (status, json)
 }
 
+/// The environment variable choosing the storage backend the API tests run against:
+/// `postgres` (the default) or `sqlite`. `make test` runs the suite once with each.
+pub const BACKEND_VAR: &str = "JUSTIN_TEST_BACKEND";
+
+/// A fresh database of the backend [`BACKEND_VAR`] names, dropped with the value.
+pub enum TestDatabase {
+    /// A database on the test PostgreSQL server.
+    Postgres(justin_store::testing::TestDatabase),
+    /// A SQLite file in a scratch directory.
+    Sqlite(justin_store_sqlite::testing::TestDatabase),
+}
+
+impl TestDatabase {
+    /// Creates one, or fails the test naming the variable when its value is unknown.
+    pub fn create() -> Self {
+        match std::env::var(BACKEND_VAR).as_deref() {
+            Ok("sqlite") => Self::Sqlite(justin_store_sqlite::testing::TestDatabase::create()),
+            Ok("postgres") | Err(_) => {
+                Self::Postgres(justin_store::testing::TestDatabase::create())
+            }
+            Ok(other) => panic!("{BACKEND_VAR}={other:?}: expected postgres or sqlite"),
+        }
+    }
+
+    /// The storage port on this database, for tests that drive the core directly.
+    pub fn store(&self) -> std::sync::Arc<dyn justin_core::Store> {
+        match self {
+            Self::Postgres(db) => std::sync::Arc::new(db.store().clone()),
+            Self::Sqlite(db) => std::sync::Arc::new(db.store().clone()),
+        }
+    }
+
+    /// The database's URL, as `database.url` takes it.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Postgres(db) => db.url(),
+            Self::Sqlite(db) => db.url(),
+        }
+    }
+}
+
 /// The service, its database and its backup directory, for one test.
 pub struct TestApp {
     client: Client,
@@ -167,7 +207,7 @@ impl TestApp {
         &self.backup_dir
     }
 
-    /// The URL of the test's database, for checks in SQL ([`psql`]).
+    /// The URL of the test's database, for checks in SQL ([`sql_lines`]).
     pub fn database_url(&self) -> &str {
         self._db.url()
     }
@@ -335,26 +375,35 @@ pub fn with(base: &Value, parent: Option<&str>, key: &str, value: Option<Value>)
     body
 }
 
-/// Runs one SQL query against `database_url` and returns its rows as text, one line a row
-/// with columns joined by `|` (values must hold no comma, quote or parenthesis).
-pub fn psql(database_url: &str, sql: &str) -> String {
-    use diesel::{Connection, PgConnection, RunQueryDsl};
+/// Runs a query whose rows are one text column named `out` against the test database
+/// (either backend) and returns them joined by newlines. Write it in SQL both dialects share.
+pub fn sql_lines(database_url: &str, sql: &str) -> String {
+    use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
     #[derive(diesel::QueryableByName)]
-    struct Rows {
+    struct Line {
         #[diesel(sql_type = diesel::sql_types::Text)]
         out: String,
     }
 
-    let mut conn = PgConnection::establish(database_url)
-        .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
-    let wrapped = format!(
-        "SELECT coalesce(string_agg(translate(trim(both '()' from t::text), ',', '|'), E'\\n'), '') AS out FROM ({sql}) t"
-    );
-    let rows: Vec<Rows> = diesel::sql_query(&wrapped)
-        .load(&mut conn)
-        .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
-    rows.into_iter().map(|r| r.out).collect()
+    let lines: Vec<Line> = match database_url.strip_prefix("sqlite://") {
+        Some(path) => {
+            let mut conn = SqliteConnection::establish(path)
+                .unwrap_or_else(|e| panic!("cannot open the test database: {e}"));
+            diesel::sql_query(sql).load(&mut conn)
+        }
+        None => {
+            let mut conn = PgConnection::establish(database_url)
+                .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+            diesel::sql_query(sql).load(&mut conn)
+        }
+    }
+    .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
+    lines
+        .into_iter()
+        .map(|l| l.out)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Parses an RFC 3339 timestamp or fails the test naming what it was.

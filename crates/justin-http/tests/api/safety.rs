@@ -9,15 +9,15 @@ use chrono::Utc;
 use justin_core::{
     Action, ActionChoice, Algorithm, AlgorithmError, BoxError, CallbackNotifier, CallbackPayload,
     CallbackPolicy, CallbackStatus, DecisionIdx, DecisionRng, JsonObject, Probability, Service,
-    ServiceSettings, State, Store, StudyRecord, UpdateOutcome, UpdateStatus, UserId,
+    ServiceSettings, State, StudyRecord, UpdateOutcome, UpdateStatus, UserId,
 };
 use justin_http::config::Config;
 use justin_http::startup::SystemClock;
-use justin_store::testing::TestDatabase;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    error, psql, rfc3339, spawn_app, spawn_app_with, CallbackReceiver, TestApp, TIMESTAMP,
+    error, rfc3339, spawn_app, spawn_app_with, sql_lines, CallbackReceiver, TestApp, TestDatabase,
+    TIMESTAMP,
 };
 
 /// An `/upload_data` body for `(user, idx)` claiming `action` drawn with `action_prob`.
@@ -91,10 +91,11 @@ fn an_upload_without_a_logged_decision_is_stored_and_marked_as_such() {
 
     assert_eq!(with_decision.0, 201, "{}", with_decision.1);
     assert_eq!(without_decision.0, 201, "{}", without_decision.1);
-    let stored = psql(
+    let stored = sql_lines(
         app.database_url(),
-        "SELECT decision_idx, action_logged FROM study_data WHERE user_id = 'u1' \
-         ORDER BY decision_idx",
+        "SELECT CAST(decision_idx AS TEXT) || '|' || \
+         CASE WHEN action_logged THEN 't' ELSE 'f' END AS out \
+         FROM study_data WHERE user_id = 'u1' ORDER BY decision_idx",
     );
     assert_eq!(stored, "0|t\n1|f", "decision_idx|action_logged");
 }
@@ -184,9 +185,9 @@ fn callbacks_go_only_to_allowed_hosts() {
     );
     assert_eq!(receiver.next()["update_id"], accepted.as_str());
     assert_eq!(
-        psql(
+        sql_lines(
             app.database_url(),
-            "SELECT count(*) FROM model_update_requests"
+            "SELECT CAST(count(*) AS TEXT) AS out FROM model_update_requests"
         ),
         "1",
         "the refused request was not stored"
@@ -361,7 +362,7 @@ fn run_one_update(
     let db = TestDatabase::create();
     let notifier = Arc::new(RecordingNotifier::default());
     let service = Service::new(
-        Arc::new(db.store().clone()),
+        db.store(),
         Arc::new(TestAlgorithm(produces)),
         Arc::new(SystemClock),
         notifier.clone(),
