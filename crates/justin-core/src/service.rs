@@ -294,9 +294,14 @@ impl Service {
     /// [`DomainError::Setup`] when the priors are invalid or the stored parameters belong to
     /// another algorithm than the configured one.
     pub fn initialise(&self, priors: &JsonObject) -> Result<ModelParameters, DomainError> {
+        // The priors become a published policy too: the same checks apply.
         let values = self
             .algorithm
             .initial_parameters(priors)
+            .and_then(|values| {
+                self.algorithm.validate_parameters(&values)?;
+                Ok(values)
+            })
             .map_err(|e| DomainError::Setup(e.to_string()))?;
         let current =
             self.store
@@ -665,7 +670,23 @@ impl Service {
                     None
                 }
             });
-            self.algorithm.update(&current.values, &mut records)
+            // A panicking algorithm fails this update like any other error, instead of
+            // taking the worker thread (and every later update of this process) with it.
+            let algorithm = &self.algorithm;
+            let current_values = &current.values;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                algorithm.update(current_values, &mut records)
+            }))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                Err(AlgorithmError::UpdateFailed(format!(
+                    "the algorithm panicked: {message}"
+                )))
+            })
         };
         if let Some(e) = failure {
             return Err(e.into());

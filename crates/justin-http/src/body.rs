@@ -248,9 +248,22 @@ pub fn callback_url(value: &Value) -> Result<String, ApiError> {
     let rest = raw
         .strip_prefix("http://")
         .or_else(|| raw.strip_prefix("https://"));
-    let host = rest.and_then(|r| r.split(['/', '?', '#']).next());
-    let valid = host.is_some_and(|h| !h.is_empty() && !h.starts_with(':'))
-        && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
+    let authority = rest.and_then(|r| r.split(['/', '?', '#']).next());
+    let host_port = authority.map(|a| a.rsplit_once('@').map_or(a, |(_, h)| h));
+    // The port is what follows the host (after the closing bracket of an IPv6 address).
+    let port = host_port.and_then(|hp| {
+        let after_host = match hp.find(']') {
+            Some(end) if hp.starts_with('[') => &hp[end + 1..],
+            _ => hp.find(':').map_or("", |at| &hp[at..]),
+        };
+        after_host.strip_prefix(':')
+    });
+    let valid = rest.is_some()
+        && !url_host(raw).is_empty()
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+        && !raw
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\');
     if valid {
         Ok(raw.to_owned())
     } else {
@@ -386,12 +399,18 @@ mod tests {
     fn callback_urls_must_be_absolute_http() {
         assert!(callback_url(&json!("http://example.com/callback")).is_ok());
         assert!(callback_url(&json!("https://127.0.0.1:9000")).is_ok());
+        assert!(callback_url(&json!("http://[::1]:9000/cb")).is_ok());
+        assert!(callback_url(&json!("http://user:pw@study.org/cb")).is_ok());
         for bad_url in [
             "example.com/cb",
             "ftp://x/y",
             "http://",
             "http:///path",
             "http://a b",
+            "http://@/",
+            "http://h:99999999/",
+            "http://h:port/",
+            "http://h\\@x/",
         ] {
             assert_eq!(
                 message(callback_url(&json!(bad_url)).unwrap_err()),

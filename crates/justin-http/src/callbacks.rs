@@ -26,8 +26,14 @@ impl HttpNotifier {
 
 impl CallbackNotifier for HttpNotifier {
     fn notify(&self, url: &str, payload: &CallbackPayload) -> Result<(), BoxError> {
-        // ureq reports non-2xx statuses as errors, which is what the port asks for.
-        self.agent.post(url).send_json(payload)?;
-        Ok(())
+        // ureq reports 4xx and 5xx as errors; with redirects off a 3xx comes back as an
+        // answer, and the port counts only 2xx as delivered.
+        let response = self.agent.post(url).send_json(payload)?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the receiver answered {status} (only 2xx counts as delivered)").into())
+        }
     }
 }

@@ -81,7 +81,10 @@ pub fn service_on(config: &Config, database: &Database) -> Result<Arc<Service>, 
         StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
     })?;
     // Check the priors before touching the database, and name where they came from.
-    if let Err(e) = algorithm.initial_parameters(&priors) {
+    let checked = algorithm
+        .initial_parameters(&priors)
+        .and_then(|values| algorithm.validate_parameters(&values));
+    if let Err(e) = checked {
         let source = match &config.algorithm.priors_file {
             Some(path) => format!("algorithm.priors_file ({})", path.display()),
             None => "algorithm.priors".to_owned(),

@@ -78,7 +78,15 @@ enum Continue {
 /// request is honoured between two updates; the ones not started stay in the database.
 fn work(service: &Service, signals: &mpsc::Receiver<Signal>) -> Continue {
     loop {
-        match service.run_next_update() {
+        // The core turns an algorithm's panic into a failed update; this catches the rest
+        // (a bug anywhere below), so one bad request cannot stop this process's updates.
+        let ran =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.run_next_update()))
+                .unwrap_or_else(|_| {
+                    log::error!("an update panicked; its request is retried at the next poll");
+                    Ok(None)
+                });
+        match ran {
             Ok(Some(_)) => match signals.try_recv() {
                 Ok(Signal::Stop) | Err(TryRecvError::Disconnected) => return Continue::Stop,
                 Ok(Signal::Wake) | Err(TryRecvError::Empty) => continue,

@@ -163,6 +163,27 @@ fn a_callback_that_never_arrives_is_recorded_as_failed_after_its_attempts() {
 }
 
 #[test]
+fn a_redirect_is_not_a_delivery() {
+    let app = spawn_app_with(|config| quick_callbacks(config, 2));
+    let receiver = CallbackReceiver::failing_first(usize::MAX, 302);
+
+    let id = app.request_update(receiver.url());
+
+    for attempt in 1..=2 {
+        let body = receiver.next();
+        assert_eq!(body["update_id"], id.as_str(), "attempt {attempt}: {body}");
+    }
+    let status = delivery_ended(&app, &id);
+    assert_eq!(status["callback"]["status"], "failed", "{status}");
+    assert!(
+        status["callback"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("302")),
+        "the redirect is the recorded error: {status}"
+    );
+}
+
+#[test]
 fn callbacks_go_only_to_allowed_hosts() {
     let app = spawn_app_with(|config| {
         quick_callbacks(config, 1);
@@ -265,6 +286,8 @@ enum Produces {
     NonFinite,
     /// A value its own validation refuses.
     OutOfRange,
+    /// Nothing: the update panics.
+    Panic,
 }
 
 /// An algorithm whose update produces what the test asks for.
@@ -320,6 +343,7 @@ impl Algorithm for TestAlgorithm {
             Produces::Valid => json!({ "p": 0.6 }),
             Produces::NonFinite => json!({ "p": f64::NAN }),
             Produces::OutOfRange => json!({ "p": 2.0 }),
+            Produces::Panic => panic!("a bug in the algorithm"),
         })
     }
 
@@ -455,6 +479,14 @@ fn assert_refused(produces: Produces, reason: &str) {
 }
 
 #[test]
+fn an_algorithm_that_panics_fails_its_update() {
+    assert_refused(
+        Produces::Panic,
+        "the algorithm panicked: a bug in the algorithm",
+    );
+}
+
+#[test]
 fn parameters_with_a_non_finite_number_are_not_published() {
     assert_refused(Produces::NonFinite, "non-finite");
 }
@@ -462,4 +494,25 @@ fn parameters_with_a_non_finite_number_are_not_published() {
 #[test]
 fn parameters_the_algorithm_refuses_are_not_published() {
     assert_refused(Produces::OutOfRange, REFUSAL);
+}
+
+#[test]
+fn priors_the_algorithm_would_not_publish_stop_start_up() {
+    let db = TestDatabase::create();
+    let mut config = Config::default();
+    config.database.url = db.url().to_owned();
+    config.server.port = 0;
+    // flat_prob publishes only probabilities in [0.2, 0.8].
+    config
+        .algorithm
+        .priors
+        .insert("probability_of_action".into(), json!(0.95));
+
+    let refused = justin_http::startup::start(config)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+
+    assert!(refused.contains("algorithm.priors"), "{refused}");
+    assert!(refused.contains("0.95"), "{refused}");
 }
