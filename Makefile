@@ -28,14 +28,16 @@ help:
 run:
 	$(JUSTIN) serve
 
-# Two halves. The SQLite half needs nothing installed: every unit test, the SQLite adapter's
-# conformance suite and the HTTP suite on SQLite. The PostgreSQL half runs the PostgreSQL
-# adapter's suite, the HTTP suite on PostgreSQL and the end-to-end tests (they start the built
-# justin binary, hence the build first). Without a reachable server the PostgreSQL half is
+# Two halves; the end-to-end tests start the built justin binary, hence the build first. The
+# SQLite half needs nothing installed: every unit test, the SQLite adapter's conformance suite,
+# the HTTP suite and the end-to-end tests on SQLite (without those named pg_, which are about
+# PostgreSQL itself). The PostgreSQL half runs the PostgreSQL adapter's suite, the HTTP suite
+# and every end-to-end test on PostgreSQL. Without a reachable server the PostgreSQL half is
 # reported as not run, except under CI=true, where it is required.
 test:
 	$(CARGO) build --workspace --bins
 	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test --workspace --exclude justin-store --exclude justin-e2e
+	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test -p justin-e2e -- --skip pg_
 	@if bash scripts/pg-reachable.sh "$(JUSTIN_TEST_DATABASE_URL)"; then \
 		set -e; \
 		JUSTIN_TEST_BACKEND=postgres $(CARGO) test -p justin-store -p justin-e2e; \

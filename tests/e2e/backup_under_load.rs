@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use justin_e2e::{
-    env_for, justin, reported_backup, run, CallbackReceiver, ScratchDir, Served, TABLES, WAIT,
+    env_for, justin, reported_backup, run, CallbackReceiver, ScratchDir, Served, TestDatabase,
+    TABLES, WAIT,
 };
-use justin_store::testing::TestDatabase;
 use serde_json::{json, Value};
 
 const WRITERS: usize = 4;
@@ -37,7 +37,7 @@ fn member(archive: &Path, name: &str) -> String {
     String::from_utf8(out.stdout).expect("backup members are UTF-8")
 }
 
-/// Splits PostgreSQL CSV into records of fields: `"` quotes, `""` is a quote inside quotes.
+/// Splits the backup's CSV (the same on both backends) into records of fields: `"` quotes, `""` is a quote inside quotes.
 fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let mut records = Vec::new();
     let mut record = Vec::new();

@@ -1,7 +1,6 @@
 //! The maintenance commands: migrate, backup and the guarded reset-db.
 
-use justin_e2e::{env_for, justin, run, ScratchDir, Served};
-use justin_store::testing::TestDatabase;
+use justin_e2e::{env_for, justin, run, ScratchDir, Served, TestDatabase};
 use serde_json::json;
 
 fn backup_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -1,8 +1,7 @@
 //! A study's day through the binary: register, decide, upload, update, get the callback; and
 //! what the files on disk show afterwards (backups, logs without health data).
 
-use justin_e2e::{env_for, CallbackReceiver, ScratchDir, Served};
-use justin_store::testing::TestDatabase;
+use justin_e2e::{env_for, CallbackReceiver, ScratchDir, Served, TestDatabase};
 use serde_json::json;
 
 /// A context value distinctive enough that finding it in a log can only mean a leak.

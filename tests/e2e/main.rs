@@ -1,5 +1,15 @@
-//! End-to-end tests: each starts the built `justin` binary against a fresh PostgreSQL database
-//! and uses it as a study server would, over HTTP and on the command line.
+//! End-to-end tests: each starts the built `justin` binary against a fresh database and uses it
+//! as a study server would, over HTTP and on the command line.
+//!
+//! `JUSTIN_TEST_BACKEND` (`postgres`, the default, or `sqlite`) picks the backend of that
+//! database, and `make test` runs the suite once with each. A few tests are about PostgreSQL
+//! itself and always use it; their names start with `pg_`, and the SQLite run leaves them out
+//! with `cargo test -p justin-e2e -- --skip pg_`, so it needs no PostgreSQL server:
+//!
+//! - `startup::pg_serving_creates_a_missing_database`: a SQLite file is always created;
+//! - `jobs::pg_an_update_killed_half_way_...`: it holds the update with `LOCK TABLE` (the
+//!   SQLite lease takeover is covered in justin-store-sqlite's tests);
+//! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backup_under_load;

@@ -3,10 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use justin_e2e::{
-    connect, justin, reported_backup, row_counts, run, CallbackReceiver, ScratchDir, Served,
-};
-use justin_store::testing::TestDatabase;
+use justin_e2e::{justin, reported_backup, row_counts, run, CallbackReceiver, ScratchDir, Served};
 use serde_json::{json, Value};
 
 fn action(user: &str, idx: i64) -> Value {
@@ -18,8 +15,9 @@ fn action(user: &str, idx: i64) -> Value {
     })
 }
 
+// Uses both backends on purpose, so PostgreSQL-only: the `pg_` prefix lets the SQLite run skip it.
 #[test]
-fn a_sqlite_study_moves_to_postgres_by_backup_and_restore() {
+fn pg_a_sqlite_study_moves_to_postgres_by_backup_and_restore() {
     let dir = ScratchDir::new();
     let sqlite = vec![("JUSTIN_DATABASE__URL", "sqlite://study.db".to_owned())];
 
@@ -66,7 +64,7 @@ fn a_sqlite_study_moves_to_postgres_by_backup_and_restore() {
     let backup = reported_backup(dir.path(), &out);
 
     // Into a fresh PostgreSQL database.
-    let pg = TestDatabase::create();
+    let pg = justin_store::testing::TestDatabase::create();
     let postgres = vec![("JUSTIN_DATABASE__URL", pg.url().to_owned())];
     let out = run(justin(dir.path(), &postgres).args([
         "restore",
@@ -75,7 +73,7 @@ fn a_sqlite_study_moves_to_postgres_by_backup_and_restore() {
     ]));
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
 
-    let counts = row_counts(&mut connect(&pg));
+    let counts = row_counts(pg.url());
     assert_eq!(counts["users"], 2);
     assert_eq!(counts["actions"], 12);
     assert_eq!(counts["study_data"], 6);

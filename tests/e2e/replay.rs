@@ -1,9 +1,7 @@
 //! The replay audit: `justin replay` re-derives every stored decision and reports each one
 //! that does not come out as stored.
 
-use diesel::connection::SimpleConnection;
-use justin_e2e::{connect, env_for, justin, run, Finished, ScratchDir, Served};
-use justin_store::testing::TestDatabase;
+use justin_e2e::{env_for, execute, justin, run, Finished, ScratchDir, Served, TestDatabase};
 use serde_json::json;
 
 fn replay(dir: &std::path::Path, env: &[(&str, String)]) -> Finished {
@@ -44,11 +42,10 @@ fn replay_reports_each_tampered_decision() {
         clean.stdout
     );
 
-    let mut conn = connect(&db);
-    conn.batch_execute(
+    execute(
+        db.url(),
         "UPDATE actions SET action = 1 - action WHERE user_id = 'p1' AND decision_idx = 3",
-    )
-    .unwrap();
+    );
     let one = replay(dir.path(), &env);
     let drawn = actions[&("p1", 3)];
     let tampered_action = format!(
@@ -63,10 +60,10 @@ fn replay_reports_each_tampered_decision() {
         one.stdout
     );
 
-    conn.batch_execute(
+    execute(
+        db.url(),
         "UPDATE actions SET action_prob = 0.25 WHERE user_id = 'p2' AND decision_idx = 7",
-    )
-    .unwrap();
+    );
     let two = replay(dir.path(), &env);
     let drawn = actions[&("p2", 7)];
     let tampered_prob = format!(

@@ -1,8 +1,7 @@
 //! The same seed and requests give the same actions on another run, in another database, in
 //! another order; another seed gives other actions.
 
-use justin_e2e::{env_for, ScratchDir, Served};
-use justin_store::testing::TestDatabase;
+use justin_e2e::{env_for, ScratchDir, Served, TestDatabase};
 use serde_json::json;
 
 const DECISIONS: i64 = 40;

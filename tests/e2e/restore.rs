@@ -5,10 +5,9 @@
 use std::path::Path;
 
 use justin_e2e::{
-    connect, env_for, justin, reported_backup, row_counts, run, CallbackReceiver, Finished,
-    ScratchDir, Served,
+    env_for, justin, reported_backup, row_counts, run, CallbackReceiver, Finished, ScratchDir,
+    Served, TestDatabase,
 };
-use justin_store::testing::TestDatabase;
 use serde_json::{json, Value};
 
 const USERS: [&str; 2] = ["p1", "p2"];
@@ -47,7 +46,6 @@ fn restore_puts_a_backup_back_exactly() {
         ("JUSTIN_UPDATE__POLL_INTERVAL_MS", "20".to_owned()),
         ("JUSTIN_UPDATE__CALLBACK_BACKOFF_MS", "10".to_owned()),
     ]);
-    let mut conn = connect(&db);
     let served = Served::start(dir.path(), &env);
     let receiver = CallbackReceiver::start();
     let mut decisions = Vec::new();
@@ -84,7 +82,7 @@ fn restore_puts_a_backup_back_exactly() {
     assert_eq!(receiver.next()["status"], "completed");
     let (_, parameters) = served.get("/api/v1/parameters");
     assert_eq!(parameters["version"], 2, "{parameters}");
-    let counts_before = row_counts(&mut conn);
+    let counts_before = row_counts(db.url());
 
     let out = run(justin(dir.path(), &env).arg("backup"));
     assert!(out.status.success(), "{}", output(&out));
@@ -94,7 +92,7 @@ fn restore_puts_a_backup_back_exactly() {
     served.terminate();
     let out = run(justin(dir.path(), &env).args(["reset-db", "--yes"]));
     assert!(out.status.success(), "{}", output(&out));
-    let counts_after_reset = row_counts(&mut conn);
+    let counts_after_reset = row_counts(db.url());
     assert_eq!(counts_after_reset["users"], 0, "{counts_after_reset:?}");
 
     let unconfirmed = run(justin(dir.path(), &env).arg("restore").arg(&backup));
@@ -110,7 +108,7 @@ fn restore_puts_a_backup_back_exactly() {
         output(&unconfirmed)
     );
     assert_eq!(
-        row_counts(&mut conn),
+        row_counts(db.url()),
         counts_after_reset,
         "restore without --yes changed nothing"
     );
@@ -119,7 +117,7 @@ fn restore_puts_a_backup_back_exactly() {
         .arg(&backup)
         .arg("--yes"));
     assert!(out.status.success(), "{}", output(&out));
-    assert_eq!(row_counts(&mut conn), counts_before, "every row is back");
+    assert_eq!(row_counts(db.url()), counts_before, "every row is back");
 
     let served = Served::start(dir.path(), &env);
     let (_, restored) = served.get("/api/v1/parameters");
@@ -159,7 +157,7 @@ fn restore_puts_a_backup_back_exactly() {
     );
 
     // Files that are not complete backups are refused before anything changes.
-    let counts_now = row_counts(&mut conn);
+    let counts_now = row_counts(db.url());
     let bytes = std::fs::read(&backup).unwrap();
     let truncated = dir.path().join("truncated.tar");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -167,7 +165,7 @@ fn restore_puts_a_backup_back_exactly() {
     std::fs::write(&not_a_tar, "user_id,created_at\np9,2025-01-01\n").unwrap();
     for bad in [&truncated, &not_a_tar] {
         assert_refused(dir.path(), &env, bad);
-        assert_eq!(row_counts(&mut conn), counts_now, "{}", bad.display());
+        assert_eq!(row_counts(db.url()), counts_now, "{}", bad.display());
     }
 }
 

@@ -2,8 +2,7 @@
 //! creates the configured database when it does not exist.
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use justin_e2e::{env_for, justin, run, ScratchDir, Served};
-use justin_store::testing::TestDatabase;
+use justin_e2e::{env_for, justin, run, ScratchDir, Served, TestDatabase};
 use serde_json::json;
 
 #[test]
@@ -94,9 +93,10 @@ fn a_config_file_named_by_justin_config_is_read() {
     assert!(out.stderr.contains("missing.toml"), "{}", out.stderr);
 }
 
+// PostgreSQL-only: a SQLite file is always created, so there is no missing database to create.
 #[test]
-fn serving_creates_a_missing_database() {
-    let server = TestDatabase::create();
+fn pg_serving_creates_a_missing_database() {
+    let server = justin_store::testing::TestDatabase::create();
     let name = format!("justin_e2e_{}", uuid::Uuid::new_v4().simple());
     let (base, _) = server.url().rsplit_once('/').unwrap();
     let url = format!("{base}/{name}");

@@ -1,5 +1,7 @@
 //! Helpers for the end-to-end tests: find the built `justin` binary, run it in a scratch
-//! directory against a fresh database, talk to it over HTTP, and receive its callbacks.
+//! directory against a fresh database of either backend ([`TestDatabase`], chosen by
+//! [`BACKEND_VAR`]), talk to it over HTTP, receive its callbacks, and check or change its
+//! tables in SQL both dialects accept ([`execute`], [`sql_lines`], [`row_counts`]).
 //!
 //! These helpers only run inside tests, so a failure to set up the test is a panic with a
 //! message saying what to fix.
@@ -13,9 +15,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
-use justin_store::testing::TestDatabase;
+use diesel::sql_types::{BigInt, Text};
 use serde_json::Value;
 
 /// How long a test waits for the binary to start or a callback to arrive before failing.
@@ -212,6 +214,57 @@ impl Drop for Served {
     }
 }
 
+/// The environment variable choosing the storage backend the end-to-end tests run against:
+/// `postgres` (the default) or `sqlite`. `make test` runs the suite once with each.
+pub const BACKEND_VAR: &str = "JUSTIN_TEST_BACKEND";
+
+/// A storage backend the binary can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL, on the test server `JUSTIN_TEST_DATABASE_URL` names.
+    Postgres,
+    /// SQLite, in a file of a scratch directory.
+    Sqlite,
+}
+
+/// A fresh, migrated database, dropped with the value.
+pub enum TestDatabase {
+    /// A database on the test PostgreSQL server.
+    Postgres(justin_store::testing::TestDatabase),
+    /// A SQLite file in a scratch directory.
+    Sqlite(justin_store_sqlite::testing::TestDatabase),
+}
+
+impl TestDatabase {
+    /// One of the backend [`BACKEND_VAR`] names; fails the test naming the variable when its
+    /// value is unknown.
+    pub fn create() -> Self {
+        match std::env::var(BACKEND_VAR).as_deref() {
+            Ok("sqlite") => Self::Sqlite(justin_store_sqlite::testing::TestDatabase::create()),
+            Ok("postgres") | Err(_) => {
+                Self::Postgres(justin_store::testing::TestDatabase::create())
+            }
+            Ok(other) => panic!("{BACKEND_VAR}={other:?}: expected postgres or sqlite"),
+        }
+    }
+
+    /// The database's URL, as `database.url` takes it.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Postgres(db) => db.url(),
+            Self::Sqlite(db) => db.url(),
+        }
+    }
+
+    /// Its backend.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
 /// The environment that points `justin` at `db` with files under its working directory.
 pub fn env_for(db: &TestDatabase) -> Vec<(&'static str, String)> {
     vec![
@@ -274,28 +327,96 @@ pub const TABLES: [&str; 6] = [
     "update_provenance",
 ];
 
-/// A connection of the test's own to `db`, for checks and changes in SQL.
-pub fn connect(db: &TestDatabase) -> PgConnection {
-    PgConnection::establish(db.url()).expect("the test database accepts a connection")
+/// A connection of the test's own, to the database at `url` of either backend.
+pub enum TestConnection {
+    /// To PostgreSQL.
+    Postgres(PgConnection),
+    /// To a SQLite file, waiting for the service's locks rather than failing on them.
+    Sqlite(SqliteConnection),
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    rows: i64,
+/// Opens a connection to `url` (`sqlite://<path>` or a PostgreSQL URL), for checks and
+/// changes in SQL.
+pub fn connect(url: &str) -> TestConnection {
+    match url.strip_prefix("sqlite://") {
+        Some(path) => {
+            let mut conn = SqliteConnection::establish(path)
+                .unwrap_or_else(|e| panic!("cannot open the test database {url}: {e}"));
+            // The service writes to the same file; wait for its locks as it waits for ours.
+            conn.batch_execute("PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;")
+                .expect("the test database takes its pragmas");
+            TestConnection::Sqlite(conn)
+        }
+        None => TestConnection::Postgres(
+            PgConnection::establish(url)
+                .unwrap_or_else(|e| panic!("cannot connect to the test database {url}: {e}")),
+        ),
+    }
 }
 
-/// Rows per table of [`TABLES`].
-pub fn row_counts(conn: &mut PgConnection) -> BTreeMap<&'static str, i64> {
-    TABLES
-        .iter()
-        .map(|&table| {
-            let count = diesel::sql_query(format!("SELECT count(*) AS rows FROM {table}"))
-                .get_result::<Count>(conn)
-                .unwrap_or_else(|e| panic!("cannot count the rows of {table}: {e}"));
-            (table, count.rows)
-        })
+impl TestConnection {
+    /// Runs `sql` (one or more statements, no results) or fails the test.
+    pub fn execute(&mut self, sql: &str) {
+        match self {
+            Self::Postgres(conn) => conn.batch_execute(sql),
+            Self::Sqlite(conn) => conn.batch_execute(sql),
+        }
+        .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
+    }
+
+    /// Runs a query whose rows are one text column named `out`; the rows' values in order.
+    pub fn lines(&mut self, sql: &str) -> Vec<String> {
+        #[derive(QueryableByName)]
+        struct Line {
+            #[diesel(sql_type = Text)]
+            out: String,
+        }
+        match self {
+            Self::Postgres(conn) => diesel::sql_query(sql).load::<Line>(conn),
+            Self::Sqlite(conn) => diesel::sql_query(sql).load::<Line>(conn),
+        }
+        .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"))
+        .into_iter()
+        .map(|line| line.out)
         .collect()
+    }
+
+    /// Rows per table of [`TABLES`].
+    pub fn row_counts(&mut self) -> BTreeMap<&'static str, i64> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            rows: i64,
+        }
+        TABLES
+            .iter()
+            .map(|&table| {
+                let sql = format!("SELECT count(*) AS rows FROM {table}");
+                let count = match self {
+                    Self::Postgres(conn) => diesel::sql_query(&sql).get_result::<Count>(conn),
+                    Self::Sqlite(conn) => diesel::sql_query(&sql).get_result::<Count>(conn),
+                }
+                .unwrap_or_else(|e| panic!("cannot count the rows of {table}: {e}"));
+                (table, count.rows)
+            })
+            .collect()
+    }
+}
+
+/// Runs `sql` (statements both dialects accept, no results) on the database at `url`.
+pub fn execute(url: &str, sql: &str) {
+    connect(url).execute(sql);
+}
+
+/// Runs a query whose rows are one text column named `out` (write it in SQL both dialects
+/// accept) on the database at `url`; the rows' values in order.
+pub fn sql_lines(url: &str, sql: &str) -> Vec<String> {
+    connect(url).lines(sql)
+}
+
+/// Rows per table of [`TABLES`] in the database at `url`.
+pub fn row_counts(url: &str) -> BTreeMap<&'static str, i64> {
+    connect(url).row_counts()
 }
 
 /// The backup file a `justin backup` or `justin reset-db --yes` run reported, as a path under
