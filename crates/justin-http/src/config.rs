@@ -471,6 +471,20 @@ mod tests {
     }
 
     #[test]
+    fn the_database_url_names_a_known_adapter() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load_in_jail()?.database.url, "sqlite://justin.db");
+            jail.set_env("JUSTIN_DATABASE__URL", "postgresql://u@h/d");
+            assert!(load_in_jail().is_ok());
+            jail.set_env("JUSTIN_DATABASE__URL", "mysql://u@h/d");
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("database.url"), "{err}");
+            assert!(err.contains("sqlite://"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn out_of_range_values_are_refused() {
         Jail::expect_with(|jail| {
             jail.set_env("JUSTIN_DATABASE__POOL_SIZE", "0");
