@@ -17,6 +17,7 @@ mod commands;
 mod flow;
 mod jobs;
 mod move_to_postgres;
+mod readiness;
 mod replay;
 mod reproducibility;
 mod restore;
