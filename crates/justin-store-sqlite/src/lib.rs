@@ -11,7 +11,6 @@
 //! `testing` feature, [`testing::TestDatabase`] gives tests a fresh, migrated database file.
 
 mod backup;
-mod csv;
 mod error;
 mod jobs;
 mod models;

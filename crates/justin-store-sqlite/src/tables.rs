@@ -8,13 +8,13 @@
 
 use diesel::prelude::*;
 
-use crate::csv::{bool_text, float_text, Field};
 use crate::models::{
     fmt_time, parse_time, ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
 };
+use justin_backup::csv::{bool_text, float_text, Field};
 
 /// One study table's rows, as backups write and restore reads them.
 pub(crate) trait TableRow: Sized {

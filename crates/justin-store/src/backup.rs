@@ -8,20 +8,23 @@
 //! agree with each other and with the counts. Tables stream through `COPY TO STDOUT` into
 //! temporary files (a tar entry needs its size up front), then into the archive, so memory use
 //! does not grow with the data. The archive is written as `<name>.partial` and renamed when
-//! complete; whatever fails, the partial file and the temporary files are removed.
+//! complete; whatever fails, the partial file and the temporary files are removed. The file
+//! layout and its writing live in `justin-backup`, shared with the SQLite adapter.
 //!
 //! Rows are in the order PostgreSQL stores them, not sorted by key: Diesel's public `COPY` API
 //! exports tables, not queries. A restore does not depend on the order.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::pg::{CopyFormat, CopyTarget};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
+use justin_backup::csv::{header_columns, RecordCounter};
+use justin_backup::{FormatError, Manifest, ManifestTable, PendingBackup};
 use justin_core::{BackupReport, StoreError};
 
 use crate::error::{from_diesel, other};
@@ -29,9 +32,6 @@ use crate::pg::{count_rows, TABLES};
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
 };
-
-/// Version of the archive layout, recorded in the manifest; restore reads this version only.
-pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// What went wrong inside the snapshot transaction. Diesel's transaction needs an error type
 /// it can convert its own errors into; the port's error is mapped once, outside.
@@ -55,38 +55,23 @@ impl From<Failure> for StoreError {
     }
 }
 
-fn io_failure(what: impl std::fmt::Display, e: io::Error) -> StoreError {
-    other(format!("{what}: {e}"))
+/// A backup format error as the port's: a refused file is an invalid backup, the rest opaque.
+pub(crate) fn from_format(e: FormatError) -> StoreError {
+    match e {
+        FormatError::Invalid(reason) => StoreError::InvalidBackup(reason),
+        FormatError::Write(reason) => other(reason),
+    }
 }
 
-/// One exported table.
-struct TableExport {
-    name: &'static str,
-    rows: u64,
-    columns: Vec<String>,
-    file: PathBuf,
+fn io_failure(what: impl std::fmt::Display, e: io::Error) -> StoreError {
+    other(format!("{what}: {e}"))
 }
 
 /// What the snapshot transaction produced.
 struct Snapshot {
     database: String,
     migrations: Vec<String>,
-    tables: Vec<TableExport>,
-}
-
-/// Removes the temporary directory and the partial archive when dropped, so every way out of
-/// [`write_backup`] cleans up; after the final rename there is no partial file left.
-struct Cleanup {
-    partial: PathBuf,
-    work_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        // After a successful rename the partial file is gone; NotFound is expected then.
-        let _ = fs::remove_file(&self.partial);
-        let _ = fs::remove_dir_all(&self.work_dir);
-    }
+    tables: Vec<ManifestTable>,
 }
 
 /// Writes a backup of the database behind `conn` into `dir`.
@@ -95,67 +80,41 @@ pub(crate) fn write_backup(
     dir: &Path,
     taken_at: DateTime<Utc>,
 ) -> Result<BackupReport, StoreError> {
-    fs::create_dir_all(dir)
-        .map_err(|e| io_failure(format!("cannot create {}", dir.display()), e))?;
-    let name = format!(
-        "justin-backup-{}.tar",
-        taken_at.format("%Y%m%dT%H%M%S%.6fZ")
-    );
-    let path = dir.join(&name);
-    if path.exists() {
-        return Err(other(format!("{} exists already", path.display())));
-    }
-    let partial = dir.join(format!("{name}.partial"));
-    let work_dir = dir.join(format!(".{name}.tmp"));
-    // Creating (not reusing) the directory also keeps two backups of one instant apart.
-    create_private_dir(&work_dir)
-        .map_err(|e| io_failure(format!("cannot create {}", work_dir.display()), e))?;
-    let cleanup = Cleanup {
-        partial: partial.clone(),
-        work_dir,
-    };
-
+    let pending = PendingBackup::create(dir, taken_at).map_err(from_format)?;
     let snapshot = conn
         .build_transaction()
         .repeatable_read()
         .read_only()
-        .run(|conn| export_all(conn, &cleanup.work_dir))
+        .run(|conn| export_all(conn, &pending))
         .map_err(StoreError::from)?;
-
-    write_archive(&partial, &snapshot, taken_at)?;
-    fs::rename(&partial, &path).map_err(|e| {
-        io_failure(
-            format!("cannot rename {} to {}", partial.display(), path.display()),
-            e,
-        )
-    })?;
-    // Makes the rename itself durable; the data was synced before it.
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        log::debug!("syncing {} after a backup failed: {e}", dir.display());
-    }
-    drop(cleanup);
-
+    let manifest = Manifest::new(
+        concat!("justin-store ", env!("CARGO_PKG_VERSION")),
+        taken_at,
+        &snapshot.database,
+        snapshot.migrations,
+        snapshot.tables,
+    );
+    let path = pending.finish(&manifest).map_err(from_format)?;
     Ok(BackupReport {
         path,
-        row_counts: snapshot
+        row_counts: manifest
             .tables
-            .iter()
-            .map(|t| (t.name.to_owned(), t.rows))
+            .into_iter()
+            .map(|t| (t.name, t.rows))
             .collect(),
     })
 }
 
-/// Exports every table into `work_dir` and reads what the manifest needs, all in the caller's
-/// transaction.
-fn export_all(conn: &mut PgConnection, work_dir: &Path) -> Result<Snapshot, Failure> {
+/// Exports every table into the backup's work directory and reads what the manifest needs, all
+/// in the caller's transaction.
+fn export_all(conn: &mut PgConnection, pending: &PendingBackup) -> Result<Snapshot, Failure> {
     let database = diesel::select(diesel::dsl::sql::<Text>("current_database()"))
         .get_result::<String>(conn)?;
     let migrations = applied_migrations(conn)?;
     let counts = count_rows(conn).map_err(Failure::Store)?;
     let mut tables = Vec::with_capacity(TABLES.len());
     for (name, export) in EXPORTS {
-        let file = work_dir.join(format!("{name}.csv"));
-        let exported = export(conn, &file)?;
+        let exported = export(conn, &pending.csv_path(name))?;
         let columns = table_columns(conn, name)?;
         // COPY exports the columns this build knows (schema.rs); refuse a backup that would
         // silently leave out columns a newer migration added.
@@ -180,12 +139,7 @@ fn export_all(conn: &mut PgConnection, work_dir: &Path) -> Result<Snapshot, Fail
                 exported.records
             ))));
         }
-        tables.push(TableExport {
-            name,
-            rows,
-            columns,
-            file,
-        });
+        tables.push(ManifestTable::new(name, rows, columns));
     }
     Ok(Snapshot {
         database,
@@ -254,74 +208,9 @@ fn copy_table<T: CopyTarget>(
     conn.batch_execute("SELECT 1")?;
     Ok(Exported {
         // The identifiers are plain lower-case words, which CSV leaves unquoted.
-        columns: header
-            .trim_end_matches(['\r', '\n'])
-            .split(',')
-            .map(str::to_owned)
-            .collect(),
+        columns: header_columns(&header),
         records,
     })
-}
-
-/// Passes CSV through and counts its records: line ends outside quoted fields. PostgreSQL
-/// quotes with `"` and escapes a quote by doubling it, so toggling on every `"` tracks
-/// whether a newline is inside a field.
-pub(crate) struct RecordCounter<W> {
-    inner: W,
-    in_quotes: bool,
-    /// Records ended by a newline so far.
-    pub(crate) records: u64,
-    /// Whether bytes follow the last record's newline (a last record without one).
-    partial: bool,
-    /// Bytes passed through.
-    pub(crate) bytes: u64,
-}
-
-impl<W: Write> RecordCounter<W> {
-    pub(crate) fn new(inner: W) -> Self {
-        Self {
-            inner,
-            in_quotes: false,
-            records: 0,
-            partial: false,
-            bytes: 0,
-        }
-    }
-
-    /// The number of records in everything written, counting a last record that lacks its
-    /// newline (COPY accepts one); an error when the data ends inside a quoted field.
-    pub(crate) fn total(&self) -> Result<u64, &'static str> {
-        if self.in_quotes {
-            Err("the data ends inside a quoted field")
-        } else {
-            Ok(self.records + u64::from(self.partial))
-        }
-    }
-}
-
-impl<W: Write> Write for RecordCounter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        for &byte in &buf[..written] {
-            match byte {
-                b'"' => {
-                    self.in_quotes = !self.in_quotes;
-                    self.partial = true;
-                }
-                b'\n' if !self.in_quotes => {
-                    self.records += 1;
-                    self.partial = false;
-                }
-                _ => self.partial = true,
-            }
-        }
-        self.bytes += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[derive(QueryableByName)]
@@ -351,91 +240,6 @@ pub(crate) fn applied_migrations(conn: &mut PgConnection) -> Result<Vec<String>,
     Ok(versions.into_iter().map(|v| v.name).collect())
 }
 
-fn manifest(snapshot: &Snapshot, taken_at: DateTime<Utc>) -> serde_json::Value {
-    let tables: Vec<_> = snapshot
-        .tables
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "name": t.name,
-                "file": format!("{}.csv", t.name),
-                "rows": t.rows,
-                "columns": t.columns,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "format_version": FORMAT_VERSION,
-        "producer": concat!("justin-store ", env!("CARGO_PKG_VERSION")),
-        "taken_at": taken_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        "database": snapshot.database,
-        "migrations": snapshot.migrations,
-        "csv": { "header": true, "null": "", "dialect": "PostgreSQL COPY, FORMAT csv" },
-        "tables": tables,
-    })
-}
-
-fn write_archive(
-    partial: &Path,
-    snapshot: &Snapshot,
-    taken_at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let failed = |e: io::Error| io_failure(format!("cannot write {}", partial.display()), e);
-    let mtime = u64::try_from(taken_at.timestamp()).unwrap_or(0);
-    let mut archive = tar::Builder::new(BufWriter::new(
-        create_private_file(partial).map_err(failed)?,
-    ));
-
-    let manifest = serde_json::to_vec_pretty(&manifest(snapshot, taken_at)).map_err(other)?;
-    let mut header = entry_header(manifest.len() as u64, mtime);
-    archive
-        .append_data(&mut header, "manifest.json", manifest.as_slice())
-        .map_err(failed)?;
-
-    for table in &snapshot.tables {
-        let file = File::open(&table.file).map_err(failed)?;
-        let size = file.metadata().map_err(failed)?.len();
-        let mut header = entry_header(size, mtime);
-        archive
-            .append_data(&mut header, format!("{}.csv", table.name), file)
-            .map_err(failed)?;
-    }
-
-    let file = archive
-        .into_inner()
-        .map_err(failed)?
-        .into_inner()
-        .map_err(|e| failed(e.into_error()))?;
-    file.sync_all().map_err(failed)
-}
-
-/// A tar header with fixed ownership and permissions, so archives do not carry the server's
-/// user names and read the same wherever they are unpacked.
-fn entry_header(size: u64, mtime: u64) -> tar::Header {
-    let mut header = tar::Header::new_ustar();
-    header.set_size(size);
-    header.set_mode(0o600);
-    header.set_mtime(mtime);
-    header.set_entry_type(tar::EntryType::Regular);
-    header
-}
-
-/// Backups hold participants' data: readable by the service's user only.
-fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
-}
-
-fn create_private_dir(path: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,30 +247,5 @@ mod tests {
     #[test]
     fn every_table_has_an_exporter() {
         assert_eq!(EXPORTS.map(|(name, _)| name), TABLES);
-    }
-
-    #[test]
-    fn record_counter_ignores_newlines_inside_quotes() {
-        let csv = b"1,plain\n2,\"two\nlines\"\n3,\"say \"\"hi\"\"\n\"\n";
-        let mut out = Vec::new();
-        let mut counter = RecordCounter::new(&mut out);
-        // Written in small pieces, as io::copy may.
-        for chunk in csv.chunks(3) {
-            counter.write_all(chunk).unwrap();
-        }
-        assert_eq!(counter.records, 3);
-        assert_eq!(counter.total(), Ok(3));
-        assert_eq!(counter.bytes, csv.len() as u64);
-        assert_eq!(out, csv);
-    }
-
-    #[test]
-    fn record_counter_counts_a_last_record_without_newline_and_refuses_open_quotes() {
-        let mut counter = RecordCounter::new(io::sink());
-        counter.write_all(b"1,a\n2,b").unwrap();
-        assert_eq!(counter.total(), Ok(2));
-        let mut open = RecordCounter::new(io::sink());
-        open.write_all(b"1,\"a\n").unwrap();
-        assert!(open.total().is_err());
     }
 }

@@ -3,14 +3,21 @@
 //! when it is empty or holds a comma, quote, line break or backslash, and NULL written as an
 //! empty unquoted field. So a quoted empty field is the empty string and an unquoted one is
 //! NULL, a distinction ordinary CSV libraries drop, hence this small module.
+//!
+//! It also holds what reads a backup's CSV without parsing it: the header line and a record
+//! counter that passes bytes through (an adapter whose database writes the CSV itself, like
+//! PostgreSQL's `COPY`, only needs to count).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 /// One field as written or read: `None` is SQL NULL.
-pub(crate) type Field = Option<String>;
+pub type Field = Option<String>;
 
 /// Writes one record.
-pub(crate) fn write_record(out: &mut impl Write, fields: &[Field]) -> io::Result<()> {
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_record(out: &mut impl Write, fields: &[Field]) -> io::Result<()> {
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.write_all(b",")?;
@@ -39,7 +46,7 @@ fn write_field(out: &mut impl Write, text: &str) -> io::Result<()> {
 
 /// A float as PostgreSQL reads (and Rust reads back) a `DOUBLE PRECISION`: the shortest text
 /// that round-trips, with PostgreSQL's names for the values that are not finite.
-pub(crate) fn float_text(v: f64) -> String {
+pub fn float_text(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
@@ -50,19 +57,20 @@ pub(crate) fn float_text(v: f64) -> String {
 }
 
 /// A boolean as PostgreSQL writes it.
-pub(crate) fn bool_text(v: bool) -> String {
+pub fn bool_text(v: bool) -> String {
     if v { "t" } else { "f" }.into()
 }
 
 /// Reads records one at a time; a record may span lines inside a quoted field.
-pub(crate) struct CsvReader<R> {
+pub struct CsvReader<R> {
     inner: R,
     /// Bytes consumed so far.
-    pub(crate) bytes: u64,
+    pub bytes: u64,
 }
 
 impl<R: BufRead> CsvReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
+    /// A reader of the records in `inner`, which starts at a record (after any header).
+    pub fn new(inner: R) -> Self {
         Self { inner, bytes: 0 }
     }
 
@@ -70,7 +78,7 @@ impl<R: BufRead> CsvReader<R> {
     ///
     /// # Errors
     /// I/O errors as such; malformed CSV as [`io::ErrorKind::InvalidData`].
-    pub(crate) fn next_record(&mut self) -> io::Result<Option<Vec<Field>>> {
+    pub fn next_record(&mut self) -> io::Result<Option<Vec<Field>>> {
         let mut buf = Vec::new();
         let mut quotes = 0usize;
         loop {
@@ -93,6 +101,123 @@ impl<R: BufRead> CsvReader<R> {
             }
         }
         parse_record(&buf).map(Some)
+    }
+}
+
+/// Longest CSV header line accepted.
+const MAX_HEADER_BYTES: u64 = 64 * 1024;
+
+/// A CSV's header line.
+#[derive(Debug)]
+pub struct Header {
+    /// The column names, in order.
+    pub columns: Vec<String>,
+    /// The bytes of the line, its line end included.
+    pub bytes: u64,
+}
+
+/// Why a header line could not be read.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// Reading failed.
+    Io(io::Error),
+    /// The line is missing or not text; the reason names the file.
+    Invalid(String),
+}
+
+/// Reads the header line of the CSV `name`. Column names are plain identifiers, which CSV
+/// leaves unquoted, so a header is one line split at commas.
+///
+/// # Errors
+/// [`HeaderError::Io`] when reading fails; [`HeaderError::Invalid`] when there is no complete
+/// line within 64 KiB or it is not UTF-8.
+pub fn read_header(reader: &mut impl BufRead, name: &str) -> Result<Header, HeaderError> {
+    let mut line = Vec::new();
+    reader
+        .take(MAX_HEADER_BYTES)
+        .read_until(b'\n', &mut line)
+        .map_err(HeaderError::Io)?;
+    if line.last() != Some(&b'\n') {
+        return Err(HeaderError::Invalid(format!("{name} has no header line")));
+    }
+    let text = std::str::from_utf8(&line)
+        .map_err(|_| HeaderError::Invalid(format!("{name}: the header is not UTF-8")))?;
+    Ok(Header {
+        columns: header_columns(text),
+        bytes: line.len() as u64,
+    })
+}
+
+/// The column names of a header line (its line end, if any, ignored).
+pub fn header_columns(line: &str) -> Vec<String> {
+    line.trim_end_matches(['\r', '\n'])
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Passes CSV through and counts its records: line ends outside quoted fields. PostgreSQL
+/// quotes with `"` and escapes a quote by doubling it, so toggling on every `"` tracks
+/// whether a newline is inside a field.
+pub struct RecordCounter<W> {
+    inner: W,
+    in_quotes: bool,
+    /// Records ended by a newline so far.
+    pub records: u64,
+    /// Whether bytes follow the last record's newline (a last record without one).
+    partial: bool,
+    /// Bytes passed through.
+    pub bytes: u64,
+}
+
+impl<W: Write> RecordCounter<W> {
+    /// A counter that passes everything on to `inner`.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            in_quotes: false,
+            records: 0,
+            partial: false,
+            bytes: 0,
+        }
+    }
+
+    /// The number of records in everything written, counting a last record that lacks its
+    /// newline (COPY accepts one).
+    ///
+    /// # Errors
+    /// A reason when the data ends inside a quoted field.
+    pub fn total(&self) -> Result<u64, &'static str> {
+        if self.in_quotes {
+            Err("the data ends inside a quoted field")
+        } else {
+            Ok(self.records + u64::from(self.partial))
+        }
+    }
+}
+
+impl<W: Write> Write for RecordCounter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        for &byte in &buf[..written] {
+            match byte {
+                b'"' => {
+                    self.in_quotes = !self.in_quotes;
+                    self.partial = true;
+                }
+                b'\n' if !self.in_quotes => {
+                    self.records += 1;
+                    self.partial = false;
+                }
+                _ => self.partial = true,
+            }
+        }
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -208,6 +333,47 @@ mod tests {
     fn malformed_records_are_errors() {
         for bad in [&b"\"open\n"[..], b"\"a\"b\n", b"a\"b\n"] {
             assert!(CsvReader::new(bad).next_record().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn record_counter_ignores_newlines_inside_quotes() {
+        let csv = b"1,plain\n2,\"two\nlines\"\n3,\"say \"\"hi\"\"\n\"\n";
+        let mut out = Vec::new();
+        let mut counter = RecordCounter::new(&mut out);
+        // Written in small pieces, as io::copy may.
+        for chunk in csv.chunks(3) {
+            counter.write_all(chunk).unwrap();
+        }
+        assert_eq!(counter.records, 3);
+        assert_eq!(counter.total(), Ok(3));
+        assert_eq!(counter.bytes, csv.len() as u64);
+        assert_eq!(out, csv);
+    }
+
+    #[test]
+    fn record_counter_counts_a_last_record_without_newline_and_refuses_open_quotes() {
+        let mut counter = RecordCounter::new(io::sink());
+        counter.write_all(b"1,a\n2,b").unwrap();
+        assert_eq!(counter.total(), Ok(2));
+        let mut open = RecordCounter::new(io::sink());
+        open.write_all(b"1,\"a\n").unwrap();
+        assert!(open.total().is_err());
+    }
+
+    #[test]
+    fn a_header_is_one_complete_utf8_line() {
+        let header = read_header(&mut &b"a,b\r\n1,2\n"[..], "t.csv").unwrap();
+        assert_eq!(header.columns, vec!["a", "b"]);
+        assert_eq!(header.bytes, 5);
+        for bad in [&b""[..], b"a,b", b"\xff\n"] {
+            assert!(
+                matches!(
+                    read_header(&mut &bad[..], "t.csv"),
+                    Err(HeaderError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
         }
     }
 
