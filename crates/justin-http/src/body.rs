@@ -163,8 +163,11 @@ pub fn object(value: &Value, key: &str) -> Result<JsonObject, ApiError> {
 /// # Errors
 /// 400 `<key> must be a dictionary.` for anything else, and 400 when a string or key in it
 /// holds U+0000.
-pub fn stored_object(value: &Value, key: &str) -> Result<JsonObject, ApiError> {
-    let object = object(value, key)?;
+pub fn stored_object(value: Value, key: &str) -> Result<JsonObject, ApiError> {
+    // Taken by value: the request's own map becomes the stored one, with no copy.
+    let Value::Object(object) = value else {
+        return Err(ApiError::BadRequest(format!("{key} must be a dictionary.")));
+    };
     if object.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
         // PostgreSQL's JSONB cannot store U+0000; refuse it here rather than fail on write.
         return Err(ApiError::BadRequest(format!(
@@ -306,11 +309,11 @@ mod tests {
             json!({"deep": [{"x": ["\0"]}]}),
         ] {
             assert_eq!(
-                message(stored_object(&bad_object, "context").unwrap_err()),
+                message(stored_object(bad_object, "context").unwrap_err()),
                 "context must not contain the character \\u0000."
             );
         }
-        assert!(stored_object(&json!({"temperature": 23, "note": "fine"}), "context").is_ok());
+        assert!(stored_object(json!({"temperature": 23, "note": "fine"}), "context").is_ok());
     }
 
     #[test]

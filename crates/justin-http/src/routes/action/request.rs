@@ -16,15 +16,16 @@ fn bad(message: &str) -> ApiError {
 
 /// Checks the request in the template's order: missing fields, then wrong types. The
 /// algorithm's own checks of the context come after, in the core.
-fn parse(input: &JsonObject) -> Result<ActionRequest, ApiError> {
+fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     // The template treats an empty string as missing, for both fields.
-    let user = body::field(input, "user_id").filter(|v| v.as_str() != Some(""));
-    let timestamp = body::field(input, "timestamp").filter(|v| v.as_str() != Some(""));
+    let user = body::field(&input, "user_id").filter(|v| v.as_str() != Some(""));
+    let timestamp = body::field(&input, "timestamp").filter(|v| v.as_str() != Some(""));
     let (Some(user), Some(timestamp)) = (user, timestamp) else {
         return Err(bad("user_id and timestamp are required."));
     };
-    let idx = body::field(input, "decision_idx").ok_or_else(|| bad("decision_idx is required."))?;
-    let context = body::field(input, "context").ok_or_else(|| bad("context is required."))?;
+    let idx =
+        body::field(&input, "decision_idx").ok_or_else(|| bad("decision_idx is required."))?;
+    let context = body::field(&input, "context").ok_or_else(|| bad("context is required."))?;
     if !user.is_string() {
         return Err(bad("user_id must be a string."));
     }
@@ -37,10 +38,15 @@ fn parse(input: &JsonObject) -> Result<ActionRequest, ApiError> {
     if !context.is_object() {
         return Err(bad("context must be a dictionary."));
     }
+    let user_id = body::user_id(user)?;
+    let decision_idx = body::decision_idx(idx)?;
+    let requested_at = body::timestamp(timestamp)?;
+    // The checks above passed, so the context is present; move it out rather than copy it.
+    let context = input.remove("context").unwrap_or_default();
     Ok(ActionRequest {
-        user_id: body::user_id(user)?,
-        decision_idx: body::decision_idx(idx)?,
-        requested_at: body::timestamp(timestamp)?,
+        user_id,
+        decision_idx,
+        requested_at,
         context: body::stored_object(context, "context")?,
     })
 }
@@ -54,7 +60,7 @@ pub async fn handle(
     JsonBody(input): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = parse(&input)?;
+    let request = parse(input)?;
     let service = state.service.clone();
     let outcome = run_blocking(move || service.request_action(request)).await?;
     let d = outcome.decision;

@@ -15,11 +15,11 @@ fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
     let decision_idx = body::decision_idx(required(input, "decision_idx")?)?;
     let requested_at = body::timestamp(required(input, "timestamp")?)?;
     let data = body::object(required(input, "data")?, "data")?;
-    let context = body::stored_object(required(&data, "context")?, "context")?;
+    let context = body::stored_object(required(&data, "context")?.clone(), "context")?;
     let action = body::action(required(&data, "action")?)?;
     let action_prob = body::action_prob(required(&data, "action_prob")?)?;
     let state = body::state(required(&data, "state")?)?;
-    let outcome = body::stored_object(required(&data, "outcome")?, "outcome")?;
+    let outcome = body::stored_object(required(&data, "outcome")?.clone(), "outcome")?;
     Ok(UploadRequest {
         user_id,
         decision_idx,
