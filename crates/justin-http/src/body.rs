@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{dev, http::header, web, FromRequest, HttpRequest};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use justin_core::JsonObject;
 use serde_json::Value;
 
@@ -126,26 +126,24 @@ pub fn decision_idx(value: &Value) -> Result<justin_core::DecisionIdx, ApiError>
     justin_core::DecisionIdx::new(raw).map_err(|e| ApiError::BadRequest(e.0))
 }
 
-/// A timestamp: RFC 3339, or an ISO 8601 date-time without offset, read as UTC (what Python's
-/// `datetime.isoformat()` writes for naive times).
+/// A timestamp: RFC 3339, with its offset (`2025-01-01T12:00:00Z`, `2025-01-01T14:00:00+02:00`).
+/// A date-time without an offset is refused rather than guessed to be UTC: a study server in
+/// another time zone would otherwise shift every record it sends by hours, silently.
 ///
 /// # Errors
-/// When the value is not a string, or not a date-time.
+/// When the value is not a string, or not an RFC 3339 date-time.
 pub fn timestamp(value: &Value) -> Result<DateTime<Utc>, ApiError> {
     let raw = value
         .as_str()
         .ok_or_else(|| bad("timestamp must be a string or datetime object."))?;
-    parse_timestamp(raw).ok_or_else(|| bad("timestamp must be an ISO 8601 date-time."))
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| bad(TIMESTAMP_FORMAT))
 }
 
-fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        return Some(t.with_timezone(&Utc));
-    }
-    NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|t| t.and_utc())
-}
+/// The message for a timestamp string that is not RFC 3339.
+pub const TIMESTAMP_FORMAT: &str =
+    "timestamp must be an RFC 3339 date-time with an offset, such as 2025-01-01T12:00:00Z.";
 
 /// A JSON object field such as a context or an outcome.
 ///
@@ -344,20 +342,27 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_in_rfc3339_or_naive_iso() {
+    fn timestamps_are_rfc3339_with_an_offset() {
         let t = timestamp(&json!("2025-01-01T12:00:00Z")).unwrap();
         assert_eq!(t.to_rfc3339(), "2025-01-01T12:00:00+00:00");
         let offset = timestamp(&json!("2025-01-01T14:00:00+02:00")).unwrap();
         assert_eq!(offset, t);
-        let naive = timestamp(&json!("2025-01-01T12:00:00.5")).unwrap();
-        assert_eq!(naive.timestamp_millis(), t.timestamp_millis() + 500);
+        let fraction = timestamp(&json!("2025-01-01T12:00:00.5Z")).unwrap();
+        assert_eq!(fraction.timestamp_millis(), t.timestamp_millis() + 500);
+        for naive in ["2025-01-01T12:00:00.5", "2025-01-01 12:00:00", "2025-01-01"] {
+            assert_eq!(
+                message(timestamp(&json!(naive)).unwrap_err()),
+                TIMESTAMP_FORMAT,
+                "{naive}"
+            );
+        }
         assert_eq!(
             message(timestamp(&json!(12)).unwrap_err()),
             "timestamp must be a string or datetime object."
         );
         assert_eq!(
             message(timestamp(&json!("yesterday")).unwrap_err()),
-            "timestamp must be an ISO 8601 date-time."
+            TIMESTAMP_FORMAT
         );
     }
 

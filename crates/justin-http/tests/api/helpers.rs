@@ -202,6 +202,11 @@ impl TestApp {
         self.client.clone()
     }
 
+    /// `http://host:port` of the running service.
+    pub fn base_url(&self) -> &str {
+        &self.client.base_url
+    }
+
     /// The configured `backup.dir`.
     pub fn backup_dir(&self) -> &Path {
         &self.backup_dir

@@ -6,6 +6,7 @@
 mod action;
 mod health;
 mod helpers;
+mod hostile;
 mod reproducibility;
 mod safety;
 mod update;
