@@ -9,7 +9,8 @@
 //! - `startup::pg_serving_creates_a_missing_database`: a SQLite file is always created;
 //! - `jobs::pg_an_update_killed_half_way_...`: it holds the update with `LOCK TABLE` (the
 //!   SQLite lease takeover is covered in justin-store-sqlite's tests);
-//! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends.
+//! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
+//! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backup_under_load;
@@ -17,6 +18,7 @@ mod commands;
 mod flow;
 mod jobs;
 mod move_to_postgres;
+mod outage;
 mod readiness;
 mod replay;
 mod reproducibility;

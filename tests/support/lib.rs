@@ -7,6 +7,8 @@
 //! message saying what to fix.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -13,6 +13,7 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Double, Jsonb, SmallInt, Text, Timestamptz};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ModelParameters, Recorded,
@@ -167,6 +168,40 @@ impl PgStore {
     fn conn(&self) -> Result<PooledPg, StoreError> {
         self.pool.get().map_err(from_pool)
     }
+
+    /// Runs `work` on a pooled connection, and again on another when the connection turns
+    /// out to be one the server closed while it sat idle in the pool (PostgreSQL restarted):
+    /// such a connection fails its first statement and is then discarded by the pool. Every
+    /// idle connection may be such a one, so this tries up to one more than the pool holds;
+    /// while the server is really down, the next checkout fails within the connect timeout.
+    ///
+    /// Only for work that is safe to send twice: the first attempt may have reached the server
+    /// before the connection broke.
+    fn on_live_connection<T>(
+        &self,
+        mut work: impl FnMut(&mut PgConnection) -> Result<T, DieselError>,
+    ) -> Result<(T, PooledPg), StoreError> {
+        let mut tries = self.pool.max_size();
+        loop {
+            let mut conn = self.conn()?;
+            match work(&mut conn) {
+                Ok(value) => return Ok((value, conn)),
+                Err(e) if tries > 0 && is_closed_connection(&e) => {
+                    tries -= 1;
+                    log::warn!("a pooled database connection was closed by the server; retrying on another");
+                }
+                Err(e) => return Err(from_diesel(e)),
+            }
+        }
+    }
+}
+
+/// Whether an error says the connection itself is gone (not that the statement failed).
+fn is_closed_connection(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+    )
 }
 
 /// Inserts the decision unless one exists for the pair or study data was uploaded for it; the
@@ -249,20 +284,21 @@ impl Store for PgStore {
 
     fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError> {
         let v = DecisionValues::new(decision)?;
-        let mut conn = self.conn()?;
-        let inserted = diesel::sql_query(INSERT_DECISION)
-            .bind::<Text, _>(v.user_id)
-            .bind::<BigInt, _>(v.decision_idx)
-            .bind::<Timestamptz, _>(v.requested_at)
-            .bind::<Timestamptz, _>(v.decided_at)
-            .bind::<Jsonb, _>(&v.context)
-            .bind::<Jsonb, _>(&v.state)
-            .bind::<SmallInt, _>(v.action)
-            .bind::<Double, _>(v.action_prob)
-            .bind::<BigInt, _>(v.parameter_version)
-            .bind::<BigInt, _>(v.rng_seed)
-            .load::<InsertedId>(&mut conn)
-            .map_err(from_diesel)?;
+        // Safe to repeat: a second insert of the pair stores nothing and finds the first.
+        let (inserted, mut conn) = self.on_live_connection(|conn| {
+            diesel::sql_query(INSERT_DECISION)
+                .bind::<Text, _>(v.user_id)
+                .bind::<BigInt, _>(v.decision_idx)
+                .bind::<Timestamptz, _>(v.requested_at)
+                .bind::<Timestamptz, _>(v.decided_at)
+                .bind::<Jsonb, _>(&v.context)
+                .bind::<Jsonb, _>(&v.state)
+                .bind::<SmallInt, _>(v.action)
+                .bind::<Double, _>(v.action_prob)
+                .bind::<BigInt, _>(v.parameter_version)
+                .bind::<BigInt, _>(v.rng_seed)
+                .load::<InsertedId>(conn)
+        })?;
         if !inserted.is_empty() {
             return Ok(Recorded::Inserted);
         }
@@ -536,8 +572,11 @@ impl Store for PgStore {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        conn.batch_execute("SELECT 1")
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+        self.on_live_connection(|conn| conn.batch_execute("SELECT 1"))
+            .map(|_| ())
+            .map_err(|e| match e {
+                StoreError::Unavailable(_) => e,
+                other => StoreError::Unavailable(Box::new(other)),
+            })
     }
 }
