@@ -82,6 +82,7 @@ macro_rules! store_conformance_suite {
             claim_update_takes_the_oldest_request_first,
             second_claim_while_a_job_runs_returns_none,
             dropped_job_changes_nothing_and_is_claimed_again,
+            requeued_job_changes_nothing_and_is_claimed_afresh,
             completed_job_stores_next_version_with_provenance,
             failed_job_keeps_parameters_and_records_the_error,
             concurrent_claimers_run_each_request_once_without_gaps,
@@ -876,6 +877,43 @@ pub fn dropped_job_changes_nothing_and_is_claimed_again(store: &dyn Store) {
     assert_eq!(again.request().started_at, Some(at(20, 0)));
     drop(again);
     assert_eq!(store.update_request(r.id).unwrap().unwrap().attempts, 2);
+}
+
+/// A requeued job MUST change nothing, and its request MUST be claimable again as if the
+/// requeued attempt had never started.
+pub fn requeued_job_changes_nothing_and_is_claimed_afresh(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    store.record_study_data(&study_record(&alice, 0)).unwrap();
+    let r = update_request(1);
+    store.create_update_request(&r).unwrap();
+
+    let mut job = claim(store, at(10, 0));
+    assert_eq!(job.request().attempts, 1);
+    assert_eq!(job.study_data().unwrap().count(), 1);
+    job.requeue().unwrap();
+
+    assert_eq!(store.current_parameters().unwrap(), Some(params.clone()));
+    assert_eq!(count(store, "model_parameters"), 1);
+    assert_eq!(count(store, "update_provenance"), 0);
+    let stored = store.update_request(r.id).unwrap().unwrap();
+    assert_eq!(stored.status, UpdateStatus::Processing);
+    assert_eq!(stored.attempts, 0, "the requeued attempt is not counted");
+    assert_eq!(stored.started_at, None);
+
+    let mut again = claim(store, at(20, 0));
+    assert_eq!(again.request().id, r.id);
+    assert_eq!(again.request().attempts, 1);
+    assert_eq!(again.request().started_at, Some(at(20, 0)));
+    let current = again.current_parameters().unwrap();
+    again
+        .complete("flat_prob", &current.values, &provenance(1), at(21, 0))
+        .unwrap();
+    let done = store.update_request(r.id).unwrap().unwrap();
+    assert_eq!(done.status, UpdateStatus::Completed);
+    assert_eq!(done.attempts, 1);
+    assert_eq!(count(store, "model_parameters"), 2);
 }
 
 /// `complete` MUST store the newest version plus one and mark the request completed with its

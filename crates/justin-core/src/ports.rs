@@ -78,6 +78,8 @@ pub enum UpdateOutcome {
         /// What went wrong, for operators.
         error: String,
     },
+    /// The process was stopping: the update was put back, uncounted, for the next start.
+    Requeued,
 }
 
 /// A backup written to disk.
@@ -153,6 +155,16 @@ pub trait UpdateJob {
     /// # Errors
     /// On storage failure.
     fn fail(self: Box<Self>, error: &str, finished_at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Discards the job's transaction and puts the request back as if this attempt had never
+    /// started, for a process that is stopping: the request MUST stay `processing`, its
+    /// `attempts` MUST go back down by one and its `started_at` MUST be cleared, and the next
+    /// claim MUST get it. A request that is no longer `processing` (reset or restored since
+    /// the claim) is left as it is.
+    ///
+    /// # Errors
+    /// On storage failure; the request then keeps this attempt counted, as after a crash.
+    fn requeue(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// Durable storage of a study.

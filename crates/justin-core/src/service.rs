@@ -7,6 +7,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -252,6 +253,8 @@ pub struct Service {
     notifier: Arc<dyn CallbackNotifier>,
     settings: ServiceSettings,
     current: RwLock<Option<Arc<ModelParameters>>>,
+    /// Set when the process is stopping: no update starts, and the one under way is put back.
+    stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -279,7 +282,20 @@ impl Service {
             notifier,
             settings,
             current: RwLock::new(None),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Tells the update under way that the process is stopping. If it is still reading study
+    /// data (or taking its backup), it stops there and its request is put back, uncounted,
+    /// for the next start ([`UpdateOutcome::Requeued`]); if its algorithm has finished, it is
+    /// stored as usual. From now on [`Service::run_next_update`] starts nothing.
+    pub fn stop_updates(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// The configured algorithm.
@@ -522,12 +538,15 @@ impl Service {
     /// Claims the oldest unfinished update request and runs it to its end: backup, new
     /// parameters checked and published together with the request's completion, callback.
     /// Returns the request and how it ended, or `None` when there was nothing to run (or
-    /// another worker holds the update lock).
+    /// another worker holds the update lock, or the service is stopping).
     ///
     /// # Errors
     /// Only when the outcome itself cannot be stored; a failed update is an
     /// [`UpdateOutcome::Failed`], stored and sent to the callback.
     pub fn run_next_update(&self) -> Result<Option<(UpdateRequest, UpdateOutcome)>, DomainError> {
+        if self.is_stopping() {
+            return Ok(None);
+        }
         let Some(mut job) = self.store.claim_update(self.clock.now())? else {
             return Ok(None);
         };
@@ -541,7 +560,19 @@ impl Service {
             UpdateOutcome::Failed { error }
         } else {
             match self.compute_update(job.as_mut()) {
-                Ok((values, provenance)) => {
+                Ok(None) => {
+                    job.requeue()?;
+                    log::info!(
+                        target: RL_TARGET,
+                        "update {} put back for the next start: the service is stopping",
+                        request.id
+                    );
+                    return Ok(Some((
+                        self.update_request(request.id)?,
+                        UpdateOutcome::Requeued,
+                    )));
+                }
+                Ok(Some((values, provenance))) => {
                     let published = job.complete(
                         self.algorithm.name(),
                         &values,
@@ -646,7 +677,7 @@ impl Service {
     fn compute_update(
         &self,
         job: &mut dyn UpdateJob,
-    ) -> Result<(serde_json::Value, Provenance), DomainError> {
+    ) -> Result<Option<(serde_json::Value, Provenance)>, DomainError> {
         let backup_file = match &self.settings.backup_dir {
             Some(dir) => {
                 let report = self.backup_to(dir)?;
@@ -656,11 +687,20 @@ impl Service {
             }
             None => None,
         };
+        if self.is_stopping() {
+            return Ok(None);
+        }
         let current = job.current_parameters()?;
         let mut failure: Option<StoreError> = None;
+        let mut interrupted = false;
         let mut rows_read: u64 = 0;
         let values = {
             let mut records = job.study_data()?.map_while(|item| match item {
+                // The algorithm sees the end of the data early; what it computes is dropped.
+                Ok(_) if self.is_stopping() => {
+                    interrupted = true;
+                    None
+                }
                 Ok(record) => {
                     rows_read += 1;
                     Some(record)
@@ -691,12 +731,15 @@ impl Service {
         if let Some(e) = failure {
             return Err(e.into());
         }
+        if interrupted {
+            return Ok(None);
+        }
         let values = values?;
         check_finite(&values)?;
         self.algorithm
             .validate_parameters(&values)
             .map_err(DomainError::Algorithm)?;
-        Ok((
+        Ok(Some((
             values,
             Provenance {
                 service_version: self.settings.service_version.clone(),
@@ -705,7 +748,7 @@ impl Service {
                 rows_read,
                 backup_file,
             },
-        ))
+        )))
     }
 
     /// Re-derives every stored decision from its stored state, parameter version and seed,

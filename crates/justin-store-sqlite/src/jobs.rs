@@ -345,6 +345,25 @@ impl UpdateJob for SqliteUpdateJob {
         let id = self.request.id;
         self.store_outcome(|conn, _| finish(conn, id, "failed", finished_at, Some(error), None))
     }
+
+    fn requeue(mut self: Box<Self>) -> Result<(), StoreError> {
+        let id = self.request.id;
+        self.store_outcome(|conn, _| {
+            // No row changes when the request was reset or restored meanwhile.
+            diesel::update(
+                model_update_requests::table
+                    .find(uuid_text(id))
+                    .filter(model_update_requests::status.eq("processing"))
+                    .filter(model_update_requests::attempts.gt(0)),
+            )
+            .set((
+                model_update_requests::attempts.eq(model_update_requests::attempts - 1),
+                model_update_requests::started_at.eq(None::<String>),
+            ))
+            .execute(conn)?;
+            Ok(())
+        })
+    }
 }
 
 impl Drop for SqliteUpdateJob {

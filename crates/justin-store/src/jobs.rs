@@ -302,4 +302,26 @@ impl UpdateJob for PgUpdateJob {
         self.release_after_outcome();
         Ok(())
     }
+
+    fn requeue(mut self: Box<Self>) -> Result<(), StoreError> {
+        let id = self.request.id;
+        let conn = self.lock.conn()?;
+        AnsiTransactionManager::rollback_transaction(conn).map_err(from_diesel)?;
+        // Autocommit, like the claim it undoes; no row changes when the request was reset or
+        // restored meanwhile.
+        diesel::update(
+            model_update_requests::table
+                .find(id)
+                .filter(model_update_requests::status.eq("processing"))
+                .filter(model_update_requests::attempts.gt(0)),
+        )
+        .set((
+            model_update_requests::attempts.eq(model_update_requests::attempts - 1),
+            model_update_requests::started_at.eq(None::<DateTime<Utc>>),
+        ))
+        .execute(conn)
+        .map_err(from_diesel)?;
+        self.release_after_outcome();
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ mod helpers;
 mod hostile;
 mod reproducibility;
 mod safety;
+mod stopping;
 mod update;
 mod upload;
 mod users;
