@@ -10,7 +10,8 @@
 //! - `jobs::pg_an_update_killed_half_way_...`: it holds the update with `LOCK TABLE` (the
 //!   SQLite lease takeover is covered in justin-store-sqlite's tests);
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
-//! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own.
+//! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
+//! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backup_under_load;
@@ -23,4 +24,5 @@ mod readiness;
 mod replay;
 mod reproducibility;
 mod restore;
+mod shutdown;
 mod startup;

@@ -647,6 +647,17 @@ impl Service {
         let mut backoff = policy.first_backoff;
         for attempt in 1..=policy.attempts {
             if attempt > 1 {
+                if self.is_stopping() {
+                    // Left pending, not failed: a later poll, of the next process if need be,
+                    // delivers it.
+                    log::info!(
+                        "callback for update {} left pending: the service is stopping",
+                        request.id
+                    );
+                    delivery.status = CallbackStatus::Pending;
+                    self.store.record_callback(request.id, &delivery)?;
+                    return Ok(());
+                }
                 self.clock.sleep(backoff);
                 backoff = backoff.saturating_mul(2);
             }

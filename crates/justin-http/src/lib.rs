@@ -10,6 +10,7 @@ pub mod database;
 pub mod error;
 pub mod logging;
 pub mod routes;
+pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod updates;

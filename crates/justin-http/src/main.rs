@@ -86,6 +86,9 @@ fn serve(config: Config) -> Result<ExitCode, String> {
     }
     let server = startup::start(config).map_err(|e| e.to_string())?;
     server
+        .stop_on_signals()
+        .map_err(|e| format!("cannot listen for stop signals: {e}"))?;
+    server
         .wait()
         .map_err(|e| format!("the server failed: {e}"))?;
     log::info!("stopped");

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::Logger;
@@ -16,6 +16,7 @@ use justin_core::{CallbackPolicy, Clock, Service, ServiceSettings};
 use crate::callbacks::HttpNotifier;
 use crate::config::Config;
 use crate::database::{Database, OpenMode};
+use crate::shutdown::{self, StopSignal};
 use crate::state::AppState;
 use crate::{routes, updates};
 
@@ -119,9 +120,12 @@ pub fn service_on(config: &Config, database: &Database) -> Result<Arc<Service>, 
 pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
+    service: Arc<Service>,
     updates: updates::UpdateQueue,
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
+    stop: StopSignal,
+    grace: Duration,
 }
 
 impl RunningServer {
@@ -135,9 +139,19 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
+    /// Stops gracefully on SIGTERM or SIGINT, as [`RunningServer::stop`] does; for the
+    /// process that serves, not for servers started inside tests.
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed.
+    pub fn stop_on_signals(&self) -> std::io::Result<()> {
+        shutdown::stop_on_signals(self.handle.clone(), self.stop.clone(), self.grace)
+    }
+
     /// Stops accepting, lets in-flight requests finish, then waits for the update under way
-    /// (queued ones stay in the database for the next start).
+    /// (queued ones stay in the database for the next start); all within the grace period.
     pub fn stop(self) {
+        self.stop.begin();
         // Stopping a server that has already stopped is harmless; nothing to report.
         let handle = self.handle.clone();
         std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(true)))
@@ -146,7 +160,9 @@ impl RunningServer {
         self.wait().ok();
     }
 
-    /// Blocks until the server stops (on SIGINT or SIGTERM) and the update under way is done.
+    /// Blocks until the server stops (see [`RunningServer::stop_on_signals`]), then lets the
+    /// update under way finish within what is left of the grace period; one that does not is
+    /// put back, uncounted, for the next start.
     ///
     /// # Errors
     /// When the server thread ended with an IO error.
@@ -156,6 +172,21 @@ impl RunningServer {
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
         self.updates.stop();
+        let deadline = self.stop.deadline(self.grace);
+        let mut put_back = false;
+        while !self.worker.is_finished() {
+            if !put_back && Instant::now() >= deadline {
+                log::warn!(
+                    "the update under way did not finish within server.shutdown_grace_secs \
+                     ({}s); it is put back for the next start",
+                    self.grace.as_secs()
+                );
+                self.service.stop_updates();
+                put_back = true;
+            }
+            // Short naps: the worker ends on its own and has no channel to say so.
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if self.worker.join().is_err() {
             log::error!("the update worker panicked");
         }
@@ -185,12 +216,13 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
     )
     .map_err(io("cannot start the update worker".into()))?;
     let state = AppState {
-        service,
+        service: service.clone(),
         updates: queue.clone(),
         max_body_bytes: config.server.max_body_bytes,
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
     };
     let workers = config.server.workers;
+    let grace = config.server.shutdown_grace_secs;
     let (handle_tx, handle_rx) = mpsc::channel();
     let server = std::thread::Builder::new()
         .name("justin-http".into())
@@ -205,7 +237,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
                         )
                         .configure(routes::configure)
                 })
-                .shutdown_timeout(30);
+                // Signals are the binary's business (`stop_on_signals`), not every server's.
+                .disable_signals()
+                .shutdown_timeout(grace);
                 if workers > 0 {
                     server = server.workers(workers);
                 }
@@ -233,8 +267,11 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
     Ok(RunningServer {
         addr,
         handle,
+        service,
         updates: queue,
         server,
         worker,
+        stop: StopSignal::default(),
+        grace: Duration::from_secs(grace),
     })
 }
