@@ -11,6 +11,7 @@
 //! | `server.port` | `JUSTIN_SERVER__PORT` | `5000` (0 picks a free port) |
 //! | `server.workers` | `JUSTIN_SERVER__WORKERS` | `0` (one per core) |
 //! | `server.max_body_bytes` | `JUSTIN_SERVER__MAX_BODY_BYTES` | `1048576` |
+//! | `server.shutdown_grace_secs` | `JUSTIN_SERVER__SHUTDOWN_GRACE_SECS` | `30` |
 //! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `sqlite://justin.db` (or `postgres://...`) |
 //! | `database.pool_size` | `JUSTIN_DATABASE__POOL_SIZE` | `10` |
 //! | `database.connect_timeout_secs` | `JUSTIN_DATABASE__CONNECT_TIMEOUT_SECS` | `5` |
@@ -85,6 +86,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a stop waits for requests in flight before closing their connections.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             port: 5000,
             workers: 0,
             max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -411,6 +415,16 @@ mod tests {
             jail.set_env("JUSTIN_DATABASE__URL", "postgres://x@y/z");
             let config = load_in_jail()?;
             assert_eq!(config.database.url, "postgres://x@y/z");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shutdown_grace_period_is_configurable() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load_in_jail()?.server.shutdown_grace_secs, 30);
+            jail.set_env("JUSTIN_SERVER__SHUTDOWN_GRACE_SECS", "5");
+            assert_eq!(load_in_jail()?.server.shutdown_grace_secs, 5);
             Ok(())
         });
     }

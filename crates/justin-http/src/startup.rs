@@ -191,6 +191,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
     };
     let workers = config.server.workers;
+    let grace = config.server.shutdown_grace_secs;
     let (handle_tx, handle_rx) = mpsc::channel();
     let server = std::thread::Builder::new()
         .name("justin-http".into())
@@ -205,7 +206,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
                         )
                         .configure(routes::configure)
                 })
-                .shutdown_timeout(30);
+                .shutdown_timeout(grace);
                 if workers > 0 {
                     server = server.workers(workers);
                 }
