@@ -12,6 +12,7 @@
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod backup_under_load;
 mod commands;
 mod flow;

@@ -202,6 +202,11 @@ impl TestApp {
         self.client.clone()
     }
 
+    /// `http://127.0.0.1:<port>`, for requests the [`Client`] cannot make (other headers).
+    pub fn base_url(&self) -> &str {
+        &self.client.base_url
+    }
+
     /// The configured `backup.dir`.
     pub fn backup_dir(&self) -> &Path {
         &self.backup_dir
