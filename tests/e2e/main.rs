@@ -18,6 +18,7 @@ mod commands;
 mod flow;
 mod jobs;
 mod move_to_postgres;
+mod private_logs;
 mod readiness;
 mod replay;
 mod reproducibility;

@@ -6,7 +6,8 @@
 //! POST /api/v1/action 201 1.799ms request_id=4b0c2f6e-... key=study-app
 //! ```
 //!
-//! Bodies, and so contexts and outcomes, are not logged: the data is health data.
+//! Bodies, and so contexts and outcomes, are not logged: the data is health data. Only with
+//! `logging.log_bodies = true`, for debugging, does the line end with the request body.
 //!
 //! Every response carries its request id in `X-Request-Id`. A request may bring its own (a
 //! proxy's or the study server's, up to 64 letters, digits, `-`, `_` or `.`), which is then
@@ -14,13 +15,14 @@
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{self, BodyStream, EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
 
 use crate::auth::KeyName;
+use crate::error::ApiError;
 
 /// The log target of every access line.
 pub const ACCESS_TARGET: &str = "justin::access";
@@ -31,41 +33,90 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The longest request id taken from a request.
 const MAX_REQUEST_ID_CHARS: usize = 64;
 
+/// What the access log writes.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLog {
+    /// Also log each request body (health data): for debugging only.
+    pub log_bodies: bool,
+    /// The largest body buffered for logging; a larger one gets 413, as the API gives it.
+    pub max_body_bytes: usize,
+}
+
 /// Middleware: logs one line per request and sets `X-Request-Id` on the response.
 ///
 /// # Errors
 /// Only those of the inner service, logged with their status first.
 pub async fn log_request<B: MessageBody>(
-    req: ServiceRequest,
+    settings: AccessLog,
+    mut req: ServiceRequest,
     next: Next<B>,
-) -> Result<ServiceResponse<B>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let started = Instant::now();
     let id = request_id(req.headers().get(REQUEST_ID_HEADER));
     let method = req.method().clone();
     // The path as sent, without the query string (which may carry anything).
     let path = req.path().to_owned();
-    let line = |status: u16, key: Option<&KeyName>| {
+    let line = |status: u16, key: Option<&KeyName>, body: &Option<String>| {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let key = key.map_or("-", KeyName::as_str);
-        log::info!(
-            target: ACCESS_TARGET,
-            "{method} {path} {status} {latency_ms:.3}ms request_id={id} key={key}"
-        );
+        match body {
+            None => log::info!(
+                target: ACCESS_TARGET,
+                "{method} {path} {status} {latency_ms:.3}ms request_id={id} key={key}"
+            ),
+            Some(body) => log::info!(
+                target: ACCESS_TARGET,
+                "{method} {path} {status} {latency_ms:.3}ms request_id={id} key={key} body={body:?}"
+            ),
+        }
     };
+
+    let mut logged_body = None;
+    if settings.log_bodies {
+        match buffer_body(&mut req, settings.max_body_bytes).await {
+            Ok(text) => logged_body = Some(text),
+            Err(e) => {
+                let mut res = req.error_response(e);
+                line(res.status().as_u16(), None, &Some("<not read>".into()));
+                set_request_id(res.headers_mut(), &id);
+                return Ok(res.map_into_right_body());
+            }
+        }
+    }
+
     match next.call(req).await {
         Ok(mut res) => {
             line(
                 res.status().as_u16(),
                 res.request().extensions().get::<KeyName>(),
+                &logged_body,
             );
             set_request_id(res.headers_mut(), &id);
-            Ok(res)
+            Ok(res.map_into_left_body())
         }
         Err(e) => {
-            line(e.as_response_error().status_code().as_u16(), None);
+            let status = e.as_response_error().status_code().as_u16();
+            line(status, None, &logged_body);
             Err(e)
         }
     }
+}
+
+/// Reads the whole body (within `limit`), puts it back for the handler unchanged, and returns
+/// it as text for the log.
+async fn buffer_body(req: &mut ServiceRequest, limit: usize) -> Result<String, ApiError> {
+    let bytes = match body::to_bytes_limited(BodyStream::new(req.take_payload()), limit).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return Err(ApiError::BadRequest(format!(
+                "The request body could not be read: {e}."
+            )))
+        }
+        Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    req.set_payload(Payload::from(bytes));
+    Ok(text)
 }
 
 /// The request's own id when it is well formed, else a fresh one.

@@ -28,6 +28,7 @@
 //! | `logging.level` | `JUSTIN_LOGGING__LEVEL` | `info` |
 //! | `logging.dir` | `JUSTIN_LOGGING__DIR` | `logs` |
 //! | `logging.stdout` | `JUSTIN_LOGGING__STDOUT` | `true` |
+//! | `logging.log_bodies` | `JUSTIN_LOGGING__LOG_BODIES` | `false` |
 //! | `update.callback_timeout_secs` | `JUSTIN_UPDATE__CALLBACK_TIMEOUT_SECS` | `10` (per attempt) |
 //! | `update.callback_attempts` | `JUSTIN_UPDATE__CALLBACK_ATTEMPTS` | `5` |
 //! | `update.callback_backoff_ms` | `JUSTIN_UPDATE__CALLBACK_BACKOFF_MS` | `500` (doubles per retry) |
@@ -231,6 +232,8 @@ pub struct LoggingConfig {
     pub dir: PathBuf,
     /// Also log to standard output.
     pub stdout: bool,
+    /// Write request bodies (health data) into the access log, for debugging only.
+    pub log_bodies: bool,
 }
 
 impl Default for LoggingConfig {
@@ -239,6 +242,7 @@ impl Default for LoggingConfig {
             level: "info".into(),
             dir: "logs".into(),
             stdout: true,
+            log_bodies: false,
         }
     }
 }
@@ -662,6 +666,7 @@ mod tests {
         let config = Config::default();
         assert!(config.auth.api_keys.is_empty());
         assert!(!config.auth.allow_unauthenticated);
+        assert!(!config.logging.log_bodies);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use justin_core::service::error_chain;
 use justin_core::{CallbackPolicy, Clock, Service, ServiceSettings};
 
-use crate::access_log;
+use crate::access_log::{self, AccessLog};
 use crate::auth::{self, ApiKeys};
 use crate::callbacks::HttpNotifier;
 use crate::config::Config;
@@ -148,6 +148,13 @@ fn check_access(config: &Config) -> Result<ApiKeys, StartupError> {
             keys.names().collect::<Vec<_>>().join(", ")
         );
     }
+    if config.logging.log_bodies {
+        log::warn!(
+            "logging.log_bodies = true: REQUEST BODIES, WHICH HOLD PARTICIPANTS' HEALTH DATA, \
+             ARE WRITTEN TO THE LOGS; turn it off once debugging is done, and delete the logs \
+             written meanwhile"
+        );
+    }
     Ok(keys)
 }
 
@@ -240,6 +247,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         max_body_bytes: config.server.max_body_bytes,
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
     };
+    let access = AccessLog {
+        log_bodies: config.logging.log_bodies,
+        max_body_bytes: config.server.max_body_bytes,
+    };
     let workers = config.server.workers;
     let grace = config.server.shutdown_grace_secs;
     let (handle_tx, handle_rx) = mpsc::channel();
@@ -256,7 +267,9 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
                         .wrap(from_fn(move |req, next| {
                             auth::require_key(keys.clone(), req, next)
                         }))
-                        .wrap(from_fn(access_log::log_request))
+                        .wrap(from_fn(move |req, next| {
+                            access_log::log_request(access, req, next)
+                        }))
                         .configure(routes::configure)
                 })
                 .shutdown_timeout(grace);

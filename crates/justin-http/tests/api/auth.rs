@@ -308,3 +308,27 @@ fn every_answer_carries_a_request_id() {
         "a malformed id is replaced: {id}"
     );
 }
+
+#[test]
+fn logging_bodies_hands_them_on_unchanged() {
+    let app = spawn_app_with(|config| {
+        config.logging.log_bodies = true;
+        config.server.max_body_bytes = 4096;
+    });
+    app.add_user("p1");
+    let (status, decision) = app.action("p1", 0, 21.5);
+    assert_eq!(status, 201, "{decision}");
+    assert_eq!(decision["state"], json!([21.5]));
+    let (status, body) = app.post_raw("/api/v1/add_user", "{\"user_id\": ", "application/json");
+    assert_eq!(
+        (status, body),
+        (400, error("Request body must be valid JSON.")),
+        "a broken body reaches the handler as it was"
+    );
+    let big = json!({ "user_id": "p2", "padding": "x".repeat(5000) });
+    let (status, body) = app.post_json("/api/v1/add_user", &big);
+    assert_eq!(
+        (status, body),
+        (413, error("Request body is larger than 4096 bytes."))
+    );
+}
