@@ -14,12 +14,14 @@
 //! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod backup_under_load;
 mod commands;
 mod flow;
 mod jobs;
 mod move_to_postgres;
 mod outage;
+mod private_logs;
 mod readiness;
 mod replay;
 mod reproducibility;

@@ -14,7 +14,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -123,6 +124,61 @@ pub struct Served {
     /// `http://127.0.0.1:<port>`.
     pub base_url: String,
     agent: ureq::Agent,
+    stdout: Captured,
+    stderr: Captured,
+}
+
+/// What one of the process's output streams printed, read by a thread of its own.
+struct Captured {
+    text: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Captured {
+    /// Reads `stream` line by line into the buffer, calling `on_line` with each line.
+    fn spawn(stream: impl Read + Send + 'static, on_line: impl Fn(&str) + Send + 'static) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&text);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                on_line(&line);
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Self {
+            text,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything printed, once the stream has closed (the process has ended).
+    fn finish(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().ok();
+        }
+        self.text.lock().unwrap().clone()
+    }
+}
+
+/// A response's status, JSON body and headers.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The body, parsed.
+    pub json: Value,
+    /// The headers.
+    pub headers: ureq::http::HeaderMap,
+}
+
+impl Reply {
+    /// A header's value, when present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 impl Served {
@@ -137,24 +193,18 @@ impl Served {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the justin binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(at) = line.find("listening on http://") {
-                    let url = line[at + "listening on ".len()..].trim().to_owned();
-                    tx.send(url).ok();
-                }
+        let stdout = Captured::spawn(child.stdout.take().expect("stdout is piped"), move |line| {
+            if let Some(at) = line.find("listening on http://") {
+                let url = line[at + "listening on ".len()..].trim().to_owned();
+                tx.send(url).ok();
             }
         });
+        let mut stderr = Captured::spawn(child.stderr.take().expect("stderr is piped"), |_| {});
         let Ok(base_url) = rx.recv_timeout(WAIT) else {
             child.kill().ok();
-            let mut stderr = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                e.read_to_string(&mut stderr).ok();
-            }
-            panic!("justin serve did not start listening: {stderr}");
+            child.wait().ok();
+            panic!("justin serve did not start listening: {}", stderr.finish());
         };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -164,6 +214,8 @@ impl Served {
             child,
             base_url,
             agent,
+            stdout,
+            stderr,
         }
     }
 
@@ -191,6 +243,37 @@ impl Served {
         (status, json)
     }
 
+    /// Sends `method path` with extra headers and, when given, a JSON body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = match body {
+            Some(body) => self.agent.run(
+                request
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .expect("a valid request"),
+            ),
+            None => self.agent.run(request.body(()).expect("a valid request")),
+        };
+        let mut response = response.expect("the server answers");
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            json: response.body_mut().read_json().expect("the answer is JSON"),
+        }
+    }
+
     /// Kills the process with SIGKILL, as a crash or the OOM killer would: no shutdown code
     /// runs. Waits for it to be gone.
     pub fn kill_hard(mut self) -> ExitStatus {
@@ -201,6 +284,20 @@ impl Served {
 
     /// Asks the process to stop (SIGTERM) and waits for it.
     pub fn terminate(mut self) -> ExitStatus {
+        self.sigterm()
+    }
+
+    /// Asks the process to stop (SIGTERM), waits for it, and returns what it printed.
+    pub fn terminate_with_output(mut self) -> Finished {
+        let status = self.sigterm();
+        Finished {
+            status,
+            stdout: self.stdout.finish(),
+            stderr: self.stderr.finish(),
+        }
+    }
+
+    fn sigterm(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
@@ -458,4 +555,27 @@ fn read_request_body(stream: &mut std::net::TcpStream) -> Option<Value> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     serde_json::from_slice(&body).ok()
+}
+
+/// Every file in `dir` and its subdirectories, with its contents (lossily as text): what a
+/// process wrote into its log directory.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("a directory entry can be read").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                found.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    found.sort();
+    found
 }

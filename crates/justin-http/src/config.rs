@@ -12,6 +12,8 @@
 //! | `server.workers` | `JUSTIN_SERVER__WORKERS` | `0` (one per core) |
 //! | `server.max_body_bytes` | `JUSTIN_SERVER__MAX_BODY_BYTES` | `1048576` |
 //! | `server.shutdown_grace_secs` | `JUSTIN_SERVER__SHUTDOWN_GRACE_SECS` | `30` |
+//! | `auth.api_keys` | `JUSTIN_AUTH__API_KEYS` (`[{name="app",sha256="..."}]`) | `[]` (API open) |
+//! | `auth.allow_unauthenticated` | `JUSTIN_AUTH__ALLOW_UNAUTHENTICATED` | `false` |
 //! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `sqlite://justin.db` (or `postgres://...`) |
 //! | `database.pool_size` | `JUSTIN_DATABASE__POOL_SIZE` | `10` |
 //! | `database.connect_timeout_secs` | `JUSTIN_DATABASE__CONNECT_TIMEOUT_SECS` | `5` |
@@ -26,6 +28,7 @@
 //! | `logging.level` | `JUSTIN_LOGGING__LEVEL` | `info` |
 //! | `logging.dir` | `JUSTIN_LOGGING__DIR` | `logs` |
 //! | `logging.stdout` | `JUSTIN_LOGGING__STDOUT` | `true` |
+//! | `logging.log_bodies` | `JUSTIN_LOGGING__LOG_BODIES` | `false` |
 //! | `update.callback_timeout_secs` | `JUSTIN_UPDATE__CALLBACK_TIMEOUT_SECS` | `10` (per attempt) |
 //! | `update.callback_attempts` | `JUSTIN_UPDATE__CALLBACK_ATTEMPTS` | `5` |
 //! | `update.callback_backoff_ms` | `JUSTIN_UPDATE__CALLBACK_BACKOFF_MS` | `500` (doubles per retry) |
@@ -68,6 +71,8 @@ pub struct Config {
     pub algorithm: AlgorithmConfig,
     /// Backups.
     pub backup: BackupConfig,
+    /// API keys.
+    pub auth: AuthConfig,
     /// Logging.
     pub logging: LoggingConfig,
     /// Model updates.
@@ -179,6 +184,43 @@ impl Default for BackupConfig {
     }
 }
 
+/// `[auth]`: who may call `/api/v1`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The accepted API keys; when empty, the API is open to anyone who can reach it.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Serve an open API (no keys) on an address other than loopback.
+    pub allow_unauthenticated: bool,
+}
+
+/// One entry of `auth.api_keys`: a name for the logs and the key, given either as its SHA-256
+/// digest (so that no secret sits in the configuration) or as it is.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who holds the key (a study's app server); logged with each request it makes.
+    pub name: String,
+    /// The SHA-256 digest of the key, 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The key itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    // Key material stays out of anything that prints the configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |set: bool| if set { "<hidden>" } else { "-" };
+        f.debug_struct("ApiKeyConfig")
+            .field("name", &self.name)
+            .field("sha256", &hidden(self.sha256.is_some()))
+            .field("key", &hidden(self.key.is_some()))
+            .finish()
+    }
+}
+
 /// `[logging]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -190,6 +232,8 @@ pub struct LoggingConfig {
     pub dir: PathBuf,
     /// Also log to standard output.
     pub stdout: bool,
+    /// Write request bodies (health data) into the access log, for debugging only.
+    pub log_bodies: bool,
 }
 
 impl Default for LoggingConfig {
@@ -198,6 +242,7 @@ impl Default for LoggingConfig {
             level: "info".into(),
             dir: "logs".into(),
             stdout: true,
+            log_bodies: false,
         }
     }
 }
@@ -314,6 +359,9 @@ impl Config {
         if self.update.poll_interval_ms == 0 {
             return invalid("update.poll_interval_ms", "must be at least 1");
         }
+        if let Err(e) = crate::auth::ApiKeys::from_config(&self.auth.api_keys) {
+            return Err(ConfigError::Invalid(e));
+        }
         if let Err(e) = crate::logging::parse_level(&self.logging.level) {
             return invalid("logging.level", &e);
         }
@@ -334,9 +382,14 @@ impl Config {
     /// stored with each update so an audit can tell which settings produced it.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
-        // The hash is stored and shown: keep the database password out of what is hashed.
+        // The hash is stored and shown: keep the database password and the API keys (plain or
+        // digested) out of what is hashed. Key names stay: they are not secret.
         let mut shown = self.clone();
         shown.database.url = justin_store::mask_password(&self.database.url);
+        for entry in &mut shown.auth.api_keys {
+            entry.sha256 = entry.sha256.as_ref().map(|_| "***".to_owned());
+            entry.key = entry.key.as_ref().map(|_| "***".to_owned());
+        }
         // Serialising plain structs and string-keyed maps cannot fail; an empty input would
         // still give a stable (if useless) hash rather than stop an update.
         let canonical = serde_json::to_vec(&shown).unwrap_or_default();
@@ -415,6 +468,16 @@ mod tests {
             jail.set_env("JUSTIN_DATABASE__URL", "postgres://x@y/z");
             let config = load_in_jail()?;
             assert_eq!(config.database.url, "postgres://x@y/z");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shutdown_grace_period_is_configurable() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load_in_jail()?.server.shutdown_grace_secs, 30);
+            jail.set_env("JUSTIN_SERVER__SHUTDOWN_GRACE_SECS", "5");
+            assert_eq!(load_in_jail()?.server.shutdown_grace_secs, 5);
             Ok(())
         });
     }
@@ -506,6 +569,104 @@ mod tests {
             assert!(err.contains("algorithm.name"), "{err}");
             Ok(())
         });
+    }
+
+    /// `printf %s correct-horse-battery-staple | sha256sum`
+    const DIGEST: &str = "87cbebfeebc05f7c54ac9336c4b4bbec831227a641951a4bde7edd56020f8590";
+
+    #[test]
+    fn api_keys_come_from_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                &format!(
+                    "[[auth.api_keys]]\nname = \"app\"\nsha256 = \"{DIGEST}\"\n\
+                     [[auth.api_keys]]\nname = \"dev\"\nkey = \"a-long-enough-dev-key\"\n"
+                ),
+            )?;
+            let config = load_in_jail()?;
+            assert_eq!(config.auth.api_keys.len(), 2);
+            assert_eq!(config.auth.api_keys[0].name, "app");
+            assert_eq!(config.auth.api_keys[0].sha256.as_deref(), Some(DIGEST));
+            assert_eq!(
+                config.auth.api_keys[1].key.as_deref(),
+                Some("a-long-enough-dev-key")
+            );
+            assert!(!config.auth.allow_unauthenticated);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn api_keys_from_the_environment_replace_the_files() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[[auth.api_keys]]\nname = \"old\"\nkey = \"a-long-enough-old-key\"\n",
+            )?;
+            jail.set_env(
+                "JUSTIN_AUTH__API_KEYS",
+                format!(r#"[{{name="app",sha256="{DIGEST}"}}, {{name = "dev", key = "a-long-enough-dev-key"}}]"#),
+            );
+            jail.set_env("JUSTIN_AUTH__ALLOW_UNAUTHENTICATED", "true");
+            let config = load_in_jail()?;
+            let names: Vec<_> = config
+                .auth
+                .api_keys
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect();
+            assert_eq!(names, ["app", "dev"]);
+            assert_eq!(config.auth.api_keys[0].sha256.as_deref(), Some(DIGEST));
+            assert!(config.auth.allow_unauthenticated);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unusable_api_key_stops_start_up_naming_it() {
+        Jail::expect_with(|jail| {
+            jail.set_env("JUSTIN_AUTH__API_KEYS", r#"[{name="app",sha256="abc"}]"#);
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains(r#"auth.api_keys[0] ("app")"#), "{err}");
+            assert!(err.contains("64 hex digits"), "{err}");
+            jail.set_env("JUSTIN_AUTH__API_KEYS", r#"[{name="app",secret="abc"}]"#);
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("secret"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn key_material_stays_out_of_the_fingerprint_and_debug_output() {
+        let with_key = |sha256: Option<&str>, key: Option<&str>| {
+            let mut config = Config::default();
+            config.auth.api_keys.push(ApiKeyConfig {
+                name: "app".into(),
+                sha256: sha256.map(Into::into),
+                key: key.map(Into::into),
+            });
+            config
+        };
+        let a = with_key(Some(DIGEST), None);
+        let b = with_key(Some(&"0".repeat(64)), None);
+        assert_eq!(a.fingerprint(), b.fingerprint(), "the digest is not hashed");
+        let c = with_key(None, Some("a-long-enough-key-one"));
+        let d = with_key(None, Some("a-long-enough-key-two"));
+        assert_eq!(c.fingerprint(), d.fingerprint(), "the key is not hashed");
+        assert_ne!(a.fingerprint(), Config::default().fingerprint());
+        let shown = format!("{a:?} {c:?}");
+        assert!(!shown.contains(DIGEST), "{shown}");
+        assert!(!shown.contains("a-long-enough-key-one"), "{shown}");
+        assert!(shown.contains("app"), "{shown}");
+    }
+
+    #[test]
+    fn new_keys_have_safe_defaults() {
+        let config = Config::default();
+        assert!(config.auth.api_keys.is_empty());
+        assert!(!config.auth.allow_unauthenticated);
+        assert!(!config.logging.log_bodies);
     }
 
     #[test]

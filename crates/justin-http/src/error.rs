@@ -14,6 +14,9 @@ pub enum ApiError {
     /// 400: the request is malformed; the message says how.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no valid API key; the message says whether it was missing or wrong.
+    #[error("{0}")]
+    Unauthorized(&'static str),
     /// 404: the thing named does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -60,6 +63,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -76,8 +80,14 @@ impl ResponseError for ApiError {
             Self::Internal(cause) => log::error!("internal error: {}", error_chain(cause.as_ref())),
             _ => {}
         }
-        HttpResponse::build(self.status_code())
-            .json(json!({ "status": "failed", "message": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::Unauthorized(_) = self {
+            response.insert_header((
+                actix_web::http::header::WWW_AUTHENTICATE,
+                r#"Bearer realm="justin""#,
+            ));
+        }
+        response.json(json!({ "status": "failed", "message": self.to_string() }))
     }
 }
 

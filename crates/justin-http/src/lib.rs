@@ -2,6 +2,8 @@
 //! logging, callback delivery and the wiring that starts it all. The `justin` binary
 //! (`main.rs`) is a thin command line around [`startup`].
 
+pub mod access_log;
+pub mod auth;
 pub mod blocking;
 pub mod body;
 pub mod callbacks;

@@ -1,6 +1,7 @@
 //! Logging with fern: standard output, `app.log` (everything at the configured level) and
-//! `rl.log` (only the algorithm's records). Records never carry request bodies, contexts or
-//! outcomes: handlers log what happened, not what was sent.
+//! `rl.log` (only the algorithm's records). Records carry no request bodies, contexts or
+//! outcomes: handlers log what happened, not what was sent, and the access log
+//! ([`crate::access_log`]) writes bodies only when the operator sets `logging.log_bodies`.
 
 use std::path::Path;
 

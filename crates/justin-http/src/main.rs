@@ -1,4 +1,5 @@
-//! The `justin` command: serve the API, run migrations, take a backup or reset the database.
+//! The `justin` command: serve the API, run migrations, take a backup or reset the database,
+//! and print the digest of an API key for `auth.api_keys`.
 
 use std::process::ExitCode;
 
@@ -44,10 +45,19 @@ enum Command {
     /// Re-derive every stored decision from its stored state, parameter version and seed, and
     /// report each one that differs. Exits 1 when any does.
     Replay,
+    /// Read an API key from standard input and print its SHA-256 digest, the value of
+    /// `sha256` in `auth.api_keys`. Reads no configuration and writes no log.
+    HashKey,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::HashKey = command {
+        // Before the configuration and the logger: it needs neither, and must work while the
+        // configuration is being written.
+        return hash_key();
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
@@ -55,18 +65,43 @@ fn main() -> ExitCode {
     if let Err(e) = justin_http::logging::init(&config.logging) {
         return fail(&e);
     }
-    let outcome = match cli.command.unwrap_or(Command::Serve) {
+    let outcome = match command {
         Command::Serve => serve(config),
         Command::Migrate => migrate(&config),
         Command::Backup => backup(&config),
         Command::ResetDb { yes } => reset_db(&config, yes),
         Command::Restore { file, yes } => restore(&config, &file, yes),
         Command::Replay => replay(&config),
+        Command::HashKey => Ok(hash_key()),
     };
     match outcome {
         Ok(code) => code,
         Err(message) => fail(&message),
     }
+}
+
+/// `justin hash-key`: the key is the whole of standard input, without one final line break.
+fn hash_key() -> ExitCode {
+    use std::io::{IsTerminal, Read};
+
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Type the API key, then Enter and Ctrl-D:");
+    }
+    let mut input = String::new();
+    if let Err(e) = stdin.read_to_string(&mut input) {
+        eprintln!("justin: cannot read the key from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = input
+        .strip_suffix('\n')
+        .map_or(input.as_str(), |k| k.strip_suffix('\r').unwrap_or(k));
+    if let Err(why) = justin_http::auth::check_key(key) {
+        eprintln!("justin: {why}");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", justin_http::auth::digest_hex(key));
+    ExitCode::SUCCESS
 }
 
 fn fail(message: &str) -> ExitCode {

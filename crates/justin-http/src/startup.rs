@@ -7,12 +7,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use actix_web::middleware::Logger;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use chrono::{DateTime, Utc};
 use justin_core::service::error_chain;
 use justin_core::{CallbackPolicy, Clock, Service, ServiceSettings};
 
+use crate::access_log::{self, AccessLog};
+use crate::auth::{self, ApiKeys};
 use crate::callbacks::HttpNotifier;
 use crate::config::Config;
 use crate::database::{Database, OpenMode};
@@ -32,6 +34,9 @@ pub enum StartupError {
     /// The stored state does not fit the configuration (priors, algorithm).
     #[error("{0}")]
     Service(String),
+    /// The API would be open to the network: no API keys on an address other than loopback.
+    #[error("{0}")]
+    Unprotected(String),
     /// The address could not be bound or a thread could not start.
     #[error("{context}: {source}")]
     Io {
@@ -113,6 +118,57 @@ pub fn service_on(config: &Config, database: &Database) -> Result<Arc<Service>, 
         ))),
         settings,
     )))
+}
+
+/// The API keys, after refusing to serve an open API to the network unless that is asked for,
+/// and warning about what the configuration exposes.
+///
+/// # Errors
+/// When no key is configured, `server.host` is not a loopback address and
+/// `auth.allow_unauthenticated` is not set.
+fn check_access(config: &Config) -> Result<ApiKeys, StartupError> {
+    let keys = ApiKeys::from_config(&config.auth.api_keys)
+        .map_err(|e| StartupError::Config(crate::config::ConfigError::Invalid(e)))?;
+    let host = &config.server.host;
+    if keys.is_empty() {
+        if !is_loopback(host) && !config.auth.allow_unauthenticated {
+            return Err(StartupError::Unprotected(format!(
+                "refusing to serve an open API on {host}, which is not a loopback address: \
+                 configure auth.api_keys (see docs/operations.md, Authentication), or set \
+                 auth.allow_unauthenticated = true if something in front of the service \
+                 authenticates its callers"
+            )));
+        }
+        log::warn!(
+            "auth.api_keys is empty: the API under /api/v1 is OPEN to anyone who can reach \
+             {host}; configure auth.api_keys to require a key"
+        );
+    } else {
+        log::info!(
+            "API keys required under /api/v1; accepted keys: {}",
+            keys.names().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if config.logging.log_bodies {
+        log::warn!(
+            "logging.log_bodies = true: REQUEST BODIES, WHICH HOLD PARTICIPANTS' HEALTH DATA, \
+             ARE WRITTEN TO THE LOGS; turn it off once debugging is done, and delete the logs \
+             written meanwhile"
+        );
+    }
+    Ok(keys)
+}
+
+/// Whether `host` only reaches this machine: `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A server running on its own thread.
@@ -199,6 +255,7 @@ impl RunningServer {
 /// # Errors
 /// When the configuration, the database or the address are not usable.
 pub fn start(config: Config) -> Result<RunningServer, StartupError> {
+    let keys = check_access(&config)?;
     let service = build_service(&config)?;
     let io = |context: String| move |source| StartupError::Io { context, source };
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).map_err(
@@ -221,6 +278,10 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         max_body_bytes: config.server.max_body_bytes,
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
     };
+    let access = AccessLog {
+        log_bodies: config.logging.log_bodies,
+        max_body_bytes: config.server.max_body_bytes,
+    };
     let workers = config.server.workers;
     let grace = config.server.shutdown_grace_secs;
     let (handle_tx, handle_rx) = mpsc::channel();
@@ -229,12 +290,17 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let mut server = HttpServer::new(move || {
+                    let keys = keys.clone();
                     App::new()
                         .app_data(web::Data::new(state.clone()))
-                        .wrap(
-                            Logger::new("%{method}xi %U %s %Dms")
-                                .custom_request_replace("method", |req| req.method().to_string()),
-                        )
+                        // The last one wrapped runs first: the access log sees every answer,
+                        // the 401s included, and the key name the check found.
+                        .wrap(from_fn(move |req, next| {
+                            auth::require_key(keys.clone(), req, next)
+                        }))
+                        .wrap(from_fn(move |req, next| {
+                            access_log::log_request(access, req, next)
+                        }))
                         .configure(routes::configure)
                 })
                 // Signals are the binary's business (`stop_on_signals`), not every server's.
@@ -274,4 +340,33 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         stop: StopSignal::default(),
         grace: Duration::from_secs(grace),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LocalHost",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "0.0.0.0",
+            "::",
+            "10.0.0.5",
+            "192.168.1.2",
+            "example.org",
+            "localhost.evil",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
 }

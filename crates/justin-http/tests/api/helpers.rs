@@ -202,7 +202,7 @@ impl TestApp {
         self.client.clone()
     }
 
-    /// `http://host:port` of the running service.
+    /// `http://127.0.0.1:<port>`, for requests the [`Client`] cannot make (other headers).
     pub fn base_url(&self) -> &str {
         &self.client.base_url
     }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod action;
+mod auth;
 mod health;
 mod helpers;
 mod hostile;
