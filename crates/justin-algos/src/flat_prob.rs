@@ -140,9 +140,11 @@ impl Algorithm for FlatProb {
             -STEP
         };
         let next = tidy((p + step).clamp(MIN_PROBABILITY, MAX_PROBABILITY));
+        // The mean is derived from participants' contexts (with one record, it is one
+        // participant's value): it stays out of the log, which records only the policy.
         log::info!(
             target: justin_core::service::RL_TARGET,
-            "flat_prob: mean temperature {mean:.3} over {count} records, probability {p} -> {next}"
+            "flat_prob: {count} records, probability {p} -> {next}"
         );
         Ok(json!({ PROBABILITY_KEY: next }))
     }
