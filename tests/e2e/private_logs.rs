@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 /// Values distinctive enough that finding one anywhere can only mean a leak.
 const CONTEXT_MARKER: &str = "ctx-marker-mood-8d1f0c";
-const CONTEXT_NUMBER: f64 = 17.123_456_789;
+/// Large enough that its rounded forms cannot be a clock reading or a latency in the logs.
+const CONTEXT_NUMBER: f64 = 8_671.123_456_789;
 const OUTCOME_MARKER: &str = "outcome-marker-steps-5b7e2a";
 const OUTCOME_NUMBER: i64 = 918_273_645;
 
@@ -91,10 +92,12 @@ fn serve_marked_requests(env: &[(&str, String)]) -> Vec<(String, String)> {
     places
 }
 
-fn markers() -> [String; 4] {
+fn markers() -> [String; 5] {
     [
         CONTEXT_MARKER.to_owned(),
         CONTEXT_NUMBER.to_string(),
+        // Values computed from one participant's context, rounded, are still that context.
+        format!("{CONTEXT_NUMBER:.1}"),
         OUTCOME_MARKER.to_owned(),
         OUTCOME_NUMBER.to_string(),
     ]
