@@ -196,6 +196,61 @@ impl PgStore {
     }
 }
 
+/// Inserts the decision unless one exists for the pair or study data was uploaded for it, in
+/// one statement: `INSERT INTO actions (...) SELECT $1, ... WHERE NOT EXISTS (study data for
+/// the pair) ON CONFLICT DO NOTHING RETURNING id`. The unique constraint, not the `NOT EXISTS`,
+/// is what makes concurrent inserts store one row. Written with Diesel's query builder, not as
+/// SQL text, so that Diesel prepares it once per connection and reuses it: the hot path of
+/// every decision pays no parsing or planning.
+fn insert_decision(conn: &mut PgConnection, v: &DecisionValues<'_>) -> QueryResult<Vec<i64>> {
+    insert_decision_query(v).get_results(conn)
+}
+
+fn insert_decision_query<'a>(
+    v: &'a DecisionValues<'a>,
+) -> impl diesel::query_dsl::LoadQuery<'a, PgConnection, i64>
+       + diesel::query_builder::QueryFragment<diesel::pg::Pg>
+       + diesel::query_builder::QueryId
+       + 'a {
+    use diesel::dsl::not;
+    let uploaded = exists(
+        study_data::table
+            .filter(study_data::user_id.eq(v.user_id))
+            .filter(study_data::decision_idx.eq(v.decision_idx))
+            .select(study_data::id),
+    );
+    let row = diesel::select((
+        v.user_id.into_sql::<Text>(),
+        v.decision_idx.into_sql::<BigInt>(),
+        v.requested_at.into_sql::<Timestamptz>(),
+        v.decided_at.into_sql::<Timestamptz>(),
+        v.context.into_sql::<Jsonb>(),
+        (&v.state).into_sql::<Jsonb>(),
+        v.action.into_sql::<SmallInt>(),
+        v.action_prob.into_sql::<Double>(),
+        v.parameter_version.into_sql::<BigInt>(),
+        v.rng_seed.into_sql::<BigInt>(),
+    ))
+    .filter(not(uploaded));
+    diesel::insert_into(actions::table)
+        .values(row)
+        .into_columns((
+            actions::user_id,
+            actions::decision_idx,
+            actions::request_timestamp,
+            actions::created_at,
+            actions::context,
+            actions::state,
+            actions::action,
+            actions::action_prob,
+            actions::parameter_version,
+            actions::rng_seed,
+        ))
+        .on_conflict((actions::user_id, actions::decision_idx))
+        .do_nothing()
+        .returning(actions::id)
+}
+
 /// Whether an error says the connection itself is gone (not that the statement failed).
 fn is_closed_connection(e: &DieselError) -> bool {
     matches!(
@@ -203,16 +258,6 @@ fn is_closed_connection(e: &DieselError) -> bool {
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
     )
 }
-
-/// Inserts the decision unless one exists for the pair or study data was uploaded for it; the
-/// unique constraint, not the `NOT EXISTS`, is what makes concurrent inserts store one row.
-const INSERT_DECISION: &str = "\
-INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
-                     action, action_prob, parameter_version, rng_seed) \
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-WHERE NOT EXISTS (SELECT 1 FROM study_data WHERE user_id = $1 AND decision_idx = $2) \
-ON CONFLICT (user_id, decision_idx) DO NOTHING \
-RETURNING id";
 
 /// Inserts the upload unless a decision logged for the pair differs from it, and records
 /// whether one was logged; one round trip in the common case. When no row comes back the
@@ -233,13 +278,6 @@ const PROBABILITY_TOLERANCE: f64 = 1e-9;
 struct Logged {
     #[diesel(sql_type = Bool)]
     action_logged: bool,
-}
-
-#[derive(QueryableByName)]
-struct InsertedId {
-    #[diesel(sql_type = BigInt)]
-    #[allow(dead_code)] // Only its presence matters: a row means the insert happened.
-    id: i64,
 }
 
 #[derive(QueryableByName)]
@@ -285,20 +323,7 @@ impl Store for PgStore {
     fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError> {
         let v = DecisionValues::new(decision)?;
         // Safe to repeat: a second insert of the pair stores nothing and finds the first.
-        let (inserted, mut conn) = self.on_live_connection(|conn| {
-            diesel::sql_query(INSERT_DECISION)
-                .bind::<Text, _>(v.user_id)
-                .bind::<BigInt, _>(v.decision_idx)
-                .bind::<Timestamptz, _>(v.requested_at)
-                .bind::<Timestamptz, _>(v.decided_at)
-                .bind::<Jsonb, _>(&v.context)
-                .bind::<Jsonb, _>(&v.state)
-                .bind::<SmallInt, _>(v.action)
-                .bind::<Double, _>(v.action_prob)
-                .bind::<BigInt, _>(v.parameter_version)
-                .bind::<BigInt, _>(v.rng_seed)
-                .load::<InsertedId>(conn)
-        })?;
+        let (inserted, mut conn) = self.on_live_connection(|conn| insert_decision(conn, &v))?;
         if !inserted.is_empty() {
             return Ok(Recorded::Inserted);
         }
@@ -578,5 +603,45 @@ impl Store for PgStore {
                 StoreError::Unavailable(_) => e,
                 other => StoreError::Unavailable(Box::new(other)),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use diesel::query_builder::QueryFragment;
+
+    use super::*;
+
+    #[test]
+    fn the_decision_insert_is_prepared_once_per_connection() {
+        let at = Utc.timestamp_opt(0, 0).single().unwrap();
+        let context = justin_core::JsonObject::new();
+        let v = DecisionValues {
+            user_id: "u",
+            decision_idx: 0,
+            requested_at: at,
+            decided_at: at,
+            context: crate::models::JsonbObject(&context),
+            state: serde_json::json!([1.0]),
+            action: 1,
+            action_prob: 0.5,
+            parameter_version: 1,
+            rng_seed: 7,
+        };
+        let query = insert_decision_query(&v);
+        // Diesel keeps a prepared statement per connection for every query that says it is
+        // safe to cache (keyed by its SQL text when its type has no static id); SQL text from
+        // `sql_query` never is.
+        assert!(query.is_safe_to_cache_prepared(&diesel::pg::Pg).unwrap());
+        let sql = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
+        assert!(
+            sql.contains("NOT (EXISTS (SELECT \"study_data\".\"id\" FROM"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ON CONFLICT (\"user_id\", \"decision_idx\") DO NOTHING"),
+            "{sql}"
+        );
     }
 }
