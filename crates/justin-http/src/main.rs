@@ -1,4 +1,5 @@
-//! The `justin` command: serve the API, run migrations, take a backup or reset the database.
+//! The `justin` command: serve the API, run migrations, take a backup or reset the database,
+//! or print the API's OpenAPI document.
 
 use std::process::ExitCode;
 
@@ -44,10 +45,16 @@ enum Command {
     /// Re-derive every stored decision from its stored state, parameter version and seed, and
     /// report each one that differs. Exits 1 when any does.
     Replay,
+    /// Print the OpenAPI document of the HTTP API (what `docs/openapi.json` holds) and exit.
+    Openapi,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        // The document depends on the code only: no configuration, no logging.
+        return openapi().unwrap_or_else(|message| fail(&message));
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
         Command::ResetDb { yes } => reset_db(&config, yes),
         Command::Restore { file, yes } => restore(&config, &file, yes),
         Command::Replay => replay(&config),
+        Command::Openapi => openapi(),
     };
     match outcome {
         Ok(code) => code,
@@ -73,6 +81,13 @@ fn fail(message: &str) -> ExitCode {
     log::error!("{message}");
     eprintln!("justin: {message}");
     ExitCode::FAILURE
+}
+
+fn openapi() -> Result<ExitCode, String> {
+    let text = justin_http::openapi::document_json()
+        .map_err(|e| format!("cannot serialize the OpenAPI document: {e}"))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(config: Config) -> Result<ExitCode, String> {

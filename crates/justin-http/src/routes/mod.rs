@@ -8,12 +8,14 @@ use crate::error::ApiError;
 pub mod action;
 pub mod data;
 pub mod health;
+pub mod openapi;
 pub mod parameters;
 pub mod update;
 pub mod users;
 
 /// Mounts every route; wrong methods answer 405 and unknown paths 404, both in JSON.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    crate::openapi::prepare();
     cfg.service(
         web::scope("/api/v1")
             .service(
@@ -49,6 +51,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/parameters/{version}")
                     .route(web::get().to(parameters::show::version))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(openapi::show))
                     .default_service(web::to(method_not_allowed)),
             ),
     )
