@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod action;
+mod contract;
 mod health;
 mod helpers;
+mod openapi;
 mod reproducibility;
 mod safety;
 mod update;
