@@ -161,4 +161,18 @@ mod tests {
         );
         assert!(text.ends_with("}\n"));
     }
+
+    #[test]
+    fn every_user_id_in_a_request_carries_the_user_id_pattern() {
+        let value = serde_json::to_value(document()).unwrap();
+        let schemas = value["components"]["schemas"].as_object().unwrap();
+
+        for name in ["AddUserRequest", "ActionRequest", "UploadDataRequest"] {
+            assert_eq!(
+                schemas[name]["properties"]["user_id"]["pattern"],
+                crate::schema::USER_ID_PATTERN,
+                "{name}"
+            );
+        }
+    }
 }

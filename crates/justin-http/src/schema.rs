@@ -86,13 +86,17 @@ pub mod responses {
 
 // ---- Requests -------------------------------------------------------------------------------
 
+/// What a participant id may hold: no control characters (Unicode category Cc). The request
+/// types repeat it as a literal (the derive takes no constants); a test checks they agree.
+pub const USER_ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]+$";
+
 /// `POST /api/v1/add_user`.
 #[derive(Debug, Clone, ToSchema)]
 #[schema(examples(json!({"user_id": "test_user_123"})))]
 pub struct AddUserRequest {
-    /// The participant's id: 1 to 255 bytes of UTF-8 without control characters. `null` and
-    /// `""` count as missing.
-    #[schema(min_length = 1, max_length = 255)]
+    /// The participant's id: 1 to 255 bytes of UTF-8 (JSON Schema counts characters, the
+    /// service bytes) without control characters. `null` and `""` count as missing.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     pub user_id: String,
 }
 
@@ -106,11 +110,12 @@ pub struct AddUserRequest {
 })))]
 pub struct ActionRequest {
     /// A registered participant (see `add_user` for the id rules).
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     pub user_id: String,
-    /// The study server's time of the request: an ISO 8601 date-time, with an offset
-    /// (`2025-01-01T12:00:00Z`) or without one (read as UTC).
-    #[schema(min_length = 1)]
+    /// The study server's time of the request: an RFC 3339 date-time
+    /// (`2025-01-01T12:00:00Z`). An ISO 8601 date-time without an offset is accepted too and
+    /// read as UTC (what Python's `datetime.isoformat()` writes for naive times).
+    #[schema(format = DateTime)]
     pub timestamp: String,
     /// The participant's decision time, from 0.
     #[schema(minimum = 0)]
@@ -136,11 +141,11 @@ pub struct ActionRequest {
     }
 })))]
 pub struct UploadDataRequest {
-    /// A registered participant.
-    #[schema(min_length = 1, max_length = 255)]
+    /// A registered participant (see `add_user` for the id rules).
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     pub user_id: String,
     /// The study server's time of the upload (see `ActionRequest.timestamp`).
-    #[schema(min_length = 1)]
+    #[schema(format = DateTime)]
     pub timestamp: String,
     /// The decision the data belongs to.
     #[schema(minimum = 0)]
@@ -178,7 +183,7 @@ pub struct UploadedData {
 })))]
 pub struct UpdateRequest {
     /// The study server's time of the request (see `ActionRequest.timestamp`).
-    #[schema(min_length = 1)]
+    #[schema(format = DateTime)]
     pub timestamp: String,
     /// Where the outcome is POSTed: an absolute `http://` or `https://` URL (lower-case
     /// scheme), on a host in `update.callback_allowed_hosts` when that list is set.
@@ -564,6 +569,21 @@ mod tests {
             message: "m".into(),
             status: Failed::Failed,
         });
+    }
+
+    #[test]
+    fn the_user_id_pattern_refuses_exactly_the_control_characters_user_id_refuses() {
+        // The pattern's class: U+0000-U+001F and U+007F-U+009F.
+        let in_class = |c: char| matches!(c as u32, 0x00..=0x1F | 0x7F..=0x9F);
+
+        let differ: Vec<char> = (0..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|c| in_class(*c) != c.is_control())
+            .collect();
+
+        assert_eq!(USER_ID_PATTERN, r"^[^\u0000-\u001F\u007F-\u009F]+$");
+        assert!(differ.is_empty(), "{differ:?}");
+        assert!(UserId::parse("a\u{85}b").is_err());
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl Contract {
                 "format" => check_format(rule, value, at, errors),
                 "minimum" | "maximum" => check_bound(keyword, rule, value, at, errors),
                 "minLength" | "maxLength" => check_length(keyword, rule, value, at, errors),
+                "pattern" => check_pattern(rule, value, at, errors),
                 "required" => {
                     if let Some(object) = value.as_object() {
                         for key in rule.as_array().expect("required is an array") {
@@ -316,6 +317,25 @@ fn check_length(keyword: &str, rule: &Value, value: &Value, at: &str, errors: &m
     }
 }
 
+/// The patterns the document uses, each with the check it stands for (there is no regular
+/// expression engine here): a `user_id` holds no control character.
+const PATTERNS: [(&str, fn(&str) -> bool); 1] = [(
+    justin_http::schema::USER_ID_PATTERN,
+    |s: &str| !s.is_empty() && !s.chars().any(char::is_control),
+)];
+
+fn check_pattern(rule: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    let Some(text) = value.as_str() else { return };
+    let pattern = rule.as_str().expect("a pattern is a string");
+    let (_, fits) = PATTERNS
+        .iter()
+        .find(|(known, _)| *known == pattern)
+        .unwrap_or_else(|| panic!("{at}: the checker does not know the pattern {pattern:?}"));
+    if !fits(text) {
+        errors.push(format!("{at}: {value} does not match {pattern}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +350,7 @@ mod tests {
                     "required": ["id", "n", "when", "state", "maybe"],
                     "properties": {
                         "id": {"type": "string", "format": "uuid"},
+                        "user": {"type": "string", "pattern": justin_http::schema::USER_ID_PATTERN},
                         "n": {"type": "integer", "minimum": 0, "maximum": 1},
                         "when": {"type": "string", "format": "date-time"},
                         "state": {"$ref": "#/components/schemas/State"},
@@ -345,6 +366,7 @@ mod tests {
     fn good() -> Value {
         json!({
             "id": "e999a61c-fb5c-4f01-9942-cb7dbe501013",
+            "user": "test_user_123",
             "n": 1,
             "when": "2025-01-01T12:00:00Z",
             "state": "a",
@@ -378,6 +400,7 @@ mod tests {
             ("free", Some(json!([])), "is not of type"),
             ("extra", Some(json!(1)), "not in the document"),
             ("id", None, "id is missing"),
+            ("user", Some(json!("line\nbreak")), "does not match"),
         ];
         for (key, value, expected) in cases {
             let mut body = good();
@@ -399,7 +422,15 @@ mod tests {
     #[should_panic(expected = "does not know the keyword")]
     fn an_unknown_keyword_fails_rather_than_passes() {
         let c = contract();
-        c.validate(&json!({"type": "string", "pattern": "^a"}), &json!("b"))
+        c.validate(&json!({"type": "string", "multipleOf": 2}), &json!("b"))
+            .ok();
+    }
+
+    #[test]
+    #[should_panic(expected = "does not know the pattern")]
+    fn an_unknown_pattern_fails_rather_than_passes() {
+        let c = contract();
+        c.validate(&json!({"type": "string", "pattern": "^a"}), &json!("a"))
             .ok();
     }
 

@@ -68,7 +68,17 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     request_body = ActionRequestBody,
     responses(
         (status = 200, description = "The decision stored for this `(user_id, decision_idx)` before; nothing new is stored.", body = ActionResponse),
-        (status = 201, description = "A new decision, stored.", body = ActionResponse),
+        (status = 201, description = "A new decision, stored.", body = ActionResponse, links(
+            ("UploadData" = (
+                operation_id = "upload_data",
+                request_body = json!({
+                    "user_id": "$response.body#/user_id",
+                    "decision_idx": "$request.body#/decision_idx",
+                }),
+                description = "What happened after this decision; `data.action` and \
+                    `data.action_prob` must be this answer's.",
+            )),
+        )),
         (status = 400, description = "A field is missing or malformed, the algorithm refuses the context, or study data was uploaded for this decision already (`Decision index already exists.`).", body = ErrorResponse),
         (status = 401, response = Unauthorized),
         (status = 404, description = "The participant is not registered (`User not found.`).", body = ErrorResponse),

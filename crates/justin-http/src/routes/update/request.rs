@@ -26,7 +26,13 @@ use crate::state::AppState;
     tag = "updates",
     request_body = UpdateRequest,
     responses(
-        (status = 202, description = "Stored and queued.", body = UpdateAccepted),
+        (status = 202, description = "Stored and queued.", body = UpdateAccepted, links(
+            ("GetUpdate" = (
+                operation_id = "get_update",
+                parameters(("update_id" = "$response.body#/update_id")),
+                description = "Where this update stands.",
+            )),
+        )),
         (status = 400, description = "`timestamp` or `callback_url` is missing or malformed, or the callback host is not in `update.callback_allowed_hosts`.", body = ErrorResponse),
         (status = 401, response = Unauthorized),
         (status = 413, response = PayloadTooLarge),

@@ -24,7 +24,18 @@ use crate::state::AppState;
     tag = "participants",
     request_body = AddUserRequest,
     responses(
-        (status = 201, description = "Registered.", body = AddUserResponse),
+        (status = 201, description = "Registered.", body = AddUserResponse, links(
+            ("RequestAction" = (
+                operation_id = "request_action",
+                request_body = json!({ "user_id": "$response.body#/user_id" }),
+                description = "Decisions for the participant just registered.",
+            )),
+            ("UploadData" = (
+                operation_id = "upload_data",
+                request_body = json!({ "user_id": "$response.body#/user_id" }),
+                description = "Study data for the participant just registered.",
+            )),
+        )),
         (status = 400, description = "`user_id` is missing, not a string or not a valid id, or the participant is registered already (`User already exists.`).", body = ErrorResponse),
         (status = 401, response = Unauthorized),
         (status = 413, response = PayloadTooLarge),
