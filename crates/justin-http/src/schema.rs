@@ -96,7 +96,11 @@ pub const USER_ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]+$";
 pub struct AddUserRequest {
     /// The participant's id: 1 to 255 bytes of UTF-8 (JSON Schema counts characters, the
     /// service bytes) without control characters. `null` and `""` count as missing.
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: String,
 }
 
@@ -110,7 +114,11 @@ pub struct AddUserRequest {
 })))]
 pub struct ActionRequest {
     /// A registered participant (see `add_user` for the id rules).
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: String,
     /// The study server's time of the request: an RFC 3339 date-time
     /// (`2025-01-01T12:00:00Z`). An ISO 8601 date-time without an offset is accepted too and
@@ -142,7 +150,11 @@ pub struct ActionRequest {
 })))]
 pub struct UploadDataRequest {
     /// A registered participant (see `add_user` for the id rules).
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: String,
     /// The study server's time of the upload (see `ActionRequest.timestamp`).
     #[schema(format = DateTime)]

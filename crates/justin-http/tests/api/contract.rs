@@ -317,12 +317,14 @@ fn check_length(keyword: &str, rule: &Value, value: &Value, at: &str, errors: &m
     }
 }
 
-/// The patterns the document uses, each with the check it stands for (there is no regular
-/// expression engine here): a `user_id` holds no control character.
-const PATTERNS: [(&str, fn(&str) -> bool); 1] = [(
-    justin_http::schema::USER_ID_PATTERN,
-    |s: &str| !s.is_empty() && !s.chars().any(char::is_control),
-)];
+/// A pattern of the document and the check it stands for.
+type KnownPattern = (&'static str, fn(&str) -> bool);
+
+/// The patterns the document uses (there is no regular expression engine here): a `user_id`
+/// holds no control character.
+const PATTERNS: [KnownPattern; 1] = [(justin_http::schema::USER_ID_PATTERN, |s: &str| {
+    !s.is_empty() && !s.chars().any(char::is_control)
+})];
 
 fn check_pattern(rule: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
     let Some(text) = value.as_str() else { return };
