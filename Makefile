@@ -7,8 +7,10 @@ ARGS ?=
 JUSTIN_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 JUSTIN = $(CARGO) run -p justin-http --bin justin --
+# Test cases schemathesis generates per API operation and phase in `make fuzz`.
+FUZZ_MAX_EXAMPLES ?= 100
 
-.PHONY: help run test migrate backup reset-db restore replay fmt fmt-check lint check-layers doc clean-test-dbs
+.PHONY: help run test migrate backup reset-db restore replay fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -23,6 +25,8 @@ help:
 	@echo "make lint            clippy on every crate and target, warnings are errors"
 	@echo "make check-layers    check that the core and the algorithms stay free of adapters"
 	@echo "make doc             build the API documentation"
+	@echo "make openapi         write the OpenAPI document the code describes to docs/openapi.json"
+	@echo "make fuzz            run schemathesis against a throwaway release server (FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) per operation)"
 	@echo "make clean-test-dbs  drop leftover justin_test_* databases on the test server"
 
 run:
@@ -79,6 +83,16 @@ check-layers:
 
 doc:
 	$(CARGO) doc --workspace --no-deps
+
+# The committed copy of the served document; a test fails when they differ. Written through a
+# temporary file so a failed build leaves the old copy in place.
+openapi:
+	$(JUSTIN) openapi > docs/openapi.json.tmp || { rm -f docs/openapi.json.tmp; exit 1; }
+	mv docs/openapi.json.tmp docs/openapi.json
+
+# Not part of `make test`: it needs Python and network access to PyPI the first time.
+fuzz:
+	CARGO="$(CARGO)" FUZZ_MAX_EXAMPLES="$(FUZZ_MAX_EXAMPLES)" bash scripts/fuzz.sh
 
 # Tests drop their databases when they end; a killed test run can leave some behind.
 clean-test-dbs:

@@ -1,5 +1,5 @@
 //! The `justin` command: serve the API, run migrations, take a backup or reset the database,
-//! and print the digest of an API key for `auth.api_keys`.
+//! print the digest of an API key for `auth.api_keys`, or print the API's OpenAPI document.
 
 use std::process::ExitCode;
 
@@ -48,10 +48,16 @@ enum Command {
     /// Read an API key from standard input and print its SHA-256 digest, the value of
     /// `sha256` in `auth.api_keys`. Reads no configuration and writes no log.
     HashKey,
+    /// Print the OpenAPI document of the HTTP API (what `docs/openapi.json` holds) and exit.
+    Openapi,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        // The document depends on the code only: no configuration, no logging.
+        return openapi().unwrap_or_else(|message| fail(&message));
+    }
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::HashKey = command {
         // Before the configuration and the logger: it needs neither, and must work while the
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
         Command::Restore { file, yes } => restore(&config, &file, yes),
         Command::Replay => replay(&config),
         Command::HashKey => Ok(hash_key()),
+        Command::Openapi => openapi(),
     };
     match outcome {
         Ok(code) => code,
@@ -108,6 +115,13 @@ fn fail(message: &str) -> ExitCode {
     log::error!("{message}");
     eprintln!("justin: {message}");
     ExitCode::FAILURE
+}
+
+fn openapi() -> Result<ExitCode, String> {
+    let text = justin_http::openapi::document_json()
+        .map_err(|e| format!("cannot serialize the OpenAPI document: {e}"))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(config: Config) -> Result<ExitCode, String> {

@@ -173,6 +173,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/update/00000000-0000-0000-0000-000000000000", "GET"),
     ("/api/v1/parameters", "GET"),
     ("/api/v1/parameters/1", "GET"),
+    ("/api/v1/openapi.json", "GET"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
 ];

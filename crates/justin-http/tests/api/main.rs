@@ -5,9 +5,11 @@
 
 mod action;
 mod auth;
+mod contract;
 mod health;
 mod helpers;
 mod hostile;
+mod openapi;
 mod reproducibility;
 mod safety;
 mod stopping;

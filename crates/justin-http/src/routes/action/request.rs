@@ -1,13 +1,15 @@
 //! `POST /api/v1/action`: draw (or return the stored) action for one decision.
 
 use actix_web::{web, HttpResponse};
-use chrono::SecondsFormat;
 use justin_core::{ActionRequest, JsonObject};
-use serde_json::{json, Value};
 
 use crate::blocking::run_blocking;
 use crate::body::{self, JsonBody};
 use crate::error::ApiError;
+use crate::schema::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::schema::{ActionRequest as ActionRequestBody, ActionResponse, ErrorResponse};
 use crate::state::AppState;
 
 fn bad(message: &str) -> ApiError {
@@ -51,11 +53,42 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     })
 }
 
+/// Draw the action for one decision.
+///
 /// Answers 201 with a new decision, or 200 with the one stored for this decision before.
 ///
 /// # Errors
 /// 400 for a malformed request or context, 404 for an unknown participant, 400 when study data
 /// was uploaded for the decision already.
+#[utoipa::path(
+    post,
+    path = "/api/v1/action",
+    operation_id = "request_action",
+    tag = "decisions",
+    request_body = ActionRequestBody,
+    responses(
+        (status = 200, description = "The decision stored for this `(user_id, decision_idx)` before; nothing new is stored.", body = ActionResponse),
+        (status = 201, description = "A new decision, stored.", body = ActionResponse, links(
+            ("UploadData" = (
+                operation_id = "upload_data",
+                request_body = json!({
+                    "user_id": "$response.body#/user_id",
+                    "decision_idx": "$request.body#/decision_idx",
+                }),
+                description = "What happened after this decision; `data.action` and \
+                    `data.action_prob` must be this answer's.",
+            )),
+        )),
+        (status = 400, description = "A field is missing or malformed, the algorithm refuses the context, or study data was uploaded for this decision already (`Decision index already exists.`).", body = ErrorResponse),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "The participant is not registered (`User not found.`).", body = ErrorResponse),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn handle(
     JsonBody(input): JsonBody,
     state: web::Data<AppState>,
@@ -63,15 +96,7 @@ pub async fn handle(
     let request = parse(input)?;
     let service = state.service.clone();
     let outcome = run_blocking(move || service.request_action(request)).await?;
-    let d = outcome.decision;
-    let body: Value = json!({
-        "status": "success",
-        "user_id": d.user_id,
-        "action": d.action,
-        "action_prob": d.action_prob,
-        "state": d.state,
-        "timestamp": d.decided_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-    });
+    let body = ActionResponse::from(outcome.decision);
     Ok(if outcome.created {
         HttpResponse::Created().json(body)
     } else {

@@ -2,11 +2,14 @@
 
 use actix_web::{web, HttpResponse};
 use justin_core::{JsonObject, UploadRequest};
-use serde_json::json;
 
 use crate::blocking::run_blocking;
 use crate::body::{self, required, JsonBody};
 use crate::error::ApiError;
+use crate::schema::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::schema::{ErrorResponse, UploadDataRequest, UploadDataResponse};
 use crate::state::AppState;
 
 /// Checks each field in the template's order: present, then of the right type.
@@ -32,11 +35,32 @@ fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
     })
 }
 
+/// Store what happened after a decision.
+///
 /// Answers 201 once the data is stored.
 ///
 /// # Errors
 /// 400 for a malformed request, context or outcome, 404 for an unknown participant, 400 for a
-/// second upload of the same decision.
+/// second upload of the same decision, 409 for an upload that contradicts the logged decision.
+#[utoipa::path(
+    post,
+    path = "/api/v1/upload_data",
+    operation_id = "upload_data",
+    tag = "decisions",
+    request_body = UploadDataRequest,
+    responses(
+        (status = 201, description = "Stored.", body = UploadDataResponse),
+        (status = 400, description = "A field is missing or malformed, the algorithm refuses the context or outcome, or data was uploaded for this decision already (`Decision index already exists.`).", body = ErrorResponse),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "The participant is not registered (`User not found.`).", body = ErrorResponse),
+        (status = 409, description = "The service logged this decision with another `action`, or an `action_prob` more than 1e-9 away; nothing is stored.", body = ErrorResponse),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn handle(
     JsonBody(input): JsonBody,
     state: web::Data<AppState>,
@@ -44,8 +68,5 @@ pub async fn handle(
     let upload = parse(&input)?;
     let service = state.service.clone();
     run_blocking(move || service.upload_data(upload)).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "status": "success",
-        "message": "Data uploaded successfully.",
-    })))
+    Ok(HttpResponse::Created().json(UploadDataResponse::default()))
 }

@@ -1,17 +1,47 @@
 //! `POST /api/v1/update`: accept a model update; it runs in the background.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use crate::blocking::run_blocking;
 use crate::body::{self, required, JsonBody};
 use crate::error::ApiError;
+use crate::schema::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::schema::{ErrorResponse, Processing, UpdateAccepted, UpdateRequest};
 use crate::state::AppState;
 
-/// Stores the request, queues it and answers 202 with its id.
+/// Request a model update.
+///
+/// Stores the request, queues it and answers 202 with its id; the update runs in the
+/// background and its outcome is POSTed to `callback_url`.
 ///
 /// # Errors
-/// 400 for a missing or malformed timestamp or callback URL.
+/// 400 for a missing or malformed timestamp or callback URL, or a callback host that is not
+/// allowed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/update",
+    operation_id = "request_update",
+    tag = "updates",
+    request_body = UpdateRequest,
+    responses(
+        (status = 202, description = "Stored and queued.", body = UpdateAccepted, links(
+            ("GetUpdate" = (
+                operation_id = "get_update",
+                parameters(("update_id" = "$response.body#/update_id")),
+                description = "Where this update stands.",
+            )),
+        )),
+        (status = 400, description = "`timestamp` or `callback_url` is missing or malformed, or the callback host is not in `update.callback_allowed_hosts`.", body = ErrorResponse),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn handle(
     JsonBody(input): JsonBody,
     state: web::Data<AppState>,
@@ -34,7 +64,9 @@ pub async fn handle(
     }
     let service = state.service.clone();
     let request = run_blocking(move || service.request_update(requested_at, callback_url)).await?;
-    let id = request.id;
     state.updates.wake();
-    Ok(HttpResponse::Accepted().json(json!({ "status": "processing", "update_id": id })))
+    Ok(HttpResponse::Accepted().json(UpdateAccepted {
+        status: Processing::Processing,
+        update_id: request.id,
+    }))
 }

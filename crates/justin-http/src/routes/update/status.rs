@@ -1,17 +1,37 @@
 //! `GET /api/v1/update/{update_id}`: where an update request stands.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::blocking::run_blocking;
 use crate::error::ApiError;
+use crate::schema::responses::{InternalError, Unauthorized, Unavailable};
+use crate::schema::{ErrorResponse, UpdateStatusResponse};
 use crate::state::AppState;
 
-/// Answers with the request's status, times, error and the parameter version it produced.
+/// Where an update request stands.
+///
+/// Answers with the request's status, times, error, the parameter version it produced, how its
+/// callback was delivered and what its parameters were computed from.
 ///
 /// # Errors
 /// 400 for an id that is not a UUID, 404 for an unknown one.
+#[utoipa::path(
+    get,
+    path = "/api/v1/update/{update_id}",
+    operation_id = "get_update",
+    tag = "updates",
+    params(("update_id" = String, Path, format = "uuid", description = "The `update_id` of the 202 answer.")),
+    responses(
+        (status = 200, description = "The request as it stands.", body = UpdateStatusResponse),
+        (status = 400, description = "The id is not a UUID (`update_id must be a UUID.`).", body = ErrorResponse),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No update request has this id (`Update not found.`).", body = ErrorResponse),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn handle(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -20,24 +40,5 @@ pub async fn handle(
         .map_err(|_| ApiError::BadRequest("update_id must be a UUID.".into()))?;
     let service = state.service.clone();
     let u = run_blocking(move || service.update_request(id)).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "success",
-        "update_id": u.id,
-        "update_status": u.status,
-        "requested_at": u.requested_at,
-        "received_at": u.received_at,
-        "started_at": u.started_at,
-        "finished_at": u.finished_at,
-        "attempts": u.attempts,
-        "error": u.error,
-        "parameter_version": u.parameter_version,
-        "callback": {
-            "url": u.callback_url,
-            "status": u.callback.status,
-            "attempts": u.callback.attempts,
-            "last_error": u.callback.last_error,
-            "finished_at": u.callback.finished_at,
-        },
-        "provenance": u.provenance,
-    })))
+    Ok(HttpResponse::Ok().json(UpdateStatusResponse::from(u)))
 }

@@ -1,17 +1,50 @@
 //! `POST /api/v1/add_user`: register a participant.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use crate::blocking::run_blocking;
 use crate::body::{self, JsonBody};
 use crate::error::ApiError;
+use crate::schema::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::schema::{AddUserRequest, AddUserResponse, ErrorResponse};
 use crate::state::AppState;
 
+/// Register a participant.
+///
 /// Registers the participant named in `{"user_id": ...}`.
 ///
 /// # Errors
 /// 400 when the id is missing, not a string or registered already.
+#[utoipa::path(
+    post,
+    path = "/api/v1/add_user",
+    operation_id = "add_user",
+    tag = "participants",
+    request_body = AddUserRequest,
+    responses(
+        (status = 201, description = "Registered.", body = AddUserResponse, links(
+            ("RequestAction" = (
+                operation_id = "request_action",
+                request_body = json!({ "user_id": "$response.body#/user_id" }),
+                description = "Decisions for the participant just registered.",
+            )),
+            ("UploadData" = (
+                operation_id = "upload_data",
+                request_body = json!({ "user_id": "$response.body#/user_id" }),
+                description = "Study data for the participant just registered.",
+            )),
+        )),
+        (status = 400, description = "`user_id` is missing, not a string or not a valid id, or the participant is registered already (`User already exists.`).", body = ErrorResponse),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn handle(
     JsonBody(input): JsonBody,
     state: web::Data<AppState>,
@@ -25,9 +58,5 @@ pub async fn handle(
     let service = state.service.clone();
     let added = user.clone();
     run_blocking(move || service.add_user(&added)).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "status": "success",
-        "user_id": user,
-        "message": "User added successfully.",
-    })))
+    Ok(HttpResponse::Created().json(AddUserResponse::new(user)))
 }

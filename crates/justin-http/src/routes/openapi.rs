@@ -1,0 +1,32 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI document of this API (see [`crate::openapi`]).
+
+use actix_web::http::header::ContentType;
+use actix_web::HttpResponse;
+
+use crate::error::ApiError;
+use crate::schema::responses::{InternalError, Unauthorized};
+
+/// This document.
+///
+/// The OpenAPI 3.1 document of this API, as committed in `docs/openapi.json`.
+///
+/// # Errors
+/// 500 when the document could not be serialized at start-up.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    operation_id = "get_openapi",
+    tag = "document",
+    responses(
+        (status = 200, description = "The document.", body = Object, content_type = "application/json"),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn show() -> Result<HttpResponse, ApiError> {
+    let text = crate::openapi::served()?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(text))
+}

@@ -1,0 +1,623 @@
+//! The shapes of the API's requests and answers, as the OpenAPI document ([`crate::openapi`])
+//! describes them.
+//!
+//! Handlers build every success answer from the types here, so the document cannot drift from
+//! what is sent. Request bodies are read field by field in [`crate::body`], which keeps the
+//! template's exact messages and order of checks; the request types here describe what that
+//! reading accepts and are not used to parse.
+//!
+//! Answer fields are declared in alphabetical order: the service has always written JSON keys
+//! sorted, and clients may compare answers as text.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use justin_core::{
+    Action, CallbackStatus, Decision, ModelParameters, Probability, State, UpdateStatus, UserId,
+};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// `"success"`: the request did what it asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Success {
+    /// The only value.
+    Success,
+}
+
+/// `"failed"`: the request was refused or could not be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Failed {
+    /// The only value.
+    Failed,
+}
+
+/// `"processing"`: the update was accepted and runs in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Processing {
+    /// The only value.
+    Processing,
+}
+
+/// The error envelope every refusal and failure answers with.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(examples(json!({"message": "user_id is required.", "status": "failed"})))]
+pub struct ErrorResponse {
+    /// What was wrong, for a person to read. Client errors say which field and why; server
+    /// errors (500) say nothing about their cause.
+    pub message: String,
+    /// Always `failed`.
+    pub status: Failed,
+}
+
+/// Answers every route under `/api/v1` may give, shared by the operations of the document.
+pub mod responses {
+    use utoipa::ToResponse;
+
+    use super::ErrorResponse;
+
+    /// `Authorization: Bearer <key>` is missing or names no configured key (only when
+    /// `auth.api_keys` is set).
+    #[derive(Debug, ToResponse)]
+    pub struct Unauthorized(pub ErrorResponse);
+
+    /// The body is larger than `server.max_body_bytes`
+    /// (`Request body is larger than 1048576 bytes.`).
+    #[derive(Debug, ToResponse)]
+    pub struct PayloadTooLarge(pub ErrorResponse);
+
+    /// The body is not declared as JSON (`Content-Type must be application/json.`).
+    #[derive(Debug, ToResponse)]
+    pub struct UnsupportedMediaType(pub ErrorResponse);
+
+    /// No database connection within `database.connect_timeout_secs`
+    /// (`The database is unavailable. Try again shortly.`); try again.
+    #[derive(Debug, ToResponse)]
+    pub struct Unavailable(pub ErrorResponse);
+
+    /// Something unexpected failed (`Internal server error.`); the cause is logged, not
+    /// answered.
+    #[derive(Debug, ToResponse)]
+    pub struct InternalError(pub ErrorResponse);
+}
+
+// ---- Requests -------------------------------------------------------------------------------
+
+/// What a participant id may hold: no control characters (Unicode category Cc). The request
+/// types repeat it as a literal (the derive takes no constants); a test checks they agree.
+pub const USER_ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]+$";
+
+/// `POST /api/v1/add_user`.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(examples(json!({"user_id": "test_user_123"})))]
+pub struct AddUserRequest {
+    /// The participant's id: 1 to 255 bytes of UTF-8 (JSON Schema counts characters, the
+    /// service bytes) without control characters. `null` and `""` count as missing.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub user_id: String,
+}
+
+/// `POST /api/v1/action`.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(examples(json!({
+    "user_id": "test_user_123",
+    "timestamp": "2025-01-01T12:00:00Z",
+    "decision_idx": 0,
+    "context": {"temperature": 23}
+})))]
+pub struct ActionRequest {
+    /// A registered participant (see `add_user` for the id rules).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub user_id: String,
+    /// The study server's time of the request: an RFC 3339 date-time
+    /// (`2025-01-01T12:00:00Z`). An ISO 8601 date-time without an offset is accepted too and
+    /// read as UTC (what Python's `datetime.isoformat()` writes for naive times).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// The participant's decision time, from 0.
+    #[schema(minimum = 0)]
+    pub decision_idx: i64,
+    /// The participant's context, stored as sent; the algorithm reads what it needs
+    /// (`flat_prob`: a number `temperature`). No string or key may hold U+0000.
+    #[schema(value_type = Object)]
+    pub context: Value,
+}
+
+/// `POST /api/v1/upload_data`.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(examples(json!({
+    "user_id": "test_user_123",
+    "timestamp": "2025-01-01T12:00:00Z",
+    "decision_idx": 0,
+    "data": {
+        "context": {"temperature": 30},
+        "action": 1,
+        "action_prob": 0.5,
+        "state": [30],
+        "outcome": {"clicks": 4}
+    }
+})))]
+pub struct UploadDataRequest {
+    /// A registered participant (see `add_user` for the id rules).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub user_id: String,
+    /// The study server's time of the upload (see `ActionRequest.timestamp`).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// The decision the data belongs to.
+    #[schema(minimum = 0)]
+    pub decision_idx: i64,
+    /// What happened at and after the decision.
+    pub data: UploadedData,
+}
+
+/// The `data` of an upload. When the service logged the decision, `action` and `action_prob`
+/// must match it (409 otherwise).
+#[derive(Debug, Clone, ToSchema)]
+pub struct UploadedData {
+    /// The context at decision time, stored as sent.
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// The action the participant got: 0 or 1.
+    #[schema(minimum = 0, maximum = 1)]
+    pub action: i64,
+    /// The probability that the action was 1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub action_prob: f64,
+    /// The state the algorithm made of the context.
+    pub state: Vec<f64>,
+    /// What followed, stored as sent; the algorithm derives the reward from it (`flat_prob`:
+    /// a number `clicks`).
+    #[schema(value_type = Object)]
+    pub outcome: Value,
+}
+
+/// `POST /api/v1/update`.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(examples(json!({
+    "timestamp": "2025-01-01T12:00:00Z",
+    "callback_url": "http://example.com/callback"
+})))]
+pub struct UpdateRequest {
+    /// The study server's time of the request (see `ActionRequest.timestamp`).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// Where the outcome is POSTed: an absolute `http://` or `https://` URL (lower-case
+    /// scheme), on a host in `update.callback_allowed_hosts` when that list is set.
+    #[schema(format = "uri")]
+    pub callback_url: String,
+}
+
+// ---- Answers --------------------------------------------------------------------------------
+
+/// 201 of `POST /api/v1/add_user`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AddUserResponse {
+    /// `User added successfully.`
+    pub message: String,
+    /// Always `success`.
+    pub status: Success,
+    /// The registered id.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+}
+
+impl AddUserResponse {
+    /// The answer for a participant just registered.
+    pub fn new(user_id: UserId) -> Self {
+        Self {
+            message: "User added successfully.".into(),
+            status: Success::Success,
+            user_id,
+        }
+    }
+}
+
+/// 201 (a new decision) or 200 (the stored one) of `POST /api/v1/action`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ActionResponse {
+    /// The action: 0 or 1.
+    #[schema(value_type = i16, minimum = 0, maximum = 1)]
+    pub action: Action,
+    /// The probability that the action is 1 under the parameters used, whatever was drawn.
+    #[schema(value_type = f64, minimum = 0.0, maximum = 1.0)]
+    pub action_prob: Probability,
+    /// What the algorithm made of the context (`flat_prob`: `[temperature]`).
+    #[schema(value_type = Vec<f64>)]
+    pub state: State,
+    /// Always `success`.
+    pub status: Success,
+    /// When the service received the request that made the decision (RFC 3339, UTC,
+    /// microseconds).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// The participant.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+}
+
+impl From<Decision> for ActionResponse {
+    fn from(d: Decision) -> Self {
+        Self {
+            action: d.action,
+            action_prob: d.action_prob,
+            state: d.state,
+            status: Success::Success,
+            timestamp: d.decided_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            user_id: d.user_id,
+        }
+    }
+}
+
+/// 201 of `POST /api/v1/upload_data`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct UploadDataResponse {
+    /// `Data uploaded successfully.`
+    pub message: String,
+    /// Always `success`.
+    pub status: Success,
+}
+
+impl Default for UploadDataResponse {
+    fn default() -> Self {
+        Self {
+            message: "Data uploaded successfully.".into(),
+            status: Success::Success,
+        }
+    }
+}
+
+/// 202 of `POST /api/v1/update`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct UpdateAccepted {
+    /// Always `processing`.
+    pub status: Processing,
+    /// The request's id, for `GET /api/v1/update/{update_id}` and the callback.
+    #[schema(value_type = String, format = "uuid")]
+    pub update_id: Uuid,
+}
+
+/// Where an update request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateState {
+    /// Waiting or running (also a job that will run again after its process died).
+    Processing,
+    /// Finished; a new parameter version was stored.
+    Completed,
+    /// Finished without a new parameter version; `error` says why.
+    Failed,
+}
+
+impl From<UpdateStatus> for UpdateState {
+    fn from(s: UpdateStatus) -> Self {
+        match s {
+            UpdateStatus::Processing => Self::Processing,
+            UpdateStatus::Completed => Self::Completed,
+            UpdateStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// Where the delivery of an update's callback stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not delivered yet.
+    Pending,
+    /// A POST got a 2xx answer.
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl From<CallbackStatus> for DeliveryState {
+    fn from(s: CallbackStatus) -> Self {
+        match s {
+            CallbackStatus::Pending => Self::Pending,
+            CallbackStatus::Delivered => Self::Delivered,
+            CallbackStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// The delivery of an update's callback.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CallbackDelivery {
+    /// POSTs tried so far.
+    pub attempts: u32,
+    /// When delivery ended, delivered or given up; `null` while pending.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The last failed attempt's error; `null` once delivered or before any attempt failed.
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    /// Where delivery stands.
+    pub status: DeliveryState,
+    /// The request's `callback_url`.
+    pub url: String,
+}
+
+/// What a completed update's parameters were computed from.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Provenance {
+    /// The algorithm that computed the parameters.
+    pub algorithm: String,
+    /// The backup taken before the update, a file name in `backup.dir`; `null` when backups
+    /// are off.
+    #[schema(required = true)]
+    pub backup_file: Option<String>,
+    /// SHA-256 (hex) of the effective configuration.
+    pub config_hash: String,
+    /// Study records the update read.
+    pub rows_read: u64,
+    /// The version of the `justin` binary that ran the update.
+    pub service_version: String,
+}
+
+impl From<justin_core::Provenance> for Provenance {
+    fn from(p: justin_core::Provenance) -> Self {
+        Self {
+            algorithm: p.algorithm,
+            backup_file: p.backup_file,
+            config_hash: p.config_hash,
+            rows_read: p.rows_read,
+            service_version: p.service_version,
+        }
+    }
+}
+
+/// 200 of `GET /api/v1/update/{update_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct UpdateStatusResponse {
+    /// How many times a worker has started the update.
+    pub attempts: u32,
+    /// How the callback was delivered.
+    pub callback: CallbackDelivery,
+    /// Why the update failed; `null` unless `failed`.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// When the update ended; `null` while processing.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The parameter version it stored; `null` unless `completed`.
+    #[schema(required = true)]
+    pub parameter_version: Option<i64>,
+    /// What the parameters were computed from; `null` unless `completed`.
+    #[schema(required = true)]
+    pub provenance: Option<Provenance>,
+    /// When the service received the request.
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: DateTime<Utc>,
+    /// The request's `timestamp`.
+    #[schema(value_type = String, format = DateTime)]
+    pub requested_at: DateTime<Utc>,
+    /// When a worker last started it; `null` until one has.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Always `success`.
+    pub status: Success,
+    /// The request's id.
+    #[schema(value_type = String, format = "uuid")]
+    pub update_id: Uuid,
+    /// Where the update stands.
+    pub update_status: UpdateState,
+}
+
+impl From<justin_core::UpdateRequest> for UpdateStatusResponse {
+    fn from(u: justin_core::UpdateRequest) -> Self {
+        Self {
+            attempts: u.attempts,
+            callback: CallbackDelivery {
+                attempts: u.callback.attempts,
+                finished_at: u.callback.finished_at,
+                last_error: u.callback.last_error,
+                status: u.callback.status.into(),
+                url: u.callback_url,
+            },
+            error: u.error,
+            finished_at: u.finished_at,
+            parameter_version: u.parameter_version,
+            provenance: u.provenance.map(Provenance::from),
+            received_at: u.received_at,
+            requested_at: u.requested_at,
+            started_at: u.started_at,
+            status: Success::Success,
+            update_id: u.id,
+            update_status: u.status.into(),
+        }
+    }
+}
+
+/// 200 of `GET /api/v1/parameters` and `GET /api/v1/parameters/{version}`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ParametersResponse {
+    /// The algorithm the parameters belong to.
+    pub algorithm: String,
+    /// When this version was stored.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    /// The parameters, in the algorithm's own JSON shape (`flat_prob`:
+    /// `{"probability_of_action": 0.5}`).
+    #[schema(value_type = Value)]
+    pub parameters: Value,
+    /// Always `success`.
+    pub status: Success,
+    /// 1 for the priors, then one more for every completed update.
+    pub version: i64,
+}
+
+impl From<&ModelParameters> for ParametersResponse {
+    fn from(p: &ModelParameters) -> Self {
+        Self {
+            algorithm: p.algorithm.clone(),
+            created_at: p.created_at,
+            parameters: p.values.clone(),
+            status: Success::Success,
+            version: p.version,
+        }
+    }
+}
+
+/// `"ok"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Live {
+    /// The only value.
+    Ok,
+}
+
+/// `"ready"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    /// The only value.
+    Ready,
+}
+
+/// 200 of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// Always `ok`.
+    pub status: Live,
+}
+
+/// 200 of `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// Always `ready`.
+    pub status: Ready,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use justin_core::{CallbackDelivery as CoreDelivery, DecisionIdx};
+    use serde_json::json;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_735_732_800 + secs, 123_456_000)
+            .single()
+            .unwrap()
+    }
+
+    /// The service wrote every answer through `serde_json::Value`, whose keys are sorted; the
+    /// typed answers must keep that text byte for byte.
+    fn assert_keys_sorted<T: Serialize>(answer: &T) {
+        let direct = serde_json::to_string(answer).unwrap();
+        let sorted = serde_json::to_value(answer).unwrap().to_string();
+        assert_eq!(direct, sorted, "fields out of alphabetical order");
+    }
+
+    #[test]
+    fn answers_keep_their_keys_in_alphabetical_order() {
+        let decision = Decision {
+            user_id: UserId::parse("u1").unwrap(),
+            decision_idx: DecisionIdx::new(0).unwrap(),
+            requested_at: at(0),
+            decided_at: at(1),
+            context: serde_json::Map::new(),
+            state: State::new(vec![23.0, 1.5]).unwrap(),
+            action: Action::One,
+            action_prob: Probability::new(0.5).unwrap(),
+            parameter_version: 1,
+            rng_seed: 7,
+        };
+        let mut update = justin_core::UpdateRequest::new(
+            Uuid::nil(),
+            at(0),
+            at(1),
+            "http://example.com/cb".into(),
+        );
+        update.callback = CoreDelivery {
+            status: CallbackStatus::Failed,
+            attempts: 2,
+            last_error: Some("refused".into()),
+            finished_at: Some(at(3)),
+        };
+        update.provenance = Some(justin_core::Provenance {
+            service_version: "0.1.0".into(),
+            algorithm: "flat_prob".into(),
+            config_hash: "ab".into(),
+            rows_read: 3,
+            backup_file: None,
+        });
+        let parameters = ModelParameters {
+            version: 2,
+            algorithm: "flat_prob".into(),
+            values: json!({"probability_of_action": 0.5}),
+            created_at: at(2),
+        };
+        assert_keys_sorted(&AddUserResponse::new(UserId::parse("u1").unwrap()));
+        assert_keys_sorted(&ActionResponse::from(decision));
+        assert_keys_sorted(&UploadDataResponse::default());
+        assert_keys_sorted(&UpdateAccepted {
+            status: Processing::Processing,
+            update_id: Uuid::nil(),
+        });
+        assert_keys_sorted(&UpdateStatusResponse::from(update));
+        assert_keys_sorted(&ParametersResponse::from(&parameters));
+        assert_keys_sorted(&HealthResponse { status: Live::Ok });
+        assert_keys_sorted(&ReadyResponse {
+            status: Ready::Ready,
+        });
+        assert_keys_sorted(&ErrorResponse {
+            message: "m".into(),
+            status: Failed::Failed,
+        });
+    }
+
+    #[test]
+    fn the_user_id_pattern_refuses_exactly_the_control_characters_user_id_refuses() {
+        // The pattern's class: U+0000-U+001F and U+007F-U+009F.
+        let in_class = |c: char| matches!(c as u32, 0x00..=0x1F | 0x7F..=0x9F);
+
+        let differ: Vec<char> = (0..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|c| in_class(*c) != c.is_control())
+            .collect();
+
+        assert_eq!(USER_ID_PATTERN, r"^[^\u0000-\u001F\u007F-\u009F]+$");
+        assert!(differ.is_empty(), "{differ:?}");
+        assert!(UserId::parse("a\u{85}b").is_err());
+    }
+
+    #[test]
+    fn the_action_answer_is_what_the_template_sent() {
+        let decision = Decision {
+            user_id: UserId::parse("test_user_123").unwrap(),
+            decision_idx: DecisionIdx::new(0).unwrap(),
+            requested_at: at(0),
+            decided_at: at(1),
+            context: serde_json::Map::new(),
+            state: State::new(vec![23.0]).unwrap(),
+            action: Action::One,
+            action_prob: Probability::new(0.5).unwrap(),
+            parameter_version: 1,
+            rng_seed: 7,
+        };
+
+        let text = serde_json::to_string(&ActionResponse::from(decision)).unwrap();
+
+        assert_eq!(
+            text,
+            r#"{"action":1,"action_prob":0.5,"state":[23],"status":"success","timestamp":"2025-01-01T12:00:01.123456Z","user_id":"test_user_123"}"#
+        );
+    }
+}
