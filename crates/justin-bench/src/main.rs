@@ -11,6 +11,7 @@
 //! the service misbehaved or a required part could not run.
 
 mod callback;
+mod cpu;
 mod error;
 mod hist;
 mod load;
@@ -39,6 +40,8 @@ const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const SETUP_CONCURRENCY: usize = 8;
 /// Uploads are planned for this many times the expected rate, so they never run out.
 const UPLOAD_MARGIN: f64 = 1.5;
+/// Clock ticks per second of /proc's CPU times, asked once.
+static TICKS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(cpu::ticks_per_sec);
 /// How often the service's memory is sampled during the update.
 const RSS_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -211,6 +214,21 @@ fn run(args: &Args) -> Result<bool> {
         summary.environment.cpus,
         summary.environment.loadavg_before
     );
+    let load_now: f64 = summary
+        .environment
+        .loadavg_before
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
+    if load_now > 1.0 {
+        println!(
+            "justin-bench: WARNING: the machine is busy before the run (load {load_now:.2} on {} CPUs): absolute \
+             figures will come out low; the ratios to the pgbench ceiling, measured alongside, hold better. \
+             The cpu% all column shows how busy the machine was during each step.",
+            summary.environment.cpus
+        );
+    }
     for setting in &summary.settings.service_settings {
         println!("justin-bench: handing {setting} on to the service");
     }
@@ -473,6 +491,7 @@ fn drive_backend(
     report: &mut BackendReport,
 ) -> Result<()> {
     let base = service.base_url.clone();
+    let pid = service.pid();
     let timing = timing(args);
 
     // The participants every decision names.
@@ -527,16 +546,19 @@ fn drive_backend(
             pg_conn.as_mut(),
         ) {
             let rows_before = pg::count_rows(conn, pg::CEILING_TABLE)?;
-            let ceiling = pgbench::run(
-                pgbench,
-                parts.url,
-                dir,
-                args.users,
-                c,
-                timing.warmup,
-                Duration::from_secs_f64(args.seconds),
-            )?;
+            let (ceiling, usage) = with_cpu(pid, || {
+                pgbench::run(
+                    pgbench,
+                    parts.url,
+                    dir,
+                    args.users,
+                    c,
+                    timing.warmup,
+                    Duration::from_secs_f64(args.seconds),
+                )
+            })?;
             let mut ceiling = CeilingReport::from(&ceiling);
+            ceiling.cpu = usage;
             ceiling.rows_inserted = pg::count_rows(conn, pg::CEILING_TABLE)? - rows_before;
             if report.ceilings.is_empty() {
                 println!(
@@ -563,17 +585,14 @@ fn drive_backend(
             ceiling_rate = Some(ceiling.tps);
             report.ceilings.push(ceiling);
         }
-        let run = load::run(
-            &base,
-            &Work::Action {
-                users: args.users,
-                next: &next_pair,
-                limit: None,
-            },
-            c,
-            timing,
-        )?;
+        let work = Work::Action {
+            users: args.users,
+            next: &next_pair,
+            limit: None,
+        };
+        let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
         let mut phase = Phase::new(backend, &run);
+        phase.cpu = usage;
         phase.of_ceiling = ceiling_rate
             .filter(|r| *r > 0.0)
             .map(|r| phase.requests_per_sec / r);
@@ -620,17 +639,14 @@ fn drive_backend(
             pool.extend(top_up.decisions);
         }
         let shared_cursor = AtomicUsize::new(cursor);
-        let run = load::run(
-            &base,
-            &Work::UploadData {
-                pool: &pool,
-                cursor: &shared_cursor,
-            },
-            c,
-            timing,
-        )?;
+        let work = Work::UploadData {
+            pool: &pool,
+            cursor: &shared_cursor,
+        };
+        let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
         cursor = shared_cursor.load(Ordering::Relaxed).min(pool.len());
-        let phase = Phase::new(backend, &run);
+        let mut phase = Phase::new(backend, &run);
+        phase.cpu = usage;
         println!("{}", report::phase_row(&phase));
         fastest_upload = fastest_upload.max(run.rate());
         acked.uploads += run.created;
@@ -647,17 +663,14 @@ fn drive_backend(
 
     let new_users = AtomicU64::new(0);
     for &c in &args.concurrency {
-        let run = load::run(
-            &base,
-            &Work::AddUser {
-                prefix: NEW_USER_PREFIX,
-                next: &new_users,
-                limit: None,
-            },
-            c,
-            timing,
-        )?;
-        let phase = Phase::new(backend, &run);
+        let work = Work::AddUser {
+            prefix: NEW_USER_PREFIX,
+            next: &new_users,
+            limit: None,
+        };
+        let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
+        let mut phase = Phase::new(backend, &run);
+        phase.cpu = usage;
         println!("{}", report::phase_row(&phase));
         acked.users += run.created;
         check(report, &phase);
@@ -691,6 +704,17 @@ fn drive_backend(
         }
     }
     Ok(())
+}
+
+/// Runs `step`, measuring the CPU time the service, the load generator and the machine spent
+/// meanwhile.
+fn with_cpu<T>(service_pid: u32, step: impl FnOnce() -> Result<T>) -> Result<(T, cpu::Usage)> {
+    let before = cpu::Reading::now(service_pid);
+    let started = Instant::now();
+    let result = step()?;
+    let secs = started.elapsed().as_secs_f64();
+    let usage = before.usage_until(&cpu::Reading::now(service_pid), secs, *TICKS);
+    Ok((result, usage))
 }
 
 /// The update at scale: fills `study_data`, requests an update with backups on, and times it

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::cpu::Usage;
 use crate::error::{Context, Result};
 use crate::hist::Histogram;
 use crate::load::RunResult;
@@ -72,6 +73,8 @@ pub struct Phase {
     pub of_ceiling: Option<f64>,
     /// The first failures, verbatim.
     pub error_samples: Vec<String>,
+    /// CPU use over the whole step, warm-up included.
+    pub cpu: Usage,
 }
 
 impl Phase {
@@ -92,6 +95,7 @@ impl Phase {
             total_requests: run.total_requests,
             of_ceiling: None,
             error_samples: run.samples.clone(),
+            cpu: Usage::default(),
         }
     }
 
@@ -127,6 +131,8 @@ pub struct CeilingReport {
     pub rows_inserted: u64,
     /// The command run.
     pub command: String,
+    /// CPU use over the whole run, warm-up included (the service is idle meanwhile).
+    pub cpu: Usage,
 }
 
 impl From<&Ceiling> for CeilingReport {
@@ -143,6 +149,7 @@ impl From<&Ceiling> for CeilingReport {
             transactions_total: c.transactions_total,
             rows_inserted: 0,
             command: c.command.clone(),
+            cpu: Usage::default(),
         }
     }
 }
@@ -271,7 +278,7 @@ pub struct Summary {
 /// The header line of [`row`].
 pub fn header() -> String {
     format!(
-        "{:<9} {:<26} {:>4} {:>10} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8}",
+        "{:<9} {:<26} {:>4} {:>10} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8}  {}",
         "backend",
         "step",
         "conn",
@@ -282,7 +289,8 @@ pub fn header() -> String {
         "count",
         "non-2xx",
         "transport",
-        "/ceiling"
+        "/ceiling",
+        "cpu% svc/gen/all"
     )
 }
 
@@ -306,13 +314,19 @@ pub struct Line<'a> {
     pub transport: u64,
     /// The fraction of the ceiling.
     pub ratio: Option<f64>,
+    /// CPU use.
+    pub cpu: &'a Usage,
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or("?".into(), |v| format!("{v:.0}"))
 }
 
 /// One line of the table, under [`header`].
 pub fn row(line: &Line<'_>) -> String {
     let ratio = line.ratio.map_or(String::new(), |r| format!("{r:.2}"));
     format!(
-        "{:<9} {:<26} {:>4} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>7} {:>9} {ratio:>8}",
+        "{:<9} {:<26} {:>4} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>7} {:>9} {ratio:>8}  {}/{}/{}",
         line.backend,
         line.step,
         line.conn,
@@ -323,6 +337,9 @@ pub fn row(line: &Line<'_>) -> String {
         line.count,
         line.non_2xx,
         line.transport,
+        percent(line.cpu.service_percent),
+        percent(line.cpu.load_generator_percent),
+        percent(line.cpu.machine_percent),
     )
 }
 
@@ -338,6 +355,7 @@ pub fn phase_row(p: &Phase) -> String {
         non_2xx: p.non_2xx,
         transport: p.transport_errors + p.unexpected,
         ratio: p.of_ceiling,
+        cpu: &p.cpu,
     })
 }
 
@@ -353,6 +371,7 @@ pub fn ceiling_row(c: &CeilingReport) -> String {
         non_2xx: c.failed,
         transport: 0,
         ratio: None,
+        cpu: &c.cpu,
     })
 }
 
@@ -451,16 +470,20 @@ pub fn render(summary: &Summary) -> String {
     out
 }
 
+fn csv_percent(value: Option<f64>) -> String {
+    value.map_or(String::new(), |v| format!("{v:.1}"))
+}
+
 fn csv_rows(summary: &Summary) -> String {
     let mut out = String::from(
-        "backend,step,concurrency,seconds,count,per_sec,p50_ms,p99_ms,max_ms,mean_ms,non_2xx,transport_errors,unexpected,of_ceiling\n",
+        "backend,step,concurrency,seconds,count,per_sec,p50_ms,p99_ms,max_ms,mean_ms,non_2xx,transport_errors,unexpected,of_ceiling,service_cpu_percent,load_generator_cpu_percent,machine_cpu_percent\n",
     );
     for b in &summary.backends {
         for c in &b.ceilings {
             let l = &c.latency;
             writeln!(
                 out,
-                "postgres,pgbench_insert,{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},0,0,",
+                "postgres,pgbench_insert,{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},0,0,,{},{},{}",
                 c.concurrency,
                 c.seconds,
                 c.transactions,
@@ -469,7 +492,10 @@ fn csv_rows(summary: &Summary) -> String {
                 l.p99_ms,
                 l.max_ms,
                 l.mean_ms,
-                c.failed
+                c.failed,
+                csv_percent(c.cpu.service_percent),
+                csv_percent(c.cpu.load_generator_percent),
+                csv_percent(c.cpu.machine_percent),
             )
             .ok();
         }
@@ -477,7 +503,7 @@ fn csv_rows(summary: &Summary) -> String {
             let l = &p.latency;
             writeln!(
                 out,
-                "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{}",
+                "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{}",
                 p.backend,
                 p.route,
                 p.concurrency,
@@ -491,7 +517,10 @@ fn csv_rows(summary: &Summary) -> String {
                 p.non_2xx,
                 p.transport_errors,
                 p.unexpected,
-                p.of_ceiling.map_or(String::new(), |r| format!("{r:.4}"))
+                p.of_ceiling.map_or(String::new(), |r| format!("{r:.4}")),
+                csv_percent(p.cpu.service_percent),
+                csv_percent(p.cpu.load_generator_percent),
+                csv_percent(p.cpu.machine_percent),
             )
             .ok();
         }
