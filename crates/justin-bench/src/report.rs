@@ -441,15 +441,17 @@ pub fn render(summary: &Summary) -> String {
             )
             .ok();
         }
-        writeln!(
-            out,
-            "{}: service exit {}, app.log has {} ERROR and {} WARN lines",
-            backend.backend,
-            backend.service_exit,
-            backend.service_log_errors,
-            backend.service_log_warnings
-        )
-        .ok();
+        if !backend.service_exit.is_empty() {
+            writeln!(
+                out,
+                "{}: service exit {}, app.log has {} ERROR and {} WARN lines",
+                backend.backend,
+                backend.service_exit,
+                backend.service_log_errors,
+                backend.service_log_warnings
+            )
+            .ok();
+        }
         for line in &backend.service_log_error_samples {
             writeln!(out, "    {line}").ok();
         }
@@ -460,13 +462,12 @@ pub fn render(summary: &Summary) -> String {
     for skipped in &summary.skipped {
         writeln!(out, "NOT RUN: {skipped}").ok();
     }
-    writeln!(
-        out,
-        "{} in {:.0} s",
-        if summary.ok { "PASSED" } else { "FAILED" },
-        summary.duration_secs
-    )
-    .ok();
+    let verdict = match (summary.ok, summary.skipped.len()) {
+        (false, _) => "FAILED".to_owned(),
+        (true, 0) => "PASSED".to_owned(),
+        (true, n) => format!("PASSED, but {n} part(s) NOT RUN (above)"),
+    };
+    writeln!(out, "{verdict} in {:.0} s", summary.duration_secs).ok();
     out
 }
 
