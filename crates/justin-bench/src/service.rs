@@ -4,12 +4,12 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{fail, Context, Result};
+use crate::error::{fail, BenchError, Context, Result};
 
 /// How long the service may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,9 +33,28 @@ pub fn fixed_env() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Starts the service under a small `sh` guard that ends it (SIGTERM) as soon as the
+/// benchmark's end of a pipe closes: when the benchmark exits, however it exits (an error, a
+/// panic, Ctrl-C, `kill -9`), so no server outlives it. The guard prints the service's process
+/// id first, for the memory and CPU readings.
+const GUARD: &str = r#"exec 3<&0 </dev/null
+"$@" 3<&- &
+child=$!
+echo "justin-bench-service-pid $child"
+( while read -r _ <&3; do :; done; kill -TERM "$child" ) >/dev/null 2>&1 &
+exec 3<&-
+wait "$child""#;
+
+/// The line of [`GUARD`] that names the service's process id.
+const PID_LINE: &str = "justin-bench-service-pid ";
+
 /// A running `justin serve` process.
 pub struct Service {
-    child: Child,
+    guard: Child,
+    /// The service's own process id (the guard's child).
+    pid: u32,
+    /// The benchmark's end of the guard's pipe: closing it stops the service.
+    lifeline: Option<ChildStdin>,
     /// `http://127.0.0.1:<port>`.
     pub base_url: String,
     tail: Arc<Mutex<Vec<String>>>,
@@ -82,12 +101,23 @@ pub fn inherited_settings(set_here: &[(&str, String)]) -> Vec<(String, String)> 
     found
 }
 
+/// What the service's output told.
+enum Told {
+    Pid(u32),
+    Url(String),
+}
+
 impl Service {
     /// Starts `justin serve` in `dir` with `env` (which should start with [`fixed_env`]) plus
     /// the inherited settings, and waits until it says where it listens.
     pub fn start(bin: &Path, dir: &Path, env: &[(&str, String)]) -> Result<Self> {
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve").current_dir(dir);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(GUARD)
+            .arg("sh")
+            .arg(bin)
+            .arg("serve")
+            .current_dir(dir);
         for (key, _) in std::env::vars() {
             if key.starts_with("JUSTIN_") || key == "DATABASE_URL" {
                 cmd.env_remove(key);
@@ -99,23 +129,26 @@ impl Service {
         for (key, value) in env {
             cmd.env(key, value);
         }
-        cmd.stdin(Stdio::null())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
+        let mut guard = cmd
             .spawn()
-            .context(|| format!("cannot start {} serve", bin.display()))?;
+            .context(|| format!("cannot start {} serve (through sh)", bin.display()))?;
         let tail = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
+        if let Some(out) = guard.stdout.take() {
             readers.push(read_lines(out, Arc::clone(&tail), Some(tx)));
         }
-        if let Some(err) = child.stderr.take() {
+        if let Some(err) = guard.stderr.take() {
             readers.push(read_lines(err, Arc::clone(&tail), None));
         }
+        let lifeline = guard.stdin.take();
         let mut service = Self {
-            child,
+            guard,
+            pid: 0,
+            lifeline,
             base_url: String::new(),
             tail,
             readers,
@@ -124,12 +157,16 @@ impl Service {
         let started = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(url) => {
+                Ok(Told::Pid(pid)) => service.pid = pid,
+                Ok(Told::Url(url)) if service.pid != 0 => {
                     service.base_url = url;
                     return Ok(service);
                 }
+                Ok(Told::Url(_)) => {
+                    return fail("justin serve listened before its process id was known");
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(status)) = service.child.try_wait() {
+                    if let Ok(Some(status)) = service.guard.try_wait() {
                         service.stopped = true;
                         service.join_readers();
                         return fail(format!(
@@ -155,14 +192,14 @@ impl Service {
         }
     }
 
-    /// The process id, for reading its memory use.
+    /// The service's process id, for reading its memory and CPU use.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        !self.stopped && matches!(self.child.try_wait(), Ok(None))
+        !self.stopped && matches!(self.guard.try_wait(), Ok(None))
     }
 
     /// The last lines the service printed.
@@ -177,40 +214,29 @@ impl Service {
     /// within [`STOP_TIMEOUT`]. Returns its exit status and whether it had to be killed.
     pub fn stop(mut self) -> Result<(ExitStatus, bool)> {
         let result = self.stop_inner();
+        // The guard's watcher ends with its pipe.
+        self.lifeline = None;
         self.join_readers();
         result
     }
 
     fn stop_inner(&mut self) -> Result<(ExitStatus, bool)> {
         self.stopped = true;
-        if let Some(status) = self
-            .child
-            .try_wait()
-            .context(|| "cannot wait for justin".into())?
-        {
+        let wait_error = |e: std::io::Error| BenchError(format!("cannot wait for justin: {e}"));
+        if let Some(status) = self.guard.try_wait().map_err(wait_error)? {
             return Ok((status, false));
         }
-        let pid = self.child.id().to_string();
-        // std has no way to send SIGTERM; `kill` is part of every Unix.
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        if sent.is_ok_and(|s| s.success()) {
+        if signal("TERM", self.pid) {
             let asked = Instant::now();
             while asked.elapsed() < STOP_TIMEOUT {
-                if let Some(status) = self
-                    .child
-                    .try_wait()
-                    .context(|| "cannot wait for justin".into())?
-                {
+                if let Some(status) = self.guard.try_wait().map_err(wait_error)? {
                     return Ok((status, false));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        self.child.kill().context(|| "cannot kill justin".into())?;
-        let status = self
-            .child
-            .wait()
-            .context(|| "cannot wait for justin".into())?;
+        signal("KILL", self.pid);
+        let status = self.guard.wait().map_err(wait_error)?;
         Ok((status, true))
     }
 
@@ -221,29 +247,49 @@ impl Service {
     }
 }
 
+/// Sends `SIG{name}` to `pid` (std can only send SIGKILL, and only to its own children; `kill`
+/// is part of every Unix). Whether it was sent.
+fn signal(name: &str, pid: u32) -> bool {
+    pid != 0
+        && Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         if !self.stopped {
             // A failed run: do not leave a server behind.
-            self.child.kill().ok();
-            self.child.wait().ok();
+            signal("KILL", self.pid);
+            self.guard.kill().ok();
+            self.guard.wait().ok();
         }
     }
 }
 
-/// Reads `stream` line by line into `tail` (keeping the last lines), sending the URL of the
-/// `listening on http://...` line to `url` when given.
+/// Reads `stream` line by line into `tail` (keeping the last lines), sending the guard's
+/// process id line and the URL of the `listening on http://...` line to `told` when given.
 fn read_lines(
     stream: impl Read + Send + 'static,
     tail: Arc<Mutex<Vec<String>>>,
-    url: Option<mpsc::Sender<String>>,
+    told: Option<mpsc::Sender<Told>>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if let (Some(tx), Some(at)) = (&url, line.find("listening on http://")) {
-                let found = line[at + "listening on ".len()..].trim().to_owned();
-                tx.send(found).ok();
+            if let Some(tx) = &told {
+                if let Some(pid) = line.strip_prefix(PID_LINE) {
+                    if let Ok(pid) = pid.trim().parse() {
+                        tx.send(Told::Pid(pid)).ok();
+                    }
+                    continue;
+                }
+                if let Some(at) = line.find("listening on http://") {
+                    let found = line[at + "listening on ".len()..].trim().to_owned();
+                    tx.send(Told::Url(found)).ok();
+                }
             }
             if let Ok(mut lines) = tail.lock() {
                 if lines.len() == TAIL_LINES {
