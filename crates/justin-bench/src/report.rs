@@ -441,6 +441,13 @@ pub fn render(summary: &Summary) -> String {
             )
             .ok();
         }
+        if backend.update.is_none() && backend.backend == "sqlite" {
+            writeln!(
+                out,
+                "sqlite: no update at scale: the benchmark runs it on PostgreSQL only"
+            )
+            .ok();
+        }
         if !backend.service_exit.is_empty() {
             writeln!(
                 out,
