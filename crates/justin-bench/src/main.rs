@@ -558,7 +558,7 @@ fn drive_backend(
                 )
             })?;
             let mut ceiling = CeilingReport::from(&ceiling);
-            ceiling.cpu = usage;
+            ceiling.set_cpu(usage);
             ceiling.rows_inserted = pg::count_rows(conn, pg::CEILING_TABLE)? - rows_before;
             if report.ceilings.is_empty() {
                 println!(
@@ -592,7 +592,7 @@ fn drive_backend(
         };
         let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
         let mut phase = Phase::new(backend, &run);
-        phase.cpu = usage;
+        phase.set_cpu(usage);
         phase.of_ceiling = ceiling_rate
             .filter(|r| *r > 0.0)
             .map(|r| phase.requests_per_sec / r);
@@ -646,7 +646,7 @@ fn drive_backend(
         let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
         cursor = shared_cursor.load(Ordering::Relaxed).min(pool.len());
         let mut phase = Phase::new(backend, &run);
-        phase.cpu = usage;
+        phase.set_cpu(usage);
         println!("{}", report::phase_row(&phase));
         fastest_upload = fastest_upload.max(run.rate());
         acked.uploads += run.created;
@@ -670,7 +670,7 @@ fn drive_backend(
         };
         let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
         let mut phase = Phase::new(backend, &run);
-        phase.cpu = usage;
+        phase.set_cpu(usage);
         println!("{}", report::phase_row(&phase));
         acked.users += run.created;
         check(report, &phase);

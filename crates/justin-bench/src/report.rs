@@ -75,6 +75,10 @@ pub struct Phase {
     pub error_samples: Vec<String>,
     /// CPU use over the whole step, warm-up included.
     pub cpu: Usage,
+    /// The service's CPU time per request (warm-up included), in microseconds.
+    pub service_cpu_us_per_request: Option<f64>,
+    /// PostgreSQL's CPU time per request (warm-up included), in microseconds.
+    pub postgres_cpu_us_per_request: Option<f64>,
 }
 
 impl Phase {
@@ -96,7 +100,21 @@ impl Phase {
             of_ceiling: None,
             error_samples: run.samples.clone(),
             cpu: Usage::default(),
+            service_cpu_us_per_request: None,
+            postgres_cpu_us_per_request: None,
         }
+    }
+
+    /// Records the CPU use of the step.
+    pub fn set_cpu(&mut self, usage: Usage) {
+        self.cpu = usage;
+        self.service_cpu_us_per_request =
+            Usage::micros_per(usage.service_percent, usage.wall_secs, self.total_requests);
+        self.postgres_cpu_us_per_request = (self.backend == "postgres")
+            .then(|| {
+                Usage::micros_per(usage.postgres_percent, usage.wall_secs, self.total_requests)
+            })
+            .flatten();
     }
 
     /// Whether the phase had any failure.
@@ -133,6 +151,20 @@ pub struct CeilingReport {
     pub command: String,
     /// CPU use over the whole run, warm-up included (the service is idle meanwhile).
     pub cpu: Usage,
+    /// PostgreSQL's CPU time per transaction (warm-up included), in microseconds.
+    pub postgres_cpu_us_per_transaction: Option<f64>,
+}
+
+impl CeilingReport {
+    /// Records the CPU use of the run.
+    pub fn set_cpu(&mut self, usage: Usage) {
+        self.cpu = usage;
+        self.postgres_cpu_us_per_transaction = Usage::micros_per(
+            usage.postgres_percent,
+            usage.wall_secs,
+            self.transactions_total,
+        );
+    }
 }
 
 impl From<&Ceiling> for CeilingReport {
@@ -150,6 +182,7 @@ impl From<&Ceiling> for CeilingReport {
             rows_inserted: 0,
             command: c.command.clone(),
             cpu: Usage::default(),
+            postgres_cpu_us_per_transaction: None,
         }
     }
 }
@@ -290,7 +323,7 @@ pub fn header() -> String {
         "non-2xx",
         "transport",
         "/ceiling",
-        "cpu% svc/gen/all"
+        "cpu% svc/gen/pg/all"
     )
 }
 
@@ -318,6 +351,10 @@ pub struct Line<'a> {
     pub cpu: &'a Usage,
 }
 
+fn micros(value: Option<f64>) -> String {
+    value.map_or("?".into(), |v| format!("{v:.0}"))
+}
+
 fn percent(value: Option<f64>) -> String {
     value.map_or("?".into(), |v| format!("{v:.0}"))
 }
@@ -326,7 +363,7 @@ fn percent(value: Option<f64>) -> String {
 pub fn row(line: &Line<'_>) -> String {
     let ratio = line.ratio.map_or(String::new(), |r| format!("{r:.2}"));
     format!(
-        "{:<9} {:<26} {:>4} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>7} {:>9} {ratio:>8}  {}/{}/{}",
+        "{:<9} {:<26} {:>4} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>7} {:>9} {ratio:>8}  {}/{}/{}/{}",
         line.backend,
         line.step,
         line.conn,
@@ -339,6 +376,7 @@ pub fn row(line: &Line<'_>) -> String {
         line.transport,
         percent(line.cpu.service_percent),
         percent(line.cpu.load_generator_percent),
+        percent(line.cpu.postgres_percent),
         percent(line.cpu.machine_percent),
     )
 }
@@ -421,6 +459,31 @@ pub fn render(summary: &Summary) -> String {
         }
     }
     for backend in &summary.backends {
+        for p in backend
+            .phases
+            .iter()
+            .filter(|p| p.route == crate::load::Route::Action.path())
+        {
+            let ceiling = backend
+                .ceilings
+                .iter()
+                .find(|c| c.concurrency == p.concurrency);
+            writeln!(
+                out,
+                "{} CPU per /action at {} connections: service {} µs, PostgreSQL {} µs{}",
+                backend.backend,
+                p.concurrency,
+                micros(p.service_cpu_us_per_request),
+                micros(p.postgres_cpu_us_per_request),
+                ceiling.map_or(String::new(), |c| format!(
+                    " (PostgreSQL per pgbench INSERT: {} µs)",
+                    micros(c.postgres_cpu_us_per_transaction)
+                ))
+            )
+            .ok();
+        }
+    }
+    for backend in &summary.backends {
         if let Some(u) = &backend.update {
             writeln!(
                 out,
@@ -484,14 +547,14 @@ fn csv_percent(value: Option<f64>) -> String {
 
 fn csv_rows(summary: &Summary) -> String {
     let mut out = String::from(
-        "backend,step,concurrency,seconds,count,per_sec,p50_ms,p99_ms,max_ms,mean_ms,non_2xx,transport_errors,unexpected,of_ceiling,service_cpu_percent,load_generator_cpu_percent,machine_cpu_percent\n",
+        "backend,step,concurrency,seconds,count,per_sec,p50_ms,p99_ms,max_ms,mean_ms,non_2xx,transport_errors,unexpected,of_ceiling,service_cpu_percent,load_generator_cpu_percent,postgres_cpu_percent,machine_cpu_percent\n",
     );
     for b in &summary.backends {
         for c in &b.ceilings {
             let l = &c.latency;
             writeln!(
                 out,
-                "postgres,pgbench_insert,{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},0,0,,{},{},{}",
+                "postgres,pgbench_insert,{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},0,0,,{},{},{},{}",
                 c.concurrency,
                 c.seconds,
                 c.transactions,
@@ -503,6 +566,7 @@ fn csv_rows(summary: &Summary) -> String {
                 c.failed,
                 csv_percent(c.cpu.service_percent),
                 csv_percent(c.cpu.load_generator_percent),
+                csv_percent(c.cpu.postgres_percent),
                 csv_percent(c.cpu.machine_percent),
             )
             .ok();
@@ -511,7 +575,7 @@ fn csv_rows(summary: &Summary) -> String {
             let l = &p.latency;
             writeln!(
                 out,
-                "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{}",
                 p.backend,
                 p.route,
                 p.concurrency,
@@ -528,6 +592,7 @@ fn csv_rows(summary: &Summary) -> String {
                 p.of_ceiling.map_or(String::new(), |r| format!("{r:.4}")),
                 csv_percent(p.cpu.service_percent),
                 csv_percent(p.cpu.load_generator_percent),
+                csv_percent(p.cpu.postgres_percent),
                 csv_percent(p.cpu.machine_percent),
             )
             .ok();
