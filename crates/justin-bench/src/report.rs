@@ -468,15 +468,19 @@ pub fn render(summary: &Summary) -> String {
                 .ceilings
                 .iter()
                 .find(|c| c.concurrency == p.concurrency);
+            let database = if backend.backend == "postgres" {
+                format!(", PostgreSQL {} µs", micros(p.postgres_cpu_us_per_request))
+            } else {
+                " (SQLite runs inside it)".to_owned()
+            };
             writeln!(
                 out,
-                "{} CPU per /action at {} connections: service {} µs, PostgreSQL {} µs{}",
+                "{} /action CPU per request at {} conn: service {} µs{database}{}",
                 backend.backend,
                 p.concurrency,
                 micros(p.service_cpu_us_per_request),
-                micros(p.postgres_cpu_us_per_request),
                 ceiling.map_or(String::new(), |c| format!(
-                    " (PostgreSQL per pgbench INSERT: {} µs)",
+                    "; PostgreSQL per pgbench INSERT: {} µs",
                     micros(c.postgres_cpu_us_per_transaction)
                 ))
             )
