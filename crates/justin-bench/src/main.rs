@@ -636,6 +636,10 @@ fn drive_backend(
             let top_up_phase = Phase::new(backend, &top_up);
             check(report, &top_up_phase);
             acked.decisions += top_up.created;
+            println!(
+                "justin-bench: {backend}: made {} more decisions (untimed) so that the uploads at {c} connections cannot run out",
+                top_up.created
+            );
             pool.extend(top_up.decisions);
         }
         let shared_cursor = AtomicUsize::new(cursor);
