@@ -10,11 +10,26 @@ JUSTIN = $(CARGO) run -p justin-http --bin justin --
 # Test cases schemathesis generates per API operation and phase in `make fuzz`.
 FUZZ_MAX_EXAMPLES ?= 100
 
-.PHONY: help run test migrate backup reset-db restore replay fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
+# The benchmark (make bench): measured seconds per step, warm-up seconds per step (not counted),
+# connections (one step each), users registered first, study rows for the update at scale, and
+# any other justin-bench option (BENCH_ARGS=--help lists them; --keep-scratch keeps the logs).
+BENCH_SECONDS ?= 10
+BENCH_WARMUP ?= 1
+BENCH_CONCURRENCY ?= 1,8,64
+BENCH_USERS ?= 1000
+BENCH_ROWS ?= 1000000
+BENCH_ARGS ?=
+# Where cargo puts its builds, to run the benchmark binary without cargo re-resolving features.
+BENCH_TARGET_DIR = $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore replay fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
 	@echo "make test            every test on SQLite, then on PostgreSQL when one is reachable"
+	@echo "make bench           benchmark the release build on PostgreSQL and SQLite, with the pgbench"
+	@echo "                     ceiling and an update over BENCH_ROWS rows; figures in target/bench/"
+	@echo "make bench-smoke     the same for about a second per step, as CI runs it"
 	@echo "make migrate         apply pending database migrations"
 	@echo "make backup          write a backup of every table into backup.dir"
 	@echo "make reset-db        show what a reset would delete; ARGS=--yes deletes (after a backup)"
@@ -52,6 +67,23 @@ test:
 	else \
 		echo "make test: PostgreSQL half NOT RUN: nothing answers at $(JUSTIN_TEST_DATABASE_URL); set JUSTIN_TEST_DATABASE_URL to a server where this user may CREATE DATABASE to run it"; \
 	fi
+
+# Not part of `make test`: timing never decides a test. Builds the release justin binary and the
+# load generator, then runs every step against a fresh PostgreSQL database (dropped at the end)
+# and a fresh SQLite file; exits non-zero on any error answer, transport error or failed step.
+bench:
+	$(CARGO) build --release -p justin-http -p justin-bench --bin justin --bin justin-bench
+	$(BENCH_TARGET_DIR)/release/justin-bench --seconds $(BENCH_SECONDS) --warmup $(BENCH_WARMUP) \
+		--concurrency $(BENCH_CONCURRENCY) --users $(BENCH_USERS) --rows $(BENCH_ROWS) \
+		--pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench --label bench $(BENCH_ARGS)
+
+# CI's proof that the benchmark still works: every step for about a second, on the debug build
+# `make test` has just made (the same cargo command, so nothing is built again).
+bench-smoke:
+	$(CARGO) build --workspace --bins
+	$(BENCH_TARGET_DIR)/debug/justin-bench --seconds 1 --warmup 0.2 --concurrency 1,8,64 \
+		--users 50 --rows 10000 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench \
+		--label smoke $(BENCH_ARGS)
 
 migrate:
 	$(JUSTIN) migrate
