@@ -283,6 +283,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         max_body_bytes: config.server.max_body_bytes,
     };
     let workers = config.server.workers;
+    let blocking_threads = blocking_threads_per_worker(workers, config.database.pool_size);
     let grace = config.server.shutdown_grace_secs;
     let (handle_tx, handle_rx) = mpsc::channel();
     let server = std::thread::Builder::new()
@@ -309,6 +310,11 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
                 if workers > 0 {
                     server = server.workers(workers);
                 }
+                // Every blocking call holds a pool connection for its whole run. With no more
+                // blocking threads than connections, requests beyond that wait in the blocking
+                // pool's queue, first come first served, instead of all waking for each
+                // connection handed back, which is what stretched the tail at high concurrency.
+                server = server.worker_max_blocking_threads(blocking_threads);
                 let server = server.listen(listener)?.run();
                 // The receiver waits for this handle; if it is gone, start() has returned.
                 handle_tx.send(server.handle()).ok();
@@ -342,9 +348,28 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
     })
 }
 
+/// Blocking threads per HTTP worker: the pool's connections shared out among the workers,
+/// at least one each.
+fn blocking_threads_per_worker(workers: usize, pool_size: u32) -> usize {
+    let workers = if workers > 0 {
+        workers
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    };
+    (usize::try_from(pool_size).unwrap_or(usize::MAX) / workers).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocking_threads_share_out_the_pool() {
+        assert_eq!(blocking_threads_per_worker(2, 10), 5);
+        assert_eq!(blocking_threads_per_worker(4, 10), 2);
+        assert_eq!(blocking_threads_per_worker(3, 2), 1, "at least one per worker");
+        assert!(blocking_threads_per_worker(0, 64) >= 1);
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {
