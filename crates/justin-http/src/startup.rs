@@ -367,7 +367,11 @@ mod tests {
     fn blocking_threads_share_out_the_pool() {
         assert_eq!(blocking_threads_per_worker(2, 10), 5);
         assert_eq!(blocking_threads_per_worker(4, 10), 2);
-        assert_eq!(blocking_threads_per_worker(3, 2), 1, "at least one per worker");
+        assert_eq!(
+            blocking_threads_per_worker(3, 2),
+            1,
+            "at least one per worker"
+        );
         assert!(blocking_threads_per_worker(0, 64) >= 1);
     }
 
