@@ -215,7 +215,8 @@ pub(crate) fn create_database_if_missing(
     }
 }
 
-/// Creates database `name` on the server of `maintenance_url`.
+/// Creates database `name` on the server of `maintenance_url` (for the test databases).
+#[cfg(feature = "testing")]
 pub(crate) fn create_database(
     maintenance_url: &str,
     name: &str,
