@@ -79,6 +79,9 @@ pub struct Phase {
     pub service_cpu_us_per_request: Option<f64>,
     /// PostgreSQL's CPU time per request (warm-up included), in microseconds.
     pub postgres_cpu_us_per_request: Option<f64>,
+    /// The load generator's CPU time per request (warm-up included), in microseconds: what
+    /// measuring took from the CPUs the service and PostgreSQL share with it.
+    pub load_generator_cpu_us_per_request: Option<f64>,
 }
 
 impl Phase {
@@ -102,6 +105,7 @@ impl Phase {
             cpu: Usage::default(),
             service_cpu_us_per_request: None,
             postgres_cpu_us_per_request: None,
+            load_generator_cpu_us_per_request: None,
         }
     }
 
@@ -115,6 +119,11 @@ impl Phase {
                 Usage::micros_per(usage.postgres_percent, usage.wall_secs, self.total_requests)
             })
             .flatten();
+        self.load_generator_cpu_us_per_request = Usage::micros_per(
+            usage.load_generator_percent,
+            usage.wall_secs,
+            self.total_requests,
+        );
     }
 
     /// Whether the phase had any failure.
@@ -475,10 +484,11 @@ pub fn render(summary: &Summary) -> String {
             };
             writeln!(
                 out,
-                "{} /action CPU per request at {} conn: service {} µs{database}{}",
+                "{} /action CPU per request at {} conn: service {} µs{database}, load generator {} µs{}",
                 backend.backend,
                 p.concurrency,
                 micros(p.service_cpu_us_per_request),
+                micros(p.load_generator_cpu_us_per_request),
                 ceiling.map_or(String::new(), |c| format!(
                     "; PostgreSQL per pgbench INSERT: {} µs",
                     micros(c.postgres_cpu_us_per_transaction)
