@@ -1,31 +1,35 @@
-//! The load generator: one thread per connection, each with its own keep-alive `ureq` agent,
-//! sending one kind of request back to back until a deadline (or a request count), and timing
-//! each request from before it is sent to after its whole answer is read.
+//! The load generator: a few threads (`--generator-threads`, default 1), each running an event
+//! loop that drives its share of the keep-alive connections, as wrk does. Each connection is a
+//! task sending one kind of request back to back until a deadline (or a request count), and
+//! timing each request from the start of its write to the last byte of its answer. One thread
+//! per connection with a blocking client cost more CPU per request than the service itself,
+//! taken from the service and PostgreSQL on the same machine; see [`crate::http1`].
 //!
 //! Every request is unique: `/action` asks for fresh `(user_id, decision_idx)` pairs (a shared
 //! counter `seq` gives user `seq % users` and index `seq / users`), `/upload_data` reports on
 //! decisions the service answered earlier, with the action and probability it answered, and
-//! `/add_user` registers fresh ids. The request body is written into a buffer each thread keeps,
-//! and latencies go into a fixed-size [`Histogram`], so measuring allocates nothing per request
-//! beyond what the HTTP client itself does.
+//! `/add_user` registers fresh ids. The request is written into a buffer each connection keeps,
+//! its answer read into another, and latencies go into a fixed-size [`Histogram`], so measuring
+//! allocates nothing per request.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::error::{fail, Result};
+use crate::error::{BenchError, Result};
 use crate::hist::Histogram;
+use crate::http1::{Answer, Conn, Endpoint};
 
 /// The request timeout: a request still unanswered after this long counts as a transport
-/// error (a hang), and its thread carries on.
+/// error (a hang), and its connection is replaced.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `timestamp` every request sends (the service stores it; its value does not matter).
 const TIMESTAMP: &str = "2025-01-01T12:00:00Z";
-/// A thread gives up after this many transport errors in a row: the service is gone.
+/// A connection gives up after this many transport errors in a row: the service is gone.
 const GIVE_UP_AFTER: u32 = 50;
 /// Error answers kept, per run, to show what went wrong.
 const SAMPLES: usize = 3;
@@ -72,15 +76,17 @@ pub struct Decision {
     action_prob: f64,
 }
 
-/// What one run sends.
-pub enum Work<'a> {
+/// What one run sends. Its counters are shared by every connection of the run (and with the
+/// caller, which reads where they stopped).
+#[derive(Clone)]
+pub enum Work {
     /// `/add_user` for `{prefix}{n}`, `n` taken from `next`, until `next` reaches `limit`
     /// (when given).
     AddUser {
         /// The id's prefix.
         prefix: &'static str,
         /// The next number to register.
-        next: &'a AtomicU64,
+        next: Arc<AtomicU64>,
         /// Stop once this number is reached.
         limit: Option<u64>,
     },
@@ -90,21 +96,21 @@ pub enum Work<'a> {
         /// How many users are registered under [`USER_PREFIX`].
         users: u64,
         /// The next pair's sequence number.
-        next: &'a AtomicU64,
+        next: Arc<AtomicU64>,
         /// Stop once this sequence number is reached.
         limit: Option<u64>,
     },
-    /// `/upload_data` for the decisions of `pool`, in order from `cursor`; a thread stops when
-    /// the pool is used up.
+    /// `/upload_data` for the decisions of `pool`, in order from `cursor`; a connection stops
+    /// when the pool is used up.
     UploadData {
         /// Decisions the service answered and nobody uploaded yet (from `cursor` on).
-        pool: &'a [Decision],
+        pool: Arc<[Decision]>,
         /// The next decision to upload.
-        cursor: &'a AtomicUsize,
+        cursor: Arc<AtomicUsize>,
     },
 }
 
-impl Work<'_> {
+impl Work {
     fn route(&self) -> Route {
         match self {
             Self::AddUser { .. } => Route::AddUser,
@@ -129,7 +135,7 @@ pub struct Timing {
 pub struct RunResult {
     /// The route driven.
     pub route: Route,
-    /// Connections (threads).
+    /// Connections.
     pub concurrency: usize,
     /// The length of the measured window in seconds (for a count-limited run: the whole run).
     pub window_secs: f64,
@@ -149,7 +155,7 @@ pub struct RunResult {
     pub samples: Vec<String>,
     /// The decisions `/action` answered.
     pub decisions: Vec<Decision>,
-    /// An upload thread found the pool of decisions used up before its deadline.
+    /// An upload connection found the pool of decisions used up before its deadline.
     pub exhausted: bool,
 }
 
@@ -176,31 +182,41 @@ struct ActionAnswer {
     action_prob: f64,
 }
 
-/// Drives `work` against the service at `base_url` with `concurrency` threads.
+/// Drives `work` against the service at `base_url` over `concurrency` connections, shared out
+/// among `threads` event loops (at most one per connection).
+///
+/// # Errors
+///
+/// When `base_url` is not a plain `http://host:port` URL; failed requests are counted in the
+/// result instead.
 pub fn run(
     base_url: &str,
-    work: &Work<'_>,
+    work: &Work,
     concurrency: usize,
+    threads: usize,
     timing: Timing,
 ) -> Result<RunResult> {
     let route = work.route();
-    let uri: ureq::http::Uri = match format!("{base_url}{}", route.path()).parse() {
-        Ok(uri) => uri,
-        Err(e) => return fail(format!("{base_url}{} is not a URL: {e}", route.path())),
-    };
+    let endpoint = Arc::new(Endpoint::new(base_url, route.path()).map_err(BenchError)?);
+    let threads = threads.clamp(1, concurrency.max(1));
     let start = Instant::now();
     let warm_end = start + timing.warmup;
     let deadline = timing.measure.map(|m| warm_end + m);
+    let endpoint = &endpoint;
     let outputs: Vec<Worker> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let uri = uri.clone();
-                scope.spawn(move || drive(uri, work, warm_end, deadline))
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let connections = concurrency / threads + usize::from(t < concurrency % threads);
+                scope.spawn(move || event_loop(endpoint, work, connections, warm_end, deadline))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Worker::panicked()))
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Worker::failed("a load generator thread panicked".into())]
+                })
+            })
             .collect()
     });
     let finished = Instant::now();
@@ -242,7 +258,7 @@ pub fn run(
     Ok(result)
 }
 
-/// One thread's share of a run.
+/// One connection's share of a run.
 struct Worker {
     latencies: Histogram,
     total: u64,
@@ -270,13 +286,12 @@ impl Worker {
         }
     }
 
-    /// A thread that panicked counts as one transport error, so the run fails.
-    fn panicked() -> Self {
+    /// A connection or thread that could not run (it panicked, or its event loop could not
+    /// start) counts as one transport error, so the run fails.
+    fn failed(why: String) -> Self {
         let mut worker = Self::new();
         worker.transport_errors = 1;
-        worker
-            .samples
-            .push("a load generator thread panicked".into());
+        worker.samples.push(why);
         worker
     }
 
@@ -294,7 +309,7 @@ enum Next {
     Upload(Decision),
 }
 
-fn claim(work: &Work<'_>) -> Option<Next> {
+fn claim(work: &Work) -> Option<Next> {
     match work {
         Work::AddUser { next, limit, .. } => {
             let n = next.fetch_add(1, Ordering::Relaxed);
@@ -321,7 +336,7 @@ fn write_temperature(body: &mut String, n: u64) {
     write!(body, "{}.{}", tenths / 10, tenths % 10).ok();
 }
 
-fn write_body(body: &mut String, work: &Work<'_>, next: &Next) {
+fn write_body(body: &mut String, work: &Work, next: &Next) {
     body.clear();
     match next {
         Next::AddUser(n) => {
@@ -362,106 +377,156 @@ fn write_body(body: &mut String, work: &Work<'_>, next: &Next) {
     }
 }
 
-fn drive(
-    uri: ureq::http::Uri,
-    work: &Work<'_>,
+/// One generator thread: an event loop driving `connections` connections until they all stop.
+fn event_loop(
+    endpoint: &Arc<Endpoint>,
+    work: &Work,
+    connections: usize,
+    warm_end: Instant,
+    deadline: Option<Instant>,
+) -> Vec<Worker> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return vec![Worker::failed(format!("cannot start an event loop: {e}"))],
+    };
+    runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            tasks.spawn(drive(
+                Arc::clone(endpoint),
+                work.clone(),
+                warm_end,
+                deadline,
+            ));
+        }
+        let mut outputs = Vec::with_capacity(connections);
+        while let Some(joined) = tasks.join_next().await {
+            outputs.push(joined.unwrap_or_else(|e| {
+                Worker::failed(format!("a load generator connection failed: {e}"))
+            }));
+        }
+        outputs
+    })
+}
+
+/// Sends `request` on `conn`, opening a connection first when there is none.
+async fn send(
+    endpoint: &Endpoint,
+    conn: &mut Option<Conn>,
+    request: &[u8],
+) -> std::result::Result<Answer, String> {
+    let open = match conn {
+        Some(open) => open,
+        None => conn.insert(
+            Conn::open(endpoint.addr)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", endpoint.addr))?,
+        ),
+    };
+    open.exchange(request).await
+}
+
+/// One connection: requests back to back until the deadline, the work's end, or too many
+/// transport errors in a row.
+async fn drive(
+    endpoint: Arc<Endpoint>,
+    work: Work,
     warm_end: Instant,
     deadline: Option<Instant>,
 ) -> Worker {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(REQUEST_TIMEOUT))
-        .max_idle_connections(1)
-        .max_idle_connections_per_host(1)
-        .build()
-        .into();
-    let expected = work.route().expected_status();
+    let route = work.route();
     let mut out = Worker::new();
     let mut body = String::with_capacity(512);
-    let mut answer = Vec::with_capacity(1024);
+    let mut request = Vec::with_capacity(1024);
+    let mut conn = None;
     let mut failures_in_a_row = 0;
     loop {
-        let started = Instant::now();
-        if deadline.is_some_and(|d| started >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let Some(next) = claim(work) else {
+        let Some(next) = claim(&work) else {
             out.exhausted = matches!(work, Work::UploadData { .. }) && deadline.is_some();
             break;
         };
-        write_body(&mut body, work, &next);
-        answer.clear();
-        let sent = agent
-            .post(uri.clone())
-            .header("content-type", "application/json")
-            .send(body.as_bytes());
-        let status = match sent {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                match response.body_mut().as_reader().read_to_end(&mut answer) {
-                    Ok(_) => Some(status),
-                    Err(e) => {
-                        out.sample(format!("{} reading the answer: {e}", work.route().path()));
-                        None
-                    }
-                }
-            }
-            Err(e) => {
-                out.sample(format!("{} got no answer: {e}", work.route().path()));
-                None
-            }
-        };
+        write_body(&mut body, &work, &next);
+        endpoint.request(body.as_bytes(), &mut request);
+        let started = Instant::now();
+        let sent = tokio::time::timeout(REQUEST_TIMEOUT, send(&endpoint, &mut conn, &request))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())));
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         out.total += 1;
         if started >= warm_end || deadline.is_none() {
             out.latencies.record(micros);
         }
-        let Some(status) = status else {
-            out.transport_errors += 1;
-            failures_in_a_row += 1;
-            if failures_in_a_row >= GIVE_UP_AFTER {
-                out.sample(format!(
-                    "gave up after {GIVE_UP_AFTER} transport errors in a row"
-                ));
-                break;
+        match sent {
+            Ok(answer) => {
+                failures_in_a_row = 0;
+                let answer_body = conn.as_ref().map_or(&[][..], Conn::body);
+                tally(&mut out, route, &next, answer.status, answer_body);
+                if answer.closes {
+                    conn = None;
+                }
             }
-            continue;
-        };
-        failures_in_a_row = 0;
-        if !(200..300).contains(&status) {
-            *out.non_2xx.entry(status).or_default() += 1;
-            let text = String::from_utf8_lossy(&answer);
-            out.sample(format!("{} answered {status}: {text}", work.route().path()));
-            continue;
-        }
-        if status != expected {
-            out.unexpected += 1;
-            let text = String::from_utf8_lossy(&answer);
-            out.sample(format!(
-                "{} answered {status} (expected {expected}): {text}",
-                work.route().path()
-            ));
-            continue;
-        }
-        out.created += 1;
-        if let Next::Action { user, idx } = next {
-            match serde_json::from_slice::<ActionAnswer>(&answer) {
-                Ok(a) => out.decisions.push(Decision {
-                    user,
-                    idx,
-                    action: a.action,
-                    action_prob: a.action_prob,
-                }),
-                Err(e) => {
-                    out.unexpected += 1;
+            Err(e) => {
+                // The connection is in an unknown state (a timeout may have left it halfway
+                // through an answer): the next request opens a new one.
+                conn = None;
+                out.transport_errors += 1;
+                out.sample(format!("{} failed: {e}", route.path()));
+                failures_in_a_row += 1;
+                if failures_in_a_row >= GIVE_UP_AFTER {
                     out.sample(format!(
-                        "/action answered {status} without action and action_prob ({e})"
+                        "gave up after {GIVE_UP_AFTER} transport errors in a row"
                     ));
+                    break;
                 }
             }
         }
     }
     out
+}
+
+/// Counts an answer with `status` and `answer` as its body, and keeps the decision `/action`
+/// made.
+fn tally(out: &mut Worker, route: Route, next: &Next, status: u16, answer: &[u8]) {
+    let expected = route.expected_status();
+    if !(200..300).contains(&status) {
+        *out.non_2xx.entry(status).or_default() += 1;
+        let text = String::from_utf8_lossy(answer);
+        out.sample(format!("{} answered {status}: {text}", route.path()));
+        return;
+    }
+    if status != expected {
+        out.unexpected += 1;
+        let text = String::from_utf8_lossy(answer);
+        out.sample(format!(
+            "{} answered {status} (expected {expected}): {text}",
+            route.path()
+        ));
+        return;
+    }
+    out.created += 1;
+    if let Next::Action { user, idx } = *next {
+        match serde_json::from_slice::<ActionAnswer>(answer) {
+            Ok(a) => out.decisions.push(Decision {
+                user,
+                idx,
+                action: a.action,
+                action_prob: a.action_prob,
+            }),
+            Err(e) => {
+                out.unexpected += 1;
+                out.sample(format!(
+                    "/action answered {status} without action and action_prob ({e})"
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -470,10 +535,10 @@ mod tests {
 
     #[test]
     fn bodies_are_the_json_the_api_documents() {
-        let next = AtomicU64::new(0);
+        let next = Arc::new(AtomicU64::new(0));
         let work = Work::Action {
             users: 10,
-            next: &next,
+            next: Arc::clone(&next),
             limit: None,
         };
         let mut body = String::new();
@@ -498,7 +563,7 @@ mod tests {
 
         let users = Work::AddUser {
             prefix: "p-",
-            next: &next,
+            next,
             limit: None,
         };
         write_body(&mut body, &users, &Next::AddUser(12));
@@ -507,10 +572,9 @@ mod tests {
 
     #[test]
     fn action_pairs_are_unique_and_spread_over_the_users() {
-        let next = AtomicU64::new(0);
         let work = Work::Action {
             users: 4,
-            next: &next,
+            next: Arc::new(AtomicU64::new(0)),
             limit: Some(12),
         };
         let mut pairs = std::collections::HashSet::new();
@@ -522,17 +586,65 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_counted_as_now_and_decisions_kept_from_action() {
+        let mut out = Worker::new();
+        let pair = Next::Action { user: 2, idx: 5 };
+        tally(
+            &mut out,
+            Route::Action,
+            &pair,
+            201,
+            br#"{"action":1,"action_prob":0.25}"#,
+        );
+        tally(&mut out, Route::Action, &pair, 201, br#"{"status":"ok"}"#);
+        tally(&mut out, Route::Action, &pair, 200, b"{}");
+        tally(&mut out, Route::Action, &pair, 503, b"busy");
+        assert_eq!(out.created, 2);
+        assert_eq!(out.unexpected, 2);
+        assert_eq!(out.non_2xx.get(&503), Some(&1));
+        assert_eq!(out.decisions.len(), 1);
+        assert_eq!(
+            (out.decisions[0].action, out.decisions[0].action_prob),
+            (1, 0.25)
+        );
+        assert_eq!(out.samples.len(), SAMPLES);
+    }
+
+    #[test]
+    fn a_service_that_is_gone_gives_transport_errors_not_a_hang() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let work = Work::AddUser {
+            prefix: "p-",
+            next: Arc::new(AtomicU64::new(0)),
+            limit: Some(10),
+        };
+        let timing = Timing {
+            warmup: Duration::ZERO,
+            measure: None,
+        };
+        let result = run(&format!("http://{addr}"), &work, 3, 2, timing).unwrap();
+        assert_eq!((result.total_requests, result.transport_errors), (10, 10));
+        assert_eq!(result.created, 0);
+        assert!(
+            result.samples[0].contains("cannot connect"),
+            "{:?}",
+            result.samples
+        );
+    }
+
+    #[test]
     fn uploads_stop_when_the_pool_is_used_up() {
-        let pool = [Decision {
-            user: 0,
-            idx: 0,
-            action: 0,
-            action_prob: 0.5,
-        }];
-        let cursor = AtomicUsize::new(0);
         let work = Work::UploadData {
-            pool: &pool,
-            cursor: &cursor,
+            pool: Arc::new([Decision {
+                user: 0,
+                idx: 0,
+                action: 0,
+                action_prob: 0.5,
+            }]),
+            cursor: Arc::new(AtomicUsize::new(0)),
         };
         assert!(claim(&work).is_some());
         assert!(claim(&work).is_none());

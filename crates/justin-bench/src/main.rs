@@ -14,6 +14,7 @@ mod callback;
 mod cpu;
 mod error;
 mod hist;
+mod http1;
 mod load;
 mod pg;
 mod pgbench;
@@ -68,6 +69,11 @@ struct Args {
     /// Connections, one step per value.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     concurrency: Vec<usize>,
+    /// Threads of the load generator, each an event loop driving its share of the
+    /// connections (one is plenty at the benchmark's rates, and leaves the most CPU to the
+    /// service and PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    generator_threads: usize,
     /// Users registered before the steps.
     #[arg(long, default_value_t = 1000)]
     users: u64,
@@ -167,6 +173,9 @@ fn run(args: &Args) -> Result<bool> {
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         return fail("--concurrency needs at least one number, each above 0");
     }
+    if args.generator_threads == 0 {
+        return fail("--generator-threads must be above 0");
+    }
     if args.users == 0 {
         return fail("--users must be above 0");
     }
@@ -193,6 +202,7 @@ fn run(args: &Args) -> Result<bool> {
         seconds: args.seconds,
         warmup_secs: args.warmup,
         concurrency: args.concurrency.clone(),
+        generator_threads: args.generator_threads,
         users: args.users,
         rows: args.rows,
         service_log_level: service::LOG_LEVEL.to_owned(),
@@ -204,11 +214,12 @@ fn run(args: &Args) -> Result<bool> {
     };
     println!(
         "justin-bench: {} s per step after {} s of warm-up (requests started during the warm-up are not counted), \
-         connections {:?}, {} users; the service logs at logging.level={} (no access log), so logging does not \
+         connections {:?} over {} load generator thread(s), {} users; the service logs at logging.level={} (no access log), so logging does not \
          dominate; the load generator runs on the same machine ({} CPUs, load {})",
         args.seconds,
         args.warmup,
         args.concurrency,
+        args.generator_threads,
         args.users,
         service::LOG_LEVEL,
         summary.environment.cpus,
@@ -495,15 +506,15 @@ fn drive_backend(
     let timing = timing(args);
 
     // The participants every decision names.
-    let registered = AtomicU64::new(0);
     let setup = load::run(
         &base,
         &Work::AddUser {
             prefix: USER_PREFIX,
-            next: &registered,
+            next: Arc::new(AtomicU64::new(0)),
             limit: Some(args.users),
         },
         SETUP_CONCURRENCY,
+        args.generator_threads,
         Timing {
             warmup: Duration::ZERO,
             measure: None,
@@ -535,7 +546,7 @@ fn drive_backend(
         None => None,
     };
 
-    let next_pair = AtomicU64::new(0);
+    let next_pair = Arc::new(AtomicU64::new(0));
     let mut pool: Vec<Decision> = Vec::new();
     let mut action_rates = Vec::new();
     for &c in &args.concurrency {
@@ -587,10 +598,12 @@ fn drive_backend(
         }
         let work = Work::Action {
             users: args.users,
-            next: &next_pair,
+            next: Arc::clone(&next_pair),
             limit: None,
         };
-        let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
+        let (run, usage) = with_cpu(pid, || {
+            load::run(&base, &work, c, args.generator_threads, timing)
+        })?;
         let mut phase = Phase::new(backend, &run);
         phase.set_cpu(usage);
         phase.of_ceiling = ceiling_rate
@@ -624,10 +637,11 @@ fn drive_backend(
                 &base,
                 &Work::Action {
                     users: args.users,
-                    next: &next_pair,
+                    next: Arc::clone(&next_pair),
                     limit: Some(from + more),
                 },
                 SETUP_CONCURRENCY.max(c),
+                args.generator_threads,
                 Timing {
                     warmup: Duration::ZERO,
                     measure: None,
@@ -642,12 +656,14 @@ fn drive_backend(
             );
             pool.extend(top_up.decisions);
         }
-        let shared_cursor = AtomicUsize::new(cursor);
+        let shared_cursor = Arc::new(AtomicUsize::new(cursor));
         let work = Work::UploadData {
-            pool: &pool,
-            cursor: &shared_cursor,
+            pool: pool.as_slice().into(),
+            cursor: Arc::clone(&shared_cursor),
         };
-        let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
+        let (run, usage) = with_cpu(pid, || {
+            load::run(&base, &work, c, args.generator_threads, timing)
+        })?;
         cursor = shared_cursor.load(Ordering::Relaxed).min(pool.len());
         let mut phase = Phase::new(backend, &run);
         phase.set_cpu(usage);
@@ -665,14 +681,16 @@ fn drive_backend(
         ensure_running(service, "/upload_data")?;
     }
 
-    let new_users = AtomicU64::new(0);
+    let new_users = Arc::new(AtomicU64::new(0));
     for &c in &args.concurrency {
         let work = Work::AddUser {
             prefix: NEW_USER_PREFIX,
-            next: &new_users,
+            next: Arc::clone(&new_users),
             limit: None,
         };
-        let (run, usage) = with_cpu(pid, || load::run(&base, &work, c, timing))?;
+        let (run, usage) = with_cpu(pid, || {
+            load::run(&base, &work, c, args.generator_threads, timing)
+        })?;
         let mut phase = Phase::new(backend, &run);
         phase.set_cpu(usage);
         println!("{}", report::phase_row(&phase));

@@ -284,6 +284,8 @@ pub struct Settings {
     pub warmup_secs: f64,
     /// Connections per step.
     pub concurrency: Vec<usize>,
+    /// The load generator's threads (event loops) the connections are shared among.
+    pub generator_threads: usize,
     /// Users registered before the routes are driven.
     pub users: u64,
     /// Study rows for the update at scale.
@@ -428,8 +430,9 @@ pub fn render(summary: &Summary) -> String {
     let s = &summary.settings;
     writeln!(
         out,
-        "justin-bench {}: {} s per step after {} s of warm-up (not counted), {} users, connections {:?}",
-        summary.label, s.seconds, s.warmup_secs, s.users, s.concurrency
+        "justin-bench {}: {} s per step after {} s of warm-up (not counted), {} users, connections {:?} \
+         over {} load generator thread(s)",
+        summary.label, s.seconds, s.warmup_secs, s.users, s.concurrency, s.generator_threads
     )
     .ok();
     writeln!(
