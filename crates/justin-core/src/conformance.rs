@@ -30,8 +30,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, JsonObject, ModelParameters,
-    Probability, Provenance, State, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
+    ExportRow, ExportedUpload, JsonObject, ModelParameters, Probability, Provenance, State,
+    StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 use crate::ports::{Recorded, Store, StoreError, UpdateJob, UploadRecorded};
 
@@ -92,6 +93,15 @@ macro_rules! store_conformance_suite {
             backup_writes_one_file_with_matching_row_counts,
             restore_puts_back_every_row_and_continues_ids,
             restore_refuses_a_damaged_file_and_changes_nothing,
+            decision_types_key_decisions_separately,
+            uploads_are_keyed_by_decision_type,
+            unavailable_decisions_are_stored_with_their_reason,
+            uploads_take_availability_from_the_logged_decision,
+            update_jobs_never_read_unavailable_records,
+            completed_job_marks_the_records_it_read,
+            export_joins_every_decision_with_its_upload,
+            export_streams_many_decisions_in_order,
+            export_excludes_decisions_stored_after_the_call,
         );
     };
 }
@@ -125,9 +135,11 @@ fn decision(user_id: &UserId, i: i64, variant: u32, parameter_version: i64) -> D
     let v = f64::from(variant);
     Decision {
         user_id: user_id.clone(),
+        decision_type: DecisionType::default(),
         decision_idx: idx(i),
         requested_at: at(i64::from(variant), 250_001),
         decided_at: at(i64::from(variant) + 1, 999_999),
+        availability: Availability::Available,
         context: object(json!({
             "variant": variant,
             "steps": 1234.5,
@@ -149,6 +161,7 @@ fn decision(user_id: &UserId, i: i64, variant: u32, parameter_version: i64) -> D
 fn study_record(user_id: &UserId, i: i64) -> StudyRecord {
     StudyRecord {
         user_id: user_id.clone(),
+        decision_type: DecisionType::default(),
         decision_idx: idx(i),
         requested_at: at(i, 1),
         received_at: at(i + 1, 2),
@@ -162,15 +175,33 @@ fn study_record(user_id: &UserId, i: i64) -> StudyRecord {
         state: State::new(vec![1.0, 0.5]).unwrap(),
         outcome: object(json!({"steps": i * 10, "ratio": 0.125})),
         reward: 0.5 + 0.001 * (i % 1000) as f64,
+        available: true,
     }
 }
 
-/// The upload of what happened after `d`, agreeing with its action and probability.
+/// The upload of what happened after `d`, agreeing with its type, action, probability and
+/// availability.
 fn upload_for(d: &Decision) -> StudyRecord {
     StudyRecord {
+        decision_type: d.decision_type.clone(),
         action: d.action,
         action_prob: d.action_prob,
+        available: d.availability.is_available(),
         ..study_record(&d.user_id, d.decision_idx.get())
+    }
+}
+
+fn kind(name: &str) -> DecisionType {
+    DecisionType::parse(name).unwrap()
+}
+
+/// `d` as an unavailable decision: action 0, probability 0, with `reason`.
+fn unavailable(d: Decision, reason: Option<&str>) -> Decision {
+    Decision {
+        availability: Availability::unavailable(reason.map(str::to_owned)).unwrap(),
+        action: Action::Zero,
+        action_prob: Probability::ZERO,
+        ..d
     }
 }
 
@@ -1152,18 +1183,30 @@ fn populate(store: &dyn Store) -> Populated {
     for u in &users {
         store.add_user(u, at(0, 0)).unwrap();
     }
-    let decisions: Vec<Decision> = (0..4)
-        .map(|i| decision(&users[0], i, 1, params.version))
-        .collect();
+    // Four decisions: two of the default type, one of another type on the same index, and
+    // one unavailable, with a reason holding a comma and a quote.
+    let decisions: Vec<Decision> = vec![
+        decision(&users[0], 0, 1, params.version),
+        decision(&users[0], 1, 1, params.version),
+        Decision {
+            decision_type: kind("evening"),
+            ..decision(&users[0], 0, 3, params.version)
+        },
+        unavailable(
+            decision(&users[0], 2, 1, params.version),
+            Some("driving, \"busy\""),
+        ),
+    ];
     for d in &decisions {
         store.record_decision(d).unwrap();
     }
     store.record_study_data(&upload_for(&decisions[0])).unwrap();
-    for i in 0..4 {
+    for i in 0..3 {
         store
             .record_study_data(&study_record(&users[1], i))
             .unwrap();
     }
+    store.record_study_data(&upload_for(&decisions[3])).unwrap();
     let updates: Vec<UpdateRequest> = (1..=3).map(update_request).collect();
     for r in &updates {
         store.create_update_request(r).unwrap();
@@ -1210,6 +1253,7 @@ struct Contents {
     counts: BTreeMap<String, u64>,
     decisions: Vec<Decision>,
     study_data: Vec<StudyRecord>,
+    export: Vec<ExportRow>,
     parameters: Vec<ModelParameters>,
     updates: Vec<Option<UpdateRequest>>,
 }
@@ -1220,6 +1264,7 @@ fn contents(store: &dyn Store, updates: &[Uuid]) -> Contents {
         counts: counts(store),
         decisions: store.decisions().unwrap().map(Result::unwrap).collect(),
         study_data: store.study_data().unwrap().map(Result::unwrap).collect(),
+        export: store.export().unwrap().map(Result::unwrap).collect(),
         parameters: (1..=newest)
             .map(|v| store.parameters(v).unwrap().expect("no version is missing"))
             .collect(),
@@ -1430,4 +1475,388 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decision types, availability and the analysis export
+
+/// The key of a decision is (user, decision type, decision index): decisions that differ only
+/// in type MUST both be stored, and a repeat of each MUST return that one.
+pub fn decision_types_key_decisions_separately(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let default = decision(&alice, 0, 1, params.version);
+    let morning = Decision {
+        decision_type: kind("morning"),
+        ..decision(&alice, 0, 2, params.version)
+    };
+    let evening = Decision {
+        decision_type: kind("evening"),
+        ..decision(&alice, 0, 3, params.version)
+    };
+    for d in [&default, &morning, &evening] {
+        assert_eq!(store.record_decision(d).unwrap(), Recorded::Inserted);
+    }
+    for d in [&default, &morning, &evening] {
+        let repeat = Decision {
+            action_prob: Probability::new(0.99).unwrap(),
+            ..d.clone()
+        };
+        assert_eq!(
+            store.record_decision(&repeat).unwrap(),
+            Recorded::Existing(d.clone()),
+            "a repeat of the {} decision returns that one",
+            d.decision_type
+        );
+    }
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed, vec![default, morning, evening]);
+}
+
+/// Uploads MUST be keyed by (user, decision type, decision index): checked against the logged
+/// decision of their own type, once per key, and closing only their own key to decisions.
+pub fn uploads_are_keyed_by_decision_type(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let morning = Decision {
+        decision_type: kind("morning"),
+        ..decision(&alice, 0, 1, params.version)
+    };
+    store.record_decision(&morning).unwrap();
+
+    // The default type at the same index has no logged decision.
+    let default_upload = study_record(&alice, 0);
+    assert_eq!(
+        store.record_study_data(&default_upload).unwrap(),
+        UploadRecorded {
+            action_logged: false
+        }
+    );
+    // The morning upload is checked against the morning decision.
+    let differing = StudyRecord {
+        action: Action::Zero,
+        ..upload_for(&morning)
+    };
+    assert!(matches!(
+        store.record_study_data(&differing),
+        Err(StoreError::UploadMismatch { .. })
+    ));
+    assert_eq!(
+        store.record_study_data(&upload_for(&morning)).unwrap(),
+        UploadRecorded {
+            action_logged: true
+        }
+    );
+    assert!(matches!(
+        store.record_study_data(&upload_for(&morning)),
+        Err(StoreError::StudyDataExists)
+    ));
+    // Each upload closes its own key only.
+    assert!(matches!(
+        store.record_decision(&morning),
+        Err(StoreError::StudyDataExists)
+    ));
+    let evening = Decision {
+        decision_type: kind("evening"),
+        ..decision(&alice, 0, 2, params.version)
+    };
+    assert_eq!(store.record_decision(&evening).unwrap(), Recorded::Inserted);
+    let stored: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert_eq!(stored, vec![default_upload, upload_for(&morning)]);
+}
+
+/// An unavailable decision MUST be stored and read back with its availability and reason
+/// (or without a reason when none was given).
+pub fn unavailable_decisions_are_stored_with_their_reason(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let with_reason = unavailable(
+        decision(&alice, 0, 1, params.version),
+        Some("driving, \"busy\"\nsecond line ü"),
+    );
+    let without_reason = unavailable(decision(&alice, 1, 2, params.version), None);
+    let available = decision(&alice, 2, 3, params.version);
+    for d in [&with_reason, &without_reason, &available] {
+        assert_eq!(store.record_decision(d).unwrap(), Recorded::Inserted);
+    }
+    assert_eq!(
+        store.record_decision(&with_reason).unwrap(),
+        Recorded::Existing(with_reason.clone())
+    );
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed, vec![with_reason, without_reason, available]);
+}
+
+/// An upload MUST be stored with the availability of its logged decision, or as available when
+/// none is logged, whatever the record passed in says.
+pub fn uploads_take_availability_from_the_logged_decision(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let off = unavailable(decision(&alice, 0, 1, params.version), Some("asleep"));
+    let on = decision(&alice, 1, 2, params.version);
+    store.record_decision(&off).unwrap();
+    store.record_decision(&on).unwrap();
+
+    let claims_available = StudyRecord {
+        available: true,
+        ..upload_for(&off)
+    };
+    let claims_unavailable = StudyRecord {
+        available: false,
+        ..upload_for(&on)
+    };
+    let unlogged = StudyRecord {
+        available: false,
+        ..study_record(&alice, 2)
+    };
+    for r in [&claims_available, &claims_unavailable, &unlogged] {
+        store.record_study_data(r).unwrap();
+    }
+    let availability: Vec<(i64, bool)> = store
+        .study_data()
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.decision_idx.get(), r.available)
+        })
+        .collect();
+    assert_eq!(availability, vec![(0, false), (1, true), (2, true)]);
+}
+
+/// Stores, for alice, decisions 0..n where every third is unavailable, each with its upload;
+/// returns the uploads as stored, in upload order.
+fn mixed_uploads(store: &dyn Store, n: i64) -> Vec<StudyRecord> {
+    let params = store.current_parameters().unwrap().unwrap();
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    (0..n)
+        .map(|i| {
+            let d = decision(&alice, i, 1, params.version);
+            let d = if i % 3 == 1 {
+                unavailable(d, Some("busy"))
+            } else {
+                d
+            };
+            store.record_decision(&d).unwrap();
+            let upload = upload_for(&d);
+            store.record_study_data(&upload).unwrap();
+            upload
+        })
+        .collect()
+}
+
+/// `UpdateJob::study_data` MUST stream only the records of available decisions, in upload
+/// order.
+pub fn update_jobs_never_read_unavailable_records(store: &dyn Store) {
+    seeded(store);
+    let uploads = mixed_uploads(store, 9);
+    store.create_update_request(&update_request(1)).unwrap();
+    let mut job = claim(store, at(10, 0));
+    let read: Vec<StudyRecord> = job.study_data().unwrap().map(Result::unwrap).collect();
+    let expected: Vec<StudyRecord> = uploads.into_iter().filter(|r| r.available).collect();
+    assert_eq!(expected.len(), 6);
+    assert_eq!(read, expected);
+}
+
+/// The upload of each export row, keyed by (type, index), with its first update version.
+fn used_versions(store: &dyn Store) -> Vec<(String, i64, Option<i64>)> {
+    store
+        .export()
+        .unwrap()
+        .map(|row| {
+            let row = row.unwrap();
+            (
+                row.decision.decision_type.to_string(),
+                row.decision.decision_idx.get(),
+                row.upload.and_then(|u| u.used_in_version),
+            )
+        })
+        .collect()
+}
+
+/// `complete` MUST mark the records the job could read with the new version, leave records of
+/// earlier updates with theirs, and leave unmarked the records of unavailable decisions and
+/// the records stored after the job's snapshot.
+pub fn completed_job_marks_the_records_it_read(store: &dyn Store) {
+    let params = seeded(store);
+    mixed_uploads(store, 3); // indexes 0 and 2 available, 1 not
+    store.create_update_request(&update_request(1)).unwrap();
+    let mut job = claim(store, at(10, 0));
+    assert_eq!(job.study_data().unwrap().count(), 2);
+    // Stored while the job runs: after its snapshot.
+    let alice = user("alice");
+    let late = decision(&alice, 3, 1, params.version);
+    store.record_decision(&late).unwrap();
+    store.record_study_data(&upload_for(&late)).unwrap();
+    let v2 = job
+        .complete("test-algo", &json!({}), &provenance(2), at(11, 0))
+        .unwrap()
+        .version;
+    let d = || "default".to_owned();
+    assert_eq!(
+        used_versions(store),
+        vec![
+            (d(), 0, Some(v2)),
+            (d(), 1, None),
+            (d(), 2, Some(v2)),
+            (d(), 3, None),
+        ]
+    );
+
+    // The next update reads all three available records and marks only the new one.
+    store.create_update_request(&update_request(2)).unwrap();
+    let mut job = claim(store, at(12, 0));
+    assert_eq!(job.study_data().unwrap().count(), 3);
+    let v3 = job
+        .complete("test-algo", &json!({}), &provenance(3), at(13, 0))
+        .unwrap()
+        .version;
+    assert_eq!(
+        used_versions(store),
+        vec![
+            (d(), 0, Some(v2)),
+            (d(), 1, None),
+            (d(), 2, Some(v2)),
+            (d(), 3, Some(v3)),
+        ]
+    );
+
+    // A failed update marks nothing.
+    let after = decision(&alice, 4, 1, params.version);
+    store.record_decision(&after).unwrap();
+    store.record_study_data(&upload_for(&after)).unwrap();
+    store.create_update_request(&update_request(3)).unwrap();
+    claim(store, at(14, 0)).fail("no", at(15, 0)).unwrap();
+    assert_eq!(used_versions(store).last(), Some(&(d(), 4, None)));
+}
+
+/// `export` MUST yield one row per stored decision, in storage order, each joined with the
+/// upload of its own (user, type, index) when there is one; uploads without a decision are
+/// not rows.
+pub fn export_joins_every_decision_with_its_upload(store: &dyn Store) {
+    assert_eq!(store.export().unwrap().count(), 0);
+    let params = seeded(store);
+    let alice = user("alice");
+    let bob = user("bob");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    store.add_user(&bob, at(0, 0)).unwrap();
+    let plain = decision(&alice, 0, 1, params.version);
+    let typed = Decision {
+        decision_type: kind("evening"),
+        ..decision(&alice, 0, 2, params.version)
+    };
+    let off = unavailable(decision(&bob, 0, 3, params.version), Some("asleep"));
+    let no_upload = decision(&bob, 1, 4, params.version);
+    for d in [&plain, &typed, &off, &no_upload] {
+        store.record_decision(d).unwrap();
+    }
+    // Uploaded in another order than the decisions, plus one without a decision.
+    let typed_upload = upload_for(&typed);
+    let off_upload = upload_for(&off);
+    let plain_upload = upload_for(&plain);
+    for r in [&typed_upload, &off_upload, &plain_upload] {
+        store.record_study_data(r).unwrap();
+    }
+    store.record_study_data(&study_record(&bob, 7)).unwrap();
+
+    let exported = |r: &StudyRecord, used_in_version: Option<i64>| ExportedUpload {
+        requested_at: r.requested_at,
+        received_at: r.received_at,
+        outcome: r.outcome.clone(),
+        reward: r.reward,
+        used_in_version,
+    };
+    let rows: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        rows,
+        vec![
+            ExportRow {
+                decision: plain.clone(),
+                upload: Some(exported(&plain_upload, None)),
+            },
+            ExportRow {
+                decision: typed.clone(),
+                upload: Some(exported(&typed_upload, None)),
+            },
+            ExportRow {
+                decision: off.clone(),
+                upload: Some(exported(&off_upload, None)),
+            },
+            ExportRow {
+                decision: no_upload.clone(),
+                upload: None,
+            },
+        ]
+    );
+}
+
+/// `export` MUST stream every decision in storage order across any internal paging.
+pub fn export_streams_many_decisions_in_order(store: &dyn Store) {
+    let params = seeded(store);
+    let users = [user("u-a"), user("u-b"), user("u-c")];
+    for u in &users {
+        store.add_user(u, at(0, 0)).unwrap();
+    }
+    let n = MANY_RECORDS;
+    let mut keys = Vec::new();
+    for i in 0..n {
+        // Indices run backwards per user, so storage order differs from key order.
+        let d = decision(&users[(i % 3) as usize], n - i, 1, params.version);
+        store.record_decision(&d).unwrap();
+        if i % 4 == 0 {
+            store.record_study_data(&upload_for(&d)).unwrap();
+        }
+        keys.push((d.user_id, d.decision_idx, i % 4 == 0));
+    }
+    let streamed: Vec<(UserId, DecisionIdx, bool)> = store
+        .export()
+        .unwrap()
+        .map(|row| {
+            let row = row.unwrap();
+            (
+                row.decision.user_id,
+                row.decision.decision_idx,
+                row.upload.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(streamed.len(), keys.len());
+    if let Some(i) = (0..keys.len()).find(|&i| streamed[i] != keys[i]) {
+        panic!(
+            "row {i} differs: streamed {:?}, stored {:?}",
+            streamed[i], keys[i]
+        );
+    }
+}
+
+/// Decisions stored after `export` is called MUST NOT appear in its stream, even when it has
+/// to read several pages.
+pub fn export_excludes_decisions_stored_after_the_call(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let n = MANY_RECORDS;
+    for i in 0..n {
+        store
+            .record_decision(&decision(&alice, i, 1, params.version))
+            .unwrap();
+    }
+    let mut stream = store.export().unwrap();
+    let first = stream.next().unwrap().unwrap();
+    assert_eq!(first.decision.decision_idx, idx(0));
+    for i in n..n + 10 {
+        store
+            .record_decision(&decision(&alice, i, 1, params.version))
+            .unwrap();
+    }
+    assert_eq!(
+        1 + stream.count(),
+        n as usize,
+        "the stream holds the decisions stored when it was opened"
+    );
+    assert_eq!(store.export().unwrap().count(), n as usize + 10);
 }

@@ -57,6 +57,121 @@ impl std::fmt::Display for UserId {
     }
 }
 
+/// Longest decision type the service accepts, in bytes.
+pub const MAX_DECISION_TYPE_LEN: usize = 64;
+
+/// Which kind of decision this is, for studies with more than one decision point per
+/// participant ("morning", "evening", "weekly_game"). Decision indexes count separately per
+/// type: the key of a decision is (user, decision type, decision index). Requests that name no
+/// type get [`DecisionType::DEFAULT`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DecisionType(String);
+
+impl DecisionType {
+    /// The type of every decision whose request names none.
+    pub const DEFAULT: &'static str = "default";
+
+    /// Accepts a decision type: 1 to [`MAX_DECISION_TYPE_LEN`] bytes of ASCII letters, digits,
+    /// `_`, `-` and `.`, so that it reads the same in every export, file name and log.
+    ///
+    /// # Errors
+    /// When the type is empty, too long or holds another character.
+    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidValue> {
+        let raw = raw.into();
+        if raw.is_empty() || raw.len() > MAX_DECISION_TYPE_LEN {
+            return Err(InvalidValue(format!(
+                "decision_type must be 1 to {MAX_DECISION_TYPE_LEN} characters long."
+            )));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(InvalidValue(
+                "decision_type may only hold ASCII letters, digits, '_', '-' and '.'.".into(),
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is [`DecisionType::DEFAULT`].
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+}
+
+impl Default for DecisionType {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+}
+
+impl std::fmt::Display for DecisionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Longest reason for unavailability the service accepts, in bytes.
+pub const MAX_UNAVAILABLE_REASON_LEN: usize = 1024;
+
+/// Whether the participant could be randomized at a decision time. An unavailable decision
+/// gets no draw (action 0, probability 0), and its study data never reaches a model update.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    /// Randomized as usual.
+    #[default]
+    Available,
+    /// Not randomized; the study server's reason, if it gave one.
+    Unavailable {
+        /// Why (driving, phone off, already sent a message today ...), as the client sent it.
+        reason: Option<String>,
+    },
+}
+
+impl Availability {
+    /// An unavailable decision with the client's reason, checked.
+    ///
+    /// # Errors
+    /// When the reason is longer than [`MAX_UNAVAILABLE_REASON_LEN`] bytes or holds a control
+    /// character.
+    pub fn unavailable(reason: Option<String>) -> Result<Self, InvalidValue> {
+        if let Some(r) = &reason {
+            if r.len() > MAX_UNAVAILABLE_REASON_LEN {
+                return Err(InvalidValue(format!(
+                    "unavailable_reason must be at most {MAX_UNAVAILABLE_REASON_LEN} bytes long."
+                )));
+            }
+            if r.chars().any(char::is_control) {
+                return Err(InvalidValue(
+                    "unavailable_reason must not contain control characters.".into(),
+                ));
+            }
+        }
+        Ok(Self::Unavailable { reason })
+    }
+
+    /// Whether the participant was randomized.
+    pub fn is_available(&self) -> bool {
+        matches!(self, Self::Available)
+    }
+
+    /// The reason given for unavailability, if any.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Available => None,
+            Self::Unavailable { reason } => reason.as_deref(),
+        }
+    }
+}
+
 /// The index of a decision time for one participant (0, 1, 2, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -88,6 +203,9 @@ impl DecisionIdx {
 pub struct Probability(f64);
 
 impl Probability {
+    /// Probability 0: what an unavailable decision gets.
+    pub const ZERO: Self = Self(0.0);
+
     /// Accepts a probability.
     ///
     /// # Errors
@@ -206,21 +324,27 @@ impl Serialize for State {
 pub struct Decision {
     /// The participant.
     pub user_id: UserId,
+    /// The kind of decision; indexes count separately per type.
+    pub decision_type: DecisionType,
     /// The participant's decision time.
     pub decision_idx: DecisionIdx,
     /// The time the study server gave in its request.
     pub requested_at: DateTime<Utc>,
     /// The time the service received the request.
     pub decided_at: DateTime<Utc>,
+    /// Whether the participant was randomized; an unavailable decision has action 0 and
+    /// probability 0, drawn from nothing.
+    pub availability: Availability,
     /// The context as the client sent it.
     pub context: JsonObject,
-    /// What the algorithm made of the context.
+    /// What the algorithm made of the context (empty for an unavailable decision whose
+    /// context the algorithm cannot use).
     pub state: State,
     /// The action drawn.
     pub action: Action,
     /// The probability that the action is 1 under the parameters used.
     pub action_prob: Probability,
-    /// The version of the model parameters the draw used.
+    /// The version of the model parameters in force (the one the draw used).
     pub parameter_version: i64,
     /// The seed of this decision's random generator (see [`crate::rng`]).
     pub rng_seed: u64,
@@ -231,6 +355,8 @@ pub struct Decision {
 pub struct StudyRecord {
     /// The participant.
     pub user_id: UserId,
+    /// The kind of decision.
+    pub decision_type: DecisionType,
     /// The participant's decision time.
     pub decision_idx: DecisionIdx,
     /// The time the study server gave in its upload.
@@ -249,6 +375,35 @@ pub struct StudyRecord {
     pub outcome: JsonObject,
     /// The reward the algorithm derived from the outcome.
     pub reward: f64,
+    /// Whether the decision was available for randomization. Storage takes it from the logged
+    /// decision (true when none was logged), whatever the value given when recording; records
+    /// of unavailable decisions are never streamed to a model update.
+    pub available: bool,
+}
+
+/// What was uploaded for one decision, as the analysis export shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedUpload {
+    /// The time the study server gave in its upload.
+    pub requested_at: DateTime<Utc>,
+    /// The time the service received the upload.
+    pub received_at: DateTime<Utc>,
+    /// The outcome, as uploaded.
+    pub outcome: JsonObject,
+    /// The reward the algorithm derived from the outcome.
+    pub reward: f64,
+    /// The parameter version of the first completed update that read this upload; `None`
+    /// while no update has (and always for an unavailable decision).
+    pub used_in_version: Option<i64>,
+}
+
+/// One row of the analysis export: a decision and what was uploaded for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportRow {
+    /// The decision as stored.
+    pub decision: Decision,
+    /// Its study data, when uploaded.
+    pub upload: Option<ExportedUpload>,
 }
 
 /// One version of the algorithm's model parameters.
@@ -430,6 +585,34 @@ mod tests {
         assert!(UserId::parse("a".repeat(MAX_USER_ID_LEN)).is_ok());
         assert!(UserId::parse("a".repeat(MAX_USER_ID_LEN + 1)).is_err());
         assert!(UserId::parse("line\nbreak").is_err());
+    }
+
+    #[test]
+    fn decision_type_rules() {
+        assert_eq!(DecisionType::default().as_str(), "default");
+        assert!(DecisionType::default().is_default());
+        assert!(DecisionType::parse("morning").is_ok());
+        assert!(DecisionType::parse("weekly-game.v2_b").is_ok());
+        assert!(DecisionType::parse("").is_err());
+        assert!(DecisionType::parse("a".repeat(MAX_DECISION_TYPE_LEN)).is_ok());
+        assert!(DecisionType::parse("a".repeat(MAX_DECISION_TYPE_LEN + 1)).is_err());
+        assert!(DecisionType::parse("two words").is_err());
+        assert!(DecisionType::parse("matin\u{e9}e").is_err());
+        assert!(DecisionType::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn unavailability_reason_rules() {
+        assert!(Availability::default().is_available());
+        let off = Availability::unavailable(Some("driving".into())).unwrap();
+        assert!(!off.is_available());
+        assert_eq!(off.reason(), Some("driving"));
+        assert_eq!(Availability::unavailable(None).unwrap().reason(), None);
+        assert!(Availability::unavailable(Some("a".repeat(MAX_UNAVAILABLE_REASON_LEN))).is_ok());
+        assert!(
+            Availability::unavailable(Some("a".repeat(MAX_UNAVAILABLE_REASON_LEN + 1))).is_err()
+        );
+        assert!(Availability::unavailable(Some("tab\there".into())).is_err());
     }
 
     #[test]

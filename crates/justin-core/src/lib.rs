@@ -12,12 +12,13 @@ pub mod service;
 
 pub use algorithm::{ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{
-    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, InvalidValue, JsonObject,
-    ModelParameters, Probability, Provenance, State, StudyRecord, UpdateRequest, UpdateStatus,
-    UserId,
+    Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
+    ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters, Probability, Provenance,
+    State, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 pub use ports::{
-    BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionStream, Recorded,
+    BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionStream, ExportStream,
+    Recorded,
     RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome, UploadRecorded,
 };
 pub use rng::DecisionRng;

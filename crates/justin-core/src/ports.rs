@@ -11,8 +11,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, CallbackDelivery, Decision, ModelParameters, Probability, Provenance, StudyRecord,
-    UpdateRequest, UserId,
+    Action, CallbackDelivery, Decision, ExportRow, ModelParameters, Probability, Provenance,
+    StudyRecord, UpdateRequest, UserId,
 };
 
 /// A boxed error from an adapter, kept as the `source` of a domain error.
@@ -27,7 +27,7 @@ pub enum StoreError {
     /// The participant id is not registered.
     #[error("user not found")]
     UnknownUser,
-    /// Study data was already uploaded for this (user, decision index).
+    /// Study data was already uploaded for this (user, decision type, decision index).
     #[error("study data already uploaded for this decision")]
     StudyDataExists,
     /// No update request has this id.
@@ -61,7 +61,8 @@ pub enum StoreError {
 pub enum Recorded {
     /// The decision was new and is now stored.
     Inserted,
-    /// A decision for this (user, decision index) was stored before; here it is, unchanged.
+    /// A decision for this (user, decision type, decision index) was stored before; here it
+    /// is, unchanged.
     Existing(Decision),
 }
 
@@ -97,11 +98,14 @@ pub type StudyDataStream = Box<dyn Iterator<Item = Result<StudyRecord, StoreErro
 /// Stored decisions, streamed. Errors end the stream.
 pub type DecisionStream = Box<dyn Iterator<Item = Result<Decision, StoreError>> + Send>;
 
+/// Rows of the analysis export, streamed. Errors end the stream.
+pub type ExportStream = Box<dyn Iterator<Item = Result<ExportRow, StoreError>> + Send>;
+
 /// How an upload related to the logged decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadRecorded {
-    /// Whether a decision was logged for the upload's (user, decision index); when it was,
-    /// the upload's action and probability matched it.
+    /// Whether a decision was logged for the upload's (user, decision type, decision index);
+    /// when it was, the upload's action and probability matched it.
     pub action_logged: bool,
 }
 
@@ -129,7 +133,8 @@ pub trait UpdateJob {
     /// On storage failure, or [`StoreError::Other`] when no version exists.
     fn current_parameters(&mut self) -> Result<ModelParameters, StoreError>;
 
-    /// Every study record visible to the job's transaction, in upload order, streamed.
+    /// Every study record of an available decision visible to the job's transaction, in
+    /// upload order, streamed. Records of unavailable decisions MUST NOT appear.
     ///
     /// # Errors
     /// On storage failure, here or as an item of the stream.
@@ -138,7 +143,9 @@ pub trait UpdateJob {
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError>;
 
     /// Stores `values` as the next parameter version, marks the request completed with the
-    /// provenance, and commits. Versions MUST increase by one with no gaps.
+    /// provenance, marks every record [`UpdateJob::study_data`] could stream that no earlier
+    /// update used as used by the new version, and commits. Versions MUST increase by one with
+    /// no gaps; records stored after the job's snapshot MUST stay unmarked.
     ///
     /// # Errors
     /// On storage failure, in which case nothing is stored.
@@ -177,25 +184,28 @@ pub trait Store: Send + Sync {
     /// MUST return [`StoreError::UserExists`] when the id is registered already.
     fn add_user(&self, user: &UserId, created_at: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// Stores a decision exactly once per (user, decision index).
+    /// Stores a decision exactly once per (user, decision type, decision index), with its
+    /// availability and reason.
     ///
     /// MUST return [`Recorded::Existing`] with the stored decision, and store nothing, when a
-    /// decision for the pair exists; concurrent calls for one pair MUST store exactly one.
+    /// decision for the key exists; concurrent calls for one key MUST store exactly one.
+    /// Decisions that differ only in type are different decisions.
     ///
     /// # Errors
     /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
-    /// [`StoreError::StudyDataExists`] when study data was uploaded for the pair already, and
+    /// [`StoreError::StudyDataExists`] when study data was uploaded for the key already, and
     /// [`StoreError::UnknownParameterVersion`] when the decision's parameter version is not
     /// stored.
     fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError>;
 
-    /// Stores uploaded study data, once per (user, decision index), and says whether a
-    /// decision was logged for it.
+    /// Stores uploaded study data, once per (user, decision type, decision index), and says
+    /// whether a decision was logged for it. The record's `available` MUST be stored as the
+    /// logged decision's availability, or true when none is logged, whatever `record` says.
     ///
     /// # Errors
     /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
-    /// [`StoreError::StudyDataExists`] when data for the pair was uploaded already, and
-    /// [`StoreError::UploadMismatch`] (storing nothing) when a decision was logged for the pair
+    /// [`StoreError::StudyDataExists`] when data for the key was uploaded already, and
+    /// [`StoreError::UploadMismatch`] (storing nothing) when a decision was logged for the key
     /// with another action, or a probability more than 1e-9 away from the uploaded one.
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError>;
 
@@ -205,6 +215,14 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// On storage failure, here or as an item of the stream.
     fn decisions(&self) -> Result<DecisionStream, StoreError>;
+
+    /// One row per stored decision, in the order they were stored, each with the study data
+    /// uploaded for its key (if any) and the first update that used that data; without loading
+    /// them all into memory. Decisions stored after the call starts MUST NOT appear.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn export(&self) -> Result<ExportStream, StoreError>;
 
     /// The newest parameter version, or `None` before any was stored.
     ///

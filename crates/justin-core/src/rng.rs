@@ -1,7 +1,7 @@
 //! Per-decision random generators.
 //!
 //! Every decision draws from its own PCG32 generator whose seed is derived from the study's
-//! `algorithm.seed`, the participant id and the decision index. A decision therefore does not
+//! `algorithm.seed`, the participant id, the decision type and the decision index. A decision therefore does not
 //! depend on the order in which requests arrive or on how many run at once, and the stored
 //! seed is all that is needed to replay its draw. The derivation is written out here (FNV-1a
 //! over the inputs, finished with the SplitMix64 mixer) rather than borrowed from a hasher whose
@@ -10,7 +10,7 @@
 use rand_core::RngCore;
 use rand_pcg::Pcg32;
 
-use crate::domain::{DecisionIdx, UserId};
+use crate::domain::{DecisionIdx, DecisionType, UserId};
 
 /// The PCG stream every decision generator uses; the seed alone selects the sequence.
 const STREAM: u64 = 0x0a02_bdbf_7bb3_c0a7;
@@ -22,14 +22,36 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Derives the seed of one decision's generator from the study seed, the participant and the
-/// decision index.
-pub fn decision_seed(study_seed: u64, user: &UserId, idx: DecisionIdx) -> u64 {
+/// Derives the seed of one decision's generator from the study seed, the participant, the
+/// decision type and the decision index.
+///
+/// Decisions of the default type hash exactly what they hashed before decision types existed
+/// (user, then index), so studies started then replay unchanged. Other types hash the user, a
+/// zero byte, the type, then the index: a user id holds no control character, so no
+/// (user, type) pair hashes the bytes of another pair or of a default-type user.
+pub fn decision_seed(
+    study_seed: u64,
+    user: &UserId,
+    decision_type: &DecisionType,
+    idx: DecisionIdx,
+) -> u64 {
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ splitmix64(study_seed);
-    // The index is fixed-width and comes last, so (user, idx) pairs cannot collide by
-    // shifting bytes between the two.
-    for byte in user.as_str().bytes().chain(idx.get().to_le_bytes()) {
+    let typed: &[u8] = if decision_type.is_default() {
+        &[]
+    } else {
+        decision_type.as_str().as_bytes()
+    };
+    let separator: &[u8] = if typed.is_empty() { &[] } else { &[0] };
+    // The index is fixed-width and comes last, so keys cannot collide by shifting bytes
+    // between the parts.
+    for byte in user
+        .as_str()
+        .bytes()
+        .chain(separator.iter().copied())
+        .chain(typed.iter().copied())
+        .chain(idx.get().to_le_bytes())
+    {
         h ^= u64::from(byte);
         h = h.wrapping_mul(FNV_PRIME);
     }
@@ -53,9 +75,15 @@ impl DecisionRng {
         }
     }
 
-    /// The generator of decision `idx` of `user` in a study seeded with `study_seed`.
-    pub fn for_decision(study_seed: u64, user: &UserId, idx: DecisionIdx) -> Self {
-        Self::from_seed(decision_seed(study_seed, user, idx))
+    /// The generator of decision `idx` of type `decision_type` of `user` in a study seeded
+    /// with `study_seed`.
+    pub fn for_decision(
+        study_seed: u64,
+        user: &UserId,
+        decision_type: &DecisionType,
+        idx: DecisionIdx,
+    ) -> Self {
+        Self::from_seed(decision_seed(study_seed, user, decision_type, idx))
     }
 
     /// The seed this generator started from; stored with the decision.
@@ -96,29 +124,50 @@ mod tests {
         DecisionIdx::new(i).unwrap()
     }
 
+    fn kind(s: &str) -> DecisionType {
+        DecisionType::parse(s).unwrap()
+    }
+
+    fn seed(study: u64, u: &str, i: i64) -> u64 {
+        decision_seed(study, &user(u), &DecisionType::default(), idx(i))
+    }
+
     #[test]
     fn same_inputs_same_seed() {
-        assert_eq!(
-            decision_seed(42, &user("a"), idx(3)),
-            decision_seed(42, &user("a"), idx(3))
-        );
+        assert_eq!(seed(42, "a", 3), seed(42, "a", 3));
     }
 
     #[test]
     fn every_input_changes_the_seed() {
-        let base = decision_seed(42, &user("a"), idx(3));
-        assert_ne!(base, decision_seed(43, &user("a"), idx(3)));
-        assert_ne!(base, decision_seed(42, &user("b"), idx(3)));
-        assert_ne!(base, decision_seed(42, &user("a"), idx(4)));
+        let base = seed(42, "a", 3);
+        assert_ne!(base, seed(43, "a", 3));
+        assert_ne!(base, seed(42, "b", 3));
+        assert_ne!(base, seed(42, "a", 4));
+        let morning = decision_seed(42, &user("a"), &kind("morning"), idx(3));
+        assert_ne!(base, morning);
+        assert_ne!(
+            morning,
+            decision_seed(42, &user("a"), &kind("evening"), idx(3))
+        );
+    }
+
+    #[test]
+    fn types_cannot_shift_bytes_into_the_user() {
+        // ("ab", type "c") and ("a", type "bc") hash different byte strings.
+        assert_ne!(
+            decision_seed(1, &user("ab"), &kind("c"), idx(0)),
+            decision_seed(1, &user("a"), &kind("bc"), idx(0))
+        );
     }
 
     #[test]
     fn derivation_is_pinned() {
         // A change here breaks the replay of every study already run: never update this
         // value without a migration plan for stored seeds.
+        assert_eq!(seed(42, "test_user_123", 0), 10_866_326_560_962_901_853);
         assert_eq!(
-            decision_seed(42, &user("test_user_123"), idx(0)),
-            10_866_326_560_962_901_853
+            decision_seed(42, &user("test_user_123"), &kind("morning"), idx(0)),
+            1_973_202_248_288_881_773
         );
         assert_eq!(
             DecisionRng::from_seed(1).uniform().to_bits(),
@@ -128,7 +177,7 @@ mod tests {
 
     #[test]
     fn replay_from_stored_seed_repeats_the_draws() {
-        let mut live = DecisionRng::for_decision(7, &user("u"), idx(9));
+        let mut live = DecisionRng::for_decision(7, &user("u"), &kind("evening"), idx(9));
         let mut replay = DecisionRng::from_seed(live.seed());
         for _ in 0..10 {
             assert_eq!(live.uniform().to_bits(), replay.uniform().to_bits());

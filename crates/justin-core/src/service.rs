@@ -16,12 +16,13 @@ use uuid::Uuid;
 
 use crate::algorithm::{ActionChoice, Algorithm, AlgorithmError};
 use crate::domain::{
-    Action, CallbackStatus, Decision, DecisionIdx, JsonObject, ModelParameters, Probability,
-    Provenance, State, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Action, Availability, CallbackStatus, Decision, DecisionIdx, DecisionType, JsonObject,
+    ModelParameters, Probability, Provenance, State, StudyRecord, UpdateRequest, UpdateStatus,
+    UserId,
 };
 use crate::ports::{
-    BackupReport, CallbackNotifier, CallbackPayload, Clock, Recorded, Store, StoreError, UpdateJob,
-    UpdateOutcome, UploadRecorded,
+    BackupReport, CallbackNotifier, CallbackPayload, Clock, ExportStream, Recorded, Store,
+    StoreError, UpdateJob, UpdateOutcome, UploadRecorded,
 };
 use crate::rng::DecisionRng;
 
@@ -151,6 +152,12 @@ impl CallbackPolicy {
     }
 }
 
+/// What an unavailable decision gets, without a draw.
+const UNAVAILABLE_CHOICE: ActionChoice = ActionChoice {
+    action: Action::Zero,
+    action_prob: Probability::ZERO,
+};
+
 /// The largest difference between two probabilities that still counts as equal, for uploads
 /// and replay (JSON round trips of a float are exact, so this only absorbs foreign rounding).
 pub const PROBABILITY_TOLERANCE: f64 = 1e-9;
@@ -160,6 +167,8 @@ pub const PROBABILITY_TOLERANCE: f64 = 1e-9;
 pub struct ReplayMismatch {
     /// The participant.
     pub user_id: UserId,
+    /// The kind of decision.
+    pub decision_type: DecisionType,
     /// The decision time.
     pub decision_idx: DecisionIdx,
     /// The stored action.
@@ -207,10 +216,14 @@ fn check_finite(values: &serde_json::Value) -> Result<(), DomainError> {
 pub struct ActionRequest {
     /// The participant.
     pub user_id: UserId,
+    /// The kind of decision.
+    pub decision_type: DecisionType,
     /// The decision time.
     pub decision_idx: DecisionIdx,
     /// The study server's timestamp.
     pub requested_at: DateTime<Utc>,
+    /// Whether the participant can be randomized now.
+    pub availability: Availability,
     /// The context.
     pub context: JsonObject,
 }
@@ -229,6 +242,8 @@ pub struct ActionResponse {
 pub struct UploadRequest {
     /// The participant.
     pub user_id: UserId,
+    /// The kind of decision.
+    pub decision_type: DecisionType,
     /// The decision time.
     pub decision_idx: DecisionIdx,
     /// The study server's timestamp.
@@ -330,6 +345,16 @@ impl Service {
                 self.algorithm.name()
             )));
         }
+        // Decisions are drawn from the stored version, so it must suit the algorithm as
+        // configured now (its options may have changed since it was stored).
+        self.algorithm
+            .validate_parameters(&current.values)
+            .map_err(|e| {
+                DomainError::Setup(format!(
+                    "the stored parameters (version {}) do not suit the configured algorithm: {e}",
+                    current.version
+                ))
+            })?;
         log::info!(target: RL_TARGET, "{} parameters at version {}", current.algorithm, current.version);
         self.set_current(current.clone());
         Ok(current)
@@ -384,20 +409,38 @@ impl Service {
 
     /// Draws and stores an action, or returns the one stored for this decision before.
     ///
+    /// An unavailable decision is stored without a draw: action 0, probability 0. Its context
+    /// need not be one the algorithm can use (a participant who is driving may send little);
+    /// when it is not, the stored state is empty.
+    ///
     /// # Errors
-    /// [`DomainError::InvalidInput`] for a context the algorithm cannot use,
-    /// [`DomainError::UserNotFound`] for an unknown participant and
+    /// [`DomainError::InvalidInput`] for a context the algorithm cannot use (of an available
+    /// decision), [`DomainError::UserNotFound`] for an unknown participant and
     /// [`DomainError::DecisionExists`] when study data was uploaded for the decision.
     pub fn request_action(&self, req: ActionRequest) -> Result<ActionResponse, DomainError> {
         let decided_at = self.clock.now();
-        let state = self.algorithm.make_state(&req.context)?;
+        let available = req.availability.is_available();
+        let state = match self.algorithm.make_state(&req.context) {
+            Ok(state) => state,
+            Err(AlgorithmError::InvalidInput(_)) if !available => State::default(),
+            Err(e) => return Err(e.into()),
+        };
         let params = self.current_parameters()?;
-        let (choice, rng_seed) = self.draw(&req.user_id, &state, req.decision_idx, &params)?;
+        let (choice, rng_seed) = self.choose(
+            &req.user_id,
+            &req.decision_type,
+            req.decision_idx,
+            &req.availability,
+            &state,
+            &params,
+        )?;
         let mut decision = Decision {
             user_id: req.user_id,
+            decision_type: req.decision_type,
             decision_idx: req.decision_idx,
             requested_at: req.requested_at,
             decided_at,
+            availability: req.availability,
             context: req.context,
             state,
             action: choice.action,
@@ -411,10 +454,12 @@ impl Service {
             Err(StoreError::UnknownParameterVersion) => {
                 self.forget_current();
                 let params = self.current_parameters()?;
-                let (choice, _) = self.draw(
+                let (choice, _) = self.choose(
                     &decision.user_id,
-                    &decision.state,
+                    &decision.decision_type,
                     decision.decision_idx,
+                    &decision.availability,
+                    &decision.state,
                     &params,
                 )?;
                 decision.action = choice.action;
@@ -436,19 +481,25 @@ impl Service {
         })
     }
 
-    /// Draws an action from `params` with the decision's own generator; returns the choice
-    /// and the generator's seed.
-    fn draw(
+    /// Draws an action from `params` with the decision's own generator, or gives action 0
+    /// with probability 0 without a draw for an unavailable decision; returns the choice and
+    /// the generator's seed (stored either way, so every decision's seed can be checked).
+    fn choose(
         &self,
         user: &UserId,
-        state: &State,
+        decision_type: &DecisionType,
         idx: DecisionIdx,
+        availability: &Availability,
+        state: &State,
         params: &ModelParameters,
     ) -> Result<(ActionChoice, u64), DomainError> {
-        let mut rng = DecisionRng::for_decision(self.settings.seed, user, idx);
-        let choice = self
-            .algorithm
-            .get_action(user, state, &params.values, idx, &mut rng)?;
+        let mut rng = DecisionRng::for_decision(self.settings.seed, user, decision_type, idx);
+        let choice = if availability.is_available() {
+            self.algorithm
+                .get_action(user, state, &params.values, idx, &mut rng)?
+        } else {
+            UNAVAILABLE_CHOICE
+        };
         Ok((choice, rng.seed()))
     }
 
@@ -485,6 +536,7 @@ impl Service {
         }
         let record = StudyRecord {
             user_id: req.user_id,
+            decision_type: req.decision_type,
             decision_idx: req.decision_idx,
             requested_at: req.requested_at,
             received_at,
@@ -494,6 +546,8 @@ impl Service {
             state: req.state,
             outcome: req.outcome,
             reward,
+            // Storage takes it from the logged decision.
+            available: true,
         };
         match self.store.record_study_data(&record) {
             Err(StoreError::UploadMismatch {
@@ -781,6 +835,9 @@ impl Service {
                 Entry::Vacant(e) => e.insert(self.store.parameters(d.parameter_version)?),
             };
             let replayed = params.as_ref().map(|p| {
+                if !d.availability.is_available() {
+                    return Ok(UNAVAILABLE_CHOICE);
+                }
                 let mut rng = DecisionRng::from_seed(d.rng_seed);
                 self.algorithm
                     .get_action(&d.user_id, &d.state, &p.values, d.decision_idx, &mut rng)
@@ -798,6 +855,7 @@ impl Service {
                 let choice = replayed.and_then(Result::ok);
                 on_mismatch(&ReplayMismatch {
                     user_id: d.user_id.clone(),
+                    decision_type: d.decision_type.clone(),
                     decision_idx: d.decision_idx,
                     stored_action: d.action,
                     stored_prob: d.action_prob,
@@ -812,10 +870,16 @@ impl Service {
 
     /// How a stored decision differs from its replay, if it does.
     fn difference(&self, d: &Decision, replayed: &ActionChoice) -> Option<String> {
-        let derived = crate::rng::decision_seed(self.settings.seed, &d.user_id, d.decision_idx);
+        let derived = crate::rng::decision_seed(
+            self.settings.seed,
+            &d.user_id,
+            &d.decision_type,
+            d.decision_idx,
+        );
         if derived != d.rng_seed {
             Some(
-                "the stored seed is not the one derived from algorithm.seed, user and index".into(),
+                "the stored seed is not the one derived from algorithm.seed, user, decision type and index"
+                    .into(),
             )
         } else if replayed.action != d.action {
             Some("the action differs".into())
@@ -824,6 +888,14 @@ impl Service {
         } else {
             None
         }
+    }
+
+    /// One row per stored decision with its uploaded data, for analysis, streamed.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    pub fn export(&self) -> Result<ExportStream, DomainError> {
+        Ok(self.store.export()?)
     }
 
     /// Writes a backup into `dir`.
