@@ -325,6 +325,7 @@ pub struct Decision {
     /// The participant.
     pub user_id: UserId,
     /// The kind of decision; indexes count separately per type.
+    #[serde(default)]
     pub decision_type: DecisionType,
     /// The participant's decision time.
     pub decision_idx: DecisionIdx,
@@ -334,6 +335,7 @@ pub struct Decision {
     pub decided_at: DateTime<Utc>,
     /// Whether the participant was randomized; an unavailable decision has action 0 and
     /// probability 0, drawn from nothing.
+    #[serde(default)]
     pub availability: Availability,
     /// The context as the client sent it.
     pub context: JsonObject,
@@ -356,6 +358,7 @@ pub struct StudyRecord {
     /// The participant.
     pub user_id: UserId,
     /// The kind of decision.
+    #[serde(default)]
     pub decision_type: DecisionType,
     /// The participant's decision time.
     pub decision_idx: DecisionIdx,
@@ -378,7 +381,12 @@ pub struct StudyRecord {
     /// Whether the decision was available for randomization. Storage takes it from the logged
     /// decision (true when none was logged), whatever the value given when recording; records
     /// of unavailable decisions are never streamed to a model update.
+    #[serde(default = "available_by_default")]
     pub available: bool,
+}
+
+fn available_by_default() -> bool {
+    true
 }
 
 /// What was uploaded for one decision, as the analysis export shows it.
