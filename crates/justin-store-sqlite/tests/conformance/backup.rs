@@ -1,12 +1,13 @@
 //! Backups written here: restored into another SQLite database they give back every row, and
 //! their files have the layout and the value formats `justin-store` (PostgreSQL) writes and
-//! reads. A backup in PostgreSQL's formats restores here.
+//! reads. A backup in PostgreSQL's formats restores here; one taken before the decision-types
+//! migration is refused with what to do instead.
 
 use std::collections::BTreeMap;
 
 use justin_core::{
     Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Provenance,
-    Recorded, Store, StudyRecord, UpdateRequest,
+    Recorded, Store, StoreError, StudyRecord, UpdateRequest,
 };
 use justin_store_sqlite::testing::TestDatabase;
 
@@ -413,4 +414,50 @@ fn a_backup_in_postgres_formats_restores() {
         users.contains("\n7,alice,2025-01-01T12:00:00.123456Z\n"),
         "{users}"
     );
+}
+
+/// A backup taken before migration 2025-03-01 has the old columns of actions and study_data:
+/// checking or restoring it says so and what to do, and changes nothing.
+#[test]
+fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
+    let dir = ScratchDir::new();
+    std::fs::create_dir_all(&*dir).unwrap();
+    let file = dir.join("old.tar");
+    let [users, parameters, requests, provenance] = unchanged_tables();
+    let tables = [
+        users,
+        parameters,
+        (
+            "actions",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
+             action_prob,parameter_version,rng_seed",
+            "41,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:01+00,{},[1],1,0.75,1,-1\n"
+                .to_owned(),
+        ),
+        (
+            "study_data",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
+             state,outcome,reward,action_logged",
+            "9,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:02+00,{},1,0.75,[3],{},1,t\n"
+                .to_owned(),
+        ),
+        requests,
+        provenance,
+    ];
+    write_backup_file(&file, &["20250101000000", "20250201000000"], &tables);
+
+    let db = TestDatabase::create();
+    let store = db.store();
+    store.add_user(&user("kept"), at(0)).unwrap();
+    for result in [store.check_backup(&file), store.restore(&file)] {
+        match result {
+            Err(StoreError::InvalidBackup(reason)) => {
+                assert!(reason.contains("predates migration 2025-03-01"), "{reason}");
+                assert!(reason.contains("justin migrate"), "{reason}");
+            }
+            other => panic!("expected InvalidBackup, got {other:?}"),
+        }
+    }
+    let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
+    assert_eq!(counts["users"], 1, "nothing changed");
 }
