@@ -1,7 +1,7 @@
 //! The store's tests against real SQLite files: the shared storage conformance suite, then
 //! what only this adapter has (concurrent load without lock errors, `:memory:` URLs, backups
 //! written here restored here and their file format, the update lease across "processes", the
-//! migrations, and setup errors). One binary, so the suite links once.
+//! migrations, the export's snapshot, and setup errors). One binary, so the suite links once.
 //!
 //! Every test gets a database file of its own from `TestDatabase::create`; nothing needs to be
 //! installed.
@@ -16,6 +16,7 @@ mod conformance {
 }
 
 mod backup;
+mod export;
 mod jobs;
 mod load;
 mod memory;
