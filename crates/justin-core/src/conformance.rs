@@ -1575,7 +1575,7 @@ pub fn unavailable_decisions_are_stored_with_their_reason(store: &dyn Store) {
     store.add_user(&alice, at(0, 0)).unwrap();
     let with_reason = unavailable(
         decision(&alice, 0, 1, params.version),
-        Some("driving, \"busy\"\nsecond line ü"),
+        Some("driving, \"busy\"; second line ü"),
     );
     let without_reason = unavailable(decision(&alice, 1, 2, params.version), None);
     let available = decision(&alice, 2, 3, params.version);

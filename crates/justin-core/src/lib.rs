@@ -18,8 +18,8 @@ pub use domain::{
 };
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionStream, ExportStream,
-    Recorded,
-    RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome, UploadRecorded,
+    Recorded, RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome,
+    UploadRecorded,
 };
 pub use rng::DecisionRng;
 pub use service::{

@@ -58,7 +58,9 @@ pub(crate) fn from_diesel(e: DieselError) -> StoreError {
                     StoreError::UserExists
                 }
                 DatabaseErrorKind::UniqueViolation
-                    if message.contains("study_data.user_id, study_data.decision_idx") =>
+                    if message.contains(
+                        "study_data.user_id, study_data.decision_type, study_data.decision_idx",
+                    ) =>
                 {
                     StoreError::StudyDataExists
                 }

@@ -16,9 +16,16 @@
 //! The job then reads in a deferred read transaction on its own connection: in WAL mode that
 //! is a snapshot, which blocks no writer. `complete` ends the snapshot and, in one `BEGIN
 //! IMMEDIATE` transaction, checks that the lease is still this job's, stores the next
-//! parameter version, the completion and the provenance, and frees the lease; `fail` does the
-//! same with the failure. Holding a write transaction for the job's whole run instead would
-//! make every decision and upload wait behind the update.
+//! parameter version, the completion and the provenance, marks the study data the job could
+//! read as used by the new version, and frees the lease; `fail` does the same with the
+//! failure. Holding a write transaction for the job's whole run instead would make every
+//! decision and upload wait behind the update.
+//!
+//! The snapshot has ended by the time `complete` marks, so the job remembers the largest
+//! study-data id its snapshot held. Writes take turns on one lock and `AUTOINCREMENT` hands
+//! out ids in that order, so the rows up to that id are exactly the rows the snapshot held
+//! (less any deleted since), and rows stored while the job ran, all with larger ids, stay
+//! unmarked for the next update.
 //!
 //! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
 //! process that dies cannot; its lease expires and the next claim takes the request over,
@@ -29,15 +36,23 @@ use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
 
 use crate::error::{from_diesel, other};
-use crate::models::{
-    fmt_time, update_request, uuid_text, ParametersRow, ProvenanceRow, StudyRow, UpdateRow,
+use crate::models::{fmt_time, update_request, uuid_text, ParametersRow, ProvenanceRow, UpdateRow};
+use crate::schema::{
+    model_parameters, model_update_requests, study_data, update_lease, update_provenance,
 };
-use crate::schema::{model_parameters, model_update_requests, update_lease, update_provenance};
 use crate::store::{PooledSqlite, SqliteStore};
-use crate::stream::BorrowedStream;
+use crate::stream::{AvailableStudyRow, BorrowedStream};
+
+/// Marks the study data a completed update could read (?2: the largest id in its snapshot)
+/// and no earlier update used, with the new version (?1). Written to match the partial index
+/// `study_data_unused_idx`, so it visits only the unmarked rows.
+pub(crate) const MARK_USED: &str = "\
+UPDATE study_data SET used_in_version = ?1 \
+WHERE used_in_version IS NULL AND available AND id <= ?2";
 
 /// What went wrong inside a job's write transaction. Diesel's transaction needs an error type
 /// it can convert its own errors into; the port's error is kept as is.
@@ -162,6 +177,7 @@ pub(crate) fn claim(
         token,
         request: update_request(row, None)?,
         snapshot_version: None,
+        snapshot_last_upload: None,
     };
     // On error, dropping the job frees the lease.
     job.open_snapshot()?;
@@ -179,6 +195,8 @@ pub(crate) struct SqliteUpdateJob {
     /// The newest parameter version in the snapshot; a different newest version at
     /// completion means another writer published meanwhile.
     snapshot_version: Option<i64>,
+    /// The largest study-data id in the snapshot: `complete` marks the rows up to it.
+    snapshot_last_upload: Option<i64>,
 }
 
 impl SqliteUpdateJob {
@@ -196,10 +214,16 @@ impl SqliteUpdateJob {
             .map_err(from_diesel)?;
         self.in_snapshot = true;
         let conn = self.conn()?;
-        self.snapshot_version = model_parameters::table
-            .select(max(model_parameters::version))
-            .first::<Option<i64>>(conn)
-            .map_err(from_diesel)?;
+        let (version, last_upload) = diesel::select((
+            model_parameters::table
+                .select(max(model_parameters::version))
+                .single_value(),
+            study_data::table.select(max(study_data::id)).single_value(),
+        ))
+        .get_result::<(Option<i64>, Option<i64>)>(conn)
+        .map_err(from_diesel)?;
+        self.snapshot_version = version;
+        self.snapshot_last_upload = last_upload;
         Ok(())
     }
 
@@ -294,7 +318,7 @@ impl UpdateJob for SqliteUpdateJob {
     fn study_data(
         &mut self,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let stream = BorrowedStream::<StudyRow>::open(self.conn()?)?;
+        let stream = BorrowedStream::<AvailableStudyRow>::open(self.conn()?)?;
         Ok(Box::new(stream))
     }
 
@@ -326,6 +350,12 @@ impl UpdateJob for SqliteUpdateJob {
                 .returning(ParametersRow::as_returning())
                 .get_result::<ParametersRow>(conn)?;
             finish(conn, id, "completed", finished_at, None, Some(version))?;
+            if let Some(last_upload) = job.snapshot_last_upload {
+                diesel::sql_query(MARK_USED)
+                    .bind::<BigInt, _>(version)
+                    .bind::<BigInt, _>(last_upload)
+                    .execute(conn)?;
+            }
             diesel::insert_into(update_provenance::table)
                 .values(
                     ProvenanceRow::new(id, version, provenance, finished_at)
@@ -388,5 +418,39 @@ impl Drop for SqliteUpdateJob {
                 self.request.id
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+
+    use super::*;
+    use crate::setup::{run_migrations, Throwaway};
+
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    #[test]
+    fn marking_used_rows_visits_only_unmarked_ones_through_the_partial_index() {
+        let file = Throwaway::new();
+        let path = file.path().to_str().unwrap();
+        let mut conn = SqliteConnection::establish(path).unwrap();
+        run_migrations(&mut conn).unwrap();
+        let plan = diesel::sql_query(format!("EXPLAIN QUERY PLAN {MARK_USED}"))
+            .bind::<BigInt, _>(2)
+            .bind::<BigInt, _>(1000)
+            .load::<Plan>(&mut conn)
+            .unwrap();
+        let details: Vec<&str> = plan.iter().map(|p| p.detail.as_str()).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("USING INDEX study_data_unused_idx")),
+            "{details:?}"
+        );
     }
 }

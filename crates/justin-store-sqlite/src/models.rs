@@ -8,9 +8,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use justin_core::{
-    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, InvalidValue, JsonObject,
-    ModelParameters, Probability, Provenance, State, StoreError, StudyRecord, UpdateRequest,
-    UpdateStatus, UserId,
+    Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
+    ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters, Probability, Provenance,
+    State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 
 use crate::error::other;
@@ -90,6 +90,21 @@ pub(crate) struct ActionRow {
     pub action_prob: f64,
     pub parameter_version: i64,
     pub rng_seed: i64,
+    pub decision_type: String,
+    pub available: bool,
+    pub unavailable_reason: Option<String>,
+}
+
+/// A decision's availability from its two columns, refusing a reason on an available decision
+/// (the database's checks forbid it, but a hand-edited row could hold one).
+fn availability(available: bool, reason: Option<String>) -> Result<Availability, InvalidValue> {
+    match (available, reason) {
+        (true, None) => Ok(Availability::Available),
+        (true, Some(_)) => Err(InvalidValue(
+            "an available decision has an unavailable_reason".into(),
+        )),
+        (false, reason) => Availability::unavailable(reason),
+    }
 }
 
 impl TryFrom<ActionRow> for Decision {
@@ -98,11 +113,13 @@ impl TryFrom<ActionRow> for Decision {
     fn try_from(row: ActionRow) -> Result<Self, StoreError> {
         let id = row.id;
         let bad = |e: InvalidValue| invalid("actions", id, e);
-        Ok(Decision {
+        let decision = Decision {
             user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
             decided_at: parse_time(&row.created_at).map_err(bad)?,
+            availability: availability(row.available, row.unavailable_reason).map_err(bad)?,
             context: json_object(&row.context).map_err(bad)?,
             state: state(&row.state).map_err(bad)?,
             action: Action::from_i64(row.action.into()).map_err(bad)?,
@@ -110,13 +127,21 @@ impl TryFrom<ActionRow> for Decision {
             parameter_version: row.parameter_version,
             // Stored bit for bit in a signed INTEGER; see `DecisionValues::new`.
             rng_seed: row.rng_seed.cast_unsigned(),
-        })
+        };
+        let drawn = decision.action != Action::Zero || decision.action_prob.get() != 0.0;
+        if !decision.availability.is_available() && drawn {
+            return Err(bad(InvalidValue(
+                "an unavailable decision has an action or probability other than 0".into(),
+            )));
+        }
+        Ok(decision)
     }
 }
 
 /// The values `record_decision` binds, converted once.
 pub(crate) struct DecisionValues<'a> {
     pub user_id: &'a str,
+    pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: String,
     pub decided_at: String,
@@ -126,12 +151,15 @@ pub(crate) struct DecisionValues<'a> {
     pub action_prob: f64,
     pub parameter_version: i64,
     pub rng_seed: i64,
+    pub available: bool,
+    pub unavailable_reason: Option<&'a str>,
 }
 
 impl<'a> DecisionValues<'a> {
     pub(crate) fn new(d: &'a Decision) -> Result<Self, StoreError> {
         Ok(Self {
             user_id: d.user_id.as_str(),
+            decision_type: d.decision_type.as_str(),
             decision_idx: d.decision_idx.get(),
             requested_at: fmt_time(d.requested_at),
             decided_at: fmt_time(d.decided_at),
@@ -143,6 +171,8 @@ impl<'a> DecisionValues<'a> {
             // SQLite integers are signed 64-bit; the seed keeps its 64 bits, read back the
             // same way (and PostgreSQL's BIGINT column holds the same value).
             rng_seed: d.rng_seed.cast_signed(),
+            available: d.availability.is_available(),
+            unavailable_reason: d.availability.reason(),
         })
     }
 }
@@ -163,6 +193,9 @@ pub(crate) struct StudyRow {
     pub outcome: String,
     pub reward: f64,
     pub action_logged: bool,
+    pub decision_type: String,
+    pub available: bool,
+    pub used_in_version: Option<i64>,
 }
 
 impl TryFrom<StudyRow> for StudyRecord {
@@ -173,6 +206,7 @@ impl TryFrom<StudyRow> for StudyRecord {
         let bad = |e: InvalidValue| invalid("study_data", id, e);
         Ok(StudyRecord {
             user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
             received_at: parse_time(&row.created_at).map_err(bad)?,
@@ -182,6 +216,7 @@ impl TryFrom<StudyRow> for StudyRecord {
             state: state(&row.state).map_err(bad)?,
             outcome: json_object(&row.outcome).map_err(bad)?,
             reward: row.reward,
+            available: row.available,
         })
     }
 }
@@ -189,6 +224,7 @@ impl TryFrom<StudyRow> for StudyRecord {
 /// The values `record_study_data` binds, converted once.
 pub(crate) struct StudyValues<'a> {
     pub user_id: &'a str,
+    pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: String,
     pub received_at: String,
@@ -204,6 +240,7 @@ impl<'a> StudyValues<'a> {
     pub(crate) fn new(r: &'a StudyRecord) -> Result<Self, StoreError> {
         Ok(Self {
             user_id: r.user_id.as_str(),
+            decision_type: r.decision_type.as_str(),
             decision_idx: r.decision_idx.get(),
             requested_at: fmt_time(r.requested_at),
             received_at: fmt_time(r.received_at),
@@ -213,6 +250,52 @@ impl<'a> StudyValues<'a> {
             state: json_text(&r.state)?,
             outcome: json_text(&r.outcome)?,
             reward: r.reward,
+        })
+    }
+}
+
+/// What the analysis export shows of an upload: the columns of `study_data` that are not the
+/// decision's own.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = study_data, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct UploadColumns {
+    pub id: i64,
+    pub request_timestamp: String,
+    pub created_at: String,
+    pub outcome: String,
+    pub reward: f64,
+    pub used_in_version: Option<i64>,
+}
+
+impl TryFrom<UploadColumns> for ExportedUpload {
+    type Error = StoreError;
+
+    fn try_from(row: UploadColumns) -> Result<Self, StoreError> {
+        let bad = |e: InvalidValue| invalid("study_data", row.id, e);
+        Ok(ExportedUpload {
+            requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
+            received_at: parse_time(&row.created_at).map_err(bad)?,
+            outcome: json_object(&row.outcome).map_err(bad)?,
+            reward: row.reward,
+            used_in_version: row.used_in_version,
+        })
+    }
+}
+
+/// A decision with its upload, if any, as the export reads them.
+#[derive(Debug)]
+pub(crate) struct ExportRecord {
+    pub decision: ActionRow,
+    pub upload: Option<UploadColumns>,
+}
+
+impl TryFrom<ExportRecord> for ExportRow {
+    type Error = StoreError;
+
+    fn try_from(row: ExportRecord) -> Result<Self, StoreError> {
+        Ok(ExportRow {
+            decision: row.decision.try_into()?,
+            upload: row.upload.map(ExportedUpload::try_from).transpose()?,
         })
     }
 }
@@ -446,9 +529,8 @@ mod tests {
         assert!(fmt_time(early) < fmt_time(late));
     }
 
-    #[test]
-    fn rng_seed_round_trips_all_64_bits() {
-        let row = ActionRow {
+    fn action_row() -> ActionRow {
+        ActionRow {
             id: 7,
             user_id: "u".into(),
             decision_idx: 3,
@@ -460,11 +542,63 @@ mod tests {
             action_prob: 0.25,
             parameter_version: 1,
             rng_seed: -1,
-        };
-        let decision = Decision::try_from(row).unwrap();
+            decision_type: "default".into(),
+            available: true,
+            unavailable_reason: None,
+        }
+    }
+
+    #[test]
+    fn rng_seed_round_trips_all_64_bits() {
+        let decision = Decision::try_from(action_row()).unwrap();
         assert_eq!(decision.rng_seed, u64::MAX);
         let values = DecisionValues::new(&decision).unwrap();
         assert_eq!(values.rng_seed, -1);
         assert_eq!(values.state, "[1,2.5]");
+    }
+
+    #[test]
+    fn availability_round_trips_and_inconsistent_rows_are_errors() {
+        let off = ActionRow {
+            decision_type: "evening".into(),
+            available: false,
+            unavailable_reason: Some("asleep".into()),
+            action: 0,
+            action_prob: 0.0,
+            ..action_row()
+        };
+        let decision = Decision::try_from(off).unwrap();
+        assert_eq!(decision.decision_type.as_str(), "evening");
+        assert_eq!(decision.availability.reason(), Some("asleep"));
+        let values = DecisionValues::new(&decision).unwrap();
+        assert!(!values.available);
+        assert_eq!(values.unavailable_reason, Some("asleep"));
+        assert_eq!(values.decision_type, "evening");
+
+        let refused = [
+            // A reason on an available decision.
+            ActionRow {
+                unavailable_reason: Some("asleep".into()),
+                ..action_row()
+            },
+            // An unavailable decision with a draw.
+            ActionRow {
+                available: false,
+                ..action_row()
+            },
+            // A type the service would not accept.
+            ActionRow {
+                decision_type: "two words".into(),
+                ..action_row()
+            },
+        ];
+        for row in refused {
+            match Decision::try_from(row) {
+                Err(StoreError::Other(e)) => {
+                    assert!(e.to_string().contains("invalid row 7 in actions"), "{e}");
+                }
+                other => panic!("expected an error naming the row, got {other:?}"),
+            }
+        }
     }
 }

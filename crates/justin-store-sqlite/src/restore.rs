@@ -151,9 +151,28 @@ fn csv_error(name: &str, records: u64, e: io::Error) -> StoreError {
     }
 }
 
+/// The migration that keyed decisions by type and added availability.
+const DECISION_TYPES_MIGRATION: &str = "20250301000000";
+
 /// Checks that the database has the schema the backup was taken from.
 fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result<(), StoreError> {
     let applied = applied_migrations(conn).map_err(from_diesel)?;
+    let has_decision_types = |migrations: &[String]| {
+        migrations
+            .iter()
+            .any(|m| m.as_str() == DECISION_TYPES_MIGRATION)
+    };
+    // Restoring it would need the columns the migration added filled in as the migration
+    // fills them; the way that is certain to agree is the migration itself.
+    if has_decision_types(&applied) && !has_decision_types(&backup.migrations) {
+        return Err(invalid(format!(
+            "the backup predates migration 2025-03-01 (decision types), which changed the \
+             actions and study_data tables, so this version cannot restore it; restore it into \
+             a new database with the JustIn version that wrote it (its migrations are {:?}), \
+             then run `justin migrate` of this version on that database",
+            backup.migrations
+        )));
+    }
     if applied != backup.migrations {
         return Err(invalid(format!(
             "the backup was taken from a database with the migrations {:?}, but this database \

@@ -32,7 +32,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// One row per randomized decision.
+    /// One row per decision, randomized or not.
     actions (id) {
         /// Surrogate key.
         id -> BigInt,
@@ -56,6 +56,12 @@ diesel::table! {
         parameter_version -> BigInt,
         /// The decision generator's seed, a `u64` stored bit for bit.
         rng_seed -> BigInt,
+        /// The kind of decision; indexes count separately per type.
+        decision_type -> Text,
+        /// Whether the participant was randomized (if not: action 0, probability 0).
+        available -> Bool,
+        /// The study server's reason for unavailability, if it gave one.
+        unavailable_reason -> Nullable<Text>,
     }
 }
 
@@ -84,8 +90,15 @@ diesel::table! {
         outcome -> Text,
         /// The derived reward.
         reward -> Double,
-        /// Whether a decision was logged for the pair (and, when it was, matched the upload).
+        /// Whether a decision was logged for the key (and, when it was, matched the upload).
         action_logged -> Bool,
+        /// The kind of decision.
+        decision_type -> Text,
+        /// The logged decision's availability (true when none was logged); unavailable rows
+        /// never reach an update.
+        available -> Bool,
+        /// The parameter version of the first completed update that read the row.
+        used_in_version -> Nullable<BigInt>,
     }
 }
 

@@ -17,18 +17,18 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
-use diesel::sql_types::{BigInt, Bool, Double, SmallInt, Text};
+use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
 use justin_core::{
-    BackupReport, CallbackDelivery, Decision, DecisionStream, ModelParameters, Recorded,
-    RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob, UpdateRequest,
-    UploadRecorded, UserId,
+    BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
+    Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob,
+    UpdateRequest, UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
 use crate::error::{from_diesel, from_pool, is_foreign_key_violation, other, SetupError};
 use crate::models::{
-    count_column, fmt_time, update_request, uuid_text, ActionRow, DecisionValues, LoggedDraw,
-    ParametersRow, ProvenanceRow, StudyRow, StudyValues, UpdateRow,
+    count_column, fmt_time, update_request, uuid_text, ActionRow, DecisionValues, ExportRecord,
+    LoggedDraw, ParametersRow, ProvenanceRow, StudyRow, StudyValues, UpdateRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
@@ -220,26 +220,36 @@ impl SqliteStore {
     }
 }
 
-/// Inserts the decision unless one exists for the pair or study data was uploaded for it; the
-/// unique constraint, not the `NOT EXISTS`, is what makes concurrent inserts store one row.
-/// (The `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join constraint.)
+/// Inserts the decision unless one exists for its key (user, type, index) or study data was
+/// uploaded for it; the unique constraint, not the `NOT EXISTS`, is what makes concurrent
+/// inserts store one row. (The `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join
+/// constraint.)
 const INSERT_DECISION: &str = "\
 INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
-                     action, action_prob, parameter_version, rng_seed) \
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
-WHERE NOT EXISTS (SELECT 1 FROM study_data WHERE user_id = ?1 AND decision_idx = ?2) \
-ON CONFLICT (user_id, decision_idx) DO NOTHING \
+                     action, action_prob, parameter_version, rng_seed, decision_type, \
+                     available, unavailable_reason) \
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 \
+WHERE NOT EXISTS (SELECT 1 FROM study_data \
+                  WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx = ?2) \
+ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING \
 RETURNING id";
 
-/// Inserts the upload unless a decision logged for the pair differs from it, and records
-/// whether one was logged. When no row comes back the upload was refused, and a second query
-/// says why.
+/// Inserts the upload unless a decision logged for its key differs from it, and records
+/// whether one was logged and that decision's availability (available when none was: the
+/// record's own claim is not trusted). When no row comes back the upload was refused, and a
+/// second query says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
-                        action_prob, state, outcome, reward, action_logged) \
+                        action_prob, state, outcome, reward, action_logged, decision_type, \
+                        available) \
 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-       EXISTS (SELECT 1 FROM actions WHERE user_id = ?1 AND decision_idx = ?2) \
-WHERE NOT EXISTS (SELECT 1 FROM actions WHERE user_id = ?1 AND decision_idx = ?2 \
+       EXISTS (SELECT 1 FROM actions \
+               WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), \
+       ?12, \
+       coalesce((SELECT available FROM actions \
+                 WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), 1) \
+WHERE NOT EXISTS (SELECT 1 FROM actions \
+                  WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2 \
                   AND (action <> ?6 OR abs(action_prob - ?7) > ?11)) \
 RETURNING action_logged";
 
@@ -348,6 +358,9 @@ impl Store for SqliteStore {
             .bind::<Double, _>(v.action_prob)
             .bind::<BigInt, _>(v.parameter_version)
             .bind::<BigInt, _>(v.rng_seed)
+            .bind::<Text, _>(v.decision_type)
+            .bind::<Bool, _>(v.available)
+            .bind::<Nullable<Text>, _>(v.unavailable_reason)
             .load::<InsertedId>(&mut conn);
         let inserted = match inserted {
             Ok(rows) => rows,
@@ -365,15 +378,17 @@ impl Store for SqliteStore {
         }
         // Nothing inserted: a decision exists, or study data does (which takes precedence).
         // One statement, so both facts come from one snapshot.
-        let same_pair = study_data::user_id
+        let same_key = study_data::user_id
             .eq(v.user_id)
+            .and(study_data::decision_type.eq(v.decision_type))
             .and(study_data::decision_idx.eq(v.decision_idx));
         let existing = actions::table
             .filter(actions::user_id.eq(v.user_id))
+            .filter(actions::decision_type.eq(v.decision_type))
             .filter(actions::decision_idx.eq(v.decision_idx))
             .select((
                 ActionRow::as_select(),
-                exists(study_data::table.filter(same_pair)),
+                exists(study_data::table.filter(same_key)),
             ))
             .first::<(ActionRow, bool)>(&mut conn)
             .optional()
@@ -382,7 +397,7 @@ impl Store for SqliteStore {
             Some((_, true)) => Err(StoreError::StudyDataExists),
             Some((row, false)) => Ok(Recorded::Existing(row.try_into()?)),
             None => {
-                let uploaded = diesel::select(exists(study_data::table.filter(same_pair)))
+                let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
                     .get_result::<bool>(&mut conn)
                     .map_err(from_diesel)?;
                 if uploaded {
@@ -390,8 +405,8 @@ impl Store for SqliteStore {
                 } else {
                     // Only a concurrent reset can remove the row that blocked the insert.
                     Err(other(format!(
-                        "the decision of {} at index {} was neither stored nor found",
-                        decision.user_id, v.decision_idx
+                        "the {} decision of {} at index {} was neither stored nor found",
+                        v.decision_type, decision.user_id, v.decision_idx
                     )))
                 }
             }
@@ -413,6 +428,7 @@ impl Store for SqliteStore {
             .bind::<Text, _>(&v.outcome)
             .bind::<Double, _>(v.reward)
             .bind::<Double, _>(PROBABILITY_TOLERANCE)
+            .bind::<Text, _>(v.decision_type)
             .load::<Logged>(&mut conn);
         let inserted = match inserted {
             Ok(rows) => rows,
@@ -431,6 +447,7 @@ impl Store for SqliteStore {
         let uploaded = diesel::select(exists(
             study_data::table
                 .filter(study_data::user_id.eq(v.user_id))
+                .filter(study_data::decision_type.eq(v.decision_type))
                 .filter(study_data::decision_idx.eq(v.decision_idx)),
         ))
         .get_result::<bool>(&mut conn)
@@ -440,6 +457,7 @@ impl Store for SqliteStore {
         }
         let logged = actions::table
             .filter(actions::user_id.eq(v.user_id))
+            .filter(actions::decision_type.eq(v.decision_type))
             .filter(actions::decision_idx.eq(v.decision_idx))
             .select((actions::id, actions::action, actions::action_prob))
             .first::<LoggedDraw>(&mut conn)
@@ -454,14 +472,19 @@ impl Store for SqliteStore {
             }
             // Only a concurrent reset or restore changes logged decisions.
             _ => Err(other(format!(
-                "the upload of {} at index {} was neither stored nor refused by a logged decision",
-                record.user_id, v.decision_idx
+                "the upload of the {} decision of {} at index {} was neither stored nor refused \
+                 by a logged decision",
+                v.decision_type, record.user_id, v.decision_idx
             ))),
         }
     }
 
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
         PoolStream::<ActionRow>::open(self).map(|s| Box::new(s) as DecisionStream)
+    }
+
+    fn export(&self) -> Result<ExportStream, StoreError> {
+        PoolStream::<ExportRecord>::open(self).map(|s| Box::new(s) as ExportStream)
     }
 
     fn current_parameters(&self) -> Result<Option<ModelParameters>, StoreError> {

@@ -1,5 +1,6 @@
 //! Streaming a table in id order without loading it: keyset pages (`id > last AND id <= bound
-//! ORDER BY id LIMIT n`), with the bound read when the stream starts.
+//! ORDER BY id LIMIT n`), with the bound read when the stream starts (for the export, which
+//! joins each decision with its upload, the largest upload id too).
 //!
 //! On SQLite the bound alone keeps later rows out: writers take turns on one write lock and
 //! `AUTOINCREMENT` never hands out an id twice, so any row committed after the bound was read
@@ -10,10 +11,10 @@
 
 use diesel::dsl::max;
 use diesel::prelude::*;
-use justin_core::{Decision, StoreError, StudyRecord};
+use justin_core::{Decision, ExportRow, StoreError, StudyRecord};
 
 use crate::error::from_diesel;
-use crate::models::{ActionRow, StudyRow};
+use crate::models::{ActionRow, ExportRecord, StudyRow, UploadColumns};
 use crate::schema::{actions, study_data};
 use crate::store::SqliteStore;
 
@@ -26,30 +27,41 @@ pub(crate) trait KeysetRow: Sized {
     /// What a row becomes for the core.
     type Item: TryFrom<Self, Error = StoreError>;
 
+    /// What the stream fixes when it starts: at least the largest id it will read.
+    type Bound: Copy;
+
     /// The row's id.
     fn id(&self) -> i64;
 
-    /// The largest id stored.
-    fn max_id(conn: &mut SqliteConnection) -> QueryResult<Option<i64>>;
+    /// The bound as stored now; `None` when there are no rows.
+    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<Self::Bound>>;
 
-    /// Up to `limit` rows with `after < id <= upto`, by id.
+    /// The largest id within `bound`.
+    fn upto(bound: Self::Bound) -> i64;
+
+    /// Up to `limit` rows with `after < id` within `bound`, by id.
     fn page(
         conn: &mut SqliteConnection,
         after: i64,
-        upto: i64,
+        bound: Self::Bound,
         limit: i64,
     ) -> QueryResult<Vec<Self>>;
 }
 
 impl KeysetRow for StudyRow {
     type Item = StudyRecord;
+    type Bound = i64;
 
     fn id(&self) -> i64 {
         self.id
     }
 
-    fn max_id(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
+    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
         study_data::table.select(max(study_data::id)).first(conn)
+    }
+
+    fn upto(bound: i64) -> i64 {
+        bound
     }
 
     fn page(
@@ -68,15 +80,65 @@ impl KeysetRow for StudyRow {
     }
 }
 
+/// A study record an update may read: one of an available decision.
+pub(crate) struct AvailableStudyRow(StudyRow);
+
+impl TryFrom<AvailableStudyRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: AvailableStudyRow) -> Result<Self, StoreError> {
+        row.0.try_into()
+    }
+}
+
+impl KeysetRow for AvailableStudyRow {
+    type Item = StudyRecord;
+    type Bound = i64;
+
+    fn id(&self) -> i64 {
+        self.0.id
+    }
+
+    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
+        StudyRow::bound(conn)
+    }
+
+    fn upto(bound: i64) -> i64 {
+        bound
+    }
+
+    fn page(
+        conn: &mut SqliteConnection,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        let rows = study_data::table
+            .filter(study_data::id.gt(after))
+            .filter(study_data::id.le(upto))
+            .filter(study_data::available)
+            .order(study_data::id)
+            .limit(limit)
+            .select(StudyRow::as_select())
+            .load(conn)?;
+        Ok(rows.into_iter().map(Self).collect())
+    }
+}
+
 impl KeysetRow for ActionRow {
     type Item = Decision;
+    type Bound = i64;
 
     fn id(&self) -> i64 {
         self.id
     }
 
-    fn max_id(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
+    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
         actions::table.select(max(actions::id)).first(conn)
+    }
+
+    fn upto(bound: i64) -> i64 {
+        bound
     }
 
     fn page(
@@ -95,43 +157,101 @@ impl KeysetRow for ActionRow {
     }
 }
 
-/// What the paging state asks for next.
-enum Step<T> {
-    /// An item of the current page (or the error converting its row).
-    Item(Result<T, StoreError>),
-    /// The page of ids `after < id <= upto` must be read first.
-    Read { after: i64, upto: i64 },
+/// The export's bound: the largest decision id, and the largest upload id, so that an upload
+/// stored after the export started is not joined to a decision stored before.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExportBound {
+    decisions: i64,
+    uploads: i64,
 }
 
-/// The paging state, independent of where the connection comes from.
-pub(crate) struct Keyset<R> {
-    last_id: i64,
-    /// `None` once the stream has ended (no rows, all read, or an error).
-    max_id: Option<i64>,
-    page: std::vec::IntoIter<R>,
-}
+impl KeysetRow for ExportRecord {
+    type Item = ExportRow;
+    type Bound = ExportBound;
 
-impl<R> Keyset<R> {
-    fn end(&mut self) {
-        self.max_id = None;
-        self.page = Vec::new().into_iter();
+    fn id(&self) -> i64 {
+        self.decision.id
+    }
+
+    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<ExportBound>> {
+        // One statement, so both come from one snapshot.
+        let (decisions, uploads) = diesel::select((
+            actions::table.select(max(actions::id)).single_value(),
+            study_data::table.select(max(study_data::id)).single_value(),
+        ))
+        .get_result::<(Option<i64>, Option<i64>)>(conn)?;
+        Ok(decisions.map(|decisions| ExportBound {
+            decisions,
+            // Ids start at 1: with no uploads, 0 joins none.
+            uploads: uploads.unwrap_or(0),
+        }))
+    }
+
+    fn upto(bound: ExportBound) -> i64 {
+        bound.decisions
+    }
+
+    fn page(
+        conn: &mut SqliteConnection,
+        after: i64,
+        bound: ExportBound,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        let upload_of_the_decision = study_data::user_id
+            .eq(actions::user_id)
+            .and(study_data::decision_type.eq(actions::decision_type))
+            .and(study_data::decision_idx.eq(actions::decision_idx))
+            .and(study_data::id.le(bound.uploads));
+        let rows = actions::table
+            .left_join(study_data::table.on(upload_of_the_decision))
+            .filter(actions::id.gt(after))
+            .filter(actions::id.le(bound.decisions))
+            .order(actions::id)
+            .limit(limit)
+            .select((ActionRow::as_select(), Option::<UploadColumns>::as_select()))
+            .load::<(ActionRow, Option<UploadColumns>)>(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(decision, upload)| ExportRecord { decision, upload })
+            .collect())
     }
 }
 
+/// What the paging state asks for next.
+enum Step<T, B> {
+    /// An item of the current page (or the error converting its row).
+    Item(Result<T, StoreError>),
+    /// The page of ids `after < id` within `bound` must be read first.
+    Read { after: i64, bound: B },
+}
+
+/// The paging state, independent of where the connection comes from.
+pub(crate) struct Keyset<R: KeysetRow> {
+    last_id: i64,
+    /// `None` once the stream has ended (no rows, all read, or an error).
+    bound: Option<R::Bound>,
+    page: std::vec::IntoIter<R>,
+}
+
 impl<R: KeysetRow> Keyset<R> {
-    /// Reads the id bound.
+    fn end(&mut self) {
+        self.bound = None;
+        self.page = Vec::new().into_iter();
+    }
+
+    /// Reads the bound.
     pub(crate) fn start(conn: &mut SqliteConnection) -> Result<Self, StoreError> {
-        let max_id = R::max_id(conn).map_err(from_diesel)?;
+        let bound = R::bound(conn).map_err(from_diesel)?;
         Ok(Self {
             last_id: i64::MIN,
-            max_id,
+            bound,
             page: Vec::new().into_iter(),
         })
     }
 
     /// The next row from the current page, or the bounds of the page to read next; `None`
     /// when the stream has ended.
-    fn next_buffered(&mut self) -> Option<Step<R::Item>> {
+    fn next_buffered(&mut self) -> Option<Step<R::Item, R::Bound>> {
         if let Some(row) = self.page.next() {
             let item = R::Item::try_from(row);
             if item.is_err() {
@@ -139,14 +259,14 @@ impl<R: KeysetRow> Keyset<R> {
             }
             return Some(Step::Item(item));
         }
-        let max_id = self.max_id?;
-        if self.last_id >= max_id {
+        let bound = self.bound?;
+        if self.last_id >= R::upto(bound) {
             self.end();
             return None;
         }
         Some(Step::Read {
             after: self.last_id,
-            upto: max_id,
+            bound,
         })
     }
 
@@ -175,13 +295,13 @@ impl<R: KeysetRow> Keyset<R> {
     /// The next item, reading pages through `read` as needed.
     fn next_with(
         &mut self,
-        mut read: impl FnMut(i64, i64) -> Result<QueryResult<Vec<R>>, StoreError>,
+        mut read: impl FnMut(i64, R::Bound) -> Result<QueryResult<Vec<R>>, StoreError>,
     ) -> Option<Result<R::Item, StoreError>> {
         loop {
             match self.next_buffered()? {
                 Step::Item(item) => return Some(item),
-                Step::Read { after, upto } => {
-                    let rows = match read(after, upto) {
+                Step::Read { after, bound } => {
+                    let rows = match read(after, bound) {
                         Ok(rows) => rows,
                         Err(e) => {
                             self.end();
@@ -200,7 +320,7 @@ impl<R: KeysetRow> Keyset<R> {
 }
 
 /// A stream that checks a connection out of the store's pool for each page.
-pub(crate) struct PoolStream<R> {
+pub(crate) struct PoolStream<R: KeysetRow> {
     store: SqliteStore,
     keyset: Keyset<R>,
 }
@@ -220,15 +340,15 @@ impl<R: KeysetRow> Iterator for PoolStream<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let store = &self.store;
-        self.keyset.next_with(|after, upto| {
+        self.keyset.next_with(|after, bound| {
             let mut conn = store.conn()?;
-            Ok(R::page(&mut conn, after, upto, PAGE_SIZE))
+            Ok(R::page(&mut conn, after, bound, PAGE_SIZE))
         })
     }
 }
 
 /// A stream reading on a borrowed connection, in whatever transaction its owner has open.
-pub(crate) struct BorrowedStream<'c, R> {
+pub(crate) struct BorrowedStream<'c, R: KeysetRow> {
     conn: &'c mut SqliteConnection,
     keyset: Keyset<R>,
 }
@@ -246,6 +366,6 @@ impl<R: KeysetRow> Iterator for BorrowedStream<'_, R> {
     fn next(&mut self) -> Option<Self::Item> {
         let conn = &mut *self.conn;
         self.keyset
-            .next_with(|after, upto| Ok(R::page(conn, after, upto, PAGE_SIZE)))
+            .next_with(|after, bound| Ok(R::page(conn, after, bound, PAGE_SIZE)))
     }
 }

@@ -272,6 +272,9 @@ impl TableRow for ActionRow {
         "action_prob",
         "parameter_version",
         "rng_seed",
+        "decision_type",
+        "available",
+        "unavailable_reason",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -287,6 +290,9 @@ impl TableRow for ActionRow {
             Some(float_text(self.action_prob)),
             int(self.parameter_version),
             int(self.rng_seed),
+            Some(self.decision_type.clone()),
+            Some(bool_text(self.available)),
+            self.unavailable_reason.clone(),
         ]
     }
 
@@ -304,6 +310,9 @@ impl TableRow for ActionRow {
             action_prob: f.float()?,
             parameter_version: f.int()?,
             rng_seed: f.int()?,
+            decision_type: f.text()?,
+            available: f.boolean()?,
+            unavailable_reason: f.opt_text(),
         })
     }
 
@@ -336,6 +345,9 @@ impl TableRow for StudyRow {
         "outcome",
         "reward",
         "action_logged",
+        "decision_type",
+        "available",
+        "used_in_version",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -352,6 +364,9 @@ impl TableRow for StudyRow {
             Some(self.outcome.clone()),
             Some(float_text(self.reward)),
             Some(bool_text(self.action_logged)),
+            Some(self.decision_type.clone()),
+            Some(bool_text(self.available)),
+            self.used_in_version.map(|v| v.to_string()),
         ]
     }
 
@@ -370,6 +385,9 @@ impl TableRow for StudyRow {
             outcome: f.json()?,
             reward: f.float()?,
             action_logged: f.boolean()?,
+            decision_type: f.text()?,
+            available: f.boolean()?,
+            used_in_version: f.opt_int()?,
         })
     }
 
@@ -608,11 +626,19 @@ mod tests {
             Some("{}"),
             Some("1e-05"),
             Some("t"),
+            Some("evening"),
+            Some("f"),
+            None,
         ]);
         let row = StudyRow::parse(study).unwrap();
         assert!(row.action_logged);
         assert!((row.reward - 1e-5).abs() < 1e-20);
         assert_eq!(row.fields()[11].as_deref(), Some("t"));
+        assert_eq!(row.decision_type, "evening");
+        assert!(!row.available);
+        assert_eq!(row.used_in_version, None);
+        assert_eq!(row.fields()[13].as_deref(), Some("f"));
+        assert_eq!(row.fields()[14], None);
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! Backups written here: restored into another SQLite database they give back every row, and
 //! their files have the layout and the value formats `justin-store` (PostgreSQL) writes and
-//! reads. A backup in PostgreSQL's formats restores here.
+//! reads. A backup in PostgreSQL's formats restores here; one taken before the decision-types
+//! migration is refused with what to do instead.
 
 use std::collections::BTreeMap;
 
 use justin_core::{
-    CallbackDelivery, CallbackStatus, Decision, Provenance, Recorded, Store, StudyRecord,
-    UpdateRequest,
+    Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Provenance,
+    Recorded, Store, StoreError, StudyRecord, UpdateRequest,
 };
 use justin_store_sqlite::testing::TestDatabase;
 
-use crate::support::{at, decision, pack, unpack, upload_for, user, ScratchDir};
+use crate::support::{at, decision, pack, unavailable, unpack, upload_for, user, ScratchDir};
 
 fn provenance() -> Provenance {
     Provenance {
@@ -43,6 +44,20 @@ fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
     store
         .record_study_data(&upload_for(&decision("bob", 7, params.version)))
         .unwrap();
+    // An unavailable decision of another type, with a reason that needs quoting, and its
+    // upload; and a decision of a third type at an index the default type has too.
+    let off = unavailable(
+        decision("alice", 3, params.version),
+        "evening",
+        Some("driving, \"busy\""),
+    );
+    store.record_decision(&off).unwrap();
+    store.record_study_data(&upload_for(&off)).unwrap();
+    let morning = Decision {
+        decision_type: DecisionType::parse("morning").unwrap(),
+        ..decision("alice", 0, params.version)
+    };
+    store.record_decision(&morning).unwrap();
     let requests: Vec<UpdateRequest> = (1..=3).map(request).collect();
     for r in &requests {
         store.create_update_request(r).unwrap();
@@ -78,6 +93,7 @@ struct Contents {
     counts: BTreeMap<String, u64>,
     decisions: Vec<Decision>,
     study_data: Vec<StudyRecord>,
+    export: Vec<ExportRow>,
     parameters: Vec<Option<justin_core::ModelParameters>>,
     updates: Vec<Option<UpdateRequest>>,
 }
@@ -87,6 +103,7 @@ fn contents(store: &dyn Store, updates: &[uuid::Uuid]) -> Contents {
         counts: store.row_counts().unwrap().into_iter().collect(),
         decisions: store.decisions().unwrap().map(Result::unwrap).collect(),
         study_data: store.study_data().unwrap().map(Result::unwrap).collect(),
+        export: store.export().unwrap().map(Result::unwrap).collect(),
         parameters: (1..=3).map(|v| store.parameters(v).unwrap()).collect(),
         updates: updates
             .iter()
@@ -112,6 +129,14 @@ fn a_backup_restores_into_another_sqlite_database() {
 
     assert_eq!(report.row_counts, backup.row_counts);
     assert_eq!(contents(target.store(), &updates), before);
+    // The uploads the completed update read are marked with its version, the unavailable one
+    // is not, and the marks come back.
+    let used: Vec<Option<i64>> = before
+        .export
+        .iter()
+        .filter_map(|row| row.upload.as_ref().map(|u| u.used_in_version))
+        .collect();
+    assert_eq!(used, [Some(2), Some(2), Some(2), None]);
     // Ids continue after the restored ones.
     let next = decision("bob", 0, 2);
     assert_eq!(
@@ -147,7 +172,7 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     assert_eq!(manifest["format_version"], 1);
     assert_eq!(
         manifest["migrations"],
-        serde_json::json!(["20250101000000", "20250201000000"])
+        serde_json::json!(["20250101000000", "20250201000000", "20250301000000"])
     );
     let names: Vec<&str> = manifest["tables"]
         .as_array()
@@ -185,12 +210,36 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
         "ids, text and RFC 3339 times in UTC with microseconds"
     );
     let study = &files["study_data.csv"];
-    let logged: Vec<&str> = study
+    // action_logged, decision_type, available, used_in_version: the last four columns.
+    let last_four: Vec<&str> = study
         .lines()
         .skip(1)
-        .map(|l| l.rsplit(',').next().unwrap())
+        .map(|l| {
+            l.rsplitn(5, ',')
+                .last()
+                .map_or(l, |rest| &l[rest.len() + 1..])
+        })
         .collect();
-    assert_eq!(logged, ["t", "t", "t", "f"], "booleans as t/f");
+    assert_eq!(
+        last_four,
+        [
+            "t,default,t,2",
+            "t,default,t,2",
+            "t,default,t,2",
+            "f,default,t,2",
+            "t,evening,f,"
+        ],
+        "booleans as t/f, NULL as an empty field"
+    );
+    let actions = &files["actions.csv"];
+    assert!(
+        actions.contains(",0,0.0,1,42,evening,f,\"driving, \"\"busy\"\"\"\n"),
+        "an unavailable decision with its quoted reason: {actions}"
+    );
+    assert!(
+        actions.ends_with(",1,0.75,1,42,morning,t,\n"),
+        "no reason is NULL: {actions}"
+    );
     assert!(
         study.contains(r#""{""steps"":10}""#),
         "JSON as quoted text: {study}"
@@ -215,15 +264,36 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     );
 }
 
-/// A backup as `justin-store` writes it from PostgreSQL: `COPY`'s time format with an offset,
-/// JSONB's spacing, `t`/`f`.
-#[test]
-fn a_backup_in_postgres_formats_restores() {
-    let dir = ScratchDir::new();
-    std::fs::create_dir_all(&*dir).unwrap();
-    let file = dir.join("from-postgres.tar");
-    let id = "5f0c6a8e-3d2b-4c1a-9e8f-0a1b2c3d4e5f";
-    let tables = [
+/// Writes a backup file as `justin-store` would, from the tables' headers and CSV data.
+fn write_backup_file(file: &std::path::Path, migrations: &[&str], tables: &[(&str, &str, String)]) {
+    let manifest = serde_json::json!({
+        "format_version": 1,
+        "producer": "justin-store 0.1.0",
+        "migrations": migrations,
+        "tables": tables.iter().map(|(name, header, csv)| serde_json::json!({
+            "name": name,
+            "file": format!("{name}.csv"),
+            "rows": csv.lines().count(),
+            "columns": header.split(',').collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    let mut entries = vec![("manifest.json".to_owned(), manifest.to_string())];
+    for (name, header, csv) in tables {
+        entries.push((format!("{name}.csv"), format!("{header}\n{csv}")));
+    }
+    let entries: Vec<(&str, String)> = entries
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    pack(file, &entries);
+}
+
+const UPDATE_ID: &str = "5f0c6a8e-3d2b-4c1a-9e8f-0a1b2c3d4e5f";
+
+/// The tables that did not change in migration 2025-03-01, in PostgreSQL's formats.
+fn unchanged_tables() -> [(&'static str, &'static str, String); 4] {
+    let id = UPDATE_ID;
+    [
         (
             "users",
             "id,user_id,created_at",
@@ -234,22 +304,6 @@ fn a_backup_in_postgres_formats_restores() {
             "version,algorithm,parameters,created_at",
             "1,algo,\"{\"\"mu\"\": [0.5, 1]}\",2025-01-01 12:00:00+00\n\
              2,algo,\"{\"\"mu\"\": [1, 2]}\",2025-01-01 14:00:01.5+02\n"
-                .to_owned(),
-        ),
-        (
-            "actions",
-            "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
-             action_prob,parameter_version,rng_seed",
-            "41,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:01.000001+00,\
-             \"{\"\"steps\"\": 10}\",\"[1, 2.5]\",1,0.75,1,-1\n"
-                .to_owned(),
-        ),
-        (
-            "study_data",
-            "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
-             state,outcome,reward,action_logged",
-            "9,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:02+00,\"{\"\"steps\"\": 10}\",\
-             1,0.75,[3],{},1e-05,t\n"
                 .to_owned(),
         ),
         (
@@ -269,27 +323,46 @@ fn a_backup_in_postgres_formats_restores() {
              backup_file,created_at",
             format!("{id},2,0.1.0,algo,abc,1,,2025-01-01 12:00:01.5+00\n"),
         ),
+    ]
+}
+
+/// A backup as `justin-store` writes it from PostgreSQL: `COPY`'s time format with an offset,
+/// JSONB's spacing, `t`/`f`.
+#[test]
+fn a_backup_in_postgres_formats_restores() {
+    let dir = ScratchDir::new();
+    std::fs::create_dir_all(&*dir).unwrap();
+    let file = dir.join("from-postgres.tar");
+    let [users, parameters, requests, provenance] = unchanged_tables();
+    let tables = [
+        users,
+        parameters,
+        (
+            "actions",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
+             action_prob,parameter_version,rng_seed,decision_type,available,unavailable_reason",
+            "41,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:01.000001+00,\
+             \"{\"\"steps\"\": 10}\",\"[1, 2.5]\",1,0.75,1,-1,default,t,\n\
+             42,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:01+00,{},[],0,0,1,5,evening,f,\
+             \"asleep, \"\"really\"\"\"\n"
+                .to_owned(),
+        ),
+        (
+            "study_data",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
+             state,outcome,reward,action_logged,decision_type,available,used_in_version",
+            "9,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:02+00,\"{\"\"steps\"\": 10}\",\
+             1,0.75,[3],{},1e-05,t,default,t,2\n"
+                .to_owned(),
+        ),
+        requests,
+        provenance,
     ];
-    let manifest = serde_json::json!({
-        "format_version": 1,
-        "producer": "justin-store 0.1.0",
-        "migrations": ["20250101000000", "20250201000000"],
-        "tables": tables.iter().map(|(name, header, csv)| serde_json::json!({
-            "name": name,
-            "file": format!("{name}.csv"),
-            "rows": csv.lines().count(),
-            "columns": header.split(',').collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    });
-    let mut entries = vec![("manifest.json".to_owned(), manifest.to_string())];
-    for (name, header, csv) in &tables {
-        entries.push((format!("{name}.csv"), format!("{header}\n{csv}")));
-    }
-    let entries: Vec<(&str, String)> = entries
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.clone()))
-        .collect();
-    pack(&file, &entries);
+    write_backup_file(
+        &file,
+        &["20250101000000", "20250201000000", "20250301000000"],
+        &tables,
+    );
 
     let db = TestDatabase::create();
     let store = db.store();
@@ -297,11 +370,18 @@ fn a_backup_in_postgres_formats_restores() {
     store.restore(&file).unwrap();
 
     let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
-    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions.len(), 2);
     assert_eq!(decisions[0].rng_seed, u64::MAX);
     assert_eq!(
         decisions[0].decided_at,
         chrono::DateTime::from_timestamp(1_735_732_801, 1_000).unwrap()
+    );
+    assert_eq!(decisions[0].availability, Availability::Available);
+    assert_eq!(decisions[1].decision_type.as_str(), "evening");
+    assert_eq!(
+        decisions[1].availability.reason(),
+        Some("asleep, \"really\""),
+        "unavailable, with its reason"
     );
     let params = store.current_parameters().unwrap().unwrap();
     assert_eq!(params.version, 2);
@@ -312,13 +392,16 @@ fn a_backup_in_postgres_formats_restores() {
         "offsets are converted to UTC"
     );
     let request = store
-        .update_request(uuid::Uuid::parse_str(id).unwrap())
+        .update_request(uuid::Uuid::parse_str(UPDATE_ID).unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(request.parameter_version, Some(2));
     assert_eq!(request.provenance.unwrap().rows_read, 1);
     let study: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
     assert!((study[0].reward - 1e-5).abs() < 1e-20);
+    let export: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(export[0].upload.as_ref().unwrap().used_in_version, Some(2));
+    assert_eq!(export[1].upload, None);
     // Ids continue after the restored ones, and the restored user is there.
     assert!(store.add_user(&user("alice"), at(0)).is_err());
     store.add_user(&user("bob"), at(0)).unwrap();
@@ -331,4 +414,50 @@ fn a_backup_in_postgres_formats_restores() {
         users.contains("\n7,alice,2025-01-01T12:00:00.123456Z\n"),
         "{users}"
     );
+}
+
+/// A backup taken before migration 2025-03-01 has the old columns of actions and study_data:
+/// checking or restoring it says so and what to do, and changes nothing.
+#[test]
+fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
+    let dir = ScratchDir::new();
+    std::fs::create_dir_all(&*dir).unwrap();
+    let file = dir.join("old.tar");
+    let [users, parameters, requests, provenance] = unchanged_tables();
+    let tables = [
+        users,
+        parameters,
+        (
+            "actions",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
+             action_prob,parameter_version,rng_seed",
+            "41,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:01+00,{},[1],1,0.75,1,-1\n"
+                .to_owned(),
+        ),
+        (
+            "study_data",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
+             state,outcome,reward,action_logged",
+            "9,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:02+00,{},1,0.75,[3],{},1,t\n"
+                .to_owned(),
+        ),
+        requests,
+        provenance,
+    ];
+    write_backup_file(&file, &["20250101000000", "20250201000000"], &tables);
+
+    let db = TestDatabase::create();
+    let store = db.store();
+    store.add_user(&user("kept"), at(0)).unwrap();
+    for result in [store.check_backup(&file), store.restore(&file)] {
+        match result {
+            Err(StoreError::InvalidBackup(reason)) => {
+                assert!(reason.contains("predates migration 2025-03-01"), "{reason}");
+                assert!(reason.contains("justin migrate"), "{reason}");
+            }
+            other => panic!("expected InvalidBackup, got {other:?}"),
+        }
+    }
+    let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
+    assert_eq!(counts["users"], 1, "nothing changed");
 }

@@ -1,7 +1,7 @@
 //! The store's tests against real SQLite files: the shared storage conformance suite, then
 //! what only this adapter has (concurrent load without lock errors, `:memory:` URLs, backups
 //! written here restored here and their file format, the update lease across "processes", the
-//! migrations, and setup errors). One binary, so the suite links once.
+//! migrations, the export's snapshot, and setup errors). One binary, so the suite links once.
 //!
 //! Every test gets a database file of its own from `TestDatabase::create`; nothing needs to be
 //! installed.
@@ -16,6 +16,7 @@ mod conformance {
 }
 
 mod backup;
+mod export;
 mod jobs;
 mod load;
 mod memory;
@@ -27,7 +28,10 @@ mod support {
     use std::io::Read;
 
     use chrono::{DateTime, Utc};
-    use justin_core::{Action, Decision, DecisionIdx, Probability, State, StudyRecord, UserId};
+    use justin_core::{
+        Action, Availability, Decision, DecisionIdx, DecisionType, Probability, State, StudyRecord,
+        UserId,
+    };
 
     pub fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_750_000_000 + seconds, 0).unwrap()
@@ -47,9 +51,11 @@ mod support {
     pub fn decision(user_id: &str, idx: i64, parameter_version: i64) -> Decision {
         Decision {
             user_id: user(user_id),
+            decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(idx).unwrap(),
             requested_at: at(idx),
             decided_at: at(idx + 1),
+            availability: Availability::Available,
             context: context(),
             state: State::new(vec![1.0, 2.5]).unwrap(),
             action: Action::One,
@@ -59,10 +65,22 @@ mod support {
         }
     }
 
+    /// `d` as an unavailable decision of type `kind`: no draw, with `reason`.
+    pub fn unavailable(d: Decision, kind: &str, reason: Option<&str>) -> Decision {
+        Decision {
+            decision_type: DecisionType::parse(kind).unwrap(),
+            availability: Availability::unavailable(reason.map(str::to_owned)).unwrap(),
+            action: Action::Zero,
+            action_prob: Probability::ZERO,
+            ..d
+        }
+    }
+
     /// The upload agreeing with decision `d`.
     pub fn upload_for(d: &Decision) -> StudyRecord {
         StudyRecord {
             user_id: d.user_id.clone(),
+            decision_type: d.decision_type.clone(),
             decision_idx: d.decision_idx,
             requested_at: d.requested_at,
             received_at: d.decided_at,
@@ -72,6 +90,7 @@ mod support {
             state: State::new(vec![3.0]).unwrap(),
             outcome: context(),
             reward: 1.5,
+            available: d.availability.is_available(),
         }
     }
 

@@ -1,11 +1,16 @@
-//! The migrations: every `down.sql` reverts its `up.sql`, and the study-safety migration fills
-//! its new columns sensibly for rows stored before it.
+//! The migrations: every `down.sql` reverts its `up.sql`, the study-safety and decision-types
+//! migrations fill their new columns sensibly for rows stored before them, and the
+//! decision-types revert refuses rows the old schema cannot hold.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
-use justin_core::Store;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use justin_core::{
+    Availability, Decision, DecisionType, Provenance, Recorded, Store, UpdateRequest,
+};
 use justin_store_sqlite::testing::TestDatabase;
+
+use crate::support::{at, decision, unavailable, upload_for, user};
 
 fn connect(db: &TestDatabase) -> SqliteConnection {
     let mut conn = SqliteConnection::establish(db.url().trim_start_matches("sqlite://")).unwrap();
@@ -15,8 +20,9 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 }
 
 #[test]
-fn both_migrations_revert_and_apply_again() {
+fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(db.revert_last_migration(), "20250201000000");
     assert_eq!(db.revert_last_migration(), "20250101000000");
     assert!(db.store().row_counts().is_err(), "the tables are gone");
@@ -24,7 +30,8 @@ fn both_migrations_revert_and_apply_again() {
         db.store().run_migrations().unwrap(),
         vec![
             "2025-01-01-000000_create_study_tables".to_owned(),
-            "2025-02-01-000000_study_safety".to_owned()
+            "2025-02-01-000000_study_safety".to_owned(),
+            "2025-03-01-000000_decision_types".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -39,6 +46,7 @@ fn both_migrations_revert_and_apply_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(db.revert_last_migration(), "20250201000000");
     // Rows as the service stored them before the migration.
     connect(&db)
@@ -71,7 +79,10 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 
     assert_eq!(
         db.store().run_migrations().unwrap(),
-        vec!["2025-02-01-000000_study_safety".to_owned()]
+        vec![
+            "2025-02-01-000000_study_safety".to_owned(),
+            "2025-03-01-000000_decision_types".to_owned(),
+        ]
     );
 
     #[derive(QueryableByName)]
@@ -108,4 +119,177 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
         .unwrap()
         .expect("the unfinished request is queued");
     assert_eq!(queued.request().attempts, 1);
+}
+
+/// Rows as the service stored them before migration 2025-03-01: three decisions (the newest,
+/// id 3, deleted again, as only a hand edit would), uploads at three times, and update requests
+/// that started between them.
+const BEFORE_DECISION_TYPES: &str = "
+INSERT INTO users (user_id, created_at) VALUES ('alice', '2025-01-01T00:00:00.000000Z');
+INSERT INTO model_parameters VALUES
+    (1, 'algo', '{}', '2025-01-01T00:00:00.000000Z'),
+    (2, 'algo', '{}', '2025-01-02T00:00:00.000000Z'),
+    (3, 'algo', '{}', '2025-01-04T00:00:00.000000Z');
+INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state,
+                     action, action_prob, parameter_version, rng_seed)
+VALUES ('alice', 0, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z',
+        '{\"steps\": 1}', '[1.0]', 1, 0.75, 1, 7),
+       ('alice', 1, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z',
+        '{}', '[]', 0, 0.5, 1, 8),
+       ('alice', 2, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z',
+        '{}', '[]', 0, 0.5, 1, 9);
+DELETE FROM actions WHERE decision_idx = 2;
+INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action,
+                        action_prob, state, outcome, reward, action_logged)
+VALUES ('alice', 0, '2025-01-01T00:00:00.000000Z', '2025-01-01T06:00:00.000000Z',
+        '{}', 1, 0.75, '[]', '{}', 0, 1),
+       ('alice', 1, '2025-01-01T00:00:00.000000Z', '2025-01-03T06:00:00.000000Z',
+        '{}', 0, 0.5, '[]', '{}', 0, 1),
+       ('alice', 5, '2025-01-01T00:00:00.000000Z', '2025-01-05T06:00:00.000000Z',
+        '{}', 0, 0.5, '[]', '{}', 0, 0);
+-- Completed: one started on day 2 (version 2), one known only by its creation on day 4
+-- (version 3), and a failed one on day 1 that used nothing.
+INSERT INTO model_update_requests (id, request_timestamp, created_at, callback_url, status,
+                                   finished_at, parameter_version, started_at)
+VALUES ('00000000-0000-0000-0000-000000000003', '2025-01-01T00:00:00.000000Z',
+        '2025-01-04T00:00:00.000000Z', 'http://x', 'completed', '2025-01-04T00:00:01.000000Z',
+        3, NULL),
+       ('00000000-0000-0000-0000-000000000002', '2025-01-01T00:00:00.000000Z',
+        '2025-01-01T00:00:00.000000Z', 'http://x', 'completed', '2025-01-02T00:00:01.000000Z',
+        2, '2025-01-02T00:00:00.000000Z'),
+       ('00000000-0000-0000-0000-000000000001', '2025-01-01T00:00:00.000000Z',
+        '2025-01-01T07:00:00.000000Z', 'http://x', 'failed', '2025-01-01T07:00:01.000000Z',
+        NULL, '2025-01-01T07:00:00.000000Z');
+";
+
+#[test]
+fn decision_types_migration_keeps_decisions_as_default_and_available() {
+    let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250301000000");
+    connect(&db).batch_execute(BEFORE_DECISION_TYPES).unwrap();
+    let store = db.store();
+    assert_eq!(
+        store.run_migrations().unwrap(),
+        vec!["2025-03-01-000000_decision_types".to_owned()]
+    );
+
+    let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(decisions.len(), 2);
+    for (d, idx) in decisions.iter().zip([0, 1]) {
+        assert_eq!(d.decision_idx.get(), idx);
+        assert!(d.decision_type.is_default());
+        assert_eq!(d.availability, Availability::Available);
+    }
+    assert_eq!(decisions[0].rng_seed, 7);
+    let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert!(study
+        .iter()
+        .all(|r| r.decision_type.is_default() && r.available));
+    // Each upload is marked with the first completed update that started after it was stored,
+    // the last with none.
+    let used: Vec<Option<i64>> =
+        diesel::dsl::sql::<Nullable<BigInt>>("SELECT used_in_version FROM study_data ORDER BY id")
+            .load(&mut connect(&db))
+            .unwrap();
+    assert_eq!(used, [Some(2), Some(3), None]);
+
+    // The new key: the same index with another type is a new decision, and ids continue
+    // after the deleted one.
+    let morning = Decision {
+        decision_type: DecisionType::parse("morning").unwrap(),
+        ..decision("alice", 0, 1)
+    };
+    assert_eq!(store.record_decision(&morning).unwrap(), Recorded::Inserted);
+    let id: i64 = diesel::dsl::sql::<BigInt>("SELECT max(id) FROM actions")
+        .get_result(&mut connect(&db))
+        .unwrap();
+    assert_eq!(id, 4, "the AUTOINCREMENT counter survives the rebuild");
+    // The next update reads only the unmarked upload and marks it.
+    store
+        .create_update_request(&UpdateRequest::new(
+            uuid::Uuid::new_v4(),
+            at(0),
+            at(0),
+            "http://x".into(),
+        ))
+        .unwrap();
+    let mut job = store.claim_update(at(1)).unwrap().unwrap();
+    assert_eq!(job.study_data().unwrap().count(), 3);
+    let provenance = Provenance {
+        service_version: "t".into(),
+        algorithm: "algo".into(),
+        config_hash: "h".into(),
+        rows_read: 3,
+        backup_file: None,
+    };
+    let v4 = job
+        .complete("algo", &serde_json::json!({}), &provenance, at(2))
+        .unwrap();
+    let used: Vec<Option<i64>> =
+        diesel::dsl::sql::<Nullable<BigInt>>("SELECT used_in_version FROM study_data ORDER BY id")
+            .load(&mut connect(&db))
+            .unwrap();
+    assert_eq!(used, [Some(2), Some(3), Some(v4.version)]);
+}
+
+const DECISION_TYPES_DOWN: &str =
+    include_str!("../../../../migrations/sqlite/2025-03-01-000000_decision_types/down.sql");
+
+#[test]
+fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
+    let db = TestDatabase::create();
+    let store = db.store();
+    let params = store
+        .seed_parameters("algo", &serde_json::json!({}), at(0))
+        .unwrap();
+    store.add_user(&user("alice"), at(0)).unwrap();
+    let plain = decision("alice", 0, params.version);
+    store.record_decision(&plain).unwrap();
+    store.record_study_data(&upload_for(&plain)).unwrap();
+    let off = unavailable(decision("alice", 1, params.version), "default", None);
+    store.record_decision(&off).unwrap();
+
+    // The revert as the migration harness runs it: in a transaction.
+    let refused = connect(&db)
+        .transaction(|conn| conn.batch_execute(DECISION_TYPES_DOWN))
+        .expect_err("an unavailable decision blocks the revert")
+        .to_string();
+    assert!(
+        refused.contains("cannot revert migration 2025-03-01"),
+        "{refused}"
+    );
+    assert_eq!(
+        store.decisions().unwrap().count(),
+        2,
+        "nothing changed: the schema is still the new one"
+    );
+
+    // With only default, available rows left, the revert brings the old key back.
+    connect(&db)
+        .batch_execute("DELETE FROM actions WHERE NOT available")
+        .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250301000000");
+    let mut conn = connect(&db);
+    let columns: Vec<String> =
+        diesel::dsl::sql::<Text>("SELECT name FROM pragma_table_info('actions') ORDER BY cid")
+            .load(&mut conn)
+            .unwrap();
+    assert_eq!(columns.last().map(String::as_str), Some("rng_seed"));
+    let duplicate = conn.batch_execute(
+        "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context,
+                              state, action, action_prob, parameter_version, rng_seed)
+         SELECT user_id, decision_idx, request_timestamp, created_at, context, state, action,
+                action_prob, parameter_version, rng_seed
+         FROM actions",
+    );
+    assert!(
+        duplicate.is_err(),
+        "(user_id, decision_idx) is unique again"
+    );
+    assert_eq!(
+        store.run_migrations().unwrap(),
+        vec!["2025-03-01-000000_decision_types".to_owned()]
+    );
+    let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert_eq!(study, vec![upload_for(&plain)]);
 }
