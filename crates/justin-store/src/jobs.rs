@@ -24,10 +24,10 @@ use diesel::sql_types::{BigInt, Bool, Timestamptz};
 use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
 
 use crate::error::{from_diesel, other};
-use crate::models::{update_request, ParametersRow, ProvenanceRow, StudyRow, UpdateRow};
+use crate::models::{update_request, ParametersRow, ProvenanceRow, UpdateRow};
 use crate::pg::{lock_for_publishing, PooledPg};
-use crate::schema::{model_parameters, model_update_requests, update_provenance};
-use crate::stream::BorrowedStream;
+use crate::schema::{model_parameters, model_update_requests, study_data, update_provenance};
+use crate::stream::{AvailableStudyRow, BorrowedStream};
 
 /// Key of the advisory lock held by the one running update job of a database.
 const UPDATE_LOCK_KEY: i64 = 0x6a75_7374_696e_5531; // "justinU1"
@@ -155,8 +155,9 @@ pub(crate) struct PgUpdateJob {
 }
 
 impl PgUpdateJob {
-    /// Stores the parameters, the completion and the provenance in the job's transaction and
-    /// commits. On error the transaction is left open for `Drop` to roll back.
+    /// Stores the parameters, the completion and the provenance, marks the study data the job
+    /// could read as used by the new version, all in the job's transaction, and commits. On
+    /// error the transaction is left open for `Drop` to roll back.
     fn store_completion(
         &mut self,
         algorithm: &str,
@@ -215,6 +216,17 @@ impl PgUpdateJob {
             .values(ProvenanceRow::new(id, version, provenance, finished_at)?)
             .execute(conn)
             .map_err(from_diesel)?;
+        // Marks what `study_data` could stream and no earlier update used. The statement reads
+        // with the job's snapshot, so uploads committed since it was taken are not touched (and
+        // nothing but update jobs, which the update lock serialises, changes these rows).
+        diesel::update(
+            study_data::table
+                .filter(study_data::available)
+                .filter(study_data::used_in_version.is_null()),
+        )
+        .set(study_data::used_in_version.eq(Some(version)))
+        .execute(conn)
+        .map_err(from_diesel)?;
         AnsiTransactionManager::commit_transaction(conn).map_err(from_diesel)?;
         Ok(row.into())
     }
@@ -276,7 +288,7 @@ impl UpdateJob for PgUpdateJob {
     fn study_data(
         &mut self,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let stream = BorrowedStream::<StudyRow>::open(self.lock.conn()?)?;
+        let stream = BorrowedStream::<AvailableStudyRow>::open(self.lock.conn()?)?;
         Ok(Box::new(stream))
     }
 

@@ -7,9 +7,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use justin_core::{
-    Action, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, InvalidValue, JsonObject,
-    ModelParameters, Probability, Provenance, State, StoreError, StudyRecord, UpdateRequest,
-    UpdateStatus, UserId,
+    Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
+    ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters, Probability, Provenance,
+    State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 
 use crate::error::other;
@@ -60,6 +60,29 @@ fn state_json(state: &State) -> Result<serde_json::Value, StoreError> {
     serde_json::to_value(state).map_err(other)
 }
 
+/// A stored decision's availability, checked against what the schema's constraints promise:
+/// only an unavailable decision has a reason, and it has action 0 with probability 0. The
+/// reason is returned as stored, not checked again against the rules for new requests.
+fn availability(
+    available: bool,
+    reason: Option<String>,
+    action: Action,
+    action_prob: Probability,
+) -> Result<Availability, InvalidValue> {
+    match (available, reason) {
+        (true, None) => Ok(Availability::Available),
+        (true, Some(_)) => Err(InvalidValue(
+            "an available decision has an unavailable_reason".into(),
+        )),
+        (false, reason) if action == Action::Zero && action_prob == Probability::ZERO => {
+            Ok(Availability::Unavailable { reason })
+        }
+        (false, _) => Err(InvalidValue(
+            "an unavailable decision has an action other than 0 with probability 0".into(),
+        )),
+    }
+}
+
 /// A row of `actions`.
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = actions, check_for_backend(diesel::pg::Pg))]
@@ -75,6 +98,9 @@ pub(crate) struct ActionRow {
     pub action_prob: f64,
     pub parameter_version: i64,
     pub rng_seed: i64,
+    pub decision_type: String,
+    pub available: bool,
+    pub unavailable_reason: Option<String>,
 }
 
 impl TryFrom<ActionRow> for Decision {
@@ -83,15 +109,20 @@ impl TryFrom<ActionRow> for Decision {
     fn try_from(row: ActionRow) -> Result<Self, StoreError> {
         let id = row.id;
         let bad = |e: InvalidValue| invalid("actions", id, e);
+        let action = Action::from_i64(row.action.into()).map_err(bad)?;
+        let action_prob = Probability::new(row.action_prob).map_err(bad)?;
         Ok(Decision {
             user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: row.request_timestamp,
             decided_at: row.created_at,
+            availability: availability(row.available, row.unavailable_reason, action, action_prob)
+                .map_err(bad)?,
             context: json_object(row.context).map_err(bad)?,
             state: state(row.state).map_err(bad)?,
-            action: Action::from_i64(row.action.into()).map_err(bad)?,
-            action_prob: Probability::new(row.action_prob).map_err(bad)?,
+            action,
+            action_prob,
             parameter_version: row.parameter_version,
             // Stored bit for bit in a BIGINT; see `DecisionValues::new`.
             rng_seed: row.rng_seed.cast_unsigned(),
@@ -102,6 +133,7 @@ impl TryFrom<ActionRow> for Decision {
 /// The values `record_decision` binds, converted once.
 pub(crate) struct DecisionValues<'a> {
     pub user_id: &'a str,
+    pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: DateTime<Utc>,
     pub decided_at: DateTime<Utc>,
@@ -111,12 +143,15 @@ pub(crate) struct DecisionValues<'a> {
     pub action_prob: f64,
     pub parameter_version: i64,
     pub rng_seed: i64,
+    pub available: bool,
+    pub unavailable_reason: Option<&'a str>,
 }
 
 impl<'a> DecisionValues<'a> {
     pub(crate) fn new(d: &'a Decision) -> Result<Self, StoreError> {
         Ok(Self {
             user_id: d.user_id.as_str(),
+            decision_type: d.decision_type.as_str(),
             decision_idx: d.decision_idx.get(),
             requested_at: d.requested_at,
             decided_at: d.decided_at,
@@ -128,6 +163,8 @@ impl<'a> DecisionValues<'a> {
             // PostgreSQL has no unsigned BIGINT; the seed keeps its 64 bits, read back the
             // same way.
             rng_seed: d.rng_seed.cast_signed(),
+            available: d.availability.is_available(),
+            unavailable_reason: d.availability.reason(),
         })
     }
 }
@@ -147,6 +184,8 @@ pub(crate) struct StudyRow {
     pub state: serde_json::Value,
     pub outcome: serde_json::Value,
     pub reward: f64,
+    pub decision_type: String,
+    pub available: bool,
 }
 
 impl TryFrom<StudyRow> for StudyRecord {
@@ -157,6 +196,7 @@ impl TryFrom<StudyRow> for StudyRecord {
         let bad = |e: InvalidValue| invalid("study_data", id, e);
         Ok(StudyRecord {
             user_id: UserId::parse(row.user_id).map_err(bad)?,
+            decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: row.request_timestamp,
             received_at: row.created_at,
@@ -166,6 +206,7 @@ impl TryFrom<StudyRow> for StudyRecord {
             state: state(row.state).map_err(bad)?,
             outcome: json_object(row.outcome).map_err(bad)?,
             reward: row.reward,
+            available: row.available,
         })
     }
 }
@@ -173,6 +214,7 @@ impl TryFrom<StudyRow> for StudyRecord {
 /// The values `record_study_data` binds, converted once.
 pub(crate) struct StudyValues<'a> {
     pub user_id: &'a str,
+    pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
@@ -188,6 +230,7 @@ impl<'a> StudyValues<'a> {
     pub(crate) fn new(r: &'a StudyRecord) -> Result<Self, StoreError> {
         Ok(Self {
             user_id: r.user_id.as_str(),
+            decision_type: r.decision_type.as_str(),
             decision_idx: r.decision_idx.get(),
             requested_at: r.requested_at,
             received_at: r.received_at,
@@ -197,6 +240,50 @@ impl<'a> StudyValues<'a> {
             state: state_json(&r.state)?,
             outcome: serde_json::Value::Object(r.outcome.clone()),
             reward: r.reward,
+        })
+    }
+}
+
+/// What the analysis export shows of an upload: the columns of `study_data` that the decision
+/// it belongs to does not already hold.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = study_data, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ExportedUploadRow {
+    pub id: i64,
+    pub request_timestamp: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub outcome: serde_json::Value,
+    pub reward: f64,
+    pub used_in_version: Option<i64>,
+}
+
+/// A decision with its upload, if any: one row of the analysis export.
+#[derive(Debug, Queryable)]
+pub(crate) struct ExportDbRow {
+    pub decision: ActionRow,
+    pub upload: Option<ExportedUploadRow>,
+}
+
+impl TryFrom<ExportDbRow> for ExportRow {
+    type Error = StoreError;
+
+    fn try_from(row: ExportDbRow) -> Result<Self, StoreError> {
+        let upload = row
+            .upload
+            .map(|u| {
+                let id = u.id;
+                Ok::<_, StoreError>(ExportedUpload {
+                    requested_at: u.request_timestamp,
+                    received_at: u.created_at,
+                    outcome: json_object(u.outcome).map_err(|e| invalid("study_data", id, e))?,
+                    reward: u.reward,
+                    used_in_version: u.used_in_version,
+                })
+            })
+            .transpose()?;
+        Ok(ExportRow {
+            decision: row.decision.try_into()?,
+            upload,
         })
     }
 }
@@ -395,6 +482,52 @@ mod tests {
             action_prob: 0.25,
             parameter_version: 1,
             rng_seed,
+            decision_type: "default".into(),
+            available: true,
+            unavailable_reason: None,
+        }
+    }
+
+    #[test]
+    fn availability_is_read_with_its_reason() {
+        let row = ActionRow {
+            action: 0,
+            action_prob: 0.0,
+            available: false,
+            unavailable_reason: Some("driving".into()),
+            decision_type: "morning".into(),
+            ..action_row(0, serde_json::json!([]))
+        };
+        let decision = Decision::try_from(row).unwrap();
+        assert_eq!(decision.decision_type.as_str(), "morning");
+        assert_eq!(
+            decision.availability,
+            Availability::Unavailable {
+                reason: Some("driving".into())
+            }
+        );
+        let values = DecisionValues::new(&decision).unwrap();
+        assert!(!values.available);
+        assert_eq!(values.unavailable_reason, Some("driving"));
+        assert_eq!(values.decision_type, "morning");
+    }
+
+    #[test]
+    fn availability_that_breaks_the_schema_rules_is_an_error() {
+        let drawn_but_unavailable = ActionRow {
+            available: false,
+            ..action_row(0, serde_json::json!([]))
+        };
+        let available_with_reason = ActionRow {
+            unavailable_reason: Some("why".into()),
+            ..action_row(0, serde_json::json!([]))
+        };
+        let bad_type = ActionRow {
+            decision_type: "two words".into(),
+            ..action_row(0, serde_json::json!([]))
+        };
+        for row in [drawn_but_unavailable, available_with_reason, bad_type] {
+            assert!(matches!(Decision::try_from(row), Err(StoreError::Other(_))));
         }
     }
 

@@ -14,18 +14,18 @@ use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Double, Jsonb, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Double, Jsonb, Nullable, SmallInt, Text, Timestamptz};
 use justin_core::{
-    BackupReport, CallbackDelivery, Decision, DecisionStream, ModelParameters, Recorded,
-    RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob, UpdateRequest,
-    UploadRecorded, UserId,
+    BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
+    Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob,
+    UpdateRequest, UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
 use crate::error::{from_diesel, from_pool, other, SetupError};
 use crate::models::{
-    count_column, update_request, ActionRow, DecisionValues, LoggedDraw, ParametersRow,
-    ProvenanceRow, StudyRow, StudyValues, UpdateRow,
+    count_column, update_request, ActionRow, DecisionValues, ExportDbRow, LoggedDraw,
+    ParametersRow, ProvenanceRow, StudyRow, StudyValues, UpdateRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
@@ -196,12 +196,12 @@ impl PgStore {
     }
 }
 
-/// Inserts the decision unless one exists for the pair or study data was uploaded for it, in
-/// one statement: `INSERT INTO actions (...) SELECT $1, ... WHERE NOT EXISTS (study data for
-/// the pair) ON CONFLICT DO NOTHING RETURNING id`. The unique constraint, not the `NOT EXISTS`,
-/// is what makes concurrent inserts store one row. Written with Diesel's query builder, not as
-/// SQL text, so that Diesel prepares it once per connection and reuses it: the hot path of
-/// every decision pays no parsing or planning.
+/// Inserts the decision unless one exists for its key (user, decision type, decision index) or
+/// study data was uploaded for the key, in one statement: `INSERT INTO actions (...) SELECT
+/// $1, ... WHERE NOT EXISTS (study data for the key) ON CONFLICT DO NOTHING RETURNING id`. The
+/// unique constraint, not the `NOT EXISTS`, is what makes concurrent inserts store one row.
+/// Written with Diesel's query builder, not as SQL text, so that Diesel prepares it once per
+/// connection and reuses it: the hot path of every decision pays no parsing or planning.
 fn insert_decision(conn: &mut PgConnection, v: &DecisionValues<'_>) -> QueryResult<Vec<i64>> {
     insert_decision_query(v).get_results(conn)
 }
@@ -216,11 +216,13 @@ fn insert_decision_query<'a>(
     let uploaded = exists(
         study_data::table
             .filter(study_data::user_id.eq(v.user_id))
+            .filter(study_data::decision_type.eq(v.decision_type))
             .filter(study_data::decision_idx.eq(v.decision_idx))
             .select(study_data::id),
     );
     let row = diesel::select((
         v.user_id.into_sql::<Text>(),
+        v.decision_type.into_sql::<Text>(),
         v.decision_idx.into_sql::<BigInt>(),
         v.requested_at.into_sql::<Timestamptz>(),
         v.decided_at.into_sql::<Timestamptz>(),
@@ -230,12 +232,15 @@ fn insert_decision_query<'a>(
         v.action_prob.into_sql::<Double>(),
         v.parameter_version.into_sql::<BigInt>(),
         v.rng_seed.into_sql::<BigInt>(),
+        v.available.into_sql::<Bool>(),
+        v.unavailable_reason.into_sql::<Nullable<Text>>(),
     ))
     .filter(not(uploaded));
     diesel::insert_into(actions::table)
         .values(row)
         .into_columns((
             actions::user_id,
+            actions::decision_type,
             actions::decision_idx,
             actions::request_timestamp,
             actions::created_at,
@@ -245,8 +250,14 @@ fn insert_decision_query<'a>(
             actions::action_prob,
             actions::parameter_version,
             actions::rng_seed,
+            actions::available,
+            actions::unavailable_reason,
         ))
-        .on_conflict((actions::user_id, actions::decision_idx))
+        .on_conflict((
+            actions::user_id,
+            actions::decision_type,
+            actions::decision_idx,
+        ))
         .do_nothing()
         .returning(actions::id)
 }
@@ -259,16 +270,19 @@ fn is_closed_connection(e: &DieselError) -> bool {
     )
 }
 
-/// Inserts the upload unless a decision logged for the pair differs from it, and records
-/// whether one was logged; one round trip in the common case. When no row comes back the
-/// upload was refused, and a second query says why.
+/// Inserts the upload unless a decision logged for its key differs from it, and records
+/// whether one was logged and, from it, whether the decision was available (true when none
+/// was logged); one round trip in the common case. When no row comes back the upload was
+/// refused, and a second query says why.
 const INSERT_STUDY_DATA: &str = "\
-INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
-                        action_prob, state, outcome, reward, action_logged) \
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-       EXISTS (SELECT 1 FROM actions WHERE user_id = $1 AND decision_idx = $2) \
-WHERE NOT EXISTS (SELECT 1 FROM actions WHERE user_id = $1 AND decision_idx = $2 \
-                  AND (action <> $6 OR abs(action_prob - $7) > $11)) \
+INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
+                        context, action, action_prob, state, outcome, reward, action_logged, \
+                        available) \
+SELECT $1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, a.id IS NOT NULL, \
+       coalesce(a.available, true) \
+FROM (SELECT) AS upload \
+LEFT JOIN actions a ON a.user_id = $1 AND a.decision_type = $12 AND a.decision_idx = $2 \
+WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
 RETURNING action_logged";
 
 /// Differences up to this much between a logged and an uploaded probability are rounding.
@@ -322,21 +336,23 @@ impl Store for PgStore {
 
     fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError> {
         let v = DecisionValues::new(decision)?;
-        // Safe to repeat: a second insert of the pair stores nothing and finds the first.
+        // Safe to repeat: a second insert of the key stores nothing and finds the first.
         let (inserted, mut conn) = self.on_live_connection(|conn| insert_decision(conn, &v))?;
         if !inserted.is_empty() {
             return Ok(Recorded::Inserted);
         }
         // Nothing inserted: a decision exists, or study data does (which takes precedence).
-        let same_pair = study_data::user_id
+        let same_key = study_data::user_id
             .eq(v.user_id)
+            .and(study_data::decision_type.eq(v.decision_type))
             .and(study_data::decision_idx.eq(v.decision_idx));
         let existing = actions::table
             .filter(actions::user_id.eq(v.user_id))
+            .filter(actions::decision_type.eq(v.decision_type))
             .filter(actions::decision_idx.eq(v.decision_idx))
             .select((
                 ActionRow::as_select(),
-                exists(study_data::table.filter(same_pair)),
+                exists(study_data::table.filter(same_key)),
             ))
             .first::<(ActionRow, bool)>(&mut conn)
             .optional()
@@ -345,7 +361,7 @@ impl Store for PgStore {
             Some((_, true)) => Err(StoreError::StudyDataExists),
             Some((row, false)) => Ok(Recorded::Existing(row.try_into()?)),
             None => {
-                let uploaded = diesel::select(exists(study_data::table.filter(same_pair)))
+                let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
                     .get_result::<bool>(&mut conn)
                     .map_err(from_diesel)?;
                 if uploaded {
@@ -353,8 +369,8 @@ impl Store for PgStore {
                 } else {
                     // Only a concurrent reset can remove the row that blocked the insert.
                     Err(other(format!(
-                        "the decision of {} at index {} was neither stored nor found",
-                        decision.user_id, v.decision_idx
+                        "the {} decision of {} at index {} was neither stored nor found",
+                        v.decision_type, decision.user_id, v.decision_idx
                     )))
                 }
             }
@@ -376,6 +392,7 @@ impl Store for PgStore {
             .bind::<Jsonb, _>(&v.outcome)
             .bind::<Double, _>(v.reward)
             .bind::<Double, _>(PROBABILITY_TOLERANCE)
+            .bind::<Text, _>(v.decision_type)
             .load::<Logged>(&mut conn)
             .map_err(from_diesel)?;
         if let Some(row) = inserted.first() {
@@ -388,6 +405,7 @@ impl Store for PgStore {
         let uploaded = diesel::select(exists(
             study_data::table
                 .filter(study_data::user_id.eq(v.user_id))
+                .filter(study_data::decision_type.eq(v.decision_type))
                 .filter(study_data::decision_idx.eq(v.decision_idx)),
         ))
         .get_result::<bool>(&mut conn)
@@ -397,6 +415,7 @@ impl Store for PgStore {
         }
         let logged = actions::table
             .filter(actions::user_id.eq(v.user_id))
+            .filter(actions::decision_type.eq(v.decision_type))
             .filter(actions::decision_idx.eq(v.decision_idx))
             .select((actions::id, actions::action, actions::action_prob))
             .first::<LoggedDraw>(&mut conn)
@@ -411,14 +430,18 @@ impl Store for PgStore {
             }
             // Only a concurrent reset or restore changes logged decisions.
             _ => Err(other(format!(
-                "the upload of {} at index {} was neither stored nor refused by a logged decision",
-                record.user_id, v.decision_idx
+                "the {} upload of {} at index {} was neither stored nor refused by a logged decision",
+                v.decision_type, record.user_id, v.decision_idx
             ))),
         }
     }
 
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
         SnapshotStream::<ActionRow>::open(self.conn()?).map(|s| Box::new(s) as DecisionStream)
+    }
+
+    fn export(&self) -> Result<ExportStream, StoreError> {
+        SnapshotStream::<ExportDbRow>::open(self.conn()?).map(|s| Box::new(s) as ExportStream)
     }
 
     fn current_parameters(&self) -> Result<Option<ModelParameters>, StoreError> {
@@ -619,6 +642,7 @@ mod tests {
         let context = justin_core::JsonObject::new();
         let v = DecisionValues {
             user_id: "u",
+            decision_type: "default",
             decision_idx: 0,
             requested_at: at,
             decided_at: at,
@@ -628,6 +652,8 @@ mod tests {
             action_prob: 0.5,
             parameter_version: 1,
             rng_seed: 7,
+            available: true,
+            unavailable_reason: None,
         };
         let query = insert_decision_query(&v);
         // Diesel keeps a prepared statement per connection for every query that says it is
@@ -640,7 +666,9 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("ON CONFLICT (\"user_id\", \"decision_idx\") DO NOTHING"),
+            sql.contains(
+                "ON CONFLICT (\"user_id\", \"decision_type\", \"decision_idx\") DO NOTHING"
+            ),
             "{sql}"
         );
     }

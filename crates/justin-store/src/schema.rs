@@ -30,7 +30,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// One row per randomized decision.
+    /// One row per decision.
     actions (id) {
         /// Surrogate key.
         id -> Int8,
@@ -54,6 +54,12 @@ diesel::table! {
         parameter_version -> Int8,
         /// The decision generator's seed, a `u64` stored bit for bit.
         rng_seed -> Int8,
+        /// The kind of decision; the key is (user, type, index).
+        decision_type -> Text,
+        /// Whether the participant was randomized (false: action 0, probability 0, no draw).
+        available -> Bool,
+        /// The study server's reason for unavailability, if it gave one.
+        unavailable_reason -> Nullable<Text>,
     }
 }
 
@@ -82,8 +88,14 @@ diesel::table! {
         outcome -> Jsonb,
         /// The derived reward.
         reward -> Float8,
-        /// Whether a decision was logged for the pair (and, when it was, matched the upload).
+        /// Whether a decision was logged for the key (and, when it was, matched the upload).
         action_logged -> Bool,
+        /// The kind of decision; the key is (user, type, index).
+        decision_type -> Text,
+        /// The logged decision's availability (true when none was logged).
+        available -> Bool,
+        /// The parameter version of the first completed update that read the row.
+        used_in_version -> Nullable<Int8>,
     }
 }
 

@@ -5,17 +5,17 @@
 //! including rows whose id was drawn before the start but committed after it; the id bound
 //! read first lets the last page end the stream without one more, empty, query.
 //!
-//! [`SnapshotStream`] owns a pooled connection and its transaction (the port's `study_data`
-//! and `decisions`); [`BorrowedStream`] reads on a connection whose transaction someone else
-//! owns (an update job's).
+//! [`SnapshotStream`] owns a pooled connection and its transaction (the port's `study_data`,
+//! `decisions` and `export`); [`BorrowedStream`] reads on a connection whose transaction
+//! someone else owns (an update job's).
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
-use justin_core::{Decision, StoreError, StudyRecord};
+use justin_core::{Decision, ExportRow, StoreError, StudyRecord};
 
 use crate::error::from_diesel;
-use crate::models::{ActionRow, StudyRow};
+use crate::models::{ActionRow, ExportDbRow, ExportedUploadRow, StudyRow};
 use crate::pg::PooledPg;
 use crate::schema::{actions, study_data};
 
@@ -60,6 +60,41 @@ impl KeysetRow for StudyRow {
     }
 }
 
+/// A row of `study_data` of an available decision: what an update job reads.
+pub(crate) struct AvailableStudyRow(StudyRow);
+
+impl TryFrom<AvailableStudyRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: AvailableStudyRow) -> Result<Self, StoreError> {
+        row.0.try_into()
+    }
+}
+
+impl KeysetRow for AvailableStudyRow {
+    type Item = StudyRecord;
+
+    fn id(&self) -> i64 {
+        self.0.id
+    }
+
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
+        StudyRow::max_id(conn)
+    }
+
+    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+        let rows = study_data::table
+            .filter(study_data::id.gt(after))
+            .filter(study_data::id.le(upto))
+            .filter(study_data::available)
+            .order(study_data::id)
+            .limit(limit)
+            .select(StudyRow::as_select())
+            .load(conn)?;
+        Ok(rows.into_iter().map(Self).collect())
+    }
+}
+
 impl KeysetRow for ActionRow {
     type Item = Decision;
 
@@ -78,6 +113,37 @@ impl KeysetRow for ActionRow {
             .order(actions::id)
             .limit(limit)
             .select(ActionRow::as_select())
+            .load(conn)
+    }
+}
+
+/// Decisions in storage order, each joined with the upload of its key.
+impl KeysetRow for ExportDbRow {
+    type Item = ExportRow;
+
+    fn id(&self) -> i64 {
+        self.decision.id
+    }
+
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
+        ActionRow::max_id(conn)
+    }
+
+    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+        let same_key = study_data::user_id
+            .eq(actions::user_id)
+            .and(study_data::decision_type.eq(actions::decision_type))
+            .and(study_data::decision_idx.eq(actions::decision_idx));
+        actions::table
+            .left_join(study_data::table.on(same_key))
+            .filter(actions::id.gt(after))
+            .filter(actions::id.le(upto))
+            .order(actions::id)
+            .limit(limit)
+            .select((
+                ActionRow::as_select(),
+                Option::<ExportedUploadRow>::as_select(),
+            ))
             .load(conn)
     }
 }

@@ -27,7 +27,8 @@ mod support {
 
     use chrono::{DateTime, Utc};
     use justin_core::{
-        Action, Decision, DecisionIdx, Probability, State, Store, StudyRecord, UserId,
+        Action, Availability, Decision, DecisionIdx, DecisionType, Probability, State, Store,
+        StudyRecord, UserId,
     };
 
     pub fn at(seconds: i64) -> DateTime<Utc> {
@@ -48,9 +49,11 @@ mod support {
     pub fn decision(user_id: &str, idx: i64, parameter_version: i64) -> Decision {
         Decision {
             user_id: user(user_id),
+            decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(idx).unwrap(),
             requested_at: at(idx),
             decided_at: at(idx + 1),
+            availability: Availability::Available,
             context: context(),
             state: State::new(vec![1.0, 2.5]).unwrap(),
             action: Action::One,
@@ -63,6 +66,7 @@ mod support {
     pub fn record(user_id: &str, idx: i64) -> StudyRecord {
         StudyRecord {
             user_id: user(user_id),
+            decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(idx).unwrap(),
             requested_at: at(idx),
             received_at: at(idx + 1),
@@ -72,6 +76,7 @@ mod support {
             state: State::new(vec![3.0]).unwrap(),
             outcome: context(),
             reward: 1.5,
+            available: true,
         }
     }
 
@@ -238,7 +243,7 @@ mod backup {
         assert_eq!(manifest["database"], db.name());
         assert_eq!(
             manifest["migrations"],
-            serde_json::json!(["20250101000000", "20250201000000"])
+            serde_json::json!(["20250101000000", "20250201000000", "20250301000000"])
         );
         let tables = manifest["tables"].as_array().unwrap();
         let expected_rows = [
@@ -405,7 +410,8 @@ mod setup {
             store.run_migrations().unwrap(),
             vec![
                 "2025-01-01-000000_create_study_tables".to_owned(),
-                "2025-02-01-000000_study_safety".to_owned()
+                "2025-02-01-000000_study_safety".to_owned(),
+                "2025-03-01-000000_decision_types".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());

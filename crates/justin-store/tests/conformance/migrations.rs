@@ -1,17 +1,18 @@
-//! The migrations: every `down.sql` reverts its `up.sql`, and the study-safety migration fills
-//! its new columns sensibly for rows stored before it.
+//! The migrations: every `down.sql` reverts its `up.sql`, and each migration fills its new
+//! columns sensibly for rows stored before it.
 
 use diesel::connection::SimpleConnection;
-use diesel::sql_types::{Bool, Text};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel::RunQueryDsl;
-use justin_core::Store;
+use justin_core::{Availability, DecisionType, Recorded, Store};
 use justin_store::testing::TestDatabase;
 
-use crate::support::connect;
+use crate::support::{connect, decision};
 
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(db.revert_last_migration(), "20250201000000");
     assert!(
         db.store().row_counts().is_err(),
@@ -42,7 +43,10 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 
     assert_eq!(
         db.store().run_migrations().unwrap(),
-        vec!["2025-02-01-000000_study_safety".to_owned()]
+        vec![
+            "2025-02-01-000000_study_safety".to_owned(),
+            "2025-03-01-000000_decision_types".to_owned()
+        ]
     );
 
     #[derive(diesel::QueryableByName, Debug, PartialEq)]
@@ -74,4 +78,132 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
         .unwrap()
         .expect("the unfinished request is queued");
     assert_eq!(queued.request().attempts, 1);
+}
+
+#[test]
+fn decision_types_migration_keeps_old_rows_as_default_and_available() {
+    let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250301000000");
+    // A study as the service stored it before the migration: two updates completed (the
+    // first finished before claims were recorded, so only its creation time is known), one
+    // failed, and uploads before, between and after them.
+    connect(&db)
+        .batch_execute(
+            "INSERT INTO users (user_id, created_at) VALUES ('alice', now());
+             INSERT INTO model_parameters VALUES (1, 'algo', '{}', '2025-01-01'),
+                 (2, 'algo', '{}', '2025-01-02'), (3, 'algo', '{}', '2025-01-03');
+             INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context,
+                                  state, action, action_prob, parameter_version, rng_seed)
+             VALUES ('alice', 0, now(), '2025-01-01 09:00Z', '{}', '[1]', 1, 0.75, 1, 0),
+                    ('alice', 1, now(), '2025-01-02 09:00Z', '{}', '[1]', 0, 0.5, 2, 0);
+             INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at,
+                                     context, action, action_prob, state, outcome, reward,
+                                     action_logged)
+             VALUES ('alice', 0, now(), '2025-01-01 10:00Z', '{}', 1, 0.75, '[1]', '{}', 0, true),
+                    ('alice', 1, now(), '2025-01-02 10:00Z', '{}', 0, 0.5, '[1]', '{}', 0, true),
+                    ('alice', 2, now(), '2025-01-05 10:00Z', '{}', 0, 0.5, '[1]', '{}', 0, false);
+             INSERT INTO model_update_requests (id, request_timestamp, created_at, callback_url,
+                                                status, finished_at, parameter_version,
+                                                started_at)
+             VALUES ('00000000-0000-0000-0000-000000000001', now(), '2025-01-01 12:00Z',
+                     'http://x', 'completed', now(), 2, NULL),
+                    ('00000000-0000-0000-0000-000000000002', now(), '2025-01-02 08:00Z',
+                     'http://x', 'completed', now(), 3, '2025-01-02 11:00Z'),
+                    ('00000000-0000-0000-0000-000000000003', now(), '2025-01-04 00:00Z',
+                     'http://x', 'failed', now(), NULL, '2025-01-06 00:00Z');",
+        )
+        .unwrap();
+
+    assert_eq!(
+        db.store().run_migrations().unwrap(),
+        vec!["2025-03-01-000000_decision_types".to_owned()]
+    );
+
+    let decisions: Vec<_> = db
+        .store()
+        .decisions()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(decisions.len(), 2);
+    for d in &decisions {
+        assert_eq!(d.decision_type, DecisionType::default());
+        assert_eq!(d.availability, Availability::Available);
+    }
+    assert!(db
+        .store()
+        .study_data()
+        .unwrap()
+        .all(|r| r.unwrap().available));
+    #[derive(diesel::QueryableByName)]
+    struct Used {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        used_in_version: Option<i64>,
+    }
+    let used: Vec<Option<i64>> =
+        diesel::sql_query("SELECT used_in_version FROM study_data ORDER BY decision_idx")
+            .load::<Used>(&mut connect(&db))
+            .unwrap()
+            .into_iter()
+            .map(|u| u.used_in_version)
+            .collect();
+    // Before the first update was requested; after it but before the second was claimed;
+    // after every completed update.
+    assert_eq!(used, vec![Some(2), Some(3), None]);
+
+    // The new key: another type at a used index is a new decision.
+    let morning = justin_core::Decision {
+        decision_type: DecisionType::parse("morning").unwrap(),
+        ..decision("alice", 0, 3)
+    };
+    assert_eq!(
+        db.store().record_decision(&morning).unwrap(),
+        Recorded::Inserted
+    );
+}
+
+#[test]
+fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
+    let db = TestDatabase::create();
+    let store = db.store();
+    store
+        .seed_parameters("algo", &serde_json::json!({}), crate::support::at(0))
+        .unwrap();
+    store
+        .add_user(&crate::support::user("alice"), crate::support::at(0))
+        .unwrap();
+    store.record_decision(&decision("alice", 0, 1)).unwrap();
+    let morning = justin_core::Decision {
+        decision_type: DecisionType::parse("morning").unwrap(),
+        ..decision("alice", 0, 1)
+    };
+    store.record_decision(&morning).unwrap();
+
+    let down =
+        include_str!("../../../../migrations/postgres/2025-03-01-000000_decision_types/down.sql");
+    let mut conn = connect(&db);
+    let refused = conn
+        .batch_execute(&format!("BEGIN; {down}"))
+        .unwrap_err()
+        .to_string();
+    conn.batch_execute("ROLLBACK").unwrap();
+    assert!(refused.contains("cannot revert"), "{refused}");
+    assert_eq!(store.decisions().unwrap().count(), 2, "nothing was dropped");
+
+    connect(&db)
+        .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
+        .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250301000000");
+    assert_eq!(
+        store.run_migrations().unwrap(),
+        vec!["2025-03-01-000000_decision_types".to_owned()]
+    );
+    assert_eq!(
+        store
+            .decisions()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
+        vec![decision("alice", 0, 1)]
+    );
 }
