@@ -17,6 +17,7 @@
 mod auth;
 mod backup_under_load;
 mod commands;
+mod export;
 mod flow;
 mod jobs;
 mod move_to_postgres;

@@ -288,7 +288,12 @@ mod tests {
         let ones = (0..n)
             .filter(|i| {
                 let idx = DecisionIdx::new(*i).unwrap();
-                let mut rng = DecisionRng::for_decision(42, &user, idx);
+                let mut rng = DecisionRng::for_decision(
+                    42,
+                    &user,
+                    &justin_core::DecisionType::default(),
+                    idx,
+                );
                 let choice = FlatProb
                     .get_action(&user, &state, &params, idx, &mut rng)
                     .unwrap();

@@ -110,6 +110,55 @@ pub fn user_id(value: &Value) -> Result<justin_core::UserId, ApiError> {
     justin_core::UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.0))
 }
 
+/// The optional `decision_type` of a request: absent or `null` is the default type.
+///
+/// # Errors
+/// When the value is not a string, or not a valid decision type.
+pub fn decision_type(object: &JsonObject) -> Result<justin_core::DecisionType, ApiError> {
+    match field(object, "decision_type") {
+        None => Ok(justin_core::DecisionType::default()),
+        Some(value) => {
+            let raw = value
+                .as_str()
+                .ok_or_else(|| bad("decision_type must be a string."))?;
+            justin_core::DecisionType::parse(raw).map_err(|e| ApiError::BadRequest(e.0))
+        }
+    }
+}
+
+/// The optional `available` and `unavailable_reason` of an action request: absent or `null`
+/// `available` means available; a reason is only accepted with `available: false`.
+///
+/// # Errors
+/// When `available` is not a boolean, the reason is not a string or too long, or a reason is
+/// given for an available decision.
+pub fn availability(object: &JsonObject) -> Result<justin_core::Availability, ApiError> {
+    let available = match field(object, "available") {
+        None => true,
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| bad("available must be true or false."))?,
+    };
+    let reason = match field(object, "unavailable_reason") {
+        None => None,
+        Some(value) => Some(
+            value
+                .as_str()
+                .ok_or_else(|| bad("unavailable_reason must be a string."))?
+                .to_owned(),
+        ),
+    };
+    match (available, reason) {
+        (true, None) => Ok(justin_core::Availability::Available),
+        (true, Some(_)) => Err(bad(
+            "unavailable_reason is only allowed with available: false.",
+        )),
+        (false, reason) => {
+            justin_core::Availability::unavailable(reason).map_err(|e| ApiError::BadRequest(e.0))
+        }
+    }
+}
+
 /// A decision index.
 ///
 /// # Errors

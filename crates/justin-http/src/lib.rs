@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod export;
 pub mod logging;
 pub mod openapi;
 pub mod routes;

@@ -45,6 +45,13 @@ enum Command {
     /// Re-derive every stored decision from its stored state, parameter version and seed, and
     /// report each one that differs. Exits 1 when any does.
     Replay,
+    /// Write the analysis table: one CSV row per decision with the study data uploaded for
+    /// it (the columns are listed in docs/api.md). The file appears whole or not at all.
+    Export {
+        /// The CSV file to write (replaced if it exists); `-` writes to standard output.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
     /// Read an API key from standard input and print its SHA-256 digest, the value of
     /// `sha256` in `auth.api_keys`. Reads no configuration and writes no log.
     HashKey,
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
         Command::ResetDb { yes } => reset_db(&config, yes),
         Command::Restore { file, yes } => restore(&config, &file, yes),
         Command::Replay => replay(&config),
+        Command::Export { out } => export(&config, &out),
         Command::HashKey => Ok(hash_key()),
         Command::Openapi => openapi(),
     };
@@ -272,8 +280,9 @@ fn replay(config: &Config) -> Result<ExitCode, String> {
                 p.map_or_else(|| "-".to_owned(), |p| p.get().to_string())
             };
             println!(
-                "MISMATCH user_id={} decision_idx={} stored action={} action_prob={} replayed action={} action_prob={}: {}",
+                "MISMATCH user_id={} decision_type={} decision_idx={} stored action={} action_prob={} replayed action={} action_prob={}: {}",
                 m.user_id,
+                m.decision_type,
                 m.decision_idx.get(),
                 m.stored_action.as_i16(),
                 m.stored_prob.get(),
@@ -292,4 +301,49 @@ fn replay(config: &Config) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `justin export`: streams the store's export into `out` through a file beside it, renamed
+/// into place only once every row is written, so a failed export never leaves a cut table
+/// under the name an analysis script reads.
+fn export(config: &Config, out: &std::path::Path) -> Result<ExitCode, String> {
+    use std::io::Write;
+
+    let store = open_store(config)?;
+    let rows = store
+        .export()
+        .map_err(|e| format!("export failed: {}", justin_core::service::error_chain(&e)))?;
+    let failed = |e: &dyn std::error::Error| {
+        format!("export failed: {}", justin_core::service::error_chain(e))
+    };
+    if out.as_os_str() == "-" {
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = justin_http::export::write_all(&mut stdout, rows).map_err(|e| failed(&e))?;
+        stdout.flush().map_err(|e| failed(&e))?;
+        log::info!("export wrote {written} decisions to standard output");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let written = (|| -> Result<u64, String> {
+        let file = std::fs::File::create(&partial)
+            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
+        let written = justin_http::export::write_all(&mut writer, rows).map_err(|e| failed(&e))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        file.sync_all()
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        std::fs::rename(&partial, out)
+            .map_err(|e| format!("cannot move the export to {}: {e}", out.display()))?;
+        Ok(written)
+    })()
+    .inspect_err(|_| {
+        // Nothing half-written stays behind; the error says what went wrong.
+        let _ = std::fs::remove_file(&partial);
+    })?;
+    println!("exported {written} decisions to {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }

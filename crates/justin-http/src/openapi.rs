@@ -45,6 +45,7 @@ When API keys are configured (`auth.api_keys`), every `/api/v1` route requires \
         routes::update::status::handle,
         routes::parameters::show::current,
         routes::parameters::show::version,
+        routes::export::download::handle,
         routes::openapi::show,
         routes::health::healthz,
         routes::health::readyz,
@@ -62,6 +63,7 @@ When API keys are configured (`auth.api_keys`), every `/api/v1` route requires \
         (name = "decisions", description = "Decisions and what followed them."),
         (name = "updates", description = "Model updates, run in the background."),
         (name = "parameters", description = "The algorithm's model parameters, by version."),
+        (name = "analysis", description = "The study's decisions and outcomes as one table."),
         (name = "probes", description = "Liveness and readiness, for orchestrators; open."),
         (name = "document", description = "This document."),
     )

@@ -11,7 +11,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use justin_core::{
-    Action, CallbackStatus, Decision, ModelParameters, Probability, State, UpdateStatus, UserId,
+    Action, Availability, CallbackStatus, Decision, DecisionType, ModelParameters, Probability,
+    State, UpdateStatus, UserId,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -121,13 +122,29 @@ pub struct ActionRequest {
     )]
     pub user_id: String,
     /// The study server's time of the request: an RFC 3339 date-time
-    /// (`2025-01-01T12:00:00Z`). An ISO 8601 date-time without an offset is accepted too and
-    /// read as UTC (what Python's `datetime.isoformat()` writes for naive times).
+    /// (`2025-01-01T12:00:00Z`, `2025-01-01T14:00:00+02:00`), with its offset: a date-time
+    /// without one is refused rather than guessed to be UTC.
     #[schema(format = DateTime)]
     pub timestamp: String,
-    /// The participant's decision time, from 0.
+    /// The participant's decision time, from 0. Indexes count separately per
+    /// `decision_type`.
     #[schema(minimum = 0)]
     pub decision_idx: i64,
+    /// Which kind of decision this is, for studies with several decision points per
+    /// participant (`morning`, `evening`): 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
+    /// Absent or `null` means `default`. A decision is keyed by
+    /// `(user_id, decision_type, decision_idx)`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")]
+    pub decision_type: Option<String>,
+    /// Whether the participant can be randomized now; absent or `null` means `true`. With
+    /// `false` no action is drawn: the answer is action 0 with probability 0, the context
+    /// need not satisfy the algorithm, and the decision's study data never reaches a model
+    /// update.
+    pub available: Option<bool>,
+    /// Why the participant is unavailable (at most 1024 bytes, no control characters); only
+    /// with `available: false`.
+    #[schema(max_length = 1024)]
+    pub unavailable_reason: Option<String>,
     /// The participant's context, stored as sent; the algorithm reads what it needs
     /// (`flat_prob`: a number `temperature`). No string or key may hold U+0000.
     #[schema(value_type = Object)]
@@ -162,6 +179,10 @@ pub struct UploadDataRequest {
     /// The decision the data belongs to.
     #[schema(minimum = 0)]
     pub decision_idx: i64,
+    /// The decision's type (see `ActionRequest.decision_type`); absent or `null` means
+    /// `default`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")]
+    pub decision_type: Option<String>,
     /// What happened at and after the decision.
     pub data: UploadedData,
 }
@@ -234,10 +255,20 @@ pub struct ActionResponse {
     /// The action: 0 or 1.
     #[schema(value_type = i16, minimum = 0, maximum = 1)]
     pub action: Action,
-    /// The probability that the action is 1 under the parameters used, whatever was drawn.
+    /// The probability that the action is 1 under the parameters used, whatever was drawn
+    /// (0 for an unavailable decision).
     #[schema(value_type = f64, minimum = 0.0, maximum = 1.0)]
     pub action_prob: Probability,
-    /// What the algorithm made of the context (`flat_prob`: `[temperature]`).
+    /// `false` for a decision stored as unavailable; absent otherwise, so answers to requests
+    /// that use none of the newer fields read as they always have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    /// The decision's type; absent for `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub decision_type: Option<DecisionType>,
+    /// What the algorithm made of the context (`flat_prob`: `[temperature]`); empty for an
+    /// unavailable decision whose context the algorithm cannot use.
     #[schema(value_type = Vec<f64>)]
     pub state: State,
     /// Always `success`.
@@ -246,6 +277,9 @@ pub struct ActionResponse {
     /// microseconds).
     #[schema(format = DateTime)]
     pub timestamp: String,
+    /// The reason given for an unavailable decision; absent when none was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
     /// The participant.
     #[schema(value_type = String)]
     pub user_id: UserId,
@@ -253,12 +287,19 @@ pub struct ActionResponse {
 
 impl From<Decision> for ActionResponse {
     fn from(d: Decision) -> Self {
+        let (available, unavailable_reason) = match d.availability {
+            Availability::Available => (None, None),
+            Availability::Unavailable { reason } => (Some(false), reason),
+        };
         Self {
             action: d.action,
             action_prob: d.action_prob,
+            available,
+            decision_type: (!d.decision_type.is_default()).then_some(d.decision_type),
             state: d.state,
             status: Success::Success,
             timestamp: d.decided_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            unavailable_reason,
             user_id: d.user_id,
         }
     }
@@ -529,9 +570,11 @@ mod tests {
     fn answers_keep_their_keys_in_alphabetical_order() {
         let decision = Decision {
             user_id: UserId::parse("u1").unwrap(),
+            decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(0).unwrap(),
             requested_at: at(0),
             decided_at: at(1),
+            availability: Availability::Available,
             context: serde_json::Map::new(),
             state: State::new(vec![23.0, 1.5]).unwrap(),
             action: Action::One,
@@ -565,7 +608,12 @@ mod tests {
             created_at: at(2),
         };
         assert_keys_sorted(&AddUserResponse::new(UserId::parse("u1").unwrap()));
-        assert_keys_sorted(&ActionResponse::from(decision));
+        assert_keys_sorted(&ActionResponse::from(decision.clone()));
+        assert_keys_sorted(&ActionResponse::from(Decision {
+            decision_type: DecisionType::parse("morning").unwrap(),
+            availability: Availability::unavailable(Some("driving".into())).unwrap(),
+            ..decision
+        }));
         assert_keys_sorted(&UploadDataResponse::default());
         assert_keys_sorted(&UpdateAccepted {
             status: Processing::Processing,
@@ -602,9 +650,11 @@ mod tests {
     fn the_action_answer_is_what_the_template_sent() {
         let decision = Decision {
             user_id: UserId::parse("test_user_123").unwrap(),
+            decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(0).unwrap(),
             requested_at: at(0),
             decided_at: at(1),
+            availability: Availability::Available,
             context: serde_json::Map::new(),
             state: State::new(vec![23.0]).unwrap(),
             action: Action::One,
@@ -618,6 +668,31 @@ mod tests {
         assert_eq!(
             text,
             r#"{"action":1,"action_prob":0.5,"state":[23],"status":"success","timestamp":"2025-01-01T12:00:01.123456Z","user_id":"test_user_123"}"#
+        );
+    }
+
+    #[test]
+    fn the_action_answer_names_a_type_and_an_unavailability_only_when_there_is_one() {
+        let decision = Decision {
+            user_id: UserId::parse("u").unwrap(),
+            decision_type: DecisionType::parse("evening").unwrap(),
+            decision_idx: DecisionIdx::new(2).unwrap(),
+            requested_at: at(0),
+            decided_at: at(1),
+            availability: Availability::unavailable(Some("asleep".into())).unwrap(),
+            context: serde_json::Map::new(),
+            state: State::default(),
+            action: Action::Zero,
+            action_prob: Probability::ZERO,
+            parameter_version: 1,
+            rng_seed: 7,
+        };
+
+        let text = serde_json::to_string(&ActionResponse::from(decision)).unwrap();
+
+        assert_eq!(
+            text,
+            r#"{"action":0,"action_prob":0.0,"available":false,"decision_type":"evening","state":[],"status":"success","timestamp":"2025-01-01T12:00:01.123456Z","unavailable_reason":"asleep","user_id":"u"}"#
         );
     }
 }

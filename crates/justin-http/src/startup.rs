@@ -18,6 +18,7 @@ use crate::auth::{self, ApiKeys};
 use crate::callbacks::HttpNotifier;
 use crate::config::Config;
 use crate::database::{Database, OpenMode};
+use crate::routes::export::download::ExportSlot;
 use crate::shutdown::{self, StopSignal};
 use crate::state::AppState;
 use crate::{routes, updates};
@@ -277,6 +278,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         updates: queue.clone(),
         max_body_bytes: config.server.max_body_bytes,
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
+        exports: ExportSlot::default(),
     };
     let access = AccessLog {
         log_bodies: config.logging.log_bodies,

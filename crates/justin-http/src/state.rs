@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use justin_core::Service;
 
+use crate::routes::export::download::ExportSlot;
 use crate::updates::UpdateQueue;
 
 /// Shared by all workers; cheap to clone.
@@ -17,4 +18,6 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Hosts callbacks may go to; empty means any.
     pub callback_allowed_hosts: Vec<String>,
+    /// Taken by the export that runs.
+    pub exports: ExportSlot,
 }

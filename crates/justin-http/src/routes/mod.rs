@@ -8,6 +8,7 @@ use crate::error::ApiError;
 
 pub mod action;
 pub mod data;
+pub mod export;
 pub mod health;
 pub mod openapi;
 pub mod parameters;
@@ -52,6 +53,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/parameters/{version}")
                     .route(web::get().to(parameters::show::version))
+                    .default_service(method_not_allowed("GET")),
+            )
+            .service(
+                web::resource("/export")
+                    .route(web::get().to(export::download::handle))
                     .default_service(method_not_allowed("GET")),
             )
             .service(

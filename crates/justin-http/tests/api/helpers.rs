@@ -411,6 +411,22 @@ pub fn sql_lines(database_url: &str, sql: &str) -> String {
         .join("\n")
 }
 
+/// Runs `sql` (one or more statements, in SQL both dialects share) against the test database.
+pub fn sql_execute(database_url: &str, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection, SqliteConnection};
+
+    match database_url.strip_prefix("sqlite://") {
+        Some(path) => SqliteConnection::establish(path)
+            .unwrap_or_else(|e| panic!("cannot open the test database: {e}"))
+            .batch_execute(sql),
+        None => PgConnection::establish(database_url)
+            .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"))
+            .batch_execute(sql),
+    }
+    .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
+}
+
 /// Parses an RFC 3339 timestamp or fails the test naming what it was.
 pub fn rfc3339(value: &Value, what: &str) -> chrono::DateTime<chrono::Utc> {
     let text = value

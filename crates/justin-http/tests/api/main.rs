@@ -6,6 +6,8 @@
 mod action;
 mod auth;
 mod contract;
+mod decision_types;
+mod export;
 mod health;
 mod helpers;
 mod hostile;

@@ -12,7 +12,7 @@ use crate::helpers::{
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
 
 /// Every operation the service mounts: method and documented path.
-const OPERATIONS: [(&str, &str); 10] = [
+const OPERATIONS: [(&str, &str); 11] = [
     ("post", "/api/v1/add_user"),
     ("post", "/api/v1/action"),
     ("post", "/api/v1/upload_data"),
@@ -20,6 +20,7 @@ const OPERATIONS: [(&str, &str); 10] = [
     ("get", "/api/v1/update/{update_id}"),
     ("get", "/api/v1/parameters"),
     ("get", "/api/v1/parameters/{version}"),
+    ("get", "/api/v1/export"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -200,6 +201,13 @@ fn real_answers_fit_the_document() {
 
     let decided = post("/api/v1/action", action_body("u1", 0, 23.5), 201);
     post("/api/v1/action", action_body("u1", 0, 23.5), 200);
+    let mut typed = action_body("u1", 0, 23.5);
+    typed["decision_type"] = json!("evening");
+    typed["available"] = json!(false);
+    typed["unavailable_reason"] = json!("driving");
+    let unavailable = post("/api/v1/action", typed.clone(), 201);
+    assert_eq!(unavailable["decision_type"], "evening", "{unavailable}");
+    post("/api/v1/action", typed, 200);
     post("/api/v1/action", action_body("nobody", 0, 23.0), 404);
     post("/api/v1/action", json!({ "user_id": "u1" }), 400);
     post("/api/v1/action", action_body("u1", -1, 23.0), 400);

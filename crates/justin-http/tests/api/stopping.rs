@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use justin_core::{
-    Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, BoxError, CallbackNotifier,
-    CallbackPayload, CallbackPolicy, DecisionIdx, DecisionRng, JsonObject, Probability, Service,
-    ServiceSettings, State, StudyRecord, UpdateOutcome, UpdateStatus, UploadRequest, UserId,
+    Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, Availability, BoxError,
+    CallbackNotifier, CallbackPayload, CallbackPolicy, DecisionIdx, DecisionRng, DecisionType,
+    JsonObject, Probability, Service, ServiceSettings, State, StudyRecord, UpdateOutcome,
+    UpdateStatus, UploadRequest, UserId,
 };
 use justin_http::startup::SystemClock;
 use serde_json::{json, Value};
@@ -138,8 +139,10 @@ fn an_update_stopped_while_reading_is_put_back_and_runs_at_the_next_start() {
         let answer = service
             .request_action(ActionRequest {
                 user_id: user.clone(),
+                decision_type: DecisionType::default(),
                 decision_idx,
                 requested_at: Utc::now(),
+                availability: Availability::Available,
                 context: context.clone(),
             })
             .unwrap();
@@ -148,6 +151,7 @@ fn an_update_stopped_while_reading_is_put_back_and_runs_at_the_next_start() {
         service
             .upload_data(UploadRequest {
                 user_id: user.clone(),
+                decision_type: DecisionType::default(),
                 decision_idx,
                 requested_at: Utc::now(),
                 context,

@@ -43,19 +43,25 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     let user_id = body::user_id(user)?;
     let decision_idx = body::decision_idx(idx)?;
     let requested_at = body::timestamp(timestamp)?;
+    let decision_type = body::decision_type(&input)?;
+    let availability = body::availability(&input)?;
     // The checks above passed, so the context is present; move it out rather than copy it.
     let context = input.remove("context").unwrap_or_default();
     Ok(ActionRequest {
         user_id,
+        decision_type,
         decision_idx,
         requested_at,
+        availability,
         context: body::stored_object(context, "context")?,
     })
 }
 
 /// Draw the action for one decision.
 ///
-/// Answers 201 with a new decision, or 200 with the one stored for this decision before.
+/// Answers 201 with a new decision, or 200 with the one stored for this decision before. A
+/// decision is keyed by `(user_id, decision_type, decision_idx)`; with `available: false` it
+/// is stored without a draw, as action 0 with probability 0.
 ///
 /// # Errors
 /// 400 for a malformed request or context, 404 for an unknown participant, 400 when study data
@@ -67,7 +73,7 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     tag = "decisions",
     request_body = ActionRequestBody,
     responses(
-        (status = 200, description = "The decision stored for this `(user_id, decision_idx)` before; nothing new is stored.", body = ActionResponse),
+        (status = 200, description = "The decision stored for this `(user_id, decision_type, decision_idx)` before; nothing new is stored.", body = ActionResponse),
         (status = 201, description = "A new decision, stored.", body = ActionResponse, links(
             ("UploadData" = (
                 operation_id = "upload_data",

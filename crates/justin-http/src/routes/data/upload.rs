@@ -16,6 +16,7 @@ use crate::state::AppState;
 fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
     let user_id = body::user_id(required(input, "user_id")?)?;
     let decision_idx = body::decision_idx(required(input, "decision_idx")?)?;
+    let decision_type = body::decision_type(input)?;
     let requested_at = body::timestamp(required(input, "timestamp")?)?;
     let data = body::object(required(input, "data")?, "data")?;
     let context = body::stored_object(required(&data, "context")?.clone(), "context")?;
@@ -25,6 +26,7 @@ fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
     let outcome = body::stored_object(required(&data, "outcome")?.clone(), "outcome")?;
     Ok(UploadRequest {
         user_id,
+        decision_type,
         decision_idx,
         requested_at,
         context,
@@ -37,7 +39,9 @@ fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
 
 /// Store what happened after a decision.
 ///
-/// Answers 201 once the data is stored.
+/// Answers 201 once the data is stored. The data belongs to the decision keyed by
+/// `(user_id, decision_type, decision_idx)`; study data of an unavailable decision is stored
+/// but never used by a model update.
 ///
 /// # Errors
 /// 400 for a malformed request, context or outcome, 404 for an unknown participant, 400 for a

@@ -1,0 +1,216 @@
+//! The analysis export: one CSV row per decision with what was uploaded for it, the table a
+//! statistician starts from. `GET /api/v1/export` streams it and `justin export` writes it to
+//! a file; both read the store's export stream row by row, so memory stays flat whatever the
+//! size of the study.
+//!
+//! The CSV is the backup files' dialect (see [`justin_backup::csv`]): RFC 4180 quoting, and an
+//! empty unquoted field for a missing value (a decision without an upload has no outcome),
+//! which R's `read.csv` and pandas' `read_csv` read as NA.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use justin_backup::csv::{float_text, write_record, Field};
+use justin_core::{ExportRow, StoreError};
+
+/// The columns, in order. The first fourteen are the analysis table; the rest say where each
+/// value came from.
+pub const COLUMNS: &[&str] = &[
+    "user_id",
+    "decision_type",
+    "decision_idx",
+    "request_timestamp",
+    "decision_timestamp",
+    "available",
+    "unavailable_reason",
+    "context",
+    "state",
+    "action",
+    "action1_prob",
+    "parameter_version",
+    "outcome",
+    "reward",
+    "used_in_update",
+    "used_in_version",
+    "upload_request_timestamp",
+    "upload_timestamp",
+    "rng_seed",
+];
+
+/// `true` or `false`, as R, pandas and spreadsheets read a logical column.
+fn bool_text(v: bool) -> String {
+    if v { "true" } else { "false" }.into()
+}
+
+fn time(t: DateTime<Utc>) -> Field {
+    Some(t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> io::Result<Field> {
+    serde_json::to_string(value)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes the header line.
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_header(out: &mut impl Write) -> io::Result<()> {
+    let fields: Vec<Field> = COLUMNS.iter().map(|c| Some((*c).to_owned())).collect();
+    write_record(out, &fields)
+}
+
+/// Writes one row.
+///
+/// # Errors
+/// Whatever writing to `out` returns.
+pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
+    let d = &row.decision;
+    let upload = row.upload.as_ref();
+    let used_in_version = upload.and_then(|u| u.used_in_version);
+    let fields: [Field; 19] = [
+        Some(d.user_id.to_string()),
+        Some(d.decision_type.to_string()),
+        Some(d.decision_idx.get().to_string()),
+        time(d.requested_at),
+        time(d.decided_at),
+        Some(bool_text(d.availability.is_available())),
+        d.availability.reason().map(str::to_owned),
+        json(&d.context)?,
+        json(&d.state)?,
+        Some(d.action.as_i16().to_string()),
+        Some(float_text(d.action_prob.get())),
+        Some(d.parameter_version.to_string()),
+        upload.map(|u| json(&u.outcome)).transpose()?.flatten(),
+        upload.map(|u| float_text(u.reward)),
+        Some(bool_text(used_in_version.is_some())),
+        used_in_version.map(|v| v.to_string()),
+        upload.and_then(|u| time(u.requested_at)),
+        upload.and_then(|u| time(u.received_at)),
+        Some(d.rng_seed.to_string()),
+    ];
+    write_record(out, &fields)
+}
+
+/// Why an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading the study failed.
+    #[error("reading the study failed")]
+    Store(#[from] StoreError),
+    /// Writing the CSV failed.
+    #[error("writing the export failed")]
+    Write(#[from] io::Error),
+}
+
+/// Writes the header and every row of `rows` to `out`; returns the rows written.
+///
+/// # Errors
+/// The first storage or write error; what was written before it is incomplete.
+pub fn write_all(
+    out: &mut impl Write,
+    rows: impl Iterator<Item = Result<ExportRow, StoreError>>,
+) -> Result<u64, ExportError> {
+    write_header(out)?;
+    let mut written = 0;
+    for row in rows {
+        write_row(out, &row?)?;
+        written += 1;
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use justin_core::{
+        Action, Availability, Decision, DecisionIdx, DecisionType, ExportedUpload, Probability,
+        State, UserId,
+    };
+    use serde_json::json;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_735_732_800 + s, 123_456_000).unwrap()
+    }
+
+    fn decision() -> Decision {
+        Decision {
+            user_id: UserId::parse("u,1").unwrap(),
+            decision_type: DecisionType::parse("evening").unwrap(),
+            decision_idx: DecisionIdx::new(3).unwrap(),
+            requested_at: at(0),
+            decided_at: at(1),
+            availability: Availability::Available,
+            context: json!({"temperature": 23, "note": "a \"quote\""})
+                .as_object()
+                .unwrap()
+                .clone(),
+            state: State::new(vec![1.0, 23.0]).unwrap(),
+            action: Action::One,
+            action_prob: Probability::new(0.25).unwrap(),
+            parameter_version: 2,
+            rng_seed: u64::MAX,
+        }
+    }
+
+    fn text(row: &ExportRow) -> String {
+        let mut out = Vec::new();
+        write_row(&mut out, row).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_header_names_every_column_once() {
+        let mut out = Vec::new();
+        write_header(&mut out).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(line.trim_end().split(',').count(), COLUMNS.len());
+        assert!(line.starts_with("user_id,decision_type,decision_idx,"));
+    }
+
+    #[test]
+    fn a_decision_with_its_upload_fills_every_column() {
+        let row = ExportRow {
+            decision: decision(),
+            upload: Some(ExportedUpload {
+                requested_at: at(10),
+                received_at: at(11),
+                outcome: json!({"reward": 1.5}).as_object().unwrap().clone(),
+                reward: 1.5,
+                used_in_version: Some(3),
+            }),
+        };
+        assert_eq!(
+            text(&row),
+            "\"u,1\",evening,3,2025-01-01T12:00:00.123456Z,2025-01-01T12:00:01.123456Z,true,,\
+             \"{\"\"note\"\":\"\"a \\\\\"\"quote\\\\\"\"\"\",\"\"temperature\"\":23}\",\"[1,23]\",1,0.25,2,\
+             \"{\"\"reward\"\":1.5}\",1.5,true,3,2025-01-01T12:00:10.123456Z,\
+             2025-01-01T12:00:11.123456Z,18446744073709551615\n"
+        );
+    }
+
+    #[test]
+    fn a_decision_without_upload_leaves_the_upload_columns_empty() {
+        let row = ExportRow {
+            decision: Decision {
+                availability: Availability::unavailable(Some("driving".into())).unwrap(),
+                action: Action::Zero,
+                action_prob: Probability::ZERO,
+                ..decision()
+            },
+            upload: None,
+        };
+        let line = text(&row);
+        let fields: Vec<&str> = line.trim_end().rsplitn(8, ',').collect();
+        // From the end: rng_seed, upload_timestamp, upload_request_timestamp, used_in_version,
+        // used_in_update, reward, outcome.
+        assert_eq!(
+            fields[..7],
+            ["18446744073709551615", "", "", "", "false", "", ""]
+        );
+        assert!(line.contains(",false,driving,"), "{line}");
+        assert!(line.contains(",0,0,2,"), "{line}");
+    }
+}

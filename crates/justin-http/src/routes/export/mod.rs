@@ -1,0 +1,3 @@
+//! `/api/v1/export`: the analysis table.
+
+pub mod download;
