@@ -46,19 +46,23 @@ pub fn version(pgbench: &Path) -> Result<String> {
 }
 
 /// The transaction pgbench runs: one INSERT of a decision (a random user of the benchmark's,
-/// a random index out of 10^15 so pairs are unique but for a negligible chance, which ON
-/// CONFLICT DO NOTHING absorbs, a temperature context and state, a random action).
+/// the default decision type, a random index out of 10^15 so keys are unique but for a
+/// negligible chance, which ON CONFLICT DO NOTHING absorbs, a temperature context and state, a
+/// random action, available and without a reason), every column the service's own insert
+/// writes.
 pub fn script(users: u64) -> String {
     format!(
         "\\set u random(0, {last_user})\n\
          \\set idx random(0, 999999999999999)\n\
          \\set t random(150, 349)\n\
          \\set a random(0, 1)\n\
-         INSERT INTO {CEILING_TABLE} (user_id, decision_idx, request_timestamp, created_at, context, \
-         state, action, action_prob, parameter_version, rng_seed) VALUES \
-         ('{USER_PREFIX}' || :u::text, :idx, now(), now(), \
+         INSERT INTO {CEILING_TABLE} (user_id, decision_type, decision_idx, request_timestamp, \
+         created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
+         unavailable_reason) VALUES \
+         ('{USER_PREFIX}' || :u::text, 'default', :idx, now(), now(), \
          ('{{\"temperature\": ' || (:t / 10.0)::text || '}}')::jsonb, \
-         ('[' || (:t / 10.0)::text || ']')::jsonb, :a, 0.5, 1, :idx) ON CONFLICT DO NOTHING;\n",
+         ('[' || (:t / 10.0)::text || ']')::jsonb, :a, 0.5, 1, :idx, true, NULL) \
+         ON CONFLICT DO NOTHING;\n",
         last_user = users.max(1) - 1,
     )
 }
@@ -273,6 +277,9 @@ mod tests {
         let s = script(1000);
         assert!(s.contains("random(0, 999)"));
         assert_eq!(s.matches("INSERT").count(), 1);
+        for column in ["decision_type", "available", "unavailable_reason"] {
+            assert!(s.contains(column), "{column}");
+        }
         assert!(s.contains("ON CONFLICT DO NOTHING"));
     }
 }
