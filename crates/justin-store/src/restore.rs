@@ -9,6 +9,14 @@
 //! row count `COPY` reports, and rolls the transaction back. Nothing is held in memory or
 //! written to disk beyond a read buffer. The reading and file-level checks live in
 //! `justin-backup`, shared with the SQLite adapter; this module adds the schema checks and COPY.
+//!
+//! A backup taken just before migration 2025-03-01 (decision types) is restored too, so the
+//! backups of a study taken before an upgrade stay usable after it. Inside the restore's
+//! transaction the emptied tables are taken back to the schema the backup was written with (the
+//! migration's own `down.sql`), loaded, and migrated forward again (its `up.sql`), exactly as an
+//! upgrade migrates a live database: the fill-in of the new columns exists once, in the
+//! migration. PostgreSQL changes schemas transactionally, so a failure anywhere leaves the
+//! database as it was. Backups from before earlier migrations are refused.
 
 use std::cell::RefCell;
 use std::io;
@@ -17,7 +25,8 @@ use std::path::Path;
 use diesel::connection::SimpleConnection;
 use diesel::pg::{CopyFormat, CopyHeader, CopyTarget};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text};
+use diesel::sql_types::{Array, BigInt, Text};
+use diesel_migrations::MigrationHarness;
 use justin_backup::read::{measure_csv, verify, CheckedBackup, CheckedTable};
 use justin_core::{RestoreReport, StoreError};
 
@@ -27,7 +36,7 @@ use crate::pg::TABLES;
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
 };
-use crate::setup::quote_identifier;
+use crate::setup::{quote_identifier, MIGRATIONS, MIGRATION_LOCK_KEY};
 
 fn invalid(reason: impl Into<String>) -> StoreError {
     StoreError::InvalidBackup(reason.into())
@@ -55,16 +64,26 @@ pub(crate) fn check(conn: &mut PgConnection, file: &Path) -> Result<RestoreRepor
 /// Restores `file` through `conn`; see [`justin_core::Store::restore`].
 pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreReport, StoreError> {
     let backup = verify_file(file)?;
-    check_database(conn, &backup)?;
+    let layout = check_database(conn, &backup)?;
 
     let row_counts = conn
         .transaction::<_, Failure, _>(|conn| {
+            if layout == Layout::BeforeDecisionTypes {
+                // No `justin migrate` may run while this one changes the schema.
+                diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                    .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+                    .execute(conn)?;
+            }
             conn.batch_execute(&format!(
                 "TRUNCATE {} RESTART IDENTITY CASCADE",
                 TABLES.join(", ")
             ))?;
-            let mut counts = Vec::with_capacity(IMPORTS.len());
-            for ((name, import), checked) in IMPORTS.iter().zip(&backup.tables) {
+            if layout == Layout::BeforeDecisionTypes {
+                revert_decision_types(conn)?;
+            }
+            let imports = layout.imports();
+            let mut counts = Vec::with_capacity(imports.len());
+            for ((name, import), checked) in imports.iter().zip(&backup.tables) {
                 debug_assert_eq!(name, &checked.table.name);
                 let copied = import(conn, &CsvSource { file, checked })?;
                 let table = &checked.table;
@@ -77,6 +96,9 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 }
                 counts.push(((*name).to_owned(), copied));
             }
+            if layout == Layout::BeforeDecisionTypes {
+                reapply_decision_types(conn)?;
+            }
             continue_sequences(conn)?;
             Ok(counts)
         })
@@ -84,27 +106,70 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
     Ok(RestoreReport { row_counts })
 }
 
-/// Checks that the database has the schema the backup was taken from.
-fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<(), StoreError> {
-    let applied = applied_migrations(conn).map_err(StoreError::from)?;
-    if applied != backup.migrations {
-        return Err(invalid(format!(
-            "the backup was taken from a database with the migrations {:?}, but this database \
-             has {applied:?}; bring the database to the backup's schema version (or use a \
-             matching build) before restoring",
-            backup.migrations
-        )));
+/// The version of migration 2025-03-01-000000_decision_types, as Diesel records it.
+const DECISION_TYPES: &str = "20250301000000";
+
+/// The schema a backup was written with, as far as restoring it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// This database's: every table loads as it is.
+    Current,
+    /// The one just before migration 2025-03-01 (decision types), which appended columns to
+    /// `actions` and `study_data`.
+    BeforeDecisionTypes,
+}
+
+impl Layout {
+    /// How each table of a backup in this layout is loaded, in [`TABLES`] order.
+    fn imports(self) -> &'static [(&'static str, Importer); 6] {
+        match self {
+            Self::Current => &IMPORTS,
+            Self::BeforeDecisionTypes => &IMPORTS_BEFORE_DECISION_TYPES,
+        }
     }
-    for ((name, _), CheckedTable { table, .. }) in IMPORTS.iter().zip(&backup.tables) {
-        let live = table_columns(conn, name).map_err(StoreError::from)?;
-        if live != table.columns {
+
+    /// The columns a backup in this layout has for `table`, in order.
+    fn columns(self, table: &str) -> Vec<&'static str> {
+        match (self, table) {
+            (Self::BeforeDecisionTypes, "actions") => column_names(ACTIONS_BEFORE_DECISION_TYPES),
+            (Self::BeforeDecisionTypes, "study_data") => {
+                column_names(STUDY_DATA_BEFORE_DECISION_TYPES)
+            }
+            _ => import_columns(table),
+        }
+    }
+}
+
+/// Checks that the database has the schema the backup was taken from, or the schema migration
+/// 2025-03-01 made of it, and says how to load it.
+fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Layout, StoreError> {
+    let applied = applied_migrations(conn).map_err(StoreError::from)?;
+    let layout = match applied.split_last() {
+        _ if applied == backup.migrations => Layout::Current,
+        Some((last, earlier)) if last == DECISION_TYPES && earlier == backup.migrations => {
+            Layout::BeforeDecisionTypes
+        }
+        _ => {
             return Err(invalid(format!(
-                "table {name} has the columns {live:?} but the backup has {:?}",
+                "the backup was taken from a database with the migrations {:?}, but this \
+                 database has {applied:?}; bring the database to the backup's schema version \
+                 (or use a matching build) before restoring",
+                backup.migrations
+            )))
+        }
+    };
+    for ((name, _), CheckedTable { table, .. }) in IMPORTS.iter().zip(&backup.tables) {
+        let expected = layout.columns(name);
+        if expected != table.columns {
+            return Err(invalid(format!(
+                "table {name} has the columns {expected:?} in the schema of the backup's \
+                 migrations, but the backup has {:?}",
                 table.columns
             )));
         }
         // COPY lists the columns this build knows; they must be the live ones too, or the
         // restore would fail half-way (or leave a column at its default).
+        let live = table_columns(conn, name).map_err(StoreError::from)?;
         let known = import_columns(name);
         if known != live {
             return Err(other(format!(
@@ -112,6 +177,34 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<(),
                  build older or newer than the database schema?"
             )));
         }
+    }
+    Ok(layout)
+}
+
+/// Takes the emptied tables back to the schema before migration 2025-03-01 with its
+/// `down.sql`, in the caller's transaction.
+fn revert_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
+    let reverted = conn
+        .revert_last_migration(MIGRATIONS)
+        .map_err(|e| Failure::Store(other(format!("cannot revert {DECISION_TYPES}: {e}"))))?;
+    if reverted.to_string() != DECISION_TYPES {
+        return Err(Failure::Store(other(format!(
+            "reverted migration {reverted} instead of {DECISION_TYPES}"
+        ))));
+    }
+    Ok(())
+}
+
+/// Applies migration 2025-03-01 again to the loaded rows, in the caller's transaction.
+fn reapply_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| Failure::Store(other(format!("cannot apply {DECISION_TYPES}: {e}"))))?;
+    let applied: Vec<String> = applied.iter().map(ToString::to_string).collect();
+    if applied != [DECISION_TYPES] {
+        return Err(Failure::Store(other(format!(
+            "applied the migrations {applied:?} instead of {DECISION_TYPES}"
+        ))));
     }
     Ok(())
 }
@@ -140,6 +233,64 @@ const IMPORTS: [(&str, Importer); 6] = [
     ("update_provenance", |c, s| {
         copy_into(c, update_provenance::table, s)
     }),
+];
+
+/// Declares the columns of `table` a layout of the past had, as a tuple COPY can list.
+macro_rules! columns_of_the_past {
+    ($(#[$doc:meta])* $name:ident = $table:ident ($($column:ident),+ $(,)?)) => {
+        $(#[$doc])*
+        const $name: ($($table::$column,)+) = ($($table::$column,)+);
+    };
+}
+
+columns_of_the_past!(
+    /// `actions` before migration 2025-03-01 appended its columns.
+    ACTIONS_BEFORE_DECISION_TYPES = actions(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        state,
+        action,
+        action_prob,
+        parameter_version,
+        rng_seed,
+    )
+);
+
+columns_of_the_past!(
+    /// `study_data` before migration 2025-03-01 appended its columns.
+    STUDY_DATA_BEFORE_DECISION_TYPES = study_data(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        action,
+        action_prob,
+        state,
+        outcome,
+        reward,
+        action_logged,
+    )
+);
+
+/// Like [`IMPORTS`], for a backup taken before migration 2025-03-01: `actions` and
+/// `study_data` without the columns it appended.
+const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
+    IMPORTS[0],
+    IMPORTS[1],
+    ("actions", |c, s| {
+        copy_columns_into(c, actions::table, ACTIONS_BEFORE_DECISION_TYPES, s)
+    }),
+    ("study_data", |c, s| {
+        copy_columns_into(c, study_data::table, STUDY_DATA_BEFORE_DECISION_TYPES, s)
+    }),
+    IMPORTS[4],
+    IMPORTS[5],
 ];
 
 /// The columns this build's COPY lists for `table`, in order.
@@ -194,12 +345,26 @@ enum CopyError {
     Io(#[from] io::Error),
 }
 
-/// Streams the CSV at `source` into `table` with `COPY FROM`, after checking its header
-/// again (the file could have changed since the first pass).
+/// Streams the CSV at `source` into every column of `table` with `COPY FROM`; see
+/// [`copy_columns_into`].
 fn copy_into<T>(conn: &mut PgConnection, table: T, source: &CsvSource<'_>) -> Result<u64, Failure>
 where
     T: diesel::Table + CopyTarget<Table = T> + Copy,
-    T::AllColumns: ColumnNames,
+{
+    copy_columns_into(conn, table, table, source)
+}
+
+/// Streams the CSV at `source` into `columns` of `table` with `COPY FROM`, after checking its
+/// header again (the file could have changed since the first pass).
+fn copy_columns_into<T, C>(
+    conn: &mut PgConnection,
+    table: T,
+    columns: C,
+    source: &CsvSource<'_>,
+) -> Result<u64, Failure>
+where
+    T: diesel::Table,
+    C: CopyTarget<Table = T>,
 {
     let file_name = &source.checked.table.file;
     let unreadable =
@@ -211,7 +376,7 @@ where
     // Diesel's COPY callback is `Fn`; the reader moves forward inside it.
     let reader = RefCell::new(reader);
     let copied = diesel::copy_from(table)
-        .from_raw_data(table, |sink: &mut dyn io::Write| {
+        .from_raw_data(columns, |sink: &mut dyn io::Write| {
             io::copy(&mut *reader.borrow_mut(), sink)?;
             Ok::<_, CopyError>(())
         })
@@ -270,5 +435,34 @@ mod tests {
             assert!(!import_columns(name).is_empty(), "{name}");
         }
         assert_eq!(import_columns("users"), vec!["id", "user_id", "created_at"]);
+        assert_eq!(IMPORTS_BEFORE_DECISION_TYPES.map(|(name, _)| name), TABLES);
+    }
+
+    #[test]
+    fn the_layout_before_decision_types_lacks_only_the_columns_it_appended() {
+        let appended = [
+            (
+                "actions",
+                ["decision_type", "available", "unavailable_reason"],
+            ),
+            (
+                "study_data",
+                ["decision_type", "available", "used_in_version"],
+            ),
+        ];
+        for name in TABLES {
+            let mut expected = import_columns(name);
+            if let Some((_, columns)) = appended.iter().find(|(table, _)| *table == name) {
+                let kept = expected.len() - columns.len();
+                assert_eq!(expected[kept..], columns[..], "{name}");
+                expected.truncate(kept);
+            }
+            assert_eq!(
+                Layout::BeforeDecisionTypes.columns(name),
+                expected,
+                "{name}"
+            );
+            assert_eq!(Layout::Current.columns(name), import_columns(name));
+        }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) const MAINTENANCE_DATABASE: &str = "postgres";
 
 /// Key of the advisory lock that serialises migrations, so that several instances starting at
 /// once against one database do not race to create the same tables.
-const MIGRATION_LOCK_KEY: i64 = 0x6a75_7374_696e_4d31; // "justinM1"
+pub(crate) const MIGRATION_LOCK_KEY: i64 = 0x6a75_7374_696e_4d31; // "justinM1"
 
 /// A `postgres://` URL, split where this crate needs to cut it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -311,3 +311,133 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
         Ok(())
     ));
 }
+
+/// `backup` as the build before migration 2025-03-01 would have written it: without the
+/// columns the migration appended to `actions` and `study_data`, and without the migration.
+fn before_decision_types(backup: &Path, to: PathBuf) -> PathBuf {
+    let drop_last_three = |line: &str| {
+        let fields: Vec<&str> = line.rsplitn(4, ',').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        fields[3].to_owned()
+    };
+    rewrite(backup, to, |name, text| {
+        let text = match name {
+            "actions.csv" | "study_data.csv" => text
+                .lines()
+                .map(|line| drop_last_three(line) + "\n")
+                .collect(),
+            "manifest.json" => edit_manifest(&text, |m| {
+                m["migrations"] = serde_json::json!(["20250101000000", "20250201000000"]);
+                for table in m["tables"].as_array_mut().unwrap() {
+                    if table["name"] == "actions" || table["name"] == "study_data" {
+                        let columns = table["columns"].as_array_mut().unwrap();
+                        columns.truncate(columns.len() - 3);
+                    }
+                }
+            }),
+            _ => text,
+        };
+        Some((name.to_owned(), text))
+    })
+}
+
+#[test]
+fn a_backup_from_before_decision_types_is_restored_and_migrated() {
+    let db = TestDatabase::create();
+    study(&db);
+    let before = dump(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    let old = before_decision_types(&current, dir.join("old.tar"));
+    let files = unpack(&old);
+    assert!(files["actions.csv"].starts_with(
+        "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
+         action_prob,parameter_version,rng_seed\n"
+    ));
+    // Every upload of the study was read by its completed update, which started after them.
+    assert!(
+        unpack(&current)["study_data.csv"]
+            .lines()
+            .skip(1)
+            .all(|l| l.ends_with(",default,t,2")),
+        "{}",
+        unpack(&current)["study_data.csv"]
+    );
+
+    db.store().reset().unwrap();
+    db.store().add_user(&user("late"), at(200)).unwrap();
+    let checked = db.store().check_backup(&old).unwrap();
+    assert_eq!(checked.row_counts[2], ("actions".to_owned(), 3));
+    assert_eq!(db.store().row_counts().unwrap()[0], ("users".to_owned(), 1));
+    db.store().restore(&old).unwrap();
+
+    // The migration filled in what the service had stored: type 'default', available, and
+    // the update that read each upload.
+    assert_eq!(dump(&db), before);
+    for table in ["users", "actions", "study_data"] {
+        assert_eq!(next_id(&db, table), max_id(&db, table) + 1, "{table}");
+    }
+    assert!(
+        db.store().run_migrations().unwrap().is_empty(),
+        "the migration is recorded as applied"
+    );
+    let rows: Vec<_> = db.store().export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows
+        .iter()
+        .all(|r| r.upload.as_ref().unwrap().used_in_version == Some(2)));
+}
+
+#[test]
+fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
+    let db = TestDatabase::create();
+    study(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    // The old migrations but the new columns: no build ever wrote that.
+    let mixed = rewrite(&current, dir.join("mixed.tar"), |name, text| {
+        let text = if name == "manifest.json" {
+            edit_manifest(&text, |m| {
+                m["migrations"] = serde_json::json!(["20250101000000", "20250201000000"]);
+            })
+        } else {
+            text
+        };
+        Some((name.to_owned(), text))
+    });
+    // A backup whose rows the old schema could not hold fails in the middle of the restore,
+    // after the schema was changed; the transaction takes everything back.
+    let clash = before_decision_types(&current, dir.join("clash.tar"));
+    let clash = rewrite(&clash, dir.join("clash-2.tar"), |name, text| {
+        let text = if name == "actions.csv" {
+            text.replacen("bob,1,", "bob,0,", 1)
+        } else {
+            text
+        };
+        Some((name.to_owned(), text))
+    });
+    let before = dump(&db);
+
+    let refused = db.store().restore(&mixed);
+    let failed = db.store().restore(&clash);
+
+    match refused {
+        Err(StoreError::InvalidBackup(message)) => {
+            assert!(
+                message.contains("schema of the backup's migrations"),
+                "{message}"
+            )
+        }
+        other => panic!("expected InvalidBackup, got {other:?}"),
+    }
+    let failed = format!("{failed:?}");
+    assert!(failed.contains("actions_user_decision_key"), "{failed}");
+    assert_eq!(dump(&db), before);
+    assert!(db.store().run_migrations().unwrap().is_empty());
+    db.store()
+        .record_decision(&justin_core::Decision {
+            decision_type: justin_core::DecisionType::parse("morning").unwrap(),
+            ..decision("bob", 0, 1)
+        })
+        .unwrap();
+}
