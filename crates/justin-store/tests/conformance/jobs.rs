@@ -1,14 +1,15 @@
 //! Update jobs across processes: the update lock is per database (a second `PgStore` cannot
 //! claim while a job runs), it never stays behind in a pooled connection, and a worker whose
 //! session dies mid-update (as under `kill -9`) leaves the parameters as they were and its
-//! request claimable again.
+//! request claimable again. A completed job marks exactly the uploads its snapshot held, even
+//! one whose id is lower than theirs but which committed later.
 
 use diesel::sql_types::BigInt;
 use diesel::RunQueryDsl;
 use justin_core::{Provenance, Store, StoreError, UpdateRequest, UpdateStatus};
 use justin_store::testing::TestDatabase;
 
-use crate::support::{at, connect, populate, second_store};
+use crate::support::{at, connect, populate, record, second_store};
 
 fn request(n: i64) -> UpdateRequest {
     UpdateRequest::new(
@@ -165,5 +166,61 @@ fn a_job_whose_parameters_were_replaced_meanwhile_stores_nothing() {
             .unwrap()
             .version,
         3
+    );
+}
+
+#[test]
+fn a_job_leaves_unmarked_an_upload_that_committed_after_its_snapshot_with_a_lower_id() {
+    let db = TestDatabase::create();
+    populate(db.store(), 1);
+    let mut other = connect(&db);
+    // An upload whose id is drawn before the job starts but which commits after its snapshot.
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut other,
+        "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, \
+         context, action, action_prob, state, outcome, reward, action_logged) \
+         VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false)",
+    )
+    .unwrap();
+    db.store().record_study_data(&record("alice", 1)).unwrap();
+    db.store().create_update_request(&request(1)).unwrap();
+    let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
+    assert_eq!(job.study_data().unwrap().count(), 2);
+    diesel::connection::SimpleConnection::batch_execute(&mut other, "COMMIT").unwrap();
+
+    let version = job
+        .complete("algo", &serde_json::json!({}), &provenance(), at(11))
+        .unwrap()
+        .version;
+
+    #[derive(diesel::QueryableByName)]
+    struct Used {
+        #[diesel(sql_type = BigInt)]
+        decision_idx: i64,
+        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+        used_in_version: Option<i64>,
+    }
+    let used = |db: &TestDatabase| -> Vec<(i64, Option<i64>)> {
+        diesel::sql_query("SELECT decision_idx, used_in_version FROM study_data ORDER BY id")
+            .load::<Used>(&mut connect(db))
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.decision_idx, u.used_in_version))
+            .collect()
+    };
+    assert_eq!(
+        used(&db),
+        vec![(0, Some(version)), (100, None), (1, Some(version))]
+    );
+    // The next update reads it, and marks it alone.
+    db.store().create_update_request(&request(2)).unwrap();
+    let job = db.store().claim_update(at(12)).unwrap().unwrap();
+    let next = job
+        .complete("algo", &serde_json::json!({}), &provenance(), at(13))
+        .unwrap()
+        .version;
+    assert_eq!(
+        used(&db),
+        vec![(0, Some(version)), (100, Some(next)), (1, Some(version))]
     );
 }
