@@ -7,6 +7,7 @@ use std::sync::Arc;
 use justin_core::Algorithm;
 
 pub mod flat_prob;
+pub mod linalg;
 
 pub use flat_prob::FlatProb;
 
