@@ -22,6 +22,7 @@
 //! | `algorithm.name` | `JUSTIN_ALGORITHM__NAME` | `flat_prob` |
 //! | `algorithm.seed` | `JUSTIN_ALGORITHM__SEED` | `42` |
 //! | `algorithm.priors_file` | `JUSTIN_ALGORITHM__PRIORS_FILE` | none |
+//! | `algorithm.options` | (table; `JUSTIN_ALGORITHM__OPTIONS__<KEY>`) | `{}` (what the algorithm is built with) |
 //! | `algorithm.priors` | (table) | `{ probability_of_action = 0.5 }` |
 //! | `backup.enabled` | `JUSTIN_BACKUP__ENABLED` | `true` |
 //! | `backup.dir` | `JUSTIN_BACKUP__DIR` | `backups` |
@@ -148,6 +149,9 @@ pub struct AlgorithmConfig {
     pub seed: u64,
     /// A JSON file of priors; when set, it replaces `priors`.
     pub priors_file: Option<PathBuf>,
+    /// Settings the algorithm is built with (`thompson`'s features, say); each algorithm
+    /// documents the keys it takes and refuses others.
+    pub options: JsonObject,
     /// Priors given inline.
     pub priors: JsonObject,
 }
@@ -160,6 +164,7 @@ impl Default for AlgorithmConfig {
             name: "flat_prob".into(),
             seed: 42,
             priors_file: None,
+            options: JsonObject::new(),
             priors,
         }
     }
@@ -365,15 +370,23 @@ impl Config {
         if let Err(e) = crate::logging::parse_level(&self.logging.level) {
             return invalid("logging.level", &e);
         }
-        if justin_algos::by_name(&self.algorithm.name).is_none() {
-            return invalid(
-                "algorithm.name",
-                &format!(
-                    "unknown algorithm {:?}; known: {}",
-                    self.algorithm.name,
-                    justin_algos::NAMES.join(", ")
-                ),
-            );
+        match justin_algos::build(&self.algorithm.name, &self.algorithm.options) {
+            None => {
+                return invalid(
+                    "algorithm.name",
+                    &format!(
+                        "unknown algorithm {:?}; known: {}",
+                        self.algorithm.name,
+                        justin_algos::NAMES.join(", ")
+                    ),
+                )
+            }
+            // InvalidOptions names algorithm.options itself.
+            Some(Err(e @ justin_core::AlgorithmError::InvalidOptions(_))) => {
+                return Err(ConfigError::Invalid(e.to_string()))
+            }
+            Some(Err(e)) => return invalid("algorithm.options", &e.to_string()),
+            Some(Ok(_)) => {}
         }
         Ok(())
     }
@@ -499,6 +512,22 @@ mod tests {
             let config = load_in_jail()?;
             assert_eq!(config.algorithm.priors.len(), 1);
             assert!(config.algorithm.priors.contains_key("mean"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn algorithm_options_are_read_and_checked() {
+        Jail::expect_with(|jail| {
+            assert!(load_in_jail()?.algorithm.options.is_empty());
+            // flat_prob takes no options: any one stops start-up, naming the table.
+            jail.create_file(
+                "config.toml",
+                "[algorithm.options]\nfeatures = [\"steps\"]\n",
+            )?;
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("algorithm.options"), "{err}");
+            assert!(err.contains("flat_prob takes no options"), "{err}");
             Ok(())
         });
     }
