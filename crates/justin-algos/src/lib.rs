@@ -9,11 +9,13 @@ use justin_core::{Algorithm, AlgorithmError, JsonObject};
 
 pub mod flat_prob;
 pub mod linalg;
+pub mod thompson;
 
 pub use flat_prob::FlatProb;
+pub use thompson::Thompson;
 
 /// The names of every algorithm this build knows.
-pub const NAMES: &[&str] = &[flat_prob::NAME];
+pub const NAMES: &[&str] = &[flat_prob::NAME, thompson::NAME];
 
 /// The algorithm registered under `name`, built with `options` (`[algorithm.options]`), or
 /// `None` when no algorithm has that name.
@@ -31,12 +33,13 @@ pub fn build(
     }
     match name {
         flat_prob::NAME => Some(shared(FlatProb::from_options(options))),
+        thompson::NAME => Some(shared(Thompson::from_options(options))),
         _ => None,
     }
 }
 
 /// [`build`] with no options: `None` exactly when the name is unknown, so it serves to check
-/// a name. An algorithm that needs options answers `Some(Err(..))`.
+/// a name. An algorithm that needs options (such as `thompson`) answers `Some(Err(..))`.
 pub fn by_name(name: &str) -> Option<Result<Arc<dyn Algorithm>, AlgorithmError>> {
     build(name, &JsonObject::new())
 }
@@ -47,8 +50,12 @@ mod tests {
     use serde_json::json;
 
     /// The least each algorithm needs to be built.
-    fn minimal_options(_name: &str) -> JsonObject {
-        JsonObject::new()
+    fn minimal_options(name: &str) -> JsonObject {
+        let options = match name {
+            thompson::NAME => json!({ "features": [] }),
+            _ => json!({}),
+        };
+        options.as_object().cloned().unwrap()
     }
 
     #[test]
@@ -65,6 +72,9 @@ mod tests {
     #[test]
     fn options_reach_the_algorithm() {
         assert!(by_name(flat_prob::NAME).unwrap().is_ok());
+        let err = by_name(thompson::NAME).unwrap().unwrap_err();
+        assert!(matches!(err, AlgorithmError::InvalidOptions(_)));
+        assert!(err.to_string().contains("features is required"), "{err}");
         let options = json!({ "temperature": 1 }).as_object().cloned().unwrap();
         let err = build(flat_prob::NAME, &options).unwrap().unwrap_err();
         assert_eq!(

@@ -520,11 +520,43 @@ mod tests {
     fn algorithm_options_are_read_and_checked() {
         Jail::expect_with(|jail| {
             assert!(load_in_jail()?.algorithm.options.is_empty());
-            // flat_prob takes no options: any one stops start-up, naming the table.
             jail.create_file(
                 "config.toml",
-                "[algorithm.options]\nfeatures = [\"steps\"]\n",
+                "[algorithm]\nname = \"thompson\"\n\
+                 [algorithm.options]\nfeatures = [\"steps\"]\nmax_probability = 0.9\n",
             )?;
+            let config = load_in_jail()?;
+            assert_eq!(
+                serde_json::Value::Object(config.algorithm.options.clone()),
+                serde_json::json!({ "features": ["steps"], "max_probability": 0.9 })
+            );
+            assert_ne!(config.fingerprint(), Config::default().fingerprint());
+            jail.set_env(
+                "JUSTIN_ALGORITHM__OPTIONS__FEATURES",
+                r#"["steps", "mood"]"#,
+            );
+            let config = load_in_jail()?;
+            assert_eq!(
+                config.algorithm.options["features"],
+                serde_json::json!(["steps", "mood"])
+            );
+            jail.set_env(
+                "JUSTIN_ALGORITHM__OPTIONS__FEATURES",
+                r#"["steps", "steps"]"#,
+            );
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("algorithm.options"), "{err}");
+            assert!(err.contains("\"steps\" twice"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            // thompson cannot be built without its features; flat_prob takes no options.
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "thompson");
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("algorithm.options"), "{err}");
+            assert!(err.contains("features is required"), "{err}");
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "flat_prob");
+            jail.set_env("JUSTIN_ALGORITHM__OPTIONS__FEATURES", "[]");
             let err = load_in_jail().unwrap_err().to_string();
             assert!(err.contains("algorithm.options"), "{err}");
             assert!(err.contains("flat_prob takes no options"), "{err}");
