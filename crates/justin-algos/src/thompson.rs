@@ -371,12 +371,15 @@ impl Policy {
         })
     }
 
-    /// P(a = 1) for state `x` before clipping: P(x'γ > 0) under the posterior of γ.
+    /// P(a = 1) for state `x` before clipping: P(x'γ > 0) under the posterior of γ. NaN when
+    /// x'm_γ or x'S_γγx overflows (a state far too large for the posterior).
     fn treatment_probability(&self, x: &[f64]) -> f64 {
         let d = x.len();
         let location = dot(x, &self.mean[d..]);
         let variance = self.covariance.block(d, d).quadratic_form(x);
-        if variance > 0.0 {
+        if !(location.is_finite() && variance.is_finite()) {
+            f64::NAN
+        } else if variance > 0.0 {
             normal_cdf(location / variance.sqrt())
         } else if location > 0.0 {
             // No uncertainty left along x (or rounding made it a hair negative): the sign of
@@ -620,7 +623,6 @@ impl Algorithm for Thompson {
         }
         let raw = policy.treatment_probability(x);
         if raw.is_nan() {
-            // Only states so large that x'm or x'Sx overflow get here.
             return Err(AlgorithmError::InvalidInput(
                 "Invalid context. The features are too large to compute a probability.".into(),
             ));
@@ -1073,6 +1075,26 @@ mod tests {
             algo.make_state(&obj(json!({ "steps": [1], "mood": 1 }))),
             Err(AlgorithmError::InvalidInput(_))
         ));
+    }
+
+    #[test]
+    fn a_state_too_large_for_the_posterior_is_refused() {
+        let algo = thompson(json!({ "features": ["f"] }));
+        let prior = algo
+            .initial_parameters(&obj(json!({ "variance": 1, "noise_variance": 1 })))
+            .unwrap();
+        // x'S_γγx = 1 + (1e200)² overflows to infinity.
+        let state = State::new(vec![1.0, 1e200]).unwrap();
+        let idx = DecisionIdx::new(0).unwrap();
+        let err = algo
+            .get_action(&user(), &state, &prior, idx, &mut DecisionRng::from_seed(1))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AlgorithmError::InvalidInput(
+                "Invalid context. The features are too large to compute a probability.".into()
+            )
+        );
     }
 
     #[test]
