@@ -26,6 +26,22 @@ const TEMPERATURE_THRESHOLD: f64 = 30.0;
 #[derive(Debug, Clone, Default)]
 pub struct FlatProb;
 
+impl FlatProb {
+    /// Builds the algorithm from `[algorithm.options]`, of which it takes none: everything it
+    /// needs is in its priors.
+    ///
+    /// # Errors
+    /// [`AlgorithmError::InvalidOptions`] naming the first option given.
+    pub fn from_options(options: &JsonObject) -> Result<Self, AlgorithmError> {
+        match options.keys().next() {
+            None => Ok(Self),
+            Some(key) => Err(AlgorithmError::InvalidOptions(format!(
+                "{NAME} takes no options; remove {key:?}"
+            ))),
+        }
+    }
+}
+
 fn probability(values: &Value) -> Result<f64, AlgorithmError> {
     let p = values
         .get(PROBABILITY_KEY)

@@ -20,6 +20,11 @@ pub enum AlgorithmError {
     /// The priors given in configuration are unusable; start-up stops with this message.
     #[error("invalid priors: {0}")]
     InvalidPriors(String),
+    /// The settings an algorithm is built with (`[algorithm.options]`) are unusable: an unknown
+    /// key, a missing one, or a value out of range. Only building an algorithm returns it, and
+    /// start-up stops with this message, which must name the option and say what is expected.
+    #[error("invalid algorithm.options: {0}")]
+    InvalidOptions(String),
     /// Stored or computed parameters do not have the algorithm's shape.
     #[error("invalid parameters: {0}")]
     InvalidParameters(String),

@@ -22,6 +22,7 @@
 //! | `algorithm.name` | `JUSTIN_ALGORITHM__NAME` | `flat_prob` |
 //! | `algorithm.seed` | `JUSTIN_ALGORITHM__SEED` | `42` |
 //! | `algorithm.priors_file` | `JUSTIN_ALGORITHM__PRIORS_FILE` | none |
+//! | `algorithm.options` | (table; `JUSTIN_ALGORITHM__OPTIONS__<KEY>`) | `{}` (what the algorithm is built with) |
 //! | `algorithm.priors` | (table) | `{ probability_of_action = 0.5 }` |
 //! | `backup.enabled` | `JUSTIN_BACKUP__ENABLED` | `true` |
 //! | `backup.dir` | `JUSTIN_BACKUP__DIR` | `backups` |
@@ -148,6 +149,9 @@ pub struct AlgorithmConfig {
     pub seed: u64,
     /// A JSON file of priors; when set, it replaces `priors`.
     pub priors_file: Option<PathBuf>,
+    /// Settings the algorithm is built with (`thompson`'s features, say); each algorithm
+    /// documents the keys it takes and refuses others.
+    pub options: JsonObject,
     /// Priors given inline.
     pub priors: JsonObject,
 }
@@ -160,6 +164,7 @@ impl Default for AlgorithmConfig {
             name: "flat_prob".into(),
             seed: 42,
             priors_file: None,
+            options: JsonObject::new(),
             priors,
         }
     }
@@ -365,15 +370,23 @@ impl Config {
         if let Err(e) = crate::logging::parse_level(&self.logging.level) {
             return invalid("logging.level", &e);
         }
-        if justin_algos::by_name(&self.algorithm.name).is_none() {
-            return invalid(
-                "algorithm.name",
-                &format!(
-                    "unknown algorithm {:?}; known: {}",
-                    self.algorithm.name,
-                    justin_algos::NAMES.join(", ")
-                ),
-            );
+        match justin_algos::build(&self.algorithm.name, &self.algorithm.options) {
+            None => {
+                return invalid(
+                    "algorithm.name",
+                    &format!(
+                        "unknown algorithm {:?}; known: {}",
+                        self.algorithm.name,
+                        justin_algos::NAMES.join(", ")
+                    ),
+                )
+            }
+            // InvalidOptions names algorithm.options itself.
+            Some(Err(e @ justin_core::AlgorithmError::InvalidOptions(_))) => {
+                return Err(ConfigError::Invalid(e.to_string()))
+            }
+            Some(Err(e)) => return invalid("algorithm.options", &e.to_string()),
+            Some(Ok(_)) => {}
         }
         Ok(())
     }
@@ -499,6 +512,54 @@ mod tests {
             let config = load_in_jail()?;
             assert_eq!(config.algorithm.priors.len(), 1);
             assert!(config.algorithm.priors.contains_key("mean"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn algorithm_options_are_read_and_checked() {
+        Jail::expect_with(|jail| {
+            assert!(load_in_jail()?.algorithm.options.is_empty());
+            jail.create_file(
+                "config.toml",
+                "[algorithm]\nname = \"thompson\"\n\
+                 [algorithm.options]\nfeatures = [\"steps\"]\nmax_probability = 0.9\n",
+            )?;
+            let config = load_in_jail()?;
+            assert_eq!(
+                serde_json::Value::Object(config.algorithm.options.clone()),
+                serde_json::json!({ "features": ["steps"], "max_probability": 0.9 })
+            );
+            assert_ne!(config.fingerprint(), Config::default().fingerprint());
+            jail.set_env(
+                "JUSTIN_ALGORITHM__OPTIONS__FEATURES",
+                r#"["steps", "mood"]"#,
+            );
+            let config = load_in_jail()?;
+            assert_eq!(
+                config.algorithm.options["features"],
+                serde_json::json!(["steps", "mood"])
+            );
+            jail.set_env(
+                "JUSTIN_ALGORITHM__OPTIONS__FEATURES",
+                r#"["steps", "steps"]"#,
+            );
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("algorithm.options"), "{err}");
+            assert!(err.contains("\"steps\" twice"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            // thompson cannot be built without its features; flat_prob takes no options.
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "thompson");
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("algorithm.options"), "{err}");
+            assert!(err.contains("features is required"), "{err}");
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "flat_prob");
+            jail.set_env("JUSTIN_ALGORITHM__OPTIONS__FEATURES", "[]");
+            let err = load_in_jail().unwrap_err().to_string();
+            assert!(err.contains("algorithm.options"), "{err}");
+            assert!(err.contains("flat_prob takes no options"), "{err}");
             Ok(())
         });
     }

@@ -84,9 +84,11 @@ pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
 /// When the configuration, the priors or the database are not usable.
 pub fn service_on(config: &Config, database: &Database) -> Result<Arc<Service>, StartupError> {
     let priors = config.priors()?;
-    let algorithm = justin_algos::by_name(&config.algorithm.name).ok_or_else(|| {
-        StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
-    })?;
+    let algorithm = justin_algos::build(&config.algorithm.name, &config.algorithm.options)
+        .ok_or_else(|| {
+            StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
+        })?
+        .map_err(|e| StartupError::Service(e.to_string()))?;
     // Check the priors before touching the database, and name where they came from.
     let checked = algorithm
         .initial_parameters(&priors)
