@@ -27,4 +27,5 @@ mod replay;
 mod reproducibility;
 mod restore;
 mod shutdown;
+mod simulate;
 mod startup;
