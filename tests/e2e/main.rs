@@ -28,4 +28,5 @@ mod replay;
 mod reproducibility;
 mod restore;
 mod shutdown;
+mod simulate;
 mod startup;

@@ -1,5 +1,8 @@
 //! The `justin` command: serve the API, run migrations, take a backup or reset the database,
-//! print the digest of an API key for `auth.api_keys`, or print the API's OpenAPI document.
+//! print the digest of an API key for `auth.api_keys`, or print the API's OpenAPI document;
+//! and `justin simulate`, a synthetic study driven through a running service.
+
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -57,6 +60,9 @@ enum Command {
     HashKey,
     /// Print the OpenAPI document of the HTTP API (what `docs/openapi.json` holds) and exit.
     Openapi,
+    /// Drive a running service through a synthetic study and summarise each update (see
+    /// docs/simulation.md). Exits 1 on any refused request or failed update.
+    Simulate(Box<simulate::Args>),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +76,10 @@ fn main() -> ExitCode {
         // Before the configuration and the logger: it needs neither, and must work while the
         // configuration is being written.
         return hash_key();
+    }
+    if let Command::Simulate(args) = command {
+        // A client of a service, maybe on another machine: no configuration, no log.
+        return simulate::run(*args);
     }
     let config = match Config::load() {
         Ok(config) => config,
@@ -88,6 +98,7 @@ fn main() -> ExitCode {
         Command::Export { out } => export(&config, &out),
         Command::HashKey => Ok(hash_key()),
         Command::Openapi => openapi(),
+        Command::Simulate(args) => Ok(simulate::run(*args)),
     };
     match outcome {
         Ok(code) => code,
