@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 # Where cargo puts its builds, to run the benchmark binary without cargo re-resolving features.
 BENCH_TARGET_DIR = $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 
-.PHONY: help run test bench bench-smoke migrate backup reset-db restore replay fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore replay export fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -35,6 +35,7 @@ help:
 	@echo "make reset-db        show what a reset would delete; ARGS=--yes deletes (after a backup)"
 	@echo "make restore FILE=f  check a backup and show what it would replace; ARGS=--yes restores"
 	@echo "make replay          re-derive every stored decision; exits non-zero on any mismatch"
+	@echo "make export OUT=f    write the analysis table, one CSV row per decision"
 	@echo "make fmt             format the code"
 	@echo "make fmt-check       check the formatting"
 	@echo "make lint            clippy on every crate and target, warnings are errors"
@@ -100,6 +101,11 @@ restore:
 
 replay:
 	$(JUSTIN) replay
+
+# The analysis table, one CSV row per decision: make export OUT=study.csv
+OUT ?= study.csv
+export:
+	$(JUSTIN) export --out $(OUT)
 
 fmt:
 	$(CARGO) fmt --all

@@ -30,3 +30,4 @@ mod restore;
 mod shutdown;
 mod simulate;
 mod startup;
+mod thompson;

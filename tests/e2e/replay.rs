@@ -51,7 +51,7 @@ fn replay_reports_each_tampered_decision() {
     let one = replay(dir.path(), &env);
     let drawn = actions[&("p1", 3)];
     let tampered_action = format!(
-        "user_id=p1 decision_idx=3 stored action={} action_prob=0.5 replayed action={drawn} action_prob=0.5",
+        "user_id=p1 decision_type=default decision_idx=3 stored action={} action_prob=0.5 replayed action={drawn} action_prob=0.5",
         1 - drawn
     );
     assert_eq!(one.status.code(), Some(1), "{}\n{}", one.stdout, one.stderr);
@@ -69,7 +69,7 @@ fn replay_reports_each_tampered_decision() {
     let two = replay(dir.path(), &env);
     let drawn = actions[&("p2", 7)];
     let tampered_prob = format!(
-        "user_id=p2 decision_idx=7 stored action={drawn} action_prob=0.25 replayed action={drawn} action_prob=0.5"
+        "user_id=p2 decision_type=default decision_idx=7 stored action={drawn} action_prob=0.25 replayed action={drawn} action_prob=0.5"
     );
     assert_eq!(two.status.code(), Some(1), "{}\n{}", two.stdout, two.stderr);
     assert!(two.stdout.contains(&tampered_action), "{}", two.stdout);

@@ -219,10 +219,8 @@ fn simulate_names_the_service_it_cannot_reach() {
     );
 }
 
-/// Needs `decision_type` and `available` in `POST /api/v1/action` and a `decision_type`
-/// column in `actions` (issue 7, under way on main). The column name is a guess until then.
+/// Decision types and unavailable decision times reach the service as such.
 #[test]
-#[ignore = "needs decision_type and available in /action (issue 7)"]
 fn simulate_sends_decision_types_and_unavailable_decision_times() {
     let db = TestDatabase::create();
     let (served_dir, sim_dir) = (ScratchDir::new(), ScratchDir::new());

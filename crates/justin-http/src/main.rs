@@ -81,10 +81,14 @@ fn main() -> ExitCode {
         // A client of a service, maybe on another machine: no configuration, no log.
         return simulate::run(*args);
     }
-    let config = match Config::load() {
+    let mut config = match Config::load() {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
     };
+    if matches!(&command, Command::Export { out } if out.as_os_str() == "-") {
+        // Standard output carries the table: log lines go to the log files only.
+        config.logging.stdout = false;
+    }
     if let Err(e) = justin_http::logging::init(&config.logging) {
         return fail(&e);
     }

@@ -246,7 +246,12 @@ fn an_unavailable_decision_is_stored_without_a_draw() {
     // Stored as such: a repeat returns it, even one that now claims availability (whose
     // context must then satisfy the algorithm).
     assert_eq!(post(&app, "/api/v1/action", &body, 200), answer);
-    let repeat = with(&action_body("u1", 0, 20.0), None, "available", Some(json!(true)));
+    let repeat = with(
+        &action_body("u1", 0, 20.0),
+        None,
+        "available",
+        Some(json!(true)),
+    );
     assert_eq!(post(&app, "/api/v1/action", &repeat, 200), answer);
     // A usable context gives the state all the same; a reason is optional.
     let with_state = post(
