@@ -6,7 +6,9 @@
 //! and `/add_user` at each concurrency for a fixed time. On PostgreSQL it measures, in the same
 //! run, the ceiling of `/action`: pgbench inserting one decision-shaped row per transaction at
 //! the same concurrency; and the update at scale: a model update over a bulk-filled
-//! `study_data`, timed to its callback, with the service's memory sampled. It prints a table
+//! `study_data`, timed to its callback, with the service's memory sampled; and the export at
+//! scale: `GET /api/v1/export` over one decision per filled record, against PostgreSQL's own
+//! `COPY` of the same rows, with the service's memory sampled. It prints a table
 //! and writes every figure to JSON and CSV files. It exits non-zero when any request failed,
 //! the service misbehaved or a required part could not run.
 
@@ -32,7 +34,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::error::{fail, BenchError, Context, Result};
 use crate::load::{Decision, Timing, Work, NEW_USER_PREFIX, USER_PREFIX};
-use crate::report::{BackendReport, CeilingReport, Phase, Summary, UpdateReport};
+use crate::report::{BackendReport, CeilingReport, ExportReport, Phase, Summary, UpdateReport};
 use crate::service::Service;
 
 /// The server `make test` uses, when neither --pg-url nor JUSTIN_TEST_DATABASE_URL names one.
@@ -723,9 +725,135 @@ fn drive_backend(
                 ));
             }
             report.update = Some(update);
+            let export = export_at_scale(args, service, conn, database_url)?;
+            if export.rows != export.decisions {
+                report.errors.push(format!(
+                    "the export at scale sent {} rows for {} decisions",
+                    export.rows, export.decisions
+                ));
+            }
+            report.export = Some(export);
         }
     }
     Ok(())
+}
+
+/// Samples a process's VmRSS every [`RSS_INTERVAL`] until finished.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    samples: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, peak, samples) =
+                (Arc::clone(&stop), Arc::clone(&peak), Arc::clone(&samples));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(rss) = service::rss_kib(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                        samples.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(RSS_INTERVAL);
+                }
+            })
+        };
+        Self {
+            stop,
+            peak,
+            samples,
+            thread,
+        }
+    }
+
+    /// Stops sampling; the largest sample (KiB) and the number of samples.
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().ok();
+        (
+            self.peak.load(Ordering::Relaxed),
+            self.samples.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The export at scale: one decision per filled study record, then `GET /api/v1/export` read to
+/// the end while the service's memory is sampled, against PostgreSQL's own `COPY` of the same
+/// rows.
+fn export_at_scale(
+    args: &Args,
+    service: &mut Service,
+    conn: &mut diesel::PgConnection,
+    database_url: &str,
+) -> Result<ExportReport> {
+    use std::io::Read;
+
+    println!(
+        "justin-bench: postgres: filling actions with {} rows for the export",
+        args.rows
+    );
+    pg::fill_actions(conn, args.rows, args.users, USER_PREFIX)?;
+    let mut out = ExportReport {
+        decisions_filled: args.rows,
+        decisions: pg::count_rows(conn, "actions")?,
+        ..ExportReport::default()
+    };
+    out.copy_ceiling_secs = pg::copy_export_ceiling(database_url)?.as_secs_f64();
+
+    let pid = service.pid();
+    let sampler = RssSampler::start(pid);
+    std::thread::sleep(RSS_INTERVAL * 3);
+    out.rss_before_kib = service::rss_kib(pid)?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(args.update_timeout)))
+        .build()
+        .into();
+    let sent = Instant::now();
+    let read = (|| -> Result<(u64, u64, Duration)> {
+        let response = agent
+            .get(format!("{}/api/v1/export", service.base_url))
+            .call()
+            .context(|| "GET /api/v1/export got no answer".to_owned())?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return fail(format!("GET /api/v1/export answered {status}"));
+        }
+        let mut body = response.into_body().into_reader();
+        let mut buffer = vec![0_u8; 256 * 1024];
+        let (mut bytes, mut lines) = (0_u64, 0_u64);
+        let mut first_byte = None;
+        loop {
+            let n = body
+                .read(&mut buffer)
+                .context(|| "reading the export failed".to_owned())?;
+            if n == 0 {
+                break;
+            }
+            first_byte.get_or_insert_with(|| sent.elapsed());
+            bytes += n as u64;
+            lines += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        }
+        Ok((bytes, lines, first_byte.unwrap_or_default()))
+    })();
+    let elapsed = sent.elapsed();
+    let (peak, samples) = sampler.finish();
+    let (bytes, lines, first_byte) = read?;
+    out.bytes = bytes;
+    out.rows = lines.saturating_sub(1);
+    out.seconds = elapsed.as_secs_f64();
+    out.first_byte_secs = first_byte.as_secs_f64();
+    out.ratio_to_ceiling = out.copy_ceiling_secs / out.seconds.max(f64::MIN_POSITIVE);
+    out.rss_peak_kib = peak.max(out.rss_before_kib);
+    out.rss_growth_kib = out.rss_peak_kib - out.rss_before_kib;
+    out.rss_samples = samples;
+    Ok(out)
 }
 
 /// Runs `step`, measuring the CPU time the service, the load generator and the machine spent
@@ -759,21 +887,7 @@ fn update_at_scale(
     let receiver = callback::Receiver::start()?;
     let pid = service.pid();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let samples = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak, samples) = (Arc::clone(&stop), Arc::clone(&peak), Arc::clone(&samples));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(rss) = service::rss_kib(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                    samples.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(RSS_INTERVAL);
-            }
-        })
-    };
+    let sampler = RssSampler::start(pid);
     std::thread::sleep(RSS_INTERVAL * 3);
     out.rss_before_kib = service::rss_kib(pid)?;
 
@@ -814,8 +928,7 @@ fn update_at_scale(
         Ok(_) => receiver.next(Duration::from_secs(args.update_timeout)),
         Err(_) => None,
     };
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().ok();
+    let (peak, samples) = sampler.finish();
     let update_id = result?;
     let Some(arrival) = arrival else {
         return fail(format!(
@@ -829,9 +942,9 @@ fn update_at_scale(
         .as_str()
         .unwrap_or("unreadable")
         .to_owned();
-    out.rss_peak_kib = peak.load(Ordering::Relaxed).max(out.rss_before_kib);
+    out.rss_peak_kib = peak.max(out.rss_before_kib);
     out.rss_growth_kib = out.rss_peak_kib - out.rss_before_kib;
-    out.rss_samples = samples.load(Ordering::Relaxed);
+    out.rss_samples = samples;
 
     let mut status = agent
         .get(format!("{}/api/v1/update/{update_id}", service.base_url))

@@ -272,6 +272,71 @@ pub fn fill_study_data(
     execute(conn, "VACUUM ANALYZE study_data")
 }
 
+/// Bulk-inserts one decision per study record [`fill_study_data`] wrote (same participants,
+/// indexes and actions), so that the export at scale joins every decision with its upload.
+///
+/// # Errors
+/// When the insert fails.
+pub fn fill_actions(
+    conn: &mut PgConnection,
+    rows: u64,
+    users: u64,
+    user_prefix: &str,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
+             state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
+             unavailable_reason) \
+         SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
+             timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
+             jsonb_build_object('temperature', t), jsonb_build_array(t), (g % 2)::smallint, 0.5, \
+             1, g, 'default', true, NULL \
+         FROM generate_series(1, {rows}) AS g, \
+             LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",
+        users = users.max(1),
+    );
+    execute(conn, &sql)?;
+    execute(conn, "VACUUM ANALYZE actions")
+}
+
+/// What the database itself takes to produce the export's rows: the same join, in the same
+/// order, written as CSV by `COPY` to psql, which discards it. The export's ceiling.
+///
+/// # Errors
+/// When psql cannot run or the copy fails.
+pub fn copy_export_ceiling(database_url: &str) -> Result<std::time::Duration> {
+    let query = "SELECT a.user_id, a.decision_type, a.decision_idx, a.request_timestamp, \
+             a.created_at, a.available, a.unavailable_reason, a.context, a.state, a.action, \
+             a.action_prob, a.parameter_version, s.outcome, s.reward, \
+             (SELECT p.parameter_version FROM update_provenance p \
+              WHERE s.available AND p.last_study_data_id >= s.id \
+              ORDER BY p.last_study_data_id, p.parameter_version LIMIT 1), \
+             s.request_timestamp, s.created_at, a.rng_seed \
+         FROM actions a LEFT JOIN study_data s ON s.user_id = a.user_id \
+             AND s.decision_type = a.decision_type AND s.decision_idx = a.decision_idx \
+         ORDER BY a.id";
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("psql")
+        .args([
+            database_url,
+            "--no-psqlrc",
+            "--quiet",
+            "--set=ON_ERROR_STOP=1",
+            "--command",
+            &format!("\\copy ({query}) TO '/dev/null' WITH (FORMAT csv, HEADER true)"),
+        ])
+        .output()
+        .context(|| "cannot run psql for the export's ceiling".to_owned())?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        return fail(format!(
+            "psql \\copy of the export's rows failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(elapsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,6 +196,35 @@ impl From<&Ceiling> for CeilingReport {
     }
 }
 
+/// The export at scale: `GET /api/v1/export` over as many decisions as the update read.
+#[derive(Debug, Serialize, Default)]
+pub struct ExportReport {
+    /// Decisions bulk-inserted for it (one per filled study record).
+    pub decisions_filled: u64,
+    /// Rows in `actions` when the export was asked for.
+    pub decisions: u64,
+    /// Rows the export sent (lines after the header).
+    pub rows: u64,
+    /// Bytes it sent.
+    pub bytes: u64,
+    /// Seconds from the request to the last byte.
+    pub seconds: f64,
+    /// Seconds from the request to the first byte.
+    pub first_byte_secs: f64,
+    /// Seconds PostgreSQL's own `COPY` of the same join took, to psql (the ceiling).
+    pub copy_ceiling_secs: f64,
+    /// `copy_ceiling_secs / seconds`: the share of the database's own speed reached.
+    pub ratio_to_ceiling: f64,
+    /// The service's VmRSS just before the request, in KiB.
+    pub rss_before_kib: u64,
+    /// The largest VmRSS sampled until the last byte, in KiB.
+    pub rss_peak_kib: u64,
+    /// Peak minus before, in KiB.
+    pub rss_growth_kib: u64,
+    /// VmRSS samples taken.
+    pub rss_samples: u64,
+}
+
 /// The update at scale.
 #[derive(Debug, Serialize, Default)]
 pub struct UpdateReport {
@@ -242,6 +271,8 @@ pub struct BackendReport {
     pub ceilings: Vec<CeilingReport>,
     /// The update at scale (PostgreSQL only).
     pub update: Option<UpdateReport>,
+    /// The export at scale (PostgreSQL only).
+    pub export: Option<ExportReport>,
     /// The service's VmRSS after the last route, in KiB.
     pub service_rss_after_routes_kib: Option<u64>,
     /// How the service ended when asked to stop.
@@ -518,6 +549,27 @@ pub fn render(summary: &Summary) -> String {
                 u.rss_samples,
                 u.rows_read.map_or("?".into(), |r| r.to_string()),
                 u.fill_secs
+            )
+            .ok();
+        }
+        if let Some(e) = &backend.export {
+            writeln!(
+                out,
+                "{} export of {} decisions: {} rows, {:.1} MiB in {:.2} s (first byte after {:.3} s), \
+                 {:.2} of PostgreSQL's own COPY of the same rows ({:.2} s); service RSS {} KiB before, \
+                 peak {} KiB, growth {:.1} MiB ({} samples)",
+                backend.backend,
+                e.decisions,
+                e.rows,
+                e.bytes as f64 / (1024.0 * 1024.0),
+                e.seconds,
+                e.first_byte_secs,
+                e.ratio_to_ceiling,
+                e.copy_ceiling_secs,
+                e.rss_before_kib,
+                e.rss_peak_kib,
+                e.rss_growth_kib as f64 / 1024.0,
+                e.rss_samples
             )
             .ok();
         }
