@@ -16,16 +16,20 @@
 //! The job then reads in a deferred read transaction on its own connection: in WAL mode that
 //! is a snapshot, which blocks no writer. `complete` ends the snapshot and, in one `BEGIN
 //! IMMEDIATE` transaction, checks that the lease is still this job's, stores the next
-//! parameter version, the completion and the provenance, marks the study data the job could
-//! read as used by the new version, and frees the lease; `fail` does the same with the
-//! failure. Holding a write transaction for the job's whole run instead would make every
-//! decision and upload wait behind the update.
+//! parameter version, the completion and the provenance, and frees the lease; `fail` does the
+//! same with the failure. Holding a write transaction for the job's whole run instead would
+//! make every decision and upload wait behind the update.
 //!
-//! The snapshot has ended by the time `complete` marks, so the job remembers the largest
-//! study-data id its snapshot held. Writes take turns on one lock and `AUTOINCREMENT` hands
-//! out ids in that order, so the rows up to that id are exactly the rows the snapshot held
-//! (less any deleted since), and rows stored while the job ran, all with larger ids, stay
-//! unmarked for the next update.
+//! # What an update read
+//!
+//! The job's watermark is the largest study-data id in its snapshot. Writes take turns on one
+//! lock and `AUTOINCREMENT` hands out ids in that order, so the snapshot holds exactly the
+//! rows up to the watermark, and every row stored while the job runs has a larger id. The job
+//! streams the available rows up to it, and `complete` stores it in the provenance
+//! (`last_study_data_id`): an available upload was first used by the completed update with the
+//! smallest watermark at or above its id, which the export looks up. So completing writes one
+//! row whatever the number of uploads the update read, where marking each upload would write
+//! every new one while holding the write lock.
 //!
 //! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
 //! process that dies cannot; its lease expires and the next claim takes the request over,
@@ -36,7 +40,6 @@ use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
 
 use crate::error::{from_diesel, other};
@@ -46,13 +49,6 @@ use crate::schema::{
 };
 use crate::store::{PooledSqlite, SqliteStore};
 use crate::stream::{AvailableStudyRow, BorrowedStream};
-
-/// Marks the study data a completed update could read (?2: the largest id in its snapshot)
-/// and no earlier update used, with the new version (?1). Written to match the partial index
-/// `study_data_unused_idx`, so it visits only the unmarked rows.
-pub(crate) const MARK_USED: &str = "\
-UPDATE study_data SET used_in_version = ?1 \
-WHERE used_in_version IS NULL AND available AND id <= ?2";
 
 /// What went wrong inside a job's write transaction. Diesel's transaction needs an error type
 /// it can convert its own errors into; the port's error is kept as is.
@@ -195,7 +191,8 @@ pub(crate) struct SqliteUpdateJob {
     /// The newest parameter version in the snapshot; a different newest version at
     /// completion means another writer published meanwhile.
     snapshot_version: Option<i64>,
-    /// The largest study-data id in the snapshot: `complete` marks the rows up to it.
+    /// The largest study-data id in the snapshot (none without study data): the job reads
+    /// the rows up to it, and `complete` stores it as the update's watermark.
     snapshot_last_upload: Option<i64>,
 }
 
@@ -318,7 +315,8 @@ impl UpdateJob for SqliteUpdateJob {
     fn study_data(
         &mut self,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let stream = BorrowedStream::<AvailableStudyRow>::open(self.conn()?)?;
+        let upto = self.snapshot_last_upload;
+        let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, upto);
         Ok(Box::new(stream))
     }
 
@@ -350,15 +348,11 @@ impl UpdateJob for SqliteUpdateJob {
                 .returning(ParametersRow::as_returning())
                 .get_result::<ParametersRow>(conn)?;
             finish(conn, id, "completed", finished_at, None, Some(version))?;
-            if let Some(last_upload) = job.snapshot_last_upload {
-                diesel::sql_query(MARK_USED)
-                    .bind::<BigInt, _>(version)
-                    .bind::<BigInt, _>(last_upload)
-                    .execute(conn)?;
-            }
+            // Ids start at 1: a job that could read no study data read up to 0.
+            let watermark = job.snapshot_last_upload.unwrap_or(0);
             diesel::insert_into(update_provenance::table)
                 .values(
-                    ProvenanceRow::new(id, version, provenance, finished_at)
+                    ProvenanceRow::new(id, version, provenance, finished_at, watermark)
                         .map_err(Failure::Store)?,
                 )
                 .execute(conn)?;
@@ -418,39 +412,5 @@ impl Drop for SqliteUpdateJob {
                 self.request.id
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use diesel::sql_types::Text;
-
-    use super::*;
-    use crate::setup::{run_migrations, Throwaway};
-
-    #[derive(QueryableByName)]
-    struct Plan {
-        #[diesel(sql_type = Text)]
-        detail: String,
-    }
-
-    #[test]
-    fn marking_used_rows_visits_only_unmarked_ones_through_the_partial_index() {
-        let file = Throwaway::new();
-        let path = file.path().to_str().unwrap();
-        let mut conn = SqliteConnection::establish(path).unwrap();
-        run_migrations(&mut conn).unwrap();
-        let plan = diesel::sql_query(format!("EXPLAIN QUERY PLAN {MARK_USED}"))
-            .bind::<BigInt, _>(2)
-            .bind::<BigInt, _>(1000)
-            .load::<Plan>(&mut conn)
-            .unwrap();
-        let details: Vec<&str> = plan.iter().map(|p| p.detail.as_str()).collect();
-        assert!(
-            details
-                .iter()
-                .any(|d| d.contains("USING INDEX study_data_unused_idx")),
-            "{details:?}"
-        );
     }
 }

@@ -195,7 +195,6 @@ pub(crate) struct StudyRow {
     pub action_logged: bool,
     pub decision_type: String,
     pub available: bool,
-    pub used_in_version: Option<i64>,
 }
 
 impl TryFrom<StudyRow> for StudyRecord {
@@ -264,20 +263,18 @@ pub(crate) struct UploadColumns {
     pub created_at: String,
     pub outcome: String,
     pub reward: f64,
-    pub used_in_version: Option<i64>,
 }
 
-impl TryFrom<UploadColumns> for ExportedUpload {
-    type Error = StoreError;
-
-    fn try_from(row: UploadColumns) -> Result<Self, StoreError> {
-        let bad = |e: InvalidValue| invalid("study_data", row.id, e);
+impl UploadColumns {
+    /// The upload as exported, with the version of the first update that used it.
+    fn exported(self, used_in_version: Option<i64>) -> Result<ExportedUpload, StoreError> {
+        let bad = |e: InvalidValue| invalid("study_data", self.id, e);
         Ok(ExportedUpload {
-            requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
-            received_at: parse_time(&row.created_at).map_err(bad)?,
-            outcome: json_object(&row.outcome).map_err(bad)?,
-            reward: row.reward,
-            used_in_version: row.used_in_version,
+            requested_at: parse_time(&self.request_timestamp).map_err(bad)?,
+            received_at: parse_time(&self.created_at).map_err(bad)?,
+            outcome: json_object(&self.outcome).map_err(bad)?,
+            reward: self.reward,
+            used_in_version,
         })
     }
 }
@@ -287,15 +284,21 @@ impl TryFrom<UploadColumns> for ExportedUpload {
 pub(crate) struct ExportRecord {
     pub decision: ActionRow,
     pub upload: Option<UploadColumns>,
+    /// The parameter version of the first update that used the upload (none without one).
+    pub used_in_version: Option<i64>,
 }
 
 impl TryFrom<ExportRecord> for ExportRow {
     type Error = StoreError;
 
     fn try_from(row: ExportRecord) -> Result<Self, StoreError> {
+        let used_in_version = row.used_in_version;
         Ok(ExportRow {
             decision: row.decision.try_into()?,
-            upload: row.upload.map(ExportedUpload::try_from).transpose()?,
+            upload: row
+                .upload
+                .map(|upload| upload.exported(used_in_version))
+                .transpose()?,
         })
     }
 }
@@ -432,15 +435,18 @@ pub(crate) struct ProvenanceRow {
     pub rows_read: i64,
     pub backup_file: Option<String>,
     pub created_at: String,
+    pub last_study_data_id: i64,
 }
 
 impl ProvenanceRow {
-    /// The record stored for update `update_id`, which produced `parameter_version`.
+    /// The record stored for update `update_id`, which produced `parameter_version` from the
+    /// study data up to id `last_study_data_id`.
     pub(crate) fn new(
         update_id: uuid::Uuid,
         parameter_version: i64,
         p: &Provenance,
         created_at: DateTime<Utc>,
+        last_study_data_id: i64,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             update_id: uuid_text(update_id),
@@ -451,6 +457,7 @@ impl ProvenanceRow {
             rows_read: i64::try_from(p.rows_read).map_err(other)?,
             backup_file: p.backup_file.clone(),
             created_at: fmt_time(created_at),
+            last_study_data_id,
         })
     }
 }

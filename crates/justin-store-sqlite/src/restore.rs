@@ -151,7 +151,8 @@ fn csv_error(name: &str, records: u64, e: io::Error) -> StoreError {
     }
 }
 
-/// The migration that keyed decisions by type and added availability.
+/// The migration that keyed decisions by type, added availability and recorded what each
+/// update read.
 const DECISION_TYPES_MIGRATION: &str = "20250301000000";
 
 /// Checks that the database has the schema the backup was taken from.
@@ -167,9 +168,9 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
     if has_decision_types(&applied) && !has_decision_types(&backup.migrations) {
         return Err(invalid(format!(
             "the backup predates migration 2025-03-01 (decision types), which changed the \
-             actions and study_data tables, so this version cannot restore it; restore it into \
-             a new database with the JustIn version that wrote it (its migrations are {:?}), \
-             then run `justin migrate` of this version on that database",
+             actions, study_data and update_provenance tables, so this version cannot restore \
+             it; restore it into a new database with the JustIn version that wrote it (its \
+             migrations are {:?}), then run `justin migrate` of this version on that database",
             backup.migrations
         )));
     }

@@ -97,8 +97,6 @@ diesel::table! {
         /// The logged decision's availability (true when none was logged); unavailable rows
         /// never reach an update.
         available -> Bool,
-        /// The parameter version of the first completed update that read the row.
-        used_in_version -> Nullable<BigInt>,
     }
 }
 
@@ -155,6 +153,8 @@ diesel::table! {
         backup_file -> Nullable<Text>,
         /// When the update completed.
         created_at -> Text,
+        /// The largest study-data id the update could read.
+        last_study_data_id -> BigInt,
     }
 }
 

@@ -1,21 +1,25 @@
 //! Streaming a table in id order without loading it: keyset pages (`id > last AND id <= bound
 //! ORDER BY id LIMIT n`), with the bound read when the stream starts (for the export, which
-//! joins each decision with its upload, the largest upload id too).
+//! joins each decision with its upload and says which update first used it, the largest upload
+//! id and the newest update's version too).
 //!
 //! On SQLite the bound alone keeps later rows out: writers take turns on one write lock and
 //! `AUTOINCREMENT` never hands out an id twice, so any row committed after the bound was read
-//! has a larger id. [`PoolStream`] therefore holds no transaction and no connection between
-//! pages (each page checks one out), which keeps the pool free and lets WAL checkpoints run
-//! while a caller consumes a long stream slowly. [`BorrowedStream`] reads on a connection whose
-//! transaction someone else owns (an update job's snapshot).
+//! has a larger id, and any update completed after it has a larger version. [`PoolStream`]
+//! therefore holds no transaction and no connection between pages (each page checks one out),
+//! which keeps the pool free and lets WAL checkpoints run while a caller consumes a long
+//! stream slowly, and every page still shows the database as it was when the stream started.
+//! [`BorrowedStream`] reads on a connection whose transaction someone else owns (an update
+//! job's snapshot), within a bound its owner read in that transaction.
 
-use diesel::dsl::max;
+use diesel::dsl::{max, sql};
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable};
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord};
 
 use crate::error::from_diesel;
 use crate::models::{ActionRow, ExportRecord, StudyRow, UploadColumns};
-use crate::schema::{actions, study_data};
+use crate::schema::{actions, study_data, update_provenance};
 use crate::store::SqliteStore;
 
 /// Rows read per query: large enough that page queries do not dominate, small enough that a
@@ -157,13 +161,31 @@ impl KeysetRow for ActionRow {
     }
 }
 
-/// The export's bound: the largest decision id, and the largest upload id, so that an upload
-/// stored after the export started is not joined to a decision stored before.
+/// The export's bound: the largest decision id, the largest upload id, so that an upload
+/// stored after the export started is not joined to a decision stored before, and the newest
+/// update's version, so that an update completed after the export started is not shown as
+/// using an upload on a later page.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ExportBound {
     decisions: i64,
     uploads: i64,
+    updates: i64,
 }
+
+/// The parameter version of the first update that used the row's upload, split around the
+/// bound on update versions: of the updates completed when the export started, the one with
+/// the smallest `last_study_data_id` at or above the upload's id (the earliest version on a
+/// tie); none when the upload is unavailable (no update reads it) or there is no upload.
+/// `update_provenance_last_study_data_idx` serves it, one index seek per upload. The `+`
+/// keeps the version's bound from being considered for the version's unique index, so that
+/// choice does not rest on the planner's estimates: through that index every upload would
+/// visit every update.
+pub(crate) const USED_IN_VERSION: [&str; 2] = [
+    "CASE WHEN study_data.available THEN \
+     (SELECT p.parameter_version FROM update_provenance p \
+      WHERE p.last_study_data_id >= study_data.id AND +p.parameter_version <= ",
+    " ORDER BY p.last_study_data_id, p.parameter_version LIMIT 1) END",
+];
 
 impl KeysetRow for ExportRecord {
     type Item = ExportRow;
@@ -174,16 +196,21 @@ impl KeysetRow for ExportRecord {
     }
 
     fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<ExportBound>> {
-        // One statement, so both come from one snapshot.
-        let (decisions, uploads) = diesel::select((
+        // One statement, so all three come from one snapshot.
+        let (decisions, uploads, updates) = diesel::select((
             actions::table.select(max(actions::id)).single_value(),
             study_data::table.select(max(study_data::id)).single_value(),
+            update_provenance::table
+                .select(max(update_provenance::parameter_version))
+                .single_value(),
         ))
-        .get_result::<(Option<i64>, Option<i64>)>(conn)?;
+        .get_result::<(Option<i64>, Option<i64>, Option<i64>)>(conn)?;
         Ok(decisions.map(|decisions| ExportBound {
             decisions,
-            // Ids start at 1: with no uploads, 0 joins none.
+            // Ids and versions start at 1: with no uploads, 0 joins none, and with no
+            // updates, 0 finds none.
             uploads: uploads.unwrap_or(0),
+            updates: updates.unwrap_or(0),
         }))
     }
 
@@ -202,17 +229,29 @@ impl KeysetRow for ExportRecord {
             .and(study_data::decision_type.eq(actions::decision_type))
             .and(study_data::decision_idx.eq(actions::decision_idx))
             .and(study_data::id.le(bound.uploads));
+        let [before_bound, after_bound] = USED_IN_VERSION;
+        let used_in_version = sql::<Nullable<BigInt>>(before_bound)
+            .bind::<BigInt, _>(bound.updates)
+            .sql(after_bound);
         let rows = actions::table
             .left_join(study_data::table.on(upload_of_the_decision))
             .filter(actions::id.gt(after))
             .filter(actions::id.le(bound.decisions))
             .order(actions::id)
             .limit(limit)
-            .select((ActionRow::as_select(), Option::<UploadColumns>::as_select()))
-            .load::<(ActionRow, Option<UploadColumns>)>(conn)?;
+            .select((
+                ActionRow::as_select(),
+                Option::<UploadColumns>::as_select(),
+                used_in_version,
+            ))
+            .load::<(ActionRow, Option<UploadColumns>, Option<i64>)>(conn)?;
         Ok(rows
             .into_iter()
-            .map(|(decision, upload)| ExportRecord { decision, upload })
+            .map(|(decision, upload, used_in_version)| ExportRecord {
+                decision,
+                upload,
+                used_in_version,
+            })
             .collect())
     }
 }
@@ -241,12 +280,16 @@ impl<R: KeysetRow> Keyset<R> {
 
     /// Reads the bound.
     pub(crate) fn start(conn: &mut SqliteConnection) -> Result<Self, StoreError> {
-        let bound = R::bound(conn).map_err(from_diesel)?;
-        Ok(Self {
+        R::bound(conn).map(Self::within).map_err(from_diesel)
+    }
+
+    /// Streams within a bound the caller read; `None` streams nothing.
+    pub(crate) fn within(bound: Option<R::Bound>) -> Self {
+        Self {
             last_id: i64::MIN,
             bound,
             page: Vec::new().into_iter(),
-        })
+        }
     }
 
     /// The next row from the current page, or the bounds of the page to read next; `None`
@@ -354,9 +397,13 @@ pub(crate) struct BorrowedStream<'c, R: KeysetRow> {
 }
 
 impl<'c, R: KeysetRow> BorrowedStream<'c, R> {
-    pub(crate) fn open(conn: &'c mut SqliteConnection) -> Result<Self, StoreError> {
-        let keyset = Keyset::start(conn)?;
-        Ok(Self { conn, keyset })
+    /// Streams the rows within `bound` (none when it is `None`), which the owner of the
+    /// connection's transaction read.
+    pub(crate) fn within(conn: &'c mut SqliteConnection, bound: Option<R::Bound>) -> Self {
+        Self {
+            conn,
+            keyset: Keyset::within(bound),
+        }
     }
 }
 
@@ -367,5 +414,41 @@ impl<R: KeysetRow> Iterator for BorrowedStream<'_, R> {
         let conn = &mut *self.conn;
         self.keyset
             .next_with(|after, bound| Ok(R::page(conn, after, bound, PAGE_SIZE)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+
+    use super::*;
+    use crate::setup::{run_migrations, Throwaway};
+
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    #[test]
+    fn the_first_update_of_an_upload_is_found_through_the_watermark_index() {
+        let file = Throwaway::new();
+        let path = file.path().to_str().unwrap();
+        let mut conn = SqliteConnection::establish(path).unwrap();
+        run_migrations(&mut conn).unwrap();
+        let [before_bound, after_bound] = USED_IN_VERSION;
+        let plan = diesel::sql_query(format!(
+            "EXPLAIN QUERY PLAN SELECT {before_bound}?{after_bound} FROM study_data"
+        ))
+        .bind::<BigInt, _>(7)
+        .load::<Plan>(&mut conn)
+        .unwrap();
+        let details: Vec<&str> = plan.iter().map(|p| p.detail.as_str()).collect();
+        assert!(
+            details.iter().any(|d| d.contains(
+                "SEARCH p USING INDEX update_provenance_last_study_data_idx (last_study_data_id>?)"
+            )),
+            "{details:?}"
+        );
     }
 }

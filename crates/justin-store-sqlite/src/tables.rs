@@ -347,7 +347,6 @@ impl TableRow for StudyRow {
         "action_logged",
         "decision_type",
         "available",
-        "used_in_version",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -366,7 +365,6 @@ impl TableRow for StudyRow {
             Some(bool_text(self.action_logged)),
             Some(self.decision_type.clone()),
             Some(bool_text(self.available)),
-            self.used_in_version.map(|v| v.to_string()),
         ]
     }
 
@@ -387,7 +385,6 @@ impl TableRow for StudyRow {
             action_logged: f.boolean()?,
             decision_type: f.text()?,
             available: f.boolean()?,
-            used_in_version: f.opt_int()?,
         })
     }
 
@@ -498,6 +495,7 @@ impl TableRow for ProvenanceRow {
         "rows_read",
         "backup_file",
         "created_at",
+        "last_study_data_id",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -510,6 +508,7 @@ impl TableRow for ProvenanceRow {
             int(self.rows_read),
             self.backup_file.clone(),
             Some(self.created_at.clone()),
+            int(self.last_study_data_id),
         ]
     }
 
@@ -524,6 +523,7 @@ impl TableRow for ProvenanceRow {
             rows_read: f.int()?,
             backup_file: f.opt_text(),
             created_at: f.time()?,
+            last_study_data_id: f.int()?,
         })
     }
 
@@ -628,7 +628,6 @@ mod tests {
             Some("t"),
             Some("evening"),
             Some("f"),
-            None,
         ]);
         let row = StudyRow::parse(study).unwrap();
         assert!(row.action_logged);
@@ -636,9 +635,37 @@ mod tests {
         assert_eq!(row.fields()[11].as_deref(), Some("t"));
         assert_eq!(row.decision_type, "evening");
         assert!(!row.available);
-        assert_eq!(row.used_in_version, None);
         assert_eq!(row.fields()[13].as_deref(), Some("f"));
-        assert_eq!(row.fields()[14], None);
+
+        let provenance = ProvenanceRow::parse(fields(&[
+            Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),
+            Some("2"),
+            Some("0.1.0"),
+            Some("algo"),
+            Some("abc"),
+            Some("3"),
+            None,
+            Some("2025-01-01 12:00:01.5+00"),
+            Some("9"),
+        ]))
+        .unwrap();
+        assert_eq!(provenance.last_study_data_id, 9);
+        assert_eq!(provenance.fields()[8].as_deref(), Some("9"));
+        let no_watermark = ProvenanceRow::parse(fields(&[
+            Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),
+            Some("2"),
+            Some("0.1.0"),
+            Some("algo"),
+            Some("abc"),
+            Some("3"),
+            None,
+            Some("2025-01-01 12:00:01.5+00"),
+            None,
+        ]));
+        assert_eq!(
+            no_watermark.err().as_deref(),
+            Some("last_study_data_id is NULL")
+        );
     }
 
     #[test]

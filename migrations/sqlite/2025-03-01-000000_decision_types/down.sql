@@ -2,7 +2,7 @@
 -- type nor an unavailable decision: reverting would merge the types' indexes into one key
 -- (colliding where they overlap) and turn unavailable decisions into draws that replay cannot
 -- reproduce. So the revert refuses while such rows exist, naming them; delete or export them
--- first if the revert is really wanted. Which update used an upload is dropped.
+-- first if the revert is really wanted. What study data each update could read is dropped.
 CREATE TEMP TABLE revert_guard (problem TEXT);
 CREATE TEMP TRIGGER revert_guard_refuses BEFORE INSERT ON revert_guard
 BEGIN
@@ -74,3 +74,6 @@ DROP TABLE study_data;
 ALTER TABLE study_data_old RENAME TO study_data;
 
 CREATE INDEX actions_parameter_version_idx ON actions (parameter_version);
+
+DROP INDEX update_provenance_last_study_data_idx;
+ALTER TABLE update_provenance DROP COLUMN last_study_data_id;

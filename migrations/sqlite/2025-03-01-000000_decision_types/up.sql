@@ -1,15 +1,16 @@
 -- Decision types and availability: a decision's key becomes (user_id, decision_type,
 -- decision_idx), an unavailable decision is stored without a draw and with the study server's
--- reason, and each upload records the first update that used it.
+-- reason, and each completed update records the largest study_data id it could read, which
+-- tells for every upload the first update that used it.
 --
 -- The new columns come last, in the order migrations/postgres adds them, so backups move
--- between the adapters. Changing a UNIQUE constraint needs the table rebuilt in SQLite (its
--- documented procedure: create the new table, copy, drop the old one, rename, recreate the
--- indexes). The procedure's foreign-key steps are not needed here: nothing references actions
--- or study_data, so dropping and renaming them touches no other table's keys, and the copied
--- rows are checked against their own references as they are inserted (migrations run with
--- foreign keys on, which a transaction cannot turn off anyway). There are no triggers or views
--- to recreate.
+-- between the adapters. Changing a UNIQUE constraint, or adding a NOT NULL column without a
+-- default, needs the table rebuilt in SQLite (its documented procedure: create the new table,
+-- copy, drop the old one, rename, recreate the indexes). The procedure's foreign-key steps are
+-- not needed here: nothing references actions, study_data or update_provenance, so dropping
+-- and renaming them touches no other table's keys, and the copied rows are checked against
+-- their own references as they are inserted (migrations run with foreign keys on, which a
+-- transaction cannot turn off anyway). There are no triggers or views to recreate.
 
 CREATE TABLE actions_new (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,28 +60,13 @@ CREATE TABLE study_data_new (
     -- The logged decision's availability (1 when none was logged); 0 keeps the row out of
     -- every update.
     available         INTEGER NOT NULL DEFAULT 1 CHECK (available IN (0, 1)),
-    -- The parameter version of the first completed update that read the row.
-    used_in_version   INTEGER REFERENCES model_parameters (version),
     CONSTRAINT study_data_user_decision_key UNIQUE (user_id, decision_type, decision_idx)
 );
--- Which update first used an upload was not recorded before this migration. It is
--- approximated as the earliest completed update that started (its started_at, or its
--- created_at when that is not known) after the upload was stored: updates read everything
--- stored when they start. It can be wrong for an upload stored while an update ran, and for
--- uploads older than a restore or reset that rewrote the history of updates. Times compare as
--- text because they are stored fixed-width in UTC.
 INSERT INTO study_data_new (id, user_id, decision_idx, request_timestamp, created_at, context,
-                            action, action_prob, state, outcome, reward, action_logged,
-                            used_in_version)
-SELECT s.id, s.user_id, s.decision_idx, s.request_timestamp, s.created_at, s.context, s.action,
-       s.action_prob, s.state, s.outcome, s.reward, s.action_logged,
-       (SELECT r.parameter_version
-        FROM model_update_requests r
-        WHERE r.status = 'completed' AND r.parameter_version IS NOT NULL
-          AND coalesce(r.started_at, r.created_at) > s.created_at
-        ORDER BY coalesce(r.started_at, r.created_at), r.parameter_version
-        LIMIT 1)
-FROM study_data s;
+                            action, action_prob, state, outcome, reward, action_logged)
+SELECT id, user_id, decision_idx, request_timestamp, created_at, context, action, action_prob,
+       state, outcome, reward, action_logged
+FROM study_data;
 
 -- AUTOINCREMENT never hands out an id twice; the new tables keep the old counters (which can be
 -- past the largest id left), so upload order stays id order.
@@ -105,9 +91,39 @@ ALTER TABLE study_data_new RENAME TO study_data;
 
 CREATE INDEX actions_parameter_version_idx ON actions (parameter_version);
 
--- The rows no update has used yet, which completing an update marks while it holds the write
--- lock. Without this index the marking scans the whole table: measured on 1M rows, marking the
--- 1,000 new ones took 0.7 s (every decision and upload waiting meanwhile) against 0.01 s with
--- it, for about 6% more file and no measurable cost per insert. The update's own stream reads
--- by id range and does not need it.
-CREATE INDEX study_data_unused_idx ON study_data (id) WHERE used_in_version IS NULL AND available;
+-- The largest study_data id the update's job could read: the uploads up to it that are
+-- available, less any an earlier update read, are the ones this update used first. Appended
+-- last, as migrations/postgres appends it.
+CREATE TABLE update_provenance_new (
+    update_id          TEXT    PRIMARY KEY NOT NULL REFERENCES model_update_requests (id),
+    parameter_version  INTEGER NOT NULL UNIQUE REFERENCES model_parameters (version),
+    service_version    TEXT    NOT NULL,
+    algorithm          TEXT    NOT NULL,
+    config_hash        TEXT    NOT NULL,
+    rows_read          INTEGER NOT NULL CHECK (rows_read >= 0),
+    backup_file        TEXT,
+    created_at         TEXT    NOT NULL,
+    last_study_data_id INTEGER NOT NULL
+);
+-- Updates that ran before this migration did not record what they read. It is approximated
+-- as what was stored when the update started (its started_at, or its created_at when that is
+-- not known): the largest id of an upload stored before then, or 0 when there was none. It
+-- can be wrong for an upload stored while an update ran, and for uploads older than a restore
+-- or reset that rewrote the history of updates. Times compare as text because they are stored
+-- fixed-width in UTC.
+INSERT INTO update_provenance_new (update_id, parameter_version, service_version, algorithm,
+                                   config_hash, rows_read, backup_file, created_at,
+                                   last_study_data_id)
+SELECT p.update_id, p.parameter_version, p.service_version, p.algorithm, p.config_hash,
+       p.rows_read, p.backup_file, p.created_at,
+       coalesce((SELECT max(s.id)
+                 FROM study_data s
+                 WHERE s.created_at < coalesce(r.started_at, r.created_at)), 0)
+FROM update_provenance p
+LEFT JOIN model_update_requests r ON r.id = p.update_id;
+DROP TABLE update_provenance;
+ALTER TABLE update_provenance_new RENAME TO update_provenance;
+
+-- The export's lookup of the first update that used an upload: the provenance with the
+-- smallest last_study_data_id at or above the upload's id.
+CREATE INDEX update_provenance_last_study_data_idx ON update_provenance (last_study_data_id);

@@ -129,8 +129,8 @@ fn a_backup_restores_into_another_sqlite_database() {
 
     assert_eq!(report.row_counts, backup.row_counts);
     assert_eq!(contents(target.store(), &updates), before);
-    // The uploads the completed update read are marked with its version, the unavailable one
-    // is not, and the marks come back.
+    // The uploads the completed update read show its version, the unavailable one none, and
+    // so they do after the restore.
     let used: Vec<Option<i64>> = before
         .export
         .iter()
@@ -210,26 +210,31 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
         "ids, text and RFC 3339 times in UTC with microseconds"
     );
     let study = &files["study_data.csv"];
-    // action_logged, decision_type, available, used_in_version: the last four columns.
-    let last_four: Vec<&str> = study
+    // action_logged, decision_type, available: the last three columns.
+    let last_three: Vec<&str> = study
         .lines()
         .skip(1)
         .map(|l| {
-            l.rsplitn(5, ',')
+            l.rsplitn(4, ',')
                 .last()
                 .map_or(l, |rest| &l[rest.len() + 1..])
         })
         .collect();
     assert_eq!(
-        last_four,
+        last_three,
         [
-            "t,default,t,2",
-            "t,default,t,2",
-            "t,default,t,2",
-            "f,default,t,2",
-            "t,evening,f,"
+            "t,default,t",
+            "t,default,t",
+            "t,default,t",
+            "f,default,t",
+            "t,evening,f"
         ],
-        "booleans as t/f, NULL as an empty field"
+        "booleans as t/f"
+    );
+    let provenance = &files["update_provenance.csv"];
+    assert!(
+        provenance.ends_with(",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5\n"),
+        "NULL as an empty field; the update could read study data up to id 5: {provenance}"
     );
     let actions = &files["actions.csv"];
     assert!(
@@ -291,7 +296,7 @@ fn write_backup_file(file: &std::path::Path, migrations: &[&str], tables: &[(&st
 const UPDATE_ID: &str = "5f0c6a8e-3d2b-4c1a-9e8f-0a1b2c3d4e5f";
 
 /// The tables that did not change in migration 2025-03-01, in PostgreSQL's formats.
-fn unchanged_tables() -> [(&'static str, &'static str, String); 4] {
+fn unchanged_tables() -> [(&'static str, &'static str, String); 3] {
     let id = UPDATE_ID;
     [
         (
@@ -317,13 +322,28 @@ fn unchanged_tables() -> [(&'static str, &'static str, String); 4] {
                  2025-01-01 12:00:02+00\n"
             ),
         ),
-        (
+    ]
+}
+
+/// The provenance of the update in [`unchanged_tables`], with the study data it could read
+/// (the column migration 2025-03-01 added) or, with `None`, as before that migration.
+fn provenance_table(last_study_data_id: Option<i64>) -> (&'static str, &'static str, String) {
+    let id = UPDATE_ID;
+    let row = format!("{id},2,0.1.0,algo,abc,1,,2025-01-01 12:00:01.5+00");
+    match last_study_data_id {
+        Some(last) => (
+            "update_provenance",
+            "update_id,parameter_version,service_version,algorithm,config_hash,rows_read,\
+             backup_file,created_at,last_study_data_id",
+            format!("{row},{last}\n"),
+        ),
+        None => (
             "update_provenance",
             "update_id,parameter_version,service_version,algorithm,config_hash,rows_read,\
              backup_file,created_at",
-            format!("{id},2,0.1.0,algo,abc,1,,2025-01-01 12:00:01.5+00\n"),
+            format!("{row}\n"),
         ),
-    ]
+    }
 }
 
 /// A backup as `justin-store` writes it from PostgreSQL: `COPY`'s time format with an offset,
@@ -333,7 +353,7 @@ fn a_backup_in_postgres_formats_restores() {
     let dir = ScratchDir::new();
     std::fs::create_dir_all(&*dir).unwrap();
     let file = dir.join("from-postgres.tar");
-    let [users, parameters, requests, provenance] = unchanged_tables();
+    let [users, parameters, requests] = unchanged_tables();
     let tables = [
         users,
         parameters,
@@ -350,13 +370,13 @@ fn a_backup_in_postgres_formats_restores() {
         (
             "study_data",
             "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
-             state,outcome,reward,action_logged,decision_type,available,used_in_version",
+             state,outcome,reward,action_logged,decision_type,available",
             "9,alice,0,2025-01-01 12:00:00+00,2025-01-01 12:00:02+00,\"{\"\"steps\"\": 10}\",\
-             1,0.75,[3],{},1e-05,t,default,t,2\n"
+             1,0.75,[3],{},1e-05,t,default,t\n"
                 .to_owned(),
         ),
         requests,
-        provenance,
+        provenance_table(Some(9)),
     ];
     write_backup_file(
         &file,
@@ -416,14 +436,14 @@ fn a_backup_in_postgres_formats_restores() {
     );
 }
 
-/// A backup taken before migration 2025-03-01 has the old columns of actions and study_data:
-/// checking or restoring it says so and what to do, and changes nothing.
+/// A backup taken before migration 2025-03-01 has the old columns of actions, study_data and
+/// update_provenance: checking or restoring it says so and what to do, and changes nothing.
 #[test]
 fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
     let dir = ScratchDir::new();
     std::fs::create_dir_all(&*dir).unwrap();
     let file = dir.join("old.tar");
-    let [users, parameters, requests, provenance] = unchanged_tables();
+    let [users, parameters, requests] = unchanged_tables();
     let tables = [
         users,
         parameters,
@@ -442,7 +462,7 @@ fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
                 .to_owned(),
         ),
         requests,
-        provenance,
+        provenance_table(None),
     ];
     write_backup_file(&file, &["20250101000000", "20250201000000"], &tables);
 

@@ -4,7 +4,7 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use justin_core::{
     Availability, Decision, DecisionType, Provenance, Recorded, Store, UpdateRequest,
 };
@@ -121,9 +121,9 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
     assert_eq!(queued.request().attempts, 1);
 }
 
-/// Rows as the service stored them before migration 2025-03-01: three decisions (the newest,
-/// id 3, deleted again, as only a hand edit would), uploads at three times, and update requests
-/// that started between them.
+/// Rows as the service stored them before migration 2025-03-01: four decisions (the newest,
+/// id 4, deleted again, as only a hand edit would), their uploads at three times, and update
+/// requests that started between them, with the provenance of the completed ones.
 const BEFORE_DECISION_TYPES: &str = "
 INSERT INTO users (user_id, created_at) VALUES ('alice', '2025-01-01T00:00:00.000000Z');
 INSERT INTO model_parameters VALUES
@@ -136,6 +136,8 @@ VALUES ('alice', 0, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z'
         '{\"steps\": 1}', '[1.0]', 1, 0.75, 1, 7),
        ('alice', 1, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z',
         '{}', '[]', 0, 0.5, 1, 8),
+       ('alice', 5, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z',
+        '{}', '[]', 0, 0.5, 1, 10),
        ('alice', 2, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z',
         '{}', '[]', 0, 0.5, 1, 9);
 DELETE FROM actions WHERE decision_idx = 2;
@@ -146,7 +148,7 @@ VALUES ('alice', 0, '2025-01-01T00:00:00.000000Z', '2025-01-01T06:00:00.000000Z'
        ('alice', 1, '2025-01-01T00:00:00.000000Z', '2025-01-03T06:00:00.000000Z',
         '{}', 0, 0.5, '[]', '{}', 0, 1),
        ('alice', 5, '2025-01-01T00:00:00.000000Z', '2025-01-05T06:00:00.000000Z',
-        '{}', 0, 0.5, '[]', '{}', 0, 0);
+        '{}', 0, 0.5, '[]', '{}', 0, 1);
 -- Completed: one started on day 2 (version 2), one known only by its creation on day 4
 -- (version 3), and a failed one on day 1 that used nothing.
 INSERT INTO model_update_requests (id, request_timestamp, created_at, callback_url, status,
@@ -160,7 +162,36 @@ VALUES ('00000000-0000-0000-0000-000000000003', '2025-01-01T00:00:00.000000Z',
        ('00000000-0000-0000-0000-000000000001', '2025-01-01T00:00:00.000000Z',
         '2025-01-01T07:00:00.000000Z', 'http://x', 'failed', '2025-01-01T07:00:01.000000Z',
         NULL, '2025-01-01T07:00:00.000000Z');
+INSERT INTO update_provenance (update_id, parameter_version, service_version, algorithm,
+                               config_hash, rows_read, backup_file, created_at)
+VALUES ('00000000-0000-0000-0000-000000000002', 2, '0.1.0', 'algo', 'h', 1, NULL,
+        '2025-01-02T00:00:01.000000Z'),
+       ('00000000-0000-0000-0000-000000000003', 3, '0.1.0', 'algo', 'h', 2, NULL,
+        '2025-01-04T00:00:01.000000Z');
 ";
+
+/// What the export says each decision's upload was first used by, by decision index.
+fn used_in_versions(store: &dyn Store) -> Vec<(i64, Option<i64>)> {
+    store
+        .export()
+        .unwrap()
+        .map(Result::unwrap)
+        .filter_map(|row| {
+            let upload = row.upload?;
+            Some((row.decision.decision_idx.get(), upload.used_in_version))
+        })
+        .collect()
+}
+
+/// Each update's `last_study_data_id`, by parameter version.
+fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
+    diesel::dsl::sql::<(BigInt, BigInt)>(
+        "SELECT parameter_version, last_study_data_id FROM update_provenance \
+         ORDER BY parameter_version",
+    )
+    .load(&mut connect(db))
+    .unwrap()
+}
 
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
@@ -174,8 +205,8 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
     );
 
     let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
-    assert_eq!(decisions.len(), 2);
-    for (d, idx) in decisions.iter().zip([0, 1]) {
+    assert_eq!(decisions.len(), 3);
+    for (d, idx) in decisions.iter().zip([0, 1, 5]) {
         assert_eq!(d.decision_idx.get(), idx);
         assert!(d.decision_type.is_default());
         assert_eq!(d.availability, Availability::Available);
@@ -185,13 +216,15 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
     assert!(study
         .iter()
         .all(|r| r.decision_type.is_default() && r.available));
-    // Each upload is marked with the first completed update that started after it was stored,
-    // the last with none.
-    let used: Vec<Option<i64>> =
-        diesel::dsl::sql::<Nullable<BigInt>>("SELECT used_in_version FROM study_data ORDER BY id")
-            .load(&mut connect(&db))
-            .unwrap();
-    assert_eq!(used, [Some(2), Some(3), None]);
+    // Each update is taken to have read what was stored when it started: version 2 (started
+    // on day 2) the upload of day 1, version 3 (created on day 4) those of days 1 and 3. So
+    // each upload shows the first completed update that started after it was stored, the last
+    // none.
+    assert_eq!(watermarks(&db), [(2, 1), (3, 2)]);
+    assert_eq!(
+        used_in_versions(store),
+        [(0, Some(2)), (1, Some(3)), (5, None)]
+    );
 
     // The new key: the same index with another type is a new decision, and ids continue
     // after the deleted one.
@@ -203,8 +236,8 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let id: i64 = diesel::dsl::sql::<BigInt>("SELECT max(id) FROM actions")
         .get_result(&mut connect(&db))
         .unwrap();
-    assert_eq!(id, 4, "the AUTOINCREMENT counter survives the rebuild");
-    // The next update reads only the unmarked upload and marks it.
+    assert_eq!(id, 5, "the AUTOINCREMENT counter survives the rebuild");
+    // The next update reads every upload and is the first to use the last one.
     store
         .create_update_request(&UpdateRequest::new(
             uuid::Uuid::new_v4(),
@@ -224,12 +257,13 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
     };
     let v4 = job
         .complete("algo", &serde_json::json!({}), &provenance, at(2))
-        .unwrap();
-    let used: Vec<Option<i64>> =
-        diesel::dsl::sql::<Nullable<BigInt>>("SELECT used_in_version FROM study_data ORDER BY id")
-            .load(&mut connect(&db))
-            .unwrap();
-    assert_eq!(used, [Some(2), Some(3), Some(v4.version)]);
+        .unwrap()
+        .version;
+    assert_eq!(watermarks(&db), [(2, 1), (3, 2), (v4, 3)]);
+    assert_eq!(
+        used_in_versions(store),
+        [(0, Some(2)), (1, Some(3)), (5, Some(v4))]
+    );
 }
 
 const DECISION_TYPES_DOWN: &str =
@@ -248,6 +282,27 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     store.record_study_data(&upload_for(&plain)).unwrap();
     let off = unavailable(decision("alice", 1, params.version), "default", None);
     store.record_decision(&off).unwrap();
+    store
+        .create_update_request(&UpdateRequest::new(
+            uuid::Uuid::new_v4(),
+            at(0),
+            at(0),
+            "http://x".into(),
+        ))
+        .unwrap();
+    let provenance = Provenance {
+        service_version: "t".into(),
+        algorithm: "algo".into(),
+        config_hash: "h".into(),
+        rows_read: 1,
+        backup_file: None,
+    };
+    store
+        .claim_update(at(1))
+        .unwrap()
+        .unwrap()
+        .complete("algo", &serde_json::json!({}), &provenance, at(2))
+        .unwrap();
 
     // The revert as the migration harness runs it: in a transaction.
     let refused = connect(&db)
@@ -275,6 +330,12 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             .load(&mut conn)
             .unwrap();
     assert_eq!(columns.last().map(String::as_str), Some("rng_seed"));
+    let columns: Vec<String> = diesel::dsl::sql::<Text>(
+        "SELECT name FROM pragma_table_info('update_provenance') ORDER BY cid",
+    )
+    .load(&mut conn)
+    .unwrap();
+    assert_eq!(columns.last().map(String::as_str), Some("created_at"));
     let duplicate = conn.batch_execute(
         "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context,
                               state, action, action_prob, parameter_version, rng_seed)
