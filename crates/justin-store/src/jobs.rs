@@ -14,9 +14,18 @@
 //! are re-entrant) and two updates would run. [`UpdateLock`]'s `Drop` therefore unlocks, and
 //! when it cannot, marks the connection broken so that the pool closes it (closing the
 //! session releases the lock).
+//!
+//! A job reads the study data up to a watermark, the largest `study_data` id when it starts,
+//! and its completion records that watermark instead of marking every row it read (which cost
+//! more than the rest of an update over a large study). For that, every row up to the
+//! watermark must be in the job's snapshot and no row committed later may have an id at or
+//! below it. Ids come from an identity sequence, in the order inserts draw them, but commit in
+//! any order; so the watermark is read under a SHARE lock on `study_data`, in a short
+//! transaction of its own before the job's: the lock waits for every insert in flight to end,
+//! and holds new ones back (before they draw an id) only until it commits.
 
 use chrono::{DateTime, Utc};
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -139,25 +148,47 @@ pub(crate) fn claim(
         return Ok(None);
     };
     let request = update_request(row, None)?;
-    // The snapshot is taken by the job's first read, not here.
+    let last_study_data_id = watermark(lock.conn()?).map_err(from_diesel)?;
+    // The snapshot is taken by the job's first read, not here; either way after the watermark
+    // committed, so it holds every row up to it.
     AnsiTransactionManager::begin_transaction_sql(
         lock.conn()?,
         "BEGIN ISOLATION LEVEL REPEATABLE READ",
     )
     .map_err(from_diesel)?;
-    Ok(Some(PgUpdateJob { lock, request }))
+    Ok(Some(PgUpdateJob {
+        lock,
+        request,
+        last_study_data_id,
+    }))
+}
+
+/// The largest `study_data` id once every insert in flight has ended (0 for no rows); see the
+/// module's documentation. Waits as long as an open transaction has inserted into the table,
+/// and uploads queue behind it meanwhile: the service's own inserts each commit at once, but a
+/// bulk load or a session left open in a transaction holds back updates and uploads alike.
+fn watermark(conn: &mut PgConnection) -> QueryResult<i64> {
+    conn.transaction(|conn| {
+        conn.batch_execute("LOCK TABLE study_data IN SHARE MODE")?;
+        let newest = study_data::table
+            .select(max(study_data::id))
+            .first::<Option<i64>>(conn)?;
+        Ok(newest.unwrap_or(0))
+    })
 }
 
 /// A claimed update request with its locked connection and open transaction.
 pub(crate) struct PgUpdateJob {
     lock: UpdateLock,
     request: UpdateRequest,
+    /// The job reads the study data up to this id; see [`watermark`].
+    last_study_data_id: i64,
 }
 
 impl PgUpdateJob {
-    /// Stores the parameters, the completion and the provenance, marks the study data the job
-    /// could read as used by the new version, all in the job's transaction, and commits. On
-    /// error the transaction is left open for `Drop` to roll back.
+    /// Stores the parameters, the completion and the provenance with the job's watermark, all
+    /// in the job's transaction, and commits. On error the transaction is left open for `Drop`
+    /// to roll back.
     fn store_completion(
         &mut self,
         algorithm: &str,
@@ -212,21 +243,17 @@ impl PgUpdateJob {
                 "update request {id} is no longer processing (was the database reset or restored?)"
             )));
         }
+        let record = ProvenanceRow::new(
+            id,
+            version,
+            provenance,
+            finished_at,
+            self.last_study_data_id,
+        )?;
         diesel::insert_into(update_provenance::table)
-            .values(ProvenanceRow::new(id, version, provenance, finished_at)?)
+            .values(record)
             .execute(conn)
             .map_err(from_diesel)?;
-        // Marks what `study_data` could stream and no earlier update used. The statement reads
-        // with the job's snapshot, so uploads committed since it was taken are not touched (and
-        // nothing but update jobs, which the update lock serialises, changes these rows).
-        diesel::update(
-            study_data::table
-                .filter(study_data::available)
-                .filter(study_data::used_in_version.is_null()),
-        )
-        .set(study_data::used_in_version.eq(Some(version)))
-        .execute(conn)
-        .map_err(from_diesel)?;
         AnsiTransactionManager::commit_transaction(conn).map_err(from_diesel)?;
         Ok(row.into())
     }
@@ -288,7 +315,8 @@ impl UpdateJob for PgUpdateJob {
     fn study_data(
         &mut self,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let stream = BorrowedStream::<AvailableStudyRow>::open(self.lock.conn()?)?;
+        let stream =
+            BorrowedStream::<AvailableStudyRow>::upto(self.lock.conn()?, self.last_study_data_id);
         Ok(Box::new(stream))
     }
 

@@ -254,7 +254,6 @@ pub(crate) struct ExportedUploadRow {
     pub created_at: DateTime<Utc>,
     pub outcome: serde_json::Value,
     pub reward: f64,
-    pub used_in_version: Option<i64>,
 }
 
 /// A decision with its upload, if any: one row of the analysis export.
@@ -262,12 +261,16 @@ pub(crate) struct ExportedUploadRow {
 pub(crate) struct ExportDbRow {
     pub decision: ActionRow,
     pub upload: Option<ExportedUploadRow>,
+    /// The version of the first update that read the upload, worked out from the updates'
+    /// watermarks; `None` when none has, or there is no upload.
+    pub used_in_version: Option<i64>,
 }
 
 impl TryFrom<ExportDbRow> for ExportRow {
     type Error = StoreError;
 
     fn try_from(row: ExportDbRow) -> Result<Self, StoreError> {
+        let used_in_version = row.used_in_version;
         let upload = row
             .upload
             .map(|u| {
@@ -277,7 +280,7 @@ impl TryFrom<ExportDbRow> for ExportRow {
                     received_at: u.created_at,
                     outcome: json_object(u.outcome).map_err(|e| invalid("study_data", id, e))?,
                     reward: u.reward,
-                    used_in_version: u.used_in_version,
+                    used_in_version,
                 })
             })
             .transpose()?;
@@ -394,15 +397,18 @@ pub(crate) struct ProvenanceRow {
     pub rows_read: i64,
     pub backup_file: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub last_study_data_id: i64,
 }
 
 impl ProvenanceRow {
-    /// The record stored for update `update_id`, which produced `parameter_version`.
+    /// The record stored for update `update_id`, which produced `parameter_version` from the
+    /// study data up to id `last_study_data_id`.
     pub(crate) fn new(
         update_id: uuid::Uuid,
         parameter_version: i64,
         p: &Provenance,
         created_at: DateTime<Utc>,
+        last_study_data_id: i64,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             update_id,
@@ -413,6 +419,7 @@ impl ProvenanceRow {
             rows_read: i64::try_from(p.rows_read).map_err(other)?,
             backup_file: p.backup_file.clone(),
             created_at,
+            last_study_data_id,
         })
     }
 }

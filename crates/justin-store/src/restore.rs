@@ -115,7 +115,7 @@ enum Layout {
     /// This database's: every table loads as it is.
     Current,
     /// The one just before migration 2025-03-01 (decision types), which appended columns to
-    /// `actions` and `study_data`.
+    /// `actions`, `study_data` and `update_provenance`.
     BeforeDecisionTypes,
 }
 
@@ -134,6 +134,9 @@ impl Layout {
             (Self::BeforeDecisionTypes, "actions") => column_names(ACTIONS_BEFORE_DECISION_TYPES),
             (Self::BeforeDecisionTypes, "study_data") => {
                 column_names(STUDY_DATA_BEFORE_DECISION_TYPES)
+            }
+            (Self::BeforeDecisionTypes, "update_provenance") => {
+                column_names(UPDATE_PROVENANCE_BEFORE_DECISION_TYPES)
             }
             _ => import_columns(table),
         }
@@ -278,8 +281,22 @@ columns_of_the_past!(
     )
 );
 
-/// Like [`IMPORTS`], for a backup taken before migration 2025-03-01: `actions` and
-/// `study_data` without the columns it appended.
+columns_of_the_past!(
+    /// `update_provenance` before migration 2025-03-01 appended its column.
+    UPDATE_PROVENANCE_BEFORE_DECISION_TYPES = update_provenance(
+        update_id,
+        parameter_version,
+        service_version,
+        algorithm,
+        config_hash,
+        rows_read,
+        backup_file,
+        created_at,
+    )
+);
+
+/// Like [`IMPORTS`], for a backup taken before migration 2025-03-01: `actions`, `study_data`
+/// and `update_provenance` without the columns it appended.
 const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
     IMPORTS[0],
     IMPORTS[1],
@@ -290,7 +307,14 @@ const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
         copy_columns_into(c, study_data::table, STUDY_DATA_BEFORE_DECISION_TYPES, s)
     }),
     IMPORTS[4],
-    IMPORTS[5],
+    ("update_provenance", |c, s| {
+        copy_columns_into(
+            c,
+            update_provenance::table,
+            UPDATE_PROVENANCE_BEFORE_DECISION_TYPES,
+            s,
+        )
+    }),
 ];
 
 /// The columns this build's COPY lists for `table`, in order.
@@ -440,15 +464,13 @@ mod tests {
 
     #[test]
     fn the_layout_before_decision_types_lacks_only_the_columns_it_appended() {
-        let appended = [
+        let appended: [(&str, &[&str]); 3] = [
             (
                 "actions",
-                ["decision_type", "available", "unavailable_reason"],
+                &["decision_type", "available", "unavailable_reason"],
             ),
-            (
-                "study_data",
-                ["decision_type", "available", "used_in_version"],
-            ),
+            ("study_data", &["decision_type", "available"]),
+            ("update_provenance", &["last_study_data_id"]),
         ];
         for name in TABLES {
             let mut expected = import_columns(name);

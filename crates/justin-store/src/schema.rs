@@ -94,8 +94,6 @@ diesel::table! {
         decision_type -> Text,
         /// The logged decision's availability (true when none was logged).
         available -> Bool,
-        /// The parameter version of the first completed update that read the row.
-        used_in_version -> Nullable<Int8>,
     }
 }
 
@@ -152,6 +150,8 @@ diesel::table! {
         backup_file -> Nullable<Text>,
         /// When the update completed.
         created_at -> Timestamptz,
+        /// The largest `study_data` id the update's job could read (0: none).
+        last_study_data_id -> Int8,
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! [`SnapshotStream`] owns a pooled connection and its transaction (the port's `study_data`,
 //! `decisions` and `export`); [`BorrowedStream`] reads on a connection whose transaction
-//! someone else owns (an update job's).
+//! someone else owns, up to an id bound the owner fixed (an update job's, up to its
+//! watermark).
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::max;
@@ -17,7 +18,7 @@ use justin_core::{Decision, ExportRow, StoreError, StudyRecord};
 use crate::error::from_diesel;
 use crate::models::{ActionRow, ExportDbRow, ExportedUploadRow, StudyRow};
 use crate::pg::PooledPg;
-use crate::schema::{actions, study_data};
+use crate::schema::{actions, study_data, update_provenance};
 
 /// Rows read per query: large enough that round trips do not dominate, small enough that a
 /// page of JSON-heavy rows stays a few megabytes.
@@ -117,7 +118,10 @@ impl KeysetRow for ActionRow {
     }
 }
 
-/// Decisions in storage order, each joined with the upload of its key.
+/// Decisions in storage order, each joined with the upload of its key and the first update
+/// that read the upload: of the updates whose watermark is at or above the upload's id, the one
+/// with the smallest watermark (the smallest version among equal ones). Read in the stream's
+/// snapshot like the rows, so an update completing meanwhile shows on no page.
 impl KeysetRow for ExportDbRow {
     type Item = ExportRow;
 
@@ -134,6 +138,17 @@ impl KeysetRow for ExportDbRow {
             .eq(actions::user_id)
             .and(study_data::decision_type.eq(actions::decision_type))
             .and(study_data::decision_idx.eq(actions::decision_idx));
+        // Without an upload, `available` is NULL and no update qualifies.
+        let first_update = update_provenance::table
+            .filter(study_data::available)
+            .filter(update_provenance::last_study_data_id.ge(study_data::id))
+            .order((
+                update_provenance::last_study_data_id,
+                update_provenance::parameter_version,
+            ))
+            .select(update_provenance::parameter_version)
+            .limit(1)
+            .single_value();
         actions::table
             .left_join(study_data::table.on(same_key))
             .filter(actions::id.gt(after))
@@ -143,6 +158,7 @@ impl KeysetRow for ExportDbRow {
             .select((
                 ActionRow::as_select(),
                 Option::<ExportedUploadRow>::as_select(),
+                first_update,
             ))
             .load(conn)
     }
@@ -172,11 +188,16 @@ impl<R: KeysetRow> Keyset<R> {
     /// snapshot, so the bound and the pages agree.
     pub(crate) fn start(conn: &mut PgConnection) -> Result<Self, StoreError> {
         let max_id = R::max_id(conn).map_err(from_diesel)?;
-        Ok(Self {
+        Ok(Self::upto(max_id))
+    }
+
+    /// Pages the rows with ids up to `max_id` (none when `None`).
+    fn upto(max_id: Option<i64>) -> Self {
+        Self {
             last_id: i64::MIN,
             max_id,
             page: Vec::new().into_iter(),
-        })
+        }
     }
 
     /// The next item, reading a page on `conn` when the current one is used up.
@@ -293,9 +314,13 @@ pub(crate) struct BorrowedStream<'c, R> {
 }
 
 impl<'c, R: KeysetRow> BorrowedStream<'c, R> {
-    pub(crate) fn open(conn: &'c mut PgConnection) -> Result<Self, StoreError> {
-        let keyset = Keyset::start(conn)?;
-        Ok(Self { conn, keyset })
+    /// Streams the rows with ids up to `max_id`, which the owner guarantees its transaction
+    /// sees whole.
+    pub(crate) fn upto(conn: &'c mut PgConnection, max_id: i64) -> Self {
+        Self {
+            conn,
+            keyset: Keyset::upto(Some(max_id)),
+        }
     }
 }
 

@@ -13,9 +13,10 @@ BEGIN
 END
 $$;
 
+ALTER TABLE update_provenance DROP COLUMN last_study_data_id;
+
 ALTER TABLE study_data
     DROP CONSTRAINT study_data_user_decision_key,
-    DROP COLUMN used_in_version,
     DROP COLUMN available,
     DROP COLUMN decision_type,
     ADD CONSTRAINT study_data_user_decision_key UNIQUE (user_id, decision_idx);

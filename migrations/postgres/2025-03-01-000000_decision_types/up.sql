@@ -1,6 +1,7 @@
 -- Decision types and availability: a decision's key becomes (user_id, decision_type,
 -- decision_idx), an unavailable decision is stored without a draw and with the study server's
--- reason, and each upload records the first update that used it.
+-- reason, and each completed update records the last upload it could read, which tells the
+-- first update that used each upload.
 --
 -- The new columns come last (ADD COLUMN appends), in the order migrations/sqlite has them, so
 -- backups move between the adapters. Existing rows get decision_type 'default' and
@@ -29,31 +30,33 @@ ALTER TABLE study_data
     -- The logged decision's availability (true when none was logged); false keeps the row out
     -- of every update.
     ADD COLUMN available BOOLEAN NOT NULL DEFAULT true,
-    -- The parameter version of the first completed update that read the row.
-    ADD COLUMN used_in_version BIGINT REFERENCES model_parameters (version),
     DROP CONSTRAINT study_data_user_decision_key,
     ADD CONSTRAINT study_data_user_decision_key UNIQUE (user_id, decision_type, decision_idx);
 
--- No index serves the mark an update sets on used_in_version: an update streams every available
--- row anyway, and the mark's scan of study_data costs a small part of that (about 0.25 s per
--- million rows, measured), while a partial index on unmarked rows would add an index write to
--- every upload for it.
+-- The largest study_data id the update's job could read: it read every available upload up to
+-- it and none after it. The first update that used an available upload is the one with the
+-- smallest watermark at or above the upload's id (the export works it out). Uploads are never
+-- written again, so recording it costs one value per update instead of a write per upload; the
+-- index serves that lookup.
+ALTER TABLE update_provenance
+    ADD COLUMN last_study_data_id BIGINT
+        CONSTRAINT update_provenance_last_study_data_id_check CHECK (last_study_data_id >= 0);
 
--- Which update first used an upload was not recorded before this migration. It is
--- approximated as the earliest completed update that started (its started_at, or its
--- created_at when that is not known) after the upload was stored: updates read everything
--- stored when they start. It can be wrong for an upload stored while an update ran, and for
--- uploads older than a restore or reset that rewrote the history of updates. The same rule as
--- migrations/sqlite, so both adapters derive the same values from the same history.
-UPDATE study_data s
-SET used_in_version = (
-    SELECT r.parameter_version
-    FROM model_update_requests r
-    WHERE r.status = 'completed' AND r.parameter_version IS NOT NULL
-      AND coalesce(r.started_at, r.created_at) > s.created_at
-    ORDER BY coalesce(r.started_at, r.created_at), r.parameter_version
-    LIMIT 1)
-WHERE EXISTS (
-    SELECT 1 FROM model_update_requests r
-    WHERE r.status = 'completed' AND r.parameter_version IS NOT NULL
-      AND coalesce(r.started_at, r.created_at) > s.created_at);
+-- Updates that completed before this migration did not record their watermark. It is
+-- approximated from the update request's start (its started_at, or its created_at when that is
+-- not known), as the largest id of an upload stored before it, or 0 when there is none: updates
+-- read everything stored when they start. It can be wrong for an upload stored while an update
+-- ran, and for uploads older than a restore or reset that rewrote the history of updates.
+-- Updates that completed before migration 2025-02-01 have no provenance row, hence no
+-- watermark: an upload only they read counts as first read by the next update that has one. The
+-- same rule as migrations/sqlite, so both adapters derive the same values from the same history.
+UPDATE update_provenance p
+SET last_study_data_id = coalesce(
+    (SELECT max(s.id) FROM study_data s WHERE s.created_at < coalesce(r.started_at, r.created_at)),
+    0)
+FROM model_update_requests r
+WHERE r.id = p.update_id;
+
+ALTER TABLE update_provenance ALTER COLUMN last_study_data_id SET NOT NULL;
+
+CREATE INDEX update_provenance_last_study_data_id_idx ON update_provenance (last_study_data_id);

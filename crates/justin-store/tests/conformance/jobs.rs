@@ -1,15 +1,15 @@
 //! Update jobs across processes: the update lock is per database (a second `PgStore` cannot
 //! claim while a job runs), it never stays behind in a pooled connection, and a worker whose
 //! session dies mid-update (as under `kill -9`) leaves the parameters as they were and its
-//! request claimable again. A completed job marks exactly the uploads its snapshot held, even
-//! one whose id is lower than theirs but which committed later.
+//! request claimable again. A job's watermark waits for uploads in flight, so that no upload
+//! committed after it has an id at or below it.
 
 use diesel::sql_types::BigInt;
 use diesel::RunQueryDsl;
 use justin_core::{Provenance, Store, StoreError, UpdateRequest, UpdateStatus};
 use justin_store::testing::TestDatabase;
 
-use crate::support::{at, connect, populate, record, second_store};
+use crate::support::{at, connect, decision, populate, record, second_store};
 
 fn request(n: i64) -> UpdateRequest {
     UpdateRequest::new(
@@ -169,58 +169,75 @@ fn a_job_whose_parameters_were_replaced_meanwhile_stores_nothing() {
     );
 }
 
+/// Sessions of the test's database waiting for a lock on `study_data`.
+fn waiting_on_study_data(db: &TestDatabase) -> i64 {
+    diesel::dsl::sql::<BigInt>(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'study_data'::regclass \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .get_result(&mut connect(db))
+    .unwrap()
+}
+
 #[test]
-fn a_job_leaves_unmarked_an_upload_that_committed_after_its_snapshot_with_a_lower_id() {
+fn a_job_waits_for_an_upload_in_flight_and_reads_it() {
     let db = TestDatabase::create();
     populate(db.store(), 1);
+    let late = decision("alice", 100, 1);
+    db.store().record_decision(&late).unwrap();
     let mut other = connect(&db);
-    // An upload whose id is drawn before the job starts but which commits after its snapshot.
+    // An upload whose id is drawn before the job starts but which commits after it asked for
+    // its watermark, and a later one that commits at once with a higher id.
     diesel::connection::SimpleConnection::batch_execute(
         &mut other,
         "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, \
          context, action, action_prob, state, outcome, reward, action_logged) \
-         VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false)",
+         VALUES ('alice', 100, now(), now(), '{}', 1, 0.75, '[1]', '{}', 0, true)",
     )
     .unwrap();
     db.store().record_study_data(&record("alice", 1)).unwrap();
     db.store().create_update_request(&request(1)).unwrap();
-    let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
-    assert_eq!(job.study_data().unwrap().count(), 2);
-    diesel::connection::SimpleConnection::batch_execute(&mut other, "COMMIT").unwrap();
 
-    let version = job
-        .complete("algo", &serde_json::json!({}), &provenance(), at(11))
-        .unwrap()
-        .version;
+    let (waited, read, version) = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
+            let read = job.study_data().unwrap().count();
+            let version = job
+                .complete("algo", &serde_json::json!({}), &provenance(), at(11))
+                .unwrap()
+                .version;
+            (read, version)
+        });
+        // A bounded number of looks keeps this free of timing assumptions; the insert commits
+        // before anything is asserted, so a failure cannot leave the worker waiting forever.
+        let seen = (0..500).any(|_| {
+            let seen = waiting_on_study_data(&db) == 1;
+            if !seen {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            seen
+        });
+        let waited = seen && !worker.is_finished();
+        diesel::connection::SimpleConnection::batch_execute(&mut other, "COMMIT").unwrap();
+        let (read, version) = worker.join().unwrap();
+        (waited, read, version)
+    });
 
-    #[derive(diesel::QueryableByName)]
-    struct Used {
-        #[diesel(sql_type = BigInt)]
-        decision_idx: i64,
-        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-        used_in_version: Option<i64>,
-    }
-    let used = |db: &TestDatabase| -> Vec<(i64, Option<i64>)> {
-        diesel::sql_query("SELECT decision_idx, used_in_version FROM study_data ORDER BY id")
-            .load::<Used>(&mut connect(db))
-            .unwrap()
-            .into_iter()
-            .map(|u| (u.decision_idx, u.used_in_version))
-            .collect()
-    };
+    assert!(waited, "the claim waited for the insert in flight");
     assert_eq!(
-        used(&db),
-        vec![(0, Some(version)), (100, None), (1, Some(version))]
+        read, 3,
+        "the job read the upload that committed late, and the one after it"
     );
-    // The next update reads it, and marks it alone.
-    db.store().create_update_request(&request(2)).unwrap();
-    let job = db.store().claim_update(at(12)).unwrap().unwrap();
-    let next = job
-        .complete("algo", &serde_json::json!({}), &provenance(), at(13))
+    let exported: Vec<_> = db
+        .store()
+        .export()
         .unwrap()
-        .version;
+        .map(|row| row.unwrap())
+        .collect();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].decision, late);
     assert_eq!(
-        used(&db),
-        vec![(0, Some(version)), (100, Some(next)), (1, Some(version))]
+        exported[0].upload.as_ref().unwrap().used_in_version,
+        Some(version)
     );
 }

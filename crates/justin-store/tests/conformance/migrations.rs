@@ -2,7 +2,7 @@
 //! columns sensibly for rows stored before it.
 
 use diesel::connection::SimpleConnection;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::RunQueryDsl;
 use justin_core::{Availability, DecisionType, Recorded, Store};
 use justin_store::testing::TestDatabase;
@@ -84,33 +84,45 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
     assert_eq!(db.revert_last_migration(), "20250301000000");
-    // A study as the service stored it before the migration: two updates completed (the
-    // first finished before claims were recorded, so only its creation time is known), one
-    // failed, and uploads before, between and after them.
+    // A study as the service stored it before the migration: three updates completed (the
+    // first two finished before claims were recorded, so only their creation times are known),
+    // one failed, and uploads before, between and after them (the last one stored the instant
+    // the third update was claimed, and with the highest id).
     connect(&db)
         .batch_execute(
             "INSERT INTO users (user_id, created_at) VALUES ('alice', now());
              INSERT INTO model_parameters VALUES (1, 'algo', '{}', '2025-01-01'),
-                 (2, 'algo', '{}', '2025-01-02'), (3, 'algo', '{}', '2025-01-03');
+                 (2, 'algo', '{}', '2025-01-01'), (3, 'algo', '{}', '2025-01-02'),
+                 (4, 'algo', '{}', '2025-01-03');
              INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context,
                                   state, action, action_prob, parameter_version, rng_seed)
-             VALUES ('alice', 0, now(), '2025-01-01 09:00Z', '{}', '[1]', 1, 0.75, 1, 0),
-                    ('alice', 1, now(), '2025-01-02 09:00Z', '{}', '[1]', 0, 0.5, 2, 0);
+             VALUES ('alice', 0, now(), '2025-01-01 09:00Z', '{}', '[1]', 1, 0.75, 2, 0),
+                    ('alice', 1, now(), '2025-01-02 09:00Z', '{}', '[1]', 0, 0.5, 3, 0),
+                    ('alice', 2, now(), '2025-01-05 09:00Z', '{}', '[1]', 0, 0.5, 4, 0),
+                    ('alice', 3, now(), '2025-01-02 10:30Z', '{}', '[1]', 0, 0.5, 3, 0);
              INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at,
                                      context, action, action_prob, state, outcome, reward,
                                      action_logged)
              VALUES ('alice', 0, now(), '2025-01-01 10:00Z', '{}', 1, 0.75, '[1]', '{}', 0, true),
                     ('alice', 1, now(), '2025-01-02 10:00Z', '{}', 0, 0.5, '[1]', '{}', 0, true),
-                    ('alice', 2, now(), '2025-01-05 10:00Z', '{}', 0, 0.5, '[1]', '{}', 0, false);
+                    ('alice', 2, now(), '2025-01-05 10:00Z', '{}', 0, 0.5, '[1]', '{}', 0, true),
+                    ('alice', 3, now(), '2025-01-02 11:00Z', '{}', 0, 0.5, '[1]', '{}', 0, true);
              INSERT INTO model_update_requests (id, request_timestamp, created_at, callback_url,
                                                 status, finished_at, parameter_version,
                                                 started_at)
-             VALUES ('00000000-0000-0000-0000-000000000001', now(), '2025-01-01 12:00Z',
+             VALUES ('00000000-0000-0000-0000-000000000001', now(), '2025-01-01 08:00Z',
                      'http://x', 'completed', now(), 2, NULL),
-                    ('00000000-0000-0000-0000-000000000002', now(), '2025-01-02 08:00Z',
-                     'http://x', 'completed', now(), 3, '2025-01-02 11:00Z'),
-                    ('00000000-0000-0000-0000-000000000003', now(), '2025-01-04 00:00Z',
-                     'http://x', 'failed', now(), NULL, '2025-01-06 00:00Z');",
+                    ('00000000-0000-0000-0000-000000000002', now(), '2025-01-01 12:00Z',
+                     'http://x', 'completed', now(), 3, NULL),
+                    ('00000000-0000-0000-0000-000000000003', now(), '2025-01-02 08:00Z',
+                     'http://x', 'completed', now(), 4, '2025-01-02 11:00Z'),
+                    ('00000000-0000-0000-0000-000000000004', now(), '2025-01-04 00:00Z',
+                     'http://x', 'failed', now(), NULL, '2025-01-06 00:00Z');
+             INSERT INTO update_provenance (update_id, parameter_version, service_version,
+                                            algorithm, config_hash, rows_read, created_at)
+             VALUES ('00000000-0000-0000-0000-000000000001', 2, '1', 'algo', 'h', 0, now()),
+                    ('00000000-0000-0000-0000-000000000002', 3, '1', 'algo', 'h', 1, now()),
+                    ('00000000-0000-0000-0000-000000000003', 4, '1', 'algo', 'h', 2, now());",
         )
         .unwrap();
 
@@ -125,7 +137,7 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(decisions.len(), 2);
+    assert_eq!(decisions.len(), 4);
     for d in &decisions {
         assert_eq!(d.decision_type, DecisionType::default());
         assert_eq!(d.availability, Availability::Available);
@@ -136,20 +148,29 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
         .unwrap()
         .all(|r| r.unwrap().available));
     #[derive(diesel::QueryableByName)]
-    struct Used {
-        #[diesel(sql_type = Nullable<BigInt>)]
-        used_in_version: Option<i64>,
+    struct Watermark {
+        #[diesel(sql_type = BigInt)]
+        last_study_data_id: i64,
     }
-    let used: Vec<Option<i64>> =
-        diesel::sql_query("SELECT used_in_version FROM study_data ORDER BY decision_idx")
-            .load::<Used>(&mut connect(&db))
-            .unwrap()
-            .into_iter()
-            .map(|u| u.used_in_version)
-            .collect();
-    // Before the first update was requested; after it but before the second was claimed;
-    // after every completed update.
-    assert_eq!(used, vec![Some(2), Some(3), None]);
+    let watermarks: Vec<i64> = diesel::sql_query(
+        "SELECT last_study_data_id FROM update_provenance ORDER BY parameter_version",
+    )
+    .load::<Watermark>(&mut connect(&db))
+    .unwrap()
+    .into_iter()
+    .map(|w| w.last_study_data_id)
+    .collect();
+    // The uploads stored before each update was requested or claimed: none; the first; the
+    // first two.
+    assert_eq!(watermarks, vec![0, 1, 2]);
+    let used: Vec<Option<i64>> = db
+        .store()
+        .export()
+        .unwrap()
+        .map(|row| row.unwrap().upload.unwrap().used_in_version)
+        .collect();
+    // Read first by the second update; by the third; by none; by none.
+    assert_eq!(used, vec![Some(3), Some(4), None, None]);
 
     // The new key: another type at a used index is a new decision.
     let morning = justin_core::Decision {

@@ -312,29 +312,40 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
     ));
 }
 
+/// How many columns migration 2025-03-01 appended to each table it changed.
+const APPENDED_BY_DECISION_TYPES: [(&str, usize); 3] =
+    [("actions", 3), ("study_data", 2), ("update_provenance", 1)];
+
 /// `backup` as the build before migration 2025-03-01 would have written it: without the
-/// columns the migration appended to `actions` and `study_data`, and without the migration.
+/// columns the migration appended, and without the migration. The dropped fields hold no
+/// commas.
 fn before_decision_types(backup: &Path, to: PathBuf) -> PathBuf {
-    let drop_last_three = |line: &str| {
-        let fields: Vec<&str> = line.rsplitn(4, ',').collect();
-        assert_eq!(fields.len(), 4, "{line}");
-        fields[3].to_owned()
+    let appended = |table: &str| {
+        APPENDED_BY_DECISION_TYPES
+            .iter()
+            .find(|(name, _)| *name == table)
+            .map_or(0, |(_, n)| *n)
+    };
+    let drop_last = |line: &str, n: usize| {
+        let fields: Vec<&str> = line.rsplitn(n + 1, ',').collect();
+        assert_eq!(fields.len(), n + 1, "{line}");
+        fields[n].to_owned()
     };
     rewrite(backup, to, |name, text| {
+        let table = name.trim_end_matches(".csv");
         let text = match name {
-            "actions.csv" | "study_data.csv" => text
-                .lines()
-                .map(|line| drop_last_three(line) + "\n")
-                .collect(),
             "manifest.json" => edit_manifest(&text, |m| {
                 m["migrations"] = serde_json::json!(["20250101000000", "20250201000000"]);
                 for table in m["tables"].as_array_mut().unwrap() {
-                    if table["name"] == "actions" || table["name"] == "study_data" {
-                        let columns = table["columns"].as_array_mut().unwrap();
-                        columns.truncate(columns.len() - 3);
-                    }
+                    let n = appended(table["name"].as_str().unwrap());
+                    let columns = table["columns"].as_array_mut().unwrap();
+                    columns.truncate(columns.len() - n);
                 }
             }),
+            _ if appended(table) > 0 => text
+                .lines()
+                .map(|line| drop_last(line, appended(table)) + "\n")
+                .collect(),
             _ => text,
         };
         Some((name.to_owned(), text))
@@ -354,14 +365,16 @@ fn a_backup_from_before_decision_types_is_restored_and_migrated() {
         "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
          action_prob,parameter_version,rng_seed\n"
     ));
-    // Every upload of the study was read by its completed update, which started after them.
+    assert!(files["update_provenance.csv"].starts_with(
+        "update_id,parameter_version,service_version,algorithm,config_hash,rows_read,\
+         backup_file,created_at\n"
+    ));
+    // The study's completed update read all 7 of its uploads, which were stored before it
+    // started.
+    let provenance = unpack(&current)["update_provenance.csv"].clone();
     assert!(
-        unpack(&current)["study_data.csv"]
-            .lines()
-            .skip(1)
-            .all(|l| l.ends_with(",default,t,2")),
-        "{}",
-        unpack(&current)["study_data.csv"]
+        provenance.lines().nth(1).unwrap().ends_with(",7"),
+        "{provenance}"
     );
 
     db.store().reset().unwrap();
@@ -372,7 +385,7 @@ fn a_backup_from_before_decision_types_is_restored_and_migrated() {
     db.store().restore(&old).unwrap();
 
     // The migration filled in what the service had stored: type 'default', available, and
-    // the update that read each upload.
+    // the last upload the update read.
     assert_eq!(dump(&db), before);
     for table in ["users", "actions", "study_data"] {
         assert_eq!(next_id(&db, table), max_id(&db, table) + 1, "{table}");
