@@ -50,12 +50,26 @@ ALTER TABLE update_provenance
 -- Updates that completed before migration 2025-02-01 have no provenance row, hence no
 -- watermark: an upload only they read counts as first read by the next update that has one. The
 -- same rule as migrations/sqlite, so both adapters derive the same values from the same history.
+--
+-- Computed in one pass over uploads and update starts merged in time order (a start before an
+-- upload stored at the same instant), each start taking the largest upload id so far: a
+-- separate max(id) per update scans much of study_data for each (measured: 200,000 uploads and
+-- 1,000 updates, 12 to 16 s against 0.2 s).
 UPDATE update_provenance p
-SET last_study_data_id = coalesce(
-    (SELECT max(s.id) FROM study_data s WHERE s.created_at < coalesce(r.started_at, r.created_at)),
-    0)
-FROM model_update_requests r
-WHERE r.id = p.update_id;
+SET last_study_data_id = coalesce(w.last_id, 0)
+FROM (
+    SELECT e.update_id,
+           max(e.id) OVER (ORDER BY e.at, e.is_upload ROWS UNBOUNDED PRECEDING) AS last_id
+    FROM (
+        SELECT s.created_at AS at, true AS is_upload, s.id, NULL::uuid AS update_id
+        FROM study_data s
+        UNION ALL
+        SELECT coalesce(r.started_at, r.created_at), false, NULL, r.id
+        FROM model_update_requests r
+        JOIN update_provenance q ON q.update_id = r.id
+    ) AS e
+) AS w
+WHERE w.update_id = p.update_id;
 
 ALTER TABLE update_provenance ALTER COLUMN last_study_data_id SET NOT NULL;
 
