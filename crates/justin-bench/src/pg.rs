@@ -246,9 +246,9 @@ pub fn count_rows(conn: &mut PgConnection, table: &str) -> Result<u64> {
 /// Inserts `rows` uploads into `study_data` in one statement, spread over the `users`
 /// registered as `{user_prefix}{n}`: contexts `{"temperature": ...}`, states `[temperature]`,
 /// outcomes `{"clicks": ...}` with the clicks as reward, of the default decision type and no
-/// logged decision (so `action_logged` is false and `available` true), not yet used by any
-/// update, as `/upload_data` stores them. Then vacuums and analyses the table, as autovacuum
-/// would have done to rows uploaded over a study's weeks.
+/// logged decision (so `action_logged` is false and `available` true), as `/upload_data` stores
+/// them. Then vacuums and analyses the table, as autovacuum would have done to rows uploaded
+/// over a study's weeks.
 pub fn fill_study_data(
     conn: &mut PgConnection,
     rows: u64,
@@ -258,12 +258,12 @@ pub fn fill_study_data(
     let sql = format!(
         "INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, \
              action, action_prob, state, outcome, reward, action_logged, decision_type, \
-             available, used_in_version) \
+             available) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
              jsonb_build_object('temperature', t), (g % 2)::smallint, 0.5, \
              jsonb_build_array(t), jsonb_build_object('clicks', g % 10), (g % 10)::float8, false, \
-             'default', true, NULL \
+             'default', true \
          FROM generate_series(1, {rows}) AS g, \
              LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",
         users = users.max(1),
