@@ -143,9 +143,10 @@ pub trait UpdateJob {
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError>;
 
     /// Stores `values` as the next parameter version, marks the request completed with the
-    /// provenance, marks every record [`UpdateJob::study_data`] could stream that no earlier
-    /// update used as used by the new version, and commits. Versions MUST increase by one with
-    /// no gaps; records stored after the job's snapshot MUST stay unmarked.
+    /// provenance, records which study records [`UpdateJob::study_data`] could stream (so that
+    /// [`Store::export`] shows, for each upload, the first update that read it), and commits.
+    /// Versions MUST increase by one with no gaps; records stored after the job's snapshot
+    /// MUST NOT count as read by it.
     ///
     /// # Errors
     /// On storage failure, in which case nothing is stored.

@@ -176,7 +176,8 @@ pub(crate) struct ExportBound {
 /// bound on update versions: of the updates completed when the export started, the one with
 /// the smallest `last_study_data_id` at or above the upload's id (the earliest version on a
 /// tie); none when the upload is unavailable (no update reads it) or there is no upload.
-/// `update_provenance_last_study_data_idx` serves it, one index seek per upload. The `+`
+/// `update_provenance_last_study_data_idx` (watermark, then version) serves it from the index
+/// alone, one seek per upload, even when many updates share a watermark. The `+`
 /// keeps the version's bound from being considered for the version's unique index, so that
 /// choice does not rest on the planner's estimates: through that index every upload would
 /// visit every update.
@@ -446,7 +447,7 @@ mod tests {
         let details: Vec<&str> = plan.iter().map(|p| p.detail.as_str()).collect();
         assert!(
             details.iter().any(|d| d.contains(
-                "SEARCH p USING INDEX update_provenance_last_study_data_idx (last_study_data_id>?)"
+                "SEARCH p USING COVERING INDEX update_provenance_last_study_data_idx (last_study_data_id>?)"
             )),
             "{details:?}"
         );

@@ -73,4 +73,5 @@ WHERE w.update_id = p.update_id;
 
 ALTER TABLE update_provenance ALTER COLUMN last_study_data_id SET NOT NULL;
 
-CREATE INDEX update_provenance_last_study_data_id_idx ON update_provenance (last_study_data_id);
+CREATE INDEX update_provenance_last_study_data_idx
+    ON update_provenance (last_study_data_id, parameter_version);

@@ -126,4 +126,5 @@ ALTER TABLE update_provenance_new RENAME TO update_provenance;
 
 -- The export's lookup of the first update that used an upload: the provenance with the
 -- smallest last_study_data_id at or above the upload's id.
-CREATE INDEX update_provenance_last_study_data_idx ON update_provenance (last_study_data_id);
+CREATE INDEX update_provenance_last_study_data_idx
+    ON update_provenance (last_study_data_id, parameter_version);
