@@ -107,17 +107,9 @@ impl Algorithm for FlatProb {
         rng: &mut DecisionRng,
     ) -> Result<ActionChoice, AlgorithmError> {
         let p = probability(parameters)?;
-        let action = if rng.uniform() < p {
-            Action::One
-        } else {
-            Action::Zero
-        };
-        let action_prob =
+        let p =
             Probability::new(p).map_err(|e| AlgorithmError::InvalidParameters(e.to_string()))?;
-        Ok(ActionChoice {
-            action,
-            action_prob,
-        })
+        Ok(ActionChoice::draw(p, rng))
     }
 
     fn make_reward(

@@ -628,18 +628,10 @@ impl Algorithm for Thompson {
             ));
         }
         let p = raw.clamp(policy.min_probability, policy.max_probability);
-        // Exactly one draw per decision, so a replay from the stored seed repeats it.
-        let action = if rng.uniform() < p {
-            Action::One
-        } else {
-            Action::Zero
-        };
-        let action_prob =
+        let p =
             Probability::new(p).map_err(|e| AlgorithmError::InvalidParameters(e.to_string()))?;
-        Ok(ActionChoice {
-            action,
-            action_prob,
-        })
+        // Exactly one draw per decision, so a replay from the stored seed repeats it.
+        Ok(ActionChoice::draw(p, rng))
     }
 
     fn make_reward(

@@ -42,6 +42,23 @@ pub struct ActionChoice {
     pub action_prob: Probability,
 }
 
+impl ActionChoice {
+    /// Draws action 1 with probability `p` from the decision's generator, with exactly one
+    /// uniform draw (so a replay from the stored seed repeats it), and keeps `p` as the
+    /// decision's propensity. What most algorithms do once they know P(action = 1).
+    pub fn draw(p: Probability, rng: &mut DecisionRng) -> Self {
+        let action = if rng.uniform() < p.get() {
+            Action::One
+        } else {
+            Action::Zero
+        };
+        Self {
+            action,
+            action_prob: p,
+        }
+    }
+}
+
 /// A decision-making algorithm.
 ///
 /// Every method is called from many threads at once and must not keep per-request state in
