@@ -5,8 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    action_body, check_cases, error, spawn_app, upload_body, with, CallbackReceiver, TestApp,
-    TIMESTAMP,
+    action_body, check_cases, error, spawn_app, upload_body, upload_body_for, with,
+    CallbackReceiver, TestApp, TIMESTAMP,
 };
 
 fn typed(body: Value, decision_type: &str) -> Value {
@@ -21,21 +21,13 @@ fn unavailable(body: Value, reason: Option<&str>) -> Value {
     }
 }
 
-/// An upload agreeing with the decision `answer` of `/action`.
+/// An upload agreeing with the decision `answer` of `/action`, of `decision_type`.
 fn upload_for(user: &str, idx: i64, answer: &Value, decision_type: Option<&str>) -> Value {
-    let mut body = upload_body(user, idx, 20.0);
-    body["data"]["action"] = answer["action"].clone();
-    body["data"]["action_prob"] = answer["action_prob"].clone();
+    let body = upload_body_for(user, idx, 20.0, answer);
     match decision_type {
         Some(t) => typed(body, t),
         None => body,
     }
-}
-
-fn post(app: &TestApp, path: &str, body: &Value, expected: u16) -> Value {
-    let (status, answer) = app.post_json(path, body);
-    assert_eq!(status, expected, "{path} {body}: {answer}");
-    answer
 }
 
 #[test]
@@ -43,15 +35,13 @@ fn one_index_holds_one_decision_per_type() {
     let app = spawn_app();
     app.add_user("u1");
 
-    let default = post(&app, "/api/v1/action", &action_body("u1", 0, 20.0), 201);
-    let morning = post(
-        &app,
+    let default = app.post_expecting("/api/v1/action", &action_body("u1", 0, 20.0), 201);
+    let morning = app.post_expecting(
         "/api/v1/action",
         &typed(action_body("u1", 0, 20.0), "morning"),
         201,
     );
-    let evening = post(
-        &app,
+    let evening = app.post_expecting(
         "/api/v1/action",
         &typed(action_body("u1", 0, 20.0), "evening"),
         201,
@@ -84,11 +74,10 @@ fn one_index_holds_one_decision_per_type() {
         (typed(action_body("u1", 0, 99.0), "morning"), &morning),
         (typed(action_body("u1", 0, 99.0), "evening"), &evening),
     ] {
-        assert_eq!(&post(&app, "/api/v1/action", &body, 200), first);
+        assert_eq!(&app.post_expecting("/api/v1/action", &body, 200), first);
     }
     // An explicit "default" is the default type.
-    let explicit = post(
-        &app,
+    let explicit = app.post_expecting(
         "/api/v1/action",
         &typed(action_body("u1", 0, 99.0), "default"),
         200,
@@ -100,8 +89,7 @@ fn one_index_holds_one_decision_per_type() {
 fn uploads_belong_to_the_decision_of_their_type() {
     let app = spawn_app();
     app.add_user("u1");
-    let morning = post(
-        &app,
+    let morning = app.post_expecting(
         "/api/v1/action",
         &typed(action_body("u1", 0, 20.0), "morning"),
         201,
@@ -110,37 +98,28 @@ fn uploads_belong_to_the_decision_of_their_type() {
     // An upload naming the morning decision with another action contradicts it.
     let mut contradicting = upload_for("u1", 0, &morning, Some("morning"));
     contradicting["data"]["action"] = json!(1 - morning["action"].as_i64().unwrap());
-    post(&app, "/api/v1/upload_data", &contradicting, 409);
-    post(
-        &app,
+    app.post_expecting("/api/v1/upload_data", &contradicting, 409);
+    app.post_expecting(
         "/api/v1/upload_data",
         &upload_for("u1", 0, &morning, Some("morning")),
         201,
     );
     // A second upload of the same key is refused; the default type's index 0 is another key.
-    let again = post(
-        &app,
+    let again = app.post_expecting(
         "/api/v1/upload_data",
         &upload_for("u1", 0, &morning, Some("morning")),
         400,
     );
     assert_eq!(again, error("Decision index already exists."));
-    post(
-        &app,
-        "/api/v1/upload_data",
-        &upload_body("u1", 0, 20.0),
-        201,
-    );
+    app.post_expecting("/api/v1/upload_data", &upload_body("u1", 0, 20.0), 201);
     // Each upload closes its own key to decisions only.
-    let closed = post(
-        &app,
+    let closed = app.post_expecting(
         "/api/v1/action",
         &typed(action_body("u1", 0, 20.0), "morning"),
         400,
     );
     assert_eq!(closed, error("Decision index already exists."));
-    post(
-        &app,
+    app.post_expecting(
         "/api/v1/action",
         &typed(action_body("u1", 0, 20.0), "evening"),
         201,
@@ -219,7 +198,7 @@ fn malformed_decision_types_and_availability_are_refused() {
         )],
     );
     // Nothing was stored: the decision can still be made.
-    post(&app, "/api/v1/action", &base, 201);
+    app.post_expecting("/api/v1/action", &base, 201);
 }
 
 #[test]
@@ -236,7 +215,7 @@ fn an_unavailable_decision_is_stored_without_a_draw() {
         "unavailable_reason": "driving",
         "context": {"screen": "off"},
     });
-    let answer = post(&app, "/api/v1/action", &body, 201);
+    let answer = app.post_expecting("/api/v1/action", &body, 201);
 
     assert_eq!(answer["action"], 0);
     assert_eq!(answer["action_prob"], 0.0);
@@ -245,17 +224,16 @@ fn an_unavailable_decision_is_stored_without_a_draw() {
     assert_eq!(answer["state"], json!([]));
     // Stored as such: a repeat returns it, even one that now claims availability (whose
     // context must then satisfy the algorithm).
-    assert_eq!(post(&app, "/api/v1/action", &body, 200), answer);
+    assert_eq!(app.post_expecting("/api/v1/action", &body, 200), answer);
     let repeat = with(
         &action_body("u1", 0, 20.0),
         None,
         "available",
         Some(json!(true)),
     );
-    assert_eq!(post(&app, "/api/v1/action", &repeat, 200), answer);
+    assert_eq!(app.post_expecting("/api/v1/action", &repeat, 200), answer);
     // A usable context gives the state all the same; a reason is optional.
-    let with_state = post(
-        &app,
+    let with_state = app.post_expecting(
         "/api/v1/action",
         &unavailable(action_body("u1", 1, 21.5), None),
         201,
@@ -267,8 +245,7 @@ fn an_unavailable_decision_is_stored_without_a_draw() {
         "{with_state}"
     );
     // An available decision still needs a usable context.
-    let refused = post(
-        &app,
+    let refused = app.post_expecting(
         "/api/v1/action",
         &json!({"user_id": "u1", "timestamp": TIMESTAMP, "decision_idx": 2, "context": {}}),
         400,
@@ -290,8 +267,7 @@ fn study_data_of_unavailable_decisions_never_reaches_an_update() {
     let callbacks = CallbackReceiver::start();
     app.add_user("u1");
     // Cold, so flat_prob would raise its probability if it saw it.
-    let off = post(
-        &app,
+    let off = app.post_expecting(
         "/api/v1/action",
         &unavailable(action_body("u1", 0, 5.0), Some("asleep")),
         201,
@@ -299,19 +275,14 @@ fn study_data_of_unavailable_decisions_never_reaches_an_update() {
     let mut upload = upload_for("u1", 0, &off, None);
     upload["data"]["context"] = json!({"temperature": 5.0});
     // The upload must carry the logged action 0 and probability 0.
-    post(&app, "/api/v1/upload_data", &upload, 201);
+    app.post_expecting("/api/v1/upload_data", &upload, 201);
 
     let first = run_update(&app, &callbacks);
     assert_eq!(first["provenance"]["rows_read"], 0, "{first}");
     assert_eq!(app.current_parameters(), (2, 0.5));
 
-    let on = post(&app, "/api/v1/action", &action_body("u1", 1, 5.0), 201);
-    post(
-        &app,
-        "/api/v1/upload_data",
-        &upload_for("u1", 1, &on, None),
-        201,
-    );
+    let on = app.post_expecting("/api/v1/action", &action_body("u1", 1, 5.0), 201);
+    app.post_expecting("/api/v1/upload_data", &upload_for("u1", 1, &on, None), 201);
     let second = run_update(&app, &callbacks);
     assert_eq!(second["provenance"]["rows_read"], 1, "{second}");
 }

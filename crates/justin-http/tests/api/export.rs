@@ -4,10 +4,11 @@ use std::io::{BufRead, BufReader, Read};
 
 use justin_backup::csv::CsvReader;
 use justin_http::export::COLUMNS;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{
-    action_body, error, spawn_app, sql_execute, upload_body, with, CallbackReceiver, TestApp, WAIT,
+    action_body, error, spawn_app, sql_execute, upload_body, upload_body_for, with,
+    CallbackReceiver, TestApp, WAIT,
 };
 
 fn agent() -> ureq::Agent {
@@ -68,26 +69,20 @@ fn field<'a>(row: &'a [(String, Option<String>)], name: &str) -> Option<&'a str>
         .as_deref()
 }
 
-fn post(app: &TestApp, path: &str, body: &Value, expected: u16) -> Value {
-    let (status, answer) = app.post_json(path, body);
-    assert_eq!(status, expected, "{path} {body}: {answer}");
-    answer
-}
-
 #[test]
 fn the_export_has_one_row_per_decision_with_its_upload() {
     let app = spawn_app();
     let callbacks = CallbackReceiver::start();
     app.add_user("u1");
     app.add_user("u,2");
-    let first = post(&app, "/api/v1/action", &action_body("u1", 0, 20.0), 201);
+    let first = app.post_expecting("/api/v1/action", &action_body("u1", 0, 20.0), 201);
     let evening = with(
         &action_body("u1", 0, 21.0),
         None,
         "decision_type",
         Some(json!("evening")),
     );
-    post(&app, "/api/v1/action", &evening, 201);
+    app.post_expecting("/api/v1/action", &evening, 201);
     let off = with(
         &action_body("u,2", 3, 22.0),
         None,
@@ -100,31 +95,25 @@ fn the_export_has_one_row_per_decision_with_its_upload() {
         "unavailable_reason",
         Some(json!("driving, \"fast\"")),
     );
-    post(&app, "/api/v1/action", &off, 201);
+    app.post_expecting("/api/v1/action", &off, 201);
     // The first decision's upload, used by the update below.
-    let mut upload = upload_body("u1", 0, 20.0);
-    upload["data"]["action"] = first["action"].clone();
-    upload["data"]["action_prob"] = first["action_prob"].clone();
+    let mut upload = upload_body_for("u1", 0, 20.0, &first);
     upload["data"]["outcome"] = json!({"clicks": 3, "note": "a,b"});
-    post(&app, "/api/v1/upload_data", &upload, 201);
+    app.post_expecting("/api/v1/upload_data", &upload, 201);
     // An upload without a logged decision is study data but no export row.
-    post(
-        &app,
-        "/api/v1/upload_data",
-        &upload_body("u1", 9, 20.0),
-        201,
-    );
+    app.post_expecting("/api/v1/upload_data", &upload_body("u1", 9, 20.0), 201);
     let id = app.request_update(callbacks.url());
     assert_eq!(callbacks.next()["status"], "completed");
     let version = app.update_status(&id)["parameter_version"]
         .as_i64()
         .unwrap();
     // Uploaded after the update: not used by one.
-    let late = post(&app, "/api/v1/action", &action_body("u1", 1, 20.0), 201);
-    let mut upload = upload_body("u1", 1, 20.0);
-    upload["data"]["action"] = late["action"].clone();
-    upload["data"]["action_prob"] = late["action_prob"].clone();
-    post(&app, "/api/v1/upload_data", &upload, 201);
+    let late = app.post_expecting("/api/v1/action", &action_body("u1", 1, 20.0), 201);
+    app.post_expecting(
+        "/api/v1/upload_data",
+        &upload_body_for("u1", 1, 20.0, &late),
+        201,
+    );
 
     let rows = export_rows(&app);
 

@@ -246,6 +246,13 @@ impl TestApp {
         self.client.post_json(path, body)
     }
 
+    /// POSTs `body` as JSON, which must get `expected`; the answer.
+    pub fn post_expecting(&self, path: &str, body: &Value, expected: u16) -> Value {
+        let (status, answer) = self.post_json(path, body);
+        assert_eq!(status, expected, "{path} {body}: {answer}");
+        answer
+    }
+
     /// See [`Client::post_raw`].
     pub fn post_raw(&self, path: &str, body: &str, content_type: &str) -> (u16, Value) {
         self.client.post_raw(path, body, content_type)
@@ -312,6 +319,15 @@ pub fn action_body(user: &str, idx: i64, temperature: f64) -> Value {
         "decision_idx": idx,
         "context": { "temperature": temperature },
     })
+}
+
+/// A valid `/upload_data` body for the decision `answer` of `/action`: its action and
+/// probability, so the upload agrees with the logged decision.
+pub fn upload_body_for(user: &str, idx: i64, temperature: f64, answer: &Value) -> Value {
+    let mut body = upload_body(user, idx, temperature);
+    body["data"]["action"] = answer["action"].clone();
+    body["data"]["action_prob"] = answer["action_prob"].clone();
+    body
 }
 
 /// A valid `/upload_data` body.
