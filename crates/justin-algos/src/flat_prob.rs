@@ -4,7 +4,7 @@
 //! it shows every step of the [`Algorithm`] trait with the least possible statistics.
 
 use justin_core::{
-    Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
+    names, Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
     Probability, State, StudyRecord, UserId,
 };
 use serde_json::{json, Value};
@@ -54,6 +54,11 @@ fn probability(values: &Value) -> Result<f64, AlgorithmError> {
         .map_err(|e| AlgorithmError::InvalidParameters(format!("{PROBABILITY_KEY}: {e}")))
 }
 
+/// The template's message for a context without a temperature.
+const NO_TEMPERATURE: &str = "Invalid context. Temperature is required.";
+/// The template's message for an outcome without clicks.
+const NO_CLICKS: &str = "Invalid outcome. Clicks is required.";
+
 /// Reads a required numeric field of a context or outcome, with the template's messages.
 fn number_field(object: &JsonObject, key: &str, missing: &str) -> Result<f64, AlgorithmError> {
     match object.get(key) {
@@ -90,11 +95,7 @@ impl Algorithm for FlatProb {
     }
 
     fn make_state(&self, context: &JsonObject) -> Result<State, AlgorithmError> {
-        let temperature = number_field(
-            context,
-            "temperature",
-            "Invalid context. Temperature is required.",
-        )?;
+        let temperature = number_field(context, "temperature", NO_TEMPERATURE)?;
         State::new(vec![temperature]).map_err(|e| AlgorithmError::InvalidInput(e.to_string()))
     }
 
@@ -119,7 +120,23 @@ impl Algorithm for FlatProb {
         _action: Action,
         outcome: &JsonObject,
     ) -> Result<f64, AlgorithmError> {
-        number_field(outcome, "clicks", "Invalid outcome. Clicks is required.")
+        number_field(outcome, "clicks", NO_CLICKS)
+    }
+
+    fn check_context_names(&self, context: &Value) -> Result<(), AlgorithmError> {
+        if names(context, "temperature") {
+            Ok(())
+        } else {
+            Err(AlgorithmError::InvalidInput(NO_TEMPERATURE.into()))
+        }
+    }
+
+    fn check_outcome_names(&self, outcome: &Value) -> Result<(), AlgorithmError> {
+        if names(outcome, "clicks") {
+            Ok(())
+        } else {
+            Err(AlgorithmError::InvalidInput(NO_CLICKS.into()))
+        }
     }
 
     fn update(

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use justin_core::{
-    Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
+    names, Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
     Probability, State, StudyRecord, UserId,
 };
 use serde_json::{json, Value};
@@ -559,12 +559,15 @@ fn posterior(prior: &Prior, stats: &Statistics) -> Result<(Vec<f64>, Matrix), Al
     Ok((mean, covariance))
 }
 
+/// The client-facing message for a context or outcome (`kind`) without `key`.
+fn missing(kind: &str, key: &str) -> AlgorithmError {
+    AlgorithmError::InvalidInput(format!("Invalid {kind}. {key} is required."))
+}
+
 /// Reads a required numeric field of a context or outcome, with the client-facing messages.
 fn number_field(object: &JsonObject, key: &str, kind: &str) -> Result<f64, AlgorithmError> {
     match object.get(key) {
-        None | Some(Value::Null) => Err(AlgorithmError::InvalidInput(format!(
-            "Invalid {kind}. {key} is required."
-        ))),
+        None | Some(Value::Null) => Err(missing(kind, key)),
         Some(v) => v
             .as_f64()
             .filter(|x| x.is_finite())
@@ -642,6 +645,21 @@ impl Algorithm for Thompson {
         outcome: &JsonObject,
     ) -> Result<f64, AlgorithmError> {
         number_field(outcome, &self.reward, "outcome")
+    }
+
+    fn check_context_names(&self, context: &Value) -> Result<(), AlgorithmError> {
+        match self.features.iter().find(|f| !names(context, f)) {
+            Some(feature) => Err(missing("context", feature)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_outcome_names(&self, outcome: &Value) -> Result<(), AlgorithmError> {
+        if names(outcome, &self.reward) {
+            Ok(())
+        } else {
+            Err(missing("outcome", &self.reward))
+        }
     }
 
     fn update(
@@ -1040,6 +1058,34 @@ mod tests {
         assert_eq!(
             intercept.make_state(&JsonObject::new()).unwrap().values(),
             &[1.0]
+        );
+    }
+
+    #[test]
+    fn the_names_check_reports_the_first_missing_feature_and_reward_as_make_state_does() {
+        let algo = thompson(json!({ "features": ["steps", "mood"], "reward": "steps_after" }));
+        let context_names = |context: Value| algo.check_context_names(&context);
+        assert!(context_names(json!({ "steps": "not checked here", "mood": 1 })).is_ok());
+        for (context, missing) in [
+            (json!({ "mood": 1 }), "steps"),
+            (json!({ "steps": 1, "mood": null }), "mood"),
+            (json!([]), "steps"),
+            (json!("steps"), "mood"),
+        ] {
+            assert_eq!(
+                context_names(context.clone()).unwrap_err().to_string(),
+                format!("Invalid context. {missing} is required."),
+                "{context}"
+            );
+        }
+        assert!(algo
+            .check_outcome_names(&json!({ "steps_after": 3 }))
+            .is_ok());
+        assert_eq!(
+            algo.check_outcome_names(&json!({}))
+                .unwrap_err()
+                .to_string(),
+            "Invalid outcome. steps_after is required."
         );
     }
 

@@ -59,6 +59,22 @@ impl ActionChoice {
     }
 }
 
+/// Whether a request's JSON value names `key` as the template's presence checks (Python's
+/// `key in value`) see it: an object holding the key with a value other than `null` (JSON
+/// `null` counts as absent everywhere in the API), a string containing it, a list holding it
+/// as a string. A number, a boolean or `null` has no members in Python (its check fails with
+/// an error there); here it counts as naming every key, so that the request's type checks,
+/// which come next, say what is wrong with it.
+pub fn names(value: &serde_json::Value, key: &str) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => map.get(key).is_some_and(|v| !v.is_null()),
+        Value::String(text) => text.contains(key),
+        Value::Array(items) => items.iter().any(|item| item.as_str() == Some(key)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    }
+}
+
 /// A decision-making algorithm.
 ///
 /// Every method is called from many threads at once and must not keep per-request state in
@@ -81,6 +97,33 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
     /// MUST return [`AlgorithmError::InvalidInput`] with a client-facing message when the
     /// context lacks a field the algorithm needs or holds one of the wrong type.
     fn make_state(&self, context: &JsonObject) -> Result<State, AlgorithmError>;
+
+    /// Checks that a request's context names every field [`Algorithm::make_state`] needs,
+    /// before any field of the request is checked for its type: the template reports a
+    /// missing context field ahead of, say, a `user_id` that is not a string, and a request
+    /// with both faults must get the same message here. `context` is the request's value as
+    /// sent, whatever its JSON type; [`names`] tells whether it names a field the way the
+    /// template's check sees it. The types of the fields are `make_state`'s to check, later.
+    /// The default checks nothing.
+    ///
+    /// # Errors
+    /// MUST return [`AlgorithmError::InvalidInput`] with the same message `make_state` gives
+    /// for the first missing field.
+    fn check_context_names(&self, context: &serde_json::Value) -> Result<(), AlgorithmError> {
+        let _ = context;
+        Ok(())
+    }
+
+    /// Like [`Algorithm::check_context_names`], for an upload's outcome and the fields
+    /// [`Algorithm::make_reward`] needs.
+    ///
+    /// # Errors
+    /// MUST return [`AlgorithmError::InvalidInput`] with the same message `make_reward` gives
+    /// for the first missing field.
+    fn check_outcome_names(&self, outcome: &serde_json::Value) -> Result<(), AlgorithmError> {
+        let _ = outcome;
+        Ok(())
+    }
 
     /// Draws an action for `user` at `decision_idx`.
     ///
@@ -134,5 +177,41 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
     fn validate_parameters(&self, values: &serde_json::Value) -> Result<(), AlgorithmError> {
         let _ = values;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+    use serde_json::json;
+
+    #[test]
+    fn names_follows_pythons_membership_test() {
+        let named = [
+            json!({"temperature": 1}),
+            json!({"temperature": "x"}),
+            json!("temperature"),
+            json!("my temperature today"),
+            json!(["temperature"]),
+            json!(5),
+            json!(true),
+            json!(null),
+        ];
+        for value in named {
+            assert!(names(&value, "temperature"), "{value}");
+        }
+        let unnamed = [
+            json!({}),
+            json!({"temperature": null}),
+            json!({"Temperature": 1}),
+            json!(""),
+            json!("temp"),
+            json!([]),
+            json!([{"temperature": 1}]),
+            json!([1, 2]),
+        ];
+        for value in unnamed {
+            assert!(!names(&value, "temperature"), "{value}");
+        }
     }
 }

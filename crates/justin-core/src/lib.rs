@@ -10,7 +10,7 @@ pub mod ports;
 pub mod rng;
 pub mod service;
 
-pub use algorithm::{ActionChoice, Algorithm, AlgorithmError};
+pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
     ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters, Probability, Provenance,

@@ -14,9 +14,10 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The request body as a JSON object, read within the configured size limit: the extractor
-/// every POST handler takes.
+/// every POST handler takes. The body's bytes stay with it, for the few checks that need a
+/// number as it was written ([`Literals`]).
 #[derive(Debug)]
-pub struct JsonBody(pub JsonObject);
+pub struct JsonBody(pub JsonObject, pub Literals);
 
 impl FromRequest for JsonBody {
     type Error = ApiError;
@@ -32,15 +33,62 @@ impl FromRequest for JsonBody {
             // Taking the payload cannot fail; keep the text of an error should that change.
             let payload = payload
                 .map_err(|e| ApiError::Internal(Box::new(std::io::Error::other(e.to_string()))))?;
-            json_object(&req, payload, limit).await.map(JsonBody)
+            let (object, text) = json_object(&req, payload, limit).await?;
+            Ok(JsonBody(object, Literals(text)))
         })
+    }
+}
+
+/// The text of a request body, to read a top-level member as the client wrote it.
+///
+/// The parsed body cannot tell `-0` from `-0.0`, nor an integer literal beyond 64 bits from a
+/// float: serde_json reads all of them as floats. The template's Python reads `-0` and every
+/// integer literal as integers, so where it requires an integer the literal decides.
+#[derive(Debug, Clone, Default)]
+pub struct Literals(web::Bytes);
+
+impl Literals {
+    /// The JSON text of the top-level member `key`, as sent; `None` when it is absent (the
+    /// last one counts when the key repeats, as in the parsed body).
+    pub fn member(&self, key: &str) -> Option<Box<serde_json::value::RawValue>> {
+        let mut members: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(without_bom(&self.0)).ok()?;
+        members.remove(key)
     }
 }
 
 /// The body limit when no application state is mounted (never the case when serving).
 const DEFAULT_LIMIT: usize = 1024 * 1024;
 
-/// Reads the body as a JSON object, within `limit` bytes.
+/// The UTF-8 byte order mark, which some clients write before a JSON body.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The body without a leading UTF-8 byte order mark.
+fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
+/// Whether the request declares a JSON body as the template's framework (Flask) counts it:
+/// `application/json` or any `application/*+json` type, with or without parameters, in any
+/// letter case.
+fn declares_json(req: &HttpRequest) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = mime.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// Reads the body as a JSON object, within `limit` bytes; the object and the body's bytes.
+/// A leading UTF-8 byte order mark is skipped.
 ///
 /// # Errors
 /// 415 when the body is not declared as JSON, 413 when it is too large, 400 when it is not a
@@ -49,14 +97,8 @@ pub async fn json_object(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
-) -> Result<JsonObject, ApiError> {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+) -> Result<(JsonObject, web::Bytes), ApiError> {
+    if !declares_json(req) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let bytes = match payload.to_bytes_limited(limit).await {
@@ -68,8 +110,8 @@ pub async fn json_object(
         }
         Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
     };
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+    match serde_json::from_slice::<Value>(without_bom(&bytes)) {
+        Ok(Value::Object(map)) => Ok((map, bytes)),
         Ok(_) => Err(ApiError::BadRequest(
             "Request body must be a JSON object.".into(),
         )),
@@ -159,20 +201,76 @@ pub fn availability(object: &JsonObject) -> Result<justin_core::Availability, Ap
     }
 }
 
-/// A decision index.
+/// What an integer literal means as a decision index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexLiteral {
+    /// It fits.
+    Fits(i64),
+    /// A negative integer.
+    Negative,
+    /// An integer beyond 2^63 − 1.
+    TooLarge,
+}
+
+/// The `decision_idx` of a request as the template's Python reads it: an integer literal of any
+/// size (`-0` included), or `None` for anything else, whole floats such as `1.0` or `1e2`
+/// included (Python reads those as floats, which the template refuses).
+fn index_literal(value: &Value, literals: &Literals) -> Option<IndexLiteral> {
+    if let Some(raw) = value.as_i64() {
+        return Some(if raw < 0 {
+            IndexLiteral::Negative
+        } else {
+            IndexLiteral::Fits(raw)
+        });
+    }
+    if value.is_u64() {
+        return Some(IndexLiteral::TooLarge);
+    }
+    // serde_json reads `-0` and integers beyond 64 bits as floats: the text decides.
+    if !value.is_f64() {
+        return None;
+    }
+    let text = literals.member("decision_idx")?;
+    let text = text.get();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(if digits.bytes().all(|b| b == b'0') {
+        IndexLiteral::Fits(0)
+    } else if negative {
+        IndexLiteral::Negative
+    } else {
+        IndexLiteral::TooLarge
+    })
+}
+
+/// Whether the request's `decision_idx` is an integer as the template sees it (see
+/// [`decision_idx`]), whatever its range.
+pub fn is_integer_index(value: &Value, literals: &Literals) -> bool {
+    index_literal(value, literals).is_some()
+}
+
+/// A decision index: an integer literal from 0 to 2^63 − 1, `-0` read as 0.
 ///
 /// # Errors
-/// When the value is not a whole number, or is negative.
-pub fn decision_idx(value: &Value) -> Result<justin_core::DecisionIdx, ApiError> {
-    let raw = match value.as_i64() {
-        Some(raw) => raw,
-        // Whole numbers beyond i64 are integers, but no study has that many decisions.
-        None if value.is_u64() => {
-            return Err(bad("decision_idx is too large."));
+/// When the value is not an integer literal, or is negative, or too large.
+pub fn decision_idx(
+    value: &Value,
+    literals: &Literals,
+) -> Result<justin_core::DecisionIdx, ApiError> {
+    match index_literal(value, literals) {
+        Some(IndexLiteral::Fits(raw)) => {
+            justin_core::DecisionIdx::new(raw).map_err(|e| ApiError::BadRequest(e.0))
         }
-        None => return Err(bad("decision_idx must be an integer.")),
-    };
-    justin_core::DecisionIdx::new(raw).map_err(|e| ApiError::BadRequest(e.0))
+        Some(IndexLiteral::Negative) => Err(bad("decision_idx must be a non-negative integer.")),
+        // No study has that many decisions.
+        Some(IndexLiteral::TooLarge) => Err(bad("decision_idx is too large.")),
+        None => Err(bad("decision_idx must be an integer.")),
+    }
 }
 
 /// A timestamp: RFC 3339, with its offset (`2025-01-01T12:00:00Z`, `2025-01-01T14:00:00+02:00`).
@@ -234,13 +332,18 @@ fn holds_nul(value: &Value) -> bool {
     }
 }
 
-/// An action: the integer 0 or 1.
+/// An action: 0 or 1, written as an integer or as a whole float (`1.0`, which the template's
+/// integer column takes as 1).
 ///
 /// # Errors
 /// For any other value.
 pub fn action(value: &Value) -> Result<justin_core::Action, ApiError> {
-    value
-        .as_i64()
+    let whole = value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .and_then(|x| [0.0, 1.0].contains(&x).then_some(x as i64))
+    });
+    whole
         .and_then(|raw| justin_core::Action::from_i64(raw).ok())
         .ok_or_else(|| bad("action must be 0 or 1."))
 }
@@ -372,22 +475,130 @@ mod tests {
         assert_eq!(user_id(&json!("u1")).unwrap().as_str(), "u1");
     }
 
+    /// The `decision_idx` of a body written as `literal`, read as a handler reads it.
+    fn index_of(literal: &str) -> Result<justin_core::DecisionIdx, ApiError> {
+        let text = format!(r#"{{"decision_idx": {literal}}}"#);
+        let literals = Literals(web::Bytes::from(text.clone()));
+        let body: Value = serde_json::from_str(&text).unwrap();
+        decision_idx(&body["decision_idx"], &literals)
+    }
+
     #[test]
-    fn decision_idx_must_be_a_non_negative_integer() {
-        assert_eq!(decision_idx(&json!(3)).unwrap().get(), 3);
+    fn decision_idx_is_an_integer_literal_from_0_to_2_to_the_63_minus_1() {
+        for (literal, expected) in [
+            ("3", 3),
+            ("0", 0),
+            ("-0", 0),
+            ("9223372036854775807", i64::MAX),
+        ] {
+            assert_eq!(index_of(literal).unwrap().get(), expected, "{literal}");
+        }
+        for (literal, expected) in [
+            ("1.5", "decision_idx must be an integer."),
+            ("1.0", "decision_idx must be an integer."),
+            ("-0.0", "decision_idx must be an integer."),
+            ("1e2", "decision_idx must be an integer."),
+            ("\"1\"", "decision_idx must be an integer."),
+            ("true", "decision_idx must be an integer."),
+            ("-1", "decision_idx must be a non-negative integer."),
+            (
+                "-99999999999999999999",
+                "decision_idx must be a non-negative integer.",
+            ),
+            ("9223372036854775808", "decision_idx is too large."),
+            ("18446744073709551615", "decision_idx is too large."),
+            ("18446744073709551616", "decision_idx is too large."),
+            (
+                "1000000000000000000000000000000",
+                "decision_idx is too large.",
+            ),
+        ] {
+            assert_eq!(
+                message(index_of(literal).unwrap_err()),
+                expected,
+                "{literal}"
+            );
+        }
+    }
+
+    #[test]
+    fn literals_read_the_last_of_repeated_members_like_the_parsed_body() {
+        let literals = Literals(web::Bytes::from_static(
+            b"\xEF\xBB\xBF{\"decision_idx\": 1, \"decision_idx\": -0}",
+        ));
+        assert_eq!(literals.member("decision_idx").unwrap().get(), "-0");
+        assert!(literals.member("context").is_none());
+    }
+
+    #[test]
+    fn json_is_declared_as_flask_counts_it() {
+        let declared = |content_type: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((header::CONTENT_TYPE, content_type))
+                .to_http_request();
+            declares_json(&req)
+        };
+        for json_type in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.api+json",
+            "application/merge-patch+json; charset=UTF-8",
+            "application/LD+JSON",
+        ] {
+            assert!(declared(json_type), "{json_type}");
+        }
+        for other in [
+            "text/json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonp",
+            "application/json-seq",
+            "json",
+            "",
+        ] {
+            assert!(!declared(other), "{other}");
+        }
+        let none = actix_web::test::TestRequest::default().to_http_request();
+        assert!(!declares_json(&none));
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        assert_eq!(without_bom(b"\xEF\xBB\xBF{}"), b"{}");
+        assert_eq!(without_bom(b"{}"), b"{}");
+        // Only one, and only at the start.
         assert_eq!(
-            message(decision_idx(&json!(1.5)).unwrap_err()),
-            "decision_idx must be an integer."
+            without_bom(b"\xEF\xBB\xBF\xEF\xBB\xBF{}"),
+            b"\xEF\xBB\xBF{}"
         );
-        assert_eq!(
-            message(decision_idx(&json!("1")).unwrap_err()),
-            "decision_idx must be an integer."
-        );
-        assert_eq!(
-            message(decision_idx(&json!(-1)).unwrap_err()),
-            "decision_idx must be a non-negative integer."
-        );
-        assert!(decision_idx(&json!(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn actions_are_0_or_1_written_as_integers_or_whole_floats() {
+        for (value, expected) in [
+            (json!(0), 0),
+            (json!(1), 1),
+            (json!(0.0), 0),
+            (json!(1.0), 1),
+            (json!(-0.0), 0),
+        ] {
+            assert_eq!(action(&value).unwrap().as_i16(), expected, "{value}");
+        }
+        for value in [
+            json!(2),
+            json!(0.5),
+            json!(-1),
+            json!("1"),
+            json!(true),
+            json!(2.0),
+        ] {
+            assert_eq!(
+                message(action(&value).unwrap_err()),
+                "action must be 0 or 1.",
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -225,13 +225,35 @@ fn action_rejects_each_malformed_field_with_its_message() {
                 400,
                 "decision_idx must be a non-negative integer.",
             ),
+            // The template's `"temperature" in context` runs first: a list or string that
+            // does not hold the word lacks the temperature; one that does is no dictionary.
             (
                 set("context", json!([23])),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                set("context", json!("hot")),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                set("context", json!([])),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                set("context", json!("")),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                set("context", json!(["temperature"])),
                 400,
                 "context must be a dictionary.",
             ),
             (
-                set("context", json!("hot")),
+                set("context", json!("temperature")),
                 400,
                 "context must be a dictionary.",
             ),
@@ -295,35 +317,52 @@ fn action_reports_the_first_error_when_several_fields_are_wrong() {
                 400,
                 "context is required.",
             ),
-            // Then wrong types, in order: user_id, timestamp, decision_idx, context.
+            // Then the context fields the algorithm needs (the template's temperature check),
+            // ahead of every wrong type, and seen as Python's `in` sees them.
             (
                 json!({ "user_id": 5, "timestamp": 5, "decision_idx": "x", "context": [] }),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                json!({ "user_id": 5, "timestamp": TIMESTAMP, "decision_idx": 0, "context": {} }),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                json!({ "user_id": "u1", "timestamp": TIMESTAMP, "decision_idx": 0, "context": "" }),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            // Then wrong types, in order: user_id, timestamp, decision_idx, context.
+            (
+                json!({ "user_id": 5, "timestamp": 5, "decision_idx": "x", "context": ["temperature"] }),
                 400,
                 "user_id must be a string.",
             ),
             (
-                json!({ "user_id": "u1", "timestamp": 5, "decision_idx": "x", "context": [] }),
+                json!({ "user_id": "u1", "timestamp": 5, "decision_idx": "x", "context": ["temperature"] }),
                 400,
                 "timestamp must be a string or datetime object.",
             ),
             (
-                json!({ "user_id": "u1", "timestamp": TIMESTAMP, "decision_idx": "x", "context": [] }),
+                json!({ "user_id": "u1", "timestamp": TIMESTAMP, "decision_idx": "x", "context": "temperature" }),
                 400,
                 "decision_idx must be an integer.",
             ),
-            // Then the algorithm's checks of the context, after every HTTP-level check.
             (
-                json!({ "user_id": 5, "timestamp": TIMESTAMP, "decision_idx": 0, "context": {} }),
+                json!({ "user_id": "u1", "timestamp": TIMESTAMP, "decision_idx": 0, "context": "the temperature" }),
                 400,
-                "user_id must be a string.",
+                "context must be a dictionary.",
             ),
+            // Then the algorithm's checks of the context's types, after every HTTP-level check.
             (
                 json!({ "user_id": "u1", "timestamp": TIMESTAMP, "decision_idx": 1.5, "context": { "temperature": "hot" } }),
                 400,
                 "decision_idx must be an integer.",
             ),
             (
-                json!({ "user_id": "u1", "timestamp": "yesterday", "decision_idx": 0, "context": {} }),
+                json!({ "user_id": "u1", "timestamp": "yesterday", "decision_idx": 0, "context": { "temperature": 1 } }),
                 400,
                 "timestamp must be an RFC 3339 date-time with an offset, such as 2025-01-01T12:00:00Z.",
             ),

@@ -444,31 +444,31 @@ fn malformed_fields_get_a_400_naming_the_field() {
     add(
         "/api/v1/upload_data",
         "/data/outcome",
-        json!([1]),
+        json!(["clicks"]),
         "outcome must be a dictionary.",
     );
     add(
         "/api/v1/upload_data",
         "/data/context",
-        json!("hot"),
+        json!("hot temperature"),
         "context must be a dictionary.",
     );
     add(
         "/api/v1/upload_data",
         "/data",
-        json!([]),
+        json!(["context"]),
         "data must be a dictionary.",
     );
     add(
         "/api/v1/action",
         "/context",
-        json!([1, 2]),
+        json!([1, 2, "temperature"]),
         "context must be a dictionary.",
     );
     add(
         "/api/v1/action",
         "/context",
-        json!({ "k": "nul\u{0}" }),
+        json!({ "temperature": 20, "k": "nul\u{0}" }),
         "\\u0000",
     );
     add(
@@ -495,8 +495,8 @@ fn malformed_fields_get_a_400_naming_the_field() {
         json!(5),
         "callback_url must be a string.",
     );
-    // Whole numbers beyond every integer type arrive as floats.
-    let beyond_u64 = br#"{"user_id": "hostile", "timestamp": "2025-01-01T12:00:00Z", "decision_idx": 18446744073709551616, "context": {}}"#;
+    // Whole numbers beyond every integer type arrive as floats; their literal is an integer.
+    let beyond_u64 = br#"{"user_id": "hostile", "timestamp": "2025-01-01T12:00:00Z", "decision_idx": 18446744073709551616, "context": {"temperature": 20}}"#;
     cases.push((
         Raw {
             method: "POST",
@@ -505,7 +505,7 @@ fn malformed_fields_get_a_400_naming_the_field() {
             body: beyond_u64.to_vec(),
         },
         400,
-        "decision_idx must be an integer.",
+        "decision_idx is too large.",
     ));
     run_table(&app, &cases);
 

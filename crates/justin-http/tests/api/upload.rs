@@ -138,18 +138,40 @@ fn upload_rejects_each_malformed_field_with_its_message() {
                 400,
                 "timestamp must be a string or datetime object.",
             ),
+            // A `data` that names no context lacks it, as the template's `"context" in data`
+            // sees it; one that names it without being an object is of the wrong type.
+            (top("data", Some(json!([1]))), 400, "context is required."),
+            (top("data", Some(json!("x"))), 400, "context is required."),
+            (top("data", Some(json!({}))), 400, "context is required."),
+            (top("data", Some(json!(0))), 400, "context is required."),
             (
-                top("data", Some(json!([1]))),
+                top("data", Some(json!(["context"]))),
                 400,
                 "data must be a dictionary.",
             ),
             (
-                top("data", Some(json!("x"))),
+                top("data", Some(json!("the context"))),
                 400,
                 "data must be a dictionary.",
             ),
+            (
+                top("data", Some(json!(5))),
+                400,
+                "data must be a dictionary.",
+            ),
+            // Likewise for the context's temperature and the outcome's clicks.
             (
                 data("context", Some(json!([30]))),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                data("context", Some(json!(""))),
+                400,
+                "Invalid context. Temperature is required.",
+            ),
+            (
+                data("context", Some(json!(["temperature"]))),
                 400,
                 "context must be a dictionary.",
             ),
@@ -210,6 +232,11 @@ fn upload_rejects_each_malformed_field_with_its_message() {
             ),
             (
                 data("outcome", Some(json!([4]))),
+                400,
+                "Invalid outcome. Clicks is required.",
+            ),
+            (
+                data("outcome", Some(json!("clicks"))),
                 400,
                 "outcome must be a dictionary.",
             ),

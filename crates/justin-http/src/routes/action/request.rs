@@ -1,10 +1,11 @@
 //! `POST /api/v1/action`: draw (or return the stored) action for one decision.
 
 use actix_web::{web, HttpResponse};
-use justin_core::{ActionRequest, JsonObject};
+use justin_core::{ActionRequest, Algorithm, DomainError, JsonObject};
+use serde_json::Value;
 
 use crate::blocking::run_blocking;
-use crate::body::{self, JsonBody};
+use crate::body::{self, JsonBody, Literals};
 use crate::error::ApiError;
 use crate::schema::responses::{
     InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
@@ -16,9 +17,14 @@ fn bad(message: &str) -> ApiError {
     ApiError::BadRequest(message.into())
 }
 
-/// Checks the request in the template's order: missing fields, then wrong types. The
-/// algorithm's own checks of the context come after, in the core.
-fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
+/// Checks the request in the template's order: missing fields, then the context fields the
+/// algorithm needs, then wrong types. The algorithm's checks of those fields' types come
+/// after, in the core.
+fn parse(
+    mut input: JsonObject,
+    literals: &Literals,
+    algorithm: &dyn Algorithm,
+) -> Result<ActionRequest, ApiError> {
     // The template treats an empty string as missing, for both fields.
     let user = body::field(&input, "user_id").filter(|v| v.as_str() != Some(""));
     let timestamp = body::field(&input, "timestamp").filter(|v| v.as_str() != Some(""));
@@ -28,20 +34,26 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     let idx =
         body::field(&input, "decision_idx").ok_or_else(|| bad("decision_idx is required."))?;
     let context = body::field(&input, "context").ok_or_else(|| bad("context is required."))?;
+    // An unavailable decision draws nothing, so its context need not suit the algorithm.
+    if body::field(&input, "available") != Some(&Value::Bool(false)) {
+        algorithm
+            .check_context_names(context)
+            .map_err(|e| ApiError::from(DomainError::from(e)))?;
+    }
     if !user.is_string() {
         return Err(bad("user_id must be a string."));
     }
     if !timestamp.is_string() {
         return Err(bad("timestamp must be a string or datetime object."));
     }
-    if !(idx.is_i64() || idx.is_u64()) {
+    if !body::is_integer_index(idx, literals) {
         return Err(bad("decision_idx must be an integer."));
     }
     if !context.is_object() {
         return Err(bad("context must be a dictionary."));
     }
     let user_id = body::user_id(user)?;
-    let decision_idx = body::decision_idx(idx)?;
+    let decision_idx = body::decision_idx(idx, literals)?;
     let requested_at = body::timestamp(timestamp)?;
     let decision_type = body::decision_type(&input)?;
     let availability = body::availability(&input)?;
@@ -96,10 +108,10 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     security(("bearer" = [])),
 )]
 pub async fn handle(
-    JsonBody(input): JsonBody,
+    JsonBody(input, literals): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = parse(input)?;
+    let request = parse(input, &literals, state.service.algorithm())?;
     let service = state.service.clone();
     let outcome = run_blocking(move || service.request_action(request)).await?;
     let body = ActionResponse::from(outcome.decision);

@@ -1,10 +1,11 @@
 //! `POST /api/v1/upload_data`: store what happened after a decision.
 
 use actix_web::{web, HttpResponse};
-use justin_core::{JsonObject, UploadRequest};
+use justin_core::{names, Algorithm, DomainError, JsonObject, UploadRequest};
+use serde_json::Value;
 
 use crate::blocking::run_blocking;
-use crate::body::{self, required, JsonBody};
+use crate::body::{self, required, JsonBody, Literals};
 use crate::error::ApiError;
 use crate::schema::responses::{
     InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
@@ -12,18 +13,63 @@ use crate::schema::responses::{
 use crate::schema::{ErrorResponse, UploadDataRequest, UploadDataResponse};
 use crate::state::AppState;
 
-/// Checks each field in the template's order: present, then of the right type.
-fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
-    let user_id = body::user_id(required(input, "user_id")?)?;
-    let decision_idx = body::decision_idx(required(input, "decision_idx")?)?;
+/// Whether Python counts a JSON value as false: the template's `not data` check.
+fn falsy(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+    }
+}
+
+/// The context or outcome of an upload's data, or 400 `<key> is required.`. Unlike other
+/// fields, an empty string is present: the template reports it as lacking the algorithm's
+/// fields, and a type check as not being an object.
+fn object_field<'a>(data: &'a JsonObject, key: &str) -> Result<&'a Value, ApiError> {
+    body::field(data, key).ok_or_else(|| ApiError::BadRequest(format!("{key} is required.")))
+}
+
+/// Checks that every field is present, in the template's order, with the context and outcome
+/// fields the algorithm needs; then that each is of the right type.
+fn parse(
+    input: &JsonObject,
+    literals: &Literals,
+    algorithm: &dyn Algorithm,
+) -> Result<UploadRequest, ApiError> {
+    let algorithm_error = |e| ApiError::from(DomainError::from(e));
+    let user = required(input, "user_id")?;
+    let idx = required(input, "decision_idx")?;
+    let timestamp = required(input, "timestamp")?;
+    let data = required(input, "data")?;
+    if falsy(data) || !names(data, "context") {
+        return Err(ApiError::BadRequest("context is required.".into()));
+    }
+    // A `data` that is no object names no fields: its type check below says so.
+    if let Some(fields) = data.as_object() {
+        algorithm
+            .check_context_names(object_field(fields, "context")?)
+            .map_err(algorithm_error)?;
+        for key in ["action", "action_prob", "state"] {
+            required(fields, key)?;
+        }
+        algorithm
+            .check_outcome_names(object_field(fields, "outcome")?)
+            .map_err(algorithm_error)?;
+    }
+
+    let user_id = body::user_id(user)?;
+    let decision_idx = body::decision_idx(idx, literals)?;
     let decision_type = body::decision_type(input)?;
-    let requested_at = body::timestamp(required(input, "timestamp")?)?;
-    let data = body::object(required(input, "data")?, "data")?;
-    let context = body::stored_object(required(&data, "context")?.clone(), "context")?;
+    let requested_at = body::timestamp(timestamp)?;
+    let data = body::object(data, "data")?;
+    let context = body::stored_object(object_field(&data, "context")?.clone(), "context")?;
     let action = body::action(required(&data, "action")?)?;
     let action_prob = body::action_prob(required(&data, "action_prob")?)?;
     let state = body::state(required(&data, "state")?)?;
-    let outcome = body::stored_object(required(&data, "outcome")?.clone(), "outcome")?;
+    let outcome = body::stored_object(object_field(&data, "outcome")?.clone(), "outcome")?;
     Ok(UploadRequest {
         user_id,
         decision_type,
@@ -66,10 +112,10 @@ fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
     security(("bearer" = [])),
 )]
 pub async fn handle(
-    JsonBody(input): JsonBody,
+    JsonBody(input, literals): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let upload = parse(&input)?;
+    let upload = parse(&input, &literals, state.service.algorithm())?;
     let service = state.service.clone();
     run_blocking(move || service.upload_data(upload)).await?;
     Ok(HttpResponse::Created().json(UploadDataResponse::default()))

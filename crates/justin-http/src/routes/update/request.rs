@@ -43,7 +43,7 @@ use crate::state::AppState;
     security(("bearer" = [])),
 )]
 pub async fn handle(
-    JsonBody(input): JsonBody,
+    JsonBody(input, _): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let timestamp = required(&input, "timestamp")?;
