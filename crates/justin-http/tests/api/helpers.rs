@@ -505,6 +505,11 @@ impl CallbackReceiver {
         &self.url
     }
 
+    /// The next callback body, waiting at most `wait`; `None` when none came.
+    pub fn next_within(&self, wait: Duration) -> Option<Value> {
+        self.bodies.recv_timeout(wait).ok()
+    }
+
     /// The next callback body, waiting at most [`WAIT`].
     pub fn next(&self) -> Value {
         self.bodies

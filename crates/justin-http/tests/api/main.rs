@@ -15,6 +15,7 @@ mod openapi;
 mod reproducibility;
 mod safety;
 mod stopping;
+mod template;
 mod update;
 mod upload;
 mod users;
