@@ -206,6 +206,14 @@ fn action_text(idx: &str) -> String {
     )
 }
 
+/// A valid `/upload_data` body for `test_user_123` at `idx` with `action` and `action_prob`
+/// written as given, in Python's text.
+fn upload_text(idx: &str, action: &str, action_prob: &Value) -> String {
+    format!(
+        r#"{{"user_id": "test_user_123", "timestamp": "2025-01-01T12:00:00Z", "decision_idx": {idx}, "data": {{"context": {{"temperature": 22}}, "action": {action}, "action_prob": {action_prob}, "state": [22], "outcome": {{"clicks": 4}}}}}}"#
+    )
+}
+
 #[test]
 fn every_json_media_type_the_templates_framework_reads_is_accepted() {
     let app = spawn_app();
@@ -289,10 +297,7 @@ fn decision_idx_minus_zero_is_decision_0_and_whole_float_actions_are_integers() 
 
     // The upload names the action as a whole float and its decision as -0.
     let action = if first["action"] == 1 { "1.0" } else { "0.0" };
-    let upload = format!(
-        r#"{{"user_id": "test_user_123", "timestamp": "2025-01-01T12:00:00Z", "decision_idx": -0, "data": {{"context": {{"temperature": 22}}, "action": {action}, "action_prob": {}, "state": [22], "outcome": {{"clicks": 4}}}}}}"#,
-        first["action_prob"]
-    );
+    let upload = upload_text("-0", action, &first["action_prob"]);
     let (status, body) = app.post_raw("/api/v1/upload_data", &upload, "application/json");
     assert_eq!(status, 201, "{upload}: {body}");
     // It was stored for decision 0, matching the logged action: a second upload of it is the
@@ -315,10 +320,7 @@ fn decision_idx_minus_zero_is_decision_0_and_whole_float_actions_are_integers() 
     let (status, second) = app.post_raw("/api/v1/action", &action_text("1"), "application/json");
     assert_eq!(status, 201, "{second}");
     let other = if second["action"] == 1 { "0.0" } else { "1.0" };
-    let contradicting = format!(
-        r#"{{"user_id": "test_user_123", "timestamp": "2025-01-01T12:00:00Z", "decision_idx": 1, "data": {{"context": {{"temperature": 22}}, "action": {other}, "action_prob": {}, "state": [22], "outcome": {{"clicks": 4}}}}}}"#,
-        second["action_prob"]
-    );
+    let contradicting = upload_text("1", other, &second["action_prob"]);
     let (status, body) = app.post_raw("/api/v1/upload_data", &contradicting, "application/json");
     assert_eq!(status, 409, "{body}");
 }
