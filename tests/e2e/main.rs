@@ -10,6 +10,7 @@
 //! - `jobs::pg_an_update_killed_half_way_...`: it holds the update with `LOCK TABLE` (the
 //!   SQLite lease takeover is covered in justin-store-sqlite's tests);
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
+//! - `numbers::pg_every_double_...`: they use both backends;
 //! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
 //! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +22,7 @@ mod export;
 mod flow;
 mod jobs;
 mod move_to_postgres;
+mod numbers;
 mod outage;
 mod private_logs;
 mod readiness;

@@ -261,8 +261,8 @@ pub fn fill_study_data(
              available) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
-             jsonb_build_object('temperature', t), (g % 2)::smallint, 0.5, \
-             jsonb_build_array(t), jsonb_build_object('clicks', g % 10), (g % 10)::float8, false, \
+             json_build_object('temperature', t), (g % 2)::smallint, 0.5, \
+             json_build_array(t), json_build_object('clicks', g % 10), (g % 10)::float8, false, \
              'default', true \
          FROM generate_series(1, {rows}) AS g, \
              LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",
@@ -289,7 +289,7 @@ pub fn fill_actions(
              unavailable_reason) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
-             jsonb_build_object('temperature', t), jsonb_build_array(t), (g % 2)::smallint, 0.5, \
+             json_build_object('temperature', t), json_build_array(t), (g % 2)::smallint, 0.5, \
              1, g, 'default', true, NULL \
          FROM generate_series(1, {rows}) AS g, \
              LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",

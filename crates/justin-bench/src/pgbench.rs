@@ -60,8 +60,8 @@ pub fn script(users: u64) -> String {
          created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
          unavailable_reason) VALUES \
          ('{USER_PREFIX}' || :u::text, 'default', :idx, now(), now(), \
-         ('{{\"temperature\": ' || (:t / 10.0)::text || '}}')::jsonb, \
-         ('[' || (:t / 10.0)::text || ']')::jsonb, :a, 0.5, 1, :idx, true, NULL) \
+         ('{{\"temperature\": ' || (:t / 10.0)::text || '}}')::json, \
+         ('[' || (:t / 10.0)::text || ']')::json, :a, 0.5, 1, :idx, true, NULL) \
          ON CONFLICT DO NOTHING;\n",
         last_user = users.max(1) - 1,
     )

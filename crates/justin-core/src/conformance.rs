@@ -102,6 +102,7 @@ macro_rules! store_conformance_suite {
             export_joins_every_decision_with_its_upload,
             export_streams_many_decisions_in_order,
             export_excludes_decisions_stored_after_the_call,
+            numbers_come_back_bit_for_bit,
         );
     };
 }
@@ -1859,4 +1860,257 @@ pub fn export_excludes_decisions_stored_after_the_call(store: &dyn Store) {
         "the stream holds the decisions stored when it was opened"
     );
     assert_eq!(store.export().unwrap().count(), n as usize + 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers
+
+/// Doubles that stores and their text forms are known to get wrong: both zeros, the smallest
+/// subnormal, the largest subnormal, the smallest normal, the largest finite, numbers a
+/// `numeric` prints with hundreds of digits, whole numbers at the edge of `f64`'s integers, and
+/// ones whose shortest text has 17 significant digits.
+pub const SPECIAL_DOUBLES: [f64; 20] = [
+    0.0,
+    -0.0,
+    5e-324,
+    -5e-324,
+    f64::from_bits(0x000f_ffff_ffff_ffff),
+    f64::MIN_POSITIVE,
+    -f64::MIN_POSITIVE,
+    f64::MAX,
+    -f64::MAX,
+    1e-300,
+    -1e300,
+    1e300,
+    9_007_199_254_740_992.0,
+    9_007_199_254_740_994.0,
+    -9_007_199_254_740_994.0,
+    1e15,
+    13.306_201_483_010_007,
+    0.1,
+    -123_456_789.012_345_68,
+    1.0,
+];
+
+/// `n` finite doubles, the same for the same `seed`: first [`SPECIAL_DOUBLES`], then draws
+/// that alternate between uniform bit patterns (every exponent, subnormals included, both
+/// signs) and uniform values in [-1000, 1000) (17 significant digits, like measurements).
+pub fn finite_doubles(seed: u64, n: usize) -> Vec<f64> {
+    use rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let mut values: Vec<f64> = SPECIAL_DOUBLES.iter().copied().take(n).collect();
+    while values.len() < n {
+        let v = if values.len().is_multiple_of(2) {
+            f64::from_bits(rng.next_u64())
+        } else {
+            // 53 random bits as a fraction of 2^53, exactly; then scaled.
+            #[allow(clippy::cast_precision_loss)]
+            let unit = (rng.next_u64() >> 11) as f64 / 9_007_199_254_740_992.0;
+            unit * 2000.0 - 1000.0
+        };
+        if v.is_finite() {
+            values.push(v);
+        }
+    }
+    values
+}
+
+/// Whether `got` holds the same JSON as `sent` with every number of the same kind (integer or
+/// float) and every float the same double, bit for bit; `Err` names the first difference.
+pub fn same_json_bits(sent: &serde_json::Value, got: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    fn walk(path: &str, sent: &Value, got: &Value) -> Result<(), String> {
+        match (sent, got) {
+            (Value::Number(s), Value::Number(g)) => {
+                let same = match (s.as_f64(), s.is_f64(), g.as_f64(), g.is_f64()) {
+                    (Some(a), true, Some(b), true) => a.to_bits() == b.to_bits(),
+                    _ => s == g,
+                };
+                if same {
+                    Ok(())
+                } else {
+                    Err(format!("{path}: sent {s}, got {g}"))
+                }
+            }
+            (Value::Array(s), Value::Array(g)) if s.len() == g.len() => s
+                .iter()
+                .zip(g)
+                .enumerate()
+                .try_for_each(|(i, (s, g))| walk(&format!("{path}[{i}]"), s, g)),
+            (Value::Object(s), Value::Object(g)) if s.keys().eq(g.keys()) => s
+                .iter()
+                .try_for_each(|(k, v)| walk(&format!("{path}.{k}"), v, &g[k])),
+            _ if sent == got && !matches!(sent, Value::Array(_) | Value::Object(_)) => Ok(()),
+            _ => Err(format!("{path}: sent {sent}, got {got}")),
+        }
+    }
+    walk("$", sent, got)
+}
+
+fn assert_same_bits(what: &str, sent: &JsonObject, got: &JsonObject) {
+    let sent = serde_json::Value::Object(sent.clone());
+    let got = serde_json::Value::Object(got.clone());
+    if let Err(difference) = same_json_bits(&sent, &got) {
+        panic!("{what}: {difference}");
+    }
+}
+
+fn assert_same_doubles(what: &str, sent: &[f64], got: &[f64]) {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(got), bits(sent), "{what}: sent {sent:?}, got {got:?}");
+}
+
+fn assert_same_decision(what: &str, sent: &Decision, got: &Decision) {
+    assert_eq!(got, sent, "{what}");
+    assert_same_bits(&format!("{what}, context"), &sent.context, &got.context);
+    assert_same_doubles(
+        &format!("{what}, state"),
+        sent.state.values(),
+        got.state.values(),
+    );
+}
+
+fn assert_same_record(what: &str, sent: &StudyRecord, got: &StudyRecord) {
+    assert_eq!(got, sent, "{what}");
+    assert_same_bits(&format!("{what}, context"), &sent.context, &got.context);
+    assert_same_bits(&format!("{what}, outcome"), &sent.outcome, &got.outcome);
+    assert_same_doubles(
+        &format!("{what}, state"),
+        sent.state.values(),
+        got.state.values(),
+    );
+    assert_same_reward(what, sent.reward, got.reward);
+}
+
+/// The reward, which the service derives from the outcome, is a `REAL` in SQLite, which
+/// stores a whole number (-0.0 included) as an integer: it keeps its value, and its bits
+/// except for the sign of zero. The outcome it came from keeps that too.
+fn assert_same_reward(what: &str, sent: f64, got: f64) {
+    if sent == 0.0 {
+        assert_eq!(got, 0.0, "{what}, reward");
+    } else {
+        assert_same_doubles(&format!("{what}, reward"), &[sent], &[got]);
+    }
+}
+
+/// What [`numbers_come_back_bit_for_bit`] reads back after storing and after a restore:
+/// `decisions` in storage order, each with its upload if it has one.
+fn assert_numbers_read_back(store: &dyn Store, decisions: &[(Decision, Option<StudyRecord>)]) {
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed.len(), decisions.len());
+    for ((sent, upload), got) in decisions.iter().zip(&streamed) {
+        assert_same_decision("decisions", sent, got);
+        // A decision whose data was uploaded is closed to repeats.
+        if upload.is_none() {
+            match store.record_decision(sent).unwrap() {
+                Recorded::Existing(existing) => assert_same_decision("a repeat", sent, &existing),
+                Recorded::Inserted => panic!("a repeated decision was stored again"),
+            }
+        }
+    }
+    let uploads: Vec<&StudyRecord> = decisions.iter().filter_map(|(_, u)| u.as_ref()).collect();
+    let streamed: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed.len(), uploads.len());
+    for (sent, got) in uploads.iter().zip(&streamed) {
+        assert_same_record("study data", sent, got);
+    }
+    let exported: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(exported.len(), decisions.len());
+    for ((sent, upload), row) in decisions.iter().zip(&exported) {
+        assert_same_decision("export", sent, &row.decision);
+        assert_eq!(upload.is_some(), row.upload.is_some(), "export of {sent:?}");
+        if let (Some(sent), Some(got)) = (upload, &row.upload) {
+            assert_same_bits("export, outcome", &sent.outcome, &got.outcome);
+            assert_same_reward("export", sent.reward, got.reward);
+        }
+    }
+}
+
+/// How many doubles [`numbers_come_back_bit_for_bit`] stores, and from which seed.
+const NUMBERS: usize = 320;
+const NUMBERS_SEED: u64 = 0x6e75_6d62_6572_7321;
+
+/// Every finite double (the sign of zero included) in a context, a state and an outcome MUST
+/// come back bit for bit, and a reward with its value: from a repeated `record_decision`,
+/// `decisions`, `study_data` and `export`, and again after a backup is restored.
+pub fn numbers_come_back_bit_for_bit(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    let values = finite_doubles(NUMBERS_SEED, NUMBERS);
+    let numbers = |prefix: &str, values: &[f64]| {
+        values
+            .iter()
+            .enumerate()
+            .map(|(k, v)| (format!("{prefix}{k}"), json!(v)))
+            .collect::<JsonObject>()
+    };
+    // Every value is in a decision's context and state; every other decision is uploaded,
+    // with its own values and the next decision's in the outcome, so every value is in an
+    // outcome too, and repeats are tried on the decisions left open.
+    let mut decisions = Vec::new();
+    for (i, chunk) in (0_i64..).zip(values.chunks(8)) {
+        let mut context = numbers("x", chunk);
+        context.insert("nested".into(), json!({"list": chunk, "first": chunk[0]}));
+        let d = Decision {
+            context,
+            state: State::new(chunk.to_vec()).unwrap(),
+            ..decision(&alice, i, 1, params.version)
+        };
+        assert_eq!(store.record_decision(&d).unwrap(), Recorded::Inserted);
+        decisions.push((d, None));
+    }
+    for (i, chunk) in values.chunks(16).enumerate() {
+        let (d, upload) = &mut decisions[2 * i];
+        let record = StudyRecord {
+            context: d.context.clone(),
+            state: d.state.clone(),
+            outcome: numbers("y", chunk),
+            // -0.0 (the second value) among them.
+            reward: chunk[(7 * i + 1) % chunk.len()],
+            ..upload_for(d)
+        };
+        store.record_study_data(&record).unwrap();
+        *upload = Some(record);
+    }
+    assert_numbers_read_back(store, &decisions);
+
+    let scratch = ScratchDir::new();
+    let backup = store.backup(&scratch.0, at(100, 0)).unwrap().path;
+    store.reset().unwrap();
+    store.restore(&backup).unwrap();
+    assert_numbers_read_back(store, &decisions);
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::*;
+
+    #[test]
+    fn finite_doubles_are_finite_and_start_with_the_special_ones() {
+        let values = finite_doubles(7, 300);
+        assert_eq!(values.len(), 300);
+        assert!(values.iter().all(|v| v.is_finite()));
+        assert_eq!(values[1].to_bits(), (-0.0_f64).to_bits());
+        assert_eq!(
+            finite_doubles(7, 300),
+            values,
+            "the same seed, the same values"
+        );
+        assert!(values.iter().any(|v| v.abs() > 1e100), "{values:?}");
+        assert!(
+            values.iter().any(|v| v.abs() < 1e-100 && *v != 0.0),
+            "{values:?}"
+        );
+    }
+
+    #[test]
+    fn same_json_bits_tells_the_sign_of_zero_and_the_kind_of_number() {
+        assert!(same_json_bits(&json!({"a": [0.5, 1]}), &json!({"a": [0.5, 1]})).is_ok());
+        let zero = same_json_bits(&json!({"a": [-0.0]}), &json!({"a": [0.0]}));
+        assert_eq!(zero, Err("$.a[0]: sent -0.0, got 0.0".into()));
+        assert!(same_json_bits(&json!(1.0), &json!(1)).is_err());
+        assert!(same_json_bits(&json!({"a": 1}), &json!({"b": 1})).is_err());
+        assert!(same_json_bits(&json!([1]), &json!([1, 2])).is_err());
+    }
 }

@@ -273,7 +273,9 @@ impl<'de> Deserialize<'de> for Action {
 /// What an algorithm made of a context: a vector of finite numbers.
 ///
 /// Whole numbers are written to JSON without a fractional part (`[23]`, not `[23.0]`), so a
-/// state reads back as the client wrote the context.
+/// state reads back as the client wrote the context; `-0.0` stays `-0.0` (an integer has no
+/// negative zero). Every other number is written in the shortest form that reads back as the
+/// same double.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(transparent)]
 pub struct State(Vec<f64>);
@@ -307,7 +309,7 @@ impl Serialize for State {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for v in &self.0 {
-            if v.fract() == 0.0 && v.abs() < EXACT_INT_LIMIT {
+            if v.fract() == 0.0 && v.abs() < EXACT_INT_LIMIT && !is_negative_zero(*v) {
                 // Exact: the guard above keeps the value within i64 and integral.
                 #[allow(clippy::cast_possible_truncation)]
                 seq.serialize_element(&(*v as i64))?;
@@ -317,6 +319,10 @@ impl Serialize for State {
         }
         seq.end()
     }
+}
+
+fn is_negative_zero(v: f64) -> bool {
+    v == 0.0 && v.is_sign_negative()
 }
 
 /// One randomized decision, with everything needed to audit and replay it.
@@ -650,5 +656,25 @@ mod tests {
         let state = State::new(vec![23.0, 1.5, -4.0]).unwrap();
         assert_eq!(serde_json::to_string(&state).unwrap(), "[23,1.5,-4]");
         assert!(State::new(vec![f64::INFINITY]).is_err());
+    }
+
+    #[test]
+    fn state_keeps_the_sign_of_zero_and_every_bit() {
+        let values = vec![
+            -0.0,
+            0.0,
+            5e-324,
+            f64::MAX,
+            -f64::MAX,
+            f64::MIN_POSITIVE,
+            1e-300,
+            9_007_199_254_740_992.0,
+            13.306_201_483_010_007,
+        ];
+        let text = serde_json::to_string(&State::new(values.clone()).unwrap()).unwrap();
+        assert!(text.starts_with("[-0.0,0,5e-324,"), "{text}");
+        let read: State = serde_json::from_str(&text).unwrap();
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(read.values()), bits(&values), "{text}");
     }
 }

@@ -6,6 +6,8 @@ pub mod access_log;
 pub mod auth;
 pub mod blocking;
 pub mod body;
+#[cfg(test)]
+mod body_numbers;
 pub mod callbacks;
 pub mod config;
 pub mod database;

@@ -17,20 +17,18 @@ use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance,
 };
 
-/// A JSON object written as JSONB straight from the core's map: no copy into a
+/// A JSON object written as `json` straight from the core's map: no copy into a
 /// `serde_json::Value` on the way to the database.
 #[derive(Debug, Clone, Copy, diesel::expression::AsExpression)]
-#[diesel(sql_type = diesel::sql_types::Jsonb)]
-pub(crate) struct JsonbObject<'a>(pub &'a JsonObject);
+#[diesel(sql_type = diesel::sql_types::Json)]
+pub(crate) struct JsonObjectText<'a>(pub &'a JsonObject);
 
-impl diesel::serialize::ToSql<diesel::sql_types::Jsonb, diesel::pg::Pg> for JsonbObject<'_> {
+impl diesel::serialize::ToSql<diesel::sql_types::Json, diesel::pg::Pg> for JsonObjectText<'_> {
     fn to_sql<'b>(
         &'b self,
         out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
     ) -> diesel::serialize::Result {
-        use std::io::Write;
-        // JSONB's binary format: a version byte, then the JSON text.
-        out.write_all(&[1])?;
+        // `json`'s binary format is the JSON text, which the column keeps as it is.
         serde_json::to_writer(out, self.0)?;
         Ok(diesel::serialize::IsNull::No)
     }
@@ -137,7 +135,7 @@ pub(crate) struct DecisionValues<'a> {
     pub decision_idx: i64,
     pub requested_at: DateTime<Utc>,
     pub decided_at: DateTime<Utc>,
-    pub context: JsonbObject<'a>,
+    pub context: JsonObjectText<'a>,
     pub state: serde_json::Value,
     pub action: i16,
     pub action_prob: f64,
@@ -155,7 +153,7 @@ impl<'a> DecisionValues<'a> {
             decision_idx: d.decision_idx.get(),
             requested_at: d.requested_at,
             decided_at: d.decided_at,
-            context: JsonbObject(&d.context),
+            context: JsonObjectText(&d.context),
             state: state_json(&d.state)?,
             action: d.action.as_i16(),
             action_prob: d.action_prob.get(),

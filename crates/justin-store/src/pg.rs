@@ -14,7 +14,7 @@ use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Double, Jsonb, Nullable, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
     Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob,
@@ -226,8 +226,8 @@ fn insert_decision_query<'a>(
         v.decision_idx.into_sql::<BigInt>(),
         v.requested_at.into_sql::<Timestamptz>(),
         v.decided_at.into_sql::<Timestamptz>(),
-        v.context.into_sql::<Jsonb>(),
-        (&v.state).into_sql::<Jsonb>(),
+        v.context.into_sql::<Json>(),
+        (&v.state).into_sql::<Json>(),
         v.action.into_sql::<SmallInt>(),
         v.action_prob.into_sql::<Double>(),
         v.parameter_version.into_sql::<BigInt>(),
@@ -385,11 +385,11 @@ impl Store for PgStore {
             .bind::<BigInt, _>(v.decision_idx)
             .bind::<Timestamptz, _>(v.requested_at)
             .bind::<Timestamptz, _>(v.received_at)
-            .bind::<Jsonb, _>(&v.context)
+            .bind::<Json, _>(&v.context)
             .bind::<SmallInt, _>(v.action)
             .bind::<Double, _>(v.action_prob)
-            .bind::<Jsonb, _>(&v.state)
-            .bind::<Jsonb, _>(&v.outcome)
+            .bind::<Json, _>(&v.state)
+            .bind::<Json, _>(&v.outcome)
             .bind::<Double, _>(v.reward)
             .bind::<Double, _>(PROBABILITY_TOLERANCE)
             .bind::<Text, _>(v.decision_type)
@@ -646,7 +646,7 @@ mod tests {
             decision_idx: 0,
             requested_at: at,
             decided_at: at,
-            context: crate::models::JsonbObject(&context),
+            context: crate::models::JsonObjectText(&context),
             state: serde_json::json!([1.0]),
             action: 1,
             action_prob: 0.5,

@@ -10,13 +10,20 @@
 //! written to disk beyond a read buffer. The reading and file-level checks live in
 //! `justin-backup`, shared with the SQLite adapter; this module adds the schema checks and COPY.
 //!
-//! A backup taken just before migration 2025-03-01 (decision types) is restored too, so the
-//! backups of a study taken before an upgrade stay usable after it. Inside the restore's
-//! transaction the emptied tables are taken back to the schema the backup was written with (the
-//! migration's own `down.sql`), loaded, and migrated forward again (its `up.sql`), exactly as an
-//! upgrade migrates a live database: the fill-in of the new columns exists once, in the
-//! migration. PostgreSQL changes schemas transactionally, so a failure anywhere leaves the
-//! database as it was. Backups from before earlier migrations are refused.
+//! Backups taken before the newest migrations are restored too, so the backups of a study taken
+//! before an upgrade stay usable after it:
+//!
+//! * before migration 2025-04-01 (exact numbers), which changed the type of the JSON columns
+//!   of client values from jsonb to json: the columns are the same, and the text jsonb wrote
+//!   is valid json, so such a backup loads as it is (what the migration's cast would give);
+//! * just before migration 2025-03-01 (decision types): inside the restore's transaction the
+//!   emptied tables are taken back to the schema the backup was written with (the `down.sql`
+//!   of every migration since, newest first), loaded, and migrated forward again (their
+//!   `up.sql`), exactly as an upgrade migrates a live database: the fill-in of the new columns
+//!   exists once, in the migration. PostgreSQL changes schemas transactionally, so a failure
+//!   anywhere leaves the database as it was.
+//!
+//! Backups from before earlier migrations are refused.
 
 use std::cell::RefCell;
 use std::io;
@@ -64,11 +71,11 @@ pub(crate) fn check(conn: &mut PgConnection, file: &Path) -> Result<RestoreRepor
 /// Restores `file` through `conn`; see [`justin_core::Store::restore`].
 pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreReport, StoreError> {
     let backup = verify_file(file)?;
-    let layout = check_database(conn, &backup)?;
+    let Plan { layout, bridged } = check_database(conn, &backup)?;
 
     let row_counts = conn
         .transaction::<_, Failure, _>(|conn| {
-            if layout == Layout::BeforeDecisionTypes {
+            if !bridged.is_empty() {
                 // No `justin migrate` may run while this one changes the schema.
                 diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
                     .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
@@ -78,9 +85,7 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 "TRUNCATE {} RESTART IDENTITY CASCADE",
                 TABLES.join(", ")
             ))?;
-            if layout == Layout::BeforeDecisionTypes {
-                revert_decision_types(conn)?;
-            }
+            revert(conn, &bridged)?;
             let imports = layout.imports();
             let mut counts = Vec::with_capacity(imports.len());
             for ((name, import), checked) in imports.iter().zip(&backup.tables) {
@@ -96,9 +101,7 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 }
                 counts.push(((*name).to_owned(), copied));
             }
-            if layout == Layout::BeforeDecisionTypes {
-                reapply_decision_types(conn)?;
-            }
+            reapply(conn, &bridged)?;
             continue_sequences(conn)?;
             Ok(counts)
         })
@@ -108,6 +111,20 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
 
 /// The version of migration 2025-03-01-000000_decision_types, as Diesel records it.
 const DECISION_TYPES: &str = "20250301000000";
+
+/// The version of migration 2025-04-01-000000_exact_numbers, which changed column types only:
+/// a backup taken before it loads into the columns it left.
+const EXACT_NUMBERS: &str = "20250401000000";
+
+/// How a backup is restored.
+#[derive(Debug)]
+struct Plan {
+    /// The columns its CSV files have.
+    layout: Layout,
+    /// The migrations the database has and the backup's lacks which are reverted on the emptied
+    /// tables before loading and applied again after, oldest first.
+    bridged: Vec<String>,
+}
 
 /// The schema a backup was written with, as far as restoring it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,14 +160,24 @@ impl Layout {
     }
 }
 
-/// Checks that the database has the schema the backup was taken from, or the schema migration
-/// 2025-03-01 made of it, and says how to load it.
-fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Layout, StoreError> {
+/// Checks that the database has the schema the backup was taken from, or the schema later
+/// migrations that a restore bridges made of it, and says how to load it.
+fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Plan, StoreError> {
     let applied = applied_migrations(conn).map_err(StoreError::from)?;
-    let layout = match applied.split_last() {
-        _ if applied == backup.migrations => Layout::Current,
-        Some((last, earlier)) if last == DECISION_TYPES && earlier == backup.migrations => {
-            Layout::BeforeDecisionTypes
+    let newer = applied.strip_prefix(backup.migrations.as_slice());
+    let plan = match newer {
+        Some(newer) if newer.iter().all(|m| m == EXACT_NUMBERS) => Plan {
+            layout: Layout::Current,
+            bridged: Vec::new(),
+        },
+        Some(newer)
+            if newer.first().is_some_and(|m| m == DECISION_TYPES)
+                && newer[1..].iter().all(|m| m == EXACT_NUMBERS) =>
+        {
+            Plan {
+                layout: Layout::BeforeDecisionTypes,
+                bridged: newer.to_vec(),
+            }
         }
         _ => {
             return Err(invalid(format!(
@@ -161,6 +188,7 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Lay
             )))
         }
     };
+    let layout = plan.layout;
     for ((name, _), CheckedTable { table, .. }) in IMPORTS.iter().zip(&backup.tables) {
         let expected = layout.columns(name);
         if expected != table.columns {
@@ -181,32 +209,37 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Lay
             )));
         }
     }
-    Ok(layout)
+    Ok(plan)
 }
 
-/// Takes the emptied tables back to the schema before migration 2025-03-01 with its
-/// `down.sql`, in the caller's transaction.
-fn revert_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
-    let reverted = conn
-        .revert_last_migration(MIGRATIONS)
-        .map_err(|e| Failure::Store(other(format!("cannot revert {DECISION_TYPES}: {e}"))))?;
-    if reverted.to_string() != DECISION_TYPES {
-        return Err(Failure::Store(other(format!(
-            "reverted migration {reverted} instead of {DECISION_TYPES}"
-        ))));
+/// Takes the emptied tables back to the schema before the `bridged` migrations with their
+/// `down.sql`, newest first, in the caller's transaction.
+fn revert(conn: &mut PgConnection, bridged: &[String]) -> Result<(), Failure> {
+    for expected in bridged.iter().rev() {
+        let reverted = conn
+            .revert_last_migration(MIGRATIONS)
+            .map_err(|e| Failure::Store(other(format!("cannot revert {expected}: {e}"))))?;
+        if reverted.to_string() != *expected {
+            return Err(Failure::Store(other(format!(
+                "reverted migration {reverted} instead of {expected}"
+            ))));
+        }
     }
     Ok(())
 }
 
-/// Applies migration 2025-03-01 again to the loaded rows, in the caller's transaction.
-fn reapply_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
+/// Applies the `bridged` migrations again to the loaded rows, in the caller's transaction.
+fn reapply(conn: &mut PgConnection, bridged: &[String]) -> Result<(), Failure> {
+    if bridged.is_empty() {
+        return Ok(());
+    }
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
-        .map_err(|e| Failure::Store(other(format!("cannot apply {DECISION_TYPES}: {e}"))))?;
+        .map_err(|e| Failure::Store(other(format!("cannot apply {bridged:?}: {e}"))))?;
     let applied: Vec<String> = applied.iter().map(ToString::to_string).collect();
-    if applied != [DECISION_TYPES] {
+    if applied != bridged {
         return Err(Failure::Store(other(format!(
-            "applied the migrations {applied:?} instead of {DECISION_TYPES}"
+            "applied the migrations {applied:?} instead of {bridged:?}"
         ))));
     }
     Ok(())

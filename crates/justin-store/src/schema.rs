@@ -42,10 +42,10 @@ diesel::table! {
         request_timestamp -> Timestamptz,
         /// When the service decided.
         created_at -> Timestamptz,
-        /// The context as sent.
-        context -> Jsonb,
-        /// The algorithm's state.
-        state -> Jsonb,
+        /// The context as sent (`json`, which keeps the text, so numbers come back bit for bit).
+        context -> Json,
+        /// The algorithm's state (`json`).
+        state -> Json,
         /// 0 or 1.
         action -> Int2,
         /// Probability of action 1.
@@ -76,16 +76,16 @@ diesel::table! {
         request_timestamp -> Timestamptz,
         /// When the upload was received.
         created_at -> Timestamptz,
-        /// The context at decision time.
-        context -> Jsonb,
+        /// The context at decision time (`json`).
+        context -> Json,
         /// 0 or 1.
         action -> Int2,
         /// Probability of action 1.
         action_prob -> Float8,
-        /// The state.
-        state -> Jsonb,
-        /// The outcome.
-        outcome -> Jsonb,
+        /// The state (`json`).
+        state -> Json,
+        /// The outcome (`json`).
+        outcome -> Json,
         /// The derived reward.
         reward -> Float8,
         /// Whether a decision was logged for the key (and, when it was, matched the upload).

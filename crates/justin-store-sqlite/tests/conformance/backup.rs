@@ -172,7 +172,12 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     assert_eq!(manifest["format_version"], 1);
     assert_eq!(
         manifest["migrations"],
-        serde_json::json!(["20250101000000", "20250201000000", "20250301000000"])
+        serde_json::json!([
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000"
+        ])
     );
     let names: Vec<&str> = manifest["tables"]
         .as_array()
@@ -346,8 +351,9 @@ fn provenance_table(last_study_data_id: Option<i64>) -> (&'static str, &'static 
     }
 }
 
-/// A backup as `justin-store` writes it from PostgreSQL: `COPY`'s time format with an offset,
-/// JSONB's spacing, `t`/`f`.
+/// A backup as `justin-store` wrote it from PostgreSQL before migration 2025-04-01 (exact
+/// numbers), which a database with that migration restores: `COPY`'s time format with an
+/// offset, JSONB's spacing, `t`/`f`.
 #[test]
 fn a_backup_in_postgres_formats_restores() {
     let dir = ScratchDir::new();

@@ -36,6 +36,20 @@ fn dump(db: &TestDatabase) -> Vec<String> {
         .collect()
 }
 
+/// A [`dump`] with every row read as JSON, for comparing values rather than their text.
+fn as_values(dump: &[String]) -> Vec<(String, Vec<serde_json::Value>)> {
+    dump.iter()
+        .map(|table| {
+            let (name, rows) = table.split_once(": ").unwrap();
+            let rows = rows
+                .lines()
+                .map(|row| serde_json::from_str(row).unwrap())
+                .collect();
+            (name.to_owned(), rows)
+        })
+        .collect()
+}
+
 /// A study with rows in every table, including a finished update with provenance and text
 /// holding line breaks, quotes and commas.
 fn study(db: &TestDatabase) {
@@ -385,8 +399,9 @@ fn a_backup_from_before_decision_types_is_restored_and_migrated() {
     db.store().restore(&old).unwrap();
 
     // The migration filled in what the service had stored: type 'default', available, and
-    // the last upload the update read.
-    assert_eq!(dump(&db), before);
+    // the last upload the update read. The JSON columns were jsonb in the backup's schema,
+    // which respaced their text: the same values, not the same bytes.
+    assert_eq!(as_values(&dump(&db)), as_values(&before));
     for table in ["users", "actions", "study_data"] {
         assert_eq!(next_id(&db, table), max_id(&db, table) + 1, "{table}");
     }
@@ -453,4 +468,70 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
             ..decision("bob", 0, 1)
         })
         .unwrap();
+}
+
+/// A backup taken before migration 2025-04-01 holds the JSON columns as jsonb printed them
+/// (every number as its numeric: 1e300 with 301 digits, 5e-324 with 324); it restores into the
+/// json columns as it is, and every double reads back as the one stored, bit for bit. Only
+/// -0.0 was 0 already: jsonb has no negative zero.
+#[test]
+fn a_backup_from_before_exact_numbers_restores_every_double() {
+    let old = TestDatabase::create();
+    assert_eq!(old.revert_last_migration(), "20250401000000");
+    let values: Vec<f64> = justin_core::conformance::finite_doubles(41, 200)
+        .into_iter()
+        .filter(|v| v.to_bits() != (-0.0_f64).to_bits())
+        .collect();
+    let store = old.store();
+    store
+        .seed_parameters("algo", &serde_json::json!({}), at(0))
+        .unwrap();
+    store.add_user(&user("alice"), at(0)).unwrap();
+    let mut decisions = Vec::new();
+    for (i, chunk) in (0..).zip(values.chunks(10)) {
+        let d = justin_core::Decision {
+            context: chunk
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (format!("x{k}"), serde_json::json!(v)))
+                .collect(),
+            state: justin_core::State::new(chunk.to_vec()).unwrap(),
+            ..decision("alice", i, 1)
+        };
+        store.record_decision(&d).unwrap();
+        decisions.push(d);
+    }
+    let dir = ScratchDir::new();
+    let backup = store.backup(&dir, at(100)).unwrap().path;
+    let files = unpack(&backup);
+    let manifest: serde_json::Value = serde_json::from_str(&files["manifest.json"]).unwrap();
+    assert_eq!(
+        manifest["migrations"],
+        serde_json::json!(["20250101000000", "20250201000000", "20250301000000"])
+    );
+    assert!(
+        files["actions.csv"].contains(&format!("0.{}5", "0".repeat(323))),
+        "numbers as jsonb prints them"
+    );
+
+    let db = TestDatabase::create();
+    db.store().restore(&backup).unwrap();
+    let restored: Vec<_> = db
+        .store()
+        .decisions()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(restored.len(), decisions.len());
+    for (sent, got) in decisions.iter().zip(&restored) {
+        let bits = |d: &justin_core::Decision| -> Vec<u64> {
+            let context = d.context.values().map(|v| v.as_f64().unwrap());
+            context
+                .chain(d.state.values().iter().copied())
+                .map(f64::to_bits)
+                .collect()
+        };
+        assert_eq!(bits(got), bits(sent), "{sent:?}");
+    }
+    assert!(db.store().run_migrations().unwrap().is_empty());
 }
