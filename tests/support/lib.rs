@@ -8,6 +8,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod nginx;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -44,6 +45,14 @@ pub fn justin_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A loopback port nothing listens on right now, for a process the test starts on it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port can be found")
 }
 
 /// A scratch directory removed at drop.
@@ -184,8 +193,14 @@ impl Reply {
 impl Served {
     /// Starts `justin serve` in `dir` with `env` and waits until it listens.
     pub fn start(dir: &Path, env: &[(&str, String)]) -> Self {
+        Self::start_on(dir, env, 0)
+    }
+
+    /// Starts `justin serve` in `dir` with `env` on `port` of the loopback address (0: a free
+    /// one) and waits until it listens.
+    pub fn start_on(dir: &Path, env: &[(&str, String)], port: u16) -> Self {
         let mut env = env.to_vec();
-        env.push(("JUSTIN_SERVER__PORT", "0".into()));
+        env.push(("JUSTIN_SERVER__PORT", port.to_string()));
         let mut child = justin(dir, &env)
             .arg("serve")
             .stdin(Stdio::null())
