@@ -11,7 +11,9 @@
 //!   SQLite lease takeover is covered in justin-store-sqlite's tests);
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
 //! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
-//! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`.
+//! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`;
+//! - `load_balanced::pg_three_instances_behind_nginx_...`: several processes share one
+//!   database, which SQLite does not support (it also needs nginx installed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
@@ -20,6 +22,7 @@ mod commands;
 mod export;
 mod flow;
 mod jobs;
+mod load_balanced;
 mod move_to_postgres;
 mod outage;
 mod private_logs;
