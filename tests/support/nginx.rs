@@ -14,29 +14,31 @@ use crate::{ScratchDir, WAIT};
 /// `/usr/sbin/nginx`.
 pub const NGINX_VAR: &str = "JUSTIN_TEST_NGINX";
 
-/// The nginx binary: [`NGINX_VAR`], else `nginx` on the `PATH`, else `/usr/sbin/nginx` (the
-/// `PATH` of a user other than root often lacks `/usr/sbin`). Fails the test saying how to
-/// install it when there is none.
+/// The nginx binary: [`NGINX_VAR`] when set, else `nginx` on the `PATH`, else
+/// `/usr/sbin/nginx` (the `PATH` of a user other than root often lacks `/usr/sbin`). Fails the
+/// test saying how to install nginx when there is none.
 pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os(NGINX_VAR) {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|dir| dir.join("nginx"))
-        .find(|path| path.is_file());
-    let sbin = Path::new("/usr/sbin/nginx");
-    on_path
-        .or_else(|| sbin.is_file().then(|| sbin.to_path_buf()))
-        .unwrap_or_else(|| {
-            panic!(
-                "nginx is not installed: this test runs several justin processes behind it. \
-                 Install Debian's package (`sudo apt-get install -y nginx-light`, or `nginx`; \
-                 .ci/run does this in CI), or set {NGINX_VAR} to an nginx binary"
-            )
-        })
+    let found = match std::env::var_os(NGINX_VAR) {
+        Some(path) => Some(PathBuf::from(path)).filter(|path| path.is_file()),
+        None => std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|dir| dir.join("nginx"))
+            .chain([PathBuf::from("/usr/sbin/nginx")])
+            .find(|path| path.is_file()),
+    };
+    found.unwrap_or_else(|| {
+        let looked = match std::env::var_os(NGINX_VAR) {
+            Some(path) => format!("{NGINX_VAR}={}", Path::new(&path).display()),
+            None => "nginx on the PATH and /usr/sbin/nginx".to_owned(),
+        };
+        panic!(
+            "nginx is not installed (looked for {looked}): this test runs several justin \
+             processes behind it. Install Debian's package with `sudo apt-get install -y nginx` \
+             (.ci/run does this in CI), or set {NGINX_VAR} to an nginx binary"
+        )
+    })
 }
 
 /// A running nginx, stopped at drop.
