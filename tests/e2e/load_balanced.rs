@@ -16,7 +16,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use justin_e2e::nginx::{self, Nginx};
-use justin_e2e::{free_port, sql_lines, CallbackReceiver, ScratchDir, Served, TestDatabase, WAIT};
+use justin_e2e::{free_ports, sql_lines, CallbackReceiver, ScratchDir, Served, TestDatabase, WAIT};
 use serde_json::{json, Value};
 
 const INSTANCES: usize = 3;
@@ -314,6 +314,15 @@ fn request_update(agent: &ureq::Agent, base_url: &str, callback_url: &str) -> (S
     panic!("/update was not accepted in {MAX_TRIES} tries");
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A `justin serve` process with its own directory and port, which it keeps across a restart.
 struct Instance {
     dir: ScratchDir,
@@ -351,10 +360,13 @@ fn pg_three_instances_behind_nginx_lose_no_decision_when_one_is_killed_and_one_r
         ("JUSTIN_UPDATE__CALLBACK_ATTEMPTS", "2".to_owned()),
         ("JUSTIN_SERVER__SHUTDOWN_GRACE_SECS", "10".to_owned()),
     ];
-    let mut instances: Vec<Instance> = (0..INSTANCES)
-        .map(|_| Instance {
+    let mut ports = free_ports(INSTANCES + 1);
+    let listen = ports.pop().unwrap();
+    let mut instances: Vec<Instance> = ports
+        .iter()
+        .map(|&port| Instance {
             dir: ScratchDir::new(),
-            port: free_port(),
+            port,
             served: None,
         })
         .collect();
@@ -368,8 +380,6 @@ fn pg_three_instances_behind_nginx_lose_no_decision_when_one_is_killed_and_one_r
         }
     });
 
-    let ports: Vec<u16> = instances.iter().map(|i| i.port).collect();
-    let listen = free_port();
     let http = format!(
         "add_header X-Upstream $upstream_addr always;\n{}",
         documented_config(&ports, listen)
@@ -402,6 +412,9 @@ fn pg_three_instances_behind_nginx_lose_no_decision_when_one_is_killed_and_one_r
     };
     let (killed, restarted) = (instances[0].address(), instances[1].address());
     let asked: Vec<Asked> = std::thread::scope(|scope| {
+        // The clients stop however this ends: the scope waits for them before a failure here
+        // is reported.
+        let _stop = StopOnDrop(&stop);
         let clients: Vec<_> = (0..CLIENTS)
             .map(|number| {
                 let (base_url, stop, progress) = (&base_url, &stop, &progress);

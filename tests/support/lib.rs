@@ -49,10 +49,19 @@ pub fn justin_bin() -> PathBuf {
 
 /// A loopback port nothing listens on right now, for a process the test starts on it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port can be found")
+    free_ports(1)[0]
+}
+
+/// `count` different loopback ports nothing listens on right now.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    // Held until all are chosen, so that none is handed out twice.
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port can be found"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 /// A scratch directory removed at drop.
