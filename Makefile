@@ -52,8 +52,9 @@ run:
 # SQLite half needs nothing installed: every unit test, the SQLite adapter's conformance suite,
 # the HTTP suite and the end-to-end tests on SQLite (without those named pg_, which are about
 # PostgreSQL itself). The PostgreSQL half runs the PostgreSQL adapter's suite, the HTTP suite
-# and every end-to-end test on PostgreSQL. Without a reachable server the PostgreSQL half is
-# reported as not run, except under CI=true, where it is required.
+# and every end-to-end test on PostgreSQL; one of those (load_balanced::pg_...) also needs nginx
+# installed, and fails saying how to install it when it is not. Without a reachable server the
+# PostgreSQL half is reported as not run, except under CI=true, where it is required.
 test:
 	$(CARGO) build --workspace --bins
 	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test --workspace --exclude justin-store --exclude justin-e2e

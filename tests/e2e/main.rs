@@ -12,7 +12,9 @@
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
 //! - `numbers::pg_every_double_...`: they use both backends;
 //! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
-//! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`.
+//! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`;
+//! - `load_balanced::pg_three_instances_behind_nginx_...`: several processes share one
+//!   database, which SQLite does not support (it also needs nginx installed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
@@ -21,6 +23,7 @@ mod commands;
 mod export;
 mod flow;
 mod jobs;
+mod load_balanced;
 mod move_to_postgres;
 mod numbers;
 mod outage;

@@ -6,11 +6,10 @@
 //! PostgreSQL refuses to run as root; when the tests run as root, the server's commands run
 //! as the `postgres` system user (`runuser`), which owns the data directory.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::ScratchDir;
+use crate::{free_port, ScratchDir};
 
 /// The environment variable naming the directory of `initdb`, `pg_ctl` and `postgres`, when
 /// they are neither under `/usr/lib/postgresql/<version>/bin` nor on the `PATH`.
@@ -196,11 +195,4 @@ fn bindir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port can be found")
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod nginx;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -44,6 +45,23 @@ pub fn justin_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A loopback port nothing listens on right now, for a process the test starts on it.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `count` different loopback ports nothing listens on right now.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    // Held until all are chosen, so that none is handed out twice.
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port can be found"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 /// A scratch directory removed at drop.
@@ -184,8 +202,14 @@ impl Reply {
 impl Served {
     /// Starts `justin serve` in `dir` with `env` and waits until it listens.
     pub fn start(dir: &Path, env: &[(&str, String)]) -> Self {
+        Self::start_on(dir, env, 0)
+    }
+
+    /// Starts `justin serve` in `dir` with `env` on `port` of the loopback address (0: a free
+    /// one) and waits until it listens.
+    pub fn start_on(dir: &Path, env: &[(&str, String)], port: u16) -> Self {
         let mut env = env.to_vec();
-        env.push(("JUSTIN_SERVER__PORT", "0".into()));
+        env.push(("JUSTIN_SERVER__PORT", port.to_string()));
         let mut child = justin(dir, &env)
             .arg("serve")
             .stdin(Stdio::null())
