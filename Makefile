@@ -52,15 +52,17 @@ run:
 # SQLite half needs nothing installed: every unit test, the SQLite adapter's conformance suite,
 # the HTTP suite and the end-to-end tests on SQLite (without those named pg_, which are about
 # PostgreSQL itself). The PostgreSQL half runs the PostgreSQL adapter's suite, the HTTP suite
-# and every end-to-end test on PostgreSQL; one of those (load_balanced::pg_...) also needs nginx
-# installed, and fails saying how to install it when it is not. Without a reachable server the
-# PostgreSQL half is reported as not run, except under CI=true, where it is required.
+# and every end-to-end test on PostgreSQL; one of those (load_balanced::pg_...) also needs nginx,
+# which scripts/ensure-nginx.sh installs from Debian's packages when it is missing and this runs
+# as root (or says how to install it). Without a reachable server the PostgreSQL half is
+# reported as not run, except under CI=true, where it is required.
 test:
 	$(CARGO) build --workspace --bins
 	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test --workspace --exclude justin-store --exclude justin-e2e
 	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test -p justin-e2e -- --skip pg_
 	@if bash scripts/pg-reachable.sh "$(JUSTIN_TEST_DATABASE_URL)"; then \
 		set -e; \
+		bash scripts/ensure-nginx.sh; \
 		JUSTIN_TEST_BACKEND=postgres $(CARGO) test -p justin-store -p justin-e2e; \
 		JUSTIN_TEST_BACKEND=postgres $(CARGO) test -p justin-http --test api; \
 	elif [ "$$CI" = "true" ]; then \
