@@ -10,6 +10,7 @@
 //! - `jobs::pg_an_update_killed_half_way_...`: it holds the update with `LOCK TABLE` (the
 //!   SQLite lease takeover is covered in justin-store-sqlite's tests);
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
+//! - `timestamps::pg_every_timestamp_form_survives_...`: it uses both backends;
 //! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
 //! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -31,3 +32,4 @@ mod shutdown;
 mod simulate;
 mod startup;
 mod thompson;
+mod timestamps;

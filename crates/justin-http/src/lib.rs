@@ -18,4 +18,5 @@ pub mod schema;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
+pub mod timestamp;
 pub mod updates;

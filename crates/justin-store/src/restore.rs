@@ -10,12 +10,12 @@
 //! written to disk beyond a read buffer. The reading and file-level checks live in
 //! `justin-backup`, shared with the SQLite adapter; this module adds the schema checks and COPY.
 //!
-//! A backup taken just before migration 2025-03-01 (decision types) is restored too, so the
-//! backups of a study taken before an upgrade stay usable after it. Inside the restore's
-//! transaction the emptied tables are taken back to the schema the backup was written with (the
-//! migration's own `down.sql`), loaded, and migrated forward again (its `up.sql`), exactly as an
-//! upgrade migrates a live database: the fill-in of the new columns exists once, in the
-//! migration. PostgreSQL changes schemas transactionally, so a failure anywhere leaves the
+//! A backup taken just before migration 2025-04-02 (timestamps as sent), or just before
+//! 2025-03-01 (decision types), is restored too, so the backups of a study taken before an
+//! upgrade stay usable after it. Inside the restore's transaction the emptied tables are taken
+//! back to the schema the backup was written with (the migrations' own `down.sql`), loaded, and
+//! migrated forward again (their `up.sql`), exactly as an upgrade migrates a live database: the
+//! fill-in of the new columns exists once, in the migration. PostgreSQL changes schemas transactionally, so a failure anywhere leaves the
 //! database as it was. Backups from before earlier migrations are refused.
 
 use std::cell::RefCell;
@@ -68,7 +68,8 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
 
     let row_counts = conn
         .transaction::<_, Failure, _>(|conn| {
-            if layout == Layout::BeforeDecisionTypes {
+            let reverted = layout.reverted();
+            if !reverted.is_empty() {
                 // No `justin migrate` may run while this one changes the schema.
                 diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
                     .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
@@ -78,9 +79,7 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 "TRUNCATE {} RESTART IDENTITY CASCADE",
                 TABLES.join(", ")
             ))?;
-            if layout == Layout::BeforeDecisionTypes {
-                revert_decision_types(conn)?;
-            }
+            revert(conn, reverted)?;
             let imports = layout.imports();
             let mut counts = Vec::with_capacity(imports.len());
             for ((name, import), checked) in imports.iter().zip(&backup.tables) {
@@ -96,9 +95,7 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 }
                 counts.push(((*name).to_owned(), copied));
             }
-            if layout == Layout::BeforeDecisionTypes {
-                reapply_decision_types(conn)?;
-            }
+            reapply(conn, reverted)?;
             continue_sequences(conn)?;
             Ok(counts)
         })
@@ -109,21 +106,38 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
 /// The version of migration 2025-03-01-000000_decision_types, as Diesel records it.
 const DECISION_TYPES: &str = "20250301000000";
 
+/// The version of migration 2025-04-02-000000_sent_timestamps, as Diesel records it.
+const SENT_TIMESTAMPS: &str = "20250402000000";
+
 /// The schema a backup was written with, as far as restoring it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
     /// This database's: every table loads as it is.
     Current,
+    /// The one just before migration 2025-04-02 (timestamps as sent), which appended a column
+    /// to `actions`, `study_data` and `model_update_requests`.
+    BeforeSentTimestamps,
     /// The one just before migration 2025-03-01 (decision types), which appended columns to
-    /// `actions`, `study_data` and `update_provenance`.
+    /// `actions`, `study_data` and `update_provenance`, and so also before 2025-04-02.
     BeforeDecisionTypes,
 }
 
 impl Layout {
+    /// The migrations this database has and the backup's schema has not, newest first: the
+    /// ones a restore reverts before loading and applies again after.
+    fn reverted(self) -> &'static [&'static str] {
+        match self {
+            Self::Current => &[],
+            Self::BeforeSentTimestamps => &[SENT_TIMESTAMPS],
+            Self::BeforeDecisionTypes => &[SENT_TIMESTAMPS, DECISION_TYPES],
+        }
+    }
+
     /// How each table of a backup in this layout is loaded, in [`TABLES`] order.
     fn imports(self) -> &'static [(&'static str, Importer); 6] {
         match self {
             Self::Current => &IMPORTS,
+            Self::BeforeSentTimestamps => &IMPORTS_BEFORE_SENT_TIMESTAMPS,
             Self::BeforeDecisionTypes => &IMPORTS_BEFORE_DECISION_TYPES,
         }
     }
@@ -138,29 +152,43 @@ impl Layout {
             (Self::BeforeDecisionTypes, "update_provenance") => {
                 column_names(UPDATE_PROVENANCE_BEFORE_DECISION_TYPES)
             }
+            (Self::BeforeSentTimestamps, "actions") => column_names(ACTIONS_BEFORE_SENT_TIMESTAMPS),
+            (Self::BeforeSentTimestamps, "study_data") => {
+                column_names(STUDY_DATA_BEFORE_SENT_TIMESTAMPS)
+            }
+            (Self::BeforeSentTimestamps | Self::BeforeDecisionTypes, "model_update_requests") => {
+                column_names(UPDATE_REQUESTS_BEFORE_SENT_TIMESTAMPS)
+            }
             _ => import_columns(table),
         }
     }
 }
 
-/// Checks that the database has the schema the backup was taken from, or the schema migration
-/// 2025-03-01 made of it, and says how to load it.
+/// Checks that the database has the schema the backup was taken from, or the schema
+/// migrations 2025-03-01 and 2025-04-02 made of it, and says how to load it.
 fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Layout, StoreError> {
     let applied = applied_migrations(conn).map_err(StoreError::from)?;
-    let layout = match applied.split_last() {
-        _ if applied == backup.migrations => Layout::Current,
-        Some((last, earlier)) if last == DECISION_TYPES && earlier == backup.migrations => {
-            Layout::BeforeDecisionTypes
+    let layout = [
+        Layout::Current,
+        Layout::BeforeSentTimestamps,
+        Layout::BeforeDecisionTypes,
+    ]
+    .into_iter()
+    .find(|layout| {
+        let reverted = layout.reverted();
+        applied.len() >= reverted.len() && {
+            let (kept, newer) = applied.split_at(applied.len() - reverted.len());
+            kept == backup.migrations && newer.iter().rev().eq(reverted.iter())
         }
-        _ => {
-            return Err(invalid(format!(
-                "the backup was taken from a database with the migrations {:?}, but this \
-                 database has {applied:?}; bring the database to the backup's schema version \
-                 (or use a matching build) before restoring",
-                backup.migrations
-            )))
-        }
-    };
+    })
+    .ok_or_else(|| {
+        invalid(format!(
+            "the backup was taken from a database with the migrations {:?}, but this \
+             database has {applied:?}; bring the database to the backup's schema version \
+             (or use a matching build) before restoring",
+            backup.migrations
+        ))
+    })?;
     for ((name, _), CheckedTable { table, .. }) in IMPORTS.iter().zip(&backup.tables) {
         let expected = layout.columns(name);
         if expected != table.columns {
@@ -184,29 +212,35 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Lay
     Ok(layout)
 }
 
-/// Takes the emptied tables back to the schema before migration 2025-03-01 with its
+/// Takes the emptied tables back to the schema before `migrations` (newest first) with their
 /// `down.sql`, in the caller's transaction.
-fn revert_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
-    let reverted = conn
-        .revert_last_migration(MIGRATIONS)
-        .map_err(|e| Failure::Store(other(format!("cannot revert {DECISION_TYPES}: {e}"))))?;
-    if reverted.to_string() != DECISION_TYPES {
-        return Err(Failure::Store(other(format!(
-            "reverted migration {reverted} instead of {DECISION_TYPES}"
-        ))));
+fn revert(conn: &mut PgConnection, migrations: &[&str]) -> Result<(), Failure> {
+    for expected in migrations {
+        let reverted = conn
+            .revert_last_migration(MIGRATIONS)
+            .map_err(|e| Failure::Store(other(format!("cannot revert {expected}: {e}"))))?;
+        if reverted.to_string() != *expected {
+            return Err(Failure::Store(other(format!(
+                "reverted migration {reverted} instead of {expected}"
+            ))));
+        }
     }
     Ok(())
 }
 
-/// Applies migration 2025-03-01 again to the loaded rows, in the caller's transaction.
-fn reapply_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
+/// Applies `migrations` (newest first) again to the loaded rows, in the caller's transaction.
+fn reapply(conn: &mut PgConnection, migrations: &[&str]) -> Result<(), Failure> {
+    if migrations.is_empty() {
+        return Ok(());
+    }
+    let expected: Vec<&str> = migrations.iter().rev().copied().collect();
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
-        .map_err(|e| Failure::Store(other(format!("cannot apply {DECISION_TYPES}: {e}"))))?;
+        .map_err(|e| Failure::Store(other(format!("cannot apply {expected:?}: {e}"))))?;
     let applied: Vec<String> = applied.iter().map(ToString::to_string).collect();
-    if applied != [DECISION_TYPES] {
+    if applied != expected {
         return Err(Failure::Store(other(format!(
-            "applied the migrations {applied:?} instead of {DECISION_TYPES}"
+            "applied the migrations {applied:?} instead of {expected:?}"
         ))));
     }
     Ok(())
@@ -295,8 +329,91 @@ columns_of_the_past!(
     )
 );
 
+columns_of_the_past!(
+    /// `actions` before migration 2025-04-02 appended `sent_timestamp`.
+    ACTIONS_BEFORE_SENT_TIMESTAMPS = actions(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        state,
+        action,
+        action_prob,
+        parameter_version,
+        rng_seed,
+        decision_type,
+        available,
+        unavailable_reason,
+    )
+);
+
+columns_of_the_past!(
+    /// `study_data` before migration 2025-04-02 appended `sent_timestamp`.
+    STUDY_DATA_BEFORE_SENT_TIMESTAMPS = study_data(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        action,
+        action_prob,
+        state,
+        outcome,
+        reward,
+        action_logged,
+        decision_type,
+        available,
+    )
+);
+
+columns_of_the_past!(
+    /// `model_update_requests` before migration 2025-04-02 appended `sent_timestamp`.
+    UPDATE_REQUESTS_BEFORE_SENT_TIMESTAMPS = model_update_requests(
+        id,
+        request_timestamp,
+        created_at,
+        callback_url,
+        status,
+        finished_at,
+        error,
+        parameter_version,
+        attempts,
+        started_at,
+        callback_status,
+        callback_attempts,
+        callback_error,
+        callback_finished_at,
+    )
+);
+
+/// Like [`IMPORTS`], for a backup taken before migration 2025-04-02: `actions`, `study_data`
+/// and `model_update_requests` without the column it appended.
+const IMPORTS_BEFORE_SENT_TIMESTAMPS: [(&str, Importer); 6] = [
+    IMPORTS[0],
+    IMPORTS[1],
+    ("actions", |c, s| {
+        copy_columns_into(c, actions::table, ACTIONS_BEFORE_SENT_TIMESTAMPS, s)
+    }),
+    ("study_data", |c, s| {
+        copy_columns_into(c, study_data::table, STUDY_DATA_BEFORE_SENT_TIMESTAMPS, s)
+    }),
+    ("model_update_requests", |c, s| {
+        copy_columns_into(
+            c,
+            model_update_requests::table,
+            UPDATE_REQUESTS_BEFORE_SENT_TIMESTAMPS,
+            s,
+        )
+    }),
+    IMPORTS[5],
+];
+
 /// Like [`IMPORTS`], for a backup taken before migration 2025-03-01: `actions`, `study_data`
-/// and `update_provenance` without the columns it appended.
+/// and `update_provenance` without the columns it appended, and `model_update_requests`
+/// without the one 2025-04-02 appended.
 const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
     IMPORTS[0],
     IMPORTS[1],
@@ -306,7 +423,7 @@ const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
     ("study_data", |c, s| {
         copy_columns_into(c, study_data::table, STUDY_DATA_BEFORE_DECISION_TYPES, s)
     }),
-    IMPORTS[4],
+    IMPORTS_BEFORE_SENT_TIMESTAMPS[4],
     ("update_provenance", |c, s| {
         copy_columns_into(
             c,
@@ -460,18 +577,11 @@ mod tests {
         }
         assert_eq!(import_columns("users"), vec!["id", "user_id", "created_at"]);
         assert_eq!(IMPORTS_BEFORE_DECISION_TYPES.map(|(name, _)| name), TABLES);
+        assert_eq!(IMPORTS_BEFORE_SENT_TIMESTAMPS.map(|(name, _)| name), TABLES);
     }
 
-    #[test]
-    fn the_layout_before_decision_types_lacks_only_the_columns_it_appended() {
-        let appended: [(&str, &[&str]); 3] = [
-            (
-                "actions",
-                &["decision_type", "available", "unavailable_reason"],
-            ),
-            ("study_data", &["decision_type", "available"]),
-            ("update_provenance", &["last_study_data_id"]),
-        ];
+    /// Each layout of the past lacks exactly the columns the migrations since appended.
+    fn check_appended(layout: Layout, appended: &[(&str, &[&str])]) {
         for name in TABLES {
             let mut expected = import_columns(name);
             if let Some((_, columns)) = appended.iter().find(|(table, _)| *table == name) {
@@ -479,12 +589,49 @@ mod tests {
                 assert_eq!(expected[kept..], columns[..], "{name}");
                 expected.truncate(kept);
             }
-            assert_eq!(
-                Layout::BeforeDecisionTypes.columns(name),
-                expected,
-                "{name}"
-            );
-            assert_eq!(Layout::Current.columns(name), import_columns(name));
+            assert_eq!(layout.columns(name), expected, "{layout:?} {name}");
         }
+    }
+
+    #[test]
+    fn the_layout_before_sent_timestamps_lacks_only_the_column_it_appended() {
+        check_appended(
+            Layout::BeforeSentTimestamps,
+            &[
+                ("actions", &["sent_timestamp"]),
+                ("study_data", &["sent_timestamp"]),
+                ("model_update_requests", &["sent_timestamp"]),
+            ],
+        );
+        assert_eq!(Layout::BeforeSentTimestamps.reverted(), [SENT_TIMESTAMPS]);
+    }
+
+    #[test]
+    fn the_layout_before_decision_types_lacks_the_columns_appended_since() {
+        check_appended(
+            Layout::BeforeDecisionTypes,
+            &[
+                (
+                    "actions",
+                    &[
+                        "decision_type",
+                        "available",
+                        "unavailable_reason",
+                        "sent_timestamp",
+                    ],
+                ),
+                (
+                    "study_data",
+                    &["decision_type", "available", "sent_timestamp"],
+                ),
+                ("model_update_requests", &["sent_timestamp"]),
+                ("update_provenance", &["last_study_data_id"]),
+            ],
+        );
+        assert_eq!(
+            Layout::BeforeDecisionTypes.reverted(),
+            [SENT_TIMESTAMPS, DECISION_TYPES]
+        );
+        check_appended(Layout::Current, &[]);
     }
 }

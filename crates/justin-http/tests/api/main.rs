@@ -15,6 +15,7 @@ mod openapi;
 mod reproducibility;
 mod safety;
 mod stopping;
+mod timestamps;
 mod update;
 mod upload;
 mod users;

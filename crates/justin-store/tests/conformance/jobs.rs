@@ -15,6 +15,7 @@ fn request(n: i64) -> UpdateRequest {
     UpdateRequest::new(
         uuid::Uuid::new_v4(),
         at(n),
+        "2025-01-01T12:00:00+02:00".into(),
         at(n),
         "http://study.example/cb".into(),
     )

@@ -52,6 +52,7 @@ mod support {
             decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(idx).unwrap(),
             requested_at: at(idx),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
             decided_at: at(idx + 1),
             availability: Availability::Available,
             context: context(),
@@ -69,6 +70,7 @@ mod support {
             decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(idx).unwrap(),
             requested_at: at(idx),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
             received_at: at(idx + 1),
             context: context(),
             action: Action::Zero,
@@ -243,7 +245,12 @@ mod backup {
         assert_eq!(manifest["database"], db.name());
         assert_eq!(
             manifest["migrations"],
-            serde_json::json!(["20250101000000", "20250201000000", "20250301000000"])
+            serde_json::json!([
+                "20250101000000",
+                "20250201000000",
+                "20250301000000",
+                "20250402000000"
+            ])
         );
         let tables = manifest["tables"].as_array().unwrap();
         let expected_rows = [
@@ -411,7 +418,8 @@ mod setup {
             vec![
                 "2025-01-01-000000_create_study_tables".to_owned(),
                 "2025-02-01-000000_study_safety".to_owned(),
-                "2025-03-01-000000_decision_types".to_owned()
+                "2025-03-01-000000_decision_types".to_owned(),
+                "2025-04-02-000000_sent_timestamps".to_owned(),
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());

@@ -18,7 +18,7 @@ fn bad(message: &str) -> ApiError {
 
 /// Checks the request in the template's order: missing fields, then wrong types. The
 /// algorithm's own checks of the context come after, in the core.
-fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
+fn parse(mut input: JsonObject, zone: chrono_tz::Tz) -> Result<ActionRequest, ApiError> {
     // The template treats an empty string as missing, for both fields.
     let user = body::field(&input, "user_id").filter(|v| v.as_str() != Some(""));
     let timestamp = body::field(&input, "timestamp").filter(|v| v.as_str() != Some(""));
@@ -42,7 +42,7 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
     }
     let user_id = body::user_id(user)?;
     let decision_idx = body::decision_idx(idx)?;
-    let requested_at = body::timestamp(timestamp)?;
+    let timestamp = body::timestamp(timestamp, zone)?;
     let decision_type = body::decision_type(&input)?;
     let availability = body::availability(&input)?;
     // The checks above passed, so the context is present; move it out rather than copy it.
@@ -51,7 +51,8 @@ fn parse(mut input: JsonObject) -> Result<ActionRequest, ApiError> {
         user_id,
         decision_type,
         decision_idx,
-        requested_at,
+        requested_at: timestamp.at,
+        sent_timestamp: timestamp.sent,
         availability,
         context: body::stored_object(context, "context")?,
     })
@@ -99,7 +100,7 @@ pub async fn handle(
     JsonBody(input): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = parse(input)?;
+    let request = parse(input, state.naive_time_zone)?;
     let service = state.service.clone();
     let outcome = run_blocking(move || service.request_action(request)).await?;
     let body = ActionResponse::from(outcome.decision);

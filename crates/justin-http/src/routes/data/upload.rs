@@ -13,11 +13,11 @@ use crate::schema::{ErrorResponse, UploadDataRequest, UploadDataResponse};
 use crate::state::AppState;
 
 /// Checks each field in the template's order: present, then of the right type.
-fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
+fn parse(input: &JsonObject, zone: chrono_tz::Tz) -> Result<UploadRequest, ApiError> {
     let user_id = body::user_id(required(input, "user_id")?)?;
     let decision_idx = body::decision_idx(required(input, "decision_idx")?)?;
     let decision_type = body::decision_type(input)?;
-    let requested_at = body::timestamp(required(input, "timestamp")?)?;
+    let timestamp = body::timestamp(required(input, "timestamp")?, zone)?;
     let data = body::object(required(input, "data")?, "data")?;
     let context = body::stored_object(required(&data, "context")?.clone(), "context")?;
     let action = body::action(required(&data, "action")?)?;
@@ -28,7 +28,8 @@ fn parse(input: &JsonObject) -> Result<UploadRequest, ApiError> {
         user_id,
         decision_type,
         decision_idx,
-        requested_at,
+        requested_at: timestamp.at,
+        sent_timestamp: timestamp.sent,
         context,
         action,
         action_prob,
@@ -69,7 +70,7 @@ pub async fn handle(
     JsonBody(input): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let upload = parse(&input)?;
+    let upload = parse(&input, state.naive_time_zone)?;
     let service = state.service.clone();
     run_blocking(move || service.upload_data(upload)).await?;
     Ok(HttpResponse::Created().json(UploadDataResponse::default()))
