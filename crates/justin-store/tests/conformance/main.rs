@@ -561,8 +561,9 @@ mod errors {
             .batch_execute(
                 "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, \
                  created_at, context, action, action_prob, state, outcome, reward, \
-                 action_logged) \
-                 VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false)",
+                 action_logged, sent_timestamp) \
+                 VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false, \
+                 '2025-01-01')",
             )
             .unwrap();
         db.store().record_study_data(&record("alice", 2)).unwrap();

@@ -229,12 +229,21 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
+    // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
+    // time's RFC 3339 form.
+    let kept = decision("alice", 0, 1);
+    let refilled = kept
+        .requested_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     assert_eq!(
         store
             .decisions()
             .unwrap()
             .map(Result::unwrap)
             .collect::<Vec<_>>(),
-        vec![decision("alice", 0, 1)]
+        vec![justin_core::Decision {
+            sent_timestamp: refilled,
+            ..kept
+        }]
     );
 }

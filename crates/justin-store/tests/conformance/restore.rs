@@ -329,8 +329,7 @@ const APPENDED_BY_SENT_TIMESTAMPS: [(&str, usize); 3] = [
 ];
 
 /// `backup` as the build before migration 2025-03-01 would have written it: without the
-/// columns the migrations since appended, and without the migrations. The dropped fields hold
-/// no commas.
+/// columns the migrations since appended, and without the migrations.
 fn before_decision_types(backup: &Path, to: PathBuf) -> PathBuf {
     before(
         backup,
@@ -341,7 +340,7 @@ fn before_decision_types(backup: &Path, to: PathBuf) -> PathBuf {
 }
 
 /// `backup` as a build that had `migrations` would have written it: without the columns the
-/// migrations since `appended` (per table). The dropped fields hold no commas.
+/// migrations since `appended` (per table).
 fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, usize)]) -> PathBuf {
     let appended = |table: &str| {
         appended
@@ -349,10 +348,15 @@ fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, us
             .find(|(name, _)| *name == table)
             .map_or(0, |(_, n)| *n)
     };
-    let drop_last = |line: &str, n: usize| {
-        let fields: Vec<&str> = line.rsplitn(n + 1, ',').collect();
-        assert_eq!(fields.len(), n + 1, "{line}");
-        fields[n].to_owned()
+    // Records are read and written whole: quoted fields may hold commas and line breaks.
+    let drop_last = |text: &str, n: usize| {
+        let mut reader = justin_backup::csv::CsvReader::new(text.as_bytes());
+        let mut out = Vec::new();
+        while let Some(mut fields) = reader.next_record().unwrap() {
+            fields.truncate(fields.len() - n);
+            justin_backup::csv::write_record(&mut out, &fields).unwrap();
+        }
+        String::from_utf8(out).unwrap()
     };
     rewrite(backup, to, |name, text| {
         let table = name.trim_end_matches(".csv");
@@ -365,10 +369,7 @@ fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, us
                     columns.truncate(columns.len() - n);
                 }
             }),
-            _ if appended(table) > 0 => text
-                .lines()
-                .map(|line| drop_last(line, appended(table)) + "\n")
-                .collect(),
+            _ if appended(table) > 0 => drop_last(&text, appended(table)),
             _ => text,
         };
         Some((name.to_owned(), text))
