@@ -11,6 +11,7 @@
 //!   SQLite lease takeover is covered in justin-store-sqlite's tests);
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
 //! - `numbers::pg_every_double_...`: they use both backends;
+//! - `timestamps::pg_every_timestamp_form_survives_...`: it uses both backends;
 //! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
 //! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`;
 //! - `load_balanced::pg_three_instances_behind_nginx_...`: several processes share one
@@ -36,3 +37,4 @@ mod shutdown;
 mod simulate;
 mod startup;
 mod thompson;
+mod timestamps;

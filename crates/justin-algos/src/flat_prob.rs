@@ -196,6 +196,7 @@ mod tests {
             "user_id": "u",
             "decision_idx": 0,
             "requested_at": "2025-01-01T12:00:00Z",
+            "sent_timestamp": "2025-01-01T12:00:00",
             "received_at": "2025-01-01T12:00:01Z",
             "context": { "temperature": temperature },
             "action": 1,

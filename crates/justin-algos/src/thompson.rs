@@ -742,6 +742,7 @@ mod tests {
             "user_id": "u",
             "decision_idx": 3,
             "requested_at": "2025-01-01T12:00:00Z",
+            "sent_timestamp": "2025-01-01T12:00:00",
             "received_at": "2025-01-01T12:00:01Z",
             "context": {},
             "action": action,

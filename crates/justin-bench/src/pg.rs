@@ -258,12 +258,14 @@ pub fn fill_study_data(
     let sql = format!(
         "INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, \
              action, action_prob, state, outcome, reward, action_logged, decision_type, \
-             available) \
+             available, sent_timestamp) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
              json_build_object('temperature', t), (g % 2)::smallint, 0.5, \
              json_build_array(t), json_build_object('clicks', g % 10), (g % 10)::float8, false, \
-             'default', true \
+             'default', true, \
+             to_char(timestamp '2025-01-01 00:00:00' + g * interval '1 second', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS') \
          FROM generate_series(1, {rows}) AS g, \
              LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",
         users = users.max(1),
@@ -286,11 +288,13 @@ pub fn fill_actions(
     let sql = format!(
         "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
              state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
-             unavailable_reason) \
+             unavailable_reason, sent_timestamp) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
              json_build_object('temperature', t), json_build_array(t), (g % 2)::smallint, 0.5, \
-             1, g, 'default', true, NULL \
+             1, g, 'default', true, NULL, \
+             to_char(timestamp '2025-01-01 00:00:00' + g * interval '1 second', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS') \
          FROM generate_series(1, {rows}) AS g, \
              LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",
         users = users.max(1),
@@ -311,7 +315,8 @@ pub fn copy_export_ceiling(database_url: &str) -> Result<std::time::Duration> {
              (SELECT p.parameter_version FROM update_provenance p \
               WHERE s.available AND p.last_study_data_id >= s.id \
               ORDER BY p.last_study_data_id, p.parameter_version LIMIT 1), \
-             s.request_timestamp, s.created_at, a.rng_seed \
+             s.request_timestamp, s.created_at, a.rng_seed, a.sent_timestamp, \
+             s.sent_timestamp \
          FROM actions a LEFT JOIN study_data s ON s.user_id = a.user_id \
              AND s.decision_type = a.decision_type AND s.decision_idx = a.decision_idx \
          ORDER BY a.id";

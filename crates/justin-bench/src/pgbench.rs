@@ -58,10 +58,11 @@ pub fn script(users: u64) -> String {
          \\set a random(0, 1)\n\
          INSERT INTO {CEILING_TABLE} (user_id, decision_type, decision_idx, request_timestamp, \
          created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
-         unavailable_reason) VALUES \
+         unavailable_reason, sent_timestamp) VALUES \
          ('{USER_PREFIX}' || :u::text, 'default', :idx, now(), now(), \
          ('{{\"temperature\": ' || (:t / 10.0)::text || '}}')::json, \
-         ('[' || (:t / 10.0)::text || ']')::json, :a, 0.5, 1, :idx, true, NULL) \
+         ('[' || (:t / 10.0)::text || ']')::json, :a, 0.5, 1, :idx, true, NULL, \
+         '2025-01-01T12:00:00') \
          ON CONFLICT DO NOTHING;\n",
         last_user = users.max(1) - 1,
     )

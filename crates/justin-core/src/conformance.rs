@@ -123,6 +123,23 @@ fn at(seconds: i64, micros: u32) -> DateTime<Utc> {
     DateTime::from_timestamp(1_750_000_000 + seconds, micros * 1000).unwrap()
 }
 
+/// A `timestamp` as a study server may send it; stores keep the text exactly, whatever it is
+/// (the HTTP edge has checked that it names an instant).
+fn sent(n: i64) -> String {
+    const FORMS: [&str; 8] = [
+        "2025-01-01T12:00:00",
+        "2025-01-01 14:00:00.123456789+02:00",
+        "2025-W01-3",
+        "2016-12-31T23:59:60Z",
+        "20250101T120000,5",
+        "2025-01-01T12:00:00.5",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999999Z",
+    ];
+    let i = usize::try_from(n.rem_euclid(8)).unwrap();
+    FORMS[i].to_owned()
+}
+
 fn object(value: serde_json::Value) -> JsonObject {
     match value {
         serde_json::Value::Object(map) => map,
@@ -139,6 +156,7 @@ fn decision(user_id: &UserId, i: i64, variant: u32, parameter_version: i64) -> D
         decision_type: DecisionType::default(),
         decision_idx: idx(i),
         requested_at: at(i64::from(variant), 250_001),
+        sent_timestamp: sent(i64::from(variant)),
         decided_at: at(i64::from(variant) + 1, 999_999),
         availability: Availability::Available,
         context: object(json!({
@@ -165,6 +183,7 @@ fn study_record(user_id: &UserId, i: i64) -> StudyRecord {
         decision_type: DecisionType::default(),
         decision_idx: idx(i),
         requested_at: at(i, 1),
+        sent_timestamp: sent(i + 3),
         received_at: at(i + 1, 2),
         context: object(json!({"i": i, "mood": "ok"})),
         action: if i % 2 == 0 {
@@ -211,6 +230,7 @@ fn update_request(n: u32) -> UpdateRequest {
     UpdateRequest::new(
         Uuid::new_v4(),
         at(i64::from(n), 10),
+        sent(i64::from(n) + 5),
         at(i64::from(n) + 1, 20),
         format!("http://study.example/callback/{n}"),
     )
@@ -1766,6 +1786,7 @@ pub fn export_joins_every_decision_with_its_upload(store: &dyn Store) {
 
     let exported = |r: &StudyRecord, used_in_version: Option<i64>| ExportedUpload {
         requested_at: r.requested_at,
+        sent_timestamp: r.sent_timestamp.clone(),
         received_at: r.received_at,
         outcome: r.outcome.clone(),
         reward: r.reward,

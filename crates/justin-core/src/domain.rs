@@ -337,6 +337,9 @@ pub struct Decision {
     pub decision_idx: DecisionIdx,
     /// The time the study server gave in its request.
     pub requested_at: DateTime<Utc>,
+    /// The request's `timestamp` exactly as the study server sent it (`requested_at` is the
+    /// instant it names).
+    pub sent_timestamp: String,
     /// The time the service received the request.
     pub decided_at: DateTime<Utc>,
     /// Whether the participant was randomized; an unavailable decision has action 0 and
@@ -370,6 +373,9 @@ pub struct StudyRecord {
     pub decision_idx: DecisionIdx,
     /// The time the study server gave in its upload.
     pub requested_at: DateTime<Utc>,
+    /// The upload's `timestamp` exactly as the study server sent it (`requested_at` is the
+    /// instant it names).
+    pub sent_timestamp: String,
     /// The time the service received the upload.
     pub received_at: DateTime<Utc>,
     /// The context at decision time, as uploaded.
@@ -400,6 +406,9 @@ fn available_by_default() -> bool {
 pub struct ExportedUpload {
     /// The time the study server gave in its upload.
     pub requested_at: DateTime<Utc>,
+    /// The upload's `timestamp` exactly as the study server sent it (`requested_at` is the
+    /// instant it names).
+    pub sent_timestamp: String,
     /// The time the service received the upload.
     pub received_at: DateTime<Utc>,
     /// The outcome, as uploaded.
@@ -476,6 +485,9 @@ pub struct UpdateRequest {
     pub id: Uuid,
     /// The time the study server gave in its request.
     pub requested_at: DateTime<Utc>,
+    /// The request's `timestamp` exactly as the study server sent it (`requested_at` is the
+    /// instant it names).
+    pub sent_timestamp: String,
     /// The time the service received the request.
     pub received_at: DateTime<Utc>,
     /// Where the outcome is POSTed.
@@ -503,12 +515,14 @@ impl UpdateRequest {
     pub fn new(
         id: Uuid,
         requested_at: DateTime<Utc>,
+        sent_timestamp: String,
         received_at: DateTime<Utc>,
         callback_url: String,
     ) -> Self {
         Self {
             id,
             requested_at,
+            sent_timestamp,
             received_at,
             callback_url,
             status: UpdateStatus::Processing,

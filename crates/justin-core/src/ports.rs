@@ -57,6 +57,9 @@ pub enum StoreError {
 }
 
 /// The outcome of recording a decision.
+// Returned once per call and never collected, so the size of `Existing` costs nothing a box
+// would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     /// The decision was new and is now stored.

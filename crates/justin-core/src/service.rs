@@ -222,6 +222,8 @@ pub struct ActionRequest {
     pub decision_idx: DecisionIdx,
     /// The study server's timestamp.
     pub requested_at: DateTime<Utc>,
+    /// The timestamp exactly as the study server sent it.
+    pub sent_timestamp: String,
     /// Whether the participant can be randomized now.
     pub availability: Availability,
     /// The context.
@@ -248,6 +250,8 @@ pub struct UploadRequest {
     pub decision_idx: DecisionIdx,
     /// The study server's timestamp.
     pub requested_at: DateTime<Utc>,
+    /// The timestamp exactly as the study server sent it.
+    pub sent_timestamp: String,
     /// The context at decision time.
     pub context: JsonObject,
     /// The action the participant got.
@@ -439,6 +443,7 @@ impl Service {
             decision_type: req.decision_type,
             decision_idx: req.decision_idx,
             requested_at: req.requested_at,
+            sent_timestamp: req.sent_timestamp,
             decided_at,
             availability: req.availability,
             context: req.context,
@@ -539,6 +544,7 @@ impl Service {
             decision_type: req.decision_type,
             decision_idx: req.decision_idx,
             requested_at: req.requested_at,
+            sent_timestamp: req.sent_timestamp,
             received_at,
             context: req.context,
             action: req.action,
@@ -571,10 +577,16 @@ impl Service {
     pub fn request_update(
         &self,
         requested_at: DateTime<Utc>,
+        sent_timestamp: String,
         callback_url: String,
     ) -> Result<UpdateRequest, DomainError> {
-        let request =
-            UpdateRequest::new(Uuid::new_v4(), requested_at, self.clock.now(), callback_url);
+        let request = UpdateRequest::new(
+            Uuid::new_v4(),
+            requested_at,
+            sent_timestamp,
+            self.clock.now(),
+            callback_url,
+        );
         self.store.create_update_request(&request)?;
         Ok(request)
     }

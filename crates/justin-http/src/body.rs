@@ -273,24 +273,30 @@ pub fn decision_idx(
     }
 }
 
-/// A timestamp: RFC 3339, with its offset (`2025-01-01T12:00:00Z`, `2025-01-01T14:00:00+02:00`).
-/// A date-time without an offset is refused rather than guessed to be UTC: a study server in
-/// another time zone would otherwise shift every record it sends by hours, silently.
+/// A timestamp, in any form [`crate::timestamp`] reads; without an offset it is local time in
+/// `zone`. The text is kept as sent, next to the instant it was read as.
 ///
 /// # Errors
-/// When the value is not a string, or not an RFC 3339 date-time.
-pub fn timestamp(value: &Value) -> Result<DateTime<Utc>, ApiError> {
+/// When the value is not a string, or a string [`crate::timestamp::parse`] refuses.
+pub fn timestamp(value: &Value, zone: chrono_tz::Tz) -> Result<Timestamp, ApiError> {
     let raw = value
         .as_str()
         .ok_or_else(|| bad("timestamp must be a string or datetime object."))?;
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| bad(TIMESTAMP_FORMAT))
+    let at = crate::timestamp::parse(raw, zone).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Timestamp {
+        at,
+        sent: raw.to_owned(),
+    })
 }
 
-/// The message for a timestamp string that is not RFC 3339.
-pub const TIMESTAMP_FORMAT: &str =
-    "timestamp must be an RFC 3339 date-time with an offset, such as 2025-01-01T12:00:00Z.";
+/// A request's `timestamp`: the instant it names and the text as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timestamp {
+    /// The instant, in UTC, to the microsecond.
+    pub at: DateTime<Utc>,
+    /// The text exactly as the client sent it.
+    pub sent: String,
+}
 
 /// A JSON object field such as a context or an outcome.
 ///
@@ -602,27 +608,35 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_rfc3339_with_an_offset() {
-        let t = timestamp(&json!("2025-01-01T12:00:00Z")).unwrap();
-        assert_eq!(t.to_rfc3339(), "2025-01-01T12:00:00+00:00");
-        let offset = timestamp(&json!("2025-01-01T14:00:00+02:00")).unwrap();
-        assert_eq!(offset, t);
-        let fraction = timestamp(&json!("2025-01-01T12:00:00.5Z")).unwrap();
-        assert_eq!(fraction.timestamp_millis(), t.timestamp_millis() + 500);
-        for naive in ["2025-01-01T12:00:00.5", "2025-01-01 12:00:00", "2025-01-01"] {
+    fn timestamps_keep_the_text_sent_next_to_the_instant() {
+        use chrono_tz::Tz;
+        let t = timestamp(&json!("2025-01-01T12:00:00Z"), Tz::UTC).unwrap();
+        assert_eq!(t.at.to_rfc3339(), "2025-01-01T12:00:00+00:00");
+        assert_eq!(t.sent, "2025-01-01T12:00:00Z");
+        // The template's own form: no offset, read in the configured zone.
+        let naive = timestamp(&json!("2025-01-01T12:00:00"), Tz::UTC).unwrap();
+        assert_eq!(
+            (naive.at, naive.sent.as_str()),
+            (t.at, "2025-01-01T12:00:00")
+        );
+        let berlin = timestamp(&json!("2025-01-01 13:00:00"), Tz::Europe__Berlin).unwrap();
+        assert_eq!(
+            (berlin.at, berlin.sent.as_str()),
+            (t.at, "2025-01-01 13:00:00")
+        );
+        for not_a_string in [json!(12), json!(true), json!(["2025-01-01"]), json!({})] {
             assert_eq!(
-                message(timestamp(&json!(naive)).unwrap_err()),
-                TIMESTAMP_FORMAT,
-                "{naive}"
+                message(timestamp(&not_a_string, Tz::UTC).unwrap_err()),
+                "timestamp must be a string or datetime object."
             );
         }
         assert_eq!(
-            message(timestamp(&json!(12)).unwrap_err()),
-            "timestamp must be a string or datetime object."
+            message(timestamp(&json!("yesterday"), Tz::UTC).unwrap_err()),
+            crate::timestamp::TimestampError::Format(Tz::UTC).to_string()
         );
         assert_eq!(
-            message(timestamp(&json!("yesterday")).unwrap_err()),
-            TIMESTAMP_FORMAT
+            message(timestamp(&json!("9999-12-31T23:59:59-23:59"), Tz::UTC).unwrap_err()),
+            crate::timestamp::TimestampError::OutOfRange.to_string()
         );
     }
 

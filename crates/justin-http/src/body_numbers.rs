@@ -106,7 +106,7 @@ fn read(runtime: &actix_web::rt::SystemRunner, body: String) -> Result<Value, St
         .to_http_parts();
     runtime
         .block_on(JsonBody::from_request(&request, &mut payload))
-        .map(|JsonBody(object)| Value::Object(object))
+        .map(|JsonBody(object, _)| Value::Object(object))
         .map_err(|e| e.to_string())
 }
 

@@ -12,6 +12,7 @@
 //! | `server.workers` | `JUSTIN_SERVER__WORKERS` | `0` (one per core) |
 //! | `server.max_body_bytes` | `JUSTIN_SERVER__MAX_BODY_BYTES` | `1048576` |
 //! | `server.shutdown_grace_secs` | `JUSTIN_SERVER__SHUTDOWN_GRACE_SECS` | `30` |
+//! | `server.naive_time_zone` | `JUSTIN_SERVER__NAIVE_TIME_ZONE` | `UTC` (IANA name) |
 //! | `auth.api_keys` | `JUSTIN_AUTH__API_KEYS` (`[{name="app",sha256="..."}]`) | `[]` (API open) |
 //! | `auth.allow_unauthenticated` | `JUSTIN_AUTH__ALLOW_UNAUTHENTICATED` | `false` |
 //! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `sqlite://justin.db` (or `postgres://...`) |
@@ -94,6 +95,24 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a stop waits for requests in flight before closing their connections.
     pub shutdown_grace_secs: u64,
+    /// The IANA time zone (`Europe/Berlin`) a request's `timestamp` without an offset is read
+    /// in.
+    pub naive_time_zone: String,
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::naive_time_zone`], read.
+    ///
+    /// # Errors
+    /// When it is not an IANA time zone name.
+    pub fn naive_time_zone(&self) -> Result<chrono_tz::Tz, String> {
+        self.naive_time_zone.parse().map_err(|_| {
+            format!(
+                "{:?} is not an IANA time zone name (such as UTC or Europe/Berlin)",
+                self.naive_time_zone
+            )
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -104,6 +123,7 @@ impl Default for ServerConfig {
             workers: 0,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
+            naive_time_zone: "UTC".into(),
         }
     }
 }
@@ -352,6 +372,9 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be at least 1");
         }
+        if let Err(e) = self.server.naive_time_zone() {
+            return invalid("server.naive_time_zone", &e);
+        }
         if self.update.callback_timeout_secs == 0 {
             return invalid("update.callback_timeout_secs", "must be at least 1");
         }
@@ -491,6 +514,29 @@ mod tests {
             assert_eq!(load_in_jail()?.server.shutdown_grace_secs, 30);
             jail.set_env("JUSTIN_SERVER__SHUTDOWN_GRACE_SECS", "5");
             assert_eq!(load_in_jail()?.server.shutdown_grace_secs, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_naive_time_zone_is_an_iana_name() {
+        Jail::expect_with(|jail| {
+            assert_eq!(
+                load_in_jail()?.server.naive_time_zone(),
+                Ok(chrono_tz::Tz::UTC)
+            );
+            jail.set_env("JUSTIN_SERVER__NAIVE_TIME_ZONE", "Europe/Berlin");
+            assert_eq!(
+                load_in_jail()?.server.naive_time_zone(),
+                Ok(chrono_tz::Tz::Europe__Berlin)
+            );
+            jail.set_env("JUSTIN_SERVER__NAIVE_TIME_ZONE", "Mars/Olympus");
+            let message = load_in_jail().unwrap_err().to_string();
+            assert!(
+                message.contains("server.naive_time_zone")
+                    && message.contains("\"Mars/Olympus\" is not an IANA time zone name"),
+                "{message}"
+            );
             Ok(())
         });
     }

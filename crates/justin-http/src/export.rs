@@ -14,7 +14,8 @@ use justin_backup::csv::{float_text, write_record, Field};
 use justin_core::{ExportRow, StoreError};
 
 /// The columns, in order. The first fourteen are the analysis table; the rest say where each
-/// value came from.
+/// value came from. The `*_timestamp` columns are instants in UTC; the last two are the study
+/// server's `timestamp` of the decision and of the upload exactly as it sent them.
 pub const COLUMNS: &[&str] = &[
     "user_id",
     "decision_type",
@@ -35,6 +36,8 @@ pub const COLUMNS: &[&str] = &[
     "upload_request_timestamp",
     "upload_timestamp",
     "rng_seed",
+    "request_timestamp_as_sent",
+    "upload_request_timestamp_as_sent",
 ];
 
 /// `true` or `false`, as R, pandas and spreadsheets read a logical column.
@@ -69,7 +72,7 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
     let d = &row.decision;
     let upload = row.upload.as_ref();
     let used_in_version = upload.and_then(|u| u.used_in_version);
-    let fields: [Field; 19] = [
+    let fields: [Field; 21] = [
         Some(d.user_id.to_string()),
         Some(d.decision_type.to_string()),
         Some(d.decision_idx.get().to_string()),
@@ -89,6 +92,8 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
         upload.and_then(|u| time(u.requested_at)),
         upload.and_then(|u| time(u.received_at)),
         Some(d.rng_seed.to_string()),
+        Some(d.sent_timestamp.clone()),
+        upload.map(|u| u.sent_timestamp.clone()),
     ];
     write_record(out, &fields)
 }
@@ -141,6 +146,7 @@ mod tests {
             decision_type: DecisionType::parse("evening").unwrap(),
             decision_idx: DecisionIdx::new(3).unwrap(),
             requested_at: at(0),
+            sent_timestamp: "2025-01-01 13:00:00.123456789+01:00".into(),
             decided_at: at(1),
             availability: Availability::Available,
             context: json!({"temperature": 23, "note": "a \"quote\""})
@@ -176,6 +182,7 @@ mod tests {
             decision: decision(),
             upload: Some(ExportedUpload {
                 requested_at: at(10),
+                sent_timestamp: "2025-01-01T12:00:10.123456".into(),
                 received_at: at(11),
                 outcome: json!({"reward": 1.5}).as_object().unwrap().clone(),
                 reward: 1.5,
@@ -188,7 +195,8 @@ mod tests {
                 r#""u,1",evening,3,2025-01-01T12:00:00.123456Z,2025-01-01T12:00:01.123456Z,"#,
                 r#"true,,"{""note"":""a \""quote\"""",""temperature"":23}","[1,23]",1,0.25,2,"#,
                 r#""{""reward"":1.5}",1.5,true,3,2025-01-01T12:00:10.123456Z,"#,
-                "2025-01-01T12:00:11.123456Z,18446744073709551615\n"
+                "2025-01-01T12:00:11.123456Z,18446744073709551615,",
+                "2025-01-01 13:00:00.123456789+01:00,2025-01-01T12:00:10.123456\n"
             )
         );
     }
@@ -205,12 +213,23 @@ mod tests {
             upload: None,
         };
         let line = text(&row);
-        let fields: Vec<&str> = line.trim_end().rsplitn(8, ',').collect();
-        // From the end: rng_seed, upload_timestamp, upload_request_timestamp, used_in_version,
-        // used_in_update, reward, outcome.
+        let fields: Vec<&str> = line.trim_end().rsplitn(10, ',').collect();
+        // From the end: upload_request_timestamp_as_sent, request_timestamp_as_sent, rng_seed,
+        // upload_timestamp, upload_request_timestamp, used_in_version, used_in_update, reward,
+        // outcome.
         assert_eq!(
-            fields[..7],
-            ["18446744073709551615", "", "", "", "false", "", ""]
+            fields[..9],
+            [
+                "",
+                "2025-01-01 13:00:00.123456789+01:00",
+                "18446744073709551615",
+                "",
+                "",
+                "",
+                "false",
+                "",
+                ""
+            ]
         );
         assert!(line.contains(",false,driving,"), "{line}");
         assert!(line.contains(",0,0.0,2,"), "{line}");

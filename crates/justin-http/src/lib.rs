@@ -20,4 +20,5 @@ pub mod schema;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
+pub mod timestamp;
 pub mod updates;

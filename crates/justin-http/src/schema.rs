@@ -121,10 +121,14 @@ pub struct ActionRequest {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub user_id: String,
-    /// The study server's time of the request: an RFC 3339 date-time
-    /// (`2025-01-01T12:00:00Z`, `2025-01-01T14:00:00+02:00`), with its offset: a date-time
-    /// without one is refused rather than guessed to be UTC.
-    #[schema(format = DateTime)]
+    /// The study server's time of the request, in an ISO 8601 form Python's
+    /// `datetime.fromisoformat` reads: `2025-01-01T12:00:00Z`, `2025-01-01T14:00:00+02:00`,
+    /// `2025-01-01 12:00:00`, `2025-01-01` (midnight), with any number of fractional digits
+    /// (kept to the microsecond). Without an offset it is local time in the service's
+    /// `server.naive_time_zone` (UTC unless configured); such a time that a clock change skips
+    /// or repeats there is refused. It must lie in the years 1 to 9999 in UTC. Stored exactly
+    /// as sent, next to the instant it names.
+    #[schema(min_length = 1, max_length = 64)]
     pub timestamp: String,
     /// The participant's decision time, from 0. Indexes count separately per
     /// `decision_type`.
@@ -174,7 +178,7 @@ pub struct UploadDataRequest {
     )]
     pub user_id: String,
     /// The study server's time of the upload (see `ActionRequest.timestamp`).
-    #[schema(format = DateTime)]
+    #[schema(min_length = 1, max_length = 64)]
     pub timestamp: String,
     /// The decision the data belongs to.
     #[schema(minimum = 0)]
@@ -216,7 +220,7 @@ pub struct UploadedData {
 })))]
 pub struct UpdateRequest {
     /// The study server's time of the request (see `ActionRequest.timestamp`).
-    #[schema(format = DateTime)]
+    #[schema(min_length = 1, max_length = 64)]
     pub timestamp: String,
     /// Where the outcome is POSTed: an absolute `http://` or `https://` URL (lower-case
     /// scheme), on a host in `update.callback_allowed_hosts` when that list is set.
@@ -445,7 +449,7 @@ pub struct UpdateStatusResponse {
     /// When the service received the request.
     #[schema(value_type = String, format = DateTime)]
     pub received_at: DateTime<Utc>,
-    /// The request's `timestamp`.
+    /// The instant the request's `timestamp` names, in UTC.
     #[schema(value_type = String, format = DateTime)]
     pub requested_at: DateTime<Utc>,
     /// When a worker last started it; `null` until one has.
@@ -453,6 +457,8 @@ pub struct UpdateStatusResponse {
     pub started_at: Option<DateTime<Utc>>,
     /// Always `success`.
     pub status: Success,
+    /// The request's `timestamp` exactly as the study server sent it.
+    pub timestamp: String,
     /// The request's id.
     #[schema(value_type = String, format = "uuid")]
     pub update_id: Uuid,
@@ -479,6 +485,7 @@ impl From<justin_core::UpdateRequest> for UpdateStatusResponse {
             requested_at: u.requested_at,
             started_at: u.started_at,
             status: Success::Success,
+            timestamp: u.sent_timestamp,
             update_id: u.id,
             update_status: u.status.into(),
         }
@@ -573,6 +580,7 @@ mod tests {
             decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(0).unwrap(),
             requested_at: at(0),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
             decided_at: at(1),
             availability: Availability::Available,
             context: serde_json::Map::new(),
@@ -585,6 +593,7 @@ mod tests {
         let mut update = justin_core::UpdateRequest::new(
             Uuid::nil(),
             at(0),
+            "2025-01-01T12:00:00+02:00".into(),
             at(1),
             "http://example.com/cb".into(),
         );
@@ -653,6 +662,7 @@ mod tests {
             decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(0).unwrap(),
             requested_at: at(0),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
             decided_at: at(1),
             availability: Availability::Available,
             context: serde_json::Map::new(),
@@ -678,6 +688,7 @@ mod tests {
             decision_type: DecisionType::parse("evening").unwrap(),
             decision_idx: DecisionIdx::new(2).unwrap(),
             requested_at: at(0),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
             decided_at: at(1),
             availability: Availability::unavailable(Some("asleep".into())).unwrap(),
             context: serde_json::Map::new(),

@@ -259,6 +259,10 @@ impl RunningServer {
 /// When the configuration, the database or the address are not usable.
 pub fn start(config: Config) -> Result<RunningServer, StartupError> {
     let keys = check_access(&config)?;
+    let naive_time_zone = config
+        .server
+        .naive_time_zone()
+        .map_err(|e| crate::config::ConfigError::Invalid(format!("server.naive_time_zone: {e}")))?;
     let service = build_service(&config)?;
     let io = |context: String| move |source| StartupError::Io { context, source };
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).map_err(
@@ -279,6 +283,7 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         service: service.clone(),
         updates: queue.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        naive_time_zone,
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
         exports: ExportSlot::default(),
     };

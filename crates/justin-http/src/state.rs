@@ -16,6 +16,8 @@ pub struct AppState {
     pub updates: UpdateQueue,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The zone a `timestamp` without an offset is read in.
+    pub naive_time_zone: chrono_tz::Tz,
     /// Hosts callbacks may go to; empty means any.
     pub callback_allowed_hosts: Vec<String>,
     /// Taken by the export that runs.

@@ -93,6 +93,7 @@ pub(crate) struct ActionRow {
     pub decision_type: String,
     pub available: bool,
     pub unavailable_reason: Option<String>,
+    pub sent_timestamp: String,
 }
 
 /// A decision's availability from its two columns, refusing a reason on an available decision
@@ -118,6 +119,7 @@ impl TryFrom<ActionRow> for Decision {
             decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
+            sent_timestamp: row.sent_timestamp,
             decided_at: parse_time(&row.created_at).map_err(bad)?,
             availability: availability(row.available, row.unavailable_reason).map_err(bad)?,
             context: json_object(&row.context).map_err(bad)?,
@@ -144,6 +146,7 @@ pub(crate) struct DecisionValues<'a> {
     pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: String,
+    pub sent_timestamp: &'a str,
     pub decided_at: String,
     pub context: String,
     pub state: String,
@@ -162,6 +165,7 @@ impl<'a> DecisionValues<'a> {
             decision_type: d.decision_type.as_str(),
             decision_idx: d.decision_idx.get(),
             requested_at: fmt_time(d.requested_at),
+            sent_timestamp: &d.sent_timestamp,
             decided_at: fmt_time(d.decided_at),
             context: json_text(&d.context)?,
             state: json_text(&d.state)?,
@@ -195,6 +199,7 @@ pub(crate) struct StudyRow {
     pub action_logged: bool,
     pub decision_type: String,
     pub available: bool,
+    pub sent_timestamp: String,
 }
 
 impl TryFrom<StudyRow> for StudyRecord {
@@ -208,6 +213,7 @@ impl TryFrom<StudyRow> for StudyRecord {
             decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
+            sent_timestamp: row.sent_timestamp,
             received_at: parse_time(&row.created_at).map_err(bad)?,
             context: json_object(&row.context).map_err(bad)?,
             action: Action::from_i64(row.action.into()).map_err(bad)?,
@@ -226,6 +232,7 @@ pub(crate) struct StudyValues<'a> {
     pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: String,
+    pub sent_timestamp: &'a str,
     pub received_at: String,
     pub context: String,
     pub action: i16,
@@ -242,6 +249,7 @@ impl<'a> StudyValues<'a> {
             decision_type: r.decision_type.as_str(),
             decision_idx: r.decision_idx.get(),
             requested_at: fmt_time(r.requested_at),
+            sent_timestamp: &r.sent_timestamp,
             received_at: fmt_time(r.received_at),
             context: json_text(&r.context)?,
             action: r.action.as_i16(),
@@ -263,6 +271,7 @@ pub(crate) struct UploadColumns {
     pub created_at: String,
     pub outcome: String,
     pub reward: f64,
+    pub sent_timestamp: String,
 }
 
 impl UploadColumns {
@@ -271,6 +280,7 @@ impl UploadColumns {
         let bad = |e: InvalidValue| invalid("study_data", self.id, e);
         Ok(ExportedUpload {
             requested_at: parse_time(&self.request_timestamp).map_err(bad)?,
+            sent_timestamp: self.sent_timestamp,
             received_at: parse_time(&self.created_at).map_err(bad)?,
             outcome: json_object(&self.outcome).map_err(bad)?,
             reward: self.reward,
@@ -388,6 +398,7 @@ pub(crate) struct UpdateRow {
     pub callback_attempts: i32,
     pub callback_error: Option<String>,
     pub callback_finished_at: Option<String>,
+    pub sent_timestamp: String,
 }
 
 /// A count kept as `u32` in the core and a 32-bit integer here (as in PostgreSQL).
@@ -419,6 +430,7 @@ impl TryFrom<&UpdateRequest> for UpdateRow {
             callback_attempts: count_column(r.callback.attempts, "callback attempts")?,
             callback_error: r.callback.last_error.clone(),
             callback_finished_at: r.callback.finished_at.map(fmt_time),
+            sent_timestamp: r.sent_timestamp.clone(),
         })
     }
 }
@@ -493,6 +505,7 @@ pub(crate) fn update_request(
     Ok(UpdateRequest {
         id,
         requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
+        sent_timestamp: row.sent_timestamp.clone(),
         received_at: parse_time(&row.created_at).map_err(bad)?,
         status: UpdateStatus::parse(&row.status).map_err(bad)?,
         finished_at: parse_optional_time(row.finished_at.as_deref()).map_err(bad)?,
@@ -552,6 +565,7 @@ mod tests {
             decision_type: "default".into(),
             available: true,
             unavailable_reason: None,
+            sent_timestamp: "2025-01-01T00:00:00Z".into(),
         }
     }
 

@@ -23,7 +23,10 @@ use crate::backup::{from_format, Failure};
 use crate::error::{from_diesel, other};
 use crate::models::{ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow};
 use crate::store::{delete_all, TABLES};
-use crate::tables::{applied_migrations, known_columns, live_columns, TableRow};
+use crate::tables::{
+    applied_migrations, columns_before_sent_timestamps, fill_sent_timestamp, known_columns,
+    live_columns, TableRow,
+};
 
 fn invalid(reason: impl Into<String>) -> StoreError {
     StoreError::InvalidBackup(reason.into())
@@ -66,14 +69,19 @@ pub(crate) fn restore(
     file: &Path,
 ) -> Result<RestoreReport, StoreError> {
     let backup = verify_file(file)?;
-    check_database(conn, &backup)?;
+    let layout = check_database(conn, &backup)?;
 
     let row_counts = conn
         .immediate_transaction::<_, Failure, _>(|conn| {
             delete_all(conn)?;
             let mut counts = Vec::with_capacity(backup.tables.len());
             for checked in &backup.tables {
-                let source = CsvSource { file, checked };
+                let source = CsvSource {
+                    file,
+                    checked,
+                    fill_sent_timestamp: layout == Layout::BeforeSentTimestamps
+                        && columns_before_sent_timestamps(&checked.table.name).is_some(),
+                };
                 let table = &checked.table;
                 let copied = match table.name.as_str() {
                     UserRow::NAME => import::<UserRow>(conn, &source)?,
@@ -106,6 +114,19 @@ pub(crate) fn restore(
 /// Parses one record as a row of a known table, keeping only the verdict.
 type RecordCheck = fn(Vec<Field>) -> Result<(), String>;
 
+/// The record check of `table`, if it is a known one.
+fn record_check(table: &str) -> Option<RecordCheck> {
+    match table {
+        UserRow::NAME => Some(|f| UserRow::parse(f).map(drop)),
+        ParametersRow::NAME => Some(|f| ParametersRow::parse(f).map(drop)),
+        ActionRow::NAME => Some(|f| ActionRow::parse(f).map(drop)),
+        StudyRow::NAME => Some(|f| StudyRow::parse(f).map(drop)),
+        UpdateRow::NAME => Some(|f| UpdateRow::parse(f).map(drop)),
+        ProvenanceRow::NAME => Some(|f| ProvenanceRow::parse(f).map(drop)),
+        _ => None,
+    }
+}
+
 /// Reads a CSV entry through: its header's column names and its number of records, each
 /// parsed as a row of `table` when the header has that table's columns (otherwise the
 /// column check names the difference).
@@ -117,16 +138,11 @@ fn measure_csv(
 ) -> Result<(Vec<String>, u64), StoreError> {
     let mut reader = BufReader::new(entry);
     let header = read_header(&mut reader, name).map_err(|e| from_format(header_error(name, e)))?;
-    let parse: Option<RecordCheck> = if header.columns == known_columns(table) {
-        match table {
-            UserRow::NAME => Some(|f| UserRow::parse(f).map(drop)),
-            ParametersRow::NAME => Some(|f| ParametersRow::parse(f).map(drop)),
-            ActionRow::NAME => Some(|f| ActionRow::parse(f).map(drop)),
-            StudyRow::NAME => Some(|f| StudyRow::parse(f).map(drop)),
-            UpdateRow::NAME => Some(|f| UpdateRow::parse(f).map(drop)),
-            ProvenanceRow::NAME => Some(|f| ProvenanceRow::parse(f).map(drop)),
-            _ => None,
-        }
+    // Records written before migration 2025-04-02 are checked as the restore will insert them.
+    let before_sent =
+        columns_before_sent_timestamps(table).is_some_and(|before| header.columns == before);
+    let parse = if header.columns == known_columns(table) || before_sent {
+        record_check(table)
     } else {
         None
     };
@@ -135,6 +151,10 @@ fn measure_csv(
     while let Some(fields) = csv.next_record().map_err(|e| csv_error(name, records, e))? {
         records += 1;
         if let Some(parse) = parse {
+            let mut fields = fields;
+            if before_sent {
+                fill_sent_timestamp(table, &mut fields);
+            }
             parse(fields).map_err(|e| invalid(format!("{name}, record {records}: {e}")))?;
         }
     }
@@ -155,14 +175,28 @@ fn csv_error(name: &str, records: u64, e: io::Error) -> StoreError {
 /// update read.
 const DECISION_TYPES_MIGRATION: &str = "20250301000000";
 
-/// The migration that made PostgreSQL keep JSON as text; it changes nothing here, and a backup
-/// taken before it (on either adapter) holds the same columns, with JSON text that is valid
-/// as it is.
+/// The migration that made PostgreSQL keep JSON as text; it changed no table here.
 const EXACT_NUMBERS_MIGRATION: &str = "20250401000000";
 
-/// Checks that the database has the schema the backup was taken from (or only migrations
-/// since that leave the tables as they were).
-fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result<(), StoreError> {
+/// The migration that appended the timestamps as sent.
+const SENT_TIMESTAMPS_MIGRATION: &str = "20250402000000";
+
+/// The schema a backup was written with, as far as restoring it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// This database's: every row inserts as it is.
+    Current,
+    /// The one just before migration 2025-04-02, which appended `sent_timestamp` to `actions`,
+    /// `study_data` and `model_update_requests`: their rows get it as the migration fills it.
+    BeforeSentTimestamps,
+}
+
+/// Checks that the database has the schema the backup was taken from, or the schema migration
+/// 2025-04-02 made of it, and says how to load it.
+fn check_database(
+    conn: &mut SqliteConnection,
+    backup: &CheckedBackup,
+) -> Result<Layout, StoreError> {
     let applied = applied_migrations(conn).map_err(from_diesel)?;
     let has_decision_types = |migrations: &[String]| {
         migrations
@@ -180,22 +214,40 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
             backup.migrations
         )));
     }
-    let same_tables = applied
+    // Migrations since the backup's that a restore spans: 2025-04-01 changed nothing here (a
+    // backup taken before it holds the same columns, with JSON text valid as it is), 2025-04-02
+    // appended the timestamps as sent, which rows from before it get as the migration fills
+    // them.
+    let newer = applied
         .strip_prefix(backup.migrations.as_slice())
-        .is_some_and(|newer| newer.iter().all(|m| m == EXACT_NUMBERS_MIGRATION));
-    if !same_tables {
-        return Err(invalid(format!(
-            "the backup was taken from a database with the migrations {:?}, but this database \
-             has {applied:?}; bring the database to the backup's schema version (or use a \
-             matching build) before restoring",
-            backup.migrations
-        )));
-    }
+        .filter(|newer| {
+            newer
+                .iter()
+                .all(|m| m == EXACT_NUMBERS_MIGRATION || m == SENT_TIMESTAMPS_MIGRATION)
+        })
+        .ok_or_else(|| {
+            invalid(format!(
+                "the backup was taken from a database with the migrations {:?}, but this database \
+                 has {applied:?}; bring the database to the backup's schema version (or use a \
+                 matching build) before restoring",
+                backup.migrations
+            ))
+        })?;
+    let layout = if newer.iter().any(|m| m == SENT_TIMESTAMPS_MIGRATION) {
+        Layout::BeforeSentTimestamps
+    } else {
+        Layout::Current
+    };
     for CheckedTable { table, .. } in &backup.tables {
         let live = live_columns(conn, &table.name).map_err(from_diesel)?;
-        if live != table.columns {
+        let expected: Vec<&str> = match columns_before_sent_timestamps(&table.name) {
+            Some(before) if layout == Layout::BeforeSentTimestamps => before.to_vec(),
+            _ => live.iter().map(String::as_str).collect(),
+        };
+        if expected != table.columns {
             return Err(invalid(format!(
-                "table {} has the columns {live:?} but the backup has {:?}",
+                "table {} has the columns {expected:?} in the schema of the backup's \
+                 migrations, but the backup has {:?}",
                 table.name, table.columns
             )));
         }
@@ -208,13 +260,16 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
             )));
         }
     }
-    Ok(())
+    Ok(layout)
 }
 
 /// One CSV of the archive, to be read into its table.
 struct CsvSource<'a> {
     file: &'a Path,
     checked: &'a CheckedTable,
+    /// Whether its records were written before migration 2025-04-02 appended
+    /// `sent_timestamp`.
+    fill_sent_timestamp: bool,
 }
 
 /// Inserts every record of `source` as a row of `T`, after checking its header again (the file
@@ -235,6 +290,10 @@ fn import<T: TableRow>(
         .map_err(|e| Failure::Store(csv_error(name, rows, e)))?
     {
         rows += 1;
+        let mut fields = fields;
+        if source.fill_sent_timestamp {
+            fill_sent_timestamp(T::NAME, &mut fields);
+        }
         let row = T::parse(fields)
             .map_err(|e| Failure::Store(invalid(format!("{name}, record {rows}: {e}"))))?;
         row.insert(conn)?;

@@ -62,6 +62,8 @@ diesel::table! {
         available -> Bool,
         /// The study server's reason for unavailability, if it gave one.
         unavailable_reason -> Nullable<Text>,
+        /// The study server's timestamp exactly as sent.
+        sent_timestamp -> Text,
     }
 }
 
@@ -97,6 +99,8 @@ diesel::table! {
         /// The logged decision's availability (true when none was logged); unavailable rows
         /// never reach an update.
         available -> Bool,
+        /// The study server's timestamp exactly as sent.
+        sent_timestamp -> Text,
     }
 }
 
@@ -131,6 +135,8 @@ diesel::table! {
         callback_error -> Nullable<Text>,
         /// When callback delivery ended.
         callback_finished_at -> Nullable<Text>,
+        /// The study server's timestamp exactly as sent.
+        sent_timestamp -> Text,
     }
 }
 

@@ -227,8 +227,8 @@ impl SqliteStore {
 const INSERT_DECISION: &str = "\
 INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
                      action, action_prob, parameter_version, rng_seed, decision_type, \
-                     available, unavailable_reason) \
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 \
+                     available, unavailable_reason, sent_timestamp) \
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
 WHERE NOT EXISTS (SELECT 1 FROM study_data \
                   WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx = ?2) \
 ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING \
@@ -241,13 +241,14 @@ RETURNING id";
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
                         action_prob, state, outcome, reward, action_logged, decision_type, \
-                        available) \
+                        available, sent_timestamp) \
 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
        EXISTS (SELECT 1 FROM actions \
                WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), \
        ?12, \
        coalesce((SELECT available FROM actions \
-                 WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), 1) \
+                 WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), 1), \
+       ?13 \
 WHERE NOT EXISTS (SELECT 1 FROM actions \
                   WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2 \
                   AND (action <> ?6 OR abs(action_prob - ?7) > ?11)) \
@@ -361,6 +362,7 @@ impl Store for SqliteStore {
             .bind::<Text, _>(v.decision_type)
             .bind::<Bool, _>(v.available)
             .bind::<Nullable<Text>, _>(v.unavailable_reason)
+            .bind::<Text, _>(v.sent_timestamp)
             .load::<InsertedId>(&mut conn);
         let inserted = match inserted {
             Ok(rows) => rows,
@@ -429,6 +431,7 @@ impl Store for SqliteStore {
             .bind::<Double, _>(v.reward)
             .bind::<Double, _>(PROBABILITY_TOLERANCE)
             .bind::<Text, _>(v.decision_type)
+            .bind::<Text, _>(v.sent_timestamp)
             .load::<Logged>(&mut conn);
         let inserted = match inserted {
             Ok(rows) => rows,

@@ -275,6 +275,7 @@ impl TableRow for ActionRow {
         "decision_type",
         "available",
         "unavailable_reason",
+        "sent_timestamp",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -293,6 +294,7 @@ impl TableRow for ActionRow {
             Some(self.decision_type.clone()),
             Some(bool_text(self.available)),
             self.unavailable_reason.clone(),
+            Some(self.sent_timestamp.clone()),
         ]
     }
 
@@ -313,6 +315,7 @@ impl TableRow for ActionRow {
             decision_type: f.text()?,
             available: f.boolean()?,
             unavailable_reason: f.opt_text(),
+            sent_timestamp: f.text()?,
         })
     }
 
@@ -347,6 +350,7 @@ impl TableRow for StudyRow {
         "action_logged",
         "decision_type",
         "available",
+        "sent_timestamp",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -365,6 +369,7 @@ impl TableRow for StudyRow {
             Some(bool_text(self.action_logged)),
             Some(self.decision_type.clone()),
             Some(bool_text(self.available)),
+            Some(self.sent_timestamp.clone()),
         ]
     }
 
@@ -385,6 +390,7 @@ impl TableRow for StudyRow {
             action_logged: f.boolean()?,
             decision_type: f.text()?,
             available: f.boolean()?,
+            sent_timestamp: f.text()?,
         })
     }
 
@@ -424,6 +430,7 @@ impl TableRow for UpdateRow {
         "callback_attempts",
         "callback_error",
         "callback_finished_at",
+        "sent_timestamp",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -442,6 +449,7 @@ impl TableRow for UpdateRow {
             int(self.callback_attempts),
             self.callback_error.clone(),
             self.callback_finished_at.clone(),
+            Some(self.sent_timestamp.clone()),
         ]
     }
 
@@ -462,6 +470,7 @@ impl TableRow for UpdateRow {
             callback_attempts: f.int()?,
             callback_error: f.opt_text(),
             callback_finished_at: f.opt_time()?,
+            sent_timestamp: f.text()?,
         })
     }
 
@@ -546,6 +555,34 @@ impl TableRow for ProvenanceRow {
     }
 }
 
+/// The column migration 2025-04-02 appended to `actions`, `study_data` and
+/// `model_update_requests`.
+pub(crate) const SENT_TIMESTAMP: &str = "sent_timestamp";
+
+/// The columns `table` had before migration 2025-04-02 appended [`SENT_TIMESTAMP`], when it
+/// appended it to `table`.
+pub(crate) fn columns_before_sent_timestamps(table: &str) -> Option<&'static [&'static str]> {
+    known_columns(table)
+        .split_last()
+        .filter(|(last, _)| **last == SENT_TIMESTAMP)
+        .map(|(_, before)| before)
+}
+
+/// Completes a record of `table` written before migration 2025-04-02 as the migration
+/// completes a row: the text as sent is the stored time in this adapter's RFC 3339 form (the
+/// form migrations/postgres writes too). A time that cannot be read is left for the row's own
+/// check to name.
+pub(crate) fn fill_sent_timestamp(table: &str, fields: &mut Vec<Field>) {
+    let at = known_columns(table)
+        .iter()
+        .position(|c| *c == "request_timestamp");
+    let sent = at
+        .and_then(|i| fields.get(i).cloned().flatten())
+        .and_then(|raw| parse_time(&raw).ok())
+        .map(fmt_time);
+    fields.push(sent);
+}
+
 /// The columns this build knows for `table`, in order.
 pub(crate) fn known_columns(table: &str) -> &'static [&'static str] {
     match table {
@@ -587,6 +624,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rows_from_before_migration_2025_04_02_get_their_time_as_sent() {
+        assert_eq!(columns_before_sent_timestamps("users"), None);
+        assert_eq!(columns_before_sent_timestamps("update_provenance"), None);
+        for table in ["actions", "study_data", "model_update_requests"] {
+            let before = columns_before_sent_timestamps(table).unwrap();
+            assert_eq!([before, &[SENT_TIMESTAMP]].concat(), known_columns(table));
+        }
+        let mut fields: Vec<Field> = vec![
+            Some("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
+            Some("2025-01-01 13:00:00.5+01".into()),
+        ];
+        fill_sent_timestamp("model_update_requests", &mut fields);
+        assert_eq!(
+            fields[2].as_deref(),
+            Some("2025-01-01T12:00:00.500000Z"),
+            "the form migrations/postgres writes"
+        );
+    }
+
+    #[test]
     fn rows_written_by_postgres_are_read_and_normalised() {
         let fields = |v: &[Option<&str>]| v.iter().map(|f| f.map(str::to_owned)).collect();
         let request = UpdateRow::parse(fields(&[
@@ -604,6 +661,7 @@ mod tests {
             Some("0"),
             None,
             None,
+            Some("2025-01-01 14:00:00,5+02"),
         ]))
         .unwrap();
         assert_eq!(request.id, "0f8fad5b-d9cb-469f-a165-70867728950e");
@@ -612,6 +670,8 @@ mod tests {
         assert_eq!(request.error.as_deref(), Some(""));
         assert_eq!(request.parameter_version, None);
         assert_eq!(request.fields()[6], Some(String::new()));
+        // The text as sent is kept as it is, not read as a time.
+        assert_eq!(request.sent_timestamp, "2025-01-01 14:00:00,5+02");
 
         let study = fields(&[
             Some("1"),
@@ -628,6 +688,7 @@ mod tests {
             Some("t"),
             Some("evening"),
             Some("f"),
+            Some("2025-W01-3"),
         ]);
         let row = StudyRow::parse(study).unwrap();
         assert!(row.action_logged);
@@ -636,6 +697,7 @@ mod tests {
         assert_eq!(row.decision_type, "evening");
         assert!(!row.available);
         assert_eq!(row.fields()[13].as_deref(), Some("f"));
+        assert_eq!(row.fields()[14].as_deref(), Some("2025-W01-3"));
 
         let provenance = ProvenanceRow::parse(fields(&[
             Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),

@@ -99,6 +99,7 @@ pub(crate) struct ActionRow {
     pub decision_type: String,
     pub available: bool,
     pub unavailable_reason: Option<String>,
+    pub sent_timestamp: String,
 }
 
 impl TryFrom<ActionRow> for Decision {
@@ -114,6 +115,7 @@ impl TryFrom<ActionRow> for Decision {
             decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: row.request_timestamp,
+            sent_timestamp: row.sent_timestamp,
             decided_at: row.created_at,
             availability: availability(row.available, row.unavailable_reason, action, action_prob)
                 .map_err(bad)?,
@@ -134,6 +136,7 @@ pub(crate) struct DecisionValues<'a> {
     pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: DateTime<Utc>,
+    pub sent_timestamp: &'a str,
     pub decided_at: DateTime<Utc>,
     pub context: JsonObjectText<'a>,
     pub state: serde_json::Value,
@@ -152,6 +155,7 @@ impl<'a> DecisionValues<'a> {
             decision_type: d.decision_type.as_str(),
             decision_idx: d.decision_idx.get(),
             requested_at: d.requested_at,
+            sent_timestamp: &d.sent_timestamp,
             decided_at: d.decided_at,
             context: JsonObjectText(&d.context),
             state: state_json(&d.state)?,
@@ -184,6 +188,7 @@ pub(crate) struct StudyRow {
     pub reward: f64,
     pub decision_type: String,
     pub available: bool,
+    pub sent_timestamp: String,
 }
 
 impl TryFrom<StudyRow> for StudyRecord {
@@ -197,6 +202,7 @@ impl TryFrom<StudyRow> for StudyRecord {
             decision_type: DecisionType::parse(row.decision_type).map_err(bad)?,
             decision_idx: DecisionIdx::new(row.decision_idx).map_err(bad)?,
             requested_at: row.request_timestamp,
+            sent_timestamp: row.sent_timestamp,
             received_at: row.created_at,
             context: json_object(row.context).map_err(bad)?,
             action: Action::from_i64(row.action.into()).map_err(bad)?,
@@ -215,6 +221,7 @@ pub(crate) struct StudyValues<'a> {
     pub decision_type: &'a str,
     pub decision_idx: i64,
     pub requested_at: DateTime<Utc>,
+    pub sent_timestamp: &'a str,
     pub received_at: DateTime<Utc>,
     pub context: serde_json::Value,
     pub action: i16,
@@ -231,6 +238,7 @@ impl<'a> StudyValues<'a> {
             decision_type: r.decision_type.as_str(),
             decision_idx: r.decision_idx.get(),
             requested_at: r.requested_at,
+            sent_timestamp: &r.sent_timestamp,
             received_at: r.received_at,
             context: serde_json::Value::Object(r.context.clone()),
             action: r.action.as_i16(),
@@ -252,6 +260,7 @@ pub(crate) struct ExportedUploadRow {
     pub created_at: DateTime<Utc>,
     pub outcome: serde_json::Value,
     pub reward: f64,
+    pub sent_timestamp: String,
 }
 
 /// A decision with its upload, if any: one row of the analysis export.
@@ -275,6 +284,7 @@ impl TryFrom<ExportDbRow> for ExportRow {
                 let id = u.id;
                 Ok::<_, StoreError>(ExportedUpload {
                     requested_at: u.request_timestamp,
+                    sent_timestamp: u.sent_timestamp,
                     received_at: u.created_at,
                     outcome: json_object(u.outcome).map_err(|e| invalid("study_data", id, e))?,
                     reward: u.reward,
@@ -353,6 +363,7 @@ pub(crate) struct UpdateRow {
     pub callback_attempts: i32,
     pub callback_error: Option<String>,
     pub callback_finished_at: Option<DateTime<Utc>>,
+    pub sent_timestamp: String,
 }
 
 /// A count kept as `u32` in the core and `INTEGER` here.
@@ -379,6 +390,7 @@ impl TryFrom<&UpdateRequest> for UpdateRow {
             callback_attempts: count_column(r.callback.attempts, "callback attempts")?,
             callback_error: r.callback.last_error.clone(),
             callback_finished_at: r.callback.finished_at,
+            sent_timestamp: r.sent_timestamp.clone(),
         })
     }
 }
@@ -452,6 +464,7 @@ pub(crate) fn update_request(
     Ok(UpdateRequest {
         id,
         requested_at: row.request_timestamp,
+        sent_timestamp: row.sent_timestamp,
         received_at: row.created_at,
         callback_url: row.callback_url,
         status: UpdateStatus::parse(&row.status).map_err(bad)?,
@@ -490,6 +503,7 @@ mod tests {
             decision_type: "default".into(),
             available: true,
             unavailable_reason: None,
+            sent_timestamp: "1970-01-01T00:00:00Z".into(),
         }
     }
 
@@ -559,6 +573,7 @@ mod tests {
         let request = UpdateRequest::new(
             uuid::Uuid::nil(),
             DateTime::UNIX_EPOCH,
+            "2025-01-01T12:00:00+02:00".into(),
             DateTime::UNIX_EPOCH,
             "http://x".into(),
         );

@@ -234,6 +234,7 @@ fn insert_decision_query<'a>(
         v.rng_seed.into_sql::<BigInt>(),
         v.available.into_sql::<Bool>(),
         v.unavailable_reason.into_sql::<Nullable<Text>>(),
+        v.sent_timestamp.into_sql::<Text>(),
     ))
     .filter(not(uploaded));
     diesel::insert_into(actions::table)
@@ -252,6 +253,7 @@ fn insert_decision_query<'a>(
             actions::rng_seed,
             actions::available,
             actions::unavailable_reason,
+            actions::sent_timestamp,
         ))
         .on_conflict((
             actions::user_id,
@@ -277,9 +279,9 @@ fn is_closed_connection(e: &DieselError) -> bool {
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
                         context, action, action_prob, state, outcome, reward, action_logged, \
-                        available) \
+                        available, sent_timestamp) \
 SELECT $1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, a.id IS NOT NULL, \
-       coalesce(a.available, true) \
+       coalesce(a.available, true), $13 \
 FROM (SELECT) AS upload \
 LEFT JOIN actions a ON a.user_id = $1 AND a.decision_type = $12 AND a.decision_idx = $2 \
 WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
@@ -393,6 +395,7 @@ impl Store for PgStore {
             .bind::<Double, _>(v.reward)
             .bind::<Double, _>(PROBABILITY_TOLERANCE)
             .bind::<Text, _>(v.decision_type)
+            .bind::<Text, _>(v.sent_timestamp)
             .load::<Logged>(&mut conn)
             .map_err(from_diesel)?;
         if let Some(row) = inserted.first() {
@@ -645,6 +648,7 @@ mod tests {
             decision_type: "default",
             decision_idx: 0,
             requested_at: at,
+            sent_timestamp: "1970-01-01T00:00:00Z",
             decided_at: at,
             context: crate::models::JsonObjectText(&context),
             state: serde_json::json!([1.0]),

@@ -13,15 +13,15 @@
 //! Backups taken before the newest migrations are restored too, so the backups of a study taken
 //! before an upgrade stay usable after it:
 //!
-//! * before migration 2025-04-01 (exact numbers), which changed the type of the JSON columns
-//!   of client values from jsonb to json: the columns are the same, and the text jsonb wrote
-//!   is valid json, so such a backup loads as it is (what the migration's cast would give);
-//! * just before migration 2025-03-01 (decision types): inside the restore's transaction the
-//!   emptied tables are taken back to the schema the backup was written with (the `down.sql`
-//!   of every migration since, newest first), loaded, and migrated forward again (their
-//!   `up.sql`), exactly as an upgrade migrates a live database: the fill-in of the new columns
-//!   exists once, in the migration. PostgreSQL changes schemas transactionally, so a failure
-//!   anywhere leaves the database as it was.
+//! * a backup that lacks only migrations that left every table's columns as they were (2025-04-01,
+//!   exact numbers, changed the JSON columns of client values from jsonb to json, and the text
+//!   jsonb wrote is valid json) loads as it is;
+//! * a backup taken before 2025-04-02 (timestamps as sent) or before 2025-03-01 (decision types):
+//!   inside the restore's transaction the emptied tables are taken back to the schema the backup
+//!   was written with (the `down.sql` of every migration since, newest first), loaded, and
+//!   migrated forward again (their `up.sql`), exactly as an upgrade migrates a live database: the
+//!   fill-in of the new columns exists once, in the migrations. PostgreSQL changes schemas
+//!   transactionally, so a failure anywhere leaves the database as it was.
 //!
 //! Backups from before earlier migrations are refused.
 
@@ -116,6 +116,12 @@ const DECISION_TYPES: &str = "20250301000000";
 /// a backup taken before it loads into the columns it left.
 const EXACT_NUMBERS: &str = "20250401000000";
 
+/// The version of migration 2025-04-02-000000_sent_timestamps, as Diesel records it.
+const SENT_TIMESTAMPS: &str = "20250402000000";
+
+/// The migrations a backup taken before them restores across, oldest first.
+const BRIDGEABLE: [&str; 3] = [DECISION_TYPES, EXACT_NUMBERS, SENT_TIMESTAMPS];
+
 /// How a backup is restored.
 #[derive(Debug)]
 struct Plan {
@@ -131,16 +137,33 @@ struct Plan {
 enum Layout {
     /// This database's: every table loads as it is.
     Current,
+    /// The one just before migration 2025-04-02 (timestamps as sent), which appended a column
+    /// to `actions`, `study_data` and `model_update_requests`.
+    BeforeSentTimestamps,
     /// The one just before migration 2025-03-01 (decision types), which appended columns to
-    /// `actions`, `study_data` and `update_provenance`.
+    /// `actions`, `study_data` and `update_provenance`, and so also before 2025-04-02.
     BeforeDecisionTypes,
 }
 
 impl Layout {
+    /// The layout of a backup that lacks the migrations `newer` (which changed the columns the
+    /// oldest of them did and all after it).
+    fn lacking(newer: &[String]) -> Self {
+        let lacks = |migration: &str| newer.iter().any(|m| m == migration);
+        if lacks(DECISION_TYPES) {
+            Self::BeforeDecisionTypes
+        } else if lacks(SENT_TIMESTAMPS) {
+            Self::BeforeSentTimestamps
+        } else {
+            Self::Current
+        }
+    }
+
     /// How each table of a backup in this layout is loaded, in [`TABLES`] order.
     fn imports(self) -> &'static [(&'static str, Importer); 6] {
         match self {
             Self::Current => &IMPORTS,
+            Self::BeforeSentTimestamps => &IMPORTS_BEFORE_SENT_TIMESTAMPS,
             Self::BeforeDecisionTypes => &IMPORTS_BEFORE_DECISION_TYPES,
         }
     }
@@ -155,6 +178,13 @@ impl Layout {
             (Self::BeforeDecisionTypes, "update_provenance") => {
                 column_names(UPDATE_PROVENANCE_BEFORE_DECISION_TYPES)
             }
+            (Self::BeforeSentTimestamps, "actions") => column_names(ACTIONS_BEFORE_SENT_TIMESTAMPS),
+            (Self::BeforeSentTimestamps, "study_data") => {
+                column_names(STUDY_DATA_BEFORE_SENT_TIMESTAMPS)
+            }
+            (Self::BeforeSentTimestamps | Self::BeforeDecisionTypes, "model_update_requests") => {
+                column_names(UPDATE_REQUESTS_BEFORE_SENT_TIMESTAMPS)
+            }
             _ => import_columns(table),
         }
     }
@@ -164,31 +194,27 @@ impl Layout {
 /// migrations that a restore bridges made of it, and says how to load it.
 fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Plan, StoreError> {
     let applied = applied_migrations(conn).map_err(StoreError::from)?;
-    let newer = applied.strip_prefix(backup.migrations.as_slice());
-    let plan = match newer {
-        Some(newer) if newer.iter().all(|m| m == EXACT_NUMBERS) => Plan {
-            layout: Layout::Current,
-            bridged: Vec::new(),
-        },
-        Some(newer)
-            if newer.first().is_some_and(|m| m == DECISION_TYPES)
-                && newer[1..].iter().all(|m| m == EXACT_NUMBERS) =>
-        {
-            Plan {
-                layout: Layout::BeforeDecisionTypes,
-                bridged: newer.to_vec(),
-            }
-        }
-        _ => {
-            return Err(invalid(format!(
+    let newer = applied
+        .strip_prefix(backup.migrations.as_slice())
+        .filter(|newer| newer.iter().all(|m| BRIDGEABLE.contains(&m.as_str())))
+        .ok_or_else(|| {
+            invalid(format!(
                 "the backup was taken from a database with the migrations {:?}, but this \
                  database has {applied:?}; bring the database to the backup's schema version \
                  (or use a matching build) before restoring",
                 backup.migrations
-            )))
-        }
+            ))
+        })?;
+    let layout = Layout::lacking(newer);
+    let plan = Plan {
+        layout,
+        // Migrations that changed no column need no bridge.
+        bridged: if layout == Layout::Current {
+            Vec::new()
+        } else {
+            newer.to_vec()
+        },
     };
-    let layout = plan.layout;
     for ((name, _), CheckedTable { table, .. }) in IMPORTS.iter().zip(&backup.tables) {
         let expected = layout.columns(name);
         if expected != table.columns {
@@ -328,8 +354,91 @@ columns_of_the_past!(
     )
 );
 
+columns_of_the_past!(
+    /// `actions` before migration 2025-04-02 appended `sent_timestamp`.
+    ACTIONS_BEFORE_SENT_TIMESTAMPS = actions(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        state,
+        action,
+        action_prob,
+        parameter_version,
+        rng_seed,
+        decision_type,
+        available,
+        unavailable_reason,
+    )
+);
+
+columns_of_the_past!(
+    /// `study_data` before migration 2025-04-02 appended `sent_timestamp`.
+    STUDY_DATA_BEFORE_SENT_TIMESTAMPS = study_data(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        action,
+        action_prob,
+        state,
+        outcome,
+        reward,
+        action_logged,
+        decision_type,
+        available,
+    )
+);
+
+columns_of_the_past!(
+    /// `model_update_requests` before migration 2025-04-02 appended `sent_timestamp`.
+    UPDATE_REQUESTS_BEFORE_SENT_TIMESTAMPS = model_update_requests(
+        id,
+        request_timestamp,
+        created_at,
+        callback_url,
+        status,
+        finished_at,
+        error,
+        parameter_version,
+        attempts,
+        started_at,
+        callback_status,
+        callback_attempts,
+        callback_error,
+        callback_finished_at,
+    )
+);
+
+/// Like [`IMPORTS`], for a backup taken before migration 2025-04-02: `actions`, `study_data`
+/// and `model_update_requests` without the column it appended.
+const IMPORTS_BEFORE_SENT_TIMESTAMPS: [(&str, Importer); 6] = [
+    IMPORTS[0],
+    IMPORTS[1],
+    ("actions", |c, s| {
+        copy_columns_into(c, actions::table, ACTIONS_BEFORE_SENT_TIMESTAMPS, s)
+    }),
+    ("study_data", |c, s| {
+        copy_columns_into(c, study_data::table, STUDY_DATA_BEFORE_SENT_TIMESTAMPS, s)
+    }),
+    ("model_update_requests", |c, s| {
+        copy_columns_into(
+            c,
+            model_update_requests::table,
+            UPDATE_REQUESTS_BEFORE_SENT_TIMESTAMPS,
+            s,
+        )
+    }),
+    IMPORTS[5],
+];
+
 /// Like [`IMPORTS`], for a backup taken before migration 2025-03-01: `actions`, `study_data`
-/// and `update_provenance` without the columns it appended.
+/// and `update_provenance` without the columns it appended, and `model_update_requests`
+/// without the one 2025-04-02 appended.
 const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
     IMPORTS[0],
     IMPORTS[1],
@@ -339,7 +448,7 @@ const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
     ("study_data", |c, s| {
         copy_columns_into(c, study_data::table, STUDY_DATA_BEFORE_DECISION_TYPES, s)
     }),
-    IMPORTS[4],
+    IMPORTS_BEFORE_SENT_TIMESTAMPS[4],
     ("update_provenance", |c, s| {
         copy_columns_into(
             c,
@@ -493,18 +602,11 @@ mod tests {
         }
         assert_eq!(import_columns("users"), vec!["id", "user_id", "created_at"]);
         assert_eq!(IMPORTS_BEFORE_DECISION_TYPES.map(|(name, _)| name), TABLES);
+        assert_eq!(IMPORTS_BEFORE_SENT_TIMESTAMPS.map(|(name, _)| name), TABLES);
     }
 
-    #[test]
-    fn the_layout_before_decision_types_lacks_only_the_columns_it_appended() {
-        let appended: [(&str, &[&str]); 3] = [
-            (
-                "actions",
-                &["decision_type", "available", "unavailable_reason"],
-            ),
-            ("study_data", &["decision_type", "available"]),
-            ("update_provenance", &["last_study_data_id"]),
-        ];
+    /// Each layout of the past lacks exactly the columns the migrations since appended.
+    fn check_appended(layout: Layout, appended: &[(&str, &[&str])]) {
         for name in TABLES {
             let mut expected = import_columns(name);
             if let Some((_, columns)) = appended.iter().find(|(table, _)| *table == name) {
@@ -512,12 +614,58 @@ mod tests {
                 assert_eq!(expected[kept..], columns[..], "{name}");
                 expected.truncate(kept);
             }
-            assert_eq!(
-                Layout::BeforeDecisionTypes.columns(name),
-                expected,
-                "{name}"
-            );
-            assert_eq!(Layout::Current.columns(name), import_columns(name));
+            assert_eq!(layout.columns(name), expected, "{layout:?} {name}");
         }
+    }
+
+    #[test]
+    fn the_layout_before_sent_timestamps_lacks_only_the_column_it_appended() {
+        check_appended(
+            Layout::BeforeSentTimestamps,
+            &[
+                ("actions", &["sent_timestamp"]),
+                ("study_data", &["sent_timestamp"]),
+                ("model_update_requests", &["sent_timestamp"]),
+            ],
+        );
+        let lacking = |newer: &[&str]| {
+            Layout::lacking(&newer.iter().map(|m| (*m).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(lacking(&[SENT_TIMESTAMPS]), Layout::BeforeSentTimestamps);
+        assert_eq!(
+            lacking(&[EXACT_NUMBERS, SENT_TIMESTAMPS]),
+            Layout::BeforeSentTimestamps
+        );
+        assert_eq!(lacking(&[EXACT_NUMBERS]), Layout::Current);
+        assert_eq!(lacking(&[]), Layout::Current);
+    }
+
+    #[test]
+    fn the_layout_before_decision_types_lacks_the_columns_appended_since() {
+        check_appended(
+            Layout::BeforeDecisionTypes,
+            &[
+                (
+                    "actions",
+                    &[
+                        "decision_type",
+                        "available",
+                        "unavailable_reason",
+                        "sent_timestamp",
+                    ],
+                ),
+                (
+                    "study_data",
+                    &["decision_type", "available", "sent_timestamp"],
+                ),
+                ("model_update_requests", &["sent_timestamp"]),
+                ("update_provenance", &["last_study_data_id"]),
+            ],
+        );
+        assert_eq!(
+            Layout::lacking(&BRIDGEABLE.map(str::to_owned)),
+            Layout::BeforeDecisionTypes
+        );
+        check_appended(Layout::Current, &[]);
     }
 }

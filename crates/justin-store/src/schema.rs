@@ -60,6 +60,8 @@ diesel::table! {
         available -> Bool,
         /// The study server's reason for unavailability, if it gave one.
         unavailable_reason -> Nullable<Text>,
+        /// The study server's timestamp exactly as sent.
+        sent_timestamp -> Text,
     }
 }
 
@@ -94,6 +96,8 @@ diesel::table! {
         decision_type -> Text,
         /// The logged decision's availability (true when none was logged).
         available -> Bool,
+        /// The study server's timestamp exactly as sent.
+        sent_timestamp -> Text,
     }
 }
 
@@ -128,6 +132,8 @@ diesel::table! {
         callback_error -> Nullable<Text>,
         /// When callback delivery ended.
         callback_finished_at -> Nullable<Timestamptz>,
+        /// The study server's timestamp exactly as sent.
+        sent_timestamp -> Text,
     }
 }
 

@@ -203,7 +203,7 @@ fn action_rejects_each_malformed_field_with_its_message() {
             (
                 set("timestamp", json!("yesterday")),
                 400,
-                "timestamp must be an RFC 3339 date-time with an offset, such as 2025-01-01T12:00:00Z.",
+                "timestamp must be an ISO 8601 date-time such as 2025-01-01T12:00:00Z, 2025-01-01T14:00:00+02:00 or 2025-01-01 12:00:00 (without an offset it is read in UTC).",
             ),
             (
                 set("decision_idx", json!("0")),
@@ -364,7 +364,7 @@ fn action_reports_the_first_error_when_several_fields_are_wrong() {
             (
                 json!({ "user_id": "u1", "timestamp": "yesterday", "decision_idx": 0, "context": { "temperature": 1 } }),
                 400,
-                "timestamp must be an RFC 3339 date-time with an offset, such as 2025-01-01T12:00:00Z.",
+                "timestamp must be an ISO 8601 date-time such as 2025-01-01T12:00:00Z, 2025-01-01T14:00:00+02:00 or 2025-01-01 12:00:00 (without an offset it is read in UTC).",
             ),
         ],
     );

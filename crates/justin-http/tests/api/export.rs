@@ -43,7 +43,7 @@ fn open_export(app: &TestApp) -> impl Read {
 }
 
 /// The export as records of named fields (`None` for an empty unquoted field).
-fn export_rows(app: &TestApp) -> Vec<Vec<(String, Option<String>)>> {
+pub(crate) fn export_rows(app: &TestApp) -> Vec<Vec<(String, Option<String>)>> {
     let mut reader = CsvReader::new(BufReader::new(open_export(app)));
     let header: Vec<String> = reader
         .next_record()
@@ -61,7 +61,7 @@ fn export_rows(app: &TestApp) -> Vec<Vec<(String, Option<String>)>> {
     rows
 }
 
-fn field<'a>(row: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(row: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
     row.iter()
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no column {name}"))
@@ -192,9 +192,11 @@ fn store_decisions_in_bulk(app: &TestApp, n: u32) {
         &format!(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
              INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
-                 state, action, action_prob, parameter_version, rng_seed, decision_type) \
+                 state, action, action_prob, parameter_version, rng_seed, decision_type, \
+                 sent_timestamp) \
              SELECT 'bulk-' || (i % 10), i / 10, {at}, {at}, '{{\"temperature\": 20}}', '[20]', \
-                 i % 2, 0.5, 1, i, CASE WHEN i % 3 = 0 THEN 'morning' ELSE 'default' END \
+                 i % 2, 0.5, 1, i, CASE WHEN i % 3 = 0 THEN 'morning' ELSE 'default' END, \
+                 '2025-01-01 12:00:00' \
              FROM n",
             last = n - 1
         ),
@@ -204,9 +206,9 @@ fn store_decisions_in_bulk(app: &TestApp, n: u32) {
         &format!(
             "INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, \
                  context, action, action_prob, state, outcome, reward, action_logged, \
-                 decision_type) \
+                 decision_type, sent_timestamp) \
              SELECT user_id, decision_idx, {at}, {at}, context, action, action_prob, state, \
-                 '{{\"clicks\": 1}}', 1.0, true, decision_type \
+                 '{{\"clicks\": 1}}', 1.0, true, decision_type, sent_timestamp \
              FROM actions WHERE rng_seed % 2 = 0"
         ),
     );

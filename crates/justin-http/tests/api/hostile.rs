@@ -364,13 +364,19 @@ fn malformed_fields_get_a_400_naming_the_field() {
         for bad in [
             "yesterday",
             "2025-13-01T12:00:00Z",
-            "2025-01-01",
-            "2025-01-01 12:00:00",
-            "2025-01-01T12:00:00",
             "2025-01-01T25:00:00Z",
+            "2025-01-01T12:00:00 UTC",
             "1735732800",
         ] {
-            add(path, pointer, json!(bad), "timestamp must be an RFC 3339");
+            add(path, pointer, json!(bad), "timestamp must be an ISO 8601");
+        }
+        for outside in ["0000-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59"] {
+            add(
+                path,
+                pointer,
+                json!(outside),
+                "timestamp must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z",
+            );
         }
         add(
             path,

@@ -16,6 +16,7 @@ mod reproducibility;
 mod safety;
 mod stopping;
 mod template;
+mod timestamps;
 mod update;
 mod upload;
 mod users;

@@ -405,7 +405,11 @@ fn run_one_update(
     );
     assert_eq!(service.initialise(&JsonObject::new()).unwrap().version, 1);
     let request = service
-        .request_update(Utc::now(), CALLBACK_URL.into())
+        .request_update(
+            Utc::now(),
+            "2025-01-01T12:00:00".into(),
+            CALLBACK_URL.into(),
+        )
         .unwrap();
 
     let (finished, outcome) = service

@@ -142,6 +142,7 @@ fn an_update_stopped_while_reading_is_put_back_and_runs_at_the_next_start() {
                 decision_type: DecisionType::default(),
                 decision_idx,
                 requested_at: Utc::now(),
+                sent_timestamp: "2025-01-01T12:00:00Z".into(),
                 availability: Availability::Available,
                 context: context.clone(),
             })
@@ -154,6 +155,7 @@ fn an_update_stopped_while_reading_is_put_back_and_runs_at_the_next_start() {
                 decision_type: DecisionType::default(),
                 decision_idx,
                 requested_at: Utc::now(),
+                sent_timestamp: "2025-01-01T12:00:00Z".into(),
                 context,
                 action: answer.decision.action,
                 action_prob: answer.decision.action_prob,
@@ -163,7 +165,11 @@ fn an_update_stopped_while_reading_is_put_back_and_runs_at_the_next_start() {
             .unwrap();
     }
     let request = service
-        .request_update(Utc::now(), "http://127.0.0.1:9/callback".into())
+        .request_update(
+            Utc::now(),
+            "2025-01-01T12:00:00".into(),
+            "http://127.0.0.1:9/callback".into(),
+        )
         .unwrap();
 
     let (stopped, outcome) = service.run_next_update().unwrap().expect("the update ran");

@@ -178,6 +178,7 @@ fn the_update_status_shows_a_completed_update() {
             "requested_at",
             "started_at",
             "status",
+            "timestamp",
             "update_id",
             "update_status",
         ]),
@@ -188,11 +189,13 @@ fn the_update_status_shows_a_completed_update() {
     assert_eq!(body["update_status"], "completed");
     assert_eq!(body["parameter_version"], 2);
     assert_eq!(body["error"], Value::Null);
-    // requested_at is the client's timestamp; the other two are the server's.
+    // requested_at is the instant the client's timestamp names, and timestamp the text as
+    // it was sent; the other two times are the server's.
     assert_eq!(
         rfc3339(&body["requested_at"], "requested_at"),
         rfc3339(&json!(TIMESTAMP), "TIMESTAMP")
     );
+    assert_eq!(body["timestamp"], TIMESTAMP);
     let received = rfc3339(&body["received_at"], "received_at");
     let finished = rfc3339(&body["finished_at"], "finished_at");
     assert!(received <= finished, "{body}");

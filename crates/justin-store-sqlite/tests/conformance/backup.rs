@@ -24,7 +24,13 @@ fn provenance() -> Provenance {
 }
 
 fn request(n: i64) -> UpdateRequest {
-    UpdateRequest::new(uuid::Uuid::new_v4(), at(n), at(n), format!("http://cb/{n}"))
+    UpdateRequest::new(
+        uuid::Uuid::new_v4(),
+        at(n),
+        "2025-01-01 12:00".into(),
+        at(n),
+        format!("http://cb/{n}"),
+    )
 }
 
 /// Fills every table; returns the update request ids.
@@ -176,7 +182,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "20250101000000",
             "20250201000000",
             "20250301000000",
-            "20250401000000"
+            "20250401000000",
+            "20250402000000"
         ])
     );
     let names: Vec<&str> = manifest["tables"]
@@ -215,14 +222,17 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
         "ids, text and RFC 3339 times in UTC with microseconds"
     );
     let study = &files["study_data.csv"];
-    // action_logged, decision_type, available: the last three columns.
+    // action_logged, decision_type, available: the three columns before sent_timestamp (whose
+    // values here hold no comma).
     let last_three: Vec<&str> = study
         .lines()
         .skip(1)
         .map(|l| {
-            l.rsplitn(4, ',')
+            let before_sent = l.rsplit_once(',').map_or(l, |(rest, _)| rest);
+            before_sent
+                .rsplitn(4, ',')
                 .last()
-                .map_or(l, |rest| &l[rest.len() + 1..])
+                .map_or(before_sent, |rest| &before_sent[rest.len() + 1..])
         })
         .collect();
     assert_eq!(
@@ -243,11 +253,11 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     );
     let actions = &files["actions.csv"];
     assert!(
-        actions.contains(",0,0.0,1,42,evening,f,\"driving, \"\"busy\"\"\"\n"),
+        actions.contains(",0,0.0,1,42,evening,f,\"driving, \"\"busy\"\"\",2025-01-01T12:00:00Z\n"),
         "an unavailable decision with its quoted reason: {actions}"
     );
     assert!(
-        actions.ends_with(",1,0.75,1,42,morning,t,\n"),
+        actions.ends_with(",1,0.75,1,42,morning,t,,2025-01-01T12:00:00Z\n"),
         "no reason is NULL: {actions}"
     );
     assert!(
@@ -351,9 +361,10 @@ fn provenance_table(last_study_data_id: Option<i64>) -> (&'static str, &'static 
     }
 }
 
-/// A backup as `justin-store` wrote it from PostgreSQL before migration 2025-04-01 (exact
-/// numbers), which a database with that migration restores: `COPY`'s time format with an
-/// offset, JSONB's spacing, `t`/`f`.
+/// A backup as `justin-store` wrote it from PostgreSQL before migrations 2025-04-01 (exact
+/// numbers) and 2025-04-02 (timestamps as sent), which a database with them restores: `COPY`'s
+/// time format with an offset, JSONB's spacing, `t`/`f`. Its decisions, uploads and update
+/// requests get their time as sent as migration 2025-04-02 fills it.
 #[test]
 fn a_backup_in_postgres_formats_restores() {
     let dir = ScratchDir::new();
@@ -403,6 +414,7 @@ fn a_backup_in_postgres_formats_restores() {
         chrono::DateTime::from_timestamp(1_735_732_801, 1_000).unwrap()
     );
     assert_eq!(decisions[0].availability, Availability::Available);
+    assert_eq!(decisions[0].sent_timestamp, "2025-01-01T12:00:00.000000Z");
     assert_eq!(decisions[1].decision_type.as_str(), "evening");
     assert_eq!(
         decisions[1].availability.reason(),
@@ -423,8 +435,10 @@ fn a_backup_in_postgres_formats_restores() {
         .unwrap();
     assert_eq!(request.parameter_version, Some(2));
     assert_eq!(request.provenance.unwrap().rows_read, 1);
+    assert_eq!(request.sent_timestamp, "2025-01-01T12:00:00.000000Z");
     let study: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
     assert!((study[0].reward - 1e-5).abs() < 1e-20);
+    assert_eq!(study[0].sent_timestamp, "2025-01-01T12:00:00.000000Z");
     let export: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
     assert_eq!(export[0].upload.as_ref().unwrap().used_in_version, Some(2));
     assert_eq!(export[1].upload, None);

@@ -61,6 +61,7 @@ fn an_update_completed_after_the_export_started_is_not_shown() {
         .create_update_request(&UpdateRequest::new(
             uuid::Uuid::new_v4(),
             at(0),
+            "2025-01-01T12:00:00+02:00".into(),
             at(0),
             "http://x".into(),
         ))

@@ -13,7 +13,13 @@ use crate::support::at;
 const SHORT_LEASE: Duration = Duration::from_millis(200);
 
 fn request(n: i64) -> UpdateRequest {
-    UpdateRequest::new(uuid::Uuid::new_v4(), at(n), at(n), "http://cb".into())
+    UpdateRequest::new(
+        uuid::Uuid::new_v4(),
+        at(n),
+        "2025-01-01 12:00".into(),
+        at(n),
+        "http://cb".into(),
+    )
 }
 
 fn provenance() -> Provenance {

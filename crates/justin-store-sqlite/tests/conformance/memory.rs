@@ -47,6 +47,7 @@ fn memory_database_is_one_database_for_the_pool_and_its_clones() {
         .create_update_request(&justin_core::UpdateRequest::new(
             uuid::Uuid::new_v4(),
             at(1),
+            "2025-01-01T12:00:00+02:00".into(),
             at(1),
             "http://x".into(),
         ))

@@ -22,6 +22,7 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 #[test]
 fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(db.revert_last_migration(), "20250201000000");
@@ -34,6 +35,7 @@ fn every_migration_reverts_and_applies_again() {
             "2025-02-01-000000_study_safety".to_owned(),
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
+            "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -48,6 +50,7 @@ fn every_migration_reverts_and_applies_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(db.revert_last_migration(), "20250201000000");
@@ -86,6 +89,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-02-01-000000_study_safety".to_owned(),
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
+            "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
 
@@ -200,6 +204,7 @@ fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     connect(&db).batch_execute(BEFORE_DECISION_TYPES).unwrap();
@@ -208,7 +213,8 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
         store.run_migrations().unwrap(),
         vec![
             "2025-03-01-000000_decision_types".to_owned(),
-            "2025-04-01-000000_exact_numbers".to_owned()
+            "2025-04-01-000000_exact_numbers".to_owned(),
+            "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
 
@@ -250,6 +256,7 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
         .create_update_request(&UpdateRequest::new(
             uuid::Uuid::new_v4(),
             at(0),
+            "2025-01-01T12:00:00+02:00".into(),
             at(0),
             "http://x".into(),
         ))
@@ -294,6 +301,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
         .create_update_request(&UpdateRequest::new(
             uuid::Uuid::new_v4(),
             at(0),
+            "2025-01-01T12:00:00+02:00".into(),
             at(0),
             "http://x".into(),
         ))
@@ -331,6 +339,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE NOT available")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     let mut conn = connect(&db);
@@ -360,9 +369,22 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
         store.run_migrations().unwrap(),
         vec![
             "2025-03-01-000000_decision_types".to_owned(),
-            "2025-04-01-000000_exact_numbers".to_owned()
+            "2025-04-01-000000_exact_numbers".to_owned(),
+            "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
     let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
-    assert_eq!(study, vec![upload_for(&plain)]);
+    // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
+    // time's RFC 3339 form.
+    let upload = upload_for(&plain);
+    let refilled = upload
+        .requested_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    assert_eq!(
+        study,
+        vec![justin_core::StudyRecord {
+            sent_timestamp: refilled,
+            ..upload
+        }]
+    );
 }

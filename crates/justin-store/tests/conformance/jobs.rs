@@ -15,6 +15,7 @@ fn request(n: i64) -> UpdateRequest {
     UpdateRequest::new(
         uuid::Uuid::new_v4(),
         at(n),
+        "2025-01-01T12:00:00+02:00".into(),
         at(n),
         "http://study.example/cb".into(),
     )
@@ -191,8 +192,8 @@ fn a_job_waits_for_an_upload_in_flight_and_reads_it() {
     diesel::connection::SimpleConnection::batch_execute(
         &mut other,
         "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, \
-         context, action, action_prob, state, outcome, reward, action_logged) \
-         VALUES ('alice', 100, now(), now(), '{}', 1, 0.75, '[1]', '{}', 0, true)",
+         context, action, action_prob, state, outcome, reward, action_logged, sent_timestamp) \
+         VALUES ('alice', 100, now(), now(), '{}', 1, 0.75, '[1]', '{}', 0, true, '2025-01-01')",
     )
     .unwrap();
     db.store().record_study_data(&record("alice", 1)).unwrap();

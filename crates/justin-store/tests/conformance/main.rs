@@ -52,6 +52,7 @@ mod support {
             decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(idx).unwrap(),
             requested_at: at(idx),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
             decided_at: at(idx + 1),
             availability: Availability::Available,
             context: context(),
@@ -69,6 +70,7 @@ mod support {
             decision_type: DecisionType::default(),
             decision_idx: DecisionIdx::new(idx).unwrap(),
             requested_at: at(idx),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
             received_at: at(idx + 1),
             context: context(),
             action: Action::Zero,
@@ -247,7 +249,8 @@ mod backup {
                 "20250101000000",
                 "20250201000000",
                 "20250301000000",
-                "20250401000000"
+                "20250401000000",
+                "20250402000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -417,7 +420,8 @@ mod setup {
                 "2025-01-01-000000_create_study_tables".to_owned(),
                 "2025-02-01-000000_study_safety".to_owned(),
                 "2025-03-01-000000_decision_types".to_owned(),
-                "2025-04-01-000000_exact_numbers".to_owned()
+                "2025-04-01-000000_exact_numbers".to_owned(),
+                "2025-04-02-000000_sent_timestamps".to_owned(),
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());
@@ -559,8 +563,9 @@ mod errors {
             .batch_execute(
                 "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, \
                  created_at, context, action, action_prob, state, outcome, reward, \
-                 action_logged) \
-                 VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false)",
+                 action_logged, sent_timestamp) \
+                 VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false, \
+                 '2025-01-01')",
             )
             .unwrap();
         db.store().record_study_data(&record("alice", 2)).unwrap();

@@ -12,6 +12,7 @@ use crate::support::{connect, decision};
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(db.revert_last_migration(), "20250201000000");
@@ -47,7 +48,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
         vec![
             "2025-02-01-000000_study_safety".to_owned(),
             "2025-03-01-000000_decision_types".to_owned(),
-            "2025-04-01-000000_exact_numbers".to_owned()
+            "2025-04-01-000000_exact_numbers".to_owned(),
+            "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
 
@@ -85,6 +87,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     // A study as the service stored it before the migration: three updates completed (the
@@ -133,7 +136,8 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
         db.store().run_migrations().unwrap(),
         vec![
             "2025-03-01-000000_decision_types".to_owned(),
-            "2025-04-01-000000_exact_numbers".to_owned()
+            "2025-04-01-000000_exact_numbers".to_owned(),
+            "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
 
@@ -220,21 +224,32 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(
         store.run_migrations().unwrap(),
         vec![
             "2025-03-01-000000_decision_types".to_owned(),
-            "2025-04-01-000000_exact_numbers".to_owned()
+            "2025-04-01-000000_exact_numbers".to_owned(),
+            "2025-04-02-000000_sent_timestamps".to_owned(),
         ]
     );
+    // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
+    // time's RFC 3339 form.
+    let kept = decision("alice", 0, 1);
+    let refilled = kept
+        .requested_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     assert_eq!(
         store
             .decisions()
             .unwrap()
             .map(Result::unwrap)
             .collect::<Vec<_>>(),
-        vec![decision("alice", 0, 1)]
+        vec![justin_core::Decision {
+            sent_timestamp: refilled,
+            ..kept
+        }]
     );
 }

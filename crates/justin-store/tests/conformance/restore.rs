@@ -64,6 +64,7 @@ fn study(db: &TestDatabase) {
     let mut r = justin_core::UpdateRequest::new(
         uuid::Uuid::new_v4(),
         at(5),
+        "2025-01-01T12:00:00+02:00".into(),
         at(5),
         "http://study.example/cb?a=1,b=\"2\"\nx".into(),
     );
@@ -326,50 +327,132 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
     ));
 }
 
-/// How many columns migration 2025-03-01 appended to each table it changed.
-const APPENDED_BY_DECISION_TYPES: [(&str, usize); 3] =
-    [("actions", 3), ("study_data", 2), ("update_provenance", 1)];
+/// How many columns migrations 2025-03-01 and 2025-04-02 appended to each table they changed.
+const APPENDED_BY_DECISION_TYPES: [(&str, usize); 4] = [
+    ("actions", 4),
+    ("study_data", 3),
+    ("model_update_requests", 1),
+    ("update_provenance", 1),
+];
+
+/// How many columns migration 2025-04-02 appended to each table it changed.
+const APPENDED_BY_SENT_TIMESTAMPS: [(&str, usize); 3] = [
+    ("actions", 1),
+    ("study_data", 1),
+    ("model_update_requests", 1),
+];
 
 /// `backup` as the build before migration 2025-03-01 would have written it: without the
-/// columns the migration appended, and without the migration. The dropped fields hold no
-/// commas.
+/// columns the migrations since appended, and without the migrations.
 fn before_decision_types(backup: &Path, to: PathBuf) -> PathBuf {
+    before(
+        backup,
+        to,
+        &["20250101000000", "20250201000000"],
+        &APPENDED_BY_DECISION_TYPES,
+    )
+}
+
+/// `backup` as a build that had `migrations` would have written it: without the columns the
+/// migrations since `appended` (per table).
+fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, usize)]) -> PathBuf {
     let appended = |table: &str| {
-        APPENDED_BY_DECISION_TYPES
+        appended
             .iter()
             .find(|(name, _)| *name == table)
             .map_or(0, |(_, n)| *n)
     };
-    let drop_last = |line: &str, n: usize| {
-        let fields: Vec<&str> = line.rsplitn(n + 1, ',').collect();
-        assert_eq!(fields.len(), n + 1, "{line}");
-        fields[n].to_owned()
+    // Records are read and written whole: quoted fields may hold commas and line breaks.
+    let drop_last = |text: &str, n: usize| {
+        let mut reader = justin_backup::csv::CsvReader::new(text.as_bytes());
+        let mut out = Vec::new();
+        while let Some(mut fields) = reader.next_record().unwrap() {
+            fields.truncate(fields.len() - n);
+            justin_backup::csv::write_record(&mut out, &fields).unwrap();
+        }
+        String::from_utf8(out).unwrap()
     };
     rewrite(backup, to, |name, text| {
         let table = name.trim_end_matches(".csv");
         let text = match name {
             "manifest.json" => edit_manifest(&text, |m| {
-                m["migrations"] = serde_json::json!(["20250101000000", "20250201000000"]);
+                m["migrations"] = serde_json::json!(migrations);
                 for table in m["tables"].as_array_mut().unwrap() {
                     let n = appended(table["name"].as_str().unwrap());
                     let columns = table["columns"].as_array_mut().unwrap();
                     columns.truncate(columns.len() - n);
                 }
             }),
-            _ if appended(table) > 0 => text
-                .lines()
-                .map(|line| drop_last(line, appended(table)) + "\n")
-                .collect(),
+            _ if appended(table) > 0 => drop_last(&text, appended(table)),
             _ => text,
         };
         Some((name.to_owned(), text))
     })
 }
 
+/// Sets every time as sent to what migration 2025-04-02 fills in for rows stored before it, so
+/// that the database is what restoring a backup from before that migration makes of it.
+fn sent_as_migration_fills(db: &TestDatabase) {
+    let mut conn = connect(db);
+    for table in ["actions", "study_data", "model_update_requests"] {
+        diesel::sql_query(format!(
+            "UPDATE {table} SET sent_timestamp = \
+             to_char(request_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        ))
+        .execute(&mut conn)
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_backup_from_before_sent_timestamps_is_restored_and_migrated() {
+    let db = TestDatabase::create();
+    study(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    let old = before(
+        &current,
+        dir.join("old.tar"),
+        &["20250101000000", "20250201000000", "20250301000000"],
+        &APPENDED_BY_SENT_TIMESTAMPS,
+    );
+    assert!(unpack(&old)["model_update_requests.csv"]
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",callback_finished_at"));
+
+    db.store().reset().unwrap();
+    db.store().check_backup(&old).unwrap();
+    db.store().restore(&old).unwrap();
+
+    // Every row is back, with its time as sent as the migration fills it in.
+    let decisions: Vec<_> = db
+        .store()
+        .decisions()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(decisions.len(), 3);
+    for d in &decisions {
+        assert_eq!(
+            d.sent_timestamp,
+            d.requested_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+    }
+    let restored = dump(&db);
+    db.store().restore(&current).unwrap();
+    sent_as_migration_fills(&db);
+    assert_eq!(restored, dump(&db));
+    assert!(db.store().run_migrations().unwrap().is_empty());
+}
+
 #[test]
 fn a_backup_from_before_decision_types_is_restored_and_migrated() {
     let db = TestDatabase::create();
     study(&db);
+    sent_as_migration_fills(&db);
     let before = dump(&db);
     let dir = ScratchDir::new();
     let current = db.store().backup(&dir, at(100)).unwrap().path;
@@ -398,9 +481,10 @@ fn a_backup_from_before_decision_types_is_restored_and_migrated() {
     assert_eq!(db.store().row_counts().unwrap()[0], ("users".to_owned(), 1));
     db.store().restore(&old).unwrap();
 
-    // The migration filled in what the service had stored: type 'default', available, and
-    // the last upload the update read. The JSON columns were jsonb in the backup's schema,
-    // which respaced their text: the same values, not the same bytes.
+    // The migrations filled in what the service had stored: type 'default', available, the
+    // last upload the update read, and the stored time as the time sent. The JSON columns were
+    // jsonb in the backup's schema, which respaced their text: the same values, not the same
+    // bytes.
     assert_eq!(as_values(&dump(&db)), as_values(&before));
     for table in ["users", "actions", "study_data"] {
         assert_eq!(next_id(&db, table), max_id(&db, table) + 1, "{table}");

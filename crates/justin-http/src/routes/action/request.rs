@@ -24,6 +24,7 @@ fn parse(
     mut input: JsonObject,
     literals: &Literals,
     algorithm: &dyn Algorithm,
+    zone: chrono_tz::Tz,
 ) -> Result<ActionRequest, ApiError> {
     // The template treats an empty string as missing, for both fields.
     let user = body::field(&input, "user_id").filter(|v| v.as_str() != Some(""));
@@ -54,7 +55,7 @@ fn parse(
     }
     let user_id = body::user_id(user)?;
     let decision_idx = body::decision_idx(idx, literals)?;
-    let requested_at = body::timestamp(timestamp)?;
+    let timestamp = body::timestamp(timestamp, zone)?;
     let decision_type = body::decision_type(&input)?;
     let availability = body::availability(&input)?;
     // The checks above passed, so the context is present; move it out rather than copy it.
@@ -63,7 +64,8 @@ fn parse(
         user_id,
         decision_type,
         decision_idx,
-        requested_at,
+        requested_at: timestamp.at,
+        sent_timestamp: timestamp.sent,
         availability,
         context: body::stored_object(context, "context")?,
     })
@@ -111,7 +113,12 @@ pub async fn handle(
     JsonBody(input, literals): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = parse(input, &literals, state.service.algorithm())?;
+    let request = parse(
+        input,
+        &literals,
+        state.service.algorithm(),
+        state.naive_time_zone,
+    )?;
     let service = state.service.clone();
     let outcome = run_blocking(move || service.request_action(request)).await?;
     let body = ActionResponse::from(outcome.decision);

@@ -38,6 +38,7 @@ fn parse(
     input: &JsonObject,
     literals: &Literals,
     algorithm: &dyn Algorithm,
+    zone: chrono_tz::Tz,
 ) -> Result<UploadRequest, ApiError> {
     let algorithm_error = |e| ApiError::from(DomainError::from(e));
     let user = required(input, "user_id")?;
@@ -63,7 +64,7 @@ fn parse(
     let user_id = body::user_id(user)?;
     let decision_idx = body::decision_idx(idx, literals)?;
     let decision_type = body::decision_type(input)?;
-    let requested_at = body::timestamp(timestamp)?;
+    let timestamp = body::timestamp(timestamp, zone)?;
     let data = body::object(data, "data")?;
     let context = body::stored_object(object_field(&data, "context")?.clone(), "context")?;
     let action = body::action(required(&data, "action")?)?;
@@ -74,7 +75,8 @@ fn parse(
         user_id,
         decision_type,
         decision_idx,
-        requested_at,
+        requested_at: timestamp.at,
+        sent_timestamp: timestamp.sent,
         context,
         action,
         action_prob,
@@ -115,7 +117,12 @@ pub async fn handle(
     JsonBody(input, literals): JsonBody,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let upload = parse(&input, &literals, state.service.algorithm())?;
+    let upload = parse(
+        &input,
+        &literals,
+        state.service.algorithm(),
+        state.naive_time_zone,
+    )?;
     let service = state.service.clone();
     run_blocking(move || service.upload_data(upload)).await?;
     Ok(HttpResponse::Created().json(UploadDataResponse::default()))

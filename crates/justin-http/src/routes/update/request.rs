@@ -48,7 +48,7 @@ pub async fn handle(
 ) -> Result<HttpResponse, ApiError> {
     let timestamp = required(&input, "timestamp")?;
     let callback = required(&input, "callback_url")?;
-    let requested_at = body::timestamp(timestamp)?;
+    let timestamp = body::timestamp(timestamp, state.naive_time_zone)?;
     let callback_url = body::callback_url(callback)?;
     if !state.callback_allowed_hosts.is_empty() {
         let host = body::url_host(&callback_url);
@@ -63,7 +63,9 @@ pub async fn handle(
         }
     }
     let service = state.service.clone();
-    let request = run_blocking(move || service.request_update(requested_at, callback_url)).await?;
+    let request =
+        run_blocking(move || service.request_update(timestamp.at, timestamp.sent, callback_url))
+            .await?;
     state.updates.wake();
     Ok(HttpResponse::Accepted().json(UpdateAccepted {
         status: Processing::Processing,
