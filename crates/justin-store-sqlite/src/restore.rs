@@ -16,6 +16,7 @@ use std::path::Path;
 
 use diesel::prelude::*;
 use justin_backup::csv::{read_header, CsvReader, Field};
+use justin_backup::manifest::layout_migrations;
 use justin_backup::read::{check_size, header_error, verify, CheckedBackup, CheckedTable};
 use justin_core::{RestoreReport, StoreError};
 
@@ -157,7 +158,7 @@ const DECISION_TYPES_MIGRATION: &str = "20250301000000";
 
 /// Checks that the database has the schema the backup was taken from.
 fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result<(), StoreError> {
-    let applied = applied_migrations(conn).map_err(from_diesel)?;
+    let applied = layout_migrations(&applied_migrations(conn).map_err(from_diesel)?);
     let has_decision_types = |migrations: &[String]| {
         migrations
             .iter()
@@ -174,7 +175,7 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
             backup.migrations
         )));
     }
-    if applied != backup.migrations {
+    if applied != layout_migrations(&backup.migrations) {
         return Err(invalid(format!(
             "the backup was taken from a database with the migrations {:?}, but this database \
              has {applied:?}; bring the database to the backup's schema version (or use a \

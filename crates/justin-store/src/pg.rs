@@ -198,8 +198,11 @@ impl PgStore {
 
 /// Inserts the decision unless one exists for its key (user, decision type, decision index) or
 /// study data was uploaded for the key, in one statement: `INSERT INTO actions (...) SELECT
-/// $1, ... WHERE NOT EXISTS (study data for the key) ON CONFLICT DO NOTHING RETURNING id`. The
-/// unique constraint, not the `NOT EXISTS`, is what makes concurrent inserts store one row.
+/// $1, ... WHERE NOT justin_decision_key_uploaded(key) ON CONFLICT DO NOTHING RETURNING id`.
+/// The function locks the key for the rest of the transaction and then looks for study data
+/// with a snapshot of its own, taken after the lock: an upload of the key that committed while
+/// this waited for the lock is seen (see migration 2025-04-03). The unique constraint is what
+/// makes concurrent inserts of one decision store one row.
 /// Written with Diesel's query builder, not as SQL text, so that Diesel prepares it once per
 /// connection and reuses it: the hot path of every decision pays no parsing or planning.
 fn insert_decision(conn: &mut PgConnection, v: &DecisionValues<'_>) -> QueryResult<Vec<i64>> {
@@ -213,13 +216,7 @@ fn insert_decision_query<'a>(
        + diesel::query_builder::QueryId
        + 'a {
     use diesel::dsl::not;
-    let uploaded = exists(
-        study_data::table
-            .filter(study_data::user_id.eq(v.user_id))
-            .filter(study_data::decision_type.eq(v.decision_type))
-            .filter(study_data::decision_idx.eq(v.decision_idx))
-            .select(study_data::id),
-    );
+    let uploaded = justin_decision_key_uploaded(v.user_id, v.decision_type, v.decision_idx);
     let row = diesel::select((
         v.user_id.into_sql::<Text>(),
         v.decision_type.into_sql::<Text>(),
@@ -262,6 +259,12 @@ fn insert_decision_query<'a>(
         .returning(actions::id)
 }
 
+diesel::define_sql_function! {
+    /// Locks a decision's key until the end of the transaction, then says whether study data
+    /// is stored for it (migration 2025-04-03).
+    fn justin_decision_key_uploaded(user_id: Text, decision_type: Text, decision_idx: BigInt) -> Bool;
+}
+
 /// Whether an error says the connection itself is gone (not that the statement failed).
 fn is_closed_connection(e: &DieselError) -> bool {
     matches!(
@@ -272,8 +275,11 @@ fn is_closed_connection(e: &DieselError) -> bool {
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged and, from it, whether the decision was available (true when none
-/// was logged); one round trip in the common case. When no row comes back the upload was
-/// refused, and a second query says why.
+/// was logged); one round trip in the common case. The logged decision is read by
+/// `justin_decision_key_logged`, which first locks the key (as recording a decision does) and
+/// reads with a snapshot taken after the lock, so a decision of the key committed while this
+/// waited is seen (migration 2025-04-03). When no row comes back the upload was refused, and
+/// a second query says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
                         context, action, action_prob, state, outcome, reward, action_logged, \
@@ -281,7 +287,7 @@ INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp,
 SELECT $1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, a.id IS NOT NULL, \
        coalesce(a.available, true) \
 FROM (SELECT) AS upload \
-LEFT JOIN actions a ON a.user_id = $1 AND a.decision_type = $12 AND a.decision_idx = $2 \
+LEFT JOIN justin_decision_key_logged($1, $12, $2) a ON true \
 WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
 RETURNING action_logged";
 
@@ -662,7 +668,7 @@ mod tests {
         assert!(query.is_safe_to_cache_prepared(&diesel::pg::Pg).unwrap());
         let sql = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
         assert!(
-            sql.contains("NOT (EXISTS (SELECT \"study_data\".\"id\" FROM"),
+            sql.contains("NOT (justin_decision_key_uploaded($14, $15, $16))"),
             "{sql}"
         );
         assert!(

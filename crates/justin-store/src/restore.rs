@@ -16,7 +16,10 @@
 //! migration's own `down.sql`), loaded, and migrated forward again (its `up.sql`), exactly as an
 //! upgrade migrates a live database: the fill-in of the new columns exists once, in the
 //! migration. PostgreSQL changes schemas transactionally, so a failure anywhere leaves the
-//! database as it was. Backups from before earlier migrations are refused.
+//! database as it was. Backups from before earlier migrations are refused. Migrations that
+//! change no table (2025-04-03 adds functions only) leave the layout as it was: a backup taken
+//! before one restores as it is, and one that must go back to before 2025-03-01 reverts and
+//! re-applies them too.
 
 use std::cell::RefCell;
 use std::io;
@@ -27,6 +30,7 @@ use diesel::pg::{CopyFormat, CopyHeader, CopyTarget};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_migrations::MigrationHarness;
+use justin_backup::manifest::{layout_migrations, SAME_LAYOUT_MIGRATIONS};
 use justin_backup::read::{measure_csv, verify, CheckedBackup, CheckedTable};
 use justin_core::{RestoreReport, StoreError};
 
@@ -78,9 +82,11 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 "TRUNCATE {} RESTART IDENTITY CASCADE",
                 TABLES.join(", ")
             ))?;
-            if layout == Layout::BeforeDecisionTypes {
-                revert_decision_types(conn)?;
-            }
+            let reverted = if layout == Layout::BeforeDecisionTypes {
+                revert_decision_types(conn)?
+            } else {
+                Vec::new()
+            };
             let imports = layout.imports();
             let mut counts = Vec::with_capacity(imports.len());
             for ((name, import), checked) in imports.iter().zip(&backup.tables) {
@@ -97,7 +103,7 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 counts.push(((*name).to_owned(), copied));
             }
             if layout == Layout::BeforeDecisionTypes {
-                reapply_decision_types(conn)?;
+                reapply(conn, &reverted)?;
             }
             continue_sequences(conn)?;
             Ok(counts)
@@ -145,11 +151,13 @@ impl Layout {
 
 /// Checks that the database has the schema the backup was taken from, or the schema migration
 /// 2025-03-01 made of it, and says how to load it.
+/// Migrations that change no table are left out of the comparison ([`layout_migrations`]).
 fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Layout, StoreError> {
-    let applied = applied_migrations(conn).map_err(StoreError::from)?;
+    let applied = layout_migrations(&applied_migrations(conn).map_err(StoreError::from)?);
+    let backup_layout = layout_migrations(&backup.migrations);
     let layout = match applied.split_last() {
-        _ if applied == backup.migrations => Layout::Current,
-        Some((last, earlier)) if last == DECISION_TYPES && earlier == backup.migrations => {
+        _ if applied == backup_layout => Layout::Current,
+        Some((last, earlier)) if last == DECISION_TYPES && earlier == backup_layout => {
             Layout::BeforeDecisionTypes
         }
         _ => {
@@ -185,28 +193,39 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Lay
 }
 
 /// Takes the emptied tables back to the schema before migration 2025-03-01 with its
-/// `down.sql`, in the caller's transaction.
-fn revert_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
-    let reverted = conn
-        .revert_last_migration(MIGRATIONS)
-        .map_err(|e| Failure::Store(other(format!("cannot revert {DECISION_TYPES}: {e}"))))?;
-    if reverted.to_string() != DECISION_TYPES {
-        return Err(Failure::Store(other(format!(
-            "reverted migration {reverted} instead of {DECISION_TYPES}"
-        ))));
+/// `down.sql`, and before that the `down.sql` of the later migrations that change no table, in
+/// the caller's transaction. Returns the migrations reverted, newest first.
+fn revert_decision_types(conn: &mut PgConnection) -> Result<Vec<String>, Failure> {
+    let mut reverted = Vec::new();
+    loop {
+        let version = conn
+            .revert_last_migration(MIGRATIONS)
+            .map_err(|e| Failure::Store(other(format!("cannot revert {DECISION_TYPES}: {e}"))))?
+            .to_string();
+        if version == DECISION_TYPES {
+            reverted.push(version);
+            return Ok(reverted);
+        }
+        if !SAME_LAYOUT_MIGRATIONS.contains(&version.as_str()) {
+            return Err(Failure::Store(other(format!(
+                "reverted migration {version} instead of {DECISION_TYPES}"
+            ))));
+        }
+        reverted.push(version);
     }
-    Ok(())
 }
 
-/// Applies migration 2025-03-01 again to the loaded rows, in the caller's transaction.
-fn reapply_decision_types(conn: &mut PgConnection) -> Result<(), Failure> {
+/// Applies the migrations `reverted` (newest first) again to the loaded rows, in the caller's
+/// transaction.
+fn reapply(conn: &mut PgConnection, reverted: &[String]) -> Result<(), Failure> {
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map_err(|e| Failure::Store(other(format!("cannot apply {DECISION_TYPES}: {e}"))))?;
     let applied: Vec<String> = applied.iter().map(ToString::to_string).collect();
-    if applied != [DECISION_TYPES] {
+    let expected: Vec<String> = reverted.iter().rev().cloned().collect();
+    if applied != expected {
         return Err(Failure::Store(other(format!(
-            "applied the migrations {applied:?} instead of {DECISION_TYPES}"
+            "applied the migrations {applied:?} instead of {expected:?}"
         ))));
     }
     Ok(())

@@ -243,7 +243,12 @@ mod backup {
         assert_eq!(manifest["database"], db.name());
         assert_eq!(
             manifest["migrations"],
-            serde_json::json!(["20250101000000", "20250201000000", "20250301000000"])
+            serde_json::json!([
+                "20250101000000",
+                "20250201000000",
+                "20250301000000",
+                "20250403000000"
+            ])
         );
         let tables = manifest["tables"].as_array().unwrap();
         let expected_rows = [
@@ -411,7 +416,8 @@ mod setup {
             vec![
                 "2025-01-01-000000_create_study_tables".to_owned(),
                 "2025-02-01-000000_study_safety".to_owned(),
-                "2025-03-01-000000_decision_types".to_owned()
+                "2025-03-01-000000_decision_types".to_owned(),
+                "2025-04-03-000000_decision_key_lock".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());

@@ -12,6 +12,7 @@ use crate::support::{connect, decision};
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(db.revert_last_migration(), "20250201000000");
     assert!(
@@ -45,7 +46,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
         db.store().run_migrations().unwrap(),
         vec![
             "2025-02-01-000000_study_safety".to_owned(),
-            "2025-03-01-000000_decision_types".to_owned()
+            "2025-03-01-000000_decision_types".to_owned(),
+            "2025-04-03-000000_decision_key_lock".to_owned()
         ]
     );
 
@@ -83,6 +85,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     // A study as the service stored it before the migration: three updates completed (the
     // first two finished before claims were recorded, so only their creation times are known),
@@ -128,7 +131,10 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
 
     assert_eq!(
         db.store().run_migrations().unwrap(),
-        vec!["2025-03-01-000000_decision_types".to_owned()]
+        vec![
+            "2025-03-01-000000_decision_types".to_owned(),
+            "2025-04-03-000000_decision_key_lock".to_owned()
+        ]
     );
 
     let decisions: Vec<_> = db
@@ -214,10 +220,14 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
     assert_eq!(
         store.run_migrations().unwrap(),
-        vec!["2025-03-01-000000_decision_types".to_owned()]
+        vec![
+            "2025-03-01-000000_decision_types".to_owned(),
+            "2025-04-03-000000_decision_key_lock".to_owned()
+        ]
     );
     assert_eq!(
         store
