@@ -11,6 +11,7 @@
 //!   SQLite lease takeover is covered in justin-store-sqlite's tests);
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
 //! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
+//! - `restart::pg_after_a_postgresql_restart_...`: the same;
 //! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,6 +27,7 @@ mod private_logs;
 mod readiness;
 mod replay;
 mod reproducibility;
+mod restart;
 mod restore;
 mod shutdown;
 mod simulate;
