@@ -13,6 +13,7 @@
 //! - `numbers::pg_every_double_...`: they use both backends;
 //! - `timestamps::pg_every_timestamp_form_survives_...`: it uses both backends;
 //! - `outage::pg_a_postgresql_restart_...`: it stops and starts a PostgreSQL server of its own;
+//! - `restart::pg_after_a_postgresql_restart_...`: the same;
 //! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`;
 //! - `load_balanced::pg_three_instances_behind_nginx_...`: several processes share one
 //!   database, which SQLite does not support (it also needs nginx installed).
@@ -32,6 +33,7 @@ mod private_logs;
 mod readiness;
 mod replay;
 mod reproducibility;
+mod restart;
 mod restore;
 mod shutdown;
 mod simulate;

@@ -162,6 +162,21 @@ impl Manifest {
     }
 }
 
+/// Migrations that change no table (2025-04-03 adds PostgreSQL functions only, and exists only
+/// for PostgreSQL). Backups taken before and after one have the same layout, on either adapter,
+/// so restores compare the migrations of a backup and of a database without them.
+pub const SAME_LAYOUT_MIGRATIONS: [&str; 1] = ["20250403000000"];
+
+/// `migrations` without the [`SAME_LAYOUT_MIGRATIONS`]: what decides a backup's layout.
+#[must_use]
+pub fn layout_migrations(migrations: &[String]) -> Vec<String> {
+    migrations
+        .iter()
+        .filter(|m| !SAME_LAYOUT_MIGRATIONS.contains(&m.as_str()))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

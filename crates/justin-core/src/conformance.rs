@@ -63,6 +63,7 @@ macro_rules! store_conformance_suite {
             record_decision_returns_stored_decision_on_repeat,
             record_decision_refuses_pair_with_study_data,
             concurrent_duplicate_decisions_store_exactly_one,
+            a_decision_and_its_upload_racing_agree_with_one_order,
             record_study_data_rejects_unknown_user,
             record_study_data_rejects_duplicate,
             upload_differing_in_action_is_refused,
@@ -405,6 +406,133 @@ pub fn concurrent_duplicate_decisions_store_exactly_one(store: &dyn Store) {
         }
     }
     assert_eq!(count(store, "actions"), ROUNDS as u64);
+}
+
+/// How one call of a race between `record_decision` and `record_study_data` for one key ended.
+#[derive(Debug)]
+struct RaceOutcome {
+    decision: Result<Recorded, StoreError>,
+    upload: Result<UploadRecorded, StoreError>,
+}
+
+/// `record_decision` and `record_study_data` for one key, called at the same moment, MUST end
+/// as one of the two orders would: the decision first (the upload checked against it: stored
+/// as logged when it agrees, refused with `UploadMismatch` when it contradicts it), or the
+/// upload first (stored as not logged, and the decision refused with `StudyDataExists`). What
+/// is stored afterwards MUST agree with those answers.
+pub fn a_decision_and_its_upload_racing_agree_with_one_order(store: &dyn Store) {
+    const TRIALS: i64 = 300;
+    let params = seeded(store);
+    let alice = user("alice");
+    store.add_user(&alice, at(0, 0)).unwrap();
+    // Every other upload contradicts its decision's action.
+    let trials: Vec<(Decision, StudyRecord)> = (0..TRIALS)
+        .map(|i| {
+            let variant = u32::try_from(i % 5).unwrap();
+            let d = decision(&alice, i, variant, params.version);
+            let mut upload = upload_for(&d);
+            if i % 2 == 1 {
+                upload.action = match d.action {
+                    Action::Zero => Action::One,
+                    Action::One => Action::Zero,
+                };
+            }
+            (d, upload)
+        })
+        .collect();
+
+    let barrier = Barrier::new(2);
+    let (decisions, uploads): (Vec<_>, Vec<_>) = std::thread::scope(|s| {
+        let deciding = s.spawn(|| {
+            trials
+                .iter()
+                .map(|(d, _)| {
+                    barrier.wait();
+                    store.record_decision(d)
+                })
+                .collect::<Vec<_>>()
+        });
+        let uploading = s.spawn(|| {
+            trials
+                .iter()
+                .map(|(_, upload)| {
+                    barrier.wait();
+                    store.record_study_data(upload)
+                })
+                .collect::<Vec<_>>()
+        });
+        (deciding.join().unwrap(), uploading.join().unwrap())
+    });
+
+    let stored_decisions: BTreeMap<i64, Decision> = store
+        .decisions()
+        .unwrap()
+        .map(|d| {
+            let d = d.unwrap();
+            (d.decision_idx.get(), d)
+        })
+        .collect();
+    let stored_uploads: BTreeMap<i64, StudyRecord> = store
+        .study_data()
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.decision_idx.get(), r)
+        })
+        .collect();
+
+    let mut decision_first = 0;
+    let mut upload_first = 0;
+    for (((d, upload), decision), uploaded) in trials.iter().zip(decisions).zip(uploads) {
+        let i = d.decision_idx.get();
+        let agrees = upload.action == d.action;
+        let outcome = RaceOutcome {
+            decision,
+            upload: uploaded,
+        };
+        let as_decision_first = matches!(outcome.decision, Ok(Recorded::Inserted))
+            && if agrees {
+                matches!(
+                    outcome.upload,
+                    Ok(UploadRecorded {
+                        action_logged: true
+                    })
+                )
+            } else {
+                matches!(
+                    outcome.upload,
+                    Err(StoreError::UploadMismatch { logged_action, logged_prob })
+                        if logged_action == d.action && logged_prob == d.action_prob
+                )
+            };
+        let as_upload_first = matches!(
+            outcome.upload,
+            Ok(UploadRecorded {
+                action_logged: false
+            })
+        ) && matches!(outcome.decision, Err(StoreError::StudyDataExists));
+        assert!(
+            as_decision_first || as_upload_first,
+            "trial {i} (upload {}): answers no order gives: {outcome:?}",
+            if agrees { "agreeing" } else { "contradicting" }
+        );
+        if as_decision_first {
+            decision_first += 1;
+            assert_eq!(stored_decisions.get(&i), Some(d), "trial {i}: the decision");
+            let expected = agrees.then_some(upload);
+            assert_eq!(stored_uploads.get(&i), expected, "trial {i}: the upload");
+        } else {
+            upload_first += 1;
+            assert_eq!(stored_decisions.get(&i), None, "trial {i}: no decision");
+            assert_eq!(
+                stored_uploads.get(&i),
+                Some(upload),
+                "trial {i}: the upload"
+            );
+        }
+    }
+    // Which order each trial took is up to the scheduler; printed, not asserted.
+    eprintln!("{decision_first} trials ended decision first, {upload_first} upload first");
 }
 
 /// `record_study_data` MUST return `UnknownUser` for a participant that is not registered.

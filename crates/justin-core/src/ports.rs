@@ -193,7 +193,9 @@ pub trait Store: Send + Sync {
     ///
     /// MUST return [`Recorded::Existing`] with the stored decision, and store nothing, when a
     /// decision for the key exists; concurrent calls for one key MUST store exactly one.
-    /// Decisions that differ only in type are different decisions.
+    /// Decisions that differ only in type are different decisions. A call concurrent with
+    /// [`Store::record_study_data`] for the same key MUST end as if the two had run one after
+    /// the other, in some order.
     ///
     /// # Errors
     /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
@@ -210,7 +212,9 @@ pub trait Store: Send + Sync {
     /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
     /// [`StoreError::StudyDataExists`] when data for the key was uploaded already, and
     /// [`StoreError::UploadMismatch`] (storing nothing) when a decision was logged for the key
-    /// with another action, or a probability more than 1e-9 away from the uploaded one.
+    /// with another action, or a probability more than 1e-9 away from the uploaded one. A
+    /// decision of the key recorded concurrently counts as logged exactly when it is recorded
+    /// first in the order the two calls appear to run.
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError>;
 
     /// Every stored decision, in the order they were stored, without loading them all into

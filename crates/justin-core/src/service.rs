@@ -607,7 +607,9 @@ impl Service {
     /// another worker holds the update lock, or the service is stopping).
     ///
     /// # Errors
-    /// Only when the outcome itself cannot be stored; a failed update is an
+    /// When the outcome itself cannot be stored, and [`DomainError::Unavailable`] when the
+    /// database was lost during the update: the request then stays unfinished, this attempt
+    /// counted, for a later call to claim again (see `update.attempts`). A failed update is an
     /// [`UpdateOutcome::Failed`], stored and sent to the callback.
     pub fn run_next_update(&self) -> Result<Option<(UpdateRequest, UpdateOutcome)>, DomainError> {
         if self.is_stopping() {
@@ -655,6 +657,22 @@ impl Service {
                     UpdateOutcome::Completed {
                         parameter_version: version,
                     }
+                }
+                // The database was lost (a restart, an outage): nothing says the update itself
+                // is bad. Dropping the job rolls its transaction back and leaves the request
+                // `processing` with this attempt counted, so a later poll claims it again
+                // while `update.attempts` allows; no callback goes out.
+                Err(e @ DomainError::Unavailable(_)) => {
+                    drop(job);
+                    log::warn!(
+                        target: RL_TARGET,
+                        "update {} interrupted (attempt {} of {}), to be claimed again: {}",
+                        request.id,
+                        request.attempts,
+                        self.settings.update_attempts,
+                        error_chain(&e)
+                    );
+                    return Err(e);
                 }
                 Err(e) => {
                     let error = error_chain(&e);

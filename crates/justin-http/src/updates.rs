@@ -93,7 +93,10 @@ fn work(service: &Service, signals: &mpsc::Receiver<Signal>) -> Continue {
             },
             Ok(None) => break,
             Err(e) => {
-                log::error!("running an update failed: {}", error_chain(&e));
+                log::error!(
+                    "an update could not run to its end; the next poll looks again: {}",
+                    error_chain(&e)
+                );
                 break;
             }
         }

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use diesel::prelude::*;
 use justin_backup::csv::{read_header, CsvReader, Field};
+use justin_backup::manifest::layout_migrations;
 use justin_backup::read::{check_size, header_error, verify, CheckedBackup, CheckedTable};
 use justin_core::{RestoreReport, StoreError};
 
@@ -218,8 +219,10 @@ fn check_database(
     // backup taken before it holds the same columns, with JSON text valid as it is), 2025-04-02
     // appended the timestamps as sent, which rows from before it get as the migration fills
     // them.
+    // Migrations that change no table (PostgreSQL's own functions) are left out on both sides.
+    let applied = layout_migrations(&applied);
     let newer = applied
-        .strip_prefix(backup.migrations.as_slice())
+        .strip_prefix(layout_migrations(&backup.migrations).as_slice())
         .filter(|newer| {
             newer
                 .iter()

@@ -80,13 +80,28 @@ pub(crate) fn from_diesel(e: DieselError) -> StoreError {
                     DatabaseErrorKind::ForeignKeyViolation,
                     Some(constraint::ACTIONS_PARAMETER_VERSION_FK),
                 ) => StoreError::UnknownParameterVersion,
-                (DatabaseErrorKind::ClosedConnection, _) => StoreError::Unavailable(Box::new(e)),
+                _ if is_lost_connection(&e) => StoreError::Unavailable(Box::new(e)),
                 _ => StoreError::Other(Box::new(e)),
             }
         }
-        // The transaction manager gives up on a connection whose socket died mid-transaction.
-        DieselError::BrokenTransactionManager => StoreError::Unavailable(Box::new(e)),
+        _ if is_lost_connection(&e) => StoreError::Unavailable(Box::new(e)),
         _ => StoreError::Other(Box::new(e)),
+    }
+}
+
+/// Whether Diesel says the connection itself is gone, not that the statement failed: libpq
+/// found it closed (`ClosedConnection`), could not send on it (`UnableToSendCommand`, "no
+/// connection to the server": nothing was sent), or the transaction manager gave up on a
+/// connection whose socket died mid-transaction.
+pub(crate) fn is_lost_connection(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => is_lost_connection(commit_error),
+        _ => false,
     }
 }
 

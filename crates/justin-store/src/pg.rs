@@ -13,7 +13,6 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
@@ -22,7 +21,7 @@ use justin_core::{
 };
 use uuid::Uuid;
 
-use crate::error::{from_diesel, from_pool, other, SetupError};
+use crate::error::{from_diesel, from_pool, is_lost_connection, other, SetupError};
 use crate::models::{
     count_column, update_request, ActionRow, DecisionValues, ExportDbRow, LoggedDraw,
     ParametersRow, ProvenanceRow, StudyRow, StudyValues, UpdateRow,
@@ -169,28 +168,151 @@ impl PgStore {
         self.pool.get().map_err(from_pool)
     }
 
-    /// Runs `work` on a pooled connection, and again on another when the connection turns
-    /// out to be one the server closed while it sat idle in the pool (PostgreSQL restarted):
-    /// such a connection fails its first statement and is then discarded by the pool. Every
-    /// idle connection may be such a one, so this tries up to one more than the pool holds;
-    /// while the server is really down, the next checkout fails within the connect timeout.
-    ///
-    /// Only for work that is safe to send twice: the first attempt may have reached the server
-    /// before the connection broke.
-    fn on_live_connection<T>(
-        &self,
-        mut work: impl FnMut(&mut PgConnection) -> Result<T, DieselError>,
-    ) -> Result<(T, PooledPg), StoreError> {
-        let mut tries = self.pool.max_size();
+    /// A pooled connection that has just answered a round trip (`SELECT 1`). Pooled
+    /// connections are not checked on checkout (that would double the round trips of
+    /// `/action`), so one the server closed while it sat idle (PostgreSQL restarted) is found
+    /// here and discarded, and another is taken. Every idle connection may be such a one, so
+    /// this tries up to one more than the pool holds; while the server is really down, the
+    /// next checkout fails within the connect timeout.
+    fn checked_conn(&self) -> Result<PooledPg, StoreError> {
+        let mut retries = self.pool.max_size();
         loop {
             let mut conn = self.conn()?;
-            match work(&mut conn) {
-                Ok(value) => return Ok((value, conn)),
-                Err(e) if tries > 0 && is_closed_connection(&e) => {
-                    tries -= 1;
-                    log::warn!("a pooled database connection was closed by the server; retrying on another");
+            match conn.batch_execute("SELECT 1").map_err(from_diesel) {
+                Ok(()) => return Ok(conn),
+                Err(e) if retries > 0 && lost_connection(&mut conn, &e) => {
+                    retries -= 1;
+                    discard(&mut conn);
+                    log::warn!(
+                        "a pooled database connection was closed by the server; using another"
+                    );
                 }
-                Err(e) => return Err(from_diesel(e)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `work` on a pooled connection and, when the connection turns out to be lost (see
+    /// [`lost_connection`]), discards it and, as `resend` allows, runs `work` again on
+    /// another; see [`Resend`]. A connection lost when `work` may not be sent again is
+    /// [`StoreError::Unavailable`] (503), since what the server did with it is unknown.
+    fn with_connection<T>(
+        &self,
+        resend: Resend,
+        mut work: impl FnMut(&mut PgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut retries = self.pool.max_size();
+        loop {
+            let mut conn = match resend {
+                Resend::Always => self.conn()?,
+                Resend::Unsent => self.checked_conn()?,
+            };
+            match work(&mut conn) {
+                Ok(value) => return Ok(value),
+                Err(e) if lost_connection(&mut conn, &e) => {
+                    discard(&mut conn);
+                    if resend == Resend::Always && retries > 0 {
+                        retries -= 1;
+                        log::warn!(
+                            "a database connection was lost; running the work again on another"
+                        );
+                    } else {
+                        return Err(unavailable(e));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether work may be sent again after its connection was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Safe to send twice: a read, or a write whose repetition ends as the first did (an
+    /// insert that finds the first one's row, an update to absolute values, a restore).
+    Always,
+    /// A write that must not be sent twice: it runs on a connection that has just answered a
+    /// round trip ([`PgStore::checked_conn`]), so a connection the server closed while it was
+    /// idle is replaced before the write is sent. A connection lost while the write runs is
+    /// [`StoreError::Unavailable`].
+    Unsent,
+}
+
+/// Whether `e`, the failure of work on `conn`, means the connection is lost: an error Diesel
+/// names as such ([`from_diesel`] maps those to [`StoreError::Unavailable`]), or any other
+/// failure after which the connection cannot run a trivial query. The second case covers the
+/// server's own last words, such as "terminating connection due to administrator command",
+/// which Diesel reports as an ordinary database error.
+fn lost_connection(conn: &mut PgConnection, e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(_) => true,
+        StoreError::Other(_) => conn
+            .batch_execute("SELECT 1")
+            .is_err_and(|e| is_lost_connection(&e)),
+        _ => false,
+    }
+}
+
+/// Keeps a lost connection out of the pool: a broken transaction manager makes the pool
+/// close it when it is returned.
+fn discard(conn: &mut PgConnection) {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    <AnsiTransactionManager as TransactionManager<PgConnection>>::transaction_manager_status_mut(
+        conn,
+    )
+    .set_in_error();
+}
+
+/// `e` as [`StoreError::Unavailable`].
+fn unavailable(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(_) => e,
+        StoreError::Other(source) => StoreError::Unavailable(source),
+        other => StoreError::Unavailable(Box::new(other)),
+    }
+}
+
+/// [`Store::record_decision`] on `conn`: the insert, and when it stored nothing, what stopped it.
+fn record_decision_on(
+    conn: &mut PgConnection,
+    v: &DecisionValues<'_>,
+) -> Result<Recorded, StoreError> {
+    let inserted = insert_decision(conn, v).map_err(from_diesel)?;
+    if !inserted.is_empty() {
+        return Ok(Recorded::Inserted);
+    }
+    // Nothing inserted: a decision exists, or study data does (which takes precedence).
+    let same_key = study_data::user_id
+        .eq(v.user_id)
+        .and(study_data::decision_type.eq(v.decision_type))
+        .and(study_data::decision_idx.eq(v.decision_idx));
+    let existing = actions::table
+        .filter(actions::user_id.eq(v.user_id))
+        .filter(actions::decision_type.eq(v.decision_type))
+        .filter(actions::decision_idx.eq(v.decision_idx))
+        .select((
+            ActionRow::as_select(),
+            exists(study_data::table.filter(same_key)),
+        ))
+        .first::<(ActionRow, bool)>(conn)
+        .optional()
+        .map_err(from_diesel)?;
+    match existing {
+        Some((_, true)) => Err(StoreError::StudyDataExists),
+        Some((row, false)) => Ok(Recorded::Existing(row.try_into()?)),
+        None => {
+            let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
+                .get_result::<bool>(conn)
+                .map_err(from_diesel)?;
+            if uploaded {
+                Err(StoreError::StudyDataExists)
+            } else {
+                // Only a concurrent reset can remove the row that blocked the insert.
+                Err(other(format!(
+                    "the {} decision of {} at index {} was neither stored nor found",
+                    v.decision_type, v.user_id, v.decision_idx
+                )))
             }
         }
     }
@@ -198,8 +320,11 @@ impl PgStore {
 
 /// Inserts the decision unless one exists for its key (user, decision type, decision index) or
 /// study data was uploaded for the key, in one statement: `INSERT INTO actions (...) SELECT
-/// $1, ... WHERE NOT EXISTS (study data for the key) ON CONFLICT DO NOTHING RETURNING id`. The
-/// unique constraint, not the `NOT EXISTS`, is what makes concurrent inserts store one row.
+/// $1, ... WHERE NOT justin_decision_key_uploaded(key) ON CONFLICT DO NOTHING RETURNING id`.
+/// The function locks the key for the rest of the transaction and then looks for study data
+/// with a snapshot of its own, taken after the lock: an upload of the key that committed while
+/// this waited for the lock is seen (see migration 2025-04-03). The unique constraint is what
+/// makes concurrent inserts of one decision store one row.
 /// Written with Diesel's query builder, not as SQL text, so that Diesel prepares it once per
 /// connection and reuses it: the hot path of every decision pays no parsing or planning.
 fn insert_decision(conn: &mut PgConnection, v: &DecisionValues<'_>) -> QueryResult<Vec<i64>> {
@@ -213,13 +338,7 @@ fn insert_decision_query<'a>(
        + diesel::query_builder::QueryId
        + 'a {
     use diesel::dsl::not;
-    let uploaded = exists(
-        study_data::table
-            .filter(study_data::user_id.eq(v.user_id))
-            .filter(study_data::decision_type.eq(v.decision_type))
-            .filter(study_data::decision_idx.eq(v.decision_idx))
-            .select(study_data::id),
-    );
+    let uploaded = justin_decision_key_uploaded(v.user_id, v.decision_type, v.decision_idx);
     let row = diesel::select((
         v.user_id.into_sql::<Text>(),
         v.decision_type.into_sql::<Text>(),
@@ -264,18 +383,19 @@ fn insert_decision_query<'a>(
         .returning(actions::id)
 }
 
-/// Whether an error says the connection itself is gone (not that the statement failed).
-fn is_closed_connection(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-    )
+diesel::define_sql_function! {
+    /// Locks a decision's key until the end of the transaction, then says whether study data
+    /// is stored for it (migration 2025-04-03).
+    fn justin_decision_key_uploaded(user_id: Text, decision_type: Text, decision_idx: BigInt) -> Bool;
 }
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged and, from it, whether the decision was available (true when none
-/// was logged); one round trip in the common case. When no row comes back the upload was
-/// refused, and a second query says why.
+/// was logged); one round trip in the common case. The logged decision is read by
+/// `justin_decision_key_logged`, which first locks the key (as recording a decision does) and
+/// reads with a snapshot taken after the lock, so a decision of the key committed while this
+/// waited is seen (migration 2025-04-03). When no row comes back the upload was refused, and
+/// a second query says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
                         context, action, action_prob, state, outcome, reward, action_logged, \
@@ -283,7 +403,7 @@ INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp,
 SELECT $1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, a.id IS NOT NULL, \
        coalesce(a.available, true), $13 \
 FROM (SELECT) AS upload \
-LEFT JOIN actions a ON a.user_id = $1 AND a.decision_type = $12 AND a.decision_idx = $2 \
+LEFT JOIN justin_decision_key_logged($1, $12, $2) a ON true \
 WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
 RETURNING action_logged";
 
@@ -325,148 +445,118 @@ pub(crate) fn count_rows(conn: &mut PgConnection) -> Result<Vec<(String, u64)>, 
 
 impl Store for PgStore {
     fn add_user(&self, user: &UserId, created_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(users::table)
-            .values((
-                users::user_id.eq(user.as_str()),
-                users::created_at.eq(created_at),
-            ))
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
-        Ok(())
+        self.with_connection(Resend::Unsent, |conn| {
+            diesel::insert_into(users::table)
+                .values((
+                    users::user_id.eq(user.as_str()),
+                    users::created_at.eq(created_at),
+                ))
+                .execute(conn)
+                .map_err(from_diesel)?;
+            Ok(())
+        })
     }
 
     fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError> {
         let v = DecisionValues::new(decision)?;
-        // Safe to repeat: a second insert of the key stores nothing and finds the first.
-        let (inserted, mut conn) = self.on_live_connection(|conn| insert_decision(conn, &v))?;
-        if !inserted.is_empty() {
-            return Ok(Recorded::Inserted);
-        }
-        // Nothing inserted: a decision exists, or study data does (which takes precedence).
-        let same_key = study_data::user_id
-            .eq(v.user_id)
-            .and(study_data::decision_type.eq(v.decision_type))
-            .and(study_data::decision_idx.eq(v.decision_idx));
-        let existing = actions::table
-            .filter(actions::user_id.eq(v.user_id))
-            .filter(actions::decision_type.eq(v.decision_type))
-            .filter(actions::decision_idx.eq(v.decision_idx))
-            .select((
-                ActionRow::as_select(),
-                exists(study_data::table.filter(same_key)),
-            ))
-            .first::<(ActionRow, bool)>(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        match existing {
-            Some((_, true)) => Err(StoreError::StudyDataExists),
-            Some((row, false)) => Ok(Recorded::Existing(row.try_into()?)),
-            None => {
-                let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
-                    .get_result::<bool>(&mut conn)
-                    .map_err(from_diesel)?;
-                if uploaded {
-                    Err(StoreError::StudyDataExists)
-                } else {
-                    // Only a concurrent reset can remove the row that blocked the insert.
-                    Err(other(format!(
-                        "the {} decision of {} at index {} was neither stored nor found",
-                        v.decision_type, decision.user_id, v.decision_idx
-                    )))
-                }
-            }
-        }
+        // Safe to send again: a second insert of the key stores nothing and finds the first
+        // (so a decision stored by an attempt whose answer was lost is found as `Existing`).
+        self.with_connection(Resend::Always, |conn| record_decision_on(conn, &v))
     }
 
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
         let v = StudyValues::new(record)?;
-        let mut conn = self.conn()?;
-        let inserted = diesel::sql_query(INSERT_STUDY_DATA)
-            .bind::<Text, _>(v.user_id)
-            .bind::<BigInt, _>(v.decision_idx)
-            .bind::<Timestamptz, _>(v.requested_at)
-            .bind::<Timestamptz, _>(v.received_at)
-            .bind::<Json, _>(&v.context)
-            .bind::<SmallInt, _>(v.action)
-            .bind::<Double, _>(v.action_prob)
-            .bind::<Json, _>(&v.state)
-            .bind::<Json, _>(&v.outcome)
-            .bind::<Double, _>(v.reward)
-            .bind::<Double, _>(PROBABILITY_TOLERANCE)
-            .bind::<Text, _>(v.decision_type)
-            .bind::<Text, _>(v.sent_timestamp)
-            .load::<Logged>(&mut conn)
-            .map_err(from_diesel)?;
-        if let Some(row) = inserted.first() {
-            return Ok(UploadRecorded {
-                action_logged: row.action_logged,
-            });
-        }
-        // Refused: a differing decision is logged. A repeated upload is reported as such
-        // first, as `record_decision` does, since the data is stored already either way.
-        let uploaded = diesel::select(exists(
-            study_data::table
-                .filter(study_data::user_id.eq(v.user_id))
-                .filter(study_data::decision_type.eq(v.decision_type))
-                .filter(study_data::decision_idx.eq(v.decision_idx)),
-        ))
-        .get_result::<bool>(&mut conn)
-        .map_err(from_diesel)?;
-        if uploaded {
-            return Err(StoreError::StudyDataExists);
-        }
-        let logged = actions::table
-            .filter(actions::user_id.eq(v.user_id))
-            .filter(actions::decision_type.eq(v.decision_type))
-            .filter(actions::decision_idx.eq(v.decision_idx))
-            .select((actions::id, actions::action, actions::action_prob))
-            .first::<LoggedDraw>(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        match logged {
-            Some(draw)
-                if draw.action != v.action
-                    || (draw.action_prob - v.action_prob).abs() > PROBABILITY_TOLERANCE =>
-            {
-                Err(draw.mismatch())
+        self.with_connection(Resend::Unsent, |conn| {
+            let inserted = diesel::sql_query(INSERT_STUDY_DATA)
+                .bind::<Text, _>(v.user_id)
+                .bind::<BigInt, _>(v.decision_idx)
+                .bind::<Timestamptz, _>(v.requested_at)
+                .bind::<Timestamptz, _>(v.received_at)
+                .bind::<Json, _>(&v.context)
+                .bind::<SmallInt, _>(v.action)
+                .bind::<Double, _>(v.action_prob)
+                .bind::<Json, _>(&v.state)
+                .bind::<Json, _>(&v.outcome)
+                .bind::<Double, _>(v.reward)
+                .bind::<Double, _>(PROBABILITY_TOLERANCE)
+                .bind::<Text, _>(v.decision_type)
+                .bind::<Text, _>(v.sent_timestamp)
+                .load::<Logged>(conn)
+                .map_err(from_diesel)?;
+            if let Some(row) = inserted.first() {
+                return Ok(UploadRecorded {
+                    action_logged: row.action_logged,
+                });
             }
-            // Only a concurrent reset or restore changes logged decisions.
-            _ => Err(other(format!(
-                "the {} upload of {} at index {} was neither stored nor refused by a logged decision",
-                v.decision_type, record.user_id, v.decision_idx
-            ))),
-        }
+            // Refused: a differing decision is logged. A repeated upload is reported as such
+            // first, as `record_decision` does, since the data is stored already either way.
+            let uploaded = diesel::select(exists(
+                study_data::table
+                    .filter(study_data::user_id.eq(v.user_id))
+                    .filter(study_data::decision_type.eq(v.decision_type))
+                    .filter(study_data::decision_idx.eq(v.decision_idx)),
+            ))
+            .get_result::<bool>(conn)
+            .map_err(from_diesel)?;
+            if uploaded {
+                return Err(StoreError::StudyDataExists);
+            }
+            let logged = actions::table
+                .filter(actions::user_id.eq(v.user_id))
+                .filter(actions::decision_type.eq(v.decision_type))
+                .filter(actions::decision_idx.eq(v.decision_idx))
+                .select((actions::id, actions::action, actions::action_prob))
+                .first::<LoggedDraw>(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            match logged {
+                Some(draw)
+                    if draw.action != v.action
+                        || (draw.action_prob - v.action_prob).abs() > PROBABILITY_TOLERANCE =>
+                {
+                    Err(draw.mismatch())
+                }
+                // Only a concurrent reset or restore changes logged decisions.
+                _ => Err(other(format!(
+                    "the {} upload of {} at index {} was neither stored nor refused by a logged decision",
+                    v.decision_type, record.user_id, v.decision_idx
+                ))),
+            }
+        })
     }
 
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
-        SnapshotStream::<ActionRow>::open(self.conn()?).map(|s| Box::new(s) as DecisionStream)
+        SnapshotStream::<ActionRow>::open(self.checked_conn()?)
+            .map(|s| Box::new(s) as DecisionStream)
     }
 
     fn export(&self) -> Result<ExportStream, StoreError> {
-        SnapshotStream::<ExportDbRow>::open(self.conn()?).map(|s| Box::new(s) as ExportStream)
+        SnapshotStream::<ExportDbRow>::open(self.checked_conn()?)
+            .map(|s| Box::new(s) as ExportStream)
     }
 
     fn current_parameters(&self) -> Result<Option<ModelParameters>, StoreError> {
-        let mut conn = self.conn()?;
-        let row = model_parameters::table
-            .order(model_parameters::version.desc())
-            .select(ParametersRow::as_select())
-            .first(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        Ok(row.map(ModelParameters::from))
+        self.with_connection(Resend::Always, |conn| {
+            let row = model_parameters::table
+                .order(model_parameters::version.desc())
+                .select(ParametersRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            Ok(row.map(ModelParameters::from))
+        })
     }
 
     fn parameters(&self, version: i64) -> Result<Option<ModelParameters>, StoreError> {
-        let mut conn = self.conn()?;
-        let row = model_parameters::table
-            .find(version)
-            .select(ParametersRow::as_select())
-            .first(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        Ok(row.map(ModelParameters::from))
+        self.with_connection(Resend::Always, |conn| {
+            let row = model_parameters::table
+                .find(version)
+                .select(ParametersRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            Ok(row.map(ModelParameters::from))
+        })
     }
 
     fn seed_parameters(
@@ -475,26 +565,27 @@ impl Store for PgStore {
         values: &serde_json::Value,
         created_at: DateTime<Utc>,
     ) -> Result<ModelParameters, StoreError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(model_parameters::table)
-            .values((
-                model_parameters::version.eq(1),
-                model_parameters::algorithm.eq(algorithm),
-                model_parameters::parameters.eq(values),
-                model_parameters::created_at.eq(created_at),
-            ))
-            .on_conflict(model_parameters::version)
-            .do_nothing()
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
-        let current = model_parameters::table
-            .order(model_parameters::version.desc())
-            .select(ParametersRow::as_select())
-            .first(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        current.map(ModelParameters::from).ok_or_else(|| {
-            other("model parameters vanished right after seeding (concurrent reset?)")
+        self.with_connection(Resend::Always, |conn| {
+            diesel::insert_into(model_parameters::table)
+                .values((
+                    model_parameters::version.eq(1),
+                    model_parameters::algorithm.eq(algorithm),
+                    model_parameters::parameters.eq(values),
+                    model_parameters::created_at.eq(created_at),
+                ))
+                .on_conflict(model_parameters::version)
+                .do_nothing()
+                .execute(conn)
+                .map_err(from_diesel)?;
+            let current = model_parameters::table
+                .order(model_parameters::version.desc())
+                .select(ParametersRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            current.map(ModelParameters::from).ok_or_else(|| {
+                other("model parameters vanished right after seeding (concurrent reset?)")
+            })
         })
     }
 
@@ -504,131 +595,138 @@ impl Store for PgStore {
         values: &serde_json::Value,
         created_at: DateTime<Utc>,
     ) -> Result<ModelParameters, StoreError> {
-        let mut conn = self.conn()?;
-        let row = conn
-            .transaction::<_, diesel::result::Error, _>(|conn| {
-                lock_for_publishing(conn)?;
-                let newest = model_parameters::table
-                    .select(max(model_parameters::version))
-                    .first::<Option<i64>>(conn)?;
-                diesel::insert_into(model_parameters::table)
-                    .values((
-                        model_parameters::version.eq(newest.unwrap_or(0) + 1),
-                        model_parameters::algorithm.eq(algorithm),
-                        model_parameters::parameters.eq(values),
-                        model_parameters::created_at.eq(created_at),
-                    ))
-                    .returning(ParametersRow::as_returning())
-                    .get_result(conn)
-            })
-            .map_err(from_diesel)?;
-        Ok(row.into())
+        self.with_connection(Resend::Unsent, |conn| {
+            let row = conn
+                .transaction::<_, diesel::result::Error, _>(|conn| {
+                    lock_for_publishing(conn)?;
+                    let newest = model_parameters::table
+                        .select(max(model_parameters::version))
+                        .first::<Option<i64>>(conn)?;
+                    diesel::insert_into(model_parameters::table)
+                        .values((
+                            model_parameters::version.eq(newest.unwrap_or(0) + 1),
+                            model_parameters::algorithm.eq(algorithm),
+                            model_parameters::parameters.eq(values),
+                            model_parameters::created_at.eq(created_at),
+                        ))
+                        .returning(ParametersRow::as_returning())
+                        .get_result(conn)
+                })
+                .map_err(from_diesel)?;
+            Ok(row.into())
+        })
     }
 
     fn study_data(&self) -> Result<StudyDataStream, StoreError> {
-        SnapshotStream::<StudyRow>::open(self.conn()?).map(|s| Box::new(s) as StudyDataStream)
+        SnapshotStream::<StudyRow>::open(self.checked_conn()?)
+            .map(|s| Box::new(s) as StudyDataStream)
     }
 
     fn create_update_request(&self, request: &UpdateRequest) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(model_update_requests::table)
-            .values(UpdateRow::try_from(request)?)
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
-        Ok(())
+        self.with_connection(Resend::Unsent, |conn| {
+            diesel::insert_into(model_update_requests::table)
+                .values(UpdateRow::try_from(request)?)
+                .execute(conn)
+                .map_err(from_diesel)?;
+            Ok(())
+        })
     }
 
     fn claim_update(
         &self,
         started_at: DateTime<Utc>,
     ) -> Result<Option<Box<dyn UpdateJob + '_>>, StoreError> {
-        let job = crate::jobs::claim(self.conn()?, started_at)?;
+        // The claim counts an attempt durably: it must not be sent twice.
+        let job = crate::jobs::claim(self.checked_conn()?, started_at)?;
         Ok(job.map(|job| Box::new(job) as Box<dyn UpdateJob>))
     }
 
     fn record_callback(&self, id: Uuid, delivery: &CallbackDelivery) -> Result<(), StoreError> {
         use model_update_requests::dsl as u;
         let attempts = count_column(delivery.attempts, "callback attempts")?;
-        let mut conn = self.conn()?;
-        let updated = diesel::update(u::model_update_requests.find(id))
-            .set((
-                u::callback_status.eq(delivery.status.as_str()),
-                u::callback_attempts.eq(attempts),
-                u::callback_error.eq(delivery.last_error.as_deref()),
-                u::callback_finished_at.eq(delivery.finished_at),
-            ))
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
-        if updated == 0 {
-            return Err(StoreError::UnknownUpdate);
-        }
-        Ok(())
+        self.with_connection(Resend::Always, |conn| {
+            let updated = diesel::update(u::model_update_requests.find(id))
+                .set((
+                    u::callback_status.eq(delivery.status.as_str()),
+                    u::callback_attempts.eq(attempts),
+                    u::callback_error.eq(delivery.last_error.as_deref()),
+                    u::callback_finished_at.eq(delivery.finished_at),
+                ))
+                .execute(conn)
+                .map_err(from_diesel)?;
+            if updated == 0 {
+                return Err(StoreError::UnknownUpdate);
+            }
+            Ok(())
+        })
     }
 
     fn undelivered_callbacks(&self) -> Result<Vec<UpdateRequest>, StoreError> {
-        let mut conn = self.conn()?;
-        let rows = model_update_requests::table
-            .left_join(update_provenance::table)
-            .filter(model_update_requests::status.ne("processing"))
-            .filter(model_update_requests::callback_status.eq("pending"))
-            .order((model_update_requests::created_at, model_update_requests::id))
-            .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
-            .load::<(UpdateRow, Option<ProvenanceRow>)>(&mut conn)
-            .map_err(from_diesel)?;
-        rows.into_iter()
-            .map(|(row, provenance)| update_request(row, provenance))
-            .collect()
+        self.with_connection(Resend::Always, |conn| {
+            let rows = model_update_requests::table
+                .left_join(update_provenance::table)
+                .filter(model_update_requests::status.ne("processing"))
+                .filter(model_update_requests::callback_status.eq("pending"))
+                .order((model_update_requests::created_at, model_update_requests::id))
+                .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
+                .load::<(UpdateRow, Option<ProvenanceRow>)>(conn)
+                .map_err(from_diesel)?;
+            rows.into_iter()
+                .map(|(row, provenance)| update_request(row, provenance))
+                .collect()
+        })
     }
 
     fn update_request(&self, id: Uuid) -> Result<Option<UpdateRequest>, StoreError> {
-        let mut conn = self.conn()?;
-        let row = model_update_requests::table
-            .left_join(update_provenance::table)
-            .filter(model_update_requests::id.eq(id))
-            .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
-            .first::<(UpdateRow, Option<ProvenanceRow>)>(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        row.map(|(row, provenance)| update_request(row, provenance))
-            .transpose()
+        self.with_connection(Resend::Always, |conn| {
+            let row = model_update_requests::table
+                .left_join(update_provenance::table)
+                .filter(model_update_requests::id.eq(id))
+                .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
+                .first::<(UpdateRow, Option<ProvenanceRow>)>(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            row.map(|(row, provenance)| update_request(row, provenance))
+                .transpose()
+        })
     }
 
     fn backup(&self, dir: &Path, taken_at: DateTime<Utc>) -> Result<BackupReport, StoreError> {
-        let mut conn = self.conn()?;
-        crate::backup::write_backup(&mut conn, dir, taken_at)
+        self.with_connection(Resend::Always, |conn| {
+            crate::backup::write_backup(conn, dir, taken_at)
+        })
     }
 
     fn check_backup(&self, file: &Path) -> Result<RestoreReport, StoreError> {
-        let mut conn = self.conn()?;
-        crate::restore::check(&mut conn, file)
+        self.with_connection(Resend::Always, |conn| crate::restore::check(conn, file))
     }
 
     fn restore(&self, file: &Path) -> Result<RestoreReport, StoreError> {
-        let mut conn = self.conn()?;
-        crate::restore::restore(&mut conn, file)
+        self.with_connection(Resend::Always, |conn| crate::restore::restore(conn, file))
     }
 
     fn row_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut conn = self.conn()?;
-        count_rows(&mut conn)
+        self.with_connection(Resend::Always, count_rows)
     }
 
     fn reset(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        conn.batch_execute(&format!(
-            "TRUNCATE {} RESTART IDENTITY CASCADE",
-            TABLES.join(", ")
-        ))
-        .map_err(from_diesel)
+        self.with_connection(Resend::Always, |conn| {
+            conn.batch_execute(&format!(
+                "TRUNCATE {} RESTART IDENTITY CASCADE",
+                TABLES.join(", ")
+            ))
+            .map_err(from_diesel)
+        })
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        self.on_live_connection(|conn| conn.batch_execute("SELECT 1"))
-            .map(|_| ())
-            .map_err(|e| match e {
-                StoreError::Unavailable(_) => e,
-                other => StoreError::Unavailable(Box::new(other)),
-            })
+        self.with_connection(Resend::Always, |conn| {
+            conn.batch_execute("SELECT 1").map_err(from_diesel)
+        })
+        .map_err(|e| match e {
+            StoreError::Unavailable(_) => e,
+            other => StoreError::Unavailable(Box::new(other)),
+        })
     }
 }
 
@@ -666,7 +764,7 @@ mod tests {
         assert!(query.is_safe_to_cache_prepared(&diesel::pg::Pg).unwrap());
         let sql = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
         assert!(
-            sql.contains("NOT (EXISTS (SELECT \"study_data\".\"id\" FROM"),
+            sql.contains("NOT (justin_decision_key_uploaded($15, $16, $17))"),
             "{sql}"
         );
         assert!(

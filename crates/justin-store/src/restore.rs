@@ -15,7 +15,7 @@
 //!
 //! * a backup that lacks only migrations that left every table's columns as they were (2025-04-01,
 //!   exact numbers, changed the JSON columns of client values from jsonb to json, and the text
-//!   jsonb wrote is valid json) loads as it is;
+//!   jsonb wrote is valid json; 2025-04-03 adds functions only) loads as it is;
 //! * a backup taken before 2025-04-02 (timestamps as sent) or before 2025-03-01 (decision types):
 //!   inside the restore's transaction the emptied tables are taken back to the schema the backup
 //!   was written with (the `down.sql` of every migration since, newest first), loaded, and
@@ -34,6 +34,7 @@ use diesel::pg::{CopyFormat, CopyHeader, CopyTarget};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_migrations::MigrationHarness;
+use justin_backup::manifest::SAME_LAYOUT_MIGRATIONS;
 use justin_backup::read::{measure_csv, verify, CheckedBackup, CheckedTable};
 use justin_core::{RestoreReport, StoreError};
 
@@ -196,7 +197,11 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Pla
     let applied = applied_migrations(conn).map_err(StoreError::from)?;
     let newer = applied
         .strip_prefix(backup.migrations.as_slice())
-        .filter(|newer| newer.iter().all(|m| BRIDGEABLE.contains(&m.as_str())))
+        .filter(|newer| {
+            newer.iter().all(|m| {
+                BRIDGEABLE.contains(&m.as_str()) || SAME_LAYOUT_MIGRATIONS.contains(&m.as_str())
+            })
+        })
         .ok_or_else(|| {
             invalid(format!(
                 "the backup was taken from a database with the migrations {:?}, but this \

@@ -250,7 +250,8 @@ mod backup {
                 "20250201000000",
                 "20250301000000",
                 "20250401000000",
-                "20250402000000"
+                "20250402000000",
+                "20250403000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -422,6 +423,7 @@ mod setup {
                 "2025-03-01-000000_decision_types".to_owned(),
                 "2025-04-01-000000_exact_numbers".to_owned(),
                 "2025-04-02-000000_sent_timestamps".to_owned(),
+                "2025-04-03-000000_decision_key_lock".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());

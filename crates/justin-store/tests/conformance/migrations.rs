@@ -12,6 +12,7 @@ use crate::support::{connect, decision};
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -50,6 +51,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-04-03-000000_decision_key_lock".to_owned()
         ]
     );
 
@@ -87,6 +89,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -138,6 +141,7 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-04-03-000000_decision_key_lock".to_owned()
         ]
     );
 
@@ -224,6 +228,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -233,6 +238,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-04-03-000000_decision_key_lock".to_owned()
         ]
     );
     // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored

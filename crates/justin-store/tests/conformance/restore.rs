@@ -175,6 +175,34 @@ fn edit_manifest(text: &str, f: impl Fn(&mut serde_json::Value)) -> String {
     manifest.to_string()
 }
 
+/// Migration 2025-04-03 adds functions only: a backup taken before it (and one from SQLite,
+/// which never has it) has this layout and restores as it is.
+#[test]
+fn a_backup_from_before_the_decision_key_lock_is_restored_as_it_is() {
+    let db = TestDatabase::create();
+    study(&db);
+    let before = dump(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    let old = rewrite(&current, dir.join("old.tar"), |name, text| {
+        let text = if name == "manifest.json" {
+            edit_manifest(&text, |m| {
+                m["migrations"] =
+                    serde_json::json!(["20250101000000", "20250201000000", "20250301000000"]);
+            })
+        } else {
+            text
+        };
+        Some((name.to_owned(), text))
+    });
+
+    db.store().reset().unwrap();
+    db.store().restore(&old).unwrap();
+
+    assert_eq!(dump(&db), before);
+    assert!(db.store().run_migrations().unwrap().is_empty());
+}
+
 #[test]
 fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
     let db = TestDatabase::create();
