@@ -12,6 +12,9 @@
 //! | `server.workers` | `JUSTIN_SERVER__WORKERS` | `0` (one per core) |
 //! | `server.max_body_bytes` | `JUSTIN_SERVER__MAX_BODY_BYTES` | `1048576` |
 //! | `server.shutdown_grace_secs` | `JUSTIN_SERVER__SHUTDOWN_GRACE_SECS` | `30` |
+//! | `server.header_timeout_secs` | `JUSTIN_SERVER__HEADER_TIMEOUT_SECS` | `5` |
+//! | `server.body_timeout_secs` | `JUSTIN_SERVER__BODY_TIMEOUT_SECS` | `10` |
+//! | `server.max_connections` | `JUSTIN_SERVER__MAX_CONNECTIONS` | `512` |
 //! | `auth.api_keys` | `JUSTIN_AUTH__API_KEYS` (`[{name="app",sha256="..."}]`) | `[]` (API open) |
 //! | `auth.allow_unauthenticated` | `JUSTIN_AUTH__ALLOW_UNAUTHENTICATED` | `false` |
 //! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `sqlite://justin.db` (or `postgres://...`) |
@@ -94,6 +97,15 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a stop waits for requests in flight before closing their connections.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's line and headers, from the moment its
+    /// connection is accepted or its previous answer was sent; then 408 and the connection
+    /// is closed.
+    pub header_timeout_secs: u64,
+    /// How long a client may take to send a request's whole body once its headers are in;
+    /// then 408 and the connection is closed.
+    pub body_timeout_secs: u64,
+    /// Open client connections at most; further ones are answered 503 and closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +116,9 @@ impl Default for ServerConfig {
             workers: 0,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
+            header_timeout_secs: 5,
+            body_timeout_secs: 10,
+            max_connections: 512,
         }
     }
 }
@@ -351,6 +366,15 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be at least 1");
+        }
+        if self.server.header_timeout_secs == 0 {
+            return invalid("server.header_timeout_secs", "must be at least 1");
+        }
+        if self.server.body_timeout_secs == 0 {
+            return invalid("server.body_timeout_secs", "must be at least 1");
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
         }
         if self.update.callback_timeout_secs == 0 {
             return invalid("update.callback_timeout_secs", "must be at least 1");

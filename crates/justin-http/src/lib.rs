@@ -8,6 +8,7 @@ pub mod blocking;
 pub mod body;
 pub mod callbacks;
 pub mod config;
+pub mod connection;
 pub mod database;
 pub mod error;
 pub mod export;

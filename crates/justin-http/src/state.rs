@@ -16,6 +16,8 @@ pub struct AppState {
     pub updates: UpdateQueue,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive once its headers are in.
+    pub body_timeout: std::time::Duration,
     /// Hosts callbacks may go to; empty means any.
     pub callback_allowed_hosts: Vec<String>,
     /// Taken by the export that runs.
