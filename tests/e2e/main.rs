@@ -22,6 +22,7 @@
 mod auth;
 mod backup_under_load;
 mod commands;
+mod connections;
 mod export;
 mod flow;
 mod jobs;

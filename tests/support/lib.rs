@@ -298,6 +298,11 @@ impl Served {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL, as a crash or the OOM killer would: no shutdown code
     /// runs. Waits for it to be gone.
     pub fn kill_hard(mut self) -> ExitStatus {

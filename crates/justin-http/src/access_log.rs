@@ -40,6 +40,8 @@ pub struct AccessLog {
     pub log_bodies: bool,
     /// The largest body buffered for logging; a larger one gets 413, as the API gives it.
     pub max_body_bytes: usize,
+    /// How long the body may take to arrive; a slower one gets 408, as the API gives it.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Middleware: logs one line per request and sets `X-Request-Id` on the response.
@@ -73,7 +75,7 @@ pub async fn log_request<B: MessageBody>(
 
     let mut logged_body = None;
     if settings.log_bodies {
-        match buffer_body(&mut req, settings.max_body_bytes).await {
+        match buffer_body(&mut req, settings.max_body_bytes, settings.body_timeout).await {
             Ok(text) => logged_body = Some(text),
             Err(e) => {
                 let mut res = req.error_response(e);
@@ -102,17 +104,23 @@ pub async fn log_request<B: MessageBody>(
     }
 }
 
-/// Reads the whole body (within `limit`), puts it back for the handler unchanged, and returns
-/// it as text for the log.
-async fn buffer_body(req: &mut ServiceRequest, limit: usize) -> Result<String, ApiError> {
-    let bytes = match body::to_bytes_limited(BodyStream::new(req.take_payload()), limit).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
+/// Reads the whole body (within `limit` and `timeout`), puts it back for the handler
+/// unchanged, and returns it as text for the log.
+async fn buffer_body(
+    req: &mut ServiceRequest,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<String, ApiError> {
+    let read = body::to_bytes_limited(BodyStream::new(req.take_payload()), limit);
+    let bytes = match actix_web::rt::time::timeout(timeout, read).await {
+        Err(_elapsed) => return Err(ApiError::RequestTimeout),
+        Ok(Ok(Ok(bytes))) => bytes,
+        Ok(Ok(Err(e))) => {
             return Err(ApiError::BadRequest(format!(
                 "The request body could not be read: {e}."
             )))
         }
-        Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
+        Ok(Err(_)) => return Err(ApiError::PayloadTooLarge(limit)),
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     req.set_payload(Payload::from(bytes));

@@ -60,6 +60,9 @@ impl Literals {
 /// The body limit when no application state is mounted (never the case when serving).
 const DEFAULT_LIMIT: usize = 1024 * 1024;
 
+/// The body timeout when no application state is mounted (never the case when serving).
+const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The UTF-8 byte order mark, which some clients write before a JSON body.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -91,8 +94,8 @@ fn declares_json(req: &HttpRequest) -> bool {
 /// A leading UTF-8 byte order mark is skipped.
 ///
 /// # Errors
-/// 415 when the body is not declared as JSON, 413 when it is too large, 400 when it is not a
-/// JSON object.
+/// 415 when the body is not declared as JSON, 413 when it is too large, 408 when it has not
+/// all arrived within `server.body_timeout_secs`, 400 when it is not a JSON object.
 pub async fn json_object(
     req: &HttpRequest,
     payload: web::Payload,
@@ -101,14 +104,22 @@ pub async fn json_object(
     if !declares_json(req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let bytes = match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
+    // A client that stalls mid-body would hold its connection for ever: after
+    // `server.body_timeout_secs` it gets 408, and answering before the body is read closes
+    // the connection.
+    let timeout = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(DEFAULT_TIMEOUT, |state| state.body_timeout);
+    let read = actix_web::rt::time::timeout(timeout, payload.to_bytes_limited(limit)).await;
+    let bytes = match read {
+        Err(_elapsed) => return Err(ApiError::RequestTimeout),
+        Ok(Ok(Ok(bytes))) => bytes,
+        Ok(Ok(Err(e))) => {
             return Err(ApiError::BadRequest(format!(
                 "The request body could not be read: {e}."
             )))
         }
-        Err(_) => return Err(ApiError::PayloadTooLarge(limit)),
+        Ok(Err(_)) => return Err(ApiError::PayloadTooLarge(limit)),
     };
     match serde_json::from_slice::<Value>(without_bom(&bytes)) {
         Ok(Value::Object(map)) => Ok((map, bytes)),

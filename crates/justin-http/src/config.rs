@@ -13,6 +13,9 @@
 //! | `server.max_body_bytes` | `JUSTIN_SERVER__MAX_BODY_BYTES` | `1048576` |
 //! | `server.shutdown_grace_secs` | `JUSTIN_SERVER__SHUTDOWN_GRACE_SECS` | `30` |
 //! | `server.naive_time_zone` | `JUSTIN_SERVER__NAIVE_TIME_ZONE` | `UTC` (IANA name) |
+//! | `server.header_timeout_secs` | `JUSTIN_SERVER__HEADER_TIMEOUT_SECS` | `5` |
+//! | `server.body_timeout_secs` | `JUSTIN_SERVER__BODY_TIMEOUT_SECS` | `10` |
+//! | `server.max_connections` | `JUSTIN_SERVER__MAX_CONNECTIONS` | `512` |
 //! | `auth.api_keys` | `JUSTIN_AUTH__API_KEYS` (`[{name="app",sha256="..."}]`) | `[]` (API open) |
 //! | `auth.allow_unauthenticated` | `JUSTIN_AUTH__ALLOW_UNAUTHENTICATED` | `false` |
 //! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `sqlite://justin.db` (or `postgres://...`) |
@@ -95,6 +98,15 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a stop waits for requests in flight before closing their connections.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's line and headers, from the moment its
+    /// connection is accepted or its previous answer was sent; then 408 and the connection
+    /// is closed.
+    pub header_timeout_secs: u64,
+    /// How long a client may take to send a request's whole body once its headers are in;
+    /// then 408 and the connection is closed.
+    pub body_timeout_secs: u64,
+    /// Open client connections at most; further ones are answered 503 and closed at once.
+    pub max_connections: usize,
     /// The IANA time zone (`Europe/Berlin`) a request's `timestamp` without an offset is read
     /// in.
     pub naive_time_zone: String,
@@ -124,6 +136,9 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
             naive_time_zone: "UTC".into(),
+            header_timeout_secs: 5,
+            body_timeout_secs: 10,
+            max_connections: 512,
         }
     }
 }
@@ -374,6 +389,15 @@ impl Config {
         }
         if let Err(e) = self.server.naive_time_zone() {
             return invalid("server.naive_time_zone", &e);
+        }
+        if self.server.header_timeout_secs == 0 {
+            return invalid("server.header_timeout_secs", "must be at least 1");
+        }
+        if self.server.body_timeout_secs == 0 {
+            return invalid("server.body_timeout_secs", "must be at least 1");
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
         }
         if self.update.callback_timeout_secs == 0 {
             return invalid("update.callback_timeout_secs", "must be at least 1");

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// 405: the route exists but not for this method.
     #[error("Method not allowed.")]
     MethodNotAllowed,
+    /// 408: the client did not send the request in time (`server.header_timeout_secs`,
+    /// `server.body_timeout_secs`); the connection is closed after the answer.
+    #[error("The request was not received in time.")]
+    RequestTimeout,
     /// 413: the body is larger than allowed.
     #[error("Request body is larger than {0} bytes.")]
     PayloadTooLarge(usize),
@@ -67,6 +71,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

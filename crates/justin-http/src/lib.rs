@@ -10,6 +10,7 @@ pub mod body;
 mod body_numbers;
 pub mod callbacks;
 pub mod config;
+pub mod connection;
 pub mod database;
 pub mod error;
 pub mod export;

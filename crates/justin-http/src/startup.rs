@@ -6,9 +6,11 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
+use actix_service::{IntoServiceFactory, Service as _, ServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 use chrono::{DateTime, Utc};
 use justin_core::service::error_chain;
 use justin_core::{CallbackPolicy, Clock, Service, ServiceSettings};
@@ -17,6 +19,7 @@ use crate::access_log::{self, AccessLog};
 use crate::auth::{self, ApiKeys};
 use crate::callbacks::HttpNotifier;
 use crate::config::Config;
+use crate::connection::{self, Connection, ConnectionLimit};
 use crate::database::{Database, OpenMode};
 use crate::routes::export::download::ExportSlot;
 use crate::shutdown::{self, StopSignal};
@@ -284,47 +287,101 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         updates: queue.clone(),
         max_body_bytes: config.server.max_body_bytes,
         naive_time_zone,
+        body_timeout: Duration::from_secs(config.server.body_timeout_secs),
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
         exports: ExportSlot::default(),
     };
     let access = AccessLog {
         log_bodies: config.logging.log_bodies,
         max_body_bytes: config.server.max_body_bytes,
+        body_timeout: Duration::from_secs(config.server.body_timeout_secs),
     };
     let workers = config.server.workers;
     let blocking_threads = blocking_threads_per_worker(workers, config.database.pool_size);
     let grace = config.server.shutdown_grace_secs;
+    let header_timeout = Duration::from_secs(config.server.header_timeout_secs);
+    let body_timeout = Duration::from_secs(config.server.body_timeout_secs);
+    let limit = ConnectionLimit::new(config.server.max_connections);
     let (handle_tx, handle_rx) = mpsc::channel();
     let server = std::thread::Builder::new()
         .name("justin-http".into())
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let mut server = HttpServer::new(move || {
-                    let keys = keys.clone();
-                    App::new()
-                        .app_data(web::Data::new(state.clone()))
-                        // The last one wrapped runs first: the access log sees every answer,
-                        // the 401s included, and the key name the check found.
-                        .wrap(from_fn(move |req, next| {
-                            auth::require_key(keys.clone(), req, next)
-                        }))
-                        .wrap(from_fn(move |req, next| {
-                            access_log::log_request(access, req, next)
-                        }))
-                        .configure(routes::configure)
-                })
-                // Signals are the binary's business (`stop_on_signals`), not every server's.
-                .disable_signals()
-                .shutdown_timeout(grace);
+                let mut builder = actix_server::Server::build()
+                    // Signals are the binary's business (`stop_on_signals`), not every server's.
+                    .disable_signals()
+                    .shutdown_timeout(grace);
                 if workers > 0 {
-                    server = server.workers(workers);
+                    builder = builder.workers(workers);
                 }
                 // Every blocking call holds a pool connection for its whole run. With no more
                 // blocking threads than connections, requests beyond that wait in the blocking
                 // pool's queue, first come first served, instead of all waking for each
                 // connection handed back, which is what stretched the tail at high concurrency.
-                server = server.worker_max_blocking_threads(blocking_threads);
-                let server = server.listen(listener)?.run();
+                builder = builder.worker_max_blocking_threads(blocking_threads);
+                let shutdown = builder.graceful_shutdown_signal();
+                let builder = builder.listen("justin", listener, move || {
+                    let keys = keys.clone();
+                    let state = state.clone();
+                    let app = move || {
+                        let keys = keys.clone();
+                        App::new()
+                            .app_data(web::Data::new(state.clone()))
+                            // The last one wrapped runs first: the access log sees every
+                            // answer, the 401s included, and the key name the check found.
+                            .wrap(from_fn(connection::head_without_body))
+                            .wrap(from_fn(move |req, next| {
+                                auth::require_key(keys.clone(), req, next)
+                            }))
+                            .wrap(from_fn(move |req, next| {
+                                access_log::log_request(access, req, next)
+                            }))
+                            .wrap(from_fn(connection::close_when_body_unread))
+                            .configure(routes::configure)
+                    };
+                    let shutdown = shutdown.clone();
+                    let http = actix_http::HttpService::build()
+                        .graceful_shutdown_signal(move || {
+                            let signal = shutdown.clone();
+                            async move { signal.notified().await }
+                        })
+                        // The request line and headers must arrive within this time, else 408.
+                        .client_request_timeout(header_timeout)
+                        .client_disconnect_timeout(Duration::from_secs(1))
+                        .local_addr(addr)
+                        .on_connect_ext(|io: &Connection, data| {
+                            data.insert(io.note());
+                        })
+                        .h1(actix_service::map_config(
+                            app().into_factory().map_err(|e| e.error_response()),
+                            move |()| AppConfig::default(),
+                        ));
+                    let limit = limit.clone();
+                    actix_service::fn_factory(move || {
+                        let limit = limit.clone();
+                        let http = http.new_service(());
+                        async move {
+                            let http = std::rc::Rc::new(http.await.map_err(|e| {
+                                log::error!("cannot start an HTTP worker: {e:?}");
+                            })?);
+                            Ok::<_, ()>(actix_service::fn_service(move |stream: TcpStream| {
+                                let http = http.clone();
+                                let admitted = limit.admit();
+                                async move {
+                                    let Some(open) = admitted else {
+                                        connection::refuse(stream).await;
+                                        return Ok(());
+                                    };
+                                    let peer = stream.peer_addr().ok();
+                                    let connection =
+                                        Connection::new(stream, open, header_timeout, body_timeout);
+                                    http.call((connection, peer)).await
+                                }
+                            }))
+                        }
+                    })
+                })?;
+                let server = builder.run();
                 // The receiver waits for this handle; if it is gone, start() has returned.
                 handle_tx.send(server.handle()).ok();
                 server.await

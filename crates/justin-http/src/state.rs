@@ -18,6 +18,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The zone a `timestamp` without an offset is read in.
     pub naive_time_zone: chrono_tz::Tz,
+    /// How long a request's body may take to arrive once its headers are in.
+    pub body_timeout: std::time::Duration,
     /// Hosts callbacks may go to; empty means any.
     pub callback_allowed_hosts: Vec<String>,
     /// Taken by the export that runs.

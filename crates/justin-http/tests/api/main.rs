@@ -14,6 +14,7 @@ mod hostile;
 mod openapi;
 mod reproducibility;
 mod safety;
+mod slow_clients;
 mod stopping;
 mod template;
 mod timestamps;
