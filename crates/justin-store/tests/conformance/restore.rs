@@ -187,8 +187,13 @@ fn a_backup_from_before_the_decision_key_lock_is_restored_as_it_is() {
     let old = rewrite(&current, dir.join("old.tar"), |name, text| {
         let text = if name == "manifest.json" {
             edit_manifest(&text, |m| {
-                m["migrations"] =
-                    serde_json::json!(["20250101000000", "20250201000000", "20250301000000"]);
+                m["migrations"] = serde_json::json!([
+                    "20250101000000",
+                    "20250201000000",
+                    "20250301000000",
+                    "20250401000000",
+                    "20250402000000"
+                ]);
             })
         } else {
             text
@@ -441,7 +446,12 @@ fn a_backup_from_before_sent_timestamps_is_restored_and_migrated() {
     let old = before(
         &current,
         dir.join("old.tar"),
-        &["20250101000000", "20250201000000", "20250301000000"],
+        &[
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000",
+        ],
         &APPENDED_BY_SENT_TIMESTAMPS,
     );
     assert!(unpack(&old)["model_update_requests.csv"]
@@ -589,7 +599,6 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
 #[test]
 fn a_backup_from_before_exact_numbers_restores_every_double() {
     let old = TestDatabase::create();
-    assert_eq!(old.revert_last_migration(), "20250401000000");
     let values: Vec<f64> = justin_core::conformance::finite_doubles(41, 200)
         .into_iter()
         .filter(|v| v.to_bits() != (-0.0_f64).to_bits())
@@ -613,14 +622,24 @@ fn a_backup_from_before_exact_numbers_restores_every_double() {
         store.record_decision(&d).unwrap();
         decisions.push(d);
     }
+    // The numbers as a database before the migration held them: through jsonb, which prints
+    // each as its numeric. Then the backup as that database wrote it: without the columns
+    // 2025-04-02 appended, and with the migrations it had.
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut connect(&old),
+        "ALTER TABLE actions ALTER COLUMN context TYPE json USING context::jsonb::json, \
+                            ALTER COLUMN state TYPE json USING state::jsonb::json",
+    )
+    .unwrap();
     let dir = ScratchDir::new();
-    let backup = store.backup(&dir, at(100)).unwrap().path;
-    let files = unpack(&backup);
-    let manifest: serde_json::Value = serde_json::from_str(&files["manifest.json"]).unwrap();
-    assert_eq!(
-        manifest["migrations"],
-        serde_json::json!(["20250101000000", "20250201000000", "20250301000000"])
+    let current = store.backup(&dir, at(100)).unwrap().path;
+    let backup = before(
+        &current,
+        dir.join("old.tar"),
+        &["20250101000000", "20250201000000", "20250301000000"],
+        &APPENDED_BY_SENT_TIMESTAMPS,
     );
+    let files = unpack(&backup);
     assert!(
         files["actions.csv"].contains(&format!("0.{}5", "0".repeat(323))),
         "numbers as jsonb prints them"
