@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
-use justin_e2e::{env_for, sql_lines, CallbackReceiver, ScratchDir, Served, TestDatabase, WAIT};
+use justin_e2e::{
+    env_for, execute, sql_lines, CallbackReceiver, ScratchDir, Served, TestDatabase, WAIT,
+};
 use serde_json::{json, Value};
 
 const UPDATES: usize = 12;
@@ -113,8 +115,8 @@ fn two_processes_run_each_of_many_concurrent_updates_exactly_once() {
     );
 }
 
-// PostgreSQL-only: it stops the update with `LOCK TABLE`, which SQLite lacks; the SQLite lease
-// takeover after a killed worker is covered in justin-store-sqlite's tests.
+// PostgreSQL-only: it stops the update with `LOCK TABLE`, which SQLite lacks; its SQLite
+// counterpart is the next test.
 #[test]
 fn pg_an_update_killed_half_way_changes_nothing_and_runs_again_after_a_restart() {
     let db = TestDatabase::Postgres(justin_store::testing::TestDatabase::create());
@@ -165,4 +167,73 @@ fn pg_an_update_killed_half_way_changes_nothing_and_runs_again_after_a_restart()
     assert_eq!(status["update_status"], "completed", "{status}");
     assert_eq!(status["attempts"], 2, "{status}");
     assert_eq!(status["parameter_version"], 2, "{status}");
+}
+
+/// Rows of the `spin` table the SQLite hold below joins with itself four times: 10^12 row
+/// combinations, hours of work for a trigger that is killed within moments.
+const SPIN_ROWS: u32 = 1000;
+
+// SQLite whatever the backend variable says: the lease and its lease file are SQLite's. The
+// update is held by a trigger that keeps its completion busy (SQLite has no `LOCK TABLE`, and
+// in WAL mode no reader waits for anyone); it cannot publish before the kill, whenever that is.
+#[test]
+fn sqlite_a_restarted_process_takes_over_at_once_the_update_a_killed_one_held() {
+    let sqlite = justin_store_sqlite::testing::TestDatabase::create();
+    let db_dir = sqlite.dir().to_owned();
+    let db = TestDatabase::Sqlite(sqlite);
+    let dir = ScratchDir::new();
+    let env = quick_env(&db);
+    let receiver = CallbackReceiver::start();
+    let served = Served::start(dir.path(), &env);
+    poll(&served, "/api/v1/parameters", |p| p["version"] == 1);
+    execute(
+        db.url(),
+        &format!(
+            "CREATE TABLE spin (x INTEGER); \
+             INSERT INTO spin WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+             WHERE x < {SPIN_ROWS}) SELECT x FROM n; \
+             CREATE TRIGGER hold_update BEFORE INSERT ON model_parameters BEGIN \
+             SELECT count(*) FROM spin a, spin b, spin c, spin d; END;"
+        ),
+    );
+    let id = request_update(&served, &receiver.url);
+    poll(&served, &format!("/api/v1/update/{id}"), |s| {
+        s["started_at"].is_string()
+    });
+
+    served.kill_hard();
+    execute(db.url(), "DROP TRIGGER hold_update; DROP TABLE spin;");
+    let versions = sql_lines(
+        db.url(),
+        "SELECT CAST(version AS TEXT) AS out FROM model_parameters ORDER BY version",
+    );
+    assert_eq!(versions, ["1"], "the killed update published nothing");
+    let holder = sql_lines(
+        db.url(),
+        "SELECT COALESCE(update_id, 'none') AS out FROM update_lease",
+    );
+    assert_eq!(holder, [id.as_str()], "the killed process left its lease");
+
+    // The lease is 10 minutes; the callback wait is far shorter.
+    let restarted = Served::start(dir.path(), &env);
+    let callback = receiver.next();
+    assert_eq!(callback["status"], "completed", "{callback}");
+    assert_eq!(callback["update_id"], id.as_str(), "{callback}");
+    let status = update_status(&restarted, &id);
+    assert_eq!(status["attempts"], 2, "{status}");
+    assert_eq!(status["parameter_version"], 2, "{status}");
+    let out = restarted.terminate_with_output();
+    let log = format!("{}{}", out.stdout, out.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("taking over update {id}")))
+        .unwrap_or_else(|| panic!("no line says the update was taken over:\n{log}"));
+    assert!(line.contains("the process that held it is gone"), "{line}");
+    let left: Vec<_> = std::fs::read_dir(&db_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("-lease-"))
+        .collect();
+    assert!(left.is_empty(), "lease files left behind: {left:?}");
 }

@@ -7,8 +7,8 @@
 //! with `cargo test -p justin-e2e -- --skip pg_`, so it needs no PostgreSQL server:
 //!
 //! - `startup::pg_serving_creates_a_missing_database`: a SQLite file is always created;
-//! - `jobs::pg_an_update_killed_half_way_...`: it holds the update with `LOCK TABLE` (the
-//!   SQLite lease takeover is covered in justin-store-sqlite's tests);
+//! - `jobs::pg_an_update_killed_half_way_...`: it holds the update with `LOCK TABLE` (its
+//!   SQLite counterpart is `jobs::sqlite_a_restarted_process_takes_over_...`);
 //! - `move_to_postgres::pg_a_sqlite_study_moves_to_postgres_...`: it uses both backends;
 //! - `numbers::pg_every_double_...`: they use both backends;
 //! - `timestamps::pg_every_timestamp_form_survives_...`: it uses both backends;

@@ -32,9 +32,28 @@
 //! every new one while holding the write lock.
 //!
 //! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
-//! process that dies cannot; its lease expires and the next claim takes the request over,
-//! counting a new attempt. A job that outlives its lease (slower than the configured length)
-//! finds the lease gone or someone else's when it completes, and stores nothing.
+//! job that outlives its lease (slower than the configured length) finds the lease gone or
+//! someone else's when it completes, and stores nothing.
+//!
+//! # A holder that died
+//!
+//! A process that dies (kill -9, a crash, the OOM killer, a power cut) cannot free its lease.
+//! So that a restarted process need not wait the lease out, a job also holds an exclusive OS
+//! file lock (`flock`, through std's `File::try_lock`) on its lease file, `<database>-lease-
+//! <holder token>` beside the database, from before its claim commits until after its outcome
+//! (or its drop) has freed the lease. The kernel drops the locks of a process when it ends,
+//! however it ends, so a claim that finds the lease held and unexpired tries that lock: when
+//! it gets it, the holder is gone, and the claim takes the request over at once (a new
+//! attempt), logs that it did, and removes the dead holder's file. When the lock is taken, the
+//! holder is alive and the claim waits. The lock is the holder's own open file, not its process
+//! id, so a reused pid, a pid namespace (containers) or a second process on the same file
+//! cannot make a live holder look dead nor a dead one alive. When the file is missing (a
+//! holder from a build without lease files, or one whose file could not be locked), the claim
+//! cannot tell and waits for the lease to expire, as before. The expiry stays the bound for a
+//! holder that is alive but hung.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
@@ -72,8 +91,8 @@ impl From<Failure> for StoreError {
     }
 }
 
-/// Who holds the lease now and until when, as stored.
-type LeaseRow = (Option<String>, Option<String>);
+/// Who holds the lease now, for which update and until when, as stored.
+type LeaseRow = (Option<String>, Option<String>, Option<String>);
 
 fn read_lease(conn: &mut SqliteConnection) -> QueryResult<LeaseRow> {
     // The migration stores the row; recreating it keeps a hand-edited database working.
@@ -82,8 +101,89 @@ fn read_lease(conn: &mut SqliteConnection) -> QueryResult<LeaseRow> {
         .execute(conn)?;
     update_lease::table
         .find(1)
-        .select((update_lease::holder, update_lease::expires_at))
+        .select((
+            update_lease::holder,
+            update_lease::update_id,
+            update_lease::expires_at,
+        ))
         .first(conn)
+}
+
+/// The lease file of holder `token`: beside the database, named after it and the token.
+fn lease_file_path(database: &Path, token: &str) -> PathBuf {
+    let mut name = database
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    name.push(format!("-lease-{token}"));
+    database.with_file_name(name)
+}
+
+/// A job's lease file, locked exclusively while the job lives; removed (then unlocked) on drop.
+struct LeaseFile {
+    path: PathBuf,
+    _file: File,
+}
+
+impl LeaseFile {
+    /// Creates and locks the lease file of `token`. `None` (logged) when that fails: the job
+    /// then runs without one, and a claim finding its lease waits for it to expire.
+    fn create(database: &Path, token: &str) -> Option<Self> {
+        let path = lease_file_path(database, token);
+        let file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                log::warn!(
+                    "cannot create the update lease file {}: {e}; if this process dies during \
+                     the update, the next one waits for the lease to expire",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        if let Err(e) = file.try_lock() {
+            // An unlocked file would tell a claimant this live holder is gone.
+            let _ = std::fs::remove_file(&path);
+            log::warn!(
+                "cannot lock the update lease file {}: {e}; if this process dies during the \
+                 update, the next one waits for the lease to expire",
+                path.display()
+            );
+            return None;
+        }
+        Some(Self { path, _file: file })
+    }
+}
+
+impl Drop for LeaseFile {
+    fn drop(&mut self) {
+        // Removed while still locked; the lock goes with the file handle right after.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the process holding the lease as `token` is gone: its lease file exists and its
+/// lock can be taken (the kernel dropped it with the process). A gone holder's file is removed.
+fn holder_is_gone(database: &Path, token: &str) -> bool {
+    let path = lease_file_path(database, token);
+    let Ok(file) = File::open(&path) else {
+        // Missing (or unreadable): nothing tells whether the holder lives.
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&path);
+            true
+        }
+        Err(std::fs::TryLockError::WouldBlock) => false,
+        Err(std::fs::TryLockError::Error(e)) => {
+            log::warn!(
+                "cannot check the update lease file {}: {e}; waiting for the lease to expire",
+                path.display()
+            );
+            false
+        }
+    }
 }
 
 /// Frees the lease if `token` still holds it; returns whether it did.
@@ -104,7 +204,7 @@ fn free_lease(conn: &mut SqliteConnection, token: &str) -> QueryResult<bool> {
 
 /// Fails unless `token` holds the lease.
 fn check_lease(conn: &mut SqliteConnection, token: &str, id: uuid::Uuid) -> Result<(), Failure> {
-    let (holder, _) = read_lease(conn)?;
+    let (holder, _, _) = read_lease(conn)?;
     if holder.as_deref() == Some(token) {
         Ok(())
     } else {
@@ -126,17 +226,31 @@ pub(crate) fn claim(
     let now = Utc::now();
     let lease = chrono::Duration::from_std(store.update_lease()).map_err(other)?;
     let expires_at = fmt_time(now + lease);
+    let database = store.path();
+    let mut lease_file = None;
     let claimed = conn
         .immediate_transaction::<_, diesel::result::Error, _>(|conn| {
-            let (holder, held_until) = read_lease(conn)?;
+            let (holder, held_for, held_until) = read_lease(conn)?;
             if let (Some(holder), Some(until)) = (holder, held_until) {
+                let update = held_for.as_deref().unwrap_or("(unknown)");
                 // Both times are stored as fixed-width UTC text, so text order is time order.
                 if until > fmt_time(now) {
-                    return Ok(None);
+                    // The write lock held here keeps the holder from freeing the lease
+                    // meanwhile, so a free lock means it is gone, not finishing.
+                    if !holder_is_gone(database, &holder) {
+                        return Ok(None);
+                    }
+                    log::warn!(
+                        "taking over update {update} at once: the process that held it is gone \
+                         (its lease file is no longer locked; the lease would have expired at \
+                         {until})"
+                    );
+                } else {
+                    log::warn!(
+                        "taking over update {update}: the update lease of worker {holder} \
+                         expired at {until}"
+                    );
                 }
-                log::warn!(
-                    "the update lease of worker {holder} expired at {until}; taking its request over"
-                );
             }
             let oldest = model_update_requests::table
                 .filter(model_update_requests::status.eq("processing"))
@@ -147,6 +261,9 @@ pub(crate) fn claim(
             let Some(id) = oldest else {
                 return Ok(None);
             };
+            // Locked before the lease is taken, so no claimant ever sees this live holder's
+            // lease without its lock.
+            lease_file = LeaseFile::create(database, &token);
             let row = diesel::update(model_update_requests::table.find(&id))
                 .set((
                     model_update_requests::attempts.eq(model_update_requests::attempts + 1),
@@ -171,6 +288,7 @@ pub(crate) fn claim(
         conn: Some(conn),
         in_snapshot: false,
         token,
+        lease_file,
         request: update_request(row, None)?,
         snapshot_version: None,
         snapshot_last_upload: None,
@@ -187,6 +305,9 @@ pub(crate) struct SqliteUpdateJob {
     /// Whether the read transaction is open.
     in_snapshot: bool,
     token: String,
+    /// Locked while the job lives, so claimants can tell this process is alive; dropped after
+    /// the lease is freed.
+    lease_file: Option<LeaseFile>,
     request: UpdateRequest,
     /// The newest parameter version in the snapshot; a different newest version at
     /// completion means another writer published meanwhile.
@@ -255,7 +376,10 @@ impl SqliteUpdateJob {
             Ok(stored)
         });
         match result {
-            Ok(stored) => Ok(stored),
+            Ok(stored) => {
+                self.lease_file = None;
+                Ok(stored)
+            }
             Err(e) => {
                 // Nothing was stored; give the connection back so `Drop` frees the lease.
                 self.conn = Some(conn);

@@ -8,7 +8,7 @@
 //! fail with "database is locked" without waiting, when another writer committed since its
 //! read. Single-statement writes take the lock at their start and need no transaction.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +87,8 @@ impl Default for SqliteConfig {
 struct Inner {
     pool: Pool<Manager>,
     url: String,
+    /// The database file; update lease files are created beside it (see [`crate::jobs`]).
+    path: PathBuf,
     update_lease: Duration,
     _throwaway: Option<Throwaway>,
 }
@@ -179,6 +181,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 pool,
                 url,
+                path: path.clone(),
                 update_lease: config.update_lease,
                 _throwaway: throwaway,
             }),
@@ -217,6 +220,11 @@ impl SqliteStore {
 
     pub(crate) fn update_lease(&self) -> Duration {
         self.inner.update_lease
+    }
+
+    /// The database file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.inner.path
     }
 }
 

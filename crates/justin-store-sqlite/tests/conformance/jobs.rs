@@ -1,8 +1,11 @@
 //! Update jobs across "processes" (stores opened on the same file): the lease keeps a second
 //! store from claiming while a job runs; a holder that dies (its job neither completes, fails
 //! nor drops) blocks claims only until its lease expires, after which its request runs again;
-//! and a job that lost its lease stores nothing.
+//! and a job that lost its lease stores nothing. A holder in a process that really died (its
+//! lease file no longer locked) is taken over at once, without waiting for the lease.
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use justin_core::{Provenance, Store, StoreError, UpdateJob, UpdateRequest, UpdateStatus};
@@ -167,4 +170,83 @@ fn a_job_whose_parameters_were_replaced_meanwhile_stores_nothing() {
             .version,
         3
     );
+}
+
+/// Set for the child process of the test below: the URL of the database whose update it claims.
+const HOLDER_VAR: &str = "JUSTIN_TEST_LEASE_HOLDER_URL";
+
+/// The child half of `a_killed_holder_is_taken_over_at_once_and_a_live_one_is_not`: with
+/// [`HOLDER_VAR`] set, claims the update, says so and holds the job until it is killed (its
+/// stdin never closes). Without it, there is nothing to do.
+#[test]
+fn lease_holder_process() {
+    let Ok(url) = std::env::var(HOLDER_VAR) else {
+        return;
+    };
+    let store = justin_store_sqlite::SqliteStore::connect(&justin_store_sqlite::SqliteConfig {
+        url,
+        ..Default::default()
+    })
+    .unwrap();
+    let job = store
+        .claim_update(at(10))
+        .unwrap()
+        .expect("a request to claim");
+    println!("claimed {}", job.request().id);
+    let mut rest = Vec::new();
+    std::io::stdin().read_to_end(&mut rest).ok();
+    drop(job);
+}
+
+#[test]
+fn a_killed_holder_is_taken_over_at_once_and_a_live_one_is_not() {
+    // The default lease (10 minutes): only the lease file can let the claim through.
+    let db = TestDatabase::create();
+    seeded(db.store());
+    let r = request(1);
+    db.store().create_update_request(&r).unwrap();
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "jobs::lease_holder_process", "--nocapture"])
+        .env(HOLDER_VAR, db.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let claimed = format!("claimed {}", r.id);
+    // Ends when the child prints the line or exits (its stdout then closes).
+    let said = lines.by_ref().map_while(Result::ok).any(|l| l == claimed);
+    assert!(said, "the holder process did not claim the update");
+
+    assert!(
+        db.store().claim_update(at(11)).unwrap().is_none(),
+        "a live holder in another process keeps its update"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    let taken_over = db
+        .store()
+        .claim_update(at(12))
+        .unwrap()
+        .expect("the update of a dead holder is taken over at once");
+    assert_eq!(taken_over.request().id, r.id);
+    assert_eq!(
+        taken_over.request().attempts,
+        2,
+        "the killed attempt counts"
+    );
+    taken_over
+        .complete("algo", &serde_json::json!({"v": 2}), &provenance(), at(13))
+        .unwrap();
+    let stored = db.store().update_request(r.id).unwrap().unwrap();
+    assert_eq!(stored.status, UpdateStatus::Completed);
+    let left: Vec<_> = std::fs::read_dir(db.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("-lease-"))
+        .collect();
+    assert!(left.is_empty(), "lease files left behind: {left:?}");
 }
