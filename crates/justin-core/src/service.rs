@@ -632,7 +632,8 @@ impl Service {
                     job.requeue()?;
                     log::info!(
                         target: RL_TARGET,
-                        "update {} put back for the next start: the service is stopping",
+                        "update {} put back for the next start: the service is stopping; \
+                         nothing it computed was stored",
                         request.id
                     );
                     return Ok(Some((
@@ -640,16 +641,22 @@ impl Service {
                         UpdateOutcome::Requeued,
                     )));
                 }
-                Ok(Some((values, provenance))) => {
+                Ok(Some((values, provenance, change))) => {
                     let published = job.complete(
                         self.algorithm.name(),
                         &values,
                         &provenance,
                         self.clock.now(),
                     )?;
+                    // Only now, once stored, is the policy's change reported.
+                    let change = if change.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {change}")
+                    };
                     log::info!(
                         target: RL_TARGET,
-                        "update {} stored {} parameters version {} from {} records",
+                        "update {} stored {} parameters version {} from {} records{change}",
                         request.id, published.algorithm, published.version, provenance.rows_read
                     );
                     let version = published.version;
@@ -768,11 +775,12 @@ impl Service {
         Ok(())
     }
 
-    /// Computes and checks new parameters inside the job; nothing is stored here.
+    /// Computes and checks new parameters inside the job, with the algorithm's description of
+    /// the change for the log once stored; nothing is stored or logged about them here.
     fn compute_update(
         &self,
         job: &mut dyn UpdateJob,
-    ) -> Result<Option<(serde_json::Value, Provenance)>, DomainError> {
+    ) -> Result<Option<(serde_json::Value, Provenance, String)>, DomainError> {
         let backup_file = match &self.settings.backup_dir {
             Some(dir) => {
                 let report = self.backup_to(dir)?;
@@ -834,6 +842,7 @@ impl Service {
         self.algorithm
             .validate_parameters(&values)
             .map_err(DomainError::Algorithm)?;
+        let change = self.algorithm.describe_change(&current.values, &values);
         Ok(Some((
             values,
             Provenance {
@@ -843,6 +852,7 @@ impl Service {
                 rows_read,
                 backup_file,
             },
+            change,
         )))
     }
 
