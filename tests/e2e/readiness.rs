@@ -155,3 +155,102 @@ fn readyz_answers_503_while_the_database_disk_is_full() {
     drop(served);
     drop(disk);
 }
+
+/// A tablespace on the shared PostgreSQL server, dropped (after what lives in it) at drop.
+struct Tablespace {
+    admin: String,
+    name: String,
+}
+
+impl Drop for Tablespace {
+    fn drop(&mut self) {
+        execute(
+            &self.admin,
+            &format!("DROP TABLESPACE IF EXISTS \"{}\"", self.name),
+        );
+    }
+}
+
+/// The same on PostgreSQL: the `users` table is moved to a tablespace on a small file system
+/// the test fills, so its inserts fail with `could not extend file ...: No space left on
+/// device` while PostgreSQL itself (its WAL on the machine's disk) keeps answering. Needs root
+/// and the test server on this machine (the tablespace directory is local to it).
+#[test]
+fn pg_readyz_answers_503_while_the_database_disk_is_full() {
+    let dir = ScratchDir::new();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "1m") else {
+        eprintln!("pg_readyz_answers_503_while_the_database_disk_is_full: NOT RUN, cannot mount a tmpfs (run as root)");
+        return;
+    };
+    let space = disk.0.join("pg");
+    std::fs::create_dir(&space).unwrap();
+    let chowned = std::process::Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&space)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(chowned, "cannot hand {} to postgres", space.display());
+    // ScratchDir's directories are private to root; the server must reach the tablespace.
+    for path in [dir.path(), disk.0.as_path()] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+
+    let db = TestDatabase::create();
+    let admin = admin_url(&db);
+    let tablespace = Tablespace {
+        admin: admin.clone(),
+        name: format!("{}_small", db.name()),
+    };
+    execute(
+        &admin,
+        &format!(
+            "CREATE TABLESPACE \"{}\" LOCATION '{}'",
+            tablespace.name,
+            space.display()
+        ),
+    );
+    execute(
+        db.url(),
+        &format!("ALTER TABLE users SET TABLESPACE \"{}\"", tablespace.name),
+    );
+    let served = Served::start(
+        dir.path(),
+        &[
+            ("JUSTIN_DATABASE__URL", db.url().to_owned()),
+            ("JUSTIN_BACKUP__ENABLED", "false".to_owned()),
+        ],
+    );
+    let add = |n: usize| {
+        served.post(
+            "/api/v1/add_user",
+            &serde_json::json!({ "user_id": format!("participant-{n:06}-{}", "x".repeat(200)) }),
+        )
+    };
+    assert_eq!(add(0).0, 201);
+    assert_eq!(served.get("/readyz").0, 200);
+
+    let filler = fill(&disk.0);
+    let mut n = 1;
+    let refused = loop {
+        assert!(n < 100_000, "no write failed on a full disk");
+        let (status, body) = add(n);
+        n += 1;
+        if status != 201 {
+            break (status, body);
+        }
+    };
+    let (status, body) = served.get("/readyz");
+    assert_eq!(status, 503, "after {refused:?}: {body}");
+    assert_eq!(body["status"], "failed", "{body}");
+
+    std::fs::remove_file(filler).unwrap();
+    let (status, body) = add(n);
+    assert_eq!(status, 201, "a write succeeds once space is freed: {body}");
+    let (status, body) = served.get("/readyz");
+    assert_eq!(status, 200, "{body}");
+    drop(served);
+    drop(db);
+    drop(tablespace);
+    drop(disk);
+}
