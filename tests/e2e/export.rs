@@ -118,3 +118,38 @@ fn a_failed_export_leaves_the_previous_file_untouched() {
     );
     assert!(!dir.path().join("study.csv.partial").exists());
 }
+
+/// The export holds participants' data: it is private to the service's user, and a symlink
+/// planted at its partial name is replaced, never written through.
+#[cfg(unix)]
+#[test]
+fn export_is_private_and_never_follows_a_symlink_at_its_partial_name() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let db = TestDatabase::create();
+    let dir = ScratchDir::new();
+    let env = env_for(&db);
+    {
+        let served = Served::start(dir.path(), &env);
+        study(&served);
+    }
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "not the export's to touch\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("study.csv.partial")).unwrap();
+
+    let out = run(justin(dir.path(), &env).args(["export", "--out", "study.csv"]));
+
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "not the export's to touch\n"
+    );
+    let out_file = dir.path().join("study.csv");
+    let meta = std::fs::symlink_metadata(&out_file).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&out_file)
+        .unwrap()
+        .starts_with("user_id,"));
+    assert!(std::fs::symlink_metadata(dir.path().join("study.csv.partial")).is_err());
+}

@@ -252,8 +252,22 @@ fn pg_a_postgresql_restart_under_load_gives_503_then_recovers_without_a_restart(
     }
     assert!(stored.len() >= answered.len());
 
+    // The pool's connection errors during the outage are logged one line each: libpq's
+    // second line ("Is the server running ...") never stands on a line of its own.
+    let log = served.terminate_with_output();
+    let logged = format!("{}{}", log.stdout, log.stderr);
+    assert!(
+        logged.contains("connection pool: "),
+        "the outage's pool errors are logged: {logged}"
+    );
+    let lines: Vec<&str> = logged.lines().collect();
+    let stray: Vec<&[&str]> = lines
+        .windows(2)
+        .filter(|w| w[1].trim_start().starts_with("Is the server running"))
+        .collect();
+    assert!(stray.is_empty(), "multi-line pool errors: {stray:#?}");
+
     // Every stored decision is whole: it replays from what was stored with it.
-    drop(served);
     let replay = run(justin(dir.path(), &env).arg("replay"));
     assert!(
         replay.status.success(),

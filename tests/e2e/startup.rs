@@ -113,3 +113,40 @@ fn pg_serving_creates_a_missing_database() {
         .execute(&mut admin)
         .unwrap();
 }
+
+/// A backup killed mid-way leaves its work directory (the CSVs of the whole database) and its
+/// partial archive; the next start removes them, says so, and touches nothing else there.
+#[test]
+fn start_up_removes_what_a_killed_backup_left() {
+    let db = TestDatabase::create();
+    let dir = ScratchDir::new();
+    let env = env_for(&db);
+    let backups = dir.path().join("backups");
+    let name = "justin-backup-20250101T120000.000001Z.tar";
+    let work = backups.join(format!(".{name}.tmp"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("study_data.csv"), "id\n1\n").unwrap();
+    let partial = backups.join(format!("{name}.partial"));
+    std::fs::write(&partial, "half an archive").unwrap();
+    let kept = backups.join("justin-backup-20250101T110000.000001Z.tar");
+    std::fs::write(&kept, "a finished backup").unwrap();
+    let other = backups.join("notes.txt");
+    std::fs::write(&other, "not ours").unwrap();
+
+    let served = Served::start(dir.path(), &env);
+    let out = served.terminate_with_output();
+
+    assert!(!work.exists(), "{}", work.display());
+    assert!(!partial.exists(), "{}", partial.display());
+    assert!(kept.exists() && other.exists());
+    let logged = format!("{}{}", out.stdout, out.stderr);
+    for path in [&work, &partial] {
+        let file = path.file_name().unwrap().to_string_lossy();
+        assert!(
+            logged.lines().any(|l| l.contains("removed ")
+                && l.contains(&*file)
+                && l.contains("left by a backup that was killed")),
+            "{file}\n{logged}"
+        );
+    }
+}

@@ -156,7 +156,6 @@ impl Algorithm for FlatProb {
             }
         }
         if count == 0 {
-            log::info!(target: justin_core::service::RL_TARGET, "flat_prob: no study data, probability stays {p}");
             return Ok(json!({ PROBABILITY_KEY: p }));
         }
         let step = if mean < TEMPERATURE_THRESHOLD {
@@ -165,13 +164,17 @@ impl Algorithm for FlatProb {
             -STEP
         };
         let next = tidy((p + step).clamp(MIN_PROBABILITY, MAX_PROBABILITY));
-        // The mean is derived from participants' contexts (with one record, it is one
-        // participant's value): it stays out of the log, which records only the policy.
-        log::info!(
-            target: justin_core::service::RL_TARGET,
-            "flat_prob: {count} records, probability {p} -> {next}"
-        );
         Ok(json!({ PROBABILITY_KEY: next }))
+    }
+
+    // The mean is derived from participants' contexts (with one record, it is one
+    // participant's value): it stays out of the log, which records only the policy.
+    fn describe_change(&self, current: &Value, next: &Value) -> String {
+        match (probability(current), probability(next)) {
+            (Ok(p), Ok(q)) if p.to_bits() == q.to_bits() => format!("probability stays {p}"),
+            (Ok(p), Ok(q)) => format!("probability {p} -> {q}"),
+            _ => String::new(),
+        }
     }
 
     fn validate_parameters(&self, values: &Value) -> Result<(), AlgorithmError> {
@@ -255,6 +258,68 @@ mod tests {
             .make_reward(&user, &state, Action::One, &obj(json!({})))
             .unwrap_err();
         assert_eq!(missing.to_string(), "Invalid outcome. Clicks is required.");
+    }
+
+    /// The records of the current thread's log calls, for the test below.
+    mod captured {
+        use std::sync::Mutex;
+
+        pub static RECORDS: Mutex<Vec<(std::thread::ThreadId, String)>> = Mutex::new(Vec::new());
+
+        struct Capture;
+
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                RECORDS
+                    .lock()
+                    .unwrap()
+                    .push((std::thread::current().id(), record.args().to_string()));
+            }
+            fn flush(&self) {}
+        }
+
+        pub fn install() {
+            let _ = log::set_logger(&Capture);
+            log::set_max_level(log::LevelFilter::Trace);
+        }
+
+        pub fn of_this_thread() -> Vec<String> {
+            let me = std::thread::current().id();
+            RECORDS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(thread, _)| *thread == me)
+                .map(|(_, line)| line.clone())
+                .collect()
+        }
+    }
+
+    /// An update's result may be discarded (put back at shutdown): computing it logs nothing,
+    /// and the change is described for the service to log once it is stored.
+    #[test]
+    fn computing_an_update_logs_nothing_and_the_change_is_described() {
+        captured::install();
+        assert!((update_with(0.5, &[20.0, 25.0]) - 0.51).abs() < 1e-12);
+        assert!((update_with(0.5, &[]) - 0.5).abs() < 1e-12);
+        assert_eq!(captured::of_this_thread(), Vec::<String>::new());
+        assert_eq!(
+            FlatProb.describe_change(
+                &json!({PROBABILITY_KEY: 0.5}),
+                &json!({PROBABILITY_KEY: 0.51})
+            ),
+            "probability 0.5 -> 0.51"
+        );
+        assert_eq!(
+            FlatProb.describe_change(
+                &json!({PROBABILITY_KEY: 0.8}),
+                &json!({PROBABILITY_KEY: 0.8})
+            ),
+            "probability stays 0.8"
+        );
     }
 
     #[test]

@@ -673,13 +673,6 @@ impl Algorithm for Thompson {
             stats.add(&record)?;
         }
         let (mean, covariance) = posterior(&current.prior, &stats)?;
-        // Counts only: the posterior is computed from participants' states and rewards.
-        log::info!(
-            target: justin_core::service::RL_TARGET,
-            "thompson: posterior over {} coefficients from {} records",
-            mean.len(),
-            stats.n
-        );
         let next = Parameters {
             policy: Policy {
                 mean,
@@ -690,6 +683,20 @@ impl Algorithm for Thompson {
             n: stats.n,
         };
         Ok(next.to_json())
+    }
+
+    // Counts only: the posterior is computed from participants' states and rewards.
+    fn describe_change(&self, _current: &Value, next: &Value) -> String {
+        Parameters::read(next).map_or_else(
+            |_| String::new(),
+            |next| {
+                format!(
+                    "posterior over {} coefficients from {} records",
+                    next.policy.mean.len(),
+                    next.n
+                )
+            },
+        )
     }
 
     fn validate_parameters(&self, values: &Value) -> Result<(), AlgorithmError> {

@@ -143,7 +143,7 @@ impl Manifest {
             )));
         }
         let value: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| invalid(format!("{MANIFEST} is not JSON: {e}")))?;
+            .map_err(|e| invalid(format!("{MANIFEST} is not JSON ({})", position(&e))))?;
         // Checked before the rest, so a newer layout is named as such rather than as a parse
         // error.
         match value
@@ -158,8 +158,18 @@ impl Manifest {
             }
             None => return Err(invalid(format!("{MANIFEST} has no format_version"))),
         }
-        serde_json::from_value(value).map_err(|e| invalid(format!("{MANIFEST} is incomplete: {e}")))
+        serde_json::from_value(value).map_err(|_| {
+            invalid(format!(
+                "{MANIFEST} is incomplete: it needs migrations (a list of strings) and tables \
+                 (each with name, file, rows and columns)"
+            ))
+        })
     }
+}
+
+/// Where a JSON error is, without serde_json's message, which can quote the text it read.
+fn position(e: &serde_json::Error) -> String {
+    format!("line {} column {}", e.line(), e.column())
 }
 
 /// Migrations that change no table (2025-04-03 adds PostgreSQL functions only, and exists only

@@ -74,7 +74,7 @@ fn scan(
     path: &Path,
     measure: &mut Measure<'_>,
 ) -> Result<(Manifest, BTreeMap<String, CsvEntry>), FormatError> {
-    let unreadable = |e: io::Error| invalid(format!("cannot read {}: {e}", path.display()));
+    let unreadable = |e: io::Error| not_an_archive(path, &e);
     let file = File::open(path).map_err(unreadable)?;
     let mut archive = tar::Archive::new(BufReader::new(file));
     let mut manifest = None;
@@ -86,8 +86,9 @@ fn scan(
             .map_err(unreadable)?
             .to_string_lossy()
             .into_owned();
+        let label = entry_label(&name);
         if entry.header().entry_type() != tar::EntryType::Regular {
-            return Err(invalid(format!("{name} is not a regular file")));
+            return Err(invalid(format!("{label} is not a regular file")));
         }
         let seen_before = if name == MANIFEST {
             manifest.replace(Manifest::read(&mut entry)?).is_some()
@@ -106,14 +107,50 @@ fn scan(
             )
             .is_some()
         } else {
-            return Err(invalid(format!("unexpected entry {name}")));
+            return Err(invalid(format!("unexpected entry {label}")));
         };
         if seen_before {
-            return Err(invalid(format!("{name} appears twice")));
+            return Err(invalid(format!("{label} appears twice")));
         }
     }
     let manifest = manifest.ok_or_else(|| invalid(format!("{MANIFEST} is missing")))?;
     Ok((manifest, csvs))
+}
+
+/// Why the file at `path` could not be read as a tar. The file may be anything (a CSV of
+/// participants' data given by mistake), and the tar reader's own messages quote what it read
+/// (a header's name field is the file's first 100 bytes), so only an error of the operating
+/// system is shown as it is; every other is said without the file's content.
+fn not_an_archive(path: &Path, e: &io::Error) -> FormatError {
+    if e.raw_os_error().is_some() {
+        invalid(format!("cannot read {}: {e}", path.display()))
+    } else if e.kind() == io::ErrorKind::UnexpectedEof {
+        invalid(format!(
+            "{} is not a JustIn backup: it ends inside a tar entry",
+            path.display()
+        ))
+    } else {
+        invalid(format!(
+            "{} is not a JustIn backup: it is not a tar archive, or a damaged one",
+            path.display()
+        ))
+    }
+}
+
+/// An entry's name as errors show it: the name itself when it is one a backup could hold
+/// (letters, digits, `_`, `-` and `.`, at most 64 of them), otherwise a description that quotes
+/// nothing of it, since a file that is not a backup can hold anything there.
+fn entry_label(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if plain {
+        name.to_owned()
+    } else {
+        format!("an entry whose name ({} bytes) no backup has", name.len())
+    }
 }
 
 /// Measures a CSV entry by reading it through: its header's column names and its number of

@@ -168,6 +168,16 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
         data: &mut dyn Iterator<Item = StudyRecord>,
     ) -> Result<serde_json::Value, AlgorithmError>;
 
+    /// Describes for `rl.log` how an update changes the policy from `current` to `next`
+    /// (e.g. `probability 0.5 -> 0.51`), in terms of the parameters only: never participants'
+    /// data or values derived from it. The service logs it once `next` is stored, so the log
+    /// never reports a change that was discarded (an update put back, or one that failed).
+    /// [`update`](Self::update) itself logs nothing about the policy for that reason.
+    fn describe_change(&self, current: &serde_json::Value, next: &serde_json::Value) -> String {
+        let _ = (current, next);
+        String::new()
+    }
+
     /// Checks parameters an update produced before they are published. The service has
     /// already checked that they hold no null (a non-finite number serialises as null); an
     /// algorithm adds its own rules here (ranges, shapes, positive definiteness).

@@ -274,6 +274,29 @@ pub struct Service {
     current: RwLock<Option<Arc<ModelParameters>>>,
     /// Set when the process is stopping: no update starts, and the one under way is put back.
     stopping: AtomicBool,
+    /// When the most recent write failed because the database's disk is full, unless a write
+    /// has succeeded since: readiness answers 503 meanwhile (see [`Service::ready`]).
+    disk_full_since: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+/// How long after a write failed for want of disk space readiness stays 503 when no write
+/// succeeds meanwhile. Behind a load balancer that stops sending requests to an instance that
+/// is not ready, no write would clear it; after this long the instance is offered traffic
+/// again, and the next failed write holds it off for as long again.
+pub const DISK_FULL_HOLD: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Whether `e` says the database could not write for want of disk space: SQLite's
+/// `SQLITE_FULL` ("database or disk is full") and PostgreSQL's `disk_full` errors and the
+/// operating system's `ENOSPC` ("No space left on device"), as their messages say.
+pub fn is_disk_full(e: &dyn std::error::Error) -> bool {
+    let text = error_chain(e);
+    [
+        "database or disk is full",
+        "No space left on device",
+        "could not extend file",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
 }
 
 impl std::fmt::Debug for Service {
@@ -302,7 +325,26 @@ impl Service {
             settings,
             current: RwLock::new(None),
             stopping: AtomicBool::new(false),
+            disk_full_since: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Notes how a write request ended for readiness: a failure for want of disk space marks
+    /// the database as full, a success clears the mark; other failures change nothing.
+    fn track_write<T>(&self, result: Result<T, DomainError>) -> Result<T, DomainError> {
+        let full = match &result {
+            Ok(_) => Some(false),
+            Err(e) if is_disk_full(e) => Some(true),
+            Err(_) => None,
+        };
+        if let Some(full) = full {
+            let mut since = self
+                .disk_full_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *since = full.then(|| self.clock.now());
+        }
+        result
     }
 
     /// Tells the update under way that the process is stopping. If it is still reading study
@@ -407,8 +449,8 @@ impl Service {
     /// # Errors
     /// [`DomainError::UserExists`] for an id registered already.
     pub fn add_user(&self, user: &UserId) -> Result<(), DomainError> {
-        self.store.add_user(user, self.clock.now())?;
-        Ok(())
+        let added = self.store.add_user(user, self.clock.now());
+        self.track_write(added.map_err(DomainError::from))
     }
 
     /// Draws and stores an action, or returns the one stored for this decision before.
@@ -422,6 +464,11 @@ impl Service {
     /// decision), [`DomainError::UserNotFound`] for an unknown participant and
     /// [`DomainError::DecisionExists`] when study data was uploaded for the decision.
     pub fn request_action(&self, req: ActionRequest) -> Result<ActionResponse, DomainError> {
+        let answered = self.request_action_untracked(req);
+        self.track_write(answered)
+    }
+
+    fn request_action_untracked(&self, req: ActionRequest) -> Result<ActionResponse, DomainError> {
         let decided_at = self.clock.now();
         let available = req.availability.is_available();
         let state = match self.algorithm.make_state(&req.context) {
@@ -529,6 +576,11 @@ impl Service {
     /// [`DomainError::UserNotFound`] for an unknown participant and
     /// [`DomainError::DecisionExists`] for a second upload of one decision.
     pub fn upload_data(&self, req: UploadRequest) -> Result<UploadRecorded, DomainError> {
+        let recorded = self.upload_data_untracked(req);
+        self.track_write(recorded)
+    }
+
+    fn upload_data_untracked(&self, req: UploadRequest) -> Result<UploadRecorded, DomainError> {
         let received_at = self.clock.now();
         self.algorithm.make_state(&req.context)?;
         let reward =
@@ -587,7 +639,8 @@ impl Service {
             self.clock.now(),
             callback_url,
         );
-        self.store.create_update_request(&request)?;
+        let created = self.store.create_update_request(&request);
+        self.track_write(created.map_err(DomainError::from))?;
         Ok(request)
     }
 
@@ -632,7 +685,8 @@ impl Service {
                     job.requeue()?;
                     log::info!(
                         target: RL_TARGET,
-                        "update {} put back for the next start: the service is stopping",
+                        "update {} put back for the next start: the service is stopping; \
+                         nothing it computed was stored",
                         request.id
                     );
                     return Ok(Some((
@@ -640,16 +694,22 @@ impl Service {
                         UpdateOutcome::Requeued,
                     )));
                 }
-                Ok(Some((values, provenance))) => {
+                Ok(Some((values, provenance, change))) => {
                     let published = job.complete(
                         self.algorithm.name(),
                         &values,
                         &provenance,
                         self.clock.now(),
                     )?;
+                    // Only now, once stored, is the policy's change reported.
+                    let change = if change.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {change}")
+                    };
                     log::info!(
                         target: RL_TARGET,
-                        "update {} stored {} parameters version {} from {} records",
+                        "update {} stored {} parameters version {} from {} records{change}",
                         request.id, published.algorithm, published.version, provenance.rows_read
                     );
                     let version = published.version;
@@ -768,11 +828,12 @@ impl Service {
         Ok(())
     }
 
-    /// Computes and checks new parameters inside the job; nothing is stored here.
+    /// Computes and checks new parameters inside the job, with the algorithm's description of
+    /// the change for the log once stored; nothing is stored or logged about them here.
     fn compute_update(
         &self,
         job: &mut dyn UpdateJob,
-    ) -> Result<Option<(serde_json::Value, Provenance)>, DomainError> {
+    ) -> Result<Option<(serde_json::Value, Provenance, String)>, DomainError> {
         let backup_file = match &self.settings.backup_dir {
             Some(dir) => {
                 let report = self.backup_to(dir)?;
@@ -834,6 +895,7 @@ impl Service {
         self.algorithm
             .validate_parameters(&values)
             .map_err(DomainError::Algorithm)?;
+        let change = self.algorithm.describe_change(&current.values, &values);
         Ok(Some((
             values,
             Provenance {
@@ -843,6 +905,7 @@ impl Service {
                 rows_read,
                 backup_file,
             },
+            change,
         )))
     }
 
@@ -936,11 +999,26 @@ impl Service {
         Ok(self.store.backup(dir, self.clock.now())?)
     }
 
-    /// Answers when storage does.
+    /// Answers when storage does and can write: not while the most recent write request
+    /// failed because the database's disk is full (see [`is_disk_full`]) and no write has
+    /// succeeded since, for at most [`DISK_FULL_HOLD`] after that failure.
     ///
     /// # Errors
-    /// [`DomainError::Unavailable`] when it does not.
+    /// [`DomainError::Unavailable`] when storage does not answer or its disk is full.
     pub fn ready(&self) -> Result<(), DomainError> {
+        let since = *self
+            .disk_full_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = since {
+            if self.clock.now() - at < DISK_FULL_HOLD {
+                return Err(DomainError::Unavailable(StoreError::Unavailable(
+                    "the database cannot write: its disk is full (the most recent write failed \
+                     for want of space)"
+                        .into(),
+                )));
+            }
+        }
         Ok(self.store.ping()?)
     }
 }

@@ -81,8 +81,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unavailable(cause) => log::warn!("database unavailable: {}", error_chain(cause)),
-            Self::Internal(cause) => log::error!("internal error: {}", error_chain(cause.as_ref())),
+            Self::Unavailable(cause) => {
+                log::warn!("database unavailable: {}", one_line(&error_chain(cause)));
+            }
+            Self::Internal(cause) => {
+                log::error!("internal error: {}", one_line(&error_chain(cause.as_ref())));
+            }
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
@@ -94,6 +98,16 @@ impl ResponseError for ApiError {
         }
         response.json(json!({ "status": "failed", "message": self.to_string() }))
     }
+}
+
+/// `text` on one log line: libpq's messages span several ("... Connection refused\n\tIs the
+/// server running ..."); their lines are joined with "; ".
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

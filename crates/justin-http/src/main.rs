@@ -342,7 +342,7 @@ fn export(config: &Config, out: &std::path::Path) -> Result<ExitCode, String> {
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
     let written = (|| -> Result<u64, String> {
-        let file = std::fs::File::create(&partial)
+        let file = create_private_partial(&partial)
             .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
         let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
         let written = justin_http::export::write_all(&mut writer, rows).map_err(|e| failed(&e))?;
@@ -361,4 +361,21 @@ fn export(config: &Config, out: &std::path::Path) -> Result<ExitCode, String> {
     })?;
     println!("exported {written} decisions to {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the export's partial file readable by the service's user only (the export holds
+/// participants' data, as backups do, and the rename keeps the mode). A leftover of an earlier
+/// export at that name (a file or a symlink) is removed first, then the file is created with
+/// `O_CREAT | O_EXCL`, which never follows a symlink: should one appear in between, the
+/// creation fails instead of writing through it.
+fn create_private_partial(partial: &std::path::Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(partial)
 }

@@ -267,6 +267,8 @@ pub fn start(config: Config) -> Result<RunningServer, StartupError> {
         .naive_time_zone()
         .map_err(|e| crate::config::ConfigError::Invalid(format!("server.naive_time_zone: {e}")))?;
     let service = build_service(&config)?;
+    // What backups killed mid-way (by this instance or another) left; it logs what it removes.
+    justin_backup::write::remove_leftovers(&config.backup.dir);
     let io = |context: String| move |source| StartupError::Io { context, source };
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).map_err(
         io(format!(

@@ -11,6 +11,7 @@ mod error;
 mod jobs;
 mod models;
 mod pg;
+mod pool_log;
 mod restore;
 mod schema;
 mod setup;

@@ -132,6 +132,9 @@ impl PgStore {
             // path. A dead connection instead fails its query as `Unavailable` and, its
             // transaction state now unknown, is discarded by the pool when returned.
             .test_on_check_out(false)
+            // During an outage the pool's threads fail to connect many times a second with
+            // multi-line messages: one line each, at most one a second.
+            .error_handler(Box::new(crate::pool_log::PoolErrorLog::default()))
             .build(ConnectionManager::new(config.url.clone()))
             .map_err(|e| SetupError::Connect {
                 url: masked.clone(),

@@ -241,3 +241,52 @@ fn a_changed_header_is_caught_on_reopening() {
         "{reopened:?}"
     );
 }
+
+/// A file that is not a backup can hold participants' data; a refusal says what is wrong
+/// without quoting any of it.
+#[test]
+fn a_file_that_is_not_a_backup_is_refused_without_quoting_it() {
+    let dir = Scratch::new();
+    let secret = "participant_secret";
+    let mut text = String::from("user_id,diagnosis\n");
+    for i in 0..40 {
+        text.push_str(&format!("{secret}{i},mood-{secret}\n"));
+    }
+    let csv = dir.0.join("study.csv");
+    std::fs::write(&csv, &text).unwrap();
+    let short = dir.0.join("short.csv");
+    std::fs::write(&short, &text[..100]).unwrap();
+    let odd_name = pack(
+        &dir,
+        None,
+        &[(format!("{secret} 1,mood.csv"), "id,note\n".into())],
+    );
+    let odd_manifest = dir.0.join("m.tar");
+    {
+        let mut out = tar::Builder::new(File::create(&odd_manifest).unwrap());
+        for body in [
+            format!(r#"{{"format_version":1,"migrations":"{secret}","tables":[]}}"#),
+            format!(r#"{{"format_version":1, {secret}"#),
+        ] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o600);
+            out.append_data(&mut header, MANIFEST, body.as_bytes())
+                .unwrap();
+        }
+        out.finish().unwrap();
+    }
+    for path in [&csv, &short, &odd_name, &odd_manifest] {
+        let reason = match verify(path, &TABLES, &mut measure_csv) {
+            Err(FormatError::Invalid(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(!reason.contains(secret), "{reason}");
+        assert!(!reason.contains("diagnosis"), "{reason}");
+    }
+    let broken = Manifest::read(&mut format!("[\"{secret}\"").as_bytes());
+    assert!(
+        matches!(&broken, Err(FormatError::Invalid(r)) if !r.contains(secret) && r.contains("is not JSON")),
+        "{broken:?}"
+    );
+}
