@@ -277,6 +277,9 @@ pub struct Service {
     /// When the most recent write failed because the database's disk is full, unless a write
     /// has succeeded since: readiness answers 503 meanwhile (see [`Service::ready`]).
     disk_full_since: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// Whether `disk_full_since` holds a time: every successful write reads this, and only
+    /// one that has a mark to clear takes the lock, so decisions do not queue on it.
+    disk_full_marked: AtomicBool,
 }
 
 /// How long after a write failed for want of disk space readiness stays 503 when no write
@@ -326,6 +329,7 @@ impl Service {
             current: RwLock::new(None),
             stopping: AtomicBool::new(false),
             disk_full_since: std::sync::Mutex::new(None),
+            disk_full_marked: AtomicBool::new(false),
         }
     }
 
@@ -337,12 +341,16 @@ impl Service {
             Err(e) if is_disk_full(e) => Some(true),
             Err(_) => None,
         };
-        if let Some(full) = full {
+        // The common case, a write that succeeds while nothing is marked, takes no lock.
+        if let Some(full) =
+            full.filter(|&full| full || self.disk_full_marked.load(Ordering::Acquire))
+        {
             let mut since = self
                 .disk_full_since
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             *since = full.then(|| self.clock.now());
+            self.disk_full_marked.store(full, Ordering::Release);
         }
         result
     }
