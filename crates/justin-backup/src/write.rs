@@ -233,14 +233,7 @@ pub fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
                 continue;
             }
             let partial = dir.join(format!("{name}.partial"));
-            match fs::remove_file(&partial) {
-                Ok(()) => removed.push(partial),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!(
-                    "cannot remove {}, left by a killed backup: {e}",
-                    partial.display()
-                ),
-            }
+            remove_leftover_file(partial, &mut removed);
             match fs::remove_dir_all(&work_dir) {
                 Ok(()) => removed.push(work_dir),
                 Err(e) => log::warn!(
@@ -253,14 +246,7 @@ pub fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
                 continue;
             }
             let partial = dir.join(entry);
-            match fs::remove_file(&partial) {
-                Ok(()) => removed.push(partial),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!(
-                    "cannot remove {}, left by a killed backup: {e}",
-                    partial.display()
-                ),
-            }
+            remove_leftover_file(partial, &mut removed);
         }
     }
     for path in &removed {
@@ -270,6 +256,19 @@ pub fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
         );
     }
     removed
+}
+
+/// Removes a partial archive a killed backup left, noting it in `removed`; one already gone is
+/// no failure.
+fn remove_leftover_file(partial: PathBuf, removed: &mut Vec<PathBuf>) {
+    match fs::remove_file(&partial) {
+        Ok(()) => removed.push(partial),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!(
+            "cannot remove {}, left by a killed backup: {e}",
+            partial.display()
+        ),
+    }
 }
 
 fn create_private_dir(path: &Path) -> io::Result<()> {
