@@ -3,6 +3,7 @@
 //! (`main.rs`) is a thin command line around [`startup`].
 
 pub mod access_log;
+mod allocator;
 pub mod auth;
 pub mod blocking;
 pub mod body;
