@@ -16,6 +16,8 @@ pub use domain::{
     ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters, Probability, Provenance,
     State, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
+#[cfg(feature = "testing")]
+pub use ports::TestingStore;
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionStream, ExportStream,
     Recorded, RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome,
