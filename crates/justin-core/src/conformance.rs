@@ -2,7 +2,7 @@
 //! [`crate::ports::Store`] and [`crate::ports::TestingStore`], run against every storage
 //! adapter so that they are interchangeable in fact and not only in type.
 //!
-//! Each check takes a fresh, empty, migrated store and talks to it only through the port. An
+//! Each check takes a fresh, empty, migrated store and talks to it only through the ports. An
 //! adapter's test crate runs them all with one line:
 //!
 //! ```text
@@ -10,10 +10,18 @@
 //! ```
 //!
 //! which expands to one `#[test]` per check, each calling the given function for a fresh
-//! [`StoreFixture`]. Checks rely on two conventions beyond the trait's signatures: timestamps
-//! are kept to the microsecond, and [`Store::row_counts`] names the tables `users`,
-//! `model_parameters`, `actions`, `study_data`, `model_update_requests` and
-//! `update_provenance`.
+//! [`StoreFixture`]. The suite has two parts, which that line runs both of:
+//! [`store_contract_suite!`], what every store must do, and [`durable_store_suite!`], the
+//! backup files (`backup`, `check_backup`, `restore`). A store that keeps nothing in files,
+//! like the in-memory store of `crate::testing`, runs the contract alone; the adapters over a
+//! database run both.
+//!
+//! Checks rely on two conventions beyond the trait's signatures: timestamps are kept to the
+//! microsecond, and [`Store::row_counts`] names the tables `users`, `model_parameters`,
+//! `actions`, `study_data`, `model_update_requests` and `update_provenance`.
+//!
+//! [`store_contract_suite!`]: crate::store_contract_suite
+//! [`durable_store_suite!`]: crate::durable_store_suite
 
 // This module is test code compiled into the library so other crates can run it; a failed
 // assertion or unwrap is how a check reports.
@@ -43,8 +51,13 @@ pub trait StoreFixture {
     fn store(&self) -> &dyn TestingStore;
 }
 
-/// Expands to one `#[test]` per conformance check. The argument is called once per test and
-/// must return a [`StoreFixture`] holding a fresh, empty store.
+/// Expands to one `#[test]` per conformance check, of the store contract
+/// ([`store_contract_suite!`]) and of durable storage ([`durable_store_suite!`]): what every
+/// adapter over a database runs. The argument is called once per test and must return a
+/// [`StoreFixture`] holding a fresh, empty store.
+///
+/// [`store_contract_suite!`]: crate::store_contract_suite
+/// [`durable_store_suite!`]: crate::durable_store_suite
 #[macro_export]
 macro_rules! store_conformance_suite {
     (@tests $make_fixture:expr; $($check:ident),+ $(,)?) => {
@@ -56,6 +69,17 @@ macro_rules! store_conformance_suite {
             }
         )+
     };
+    ($make_fixture:expr) => {
+        $crate::store_contract_suite!($make_fixture);
+        $crate::durable_store_suite!($make_fixture);
+    };
+}
+
+/// Expands to one `#[test]` per check of the store contract: every `MUST` of the port except
+/// those about backup files. Every store runs these, the in-memory one of
+/// `crate::testing` included.
+#[macro_export]
+macro_rules! store_contract_suite {
     ($make_fixture:expr) => {
         $crate::store_conformance_suite!(@tests $make_fixture;
             add_user_rejects_duplicate,
@@ -91,9 +115,6 @@ macro_rules! store_conformance_suite {
             callbacks_are_recorded_and_pending_ones_listed,
             row_counts_count_every_table,
             reset_empties_every_table,
-            backup_writes_one_file_with_matching_row_counts,
-            restore_puts_back_every_row_and_continues_ids,
-            restore_refuses_a_damaged_file_and_changes_nothing,
             decision_types_key_decisions_separately,
             uploads_are_keyed_by_decision_type,
             unavailable_decisions_are_stored_with_their_reason,
@@ -104,6 +125,21 @@ macro_rules! store_conformance_suite {
             export_streams_many_decisions_in_order,
             export_excludes_decisions_stored_after_the_call,
             numbers_come_back_bit_for_bit,
+        );
+    };
+}
+
+/// Expands to one `#[test]` per check of durable storage: `backup` writes a file that
+/// `check_backup` and `restore` read back whole, and refuse when damaged. Only a store that
+/// keeps its data in files can pass them, so the in-memory store does not run these.
+#[macro_export]
+macro_rules! durable_store_suite {
+    ($make_fixture:expr) => {
+        $crate::store_conformance_suite!(@tests $make_fixture;
+            backup_writes_one_file_with_matching_row_counts,
+            restore_puts_back_every_row_and_continues_ids,
+            restore_refuses_a_damaged_file_and_changes_nothing,
+            numbers_come_back_bit_for_bit_after_a_restore,
         );
     };
 }
@@ -2182,10 +2218,9 @@ fn assert_numbers_read_back(
 const NUMBERS: usize = 320;
 const NUMBERS_SEED: u64 = 0x6e75_6d62_6572_7321;
 
-/// Every finite double (the sign of zero included) in a context, a state and an outcome MUST
-/// come back bit for bit, and a reward with its value: from a repeated `record_decision`,
-/// `decisions`, `study_data` and `export`, and again after a backup is restored.
-pub fn numbers_come_back_bit_for_bit(store: &dyn TestingStore) {
+/// Stores decisions and uploads holding every double of [`finite_doubles`] and returns them
+/// in storage order, each with its upload if it has one.
+fn store_numbers(store: &dyn Store) -> Vec<(Decision, Option<StudyRecord>)> {
     let params = seeded(store);
     let alice = user("alice");
     store.add_user(&alice, at(0, 0)).unwrap();
@@ -2225,6 +2260,21 @@ pub fn numbers_come_back_bit_for_bit(store: &dyn TestingStore) {
         store.record_study_data(&record).unwrap();
         *upload = Some(record);
     }
+    decisions
+}
+
+/// Every finite double (the sign of zero included) in a context, a state and an outcome MUST
+/// come back bit for bit, and a reward with its value: from a repeated `record_decision`,
+/// `decisions`, `study_data` and `export`.
+pub fn numbers_come_back_bit_for_bit(store: &dyn TestingStore) {
+    let decisions = store_numbers(store);
+    assert_numbers_read_back(store, &decisions);
+}
+
+/// The numbers of [`numbers_come_back_bit_for_bit`] MUST come back bit for bit as stored, and
+/// again after a backup of them is restored.
+pub fn numbers_come_back_bit_for_bit_after_a_restore(store: &dyn TestingStore) {
+    let decisions = store_numbers(store);
     assert_numbers_read_back(store, &decisions);
 
     let scratch = ScratchDir::new();
