@@ -9,6 +9,8 @@ pub mod domain;
 pub mod ports;
 pub mod rng;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{
