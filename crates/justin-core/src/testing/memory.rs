@@ -29,8 +29,8 @@ fn key(user_id: &UserId, decision_type: &DecisionType, decision_idx: DecisionIdx
 ///
 /// It passes the store contract of the conformance suite
 /// ([`store_contract_suite!`](crate::store_contract_suite)), so a use case tested over it
-/// meets the same rules it meets over PostgreSQL or SQLite. It differs from them where memory
-/// makes the port's freedoms moot, never in what a caller can observe of the contract:
+/// meets the same rules it meets over PostgreSQL or SQLite. Where it differs from them, it is
+/// because it holds everything in memory:
 ///
 /// - Every call holds one lock over all tables for its whole length, so calls happen one
 ///   after the other; racing calls end as if run in some order, as the port requires.
