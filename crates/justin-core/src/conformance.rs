@@ -1,8 +1,8 @@
 //! The storage port's conformance suite (feature `conformance`): one function per `MUST` in
-//! [`crate::ports::Store`], run against every storage adapter so that they are
-//! interchangeable in fact and not only in type.
+//! [`crate::ports::Store`] and [`crate::ports::TestingStore`], run against every storage
+//! adapter so that they are interchangeable in fact and not only in type.
 //!
-//! Each check takes a fresh, empty, migrated store and talks to it only through the port. An
+//! Each check takes a fresh, empty, migrated store and talks to it only through the ports. An
 //! adapter's test crate runs them all with one line:
 //!
 //! ```text
@@ -10,10 +10,18 @@
 //! ```
 //!
 //! which expands to one `#[test]` per check, each calling the given function for a fresh
-//! [`StoreFixture`]. Checks rely on two conventions beyond the trait's signatures: timestamps
-//! are kept to the microsecond, and [`Store::row_counts`] names the tables `users`,
-//! `model_parameters`, `actions`, `study_data`, `model_update_requests` and
-//! `update_provenance`.
+//! [`StoreFixture`]. The suite has two parts, which that line runs both of:
+//! [`store_contract_suite!`], what every store must do, and [`durable_store_suite!`], the
+//! backup files (`backup`, `check_backup`, `restore`). A store that keeps nothing in files,
+//! like the in-memory store of `crate::testing`, runs the contract alone; the adapters over a
+//! database run both.
+//!
+//! Checks rely on two conventions beyond the trait's signatures: timestamps are kept to the
+//! microsecond, and [`Store::row_counts`] names the tables `users`, `model_parameters`,
+//! `actions`, `study_data`, `model_update_requests` and `update_provenance`.
+//!
+//! [`store_contract_suite!`]: crate::store_contract_suite
+//! [`durable_store_suite!`]: crate::durable_store_suite
 
 // This module is test code compiled into the library so other crates can run it; a failed
 // assertion or unwrap is how a check reports.
@@ -34,17 +42,22 @@ use crate::domain::{
     ExportRow, ExportedUpload, JsonObject, ModelParameters, Probability, Provenance, State,
     StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
-use crate::ports::{Recorded, Store, StoreError, UpdateJob, UploadRecorded};
+use crate::ports::{Recorded, Store, StoreError, TestingStore, UpdateJob, UploadRecorded};
 
 /// Gives a check a fresh, empty store and keeps whatever backs it (a database, a directory)
 /// alive until the check ends.
 pub trait StoreFixture {
     /// The store under test.
-    fn store(&self) -> &dyn Store;
+    fn store(&self) -> &dyn TestingStore;
 }
 
-/// Expands to one `#[test]` per conformance check. The argument is called once per test and
-/// must return a [`StoreFixture`] holding a fresh, empty store.
+/// Expands to one `#[test]` per conformance check, of the store contract
+/// ([`store_contract_suite!`]) and of durable storage ([`durable_store_suite!`]): what every
+/// adapter over a database runs. The argument is called once per test and must return a
+/// [`StoreFixture`] holding a fresh, empty store.
+///
+/// [`store_contract_suite!`]: crate::store_contract_suite
+/// [`durable_store_suite!`]: crate::durable_store_suite
 #[macro_export]
 macro_rules! store_conformance_suite {
     (@tests $make_fixture:expr; $($check:ident),+ $(,)?) => {
@@ -56,6 +69,17 @@ macro_rules! store_conformance_suite {
             }
         )+
     };
+    ($make_fixture:expr) => {
+        $crate::store_contract_suite!($make_fixture);
+        $crate::durable_store_suite!($make_fixture);
+    };
+}
+
+/// Expands to one `#[test]` per check of the store contract: every `MUST` of the port except
+/// those about backup files. Every store runs these, the in-memory one of
+/// `crate::testing` included.
+#[macro_export]
+macro_rules! store_contract_suite {
     ($make_fixture:expr) => {
         $crate::store_conformance_suite!(@tests $make_fixture;
             add_user_rejects_duplicate,
@@ -91,9 +115,6 @@ macro_rules! store_conformance_suite {
             callbacks_are_recorded_and_pending_ones_listed,
             row_counts_count_every_table,
             reset_empties_every_table,
-            backup_writes_one_file_with_matching_row_counts,
-            restore_puts_back_every_row_and_continues_ids,
-            restore_refuses_a_damaged_file_and_changes_nothing,
             decision_types_key_decisions_separately,
             uploads_are_keyed_by_decision_type,
             unavailable_decisions_are_stored_with_their_reason,
@@ -104,6 +125,21 @@ macro_rules! store_conformance_suite {
             export_streams_many_decisions_in_order,
             export_excludes_decisions_stored_after_the_call,
             numbers_come_back_bit_for_bit,
+        );
+    };
+}
+
+/// Expands to one `#[test]` per check of durable storage: `backup` writes a file that
+/// `check_backup` and `restore` read back whole, and refuse when damaged. Only a store that
+/// keeps its data in files can pass them, so the in-memory store does not run these.
+#[macro_export]
+macro_rules! durable_store_suite {
+    ($make_fixture:expr) => {
+        $crate::store_conformance_suite!(@tests $make_fixture;
+            backup_writes_one_file_with_matching_row_counts,
+            restore_puts_back_every_row_and_continues_ids,
+            restore_refuses_a_damaged_file_and_changes_nothing,
+            numbers_come_back_bit_for_bit_after_a_restore,
         );
     };
 }
@@ -420,7 +456,7 @@ struct RaceOutcome {
 /// as logged when it agrees, refused with `UploadMismatch` when it contradicts it), or the
 /// upload first (stored as not logged, and the decision refused with `StudyDataExists`). What
 /// is stored afterwards MUST agree with those answers.
-pub fn a_decision_and_its_upload_racing_agree_with_one_order(store: &dyn Store) {
+pub fn a_decision_and_its_upload_racing_agree_with_one_order(store: &dyn TestingStore) {
     const TRIALS: i64 = 300;
     let params = seeded(store);
     let alice = user("alice");
@@ -547,7 +583,7 @@ pub fn record_study_data_rejects_unknown_user(store: &dyn Store) {
 }
 
 /// A second `record_study_data` for one pair MUST return `StudyDataExists` and keep the first.
-pub fn record_study_data_rejects_duplicate(store: &dyn Store) {
+pub fn record_study_data_rejects_duplicate(store: &dyn TestingStore) {
     let alice = user("alice");
     store.add_user(&alice, at(0, 0)).unwrap();
     let first = study_record(&alice, 3);
@@ -642,7 +678,7 @@ pub fn upload_differing_in_probability_is_refused(store: &dyn Store) {
 }
 
 /// An upload that agrees with the logged decision is stored and marked as logged.
-pub fn upload_matching_the_logged_decision_is_marked_logged(store: &dyn Store) {
+pub fn upload_matching_the_logged_decision_is_marked_logged(store: &dyn TestingStore) {
     let logged = logged_decision(store);
     let upload = upload_for(&logged);
     assert_eq!(
@@ -769,7 +805,7 @@ pub fn concurrent_seeding_leaves_one_version(store: &dyn Store) {
 
 /// `publish_parameters` MUST store the newest version plus one; `seed_parameters` then
 /// returns the newest.
-pub fn publish_parameters_increments_without_gaps(store: &dyn Store) {
+pub fn publish_parameters_increments_without_gaps(store: &dyn TestingStore) {
     seeded(store);
     for expected_version in 2..=4 {
         let values = json!({ "round": expected_version });
@@ -802,7 +838,7 @@ pub fn publish_parameters_increments_without_gaps(store: &dyn Store) {
 }
 
 /// Concurrent publishers MUST still produce versions that increase by one with no gaps.
-pub fn concurrent_publishers_leave_no_gaps(store: &dyn Store) {
+pub fn concurrent_publishers_leave_no_gaps(store: &dyn TestingStore) {
     const THREADS: i64 = 6;
     const EACH: i64 = 4;
     seeded(store);
@@ -872,7 +908,7 @@ fn upload_many(store: &dyn Store, n: i64) -> Vec<StudyRecord> {
 }
 
 /// `study_data` MUST yield every stored record, in upload order, across any internal paging.
-pub fn study_data_streams_every_record_in_upload_order(store: &dyn Store) {
+pub fn study_data_streams_every_record_in_upload_order(store: &dyn TestingStore) {
     let uploaded = upload_many(store, MANY_RECORDS);
     let streamed: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
     assert_eq!(streamed.len(), uploaded.len());
@@ -886,7 +922,7 @@ pub fn study_data_streams_every_record_in_upload_order(store: &dyn Store) {
 
 /// Records stored after `study_data` is called MUST NOT appear in its stream, even when the
 /// stream has to read several pages.
-pub fn study_data_excludes_records_stored_after_the_call(store: &dyn Store) {
+pub fn study_data_excludes_records_stored_after_the_call(store: &dyn TestingStore) {
     let uploaded = upload_many(store, MANY_RECORDS);
     let late_user = user("late");
     store.add_user(&late_user, at(0, 0)).unwrap();
@@ -916,7 +952,7 @@ pub fn study_data_excludes_records_stored_after_the_call(store: &dyn Store) {
 }
 
 /// An empty store streams nothing, and the store stays usable afterwards.
-pub fn study_data_of_empty_store_is_empty(store: &dyn Store) {
+pub fn study_data_of_empty_store_is_empty(store: &dyn TestingStore) {
     assert_eq!(store.study_data().unwrap().count(), 0);
     let alice = user("alice");
     store.add_user(&alice, at(0, 0)).unwrap();
@@ -1407,7 +1443,7 @@ struct Contents {
     updates: Vec<Option<UpdateRequest>>,
 }
 
-fn contents(store: &dyn Store, updates: &[Uuid]) -> Contents {
+fn contents(store: &dyn TestingStore, updates: &[Uuid]) -> Contents {
     let newest = store.current_parameters().unwrap().map_or(0, |p| p.version);
     Contents {
         counts: counts(store),
@@ -1447,7 +1483,7 @@ pub fn row_counts_count_every_table(store: &dyn Store) {
 }
 
 /// `reset` deletes every row of every table; the store is usable afterwards.
-pub fn reset_empties_every_table(store: &dyn Store) {
+pub fn reset_empties_every_table(store: &dyn TestingStore) {
     populate(store);
     store.reset().unwrap();
     let after = counts(store);
@@ -1490,7 +1526,7 @@ pub fn backup_writes_one_file_with_matching_row_counts(store: &dyn Store) {
 
 /// `restore` MUST put back every row of a backup, replacing what the store holds, and new
 /// rows MUST continue after the restored ones.
-pub fn restore_puts_back_every_row_and_continues_ids(store: &dyn Store) {
+pub fn restore_puts_back_every_row_and_continues_ids(store: &dyn TestingStore) {
     let populated = populate(store);
     let before = contents(store, &populated.updates);
     let scratch = ScratchDir::new();
@@ -1554,7 +1590,7 @@ pub fn restore_puts_back_every_row_and_continues_ids(store: &dyn Store) {
 
 /// `restore` MUST refuse, with `InvalidBackup` and before changing anything, a file that is not
 /// a complete backup: missing, empty, not a backup at all, or cut short.
-pub fn restore_refuses_a_damaged_file_and_changes_nothing(store: &dyn Store) {
+pub fn restore_refuses_a_damaged_file_and_changes_nothing(store: &dyn TestingStore) {
     let populated = populate(store);
     let scratch = ScratchDir::new();
     let backup = store.backup(&scratch.0, at(100, 0)).unwrap().path;
@@ -1665,7 +1701,7 @@ pub fn decision_types_key_decisions_separately(store: &dyn Store) {
 
 /// Uploads MUST be keyed by (user, decision type, decision index): checked against the logged
 /// decision of their own type, once per key, and closing only their own key to decisions.
-pub fn uploads_are_keyed_by_decision_type(store: &dyn Store) {
+pub fn uploads_are_keyed_by_decision_type(store: &dyn TestingStore) {
     let params = seeded(store);
     let alice = user("alice");
     store.add_user(&alice, at(0, 0)).unwrap();
@@ -1741,7 +1777,7 @@ pub fn unavailable_decisions_are_stored_with_their_reason(store: &dyn Store) {
 
 /// An upload MUST be stored with the availability of its logged decision, or as available when
 /// none is logged, whatever the record passed in says.
-pub fn uploads_take_availability_from_the_logged_decision(store: &dyn Store) {
+pub fn uploads_take_availability_from_the_logged_decision(store: &dyn TestingStore) {
     let params = seeded(store);
     let alice = user("alice");
     store.add_user(&alice, at(0, 0)).unwrap();
@@ -2144,7 +2180,10 @@ fn assert_same_reward(what: &str, sent: f64, got: f64) {
 
 /// What [`numbers_come_back_bit_for_bit`] reads back after storing and after a restore:
 /// `decisions` in storage order, each with its upload if it has one.
-fn assert_numbers_read_back(store: &dyn Store, decisions: &[(Decision, Option<StudyRecord>)]) {
+fn assert_numbers_read_back(
+    store: &dyn TestingStore,
+    decisions: &[(Decision, Option<StudyRecord>)],
+) {
     let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
     assert_eq!(streamed.len(), decisions.len());
     for ((sent, upload), got) in decisions.iter().zip(&streamed) {
@@ -2179,10 +2218,9 @@ fn assert_numbers_read_back(store: &dyn Store, decisions: &[(Decision, Option<St
 const NUMBERS: usize = 320;
 const NUMBERS_SEED: u64 = 0x6e75_6d62_6572_7321;
 
-/// Every finite double (the sign of zero included) in a context, a state and an outcome MUST
-/// come back bit for bit, and a reward with its value: from a repeated `record_decision`,
-/// `decisions`, `study_data` and `export`, and again after a backup is restored.
-pub fn numbers_come_back_bit_for_bit(store: &dyn Store) {
+/// Stores decisions and uploads holding every double of [`finite_doubles`] and returns them
+/// in storage order, each with its upload if it has one.
+fn store_numbers(store: &dyn Store) -> Vec<(Decision, Option<StudyRecord>)> {
     let params = seeded(store);
     let alice = user("alice");
     store.add_user(&alice, at(0, 0)).unwrap();
@@ -2222,6 +2260,21 @@ pub fn numbers_come_back_bit_for_bit(store: &dyn Store) {
         store.record_study_data(&record).unwrap();
         *upload = Some(record);
     }
+    decisions
+}
+
+/// Every finite double (the sign of zero included) in a context, a state and an outcome MUST
+/// come back bit for bit, and a reward with its value: from a repeated `record_decision`,
+/// `decisions`, `study_data` and `export`.
+pub fn numbers_come_back_bit_for_bit(store: &dyn TestingStore) {
+    let decisions = store_numbers(store);
+    assert_numbers_read_back(store, &decisions);
+}
+
+/// The numbers of [`numbers_come_back_bit_for_bit`] MUST come back bit for bit as stored, and
+/// again after a backup of them is restored.
+pub fn numbers_come_back_bit_for_bit_after_a_restore(store: &dyn TestingStore) {
+    let decisions = store_numbers(store);
     assert_numbers_read_back(store, &decisions);
 
     let scratch = ScratchDir::new();

@@ -9,6 +9,8 @@ pub mod domain;
 pub mod ports;
 pub mod rng;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{
@@ -16,6 +18,8 @@ pub use domain::{
     ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters, Probability, Provenance,
     State, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
+#[cfg(feature = "testing")]
+pub use ports::TestingStore;
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionStream, ExportStream,
     Recorded, RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome,

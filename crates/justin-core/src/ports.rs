@@ -1,8 +1,9 @@
 //! The ports: what the core needs from the outside world, as traits with written contracts.
 //!
-//! Adapters implement them (`justin-store` for [`Store`], `justin-http` for [`Clock`] and
-//! [`CallbackNotifier`]). Every storage adapter passes the conformance suite in
-//! [`crate::conformance`] (feature `conformance`), which checks the `MUST`s written here.
+//! Adapters implement them (`justin-store` and `justin-store-sqlite` for [`Store`],
+//! `justin-http` for [`Clock`] and [`CallbackNotifier`]; `crate::testing`, feature `testing`,
+//! holds in-memory ones for tests). Every storage adapter passes the conformance suite in
+//! `crate::conformance` (feature `conformance`), which checks the `MUST`s written here.
 
 use std::path::{Path, PathBuf};
 
@@ -256,25 +257,6 @@ pub trait Store: Send + Sync {
         created_at: DateTime<Utc>,
     ) -> Result<ModelParameters, StoreError>;
 
-    /// Stores parameters as the next version (the newest plus one) and returns it. Versions
-    /// MUST increase by one with no gaps.
-    ///
-    /// # Errors
-    /// Only on storage failure.
-    fn publish_parameters(
-        &self,
-        algorithm: &str,
-        values: &serde_json::Value,
-        created_at: DateTime<Utc>,
-    ) -> Result<ModelParameters, StoreError>;
-
-    /// Every study record stored when the call starts, in upload order, without loading them
-    /// all into memory. Records stored after the call starts MUST NOT appear.
-    ///
-    /// # Errors
-    /// On storage failure, here or as an item of the stream.
-    fn study_data(&self) -> Result<StudyDataStream, StoreError>;
-
     /// Stores a new update request (status `processing`).
     ///
     /// # Errors
@@ -354,6 +336,32 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`] when it does not.
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The storage methods only tests call: publishing a parameter version outside an update, to
+/// arrange a store, and streaming every study record, to read one back. The service never
+/// calls them, so they live behind the `testing` feature; every storage adapter implements
+/// this under its own `testing` feature, and the conformance suite checks their contracts.
+#[cfg(feature = "testing")]
+pub trait TestingStore: Store {
+    /// Stores parameters as the next version (the newest plus one) and returns it. Versions
+    /// MUST increase by one with no gaps.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn publish_parameters(
+        &self,
+        algorithm: &str,
+        values: &serde_json::Value,
+        created_at: DateTime<Utc>,
+    ) -> Result<ModelParameters, StoreError>;
+
+    /// Every study record stored when the call starts, in upload order, without loading them
+    /// all into memory. Records stored after the call starts MUST NOT appear.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn study_data(&self) -> Result<StudyDataStream, StoreError>;
 }
 
 /// The time, as the service sees it.

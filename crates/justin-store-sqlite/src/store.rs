@@ -14,21 +14,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
-use diesel::dsl::{exists, max};
+use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
-    Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob,
-    UpdateRequest, UploadRecorded, UserId,
+    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
+    UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
 use crate::error::{from_diesel, from_pool, is_foreign_key_violation, other, SetupError};
 use crate::models::{
     count_column, fmt_time, update_request, uuid_text, ActionRow, DecisionValues, ExportRecord,
-    LoggedDraw, ParametersRow, ProvenanceRow, StudyRow, StudyValues, UpdateRow,
+    LoggedDraw, ParametersRow, ProvenanceRow, StudyValues, UpdateRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
@@ -533,35 +533,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn publish_parameters(
-        &self,
-        algorithm: &str,
-        values: &serde_json::Value,
-        created_at: DateTime<Utc>,
-    ) -> Result<ModelParameters, StoreError> {
-        let mut row = ParametersRow::new(0, algorithm, values, created_at)?;
-        let mut conn = self.conn()?;
-        // IMMEDIATE: the read of the newest version and the insert of the next one happen
-        // under the write lock, so concurrent publishers leave no gap and never collide.
-        let stored = conn
-            .immediate_transaction::<_, diesel::result::Error, _>(|conn| {
-                let newest = model_parameters::table
-                    .select(max(model_parameters::version))
-                    .first::<Option<i64>>(conn)?;
-                row.version = newest.unwrap_or(0) + 1;
-                diesel::insert_into(model_parameters::table)
-                    .values(&row)
-                    .returning(ParametersRow::as_returning())
-                    .get_result(conn)
-            })
-            .map_err(from_diesel)?;
-        ModelParameters::try_from(stored)
-    }
-
-    fn study_data(&self) -> Result<StudyDataStream, StoreError> {
-        PoolStream::<StudyRow>::open(self).map(|s| Box::new(s) as StudyDataStream)
-    }
-
     fn create_update_request(&self, request: &UpdateRequest) -> Result<(), StoreError> {
         let row = UpdateRow::try_from(request)?;
         let mut conn = self.conn()?;
@@ -655,6 +626,40 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         conn.batch_execute("SELECT 1")
             .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+}
+
+/// The storage methods only tests call, for this crate's tests and the conformance suite.
+#[cfg(feature = "testing")]
+impl justin_core::TestingStore for SqliteStore {
+    fn publish_parameters(
+        &self,
+        algorithm: &str,
+        values: &serde_json::Value,
+        created_at: DateTime<Utc>,
+    ) -> Result<ModelParameters, StoreError> {
+        let mut row = ParametersRow::new(0, algorithm, values, created_at)?;
+        let mut conn = self.conn()?;
+        // IMMEDIATE: the read of the newest version and the insert of the next one happen
+        // under the write lock, so concurrent publishers leave no gap and never collide.
+        let stored = conn
+            .immediate_transaction::<_, diesel::result::Error, _>(|conn| {
+                let newest = model_parameters::table
+                    .select(diesel::dsl::max(model_parameters::version))
+                    .first::<Option<i64>>(conn)?;
+                row.version = newest.unwrap_or(0) + 1;
+                diesel::insert_into(model_parameters::table)
+                    .values(&row)
+                    .returning(ParametersRow::as_returning())
+                    .get_result(conn)
+            })
+            .map_err(from_diesel)?;
+        ModelParameters::try_from(stored)
+    }
+
+    fn study_data(&self) -> Result<justin_core::StudyDataStream, StoreError> {
+        PoolStream::<crate::models::StudyRow>::open(self)
+            .map(|s| Box::new(s) as justin_core::StudyDataStream)
     }
 }
 

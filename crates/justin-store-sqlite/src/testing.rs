@@ -125,7 +125,7 @@ fn test_config(url: &str) -> SqliteConfig {
 }
 
 impl justin_core::conformance::StoreFixture for TestDatabase {
-    fn store(&self) -> &dyn justin_core::Store {
+    fn store(&self) -> &dyn justin_core::TestingStore {
         TestDatabase::store(self)
     }
 }

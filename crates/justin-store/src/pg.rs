@@ -10,21 +10,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
-use diesel::dsl::{exists, max};
+use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
-    Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob,
-    UpdateRequest, UploadRecorded, UserId,
+    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
+    UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
 use crate::error::{from_diesel, from_pool, is_lost_connection, other, SetupError};
 use crate::models::{
     count_column, update_request, ActionRow, DecisionValues, ExportDbRow, LoggedDraw,
-    ParametersRow, ProvenanceRow, StudyRow, StudyValues, UpdateRow,
+    ParametersRow, ProvenanceRow, StudyValues, UpdateRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
@@ -592,39 +592,6 @@ impl Store for PgStore {
         })
     }
 
-    fn publish_parameters(
-        &self,
-        algorithm: &str,
-        values: &serde_json::Value,
-        created_at: DateTime<Utc>,
-    ) -> Result<ModelParameters, StoreError> {
-        self.with_connection(Resend::Unsent, |conn| {
-            let row = conn
-                .transaction::<_, diesel::result::Error, _>(|conn| {
-                    lock_for_publishing(conn)?;
-                    let newest = model_parameters::table
-                        .select(max(model_parameters::version))
-                        .first::<Option<i64>>(conn)?;
-                    diesel::insert_into(model_parameters::table)
-                        .values((
-                            model_parameters::version.eq(newest.unwrap_or(0) + 1),
-                            model_parameters::algorithm.eq(algorithm),
-                            model_parameters::parameters.eq(values),
-                            model_parameters::created_at.eq(created_at),
-                        ))
-                        .returning(ParametersRow::as_returning())
-                        .get_result(conn)
-                })
-                .map_err(from_diesel)?;
-            Ok(row.into())
-        })
-    }
-
-    fn study_data(&self) -> Result<StudyDataStream, StoreError> {
-        SnapshotStream::<StudyRow>::open(self.checked_conn()?)
-            .map(|s| Box::new(s) as StudyDataStream)
-    }
-
     fn create_update_request(&self, request: &UpdateRequest) -> Result<(), StoreError> {
         self.with_connection(Resend::Unsent, |conn| {
             diesel::insert_into(model_update_requests::table)
@@ -730,6 +697,43 @@ impl Store for PgStore {
             StoreError::Unavailable(_) => e,
             other => StoreError::Unavailable(Box::new(other)),
         })
+    }
+}
+
+/// The storage methods only tests call, for this crate's tests and the conformance suite.
+#[cfg(feature = "testing")]
+impl justin_core::TestingStore for PgStore {
+    fn publish_parameters(
+        &self,
+        algorithm: &str,
+        values: &serde_json::Value,
+        created_at: DateTime<Utc>,
+    ) -> Result<ModelParameters, StoreError> {
+        self.with_connection(Resend::Unsent, |conn| {
+            let row = conn
+                .transaction::<_, diesel::result::Error, _>(|conn| {
+                    lock_for_publishing(conn)?;
+                    let newest = model_parameters::table
+                        .select(diesel::dsl::max(model_parameters::version))
+                        .first::<Option<i64>>(conn)?;
+                    diesel::insert_into(model_parameters::table)
+                        .values((
+                            model_parameters::version.eq(newest.unwrap_or(0) + 1),
+                            model_parameters::algorithm.eq(algorithm),
+                            model_parameters::parameters.eq(values),
+                            model_parameters::created_at.eq(created_at),
+                        ))
+                        .returning(ParametersRow::as_returning())
+                        .get_result(conn)
+                })
+                .map_err(from_diesel)?;
+            Ok(row.into())
+        })
+    }
+
+    fn study_data(&self) -> Result<justin_core::StudyDataStream, StoreError> {
+        SnapshotStream::<crate::models::StudyRow>::open(self.checked_conn()?)
+            .map(|s| Box::new(s) as justin_core::StudyDataStream)
     }
 }
 

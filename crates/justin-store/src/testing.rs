@@ -123,7 +123,7 @@ impl TestDatabase {
 }
 
 impl justin_core::conformance::StoreFixture for TestDatabase {
-    fn store(&self) -> &dyn justin_core::Store {
+    fn store(&self) -> &dyn justin_core::TestingStore {
         TestDatabase::store(self)
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use justin_core::{
     Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Provenance,
-    Recorded, Store, StoreError, StudyRecord, UpdateRequest,
+    Recorded, Store, StoreError, StudyRecord, TestingStore, UpdateRequest,
 };
 use justin_store_sqlite::testing::TestDatabase;
 
@@ -104,7 +104,7 @@ struct Contents {
     updates: Vec<Option<UpdateRequest>>,
 }
 
-fn contents(store: &dyn Store, updates: &[uuid::Uuid]) -> Contents {
+fn contents(store: &dyn TestingStore, updates: &[uuid::Uuid]) -> Contents {
     Contents {
         counts: store.row_counts().unwrap().into_iter().collect(),
         decisions: store.decisions().unwrap().map(Result::unwrap).collect(),

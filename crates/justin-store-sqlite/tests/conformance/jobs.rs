@@ -8,7 +8,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use justin_core::{Provenance, Store, StoreError, UpdateJob, UpdateRequest, UpdateStatus};
+use justin_core::{
+    Provenance, Store, StoreError, TestingStore, UpdateJob, UpdateRequest, UpdateStatus,
+};
 use justin_store_sqlite::testing::TestDatabase;
 
 use crate::support::at;

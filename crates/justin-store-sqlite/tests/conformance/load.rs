@@ -4,7 +4,7 @@
 
 use std::sync::Barrier;
 
-use justin_core::{Recorded, Store, UploadRecorded};
+use justin_core::{Recorded, Store, TestingStore, UploadRecorded};
 use justin_store_sqlite::testing::TestDatabase;
 
 use crate::support::{at, decision, upload_for, user, ScratchDir};

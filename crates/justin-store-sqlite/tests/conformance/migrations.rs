@@ -6,7 +6,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Text};
 use justin_core::{
-    Availability, Decision, DecisionType, Provenance, Recorded, Store, UpdateRequest,
+    Availability, Decision, DecisionType, Provenance, Recorded, Store, TestingStore, UpdateRequest,
 };
 use justin_store_sqlite::testing::TestDatabase;
 

@@ -6,7 +6,7 @@
 
 use diesel::sql_types::BigInt;
 use diesel::RunQueryDsl;
-use justin_core::{Provenance, Store, StoreError, UpdateRequest, UpdateStatus};
+use justin_core::{Provenance, Store, StoreError, TestingStore, UpdateRequest, UpdateStatus};
 use justin_store::testing::TestDatabase;
 
 use crate::support::{at, connect, decision, populate, record, second_store};

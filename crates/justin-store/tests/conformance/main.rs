@@ -493,7 +493,7 @@ mod errors {
 
     use diesel::connection::SimpleConnection;
     use diesel::{Connection, PgConnection, RunQueryDsl};
-    use justin_core::{Recorded, Store, StoreError};
+    use justin_core::{Recorded, Store, StoreError, TestingStore};
     use justin_store::testing::TestDatabase;
     use justin_store::{PgConfig, PgStore};
 

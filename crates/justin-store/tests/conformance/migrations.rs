@@ -4,7 +4,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::RunQueryDsl;
-use justin_core::{Availability, DecisionType, Recorded, Store};
+use justin_core::{Availability, DecisionType, Recorded, Store, TestingStore};
 use justin_store::testing::TestDatabase;
 
 use crate::support::{connect, decision};

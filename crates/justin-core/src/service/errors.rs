@@ -1,0 +1,94 @@
+//! What the use cases fail with: [`DomainError`], with the mapping of the ports' errors onto
+//! it, and [`error_chain`], the text of an error with its sources.
+
+use crate::algorithm::AlgorithmError;
+use crate::ports::StoreError;
+
+/// Everything a use case can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The participant id is registered already.
+    #[error("User already exists.")]
+    UserExists,
+    /// The participant id is not registered.
+    #[error("User not found.")]
+    UserNotFound,
+    /// Study data exists for this decision already.
+    #[error("Decision index already exists.")]
+    DecisionExists,
+    /// An upload's action or probability differs from the logged decision.
+    #[error("The uploaded action ({uploaded_action}) and action_prob ({uploaded_prob}) must match the logged decision (action {logged_action}, action_prob {logged_prob}).")]
+    UploadMismatch {
+        /// The uploaded action.
+        uploaded_action: i16,
+        /// The uploaded probability.
+        uploaded_prob: f64,
+        /// The logged action.
+        logged_action: i16,
+        /// The logged probability.
+        logged_prob: f64,
+    },
+    /// A file given to restore is not a complete backup; nothing was changed.
+    #[error("{0}")]
+    InvalidBackup(String),
+    /// No update request has this id.
+    #[error("Update not found.")]
+    UpdateNotFound,
+    /// No parameter version has this number.
+    #[error("Parameter version not found.")]
+    ParametersNotFound,
+    /// The client's context or outcome is unusable; the message says why.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The database cannot be reached.
+    #[error(transparent)]
+    Unavailable(StoreError),
+    /// The service is misconfigured or its stored state is inconsistent.
+    #[error("{0}")]
+    Setup(String),
+    /// The algorithm failed on input that was not the client's fault.
+    #[error("algorithm failed")]
+    Algorithm(#[source] AlgorithmError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UserExists => Self::UserExists,
+            StoreError::UnknownUser => Self::UserNotFound,
+            StoreError::StudyDataExists => Self::DecisionExists,
+            StoreError::UnknownUpdate => Self::UpdateNotFound,
+            StoreError::InvalidBackup(why) => {
+                Self::InvalidBackup(format!("not a complete backup: {why}"))
+            }
+            // Only upload_data can meet this, and it maps it with the uploaded values itself.
+            e @ StoreError::UploadMismatch { .. } => Self::Store(e),
+            e @ StoreError::Unavailable(_) => Self::Unavailable(e),
+            e @ (StoreError::Other(_) | StoreError::UnknownParameterVersion) => Self::Store(e),
+        }
+    }
+}
+
+impl From<AlgorithmError> for DomainError {
+    fn from(e: AlgorithmError) -> Self {
+        match e {
+            AlgorithmError::InvalidInput(msg) => Self::InvalidInput(msg),
+            other => Self::Algorithm(other),
+        }
+    }
+}
+
+/// An error and its sources, joined with ": ", for stored and logged failure reasons.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,141 @@
+//! The use cases: add a user, request an action, upload data, request an update and run it,
+//! deliver its callback, replay the stored decisions.
+//!
+//! [`Service`] is written against the ports only. It keeps the current model parameters in
+//! memory, so the hot path (`request_action`) costs one storage call: the insert of the
+//! decision. The cache is replaced whenever this process publishes a new version.
+//!
+//! Each use case has a module of its own, each adding methods to [`Service`]: `decisions`
+//! (participants, actions, uploads), `parameters` (the parameter cache), `updates` (the update
+//! worker and its retries), `callbacks` (delivery with backoff), `replay` and `readiness`;
+//! `errors` holds what they fail with. Their public items are re-exported here.
+
+mod callbacks;
+mod decisions;
+mod errors;
+mod parameters;
+mod readiness;
+mod replay;
+mod updates;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::algorithm::Algorithm;
+use crate::domain::ModelParameters;
+use crate::ports::{BackupReport, CallbackNotifier, Clock, ExportStream, Store};
+
+pub use callbacks::CallbackPolicy;
+pub use decisions::{ActionRequest, ActionResponse, UploadRequest};
+pub use errors::{error_chain, DomainError};
+pub use readiness::{is_disk_full, DISK_FULL_HOLD};
+pub use replay::{ReplayMismatch, ReplaySummary, PROBABILITY_TOLERANCE};
+
+/// The log target of records about the algorithm (routed to `rl.log`).
+pub const RL_TARGET: &str = "justin::rl";
+
+/// Settings the use cases need, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// The study seed (`algorithm.seed`).
+    pub seed: u64,
+    /// Where backups go before each update; `None` when backups are off.
+    pub backup_dir: Option<PathBuf>,
+    /// How many times an update may be started before it is abandoned as failed (an update
+    /// is started again after its process died).
+    pub update_attempts: u32,
+    /// How callbacks are retried.
+    pub callbacks: CallbackPolicy,
+    /// The service's version, for provenance.
+    pub service_version: String,
+    /// SHA-256 of the effective configuration, hex, for provenance.
+    pub config_hash: String,
+}
+
+/// The decision service: the use cases over the ports.
+pub struct Service {
+    store: Arc<dyn Store>,
+    algorithm: Arc<dyn Algorithm>,
+    clock: Arc<dyn Clock>,
+    notifier: Arc<dyn CallbackNotifier>,
+    settings: ServiceSettings,
+    current: RwLock<Option<Arc<ModelParameters>>>,
+    /// Set when the process is stopping: no update starts, and the one under way is put back.
+    stopping: AtomicBool,
+    /// When the most recent write failed because the database's disk is full, unless a write
+    /// has succeeded since: readiness answers 503 meanwhile (see [`Service::ready`]).
+    disk_full_since: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// Whether `disk_full_since` holds a time: every successful write reads this, and only
+    /// one that has a mark to clear takes the lock, so decisions do not queue on it.
+    disk_full_marked: AtomicBool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("algorithm", &self.algorithm.name())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Wires the use cases to their ports.
+    pub fn new(
+        store: Arc<dyn Store>,
+        algorithm: Arc<dyn Algorithm>,
+        clock: Arc<dyn Clock>,
+        notifier: Arc<dyn CallbackNotifier>,
+        settings: ServiceSettings,
+    ) -> Self {
+        Self {
+            store,
+            algorithm,
+            clock,
+            notifier,
+            settings,
+            current: RwLock::new(None),
+            stopping: AtomicBool::new(false),
+            disk_full_since: std::sync::Mutex::new(None),
+            disk_full_marked: AtomicBool::new(false),
+        }
+    }
+
+    /// Tells the update under way that the process is stopping. If it is still reading study
+    /// data (or taking its backup), it stops there and its request is put back, uncounted,
+    /// for the next start ([`UpdateOutcome::Requeued`]); if its algorithm has finished, it is
+    /// stored as usual. From now on [`Service::run_next_update`] starts nothing.
+    ///
+    /// [`UpdateOutcome::Requeued`]: crate::ports::UpdateOutcome::Requeued
+    pub fn stop_updates(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The configured algorithm.
+    pub fn algorithm(&self) -> &dyn Algorithm {
+        self.algorithm.as_ref()
+    }
+
+    /// One row per stored decision with its uploaded data, for analysis, streamed.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    pub fn export(&self) -> Result<ExportStream, DomainError> {
+        Ok(self.store.export()?)
+    }
+
+    /// Writes a backup into `dir`.
+    ///
+    /// # Errors
+    /// On storage or file-system failure.
+    pub fn backup_to(&self, dir: &std::path::Path) -> Result<BackupReport, DomainError> {
+        Ok(self.store.backup(dir, self.clock.now())?)
+    }
+}

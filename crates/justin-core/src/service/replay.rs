@@ -1,0 +1,123 @@
+//! Replay: every stored decision is drawn again from its stored state, parameter version and
+//! seed, and each that does not come out as stored is reported.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use super::decisions::UNAVAILABLE_CHOICE;
+use super::{DomainError, Service};
+use crate::algorithm::ActionChoice;
+use crate::domain::{
+    Action, Decision, DecisionIdx, DecisionType, ModelParameters, Probability, UserId,
+};
+use crate::rng::DecisionRng;
+
+/// The largest difference between two probabilities that still counts as equal, for uploads
+/// and replay (JSON round trips of a float are exact, so this only absorbs foreign rounding).
+pub const PROBABILITY_TOLERANCE: f64 = 1e-9;
+
+/// A decision that did not replay as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayMismatch {
+    /// The participant.
+    pub user_id: UserId,
+    /// The kind of decision.
+    pub decision_type: DecisionType,
+    /// The decision time.
+    pub decision_idx: DecisionIdx,
+    /// The stored action.
+    pub stored_action: Action,
+    /// The stored probability of action 1.
+    pub stored_prob: Probability,
+    /// What the replay drew, when it could draw.
+    pub replayed_action: Option<Action>,
+    /// The replay's probability of action 1, when it could draw.
+    pub replayed_prob: Option<Probability>,
+    /// What differs.
+    pub reason: String,
+}
+
+/// What a replay checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Decisions replayed.
+    pub checked: u64,
+    /// Decisions that did not come out as stored.
+    pub mismatches: u64,
+}
+
+impl Service {
+    /// Re-derives every stored decision from its stored state, parameter version and seed,
+    /// and calls `on_mismatch` for each that does not come out as stored.
+    ///
+    /// # Errors
+    /// On storage failure (a decision whose parameter version is missing is a mismatch).
+    pub fn replay(
+        &self,
+        on_mismatch: &mut dyn FnMut(&ReplayMismatch),
+    ) -> Result<ReplaySummary, DomainError> {
+        let mut versions: HashMap<i64, Option<ModelParameters>> = HashMap::new();
+        let mut summary = ReplaySummary::default();
+        for item in self.store.decisions()? {
+            let d = item?;
+            summary.checked += 1;
+            let params = match versions.entry(d.parameter_version) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.store.parameters(d.parameter_version)?),
+            };
+            let replayed = params.as_ref().map(|p| {
+                if !d.availability.is_available() {
+                    return Ok(UNAVAILABLE_CHOICE);
+                }
+                let mut rng = DecisionRng::from_seed(d.rng_seed);
+                self.algorithm
+                    .get_action(&d.user_id, &d.state, &p.values, d.decision_idx, &mut rng)
+            });
+            let reason = match &replayed {
+                None => Some(format!(
+                    "parameter version {} is not stored",
+                    d.parameter_version
+                )),
+                Some(Err(e)) => Some(format!("the algorithm cannot replay it: {e}")),
+                Some(Ok(choice)) => self.difference(&d, choice),
+            };
+            if let Some(reason) = reason {
+                summary.mismatches += 1;
+                let choice = replayed.and_then(Result::ok);
+                on_mismatch(&ReplayMismatch {
+                    user_id: d.user_id.clone(),
+                    decision_type: d.decision_type.clone(),
+                    decision_idx: d.decision_idx,
+                    stored_action: d.action,
+                    stored_prob: d.action_prob,
+                    replayed_action: choice.map(|c| c.action),
+                    replayed_prob: choice.map(|c| c.action_prob),
+                    reason,
+                });
+            }
+        }
+        Ok(summary)
+    }
+
+    /// How a stored decision differs from its replay, if it does.
+    fn difference(&self, d: &Decision, replayed: &ActionChoice) -> Option<String> {
+        let derived = crate::rng::decision_seed(
+            self.settings.seed,
+            &d.user_id,
+            &d.decision_type,
+            d.decision_idx,
+        );
+        if derived != d.rng_seed {
+            Some(
+                "the stored seed is not the one derived from algorithm.seed, user, decision type and index"
+                    .into(),
+            )
+        } else if replayed.action != d.action {
+            Some("the action differs".into())
+        } else if (replayed.action_prob.get() - d.action_prob.get()).abs() > PROBABILITY_TOLERANCE {
+            Some("the probability differs".into())
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The parameter versions and the service's copy of the current one: decisions are drawn from
+//! the current version as soon as this process publishes it, after a refresh when another
+//! process did, and again from the current version when the cached one has gone.
+
+use std::sync::Arc;
+
+use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
+use justin_core::{Clock, DomainError, Service, Store, TestingStore};
+use serde_json::json;
+
+use crate::support::{object, settings, Coin, Study, Update};
+
+#[test]
+fn the_priors_become_version_1_once() {
+    let study = Study::new();
+    let first = study.service.current_parameters().unwrap();
+    assert_eq!(first.version, 1);
+    assert_eq!(first.values, json!({ "p": 0.5, "n": 0 }));
+
+    // A second process with other priors finds version 1 in place.
+    let other = study.another_process(settings());
+    let current = other.initialise(&object(json!({ "p": 0.9 }))).unwrap();
+    assert_eq!(current, *first);
+    assert_eq!(study.counts()["model_parameters"], 1);
+}
+
+#[test]
+fn stored_parameters_of_another_algorithm_are_refused_at_start() {
+    let store = Arc::new(MemoryStore::new());
+    store
+        .seed_parameters("dice", &json!({ "faces": 6 }), ManualClock::default().now())
+        .unwrap();
+    let service = Service::new(
+        store,
+        Arc::new(Coin::default()),
+        Arc::new(ManualClock::default()),
+        Arc::new(RecordingNotifier::new()),
+        settings(),
+    );
+    let refused = service.initialise(&object(json!({ "p": 0.5 })));
+    assert!(
+        matches!(&refused, Err(DomainError::Setup(m)) if m.contains("\"dice\"")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn without_any_version_there_is_nothing_to_draw_from() {
+    let service = Service::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(Coin::default()),
+        Arc::new(ManualClock::default()),
+        Arc::new(RecordingNotifier::new()),
+        settings(),
+    );
+    let none = service.current_parameters();
+    assert!(matches!(none, Err(DomainError::Setup(_))), "{none:?}");
+    let missing = service.parameters(1);
+    assert!(
+        matches!(missing, Err(DomainError::ParametersNotFound)),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn decisions_use_the_version_this_process_publishes_at_once() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    let first = study.decide(&alice, 0);
+    study.upload(&first, 1.0);
+    study.request_update(1);
+    study.service.run_next_update().unwrap().unwrap();
+
+    let current = study.service.current_parameters().unwrap();
+    assert_eq!(current.version, 2);
+    assert_eq!(current.values, json!({ "p": 1.0, "n": 1 }));
+    let next = study.decide(&alice, 1);
+    assert_eq!(next.parameter_version, 2);
+    assert_eq!(next.action_prob.get(), 1.0, "drawn from the new version");
+}
+
+#[test]
+fn a_failed_update_leaves_the_current_version_in_force() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    study.algorithm.set_update(Update::Fail);
+    study.request_update(1);
+    study.service.run_next_update().unwrap().unwrap();
+    assert_eq!(study.service.current_parameters().unwrap().version, 1);
+    assert_eq!(study.decide(&alice, 0).parameter_version, 1);
+    assert_eq!(study.stored_version(), 1);
+}
+
+#[test]
+fn a_version_another_process_publishes_is_used_after_a_refresh() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    let other = study.another_process(settings());
+    other.initialise(&object(json!({ "p": 0.5 }))).unwrap();
+    let d = study.decide(&alice, 0);
+    study.upload(&d, 0.0);
+    study.request_update(1);
+    other.run_next_update().unwrap().unwrap();
+    assert_eq!(other.current_parameters().unwrap().version, 2);
+
+    assert_eq!(study.service.refresh_parameters().unwrap(), 2);
+    let next = study.decide(&alice, 1);
+    assert_eq!(next.parameter_version, 2);
+    assert_eq!(next.action_prob.get(), 0.0, "drawn from version 2 (p = 0)");
+}
+
+#[test]
+fn a_cached_version_that_is_gone_is_replaced_by_the_current_one_before_the_draw() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    // This process publishes versions 2 and 3 (p = 1) and caches version 3.
+    for n in 0..2 {
+        let d = study.decide(&alice, n);
+        study.upload(&d, 1.0);
+        study.request_update(u32::try_from(n).unwrap());
+        study.service.run_next_update().unwrap().unwrap();
+    }
+    assert_eq!(study.service.current_parameters().unwrap().version, 3);
+
+    // Another process resets the study and starts it again from priors p = 0.
+    study.store.reset().unwrap();
+    let other = study.another_process(settings());
+    other.initialise(&object(json!({ "p": 0.0 }))).unwrap();
+    other.add_user(&alice).unwrap();
+
+    let d = study.decide(&alice, 5);
+    assert_eq!(d.parameter_version, 1, "not the cached version 3");
+    assert_eq!(d.action_prob.get(), 0.0, "drawn from the current version");
+    let stored: Vec<_> = study
+        .store
+        .decisions()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored, vec![d]);
+    assert_eq!(study.service.current_parameters().unwrap().version, 1);
+}
+
+#[test]
+fn every_stored_version_can_be_read_back() {
+    let study = Study::new();
+    study
+        .store
+        .publish_parameters("coin", &json!({ "p": 0.25, "n": 4 }), study.clock.now())
+        .unwrap();
+    assert_eq!(study.service.parameters(2).unwrap().values["p"], 0.25);
+    assert_eq!(study.service.parameters(1).unwrap().values["p"], 0.5);
+    let missing = study.service.parameters(3);
+    assert!(
+        matches!(missing, Err(DomainError::ParametersNotFound)),
+        "{missing:?}"
+    );
+}

@@ -1,0 +1,312 @@
+//! What the use-case tests share: a small algorithm whose update can be told to misbehave, and
+//! a study wired over the in-memory ports.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
+use justin_core::{
+    Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, Availability, CallbackPolicy,
+    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, JsonObject, Probability, Service,
+    ServiceSettings, State, Store, StudyRecord, UploadRecorded, UploadRequest, UserId,
+};
+use serde_json::json;
+
+/// The study seed every test uses.
+pub const SEED: u64 = 42;
+
+/// What [`Coin::update`] does.
+#[derive(Debug, Clone, Default)]
+pub enum Update {
+    /// The new probability is the mean reward of the records read (unchanged without any).
+    #[default]
+    MeanReward,
+    /// Fails with `UpdateFailed`.
+    Fail,
+    /// Panics.
+    Panic,
+    /// Produces a probability that is not a number (a null once serialised).
+    NotANumber,
+    /// Produces a probability above 1, which `validate_parameters` refuses.
+    OutOfRange,
+    /// Tells the service to stop after the first record, then goes on as `MeanReward`.
+    StopAfterFirstRecord(Weak<Service>),
+}
+
+/// A coin-flip algorithm: parameters `{"p": P(action = 1), "n": records read}`, the state is
+/// the context's `x`, the reward the outcome's `r`.
+#[derive(Debug, Default)]
+pub struct Coin {
+    update: Mutex<Update>,
+    infinite_rewards: Mutex<bool>,
+}
+
+impl Coin {
+    /// From now on, updates do `update`.
+    pub fn set_update(&self, update: Update) {
+        *self.update.lock().unwrap() = update;
+    }
+
+    /// From now on, every reward is infinite.
+    pub fn give_infinite_rewards(&self) {
+        *self.infinite_rewards.lock().unwrap() = true;
+    }
+}
+
+fn probability(values: &serde_json::Value) -> Result<Probability, AlgorithmError> {
+    values
+        .get("p")
+        .and_then(serde_json::Value::as_f64)
+        .and_then(|p| Probability::new(p).ok())
+        .ok_or_else(|| AlgorithmError::InvalidParameters("p must be a probability".into()))
+}
+
+impl Algorithm for Coin {
+    fn name(&self) -> &str {
+        "coin"
+    }
+
+    fn initial_parameters(&self, priors: &JsonObject) -> Result<serde_json::Value, AlgorithmError> {
+        let p = priors
+            .get("p")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| AlgorithmError::InvalidPriors("p is required".into()))?;
+        Ok(json!({ "p": p, "n": 0 }))
+    }
+
+    fn make_state(&self, context: &JsonObject) -> Result<State, AlgorithmError> {
+        let x = context
+            .get("x")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| AlgorithmError::InvalidInput("context.x must be a number.".into()))?;
+        State::new(vec![x]).map_err(|e| AlgorithmError::InvalidInput(e.to_string()))
+    }
+
+    fn get_action(
+        &self,
+        _user: &UserId,
+        state: &State,
+        parameters: &serde_json::Value,
+        _decision_idx: DecisionIdx,
+        rng: &mut DecisionRng,
+    ) -> Result<ActionChoice, AlgorithmError> {
+        if state.values().len() != 1 {
+            return Err(AlgorithmError::InvalidInput(
+                "the state must hold one number".into(),
+            ));
+        }
+        Ok(ActionChoice::draw(probability(parameters)?, rng))
+    }
+
+    fn make_reward(
+        &self,
+        _user: &UserId,
+        _state: &State,
+        _action: Action,
+        outcome: &JsonObject,
+    ) -> Result<f64, AlgorithmError> {
+        let r = outcome
+            .get("r")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| AlgorithmError::InvalidInput("outcome.r must be a number.".into()))?;
+        if *self.infinite_rewards.lock().unwrap() {
+            return Ok(f64::INFINITY);
+        }
+        Ok(r)
+    }
+
+    fn update(
+        &self,
+        current: &serde_json::Value,
+        data: &mut dyn Iterator<Item = StudyRecord>,
+    ) -> Result<serde_json::Value, AlgorithmError> {
+        let update = self.update.lock().unwrap().clone();
+        match update {
+            Update::Fail => return Err(AlgorithmError::UpdateFailed("not enough data".into())),
+            Update::Panic => panic!("the coin fell off the table"),
+            Update::NotANumber => return Ok(json!({ "p": f64::NAN, "n": 0 })),
+            Update::OutOfRange => return Ok(json!({ "p": 1.5, "n": 0 })),
+            Update::MeanReward | Update::StopAfterFirstRecord(_) => {}
+        }
+        let (mut sum, mut n) = (0.0, 0_u32);
+        for record in data {
+            sum += record.reward;
+            n += 1;
+            if let (1, Update::StopAfterFirstRecord(service)) = (n, &update) {
+                service.upgrade().unwrap().stop_updates();
+            }
+        }
+        let p = if n == 0 {
+            probability(current)?.get()
+        } else {
+            (sum / f64::from(n)).clamp(0.0, 1.0)
+        };
+        Ok(json!({ "p": p, "n": n }))
+    }
+
+    fn describe_change(&self, current: &serde_json::Value, next: &serde_json::Value) -> String {
+        format!("p {} -> {}", current["p"], next["p"])
+    }
+
+    fn validate_parameters(&self, values: &serde_json::Value) -> Result<(), AlgorithmError> {
+        probability(values).map(drop)
+    }
+}
+
+/// Callbacks: four attempts, 100 ms before the second, doubling.
+pub fn callback_policy() -> CallbackPolicy {
+    CallbackPolicy {
+        attempts: 4,
+        first_backoff: Duration::from_millis(100),
+        attempt_timeout: Duration::from_secs(1),
+    }
+}
+
+/// Settings with no backups and three attempts per update.
+pub fn settings() -> ServiceSettings {
+    ServiceSettings {
+        seed: SEED,
+        backup_dir: None,
+        update_attempts: 3,
+        callbacks: callback_policy(),
+        service_version: "0.0.0-test".into(),
+        config_hash: "c0ffee".into(),
+    }
+}
+
+pub fn object(value: serde_json::Value) -> JsonObject {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+pub fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+pub fn idx(i: i64) -> DecisionIdx {
+    DecisionIdx::new(i).unwrap()
+}
+
+/// An available decision of the default type for `user` at `i`, with context `x = i`.
+pub fn action_request(user_id: &UserId, i: i64, requested_at: DateTime<Utc>) -> ActionRequest {
+    ActionRequest {
+        user_id: user_id.clone(),
+        decision_type: DecisionType::default(),
+        decision_idx: idx(i),
+        requested_at,
+        sent_timestamp: requested_at.to_rfc3339(),
+        availability: Availability::Available,
+        context: object(json!({ "x": i })),
+    }
+}
+
+/// The upload of what followed `d`, agreeing with it, with reward `r`.
+pub fn upload_request(d: &Decision, r: f64) -> UploadRequest {
+    UploadRequest {
+        user_id: d.user_id.clone(),
+        decision_type: d.decision_type.clone(),
+        decision_idx: d.decision_idx,
+        requested_at: d.requested_at,
+        sent_timestamp: d.sent_timestamp.clone(),
+        context: d.context.clone(),
+        action: d.action,
+        action_prob: d.action_prob,
+        state: d.state.clone(),
+        outcome: object(json!({ "r": r })),
+    }
+}
+
+/// A study over the in-memory ports: the service and the fakes it is wired to, for tests to
+/// drive and inspect.
+pub struct Study {
+    pub store: Arc<MemoryStore>,
+    pub clock: Arc<ManualClock>,
+    pub notifier: Arc<RecordingNotifier>,
+    pub algorithm: Arc<Coin>,
+    pub service: Arc<Service>,
+}
+
+impl Study {
+    /// A study with [`settings`] whose priors (p = 0.5) are installed as version 1.
+    pub fn new() -> Self {
+        Self::with_settings(settings())
+    }
+
+    /// A study with `settings` whose priors (p = 0.5) are installed as version 1.
+    pub fn with_settings(settings: ServiceSettings) -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::default());
+        let notifier = Arc::new(RecordingNotifier::new());
+        let algorithm = Arc::new(Coin::default());
+        let service = Arc::new(Service::new(
+            store.clone(),
+            algorithm.clone(),
+            clock.clone(),
+            notifier.clone(),
+            settings,
+        ));
+        service.initialise(&object(json!({ "p": 0.5 }))).unwrap();
+        Self {
+            store,
+            clock,
+            notifier,
+            algorithm,
+            service,
+        }
+    }
+
+    /// Another process of the same study: its own service, with its own parameter cache and
+    /// `settings`, over the same store, clock, notifier and algorithm.
+    pub fn another_process(&self, settings: ServiceSettings) -> Service {
+        Service::new(
+            self.store.clone(),
+            self.algorithm.clone(),
+            self.clock.clone(),
+            self.notifier.clone(),
+            settings,
+        )
+    }
+
+    /// Registers `name`.
+    pub fn add_user(&self, name: &str) -> UserId {
+        let id = user(name);
+        self.service.add_user(&id).unwrap();
+        id
+    }
+
+    /// The decision for `user` at `i`, requested now.
+    pub fn decide(&self, user_id: &UserId, i: i64) -> Decision {
+        let request = action_request(user_id, i, self.clock.now());
+        self.service.request_action(request).unwrap().decision
+    }
+
+    /// Uploads what followed `d` with reward `r`.
+    pub fn upload(&self, d: &Decision, r: f64) -> UploadRecorded {
+        self.service.upload_data(upload_request(d, r)).unwrap()
+    }
+
+    /// Records an update request now, with a callback URL naming `n`.
+    pub fn request_update(&self, n: u32) -> justin_core::UpdateRequest {
+        self.service
+            .request_update(
+                self.clock.now(),
+                self.clock.now().to_rfc3339(),
+                format!("http://study.example/callback/{n}"),
+            )
+            .unwrap()
+    }
+
+    /// Rows per table.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.store.row_counts().unwrap().into_iter().collect()
+    }
+
+    /// The newest parameter version in the store.
+    pub fn stored_version(&self) -> i64 {
+        self.store.current_parameters().unwrap().unwrap().version
+    }
+}
