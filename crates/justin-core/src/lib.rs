@@ -9,6 +9,7 @@ pub mod domain;
 pub mod ports;
 pub mod rng;
 pub mod service;
+mod tolerance;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{

@@ -160,7 +160,7 @@ const UNAVAILABLE_CHOICE: ActionChoice = ActionChoice {
 
 /// The largest difference between two probabilities that still counts as equal, for uploads
 /// and replay (JSON round trips of a float are exact, so this only absorbs foreign rounding).
-pub const PROBABILITY_TOLERANCE: f64 = 1e-9;
+pub const PROBABILITY_TOLERANCE: f64 = Probability::TOLERANCE;
 
 /// A decision that did not replay as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,8 +20,8 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
-    Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob,
-    UpdateRequest, UploadRecorded, UserId,
+    Probability, Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord,
+    UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
@@ -262,9 +262,6 @@ WHERE NOT EXISTS (SELECT 1 FROM actions \
                   AND (action <> ?6 OR abs(action_prob - ?7) > ?11)) \
 RETURNING action_logged";
 
-/// Differences up to this much between a logged and an uploaded probability are rounding.
-const PROBABILITY_TOLERANCE: f64 = 1e-9;
-
 #[derive(QueryableByName)]
 struct Logged {
     #[diesel(sql_type = Bool)]
@@ -437,7 +434,7 @@ impl Store for SqliteStore {
             .bind::<Text, _>(&v.state)
             .bind::<Text, _>(&v.outcome)
             .bind::<Double, _>(v.reward)
-            .bind::<Double, _>(PROBABILITY_TOLERANCE)
+            .bind::<Double, _>(Probability::TOLERANCE)
             .bind::<Text, _>(v.decision_type)
             .bind::<Text, _>(v.sent_timestamp)
             .load::<Logged>(&mut conn);
@@ -477,7 +474,7 @@ impl Store for SqliteStore {
         match logged {
             Some(draw)
                 if draw.action != v.action
-                    || (draw.action_prob - v.action_prob).abs() > PROBABILITY_TOLERANCE =>
+                    || (draw.action_prob - v.action_prob).abs() > Probability::TOLERANCE =>
             {
                 Err(draw.mismatch())
             }

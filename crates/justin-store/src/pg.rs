@@ -16,8 +16,8 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
-    Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord, UpdateJob,
-    UpdateRequest, UploadRecorded, UserId,
+    Probability, Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord,
+    UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
@@ -410,9 +410,6 @@ LEFT JOIN justin_decision_key_logged($1, $12, $2) a ON true \
 WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
 RETURNING action_logged";
 
-/// Differences up to this much between a logged and an uploaded probability are rounding.
-const PROBABILITY_TOLERANCE: f64 = 1e-9;
-
 #[derive(QueryableByName)]
 struct Logged {
     #[diesel(sql_type = Bool)]
@@ -481,7 +478,7 @@ impl Store for PgStore {
                 .bind::<Json, _>(&v.state)
                 .bind::<Json, _>(&v.outcome)
                 .bind::<Double, _>(v.reward)
-                .bind::<Double, _>(PROBABILITY_TOLERANCE)
+                .bind::<Double, _>(Probability::TOLERANCE)
                 .bind::<Text, _>(v.decision_type)
                 .bind::<Text, _>(v.sent_timestamp)
                 .load::<Logged>(conn)
@@ -515,7 +512,7 @@ impl Store for PgStore {
             match logged {
                 Some(draw)
                     if draw.action != v.action
-                        || (draw.action_prob - v.action_prob).abs() > PROBABILITY_TOLERANCE =>
+                        || (draw.action_prob - v.action_prob).abs() > Probability::TOLERANCE =>
                 {
                     Err(draw.mismatch())
                 }
