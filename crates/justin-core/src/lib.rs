@@ -9,6 +9,7 @@ pub mod domain;
 pub mod ports;
 pub mod rng;
 pub mod service;
+pub mod tables;
 mod tolerance;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};

@@ -18,6 +18,7 @@ use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
+use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
     Probability, Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord,
@@ -38,17 +39,6 @@ use crate::stream::PoolStream;
 
 type Manager = ConnectionManager<SqliteConnection>;
 pub(crate) type PooledSqlite = PooledConnection<Manager>;
-
-/// The tables of a study, in the order reports and backups list them, which is also an order
-/// foreign keys allow rows to be inserted in (restore relies on it).
-pub(crate) const TABLES: [&str; 6] = [
-    "users",
-    "model_parameters",
-    "actions",
-    "study_data",
-    "model_update_requests",
-    "update_provenance",
-];
 
 /// How to open the database and what to do on opening it.
 #[derive(Debug, Clone)]
@@ -286,19 +276,10 @@ struct TableCount {
 /// Counts every table in one statement, so the counts come from one snapshot, and lists them
 /// in [`TABLES`] order.
 pub(crate) fn count_rows(conn: &mut SqliteConnection) -> Result<Vec<(String, u64)>, StoreError> {
-    let sql = TABLES
-        .iter()
-        .map(|t| format!("SELECT '{t}' AS name, count(*) AS rows FROM {t}"))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let mut counts = diesel::sql_query(sql)
+    let counts = diesel::sql_query(count_rows_statement())
         .load::<TableCount>(conn)
         .map_err(from_diesel)?;
-    counts.sort_by_key(|c| TABLES.iter().position(|t| *t == c.name));
-    counts
-        .into_iter()
-        .map(|c| Ok((c.name, u64::try_from(c.rows).map_err(other)?)))
-        .collect()
+    in_table_order(counts.into_iter().map(|c| (c.name, c.rows)))
 }
 
 /// Says why a write broke a foreign key: SQLite does not name the key, so look. Only the

@@ -14,6 +14,7 @@ use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
+use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
     Probability, Recorded, RestoreReport, Store, StoreError, StudyDataStream, StudyRecord,
@@ -34,17 +35,6 @@ use crate::stream::SnapshotStream;
 
 type Manager = ConnectionManager<PgConnection>;
 pub(crate) type PooledPg = PooledConnection<Manager>;
-
-/// The tables of a study, in the order reports and backups list them, which is also an order
-/// foreign keys allow rows to be inserted in (restore relies on it).
-pub(crate) const TABLES: [&str; 6] = [
-    "users",
-    "model_parameters",
-    "actions",
-    "study_data",
-    "model_update_requests",
-    "update_provenance",
-];
 
 /// Serialises writers of `model_parameters` (publishing, seeding, completing an update)
 /// without blocking readers or the foreign-key checks of decisions being recorded, which take
@@ -427,20 +417,10 @@ struct TableCount {
 /// Counts every table in one statement, so the counts come from one snapshot, and lists them
 /// in [`TABLES`] order.
 pub(crate) fn count_rows(conn: &mut PgConnection) -> Result<Vec<(String, u64)>, StoreError> {
-    let sql = TABLES
-        .iter()
-        .map(|t| format!("SELECT '{t}' AS name, count(*) AS rows FROM {t}"))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let mut counts = diesel::sql_query(sql)
+    let counts = diesel::sql_query(count_rows_statement())
         .load::<TableCount>(conn)
         .map_err(from_diesel)?;
-    // SQL does not promise UNION ALL keeps the branches' order; reports list TABLES' order.
-    counts.sort_by_key(|c| TABLES.iter().position(|t| *t == c.name));
-    counts
-        .into_iter()
-        .map(|c| Ok((c.name, u64::try_from(c.rows).map_err(other)?)))
-        .collect()
+    in_table_order(counts.into_iter().map(|c| (c.name, c.rows)))
 }
 
 impl Store for PgStore {
