@@ -3,6 +3,8 @@
 //! the use cases written against them. This crate does no IO; adapters in other crates do.
 
 pub mod algorithm;
+#[cfg(any(test, feature = "conformance"))]
+pub mod builders;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod domain;

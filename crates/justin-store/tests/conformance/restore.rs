@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use diesel::sql_types::{BigInt, Text};
 use diesel::RunQueryDsl;
+use justin_core::builders::{at, decision, upload_for, user};
 use justin_core::tables::TABLES;
 use justin_core::{Store, StoreError};
 use justin_store::testing::TestDatabase;
 
-use crate::support::{at, connect, decision, populate, unpack, upload_for, user, ScratchDir};
+use crate::support::{connect, populate, unpack, ScratchDir};
 
 /// Every row of every table as JSON text, sorted, for comparing whole databases.
 fn dump(db: &TestDatabase) -> Vec<String> {
