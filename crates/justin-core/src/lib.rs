@@ -9,6 +9,7 @@ pub mod builders;
 pub mod conformance;
 pub mod domain;
 pub mod ports;
+pub mod recording;
 pub mod rng;
 pub mod service;
 pub mod tables;

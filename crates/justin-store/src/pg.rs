@@ -14,6 +14,7 @@ use diesel::dsl::{exists, max};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
+use justin_core::recording::{refused_decision, refused_upload};
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
@@ -24,8 +25,8 @@ use uuid::Uuid;
 
 use crate::error::{from_diesel, from_pool, is_lost_connection, other, SetupError};
 use crate::models::{
-    count_column, update_request, ActionRow, DecisionValues, ExportDbRow, LoggedDraw,
-    ParametersRow, ProvenanceRow, StudyRow, StudyValues, UpdateRow,
+    count_column, update_request, ActionRow, DecisionValues, ExportDbRow, ParametersRow,
+    ProvenanceRow, StudyRow, StudyValues, UpdateRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
@@ -269,21 +270,34 @@ fn unavailable(e: StoreError) -> StoreError {
 /// [`Store::record_decision`] on `conn`: the insert, and when it stored nothing, what stopped it.
 fn record_decision_on(
     conn: &mut PgConnection,
+    decision: &Decision,
     v: &DecisionValues<'_>,
 ) -> Result<Recorded, StoreError> {
     let inserted = insert_decision(conn, v).map_err(from_diesel)?;
     if !inserted.is_empty() {
         return Ok(Recorded::Inserted);
     }
-    // Nothing inserted: a decision exists, or study data does (which takes precedence).
+    let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+    refused_decision(decision, logged, uploaded)
+}
+
+/// What stands on a decision's key after an insert of the key stored nothing: the decision
+/// logged for it, if any, and whether study data is uploaded for it. One statement when a
+/// decision is logged, so both facts come from one snapshot.
+fn on_key(
+    conn: &mut PgConnection,
+    user_id: &str,
+    decision_type: &str,
+    decision_idx: i64,
+) -> Result<(Option<ActionRow>, bool), StoreError> {
     let same_key = study_data::user_id
-        .eq(v.user_id)
-        .and(study_data::decision_type.eq(v.decision_type))
-        .and(study_data::decision_idx.eq(v.decision_idx));
-    let existing = actions::table
-        .filter(actions::user_id.eq(v.user_id))
-        .filter(actions::decision_type.eq(v.decision_type))
-        .filter(actions::decision_idx.eq(v.decision_idx))
+        .eq(user_id)
+        .and(study_data::decision_type.eq(decision_type))
+        .and(study_data::decision_idx.eq(decision_idx));
+    let logged = actions::table
+        .filter(actions::user_id.eq(user_id))
+        .filter(actions::decision_type.eq(decision_type))
+        .filter(actions::decision_idx.eq(decision_idx))
         .select((
             ActionRow::as_select(),
             exists(study_data::table.filter(same_key)),
@@ -291,22 +305,13 @@ fn record_decision_on(
         .first::<(ActionRow, bool)>(conn)
         .optional()
         .map_err(from_diesel)?;
-    match existing {
-        Some((_, true)) => Err(StoreError::StudyDataExists),
-        Some((row, false)) => Ok(Recorded::Existing(row.try_into()?)),
+    match logged {
+        Some((row, uploaded)) => Ok((Some(row), uploaded)),
         None => {
             let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
                 .get_result::<bool>(conn)
                 .map_err(from_diesel)?;
-            if uploaded {
-                Err(StoreError::StudyDataExists)
-            } else {
-                // Only a concurrent reset can remove the row that blocked the insert.
-                Err(other(format!(
-                    "the {} decision of {} at index {} was neither stored nor found",
-                    v.decision_type, v.user_id, v.decision_idx
-                )))
-            }
+            Ok((None, uploaded))
         }
     }
 }
@@ -388,7 +393,7 @@ diesel::define_sql_function! {
 /// `justin_decision_key_logged`, which first locks the key (as recording a decision does) and
 /// reads with a snapshot taken after the lock, so a decision of the key committed while this
 /// waited is seen (migration 2025-04-03). When no row comes back the upload was refused, and
-/// a second query says why.
+/// what stands on the key ([`on_key`]) says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
                         context, action, action_prob, state, outcome, reward, action_logged, \
@@ -441,7 +446,9 @@ impl Store for PgStore {
         let v = DecisionValues::new(decision)?;
         // Safe to send again: a second insert of the key stores nothing and finds the first
         // (so a decision stored by an attempt whose answer was lost is found as `Existing`).
-        self.with_connection(Resend::Always, |conn| record_decision_on(conn, &v))
+        self.with_connection(Resend::Always, |conn| {
+            record_decision_on(conn, decision, &v)
+        })
     }
 
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
@@ -468,40 +475,8 @@ impl Store for PgStore {
                     action_logged: row.action_logged,
                 });
             }
-            // Refused: a differing decision is logged. A repeated upload is reported as such
-            // first, as `record_decision` does, since the data is stored already either way.
-            let uploaded = diesel::select(exists(
-                study_data::table
-                    .filter(study_data::user_id.eq(v.user_id))
-                    .filter(study_data::decision_type.eq(v.decision_type))
-                    .filter(study_data::decision_idx.eq(v.decision_idx)),
-            ))
-            .get_result::<bool>(conn)
-            .map_err(from_diesel)?;
-            if uploaded {
-                return Err(StoreError::StudyDataExists);
-            }
-            let logged = actions::table
-                .filter(actions::user_id.eq(v.user_id))
-                .filter(actions::decision_type.eq(v.decision_type))
-                .filter(actions::decision_idx.eq(v.decision_idx))
-                .select((actions::id, actions::action, actions::action_prob))
-                .first::<LoggedDraw>(conn)
-                .optional()
-                .map_err(from_diesel)?;
-            match logged {
-                Some(draw)
-                    if draw.action != v.action
-                        || (draw.action_prob - v.action_prob).abs() > Probability::TOLERANCE =>
-                {
-                    Err(draw.mismatch())
-                }
-                // Only a concurrent reset or restore changes logged decisions.
-                _ => Err(other(format!(
-                    "the {} upload of {} at index {} was neither stored nor refused by a logged decision",
-                    v.decision_type, record.user_id, v.decision_idx
-                ))),
-            }
+            let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+            Err(refused_upload(record, logged, uploaded))
         })
     }
 
