@@ -446,14 +446,7 @@ impl CallbackReceiver {
 }
 
 /// The study's tables, in the order backups list them.
-pub const TABLES: [&str; 6] = [
-    "users",
-    "model_parameters",
-    "actions",
-    "study_data",
-    "model_update_requests",
-    "update_provenance",
-];
+pub use justin_core::tables::TABLES;
 
 /// A connection of the test's own, to the database at `url` of either backend.
 pub enum TestConnection {

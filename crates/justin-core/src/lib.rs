@@ -3,14 +3,19 @@
 //! the use cases written against them. This crate does no IO; adapters in other crates do.
 
 pub mod algorithm;
+#[cfg(any(test, feature = "conformance"))]
+pub mod builders;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod domain;
 pub mod ports;
+pub mod recording;
 pub mod rng;
 pub mod service;
+pub mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tolerance;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{

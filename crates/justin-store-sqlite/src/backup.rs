@@ -20,11 +20,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use justin_backup::csv::write_record;
 use justin_backup::{FormatError, Manifest, ManifestTable, PendingBackup};
+use justin_core::tables::TABLES;
 use justin_core::{BackupReport, StoreError};
 
 use crate::error::{from_diesel, other};
 use crate::models::{ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow};
-use crate::store::{count_rows, TABLES};
+use crate::store::count_rows;
 use crate::tables::{applied_migrations, live_columns, TableRow};
 
 /// What went wrong inside the snapshot transaction. Diesel's transaction needs an error type

@@ -59,6 +59,7 @@ use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
+use justin_core::recording::superseded_update;
 use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
 
 use crate::error::{from_diesel, other};
@@ -459,10 +460,7 @@ impl UpdateJob for SqliteUpdateJob {
             // The job computed from its snapshot's newest version; storing on top of one it
             // never read would silently drop that version's update.
             if newest != job.snapshot_version {
-                return Err(Failure::Store(other(format!(
-                    "parameter version {} was stored by another writer while update {id} ran",
-                    newest.unwrap_or(0)
-                ))));
+                return Err(Failure::Store(superseded_update(newest.unwrap_or(0), id)));
             }
             let version = newest.unwrap_or(0) + 1;
             let row = ParametersRow::new(version, algorithm, values, finished_at)

@@ -8,9 +8,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use justin_core::{
-    Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
-    ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters, Probability, Provenance,
-    State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Action, ActionChoice, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx,
+    DecisionType, ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters,
+    Probability, Provenance, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 
 use crate::error::other;
@@ -313,28 +313,17 @@ impl TryFrom<ExportRecord> for ExportRow {
     }
 }
 
-/// The action and probability logged for a decision, to explain a refused upload.
-#[derive(Debug, Queryable)]
-pub(crate) struct LoggedDraw {
-    pub id: i64,
-    pub action: i16,
-    pub action_prob: f64,
-}
+/// The draw a logged decision holds, read without the rest of its row: what an upload for its
+/// key is compared with.
+impl TryFrom<ActionRow> for ActionChoice {
+    type Error = StoreError;
 
-impl LoggedDraw {
-    /// The refusal of an upload that differs from this draw.
-    pub(crate) fn mismatch(self) -> StoreError {
-        let bad = |e: InvalidValue| invalid("actions", self.id, e);
-        match (
-            Action::from_i64(self.action.into()).map_err(bad),
-            Probability::new(self.action_prob).map_err(bad),
-        ) {
-            (Ok(logged_action), Ok(logged_prob)) => StoreError::UploadMismatch {
-                logged_action,
-                logged_prob,
-            },
-            (Err(e), _) | (_, Err(e)) => e,
-        }
+    fn try_from(row: ActionRow) -> Result<Self, StoreError> {
+        let bad = |e: InvalidValue| invalid("actions", row.id, e);
+        Ok(ActionChoice {
+            action: Action::from_i64(row.action.into()).map_err(bad)?,
+            action_prob: Probability::new(row.action_prob).map_err(bad)?,
+        })
     }
 }
 

@@ -18,12 +18,13 @@ use diesel::prelude::*;
 use justin_backup::csv::{read_header, CsvReader, Field};
 use justin_backup::manifest::layout_migrations;
 use justin_backup::read::{check_size, header_error, verify, CheckedBackup, CheckedTable};
+use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
 
 use crate::backup::{from_format, Failure};
 use crate::error::{from_diesel, other};
 use crate::models::{ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow};
-use crate::store::{delete_all, TABLES};
+use crate::store::delete_all;
 use crate::tables::{
     applied_migrations, columns_before_sent_timestamps, fill_sent_timestamp, known_columns,
     live_columns, TableRow,

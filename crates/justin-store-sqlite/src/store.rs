@@ -18,9 +18,11 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
+use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
-    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
+    Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
     UploadRecorded, UserId,
 };
 use uuid::Uuid;
@@ -28,7 +30,7 @@ use uuid::Uuid;
 use crate::error::{from_diesel, from_pool, is_foreign_key_violation, other, SetupError};
 use crate::models::{
     count_column, fmt_time, update_request, uuid_text, ActionRow, DecisionValues, ExportRecord,
-    LoggedDraw, ParametersRow, ProvenanceRow, StudyValues, UpdateRow,
+    ParametersRow, ProvenanceRow, StudyValues, UpdateRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
@@ -38,17 +40,6 @@ use crate::stream::PoolStream;
 
 type Manager = ConnectionManager<SqliteConnection>;
 pub(crate) type PooledSqlite = PooledConnection<Manager>;
-
-/// The tables of a study, in the order reports and backups list them, which is also an order
-/// foreign keys allow rows to be inserted in (restore relies on it).
-pub(crate) const TABLES: [&str; 6] = [
-    "users",
-    "model_parameters",
-    "actions",
-    "study_data",
-    "model_update_requests",
-    "update_provenance",
-];
 
 /// How to open the database and what to do on opening it.
 #[derive(Debug, Clone)]
@@ -244,8 +235,8 @@ RETURNING id";
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged and that decision's availability (available when none was: the
-/// record's own claim is not trusted). When no row comes back the upload was refused, and a
-/// second query says why.
+/// record's own claim is not trusted). When no row comes back the upload was refused, and what
+/// stands on the key ([`on_key`]) says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
                         action_prob, state, outcome, reward, action_logged, decision_type, \
@@ -261,9 +252,6 @@ WHERE NOT EXISTS (SELECT 1 FROM actions \
                   WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2 \
                   AND (action <> ?6 OR abs(action_prob - ?7) > ?11)) \
 RETURNING action_logged";
-
-/// Differences up to this much between a logged and an uploaded probability are rounding.
-const PROBABILITY_TOLERANCE: f64 = 1e-9;
 
 #[derive(QueryableByName)]
 struct Logged {
@@ -289,19 +277,10 @@ struct TableCount {
 /// Counts every table in one statement, so the counts come from one snapshot, and lists them
 /// in [`TABLES`] order.
 pub(crate) fn count_rows(conn: &mut SqliteConnection) -> Result<Vec<(String, u64)>, StoreError> {
-    let sql = TABLES
-        .iter()
-        .map(|t| format!("SELECT '{t}' AS name, count(*) AS rows FROM {t}"))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let mut counts = diesel::sql_query(sql)
+    let counts = diesel::sql_query(count_rows_statement())
         .load::<TableCount>(conn)
         .map_err(from_diesel)?;
-    counts.sort_by_key(|c| TABLES.iter().position(|t| *t == c.name));
-    counts
-        .into_iter()
-        .map(|c| Ok((c.name, u64::try_from(c.rows).map_err(other)?)))
-        .collect()
+    in_table_order(counts.into_iter().map(|c| (c.name, c.rows)))
 }
 
 /// Says why a write broke a foreign key: SQLite does not name the key, so look. Only the
@@ -327,6 +306,41 @@ fn classify_foreign_key(
         }
     }
     other("a foreign key failed, but the participant and the parameter version both exist")
+}
+
+/// What stands on a decision's key after an insert of the key stored nothing: the decision
+/// logged for it, if any, and whether study data is uploaded for it. One statement when a
+/// decision is logged, so both facts come from one snapshot.
+fn on_key(
+    conn: &mut SqliteConnection,
+    user_id: &str,
+    decision_type: &str,
+    decision_idx: i64,
+) -> Result<(Option<ActionRow>, bool), StoreError> {
+    let same_key = study_data::user_id
+        .eq(user_id)
+        .and(study_data::decision_type.eq(decision_type))
+        .and(study_data::decision_idx.eq(decision_idx));
+    let logged = actions::table
+        .filter(actions::user_id.eq(user_id))
+        .filter(actions::decision_type.eq(decision_type))
+        .filter(actions::decision_idx.eq(decision_idx))
+        .select((
+            ActionRow::as_select(),
+            exists(study_data::table.filter(same_key)),
+        ))
+        .first::<(ActionRow, bool)>(conn)
+        .optional()
+        .map_err(from_diesel)?;
+    match logged {
+        Some((row, uploaded)) => Ok((Some(row), uploaded)),
+        None => {
+            let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
+                .get_result::<bool>(conn)
+                .map_err(from_diesel)?;
+            Ok((None, uploaded))
+        }
+    }
 }
 
 fn newest_parameters(conn: &mut SqliteConnection) -> Result<Option<ModelParameters>, StoreError> {
@@ -386,41 +400,8 @@ impl Store for SqliteStore {
         if !inserted.is_empty() {
             return Ok(Recorded::Inserted);
         }
-        // Nothing inserted: a decision exists, or study data does (which takes precedence).
-        // One statement, so both facts come from one snapshot.
-        let same_key = study_data::user_id
-            .eq(v.user_id)
-            .and(study_data::decision_type.eq(v.decision_type))
-            .and(study_data::decision_idx.eq(v.decision_idx));
-        let existing = actions::table
-            .filter(actions::user_id.eq(v.user_id))
-            .filter(actions::decision_type.eq(v.decision_type))
-            .filter(actions::decision_idx.eq(v.decision_idx))
-            .select((
-                ActionRow::as_select(),
-                exists(study_data::table.filter(same_key)),
-            ))
-            .first::<(ActionRow, bool)>(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        match existing {
-            Some((_, true)) => Err(StoreError::StudyDataExists),
-            Some((row, false)) => Ok(Recorded::Existing(row.try_into()?)),
-            None => {
-                let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
-                    .get_result::<bool>(&mut conn)
-                    .map_err(from_diesel)?;
-                if uploaded {
-                    Err(StoreError::StudyDataExists)
-                } else {
-                    // Only a concurrent reset can remove the row that blocked the insert.
-                    Err(other(format!(
-                        "the {} decision of {} at index {} was neither stored nor found",
-                        v.decision_type, decision.user_id, v.decision_idx
-                    )))
-                }
-            }
-        }
+        let (logged, uploaded) = on_key(&mut conn, v.user_id, v.decision_type, v.decision_idx)?;
+        refused_decision(decision, logged, uploaded)
     }
 
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
@@ -437,7 +418,7 @@ impl Store for SqliteStore {
             .bind::<Text, _>(&v.state)
             .bind::<Text, _>(&v.outcome)
             .bind::<Double, _>(v.reward)
-            .bind::<Double, _>(PROBABILITY_TOLERANCE)
+            .bind::<Double, _>(Probability::TOLERANCE)
             .bind::<Text, _>(v.decision_type)
             .bind::<Text, _>(v.sent_timestamp)
             .load::<Logged>(&mut conn);
@@ -453,41 +434,8 @@ impl Store for SqliteStore {
                 action_logged: row.action_logged,
             });
         }
-        // Refused: a differing decision is logged. A repeated upload is reported as such
-        // first, as `record_decision` does, since the data is stored already either way.
-        let uploaded = diesel::select(exists(
-            study_data::table
-                .filter(study_data::user_id.eq(v.user_id))
-                .filter(study_data::decision_type.eq(v.decision_type))
-                .filter(study_data::decision_idx.eq(v.decision_idx)),
-        ))
-        .get_result::<bool>(&mut conn)
-        .map_err(from_diesel)?;
-        if uploaded {
-            return Err(StoreError::StudyDataExists);
-        }
-        let logged = actions::table
-            .filter(actions::user_id.eq(v.user_id))
-            .filter(actions::decision_type.eq(v.decision_type))
-            .filter(actions::decision_idx.eq(v.decision_idx))
-            .select((actions::id, actions::action, actions::action_prob))
-            .first::<LoggedDraw>(&mut conn)
-            .optional()
-            .map_err(from_diesel)?;
-        match logged {
-            Some(draw)
-                if draw.action != v.action
-                    || (draw.action_prob - v.action_prob).abs() > PROBABILITY_TOLERANCE =>
-            {
-                Err(draw.mismatch())
-            }
-            // Only a concurrent reset or restore changes logged decisions.
-            _ => Err(other(format!(
-                "the upload of the {} decision of {} at index {} was neither stored nor refused \
-                 by a logged decision",
-                v.decision_type, record.user_id, v.decision_idx
-            ))),
-        }
+        let (logged, uploaded) = on_key(&mut conn, v.user_id, v.decision_type, v.decision_idx)?;
+        Err(refused_upload(record, logged, uploaded))
     }
 
     fn decisions(&self) -> Result<DecisionStream, StoreError> {

@@ -25,10 +25,11 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use justin_backup::csv::{header_columns, RecordCounter};
 use justin_backup::{FormatError, Manifest, ManifestTable, PendingBackup};
+use justin_core::tables::TABLES;
 use justin_core::{BackupReport, StoreError};
 
 use crate::error::{from_diesel, other};
-use crate::pg::{count_rows, TABLES};
+use crate::pg::count_rows;
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
 };

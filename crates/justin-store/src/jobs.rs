@@ -30,6 +30,7 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Timestamptz};
+use justin_core::recording::superseded_update;
 use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
 
 use crate::error::{from_diesel, other};
@@ -219,9 +220,7 @@ impl PgUpdateJob {
             .get_result(conn)
             .map_err(|e| match &e {
                 DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                    other(format!(
-                    "parameter version {version} was stored by another writer while update {id} ran"
-                ))
+                    superseded_update(version, id)
                 }
                 _ => from_diesel(e),
             })?;

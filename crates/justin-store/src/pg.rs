@@ -14,17 +14,19 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
+use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
     BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
-    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
+    Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
     UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
 use crate::error::{from_diesel, from_pool, is_lost_connection, other, SetupError};
 use crate::models::{
-    count_column, update_request, ActionRow, DecisionValues, ExportDbRow, LoggedDraw,
-    ParametersRow, ProvenanceRow, StudyValues, UpdateRow,
+    count_column, update_request, ActionRow, DecisionValues, ExportDbRow, ParametersRow,
+    ProvenanceRow, StudyValues, UpdateRow,
 };
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
@@ -34,17 +36,6 @@ use crate::stream::SnapshotStream;
 
 type Manager = ConnectionManager<PgConnection>;
 pub(crate) type PooledPg = PooledConnection<Manager>;
-
-/// The tables of a study, in the order reports and backups list them, which is also an order
-/// foreign keys allow rows to be inserted in (restore relies on it).
-pub(crate) const TABLES: [&str; 6] = [
-    "users",
-    "model_parameters",
-    "actions",
-    "study_data",
-    "model_update_requests",
-    "update_provenance",
-];
 
 /// Serialises writers of `model_parameters` (publishing, seeding, completing an update)
 /// without blocking readers or the foreign-key checks of decisions being recorded, which take
@@ -279,21 +270,34 @@ fn unavailable(e: StoreError) -> StoreError {
 /// [`Store::record_decision`] on `conn`: the insert, and when it stored nothing, what stopped it.
 fn record_decision_on(
     conn: &mut PgConnection,
+    decision: &Decision,
     v: &DecisionValues<'_>,
 ) -> Result<Recorded, StoreError> {
     let inserted = insert_decision(conn, v).map_err(from_diesel)?;
     if !inserted.is_empty() {
         return Ok(Recorded::Inserted);
     }
-    // Nothing inserted: a decision exists, or study data does (which takes precedence).
+    let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+    refused_decision(decision, logged, uploaded)
+}
+
+/// What stands on a decision's key after an insert of the key stored nothing: the decision
+/// logged for it, if any, and whether study data is uploaded for it. One statement when a
+/// decision is logged, so both facts come from one snapshot.
+fn on_key(
+    conn: &mut PgConnection,
+    user_id: &str,
+    decision_type: &str,
+    decision_idx: i64,
+) -> Result<(Option<ActionRow>, bool), StoreError> {
     let same_key = study_data::user_id
-        .eq(v.user_id)
-        .and(study_data::decision_type.eq(v.decision_type))
-        .and(study_data::decision_idx.eq(v.decision_idx));
-    let existing = actions::table
-        .filter(actions::user_id.eq(v.user_id))
-        .filter(actions::decision_type.eq(v.decision_type))
-        .filter(actions::decision_idx.eq(v.decision_idx))
+        .eq(user_id)
+        .and(study_data::decision_type.eq(decision_type))
+        .and(study_data::decision_idx.eq(decision_idx));
+    let logged = actions::table
+        .filter(actions::user_id.eq(user_id))
+        .filter(actions::decision_type.eq(decision_type))
+        .filter(actions::decision_idx.eq(decision_idx))
         .select((
             ActionRow::as_select(),
             exists(study_data::table.filter(same_key)),
@@ -301,22 +305,13 @@ fn record_decision_on(
         .first::<(ActionRow, bool)>(conn)
         .optional()
         .map_err(from_diesel)?;
-    match existing {
-        Some((_, true)) => Err(StoreError::StudyDataExists),
-        Some((row, false)) => Ok(Recorded::Existing(row.try_into()?)),
+    match logged {
+        Some((row, uploaded)) => Ok((Some(row), uploaded)),
         None => {
             let uploaded = diesel::select(exists(study_data::table.filter(same_key)))
                 .get_result::<bool>(conn)
                 .map_err(from_diesel)?;
-            if uploaded {
-                Err(StoreError::StudyDataExists)
-            } else {
-                // Only a concurrent reset can remove the row that blocked the insert.
-                Err(other(format!(
-                    "the {} decision of {} at index {} was neither stored nor found",
-                    v.decision_type, v.user_id, v.decision_idx
-                )))
-            }
+            Ok((None, uploaded))
         }
     }
 }
@@ -398,7 +393,7 @@ diesel::define_sql_function! {
 /// `justin_decision_key_logged`, which first locks the key (as recording a decision does) and
 /// reads with a snapshot taken after the lock, so a decision of the key committed while this
 /// waited is seen (migration 2025-04-03). When no row comes back the upload was refused, and
-/// a second query says why.
+/// what stands on the key ([`on_key`]) says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
                         context, action, action_prob, state, outcome, reward, action_logged, \
@@ -409,9 +404,6 @@ FROM (SELECT) AS upload \
 LEFT JOIN justin_decision_key_logged($1, $12, $2) a ON true \
 WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
 RETURNING action_logged";
-
-/// Differences up to this much between a logged and an uploaded probability are rounding.
-const PROBABILITY_TOLERANCE: f64 = 1e-9;
 
 #[derive(QueryableByName)]
 struct Logged {
@@ -430,20 +422,10 @@ struct TableCount {
 /// Counts every table in one statement, so the counts come from one snapshot, and lists them
 /// in [`TABLES`] order.
 pub(crate) fn count_rows(conn: &mut PgConnection) -> Result<Vec<(String, u64)>, StoreError> {
-    let sql = TABLES
-        .iter()
-        .map(|t| format!("SELECT '{t}' AS name, count(*) AS rows FROM {t}"))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let mut counts = diesel::sql_query(sql)
+    let counts = diesel::sql_query(count_rows_statement())
         .load::<TableCount>(conn)
         .map_err(from_diesel)?;
-    // SQL does not promise UNION ALL keeps the branches' order; reports list TABLES' order.
-    counts.sort_by_key(|c| TABLES.iter().position(|t| *t == c.name));
-    counts
-        .into_iter()
-        .map(|c| Ok((c.name, u64::try_from(c.rows).map_err(other)?)))
-        .collect()
+    in_table_order(counts.into_iter().map(|c| (c.name, c.rows)))
 }
 
 impl Store for PgStore {
@@ -464,7 +446,9 @@ impl Store for PgStore {
         let v = DecisionValues::new(decision)?;
         // Safe to send again: a second insert of the key stores nothing and finds the first
         // (so a decision stored by an attempt whose answer was lost is found as `Existing`).
-        self.with_connection(Resend::Always, |conn| record_decision_on(conn, &v))
+        self.with_connection(Resend::Always, |conn| {
+            record_decision_on(conn, decision, &v)
+        })
     }
 
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
@@ -481,7 +465,7 @@ impl Store for PgStore {
                 .bind::<Json, _>(&v.state)
                 .bind::<Json, _>(&v.outcome)
                 .bind::<Double, _>(v.reward)
-                .bind::<Double, _>(PROBABILITY_TOLERANCE)
+                .bind::<Double, _>(Probability::TOLERANCE)
                 .bind::<Text, _>(v.decision_type)
                 .bind::<Text, _>(v.sent_timestamp)
                 .load::<Logged>(conn)
@@ -491,40 +475,8 @@ impl Store for PgStore {
                     action_logged: row.action_logged,
                 });
             }
-            // Refused: a differing decision is logged. A repeated upload is reported as such
-            // first, as `record_decision` does, since the data is stored already either way.
-            let uploaded = diesel::select(exists(
-                study_data::table
-                    .filter(study_data::user_id.eq(v.user_id))
-                    .filter(study_data::decision_type.eq(v.decision_type))
-                    .filter(study_data::decision_idx.eq(v.decision_idx)),
-            ))
-            .get_result::<bool>(conn)
-            .map_err(from_diesel)?;
-            if uploaded {
-                return Err(StoreError::StudyDataExists);
-            }
-            let logged = actions::table
-                .filter(actions::user_id.eq(v.user_id))
-                .filter(actions::decision_type.eq(v.decision_type))
-                .filter(actions::decision_idx.eq(v.decision_idx))
-                .select((actions::id, actions::action, actions::action_prob))
-                .first::<LoggedDraw>(conn)
-                .optional()
-                .map_err(from_diesel)?;
-            match logged {
-                Some(draw)
-                    if draw.action != v.action
-                        || (draw.action_prob - v.action_prob).abs() > PROBABILITY_TOLERANCE =>
-                {
-                    Err(draw.mismatch())
-                }
-                // Only a concurrent reset or restore changes logged decisions.
-                _ => Err(other(format!(
-                    "the {} upload of {} at index {} was neither stored nor refused by a logged decision",
-                    v.decision_type, record.user_id, v.decision_idx
-                ))),
-            }
+            let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+            Err(refused_upload(record, logged, uploaded))
         })
     }
 

@@ -36,11 +36,11 @@ use diesel::sql_types::{Array, BigInt, Text};
 use diesel_migrations::MigrationHarness;
 use justin_backup::manifest::SAME_LAYOUT_MIGRATIONS;
 use justin_backup::read::{measure_csv, verify, CheckedBackup, CheckedTable};
+use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
 
 use crate::backup::{applied_migrations, from_format, table_columns, Failure};
 use crate::error::other;
-use crate::pg::TABLES;
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance, users,
 };

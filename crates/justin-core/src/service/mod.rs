@@ -32,7 +32,7 @@ pub use callbacks::CallbackPolicy;
 pub use decisions::{ActionRequest, ActionResponse, UploadRequest};
 pub use errors::{error_chain, DomainError};
 pub use readiness::{is_disk_full, DISK_FULL_HOLD};
-pub use replay::{ReplayMismatch, ReplaySummary, PROBABILITY_TOLERANCE};
+pub use replay::{ReplayMismatch, ReplaySummary};
 
 /// The log target of records about the algorithm (routed to `rl.log`).
 pub const RL_TARGET: &str = "justin::rl";

@@ -12,10 +12,6 @@ use crate::domain::{
 };
 use crate::rng::DecisionRng;
 
-/// The largest difference between two probabilities that still counts as equal, for uploads
-/// and replay (JSON round trips of a float are exact, so this only absorbs foreign rounding).
-pub const PROBABILITY_TOLERANCE: f64 = 1e-9;
-
 /// A decision that did not replay as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayMismatch {
@@ -114,7 +110,7 @@ impl Service {
             )
         } else if replayed.action != d.action {
             Some("the action differs".into())
-        } else if (replayed.action_prob.get() - d.action_prob.get()).abs() > PROBABILITY_TOLERANCE {
+        } else if !replayed.action_prob.agrees_with(d.action_prob) {
             Some("the probability differs".into())
         } else {
             None

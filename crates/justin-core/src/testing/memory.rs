@@ -15,7 +15,7 @@ use crate::ports::{
     BackupReport, DecisionStream, ExportStream, Recorded, RestoreReport, Store, StoreError,
     StudyDataStream, TestingStore, UpdateJob, UploadRecorded,
 };
-use crate::service::PROBABILITY_TOLERANCE;
+use crate::tables::TABLES;
 
 /// The key of a decision and of its upload.
 type Key = (UserId, DecisionType, DecisionIdx);
@@ -229,9 +229,7 @@ impl Store for MemoryStore {
         }
         let logged = tables.decision_index.get(&k).map(|&i| &tables.decisions[i]);
         if let Some(d) = logged {
-            if d.action != record.action
-                || (d.action_prob.get() - record.action_prob.get()).abs() > PROBABILITY_TOLERANCE
-            {
+            if d.action != record.action || !d.action_prob.agrees_with(record.action_prob) {
                 return Err(StoreError::UploadMismatch {
                     logged_action: d.action,
                     logged_prob: d.action_prob,
@@ -402,17 +400,19 @@ impl Store for MemoryStore {
         let inner = self.read()?;
         let t = &inner.tables;
         let provenance = t.updates.iter().filter(|r| r.provenance.is_some()).count();
-        Ok([
-            ("users", t.users.len()),
-            ("model_parameters", t.parameters.len()),
-            ("actions", t.decisions.len()),
-            ("study_data", t.uploads.len()),
-            ("model_update_requests", t.updates.len()),
-            ("update_provenance", provenance),
-        ]
-        .into_iter()
-        .map(|(table, rows)| (table.to_owned(), rows as u64))
-        .collect())
+        let rows = [
+            t.users.len(),
+            t.parameters.len(),
+            t.decisions.len(),
+            t.uploads.len(),
+            t.updates.len(),
+            provenance,
+        ];
+        Ok(TABLES
+            .iter()
+            .zip(rows)
+            .map(|(table, rows)| ((*table).to_owned(), rows as u64))
+            .collect())
     }
 
     fn reset(&self) -> Result<(), StoreError> {

@@ -98,8 +98,7 @@ fn an_upload_is_checked_against_the_logged_probability_within_the_tolerance() {
     nothing_stored(&study);
 
     let rounded = study.service.upload_data(UploadRequest {
-        action_prob: Probability::new(p + justin_core::service::PROBABILITY_TOLERANCE / 10.0)
-            .unwrap(),
+        action_prob: Probability::new(p + Probability::TOLERANCE / 10.0).unwrap(),
         ..upload_request(&d, 1.0)
     });
     assert_eq!(

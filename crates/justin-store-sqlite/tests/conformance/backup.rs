@@ -5,33 +5,16 @@
 
 use std::collections::BTreeMap;
 
+use justin_core::builders::{
+    at, decision, provenance, unavailable, update_request, upload_for, user,
+};
 use justin_core::{
-    Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Provenance,
-    Recorded, Store, StoreError, StudyRecord, TestingStore, UpdateRequest,
+    Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Recorded,
+    Store, StoreError, StudyRecord, TestingStore, UpdateRequest,
 };
 use justin_store_sqlite::testing::TestDatabase;
 
-use crate::support::{at, decision, pack, unavailable, unpack, upload_for, user, ScratchDir};
-
-fn provenance() -> Provenance {
-    Provenance {
-        service_version: "1.2.3".into(),
-        algorithm: "algo".into(),
-        config_hash: "abc".into(),
-        rows_read: 2,
-        backup_file: None,
-    }
-}
-
-fn request(n: i64) -> UpdateRequest {
-    UpdateRequest::new(
-        uuid::Uuid::new_v4(),
-        at(n),
-        "2025-01-01 12:00".into(),
-        at(n),
-        format!("http://cb/{n}"),
-    )
-}
+use crate::support::{pack, unpack, ScratchDir};
 
 /// Fills every table; returns the update request ids.
 fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
@@ -64,7 +47,7 @@ fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
         ..decision("alice", 0, params.version)
     };
     store.record_decision(&morning).unwrap();
-    let requests: Vec<UpdateRequest> = (1..=3).map(request).collect();
+    let requests: Vec<UpdateRequest> = (1..=3).map(update_request).collect();
     for r in &requests {
         store.create_update_request(r).unwrap();
     }

@@ -2,10 +2,9 @@
 //! export started does not show on a page the export reads later, so every row comes from one
 //! moment.
 
+use justin_core::builders::{at, decision, upload_for, user};
 use justin_core::{Provenance, Store, UpdateRequest};
 use justin_store_sqlite::testing::TestDatabase;
-
-use crate::support::{at, decision, upload_for, user};
 
 /// More decisions than one page of the export holds.
 const DECISIONS: i64 = 6_000;

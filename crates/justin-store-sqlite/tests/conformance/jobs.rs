@@ -8,34 +8,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use justin_core::{
-    Provenance, Store, StoreError, TestingStore, UpdateJob, UpdateRequest, UpdateStatus,
-};
+use justin_core::builders::{at, provenance, update_request};
+use justin_core::{Store, StoreError, TestingStore, UpdateJob, UpdateStatus};
 use justin_store_sqlite::testing::TestDatabase;
 
-use crate::support::at;
-
 const SHORT_LEASE: Duration = Duration::from_millis(200);
-
-fn request(n: i64) -> UpdateRequest {
-    UpdateRequest::new(
-        uuid::Uuid::new_v4(),
-        at(n),
-        "2025-01-01 12:00".into(),
-        at(n),
-        "http://cb".into(),
-    )
-}
-
-fn provenance() -> Provenance {
-    Provenance {
-        service_version: "1".into(),
-        algorithm: "algo".into(),
-        config_hash: "h".into(),
-        rows_read: 0,
-        backup_file: None,
-    }
-}
 
 fn seeded(store: &dyn Store) {
     store
@@ -59,7 +36,7 @@ fn claim_after_expiry(store: &dyn Store) -> Box<dyn UpdateJob + '_> {
 fn a_job_blocks_claims_from_another_store_on_the_file() {
     let db = TestDatabase::create();
     seeded(db.store());
-    let (first, second) = (request(1), request(2));
+    let (first, second) = (update_request(1), update_request(2));
     db.store().create_update_request(&first).unwrap();
     db.store().create_update_request(&second).unwrap();
     let other_process = db.open_again(|_| {});
@@ -77,7 +54,7 @@ fn a_job_blocks_claims_from_another_store_on_the_file() {
 fn an_expired_lease_lets_another_worker_take_an_abandoned_job() {
     let db = TestDatabase::with_config(|c| c.update_lease = SHORT_LEASE);
     seeded(db.store());
-    let r = request(1);
+    let r = update_request(1);
     db.store().create_update_request(&r).unwrap();
     let dead_worker = db.open_again(|c| c.update_lease = SHORT_LEASE);
 
@@ -110,7 +87,7 @@ fn an_expired_lease_lets_another_worker_take_an_abandoned_job() {
 fn a_job_that_lost_its_lease_stores_nothing() {
     let db = TestDatabase::with_config(|c| c.update_lease = SHORT_LEASE);
     seeded(db.store());
-    let r = request(1);
+    let r = update_request(1);
     db.store().create_update_request(&r).unwrap();
     let slow_worker = db.open_again(|c| c.update_lease = SHORT_LEASE);
 
@@ -141,7 +118,7 @@ fn a_job_that_lost_its_lease_stores_nothing() {
 fn a_job_whose_parameters_were_replaced_meanwhile_stores_nothing() {
     let db = TestDatabase::create();
     seeded(db.store());
-    let r = request(1);
+    let r = update_request(1);
     db.store().create_update_request(&r).unwrap();
 
     let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
@@ -205,7 +182,7 @@ fn a_killed_holder_is_taken_over_at_once_and_a_live_one_is_not() {
     // The default lease (10 minutes): only the lease file can let the claim through.
     let db = TestDatabase::create();
     seeded(db.store());
-    let r = request(1);
+    let r = update_request(1);
     db.store().create_update_request(&r).unwrap();
     let mut holder = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "jobs::lease_holder_process", "--nocapture"])

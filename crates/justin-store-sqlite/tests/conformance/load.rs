@@ -4,10 +4,11 @@
 
 use std::sync::Barrier;
 
+use justin_core::builders::{at, decision, upload_for, user};
 use justin_core::{Recorded, Store, TestingStore, UploadRecorded};
 use justin_store_sqlite::testing::TestDatabase;
 
-use crate::support::{at, decision, upload_for, user, ScratchDir};
+use crate::support::ScratchDir;
 
 const THREADS: usize = 8;
 const DECISIONS: i64 = 200;

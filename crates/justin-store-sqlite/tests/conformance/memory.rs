@@ -1,10 +1,9 @@
 //! `sqlite://:memory:`: one throwaway database shared by the whole pool, with the same
 //! concurrency as a file, gone when the store is.
 
+use justin_core::builders::{at, decision, upload_for, user};
 use justin_core::{Recorded, Store};
 use justin_store_sqlite::{SqliteConfig, SqliteStore};
-
-use crate::support::{at, decision, upload_for, user};
 
 fn memory_store(pool_size: u32) -> SqliteStore {
     SqliteStore::connect(&SqliteConfig {

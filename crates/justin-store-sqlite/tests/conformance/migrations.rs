@@ -5,12 +5,11 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Text};
+use justin_core::builders::{at, decision, unavailable, upload_for, user};
 use justin_core::{
     Availability, Decision, DecisionType, Provenance, Recorded, Store, TestingStore, UpdateRequest,
 };
 use justin_store_sqlite::testing::TestDatabase;
-
-use crate::support::{at, decision, unavailable, upload_for, user};
 
 fn connect(db: &TestDatabase) -> SqliteConnection {
     let mut conn = SqliteConnection::establish(db.url().trim_start_matches("sqlite://")).unwrap();

@@ -50,7 +50,10 @@ fn a_file_database_is_created_in_wal_mode_and_reopened() {
     let store = SqliteStore::connect(&config(&url)).unwrap();
     store.ping().unwrap();
     store
-        .add_user(&crate::support::user("alice"), crate::support::at(0))
+        .add_user(
+            &justin_core::builders::user("alice"),
+            justin_core::builders::at(0),
+        )
         .unwrap();
     assert!(path.exists());
     assert!(
@@ -62,7 +65,10 @@ fn a_file_database_is_created_in_wal_mode_and_reopened() {
     let again = SqliteStore::connect(&config(&url)).unwrap();
     assert!(again.run_migrations().unwrap().is_empty());
     assert!(matches!(
-        again.add_user(&crate::support::user("alice"), crate::support::at(0)),
+        again.add_user(
+            &justin_core::builders::user("alice"),
+            justin_core::builders::at(0)
+        ),
         Err(justin_core::StoreError::UserExists)
     ));
 }

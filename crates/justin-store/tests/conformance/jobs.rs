@@ -6,30 +6,11 @@
 
 use diesel::sql_types::BigInt;
 use diesel::RunQueryDsl;
-use justin_core::{Provenance, Store, StoreError, TestingStore, UpdateRequest, UpdateStatus};
+use justin_core::builders::{at, decision, provenance, record, update_request};
+use justin_core::{Store, StoreError, TestingStore, UpdateStatus};
 use justin_store::testing::TestDatabase;
 
-use crate::support::{at, connect, decision, populate, record, second_store};
-
-fn request(n: i64) -> UpdateRequest {
-    UpdateRequest::new(
-        uuid::Uuid::new_v4(),
-        at(n),
-        "2025-01-01T12:00:00+02:00".into(),
-        at(n),
-        "http://study.example/cb".into(),
-    )
-}
-
-fn provenance() -> Provenance {
-    Provenance {
-        service_version: "1".into(),
-        algorithm: "algo".into(),
-        config_hash: "h".into(),
-        rows_read: 0,
-        backup_file: None,
-    }
-}
+use crate::support::{connect, populate, second_store};
 
 /// Advisory locks held on the test's database right now.
 fn advisory_locks(db: &TestDatabase) -> i64 {
@@ -45,7 +26,7 @@ fn advisory_locks(db: &TestDatabase) -> i64 {
 fn a_job_blocks_claims_from_another_store_on_the_database() {
     let db = TestDatabase::create();
     populate(db.store(), 0);
-    let (first, second) = (request(1), request(2));
+    let (first, second) = (update_request(1), update_request(2));
     db.store().create_update_request(&first).unwrap();
     db.store().create_update_request(&second).unwrap();
     let other_process = second_store(&db, 2);
@@ -65,7 +46,7 @@ fn a_job_blocks_claims_from_another_store_on_the_database() {
 fn a_dropped_job_leaves_no_lock_in_the_pool() {
     let db = TestDatabase::create();
     populate(db.store(), 2);
-    let r = request(1);
+    let r = update_request(1);
     db.store().create_update_request(&r).unwrap();
     // One connection: the job's goes back to the pool and serves everything afterwards.
     let worker = second_store(&db, 1);
@@ -87,7 +68,7 @@ fn a_worker_killed_mid_update_changes_nothing_and_its_request_runs_again() {
     let db = TestDatabase::create();
     populate(db.store(), 3);
     let before = db.store().current_parameters().unwrap();
-    let r = request(1);
+    let r = update_request(1);
     db.store().create_update_request(&r).unwrap();
     let worker = second_store(&db, 2);
 
@@ -138,7 +119,7 @@ fn a_worker_killed_mid_update_changes_nothing_and_its_request_runs_again() {
 fn a_job_whose_parameters_were_replaced_meanwhile_stores_nothing() {
     let db = TestDatabase::create();
     populate(db.store(), 1);
-    let r = request(1);
+    let r = update_request(1);
     db.store().create_update_request(&r).unwrap();
 
     let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
@@ -197,7 +178,9 @@ fn a_job_waits_for_an_upload_in_flight_and_reads_it() {
     )
     .unwrap();
     db.store().record_study_data(&record("alice", 1)).unwrap();
-    db.store().create_update_request(&request(1)).unwrap();
+    db.store()
+        .create_update_request(&update_request(1))
+        .unwrap();
 
     let (waited, read, version) = std::thread::scope(|s| {
         let worker = s.spawn(|| {

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use justin_core::builders::{at, decision, upload_for, user};
 use justin_core::Store;
 use justin_store::testing::TestDatabase;
 
-use crate::support::{at, csv_records, decision, unpack, upload_for, user, ScratchDir};
+use crate::support::{csv_records, unpack, ScratchDir};
 
 const WRITERS: usize = 2;
 

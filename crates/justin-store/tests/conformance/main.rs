@@ -25,71 +25,8 @@ mod support {
     use std::collections::BTreeMap;
     use std::io::Read;
 
-    use chrono::{DateTime, Utc};
-    use justin_core::{
-        Action, Availability, Decision, DecisionIdx, DecisionType, Probability, State, Store,
-        StudyRecord, UserId,
-    };
-
-    pub fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_750_000_000 + seconds, 0).unwrap()
-    }
-
-    pub fn user(name: &str) -> UserId {
-        UserId::parse(name).unwrap()
-    }
-
-    pub fn context() -> justin_core::JsonObject {
-        let serde_json::Value::Object(map) = serde_json::json!({"steps": 10}) else {
-            unreachable!()
-        };
-        map
-    }
-
-    pub fn decision(user_id: &str, idx: i64, parameter_version: i64) -> Decision {
-        Decision {
-            user_id: user(user_id),
-            decision_type: DecisionType::default(),
-            decision_idx: DecisionIdx::new(idx).unwrap(),
-            requested_at: at(idx),
-            sent_timestamp: "2025-01-01T12:00:00Z".into(),
-            decided_at: at(idx + 1),
-            availability: Availability::Available,
-            context: context(),
-            state: State::new(vec![1.0, 2.5]).unwrap(),
-            action: Action::One,
-            action_prob: Probability::new(0.75).unwrap(),
-            parameter_version,
-            rng_seed: 42,
-        }
-    }
-
-    pub fn record(user_id: &str, idx: i64) -> StudyRecord {
-        StudyRecord {
-            user_id: user(user_id),
-            decision_type: DecisionType::default(),
-            decision_idx: DecisionIdx::new(idx).unwrap(),
-            requested_at: at(idx),
-            sent_timestamp: "2025-01-01T12:00:00Z".into(),
-            received_at: at(idx + 1),
-            context: context(),
-            action: Action::Zero,
-            action_prob: Probability::new(0.25).unwrap(),
-            state: State::new(vec![3.0]).unwrap(),
-            outcome: context(),
-            reward: 1.5,
-            available: true,
-        }
-    }
-
-    /// The upload agreeing with decision `d`.
-    pub fn upload_for(d: &Decision) -> StudyRecord {
-        StudyRecord {
-            action: d.action,
-            action_prob: d.action_prob,
-            ..record(d.user_id.as_str(), d.decision_idx.get())
-        }
-    }
+    use justin_core::builders::{at, record, user};
+    use justin_core::Store;
 
     /// A directory that does not exist yet and is removed, with its contents, when the test
     /// ends, passing or not.
@@ -205,10 +142,11 @@ mod support {
 mod backup {
     use diesel::connection::SimpleConnection;
     use diesel::{Connection, PgConnection};
+    use justin_core::builders::{at, decision};
     use justin_core::{Store, StoreError};
     use justin_store::testing::TestDatabase;
 
-    use crate::support::{at, decision, populate, unpack, ScratchDir};
+    use crate::support::{populate, unpack, ScratchDir};
 
     #[test]
     fn archive_holds_manifest_and_one_csv_per_table() {
@@ -339,11 +277,10 @@ mod setup {
 
     use diesel::connection::SimpleConnection;
     use diesel::{Connection, PgConnection};
+    use justin_core::builders::{at, user};
     use justin_core::Store;
     use justin_store::testing::{TestDatabase, DATABASE_URL_VAR, DEFAULT_DATABASE_URL};
     use justin_store::{PgConfig, PgStore, SetupError};
-
-    use crate::support::{at, user};
 
     fn server_url() -> String {
         std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
@@ -493,11 +430,12 @@ mod errors {
 
     use diesel::connection::SimpleConnection;
     use diesel::{Connection, PgConnection, RunQueryDsl};
+    use justin_core::builders::{at, decision, record, user};
     use justin_core::{Recorded, Store, StoreError, TestingStore};
     use justin_store::testing::TestDatabase;
     use justin_store::{PgConfig, PgStore};
 
-    use crate::support::{at, decision, populate, record, user};
+    use crate::support::populate;
 
     #[test]
     fn unknown_parameter_version_is_reported_as_such() {

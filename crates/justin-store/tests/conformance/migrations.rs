@@ -4,10 +4,11 @@
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::RunQueryDsl;
+use justin_core::builders::decision;
 use justin_core::{Availability, DecisionType, Recorded, Store, TestingStore};
 use justin_store::testing::TestDatabase;
 
-use crate::support::{connect, decision};
+use crate::support::connect;
 
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
@@ -202,10 +203,13 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     let db = TestDatabase::create();
     let store = db.store();
     store
-        .seed_parameters("algo", &serde_json::json!({}), crate::support::at(0))
+        .seed_parameters("algo", &serde_json::json!({}), justin_core::builders::at(0))
         .unwrap();
     store
-        .add_user(&crate::support::user("alice"), crate::support::at(0))
+        .add_user(
+            &justin_core::builders::user("alice"),
+            justin_core::builders::at(0),
+        )
         .unwrap();
     store.record_decision(&decision("alice", 0, 1)).unwrap();
     let morning = justin_core::Decision {

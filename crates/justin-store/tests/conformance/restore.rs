@@ -7,23 +7,17 @@ use std::path::{Path, PathBuf};
 
 use diesel::sql_types::{BigInt, Text};
 use diesel::RunQueryDsl;
+use justin_core::builders::{at, decision, upload_for, user};
+use justin_core::tables::TABLES;
 use justin_core::{Store, StoreError};
 use justin_store::testing::TestDatabase;
 
-use crate::support::{at, connect, decision, populate, unpack, upload_for, user, ScratchDir};
+use crate::support::{connect, populate, unpack, ScratchDir};
 
 /// Every row of every table as JSON text, sorted, for comparing whole databases.
 fn dump(db: &TestDatabase) -> Vec<String> {
-    let tables = [
-        "users",
-        "model_parameters",
-        "actions",
-        "study_data",
-        "model_update_requests",
-        "update_provenance",
-    ];
     let mut conn = connect(db);
-    tables
+    TABLES
         .iter()
         .map(|t| {
             diesel::dsl::sql::<Text>(&format!(
