@@ -3,6 +3,7 @@
 //! (`main.rs`) is a thin command line around [`startup`].
 
 pub mod access_log;
+pub mod api_types;
 pub mod auth;
 pub mod blocking;
 pub mod body;
@@ -17,7 +18,6 @@ pub mod export;
 pub mod logging;
 pub mod openapi;
 pub mod routes;
-pub mod schema;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
