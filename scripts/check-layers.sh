@@ -4,6 +4,8 @@
 # - justin-core must not reach diesel, r2d2, actix-web, ureq or fern (through any path), and
 #   its direct normal dependencies must be on the allowed list below.
 # - justin-algos must not reach diesel or actix-web.
+# - justin-simulate, a client of the service's HTTP API, must not reach the server: actix-web,
+#   diesel, r2d2, the stores or justin-http.
 #
 # `cargo tree -p PKG -e normal -i CRATE` prints how PKG reaches CRATE and exits 0 when it
 # does. When CRATE is not in PKG's graph at all, it exits non-zero with "package ID
@@ -22,6 +24,7 @@ TREE_FLAGS=(-e normal --all-features --target all)
 CORE_ALLOWED=(serde serde_json uuid chrono rand_pcg rand_core thiserror log)
 CORE_FORBIDDEN=(diesel r2d2 actix-web ureq fern)
 ALGOS_FORBIDDEN=(diesel actix-web)
+SIMULATE_FORBIDDEN=(actix-web diesel r2d2 justin-store justin-store-sqlite justin-http)
 
 failures=0
 
@@ -73,6 +76,7 @@ allow_only() {
 forbid justin-core "${CORE_FORBIDDEN[@]}"
 allow_only justin-core "${CORE_ALLOWED[@]}"
 forbid justin-algos "${ALGOS_FORBIDDEN[@]}"
+forbid justin-simulate "${SIMULATE_FORBIDDEN[@]}"
 
 if ((failures > 0)); then
     echo "check-layers: $failures violation(s) of the layering rules (docs/architecture.md)." >&2

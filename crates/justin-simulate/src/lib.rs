@@ -1,4 +1,5 @@
-//! `justin simulate`: drives a running JustIn service through a synthetic study, as a research
+//! The study simulator, run as `justin simulate` (the `justin` binary parses [`Args`] and calls
+//! [`run`]): it drives a running JustIn service through a synthetic study, as a research
 //! team's rehearsal and as a load for the benchmark. It registers the participants, then for
 //! each decision time, each decision type and each participant draws a context, asks for the
 //! action, simulates the reward and uploads it; after every K decisions it requests an update,
