@@ -11,7 +11,7 @@
 //! window are drawn under the same parameters. Contexts, noise and availability come from the
 //! simulator's seed alone; the actions come from the service.
 
-mod callback;
+pub mod callback;
 mod client;
 mod model;
 mod settings;
@@ -262,7 +262,7 @@ fn run_update(
     receiver: &Receiver,
     timeout: Duration,
 ) -> Result<(String, String), String> {
-    let id = client.request_update(&now(), &receiver.url)?;
+    let id = client.request_update(&now(), receiver.url())?;
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
