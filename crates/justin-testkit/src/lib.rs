@@ -4,10 +4,10 @@
 //! service's JSON API ([`Client`]) and the receiver of its update callbacks
 //! ([`CallbackReceiver`]).
 //!
-//! This crate is dev-only: the HTTP suite and the end-to-end suite use it;
-//! no shipped binary does. What is specific to one storage adapter (creating a PostgreSQL
-//! database, a SQLite file) stays in that adapter's `testing` module, which [`TestDatabase`]
-//! chooses between. The callback receiver itself is production code of `justin simulate`
+//! This crate is dev-only: the HTTP suite, the end-to-end suite and the stores' conformance
+//! tests use it; no shipped binary does. What is specific to one storage adapter (creating a
+//! PostgreSQL database, a SQLite file) stays in that adapter's `testing` module, which
+//! [`TestDatabase`] chooses between. The callback receiver itself is production code of `justin simulate`
 //! ([`justin_simulate::callback`]); [`CallbackReceiver`] only gives it the tests' shape.
 //!
 //! These helpers run inside tests only, so a failure to set up is a panic with a message saying

@@ -30,6 +30,7 @@ mod support {
         Action, Availability, Decision, DecisionIdx, DecisionType, Probability, State, Store,
         StudyRecord, UserId,
     };
+    pub use justin_testkit::ScratchDir;
 
     pub fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_750_000_000 + seconds, 0).unwrap()
@@ -88,39 +89,6 @@ mod support {
             action: d.action,
             action_prob: d.action_prob,
             ..record(d.user_id.as_str(), d.decision_idx.get())
-        }
-    }
-
-    /// A directory that does not exist yet and is removed, with its contents, when the test
-    /// ends, passing or not.
-    pub struct ScratchDir(pub std::path::PathBuf);
-
-    impl ScratchDir {
-        pub fn new() -> Self {
-            Self(std::env::temp_dir().join(format!(
-                "justin-store-test-{}",
-                uuid::Uuid::new_v4().simple()
-            )))
-        }
-    }
-
-    impl std::ops::Deref for ScratchDir {
-        type Target = std::path::Path;
-
-        fn deref(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl AsRef<std::path::Path> for ScratchDir {
-        fn as_ref(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
