@@ -4,11 +4,17 @@
 # - justin-core must not reach diesel, r2d2, actix-web, ureq or fern (through any path), and
 #   its direct normal dependencies must be on the allowed list below.
 # - justin-algos must not reach diesel or actix-web.
+# - justin-simulate, a client of the service's HTTP API, must not reach the server: actix-web,
+#   diesel, r2d2, the stores or justin-http.
+# - justin-testkit is dev-only: the shipped binaries (justin-http's justin, justin-bench) must
+#   not reach it through their normal dependencies.
 #
 # `cargo tree -p PKG -e normal -i CRATE` prints how PKG reaches CRATE and exits 0 when it
 # does. When CRATE is not in PKG's graph at all, it exits non-zero with "package ID
-# specification `CRATE` did not match any packages": that, and only that, counts as "not
-# reached". Any other failure of cargo stops the check (it never passes by not looking).
+# specification `CRATE` did not match any packages"; when CRATE is in the graph only through
+# dev-dependencies, which `-e normal` leaves out, it exits 0 with "warning: nothing to print."
+# and no path. Those two, and only those, count as "not reached". Any other failure of cargo
+# stops the check (it never passes by not looking).
 #
 # Dependencies are resolved with all features and for all targets, so an optional or
 # platform-specific dependency cannot slip through. Run from anywhere; CARGO overrides cargo.
@@ -22,6 +28,7 @@ TREE_FLAGS=(-e normal --all-features --target all)
 CORE_ALLOWED=(serde serde_json uuid chrono rand_pcg rand_core thiserror log)
 CORE_FORBIDDEN=(diesel r2d2 actix-web ureq fern)
 ALGOS_FORBIDDEN=(diesel actix-web)
+SIMULATE_FORBIDDEN=(actix-web diesel r2d2 justin-store justin-store-sqlite justin-http)
 
 failures=0
 
@@ -36,10 +43,12 @@ forbid() {
     shift
     local crate out
     for crate in "$@"; do
-        if out="$("$CARGO" tree -p "$pkg" "${TREE_FLAGS[@]}" -i "$crate" 2>&1)"; then
+        if out="$("$CARGO" tree -p "$pkg" "${TREE_FLAGS[@]}" -i "$crate" 2>&1)" &&
+            ! grep -qx "warning: nothing to print." <<<"$out"; then
             fail "$pkg reaches $crate, which it must not depend on. Path (inverted, from $crate up to $pkg):"
             printf '%s\n' "$out" | sed 's/^/    /' >&2
-        elif grep -q "package ID specification \`$crate\` did not match any packages" <<<"$out"; then
+        elif grep -q "package ID specification \`$crate\` did not match any packages" <<<"$out" ||
+            grep -qx "warning: nothing to print." <<<"$out"; then
             echo "check-layers: ok: $pkg does not reach $crate"
         else
             echo "check-layers: ERROR: cannot tell whether $pkg reaches $crate; cargo tree said:" >&2
@@ -73,6 +82,9 @@ allow_only() {
 forbid justin-core "${CORE_FORBIDDEN[@]}"
 allow_only justin-core "${CORE_ALLOWED[@]}"
 forbid justin-algos "${ALGOS_FORBIDDEN[@]}"
+forbid justin-simulate "${SIMULATE_FORBIDDEN[@]}"
+forbid justin-http justin-testkit
+forbid justin-bench justin-testkit
 
 if ((failures > 0)); then
     echo "check-layers: $failures violation(s) of the layering rules (docs/architecture.md)." >&2

@@ -152,7 +152,7 @@ fn a_backup_taken_under_writes_is_one_consistent_snapshot() {
                 }
             });
         }
-        let (served, done, url) = (&served, &done, receiver.url.clone());
+        let (served, done, url) = (&served, &done, receiver.url().to_owned());
         scope.spawn(move || {
             // Updates publish parameter versions while the backup runs.
             for _ in 0..MAX_PER_WRITER {

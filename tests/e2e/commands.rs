@@ -82,7 +82,7 @@ fn a_reset_under_a_running_service_leaves_it_serving_from_the_priors() {
     assert_eq!(status, 201);
     let (status, _) = served.post(
         "/api/v1/update",
-        &json!({"timestamp": "2025-01-01T12:00:00Z", "callback_url": receiver.url}),
+        &json!({"timestamp": "2025-01-01T12:00:00Z", "callback_url": receiver.url()}),
     );
     assert_eq!(status, 202);
     assert_eq!(receiver.next()["status"], "completed");

@@ -51,7 +51,7 @@ fn a_study_day_from_decision_to_callback() {
 
     let (status, accepted) = served.post(
         "/api/v1/update",
-        &json!({"timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url}),
+        &json!({"timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url()}),
     );
     assert_eq!(status, 202, "{accepted}");
     assert_eq!(accepted["status"], "processing");

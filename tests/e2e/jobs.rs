@@ -71,7 +71,7 @@ fn two_processes_run_each_of_many_concurrent_updates_exactly_once() {
         let requests: Vec<_> = (0..UPDATES)
             .map(|i| {
                 let served = if i % 2 == 0 { &a } else { &b };
-                let url = receiver.url.clone();
+                let url = receiver.url().to_owned();
                 scope.spawn(move || request_update(served, &url))
             })
             .collect();
@@ -131,7 +131,7 @@ fn pg_an_update_killed_half_way_changes_nothing_and_runs_again_after_a_restart()
     blocker
         .batch_execute("BEGIN; LOCK TABLE study_data IN ACCESS EXCLUSIVE MODE;")
         .unwrap();
-    let id = request_update(&served, &receiver.url);
+    let id = request_update(&served, receiver.url());
     poll(&served, &format!("/api/v1/update/{id}"), |s| {
         s["started_at"].is_string()
     });
@@ -196,7 +196,7 @@ fn sqlite_a_restarted_process_takes_over_at_once_the_update_a_killed_one_held() 
              SELECT count(*) FROM spin a, spin b, spin c, spin d; END;"
         ),
     );
-    let id = request_update(&served, &receiver.url);
+    let id = request_update(&served, receiver.url());
     poll(&served, &format!("/api/v1/update/{id}"), |s| {
         s["started_at"].is_string()
     });

@@ -406,7 +406,7 @@ fn pg_three_instances_behind_nginx_lose_no_decision_when_one_is_killed_and_one_r
     let mut updates = Vec::new();
     let mut unknown_updates = 0;
     let mut update = || {
-        let (id, unknown) = request_update(&control, &base_url, &receiver.url);
+        let (id, unknown) = request_update(&control, &base_url, receiver.url());
         updates.push(id);
         unknown_updates += unknown;
     };

@@ -53,7 +53,7 @@ fn pg_a_sqlite_study_moves_to_postgres_by_backup_and_restore() {
         }
         let (status, _) = served.post(
             "/api/v1/update",
-            &json!({"timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url}),
+            &json!({"timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url()}),
         );
         assert_eq!(status, 202);
         assert_eq!(receiver.next()["status"], "completed");

@@ -71,7 +71,7 @@ fn serve_marked_requests(env: &[(&str, String)]) -> Vec<(String, String)> {
     assert_eq!(status, 400, "{body}");
     let (status, body) = served.post(
         "/api/v1/update",
-        &json!({ "timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url }),
+        &json!({ "timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url() }),
     );
     assert_eq!(status, 202, "{body}");
     assert_eq!(receiver.next()["status"], "completed");

@@ -149,7 +149,7 @@ fn pg_after_a_postgresql_restart_every_route_answers_and_updates_complete() {
         let (status, body) = served.post("/api/v1/add_user", &json!({ "user_id": user }));
         assert_eq!(status, 201, "{body}");
     }
-    let first = request_update(&served, &receiver.url);
+    let first = request_update(&served, receiver.url());
     assert_eq!(receiver.next()["status"], "completed");
 
     // Every route, on a pool of connections the server closed.
@@ -174,7 +174,7 @@ fn pg_after_a_postgresql_restart_every_route_answers_and_updates_complete() {
     // An update requested on closed connections: it and its backup run on fresh ones.
     fill_pool(&served, &cluster, database);
     restart(&cluster);
-    let second = request_update(&served, &receiver.url);
+    let second = request_update(&served, receiver.url());
     let callback = receiver.next();
     assert_eq!(callback["update_id"], second.as_str(), "{callback}");
     assert_eq!(callback["status"], "completed", "{callback}");
@@ -188,7 +188,7 @@ fn pg_after_a_postgresql_restart_every_route_answers_and_updates_complete() {
     blocker
         .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;")
         .unwrap();
-    let third = request_update(&served, &receiver.url);
+    let third = request_update(&served, receiver.url());
     let deadline = Instant::now() + WAIT;
     while sql_lines(
         &cluster.url("postgres"),

@@ -76,7 +76,7 @@ fn restore_puts_a_backup_back_exactly() {
     }
     let (status, update) = served.post(
         "/api/v1/update",
-        &json!({"timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url}),
+        &json!({"timestamp": "2025-01-01T14:00:00Z", "callback_url": receiver.url()}),
     );
     assert_eq!(status, 202, "{update}");
     assert_eq!(receiver.next()["status"], "completed");

@@ -186,7 +186,7 @@ fn held_update(grace_secs: u64) -> HeldUpdate {
         .into();
     let answer: serde_json::Value = agent
         .post(format!("http://{}/api/v1/update", served.addr))
-        .send_json(json!({ "timestamp": "2025-01-01T12:00:00Z", "callback_url": receiver.url }))
+        .send_json(json!({ "timestamp": "2025-01-01T12:00:00Z", "callback_url": receiver.url() }))
         .unwrap()
         .body_mut()
         .read_json()

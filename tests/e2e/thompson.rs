@@ -86,7 +86,7 @@ fn thompson_learns_from_the_study_and_replays() {
 
     let (status, accepted) = served.post(
         "/api/v1/update",
-        &json!({"timestamp": AT, "callback_url": callbacks.url}),
+        &json!({"timestamp": AT, "callback_url": callbacks.url()}),
     );
     assert_eq!(status, 202, "{accepted}");
     assert_eq!(callbacks.next()["status"], "completed");
@@ -158,7 +158,7 @@ fn thompson_clips_a_confident_posterior() {
     }
     let (status, _) = served.post(
         "/api/v1/update",
-        &json!({"timestamp": AT, "callback_url": callbacks.url}),
+        &json!({"timestamp": AT, "callback_url": callbacks.url()}),
     );
     assert_eq!(status, 202);
     assert_eq!(callbacks.next()["status"], "completed");

@@ -107,7 +107,7 @@ fn pg_every_timestamp_form_survives_export_replay_and_moves_between_backends() {
             }
             let (status, body) = served.post(
                 "/api/v1/update",
-                &json!({"timestamp": sent, "callback_url": receiver.url}),
+                &json!({"timestamp": sent, "callback_url": receiver.url()}),
             );
             assert_eq!(status, 202, "{sent}: {body}");
             updates.push(body["update_id"].as_str().unwrap().to_owned());

@@ -1,7 +1,9 @@
 //! Helpers for the end-to-end tests: find the built `justin` binary, run it in a scratch
 //! directory against a fresh database of either backend ([`TestDatabase`], chosen by
-//! [`BACKEND_VAR`]), talk to it over HTTP, receive its callbacks, and check or change its
-//! tables in SQL both dialects accept ([`execute`], [`sql_lines`], [`row_counts`]).
+//! [`BACKEND_VAR`]), talk to it over HTTP ([`Served`]), receive its callbacks
+//! ([`CallbackReceiver`]), and check or change its tables in SQL both dialects accept
+//! ([`execute`], [`sql_lines`], [`row_counts`]). What other suites need too comes from
+//! justin-testkit and is re-exported here; what is about the binary is here.
 //!
 //! These helpers only run inside tests, so a failure to set up the test is a panic with a
 //! message saying what to fix.
@@ -10,22 +12,18 @@
 pub mod cluster;
 pub mod nginx;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+pub use justin_testkit::{
+    connect, execute, row_counts, sql_lines, Backend, CallbackReceiver, Client, Reply, ScratchDir,
+    TestConnection, TestDatabase, BACKEND_VAR, TABLES, WAIT,
+};
 use serde_json::Value;
-
-/// How long a test waits for the binary to start or a callback to arrive before failing.
-pub const WAIT: Duration = Duration::from_secs(60);
 
 /// The `justin` binary built for this test run (`JUSTIN_BIN` overrides).
 pub fn justin_bin() -> PathBuf {
@@ -62,38 +60,6 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("a bound port").port())
         .collect()
-}
-
-/// A scratch directory removed at drop.
-#[derive(Debug)]
-pub struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    /// A new empty directory under the system's temp dir.
-    pub fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("justin-e2e-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("can create a scratch directory");
-        Self(path)
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Default for ScratchDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        // Best effort: a leftover scratch dir is harmless.
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 /// A `justin` command in `dir`, with only the given environment on top of a clean one:
@@ -141,7 +107,7 @@ pub struct Served {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub base_url: String,
-    agent: ureq::Agent,
+    client: Client,
     stdout: Captured,
     stderr: Captured,
 }
@@ -181,24 +147,6 @@ impl Captured {
     }
 }
 
-/// A response's status, JSON body and headers.
-#[derive(Debug)]
-pub struct Reply {
-    /// The status code.
-    pub status: u16,
-    /// The body, parsed.
-    pub json: Value,
-    /// The headers.
-    pub headers: ureq::http::HeaderMap,
-}
-
-impl Reply {
-    /// A header's value, when present and text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
 impl Served {
     /// Starts `justin serve` in `dir` with `env` and waits until it listens.
     pub fn start(dir: &Path, env: &[(&str, String)]) -> Self {
@@ -230,44 +178,33 @@ impl Served {
             child.wait().ok();
             panic!("justin serve did not start listening: {}", stderr.finish());
         };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        // No timeout of its own: a request takes what the service takes.
+        let client = Client::new(base_url.clone(), None);
         Self {
             child,
             base_url,
-            agent,
+            client,
             stdout,
             stderr,
         }
     }
 
-    /// POSTs JSON; returns the status and the JSON body.
+    /// A client of the service, for another thread.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// POSTs JSON; the status and the JSON answer ([`Client::post_json`]).
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let mut response = self
-            .agent
-            .post(format!("{}{path}", self.base_url))
-            .send_json(body)
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        let json = response.body_mut().read_json().expect("the answer is JSON");
-        (status, json)
+        self.client.post_json(path, body)
     }
 
-    /// GETs; returns the status and the JSON body.
+    /// GETs; the status and the JSON answer ([`Client::get`]).
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let mut response = self
-            .agent
-            .get(format!("{}{path}", self.base_url))
-            .call()
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        let json = response.body_mut().read_json().expect("the answer is JSON");
-        (status, json)
+        self.client.get(path)
     }
 
-    /// Sends `method path` with extra headers and, when given, a JSON body.
+    /// Sends `method path` with extra headers and, when given, a JSON body ([`Client::send`]).
     pub fn send(
         &self,
         method: &str,
@@ -275,27 +212,7 @@ impl Served {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base_url));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = match body {
-            Some(body) => self.agent.run(
-                request
-                    .header("Content-Type", "application/json")
-                    .body(body.to_string())
-                    .expect("a valid request"),
-            ),
-            None => self.agent.run(request.body(()).expect("a valid request")),
-        };
-        let mut response = response.expect("the server answers");
-        Reply {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            json: response.body_mut().read_json().expect("the answer is JSON"),
-        }
+        self.client.send(method, path, body, headers)
     }
 
     /// The process id.
@@ -342,202 +259,12 @@ impl Drop for Served {
     }
 }
 
-/// The environment variable choosing the storage backend the end-to-end tests run against:
-/// `postgres` (the default) or `sqlite`. `make test` runs the suite once with each.
-pub const BACKEND_VAR: &str = "JUSTIN_TEST_BACKEND";
-
-/// A storage backend the binary can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// PostgreSQL, on the test server `JUSTIN_TEST_DATABASE_URL` names.
-    Postgres,
-    /// SQLite, in a file of a scratch directory.
-    Sqlite,
-}
-
-/// A fresh, migrated database, dropped with the value.
-pub enum TestDatabase {
-    /// A database on the test PostgreSQL server.
-    Postgres(justin_store::testing::TestDatabase),
-    /// A SQLite file in a scratch directory.
-    Sqlite(justin_store_sqlite::testing::TestDatabase),
-}
-
-impl TestDatabase {
-    /// One of the backend [`BACKEND_VAR`] names; fails the test naming the variable when its
-    /// value is unknown.
-    pub fn create() -> Self {
-        match std::env::var(BACKEND_VAR).as_deref() {
-            Ok("sqlite") => Self::Sqlite(justin_store_sqlite::testing::TestDatabase::create()),
-            Ok("postgres") | Err(_) => {
-                Self::Postgres(justin_store::testing::TestDatabase::create())
-            }
-            Ok(other) => panic!("{BACKEND_VAR}={other:?}: expected postgres or sqlite"),
-        }
-    }
-
-    /// The database's URL, as `database.url` takes it.
-    pub fn url(&self) -> &str {
-        match self {
-            Self::Postgres(db) => db.url(),
-            Self::Sqlite(db) => db.url(),
-        }
-    }
-
-    /// Its backend.
-    pub fn backend(&self) -> Backend {
-        match self {
-            Self::Postgres(_) => Backend::Postgres,
-            Self::Sqlite(_) => Backend::Sqlite,
-        }
-    }
-}
-
 /// The environment that points `justin` at `db` with files under its working directory.
 pub fn env_for(db: &TestDatabase) -> Vec<(&'static str, String)> {
     vec![
         ("JUSTIN_DATABASE__URL", db.url().to_owned()),
         ("JUSTIN_LOGGING__LEVEL", "info".into()),
     ]
-}
-
-/// A local HTTP server that accepts callback POSTs and hands their JSON bodies to the test.
-pub struct CallbackReceiver {
-    /// Where to send callbacks.
-    pub url: String,
-    bodies: mpsc::Receiver<Value>,
-}
-
-impl CallbackReceiver {
-    /// Starts listening on a free loopback port.
-    pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("can bind a loopback port");
-        let url = format!("http://{}/callback", listener.local_addr().unwrap());
-        let (tx, bodies) = mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                if let Some(body) = read_request_body(&mut stream) {
-                    stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .ok();
-                    if tx.send(body).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Self { url, bodies }
-    }
-
-    /// The next callback body, waiting at most [`WAIT`].
-    pub fn next(&self) -> Value {
-        self.bodies
-            .recv_timeout(WAIT)
-            .expect("a callback arrives in time")
-    }
-
-    /// A callback body received already and not taken yet, without waiting.
-    pub fn try_next(&self) -> Option<Value> {
-        self.bodies.try_recv().ok()
-    }
-}
-
-/// The study's tables, in the order backups list them.
-pub use justin_core::tables::TABLES;
-
-/// A connection of the test's own, to the database at `url` of either backend.
-pub enum TestConnection {
-    /// To PostgreSQL.
-    Postgres(PgConnection),
-    /// To a SQLite file, waiting for the service's locks rather than failing on them.
-    Sqlite(SqliteConnection),
-}
-
-/// Opens a connection to `url` (`sqlite://<path>` or a PostgreSQL URL), for checks and
-/// changes in SQL.
-pub fn connect(url: &str) -> TestConnection {
-    match url.strip_prefix("sqlite://") {
-        Some(path) => {
-            let mut conn = SqliteConnection::establish(path)
-                .unwrap_or_else(|e| panic!("cannot open the test database {url}: {e}"));
-            // The service writes to the same file; wait for its locks as it waits for ours.
-            conn.batch_execute("PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;")
-                .expect("the test database takes its pragmas");
-            TestConnection::Sqlite(conn)
-        }
-        None => TestConnection::Postgres(
-            PgConnection::establish(url)
-                .unwrap_or_else(|e| panic!("cannot connect to the test database {url}: {e}")),
-        ),
-    }
-}
-
-impl TestConnection {
-    /// Runs `sql` (one or more statements, no results) or fails the test.
-    pub fn execute(&mut self, sql: &str) {
-        match self {
-            Self::Postgres(conn) => conn.batch_execute(sql),
-            Self::Sqlite(conn) => conn.batch_execute(sql),
-        }
-        .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
-    }
-
-    /// Runs a query whose rows are one text column named `out`; the rows' values in order.
-    pub fn lines(&mut self, sql: &str) -> Vec<String> {
-        #[derive(QueryableByName)]
-        struct Line {
-            #[diesel(sql_type = Text)]
-            out: String,
-        }
-        match self {
-            Self::Postgres(conn) => diesel::sql_query(sql).load::<Line>(conn),
-            Self::Sqlite(conn) => diesel::sql_query(sql).load::<Line>(conn),
-        }
-        .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"))
-        .into_iter()
-        .map(|line| line.out)
-        .collect()
-    }
-
-    /// Rows per table of [`TABLES`].
-    pub fn row_counts(&mut self) -> BTreeMap<&'static str, i64> {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            rows: i64,
-        }
-        TABLES
-            .iter()
-            .map(|&table| {
-                let sql = format!("SELECT count(*) AS rows FROM {table}");
-                let count = match self {
-                    Self::Postgres(conn) => diesel::sql_query(&sql).get_result::<Count>(conn),
-                    Self::Sqlite(conn) => diesel::sql_query(&sql).get_result::<Count>(conn),
-                }
-                .unwrap_or_else(|e| panic!("cannot count the rows of {table}: {e}"));
-                (table, count.rows)
-            })
-            .collect()
-    }
-}
-
-/// Runs `sql` (statements both dialects accept, no results) on the database at `url`.
-pub fn execute(url: &str, sql: &str) {
-    connect(url).execute(sql);
-}
-
-/// Runs a query whose rows are one text column named `out` (write it in SQL both dialects
-/// accept) on the database at `url`; the rows' values in order.
-pub fn sql_lines(url: &str, sql: &str) -> Vec<String> {
-    connect(url).lines(sql)
-}
-
-/// Rows per table of [`TABLES`] in the database at `url`.
-pub fn row_counts(url: &str) -> BTreeMap<&'static str, i64> {
-    connect(url).row_counts()
 }
 
 /// The backup file a `justin backup` or `justin reset-db --yes` run reported, as a path under
@@ -554,29 +281,6 @@ pub fn reported_backup(dir: &Path, out: &Finished) -> PathBuf {
     let path = dir.join(reported);
     assert!(path.is_file(), "{} is not a file", path.display());
     path
-}
-
-fn read_request_body(stream: &mut std::net::TcpStream) -> Option<Value> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    serde_json::from_slice(&body).ok()
 }
 
 /// Every file in `dir` and its subdirectories, with its contents (lossily as text): what a

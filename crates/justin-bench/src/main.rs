@@ -12,7 +12,6 @@
 //! and writes every figure to JSON and CSV files. It exits non-zero when any request failed,
 //! the service misbehaved or a required part could not run.
 
-mod callback;
 mod cpu;
 mod error;
 mod hist;
@@ -31,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use justin_simulate::callback::Receiver;
 
 use crate::error::{fail, BenchError, Context, Result};
 use crate::load::{Decision, Timing, Work, NEW_USER_PREFIX, USER_PREFIX};
@@ -884,7 +884,7 @@ fn update_at_scale(
     pg::fill_study_data(conn, args.rows, args.users, USER_PREFIX)?;
     out.fill_secs = fill.elapsed().as_secs_f64();
     out.study_rows = pg::count_rows(conn, "study_data")?;
-    let receiver = callback::Receiver::start()?;
+    let receiver = Receiver::start("127.0.0.1:0", None).map_err(BenchError)?;
     let pid = service.pid();
 
     let sampler = RssSampler::start(pid);
@@ -897,7 +897,7 @@ fn update_at_scale(
         .build()
         .into();
     let body =
-        serde_json::json!({"timestamp": "2025-01-01T12:00:00Z", "callback_url": receiver.url});
+        serde_json::json!({"timestamp": "2025-01-01T12:00:00Z", "callback_url": receiver.url()});
     let sent = Instant::now();
     let answer = agent
         .post(format!("{}/api/v1/update", service.base_url))
@@ -938,9 +938,9 @@ fn update_at_scale(
     };
     out.accepted_secs = accepted.as_secs_f64();
     out.request_to_callback_secs = arrival.at.duration_since(sent).as_secs_f64();
-    out.callback_status = arrival.body["status"]
-        .as_str()
-        .unwrap_or("unreadable")
+    out.callback_status = arrival
+        .update()
+        .map_or("unreadable", |(_, status)| status)
         .to_owned();
     out.rss_peak_kib = peak.max(out.rss_before_kib);
     out.rss_growth_kib = out.rss_peak_kib - out.rss_before_kib;

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 mod allocator;
+pub mod api_types;
 pub mod auth;
 pub mod blocking;
 pub mod body;
@@ -18,7 +19,6 @@ pub mod export;
 pub mod logging;
 pub mod openapi;
 pub mod routes;
-pub mod schema;
 pub mod shutdown;
 pub mod startup;
 pub mod state;

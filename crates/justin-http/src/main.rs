@@ -2,8 +2,6 @@
 //! print the digest of an API key for `auth.api_keys`, or print the API's OpenAPI document;
 //! and `justin simulate`, a synthetic study driven through a running service.
 
-mod simulate;
-
 use std::process::ExitCode;
 
 use chrono::Utc;
@@ -62,7 +60,7 @@ enum Command {
     Openapi,
     /// Drive a running service through a synthetic study and summarise each update (see
     /// docs/simulation.md). Exits 1 on any refused request or failed update.
-    Simulate(Box<simulate::Args>),
+    Simulate(Box<justin_simulate::Args>),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +77,7 @@ fn main() -> ExitCode {
     }
     if let Command::Simulate(args) = command {
         // A client of a service, maybe on another machine: no configuration, no log.
-        return simulate::run(*args);
+        return justin_simulate::run(*args);
     }
     let mut config = match Config::load() {
         Ok(config) => config,
@@ -102,7 +100,7 @@ fn main() -> ExitCode {
         Command::Export { out } => export(&config, &out),
         Command::HashKey => Ok(hash_key()),
         Command::Openapi => openapi(),
-        Command::Simulate(args) => Ok(simulate::run(*args)),
+        Command::Simulate(args) => Ok(justin_simulate::run(*args)),
     };
     match outcome {
         Ok(code) => code,

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document of the HTTP API, derived from the handlers' `#[utoipa::path]`
-//! annotations and the types in [`crate::schema`], so that it changes with the code.
+//! annotations and the types in [`crate::api_types`], so that it changes with the code.
 //!
 //! It is serialized once per process, served at `GET /api/v1/openapi.json`, printed by
 //! `justin openapi` and committed as `docs/openapi.json`: `make openapi` rewrites that file,
@@ -11,11 +11,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, LicenseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::ApiError;
-use crate::routes;
-use crate::schema::responses::{
+use crate::api_types::responses::{
     InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
+use crate::error::ApiError;
+use crate::routes;
 
 /// The name of the security scheme of every `/api/v1` operation.
 pub const BEARER: &str = "bearer";
@@ -172,7 +172,7 @@ mod tests {
         for name in ["AddUserRequest", "ActionRequest", "UploadDataRequest"] {
             assert_eq!(
                 schemas[name]["properties"]["user_id"]["pattern"],
-                crate::schema::USER_ID_PATTERN,
+                crate::api_types::USER_ID_PATTERN,
                 "{name}"
             );
         }

@@ -2,10 +2,10 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::api_types::responses::{InternalError, Unavailable};
+use crate::api_types::{HealthResponse, Live, Ready, ReadyResponse};
 use crate::blocking::run_blocking;
 use crate::error::ApiError;
-use crate::schema::responses::{InternalError, Unavailable};
-use crate::schema::{HealthResponse, Live, Ready, ReadyResponse};
 use crate::state::AppState;
 
 /// Whether the process runs.

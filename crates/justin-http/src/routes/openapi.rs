@@ -3,8 +3,8 @@
 use actix_web::http::header::ContentType;
 use actix_web::HttpResponse;
 
+use crate::api_types::responses::{InternalError, Unauthorized};
 use crate::error::ApiError;
-use crate::schema::responses::{InternalError, Unauthorized};
 
 /// This document.
 ///

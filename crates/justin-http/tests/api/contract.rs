@@ -322,7 +322,7 @@ type KnownPattern = (&'static str, fn(&str) -> bool);
 
 /// The patterns the document uses (there is no regular expression engine here): a `user_id`
 /// holds no control character.
-const PATTERNS: [KnownPattern; 1] = [(justin_http::schema::USER_ID_PATTERN, |s: &str| {
+const PATTERNS: [KnownPattern; 1] = [(justin_http::api_types::USER_ID_PATTERN, |s: &str| {
     !s.is_empty() && !s.chars().any(char::is_control)
 })];
 
@@ -352,7 +352,7 @@ mod tests {
                     "required": ["id", "n", "when", "state", "maybe"],
                     "properties": {
                         "id": {"type": "string", "format": "uuid"},
-                        "user": {"type": "string", "pattern": justin_http::schema::USER_ID_PATTERN},
+                        "user": {"type": "string", "pattern": justin_http::api_types::USER_ID_PATTERN},
                         "n": {"type": "integer", "minimum": 0, "maximum": 1},
                         "when": {"type": "string", "format": "date-time"},
                         "state": {"$ref": "#/components/schemas/State"},

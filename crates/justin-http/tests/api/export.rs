@@ -7,8 +7,8 @@ use justin_http::export::COLUMNS;
 use serde_json::json;
 
 use crate::helpers::{
-    action_body, error, spawn_app, sql_execute, upload_body, upload_body_for, with,
-    CallbackReceiver, TestApp, WAIT,
+    action_body, error, execute, spawn_app, upload_body, upload_body_for, with, CallbackReceiver,
+    TestApp, WAIT,
 };
 
 fn agent() -> ureq::Agent {
@@ -187,7 +187,7 @@ fn store_decisions_in_bulk(app: &TestApp, n: u32) {
         app.add_user(&format!("bulk-{u}"));
     }
     let at = "'2025-01-01T12:00:00.000000Z'";
-    sql_execute(
+    execute(
         app.database_url(),
         &format!(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
@@ -201,7 +201,7 @@ fn store_decisions_in_bulk(app: &TestApp, n: u32) {
             last = n - 1
         ),
     );
-    sql_execute(
+    execute(
         app.database_url(),
         &format!(
             "INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, \

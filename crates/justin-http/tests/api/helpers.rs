@@ -1,156 +1,20 @@
 //! Test wiring: start the service in-process against a fresh database ([`spawn_app`]), talk to
 //! it over HTTP ([`Client`]), receive its update callbacks ([`CallbackReceiver`]) and check
 //! tables of error cases ([`check_cases`]). Every wait is bounded by [`WAIT`]; nothing sleeps.
+//! What the other suites need too (the scratch directory, the test database, SQL on it, the
+//! client and the receiver) comes from justin-testkit.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use justin_http::config::Config;
 use justin_http::startup::{start, RunningServer};
+pub use justin_testkit::{
+    execute, sql_lines, CallbackReceiver, Client, ScratchDir, TestDatabase, WAIT,
+};
 use serde_json::{json, Value};
-
-/// The longest a test waits for an answer or a callback before it fails.
-pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The client-side timestamp most requests carry.
 pub const TIMESTAMP: &str = "2025-01-01T12:00:00Z";
-
-/// A directory under the system's temp dir, removed at drop.
-#[derive(Debug)]
-pub struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    /// A new, empty directory.
-    pub fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("justin-http-api-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("can create a scratch directory");
-        Self(path)
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        // Best effort: a leftover directory in the temp dir is harmless.
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
-
-/// An HTTP client for one running service. Cheap to clone, so threads can each hold one.
-#[derive(Debug, Clone)]
-pub struct Client {
-    base_url: String,
-    agent: ureq::Agent,
-}
-
-impl Client {
-    fn new(base_url: String) -> Self {
-        let agent = ureq::Agent::config_builder()
-            // Error statuses are what many tests are about: they are answers, not failures.
-            .http_status_as_error(false)
-            .timeout_global(Some(WAIT))
-            .build()
-            .into();
-        Self { base_url, agent }
-    }
-
-    /// POSTs `body` as JSON; the status and the JSON answer.
-    pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.base_url))
-            .send_json(body);
-        answer("POST", path, response)
-    }
-
-    /// POSTs `body` as it is, declared as `content_type`; the status and the JSON answer.
-    pub fn post_raw(&self, path: &str, body: &str, content_type: &str) -> (u16, Value) {
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.base_url))
-            .header("Content-Type", content_type)
-            .send(body);
-        answer("POST", path, response)
-    }
-
-    /// GETs `path`; the status and the JSON answer.
-    pub fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.agent.get(format!("{}{path}", self.base_url)).call();
-        answer("GET", path, response)
-    }
-
-    /// DELETEs `path`; the status and the JSON answer.
-    pub fn delete(&self, path: &str) -> (u16, Value) {
-        let response = self.agent.delete(format!("{}{path}", self.base_url)).call();
-        answer("DELETE", path, response)
-    }
-}
-
-/// Every answer of this service is JSON, errors included; anything else fails the test.
-fn answer(
-    method: &str,
-    path: &str,
-    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> (u16, Value) {
-    let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: no HTTP answer: {e}"));
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .unwrap_or_else(|e| panic!("{method} {path}: unreadable body ({status}): {e}"));
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: answer {status} is not JSON ({e}): {text:?}"));
-    (status, json)
-}
-
-/// The environment variable choosing the storage backend the API tests run against:
-/// `postgres` (the default) or `sqlite`. `make test` runs the suite once with each.
-pub const BACKEND_VAR: &str = "JUSTIN_TEST_BACKEND";
-
-/// A fresh database of the backend [`BACKEND_VAR`] names, dropped with the value.
-pub enum TestDatabase {
-    /// A database on the test PostgreSQL server.
-    Postgres(justin_store::testing::TestDatabase),
-    /// A SQLite file in a scratch directory.
-    Sqlite(justin_store_sqlite::testing::TestDatabase),
-}
-
-impl TestDatabase {
-    /// Creates one, or fails the test naming the variable when its value is unknown.
-    pub fn create() -> Self {
-        match std::env::var(BACKEND_VAR).as_deref() {
-            Ok("sqlite") => Self::Sqlite(justin_store_sqlite::testing::TestDatabase::create()),
-            Ok("postgres") | Err(_) => {
-                Self::Postgres(justin_store::testing::TestDatabase::create())
-            }
-            Ok(other) => panic!("{BACKEND_VAR}={other:?}: expected postgres or sqlite"),
-        }
-    }
-
-    /// The storage port on this database, for tests that drive the core directly.
-    pub fn store(&self) -> std::sync::Arc<dyn justin_core::Store> {
-        match self {
-            Self::Postgres(db) => std::sync::Arc::new(db.store().clone()),
-            Self::Sqlite(db) => std::sync::Arc::new(db.store().clone()),
-        }
-    }
-
-    /// The database's URL, as `database.url` takes it.
-    pub fn url(&self) -> &str {
-        match self {
-            Self::Postgres(db) => db.url(),
-            Self::Sqlite(db) => db.url(),
-        }
-    }
-}
 
 /// The service, its database and its backup directory, for one test.
 pub struct TestApp {
@@ -180,7 +44,7 @@ pub fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let backup_dir = config.backup.dir.clone();
     let server = start(config).unwrap_or_else(|e| panic!("the service did not start: {e}"));
     TestApp {
-        client: Client::new(server.base_url()),
+        client: Client::new(server.base_url(), Some(WAIT)),
         backup_dir,
         server: Some(server),
         _scratch: scratch,
@@ -204,7 +68,7 @@ impl TestApp {
 
     /// `http://127.0.0.1:<port>`, for requests the [`Client`] cannot make (other headers).
     pub fn base_url(&self) -> &str {
-        &self.client.base_url
+        self.client.base_url()
     }
 
     /// The configured `backup.dir`.
@@ -396,53 +260,6 @@ pub fn with(base: &Value, parent: Option<&str>, key: &str, value: Option<Value>)
     body
 }
 
-/// Runs a query whose rows are one text column named `out` against the test database
-/// (either backend) and returns them joined by newlines. Write it in SQL both dialects share.
-pub fn sql_lines(database_url: &str, sql: &str) -> String {
-    use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
-
-    #[derive(diesel::QueryableByName)]
-    struct Line {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        out: String,
-    }
-
-    let lines: Vec<Line> = match database_url.strip_prefix("sqlite://") {
-        Some(path) => {
-            let mut conn = SqliteConnection::establish(path)
-                .unwrap_or_else(|e| panic!("cannot open the test database: {e}"));
-            diesel::sql_query(sql).load(&mut conn)
-        }
-        None => {
-            let mut conn = PgConnection::establish(database_url)
-                .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
-            diesel::sql_query(sql).load(&mut conn)
-        }
-    }
-    .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
-    lines
-        .into_iter()
-        .map(|l| l.out)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Runs `sql` (one or more statements, in SQL both dialects share) against the test database.
-pub fn sql_execute(database_url: &str, sql: &str) {
-    use diesel::connection::SimpleConnection;
-    use diesel::{Connection, PgConnection, SqliteConnection};
-
-    match database_url.strip_prefix("sqlite://") {
-        Some(path) => SqliteConnection::establish(path)
-            .unwrap_or_else(|e| panic!("cannot open the test database: {e}"))
-            .batch_execute(sql),
-        None => PgConnection::establish(database_url)
-            .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"))
-            .batch_execute(sql),
-    }
-    .unwrap_or_else(|e| panic!("{sql:?} failed: {e}"));
-}
-
 /// Parses an RFC 3339 timestamp or fails the test naming what it was.
 pub fn rfc3339(value: &Value, what: &str) -> chrono::DateTime<chrono::Utc> {
     let text = value
@@ -451,110 +268,4 @@ pub fn rfc3339(value: &Value, what: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|e| panic!("{what} {text:?} is RFC 3339: {e}"))
         .with_timezone(&chrono::Utc)
-}
-
-/// A local HTTP server that answers 200 to every request (or, built with
-/// [`CallbackReceiver::failing_first`], an error status to the first ones) and hands each JSON
-/// body it receives to the test, answered with an error or not.
-pub struct CallbackReceiver {
-    url: String,
-    bodies: mpsc::Receiver<Value>,
-}
-
-impl CallbackReceiver {
-    /// Starts listening on a free loopback port.
-    pub fn start() -> Self {
-        Self::failing_first(0, 200)
-    }
-
-    /// Starts listening on a free loopback port; answers `status` to the first `failures`
-    /// requests and 200 to every one after (`usize::MAX` failures: always `status`).
-    pub fn failing_first(failures: usize, status: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("can bind a loopback port");
-        let url = format!(
-            "http://{}/callback",
-            listener
-                .local_addr()
-                .expect("a bound listener has an address")
-        );
-        let (tx, bodies) = mpsc::channel();
-        std::thread::spawn(move || {
-            for (seen, stream) in listener.incoming().enumerate() {
-                let Ok(mut stream) = stream else { continue };
-                let body = read_json_request(&mut stream);
-                let status = if seen < failures { status } else { 200 };
-                let answer = format!(
-                    "HTTP/1.1 {status} Test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-                stream.write_all(answer.as_bytes()).ok();
-                if tx.send(body).is_err() {
-                    break; // The test is over.
-                }
-            }
-        });
-        Self { url, bodies }
-    }
-
-    /// A body received already and not taken yet, without waiting.
-    pub fn try_next(&self) -> Option<Value> {
-        self.bodies.try_recv().ok()
-    }
-
-    /// Where to send callbacks.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The next callback body, waiting at most `wait`; `None` when none came.
-    pub fn next_within(&self, wait: Duration) -> Option<Value> {
-        self.bodies.recv_timeout(wait).ok()
-    }
-
-    /// The next callback body, waiting at most [`WAIT`].
-    pub fn next(&self) -> Value {
-        self.bodies
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|e| panic!("no callback arrived within {WAIT:?}: {e}"))
-    }
-}
-
-/// Reads one request; its JSON body, or a `receiver_error` object saying what was wrong with
-/// it, so that a malformed callback fails the test with a reason rather than a timeout.
-fn read_json_request(stream: &mut TcpStream) -> Value {
-    let failure = |why: String| json!({ "receiver_error": why });
-    let Ok(clone) = stream.try_clone() else {
-        return failure("cannot read the connection".into());
-    };
-    let mut reader = BufReader::new(clone);
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => return failure("the connection closed inside the headers".into()),
-            Ok(_) => {}
-            Err(e) => return failure(format!("cannot read the headers: {e}")),
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            }
-        }
-    }
-    let Some(length) = length else {
-        return failure("the request has no Content-Length".into());
-    };
-    let mut body = vec![0; length];
-    if let Err(e) = reader.read_exact(&mut body) {
-        return failure(format!("cannot read the body: {e}"));
-    }
-    serde_json::from_slice(&body).unwrap_or_else(|e| {
-        failure(format!(
-            "the body is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&body)
-        ))
-    })
 }

@@ -649,7 +649,7 @@ fn contexts_and_outcomes_are_stored_as_the_client_sent_them() {
     assert_eq!(status, 201, "{answer}");
 
     let stored = |sql: &str| -> Value {
-        let text = crate::helpers::sql_lines(app.database_url(), sql);
+        let text = crate::helpers::sql_lines(app.database_url(), sql).join("\n");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{sql}: {e}: {text}"))
     };
     assert_eq!(

@@ -97,7 +97,7 @@ fn an_upload_without_a_logged_decision_is_stored_and_marked_as_such() {
          CASE WHEN action_logged THEN 't' ELSE 'f' END AS out \
          FROM study_data WHERE user_id = 'u1' ORDER BY decision_idx",
     );
-    assert_eq!(stored, "0|t\n1|f", "decision_idx|action_logged");
+    assert_eq!(stored, ["0|t", "1|f"], "decision_idx|action_logged");
 }
 
 /// A configuration with quick callback retries and no backups.
@@ -210,7 +210,7 @@ fn callbacks_go_only_to_allowed_hosts() {
             app.database_url(),
             "SELECT CAST(count(*) AS TEXT) AS out FROM model_update_requests"
         ),
-        "1",
+        ["1"],
         "the refused request was not stored"
     );
 }

@@ -313,7 +313,7 @@ fn decision_idx_minus_zero_is_decision_0_and_whole_float_actions_are_integers() 
             "SELECT CAST(decision_idx AS TEXT) || ' ' || CASE WHEN action_logged THEN 'logged' \
              ELSE 'unlogged' END AS out FROM study_data",
         ),
-        "0 logged"
+        ["0 logged"]
     );
 
     // A whole float is compared with the logged action as the integer it is.

@@ -27,32 +27,7 @@ mod support {
     use std::collections::BTreeMap;
     use std::io::Read;
 
-    /// A directory that does not exist yet and is removed, with its contents, when the test
-    /// ends, passing or not.
-    pub struct ScratchDir(pub std::path::PathBuf);
-
-    impl ScratchDir {
-        pub fn new() -> Self {
-            Self(std::env::temp_dir().join(format!(
-                "justin-store-sqlite-test-{}",
-                uuid::Uuid::new_v4().simple()
-            )))
-        }
-    }
-
-    impl std::ops::Deref for ScratchDir {
-        type Target = std::path::Path;
-
-        fn deref(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    pub use justin_testkit::ScratchDir;
 
     /// Reads every entry of a tar file into memory (the test archives are small).
     pub fn unpack(path: &std::path::Path) -> BTreeMap<String, String> {

@@ -4,13 +4,13 @@ use actix_web::{web, HttpResponse};
 use justin_core::{ActionRequest, Algorithm, DomainError, JsonObject};
 use serde_json::Value;
 
+use crate::api_types::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::api_types::{ActionRequest as ActionRequestBody, ActionResponse, ErrorResponse};
 use crate::blocking::run_blocking;
 use crate::body::{self, JsonBody, Literals};
 use crate::error::ApiError;
-use crate::schema::responses::{
-    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
-};
-use crate::schema::{ActionRequest as ActionRequestBody, ActionResponse, ErrorResponse};
 use crate::state::AppState;
 
 fn bad(message: &str) -> ApiError {

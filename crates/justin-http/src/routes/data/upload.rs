@@ -4,13 +4,13 @@ use actix_web::{web, HttpResponse};
 use justin_core::{names, Algorithm, DomainError, JsonObject, UploadRequest};
 use serde_json::Value;
 
+use crate::api_types::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::api_types::{ErrorResponse, UploadDataRequest, UploadDataResponse};
 use crate::blocking::run_blocking;
 use crate::body::{self, required, JsonBody, Literals};
 use crate::error::ApiError;
-use crate::schema::responses::{
-    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
-};
-use crate::schema::{ErrorResponse, UploadDataRequest, UploadDataResponse};
 use crate::state::AppState;
 
 /// Whether Python counts a JSON value as false: the template's `not data` check.

@@ -10,11 +10,11 @@ use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
 use tokio::sync::mpsc;
 
+use crate::api_types::responses::{InternalError, Unauthorized, Unavailable};
+use crate::api_types::ErrorResponse;
 use crate::blocking::run_blocking;
 use crate::error::ApiError;
 use crate::export;
-use crate::schema::responses::{InternalError, Unauthorized, Unavailable};
-use crate::schema::ErrorResponse;
 use crate::state::AppState;
 
 /// Bytes gathered before a chunk goes to the client.

@@ -4,10 +4,10 @@
 use actix_web::{web, HttpResponse};
 use justin_core::ModelParameters;
 
+use crate::api_types::responses::{InternalError, Unauthorized, Unavailable};
+use crate::api_types::{ErrorResponse, ParametersResponse};
 use crate::blocking::run_blocking;
 use crate::error::ApiError;
-use crate::schema::responses::{InternalError, Unauthorized, Unavailable};
-use crate::schema::{ErrorResponse, ParametersResponse};
 use crate::state::AppState;
 
 fn respond(p: &ModelParameters) -> HttpResponse {

@@ -2,13 +2,13 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::api_types::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::api_types::{ErrorResponse, Processing, UpdateAccepted, UpdateRequest};
 use crate::blocking::run_blocking;
 use crate::body::{self, required, JsonBody};
 use crate::error::ApiError;
-use crate::schema::responses::{
-    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
-};
-use crate::schema::{ErrorResponse, Processing, UpdateAccepted, UpdateRequest};
 use crate::state::AppState;
 
 /// Request a model update.

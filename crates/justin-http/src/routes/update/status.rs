@@ -3,10 +3,10 @@
 use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
+use crate::api_types::responses::{InternalError, Unauthorized, Unavailable};
+use crate::api_types::{ErrorResponse, UpdateStatusResponse};
 use crate::blocking::run_blocking;
 use crate::error::ApiError;
-use crate::schema::responses::{InternalError, Unauthorized, Unavailable};
-use crate::schema::{ErrorResponse, UpdateStatusResponse};
 use crate::state::AppState;
 
 /// Where an update request stands.

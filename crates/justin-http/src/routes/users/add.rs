@@ -2,13 +2,13 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::api_types::responses::{
+    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use crate::api_types::{AddUserRequest, AddUserResponse, ErrorResponse};
 use crate::blocking::run_blocking;
 use crate::body::{self, JsonBody};
 use crate::error::ApiError;
-use crate::schema::responses::{
-    InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
-};
-use crate::schema::{AddUserRequest, AddUserResponse, ErrorResponse};
 use crate::state::AppState;
 
 /// Register a participant.

@@ -9,8 +9,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use super::client::ApiKey;
-use super::model::{self, Model, RewardModel};
+use crate::client::ApiKey;
+use crate::model::{self, Model, RewardModel};
 
 /// The environment variable the API key is read from when `--api-key` is not given.
 pub const API_KEY_ENV: &str = "JUSTIN_API_KEY";

@@ -1,4 +1,5 @@
-//! `justin simulate`: drives a running JustIn service through a synthetic study, as a research
+//! The study simulator, run as `justin simulate` (the `justin` binary parses [`Args`] and calls
+//! [`run`]): it drives a running JustIn service through a synthetic study, as a research
 //! team's rehearsal and as a load for the benchmark. It registers the participants, then for
 //! each decision time, each decision type and each participant draws a context, asks for the
 //! action, simulates the reward and uploads it; after every K decisions it requests an update,
@@ -10,7 +11,7 @@
 //! window are drawn under the same parameters. Contexts, noise and availability come from the
 //! simulator's seed alone; the actions come from the service.
 
-mod callback;
+pub mod callback;
 mod client;
 mod model;
 mod settings;
@@ -261,7 +262,7 @@ fn run_update(
     receiver: &Receiver,
     timeout: Duration,
 ) -> Result<(String, String), String> {
-    let id = client.request_update(&now(), &receiver.url)?;
+    let id = client.request_update(&now(), receiver.url())?;
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
