@@ -8,7 +8,6 @@ use std::sync::Arc;
 use justin_core::{Algorithm, AlgorithmError, JsonObject};
 
 pub mod flat_prob;
-pub mod linalg;
 pub mod thompson;
 
 pub use flat_prob::FlatProb;

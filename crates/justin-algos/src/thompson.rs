@@ -19,9 +19,9 @@ use justin_core::{
     names, Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
     Probability, State, StudyRecord, UserId,
 };
+use justin_numeric::linalg::{dot, Cholesky, Matrix};
+use justin_numeric::normal::normal_cdf;
 use serde_json::{json, Value};
-
-use crate::linalg::{dot, normal_cdf, Cholesky, Matrix};
 
 /// The registry name.
 pub const NAME: &str = "thompson";
