@@ -14,6 +14,9 @@ use crate::config::Config;
 use crate::database::{Database, OpenMode};
 use crate::{simulate, startup};
 
+/// The target of the command line's own log records, whichever binary runs it.
+const LOG_TARGET: &str = "justin";
+
 /// JustIn: a decision service for digital health studies.
 #[derive(Debug, Parser)]
 #[command(name = "justin", version, about)]
@@ -139,7 +142,7 @@ fn hash_key() -> ExitCode {
 }
 
 fn fail(message: &str) -> ExitCode {
-    log::error!("{message}");
+    log::error!(target: LOG_TARGET, "{message}");
     eprintln!("justin: {message}");
     ExitCode::FAILURE
 }
@@ -154,11 +157,15 @@ fn openapi() -> Result<ExitCode, String> {
 fn serve(config: Config, algorithms: &Registry) -> Result<ExitCode, String> {
     if config.backup.enabled {
         log::info!(
+            target: LOG_TARGET,
             "backups before updates go to {}",
             config.backup.dir.display()
         );
     } else {
-        log::warn!("backups before updates are off (backup.enabled = false)");
+        log::warn!(
+            target: LOG_TARGET,
+            "backups before updates are off (backup.enabled = false)"
+        );
     }
     let server = startup::start(config, algorithms).map_err(|e| e.to_string())?;
     server
@@ -167,7 +174,7 @@ fn serve(config: Config, algorithms: &Registry) -> Result<ExitCode, String> {
     server
         .wait()
         .map_err(|e| format!("the server failed: {e}"))?;
-    log::info!("stopped");
+    log::info!(target: LOG_TARGET, "stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -237,6 +244,7 @@ fn reset_db(config: &Config, algorithms: &Registry, yes: bool) -> Result<ExitCod
         installed.algorithm, installed.version
     );
     log::warn!(
+        target: LOG_TARGET,
         "the database was reset; backup at {}",
         report.path.display()
     );
@@ -282,7 +290,11 @@ fn restore(config: &Config, file: &std::path::Path, yes: bool) -> Result<ExitCod
     for (table, rows) in &report.row_counts {
         println!("restored {rows} rows into {table}");
     }
-    log::warn!("the database was restored from {}", file.display());
+    log::warn!(
+        target: LOG_TARGET,
+        "the database was restored from {}",
+        file.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -339,7 +351,10 @@ fn export(config: &Config, out: &std::path::Path) -> Result<ExitCode, String> {
         let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
         let written = crate::export::write_all(&mut stdout, rows).map_err(|e| failed(&e))?;
         stdout.flush().map_err(|e| failed(&e))?;
-        log::info!("export wrote {written} decisions to standard output");
+        log::info!(
+            target: LOG_TARGET,
+            "export wrote {written} decisions to standard output"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let mut partial = out.as_os_str().to_owned();
