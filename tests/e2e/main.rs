@@ -21,6 +21,7 @@
 
 mod auth;
 mod backup_under_load;
+mod beta_bernoulli;
 mod commands;
 mod connections;
 mod export;
