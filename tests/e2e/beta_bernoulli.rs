@@ -144,7 +144,7 @@ fn a_study_runs_through_the_example_algorithm_crate_and_replays() {
         "{rl}"
     );
     assert!(
-        rl.contains(&format!("P(action = 1) 0.5 -> {probability}")),
+        rl.contains("stored beta_bernoulli parameters version 2 from 5 records\n"),
         "{rl}"
     );
     assert!(

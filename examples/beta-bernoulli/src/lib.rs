@@ -323,15 +323,9 @@ impl Algorithm for BetaBernoulli {
         Parameters::new(bounds, current.prior, successes, failures).to_json()
     }
 
-    fn describe_change(&self, current: &Value, next: &Value) -> String {
-        match (Parameters::read(current), Parameters::read(next)) {
-            (Ok(current), Ok(next)) => format!(
-                "P(action = 1) {} -> {}",
-                current.probability, next.probability
-            ),
-            _ => String::new(),
-        }
-    }
+    // No describe_change: P(action = 1) is computed from the participants' outcomes (after one
+    // record it tells that participant's outcome), so rl.log gets only the service's line with
+    // the version and the number of records.
 
     fn validate_parameters(&self, values: &Value) -> Result<(), AlgorithmError> {
         let invalid = |why: String| Err(AlgorithmError::InvalidParameters(why));
