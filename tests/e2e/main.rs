@@ -42,3 +42,4 @@ mod simulate;
 mod startup;
 mod thompson;
 mod timestamps;
+mod walkthrough;
