@@ -19,8 +19,15 @@ BENCH_CONCURRENCY ?= 1,8,64
 BENCH_USERS ?= 1000
 BENCH_ROWS ?= 1000000
 BENCH_ARGS ?=
-# Where cargo puts its builds, to run the benchmark binary without cargo re-resolving features.
-BENCH_TARGET_DIR = $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+# Where cargo puts its builds: to run the benchmark binary without cargo re-resolving features,
+# and for the example algorithm crate, which shares the workspace's builds of its dependencies.
+TARGET_DIR = $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+BENCH_TARGET_DIR = $(TARGET_DIR)
+# The worked example of an algorithm crate outside the workspace (docs/algorithms.md): a cargo
+# project of its own, built into the workspace's target directory, where the end-to-end tests
+# find its binary next to justin.
+EXAMPLE_DIR = examples/beta-bernoulli
+EXAMPLE_CARGO = cd $(EXAMPLE_DIR) && CARGO_TARGET_DIR="$(abspath $(TARGET_DIR))" $(CARGO)
 
 .PHONY: help run test bench bench-smoke migrate backup reset-db restore replay export fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
 
@@ -38,7 +45,7 @@ help:
 	@echo "make export OUT=f    write the analysis table, one CSV row per decision"
 	@echo "make fmt             format the code"
 	@echo "make fmt-check       check the formatting"
-	@echo "make lint            clippy on every crate and target, warnings are errors"
+	@echo "make lint            clippy on every crate and target (the example's too), warnings are errors"
 	@echo "make check-layers    check that the core and the algorithms stay free of adapters, and the"
 	@echo "                     simulator free of the server"
 	@echo "make doc             build the API documentation"
@@ -49,17 +56,21 @@ help:
 run:
 	$(JUSTIN) serve
 
-# Two halves; the end-to-end tests start the built justin binary, hence the build first. The
-# SQLite half needs nothing installed: every unit test, the SQLite adapter's conformance suite,
-# the HTTP suite and the end-to-end tests on SQLite (without those named pg_, which are about
-# PostgreSQL itself). The PostgreSQL half runs the PostgreSQL adapter's suite, the HTTP suite
-# and every end-to-end test on PostgreSQL; one of those (load_balanced::pg_...) also needs nginx,
-# which scripts/ensure-nginx.sh installs from Debian's packages when it is missing and this runs
-# as root (or says how to install it). Without a reachable server the PostgreSQL half is
-# reported as not run, except under CI=true, where it is required.
+# Two halves; the end-to-end tests start the built justin binary and the example's binary,
+# hence the builds first (--locked: the example's Cargo.lock must be up to date). The SQLite
+# half needs nothing installed: every unit test (the example's too), the SQLite adapter's
+# conformance suite, the HTTP suite and the end-to-end tests on SQLite (without those named
+# pg_, which are about PostgreSQL itself). The PostgreSQL half runs the PostgreSQL adapter's
+# suite, the HTTP suite and every end-to-end test on PostgreSQL; one of those
+# (load_balanced::pg_...) also needs nginx, which scripts/ensure-nginx.sh installs from Debian's
+# packages when it is missing and this runs as root (or says how to install it). Without a
+# reachable server the PostgreSQL half is reported as not run, except under CI=true, where it
+# is required.
 test:
 	$(CARGO) build --workspace --bins
+	$(EXAMPLE_CARGO) build --locked
 	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test --workspace --exclude justin-store --exclude justin-e2e
+	$(EXAMPLE_CARGO) test --locked
 	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test -p justin-e2e -- --skip pg_
 	@if bash scripts/pg-reachable.sh "$(JUSTIN_TEST_DATABASE_URL)"; then \
 		set -e; \
@@ -113,12 +124,15 @@ export:
 
 fmt:
 	$(CARGO) fmt --all
+	cd $(EXAMPLE_DIR) && $(CARGO) fmt
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	cd $(EXAMPLE_DIR) && $(CARGO) fmt -- --check
 
 lint:
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(EXAMPLE_CARGO) clippy --locked --all-targets -- -D warnings
 
 check-layers:
 	CARGO="$(CARGO)" bash scripts/check-layers.sh

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Checks the hexagon: the core and the algorithms must not reach the adapters' libraries.
+# Checks the hexagon: the core, the numerics and the algorithms must not reach the adapters'
+# libraries.
 #
 # - justin-core must not reach diesel, r2d2, actix-web, ureq or fern (through any path), and
 #   its direct normal dependencies must be on the allowed list below.
+# - justin-numeric, which algorithm crates outside the workspace depend on, must not reach any
+#   of those either, and has no dependencies at all.
 # - justin-algos must not reach diesel or actix-web.
 # - justin-simulate, a client of the service's HTTP API, must not reach the server: actix-web,
 #   diesel, r2d2, the stores or justin-http.
@@ -27,6 +30,8 @@ TREE_FLAGS=(-e normal --all-features --target all)
 # The only direct normal dependencies justin-core may have.
 CORE_ALLOWED=(serde serde_json uuid chrono rand_pcg rand_core thiserror log)
 CORE_FORBIDDEN=(diesel r2d2 actix-web ureq fern)
+# The only direct normal dependencies justin-numeric may have: none.
+NUMERIC_ALLOWED=()
 ALGOS_FORBIDDEN=(diesel actix-web)
 SIMULATE_FORBIDDEN=(actix-web diesel r2d2 justin-store justin-store-sqlite justin-http)
 
@@ -81,6 +86,8 @@ allow_only() {
 
 forbid justin-core "${CORE_FORBIDDEN[@]}"
 allow_only justin-core "${CORE_ALLOWED[@]}"
+forbid justin-numeric "${CORE_FORBIDDEN[@]}"
+allow_only justin-numeric "${NUMERIC_ALLOWED[@]}"
 forbid justin-algos "${ALGOS_FORBIDDEN[@]}"
 forbid justin-simulate "${SIMULATE_FORBIDDEN[@]}"
 forbid justin-http justin-testkit

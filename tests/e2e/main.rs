@@ -21,6 +21,7 @@
 
 mod auth;
 mod backup_under_load;
+mod beta_bernoulli;
 mod commands;
 mod connections;
 mod export;
@@ -41,3 +42,4 @@ mod simulate;
 mod startup;
 mod thompson;
 mod timestamps;
+mod walkthrough;

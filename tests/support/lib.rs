@@ -27,19 +27,44 @@ use serde_json::Value;
 
 /// The `justin` binary built for this test run (`JUSTIN_BIN` overrides).
 pub fn justin_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("JUSTIN_BIN") {
+    built_bin(
+        "justin",
+        "JUSTIN_BIN",
+        "cargo build -p justin-http --bin justin",
+    )
+}
+
+/// The binary of the example algorithm crate, examples/beta-bernoulli: justin with the
+/// `beta_bernoulli` algorithm registered (`JUSTIN_EXAMPLE_BIN` overrides). `make test` builds
+/// it into the workspace's target directory, next to justin.
+pub fn example_bin() -> PathBuf {
+    built_bin(
+        "justin-beta-bernoulli",
+        "JUSTIN_EXAMPLE_BIN",
+        "cd examples/beta-bernoulli && CARGO_TARGET_DIR=<the workspace's target directory> cargo build",
+    )
+}
+
+/// The directory of the example algorithm crate.
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/beta-bernoulli")
+}
+
+/// The binary `name` built for this test run, or the one `override_var` names.
+fn built_bin(name: &str, override_var: &str, build: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(override_var) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the test binary knows its path");
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/justin
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join(format!("justin{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "{} is missing: build it first with `cargo build -p justin-http --bin justin` (`make test` does)",
+        "{} is missing: build it first with `{build}` (`make test` does)",
         bin.display()
     );
     bin
@@ -65,7 +90,12 @@ pub fn free_ports(count: usize) -> Vec<u16> {
 /// A `justin` command in `dir`, with only the given environment on top of a clean one:
 /// inherited `JUSTIN_*` and `DATABASE_URL` variables would change what is tested.
 pub fn justin(dir: &Path, env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(justin_bin());
+    command(&justin_bin(), dir, env)
+}
+
+/// Like [`justin`], for the binary `bin` (a binary with other algorithms registered).
+pub fn command(bin: &Path, dir: &Path, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.current_dir(dir);
     for (key, _) in std::env::vars() {
         if key.starts_with("JUSTIN_") || key == "DATABASE_URL" {
@@ -156,9 +186,15 @@ impl Served {
     /// Starts `justin serve` in `dir` with `env` on `port` of the loopback address (0: a free
     /// one) and waits until it listens.
     pub fn start_on(dir: &Path, env: &[(&str, String)], port: u16) -> Self {
+        Self::start_bin(&justin_bin(), dir, env, port)
+    }
+
+    /// Like [`Served::start_on`], for the binary `bin` (a binary with other algorithms
+    /// registered).
+    pub fn start_bin(bin: &Path, dir: &Path, env: &[(&str, String)], port: u16) -> Self {
         let mut env = env.to_vec();
         env.push(("JUSTIN_SERVER__PORT", port.to_string()));
-        let mut child = justin(dir, &env)
+        let mut child = command(bin, dir, &env)
             .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -176,7 +212,11 @@ impl Served {
         let Ok(base_url) = rx.recv_timeout(WAIT) else {
             child.kill().ok();
             child.wait().ok();
-            panic!("justin serve did not start listening: {}", stderr.finish());
+            panic!(
+                "{} serve did not start listening: {}",
+                bin.display(),
+                stderr.finish()
+            );
         };
         // No timeout of its own: a request takes what the service takes.
         let client = Client::new(base_url.clone(), None);

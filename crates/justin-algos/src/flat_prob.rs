@@ -3,14 +3,23 @@
 //! temperature seen in the uploaded contexts. It learns nothing useful, and that is the point:
 //! it shows every step of the [`Algorithm`] trait with the least possible statistics.
 
+use std::sync::Arc;
+
 use justin_core::{
     names, Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
-    Probability, State, StudyRecord, UserId,
+    Probability, Registration, State, StudyRecord, UserId,
 };
 use serde_json::{json, Value};
 
 /// The registry name.
 pub const NAME: &str = "flat_prob";
+
+/// Registers `flat_prob` under [`NAME`], its log records coming from this module.
+pub fn registration() -> Registration {
+    Registration::new(NAME, module_path!(), |options| {
+        Ok(Arc::new(FlatProb::from_options(options)?))
+    })
+}
 /// The parameter (and prior) holding P(action = 1).
 const PROBABILITY_KEY: &str = "probability_of_action";
 /// The probability never leaves this range through updates.

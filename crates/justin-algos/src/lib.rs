@@ -1,52 +1,46 @@
-//! Decision algorithms for JustIn, and the registry that builds one from the name given in
-//! `algorithm.name` and the settings in `[algorithm.options]`. Each algorithm is a type
-//! implementing [`justin_core::Algorithm`]; adding one means adding a module and a line in
-//! [`build`], never a branch in the core.
+//! The decision algorithms JustIn ships: `flat_prob`, the demonstration, and `thompson`,
+//! Thompson sampling for a binary treatment. Each is a type implementing
+//! [`justin_core::Algorithm`] with a [`Registration`] of its own; [`builtin`] is the registry
+//! of both that the `justin` binary runs, and [`register_builtin`] adds them to a registry that
+//! holds other algorithms too (an algorithm crate's own binary).
 
-use std::sync::Arc;
-
-use justin_core::{Algorithm, AlgorithmError, JsonObject};
+use justin_core::{Registration, Registry, RegistryError};
 
 pub mod flat_prob;
-pub mod linalg;
 pub mod thompson;
 
 pub use flat_prob::FlatProb;
 pub use thompson::Thompson;
 
-/// The names of every algorithm this build knows.
-pub const NAMES: &[&str] = &[flat_prob::NAME, thompson::NAME];
-
-/// The algorithm registered under `name`, built with `options` (`[algorithm.options]`), or
-/// `None` when no algorithm has that name.
-///
-/// # Errors
-/// `Some(Err(AlgorithmError::InvalidOptions))` when the algorithm refuses the options.
-pub fn build(
-    name: &str,
-    options: &JsonObject,
-) -> Option<Result<Arc<dyn Algorithm>, AlgorithmError>> {
-    fn shared<A: Algorithm + 'static>(
-        built: Result<A, AlgorithmError>,
-    ) -> Result<Arc<dyn Algorithm>, AlgorithmError> {
-        built.map(|a| Arc::new(a) as Arc<dyn Algorithm>)
-    }
-    match name {
-        flat_prob::NAME => Some(shared(FlatProb::from_options(options))),
-        thompson::NAME => Some(shared(Thompson::from_options(options))),
-        _ => None,
-    }
+/// The registration of every built-in algorithm, `flat_prob` first.
+pub fn registrations() -> [Registration; 2] {
+    [flat_prob::registration(), thompson::registration()]
 }
 
-/// [`build`] with no options: `None` exactly when the name is unknown, so it serves to check
-/// a name. An algorithm that needs options (such as `thompson`) answers `Some(Err(..))`.
-pub fn by_name(name: &str) -> Option<Result<Arc<dyn Algorithm>, AlgorithmError>> {
-    build(name, &JsonObject::new())
+/// Adds the built-in algorithms to `registry`.
+///
+/// # Errors
+/// [`RegistryError::Duplicate`] when `registry` holds an algorithm of a built-in's name
+/// already; the built-ins before it are added.
+pub fn register_builtin(registry: &mut Registry) -> Result<(), RegistryError> {
+    registrations()
+        .into_iter()
+        .try_for_each(|registration| registry.register(registration))
+}
+
+/// A registry of the built-in algorithms.
+pub fn builtin() -> Registry {
+    let mut registry = Registry::new();
+    // An empty registry refuses a built-in only when two built-ins share a name, and theirs
+    // differ (`builtin_holds_every_algorithm` checks it): nothing to report.
+    register_builtin(&mut registry).ok();
+    registry
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use justin_core::{AlgorithmError, BuildError, JsonObject};
     use serde_json::json;
 
     /// The least each algorithm needs to be built.
@@ -59,24 +53,54 @@ mod tests {
     }
 
     #[test]
-    fn every_listed_name_builds_itself() {
-        for name in NAMES {
-            let algorithm = build(name, &minimal_options(name)).unwrap().unwrap();
-            assert_eq!(algorithm.name(), *name);
-            assert!(by_name(name).is_some(), "{name} is known without options");
+    fn builtin_holds_every_algorithm() {
+        let registry = builtin();
+        assert_eq!(
+            registry.names().collect::<Vec<_>>(),
+            [flat_prob::NAME, thompson::NAME]
+        );
+        for name in registry.names() {
+            let algorithm = registry.build(name, &minimal_options(name)).unwrap();
+            assert_eq!(algorithm.name(), name);
         }
-        assert!(build("no_such_algorithm", &JsonObject::new()).is_none());
-        assert!(by_name("no_such_algorithm").is_none());
+        assert!(matches!(
+            registry.build("no_such_algorithm", &JsonObject::new()),
+            Err(BuildError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn records_of_each_algorithm_are_routed_by_its_module() {
+        assert_eq!(
+            builtin().log_targets().collect::<Vec<_>>(),
+            ["justin_algos::flat_prob", "justin_algos::thompson"]
+        );
+    }
+
+    #[test]
+    fn a_registry_holding_a_builtin_name_refuses_the_builtins() {
+        let mut registry = Registry::new();
+        registry.register(thompson::registration()).unwrap();
+        assert_eq!(
+            register_builtin(&mut registry),
+            Err(RegistryError::Duplicate(thompson::NAME.into()))
+        );
     }
 
     #[test]
     fn options_reach_the_algorithm() {
-        assert!(by_name(flat_prob::NAME).unwrap().is_ok());
-        let err = by_name(thompson::NAME).unwrap().unwrap_err();
-        assert!(matches!(err, AlgorithmError::InvalidOptions(_)));
+        let registry = builtin();
+        assert!(registry.build(flat_prob::NAME, &JsonObject::new()).is_ok());
+        let err = registry
+            .build(thompson::NAME, &JsonObject::new())
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::Refused(AlgorithmError::InvalidOptions(_))
+        ));
         assert!(err.to_string().contains("features is required"), "{err}");
         let options = json!({ "temperature": 1 }).as_object().cloned().unwrap();
-        let err = build(flat_prob::NAME, &options).unwrap().unwrap_err();
+        let err = registry.build(flat_prob::NAME, &options).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid algorithm.options: flat_prob takes no options; remove \"temperature\""

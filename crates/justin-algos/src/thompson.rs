@@ -14,17 +14,25 @@
 //! older records twice).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use justin_core::{
     names, Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
-    Probability, State, StudyRecord, UserId,
+    Probability, Registration, State, StudyRecord, UserId,
 };
+use justin_numeric::linalg::{dot, Cholesky, Matrix};
+use justin_numeric::normal::normal_cdf;
 use serde_json::{json, Value};
-
-use crate::linalg::{dot, normal_cdf, Cholesky, Matrix};
 
 /// The registry name.
 pub const NAME: &str = "thompson";
+
+/// Registers `thompson` under [`NAME`], its log records coming from this module.
+pub fn registration() -> Registration {
+    Registration::new(NAME, module_path!(), |options| {
+        Ok(Arc::new(Thompson::from_options(options)?))
+    })
+}
 /// The outcome field read as the reward when the `reward` option is not given.
 pub const DEFAULT_REWARD: &str = "reward";
 /// The lower clip bound when `min_probability` is not given.

@@ -5,7 +5,9 @@
 //! parameter format (any JSON value) and validates its own inputs: a context or outcome it
 //! cannot use is a client error whose message reaches the study server unchanged.
 //!
-//! Implementations live in their own crates (see `justin-algos`); the core never names one.
+//! Implementations live in their own crates (`justin-algos`, or a crate outside this workspace)
+//! and reach the service through a [`Registry`](crate::registry::Registry); the core never names
+//! one.
 
 use crate::domain::{Action, DecisionIdx, JsonObject, Probability, State, StudyRecord, UserId};
 use crate::rng::DecisionRng;

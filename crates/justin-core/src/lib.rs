@@ -1,6 +1,7 @@
 //! The core of JustIn: the domain types of a study, the [`Algorithm`] trait researchers
-//! implement, the ports the core needs from the outside (storage, clock, callback delivery) and
-//! the use cases written against them. This crate does no IO; adapters in other crates do.
+//! implement and the [`Registry`] a service binary builds them from, the ports the core needs
+//! from the outside (storage, clock, callback delivery) and the use cases written against them.
+//! This crate does no IO; adapters in other crates do.
 
 pub mod algorithm;
 #[cfg(any(test, feature = "conformance"))]
@@ -10,6 +11,7 @@ pub mod conformance;
 pub mod domain;
 pub mod ports;
 pub mod recording;
+pub mod registry;
 pub mod rng;
 pub mod service;
 pub mod tables;
@@ -30,6 +32,7 @@ pub use ports::{
     Recorded, RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome,
     UploadRecorded,
 };
+pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;
 pub use service::{
     ActionRequest, ActionResponse, CallbackPolicy, DomainError, ReplayMismatch, ReplaySummary,

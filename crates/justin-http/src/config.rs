@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use justin_core::JsonObject;
+use justin_core::{AlgorithmError, BuildError, JsonObject, Registry};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable naming another configuration file.
@@ -321,11 +321,12 @@ impl Default for UpdateConfig {
 
 impl Config {
     /// Reads the configuration from the file named by `JUSTIN_CONFIG` (or `config.toml` when
-    /// present) and the environment.
+    /// present) and the environment, and checks it; `algorithm.name` must name one of
+    /// `algorithms`, which must accept `[algorithm.options]`.
     ///
     /// # Errors
     /// When `JUSTIN_CONFIG` names a missing file, or a value is invalid.
-    pub fn load() -> Result<Self, ConfigError> {
+    pub fn load(algorithms: &Registry) -> Result<Self, ConfigError> {
         let file = match std::env::var_os(CONFIG_ENV) {
             Some(path) => {
                 let path = PathBuf::from(path);
@@ -336,7 +337,7 @@ impl Config {
             }
             None => PathBuf::from(DEFAULT_CONFIG_FILE),
         };
-        Self::from_figment(Self::figment(&file))
+        Self::from_figment(Self::figment(&file), algorithms)
     }
 
     /// The layered sources, without extracting them.
@@ -360,19 +361,20 @@ impl Config {
             )
     }
 
-    /// Extracts and checks a configuration.
+    /// Extracts and checks a configuration; `algorithms` are the algorithms `algorithm.name`
+    /// may name.
     ///
     /// # Errors
     /// When a value has the wrong type, a key is unknown, or a value is out of range.
-    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+    pub fn from_figment(figment: Figment, algorithms: &Registry) -> Result<Self, ConfigError> {
         let config: Self = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        config.validate()?;
+        config.validate(algorithms)?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self, algorithms: &Registry) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         if self.database.pool_size < 2 {
             // A running update holds one connection; requests and its backup need another.
@@ -417,23 +419,16 @@ impl Config {
         if let Err(e) = crate::logging::parse_level(&self.logging.level) {
             return invalid("logging.level", &e);
         }
-        match justin_algos::build(&self.algorithm.name, &self.algorithm.options) {
-            None => {
-                return invalid(
-                    "algorithm.name",
-                    &format!(
-                        "unknown algorithm {:?}; known: {}",
-                        self.algorithm.name,
-                        justin_algos::NAMES.join(", ")
-                    ),
-                )
+        match algorithms.build(&self.algorithm.name, &self.algorithm.options) {
+            Ok(_) => {}
+            Err(e @ (BuildError::Unknown { .. } | BuildError::Misnamed { .. })) => {
+                return invalid("algorithm.name", &e.to_string())
             }
             // InvalidOptions names algorithm.options itself.
-            Some(Err(e @ justin_core::AlgorithmError::InvalidOptions(_))) => {
+            Err(BuildError::Refused(e @ AlgorithmError::InvalidOptions(_))) => {
                 return Err(ConfigError::Invalid(e.to_string()))
             }
-            Some(Err(e)) => return invalid("algorithm.options", &e.to_string()),
-            Some(Ok(_)) => {}
+            Err(e) => return invalid("algorithm.options", &e.to_string()),
         }
         Ok(())
     }
@@ -496,8 +491,11 @@ mod tests {
 
     /// Loads `config.toml` from the jail's directory, with the jail's environment.
     fn load_in_jail() -> figment::Result<Config> {
-        Config::from_figment(Config::figment(Path::new("config.toml")))
-            .map_err(|e| figment::Error::from(e.to_string()))
+        Config::from_figment(
+            Config::figment(Path::new("config.toml")),
+            &justin_algos::builtin(),
+        )
+        .map_err(|e| figment::Error::from(e.to_string()))
     }
 
     #[test]
@@ -638,9 +636,12 @@ mod tests {
     fn bad_value_names_the_key() {
         Jail::expect_with(|jail| {
             jail.set_env("JUSTIN_SERVER__PORT", "not-a-port");
-            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
-                .unwrap_err()
-                .to_string();
+            let err = Config::from_figment(
+                Config::figment(Path::new("config.toml")),
+                &justin_algos::builtin(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("port"), "{err}");
             Ok(())
         });
@@ -650,9 +651,12 @@ mod tests {
     fn unknown_key_is_refused() {
         Jail::expect_with(|jail| {
             jail.create_file("config.toml", "[server]\nprot = 1\n")?;
-            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
-                .unwrap_err()
-                .to_string();
+            let err = Config::from_figment(
+                Config::figment(Path::new("config.toml")),
+                &justin_algos::builtin(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("prot"), "{err}");
             Ok(())
         });
@@ -663,7 +667,11 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("JUSTIN_TEST_DATABASE_URL", "postgres://t@u/v");
             jail.set_env("JUSTIN_CONFIG", "elsewhere.toml");
-            assert!(Config::from_figment(Config::figment(Path::new("config.toml"))).is_ok());
+            assert!(Config::from_figment(
+                Config::figment(Path::new("config.toml")),
+                &justin_algos::builtin()
+            )
+            .is_ok());
             Ok(())
         });
     }
@@ -686,18 +694,155 @@ mod tests {
     fn out_of_range_values_are_refused() {
         Jail::expect_with(|jail| {
             jail.set_env("JUSTIN_DATABASE__POOL_SIZE", "0");
-            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
-                .unwrap_err()
-                .to_string();
+            let err = Config::from_figment(
+                Config::figment(Path::new("config.toml")),
+                &justin_algos::builtin(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("database.pool_size"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {
             jail.set_env("JUSTIN_ALGORITHM__NAME", "nope");
-            let err = Config::from_figment(Config::figment(Path::new("config.toml")))
+            let err = Config::from_figment(
+                Config::figment(Path::new("config.toml")),
+                &justin_algos::builtin(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("algorithm.name"), "{err}");
+            assert!(err.ends_with("known: flat_prob, thompson"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// `flat_prob` under another name: an algorithm registered from outside the built-ins.
+    #[derive(Debug)]
+    struct Renamed(justin_algos::FlatProb);
+
+    impl justin_core::Algorithm for Renamed {
+        fn name(&self) -> &str {
+            "renamed"
+        }
+        fn initial_parameters(
+            &self,
+            priors: &JsonObject,
+        ) -> Result<serde_json::Value, AlgorithmError> {
+            self.0.initial_parameters(priors)
+        }
+        fn make_state(&self, context: &JsonObject) -> Result<justin_core::State, AlgorithmError> {
+            self.0.make_state(context)
+        }
+        fn get_action(
+            &self,
+            user: &justin_core::UserId,
+            state: &justin_core::State,
+            parameters: &serde_json::Value,
+            decision_idx: justin_core::DecisionIdx,
+            rng: &mut justin_core::DecisionRng,
+        ) -> Result<justin_core::ActionChoice, AlgorithmError> {
+            self.0
+                .get_action(user, state, parameters, decision_idx, rng)
+        }
+        fn make_reward(
+            &self,
+            user: &justin_core::UserId,
+            state: &justin_core::State,
+            action: justin_core::Action,
+            outcome: &JsonObject,
+        ) -> Result<f64, AlgorithmError> {
+            self.0.make_reward(user, state, action, outcome)
+        }
+        fn update(
+            &self,
+            current: &serde_json::Value,
+            data: &mut dyn Iterator<Item = justin_core::StudyRecord>,
+        ) -> Result<serde_json::Value, AlgorithmError> {
+            self.0.update(current, data)
+        }
+    }
+
+    /// The built-ins and `renamed`, which takes the options `flat_prob` takes (none).
+    fn with_renamed() -> Registry {
+        let mut algorithms = justin_algos::builtin();
+        algorithms
+            .register(justin_core::Registration::new(
+                "renamed",
+                "renamed_crate",
+                |options| {
+                    Ok(std::sync::Arc::new(Renamed(
+                        justin_algos::FlatProb::from_options(options)?,
+                    )))
+                },
+            ))
+            .unwrap();
+        algorithms
+    }
+
+    #[test]
+    fn algorithm_name_selects_a_registered_algorithm() {
+        Jail::expect_with(|jail| {
+            let figment = || Config::figment(Path::new("config.toml"));
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "renamed");
+            let err = Config::from_figment(figment(), &justin_algos::builtin())
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("algorithm.name"), "{err}");
+            assert_eq!(
+                err,
+                "invalid configuration: algorithm.name: unknown algorithm \"renamed\"; \
+                 known: flat_prob, thompson"
+            );
+            let config = Config::from_figment(figment(), &with_renamed()).unwrap();
+            assert_eq!(config.algorithm.name, "renamed");
+            // Its options are checked as a built-in's are.
+            jail.set_env("JUSTIN_ALGORITHM__OPTIONS__FEATURES", "[]");
+            let err = Config::from_figment(figment(), &with_renamed())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                "invalid configuration: invalid algorithm.options: flat_prob takes no options; \
+                 remove \"features\""
+            );
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "nope");
+            let err = Config::from_figment(figment(), &with_renamed())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.ends_with("known: flat_prob, thompson, renamed"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_algorithm_must_answer_to_its_registered_name() {
+        Jail::expect_with(|jail| {
+            let mut algorithms = Registry::new();
+            algorithms
+                .register(justin_core::Registration::new(
+                    "alias",
+                    "alias_crate",
+                    |options| {
+                        Ok(std::sync::Arc::new(justin_algos::FlatProb::from_options(
+                            options,
+                        )?))
+                    },
+                ))
+                .unwrap();
+            jail.set_env("JUSTIN_ALGORITHM__NAME", "alias");
+            let err = Config::from_figment(Config::figment(Path::new("config.toml")), &algorithms)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(
+                    "invalid configuration: algorithm.name: the algorithm registered as \"alias\" \
+                     says its name is \"flat_prob\""
+                ),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -1,6 +1,7 @@
 //! The HTTP adapter of JustIn: actix-web routes over the core's use cases, the configuration,
-//! logging, callback delivery and the wiring that starts it all. The `justin` binary
-//! (`main.rs`) is a thin command line around [`startup`].
+//! logging, callback delivery and the wiring that starts it all, and the command line ([`run`])
+//! that a service binary's `main` calls with its algorithms. The `justin` binary (`main.rs`) is
+//! [`run`] with the built-in ones.
 
 pub mod access_log;
 mod allocator;
@@ -11,6 +12,7 @@ pub mod body;
 #[cfg(test)]
 mod body_numbers;
 pub mod callbacks;
+mod cli;
 pub mod config;
 pub mod connection;
 pub mod database;
@@ -24,3 +26,5 @@ pub mod startup;
 pub mod state;
 pub mod timestamp;
 pub mod updates;
+
+pub use cli::run;

@@ -1,11 +1,13 @@
 //! Logging with fern: standard output, `app.log` (everything at the configured level) and
-//! `rl.log` (only the algorithm's records). Records carry no request bodies, contexts or
+//! `rl.log` (only the algorithm's records: the service's records about the policy, and those of
+//! every registered algorithm's log target). Records carry no request bodies, contexts or
 //! outcomes: handlers log what happened, not what was sent, and the access log
 //! ([`crate::access_log`]) writes bodies only when the operator sets `logging.log_bodies`.
 
 use std::path::Path;
 
 use justin_core::service::RL_TARGET;
+use justin_core::Registry;
 use log::LevelFilter;
 
 use crate::config::LoggingConfig;
@@ -39,17 +41,25 @@ pub fn parse_level(spec: &str) -> Result<LevelSpec, String> {
     Ok((default, targets))
 }
 
-/// Whether a record belongs in `rl.log`.
-fn is_algorithm_record(target: &str) -> bool {
-    target == RL_TARGET || target.starts_with("justin_algos")
+/// Whether a record of `target` belongs in `rl.log`: the service's records about the policy,
+/// and those whose target is one of `algorithm_targets` or a module under one.
+fn is_algorithm_record(target: &str, algorithm_targets: &[String]) -> bool {
+    target == RL_TARGET
+        || algorithm_targets.iter().any(|prefix| {
+            target
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
 }
 
-/// Installs the global logger.
+/// Installs the global logger; the records of every algorithm in `algorithms` (by the log
+/// target it is registered with) also go to `rl.log`.
 ///
 /// # Errors
 /// When the level is invalid, the log directory cannot be created or a log file cannot be
 /// opened.
-pub fn init(config: &LoggingConfig) -> Result<(), String> {
+pub fn init(config: &LoggingConfig, algorithms: &Registry) -> Result<(), String> {
+    let algorithm_targets: Vec<String> = algorithms.log_targets().map(str::to_owned).collect();
     let (default, targets) = parse_level(&config.level)?;
     let dir: &Path = &config.dir;
     std::fs::create_dir_all(dir)
@@ -74,7 +84,7 @@ pub fn init(config: &LoggingConfig) -> Result<(), String> {
     }
     root = root.chain(open("app.log")?).chain(
         fern::Dispatch::new()
-            .filter(|meta| is_algorithm_record(meta.target()))
+            .filter(move |meta| is_algorithm_record(meta.target(), &algorithm_targets))
             .chain(open("rl.log")?),
     );
     if config.stdout {
@@ -101,9 +111,23 @@ mod tests {
     }
 
     #[test]
-    fn algorithm_records_are_recognised() {
-        assert!(is_algorithm_record(RL_TARGET));
-        assert!(is_algorithm_record("justin_algos::flat_prob"));
-        assert!(!is_algorithm_record("justin_http::routes"));
+    fn algorithm_records_are_recognised_by_the_registered_targets() {
+        let targets: Vec<String> = justin_algos::builtin()
+            .log_targets()
+            .chain(["my_algorithm"])
+            .map(str::to_owned)
+            .collect();
+        let routed = |target: &str| is_algorithm_record(target, &targets);
+        assert!(routed(RL_TARGET));
+        assert!(routed("justin_algos::flat_prob"));
+        assert!(routed("justin_algos::thompson::inner"));
+        assert!(routed("my_algorithm"));
+        assert!(routed("my_algorithm::model"));
+        assert!(
+            !routed("my_algorithm_two"),
+            "a prefix of a name is not a module"
+        );
+        assert!(!routed("justin_http::routes"));
+        assert!(!is_algorithm_record("my_algorithm", &[]));
     }
 }

@@ -13,7 +13,7 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 use chrono::{DateTime, Utc};
 use justin_core::service::error_chain;
-use justin_core::{CallbackPolicy, Clock, Service, ServiceSettings};
+use justin_core::{CallbackPolicy, Clock, Registry, Service, ServiceSettings};
 
 use crate::access_log::{self, AccessLog};
 use crate::auth::{self, ApiKeys};
@@ -65,14 +65,15 @@ impl Clock for SystemClock {
     }
 }
 
-/// Builds the core service on the configured database and installs the priors when no parameters exist.
+/// Builds the core service on the configured database, with the algorithm of `algorithms`
+/// that `algorithm.name` names, and installs the priors when no parameters exist.
 ///
 /// # Errors
 /// When the configuration, the priors or the database are not usable.
-pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
+pub fn build_service(config: &Config, algorithms: &Registry) -> Result<Arc<Service>, StartupError> {
     let database = Database::open(&config.database, OpenMode::configured(&config.database))
         .map_err(StartupError::Database)?;
-    let service = service_on(config, &database)?;
+    let service = service_on(config, algorithms, &database)?;
     let priors = config.priors()?;
     service.initialise(&priors).map_err(|e| {
         StartupError::Service(format!("cannot install the priors: {}", error_chain(&e)))
@@ -80,17 +81,20 @@ pub fn build_service(config: &Config) -> Result<Arc<Service>, StartupError> {
     Ok(service)
 }
 
-/// Builds the core service on an open database, without installing the priors (commands
-/// that only read, such as replay, leave the database as it is).
+/// Builds the core service on an open database, with the algorithm of `algorithms` that
+/// `algorithm.name` names, without installing the priors (commands that only read, such as
+/// replay, leave the database as it is).
 ///
 /// # Errors
 /// When the configuration, the priors or the database are not usable.
-pub fn service_on(config: &Config, database: &Database) -> Result<Arc<Service>, StartupError> {
+pub fn service_on(
+    config: &Config,
+    algorithms: &Registry,
+    database: &Database,
+) -> Result<Arc<Service>, StartupError> {
     let priors = config.priors()?;
-    let algorithm = justin_algos::build(&config.algorithm.name, &config.algorithm.options)
-        .ok_or_else(|| {
-            StartupError::Service(format!("unknown algorithm {:?}", config.algorithm.name))
-        })?
+    let algorithm = algorithms
+        .build(&config.algorithm.name, &config.algorithm.options)
         .map_err(|e| StartupError::Service(e.to_string()))?;
     // Check the priors before touching the database, and name where they came from.
     let checked = algorithm
@@ -256,17 +260,18 @@ impl RunningServer {
     }
 }
 
-/// Builds everything and starts serving; returns once the server accepts connections.
+/// Builds everything, with the algorithm of `algorithms` that `algorithm.name` names, and
+/// starts serving; returns once the server accepts connections.
 ///
 /// # Errors
 /// When the configuration, the database or the address are not usable.
-pub fn start(config: Config) -> Result<RunningServer, StartupError> {
+pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, StartupError> {
     let keys = check_access(&config)?;
     let naive_time_zone = config
         .server
         .naive_time_zone()
         .map_err(|e| crate::config::ConfigError::Invalid(format!("server.naive_time_zone: {e}")))?;
-    let service = build_service(&config)?;
+    let service = build_service(&config, algorithms)?;
     // What backups killed mid-way (by this instance or another) left; it logs what it removes.
     justin_backup::write::remove_leftovers(&config.backup.dir);
     let io = |context: String| move |source| StartupError::Io { context, source };

@@ -208,7 +208,8 @@ fn an_open_api_on_a_network_address_is_refused() {
     let scratch = ScratchDir::new();
     let mut config = config_on(&db, &scratch);
     config.server.host = "0.0.0.0".into();
-    let err = start(config.clone()).expect_err("an open API on 0.0.0.0 must not start");
+    let err = start(config.clone(), &justin_algos::builtin())
+        .expect_err("an open API on 0.0.0.0 must not start");
     assert!(matches!(err, StartupError::Unprotected(_)), "{err:?}");
     let message = err.to_string();
     for hint in [
@@ -222,7 +223,8 @@ fn an_open_api_on_a_network_address_is_refused() {
     // Asked for explicitly, it serves, open.
     let mut open = config.clone();
     open.auth.allow_unauthenticated = true;
-    let server = start(open).unwrap_or_else(|e| panic!("allowed, it starts: {e}"));
+    let server =
+        start(open, &justin_algos::builtin()).unwrap_or_else(|e| panic!("allowed, it starts: {e}"));
     let loopback = format!("http://127.0.0.1:{}", server.addr().port());
     assert_eq!(
         send(&loopback, "GET", "/api/v1/parameters", None, &[]).status,
@@ -233,7 +235,8 @@ fn an_open_api_on_a_network_address_is_refused() {
     // With keys, it serves, protected.
     let mut protected = config;
     protected.auth.api_keys = keys();
-    let server = start(protected).unwrap_or_else(|e| panic!("with keys, it starts: {e}"));
+    let server = start(protected, &justin_algos::builtin())
+        .unwrap_or_else(|e| panic!("with keys, it starts: {e}"));
     let loopback = format!("http://127.0.0.1:{}", server.addr().port());
     assert_eq!(
         send(&loopback, "GET", "/api/v1/parameters", None, &[]).status,
@@ -252,7 +255,7 @@ fn unusable_keys_stop_start_up() {
         sha256: None,
         key: Some("short".into()),
     }];
-    let err = start(config).expect_err("a short key must not start");
+    let err = start(config, &justin_algos::builtin()).expect_err("a short key must not start");
     let message = err.to_string();
     assert!(
         message.contains(r#"auth.api_keys[0] ("study-app")"#),

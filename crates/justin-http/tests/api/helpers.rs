@@ -42,7 +42,8 @@ pub fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.backup.dir = scratch.path().to_path_buf();
     configure(&mut config);
     let backup_dir = config.backup.dir.clone();
-    let server = start(config).unwrap_or_else(|e| panic!("the service did not start: {e}"));
+    let server = start(config, &justin_algos::builtin())
+        .unwrap_or_else(|e| panic!("the service did not start: {e}"));
     TestApp {
         client: Client::new(server.base_url(), Some(WAIT)),
         backup_dir,

@@ -514,7 +514,7 @@ fn priors_the_algorithm_would_not_publish_stop_start_up() {
         .priors
         .insert("probability_of_action".into(), json!(0.95));
 
-    let refused = justin_http::startup::start(config)
+    let refused = justin_http::startup::start(config, &justin_algos::builtin())
         .map(|_| ())
         .unwrap_err()
         .to_string();

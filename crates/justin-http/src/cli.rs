@@ -1,0 +1,400 @@
+//! The `justin` command line, for whichever algorithms a binary registers: serve the API, run
+//! migrations, take a backup, reset or restore the database, replay or export the decisions,
+//! print the digest of an API key for `auth.api_keys`, or print the API's OpenAPI document;
+//! and `justin simulate`, a synthetic study driven through a running service. [`run`] is the
+//! whole of a service binary's `main`, given its [`Registry`].
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use justin_core::{Registry, Store};
+
+use crate::config::Config;
+use crate::database::{Database, OpenMode};
+use crate::startup;
+
+/// The target of the command line's own log records, whichever binary runs it.
+const LOG_TARGET: &str = "justin";
+
+/// JustIn: a decision service for digital health studies.
+#[derive(Debug, Parser)]
+#[command(name = "justin", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Run pending database migrations and exit.
+    Migrate,
+    /// Write a backup of every table into backup.dir and exit.
+    Backup,
+    /// Delete every row of every table, after taking a backup. Without --yes, only says what
+    /// would be deleted.
+    ResetDb {
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Replace every row of every table with a backup's. Without --yes, only checks the file
+    /// and says what it would replace.
+    Restore {
+        /// The backup file (`justin-backup-*.tar`).
+        file: std::path::PathBuf,
+        /// Really replace.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Re-derive every stored decision from its stored state, parameter version and seed, and
+    /// report each one that differs. Exits 1 when any does.
+    Replay,
+    /// Write the analysis table: one CSV row per decision with the study data uploaded for
+    /// it (the columns are listed in docs/api.md). The file appears whole or not at all.
+    Export {
+        /// The CSV file to write (replaced if it exists); `-` writes to standard output.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
+    /// Read an API key from standard input and print its SHA-256 digest, the value of
+    /// `sha256` in `auth.api_keys`. Reads no configuration and writes no log.
+    HashKey,
+    /// Print the OpenAPI document of the HTTP API (what `docs/openapi.json` holds) and exit.
+    Openapi,
+    /// Drive a running service through a synthetic study and summarise each update (see
+    /// docs/simulation.md). Exits 1 on any refused request or failed update.
+    Simulate(Box<justin_simulate::Args>),
+}
+
+/// Runs the command the process's arguments name, with `algorithms` as the algorithms
+/// `algorithm.name` can select, and returns the process's exit code. Parses the arguments,
+/// reads the configuration and installs the logger: call it once per process, as `main`.
+pub fn run(algorithms: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        // The document depends on the code only: no configuration, no logging.
+        return openapi().unwrap_or_else(|message| fail(&message));
+    }
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::HashKey = command {
+        // Before the configuration and the logger: it needs neither, and must work while the
+        // configuration is being written.
+        return hash_key();
+    }
+    if let Command::Simulate(args) = command {
+        // A client of a service, maybe on another machine: no configuration, no log.
+        return justin_simulate::run(*args);
+    }
+    let mut config = match Config::load(&algorithms) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if matches!(&command, Command::Export { out } if out.as_os_str() == "-") {
+        // Standard output carries the table: log lines go to the log files only.
+        config.logging.stdout = false;
+    }
+    if let Err(e) = crate::logging::init(&config.logging, &algorithms) {
+        return fail(&e);
+    }
+    let outcome = match command {
+        Command::Serve => serve(config, &algorithms),
+        Command::Migrate => migrate(&config),
+        Command::Backup => backup(&config),
+        Command::ResetDb { yes } => reset_db(&config, &algorithms, yes),
+        Command::Restore { file, yes } => restore(&config, &file, yes),
+        Command::Replay => replay(&config, &algorithms),
+        Command::Export { out } => export(&config, &out),
+        Command::HashKey => Ok(hash_key()),
+        Command::Openapi => openapi(),
+        Command::Simulate(args) => Ok(justin_simulate::run(*args)),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => fail(&message),
+    }
+}
+
+/// `justin hash-key`: the key is the whole of standard input, without one final line break.
+fn hash_key() -> ExitCode {
+    use std::io::{IsTerminal, Read};
+
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Type the API key, then Enter and Ctrl-D:");
+    }
+    let mut input = String::new();
+    if let Err(e) = stdin.read_to_string(&mut input) {
+        eprintln!("justin: cannot read the key from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = input
+        .strip_suffix('\n')
+        .map_or(input.as_str(), |k| k.strip_suffix('\r').unwrap_or(k));
+    if let Err(why) = crate::auth::check_key(key) {
+        eprintln!("justin: {why}");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", crate::auth::digest_hex(key));
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
+    log::error!(target: LOG_TARGET, "{message}");
+    eprintln!("justin: {message}");
+    ExitCode::FAILURE
+}
+
+fn openapi() -> Result<ExitCode, String> {
+    let text = crate::openapi::document_json()
+        .map_err(|e| format!("cannot serialize the OpenAPI document: {e}"))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(config: Config, algorithms: &Registry) -> Result<ExitCode, String> {
+    if config.backup.enabled {
+        log::info!(
+            target: LOG_TARGET,
+            "backups before updates go to {}",
+            config.backup.dir.display()
+        );
+    } else {
+        log::warn!(
+            target: LOG_TARGET,
+            "backups before updates are off (backup.enabled = false)"
+        );
+    }
+    let server = startup::start(config, algorithms).map_err(|e| e.to_string())?;
+    server
+        .stop_on_signals()
+        .map_err(|e| format!("cannot listen for stop signals: {e}"))?;
+    server
+        .wait()
+        .map_err(|e| format!("the server failed: {e}"))?;
+    log::info!(target: LOG_TARGET, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store without changing the schema: maintenance commands work on what is there.
+fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>, String> {
+    Ok(Database::open(&config.database, OpenMode::AS_IS)?.store())
+}
+
+fn migrate(config: &Config) -> Result<ExitCode, String> {
+    let mode = OpenMode {
+        create_if_missing: config.database.create_if_missing,
+        run_migrations: false,
+    };
+    let database = Database::open(&config.database, mode)?;
+    let applied = database.run_migrations()?;
+    if applied.is_empty() {
+        println!("the database is up to date");
+    }
+    for name in applied {
+        println!("applied {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup(config: &Config) -> Result<ExitCode, String> {
+    let store = open_store(config)?;
+    let report = store
+        .backup(&config.backup.dir, Utc::now())
+        .map_err(|e| format!("backup failed: {}", justin_core::service::error_chain(&e)))?;
+    println!("backup written to {}", report.path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reset_db(config: &Config, algorithms: &Registry, yes: bool) -> Result<ExitCode, String> {
+    let store = open_store(config)?;
+    let counts = store
+        .row_counts()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    if !yes {
+        println!("reset-db would delete every row of every table:");
+        for (table, rows) in &counts {
+            println!("  {table}: {rows} rows");
+        }
+        println!("Nothing was deleted. Run again with --yes to delete (a backup is taken first).");
+        return Ok(ExitCode::from(2));
+    }
+    let report = store.backup(&config.backup.dir, Utc::now()).map_err(|e| {
+        format!(
+            "backup before reset failed, nothing was deleted: {}",
+            justin_core::service::error_chain(&e)
+        )
+    })?;
+    println!("backup written to {}", report.path.display());
+    store
+        .reset()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    for (table, rows) in &counts {
+        println!("deleted {rows} rows from {table}");
+    }
+    // Leave the database ready to serve: the priors are version 1 again.
+    let service = startup::build_service(config, algorithms).map_err(|e| e.to_string())?;
+    let installed = service
+        .current_parameters()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    println!(
+        "installed the priors as {} parameters version {}",
+        installed.algorithm, installed.version
+    );
+    log::warn!(
+        target: LOG_TARGET,
+        "the database was reset; backup at {}",
+        report.path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(config: &Config, file: &std::path::Path, yes: bool) -> Result<ExitCode, String> {
+    let store = open_store(config)?;
+    if !file.is_file() {
+        return Err(format!("{} is not a file", file.display()));
+    }
+    let counts = store
+        .row_counts()
+        .map_err(|e| justin_core::service::error_chain(&e))?;
+    if !yes {
+        let held = store.check_backup(file).map_err(|e| {
+            format!(
+                "{} cannot be restored: {}",
+                file.display(),
+                justin_core::service::error_chain(&e)
+            )
+        })?;
+        println!(
+            "{} is a complete backup. Restoring it would replace every row of every table:",
+            file.display()
+        );
+        for (table, rows) in &held.row_counts {
+            let now = counts
+                .iter()
+                .find(|(t, _)| t == table)
+                .map_or(0, |(_, n)| *n);
+            println!("  {table}: {now} rows now, {rows} rows in the backup");
+        }
+        println!("Nothing was changed. Run again with --yes to restore.");
+        return Ok(ExitCode::from(2));
+    }
+    let report = store.restore(file).map_err(|e| {
+        format!(
+            "restore failed, nothing was changed: {}",
+            justin_core::service::error_chain(&e)
+        )
+    })?;
+    for (table, rows) in &report.row_counts {
+        println!("restored {rows} rows into {table}");
+    }
+    log::warn!(
+        target: LOG_TARGET,
+        "the database was restored from {}",
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(config: &Config, algorithms: &Registry) -> Result<ExitCode, String> {
+    // Replay reads only: no database creation, no migrations, no priors.
+    let database = Database::open(&config.database, OpenMode::AS_IS)?;
+    let service = startup::service_on(config, algorithms, &database).map_err(|e| e.to_string())?;
+    let summary = service
+        .replay(&mut |m| {
+            let show = |a: Option<justin_core::Action>| {
+                a.map_or_else(|| "-".to_owned(), |a| a.as_i16().to_string())
+            };
+            let show_p = |p: Option<justin_core::Probability>| {
+                p.map_or_else(|| "-".to_owned(), |p| p.get().to_string())
+            };
+            println!(
+                "MISMATCH user_id={} decision_type={} decision_idx={} stored action={} action_prob={} replayed action={} action_prob={}: {}",
+                m.user_id,
+                m.decision_type,
+                m.decision_idx.get(),
+                m.stored_action.as_i16(),
+                m.stored_prob.get(),
+                show(m.replayed_action),
+                show_p(m.replayed_prob),
+                m.reason
+            );
+        })
+        .map_err(|e| format!("replay failed: {}", justin_core::service::error_chain(&e)))?;
+    println!(
+        "replayed {} decisions: {} mismatches",
+        summary.checked, summary.mismatches
+    );
+    Ok(if summary.mismatches == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `justin export`: streams the store's export into `out` through a file beside it, renamed
+/// into place only once every row is written, so a failed export never leaves a cut table
+/// under the name an analysis script reads.
+fn export(config: &Config, out: &std::path::Path) -> Result<ExitCode, String> {
+    use std::io::Write;
+
+    let store = open_store(config)?;
+    let rows = store
+        .export()
+        .map_err(|e| format!("export failed: {}", justin_core::service::error_chain(&e)))?;
+    let failed = |e: &dyn std::error::Error| {
+        format!("export failed: {}", justin_core::service::error_chain(e))
+    };
+    if out.as_os_str() == "-" {
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        let written = crate::export::write_all(&mut stdout, rows).map_err(|e| failed(&e))?;
+        stdout.flush().map_err(|e| failed(&e))?;
+        log::info!(
+            target: LOG_TARGET,
+            "export wrote {written} decisions to standard output"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let written = (|| -> Result<u64, String> {
+        let file = create_private_partial(&partial)
+            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
+        let written = crate::export::write_all(&mut writer, rows).map_err(|e| failed(&e))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        file.sync_all()
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        std::fs::rename(&partial, out)
+            .map_err(|e| format!("cannot move the export to {}: {e}", out.display()))?;
+        Ok(written)
+    })()
+    .inspect_err(|_| {
+        // Nothing half-written stays behind; the error says what went wrong.
+        let _ = std::fs::remove_file(&partial);
+    })?;
+    println!("exported {written} decisions to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the export's partial file readable by the service's user only (the export holds
+/// participants' data, as backups do, and the rename keeps the mode). A leftover of an earlier
+/// export at that name (a file or a symlink) is removed first, then the file is created with
+/// `O_CREAT | O_EXCL`, which never follows a symlink: should one appear in between, the
+/// creation fails instead of writing through it.
+fn create_private_partial(partial: &std::path::Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(partial)
+}
