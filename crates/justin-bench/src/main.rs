@@ -1,4 +1,4 @@
-//! `justin-bench`: the benchmark of issue 6, run by `make bench` (and, for a few seconds per
+//! `justin-bench`: the benchmark run by `make bench` (and, for a few seconds per
 //! step, by `make bench-smoke` in CI).
 //!
 //! For each backend (PostgreSQL in a fresh database, then SQLite in a fresh file) it starts the

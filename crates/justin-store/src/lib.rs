@@ -2,7 +2,7 @@
 //! [`justin_core::Store`] port over an r2d2 connection pool.
 //!
 //! The binary builds one with [`PgStore::connect`] from a [`PgConfig`], which can create the
-//! database and apply the migrations embedded from the workspace's `migrations/` directory;
+//! database and apply the migrations embedded from the workspace's `migrations/postgres` directory;
 //! the `migrate` subcommand calls [`PgStore::run_migrations`]. With the `testing` feature,
 //! [`testing::TestDatabase`] gives tests a fresh, migrated database of their own.
 

@@ -1,7 +1,7 @@
 //! Model updates: a request is recorded, and a worker claims the oldest unfinished one and runs
 //! it to its end (backup, new parameters checked and stored with the request's completion,
 //! callback). An update interrupted by a lost database is claimed again while
-//! `update.attempts` allows; a failed one is stored as failed.
+//! `update.max_attempts` allows; a failed one is stored as failed.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -72,7 +72,7 @@ impl Service {
     /// # Errors
     /// When the outcome itself cannot be stored, and [`DomainError::Unavailable`] when the
     /// database was lost during the update: the request then stays unfinished, this attempt
-    /// counted, for a later call to claim again (see `update.attempts`). A failed update is an
+    /// counted, for a later call to claim again (see `update.max_attempts`). A failed update is an
     /// [`UpdateOutcome::Failed`], stored and sent to the callback.
     pub fn run_next_update(&self) -> Result<Option<(UpdateRequest, UpdateOutcome)>, DomainError> {
         if self.is_stopping() {
@@ -131,7 +131,7 @@ impl Service {
                 // The database was lost (a restart, an outage): nothing says the update itself
                 // is bad. Dropping the job rolls its transaction back and leaves the request
                 // `processing` with this attempt counted, so a later poll claims it again
-                // while `update.attempts` allows; no callback goes out.
+                // while `update.max_attempts` allows; no callback goes out.
                 Err(e @ DomainError::Unavailable(_)) => {
                     drop(job);
                     log::warn!(

@@ -1,5 +1,5 @@
 //! Running updates: the oldest request is claimed and run to its end; a lost connection is
-//! retried while `update.attempts` allows and abandoned after; a failure of the algorithm ends
+//! retried while `update.max_attempts` allows and abandoned after; a failure of the algorithm ends
 //! the update as failed at once; a stopping service puts it back.
 
 use justin_core::{
