@@ -134,6 +134,42 @@ pub enum Availability {
         /// Why (driving, phone off, already sent a message today ...), as the client sent it.
         reason: Option<String>,
     },
+    /// Not randomized because the participant was not in the study at the decision's time:
+    /// the service's reason, not the client's. Stored as unavailable with the reason's word
+    /// (`not_in_study`, `withdrawn`) and `in_study` false.
+    OutOfStudy(OutOfStudy),
+}
+
+/// Why a participant was not in the study at a decision's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfStudy {
+    /// The decision's time lies before the participant's start or at or after their end.
+    NotInStudy,
+    /// The participant had withdrawn when the decision was recorded.
+    Withdrawn,
+}
+
+impl OutOfStudy {
+    /// The word stored as the decision's unavailable reason and shown in answers and exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotInStudy => "not_in_study",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Reads a stored word.
+    ///
+    /// # Errors
+    /// For another word.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        match raw {
+            "not_in_study" => Ok(Self::NotInStudy),
+            "withdrawn" => Ok(Self::Withdrawn),
+            other => Err(InvalidValue(format!("unknown out-of-study reason {other:?}"))),
+        }
+    }
 }
 
 impl Availability {
@@ -163,13 +199,282 @@ impl Availability {
         matches!(self, Self::Available)
     }
 
-    /// The reason given for unavailability, if any.
+    /// The reason given for unavailability, if any: the client's, or the service's word for
+    /// a participant out of the study.
     pub fn reason(&self) -> Option<&str> {
         match self {
             Self::Available => None,
             Self::Unavailable { reason } => reason.as_deref(),
+            Self::OutOfStudy(why) => Some(why.as_str()),
         }
     }
+
+    /// Whether the participant was in the study at the decision's time (false only for
+    /// [`Availability::OutOfStudy`]).
+    pub fn in_study(&self) -> bool {
+        !matches!(self, Self::OutOfStudy(_))
+    }
+}
+
+/// Longest `decided_by` or fallback reason the service stores, in bytes.
+pub const MAX_POLICY_NOTE_LEN: usize = 1024;
+
+/// Which policy gave a decision its probability.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case")]
+pub enum Policy {
+    /// The configured algorithm, from the parameter version stored with the decision.
+    #[default]
+    Algorithm,
+    /// The warm-up phase's fixed probability (`[algorithm.warmup]`), drawn from the decision's
+    /// own generator.
+    Warmup,
+    /// The fallback probability (`[algorithm.fallback]`), drawn from the decision's own
+    /// generator because the algorithm failed for this request.
+    Fallback {
+        /// The algorithm's failure, for operators (never the request's values).
+        reason: String,
+    },
+    /// The study server decided itself (while the service was unreachable) and sent the
+    /// decision afterwards with its action and probability.
+    Host {
+        /// Who decided, as the study server named it.
+        decided_by: String,
+    },
+}
+
+impl Policy {
+    /// The word stored and exported for this policy.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Algorithm => "algorithm",
+            Self::Warmup => "warmup",
+            Self::Fallback { .. } => "fallback",
+            Self::Host { .. } => "host",
+        }
+    }
+
+    /// The failure a fallback decision records.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        match self {
+            Self::Fallback { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Who decided a host decision.
+    pub fn decided_by(&self) -> Option<&str> {
+        match self {
+            Self::Host { decided_by } => Some(decided_by),
+            _ => None,
+        }
+    }
+
+    /// Builds a policy from its stored columns.
+    ///
+    /// # Errors
+    /// For an unknown word, or a fallback without a reason or host decision without
+    /// `decided_by`.
+    pub fn from_stored(
+        word: &str,
+        fallback_reason: Option<String>,
+        decided_by: Option<String>,
+    ) -> Result<Self, InvalidValue> {
+        match (word, fallback_reason, decided_by) {
+            ("algorithm", None, None) => Ok(Self::Algorithm),
+            ("warmup", None, None) => Ok(Self::Warmup),
+            ("fallback", Some(reason), None) => Ok(Self::Fallback { reason }),
+            ("host", None, Some(decided_by)) => Ok(Self::Host { decided_by }),
+            (other, _, _) => Err(InvalidValue(format!(
+                "stored policy {other:?} does not match its columns"
+            ))),
+        }
+    }
+}
+
+/// Which kinds of decision an update learns from, besides those of the algorithm (always).
+/// Unavailable decisions and withdrawn participants never reach an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateInclusion {
+    /// Warm-up decisions (default true: their probabilities are known).
+    pub warmup: bool,
+    /// Fallback decisions (default false).
+    pub fallback: bool,
+    /// Decisions the study server made itself (default false).
+    pub host: bool,
+}
+
+impl Default for UpdateInclusion {
+    fn default() -> Self {
+        Self {
+            warmup: true,
+            fallback: false,
+            host: false,
+        }
+    }
+}
+
+impl UpdateInclusion {
+    /// Whether a decision of `policy` (by its word) reaches updates; an upload with no logged
+    /// decision (`None`) does, as it always has.
+    pub fn includes(&self, policy: Option<&str>) -> bool {
+        match policy {
+            None | Some("algorithm") => true,
+            Some("warmup") => self.warmup,
+            Some("fallback") => self.fallback,
+            Some("host") => self.host,
+            Some(_) => false,
+        }
+    }
+
+    /// The policy words included, comma-separated, as stored with an update's provenance.
+    pub fn as_stored(&self) -> String {
+        let mut words = vec!["algorithm"];
+        if self.warmup {
+            words.push("warmup");
+        }
+        if self.fallback {
+            words.push("fallback");
+        }
+        if self.host {
+            words.push("host");
+        }
+        words.join(",")
+    }
+}
+
+/// A time the study server sent: the instant it names and the text exactly as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentTime {
+    /// The instant, in UTC.
+    pub at: DateTime<Utc>,
+    /// The text as the study server sent it.
+    pub sent: String,
+}
+
+/// A participant's time in the study: from `start` (inclusive) to `end` (exclusive); a missing
+/// bound is open. Decisions whose `requested_at` lies outside it are stored without a draw.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// When the participant's time in the study starts; `None`: from registration on.
+    pub start: Option<SentTime>,
+    /// When it ends; `None`: open-ended.
+    pub end: Option<SentTime>,
+}
+
+impl Enrollment {
+    /// A window, checked.
+    ///
+    /// # Errors
+    /// When the end is not after the start.
+    pub fn new(start: Option<SentTime>, end: Option<SentTime>) -> Result<Self, InvalidValue> {
+        if let (Some(s), Some(e)) = (&start, &end) {
+            if e.at <= s.at {
+                return Err(InvalidValue("study_end must be later than study_start.".into()));
+            }
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Whether `at` lies inside the window.
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.start.as_ref().is_none_or(|s| s.at <= at) && self.end.as_ref().is_none_or(|e| at < e.at)
+    }
+}
+
+/// Longest withdrawal reason the service accepts, in bytes.
+pub const MAX_WITHDRAWAL_REASON_LEN: usize = 1024;
+
+/// A participant's withdrawal from the study.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    /// When the service recorded it.
+    pub at: DateTime<Utc>,
+    /// The study server's reason, as sent.
+    pub reason: String,
+}
+
+/// Where a participant stands at some time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantStatus {
+    /// Their time in the study has not started.
+    NotStarted,
+    /// In the study.
+    Active,
+    /// Their time in the study has ended.
+    Ended,
+    /// Withdrawn.
+    Withdrawn,
+}
+
+/// A registered participant, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Participant {
+    /// The participant.
+    pub user_id: UserId,
+    /// When they were registered.
+    pub created_at: DateTime<Utc>,
+    /// Their time in the study.
+    pub enrollment: Enrollment,
+    /// Their withdrawal, if they withdrew.
+    pub withdrawal: Option<Withdrawal>,
+    /// Decisions stored for them (of every type, including those without a draw).
+    pub decisions: u64,
+    /// Uploads stored for them.
+    pub uploads: u64,
+}
+
+impl Participant {
+    /// Where the participant stands at `at`.
+    pub fn status_at(&self, at: DateTime<Utc>) -> ParticipantStatus {
+        if self.withdrawal.is_some() {
+            ParticipantStatus::Withdrawn
+        } else if self.enrollment.start.as_ref().is_some_and(|s| at < s.at) {
+            ParticipantStatus::NotStarted
+        } else if self.enrollment.end.as_ref().is_some_and(|e| e.at <= at) {
+            ParticipantStatus::Ended
+        } else {
+            ParticipantStatus::Active
+        }
+    }
+}
+
+/// What the store knows about a participant when a guarded decision could not be stored as
+/// drawn (see [`crate::ports::DecisionGuard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantFacts {
+    /// Their time in the study.
+    pub enrollment: Enrollment,
+    /// Whether they have withdrawn.
+    pub withdrawn: bool,
+    /// Decisions of the same participant and type with a smaller index that were available (so
+    /// in the study) and drawn by the service (policy algorithm, warm-up or fallback), counted
+    /// up to the guard's
+    /// `warmup_first_decisions` at most (0 when the guard had none).
+    pub earlier_in_study: u64,
+    /// Registered participants whose time in the study had started at the decision's
+    /// `requested_at` (their start, or their registration when they have none), counted up to
+    /// the guard's `warmup_until_participants` at most (0 when the guard had none).
+    pub started_participants: u64,
+}
+
+/// The audit record of one erasure. It holds no participant id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    /// The erasure's id, given to the caller.
+    pub id: Uuid,
+    /// When it happened.
+    pub erased_at: DateTime<Utc>,
+    /// The participant's internal row number (the `id` of their `users` row), which finds
+    /// their rows in backups taken before the erasure.
+    pub participant_number: i64,
+    /// The id that replaces the participant's in the decisions kept: `erased-<erasure id>`.
+    pub pseudonym: String,
+    /// Rows deleted or emptied, per table.
+    pub row_counts: Vec<(String, u64)>,
+    /// The backup taken just before.
+    pub backup_file: String,
 }
 
 /// The index of a decision time for one participant (0, 1, 2, ...).
@@ -359,6 +664,9 @@ pub struct Decision {
     pub parameter_version: i64,
     /// The seed of this decision's random generator (see [`crate::rng`]).
     pub rng_seed: u64,
+    /// Which policy gave the probability.
+    #[serde(default)]
+    pub policy: Policy,
 }
 
 /// Study data uploaded for one decision: what happened after it.
@@ -600,6 +908,9 @@ pub struct Provenance {
     pub rows_read: u64,
     /// The backup taken before the update, if backups are on.
     pub backup_file: Option<String>,
+    /// The kinds of decision the update learned from, as [`UpdateInclusion::as_stored`] writes
+    /// them (`algorithm` for updates stored before decisions had kinds).
+    pub included_policies: String,
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, CallbackDelivery, Decision, ExportRow, ModelParameters, Probability, Provenance,
-    StudyRecord, UpdateRequest, UserId,
+    Action, CallbackDelivery, Decision, Enrollment, Erasure, ExportRow, ModelParameters,
+    Participant, ParticipantFacts, Probability, Provenance, StudyRecord, UpdateInclusion,
+    UpdateRequest, UserId,
 };
 
 /// A boxed error from an adapter, kept as the `source` of a domain error.
@@ -52,9 +53,37 @@ pub enum StoreError {
     /// The database cannot be reached or gave no connection in time.
     #[error("storage unavailable")]
     Unavailable(#[source] BoxError),
+    /// The participant has withdrawn already (a second withdrawal changes nothing).
+    #[error("user already withdrawn")]
+    AlreadyWithdrawn,
+    /// A decision for the key is stored with other values than a host decision sent for it
+    /// (the stored one is returned).
+    #[error("a different decision is stored for this key")]
+    DecisionDiffers(Box<Decision>),
     /// Anything else; the source says what.
     #[error("storage failed")]
     Other(#[source] BoxError),
+}
+
+/// What [`Store::record_decision`] checks before it stores a decision drawn by the algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionGuard {
+    /// Store the decision as given (its availability, policy and probability are final).
+    None,
+    /// Store the decision as given only if, in the same statement, the participant's window
+    /// contains the decision's `requested_at`, they have not withdrawn, (when
+    /// `warmup_first_decisions` is `Some(n)`) at least `n` decisions of the same participant
+    /// and type with a smaller index are stored that were available and drawn by the service
+    /// (policy algorithm, warm-up or fallback), and (when `warmup_until_participants` is
+    /// `Some(k)`) at least `k` registered participants had started at the decision's
+    /// `requested_at`. Otherwise store nothing and return [`Recorded::Ineligible`] with the
+    /// facts, so the caller can decide again. Each count stops at its limit.
+    InStudy {
+        /// The warm-up's per-participant count, when it applies.
+        warmup_first_decisions: Option<u32>,
+        /// The warm-up's cohort size, when it applies.
+        warmup_until_participants: Option<u32>,
+    },
 }
 
 /// The outcome of recording a decision.
@@ -68,6 +97,9 @@ pub enum Recorded {
     /// A decision for this (user, decision type, decision index) was stored before; here it
     /// is, unchanged.
     Existing(Decision),
+    /// Nothing was stored: the guard did not hold. The participant's facts, read after the
+    /// guarded insert stored nothing.
+    Ineligible(ParticipantFacts),
 }
 
 /// How an update request ended.
@@ -138,12 +170,15 @@ pub trait UpdateJob {
     fn current_parameters(&mut self) -> Result<ModelParameters, StoreError>;
 
     /// Every study record of an available decision visible to the job's transaction, in
-    /// upload order, streamed. Records of unavailable decisions MUST NOT appear.
+    /// upload order, streamed. Records of unavailable decisions MUST NOT appear, nor those of
+    /// participants withdrawn in the snapshot, nor those whose logged decision's policy
+    /// `include` leaves out (an upload without a logged decision is included).
     ///
     /// # Errors
     /// On storage failure, here or as an item of the stream.
     fn study_data(
         &mut self,
+        include: UpdateInclusion,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError>;
 
     /// Stores `values` as the next parameter version, marks the request completed with the
@@ -183,14 +218,73 @@ pub trait UpdateJob {
 ///
 /// Every method is one unit of work: it either happens whole or not at all.
 pub trait Store: Send + Sync {
-    /// Registers a participant.
+    /// Registers a participant with their time in the study (both bounds may be open), and
+    /// records the enrollment in the participant's history.
     ///
     /// # Errors
     /// MUST return [`StoreError::UserExists`] when the id is registered already.
-    fn add_user(&self, user: &UserId, created_at: DateTime<Utc>) -> Result<(), StoreError>;
+    fn add_user(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        created_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// A participant with their decision and upload counts, if registered (an erased
+    /// participant is not: their id is gone).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn participant(&self, user: &UserId) -> Result<Option<Participant>, StoreError>;
+
+    /// Replaces a participant's time in the study and records the change (old and new bounds,
+    /// when) in their history, in one transaction. Decisions stored before keep what they got.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::UnknownUser`] when the participant is not registered.
+    fn change_enrollment(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        changed_at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError>;
+
+    /// Withdraws a participant with a reason and records it in their history, in one
+    /// transaction. From then on [`DecisionGuard::InStudy`] fails for them, and none of their
+    /// study data reaches an update (a job streams none of a participant withdrawn when its
+    /// snapshot was taken).
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::UnknownUser`] for an unregistered participant and
+    /// [`StoreError::AlreadyWithdrawn`] (changing nothing) for one withdrawn already.
+    fn withdraw(
+        &self,
+        user: &UserId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError>;
+
+    /// Erases a participant in one transaction: their uploads and history are deleted, their
+    /// decisions are kept without context, state or unavailable reason under the pseudonym
+    /// `erased-<id>` (so the trial's randomization record stays whole), their `users` row
+    /// keeps only the pseudonym, and the audit record `erasure` (without `row_counts`, which
+    /// this fills in) is stored. Afterwards no row of any table holds the participant's id,
+    /// contexts, states or outcomes. Parameter versions are not touched.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::UnknownUser`] for an unregistered participant, changing
+    /// nothing.
+    fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError>;
+
+    /// The pseudonyms of erased participants, for replay to tell their decisions apart.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError>;
 
     /// Stores a decision exactly once per (user, decision type, decision index), with its
-    /// availability and reason.
+    /// availability and reason, policy and whether the participant was in the study, after
+    /// checking `guard` in the same statement (one round trip when it holds).
     ///
     /// MUST return [`Recorded::Existing`] with the stored decision, and store nothing, when a
     /// decision for the key exists; concurrent calls for one key MUST store exactly one.
@@ -202,8 +296,16 @@ pub trait Store: Send + Sync {
     /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
     /// [`StoreError::StudyDataExists`] when study data was uploaded for the key already, and
     /// [`StoreError::UnknownParameterVersion`] when the decision's parameter version is not
-    /// stored.
-    fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError>;
+    /// stored. A host decision ([`crate::domain::Policy::Host`]) is the exception to the
+    /// study-data rule: when study data is uploaded for its key with the same action and a
+    /// probability within [`Probability::TOLERANCE`], it is stored and the upload counts as
+    /// logged from then on (its `action_logged` becomes true, its policy the decision's);
+    /// otherwise [`StoreError::UploadMismatch`].
+    fn record_decision(
+        &self,
+        decision: &Decision,
+        guard: DecisionGuard,
+    ) -> Result<Recorded, StoreError>;
 
     /// Stores uploaded study data, once per (user, decision type, decision index), and says
     /// whether a decision was logged for it. The record's `available` MUST be stored as the

@@ -9,7 +9,7 @@ use crate::domain::{
     Action, Availability, Decision, DecisionIdx, DecisionType, JsonObject, ModelParameters,
     Probability, State, StudyRecord, UserId,
 };
-use crate::ports::{Recorded, StoreError, UploadRecorded};
+use crate::ports::{DecisionGuard, Recorded, StoreError, UploadRecorded};
 use crate::rng::DecisionRng;
 
 /// What an unavailable decision gets, without a draw.
@@ -71,14 +71,46 @@ pub struct UploadRequest {
     pub outcome: JsonObject,
 }
 
+/// A decision the study server made itself while the service was unreachable, sent
+/// afterwards.
+#[derive(Debug, Clone)]
+pub struct HostDecisionRequest {
+    /// The participant.
+    pub user_id: UserId,
+    /// The kind of decision.
+    pub decision_type: DecisionType,
+    /// The decision time.
+    pub decision_idx: DecisionIdx,
+    /// The study server's timestamp of the decision.
+    pub requested_at: DateTime<Utc>,
+    /// The timestamp exactly as the study server sent it.
+    pub sent_timestamp: String,
+    /// Whether the participant could be randomized.
+    pub availability: Availability,
+    /// The context at decision time.
+    pub context: JsonObject,
+    /// The action the study server gave.
+    pub action: Action,
+    /// The probability of action 1 it drew with.
+    pub action_prob: Probability,
+    /// Who decided (the study server's name for its own policy).
+    pub decided_by: String,
+}
+
 impl Service {
-    /// Registers a participant.
+    /// Stores a decision the study server made itself, as sent, marked as decided by the host.
+    /// A repeat of the same decision returns the stored one (`created` false).
     ///
     /// # Errors
-    /// [`DomainError::UserExists`] for an id registered already.
-    pub fn add_user(&self, user: &UserId) -> Result<(), DomainError> {
-        let added = self.store.add_user(user, self.clock.now());
-        self.track_write(added.map_err(DomainError::from))
+    /// [`DomainError::UserNotFound`], [`DomainError::DecisionDiffers`] when another decision
+    /// is stored for the key, [`DomainError::UploadMismatch`] when study data uploaded for the
+    /// key differs from it.
+    pub fn record_host_decision(
+        &self,
+        req: HostDecisionRequest,
+    ) -> Result<ActionResponse, DomainError> {
+        let _ = req;
+        todo!("issue 15 core")
     }
 
     /// Draws and stores an action, or returns the one stored for this decision before.
@@ -127,8 +159,9 @@ impl Service {
             action_prob: choice.action_prob,
             parameter_version: params.version,
             rng_seed,
+            policy: crate::domain::Policy::Algorithm,
         };
-        let recorded = match self.store.record_decision(&decision) {
+        let recorded = match self.store.record_decision(&decision, DecisionGuard::None) {
             // The cached version is gone (another process reset the database): reload the
             // current parameters and draw again from them.
             Err(StoreError::UnknownParameterVersion) => {
@@ -145,7 +178,7 @@ impl Service {
                 decision.action = choice.action;
                 decision.action_prob = choice.action_prob;
                 decision.parameter_version = params.version;
-                self.store.record_decision(&decision)?
+                self.store.record_decision(&decision, DecisionGuard::None)?
             }
             other => other?,
         };
@@ -158,6 +191,7 @@ impl Service {
                 decision: stored,
                 created: false,
             },
+            Recorded::Ineligible(_) => todo!("issue 15 core"),
         })
     }
 

@@ -28,6 +28,12 @@ pub enum DomainError {
         /// The logged probability.
         logged_prob: f64,
     },
+    /// The participant has withdrawn already.
+    #[error("User already withdrawn.")]
+    AlreadyWithdrawn,
+    /// A host decision was sent for a key that holds a different decision (the stored one).
+    #[error("A different decision is stored for this decision index.")]
+    DecisionDiffers(Box<crate::domain::Decision>),
     /// A file given to restore is not a complete backup; nothing was changed.
     #[error("{0}")]
     InvalidBackup(String),
@@ -61,6 +67,8 @@ impl From<StoreError> for DomainError {
             StoreError::UnknownUser => Self::UserNotFound,
             StoreError::StudyDataExists => Self::DecisionExists,
             StoreError::UnknownUpdate => Self::UpdateNotFound,
+            StoreError::AlreadyWithdrawn => Self::AlreadyWithdrawn,
+            StoreError::DecisionDiffers(stored) => Self::DecisionDiffers(stored),
             StoreError::InvalidBackup(why) => {
                 Self::InvalidBackup(format!("not a complete backup: {why}"))
             }

@@ -14,6 +14,7 @@ mod callbacks;
 mod decisions;
 mod errors;
 mod parameters;
+mod participants;
 mod readiness;
 mod replay;
 mod updates;
@@ -29,10 +30,11 @@ use crate::domain::ModelParameters;
 use crate::ports::{BackupReport, CallbackNotifier, Clock, ExportStream, Store};
 
 pub use callbacks::CallbackPolicy;
-pub use decisions::{ActionRequest, ActionResponse, UploadRequest};
+pub use decisions::{ActionRequest, ActionResponse, HostDecisionRequest, UploadRequest};
 pub use errors::{error_chain, DomainError};
 pub use readiness::{is_disk_full, DISK_FULL_HOLD};
-pub use replay::{ReplayMismatch, ReplaySummary};
+pub use participants::ParticipantView;
+pub use replay::{ReplayMismatch, ReplaySummary, Unverifiable};
 
 /// The log target of records about the algorithm (routed to `rl.log`).
 pub const RL_TARGET: &str = "justin::rl";
@@ -53,6 +55,40 @@ pub struct ServiceSettings {
     pub service_version: String,
     /// SHA-256 of the effective configuration, hex, for provenance.
     pub config_hash: String,
+    /// Warm-up, fallback and which decisions updates learn from.
+    pub trial: TrialSettings,
+    /// Where the backup taken before each erasure goes (always taken, whether or not backups
+    /// before updates are on).
+    pub erasure_backup_dir: PathBuf,
+}
+
+/// The warm-up phase (`[algorithm.warmup]`): decisions drawn with a fixed probability while
+/// any configured condition holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warmup {
+    /// P(action = 1) during warm-up.
+    pub probability: crate::domain::Probability,
+    /// Warm-up holds for decisions whose `requested_at` is before this.
+    pub until: Option<DateTime<Utc>>,
+    /// Warm-up holds for each participant's first this many decisions of each type (those in
+    /// the study and drawn by the service).
+    pub first_decisions: Option<u32>,
+    /// Warm-up holds until this many participants have started (at the decision's time).
+    pub until_participants: Option<u32>,
+    /// Warm-up holds while no update has completed (the decision's parameter version is 1).
+    pub until_first_update: bool,
+}
+
+/// How the trial's phases and failures are handled.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrialSettings {
+    /// The warm-up phase, if configured.
+    pub warmup: Option<Warmup>,
+    /// The fallback probability (`[algorithm.fallback]`), if configured: when the algorithm
+    /// fails for an accepted request, the decision is drawn with it instead of failing.
+    pub fallback: Option<crate::domain::Probability>,
+    /// Which kinds of decision updates learn from.
+    pub include: crate::domain::UpdateInclusion,
 }
 
 /// The decision service: the use cases over the ports.

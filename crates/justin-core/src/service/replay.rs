@@ -33,6 +33,19 @@ pub struct ReplayMismatch {
     pub reason: String,
 }
 
+/// A decision that can no longer be checked: its participant was erased, so its state is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unverifiable {
+    /// The pseudonym that replaced the participant's id.
+    pub user_id: UserId,
+    /// The kind of decision.
+    pub decision_type: DecisionType,
+    /// The decision time.
+    pub decision_idx: DecisionIdx,
+    /// Why it cannot be checked.
+    pub reason: String,
+}
+
 /// What a replay checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -40,6 +53,11 @@ pub struct ReplaySummary {
     pub checked: u64,
     /// Decisions that did not come out as stored.
     pub mismatches: u64,
+    /// Decisions of erased participants, which cannot be checked (not counted in `checked`).
+    pub unverifiable: u64,
+    /// Decisions the study server made itself: stored as sent, nothing to draw again (not
+    /// counted in `checked`).
+    pub host_decided: u64,
 }
 
 impl Service {
@@ -51,7 +69,9 @@ impl Service {
     pub fn replay(
         &self,
         on_mismatch: &mut dyn FnMut(&ReplayMismatch),
+        on_unverifiable: &mut dyn FnMut(&Unverifiable),
     ) -> Result<ReplaySummary, DomainError> {
+        let _ = on_unverifiable;
         let mut versions: HashMap<i64, Option<ModelParameters>> = HashMap::new();
         let mut summary = ReplaySummary::default();
         for item in self.store.decisions()? {

@@ -180,7 +180,7 @@ impl Service {
         let mut interrupted = false;
         let mut rows_read: u64 = 0;
         let values = {
-            let mut records = job.study_data()?.map_while(|item| match item {
+            let mut records = job.study_data(self.settings.trial.include)?.map_while(|item| match item {
                 // The algorithm sees the end of the data early; what it computes is dropped.
                 Ok(_) if self.is_stopping() => {
                     interrupted = true;
@@ -233,6 +233,7 @@ impl Service {
                 config_hash: self.settings.config_hash.clone(),
                 rows_read,
                 backup_file,
+                included_policies: self.settings.trial.include.as_stored(),
             },
             change,
         )))
