@@ -41,6 +41,9 @@ pub struct Decision {
     /// What the algorithm made of the context, to send back with the upload (`[]` when the
     /// answer has none).
     pub state: Value,
+    /// Whether the participant was in the study at the decision's time (the answer says
+    /// `"in_study": false` when not).
+    pub in_study: bool,
 }
 
 /// The current parameters, as far as the simulator needs them.
@@ -122,12 +125,8 @@ impl Client {
     ///
     /// # Errors
     /// When the service cannot be reached or refuses otherwise.
-    pub fn add_user(&self, user_id: &str) -> Result<(), String> {
-        let answer = self.send(
-            "POST",
-            "/api/v1/add_user",
-            Some(&json!({"user_id": user_id})),
-        )?;
+    pub fn add_user(&self, body: &Value) -> Result<(), String> {
+        let answer = self.send("POST", "/api/v1/add_user", Some(body))?;
         let exists = answer.status == 409
             || (answer.status == 400 && answer.json["message"] == "User already exists.");
         if answer.status == 201 || exists {
@@ -169,7 +168,38 @@ impl Client {
             action,
             action_prob,
             state,
+            in_study: fields["in_study"] != Value::Bool(false),
         })
+    }
+
+    /// Withdraws a participant.
+    ///
+    /// # Errors
+    /// When the service cannot be reached or refuses.
+    pub fn withdraw(&self, user_id: &str, reason: &str) -> Result<(), String> {
+        let path = format!("/api/v1/users/{}/withdraw", path_segment(user_id));
+        let answer = self.send("POST", &path, Some(&json!({"reason": reason})))?;
+        if answer.status == 200 {
+            return Ok(());
+        }
+        Err(refused("POST /api/v1/users/{user_id}/withdraw", &answer))
+    }
+
+    /// Erases a participant; the pseudonym their kept decisions carry from then on.
+    ///
+    /// # Errors
+    /// When the service cannot be reached, refuses, or answers without the audit record.
+    pub fn erase(&self, user_id: &str) -> Result<String, String> {
+        const WHAT: &str = "POST /api/v1/users/{user_id}/erase";
+        let path = format!("/api/v1/users/{}/erase", path_segment(user_id));
+        let answer = self.send("POST", &path, None)?;
+        if answer.status != 200 {
+            return Err(refused(WHAT, &answer));
+        }
+        answer.json["erasure"]["pseudonym"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{WHAT} answered without the erasure's pseudonym"))
     }
 
     /// Uploads what happened after a decision.
@@ -237,6 +267,20 @@ impl Client {
     }
 }
 
+/// A participant id as one segment of a URL path: every byte but the unreserved ones
+/// percent-encoded.
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `min_probability` and `max_probability` of a parameter set, when it holds both.
 fn clip_bounds(values: &Value) -> Option<(f64, f64)> {
     Some((
@@ -277,6 +321,13 @@ mod tests {
         let client = Client::new("http://127.0.0.1:1/", Some(key), Duration::from_secs(1));
         assert!(!format!("{client:?}").contains("s3cret"));
         assert_eq!(client.base(), "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn ids_are_encoded_as_one_path_segment() {
+        assert_eq!(path_segment("sim-7-0"), "sim-7-0");
+        assert_eq!(path_segment("a/b c?"), "a%2Fb%20c%3F");
+        assert_eq!(path_segment("\u{e9}"), "%C3%A9");
     }
 
     #[test]

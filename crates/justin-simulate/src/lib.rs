@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{json, Map, Value};
 
 pub use settings::Args;
@@ -59,8 +59,9 @@ fn simulate(plan: &Plan) -> Result<ExitCode, String> {
     let file = File::create(out).map_err(write_error)?;
     let mut csv = CsvWriter::new(BufWriter::new(file)).map_err(write_error)?;
 
+    let start = Utc::now();
     for participant in 0..plan.participants {
-        client.add_user(&user_id(plan, u64::from(participant)))?;
+        client.add_user(&registration(plan, start, participant))?;
     }
     let mut parameters = client.parameters()?;
     let total = plan.total_decisions();
@@ -89,7 +90,7 @@ fn simulate(plan: &Plan) -> Result<ExitCode, String> {
     for (number, (range, update)) in (1..).zip(windows(total, plan.update_every)) {
         let clip = parameters.clip.unwrap_or(plan.clip);
         let started = Instant::now();
-        let outcomes = run_window(plan, &client, range)?;
+        let outcomes = run_window(plan, &client, start, range)?;
         let decision_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let update_status = if update {
@@ -119,6 +120,10 @@ fn simulate(plan: &Plan) -> Result<ExitCode, String> {
         };
         println!("{}", summary::table_row(&row));
         csv.write(&row).map_err(write_error)?;
+    }
+    for &participant in &plan.life.erasures {
+        let pseudonym = client.erase(&user_id(plan, u64::from(participant)))?;
+        println!("participant {participant} erased: their decisions are kept as {pseudonym}");
     }
     println!(
         "{total} decisions and {updates} updates in {:.1} s; summary written to {}",
@@ -154,17 +159,47 @@ fn user_id(plan: &Plan, participant: u64) -> String {
 
 /// Now, as the API takes a timestamp.
 fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+    stamp(Utc::now())
+}
+
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The simulated time of decision time `t`: the run's start plus `t` decision intervals.
+fn simulated(plan: &Plan, start: DateTime<Utc>, t: u64) -> DateTime<Utc> {
+    let secs = t.saturating_mul(plan.life.decision_time_secs);
+    start + TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
+}
+
+/// The `add_user` body of participant `p`: with `study_start` and `study_end` when the run
+/// has enrollment dates.
+fn registration(plan: &Plan, start: DateTime<Utc>, p: u32) -> Value {
+    let mut body = json!({"user_id": user_id(plan, u64::from(p))});
+    if plan.life.dated() {
+        let first = plan.life.start_time(p);
+        body["study_start"] = json!(stamp(simulated(plan, start, first)));
+        if let Some(length) = plan.life.study_length {
+            let end = simulated(plan, start, first + u64::from(length));
+            body["study_end"] = json!(stamp(end));
+        }
+    }
+    body
 }
 
 /// Runs the decisions at positions `range`. With more than one thread, each participant
 /// belongs to one thread, so a participant's decisions keep their order. The first error
 /// stops every thread.
-fn run_window(plan: &Plan, client: &Client, range: Range<u64>) -> Result<Vec<Outcome>, String> {
+fn run_window(
+    plan: &Plan,
+    client: &Client,
+    start: DateTime<Utc>,
+    range: Range<u64>,
+) -> Result<Vec<Outcome>, String> {
     let participants = u64::from(plan.participants);
     let threads = plan.concurrency.min(plan.participants as usize).max(1) as u64;
     if threads == 1 {
-        return range.map(|at| decide(plan, client, at)).collect();
+        return range.map(|at| decide(plan, client, start, at)).collect();
     }
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -177,7 +212,7 @@ fn run_window(plan: &Plan, client: &Client, range: Range<u64>) -> Result<Vec<Out
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        match decide(plan, client, at) {
+                        match decide(plan, client, start, at) {
                             Ok(outcome) => done.push(outcome),
                             Err(e) => {
                                 stop.store(true, Ordering::Relaxed);
@@ -206,21 +241,39 @@ fn run_window(plan: &Plan, client: &Client, range: Range<u64>) -> Result<Vec<Out
     })
 }
 
-/// One decision at position `at` of the run: ask for the action, simulate the reward, upload.
-fn decide(plan: &Plan, client: &Client, at: u64) -> Result<Outcome, String> {
+/// One decision at position `at` of the run: ask for the action, simulate the reward, upload
+/// (not for a participant out of the study: there is nothing to observe). A participant who
+/// withdraws at this decision time is withdrawn first.
+fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result<Outcome, String> {
     let participants = u64::from(plan.participants);
     let (participant, round) = (at % participants, at / participants);
     let types = plan.decision_types.len() as u64;
     // The remainder is below the number of types, so the index exists.
     let decision_type = &plan.decision_types[(round % types) as usize];
     let user = user_id(plan, participant);
+    let time = round / types;
+    // `participant` is below `plan.participants`, a u32.
+    let number = u32::try_from(participant).unwrap_or(u32::MAX);
+    if round % types == 0
+        && plan
+            .life
+            .withdraws_at(number)
+            .is_some_and(|w| u64::from(w) == time)
+    {
+        client.withdraw(&user, "simulated withdrawal")?;
+    }
     let draw = plan.model.draw(plan.seed, participant, round);
     let context = Value::Object(plan.model.context(&draw));
+    let timestamp = if plan.life.dated() {
+        stamp(simulated(plan, start, time))
+    } else {
+        now()
+    };
 
     let mut request = json!({
         "user_id": user,
         "decision_idx": round,
-        "timestamp": now(),
+        "timestamp": timestamp,
         "context": context,
         "decision_type": decision_type,
         "available": draw.available,
@@ -229,6 +282,13 @@ fn decide(plan: &Plan, client: &Client, at: u64) -> Result<Outcome, String> {
         request["unavailable_reason"] = json!("simulated");
     }
     let decision = client.action(&request)?;
+    if !decision.in_study {
+        return Ok(Outcome {
+            available: false,
+            action_prob: decision.action_prob,
+            reward: 0.0,
+        });
+    }
     let reward = plan.model.reward(&draw, decision.action);
 
     let mut outcome = Map::new();

@@ -120,6 +120,33 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_secs: Option<u64>,
+    /// Staggered enrollment: participant i's time in the study starts at decision time
+    /// i × N, sent as `study_start` when it is registered; 0 starts everyone at once and sends
+    /// no dates [default: 0].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enroll_every: Option<u32>,
+    /// Each participant's time in the study lasts this many decision times, sent as
+    /// `study_end`; 0 leaves it open [default: 0].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub study_length: Option<u32>,
+    /// Simulated seconds between two decision times. With enrollment dates, decisions carry
+    /// the simulated time (decision time t at the run's start + t × S); otherwise the clock's
+    /// [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_time_secs: Option<u64>,
+    /// Participants who withdraw, as participant@decision_time, comma-separated: the
+    /// withdrawal is sent just before that decision time's first decision [default: none].
+    #[arg(long, value_name = "LIST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdraw: Option<String>,
+    /// Participants erased after the run (their ids, contexts and outcomes deleted), as
+    /// participant numbers, comma-separated [default: none].
+    #[arg(long, value_name = "LIST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erase: Option<String>,
 }
 
 /// Every option but the key, with its default: what the file and the flags are layered over.
@@ -148,6 +175,11 @@ struct Settings {
     clip: String,
     update_timeout_secs: u64,
     request_timeout_secs: u64,
+    enroll_every: u32,
+    study_length: u32,
+    decision_time_secs: u64,
+    withdraw: String,
+    erase: String,
 }
 
 impl Default for Settings {
@@ -175,8 +207,95 @@ impl Default for Settings {
             clip: "0.2,0.8".into(),
             update_timeout_secs: 300,
             request_timeout_secs: 60,
+            enroll_every: 0,
+            study_length: 0,
+            decision_time_secs: 3600,
+            withdraw: String::new(),
+            erase: String::new(),
         }
     }
+}
+
+/// The trial's life as the simulator plays it: enrollment windows in decision times,
+/// withdrawals and erasures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Life {
+    /// Participant i starts at decision time i × this (0: everyone at once, no dates sent).
+    pub enroll_every: u32,
+    /// Decision times each participant's window lasts (`None`: open).
+    pub study_length: Option<u32>,
+    /// Simulated seconds between decision times.
+    pub decision_time_secs: u64,
+    /// (participant, decision time) of each withdrawal.
+    pub withdrawals: Vec<(u32, u32)>,
+    /// Participants erased after the run.
+    pub erasures: Vec<u32>,
+}
+
+impl Life {
+    /// Whether decisions carry simulated times (any enrollment date is sent).
+    pub fn dated(&self) -> bool {
+        self.enroll_every > 0 || self.study_length.is_some()
+    }
+
+    /// The decision time participant `p` starts at.
+    pub fn start_time(&self, p: u32) -> u64 {
+        u64::from(p) * u64::from(self.enroll_every)
+    }
+
+    /// The decision time at which `p` withdraws, if they do.
+    pub fn withdraws_at(&self, p: u32) -> Option<u32> {
+        self.withdrawals
+            .iter()
+            .find_map(|&(who, at)| (who == p).then_some(at))
+    }
+}
+
+fn participant_list(text: &str, flag: &str, participants: u32) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let p: u32 = item
+            .parse()
+            .map_err(|_| format!("{flag}: {item:?} is not a participant number"))?;
+        if p >= participants {
+            return Err(format!(
+                "{flag}: participant {p} does not exist (participants are 0 to {})",
+                participants - 1
+            ));
+        }
+        if out.contains(&p) {
+            return Err(format!("{flag}: participant {p} is named twice"));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn withdrawals(text: &str, participants: u32, times: u32) -> Result<Vec<(u32, u32)>, String> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let malformed = || format!("--withdraw: {item:?} is not participant@decision_time");
+        let (who, at) = item.split_once('@').ok_or_else(malformed)?;
+        let who: u32 = who.trim().parse().map_err(|_| malformed())?;
+        let at: u32 = at.trim().parse().map_err(|_| malformed())?;
+        if who >= participants {
+            return Err(format!(
+                "--withdraw: participant {who} does not exist (participants are 0 to {})",
+                participants - 1
+            ));
+        }
+        if at >= times {
+            return Err(format!(
+                "--withdraw: decision time {at} is past the run's last ({})",
+                times - 1
+            ));
+        }
+        if out.iter().any(|&(w, _)| w == who) {
+            return Err(format!("--withdraw: participant {who} is named twice"));
+        }
+        out.push((who, at));
+    }
+    Ok(out)
 }
 
 /// A checked simulation: what to run and against which service.
@@ -216,6 +335,8 @@ pub struct Plan {
     pub update_timeout: Duration,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// Enrollment, withdrawals and erasures.
+    pub life: Life,
 }
 
 impl Plan {
@@ -286,6 +407,16 @@ impl Plan {
             return Err("--outcome-field must not be empty".into());
         }
         let user_prefix = s.user_prefix.unwrap_or_else(|| format!("sim-{}-", s.seed));
+        if s.decision_time_secs == 0 {
+            return Err("--decision-time-secs must be at least 1".into());
+        }
+        let life = Life {
+            enroll_every: s.enroll_every,
+            study_length: (s.study_length > 0).then_some(s.study_length),
+            decision_time_secs: s.decision_time_secs,
+            withdrawals: withdrawals(&s.withdraw, participants, decision_times)?,
+            erasures: participant_list(&s.erase, "--erase", participants)?,
+        };
         Ok(Self {
             url,
             api_key,
@@ -315,6 +446,7 @@ impl Plan {
             clip: clip(&s.clip)?,
             update_timeout: Duration::from_secs(s.update_timeout_secs),
             request_timeout: Duration::from_secs(s.request_timeout_secs),
+            life,
         })
     }
 
@@ -385,6 +517,51 @@ mod tests {
         assert_eq!(p.clip, (0.2, 0.8));
         assert_eq!(p.model.features.len(), 1);
         assert!(p.api_key.is_none());
+        assert_eq!(
+            p.life,
+            Life {
+                decision_time_secs: 3600,
+                ..Life::default()
+            }
+        );
+        assert!(!p.life.dated());
+    }
+
+    #[test]
+    fn the_trial_life_options_are_read_and_checked() {
+        let p = plan(&[
+            "--participants",
+            "4",
+            "--decision-times",
+            "8",
+            "--enroll-every",
+            "2",
+            "--study-length",
+            "5",
+            "--withdraw",
+            "1@3",
+            "--erase",
+            "2, 0",
+        ])
+        .unwrap();
+        assert!(p.life.dated());
+        assert_eq!(p.life.start_time(3), 6);
+        assert_eq!(p.life.study_length, Some(5));
+        assert_eq!(p.life.withdraws_at(1), Some(3));
+        assert_eq!(p.life.withdraws_at(0), None);
+        assert_eq!(p.life.erasures, [2, 0]);
+
+        let refused = |flags: &[&str], says: &str| {
+            let e = plan(flags).unwrap_err();
+            assert!(e.contains(says), "{flags:?}: {e}");
+        };
+        refused(&["--participants", "2", "--erase", "2"], "participant 2 does not exist");
+        refused(&["--erase", "1,1"], "named twice");
+        refused(&["--erase", "x"], "not a participant number");
+        refused(&["--withdraw", "1"], "not participant@decision_time");
+        refused(&["--withdraw", "1@10"], "past the run's last");
+        refused(&["--withdraw", "1@2,1@3"], "named twice");
+        refused(&["--decision-time-secs", "0"], "--decision-time-secs");
     }
 
     #[test]
