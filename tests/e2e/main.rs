@@ -42,4 +42,5 @@ mod simulate;
 mod startup;
 mod thompson;
 mod timestamps;
+mod trial_life;
 mod walkthrough;
