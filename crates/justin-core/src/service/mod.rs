@@ -32,8 +32,8 @@ use crate::ports::{BackupReport, CallbackNotifier, Clock, ExportStream, Store};
 pub use callbacks::CallbackPolicy;
 pub use decisions::{ActionRequest, ActionResponse, HostDecisionRequest, UploadRequest};
 pub use errors::{error_chain, DomainError};
-pub use readiness::{is_disk_full, DISK_FULL_HOLD};
 pub use participants::ParticipantView;
+pub use readiness::{is_disk_full, DISK_FULL_HOLD};
 pub use replay::{ReplayMismatch, ReplaySummary, Unverifiable};
 
 /// The log target of records about the algorithm (routed to `rl.log`).
