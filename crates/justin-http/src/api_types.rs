@@ -958,8 +958,35 @@ mod tests {
         assert_keys_sorted(&ActionResponse::from(Decision {
             decision_type: DecisionType::parse("morning").unwrap(),
             availability: Availability::unavailable(Some("driving".into())).unwrap(),
-            ..decision
+            ..decision.clone()
         }));
+        assert_keys_sorted(&ActionResponse::from(Decision {
+            availability: Availability::OutOfStudy(justin_core::OutOfStudy::NotInStudy),
+            policy: Policy::Host {
+                decided_by: "app".into(),
+            },
+            ..decision.clone()
+        }));
+        assert_keys_sorted(&DecisionConflict {
+            decision: StoredDecision::from(Decision {
+                policy: Policy::Warmup,
+                ..decision.clone()
+            }),
+            message: "m".into(),
+            status: Failed::Failed,
+        });
+        assert_keys_sorted(&ParticipantResponse::from(participant()));
+        assert_keys_sorted(&ErasureResponse {
+            erasure: ErasureRecord::from(justin_core::Erasure {
+                id: Uuid::nil(),
+                erased_at: at(4),
+                participant_number: 3,
+                pseudonym: "erased-x".into(),
+                row_counts: vec![("users".into(), 1), ("actions".into(), 2)],
+                backup_file: "b.tar".into(),
+            }),
+            status: Success::Success,
+        });
         assert_keys_sorted(&UploadDataResponse::default());
         assert_keys_sorted(&UpdateAccepted {
             status: Processing::Processing,
@@ -975,6 +1002,122 @@ mod tests {
             message: "m".into(),
             status: Failed::Failed,
         });
+    }
+
+    fn participant() -> justin_core::ParticipantView {
+        justin_core::ParticipantView {
+            participant: justin_core::Participant {
+                user_id: UserId::parse("u1").unwrap(),
+                created_at: at(0),
+                enrollment: justin_core::Enrollment {
+                    start: Some(justin_core::SentTime {
+                        at: at(10),
+                        sent: "2025-01-01 13:00:10.123456+01:00".into(),
+                    }),
+                    end: None,
+                },
+                withdrawal: Some(justin_core::Withdrawal {
+                    at: at(20),
+                    reason: "moved away".into(),
+                }),
+                decisions: 4,
+                uploads: 2,
+            },
+            status: justin_core::ParticipantStatus::Withdrawn,
+        }
+    }
+
+    #[test]
+    fn the_participant_answer_shows_the_window_as_sent() {
+        let text = serde_json::to_string(&ParticipantResponse::from(participant())).unwrap();
+
+        assert_eq!(
+            text,
+            r#"{"status":"success","user":{"decisions":4,"registered_at":"2025-01-01T12:00:00.123456Z","status":"withdrawn","study_end":null,"study_start":"2025-01-01 13:00:10.123456+01:00","uploads":2,"user_id":"u1","withdrawal_reason":"moved away","withdrawn_at":"2025-01-01T12:00:20.123456Z"}}"#
+        );
+    }
+
+    #[test]
+    fn the_erasure_answer_lists_row_counts_by_table() {
+        let record = ErasureRecord::from(justin_core::Erasure {
+            id: Uuid::nil(),
+            erased_at: at(4),
+            participant_number: 3,
+            pseudonym: "erased-00000000-0000-0000-0000-000000000000".into(),
+            row_counts: vec![
+                ("actions".into(), 2),
+                ("study_data".into(), 1),
+                ("participant_events".into(), 3),
+                ("users".into(), 1),
+            ],
+            backup_file: "justin-backup-x.tar".into(),
+        });
+
+        assert_eq!(
+            serde_json::to_value(record).unwrap(),
+            json!({
+                "backup_file": "justin-backup-x.tar",
+                "erased_at": "2025-01-01T12:00:04.123456Z",
+                "id": "00000000-0000-0000-0000-000000000000",
+                "participant_number": 3,
+                "pseudonym": "erased-00000000-0000-0000-0000-000000000000",
+                "row_counts": {"actions": 2, "participant_events": 3, "study_data": 1, "users": 1},
+            })
+        );
+    }
+
+    #[test]
+    fn an_action_answer_names_the_policy_and_the_study_only_when_they_are_not_the_usual() {
+        let decision = Decision {
+            user_id: UserId::parse("u").unwrap(),
+            decision_type: DecisionType::default(),
+            decision_idx: DecisionIdx::new(2).unwrap(),
+            requested_at: at(0),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
+            decided_at: at(1),
+            availability: Availability::OutOfStudy(justin_core::OutOfStudy::Withdrawn),
+            context: serde_json::Map::new(),
+            state: State::default(),
+            action: Action::Zero,
+            action_prob: Probability::ZERO,
+            parameter_version: 1,
+            rng_seed: 7,
+            policy: Policy::Algorithm,
+        };
+
+        let text = serde_json::to_string(&ActionResponse::from(decision.clone())).unwrap();
+        assert_eq!(
+            text,
+            r#"{"action":0,"action_prob":0.0,"available":false,"in_study":false,"state":[],"status":"success","timestamp":"2025-01-01T12:00:01.123456Z","unavailable_reason":"withdrawn","user_id":"u"}"#
+        );
+
+        let warmup = ActionResponse::from(Decision {
+            availability: Availability::Available,
+            action: Action::One,
+            action_prob: Probability::new(0.5).unwrap(),
+            policy: Policy::Warmup,
+            ..decision.clone()
+        });
+        let fallback = ActionResponse::from(Decision {
+            availability: Availability::Available,
+            policy: Policy::Fallback {
+                reason: "algorithm failed: secret detail".into(),
+            },
+            ..decision.clone()
+        });
+        let host = ActionResponse::from(Decision {
+            availability: Availability::Available,
+            policy: Policy::Host {
+                decided_by: "app".into(),
+            },
+            ..decision
+        });
+        assert_eq!(warmup.policy, Some("warmup"));
+        assert_eq!((warmup.in_study, warmup.available), (None, None));
+        assert_eq!(fallback.policy, Some("fallback"));
+        assert!(!serde_json::to_string(&fallback).unwrap().contains("secret"));
+        assert_eq!(host.policy, Some("host"));
+        assert_eq!(host.decided_by.as_deref(), Some("app"));
     }
 
     #[test]

@@ -802,6 +802,212 @@ mod tests {
     }
 
     #[test]
+    fn the_repository_config_file_holds_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml");
+        let config: Config = Figment::new().merge(Toml::file(file)).extract().unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn without_trial_keys_there_is_no_warmup_nor_fallback_and_updates_take_warmup_only() {
+        let trial = Config::default().trial().unwrap();
+        assert_eq!(trial, TrialSettings::default());
+        assert_eq!(trial.warmup, None);
+        assert_eq!(trial.fallback, None);
+        assert_eq!(
+            trial.include,
+            UpdateInclusion {
+                warmup: true,
+                fallback: false,
+                host: false
+            }
+        );
+    }
+
+    #[test]
+    fn warmup_fallback_and_inclusion_are_read() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[algorithm.warmup]\nprobability = 0.3\nuntil = 2025-02-01T00:00:00Z\n\
+                 first_decisions = 5\nuntil_participants = 20\nuntil_first_update = true\n\
+                 [algorithm.fallback]\nprobability = 0.25\n\
+                 [update]\ninclude_warmup = false\ninclude_fallback = true\ninclude_host = true\n",
+            )?;
+            let trial = load_in_jail()?.trial().unwrap();
+            let until = chrono::DateTime::parse_from_rfc3339("2025-02-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            assert_eq!(
+                trial.warmup,
+                Some(Warmup {
+                    probability: Probability::new(0.3).unwrap(),
+                    until: Some(until),
+                    first_decisions: Some(5),
+                    until_participants: Some(20),
+                    until_first_update: true,
+                })
+            );
+            assert_eq!(trial.fallback, Some(Probability::new(0.25).unwrap()));
+            assert_eq!(
+                trial.include,
+                UpdateInclusion {
+                    warmup: false,
+                    fallback: true,
+                    host: true
+                }
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn warmup_until_is_read_as_a_request_timestamp_is() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[server]\nnaive_time_zone = \"Europe/Berlin\"\n\
+                 [algorithm.warmup]\nprobability = 0.5\nuntil = \"2025-02-01 00:00:00\"\n",
+            )?;
+            let warmup = load_in_jail()?.trial().unwrap().warmup.unwrap();
+            assert_eq!(
+                warmup.until.map(|t| t.to_rfc3339()),
+                Some("2025-01-31T23:00:00+00:00".to_owned())
+            );
+            jail.set_env(
+                "JUSTIN_ALGORITHM__WARMUP__UNTIL",
+                "2025-02-01T00:00:00+02:00",
+            );
+            let warmup = load_in_jail()?.trial().unwrap().warmup.unwrap();
+            assert_eq!(
+                warmup.until.map(|t| t.to_rfc3339()),
+                Some("2025-01-31T22:00:00+00:00".to_owned())
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_warmup_half_configured_stops_start_up_naming_the_key() {
+        let cases = [
+            (
+                "[algorithm.warmup]\nprobability = 0.5\n",
+                "invalid configuration: algorithm.warmup.probability: warm-up needs a \
+                 condition: set algorithm.warmup.until, first_decisions, until_participants \
+                 or until_first_update = true",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nuntil_first_update = false\n",
+                "invalid configuration: algorithm.warmup.probability: warm-up needs a \
+                 condition: set algorithm.warmup.until, first_decisions, until_participants \
+                 or until_first_update = true",
+            ),
+            (
+                "[algorithm.warmup]\nfirst_decisions = 5\n",
+                "invalid configuration: algorithm.warmup.first_decisions: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+            (
+                "[algorithm.warmup]\nuntil = 2025-01-01T00:00:00Z\n",
+                "invalid configuration: algorithm.warmup.until: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+            (
+                "[algorithm.warmup]\nuntil_participants = 3\n",
+                "invalid configuration: algorithm.warmup.until_participants: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+            (
+                "[algorithm.warmup]\nuntil_first_update = true\n",
+                "invalid configuration: algorithm.warmup.until_first_update: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+        ];
+        for (file, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("config.toml", file)?;
+                let err = load_in_jail().unwrap_err().to_string();
+                assert_eq!(err, expected, "{file}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn bad_trial_values_stop_start_up_naming_the_key() {
+        let cases = [
+            (
+                "[algorithm.warmup]\nprobability = 1.5\nfirst_decisions = 5\n",
+                "algorithm.warmup.probability: must be a number from 0 to 1, not 1.5",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nfirst_decisions = 0\n",
+                "algorithm.warmup.first_decisions: must be at least 1",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nuntil_participants = 0\n",
+                "algorithm.warmup.until_participants: must be at least 1",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nuntil = \"next week\"\n",
+                "algorithm.warmup.until: must be an ISO 8601 date-time",
+            ),
+            (
+                "[algorithm.fallback]\nprobability = -0.1\n",
+                "algorithm.fallback.probability: must be a number from 0 to 1, not -0.1",
+            ),
+            (
+                "[algorithm.fallback]\nprobability = \"half\"\n",
+                "probability",
+            ),
+            ("[algorithm.fallback]\nprobabilty = 0.5\n", "probabilty"),
+            ("[algorithm.warmup]\nfirst = 5\n", "first"),
+            ("[update]\ninclude_host = \"yes\"\n", "include_host"),
+        ];
+        for (file, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("config.toml", file)?;
+                let err = load_in_jail().unwrap_err().to_string();
+                assert!(err.contains(expected), "{file}: {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn trial_keys_change_the_fingerprint_only_when_they_differ_from_their_defaults() {
+        let default = Config::default().fingerprint();
+        let mut same = Config::default();
+        same.update.include_warmup = true;
+        same.algorithm.warmup.until_first_update = false;
+        assert_eq!(same.fingerprint(), default);
+        // Keys at their defaults are not part of what is hashed.
+        let shown = serde_json::to_value(Config::default()).unwrap();
+        assert!(shown["algorithm"].get("warmup").is_none(), "{shown}");
+        assert!(shown["update"].get("include_warmup").is_none(), "{shown}");
+
+        let changed = |change: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            change(&mut config);
+            config.fingerprint()
+        };
+        let all = [
+            changed(&|c| c.algorithm.warmup.probability = Some(0.5)),
+            changed(&|c| c.algorithm.warmup.until = Some("2025-01-01".into())),
+            changed(&|c| c.algorithm.warmup.first_decisions = Some(5)),
+            changed(&|c| c.algorithm.warmup.until_participants = Some(5)),
+            changed(&|c| c.algorithm.warmup.until_first_update = true),
+            changed(&|c| c.algorithm.fallback.probability = Some(0.5)),
+            changed(&|c| c.update.include_warmup = false),
+            changed(&|c| c.update.include_fallback = true),
+            changed(&|c| c.update.include_host = true),
+        ];
+        let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
+        assert!(!distinct.contains(&default));
+    }
+
+    #[test]
     fn a_priors_table_replaces_the_default_priors() {
         Jail::expect_with(|jail| {
             jail.create_file("config.toml", "[algorithm.priors]\nmean = [0.0, 1.0]\n")?;
