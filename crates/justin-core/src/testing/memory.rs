@@ -63,6 +63,8 @@ struct Inner {
     /// The copies `backup` took, by the path it reported; a reset keeps them, as files would
     /// stay on disk.
     backups: HashMap<PathBuf, Tables>,
+    /// Calls of the ports so far (each a round trip to a database).
+    calls: u64,
 }
 
 /// The rows, table by table.
@@ -370,6 +372,12 @@ impl MemoryStore {
         self.lock().faults.disk_full = full;
     }
 
+    /// How many calls of the ports (of the store and of its update jobs) have reached it so
+    /// far, failed ones included: what a database would see as round trips.
+    pub fn calls(&self) -> u64 {
+        self.lock().calls
+    }
+
     /// While `failing` is true, every backup fails (as on a full or unwritable backup disk).
     pub fn set_backups_failing(&self, failing: bool) {
         self.lock().faults.backups_failing = failing;
@@ -387,7 +395,8 @@ impl MemoryStore {
 
     /// The store for a read, unless a test made it unavailable.
     fn read(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.calls += 1;
         if inner.faults.unavailable {
             return Err(StoreError::Unavailable(
                 "the database cannot be reached".into(),
