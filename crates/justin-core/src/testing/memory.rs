@@ -37,8 +37,10 @@ fn key(user_id: &UserId, decision_type: &DecisionType, decision_idx: DecisionIdx
 ///   after the other; racing calls end as if run in some order, as the port requires.
 /// - Streams (`decisions`, `export`, `study_data`) copy the rows stored when they are called:
 ///   later rows never appear, and there is no cursor to page.
-/// - An update job reads the study data stored when it was claimed (its snapshot) and, on
-///   completion, marks the available records among them that no earlier update read.
+/// - An update job reads the study data stored when it was claimed (its snapshot), leaving
+///   out participants withdrawn when it reads; on completion it keeps where its snapshot
+///   ended, and `export` names for each upload the first completed update whose snapshot
+///   held it, that learns from its policy and that started before its participant withdrew.
 /// - It keeps nothing in files: `backup` keeps a copy of every table in memory under the path
 ///   it reports (no file is written there), and `check_backup` and `restore` read only such
 ///   copies, refusing any other path with [`StoreError::InvalidBackup`]. It therefore does not
