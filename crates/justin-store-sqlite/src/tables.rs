@@ -9,10 +9,12 @@
 use diesel::prelude::*;
 
 use crate::models::{
-    fmt_time, parse_time, ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
+    fmt_time, parse_time, ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow,
+    UpdateRow, UserRow,
 };
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+    actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
+    update_provenance, users,
 };
 use justin_backup::csv::{bool_text, float_text, Field};
 
@@ -185,13 +187,31 @@ fn int(v: impl ToString) -> Field {
 
 impl TableRow for UserRow {
     const NAME: &'static str = "users";
-    const COLUMNS: &'static [&'static str] = &["id", "user_id", "created_at"];
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "user_id",
+        "created_at",
+        "study_start",
+        "study_start_sent",
+        "study_end",
+        "study_end_sent",
+        "withdrawn_at",
+        "withdrawal_reason",
+        "erased_at",
+    ];
 
     fn fields(&self) -> Vec<Field> {
         vec![
             int(self.id),
             Some(self.user_id.clone()),
             Some(self.created_at.clone()),
+            self.study_start.clone(),
+            self.study_start_sent.clone(),
+            self.study_end.clone(),
+            self.study_end_sent.clone(),
+            self.withdrawn_at.clone(),
+            self.withdrawal_reason.clone(),
+            self.erased_at.clone(),
         ]
     }
 
@@ -201,6 +221,13 @@ impl TableRow for UserRow {
             id: f.int()?,
             user_id: f.text()?,
             created_at: f.time()?,
+            study_start: f.opt_time()?,
+            study_start_sent: f.opt_text(),
+            study_end: f.opt_time()?,
+            study_end_sent: f.opt_text(),
+            withdrawn_at: f.opt_time()?,
+            withdrawal_reason: f.opt_text(),
+            erased_at: f.opt_time()?,
         })
     }
 
@@ -276,6 +303,10 @@ impl TableRow for ActionRow {
         "available",
         "unavailable_reason",
         "sent_timestamp",
+        "policy",
+        "fallback_reason",
+        "decided_by",
+        "in_study",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -295,6 +326,10 @@ impl TableRow for ActionRow {
             Some(bool_text(self.available)),
             self.unavailable_reason.clone(),
             Some(self.sent_timestamp.clone()),
+            Some(self.policy.clone()),
+            self.fallback_reason.clone(),
+            self.decided_by.clone(),
+            Some(bool_text(self.in_study)),
         ]
     }
 
@@ -316,6 +351,10 @@ impl TableRow for ActionRow {
             available: f.boolean()?,
             unavailable_reason: f.opt_text(),
             sent_timestamp: f.text()?,
+            policy: f.text()?,
+            fallback_reason: f.opt_text(),
+            decided_by: f.opt_text(),
+            in_study: f.boolean()?,
         })
     }
 
@@ -351,6 +390,7 @@ impl TableRow for StudyRow {
         "decision_type",
         "available",
         "sent_timestamp",
+        "policy",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -370,6 +410,7 @@ impl TableRow for StudyRow {
             Some(self.decision_type.clone()),
             Some(bool_text(self.available)),
             Some(self.sent_timestamp.clone()),
+            self.policy.clone(),
         ]
     }
 
@@ -391,6 +432,7 @@ impl TableRow for StudyRow {
             decision_type: f.text()?,
             available: f.boolean()?,
             sent_timestamp: f.text()?,
+            policy: f.opt_text(),
         })
     }
 
@@ -505,6 +547,7 @@ impl TableRow for ProvenanceRow {
         "backup_file",
         "created_at",
         "last_study_data_id",
+        "included_policies",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -518,6 +561,7 @@ impl TableRow for ProvenanceRow {
             self.backup_file.clone(),
             Some(self.created_at.clone()),
             int(self.last_study_data_id),
+            Some(self.included_policies.clone()),
         ]
     }
 
@@ -533,6 +577,7 @@ impl TableRow for ProvenanceRow {
             backup_file: f.opt_text(),
             created_at: f.time()?,
             last_study_data_id: f.int()?,
+            included_policies: f.text()?,
         })
     }
 
@@ -555,14 +600,210 @@ impl TableRow for ProvenanceRow {
     }
 }
 
+impl TableRow for EventRow {
+    const NAME: &'static str = "participant_events";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "user_id",
+        "kind",
+        "recorded_at",
+        "study_start",
+        "study_start_sent",
+        "study_end",
+        "study_end_sent",
+        "reason",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.id),
+            Some(self.user_id.clone()),
+            Some(self.kind.clone()),
+            Some(self.recorded_at.clone()),
+            self.study_start.clone(),
+            self.study_start_sent.clone(),
+            self.study_end.clone(),
+            self.study_end_sent.clone(),
+            self.reason.clone(),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.int()?,
+            user_id: f.text()?,
+            kind: f.text()?,
+            recorded_at: f.time()?,
+            study_start: f.opt_time()?,
+            study_start_sent: f.opt_text(),
+            study_end: f.opt_time()?,
+            study_end_sent: f.opt_text(),
+            reason: f.opt_text(),
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            participant_events::table.order(participant_events::id),
+            EventRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(participant_events::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+impl TableRow for ErasureRow {
+    const NAME: &'static str = "erasures";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "erased_at",
+        "participant_number",
+        "pseudonym",
+        "row_counts",
+        "backup_file",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Some(self.id.clone()),
+            Some(self.erased_at.clone()),
+            int(self.participant_number),
+            Some(self.pseudonym.clone()),
+            Some(self.row_counts.clone()),
+            Some(self.backup_file.clone()),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.uuid()?,
+            erased_at: f.time()?,
+            participant_number: f.int()?,
+            pseudonym: f.text()?,
+            row_counts: f.json()?,
+            backup_file: f.text()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(conn, erasures::table.order(erasures::id), ErasureRow, each)
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(erasures::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+/// The tables migration 2025-05-01 (the trial's life) created; backups taken before it have
+/// neither.
+pub(crate) const TRIAL_LIFE_TABLES: [&str; 2] = [EventRow::NAME, ErasureRow::NAME];
+
+/// The columns migration 2025-05-01 appended to `table`, in order (empty for other tables).
+pub(crate) fn trial_life_columns(table: &str) -> &'static [&'static str] {
+    let appended = match table {
+        UserRow::NAME => 7,
+        ActionRow::NAME => 4,
+        StudyRow::NAME | ProvenanceRow::NAME => 1,
+        _ => 0,
+    };
+    let known = known_columns(table);
+    &known[known.len() - appended..]
+}
+
+/// What a record written before some migrations needs appended to read as a row of this
+/// build: the fields those migrations added, filled as the migrations fill them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Fill {
+    /// Written before migration 2025-04-02: append [`SENT_TIMESTAMP`].
+    pub sent_timestamp: bool,
+    /// Written before migration 2025-05-01: append [`trial_life_columns`].
+    pub trial_life: bool,
+}
+
+impl Fill {
+    /// The columns `table` had in a backup that needs this fill.
+    pub(crate) fn columns(self, table: &str) -> Vec<&'static str> {
+        let mut columns = known_columns(table).to_vec();
+        if self.trial_life {
+            columns.truncate(columns.len() - trial_life_columns(table).len());
+        }
+        if self.sent_timestamp && columns.last() == Some(&SENT_TIMESTAMP) {
+            columns.pop();
+        }
+        columns
+    }
+
+    /// The fill that reads a record with the columns `header` as a row of `table`, if one
+    /// does.
+    pub(crate) fn for_header(table: &str, header: &[String]) -> Option<Self> {
+        [false, true]
+            .into_iter()
+            .flat_map(|trial_life| {
+                [false, true].map(|sent_timestamp| Self {
+                    sent_timestamp,
+                    trial_life,
+                })
+            })
+            .find(|fill| fill.columns(table) == header)
+    }
+
+    /// Appends to a record of `table` the fields this fill stands for.
+    pub(crate) fn apply(self, table: &str, fields: &mut Vec<Field>) {
+        if self.sent_timestamp && columns_before_sent_timestamps(table).is_some() {
+            fill_sent_timestamp(table, fields);
+        }
+        if self.trial_life {
+            fill_trial_life(table, fields);
+        }
+    }
+}
+
+/// Completes a record of `table` written before migration 2025-05-01 as the migration
+/// completes a row: participants without a window, withdrawal or erasure; decisions drawn by
+/// the algorithm for a participant in the study; uploads whose logged decision (if any) the
+/// algorithm drew; updates that learned from the algorithm's decisions.
+fn fill_trial_life(table: &str, fields: &mut Vec<Field>) {
+    match table {
+        UserRow::NAME => fields.extend(std::iter::repeat_n(None, 7)),
+        ActionRow::NAME => fields.extend([Some("algorithm".into()), None, None, Some("t".into())]),
+        StudyRow::NAME => {
+            let logged = StudyRow::COLUMNS
+                .iter()
+                .position(|c| *c == "action_logged")
+                .and_then(|i| fields.get(i).cloned().flatten());
+            let logged = matches!(logged.as_deref(), Some("t" | "true" | "1"));
+            fields.push(logged.then(|| "algorithm".to_owned()));
+        }
+        ProvenanceRow::NAME => fields.push(Some("algorithm".into())),
+        _ => {}
+    }
+}
+
 /// The column migration 2025-04-02 appended to `actions`, `study_data` and
 /// `model_update_requests`.
 pub(crate) const SENT_TIMESTAMP: &str = "sent_timestamp";
 
 /// The columns `table` had before migration 2025-04-02 appended [`SENT_TIMESTAMP`], when it
-/// appended it to `table`.
+/// appended it to `table` (the columns migration 2025-05-01 appended after it left out).
 pub(crate) fn columns_before_sent_timestamps(table: &str) -> Option<&'static [&'static str]> {
-    known_columns(table)
+    let known = known_columns(table);
+    known[..known.len() - trial_life_columns(table).len()]
         .split_last()
         .filter(|(last, _)| **last == SENT_TIMESTAMP)
         .map(|(_, before)| before)
@@ -592,6 +833,8 @@ pub(crate) fn known_columns(table: &str) -> &'static [&'static str] {
         StudyRow::NAME => StudyRow::COLUMNS,
         UpdateRow::NAME => UpdateRow::COLUMNS,
         ProvenanceRow::NAME => ProvenanceRow::COLUMNS,
+        EventRow::NAME => EventRow::COLUMNS,
+        ErasureRow::NAME => ErasureRow::COLUMNS,
         _ => &[],
     }
 }
