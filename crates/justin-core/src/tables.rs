@@ -81,6 +81,7 @@ mod tests {
         let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, TABLES);
         assert_eq!(listed[0], ("users".to_owned(), 8));
+        assert_eq!(listed[5], ("update_provenance".to_owned(), 3));
         assert_eq!(listed[7], ("erasures".to_owned(), 1));
     }
 

@@ -5,15 +5,19 @@ use std::sync::Arc;
 
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
 use justin_core::{
-    Action, ActionRequest, Availability, Clock, Decision, Probability, ReplayMismatch,
-    ReplaySummary, Service, ServiceSettings, State, Store, TestingStore,
+    Action, ActionRequest, Availability, Clock, Decision, DecisionGuard, Enrollment, Probability,
+    ReplayMismatch, ReplaySummary, Service, ServiceSettings, State, Store, TestingStore,
 };
 
 use crate::support::{action_request, settings, Coin, Study};
 
 fn replay(service: &Service) -> (ReplaySummary, Vec<ReplayMismatch>) {
     let mut mismatches = Vec::new();
-    let summary = service.replay(&mut |m| mismatches.push(m.clone())).unwrap();
+    let summary = service
+        .replay(&mut |m| mismatches.push(m.clone()), &mut |u| {
+            panic!("nothing was erased, yet {u:?} is unverifiable")
+        })
+        .unwrap();
     (summary, mismatches)
 }
 
@@ -57,7 +61,7 @@ fn every_decision_the_service_drew_replays() {
         summary,
         ReplaySummary {
             checked: 9,
-            mismatches: 0
+            ..ReplaySummary::default()
         }
     );
 }
@@ -67,7 +71,11 @@ fn copy_with(study: &Study, decisions: &[Decision], settings: ServiceSettings) -
     let store = Arc::new(MemoryStore::new());
     for name in ["alice", "bob"] {
         store
-            .add_user(&crate::support::user(name), study.clock.now())
+            .add_user(
+                &crate::support::user(name),
+                &Enrollment::default(),
+                study.clock.now(),
+            )
             .unwrap();
     }
     let first = study.store.parameters(1).unwrap().unwrap();
@@ -79,7 +87,7 @@ fn copy_with(study: &Study, decisions: &[Decision], settings: ServiceSettings) -
         .publish_parameters(&second.algorithm, &second.values, second.created_at)
         .unwrap();
     for d in decisions {
-        store.record_decision(d).unwrap();
+        store.record_decision(d, DecisionGuard::None).unwrap();
     }
     Service::new(
         store,
@@ -119,7 +127,8 @@ fn a_stored_decision_that_differs_from_its_replay_is_reported() {
         summary,
         ReplaySummary {
             checked: 9,
-            mismatches: 4
+            mismatches: 4,
+            ..ReplaySummary::default()
         }
     );
     let reported: Vec<(i64, &str)> = mismatches

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
 use justin_core::{
     Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, Availability, CallbackPolicy,
-    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, JsonObject, Probability, Service,
-    ServiceSettings, State, Store, StudyRecord, UploadRecorded, UploadRequest, UserId,
+    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, Enrollment, JsonObject, Probability,
+    Service, ServiceSettings, State, Store, StudyRecord, TrialSettings, UploadRecorded,
+    UploadRequest, UserId,
 };
 use serde_json::json;
 
@@ -173,6 +174,8 @@ pub fn settings() -> ServiceSettings {
         callbacks: callback_policy(),
         service_version: "0.0.0-test".into(),
         config_hash: "c0ffee".into(),
+        trial: TrialSettings::default(),
+        erasure_backup_dir: "/backups/erasures".into(),
     }
 }
 
@@ -274,7 +277,7 @@ impl Study {
     /// Registers `name`.
     pub fn add_user(&self, name: &str) -> UserId {
         let id = user(name);
-        self.service.add_user(&id).unwrap();
+        self.service.add_user(&id, &Enrollment::default()).unwrap();
         id
     }
 
