@@ -61,8 +61,7 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 use justin_core::recording::superseded_update;
 use justin_core::{
-    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob,
-    UpdateRequest,
+    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob, UpdateRequest,
 };
 
 use crate::error::{from_diesel, other};

@@ -146,9 +146,8 @@ impl UserRow {
             }),
             (None, _) => None,
         };
-        let count = |n: i64| {
-            u64::try_from(n).map_err(|_| bad(InvalidValue(format!("negative count {n}"))))
-        };
+        let count =
+            |n: i64| u64::try_from(n).map_err(|_| bad(InvalidValue(format!("negative count {n}"))));
         Ok(justin_core::Participant {
             user_id: UserId::parse(self.user_id).map_err(bad)?,
             created_at: parse_time(&self.created_at).map_err(bad)?,

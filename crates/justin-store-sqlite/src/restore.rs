@@ -69,13 +69,10 @@ fn predates_trial_life(file: &Path) -> bool {
         let Ok(mut entry) = entry else {
             return false;
         };
-        let is_manifest = entry
-            .path()
-            .is_ok_and(|p| p.to_string_lossy() == MANIFEST);
+        let is_manifest = entry.path().is_ok_and(|p| p.to_string_lossy() == MANIFEST);
         if is_manifest {
-            return Manifest::read(&mut entry).is_ok_and(|m| {
-                !m.migrations.iter().any(|v| v == TRIAL_LIFE_MIGRATION)
-            });
+            return Manifest::read(&mut entry)
+                .is_ok_and(|m| !m.migrations.iter().any(|v| v == TRIAL_LIFE_MIGRATION));
         }
     }
     false
@@ -244,10 +241,7 @@ const TRIAL_LIFE_MIGRATION: &str = "20250501000000";
 /// migrations 2025-04-01, 2025-04-02 and 2025-05-01 made of it, and says how to complete its
 /// records: as those migrations complete the rows they find (a table the backup predates
 /// stays empty).
-fn check_database(
-    conn: &mut SqliteConnection,
-    backup: &CheckedBackup,
-) -> Result<Fill, StoreError> {
+fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result<Fill, StoreError> {
     let applied = applied_migrations(conn).map_err(from_diesel)?;
     let has_decision_types = |migrations: &[String]| {
         migrations
@@ -274,13 +268,11 @@ fn check_database(
     let newer = applied
         .strip_prefix(layout_migrations(&backup.migrations).as_slice())
         .filter(|newer| {
-            newer
-                .iter()
-                .all(|m| {
-                    m == EXACT_NUMBERS_MIGRATION
-                        || m == SENT_TIMESTAMPS_MIGRATION
-                        || m == TRIAL_LIFE_MIGRATION
-                })
+            newer.iter().all(|m| {
+                m == EXACT_NUMBERS_MIGRATION
+                    || m == SENT_TIMESTAMPS_MIGRATION
+                    || m == TRIAL_LIFE_MIGRATION
+            })
         })
         .ok_or_else(|| {
             invalid(format!(

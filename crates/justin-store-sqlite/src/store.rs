@@ -255,12 +255,7 @@ macro_rules! on_key_taken {
 
 /// Inserts the decision unless one exists for its key (user, type, index) or study data was
 /// uploaded for it.
-const INSERT_DECISION: &str = concat!(
-    decision_values!(),
-    "WHERE ",
-    no_upload!(),
-    on_key_taken!()
-);
+const INSERT_DECISION: &str = concat!(decision_values!(), "WHERE ", no_upload!(), on_key_taken!());
 
 /// The same, only when the participant is in the study at the decision's `requested_at`
 /// (times compare as text: they are stored fixed-width in UTC), has not withdrawn and was not
@@ -628,8 +623,8 @@ fn erase(conn: &mut SqliteConnection, user: &str, erasure: &Erasure) -> Result<E
     };
     conn.batch_execute("PRAGMA defer_foreign_keys = ON")?;
     let pseudonym = erasure.pseudonym.as_str();
-    let uploads = diesel::delete(study_data::table.filter(study_data::user_id.eq(user)))
-        .execute(conn)?;
+    let uploads =
+        diesel::delete(study_data::table.filter(study_data::user_id.eq(user))).execute(conn)?;
     let events =
         diesel::delete(participant_events::table.filter(participant_events::user_id.eq(user)))
             .execute(conn)?;
@@ -703,7 +698,12 @@ impl Store for SqliteStore {
                     users::study_end_sent.eq(&end_sent),
                 ))
                 .execute(conn)?;
-            let window = (start.clone(), start_sent.clone(), end.clone(), end_sent.clone());
+            let window = (
+                start.clone(),
+                start_sent.clone(),
+                end.clone(),
+                end_sent.clone(),
+            );
             diesel::insert_into(participant_events::table)
                 .values(NewEvent::new(
                     user.as_str(),

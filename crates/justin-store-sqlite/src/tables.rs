@@ -872,7 +872,10 @@ mod tests {
         assert_eq!(columns_before_sent_timestamps("update_provenance"), None);
         for table in ["actions", "study_data", "model_update_requests"] {
             let before = columns_before_sent_timestamps(table).unwrap();
-            assert_eq!([before, &[SENT_TIMESTAMP]].concat(), known_columns(table));
+            assert_eq!(
+                [before, &[SENT_TIMESTAMP], trial_life_columns(table)].concat(),
+                known_columns(table)
+            );
         }
         let mut fields: Vec<Field> = vec![
             Some("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
@@ -883,6 +886,80 @@ mod tests {
             fields[2].as_deref(),
             Some("2025-01-01T12:00:00.500000Z"),
             "the form migrations/postgres writes"
+        );
+    }
+
+    /// Records from before migration 2025-05-01 (and from before 2025-04-02 too) are told
+    /// apart by their header and completed as the migrations complete rows.
+    #[test]
+    fn rows_from_before_migration_2025_05_01_get_the_defaults() {
+        let header = |columns: &[&str]| columns.iter().map(|c| (*c).to_owned()).collect();
+        for table in ["users", "actions", "study_data", "update_provenance"] {
+            let current: Vec<String> = header(known_columns(table));
+            assert_eq!(Fill::for_header(table, &current), Some(Fill::default()));
+            let before = &known_columns(table)[..current.len() - trial_life_columns(table).len()];
+            let fill = Fill::for_header(table, &header(before)).unwrap();
+            assert!(fill.trial_life && !fill.sent_timestamp, "{table}");
+        }
+        let before_both = columns_before_sent_timestamps("actions").unwrap();
+        assert_eq!(
+            Fill::for_header("actions", &header(before_both)),
+            Some(Fill {
+                sent_timestamp: true,
+                trial_life: true
+            })
+        );
+        assert_eq!(
+            Fill::for_header("actions", &header(&["id", "user_id"])),
+            None
+        );
+        assert_eq!(trial_life_columns("model_parameters"), &[] as &[&str]);
+        assert_eq!(trial_life_columns("erasures"), &[] as &[&str]);
+
+        let trial_life = Fill {
+            sent_timestamp: false,
+            trial_life: true,
+        };
+        let mut user: Vec<Field> = vec![Some("1".into()), Some("u".into()), None];
+        trial_life.apply("users", &mut user);
+        assert_eq!(user.len(), UserRow::COLUMNS.len());
+        assert!(user[3..].iter().all(Option::is_none));
+
+        let mut action: Vec<Field> = vec![None; before_both.len()];
+        action[3] = Some("2025-01-01 12:00:00+00".into());
+        Fill {
+            sent_timestamp: true,
+            trial_life: true,
+        }
+        .apply("actions", &mut action);
+        assert_eq!(action.len(), ActionRow::COLUMNS.len());
+        let tail: Vec<Option<&str>> = action[before_both.len()..]
+            .iter()
+            .map(Option::as_deref)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                Some("2025-01-01T12:00:00.000000Z"),
+                Some("algorithm"),
+                None,
+                None,
+                Some("t")
+            ]
+        );
+
+        for (logged, policy) in [("t", Some("algorithm")), ("f", None)] {
+            let mut study: Vec<Field> = vec![None; StudyRow::COLUMNS.len() - 1];
+            study[11] = Some(logged.into());
+            trial_life.apply("study_data", &mut study);
+            assert_eq!(study.last().cloned().flatten().as_deref(), policy);
+        }
+
+        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 1];
+        trial_life.apply("update_provenance", &mut provenance);
+        assert_eq!(
+            provenance.last().cloned().flatten().as_deref(),
+            Some("algorithm")
         );
     }
 
@@ -932,6 +1009,7 @@ mod tests {
             Some("evening"),
             Some("f"),
             Some("2025-W01-3"),
+            Some("warmup"),
         ]);
         let row = StudyRow::parse(study).unwrap();
         assert!(row.action_logged);
@@ -941,6 +1019,8 @@ mod tests {
         assert!(!row.available);
         assert_eq!(row.fields()[13].as_deref(), Some("f"));
         assert_eq!(row.fields()[14].as_deref(), Some("2025-W01-3"));
+        assert_eq!(row.policy.as_deref(), Some("warmup"));
+        assert_eq!(row.fields()[15].as_deref(), Some("warmup"));
 
         let provenance = ProvenanceRow::parse(fields(&[
             Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),
@@ -952,10 +1032,12 @@ mod tests {
             None,
             Some("2025-01-01 12:00:01.5+00"),
             Some("9"),
+            Some("algorithm,warmup"),
         ]))
         .unwrap();
         assert_eq!(provenance.last_study_data_id, 9);
         assert_eq!(provenance.fields()[8].as_deref(), Some("9"));
+        assert_eq!(provenance.fields()[9].as_deref(), Some("algorithm,warmup"));
         let no_watermark = ProvenanceRow::parse(fields(&[
             Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),
             Some("2"),
@@ -966,6 +1048,7 @@ mod tests {
             None,
             Some("2025-01-01 12:00:01.5+00"),
             None,
+            Some("algorithm"),
         ]));
         assert_eq!(
             no_watermark.err().as_deref(),
@@ -975,10 +1058,24 @@ mod tests {
 
     #[test]
     fn bad_fields_name_their_column() {
-        let err = UserRow::parse(vec![Some("x".into()), Some("u".into()), None]).unwrap_err();
+        let user = |id: &str, created_at: Option<&str>, withdrawal_reason: Option<&str>| {
+            let mut fields: Vec<Field> = vec![None; UserRow::COLUMNS.len()];
+            fields[0] = Some(id.into());
+            fields[1] = Some("u".into());
+            fields[2] = created_at.map(str::to_owned);
+            fields[8] = withdrawal_reason.map(str::to_owned);
+            fields
+        };
+        let err = UserRow::parse(user("x", None, None)).unwrap_err();
         assert!(err.contains("id"), "{err}");
-        let err = UserRow::parse(vec![Some("1".into()), Some("u".into()), None]).unwrap_err();
+        let err = UserRow::parse(user("1", None, None)).unwrap_err();
         assert!(err.contains("created_at is NULL"), "{err}");
+        let mut late = user("1", Some("2025-01-01T00:00:00Z"), None);
+        late[3] = Some("soon".into());
+        let err = UserRow::parse(late).unwrap_err();
+        assert!(err.contains("study_start"), "{err}");
+        let row = UserRow::parse(user("1", Some("2025-01-01T00:00:00Z"), Some("moved"))).unwrap();
+        assert_eq!(row.withdrawal_reason.as_deref(), Some("moved"));
         let err = UserRow::parse(vec![Some("1".into())]).unwrap_err();
         assert!(err.contains("fields"), "{err}");
     }

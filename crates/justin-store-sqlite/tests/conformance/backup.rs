@@ -12,6 +12,7 @@ use justin_core::{
     Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Recorded,
     Store, StoreError, StudyRecord, TestingStore, UpdateRequest,
 };
+use justin_core::{DecisionGuard, Enrollment};
 use justin_store_sqlite::testing::TestDatabase;
 
 use crate::support::{pack, unpack, ScratchDir};
@@ -22,11 +23,13 @@ fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
         .seed_parameters("algo", &serde_json::json!({"mu": [0.5, 1]}), at(0))
         .unwrap();
     for name in ["alice", "bob"] {
-        store.add_user(&user(name), at(0)).unwrap();
+        store
+            .add_user(&user(name), &Enrollment::default(), at(0))
+            .unwrap();
     }
     for i in 0..3 {
         let d = decision("alice", i, params.version);
-        store.record_decision(&d).unwrap();
+        store.record_decision(&d, DecisionGuard::None).unwrap();
         store.record_study_data(&upload_for(&d)).unwrap();
     }
     // An upload without a logged decision.
@@ -40,13 +43,15 @@ fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
         "evening",
         Some("driving, \"busy\""),
     );
-    store.record_decision(&off).unwrap();
+    store.record_decision(&off, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&off)).unwrap();
     let morning = Decision {
         decision_type: DecisionType::parse("morning").unwrap(),
         ..decision("alice", 0, params.version)
     };
-    store.record_decision(&morning).unwrap();
+    store
+        .record_decision(&morning, DecisionGuard::None)
+        .unwrap();
     let requests: Vec<UpdateRequest> = (1..=3).map(update_request).collect();
     for r in &requests {
         store.create_update_request(r).unwrap();
@@ -112,7 +117,7 @@ fn a_backup_restores_into_another_sqlite_database() {
     let target = TestDatabase::create();
     target
         .store()
-        .add_user(&user("someone-else"), at(0))
+        .add_user(&user("someone-else"), &Enrollment::default(), at(0))
         .unwrap();
     let report = target.store().restore(&backup.path).unwrap();
 
@@ -129,7 +134,10 @@ fn a_backup_restores_into_another_sqlite_database() {
     // Ids continue after the restored ones.
     let next = decision("bob", 0, 2);
     assert_eq!(
-        target.store().record_decision(&next).unwrap(),
+        target
+            .store()
+            .record_decision(&next, DecisionGuard::None)
+            .unwrap(),
         Recorded::Inserted
     );
     assert_eq!(
@@ -166,7 +174,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "20250201000000",
             "20250301000000",
             "20250401000000",
-            "20250402000000"
+            "20250402000000",
+            "20250501000000"
         ])
     );
     let names: Vec<&str> = manifest["tables"]
@@ -183,7 +192,9 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "actions",
             "study_data",
             "model_update_requests",
-            "update_provenance"
+            "update_provenance",
+            "participant_events",
+            "erasures"
         ]
     );
     for table in manifest["tables"].as_array().unwrap() {
@@ -201,16 +212,27 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     let users = &files["users.csv"];
     assert_eq!(
         users.lines().nth(1).unwrap(),
-        "1,alice,2025-06-15T15:06:40.000000Z",
-        "ids, text and RFC 3339 times in UTC with microseconds"
+        "1,alice,2025-06-15T15:06:40.000000Z,,,,,,,",
+        "ids, text and RFC 3339 times in UTC with microseconds; no window, withdrawal or erasure"
     );
     let study = &files["study_data.csv"];
-    // action_logged, decision_type, available: the three columns before sent_timestamp (whose
-    // values here hold no comma).
+    // action_logged, decision_type, available: the three columns before sent_timestamp and
+    // policy (whose values here hold no comma).
+    let policies: Vec<&str> = study
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit_once(',').map_or(l, |(_, policy)| policy))
+        .collect();
+    assert_eq!(
+        policies,
+        ["algorithm", "algorithm", "algorithm", "", "algorithm"],
+        "the logged decision's policy, NULL without one"
+    );
     let last_three: Vec<&str> = study
         .lines()
         .skip(1)
         .map(|l| {
+            let l = l.rsplit_once(',').map_or(l, |(rest, _)| rest);
             let before_sent = l.rsplit_once(',').map_or(l, |(rest, _)| rest);
             before_sent
                 .rsplitn(4, ',')
@@ -231,16 +253,19 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     );
     let provenance = &files["update_provenance.csv"];
     assert!(
-        provenance.ends_with(",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5\n"),
+        provenance
+            .ends_with(",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5,\"algorithm,warmup\"\n"),
         "NULL as an empty field; the update could read study data up to id 5: {provenance}"
     );
     let actions = &files["actions.csv"];
     assert!(
-        actions.contains(",0,0.0,1,42,evening,f,\"driving, \"\"busy\"\"\",2025-01-01T12:00:00Z\n"),
+        actions.contains(
+            ",0,0.0,1,42,evening,f,\"driving, \"\"busy\"\"\",2025-01-01T12:00:00Z,algorithm,,,t\n"
+        ),
         "an unavailable decision with its quoted reason: {actions}"
     );
     assert!(
-        actions.ends_with(",1,0.75,1,42,morning,t,,2025-01-01T12:00:00Z\n"),
+        actions.ends_with(",1,0.75,1,42,morning,t,,2025-01-01T12:00:00Z,algorithm,,,t\n"),
         "no reason is NULL: {actions}"
     );
     assert!(
@@ -426,15 +451,19 @@ fn a_backup_in_postgres_formats_restores() {
     assert_eq!(export[0].upload.as_ref().unwrap().used_in_version, Some(2));
     assert_eq!(export[1].upload, None);
     // Ids continue after the restored ones, and the restored user is there.
-    assert!(store.add_user(&user("alice"), at(0)).is_err());
-    store.add_user(&user("bob"), at(0)).unwrap();
+    assert!(store
+        .add_user(&user("alice"), &Enrollment::default(), at(0))
+        .is_err());
+    store
+        .add_user(&user("bob"), &Enrollment::default(), at(0))
+        .unwrap();
     let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
     assert_eq!(counts["users"], 2);
     let backup = store.backup(&dir, at(5)).unwrap();
     let users = &unpack(&backup.path)["users.csv"];
     assert!(users.contains("\n8,bob,"), "{users}");
     assert!(
-        users.contains("\n7,alice,2025-01-01T12:00:00.123456Z\n"),
+        users.contains("\n7,alice,2025-01-01T12:00:00.123456Z,,,,,,,\n"),
         "{users}"
     );
 }
@@ -471,7 +500,9 @@ fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
 
     let db = TestDatabase::create();
     let store = db.store();
-    store.add_user(&user("kept"), at(0)).unwrap();
+    store
+        .add_user(&user("kept"), &Enrollment::default(), at(0))
+        .unwrap();
     for result in [store.check_backup(&file), store.restore(&file)] {
         match result {
             Err(StoreError::InvalidBackup(reason)) => {

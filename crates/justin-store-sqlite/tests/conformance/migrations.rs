@@ -9,6 +9,7 @@ use justin_core::builders::{at, decision, unavailable, upload_for, user};
 use justin_core::{
     Availability, Decision, DecisionType, Provenance, Recorded, Store, TestingStore, UpdateRequest,
 };
+use justin_core::{DecisionGuard, Enrollment};
 use justin_store_sqlite::testing::TestDatabase;
 
 fn connect(db: &TestDatabase) -> SqliteConnection {
@@ -21,6 +22,7 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 #[test]
 fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -35,6 +37,7 @@ fn every_migration_reverts_and_applies_again() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -49,6 +52,7 @@ fn every_migration_reverts_and_applies_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -89,6 +93,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
 
@@ -203,6 +208,7 @@ fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -214,6 +220,7 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
 
@@ -245,7 +252,12 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
         decision_type: DecisionType::parse("morning").unwrap(),
         ..decision("alice", 0, 1)
     };
-    assert_eq!(store.record_decision(&morning).unwrap(), Recorded::Inserted);
+    assert_eq!(
+        store
+            .record_decision(&morning, DecisionGuard::None)
+            .unwrap(),
+        Recorded::Inserted
+    );
     let id: i64 = diesel::dsl::sql::<BigInt>("SELECT max(id) FROM actions")
         .get_result(&mut connect(&db))
         .unwrap();
@@ -261,13 +273,19 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
         ))
         .unwrap();
     let mut job = store.claim_update(at(1)).unwrap().unwrap();
-    assert_eq!(job.study_data().unwrap().count(), 3);
+    assert_eq!(
+        job.study_data(justin_core::UpdateInclusion::default())
+            .unwrap()
+            .count(),
+        3
+    );
     let provenance = Provenance {
         service_version: "t".into(),
         algorithm: "algo".into(),
         config_hash: "h".into(),
         rows_read: 3,
         backup_file: None,
+        included_policies: "algorithm".into(),
     };
     let v4 = job
         .complete("algo", &serde_json::json!({}), &provenance, at(2))
@@ -290,12 +308,14 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     let params = store
         .seed_parameters("algo", &serde_json::json!({}), at(0))
         .unwrap();
-    store.add_user(&user("alice"), at(0)).unwrap();
+    store
+        .add_user(&user("alice"), &Enrollment::default(), at(0))
+        .unwrap();
     let plain = decision("alice", 0, params.version);
-    store.record_decision(&plain).unwrap();
+    store.record_decision(&plain, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&plain)).unwrap();
     let off = unavailable(decision("alice", 1, params.version), "default", None);
-    store.record_decision(&off).unwrap();
+    store.record_decision(&off, DecisionGuard::None).unwrap();
     store
         .create_update_request(&UpdateRequest::new(
             uuid::Uuid::new_v4(),
@@ -311,6 +331,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
         config_hash: "h".into(),
         rows_read: 1,
         backup_file: None,
+        included_policies: "algorithm".into(),
     };
     store
         .claim_update(at(1))
@@ -338,6 +359,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE NOT available")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -370,6 +392,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
     let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
