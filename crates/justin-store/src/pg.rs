@@ -378,7 +378,9 @@ fn record_host_decision_on(
             .optional()
             .map_err(from_diesel)?;
         if let Some((id, action, action_prob)) = uploaded {
-            let bad = |e: justin_core::InvalidValue| other(format!("invalid row {id} in study_data: {e}"));
+            let bad = |e: justin_core::InvalidValue| {
+                other(format!("invalid row {id} in study_data: {e}"))
+            };
             let action = Action::from_i64(action.into()).map_err(bad)?;
             let action_prob = Probability::new(action_prob).map_err(bad)?;
             if action != decision.action || !action_prob.agrees_with(decision.action_prob) {
@@ -799,11 +801,7 @@ fn lock_user(conn: &mut PgConnection, user: &str) -> Result<Option<UserRow>, Sto
 }
 
 /// [`Store::erase_participant`] in the caller's transaction.
-fn erase_on(
-    conn: &mut PgConnection,
-    user: &str,
-    erasure: &Erasure,
-) -> Result<Erasure, StoreError> {
+fn erase_on(conn: &mut PgConnection, user: &str, erasure: &Erasure) -> Result<Erasure, StoreError> {
     let row = lock_user(conn, user)?.ok_or(StoreError::UnknownUser)?;
     let uploads = diesel::delete(study_data::table.filter(study_data::user_id.eq(user)))
         .execute(conn)
@@ -926,7 +924,14 @@ impl Store for PgStore {
                     ))
                     .execute(conn)
                     .map_err(from_diesel)?;
-                insert_event(conn, user.as_str(), "enrolled", created_at, enrollment, None)
+                insert_event(
+                    conn,
+                    user.as_str(),
+                    "enrolled",
+                    created_at,
+                    enrollment,
+                    None,
+                )
             })
         })
     }
