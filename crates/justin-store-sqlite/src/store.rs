@@ -252,6 +252,8 @@ macro_rules! on_key_taken {
         "ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id"
     };
 }
+#[cfg(test)]
+const ON_KEY_TAKEN_SQL: &str = on_key_taken!();
 
 /// Inserts the decision unless one exists for its key (user, type, index) or study data was
 /// uploaded for it.
@@ -1107,4 +1109,95 @@ pub(crate) fn delete_all(conn: &mut SqliteConnection) -> QueryResult<()> {
         "DELETE FROM sqlite_sequence WHERE name IN ({names});"
     ));
     conn.batch_execute(&sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setup::{run_migrations, Throwaway};
+
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    /// Whether a step of a plan reads a whole table (a scan of a subquery's few rows is not).
+    fn scans_a_table(detail: &str) -> bool {
+        detail.starts_with("SCAN") && !detail.starts_with("SCAN (subquery")
+    }
+
+    fn plan(conn: &mut SqliteConnection, sql: &str) -> Vec<String> {
+        diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<Plan>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.detail)
+            .collect()
+    }
+
+    /// Every guarded insert finds what it checks through an index; none reads a whole table.
+    /// Without warm-up counts (the usual case) it is the unguarded insert with one lookup of
+    /// the participant.
+    #[test]
+    fn guarded_inserts_read_through_indexes_only() {
+        let file = Throwaway::new();
+        let mut conn = SqliteConnection::establish(file.path().to_str().unwrap()).unwrap();
+        run_migrations(&mut conn).unwrap();
+        let guards = [
+            (None, None),
+            (Some(5), None),
+            (None, Some(20)),
+            (Some(5), Some(20)),
+        ];
+        for (n, k) in guards {
+            let guard = DecisionGuard::InStudy {
+                warmup_first_decisions: n,
+                warmup_until_participants: k,
+            };
+            let details = plan(&mut conn, &insert_decision_sql(guard));
+            assert!(
+                !details.iter().any(|d| scans_a_table(d)),
+                "{guard:?}: {details:?}"
+            );
+            assert!(
+                details
+                    .iter()
+                    .any(|d| d.starts_with("SEARCH u USING INDEX sqlite_autoindex_users_1")),
+                "{guard:?}: {details:?}"
+            );
+            if k.is_some() {
+                assert!(
+                    details.iter().any(|d| d.contains("users_started_idx")),
+                    "{guard:?}: {details:?}"
+                );
+            }
+        }
+        let unguarded = plan(&mut conn, INSERT_DECISION);
+        let hot = plan(&mut conn, INSERT_DECISION_IN_STUDY);
+        // The unguarded insert selects its one row of values from nothing; the hot path selects
+        // it from the participant's row, found by the unique index.
+        assert_eq!(unguarded[0], "SCAN CONSTANT ROW");
+        assert!(hot[0].starts_with("SEARCH u USING INDEX sqlite_autoindex_users_1 (user_id=?)"));
+        assert_eq!(hot[1..], unguarded[1..], "{hot:?} / {unguarded:?}");
+        let facts = plan(&mut conn, PARTICIPANT_FACTS);
+        assert!(!facts.iter().any(|d| scans_a_table(d)), "{facts:?}");
+    }
+
+    #[test]
+    fn the_counts_are_written_only_when_the_guard_has_them() {
+        let none = DecisionGuard::InStudy {
+            warmup_first_decisions: None,
+            warmup_until_participants: None,
+        };
+        assert_eq!(insert_decision_sql(none), INSERT_DECISION_IN_STUDY);
+        assert_eq!(insert_decision_sql(DecisionGuard::None), INSERT_DECISION);
+        let both = insert_decision_sql(DecisionGuard::InStudy {
+            warmup_first_decisions: Some(3),
+            warmup_until_participants: Some(40),
+        });
+        assert!(both.contains("LIMIT 3)) >= 3"), "{both}");
+        assert!(both.contains("LIMIT 40)) >= 40"), "{both}");
+        assert!(both.ends_with(ON_KEY_TAKEN_SQL), "{both}");
+    }
 }
