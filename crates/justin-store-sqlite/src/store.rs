@@ -18,13 +18,13 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
-use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::recording::{host_decision_against_upload, refused_decision, refused_upload};
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
-    Action, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream, Enrollment,
-    Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy, Probability,
-    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
-    UploadRecorded, UserId,
+    Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
+    Enrollment, Erasure, ExportStream, InvalidValue, ModelParameters, Participant,
+    ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord,
+    UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
@@ -530,28 +530,23 @@ fn record_host_decision(
         Err(e) => return Err(foreign_key(conn, e)),
     }
     let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-    if let Some(logged) = logged {
-        return Ok(Recorded::Existing(logged.try_into()?));
-    }
-    if !uploaded {
-        return refused_decision(decision, None::<ActionRow>, false).map_err(Failure::Store);
+    if logged.is_some() || !uploaded {
+        return Ok(refused_decision(decision, logged, uploaded)?);
     }
     let same_key = study_data::user_id
         .eq(v.user_id)
         .and(study_data::decision_type.eq(v.decision_type))
         .and(study_data::decision_idx.eq(v.decision_idx));
-    let (action, action_prob) = study_data::table
+    let (id, action, action_prob) = study_data::table
         .filter(same_key)
-        .select((study_data::action, study_data::action_prob))
-        .first::<(i16, f64)>(conn)?;
-    let uploaded_action = Action::from_i64(action.into()).map_err(|e| Failure::Store(other(e)))?;
-    let uploaded_prob = Probability::new(action_prob).map_err(|e| Failure::Store(other(e)))?;
-    if uploaded_action != decision.action || !uploaded_prob.agrees_with(decision.action_prob) {
-        return Err(Failure::Store(StoreError::UploadMismatch {
-            logged_action: uploaded_action,
-            logged_prob: uploaded_prob,
-        }));
-    }
+        .select((study_data::id, study_data::action, study_data::action_prob))
+        .first::<(i64, i16, f64)>(conn)?;
+    let unreadable = |e: InvalidValue| other(format!("invalid row {id} in study_data: {e}"));
+    let upload = ActionChoice {
+        action: Action::from_i64(action.into()).map_err(unreadable)?,
+        action_prob: Probability::new(action_prob).map_err(unreadable)?,
+    };
+    host_decision_against_upload(decision, upload)?;
     match insert_decision(conn, INSERT_DECISION_OVER_UPLOAD, v) {
         Ok(rows) if !rows.is_empty() => {}
         Ok(_) => {
