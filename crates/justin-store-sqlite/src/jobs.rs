@@ -60,7 +60,9 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
 use justin_core::recording::superseded_update;
-use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
+use justin_core::{
+    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob, UpdateRequest,
+};
 
 use crate::error::{from_diesel, other};
 use crate::models::{fmt_time, update_request, uuid_text, ParametersRow, ProvenanceRow, UpdateRow};
@@ -68,7 +70,7 @@ use crate::schema::{
     model_parameters, model_update_requests, study_data, update_lease, update_provenance,
 };
 use crate::store::{PooledSqlite, SqliteStore};
-use crate::stream::{AvailableStudyRow, BorrowedStream};
+use crate::stream::{AvailableStudyRow, BorrowedStream, UpdateBound};
 
 /// What went wrong inside a job's write transaction. Diesel's transaction needs an error type
 /// it can convert its own errors into; the port's error is kept as is.
@@ -439,9 +441,12 @@ impl UpdateJob for SqliteUpdateJob {
 
     fn study_data(
         &mut self,
+        include: UpdateInclusion,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let upto = self.snapshot_last_upload;
-        let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, upto);
+        let bound = self
+            .snapshot_last_upload
+            .map(|upto| UpdateBound { upto, include });
+        let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, bound);
         Ok(Box::new(stream))
     }
 

@@ -13,6 +13,7 @@ use crate::support::connect;
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
@@ -52,7 +53,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
-            "2025-04-03-000000_decision_key_lock".to_owned()
+            "2025-04-03-000000_decision_key_lock".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned()
         ]
     );
 
@@ -90,6 +92,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
@@ -142,7 +145,8 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
-            "2025-04-03-000000_decision_key_lock".to_owned()
+            "2025-04-03-000000_decision_key_lock".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned()
         ]
     );
 
@@ -193,7 +197,9 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
         ..decision("alice", 0, 3)
     };
     assert_eq!(
-        db.store().record_decision(&morning).unwrap(),
+        db.store()
+            .record_decision(&morning, justin_core::DecisionGuard::None)
+            .unwrap(),
         Recorded::Inserted
     );
 }
@@ -208,15 +214,20 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     store
         .add_user(
             &justin_core::builders::user("alice"),
+            &justin_core::Enrollment::default(),
             justin_core::builders::at(0),
         )
         .unwrap();
-    store.record_decision(&decision("alice", 0, 1)).unwrap();
+    store
+        .record_decision(&decision("alice", 0, 1), justin_core::DecisionGuard::None)
+        .unwrap();
     let morning = justin_core::Decision {
         decision_type: DecisionType::parse("morning").unwrap(),
         ..decision("alice", 0, 1)
     };
-    store.record_decision(&morning).unwrap();
+    store
+        .record_decision(&morning, justin_core::DecisionGuard::None)
+        .unwrap();
 
     let down =
         include_str!("../../../../migrations/postgres/2025-03-01-000000_decision_types/down.sql");
@@ -232,6 +243,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
@@ -242,7 +254,8 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
-            "2025-04-03-000000_decision_key_lock".to_owned()
+            "2025-04-03-000000_decision_key_lock".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned()
         ]
     );
     // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
