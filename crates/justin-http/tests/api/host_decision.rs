@@ -84,8 +84,16 @@ fn a_host_decision_after_an_upload_must_match_it_and_then_logs_it() {
     let refused = app.post_json(PATH, &differs);
     let stored = app.post_json(PATH, &host_body("u1", 0));
 
-    assert_eq!(refused.0, 400, "{}", refused.1);
-    assert_eq!(refused.1["status"], "failed");
+    assert_eq!(
+        refused,
+        (
+            400,
+            error(
+                "The study data uploaded for this decision (action 1, action_prob 0.5) must \
+                 match it (action 0, action_prob 0.5)."
+            )
+        )
+    );
     assert_eq!(stored.0, 201, "{}", stored.1);
     let rows = crate::helpers::sql_lines(
         app.database_url(),

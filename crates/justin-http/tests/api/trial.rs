@@ -76,7 +76,7 @@ fn a_request_without_the_new_fields_answers_exactly_as_before() {
         ]
     );
     assert_eq!(body["action_prob"], 0.5);
-    assert_eq!(body["state"], json!([23.0]));
+    assert_eq!(body["state"], json!([23]));
     let (status, again) = app.action("u1", 0, 23.0);
     assert_eq!((status, &again), (200, &body));
 }

@@ -133,8 +133,18 @@ pub async fn handle(
                 status: Failed::Failed,
             }));
         }
-        Err(e @ DomainError::UploadMismatch { .. }) => {
-            return Err(ApiError::BadRequest(e.to_string()))
+        // The core names the upload's values `uploaded_*` and this decision's `logged_*`.
+        Err(DomainError::UploadMismatch {
+            uploaded_action,
+            uploaded_prob,
+            logged_action,
+            logged_prob,
+        }) => {
+            return Err(ApiError::BadRequest(format!(
+                "The study data uploaded for this decision (action {uploaded_action}, \
+                 action_prob {uploaded_prob}) must match it (action {logged_action}, \
+                 action_prob {logged_prob})."
+            )))
         }
         Err(e) => return Err(e.into()),
     };
