@@ -285,11 +285,14 @@ fn the_export_keeps_the_existing_columns_in_their_places() {
     );
 }
 
+/// A change to the configuration.
+type Change = dyn Fn(&mut justin_http::config::Config);
+
 #[test]
 fn a_half_configured_warmup_stops_start_up_naming_the_key() {
     let db = justin_testkit::TestDatabase::create();
     let scratch = justin_testkit::ScratchDir::new();
-    let cases: [(&dyn Fn(&mut justin_http::config::Config), &str); 3] = [
+    let cases: [(&Change, &str); 3] = [
         (
             &|c| c.algorithm.warmup.probability = Some(0.5),
             "algorithm.warmup.probability",
