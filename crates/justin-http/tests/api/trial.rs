@@ -101,6 +101,7 @@ fn a_decision_before_the_participants_start_is_stored_without_a_draw() {
     assert_eq!(body["available"], false);
     assert_eq!(body["in_study"], false);
     assert_eq!(body["unavailable_reason"], "not_in_study");
+    assert_eq!(body["state"], json!([23]));
     assert!(body.get("policy").is_none(), "{body}");
     assert_eq!(app.action("u1", 0, 23.0), (200, body.clone()));
 }
