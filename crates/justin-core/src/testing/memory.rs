@@ -37,8 +37,10 @@ fn key(user_id: &UserId, decision_type: &DecisionType, decision_idx: DecisionIdx
 ///   after the other; racing calls end as if run in some order, as the port requires.
 /// - Streams (`decisions`, `export`, `study_data`) copy the rows stored when they are called:
 ///   later rows never appear, and there is no cursor to page.
-/// - An update job reads the study data stored when it was claimed (its snapshot) and, on
-///   completion, marks the available records among them that no earlier update read.
+/// - An update job reads the study data stored when it was claimed (its snapshot), leaving
+///   out participants withdrawn when it reads; on completion it keeps where its snapshot
+///   ended, and `export` names for each upload the first completed update whose snapshot
+///   held it, that learns from its policy and that started before its participant withdrew.
 /// - It keeps nothing in files: `backup` keeps a copy of every table in memory under the path
 ///   it reports (no file is written there), and `check_backup` and `restore` read only such
 ///   copies, refusing any other path with [`StoreError::InvalidBackup`]. It therefore does not
@@ -63,6 +65,8 @@ struct Inner {
     /// The copies `backup` took, by the path it reported; a reset keeps them, as files would
     /// stay on disk.
     backups: HashMap<PathBuf, Tables>,
+    /// Calls of the ports so far (each a round trip to a database).
+    calls: u64,
 }
 
 /// The rows, table by table.
@@ -370,6 +374,12 @@ impl MemoryStore {
         self.lock().faults.disk_full = full;
     }
 
+    /// How many calls of the ports (of the store and of its update jobs) have reached it so
+    /// far, failed ones included: what a database would see as round trips.
+    pub fn calls(&self) -> u64 {
+        self.lock().calls
+    }
+
     /// While `failing` is true, every backup fails (as on a full or unwritable backup disk).
     pub fn set_backups_failing(&self, failing: bool) {
         self.lock().faults.backups_failing = failing;
@@ -387,7 +397,8 @@ impl MemoryStore {
 
     /// The store for a read, unless a test made it unavailable.
     fn read(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.calls += 1;
         if inner.faults.unavailable {
             return Err(StoreError::Unavailable(
                 "the database cannot be reached".into(),

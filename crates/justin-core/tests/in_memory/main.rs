@@ -27,9 +27,14 @@ mod backups_kept_in_memory {
 
 mod callbacks;
 mod decisions;
+mod erasure;
+mod fallback;
+mod host;
 mod parameters;
+mod participants;
 mod readiness;
 mod replay;
 mod support;
 mod updates;
 mod uploads;
+mod warmup;
