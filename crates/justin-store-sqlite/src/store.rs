@@ -803,8 +803,19 @@ impl Store for SqliteStore {
 
     fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError> {
         let mut conn = self.conn()?;
-        conn.immediate_transaction::<_, Failure, _>(|conn| erase(conn, user.as_str(), erasure))
-            .map_err(StoreError::from)
+        // Every connection overwrites deleted content with zeros (see `ConnectionSetup`).
+        let erased = conn
+            .immediate_transaction::<_, Failure, _>(|conn| erase(conn, user.as_str(), erasure))
+            .map_err(StoreError::from);
+        if erased.is_ok() {
+            // The pages written before the erasure stay in the write-ahead log until a
+            // checkpoint has copied the log and the next writer starts it over. A passive
+            // checkpoint waits for no one; what it cannot copy now, the next one does.
+            if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                log::warn!("cannot checkpoint the write-ahead log after an erasure: {e}");
+            }
+        }
+        erased
     }
 
     fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError> {
