@@ -3,10 +3,13 @@
 //! Concurrency follows from SQLite's model: any number of readers, one writer at a time. The
 //! database runs in WAL mode, so readers never block the writer nor it them; every connection
 //! waits up to the busy timeout for the write lock instead of failing at once. A write that
-//! must read first (publishing the next version, claiming a job) runs in `BEGIN IMMEDIATE`,
-//! which takes the write lock up front: a deferred transaction that reads and then writes can
-//! fail with "database is locked" without waiting, when another writer committed since its
-//! read. Single-statement writes take the lock at their start and need no transaction.
+//! must read first or writes several rows (publishing the next version, claiming a job,
+//! registering, changing, withdrawing or erasing a participant, a host decision over an
+//! upload) runs in `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
+//! transaction that reads and then writes can fail with "database is locked" without waiting,
+//! when another writer committed since its read. Single-statement writes take the lock at
+//! their start and need no transaction; a decision checked against the participant's window
+//! is one such statement.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
