@@ -245,7 +245,6 @@ macro_rules! no_upload {
                      WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx = ?2) "
     };
 }
-const NO_UPLOAD: &str = no_upload!();
 
 /// Stores one row per key whatever the race: the unique constraint, not the `NOT EXISTS`,
 /// makes concurrent inserts store one row. (The `WHERE` before it also keeps SQLite from
@@ -262,19 +261,27 @@ const ON_KEY_TAKEN_SQL: &str = on_key_taken!();
 /// uploaded for it.
 const INSERT_DECISION: &str = concat!(decision_values!(), "WHERE ", no_upload!(), on_key_taken!());
 
-/// The same, only when the participant is in the study at the decision's `requested_at`
-/// (times compare as text: they are stored fixed-width in UTC), has not withdrawn and was not
-/// erased: one statement, so the check and the insert happen under one write lock. Without the
-/// participant's row it stores nothing, like a participant out of the study; the caller tells
-/// the two apart afterwards. This is the path of an active participant outside warm-up: one
-/// statement, whose only addition to the unguarded insert is a lookup of the participant by
-/// its unique index.
+/// Takes a decision's values from the participant's row, only when the participant is in the
+/// study at the decision's `requested_at` (times compare as text: they are stored fixed-width
+/// in UTC), has not withdrawn and was not erased. Without the participant's row the insert
+/// stores nothing, like a participant out of the study; the caller tells the two apart
+/// afterwards.
+macro_rules! in_study {
+    () => {
+        "FROM users u WHERE u.user_id = ?1 \
+           AND (u.study_start IS NULL OR u.study_start <= ?3) \
+           AND (u.study_end IS NULL OR ?3 < u.study_end) \
+           AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND "
+    };
+}
+
+/// The unguarded insert, only for a participant in the study: one statement, so the check and
+/// the insert happen under one write lock. This is the path of an active participant outside
+/// warm-up, whose only addition to the unguarded insert is a lookup of the participant by its
+/// unique index.
 const INSERT_DECISION_IN_STUDY: &str = concat!(
     decision_values!(),
-    "FROM users u WHERE u.user_id = ?1 \
-       AND (u.study_start IS NULL OR u.study_start <= ?3) \
-       AND (u.study_end IS NULL OR ?3 < u.study_end) \
-       AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND ",
+    in_study!(),
     no_upload!(),
     on_key_taken!()
 );
@@ -326,10 +333,17 @@ fn insert_decision_sql(guard: DecisionGuard) -> std::borrow::Cow<'static, str> {
                 counts.push_str(&started_participants_sql(k));
                 counts.push_str("AND ");
             }
-            let (guarded, on_key_taken) = INSERT_DECISION_IN_STUDY
-                .split_once(NO_UPLOAD)
-                .unwrap_or((INSERT_DECISION_IN_STUDY, ""));
-            format!("{guarded}{counts}{NO_UPLOAD}{on_key_taken}").into()
+            format!(
+                concat!(
+                    decision_values!(),
+                    in_study!(),
+                    "{}",
+                    no_upload!(),
+                    on_key_taken!()
+                ),
+                counts
+            )
+            .into()
         }
     }
 }
