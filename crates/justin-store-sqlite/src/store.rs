@@ -382,8 +382,8 @@ struct FactsRow {
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged, that decision's availability (available when none was: the
-/// record's own claim is not trusted) and its policy (none when none was). When no row comes back the upload was refused, and what
-/// stands on the key ([`on_key`]) says why.
+/// record's own claim is not trusted) and its policy (none when none was). When no row comes
+/// back the upload was refused, and what stands on the key ([`on_key`]) says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
                         action_prob, state, outcome, reward, action_logged, decision_type, \
