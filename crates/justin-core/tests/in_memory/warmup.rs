@@ -173,3 +173,47 @@ fn updates_leave_warm_up_decisions_out_when_configured() {
         .collect();
     assert_eq!(used, vec![None, None, Some(2)]);
 }
+
+#[test]
+fn a_participant_out_of_the_study_gets_no_warm_up_draw() {
+    let study = study_with(justin_core::Warmup {
+        first_decisions: Some(3),
+        ..warmup(0.8)
+    });
+    let t0 = study.clock.now();
+    let later = study.enroll("later", &window(Some(t0 + chrono::Duration::days(1)), None));
+    let d = study.decide(&later, 0);
+    assert_eq!(
+        d.availability,
+        Availability::OutOfStudy(justin_core::OutOfStudy::NotInStudy)
+    );
+    assert_eq!(d.policy, Policy::Algorithm);
+    assert_eq!(d.action_prob, Probability::ZERO);
+    // Decisions out of the study do not use up the warm-up.
+    study.clock.advance(Duration::from_secs(2 * 86_400));
+    assert_warmup(&study.decide(&later, 1), 0.8);
+}
+
+#[test]
+fn a_refused_decision_that_shows_the_cohort_reached_ends_the_counting() {
+    let study = study_with(justin_core::Warmup {
+        until_participants: Some(2),
+        ..warmup(0.7)
+    });
+    let alice = study.add_user("alice");
+    let bob = study.add_user("bob");
+    study.service.withdraw(&alice, "left").unwrap();
+    // Alice's refused decision tells the service that two participants had started.
+    let withdrawn = study.decide(&alice, 0);
+    assert!(!withdrawn.availability.in_study());
+    study
+        .service
+        .change_enrollment(
+            &alice,
+            &window(Some(study.clock.now() + chrono::Duration::days(9)), None),
+        )
+        .unwrap();
+    let calls = study.store.calls();
+    assert_algorithm(&study.decide(&bob, 0));
+    assert_eq!(study.store.calls() - calls, 1);
+}
