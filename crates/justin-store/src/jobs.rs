@@ -32,8 +32,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Timestamptz};
 use justin_core::recording::superseded_update;
 use justin_core::{
-    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob,
-    UpdateRequest,
+    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob, UpdateRequest,
 };
 
 use crate::error::{from_diesel, other};

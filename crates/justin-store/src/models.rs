@@ -556,7 +556,11 @@ impl UserRow {
     }
 
     /// The participant with their decision and upload counts.
-    pub(crate) fn participant(self, decisions: i64, uploads: i64) -> Result<Participant, StoreError> {
+    pub(crate) fn participant(
+        self,
+        decisions: i64,
+        uploads: i64,
+    ) -> Result<Participant, StoreError> {
         let id = self.id;
         let bad = |e: InvalidValue| invalid("users", id, e);
         let enrollment = self.enrollment()?;

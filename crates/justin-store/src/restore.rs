@@ -37,7 +37,7 @@ use diesel::pg::{CopyFormat, CopyHeader, CopyTarget};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_migrations::MigrationHarness;
-use justin_backup::manifest::SAME_LAYOUT_MIGRATIONS;
+use justin_backup::manifest::layout_migrations;
 use justin_backup::read::{measure_csv, verify, CheckedBackup, CheckedTable};
 use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
@@ -229,13 +229,12 @@ impl Layout {
 /// migrations that a restore bridges made of it, and says how to load it.
 fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Plan, StoreError> {
     let applied = applied_migrations(conn).map_err(StoreError::from)?;
-    let newer = applied
-        .strip_prefix(backup.migrations.as_slice())
-        .filter(|newer| {
-            newer.iter().all(|m| {
-                BRIDGEABLE.contains(&m.as_str()) || SAME_LAYOUT_MIGRATIONS.contains(&m.as_str())
-            })
-        })
+    // Migrations that change no table are left out on both sides: PostgreSQL has one that
+    // SQLite never has, wherever it falls among the others.
+    let newer = layout_migrations(&applied)
+        .strip_prefix(layout_migrations(&backup.migrations).as_slice())
+        .filter(|newer| newer.iter().all(|m| BRIDGEABLE.contains(&m.as_str())))
+        .map(<[String]>::to_vec)
         .ok_or_else(|| {
             invalid(format!(
                 "the backup was taken from a database with the migrations {:?}, but this \
@@ -244,14 +243,19 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Pla
                 backup.migrations
             ))
         })?;
-    let layout = Layout::lacking(newer);
+    let layout = Layout::lacking(&newer);
     let plan = Plan {
         layout,
-        // Migrations that changed no column need no bridge.
-        bridged: if layout == Layout::Current {
-            Vec::new()
-        } else {
-            newer.to_vec()
+        // Migrations that changed no column need no bridge. Otherwise every migration from the
+        // oldest the backup lacks on is reverted and applied again, as migrations go back in
+        // order.
+        bridged: match newer.first() {
+            Some(oldest) if layout != Layout::Current => applied
+                .iter()
+                .position(|m| m == oldest)
+                .map(|at| applied[at..].to_vec())
+                .unwrap_or_default(),
+            _ => Vec::new(),
         },
     };
     for CheckedTable { table, .. } in &backup.tables {
@@ -748,7 +752,10 @@ mod tests {
         for name in TABLES {
             assert!(!import_columns(name).is_empty(), "{name}");
         }
-        assert_eq!(import_columns("users")[..3], ["id", "user_id", "created_at"]);
+        assert_eq!(
+            import_columns("users")[..3],
+            ["id", "user_id", "created_at"]
+        );
         let before_trial_life = &TABLES[..6];
         assert_eq!(
             IMPORTS_BEFORE_TRIAL_LIFE.map(|(name, _)| name),
