@@ -135,16 +135,14 @@ impl UserRow {
     ) -> Result<justin_core::Participant, StoreError> {
         let id = self.id;
         let bad = |e: InvalidValue| invalid("users", id, e);
-        let withdrawal = match (self.withdrawn_at.as_deref(), self.withdrawal_reason) {
-            (Some(at), Some(reason)) => Some(justin_core::Withdrawal {
+        // The schema allows a withdrawal without its reason (an erasure drops the reason), though
+        // a registered participant's withdrawal always has one.
+        let withdrawal = match self.withdrawn_at.as_deref() {
+            Some(at) => Some(justin_core::Withdrawal {
                 at: parse_time(at).map_err(bad)?,
-                reason,
+                reason: self.withdrawal_reason.unwrap_or_default(),
             }),
-            (Some(at), None) => Some(justin_core::Withdrawal {
-                at: parse_time(at).map_err(bad)?,
-                reason: String::new(),
-            }),
-            (None, _) => None,
+            None => None,
         };
         let count =
             |n: i64| u64::try_from(n).map_err(|_| bad(InvalidValue(format!("negative count {n}"))));

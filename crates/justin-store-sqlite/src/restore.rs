@@ -16,7 +16,7 @@ use std::path::Path;
 
 use diesel::prelude::*;
 use justin_backup::csv::{read_header, CsvReader, Field};
-use justin_backup::manifest::{layout_migrations, Manifest, MANIFEST};
+use justin_backup::manifest::layout_migrations;
 use justin_backup::read::{check_size, header_error, verify, CheckedBackup, CheckedTable};
 use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
@@ -27,70 +27,19 @@ use crate::models::{
     ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
 };
 use crate::store::delete_all;
-use crate::tables::{
-    applied_migrations, known_columns, live_columns, Fill, TableRow, TRIAL_LIFE_TABLES,
-};
+use crate::tables::{applied_migrations, known_columns, live_columns, Fill, TableRow};
 
 fn invalid(reason: impl Into<String>) -> StoreError {
     StoreError::InvalidBackup(reason.into())
 }
 
-/// Reads `file` and checks it whole against its manifest and this schema's tables (those a
-/// backup from before migration 2025-05-01 has, when its manifest says it is one), parsing
-/// every record on the way.
+/// Reads `file` and checks it whole against its manifest and this schema's tables (less those
+/// created by a migration the backup predates), parsing every record on the way.
 fn verify_file(file: &Path) -> Result<CheckedBackup, StoreError> {
-    let tables: Vec<&str> = if predates_trial_life(file) {
-        TABLES
-            .iter()
-            .copied()
-            .filter(|t| !TRIAL_LIFE_TABLES.contains(t))
-            .collect()
-    } else {
-        TABLES.to_vec()
-    };
-    verify(file, &tables, &mut |entry, table, size| {
+    verify(file, &TABLES, &mut |entry, table, size| {
         measure_csv(entry, table, &format!("{table}.csv"), size).map_err(to_format)
     })
     .map_err(from_format)
-}
-
-/// Whether the manifest of `file` lists migrations without 2025-05-01, which created the
-/// tables of participants' histories and erasures. Anything unreadable answers false: the full
-/// check that follows names the problem.
-fn predates_trial_life(file: &Path) -> bool {
-    let Ok(opened) = std::fs::File::open(file) else {
-        return false;
-    };
-    let mut archive = tar::Archive::new(BufReader::new(opened));
-    let Ok(entries) = archive.entries() else {
-        return false;
-    };
-    for entry in entries {
-        let Ok(mut entry) = entry else {
-            return false;
-        };
-        let is_manifest = entry.path().is_ok_and(|p| p.to_string_lossy() == MANIFEST);
-        if is_manifest {
-            return Manifest::read(&mut entry)
-                .is_ok_and(|m| !m.migrations.iter().any(|v| v == TRIAL_LIFE_MIGRATION));
-        }
-    }
-    false
-}
-
-/// The rows per table of a checked backup, in [`TABLES`] order, with 0 for a table the backup
-/// predates.
-fn rows_per_table(counted: &[(String, u64)]) -> Vec<(String, u64)> {
-    TABLES
-        .iter()
-        .map(|t| {
-            let rows = counted
-                .iter()
-                .find(|(name, _)| name == t)
-                .map_or(0, |(_, rows)| *rows);
-            ((*t).to_owned(), rows)
-        })
-        .collect()
 }
 
 /// The port's invalid-backup error back as the format's, for [`verify`]'s measure.
@@ -106,13 +55,12 @@ fn to_format(e: StoreError) -> justin_backup::FormatError {
 pub(crate) fn check(conn: &mut SqliteConnection, file: &Path) -> Result<RestoreReport, StoreError> {
     let backup = verify_file(file)?;
     check_database(conn, &backup)?;
-    let counted: Vec<(String, u64)> = backup
-        .tables
-        .iter()
-        .map(|t| (t.table.name.clone(), t.table.rows))
-        .collect();
     Ok(RestoreReport {
-        row_counts: rows_per_table(&counted),
+        row_counts: backup
+            .tables
+            .iter()
+            .map(|t| (t.table.name.clone(), t.table.rows))
+            .collect(),
     })
 }
 
@@ -162,9 +110,7 @@ pub(crate) fn restore(
             Ok(counts)
         })
         .map_err(StoreError::from)?;
-    Ok(RestoreReport {
-        row_counts: rows_per_table(&row_counts),
-    })
+    Ok(RestoreReport { row_counts })
 }
 
 /// Parses one record as a row of a known table, keeping only the verdict.

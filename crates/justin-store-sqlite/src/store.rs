@@ -3,10 +3,13 @@
 //! Concurrency follows from SQLite's model: any number of readers, one writer at a time. The
 //! database runs in WAL mode, so readers never block the writer nor it them; every connection
 //! waits up to the busy timeout for the write lock instead of failing at once. A write that
-//! must read first (publishing the next version, claiming a job) runs in `BEGIN IMMEDIATE`,
-//! which takes the write lock up front: a deferred transaction that reads and then writes can
-//! fail with "database is locked" without waiting, when another writer committed since its
-//! read. Single-statement writes take the lock at their start and need no transaction.
+//! must read first or writes several rows (publishing the next version, claiming a job,
+//! registering, changing, withdrawing or erasing a participant, a host decision over an
+//! upload) runs in `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
+//! transaction that reads and then writes can fail with "database is locked" without waiting,
+//! when another writer committed since its read. Single-statement writes take the lock at
+//! their start and need no transaction; a decision checked against the participant's window
+//! is one such statement.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,13 +21,13 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
-use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::recording::{host_decision_against_upload, refused_decision, refused_upload};
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
-    Action, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream, Enrollment,
-    Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy, Probability,
-    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
-    UploadRecorded, UserId,
+    Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
+    Enrollment, Erasure, ExportStream, InvalidValue, ModelParameters, Participant,
+    ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord,
+    UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
@@ -242,7 +245,6 @@ macro_rules! no_upload {
                      WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx = ?2) "
     };
 }
-const NO_UPLOAD: &str = no_upload!();
 
 /// Stores one row per key whatever the race: the unique constraint, not the `NOT EXISTS`,
 /// makes concurrent inserts store one row. (The `WHERE` before it also keeps SQLite from
@@ -252,24 +254,34 @@ macro_rules! on_key_taken {
         "ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id"
     };
 }
+#[cfg(test)]
+const ON_KEY_TAKEN_SQL: &str = on_key_taken!();
 
 /// Inserts the decision unless one exists for its key (user, type, index) or study data was
 /// uploaded for it.
 const INSERT_DECISION: &str = concat!(decision_values!(), "WHERE ", no_upload!(), on_key_taken!());
 
-/// The same, only when the participant is in the study at the decision's `requested_at`
-/// (times compare as text: they are stored fixed-width in UTC), has not withdrawn and was not
-/// erased: one statement, so the check and the insert happen under one write lock. Without the
-/// participant's row it stores nothing, like a participant out of the study; the caller tells
-/// the two apart afterwards. This is the path of an active participant outside warm-up: one
-/// statement, whose only addition to the unguarded insert is a lookup of the participant by
-/// its unique index.
+/// Takes a decision's values from the participant's row, only when the participant is in the
+/// study at the decision's `requested_at` (times compare as text: they are stored fixed-width
+/// in UTC), has not withdrawn and was not erased. Without the participant's row the insert
+/// stores nothing, like a participant out of the study; the caller tells the two apart
+/// afterwards.
+macro_rules! in_study {
+    () => {
+        "FROM users u WHERE u.user_id = ?1 \
+           AND (u.study_start IS NULL OR u.study_start <= ?3) \
+           AND (u.study_end IS NULL OR ?3 < u.study_end) \
+           AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND "
+    };
+}
+
+/// The unguarded insert, only for a participant in the study: one statement, so the check and
+/// the insert happen under one write lock. This is the path of an active participant outside
+/// warm-up, whose only addition to the unguarded insert is a lookup of the participant by its
+/// unique index.
 const INSERT_DECISION_IN_STUDY: &str = concat!(
     decision_values!(),
-    "FROM users u WHERE u.user_id = ?1 \
-       AND (u.study_start IS NULL OR u.study_start <= ?3) \
-       AND (u.study_end IS NULL OR ?3 < u.study_end) \
-       AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND ",
+    in_study!(),
     no_upload!(),
     on_key_taken!()
 );
@@ -321,10 +333,17 @@ fn insert_decision_sql(guard: DecisionGuard) -> std::borrow::Cow<'static, str> {
                 counts.push_str(&started_participants_sql(k));
                 counts.push_str("AND ");
             }
-            let (guarded, on_key_taken) = INSERT_DECISION_IN_STUDY
-                .split_once(NO_UPLOAD)
-                .unwrap_or((INSERT_DECISION_IN_STUDY, ""));
-            format!("{guarded}{counts}{NO_UPLOAD}{on_key_taken}").into()
+            format!(
+                concat!(
+                    decision_values!(),
+                    in_study!(),
+                    "{}",
+                    no_upload!(),
+                    on_key_taken!()
+                ),
+                counts
+            )
+            .into()
         }
     }
 }
@@ -363,8 +382,8 @@ struct FactsRow {
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged, that decision's availability (available when none was: the
-/// record's own claim is not trusted) and its policy (none when none was). When no row comes back the upload was refused, and what
-/// stands on the key ([`on_key`]) says why.
+/// record's own claim is not trusted) and its policy (none when none was). When no row comes
+/// back the upload was refused, and what stands on the key ([`on_key`]) says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
                         action_prob, state, outcome, reward, action_logged, decision_type, \
@@ -528,28 +547,23 @@ fn record_host_decision(
         Err(e) => return Err(foreign_key(conn, e)),
     }
     let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-    if let Some(logged) = logged {
-        return Ok(Recorded::Existing(logged.try_into()?));
-    }
-    if !uploaded {
-        return refused_decision(decision, None::<ActionRow>, false).map_err(Failure::Store);
+    if logged.is_some() || !uploaded {
+        return Ok(refused_decision(decision, logged, uploaded)?);
     }
     let same_key = study_data::user_id
         .eq(v.user_id)
         .and(study_data::decision_type.eq(v.decision_type))
         .and(study_data::decision_idx.eq(v.decision_idx));
-    let (action, action_prob) = study_data::table
+    let (id, action, action_prob) = study_data::table
         .filter(same_key)
-        .select((study_data::action, study_data::action_prob))
-        .first::<(i16, f64)>(conn)?;
-    let uploaded_action = Action::from_i64(action.into()).map_err(|e| Failure::Store(other(e)))?;
-    let uploaded_prob = Probability::new(action_prob).map_err(|e| Failure::Store(other(e)))?;
-    if uploaded_action != decision.action || !uploaded_prob.agrees_with(decision.action_prob) {
-        return Err(Failure::Store(StoreError::UploadMismatch {
-            logged_action: uploaded_action,
-            logged_prob: uploaded_prob,
-        }));
-    }
+        .select((study_data::id, study_data::action, study_data::action_prob))
+        .first::<(i64, i16, f64)>(conn)?;
+    let unreadable = |e: InvalidValue| other(format!("invalid row {id} in study_data: {e}"));
+    let upload = ActionChoice {
+        action: Action::from_i64(action.into()).map_err(unreadable)?,
+        action_prob: Probability::new(action_prob).map_err(unreadable)?,
+    };
+    host_decision_against_upload(decision, upload)?;
     match insert_decision(conn, INSERT_DECISION_OVER_UPLOAD, v) {
         Ok(rows) if !rows.is_empty() => {}
         Ok(_) => {
@@ -806,8 +820,19 @@ impl Store for SqliteStore {
 
     fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError> {
         let mut conn = self.conn()?;
-        conn.immediate_transaction::<_, Failure, _>(|conn| erase(conn, user.as_str(), erasure))
-            .map_err(StoreError::from)
+        // Every connection overwrites deleted content with zeros (see `ConnectionSetup`).
+        let erased = conn
+            .immediate_transaction::<_, Failure, _>(|conn| erase(conn, user.as_str(), erasure))
+            .map_err(StoreError::from);
+        if erased.is_ok() {
+            // The pages written before the erasure stay in the write-ahead log until a
+            // checkpoint has copied the log and the next writer starts it over. A passive
+            // checkpoint waits for no one; what it cannot copy now, the next one does.
+            if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                log::warn!("cannot checkpoint the write-ahead log after an erasure: {e}");
+            }
+        }
+        erased
     }
 
     fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError> {
@@ -1107,4 +1132,95 @@ pub(crate) fn delete_all(conn: &mut SqliteConnection) -> QueryResult<()> {
         "DELETE FROM sqlite_sequence WHERE name IN ({names});"
     ));
     conn.batch_execute(&sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setup::{run_migrations, Throwaway};
+
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    /// Whether a step of a plan reads a whole table (a scan of a subquery's few rows is not).
+    fn scans_a_table(detail: &str) -> bool {
+        detail.starts_with("SCAN") && !detail.starts_with("SCAN (subquery")
+    }
+
+    fn plan(conn: &mut SqliteConnection, sql: &str) -> Vec<String> {
+        diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<Plan>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.detail)
+            .collect()
+    }
+
+    /// Every guarded insert finds what it checks through an index; none reads a whole table.
+    /// Without warm-up counts (the usual case) it is the unguarded insert with one lookup of
+    /// the participant.
+    #[test]
+    fn guarded_inserts_read_through_indexes_only() {
+        let file = Throwaway::new();
+        let mut conn = SqliteConnection::establish(file.path().to_str().unwrap()).unwrap();
+        run_migrations(&mut conn).unwrap();
+        let guards = [
+            (None, None),
+            (Some(5), None),
+            (None, Some(20)),
+            (Some(5), Some(20)),
+        ];
+        for (n, k) in guards {
+            let guard = DecisionGuard::InStudy {
+                warmup_first_decisions: n,
+                warmup_until_participants: k,
+            };
+            let details = plan(&mut conn, &insert_decision_sql(guard));
+            assert!(
+                !details.iter().any(|d| scans_a_table(d)),
+                "{guard:?}: {details:?}"
+            );
+            assert!(
+                details
+                    .iter()
+                    .any(|d| d.starts_with("SEARCH u USING INDEX sqlite_autoindex_users_1")),
+                "{guard:?}: {details:?}"
+            );
+            if k.is_some() {
+                assert!(
+                    details.iter().any(|d| d.contains("users_started_idx")),
+                    "{guard:?}: {details:?}"
+                );
+            }
+        }
+        let unguarded = plan(&mut conn, INSERT_DECISION);
+        let hot = plan(&mut conn, INSERT_DECISION_IN_STUDY);
+        // The unguarded insert selects its one row of values from nothing; the hot path selects
+        // it from the participant's row, found by the unique index.
+        assert_eq!(unguarded[0], "SCAN CONSTANT ROW");
+        assert!(hot[0].starts_with("SEARCH u USING INDEX sqlite_autoindex_users_1 (user_id=?)"));
+        assert_eq!(hot[1..], unguarded[1..], "{hot:?} / {unguarded:?}");
+        let facts = plan(&mut conn, PARTICIPANT_FACTS);
+        assert!(!facts.iter().any(|d| scans_a_table(d)), "{facts:?}");
+    }
+
+    #[test]
+    fn the_counts_are_written_only_when_the_guard_has_them() {
+        let none = DecisionGuard::InStudy {
+            warmup_first_decisions: None,
+            warmup_until_participants: None,
+        };
+        assert_eq!(insert_decision_sql(none), INSERT_DECISION_IN_STUDY);
+        assert_eq!(insert_decision_sql(DecisionGuard::None), INSERT_DECISION);
+        let both = insert_decision_sql(DecisionGuard::InStudy {
+            warmup_first_decisions: Some(3),
+            warmup_until_participants: Some(40),
+        });
+        assert!(both.contains("LIMIT 3)) >= 3"), "{both}");
+        assert!(both.contains("LIMIT 40)) >= 40"), "{both}");
+        assert!(both.ends_with(ON_KEY_TAKEN_SQL), "{both}");
+    }
 }

@@ -710,10 +710,6 @@ impl TableRow for ErasureRow {
     }
 }
 
-/// The tables migration 2025-05-01 (the trial's life) created; backups taken before it have
-/// neither.
-pub(crate) const TRIAL_LIFE_TABLES: [&str; 2] = [EventRow::NAME, ErasureRow::NAME];
-
 /// The columns migration 2025-05-01 appended to `table`, in order (empty for other tables).
 pub(crate) fn trial_life_columns(table: &str) -> &'static [&'static str] {
     let appended = match table {

@@ -38,7 +38,7 @@ ALTER TABLE users ADD COLUMN erased_at TEXT;
 -- decision and who decided for a decision the study server made itself. in_study is false for
 -- a decision stored without a draw because the participant was outside their window or had
 -- withdrawn; its unavailable_reason is then the service's word (not_in_study, withdrawn), not
--- the client's.
+-- the client's, which an erasure keeps.
 ALTER TABLE actions ADD COLUMN policy TEXT NOT NULL DEFAULT 'algorithm'
     CONSTRAINT actions_policy_check
         CHECK (policy IN ('algorithm', 'warmup', 'fallback', 'host'));
@@ -49,7 +49,10 @@ ALTER TABLE actions ADD COLUMN decided_by TEXT
     CONSTRAINT actions_decided_by_check
         CHECK ((decided_by IS NOT NULL) = (policy = 'host'));
 ALTER TABLE actions ADD COLUMN in_study INTEGER NOT NULL DEFAULT 1
-    CONSTRAINT actions_in_study_check CHECK (in_study IN (0, 1) AND (in_study OR NOT available));
+    CONSTRAINT actions_in_study_check
+        CHECK (in_study IN (0, 1)
+               AND (in_study
+                    OR (NOT available AND unavailable_reason IN ('not_in_study', 'withdrawn'))));
 
 -- The policy of the decision logged for the upload's key when the upload was stored (or
 -- 'host' once the study server sends its own decision for an upload stored without one), so
@@ -61,9 +64,15 @@ ALTER TABLE study_data ADD COLUMN policy TEXT
         CHECK (policy IS NULL OR policy IN ('algorithm', 'warmup', 'fallback', 'host'));
 UPDATE study_data SET policy = 'algorithm' WHERE action_logged;
 
--- The policies an update learned from, comma-separated ("algorithm,warmup"): the export shows
--- an upload as used by the first update that read it and learned from its kind of decision.
-ALTER TABLE update_provenance ADD COLUMN included_policies TEXT NOT NULL DEFAULT 'algorithm';
+-- The policies an update learned from, comma-separated in the order the service writes them
+-- ('algorithm' always first): the export shows an upload as used by the first update that read
+-- it and learned from its kind of decision.
+ALTER TABLE update_provenance ADD COLUMN included_policies TEXT NOT NULL DEFAULT 'algorithm'
+    CONSTRAINT update_provenance_included_policies_check
+        CHECK (included_policies IN ('algorithm', 'algorithm,warmup', 'algorithm,fallback',
+                                     'algorithm,host', 'algorithm,warmup,fallback',
+                                     'algorithm,warmup,host', 'algorithm,fallback,host',
+                                     'algorithm,warmup,fallback,host'));
 
 -- A participant's history: their enrollment, every change of their window (with the window
 -- after the change) and their withdrawal (with its reason). Deleted when the participant is
@@ -79,7 +88,13 @@ CREATE TABLE participant_events (
     study_start_sent TEXT,
     study_end        TEXT,
     study_end_sent   TEXT,
-    reason           TEXT
+    reason           TEXT,
+    CONSTRAINT participant_events_study_start_sent
+        CHECK ((study_start IS NULL) = (study_start_sent IS NULL)),
+    CONSTRAINT participant_events_study_end_sent
+        CHECK ((study_end IS NULL) = (study_end_sent IS NULL)),
+    CONSTRAINT participant_events_reason_when_withdrawn
+        CHECK (reason IS NULL OR kind = 'withdrawn')
 );
 -- Serves the foreign key and the erasure's delete of a participant's history.
 CREATE INDEX participant_events_user_idx ON participant_events (user_id);

@@ -1,7 +1,8 @@
 //! Backups written here: restored into another SQLite database they give back every row, and
 //! their files have the layout and the value formats `justin-store` (PostgreSQL) writes and
-//! reads. A backup in PostgreSQL's formats restores here; one taken before the decision-types
-//! migration is refused with what to do instead.
+//! reads. A backup in PostgreSQL's formats restores here, and so does one taken before the
+//! trial-life migration; one taken before the decision-types migration is refused with what
+//! to do instead.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use justin_core::{
     Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Recorded,
     Store, StoreError, StudyRecord, TestingStore, UpdateRequest,
 };
-use justin_core::{DecisionGuard, Enrollment};
+use justin_core::{DecisionGuard, Enrollment, Policy, UpdateInclusion};
 use justin_store_sqlite::testing::TestDatabase;
 
 use crate::support::{pack, unpack, ScratchDir};
@@ -514,4 +515,151 @@ fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
     }
     let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
     assert_eq!(counts["users"], 1, "nothing changed");
+}
+
+/// A backup taken before migration 2025-05-01 (the life of a trial) has neither the columns it
+/// appended nor its two tables: it restores, and its rows read as the migration completes rows
+/// (no windows, withdrawals or erasures; decisions drawn by the algorithm in the study; uploads
+/// with their logged decision's policy; updates that learned from the algorithm's decisions).
+#[test]
+fn a_backup_from_before_the_trial_life_restores_with_what_rows_were() {
+    let dir = ScratchDir::new();
+    std::fs::create_dir_all(&*dir).unwrap();
+    let file = dir.join("before-trial-life.tar");
+    let id = UPDATE_ID;
+    let t = "2025-01-01T12:00:00.000000Z";
+    let [users, parameters, _] = unchanged_tables();
+    let tables = [
+        users,
+        parameters,
+        (
+            "actions",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
+             action_prob,parameter_version,rng_seed,decision_type,available,unavailable_reason,\
+             sent_timestamp",
+            format!(
+                "41,alice,0,{t},{t},{{}},[1],1,0.75,1,-1,default,t,,then\n\
+                 42,alice,1,{t},{t},{{}},[],0,0,1,5,default,f,asleep,then\n"
+            ),
+        ),
+        (
+            "study_data",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
+             state,outcome,reward,action_logged,decision_type,available,sent_timestamp",
+            format!(
+                "9,alice,0,{t},{t},{{}},1,0.75,[3],{{}},1,t,default,t,then\n\
+                 10,alice,7,{t},{t},{{}},0,0.5,[3],{{}},0,f,default,t,then\n"
+            ),
+        ),
+        (
+            "model_update_requests",
+            "id,request_timestamp,created_at,callback_url,status,finished_at,error,\
+             parameter_version,attempts,started_at,callback_status,callback_attempts,\
+             callback_error,callback_finished_at,sent_timestamp",
+            format!("{id},{t},{t},http://cb,completed,{t},,2,1,{t},delivered,1,,{t},then\n"),
+        ),
+        (
+            "update_provenance",
+            "update_id,parameter_version,service_version,algorithm,config_hash,rows_read,\
+             backup_file,created_at,last_study_data_id",
+            format!("{id},2,0.1.0,algo,abc,1,,{t},10\n"),
+        ),
+    ];
+    write_backup_file(
+        &file,
+        &[
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000",
+            "20250402000000",
+        ],
+        &tables,
+    );
+
+    let db = TestDatabase::create();
+    let store = db.store();
+    store
+        .add_user(&user("kept"), &Enrollment::default(), at(0))
+        .unwrap();
+    let checked = store.check_backup(&file).unwrap();
+    let report = store.restore(&file).unwrap();
+    assert_eq!(report, checked);
+    let names: Vec<&str> = report.row_counts.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "users",
+            "model_parameters",
+            "actions",
+            "study_data",
+            "model_update_requests",
+            "update_provenance"
+        ],
+        "the backup's tables"
+    );
+
+    let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
+    assert_eq!(counts["users"], 1, "the restore replaced every row");
+    assert_eq!((counts["participant_events"], counts["erasures"]), (0, 0));
+    let alice = store.participant(&user("alice")).unwrap().unwrap();
+    assert_eq!(alice.enrollment, Enrollment::default());
+    assert_eq!(alice.withdrawal, None);
+    assert_eq!((alice.decisions, alice.uploads), (2, 2));
+    let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert!(decisions.iter().all(|d| d.policy == Policy::Algorithm));
+    assert_eq!(decisions[0].availability, Availability::Available);
+    assert_eq!(decisions[1].availability.reason(), Some("asleep"));
+    assert!(decisions[1].availability.in_study());
+    let request = store
+        .update_request(uuid::Uuid::parse_str(UPDATE_ID).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.provenance.unwrap().included_policies, "algorithm");
+    let export: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        export[0].upload.as_ref().unwrap().used_in_version,
+        Some(2),
+        "the update learned from the algorithm's decisions"
+    );
+    // An update that learns from the algorithm's decisions only reads both uploads: the one of
+    // the algorithm's decision, and the one without a logged decision.
+    let job = store.claim_update(at(1));
+    assert!(job.unwrap().is_none(), "nothing is queued");
+    store.create_update_request(&update_request(9)).unwrap();
+    let mut job = store.claim_update(at(2)).unwrap().unwrap();
+    let read = job
+        .study_data(UpdateInclusion {
+            warmup: false,
+            fallback: false,
+            host: false,
+        })
+        .unwrap()
+        .count();
+    assert_eq!(read, 2);
+    drop(job);
+
+    // A backup taken now has every column and table, with the defaults filled in.
+    let backup = store.backup(&dir, at(5)).unwrap();
+    let files = unpack(&backup.path);
+    assert!(files["users.csv"].contains(&format!(
+        "\n7,alice,{}\n",
+        "2025-01-01T12:00:00.123456Z,,,,,,,"
+    )));
+    let study: Vec<&str> = files["study_data.csv"].lines().skip(1).collect();
+    assert!(study[0].ends_with(",then,algorithm"), "{study:?}");
+    assert!(
+        study[1].ends_with(",then,"),
+        "no logged decision: {study:?}"
+    );
+    assert!(files["actions.csv"].contains(",asleep,then,algorithm,,,t\n"));
+    assert!(files["update_provenance.csv"].ends_with(",10,algorithm\n"));
+    assert_eq!(
+        files["participant_events.csv"],
+        "id,user_id,kind,recorded_at,study_start,study_start_sent,study_end,study_end_sent,reason\n"
+    );
+    assert_eq!(
+        files["erasures.csv"],
+        "id,erased_at,participant_number,pseudonym,row_counts,backup_file\n"
+    );
 }
