@@ -25,11 +25,13 @@
 //! The job's watermark is the largest study-data id in its snapshot. Writes take turns on one
 //! lock and `AUTOINCREMENT` hands out ids in that order, so the snapshot holds exactly the
 //! rows up to the watermark, and every row stored while the job runs has a larger id. The job
-//! streams the available rows up to it, and `complete` stores it in the provenance
-//! (`last_study_data_id`): an available upload was first used by the completed update with the
-//! smallest watermark at or above its id, which the export looks up. So completing writes one
-//! row whatever the number of uploads the update read, where marking each upload would write
-//! every new one while holding the write lock.
+//! streams the rows up to it that are available, of participants not withdrawn in the snapshot
+//! and of the policies the update learns from, and `complete` stores the watermark and those
+//! policies in the provenance (`last_study_data_id`, `included_policies`): an available upload
+//! was first used by the completed update with the smallest watermark at or above its id that
+//! learned from its policy and started before its participant withdrew, which the export looks
+//! up. So completing writes one row whatever the number of uploads the update read, where
+//! marking each upload would write every new one while holding the write lock.
 //!
 //! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
 //! job that outlives its lease (slower than the configured length) finds the lease gone or

@@ -3,10 +3,13 @@
 //! Concurrency follows from SQLite's model: any number of readers, one writer at a time. The
 //! database runs in WAL mode, so readers never block the writer nor it them; every connection
 //! waits up to the busy timeout for the write lock instead of failing at once. A write that
-//! must read first (publishing the next version, claiming a job) runs in `BEGIN IMMEDIATE`,
-//! which takes the write lock up front: a deferred transaction that reads and then writes can
-//! fail with "database is locked" without waiting, when another writer committed since its
-//! read. Single-statement writes take the lock at their start and need no transaction.
+//! must read first or writes several rows (publishing the next version, claiming a job,
+//! registering, changing, withdrawing or erasing a participant, a host decision over an
+//! upload) runs in `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
+//! transaction that reads and then writes can fail with "database is locked" without waiting,
+//! when another writer committed since its read. Single-statement writes take the lock at
+//! their start and need no transaction; a decision checked against the participant's window
+//! is one such statement.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -242,7 +245,6 @@ macro_rules! no_upload {
                      WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx = ?2) "
     };
 }
-const NO_UPLOAD: &str = no_upload!();
 
 /// Stores one row per key whatever the race: the unique constraint, not the `NOT EXISTS`,
 /// makes concurrent inserts store one row. (The `WHERE` before it also keeps SQLite from
@@ -259,19 +261,27 @@ const ON_KEY_TAKEN_SQL: &str = on_key_taken!();
 /// uploaded for it.
 const INSERT_DECISION: &str = concat!(decision_values!(), "WHERE ", no_upload!(), on_key_taken!());
 
-/// The same, only when the participant is in the study at the decision's `requested_at`
-/// (times compare as text: they are stored fixed-width in UTC), has not withdrawn and was not
-/// erased: one statement, so the check and the insert happen under one write lock. Without the
-/// participant's row it stores nothing, like a participant out of the study; the caller tells
-/// the two apart afterwards. This is the path of an active participant outside warm-up: one
-/// statement, whose only addition to the unguarded insert is a lookup of the participant by
-/// its unique index.
+/// Takes a decision's values from the participant's row, only when the participant is in the
+/// study at the decision's `requested_at` (times compare as text: they are stored fixed-width
+/// in UTC), has not withdrawn and was not erased. Without the participant's row the insert
+/// stores nothing, like a participant out of the study; the caller tells the two apart
+/// afterwards.
+macro_rules! in_study {
+    () => {
+        "FROM users u WHERE u.user_id = ?1 \
+           AND (u.study_start IS NULL OR u.study_start <= ?3) \
+           AND (u.study_end IS NULL OR ?3 < u.study_end) \
+           AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND "
+    };
+}
+
+/// The unguarded insert, only for a participant in the study: one statement, so the check and
+/// the insert happen under one write lock. This is the path of an active participant outside
+/// warm-up, whose only addition to the unguarded insert is a lookup of the participant by its
+/// unique index.
 const INSERT_DECISION_IN_STUDY: &str = concat!(
     decision_values!(),
-    "FROM users u WHERE u.user_id = ?1 \
-       AND (u.study_start IS NULL OR u.study_start <= ?3) \
-       AND (u.study_end IS NULL OR ?3 < u.study_end) \
-       AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND ",
+    in_study!(),
     no_upload!(),
     on_key_taken!()
 );
@@ -323,10 +333,17 @@ fn insert_decision_sql(guard: DecisionGuard) -> std::borrow::Cow<'static, str> {
                 counts.push_str(&started_participants_sql(k));
                 counts.push_str("AND ");
             }
-            let (guarded, on_key_taken) = INSERT_DECISION_IN_STUDY
-                .split_once(NO_UPLOAD)
-                .unwrap_or((INSERT_DECISION_IN_STUDY, ""));
-            format!("{guarded}{counts}{NO_UPLOAD}{on_key_taken}").into()
+            format!(
+                concat!(
+                    decision_values!(),
+                    in_study!(),
+                    "{}",
+                    no_upload!(),
+                    on_key_taken!()
+                ),
+                counts
+            )
+            .into()
         }
     }
 }
@@ -365,8 +382,8 @@ struct FactsRow {
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged, that decision's availability (available when none was: the
-/// record's own claim is not trusted) and its policy (none when none was). When no row comes back the upload was refused, and what
-/// stands on the key ([`on_key`]) says why.
+/// record's own claim is not trusted) and its policy (none when none was). When no row comes
+/// back the upload was refused, and what stands on the key ([`on_key`]) says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
                         action_prob, state, outcome, reward, action_logged, decision_type, \
@@ -803,8 +820,19 @@ impl Store for SqliteStore {
 
     fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError> {
         let mut conn = self.conn()?;
-        conn.immediate_transaction::<_, Failure, _>(|conn| erase(conn, user.as_str(), erasure))
-            .map_err(StoreError::from)
+        // Every connection overwrites deleted content with zeros (see `ConnectionSetup`).
+        let erased = conn
+            .immediate_transaction::<_, Failure, _>(|conn| erase(conn, user.as_str(), erasure))
+            .map_err(StoreError::from);
+        if erased.is_ok() {
+            // The pages written before the erasure stay in the write-ahead log until a
+            // checkpoint has copied the log and the next writer starts it over. A passive
+            // checkpoint waits for no one; what it cannot copy now, the next one does.
+            if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                log::warn!("cannot checkpoint the write-ahead log after an erasure: {e}");
+            }
+        }
+        erased
     }
 
     fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError> {

@@ -14,12 +14,12 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
-use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::recording::{host_decision_against_upload, refused_decision, refused_upload};
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
-    Action, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream, Enrollment,
-    Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy, Probability,
-    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
+    Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
+    Enrollment, Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy,
+    Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
     UploadRecorded, UserId,
 };
 use uuid::Uuid;
@@ -270,6 +270,68 @@ fn unavailable(e: StoreError) -> StoreError {
     }
 }
 
+/// The decision's values as a `SELECT` list, in the column order of [`insert_into_actions`].
+macro_rules! decision_select_list {
+    ($v:expr) => {
+        (
+            $v.user_id.into_sql::<Text>(),
+            $v.decision_type.into_sql::<Text>(),
+            $v.decision_idx.into_sql::<BigInt>(),
+            $v.requested_at.into_sql::<Timestamptz>(),
+            $v.decided_at.into_sql::<Timestamptz>(),
+            $v.context.into_sql::<Json>(),
+            (&$v.state).into_sql::<Json>(),
+            $v.action.into_sql::<SmallInt>(),
+            $v.action_prob.into_sql::<Double>(),
+            $v.parameter_version.into_sql::<BigInt>(),
+            $v.rng_seed.into_sql::<BigInt>(),
+            $v.available.into_sql::<Bool>(),
+            $v.unavailable_reason.into_sql::<Nullable<Text>>(),
+            $v.sent_timestamp.into_sql::<Text>(),
+            $v.policy.into_sql::<Text>(),
+            $v.fallback_reason.into_sql::<Nullable<Text>>(),
+            $v.decided_by.into_sql::<Nullable<Text>>(),
+            $v.in_study.into_sql::<Bool>(),
+        )
+    };
+}
+
+/// `INSERT INTO actions (...) <rows> ON CONFLICT (key) DO NOTHING RETURNING id`, for the rows
+/// of a `SELECT` of [`decision_select_list`].
+macro_rules! insert_into_actions {
+    ($rows:expr) => {
+        diesel::insert_into(actions::table)
+            .values($rows)
+            .into_columns((
+                actions::user_id,
+                actions::decision_type,
+                actions::decision_idx,
+                actions::request_timestamp,
+                actions::created_at,
+                actions::context,
+                actions::state,
+                actions::action,
+                actions::action_prob,
+                actions::parameter_version,
+                actions::rng_seed,
+                actions::available,
+                actions::unavailable_reason,
+                actions::sent_timestamp,
+                actions::policy,
+                actions::fallback_reason,
+                actions::decided_by,
+                actions::in_study,
+            ))
+            .on_conflict((
+                actions::user_id,
+                actions::decision_type,
+                actions::decision_idx,
+            ))
+            .do_nothing()
+            .returning(actions::id)
+    };
+}
+
 /// [`Store::record_decision`] on `conn`: the insert the guard asks for, and when it stored
 /// nothing, what stopped it.
 fn record_decision_on(
@@ -381,19 +443,20 @@ fn record_host_decision_on(
             let bad = |e: justin_core::InvalidValue| {
                 other(format!("invalid row {id} in study_data: {e}"))
             };
-            let action = Action::from_i64(action.into()).map_err(bad)?;
-            let action_prob = Probability::new(action_prob).map_err(bad)?;
-            if action != decision.action || !action_prob.agrees_with(decision.action_prob) {
-                return Err(StoreError::UploadMismatch {
-                    logged_action: action,
-                    logged_prob: action_prob,
-                });
-            }
+            let draw = ActionChoice {
+                action: Action::from_i64(action.into()).map_err(bad)?,
+                action_prob: Probability::new(action_prob).map_err(bad)?,
+            };
+            host_decision_against_upload(decision, draw)?;
         }
-        diesel::insert_into(actions::table)
-            .values(decision_columns(v))
-            .execute(conn)
+        // No decision can be stored for the key meanwhile: every insert of one takes its lock.
+        let inserted = insert_into_actions!(diesel::select(decision_select_list!(v)))
+            .get_results::<i64>(conn)
             .map_err(from_diesel)?;
+        if inserted.is_empty() {
+            let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+            return refused_decision(decision, logged, uploaded);
+        }
         if let Some((id, _, _)) = uploaded {
             diesel::update(study_data::table.find(id))
                 .set((
@@ -406,60 +469,6 @@ fn record_host_decision_on(
         }
         Ok(Recorded::Inserted)
     })
-}
-
-/// The decision's columns, for a plain insert.
-#[allow(clippy::type_complexity)]
-fn decision_columns<'a>(
-    v: &'a DecisionValues<'a>,
-) -> (
-    (
-        diesel::dsl::Eq<actions::user_id, &'a str>,
-        diesel::dsl::Eq<actions::decision_type, &'a str>,
-        diesel::dsl::Eq<actions::decision_idx, i64>,
-        diesel::dsl::Eq<actions::request_timestamp, DateTime<Utc>>,
-        diesel::dsl::Eq<actions::created_at, DateTime<Utc>>,
-        diesel::dsl::Eq<actions::context, crate::models::JsonObjectText<'a>>,
-        diesel::dsl::Eq<actions::state, &'a serde_json::Value>,
-        diesel::dsl::Eq<actions::action, i16>,
-        diesel::dsl::Eq<actions::action_prob, f64>,
-    ),
-    (
-        diesel::dsl::Eq<actions::parameter_version, i64>,
-        diesel::dsl::Eq<actions::rng_seed, i64>,
-        diesel::dsl::Eq<actions::available, bool>,
-        diesel::dsl::Eq<actions::unavailable_reason, Option<&'a str>>,
-        diesel::dsl::Eq<actions::sent_timestamp, &'a str>,
-        diesel::dsl::Eq<actions::policy, &'static str>,
-        diesel::dsl::Eq<actions::fallback_reason, Option<&'a str>>,
-        diesel::dsl::Eq<actions::decided_by, Option<&'a str>>,
-        diesel::dsl::Eq<actions::in_study, bool>,
-    ),
-) {
-    (
-        (
-            actions::user_id.eq(v.user_id),
-            actions::decision_type.eq(v.decision_type),
-            actions::decision_idx.eq(v.decision_idx),
-            actions::request_timestamp.eq(v.requested_at),
-            actions::created_at.eq(v.decided_at),
-            actions::context.eq(v.context),
-            actions::state.eq(&v.state),
-            actions::action.eq(v.action),
-            actions::action_prob.eq(v.action_prob),
-        ),
-        (
-            actions::parameter_version.eq(v.parameter_version),
-            actions::rng_seed.eq(v.rng_seed),
-            actions::available.eq(v.available),
-            actions::unavailable_reason.eq(v.unavailable_reason),
-            actions::sent_timestamp.eq(v.sent_timestamp),
-            actions::policy.eq(v.policy),
-            actions::fallback_reason.eq(v.fallback_reason),
-            actions::decided_by.eq(v.decided_by),
-            actions::in_study.eq(v.in_study),
-        ),
-    )
 }
 
 /// What stands on a decision's key after an insert of the key stored nothing: the decision
@@ -495,68 +504,6 @@ fn on_key(
             Ok((None, uploaded))
         }
     }
-}
-
-/// The decision's values as a `SELECT` list, in the column order of [`insert_into_actions`].
-macro_rules! decision_select_list {
-    ($v:expr) => {
-        (
-            $v.user_id.into_sql::<Text>(),
-            $v.decision_type.into_sql::<Text>(),
-            $v.decision_idx.into_sql::<BigInt>(),
-            $v.requested_at.into_sql::<Timestamptz>(),
-            $v.decided_at.into_sql::<Timestamptz>(),
-            $v.context.into_sql::<Json>(),
-            (&$v.state).into_sql::<Json>(),
-            $v.action.into_sql::<SmallInt>(),
-            $v.action_prob.into_sql::<Double>(),
-            $v.parameter_version.into_sql::<BigInt>(),
-            $v.rng_seed.into_sql::<BigInt>(),
-            $v.available.into_sql::<Bool>(),
-            $v.unavailable_reason.into_sql::<Nullable<Text>>(),
-            $v.sent_timestamp.into_sql::<Text>(),
-            $v.policy.into_sql::<Text>(),
-            $v.fallback_reason.into_sql::<Nullable<Text>>(),
-            $v.decided_by.into_sql::<Nullable<Text>>(),
-            $v.in_study.into_sql::<Bool>(),
-        )
-    };
-}
-
-/// `INSERT INTO actions (...) <rows> ON CONFLICT (key) DO NOTHING RETURNING id`, for the rows
-/// of a `SELECT` of [`decision_select_list`].
-macro_rules! insert_into_actions {
-    ($rows:expr) => {
-        diesel::insert_into(actions::table)
-            .values($rows)
-            .into_columns((
-                actions::user_id,
-                actions::decision_type,
-                actions::decision_idx,
-                actions::request_timestamp,
-                actions::created_at,
-                actions::context,
-                actions::state,
-                actions::action,
-                actions::action_prob,
-                actions::parameter_version,
-                actions::rng_seed,
-                actions::available,
-                actions::unavailable_reason,
-                actions::sent_timestamp,
-                actions::policy,
-                actions::fallback_reason,
-                actions::decided_by,
-                actions::in_study,
-            ))
-            .on_conflict((
-                actions::user_id,
-                actions::decision_type,
-                actions::decision_idx,
-            ))
-            .do_nothing()
-            .returning(actions::id)
-    };
 }
 
 /// Inserts the decision unless one exists for its key (user, decision type, decision index) or

@@ -16,6 +16,8 @@ mod conformance {
     justin_core::store_conformance_suite!(TestDatabase::create);
 }
 
+mod between_adapters;
+mod erasure;
 mod jobs;
 mod load;
 mod migrations;

@@ -595,9 +595,10 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
         let text = if name == "manifest.json" {
             edit_manifest(&text, |m| {
                 m["migrations"] = serde_json::json!(["20250101000000", "20250201000000"]);
-                m["tables"].as_array_mut().unwrap().retain(|t| {
-                    !CREATED_BY_TRIAL_LIFE.contains(&t["name"].as_str().unwrap())
-                });
+                m["tables"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|t| !CREATED_BY_TRIAL_LIFE.contains(&t["name"].as_str().unwrap()));
             })
         } else {
             text
@@ -721,4 +722,70 @@ fn a_backup_from_before_exact_numbers_restores_every_double() {
         assert_eq!(bits(got), bits(sent), "{sent:?}");
     }
     assert!(db.store().run_migrations().unwrap().is_empty());
+}
+
+/// A backup taken before migration 2025-05-01 has neither the columns it appended nor the
+/// tables it created; it restores into the current schema with what the migration fills in for
+/// rows stored before it, and the new tables empty with their ids starting again.
+#[test]
+fn a_backup_from_before_trial_life_is_restored_and_migrated() {
+    let db = TestDatabase::create();
+    study(&db);
+    trial_life_as_migration_fills(&db);
+    let filled = dump(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    let old = before(
+        &current,
+        dir.join("old.tar"),
+        &[
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000",
+            "20250402000000",
+            "20250403000000",
+        ],
+        &APPENDED_BY_TRIAL_LIFE,
+    );
+    let files = unpack(&old);
+    assert!(!files.contains_key("participant_events.csv"));
+    assert!(!files.contains_key("erasures.csv"));
+    assert!(files["users.csv"].starts_with("id,user_id,created_at\n"));
+
+    // Rows of the new tables that the restore must remove.
+    db.store()
+        .add_user(
+            &user("late"),
+            &justin_core::builders::window(10, 20),
+            at(200),
+        )
+        .unwrap();
+    let checked = db.store().check_backup(&old).unwrap();
+    assert_eq!(
+        checked
+            .row_counts
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>(),
+        TABLES[..6]
+    );
+    let restored = db.store().restore(&old).unwrap();
+
+    assert_eq!(restored.row_counts, checked.row_counts);
+    assert_eq!(dump(&db), filled);
+    assert_eq!(next_id(&db, "participant_events"), 1);
+    assert!(db.store().run_migrations().unwrap().is_empty());
+    // Every decision was the algorithm's, with the participant in the study; and the life of
+    // the trial goes on from there.
+    for d in db.store().decisions().unwrap() {
+        let d = d.unwrap();
+        assert_eq!(d.policy, justin_core::Policy::Algorithm);
+        assert!(d.availability.is_available());
+    }
+    let bob = db.store().participant(&user("bob")).unwrap().unwrap();
+    assert_eq!((bob.decisions, bob.uploads), (3, 3));
+    db.store()
+        .withdraw(&user("bob"), "moved away", at(300))
+        .unwrap();
 }
