@@ -181,6 +181,57 @@ fn set_request_id(headers: &mut actix_web::http::header::HeaderMap, id: &str) {
 mod tests {
     use super::*;
 
+    #[actix_web::test]
+    async fn the_routes_naming_a_participant_give_their_pattern_to_the_log() {
+        use actix_web::{middleware::from_fn, test, App};
+        use std::sync::{Arc, Mutex};
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = test::init_service(
+            App::new()
+                .wrap(from_fn(move |req: ServiceRequest, next: Next<_>| {
+                    let record = record.clone();
+                    async move {
+                        let path = req.path().to_owned();
+                        let res = next.call(req).await?;
+                        let logged = logged_path(&path, res.request().match_pattern());
+                        record.lock().unwrap().push(logged);
+                        Ok::<_, actix_web::Error>(res)
+                    }
+                }))
+                .configure(crate::routes::configure),
+        )
+        .await;
+
+        for (method, uri) in [
+            ("GET", "/api/v1/users/alice%20smith"),
+            ("PATCH", "/api/v1/users/alice"),
+            ("POST", "/api/v1/users/alice/withdraw"),
+            ("POST", "/api/v1/users/alice/erase"),
+            ("GET", "/api/v1/users/alice/unknown"),
+            ("POST", "/api/v1/action"),
+        ] {
+            let request = test::TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(uri)
+                .to_request();
+            test::call_service(&app, request).await;
+        }
+
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "/api/v1/users/{user_id}",
+                "/api/v1/users/{user_id}",
+                "/api/v1/users/{user_id}/withdraw",
+                "/api/v1/users/{user_id}/erase",
+                PARTICIPANT_PATH,
+                "/api/v1/action",
+            ]
+        );
+    }
+
     #[test]
     fn paths_naming_a_participant_are_logged_as_their_pattern() {
         assert_eq!(logged_path("/api/v1/action", None), "/api/v1/action");
