@@ -475,6 +475,46 @@ fn erase_answers_the_audit_record_and_leaves_no_trace_of_the_id() {
         "the decisions are kept under the pseudonym"
     );
     assert_eq!(app.participant("keeps")["decisions"], 1);
+    let pseudonym = format!("erased-{id}");
+    assert_eq!(
+        app.get(&format!("/api/v1/users/{pseudonym}")),
+        (404, error("User not found."))
+    );
+    assert_eq!(
+        app.action(&pseudonym, 5, 23.0),
+        (404, error("User not found."))
+    );
+    let host = json!({
+        "user_id": pseudonym, "timestamp": "2025-01-01T12:00:00Z", "decision_idx": 6,
+        "context": {}, "action": 0, "action_prob": 0.5, "decided_by": "app",
+    });
+    assert_eq!(
+        app.post_json("/api/v1/host_decision", &host),
+        (404, error("User not found."))
+    );
+    let not_found = (404, error("User not found."));
+    assert_eq!(
+        app.patch_json(
+            &format!("/api/v1/users/{pseudonym}"),
+            &json!({ "study_end": null })
+        ),
+        not_found
+    );
+    assert_eq!(
+        app.post_json(
+            &format!("/api/v1/users/{pseudonym}/withdraw"),
+            &json!({ "reason": "r" })
+        ),
+        not_found
+    );
+    assert_eq!(
+        app.post_empty(&format!("/api/v1/users/{pseudonym}/erase")),
+        not_found
+    );
+    assert_eq!(
+        app.post_json("/api/v1/add_user", &json!({ "user_id": pseudonym })),
+        (400, error("User already exists."))
+    );
 }
 
 #[test]
