@@ -14,12 +14,12 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
-use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::recording::{host_decision_against_upload, refused_decision, refused_upload};
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
-    Action, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream, Enrollment,
-    Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy, Probability,
-    Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
+    Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
+    Enrollment, Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy,
+    Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
     UploadRecorded, UserId,
 };
 use uuid::Uuid;
@@ -443,14 +443,11 @@ fn record_host_decision_on(
             let bad = |e: justin_core::InvalidValue| {
                 other(format!("invalid row {id} in study_data: {e}"))
             };
-            let action = Action::from_i64(action.into()).map_err(bad)?;
-            let action_prob = Probability::new(action_prob).map_err(bad)?;
-            if action != decision.action || !action_prob.agrees_with(decision.action_prob) {
-                return Err(StoreError::UploadMismatch {
-                    logged_action: action,
-                    logged_prob: action_prob,
-                });
-            }
+            let draw = ActionChoice {
+                action: Action::from_i64(action.into()).map_err(bad)?,
+                action_prob: Probability::new(action_prob).map_err(bad)?,
+            };
+            host_decision_against_upload(decision, draw)?;
         }
         // No decision can be stored for the key meanwhile: every insert of one takes its lock.
         let inserted = insert_into_actions!(diesel::select(decision_select_list!(v)))

@@ -16,6 +16,7 @@ mod conformance {
     justin_core::store_conformance_suite!(TestDatabase::create);
 }
 
+mod between_adapters;
 mod erasure;
 mod jobs;
 mod load;
