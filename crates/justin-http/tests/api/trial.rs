@@ -450,3 +450,65 @@ fn without_a_fallback_a_failing_algorithm_fails_the_request_as_before() {
     assert_eq!(got, (500, crate::helpers::error("Internal server error.")));
     assert_eq!(app.participant("u1")["decisions"], 0);
 }
+
+/// Runs one update to its end; the rows it read.
+fn rows_read_by_an_update(app: &crate::helpers::TestApp) -> Value {
+    let receiver = crate::helpers::CallbackReceiver::start();
+    let id = app.request_update(receiver.url());
+    receiver.next();
+    let done = app.wait_for_update(&id, |b| b["update_status"] != "processing");
+    assert_eq!(done["update_status"], "completed", "{done}");
+    done["provenance"]["rows_read"].clone()
+}
+
+#[test]
+fn a_withdrawn_participants_uploads_reach_no_update() {
+    let app = spawn_app();
+    for user in ["stays", "leaves"] {
+        app.add_user(user);
+        let (_, answer) = app.action(user, 0, 23.0);
+        let upload = crate::helpers::upload_body_for(user, 0, 23.0, &answer);
+        app.post_expecting("/api/v1/upload_data", &upload, 201);
+    }
+    app.post_expecting(
+        "/api/v1/users/leaves/withdraw",
+        &json!({ "reason": "r" }),
+        200,
+    );
+
+    assert_eq!(rows_read_by_an_update(&app), 1);
+}
+
+#[test]
+fn update_include_host_lets_updates_learn_from_host_decisions() {
+    let app = spawn_app_with(|config| config.update.include_host = true);
+    app.add_user("u1");
+    let host = json!({
+        "user_id": "u1", "timestamp": TIMESTAMP, "decision_idx": 0,
+        "context": {"temperature": 23}, "action": 1, "action_prob": 0.5, "decided_by": "app",
+    });
+    app.post_expecting("/api/v1/host_decision", &host, 201);
+    let mut upload = crate::helpers::upload_body("u1", 0, 23.0);
+    upload["data"]["action"] = json!(1);
+    upload["data"]["action_prob"] = json!(0.5);
+    app.post_expecting("/api/v1/upload_data", &upload, 201);
+
+    assert_eq!(rows_read_by_an_update(&app), 1);
+}
+
+#[test]
+fn update_include_warmup_false_keeps_warmup_decisions_out_of_updates() {
+    let app = spawn_app_with(|config| {
+        config.algorithm.warmup.probability = Some(0.5);
+        config.algorithm.warmup.first_decisions = Some(1);
+        config.update.include_warmup = false;
+    });
+    app.add_user("u1");
+    for idx in 0..2 {
+        let (_, answer) = app.action("u1", idx, 23.0);
+        let upload = crate::helpers::upload_body_for("u1", idx, 23.0, &answer);
+        app.post_expecting("/api/v1/upload_data", &upload, 201);
+    }
+
+    assert_eq!(rows_read_by_an_update(&app), 1);
+}
