@@ -340,6 +340,7 @@ fn record_decision_on(
     v: &DecisionValues<'_>,
     guard: DecisionGuard,
 ) -> Result<Recorded, StoreError> {
+    // A host decision is stored as the study server sent it: no guard applies to it.
     if matches!(decision.policy, Policy::Host { .. }) {
         return record_host_decision_on(conn, decision, v);
     }
@@ -363,10 +364,9 @@ fn record_decision_on(
     if !inserted.is_empty() {
         return Ok(Recorded::Inserted);
     }
+    // What stands on the key comes first; then, for a guarded insert, whether the participant
+    // is registered and what the guard found.
     let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-    if logged.is_some() || uploaded || guard == DecisionGuard::None {
-        return refused_decision(decision, logged, uploaded);
-    }
     let DecisionGuard::InStudy {
         warmup_first_decisions,
         warmup_until_participants,
@@ -374,6 +374,9 @@ fn record_decision_on(
     else {
         return refused_decision(decision, logged, uploaded);
     };
+    if logged.is_some() || uploaded {
+        return refused_decision(decision, logged, uploaded);
+    }
     let facts = participant_facts(
         conn,
         v,
@@ -551,7 +554,7 @@ fn insert_in_study_query<'a>(
     insert_into_actions!(row)
 }
 
-/// The columns [`insert_counted`] and the plain inserts fill, in their order.
+/// The columns of a decision's row, in the order of [`decision_select_list`].
 const DECISION_COLUMNS: &str = "user_id, decision_type, decision_idx, request_timestamp, \
     created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
     unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study";
