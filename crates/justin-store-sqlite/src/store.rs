@@ -226,128 +226,6 @@ impl SqliteStore {
     }
 }
 
-/// The columns and values of a decision's insert, bound as `DecisionValues` lists them.
-macro_rules! decision_values {
-    () => {
-        "\
-INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
-                     action, action_prob, parameter_version, rng_seed, decision_type, \
-                     available, unavailable_reason, sent_timestamp, policy, fallback_reason, \
-                     decided_by, in_study) \
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18 "
-    };
-}
-
-/// Keeps a decision's insert off a key with study data uploaded.
-macro_rules! no_upload {
-    () => {
-        "NOT EXISTS (SELECT 1 FROM study_data \
-                     WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx = ?2) "
-    };
-}
-
-/// Stores one row per key whatever the race: the unique constraint, not the `NOT EXISTS`,
-/// makes concurrent inserts store one row. (The `WHERE` before it also keeps SQLite from
-/// reading `ON CONFLICT` as a join constraint.)
-macro_rules! on_key_taken {
-    () => {
-        "ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id"
-    };
-}
-#[cfg(test)]
-const ON_KEY_TAKEN_SQL: &str = on_key_taken!();
-
-/// Inserts the decision unless one exists for its key (user, type, index) or study data was
-/// uploaded for it.
-const INSERT_DECISION: &str = concat!(decision_values!(), "WHERE ", no_upload!(), on_key_taken!());
-
-/// Takes a decision's values from the participant's row, only when the participant is in the
-/// study at the decision's `requested_at` (times compare as text: they are stored fixed-width
-/// in UTC), has not withdrawn and was not erased. Without the participant's row the insert
-/// stores nothing, like a participant out of the study; the caller tells the two apart
-/// afterwards.
-macro_rules! in_study {
-    () => {
-        "FROM users u WHERE u.user_id = ?1 \
-           AND (u.study_start IS NULL OR u.study_start <= ?3) \
-           AND (u.study_end IS NULL OR ?3 < u.study_end) \
-           AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND "
-    };
-}
-
-/// The unguarded insert, only for a participant in the study: one statement, so the check and
-/// the insert happen under one write lock. This is the path of an active participant outside
-/// warm-up, whose only addition to the unguarded insert is a lookup of the participant by its
-/// unique index.
-const INSERT_DECISION_IN_STUDY: &str = concat!(
-    decision_values!(),
-    in_study!(),
-    no_upload!(),
-    on_key_taken!()
-);
-
-/// Inserts a decision the study server made over the upload stored for its key (the caller
-/// checked, in the same transaction, that they agree).
-const INSERT_DECISION_OVER_UPLOAD: &str =
-    concat!(decision_values!(), "WHERE true ", on_key_taken!());
-
-/// At least `n` decisions of the participant and type with a smaller index were available and
-/// drawn by the service, counted no further than `n`.
-fn earlier_in_study_sql(n: u32) -> String {
-    format!(
-        "(SELECT count(*) FROM (SELECT 1 FROM actions \
-          WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx < ?2 AND available \
-            AND policy <> 'host' LIMIT {n})) >= {n} "
-    )
-}
-
-/// At least `k` registered participants had started at the decision's `requested_at`,
-/// counted no further than `k` (through `users_started_idx`).
-fn started_participants_sql(k: u32) -> String {
-    format!(
-        "(SELECT count(*) FROM (SELECT 1 FROM users \
-          WHERE coalesce(study_start, created_at) <= ?3 LIMIT {k})) >= {k} "
-    )
-}
-
-/// The insert `guard` asks for: a constant statement without warm-up counts (the usual case),
-/// otherwise the guarded insert with the counts that apply. The limits are numbers from the
-/// configuration, written into the statement as such.
-fn insert_decision_sql(guard: DecisionGuard) -> std::borrow::Cow<'static, str> {
-    match guard {
-        DecisionGuard::None => INSERT_DECISION.into(),
-        DecisionGuard::InStudy {
-            warmup_first_decisions: None,
-            warmup_until_participants: None,
-        } => INSERT_DECISION_IN_STUDY.into(),
-        DecisionGuard::InStudy {
-            warmup_first_decisions,
-            warmup_until_participants,
-        } => {
-            let mut counts = String::new();
-            if let Some(n) = warmup_first_decisions {
-                counts.push_str(&earlier_in_study_sql(n));
-                counts.push_str("AND ");
-            }
-            if let Some(k) = warmup_until_participants {
-                counts.push_str(&started_participants_sql(k));
-                counts.push_str("AND ");
-            }
-            format!(
-                concat!(
-                    decision_values!(),
-                    in_study!(),
-                    "{}",
-                    no_upload!(),
-                    on_key_taken!()
-                ),
-                counts
-            )
-            .into()
-        }
-    }
-}
-
 /// What the slow path of a guarded insert reads about the participant: their window, whether
 /// they withdrew, and the guard's counts, each stopped at its limit (a limit of 0 counts
 /// nothing). One statement, so all come from one snapshot; no row when the participant is not
@@ -406,13 +284,6 @@ RETURNING action_logged";
 struct Logged {
     #[diesel(sql_type = Bool)]
     action_logged: bool,
-}
-
-#[derive(QueryableByName)]
-struct InsertedId {
-    #[diesel(sql_type = BigInt)]
-    #[allow(dead_code)] // Only its presence matters: a row means the insert happened.
-    id: i64,
 }
 
 #[derive(QueryableByName)]
@@ -492,33 +363,190 @@ fn on_key(
     }
 }
 
-/// Runs a decision's insert `sql` with the decision's values bound; a returned row means it
-/// stored the decision.
+/// What a decision's insert checks before it stores the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InsertCheck {
+    /// Nothing but the key (a host decision over the upload its transaction compared it with).
+    KeyOnly,
+    /// That no study data is uploaded for the key.
+    NoUpload,
+    /// That, and what the guard asks of the participant.
+    InStudy {
+        warmup_first_decisions: Option<u32>,
+        warmup_until_participants: Option<u32>,
+    },
+}
+
+impl InsertCheck {
+    fn of(guard: DecisionGuard) -> Self {
+        match guard {
+            DecisionGuard::None => Self::NoUpload,
+            DecisionGuard::InStudy {
+                warmup_first_decisions,
+                warmup_until_participants,
+            } => Self::InStudy {
+                warmup_first_decisions,
+                warmup_until_participants,
+            },
+        }
+    }
+}
+
+/// A decision's insert: one statement that stores the decision unless its key is taken or
+/// `check` fails, and returns its id when it stored it. One statement, so the check and the
+/// insert happen under one write lock. With [`InsertCheck::InStudy`] without counts it is the
+/// path of an active participant outside warm-up: the unguarded insert with one lookup of the
+/// participant by its unique index.
+///
+/// Its text depends only on the check (the warm-up's limits are numbers from the
+/// configuration, written into it as such), and every value is bound, so Diesel prepares each
+/// form once per connection and keeps it: a decision costs SQLite no parsing or planning.
+struct DecisionInsert<'a> {
+    v: &'a DecisionValues<'a>,
+    check: InsertCheck,
+}
+
+impl diesel::query_builder::QueryId for DecisionInsert<'_> {
+    type QueryId = ();
+    // The text varies with the check, so Diesel keys its statement cache by the text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for DecisionInsert<'_> {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<SqliteConnection> for DecisionInsert<'_> {}
+
+impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for DecisionInsert<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        let v = self.v;
+        out.push_sql(
+            "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
+             state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
+             unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study) \
+             SELECT ",
+        );
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.requested_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.decided_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.context)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SmallInt, _>(&v.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&v.action_prob)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.parameter_version)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.rng_seed)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&v.available)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.unavailable_reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.sent_timestamp)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.policy)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.fallback_reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.decided_by)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&v.in_study)?;
+        match self.check {
+            // The `WHERE` keeps SQLite from reading `ON CONFLICT` as a join constraint.
+            InsertCheck::KeyOnly => out.push_sql(" WHERE true"),
+            InsertCheck::NoUpload => {
+                out.push_sql(" WHERE ");
+                self.no_upload(&mut out)?;
+            }
+            InsertCheck::InStudy {
+                warmup_first_decisions,
+                warmup_until_participants,
+            } => {
+                // The participant's row, only when they are in the study at the decision's
+                // time (times compare as text: they are stored fixed-width in UTC), have not
+                // withdrawn and were not erased. Without the row nothing is stored, as for a
+                // participant out of the study; the caller tells the two apart afterwards.
+                out.push_sql(" FROM users u WHERE u.user_id = ");
+                out.push_bind_param::<Text, _>(v.user_id)?;
+                out.push_sql(" AND (u.study_start IS NULL OR u.study_start <= ");
+                out.push_bind_param::<Text, _>(&v.requested_at)?;
+                out.push_sql(") AND (u.study_end IS NULL OR ");
+                out.push_bind_param::<Text, _>(&v.requested_at)?;
+                out.push_sql(
+                    " < u.study_end) AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND ",
+                );
+                if let Some(n) = warmup_first_decisions {
+                    // At least n decisions of the participant and type with a smaller index
+                    // were available and drawn by the service, counted no further than n.
+                    out.push_sql("(SELECT count(*) FROM (SELECT 1 FROM actions WHERE user_id = ");
+                    out.push_bind_param::<Text, _>(v.user_id)?;
+                    out.push_sql(" AND decision_type = ");
+                    out.push_bind_param::<Text, _>(v.decision_type)?;
+                    out.push_sql(" AND decision_idx < ");
+                    out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+                    out.push_sql(&format!(
+                        " AND available AND policy <> 'host' LIMIT {n})) >= {n} AND "
+                    ));
+                }
+                if let Some(k) = warmup_until_participants {
+                    // At least k registered participants had started at the decision's time,
+                    // counted no further than k (through `users_started_idx`).
+                    out.push_sql(
+                        "(SELECT count(*) FROM (SELECT 1 FROM users \
+                         WHERE coalesce(study_start, created_at) <= ",
+                    );
+                    out.push_bind_param::<Text, _>(&v.requested_at)?;
+                    out.push_sql(&format!(" LIMIT {k})) >= {k} AND "));
+                }
+                self.no_upload(&mut out)?;
+            }
+        }
+        // The unique constraint, not the checks, makes concurrent inserts store one row.
+        out.push_sql(" ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id");
+        Ok(())
+    }
+}
+
+impl DecisionInsert<'_> {
+    /// No study data is uploaded for the key.
+    fn no_upload<'b>(
+        &'b self,
+        out: &mut diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        out.push_sql("NOT EXISTS (SELECT 1 FROM study_data WHERE user_id = ");
+        out.push_bind_param::<Text, _>(self.v.user_id)?;
+        out.push_sql(" AND decision_type = ");
+        out.push_bind_param::<Text, _>(self.v.decision_type)?;
+        out.push_sql(" AND decision_idx = ");
+        out.push_bind_param::<BigInt, _>(&self.v.decision_idx)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// Runs a decision's insert with `check`; true when it stored the decision.
 fn insert_decision(
     conn: &mut SqliteConnection,
-    sql: &str,
+    check: InsertCheck,
     v: &DecisionValues<'_>,
-) -> QueryResult<Vec<InsertedId>> {
-    diesel::sql_query(sql)
-        .bind::<Text, _>(v.user_id)
-        .bind::<BigInt, _>(v.decision_idx)
-        .bind::<Text, _>(&v.requested_at)
-        .bind::<Text, _>(&v.decided_at)
-        .bind::<Text, _>(&v.context)
-        .bind::<Text, _>(&v.state)
-        .bind::<SmallInt, _>(v.action)
-        .bind::<Double, _>(v.action_prob)
-        .bind::<BigInt, _>(v.parameter_version)
-        .bind::<BigInt, _>(v.rng_seed)
-        .bind::<Text, _>(v.decision_type)
-        .bind::<Bool, _>(v.available)
-        .bind::<Nullable<Text>, _>(v.unavailable_reason)
-        .bind::<Text, _>(v.sent_timestamp)
-        .bind::<Text, _>(v.policy)
-        .bind::<Nullable<Text>, _>(v.fallback_reason)
-        .bind::<Nullable<Text>, _>(v.decided_by)
-        .bind::<Bool, _>(v.in_study)
-        .load::<InsertedId>(conn)
+) -> QueryResult<bool> {
+    DecisionInsert { v, check }
+        .load::<i64>(conn)
+        .map(|ids| !ids.is_empty())
 }
 
 /// Records a decision the study server made itself, inside the caller's write transaction: as
@@ -541,9 +569,9 @@ fn record_host_decision(
             Failure::Db(e)
         }
     };
-    match insert_decision(conn, INSERT_DECISION, v) {
-        Ok(rows) if !rows.is_empty() => return Ok(Recorded::Inserted),
-        Ok(_) => {}
+    match insert_decision(conn, InsertCheck::NoUpload, v) {
+        Ok(true) => return Ok(Recorded::Inserted),
+        Ok(false) => {}
         Err(e) => return Err(foreign_key(conn, e)),
     }
     let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
@@ -564,9 +592,9 @@ fn record_host_decision(
         action_prob: Probability::new(action_prob).map_err(unreadable)?,
     };
     host_decision_against_upload(decision, upload)?;
-    match insert_decision(conn, INSERT_DECISION_OVER_UPLOAD, v) {
-        Ok(rows) if !rows.is_empty() => {}
-        Ok(_) => {
+    match insert_decision(conn, InsertCheck::KeyOnly, v) {
+        Ok(true) => {}
+        Ok(false) => {
             return Err(Failure::Store(other(
                 "a decision appeared on the key inside the write transaction",
             )))
@@ -858,8 +886,8 @@ impl Store for SqliteStore {
                 })
                 .map_err(StoreError::from);
         }
-        let inserted = match insert_decision(&mut conn, &insert_decision_sql(guard), &v) {
-            Ok(rows) => rows,
+        let inserted = match insert_decision(&mut conn, InsertCheck::of(guard), &v) {
+            Ok(inserted) => inserted,
             Err(e) if is_foreign_key_violation(&e) => {
                 return Err(classify_foreign_key(
                     &mut conn,
@@ -869,7 +897,7 @@ impl Store for SqliteStore {
             }
             Err(e) => return Err(from_diesel(e)),
         };
-        if !inserted.is_empty() {
+        if inserted {
             return Ok(Recorded::Inserted);
         }
         let (logged, uploaded) = on_key(&mut conn, v.user_id, v.decision_type, v.decision_idx)?;
@@ -1159,6 +1187,24 @@ mod tests {
             .collect()
     }
 
+    /// The text of a decision's insert with `check`, as SQLite gets it.
+    fn insert_sql(check: InsertCheck) -> String {
+        let decision = justin_core::builders::decision("alice", 3, 1);
+        let v = DecisionValues::new(&decision).unwrap();
+        let query = DecisionInsert { v: &v, check };
+        let shown = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query).to_string();
+        shown
+            .split_once(" -- binds:")
+            .map_or(shown.clone(), |(sql, _)| sql.to_owned())
+    }
+
+    fn in_study(n: Option<u32>, k: Option<u32>) -> InsertCheck {
+        InsertCheck::InStudy {
+            warmup_first_decisions: n,
+            warmup_until_participants: k,
+        }
+    }
+
     /// Every guarded insert finds what it checks through an index; none reads a whole table.
     /// Without warm-up counts (the usual case) it is the unguarded insert with one lookup of
     /// the participant.
@@ -1174,30 +1220,26 @@ mod tests {
             (Some(5), Some(20)),
         ];
         for (n, k) in guards {
-            let guard = DecisionGuard::InStudy {
-                warmup_first_decisions: n,
-                warmup_until_participants: k,
-            };
-            let details = plan(&mut conn, &insert_decision_sql(guard));
+            let details = plan(&mut conn, &insert_sql(in_study(n, k)));
             assert!(
                 !details.iter().any(|d| scans_a_table(d)),
-                "{guard:?}: {details:?}"
+                "{n:?} {k:?}: {details:?}"
             );
             assert!(
                 details
                     .iter()
                     .any(|d| d.starts_with("SEARCH u USING INDEX sqlite_autoindex_users_1")),
-                "{guard:?}: {details:?}"
+                "{n:?} {k:?}: {details:?}"
             );
             if k.is_some() {
                 assert!(
                     details.iter().any(|d| d.contains("users_started_idx")),
-                    "{guard:?}: {details:?}"
+                    "{n:?} {k:?}: {details:?}"
                 );
             }
         }
-        let unguarded = plan(&mut conn, INSERT_DECISION);
-        let hot = plan(&mut conn, INSERT_DECISION_IN_STUDY);
+        let unguarded = plan(&mut conn, &insert_sql(InsertCheck::NoUpload));
+        let hot = plan(&mut conn, &insert_sql(in_study(None, None)));
         // The unguarded insert selects its one row of values from nothing; the hot path selects
         // it from the participant's row, found by the unique index.
         assert_eq!(unguarded[0], "SCAN CONSTANT ROW");
@@ -1209,18 +1251,47 @@ mod tests {
 
     #[test]
     fn the_counts_are_written_only_when_the_guard_has_them() {
-        let none = DecisionGuard::InStudy {
-            warmup_first_decisions: None,
-            warmup_until_participants: None,
-        };
-        assert_eq!(insert_decision_sql(none), INSERT_DECISION_IN_STUDY);
-        assert_eq!(insert_decision_sql(DecisionGuard::None), INSERT_DECISION);
-        let both = insert_decision_sql(DecisionGuard::InStudy {
-            warmup_first_decisions: Some(3),
-            warmup_until_participants: Some(40),
-        });
+        let plain = insert_sql(in_study(None, None));
+        assert!(!plain.contains("count(*)"), "{plain}");
+        let both = insert_sql(in_study(Some(3), Some(40)));
         assert!(both.contains("LIMIT 3)) >= 3"), "{both}");
         assert!(both.contains("LIMIT 40)) >= 40"), "{both}");
-        assert!(both.ends_with(ON_KEY_TAKEN_SQL), "{both}");
+        for check in [
+            InsertCheck::KeyOnly,
+            InsertCheck::NoUpload,
+            in_study(Some(3), None),
+        ] {
+            let sql = insert_sql(check);
+            assert!(
+                sql.ends_with(
+                    "ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id"
+                ),
+                "{sql}"
+            );
+            assert_eq!(
+                sql.contains("FROM study_data"),
+                check != InsertCheck::KeyOnly,
+                "{sql}"
+            );
+        }
+    }
+
+    /// A decision's insert is prepared once per connection: its text and bind types, not its
+    /// values, key Diesel's statement cache.
+    #[test]
+    fn a_decision_insert_is_safe_to_prepare_once() {
+        use diesel::query_builder::QueryFragment;
+        let decision = justin_core::builders::decision("alice", 3, 1);
+        let v = DecisionValues::new(&decision).unwrap();
+        for check in [
+            InsertCheck::NoUpload,
+            in_study(None, None),
+            in_study(Some(2), Some(9)),
+        ] {
+            let query = DecisionInsert { v: &v, check };
+            assert!(query
+                .is_safe_to_cache_prepared(&diesel::sqlite::Sqlite)
+                .unwrap());
+        }
     }
 }
