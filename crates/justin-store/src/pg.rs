@@ -340,6 +340,7 @@ fn record_decision_on(
     v: &DecisionValues<'_>,
     guard: DecisionGuard,
 ) -> Result<Recorded, StoreError> {
+    // A host decision is stored as the study server sent it: no guard applies to it.
     if matches!(decision.policy, Policy::Host { .. }) {
         return record_host_decision_on(conn, decision, v);
     }
@@ -363,26 +364,30 @@ fn record_decision_on(
     if !inserted.is_empty() {
         return Ok(Recorded::Inserted);
     }
-    let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-    if logged.is_some() || uploaded || guard == DecisionGuard::None {
-        return refused_decision(decision, logged, uploaded);
-    }
     let DecisionGuard::InStudy {
         warmup_first_decisions,
         warmup_until_participants,
     } = guard
     else {
+        let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
         return refused_decision(decision, logged, uploaded);
     };
-    let facts = participant_facts(
+    // A guard that failed is the common reason (a participant out of the study): one read says
+    // so, and whether the key is taken, which comes first and takes the reads of `on_key`.
+    match participant_facts(
         conn,
         v,
         limit(warmup_first_decisions),
         limit(warmup_until_participants),
-    )?;
-    facts
-        .map(Recorded::Ineligible)
-        .ok_or(StoreError::UnknownUser)
+    )? {
+        Some((facts, false)) => Ok(Recorded::Ineligible(facts)),
+        Some((_, true)) => {
+            let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+            refused_decision(decision, logged, uploaded)
+        }
+        // Nothing stands on the key of an unregistered participant.
+        None => Err(StoreError::UnknownUser),
+    }
 }
 
 /// Runs `work` in a transaction on `conn`: committed when it succeeds, rolled back when it
@@ -551,7 +556,7 @@ fn insert_in_study_query<'a>(
     insert_into_actions!(row)
 }
 
-/// The columns [`insert_counted`] and the plain inserts fill, in their order.
+/// The columns of a decision's row, in the order of [`decision_select_list`].
 const DECISION_COLUMNS: &str = "user_id, decision_type, decision_idx, request_timestamp, \
     created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
     unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study";
@@ -618,13 +623,14 @@ fn insert_counted(
 
 /// The participant's facts for a guarded decision that was not stored: their window, whether
 /// they withdrew, and the guard's two counts capped at their limits (0 for a count that does
-/// not apply), in one statement. `None` when the participant is not registered.
+/// not apply), with whether a decision or study data stands on the decision's key, in one
+/// statement. `None` when the participant is not registered.
 fn participant_facts(
     conn: &mut PgConnection,
     v: &DecisionValues<'_>,
     first_decisions: i64,
     participants: i64,
-) -> Result<Option<ParticipantFacts>, StoreError> {
+) -> Result<Option<(ParticipantFacts, bool)>, StoreError> {
     #[derive(QueryableByName)]
     struct Facts {
         #[diesel(sql_type = Nullable<Timestamptz>)]
@@ -641,6 +647,8 @@ fn participant_facts(
         earlier: i64,
         #[diesel(sql_type = BigInt)]
         started: i64,
+        #[diesel(sql_type = Bool)]
+        key_taken: bool,
     }
     let facts = diesel::sql_query(
         "SELECT u.study_start, u.study_start_sent, u.study_end, u.study_end_sent, \
@@ -649,7 +657,11 @@ fn participant_facts(
                     AND e.decision_type = $2 AND e.decision_idx < $3 AND e.available \
                     AND e.policy <> 'host' LIMIT $5) c) AS earlier, \
                 (SELECT count(*) FROM (SELECT 1 FROM users s \
-                    WHERE coalesce(s.study_start, s.created_at) <= $4 LIMIT $6) c) AS started \
+                    WHERE coalesce(s.study_start, s.created_at) <= $4 LIMIT $6) c) AS started, \
+                EXISTS (SELECT 1 FROM actions k WHERE k.user_id = $1 AND k.decision_type = $2 \
+                        AND k.decision_idx = $3) \
+                OR EXISTS (SELECT 1 FROM study_data k WHERE k.user_id = $1 \
+                           AND k.decision_type = $2 AND k.decision_idx = $3) AS key_taken \
          FROM users u WHERE u.user_id = $1 AND u.erased_at IS NULL",
     )
     .bind::<Text, _>(v.user_id)
@@ -673,7 +685,7 @@ fn participant_facts(
         ))),
     };
     let count = |n: i64| u64::try_from(n).map_err(other);
-    Ok(Some(ParticipantFacts {
+    let facts = ParticipantFacts {
         enrollment: Enrollment {
             start: window(f.study_start, f.study_start_sent)?,
             end: window(f.study_end, f.study_end_sent)?,
@@ -681,7 +693,8 @@ fn participant_facts(
         withdrawn: f.withdrawn,
         earlier_in_study: count(f.earlier)?,
         started_participants: count(f.started)?,
-    }))
+    };
+    Ok(Some((facts, f.key_taken)))
 }
 
 /// A registered participant's row with their decision and upload counts, in one statement.

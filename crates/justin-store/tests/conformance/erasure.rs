@@ -151,3 +151,69 @@ fn erasure_leaves_no_row_holding_the_participant() {
         1
     );
 }
+
+/// Decisions and uploads of a participant recorded while they are erased either land before
+/// the erasure (and are erased with the rest) or find the participant gone: whatever the
+/// interleaving, no row holds their id afterwards.
+#[test]
+fn writes_racing_an_erasure_leave_no_row_holding_the_participant() {
+    let db = TestDatabase::create();
+    let store = db.store().clone();
+    store
+        .seed_parameters("algo", &serde_json::json!({}), at(0))
+        .unwrap();
+    let alice = user("participant-racing");
+    store
+        .add_user(&alice, &justin_core::Enrollment::default(), at(0))
+        .unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                for i in 0..25 {
+                    let d = decision("participant-racing", w * 100 + i, 1);
+                    let guard = if i % 2 == 0 {
+                        DecisionGuard::None
+                    } else {
+                        DecisionGuard::InStudy {
+                            warmup_first_decisions: None,
+                            warmup_until_participants: None,
+                        }
+                    };
+                    outcomes.push(store.record_decision(&d, guard).map(|_| ()));
+                    outcomes.push(store.record_study_data(&upload_for(&d)).map(|_| ()));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let id = uuid::Uuid::new_v4();
+    let erased = store
+        .erase_participant(
+            &alice,
+            &Erasure {
+                id,
+                erased_at: at(10),
+                participant_number: 0,
+                pseudonym: format!("erased-{id}"),
+                row_counts: vec![],
+                backup_file: "/backups/x.tar".into(),
+            },
+        )
+        .unwrap();
+    for writer in writers {
+        for outcome in writer.join().unwrap() {
+            assert!(
+                matches!(outcome, Ok(()) | Err(justin_core::StoreError::UnknownUser)),
+                "{outcome:?}"
+            );
+        }
+    }
+
+    let rows = every_row(&db).join("\n");
+    assert!(!rows.contains("participant-racing"), "{rows}");
+    assert!(!rows.contains("steps"), "no context or outcome is left");
+    let kept = store.decisions().unwrap().count() as u64;
+    assert_eq!(erased.row_counts[0], ("actions".to_owned(), kept));
+}

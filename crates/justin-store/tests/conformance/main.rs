@@ -22,6 +22,7 @@ mod jobs;
 mod load;
 mod migrations;
 mod restore;
+mod round_trips;
 
 mod support {
     use std::collections::BTreeMap;

@@ -279,8 +279,8 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
 
 /// Rows stored before migration 2025-05-01 keep what they were: participants with open windows
 /// who never withdrew, decisions of the algorithm in the study, uploads under their logged
-/// decision's policy, updates that learned from the algorithm's decisions. And the new rules
-/// work on them: an old participant can be erased in place.
+/// decision's policy, updates that learned from the algorithm's decisions. And the rules of a
+/// trial's life work on them: a participant registered before it can be erased in place.
 #[test]
 fn trial_life_migration_keeps_old_rows_as_they_were() {
     let db = TestDatabase::create();

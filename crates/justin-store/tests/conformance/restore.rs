@@ -726,7 +726,7 @@ fn a_backup_from_before_exact_numbers_restores_every_double() {
 
 /// A backup taken before migration 2025-05-01 has neither the columns it appended nor the
 /// tables it created; it restores into the current schema with what the migration fills in for
-/// rows stored before it, and the new tables empty with their ids starting again.
+/// rows stored before it, and the tables it created empty with their ids starting again.
 #[test]
 fn a_backup_from_before_trial_life_is_restored_and_migrated() {
     let db = TestDatabase::create();
@@ -753,7 +753,7 @@ fn a_backup_from_before_trial_life_is_restored_and_migrated() {
     assert!(!files.contains_key("erasures.csv"));
     assert!(files["users.csv"].starts_with("id,user_id,created_at\n"));
 
-    // Rows of the new tables that the restore must remove.
+    // Rows of the tables the backup lacks, which the restore must remove.
     db.store()
         .add_user(
             &user("late"),
