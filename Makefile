@@ -29,7 +29,7 @@ BENCH_TARGET_DIR = $(TARGET_DIR)
 EXAMPLE_DIR = examples/beta-bernoulli
 EXAMPLE_CARGO = cd $(EXAMPLE_DIR) && CARGO_TARGET_DIR="$(abspath $(TARGET_DIR))" $(CARGO)
 
-.PHONY: help run test bench bench-smoke migrate backup reset-db restore replay export fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -41,6 +41,7 @@ help:
 	@echo "make backup          write a backup of every table into backup.dir"
 	@echo "make reset-db        show what a reset would delete; ARGS=--yes deletes (after a backup)"
 	@echo "make restore FILE=f  check a backup and show what it would replace; ARGS=--yes restores"
+	@echo "make erase-user USER_ID=u  show what erasing a participant would do; ARGS=--yes erases (after a backup)"
 	@echo "make replay          re-derive every stored decision; exits non-zero on any mismatch"
 	@echo "make export OUT=f    write the analysis table, one CSV row per decision"
 	@echo "make fmt             format the code"
@@ -113,6 +114,11 @@ reset-db:
 restore:
 	@test -n "$(FILE)" || { echo "make restore: name the backup, e.g. make restore FILE=backups/justin-backup-....tar ARGS=--yes" >&2; exit 2; }
 	$(JUSTIN) restore "$(FILE)" $(ARGS)
+
+# USER_ID, not USER: the shell's USER names the login.
+erase-user:
+	@test -n "$(USER_ID)" || { echo "make erase-user: name the participant, e.g. make erase-user USER_ID=u1 ARGS=--yes" >&2; exit 2; }
+	$(JUSTIN) erase-user $(ARGS) -- "$(USER_ID)"
 
 replay:
 	$(JUSTIN) replay

@@ -177,6 +177,23 @@ fn position(e: &serde_json::Error) -> String {
 /// so restores compare the migrations of a backup and of a database without them.
 pub const SAME_LAYOUT_MIGRATIONS: [&str; 1] = ["20250403000000"];
 
+/// Tables a migration created, with its version: a backup taken before the migration does not
+/// hold them (2025-05-01, the life of a trial, created `participant_events` and `erasures`).
+pub const ADDED_TABLES: [(&str, &str); 2] = [
+    ("participant_events", "20250501000000"),
+    ("erasures", "20250501000000"),
+];
+
+/// Whether a backup taken from a database with `migrations` holds `table`: every table does,
+/// except one of [`ADDED_TABLES`] whose migration it lacks.
+#[must_use]
+pub fn holds_table(migrations: &[String], table: &str) -> bool {
+    ADDED_TABLES
+        .iter()
+        .filter(|(added, _)| *added == table)
+        .all(|(_, migration)| migrations.iter().any(|m| m == migration))
+}
+
 /// `migrations` without the [`SAME_LAYOUT_MIGRATIONS`]: what decides a backup's layout.
 #[must_use]
 pub fn layout_migrations(migrations: &[String]) -> Vec<String> {

@@ -13,7 +13,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
 use std::path::Path;
 
 use crate::csv::{read_header, HeaderError, RecordCounter};
-use crate::manifest::{csv_file_name, Manifest, ManifestTable, MANIFEST};
+use crate::manifest::{csv_file_name, holds_table, Manifest, ManifestTable, MANIFEST};
 use crate::{invalid, FormatError};
 
 /// Where a CSV lies in the tar, and what the first pass found in it.
@@ -53,7 +53,8 @@ pub type Measure<'a> =
     dyn FnMut(&mut dyn Read, &str, u64) -> Result<(Vec<String>, u64), FormatError> + 'a;
 
 /// Reads the archive at `path` and checks it against its manifest and `tables` (the adapter's
-/// tables in the order it restores them), measuring each CSV with `measure`.
+/// tables in the order it restores them, less those a backup of its migrations does not hold:
+/// see [`holds_table`]), measuring each CSV with `measure`.
 ///
 /// # Errors
 /// [`FormatError::Invalid`] with the first problem found: an unreadable file, an entry that is
@@ -66,7 +67,12 @@ pub fn verify(
     measure: &mut Measure<'_>,
 ) -> Result<CheckedBackup, FormatError> {
     let (manifest, mut csvs) = scan(path, measure)?;
-    check_file(manifest, &mut csvs, tables)
+    let held: Vec<&str> = tables
+        .iter()
+        .copied()
+        .filter(|table| holds_table(&manifest.migrations, table))
+        .collect();
+    check_file(manifest, &mut csvs, &held)
 }
 
 /// First pass: reads the manifest and measures every CSV, without judging them yet.

@@ -313,10 +313,15 @@ pub fn copy_export_ceiling(database_url: &str) -> Result<std::time::Duration> {
              a.created_at, a.available, a.unavailable_reason, a.context, a.state, a.action, \
              a.action_prob, a.parameter_version, s.outcome, s.reward, \
              (SELECT p.parameter_version FROM update_provenance p \
+              JOIN model_update_requests r ON r.id = p.update_id \
               WHERE s.available AND p.last_study_data_id >= s.id \
+                AND (s.policy IS NULL \
+                     OR s.policy = ANY (string_to_array(p.included_policies, ','))) \
+                AND NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = s.user_id \
+                                AND w.withdrawn_at <= r.started_at) \
               ORDER BY p.last_study_data_id, p.parameter_version LIMIT 1), \
              s.request_timestamp, s.created_at, a.rng_seed, a.sent_timestamp, \
-             s.sent_timestamp \
+             s.sent_timestamp, a.policy, a.fallback_reason, a.decided_by, a.in_study \
          FROM actions a LEFT JOIN study_data s ON s.user_id = a.user_id \
              AND s.decision_type = a.decision_type AND s.decision_idx = a.decision_idx \
          ORDER BY a.id";

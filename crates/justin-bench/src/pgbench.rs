@@ -48,8 +48,8 @@ pub fn version(pgbench: &Path) -> Result<String> {
 /// The transaction pgbench runs: one INSERT of a decision (a random user of the benchmark's,
 /// the default decision type, a random index out of 10^15 so keys are unique but for a
 /// negligible chance, which ON CONFLICT DO NOTHING absorbs, a temperature context and state, a
-/// random action, available and without a reason), every column the service's own insert
-/// writes.
+/// random action, available and without a reason, drawn by the algorithm with the participant
+/// in the study), every column the service's own insert writes.
 pub fn script(users: u64) -> String {
     format!(
         "\\set u random(0, {last_user})\n\
@@ -58,11 +58,11 @@ pub fn script(users: u64) -> String {
          \\set a random(0, 1)\n\
          INSERT INTO {CEILING_TABLE} (user_id, decision_type, decision_idx, request_timestamp, \
          created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
-         unavailable_reason, sent_timestamp) VALUES \
-         ('{USER_PREFIX}' || :u::text, 'default', :idx, now(), now(), \
+         unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study) \
+         VALUES ('{USER_PREFIX}' || :u::text, 'default', :idx, now(), now(), \
          ('{{\"temperature\": ' || (:t / 10.0)::text || '}}')::json, \
          ('[' || (:t / 10.0)::text || ']')::json, :a, 0.5, 1, :idx, true, NULL, \
-         '2025-01-01T12:00:00') \
+         '2025-01-01T12:00:00', 'algorithm', NULL, NULL, true) \
          ON CONFLICT DO NOTHING;\n",
         last_user = users.max(1) - 1,
     )

@@ -14,8 +14,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Action, Availability, Decision, DecisionIdx, DecisionType, JsonObject, Probability, Provenance,
-    State, StudyRecord, UpdateRequest, UserId,
+    Action, Availability, Decision, DecisionIdx, DecisionType, Enrollment, JsonObject, OutOfStudy,
+    Policy, Probability, Provenance, SentTime, State, StudyRecord, UpdateRequest, UserId,
 };
 
 /// `seconds` after a fixed moment in June 2025, in whole seconds.
@@ -54,7 +54,31 @@ pub fn decision(user_id: &str, idx: i64, parameter_version: i64) -> Decision {
         action_prob: Probability::new(0.75).unwrap(),
         parameter_version,
         rng_seed: 42,
+        policy: Policy::Algorithm,
     }
+}
+
+/// `d` without a draw because the participant was not in the study: action 0, probability 0,
+/// for the reason `why`.
+pub fn out_of_study(d: Decision, why: OutOfStudy) -> Decision {
+    Decision {
+        availability: Availability::OutOfStudy(why),
+        action: Action::Zero,
+        action_prob: Probability::ZERO,
+        ..d
+    }
+}
+
+/// The time in the study from `at(start)` (inclusive) to `at(end)` (exclusive), each sent as
+/// RFC 3339 text with a +02:00 offset.
+pub fn window(start: i64, end: i64) -> Enrollment {
+    let sent = |t: DateTime<Utc>| SentTime {
+        at: t,
+        sent: t
+            .with_timezone(&chrono::FixedOffset::east_opt(7200).unwrap())
+            .to_rfc3339(),
+    };
+    Enrollment::new(Some(sent(at(start))), Some(sent(at(end)))).unwrap()
 }
 
 /// `d` as an unavailable decision of type `kind`: no draw, with `reason`.
@@ -115,7 +139,7 @@ pub fn update_request(n: i64) -> UpdateRequest {
 }
 
 /// The provenance an update stores: version 1.2.3 of the service, algorithm `algo`, config
-/// hash `abc`, 2 rows read and no backup file.
+/// hash `abc`, 2 rows read, no backup file, learning from the algorithm's and warm-up decisions.
 pub fn provenance() -> Provenance {
     Provenance {
         service_version: "1.2.3".into(),
@@ -123,5 +147,6 @@ pub fn provenance() -> Provenance {
         config_hash: "abc".into(),
         rows_read: 2,
         backup_file: None,
+        included_policies: "algorithm,warmup".into(),
     }
 }

@@ -17,8 +17,9 @@
 //! database run both.
 //!
 //! Checks rely on two conventions beyond the trait's signatures: timestamps are kept to the
-//! microsecond, and [`Store::row_counts`] names the tables `users`, `model_parameters`,
-//! `actions`, `study_data`, `model_update_requests` and `update_provenance`.
+//! microsecond, and [`Store::row_counts`] names the tables of [`crate::tables::TABLES`]:
+//! `users`, `model_parameters`, `actions`, `study_data`, `model_update_requests`,
+//! `update_provenance`, `participant_events` and `erasures`.
 //!
 //! [`store_contract_suite!`]: crate::store_contract_suite
 //! [`durable_store_suite!`]: crate::durable_store_suite
@@ -39,10 +40,14 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
-    ExportRow, ExportedUpload, JsonObject, ModelParameters, Probability, Provenance, State,
-    StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Enrollment, Erasure, ExportRow, ExportedUpload, JsonObject, ModelParameters, OutOfStudy,
+    Participant, ParticipantFacts, Policy, Probability, Provenance, SentTime, State, StudyRecord,
+    UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
-use crate::ports::{Recorded, Store, StoreError, TestingStore, UpdateJob, UploadRecorded};
+use crate::ports::{
+    DecisionGuard, Recorded, Store, StoreError, TestingStore, UpdateJob, UploadRecorded,
+};
+use crate::tables::TABLES;
 
 /// Gives a check a fresh, empty store and keeps whatever backs it (a database, a directory)
 /// alive until the check ends.
@@ -125,6 +130,23 @@ macro_rules! store_contract_suite {
             export_streams_many_decisions_in_order,
             export_excludes_decisions_stored_after_the_call,
             numbers_come_back_bit_for_bit,
+            add_user_stores_the_enrollment_window_and_its_history,
+            participant_counts_decisions_and_uploads,
+            change_enrollment_replaces_the_window_and_records_it,
+            withdraw_records_the_withdrawal_once,
+            guarded_decision_inside_the_window_is_inserted,
+            guarded_decision_outside_the_window_is_ineligible,
+            guarded_decision_of_a_withdrawn_participant_is_ineligible,
+            guard_counts_earlier_decisions_up_to_the_limit,
+            guard_counts_started_participants_up_to_the_limit,
+            guarded_refusals_come_in_order,
+            every_policy_and_out_of_study_decisions_round_trip,
+            host_decision_after_a_matching_upload_is_stored,
+            host_decision_after_a_mismatching_upload_is_refused,
+            update_jobs_leave_out_withdrawn_participants_and_excluded_policies,
+            export_shows_the_first_update_that_learned_from_each_upload,
+            erasing_a_participant_leaves_no_trace_of_them,
+            erasing_an_unknown_participant_changes_nothing,
         );
     };
 }
@@ -140,6 +162,7 @@ macro_rules! durable_store_suite {
             restore_puts_back_every_row_and_continues_ids,
             restore_refuses_a_damaged_file_and_changes_nothing,
             numbers_come_back_bit_for_bit_after_a_restore,
+            backup_and_restore_keep_the_life_of_the_trial,
         );
     };
 }
@@ -211,6 +234,7 @@ fn decision(user_id: &UserId, i: i64, variant: u32, parameter_version: i64) -> D
         parameter_version,
         // The high bit set checks that all 64 bits survive.
         rng_seed: u64::MAX - u64::from(variant),
+        policy: Policy::Algorithm,
     }
 }
 
@@ -262,6 +286,65 @@ fn unavailable(d: Decision, reason: Option<&str>) -> Decision {
     }
 }
 
+/// `d` without a draw because the participant was out of the study (`why`).
+fn out_of_study(d: Decision, why: OutOfStudy) -> Decision {
+    Decision {
+        availability: Availability::OutOfStudy(why),
+        action: Action::Zero,
+        action_prob: Probability::ZERO,
+        ..d
+    }
+}
+
+/// `d` drawn (or sent) under `policy`.
+fn with_policy(d: Decision, policy: Policy) -> Decision {
+    Decision { policy, ..d }
+}
+
+/// `d` requested at `at(seconds, micros)`.
+fn requested(d: Decision, seconds: i64, micros: u32) -> Decision {
+    Decision {
+        requested_at: at(seconds, micros),
+        ..d
+    }
+}
+
+/// A time in the study as a study server sends it: the instant `at(seconds, 0)` and a text
+/// that differs from call to call.
+fn sent_time(seconds: i64) -> SentTime {
+    SentTime {
+        at: at(seconds, 0),
+        sent: format!("{} (sent as {seconds})", sent(seconds)),
+    }
+}
+
+/// The time in the study from `at(start, 0)` (inclusive) to `at(end, 0)` (exclusive); `None`
+/// leaves that bound open.
+fn window(start: Option<i64>, end: Option<i64>) -> Enrollment {
+    Enrollment::new(start.map(sent_time), end.map(sent_time)).unwrap()
+}
+
+/// The guard of a decision drawn by the algorithm with the given warm-up counts.
+fn in_study(first: Option<u32>, participants: Option<u32>) -> DecisionGuard {
+    DecisionGuard::InStudy {
+        warmup_first_decisions: first,
+        warmup_until_participants: participants,
+    }
+}
+
+/// An erasure as the service asks for it: a fresh id and pseudonym, no counts yet.
+fn erasure(erased_at: DateTime<Utc>) -> Erasure {
+    let id = Uuid::new_v4();
+    Erasure {
+        id,
+        erased_at,
+        participant_number: 0,
+        pseudonym: format!("erased-{id}"),
+        row_counts: vec![],
+        backup_file: format!("/backups/justin-backup-{}.tar", id.simple()),
+    }
+}
+
 /// A new request; a larger `n` is received later.
 fn update_request(n: u32) -> UpdateRequest {
     UpdateRequest::new(
@@ -280,6 +363,7 @@ fn provenance(rows_read: u64) -> Provenance {
         config_hash: "c0ffee".into(),
         rows_read,
         backup_file: Some("/backups/justin-backup-x.tar".into()),
+        included_policies: "algorithm,warmup,host".into(),
     }
 }
 
@@ -313,13 +397,17 @@ fn count(store: &dyn Store, table: &str) -> u64 {
 
 /// `add_user` MUST return `UserExists` for an id registered already.
 pub fn add_user_rejects_duplicate(store: &dyn Store) {
-    store.add_user(&user("alice"), at(0, 0)).unwrap();
-    let again = store.add_user(&user("alice"), at(1, 0));
+    store
+        .add_user(&user("alice"), &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let again = store.add_user(&user("alice"), &Enrollment::default(), at(1, 0));
     assert!(
         matches!(again, Err(StoreError::UserExists)),
         "second add_user of one id: expected UserExists, got {again:?}"
     );
-    store.add_user(&user("bob"), at(2, 0)).unwrap();
+    store
+        .add_user(&user("bob"), &Enrollment::default(), at(2, 0))
+        .unwrap();
     assert_eq!(count(store, "users"), 2);
 }
 
@@ -327,8 +415,13 @@ pub fn add_user_rejects_duplicate(store: &dyn Store) {
 /// store nothing.
 pub fn record_decision_rejects_unknown_user(store: &dyn Store) {
     let params = seeded(store);
-    store.add_user(&user("alice"), at(0, 0)).unwrap();
-    let result = store.record_decision(&decision(&user("mallory"), 0, 1, params.version));
+    store
+        .add_user(&user("alice"), &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let result = store.record_decision(
+        &decision(&user("mallory"), 0, 1, params.version),
+        DecisionGuard::None,
+    );
     assert!(
         matches!(result, Err(StoreError::UnknownUser)),
         "decision for an unregistered user: expected UnknownUser, got {result:?}"
@@ -341,9 +434,14 @@ pub fn record_decision_rejects_unknown_user(store: &dyn Store) {
 pub fn record_decision_returns_stored_decision_on_repeat(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let first = decision(&alice, 0, 1, params.version);
-    assert_eq!(store.record_decision(&first).unwrap(), Recorded::Inserted);
+    assert_eq!(
+        store.record_decision(&first, DecisionGuard::None).unwrap(),
+        Recorded::Inserted
+    );
 
     let repeat = decision(&alice, 0, 2, params.version);
     assert_ne!(
@@ -351,20 +449,23 @@ pub fn record_decision_returns_stored_decision_on_repeat(store: &dyn Store) {
         "the repeat must differ for this check to mean anything"
     );
     assert_eq!(
-        store.record_decision(&repeat).unwrap(),
+        store.record_decision(&repeat, DecisionGuard::None).unwrap(),
         Recorded::Existing(first.clone())
     );
     // A third call still sees the first, not the second.
     assert_eq!(
         store
-            .record_decision(&decision(&alice, 0, 3, params.version))
+            .record_decision(&decision(&alice, 0, 3, params.version), DecisionGuard::None)
             .unwrap(),
         Recorded::Existing(first)
     );
 
     // Another decision index is another decision.
     let next = decision(&alice, 1, 4, params.version);
-    assert_eq!(store.record_decision(&next).unwrap(), Recorded::Inserted);
+    assert_eq!(
+        store.record_decision(&next, DecisionGuard::None).unwrap(),
+        Recorded::Inserted
+    );
     assert_eq!(count(store, "actions"), 2);
 }
 
@@ -373,19 +474,27 @@ pub fn record_decision_returns_stored_decision_on_repeat(store: &dyn Store) {
 pub fn record_decision_refuses_pair_with_study_data(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
 
     store.record_study_data(&study_record(&alice, 0)).unwrap();
-    let without_decision = store.record_decision(&decision(&alice, 0, 1, params.version));
+    let without_decision =
+        store.record_decision(&decision(&alice, 0, 1, params.version), DecisionGuard::None);
     assert!(
         matches!(without_decision, Err(StoreError::StudyDataExists)),
         "decision after upload: expected StudyDataExists, got {without_decision:?}"
     );
 
     let earlier = decision(&alice, 1, 1, params.version);
-    assert_eq!(store.record_decision(&earlier).unwrap(), Recorded::Inserted);
+    assert_eq!(
+        store
+            .record_decision(&earlier, DecisionGuard::None)
+            .unwrap(),
+        Recorded::Inserted
+    );
     store.record_study_data(&upload_for(&earlier)).unwrap();
-    let with_decision = store.record_decision(&earlier);
+    let with_decision = store.record_decision(&earlier, DecisionGuard::None);
     assert!(
         matches!(with_decision, Err(StoreError::StudyDataExists)),
         "repeated decision after upload: expected StudyDataExists, got {with_decision:?}"
@@ -400,7 +509,9 @@ pub fn concurrent_duplicate_decisions_store_exactly_one(store: &dyn Store) {
     const ROUNDS: i64 = 4;
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
 
     for round in 0..ROUNDS {
         let barrier = Barrier::new(THREADS as usize);
@@ -412,7 +523,7 @@ pub fn concurrent_duplicate_decisions_store_exactly_one(store: &dyn Store) {
                     s.spawn(move || {
                         let mine = decision(alice, round, t, params.version);
                         barrier.wait();
-                        let recorded = store.record_decision(&mine).unwrap();
+                        let recorded = store.record_decision(&mine, DecisionGuard::None).unwrap();
                         (mine, recorded)
                     })
                 })
@@ -460,7 +571,9 @@ pub fn a_decision_and_its_upload_racing_agree_with_one_order(store: &dyn Testing
     const TRIALS: i64 = 300;
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     // Every other upload contradicts its decision's action.
     let trials: Vec<(Decision, StudyRecord)> = (0..TRIALS)
         .map(|i| {
@@ -484,7 +597,7 @@ pub fn a_decision_and_its_upload_racing_agree_with_one_order(store: &dyn Testing
                 .iter()
                 .map(|(d, _)| {
                     barrier.wait();
-                    store.record_decision(d)
+                    store.record_decision(d, DecisionGuard::None)
                 })
                 .collect::<Vec<_>>()
         });
@@ -573,7 +686,9 @@ pub fn a_decision_and_its_upload_racing_agree_with_one_order(store: &dyn Testing
 
 /// `record_study_data` MUST return `UnknownUser` for a participant that is not registered.
 pub fn record_study_data_rejects_unknown_user(store: &dyn Store) {
-    store.add_user(&user("alice"), at(0, 0)).unwrap();
+    store
+        .add_user(&user("alice"), &Enrollment::default(), at(0, 0))
+        .unwrap();
     let result = store.record_study_data(&study_record(&user("mallory"), 0));
     assert!(
         matches!(result, Err(StoreError::UnknownUser)),
@@ -585,7 +700,9 @@ pub fn record_study_data_rejects_unknown_user(store: &dyn Store) {
 /// A second `record_study_data` for one pair MUST return `StudyDataExists` and keep the first.
 pub fn record_study_data_rejects_duplicate(store: &dyn TestingStore) {
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let first = study_record(&alice, 3);
     store.record_study_data(&first).unwrap();
 
@@ -604,9 +721,11 @@ pub fn record_study_data_rejects_duplicate(store: &dyn TestingStore) {
 fn logged_decision(store: &dyn Store) -> Decision {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let logged = decision(&alice, 4, 1, params.version);
-    store.record_decision(&logged).unwrap();
+    store.record_decision(&logged, DecisionGuard::None).unwrap();
     logged
 }
 
@@ -696,7 +815,9 @@ pub fn upload_matching_the_logged_decision_is_marked_logged(store: &dyn TestingS
 pub fn upload_without_logged_decision_is_marked_unlogged(store: &dyn Store) {
     let logged = logged_decision(store);
     let bob = user("bob");
-    store.add_user(&bob, at(0, 0)).unwrap();
+    store
+        .add_user(&bob, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let other_index = study_record(&logged.user_id, logged.decision_idx.get() + 1);
     let other_user = study_record(&bob, logged.decision_idx.get());
     for upload in [&other_index, &other_user] {
@@ -717,7 +838,7 @@ pub fn decisions_stream_every_decision_in_order(store: &dyn Store) {
     let params = seeded(store);
     let users = [user("u-a"), user("u-b"), user("u-c")];
     for u in &users {
-        store.add_user(u, at(0, 0)).unwrap();
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
     }
     let n = MANY_RECORDS;
     let stored: Vec<Decision> = (0..n)
@@ -729,7 +850,10 @@ pub fn decisions_stream_every_decision_in_order(store: &dyn Store) {
                 (i % 7) as u32,
                 params.version,
             );
-            assert_eq!(store.record_decision(&d).unwrap(), Recorded::Inserted);
+            assert_eq!(
+                store.record_decision(&d, DecisionGuard::None).unwrap(),
+                Recorded::Inserted
+            );
             d
         })
         .collect();
@@ -895,7 +1019,7 @@ const MANY_RECORDS: i64 = 12_000;
 fn upload_many(store: &dyn Store, n: i64) -> Vec<StudyRecord> {
     let users = [user("u-a"), user("u-b"), user("u-c")];
     for u in &users {
-        store.add_user(u, at(0, 0)).unwrap();
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
     }
     (0..n)
         .map(|i| {
@@ -925,7 +1049,9 @@ pub fn study_data_streams_every_record_in_upload_order(store: &dyn TestingStore)
 pub fn study_data_excludes_records_stored_after_the_call(store: &dyn TestingStore) {
     let uploaded = upload_many(store, MANY_RECORDS);
     let late_user = user("late");
-    store.add_user(&late_user, at(0, 0)).unwrap();
+    store
+        .add_user(&late_user, &Enrollment::default(), at(0, 0))
+        .unwrap();
 
     let mut stream = store.study_data().unwrap();
     store
@@ -955,7 +1081,9 @@ pub fn study_data_excludes_records_stored_after_the_call(store: &dyn TestingStor
 pub fn study_data_of_empty_store_is_empty(store: &dyn TestingStore) {
     assert_eq!(store.study_data().unwrap().count(), 0);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     store.record_study_data(&study_record(&alice, 0)).unwrap();
     assert_eq!(store.study_data().unwrap().count(), 1);
 }
@@ -1069,14 +1197,19 @@ pub fn second_claim_while_a_job_runs_returns_none(store: &dyn Store) {
 pub fn dropped_job_changes_nothing_and_is_claimed_again(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     store.record_study_data(&study_record(&alice, 0)).unwrap();
     let r = update_request(1);
     store.create_update_request(&r).unwrap();
 
     let mut job = claim(store, at(10, 0));
     assert_eq!(job.current_parameters().unwrap(), params);
-    assert_eq!(job.study_data().unwrap().count(), 1);
+    assert_eq!(
+        job.study_data(UpdateInclusion::default()).unwrap().count(),
+        1
+    );
     drop(job);
 
     assert_eq!(store.current_parameters().unwrap(), Some(params.clone()));
@@ -1100,14 +1233,19 @@ pub fn dropped_job_changes_nothing_and_is_claimed_again(store: &dyn Store) {
 pub fn requeued_job_changes_nothing_and_is_claimed_afresh(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     store.record_study_data(&study_record(&alice, 0)).unwrap();
     let r = update_request(1);
     store.create_update_request(&r).unwrap();
 
     let mut job = claim(store, at(10, 0));
     assert_eq!(job.request().attempts, 1);
-    assert_eq!(job.study_data().unwrap().count(), 1);
+    assert_eq!(
+        job.study_data(UpdateInclusion::default()).unwrap().count(),
+        1
+    );
     job.requeue().unwrap();
 
     assert_eq!(store.current_parameters().unwrap(), Some(params.clone()));
@@ -1138,7 +1276,9 @@ pub fn requeued_job_changes_nothing_and_is_claimed_afresh(store: &dyn Store) {
 pub fn completed_job_stores_next_version_with_provenance(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let uploaded: Vec<StudyRecord> = (0..5).map(|i| study_record(&alice, i)).collect();
     for record in &uploaded {
         store.record_study_data(record).unwrap();
@@ -1148,7 +1288,11 @@ pub fn completed_job_stores_next_version_with_provenance(store: &dyn Store) {
 
     let mut job = claim(store, at(10, 0));
     assert_eq!(job.current_parameters().unwrap(), params);
-    let read: Vec<StudyRecord> = job.study_data().unwrap().map(Result::unwrap).collect();
+    let read: Vec<StudyRecord> = job
+        .study_data(UpdateInclusion::default())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(read, uploaded, "the job reads every record in upload order");
     let values = json!({"mu": [0.25, 0.75]});
     let published = job
@@ -1359,18 +1503,29 @@ struct Populated {
     updates: Vec<Uuid>,
 }
 
-/// Fills every table with a different number of rows: 3 users, 2 parameter versions,
-/// 4 decisions, 5 study records, 3 update requests (completed, failed with a two-line error,
-/// processing) and 1 provenance record.
+/// The participants [`contents`] reads back: those [`populate`] registers (`p4` is erased)
+/// and one a check adds after a backup.
+const PARTICIPANTS: [&str; 5] = ["p1", "p2", "p3", "p4", "after-backup"];
+
+/// Fills every table with a different number of rows: 3 registered participants and one
+/// erased, 2 parameter versions, 9 decisions (every policy, out of the study too), 6 study
+/// records, 3 update requests (completed, failed with a two-line error, processing),
+/// 1 provenance record, 5 history entries and 1 erasure.
 fn populate(store: &dyn Store) -> Populated {
     let params = seeded(store);
     let users = vec![user("p1"), user("p2"), user("p3")];
-    for u in &users {
-        store.add_user(u, at(0, 0)).unwrap();
-    }
+    store
+        .add_user(&users[0], &Enrollment::default(), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&users[1], &window(Some(-5), None), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&users[2], &window(Some(-5), Some(500)), at(0, 0))
+        .unwrap();
     // Four decisions: two of the default type, one of another type on the same index, and
     // one unavailable, with a reason holding a comma and a quote.
-    let decisions: Vec<Decision> = vec![
+    let mut decisions: Vec<Decision> = vec![
         decision(&users[0], 0, 1, params.version),
         decision(&users[0], 1, 1, params.version),
         Decision {
@@ -1382,8 +1537,28 @@ fn populate(store: &dyn Store) -> Populated {
             Some("driving, \"busy\""),
         ),
     ];
+    // Four of p3, one of each other policy, and one out of the study.
+    decisions.extend([
+        with_policy(decision(&users[2], 0, 1, params.version), Policy::Warmup),
+        with_policy(
+            decision(&users[2], 1, 2, params.version),
+            Policy::Fallback {
+                reason: "invalid parameters: \"p\", second\nline".into(),
+            },
+        ),
+        with_policy(
+            decision(&users[2], 2, 3, params.version),
+            Policy::Host {
+                decided_by: "study server, \"plan B\"".into(),
+            },
+        ),
+        out_of_study(
+            decision(&users[2], 3, 4, params.version),
+            OutOfStudy::Withdrawn,
+        ),
+    ]);
     for d in &decisions {
-        store.record_decision(d).unwrap();
+        store.record_decision(d, DecisionGuard::None).unwrap();
     }
     store.record_study_data(&upload_for(&decisions[0])).unwrap();
     for i in 0..3 {
@@ -1392,6 +1567,24 @@ fn populate(store: &dyn Store) -> Populated {
             .unwrap();
     }
     store.record_study_data(&upload_for(&decisions[3])).unwrap();
+    store.record_study_data(&upload_for(&decisions[5])).unwrap();
+    store
+        .change_enrollment(&users[1], &window(Some(-5), Some(900)), at(3, 0))
+        .unwrap();
+    store
+        .withdraw(&users[2], "moved, \"no phone\"", at(4, 0))
+        .unwrap();
+    // p4 is erased: one decision kept under the pseudonym, the upload and history gone.
+    let p4 = user("p4");
+    store
+        .add_user(&p4, &window(Some(-5), None), at(0, 0))
+        .unwrap();
+    let p4_decision = decision(&p4, 0, 2, params.version);
+    store
+        .record_decision(&p4_decision, DecisionGuard::None)
+        .unwrap();
+    store.record_study_data(&upload_for(&p4_decision)).unwrap();
+    store.erase_participant(&p4, &erasure(at(4, 500))).unwrap();
     let updates: Vec<UpdateRequest> = (1..=3).map(update_request).collect();
     for r in &updates {
         store.create_update_request(r).unwrap();
@@ -1415,12 +1608,14 @@ fn populate(store: &dyn Store) -> Populated {
         )
         .unwrap();
     let counts = [
-        ("users", 3),
+        ("users", 4),
         ("model_parameters", 2),
-        ("actions", 4),
-        ("study_data", 5),
+        ("actions", 9),
+        ("study_data", 6),
         ("model_update_requests", 3),
         ("update_provenance", 1),
+        ("participant_events", 5),
+        ("erasures", 1),
     ]
     .into_iter()
     .map(|(t, n)| (t.to_owned(), n))
@@ -1441,6 +1636,8 @@ struct Contents {
     export: Vec<ExportRow>,
     parameters: Vec<ModelParameters>,
     updates: Vec<Option<UpdateRequest>>,
+    participants: Vec<Option<Participant>>,
+    erased: BTreeSet<String>,
 }
 
 fn contents(store: &dyn TestingStore, updates: &[Uuid]) -> Contents {
@@ -1457,6 +1654,11 @@ fn contents(store: &dyn TestingStore, updates: &[Uuid]) -> Contents {
             .iter()
             .map(|id| store.update_request(*id).unwrap())
             .collect(),
+        participants: PARTICIPANTS
+            .iter()
+            .map(|name| store.participant(&user(name)).unwrap())
+            .collect(),
+        erased: store.erased_pseudonyms().unwrap().into_iter().collect(),
     }
 }
 
@@ -1467,8 +1669,10 @@ pub fn row_counts_count_every_table(store: &dyn Store) {
         empty.keys().map(String::as_str).collect::<Vec<_>>(),
         vec![
             "actions",
+            "erasures",
             "model_parameters",
             "model_update_requests",
+            "participant_events",
             "study_data",
             "update_provenance",
             "users"
@@ -1488,12 +1692,16 @@ pub fn reset_empties_every_table(store: &dyn TestingStore) {
     store.reset().unwrap();
     let after = counts(store);
     assert!(after.values().all(|&n| n == 0), "after reset: {after:?}");
-    assert_eq!(after.len(), 6);
+    assert_eq!(after.len(), TABLES.len());
+    assert_eq!(store.erased_pseudonyms().unwrap(), Vec::<String>::new());
+    assert_eq!(store.participant(&user("p1")).unwrap(), None);
     assert_eq!(store.current_parameters().unwrap(), None);
     assert_eq!(store.study_data().unwrap().count(), 0);
     assert_eq!(store.decisions().unwrap().count(), 0);
     // Ids and versions start over.
-    store.add_user(&user("p1"), at(0, 0)).unwrap();
+    store
+        .add_user(&user("p1"), &Enrollment::default(), at(0, 0))
+        .unwrap();
     assert_eq!(seeded(store).version, 1);
 }
 
@@ -1545,23 +1753,33 @@ pub fn restore_puts_back_every_row_and_continues_ids(store: &dyn TestingStore) {
     assert_eq!(contents(store, &populated.updates), before);
     for u in &populated.users {
         assert!(
-            matches!(store.add_user(u, at(1, 0)), Err(StoreError::UserExists)),
+            matches!(
+                store.add_user(u, &Enrollment::default(), at(1, 0)),
+                Err(StoreError::UserExists)
+            ),
             "user {u} is restored"
         );
     }
 
     // Restoring over rows replaces them rather than adding to them.
     let extra = user("after-backup");
-    store.add_user(&extra, at(2, 0)).unwrap();
+    store
+        .add_user(&extra, &Enrollment::default(), at(2, 0))
+        .unwrap();
     store.record_study_data(&study_record(&extra, 0)).unwrap();
     store.restore(&backup).unwrap();
     assert_eq!(contents(store, &populated.updates), before);
 
     // New rows continue after the restored ones.
-    store.add_user(&extra, at(3, 0)).unwrap();
+    store
+        .add_user(&extra, &Enrollment::default(), at(3, 0))
+        .unwrap();
     let params = store.current_parameters().unwrap().unwrap();
     let next = decision(&extra, 0, 3, params.version);
-    assert_eq!(store.record_decision(&next).unwrap(), Recorded::Inserted);
+    assert_eq!(
+        store.record_decision(&next, DecisionGuard::None).unwrap(),
+        Recorded::Inserted
+    );
     let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
     assert_eq!(streamed.len(), before.decisions.len() + 1);
     assert_eq!(
@@ -1596,7 +1814,9 @@ pub fn restore_refuses_a_damaged_file_and_changes_nothing(store: &dyn TestingSto
     let backup = store.backup(&scratch.0, at(100, 0)).unwrap().path;
     // Rows the backup does not have, which a restore would remove.
     let extra = user("after-backup");
-    store.add_user(&extra, at(2, 0)).unwrap();
+    store
+        .add_user(&extra, &Enrollment::default(), at(2, 0))
+        .unwrap();
     store.record_study_data(&study_record(&extra, 0)).unwrap();
     let before = contents(store, &populated.updates);
 
@@ -1639,7 +1859,7 @@ pub fn restore_refuses_a_damaged_file_and_changes_nothing(store: &dyn TestingSto
     }
     assert!(
         matches!(
-            store.add_user(&extra, at(3, 0)),
+            store.add_user(&extra, &Enrollment::default(), at(3, 0)),
             Err(StoreError::UserExists)
         ),
         "rows stored after the backup are still there"
@@ -1670,7 +1890,9 @@ impl Drop for ScratchDir {
 pub fn decision_types_key_decisions_separately(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let default = decision(&alice, 0, 1, params.version);
     let morning = Decision {
         decision_type: kind("morning"),
@@ -1681,7 +1903,10 @@ pub fn decision_types_key_decisions_separately(store: &dyn Store) {
         ..decision(&alice, 0, 3, params.version)
     };
     for d in [&default, &morning, &evening] {
-        assert_eq!(store.record_decision(d).unwrap(), Recorded::Inserted);
+        assert_eq!(
+            store.record_decision(d, DecisionGuard::None).unwrap(),
+            Recorded::Inserted
+        );
     }
     for d in [&default, &morning, &evening] {
         let repeat = Decision {
@@ -1689,7 +1914,7 @@ pub fn decision_types_key_decisions_separately(store: &dyn Store) {
             ..d.clone()
         };
         assert_eq!(
-            store.record_decision(&repeat).unwrap(),
+            store.record_decision(&repeat, DecisionGuard::None).unwrap(),
             Recorded::Existing(d.clone()),
             "a repeat of the {} decision returns that one",
             d.decision_type
@@ -1704,12 +1929,16 @@ pub fn decision_types_key_decisions_separately(store: &dyn Store) {
 pub fn uploads_are_keyed_by_decision_type(store: &dyn TestingStore) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let morning = Decision {
         decision_type: kind("morning"),
         ..decision(&alice, 0, 1, params.version)
     };
-    store.record_decision(&morning).unwrap();
+    store
+        .record_decision(&morning, DecisionGuard::None)
+        .unwrap();
 
     // The default type at the same index has no logged decision.
     let default_upload = study_record(&alice, 0);
@@ -1740,14 +1969,19 @@ pub fn uploads_are_keyed_by_decision_type(store: &dyn TestingStore) {
     ));
     // Each upload closes its own key only.
     assert!(matches!(
-        store.record_decision(&morning),
+        store.record_decision(&morning, DecisionGuard::None),
         Err(StoreError::StudyDataExists)
     ));
     let evening = Decision {
         decision_type: kind("evening"),
         ..decision(&alice, 0, 2, params.version)
     };
-    assert_eq!(store.record_decision(&evening).unwrap(), Recorded::Inserted);
+    assert_eq!(
+        store
+            .record_decision(&evening, DecisionGuard::None)
+            .unwrap(),
+        Recorded::Inserted
+    );
     let stored: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
     assert_eq!(stored, vec![default_upload, upload_for(&morning)]);
 }
@@ -1757,7 +1991,9 @@ pub fn uploads_are_keyed_by_decision_type(store: &dyn TestingStore) {
 pub fn unavailable_decisions_are_stored_with_their_reason(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let with_reason = unavailable(
         decision(&alice, 0, 1, params.version),
         Some("driving, \"busy\"; second line ü"),
@@ -1765,10 +2001,15 @@ pub fn unavailable_decisions_are_stored_with_their_reason(store: &dyn Store) {
     let without_reason = unavailable(decision(&alice, 1, 2, params.version), None);
     let available = decision(&alice, 2, 3, params.version);
     for d in [&with_reason, &without_reason, &available] {
-        assert_eq!(store.record_decision(d).unwrap(), Recorded::Inserted);
+        assert_eq!(
+            store.record_decision(d, DecisionGuard::None).unwrap(),
+            Recorded::Inserted
+        );
     }
     assert_eq!(
-        store.record_decision(&with_reason).unwrap(),
+        store
+            .record_decision(&with_reason, DecisionGuard::None)
+            .unwrap(),
         Recorded::Existing(with_reason.clone())
     );
     let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
@@ -1780,11 +2021,13 @@ pub fn unavailable_decisions_are_stored_with_their_reason(store: &dyn Store) {
 pub fn uploads_take_availability_from_the_logged_decision(store: &dyn TestingStore) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let off = unavailable(decision(&alice, 0, 1, params.version), Some("asleep"));
     let on = decision(&alice, 1, 2, params.version);
-    store.record_decision(&off).unwrap();
-    store.record_decision(&on).unwrap();
+    store.record_decision(&off, DecisionGuard::None).unwrap();
+    store.record_decision(&on, DecisionGuard::None).unwrap();
 
     let claims_available = StudyRecord {
         available: true,
@@ -1817,7 +2060,9 @@ pub fn uploads_take_availability_from_the_logged_decision(store: &dyn TestingSto
 fn mixed_uploads(store: &dyn Store, n: i64) -> Vec<StudyRecord> {
     let params = store.current_parameters().unwrap().unwrap();
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     (0..n)
         .map(|i| {
             let d = decision(&alice, i, 1, params.version);
@@ -1826,7 +2071,7 @@ fn mixed_uploads(store: &dyn Store, n: i64) -> Vec<StudyRecord> {
             } else {
                 d
             };
-            store.record_decision(&d).unwrap();
+            store.record_decision(&d, DecisionGuard::None).unwrap();
             let upload = upload_for(&d);
             store.record_study_data(&upload).unwrap();
             upload
@@ -1841,7 +2086,11 @@ pub fn update_jobs_never_read_unavailable_records(store: &dyn Store) {
     let uploads = mixed_uploads(store, 9);
     store.create_update_request(&update_request(1)).unwrap();
     let mut job = claim(store, at(10, 0));
-    let read: Vec<StudyRecord> = job.study_data().unwrap().map(Result::unwrap).collect();
+    let read: Vec<StudyRecord> = job
+        .study_data(UpdateInclusion::default())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let expected: Vec<StudyRecord> = uploads.into_iter().filter(|r| r.available).collect();
     assert_eq!(expected.len(), 6);
     assert_eq!(read, expected);
@@ -1871,11 +2120,14 @@ pub fn completed_job_marks_the_records_it_read(store: &dyn Store) {
     mixed_uploads(store, 3); // indexes 0 and 2 available, 1 not
     store.create_update_request(&update_request(1)).unwrap();
     let mut job = claim(store, at(10, 0));
-    assert_eq!(job.study_data().unwrap().count(), 2);
+    assert_eq!(
+        job.study_data(UpdateInclusion::default()).unwrap().count(),
+        2
+    );
     // Stored while the job runs: after its snapshot.
     let alice = user("alice");
     let late = decision(&alice, 3, 1, params.version);
-    store.record_decision(&late).unwrap();
+    store.record_decision(&late, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&late)).unwrap();
     let v2 = job
         .complete("test-algo", &json!({}), &provenance(2), at(11, 0))
@@ -1895,7 +2147,10 @@ pub fn completed_job_marks_the_records_it_read(store: &dyn Store) {
     // The next update reads all three available records and marks only the new one.
     store.create_update_request(&update_request(2)).unwrap();
     let mut job = claim(store, at(12, 0));
-    assert_eq!(job.study_data().unwrap().count(), 3);
+    assert_eq!(
+        job.study_data(UpdateInclusion::default()).unwrap().count(),
+        3
+    );
     let v3 = job
         .complete("test-algo", &json!({}), &provenance(3), at(13, 0))
         .unwrap()
@@ -1912,7 +2167,7 @@ pub fn completed_job_marks_the_records_it_read(store: &dyn Store) {
 
     // A failed update marks nothing.
     let after = decision(&alice, 4, 1, params.version);
-    store.record_decision(&after).unwrap();
+    store.record_decision(&after, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&after)).unwrap();
     store.create_update_request(&update_request(3)).unwrap();
     claim(store, at(14, 0)).fail("no", at(15, 0)).unwrap();
@@ -1927,8 +2182,12 @@ pub fn export_joins_every_decision_with_its_upload(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
     let bob = user("bob");
-    store.add_user(&alice, at(0, 0)).unwrap();
-    store.add_user(&bob, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&bob, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let plain = decision(&alice, 0, 1, params.version);
     let typed = Decision {
         decision_type: kind("evening"),
@@ -1937,7 +2196,7 @@ pub fn export_joins_every_decision_with_its_upload(store: &dyn Store) {
     let off = unavailable(decision(&bob, 0, 3, params.version), Some("asleep"));
     let no_upload = decision(&bob, 1, 4, params.version);
     for d in [&plain, &typed, &off, &no_upload] {
-        store.record_decision(d).unwrap();
+        store.record_decision(d, DecisionGuard::None).unwrap();
     }
     // Uploaded in another order than the decisions, plus one without a decision.
     let typed_upload = upload_for(&typed);
@@ -1985,14 +2244,14 @@ pub fn export_streams_many_decisions_in_order(store: &dyn Store) {
     let params = seeded(store);
     let users = [user("u-a"), user("u-b"), user("u-c")];
     for u in &users {
-        store.add_user(u, at(0, 0)).unwrap();
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
     }
     let n = MANY_RECORDS;
     let mut keys = Vec::new();
     for i in 0..n {
         // Indices run backwards per user, so storage order differs from key order.
         let d = decision(&users[(i % 3) as usize], n - i, 1, params.version);
-        store.record_decision(&d).unwrap();
+        store.record_decision(&d, DecisionGuard::None).unwrap();
         if i % 4 == 0 {
             store.record_study_data(&upload_for(&d)).unwrap();
         }
@@ -2024,11 +2283,13 @@ pub fn export_streams_many_decisions_in_order(store: &dyn Store) {
 pub fn export_excludes_decisions_stored_after_the_call(store: &dyn Store) {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let n = MANY_RECORDS;
     for i in 0..n {
         store
-            .record_decision(&decision(&alice, i, 1, params.version))
+            .record_decision(&decision(&alice, i, 1, params.version), DecisionGuard::None)
             .unwrap();
     }
     let mut stream = store.export().unwrap();
@@ -2036,7 +2297,7 @@ pub fn export_excludes_decisions_stored_after_the_call(store: &dyn Store) {
     assert_eq!(first.decision.decision_idx, idx(0));
     for i in n..n + 10 {
         store
-            .record_decision(&decision(&alice, i, 1, params.version))
+            .record_decision(&decision(&alice, i, 1, params.version), DecisionGuard::None)
             .unwrap();
     }
     assert_eq!(
@@ -2045,6 +2306,1202 @@ pub fn export_excludes_decisions_stored_after_the_call(store: &dyn Store) {
         "the stream holds the decisions stored when it was opened"
     );
     assert_eq!(store.export().unwrap().count(), n as usize + 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The life of a trial: enrollment, withdrawal, guarded decisions, policies and erasure
+
+/// `add_user` MUST store the participant's window as given (each bound open or not, its text
+/// as sent) and record the enrollment in their history; `participant` reads them back with no
+/// decisions and no uploads, and `None` for an id that is not registered.
+pub fn add_user_stores_the_enrollment_window_and_its_history(store: &dyn Store) {
+    let registered = [
+        ("alice", window(Some(10), Some(20))),
+        ("bob", Enrollment::default()),
+        ("carol", window(Some(-3), None)),
+        ("dave", window(None, Some(7))),
+    ];
+    for (n, (name, enrollment)) in (0..).zip(&registered) {
+        store
+            .add_user(&user(name), enrollment, at(n, 123_456))
+            .unwrap();
+    }
+    for (n, (name, enrollment)) in (0..).zip(&registered) {
+        assert_eq!(
+            store.participant(&user(name)).unwrap(),
+            Some(Participant {
+                user_id: user(name),
+                created_at: at(n, 123_456),
+                enrollment: enrollment.clone(),
+                withdrawal: None,
+                decisions: 0,
+                uploads: 0,
+            }),
+            "participant {name}"
+        );
+    }
+    assert_eq!(store.participant(&user("mallory")).unwrap(), None);
+    assert_eq!(count(store, "participant_events"), 4, "one enrollment each");
+
+    // A refused registration changes nothing.
+    let again = store.add_user(&user("alice"), &window(Some(30), None), at(9, 0));
+    assert!(matches!(again, Err(StoreError::UserExists)), "{again:?}");
+    assert_eq!(
+        store
+            .participant(&user("alice"))
+            .unwrap()
+            .unwrap()
+            .enrollment,
+        registered[0].1
+    );
+    assert_eq!(count(store, "participant_events"), 4);
+}
+
+/// `participant` MUST count the participant's stored decisions (of every type, with or without
+/// a draw) and uploads (with or without a logged decision), and no one else's.
+pub fn participant_counts_decisions_and_uploads(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    let bob = user("bob");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&bob, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let alices = [
+        decision(&alice, 0, 1, params.version),
+        decision(&alice, 1, 2, params.version),
+        Decision {
+            decision_type: kind("evening"),
+            ..decision(&alice, 0, 3, params.version)
+        },
+        unavailable(decision(&alice, 2, 4, params.version), None),
+        out_of_study(
+            decision(&alice, 3, 5, params.version),
+            OutOfStudy::NotInStudy,
+        ),
+    ];
+    for d in &alices {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+    }
+    store.record_study_data(&upload_for(&alices[0])).unwrap();
+    store.record_study_data(&study_record(&alice, 9)).unwrap();
+    let bobs = decision(&bob, 0, 1, params.version);
+    store.record_decision(&bobs, DecisionGuard::None).unwrap();
+    store.record_study_data(&upload_for(&bobs)).unwrap();
+
+    let alice_now = store.participant(&alice).unwrap().unwrap();
+    assert_eq!((alice_now.decisions, alice_now.uploads), (5, 2));
+    let bob_now = store.participant(&bob).unwrap().unwrap();
+    assert_eq!((bob_now.decisions, bob_now.uploads), (1, 1));
+}
+
+/// `change_enrollment` MUST replace the window, record the change in the history, return the
+/// participant as now stored, and leave decisions stored before as they were; guards use the
+/// new window from then on. For an unregistered participant it MUST return `UnknownUser` and
+/// change nothing.
+pub fn change_enrollment_replaces_the_window_and_records_it(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &window(Some(10), Some(20)), at(0, 0))
+        .unwrap();
+    let before = requested(decision(&alice, 0, 1, params.version), 15, 0);
+    store.record_decision(&before, DecisionGuard::None).unwrap();
+
+    let new_window = window(Some(30), None);
+    let changed = store
+        .change_enrollment(&alice, &new_window, at(25, 1))
+        .unwrap();
+    assert_eq!(
+        changed,
+        Participant {
+            user_id: alice.clone(),
+            created_at: at(0, 0),
+            enrollment: new_window.clone(),
+            withdrawal: None,
+            decisions: 1,
+            uploads: 0,
+        }
+    );
+    assert_eq!(store.participant(&alice).unwrap(), Some(changed));
+    assert_eq!(count(store, "participant_events"), 2);
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed, vec![before]);
+
+    let old_inside = requested(decision(&alice, 1, 2, params.version), 15, 0);
+    assert_eq!(
+        store
+            .record_decision(&old_inside, in_study(None, None))
+            .unwrap(),
+        Recorded::Ineligible(ParticipantFacts {
+            enrollment: new_window.clone(),
+            withdrawn: false,
+            earlier_in_study: 0,
+            started_participants: 0,
+        })
+    );
+    let new_inside = requested(decision(&alice, 1, 2, params.version), 30, 0);
+    assert_eq!(
+        store
+            .record_decision(&new_inside, in_study(None, None))
+            .unwrap(),
+        Recorded::Inserted
+    );
+
+    let unknown = store.change_enrollment(&user("mallory"), &new_window, at(26, 0));
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownUser)),
+        "{unknown:?}"
+    );
+    assert_eq!(count(store, "participant_events"), 2);
+    assert_eq!(count(store, "users"), 1);
+}
+
+/// `withdraw` MUST record the withdrawal (time and reason as given) and its history entry, and
+/// return the participant as now stored; a second withdrawal MUST return `AlreadyWithdrawn`
+/// and an unregistered participant `UnknownUser`, each changing nothing.
+pub fn withdraw_records_the_withdrawal_once(store: &dyn Store) {
+    let alice = user("alice");
+    store
+        .add_user(&alice, &window(Some(10), Some(100)), at(0, 0))
+        .unwrap();
+    let reason = "moved away, \"no phone\"; ü\nsecond line";
+    let withdrawn = store.withdraw(&alice, reason, at(50, 3)).unwrap();
+    assert_eq!(
+        withdrawn,
+        Participant {
+            user_id: alice.clone(),
+            created_at: at(0, 0),
+            enrollment: window(Some(10), Some(100)),
+            withdrawal: Some(Withdrawal {
+                at: at(50, 3),
+                reason: reason.to_owned(),
+            }),
+            decisions: 0,
+            uploads: 0,
+        }
+    );
+    assert_eq!(store.participant(&alice).unwrap(), Some(withdrawn.clone()));
+    assert_eq!(count(store, "participant_events"), 2);
+
+    let again = store.withdraw(&alice, "another reason", at(60, 0));
+    assert!(
+        matches!(again, Err(StoreError::AlreadyWithdrawn)),
+        "{again:?}"
+    );
+    assert_eq!(store.participant(&alice).unwrap(), Some(withdrawn));
+    assert_eq!(count(store, "participant_events"), 2);
+
+    let unknown = store.withdraw(&user("mallory"), "why", at(61, 0));
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownUser)),
+        "{unknown:?}"
+    );
+    assert_eq!(count(store, "participant_events"), 2);
+}
+
+/// A guarded decision whose `requested_at` lies inside the window (its start included, its end
+/// not) MUST be stored as given; an open bound holds any time.
+pub fn guarded_decision_inside_the_window_is_inserted(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    let bob = user("bob");
+    store
+        .add_user(&alice, &window(Some(10), Some(20)), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&bob, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let inside = [
+        requested(decision(&alice, 0, 1, params.version), 10, 0),
+        requested(decision(&alice, 1, 2, params.version), 19, 999_999),
+        requested(decision(&bob, 0, 3, params.version), 100_000, 0),
+    ];
+    for d in &inside {
+        assert_eq!(
+            store.record_decision(d, in_study(None, None)).unwrap(),
+            Recorded::Inserted,
+            "{d:?}"
+        );
+    }
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed, inside.to_vec());
+}
+
+/// A guarded decision before the start or at or after the end of the window MUST store
+/// nothing and return `Ineligible` with the participant's facts.
+pub fn guarded_decision_outside_the_window_is_ineligible(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    let alices_window = window(Some(10), Some(20));
+    store.add_user(&alice, &alices_window, at(0, 0)).unwrap();
+    let outside = [(9, 999_999), (20, 0), (25, 0)];
+    for (i, (seconds, micros)) in (0..).zip(outside) {
+        let d = requested(decision(&alice, i, 1, params.version), seconds, micros);
+        let plain = store.record_decision(&d, in_study(None, None)).unwrap();
+        assert_eq!(
+            plain,
+            Recorded::Ineligible(ParticipantFacts {
+                enrollment: alices_window.clone(),
+                withdrawn: false,
+                earlier_in_study: 0,
+                started_participants: 0,
+            }),
+            "at {seconds}.{micros}"
+        );
+        // With warm-up counts, the facts count too: alice has started at 10.
+        let counted = store
+            .record_decision(&d, in_study(Some(3), Some(5)))
+            .unwrap();
+        assert_eq!(
+            counted,
+            Recorded::Ineligible(ParticipantFacts {
+                enrollment: alices_window.clone(),
+                withdrawn: false,
+                earlier_in_study: 0,
+                started_participants: u64::from(seconds >= 10),
+            }),
+            "at {seconds}.{micros}, with counts"
+        );
+    }
+    assert_eq!(count(store, "actions"), 0);
+    assert_eq!(store.decisions().unwrap().count(), 0);
+    assert_eq!(store.participant(&alice).unwrap().unwrap().decisions, 0);
+}
+
+/// A guarded decision of a withdrawn participant MUST store nothing and return `Ineligible`
+/// with `withdrawn` set, whatever its time; unguarded, it is stored.
+pub fn guarded_decision_of_a_withdrawn_participant_is_ineligible(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let first = requested(decision(&alice, 0, 1, params.version), 1, 0);
+    assert_eq!(
+        store.record_decision(&first, in_study(None, None)).unwrap(),
+        Recorded::Inserted
+    );
+    store
+        .withdraw(&alice, "no longer interested", at(5, 0))
+        .unwrap();
+
+    let later = requested(decision(&alice, 1, 2, params.version), 3, 0);
+    assert_eq!(
+        store.record_decision(&later, in_study(None, None)).unwrap(),
+        Recorded::Ineligible(ParticipantFacts {
+            enrollment: Enrollment::default(),
+            withdrawn: true,
+            earlier_in_study: 0,
+            started_participants: 0,
+        })
+    );
+    assert_eq!(
+        store
+            .record_decision(&later, in_study(Some(1), Some(1)))
+            .unwrap(),
+        Recorded::Ineligible(ParticipantFacts {
+            enrollment: Enrollment::default(),
+            withdrawn: true,
+            earlier_in_study: 1,
+            started_participants: 1,
+        })
+    );
+    assert_eq!(count(store, "actions"), 1);
+    let recorded = out_of_study(later, OutOfStudy::Withdrawn);
+    assert_eq!(
+        store
+            .record_decision(&recorded, DecisionGuard::None)
+            .unwrap(),
+        Recorded::Inserted
+    );
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed, vec![first, recorded]);
+}
+
+/// `warmup_first_decisions: Some(n)` MUST hold only when at least `n` decisions of the same
+/// participant and type with a smaller index are stored that were available and drawn by the
+/// service (algorithm, warm-up or fallback; not unavailable, out of the study or the host's);
+/// the facts count them up to `n`.
+pub fn guard_counts_earlier_decisions_up_to_the_limit(store: &dyn Store) {
+    let params = seeded(store);
+    let v = params.version;
+    let alice = user("alice");
+    let bob = user("bob");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&bob, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let stored = [
+        decision(&alice, 0, 1, v),
+        with_policy(decision(&alice, 1, 2, v), Policy::Warmup),
+        unavailable(decision(&alice, 2, 3, v), Some("asleep")),
+        out_of_study(decision(&alice, 3, 4, v), OutOfStudy::NotInStudy),
+        with_policy(
+            decision(&alice, 4, 5, v),
+            Policy::Host {
+                decided_by: "host".into(),
+            },
+        ),
+        Decision {
+            decision_type: kind("evening"),
+            ..decision(&alice, 5, 6, v)
+        },
+        decision(&alice, 11, 7, v),
+        decision(&bob, 6, 8, v),
+    ];
+    for d in &stored {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+    }
+    let target = decision(&alice, 10, 9, v);
+    assert_eq!(
+        store
+            .record_decision(&target, in_study(Some(3), None))
+            .unwrap(),
+        Recorded::Ineligible(ParticipantFacts {
+            enrollment: Enrollment::default(),
+            withdrawn: false,
+            earlier_in_study: 2,
+            started_participants: 0,
+        }),
+        "only the algorithm's and the warm-up's decisions 0 and 1 count"
+    );
+    let fallback = with_policy(
+        decision(&alice, 7, 10, v),
+        Policy::Fallback {
+            reason: "failed".into(),
+        },
+    );
+    store
+        .record_decision(&fallback, DecisionGuard::None)
+        .unwrap();
+    assert_eq!(
+        store
+            .record_decision(&target, in_study(Some(3), None))
+            .unwrap(),
+        Recorded::Inserted,
+        "a fallback decision counts"
+    );
+
+    for i in [8, 9] {
+        store
+            .record_decision(&decision(&alice, i, 11, v), DecisionGuard::None)
+            .unwrap();
+    }
+    store.withdraw(&alice, "done", at(1, 0)).unwrap();
+    // Decisions 0, 1, 7, 8, 9, 10 and 11 lie below index 12.
+    let last = decision(&alice, 12, 12, v);
+    for (limit, expected) in [(3, 3), (100, 7)] {
+        assert_eq!(
+            store
+                .record_decision(&last, in_study(Some(limit), None))
+                .unwrap(),
+            Recorded::Ineligible(ParticipantFacts {
+                enrollment: Enrollment::default(),
+                withdrawn: true,
+                earlier_in_study: expected,
+                started_participants: 0,
+            }),
+            "counted up to {limit}"
+        );
+    }
+}
+
+/// `warmup_until_participants: Some(k)` MUST hold only when at least `k` registered
+/// participants had started at the decision's `requested_at` (at their start, or their
+/// registration when they have none); the facts count them up to `k`.
+pub fn guard_counts_started_participants_up_to_the_limit(store: &dyn Store) {
+    let params = seeded(store);
+    let a = user("a");
+    store
+        .add_user(&a, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&user("b"), &window(Some(100), None), at(0, 0))
+        .unwrap();
+    store
+        .add_user(&user("c"), &Enrollment::default(), at(50, 0))
+        .unwrap();
+    store
+        .add_user(&user("d"), &window(Some(200), Some(300)), at(0, 0))
+        .unwrap();
+    let facts = |started, withdrawn| ParticipantFacts {
+        enrollment: Enrollment::default(),
+        withdrawn,
+        earlier_in_study: 0,
+        started_participants: started,
+    };
+    for (i, (seconds, started)) in (0..).zip([(10, 1), (60, 2), (99, 2)]) {
+        let d = requested(decision(&a, i, 1, params.version), seconds, 0);
+        assert_eq!(
+            store.record_decision(&d, in_study(None, Some(3))).unwrap(),
+            Recorded::Ineligible(facts(started, false)),
+            "at {seconds}"
+        );
+    }
+    let reached = requested(decision(&a, 5, 1, params.version), 100, 0);
+    assert_eq!(
+        store
+            .record_decision(&reached, in_study(None, Some(3)))
+            .unwrap(),
+        Recorded::Inserted
+    );
+    store.withdraw(&a, "done", at(101, 0)).unwrap();
+    let late = requested(decision(&a, 6, 1, params.version), 250, 0);
+    for (limit, expected) in [(2, 2), (10, 4)] {
+        assert_eq!(
+            store
+                .record_decision(&late, in_study(None, Some(limit)))
+                .unwrap(),
+            Recorded::Ineligible(facts(expected, true)),
+            "counted up to {limit}"
+        );
+    }
+    assert_eq!(count(store, "actions"), 1);
+}
+
+/// When a guarded decision cannot be stored, what stands on its key comes before the
+/// participant's facts: a stored decision (`Existing`), an unregistered participant
+/// (`UnknownUser`), then uploaded study data (`StudyDataExists`), and only then `Ineligible`.
+pub fn guarded_refusals_come_in_order(store: &dyn Store) {
+    let params = seeded(store);
+    let v = params.version;
+    let alice = user("alice");
+    store
+        .add_user(&alice, &window(Some(10), Some(20)), at(0, 0))
+        .unwrap();
+    let guards = [in_study(None, None), in_study(Some(5), Some(5))];
+
+    let stored = requested(decision(&alice, 0, 1, v), 15, 0);
+    store.record_decision(&stored, DecisionGuard::None).unwrap();
+    let uploaded = study_record(&alice, 1);
+    store.record_study_data(&uploaded).unwrap();
+    let closed = requested(decision(&alice, 2, 3, v), 15, 0);
+    store.record_decision(&closed, DecisionGuard::None).unwrap();
+    store.record_study_data(&upload_for(&closed)).unwrap();
+
+    for guard in guards {
+        let outside = |d: Decision| requested(d, 30, 0);
+        assert_eq!(
+            store
+                .record_decision(&outside(decision(&alice, 0, 2, v)), guard)
+                .unwrap(),
+            Recorded::Existing(stored.clone()),
+            "{guard:?}"
+        );
+        let unknown = store.record_decision(&outside(decision(&user("mallory"), 0, 2, v)), guard);
+        assert!(
+            matches!(unknown, Err(StoreError::UnknownUser)),
+            "{guard:?}: {unknown:?}"
+        );
+        for i in [1, 2] {
+            let refused = store.record_decision(&outside(decision(&alice, i, 2, v)), guard);
+            assert!(
+                matches!(refused, Err(StoreError::StudyDataExists)),
+                "{guard:?}, index {i}: {refused:?}"
+            );
+        }
+    }
+    assert_eq!(count(store, "actions"), 2);
+}
+
+/// Decisions of every policy (with the fallback's reason and the host's name) and decisions
+/// out of the study (with the service's reason) MUST be stored and read back as given, by a
+/// repeat, `decisions` and `export`.
+pub fn every_policy_and_out_of_study_decisions_round_trip(store: &dyn Store) {
+    let params = seeded(store);
+    let v = params.version;
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let host = Policy::Host {
+        decided_by: "study server's schedule, \"v2\"; ü".into(),
+    };
+    let all = [
+        decision(&alice, 0, 1, v),
+        with_policy(decision(&alice, 1, 2, v), Policy::Warmup),
+        with_policy(
+            decision(&alice, 2, 3, v),
+            Policy::Fallback {
+                reason: "invalid parameters: p must be a probability, \"x\"\nline 2".into(),
+            },
+        ),
+        with_policy(decision(&alice, 3, 4, v), host.clone()),
+        with_policy(unavailable(decision(&alice, 4, 5, v), Some("asleep")), host),
+        out_of_study(decision(&alice, 5, 6, v), OutOfStudy::NotInStudy),
+        out_of_study(decision(&alice, 6, 7, v), OutOfStudy::Withdrawn),
+        with_policy(unavailable(decision(&alice, 7, 8, v), None), Policy::Warmup),
+    ];
+    for d in &all {
+        assert_eq!(
+            store.record_decision(d, DecisionGuard::None).unwrap(),
+            Recorded::Inserted
+        );
+    }
+    for d in &all {
+        assert_eq!(
+            store.record_decision(d, DecisionGuard::None).unwrap(),
+            Recorded::Existing(d.clone())
+        );
+    }
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed, all.to_vec());
+    for d in &all[1..3] {
+        assert_eq!(
+            store.record_study_data(&upload_for(d)).unwrap(),
+            UploadRecorded {
+                action_logged: true
+            }
+        );
+    }
+    let exported: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        exported
+            .iter()
+            .map(|r| r.decision.clone())
+            .collect::<Vec<_>>(),
+        all.to_vec()
+    );
+    let with_upload: Vec<bool> = exported.iter().map(|r| r.upload.is_some()).collect();
+    assert_eq!(
+        with_upload,
+        vec![false, true, true, false, false, false, false, false]
+    );
+}
+
+/// Streams the study data a new job reads with `include`, and drops the job.
+fn job_reads(store: &dyn Store, include: UpdateInclusion) -> Vec<StudyRecord> {
+    let mut job = claim(store, at(1000, 0));
+    let read: Vec<StudyRecord> = job
+        .study_data(include)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    drop(job);
+    read
+}
+
+const EVERYTHING: UpdateInclusion = UpdateInclusion {
+    warmup: true,
+    fallback: true,
+    host: true,
+};
+
+const ALGORITHM_ONLY: UpdateInclusion = UpdateInclusion {
+    warmup: false,
+    fallback: false,
+    host: false,
+};
+
+/// A host decision sent after an upload that agrees with it (same action, probability within
+/// the tolerance) MUST be stored, and the upload MUST count as logged from then on: it takes
+/// the host's policy (so jobs that leave host decisions out no longer read it) and the export
+/// joins it to the decision. A repeat returns the stored decision; a decision of the service
+/// for the key is still refused.
+pub fn host_decision_after_a_matching_upload_is_stored(store: &dyn Store) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    store.create_update_request(&update_request(1)).unwrap();
+    let upload = study_record(&alice, 0);
+    assert_eq!(
+        store.record_study_data(&upload).unwrap(),
+        UploadRecorded {
+            action_logged: false
+        }
+    );
+    assert_eq!(
+        job_reads(store, UpdateInclusion::default()),
+        vec![upload.clone()]
+    );
+
+    let host = Decision {
+        action: upload.action,
+        action_prob: Probability::new(upload.action_prob.get() + 1e-12).unwrap(),
+        ..with_policy(
+            decision(&alice, 0, 3, params.version),
+            Policy::Host {
+                decided_by: "schedule".into(),
+            },
+        )
+    };
+    assert_eq!(
+        store.record_decision(&host, DecisionGuard::None).unwrap(),
+        Recorded::Inserted
+    );
+    let streamed: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(streamed, vec![host.clone()]);
+    let exported: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        exported,
+        vec![ExportRow {
+            decision: host.clone(),
+            upload: Some(ExportedUpload {
+                requested_at: upload.requested_at,
+                sent_timestamp: upload.sent_timestamp.clone(),
+                received_at: upload.received_at,
+                outcome: upload.outcome.clone(),
+                reward: upload.reward,
+                used_in_version: None,
+            }),
+        }]
+    );
+    assert_eq!(job_reads(store, UpdateInclusion::default()), vec![]);
+    assert_eq!(job_reads(store, EVERYTHING), vec![upload]);
+
+    assert_eq!(
+        store.record_decision(&host, DecisionGuard::None).unwrap(),
+        Recorded::Existing(host.clone()),
+        "a repeat of the host decision returns it"
+    );
+    let drawn = decision(&alice, 0, 3, params.version);
+    for guard in [DecisionGuard::None, in_study(None, None)] {
+        let refused = store.record_decision(&drawn, guard);
+        assert!(
+            matches!(refused, Err(StoreError::StudyDataExists)),
+            "{refused:?}"
+        );
+    }
+    let alice_now = store.participant(&alice).unwrap().unwrap();
+    assert_eq!((alice_now.decisions, alice_now.uploads), (1, 1));
+}
+
+/// A host decision that differs from the upload of its key (another action, or a probability
+/// more than the tolerance away) MUST be refused with `UploadMismatch` naming the upload's
+/// action and probability, storing nothing.
+pub fn host_decision_after_a_mismatching_upload_is_refused(store: &dyn TestingStore) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let upload = study_record(&alice, 1);
+    store.record_study_data(&upload).unwrap();
+    let host = Decision {
+        action: upload.action,
+        action_prob: upload.action_prob,
+        ..with_policy(
+            decision(&alice, 1, 3, params.version),
+            Policy::Host {
+                decided_by: "schedule".into(),
+            },
+        )
+    };
+    let other_action = Decision {
+        action: match upload.action {
+            Action::Zero => Action::One,
+            Action::One => Action::Zero,
+        },
+        ..host.clone()
+    };
+    let other_prob = Decision {
+        action_prob: Probability::new(upload.action_prob.get() + 1e-6).unwrap(),
+        ..host.clone()
+    };
+    for d in [&other_action, &other_prob] {
+        match store.record_decision(d, DecisionGuard::None) {
+            Err(StoreError::UploadMismatch {
+                logged_action,
+                logged_prob,
+            }) => assert_eq!(
+                (logged_action, logged_prob),
+                (upload.action, upload.action_prob)
+            ),
+            other => panic!("expected UploadMismatch, got {other:?}"),
+        }
+    }
+    assert_eq!(count(store, "actions"), 0);
+    let stored: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert_eq!(stored, vec![upload]);
+    assert_eq!(
+        store.record_decision(&host, DecisionGuard::None).unwrap(),
+        Recorded::Inserted
+    );
+}
+
+/// `UpdateJob::study_data(include)` MUST leave out the records of participants withdrawn
+/// before the job and those whose logged decision's policy `include` leaves out, and keep
+/// uploads without a logged decision, in upload order.
+pub fn update_jobs_leave_out_withdrawn_participants_and_excluded_policies(store: &dyn Store) {
+    let params = seeded(store);
+    let v = params.version;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    for u in [&alice, &bob, &carol] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    let host = Policy::Host {
+        decided_by: "host".into(),
+    };
+    let fallback = Policy::Fallback {
+        reason: "failed".into(),
+    };
+    // (decision, the policy word its upload reaches updates under; None: never)
+    let decided = [
+        (decision(&alice, 0, 1, v), Some("algorithm")),
+        (
+            with_policy(decision(&alice, 1, 2, v), Policy::Warmup),
+            Some("warmup"),
+        ),
+        (
+            with_policy(decision(&alice, 2, 3, v), fallback),
+            Some("fallback"),
+        ),
+        (with_policy(decision(&alice, 3, 4, v), host), Some("host")),
+        (unavailable(decision(&alice, 4, 5, v), Some("busy")), None),
+        (decision(&bob, 0, 6, v), None),
+        (
+            with_policy(decision(&carol, 0, 7, v), Policy::Warmup),
+            Some("warmup"),
+        ),
+    ];
+    let mut uploads = Vec::new();
+    for (d, reaches) in &decided {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+        let upload = upload_for(d);
+        store.record_study_data(&upload).unwrap();
+        uploads.push((upload, *reaches));
+    }
+    let unlogged = study_record(&alice, 5);
+    store.record_study_data(&unlogged).unwrap();
+    uploads.push((unlogged, Some("none")));
+    store.withdraw(&bob, "left", at(1, 0)).unwrap();
+    store.create_update_request(&update_request(1)).unwrap();
+
+    let partial = UpdateInclusion {
+        warmup: false,
+        fallback: true,
+        host: false,
+    };
+    for include in [
+        UpdateInclusion::default(),
+        EVERYTHING,
+        ALGORITHM_ONLY,
+        partial,
+    ] {
+        let expected: Vec<StudyRecord> = uploads
+            .iter()
+            .filter(|(_, reaches)| match reaches {
+                None => false,
+                Some("none") => true,
+                Some(word) => include.includes(Some(word)),
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
+        assert_eq!(job_reads(store, include), expected, "{include:?}");
+    }
+}
+
+/// `export` MUST show, for each upload, the first completed update that read it: one whose
+/// stored `included_policies` holds the upload's policy and that started before its
+/// participant withdrew (and never one that left it out). `complete` stores the provenance's
+/// `included_policies` as given.
+pub fn export_shows_the_first_update_that_learned_from_each_upload(store: &dyn Store) {
+    let params = seeded(store);
+    let v = params.version;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    for u in [&alice, &bob, &carol] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    let alice0 = decision(&alice, 0, 1, v);
+    let alice1 = with_policy(decision(&alice, 1, 2, v), Policy::Warmup);
+    let bob0 = decision(&bob, 0, 3, v);
+    for d in [&alice0, &alice1, &bob0] {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+        store.record_study_data(&upload_for(d)).unwrap();
+    }
+    let first = update_request(1);
+    store.create_update_request(&first).unwrap();
+    let mut job = claim(store, at(10, 0));
+    assert_eq!(job.study_data(ALGORITHM_ONLY).unwrap().count(), 2);
+    let algorithm_only = Provenance {
+        included_policies: ALGORITHM_ONLY.as_stored(),
+        ..provenance(2)
+    };
+    let va = job
+        .complete("test-algo", &json!({}), &algorithm_only, at(11, 0))
+        .unwrap()
+        .version;
+    assert_eq!(
+        store.update_request(first.id).unwrap().unwrap().provenance,
+        Some(algorithm_only)
+    );
+    let d = || "default".to_owned();
+    let users_versions = |store: &dyn Store| -> Vec<(String, Option<i64>)> {
+        store
+            .export()
+            .unwrap()
+            .map(|row| {
+                let row = row.unwrap();
+                (
+                    row.decision.user_id.to_string(),
+                    row.upload.and_then(|u| u.used_in_version),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        used_versions(store),
+        vec![(d(), 0, Some(va)), (d(), 1, None), (d(), 0, Some(va))]
+    );
+
+    // Bob withdraws after the first update started: it had learned from him.
+    store.withdraw(&bob, "left", at(20, 0)).unwrap();
+    let carol0 = decision(&carol, 0, 4, v);
+    store.record_decision(&carol0, DecisionGuard::None).unwrap();
+    store.record_study_data(&upload_for(&carol0)).unwrap();
+    // Carol withdraws before the second update starts: it never learns from her.
+    store.withdraw(&carol, "left", at(30, 0)).unwrap();
+    store.create_update_request(&update_request(2)).unwrap();
+    let mut job = claim(store, at(40, 0));
+    assert_eq!(
+        job.study_data(UpdateInclusion::default()).unwrap().count(),
+        2
+    );
+    let vb = job
+        .complete(
+            "test-algo",
+            &json!({}),
+            &Provenance {
+                included_policies: UpdateInclusion::default().as_stored(),
+                ..provenance(2)
+            },
+            at(41, 0),
+        )
+        .unwrap()
+        .version;
+    assert_eq!(
+        users_versions(store),
+        vec![
+            ("alice".to_owned(), Some(va)),
+            ("alice".to_owned(), Some(vb)),
+            ("bob".to_owned(), Some(va)),
+            ("carol".to_owned(), None),
+        ]
+    );
+}
+
+/// A participant with a window, a changed window, a withdrawal, decisions of every kind (with
+/// context, state and an unavailable reason), uploads and a completed update that read them:
+/// returns alice's decisions as sent.
+fn a_participant_to_erase(store: &dyn Store, alice: &UserId) -> Vec<Decision> {
+    let params = store.current_parameters().unwrap().unwrap();
+    let v = params.version;
+    store
+        .add_user(alice, &window(Some(-100), Some(1000)), at(0, 0))
+        .unwrap();
+    let secret = object(json!({"alice_secret": "ctx-5e3c", "n": 7321.5}));
+    let secret_state = State::new(vec![7321.5, 42.25]).unwrap();
+    let kept = |d: Decision| Decision {
+        context: secret.clone(),
+        state: secret_state.clone(),
+        ..d
+    };
+    let decisions = vec![
+        kept(decision(alice, 0, 1, v)),
+        kept(unavailable(
+            decision(alice, 1, 2, v),
+            Some("alice-reason-9d1"),
+        )),
+        kept(out_of_study(
+            decision(alice, 2, 3, v),
+            OutOfStudy::NotInStudy,
+        )),
+        kept(with_policy(
+            decision(alice, 3, 5, v),
+            Policy::Host {
+                decided_by: "host-x".into(),
+            },
+        )),
+    ];
+    for d in &decisions {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+    }
+    let outcome = object(json!({"alice_outcome": "out-81b2"}));
+    store
+        .record_study_data(&StudyRecord {
+            outcome: outcome.clone(),
+            context: secret.clone(),
+            state: secret_state.clone(),
+            ..upload_for(&decisions[0])
+        })
+        .unwrap();
+    store
+        .record_study_data(&StudyRecord {
+            outcome,
+            context: secret,
+            state: secret_state,
+            ..study_record(alice, 9)
+        })
+        .unwrap();
+    store.create_update_request(&update_request(1)).unwrap();
+    let mut job = claim(store, at(7, 0));
+    assert!(job.study_data(EVERYTHING).unwrap().count() >= 2);
+    job.complete(
+        "test-algo",
+        &json!({"learned": 1}),
+        &provenance(2),
+        at(8, 0),
+    )
+    .unwrap();
+    store
+        .change_enrollment(alice, &window(Some(-100), Some(2000)), at(9, 0))
+        .unwrap();
+    store
+        .withdraw(alice, "alice-withdrawal-reason-44c", at(10, 0))
+        .unwrap();
+    decisions
+}
+
+/// What no read may show after alice's erasure.
+const ALICE_TRACES: [&str; 6] = [
+    "alice-7f3a",
+    "ctx-5e3c",
+    "7321.5",
+    "out-81b2",
+    "alice-reason-9d1",
+    "alice-withdrawal-reason-44c",
+];
+
+/// `erase_participant` MUST, in one unit: delete the participant's uploads and history, keep
+/// their decisions under the pseudonym without context, state or client reason (every other
+/// field as stored, out-of-study reasons too), keep their `users` row under the pseudonym, and
+/// store the audit record with its row counts and participant number; afterwards no read
+/// shows the participant's id, contexts, states, outcomes or reasons, parameter versions are
+/// as they were, other participants are untouched, and the id can be registered afresh.
+pub fn erasing_a_participant_leaves_no_trace_of_them(store: &dyn TestingStore) {
+    let params = seeded(store);
+    let alice = user("alice-7f3a");
+    let bob = user("bob");
+    store
+        .add_user(&bob, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let bobs = decision(&bob, 0, 1, params.version);
+    store.record_decision(&bobs, DecisionGuard::None).unwrap();
+    store.record_study_data(&upload_for(&bobs)).unwrap();
+    let alices = a_participant_to_erase(store, &alice);
+    let bob_before = store.participant(&bob).unwrap();
+    let parameters_before: Vec<ModelParameters> = (1..=2)
+        .map(|v| store.parameters(v).unwrap().unwrap())
+        .collect();
+    let counts_before = counts(store);
+
+    let asked = erasure(at(11, 123));
+    let filled = store.erase_participant(&alice, &asked).unwrap();
+    assert_ne!(filled.participant_number, 0, "the participant's row number");
+    assert_eq!(
+        filled,
+        Erasure {
+            participant_number: filled.participant_number,
+            row_counts: vec![
+                ("actions".to_owned(), 4),
+                ("study_data".to_owned(), 2),
+                ("participant_events".to_owned(), 3),
+                ("users".to_owned(), 1),
+            ],
+            ..asked.clone()
+        }
+    );
+    let pseudonym = user(&asked.pseudonym);
+    let kept: Vec<Decision> = alices
+        .iter()
+        .map(|d| Decision {
+            user_id: pseudonym.clone(),
+            context: JsonObject::new(),
+            state: State::default(),
+            availability: match &d.availability {
+                Availability::Unavailable { .. } => Availability::Unavailable { reason: None },
+                other => other.clone(),
+            },
+            ..d.clone()
+        })
+        .collect();
+    let mut expected_decisions = vec![bobs.clone()];
+    expected_decisions.extend(kept);
+    let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(decisions, expected_decisions);
+    let exported: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        exported
+            .iter()
+            .map(|r| r.decision.clone())
+            .collect::<Vec<_>>(),
+        expected_decisions
+    );
+    assert!(exported[0].upload.is_some(), "bob's upload stays");
+    assert!(exported[1..].iter().all(|r| r.upload.is_none()));
+    let study_data: Vec<StudyRecord> = store.study_data().unwrap().map(Result::unwrap).collect();
+    assert_eq!(study_data, vec![upload_for(&bobs)]);
+    assert_eq!(store.participant(&alice).unwrap(), None);
+    assert_eq!(
+        store.participant(&pseudonym).unwrap(),
+        None,
+        "an erased participant is not registered, under either id"
+    );
+    assert_eq!(store.participant(&bob).unwrap(), bob_before);
+    assert_eq!(
+        store.erased_pseudonyms().unwrap(),
+        vec![asked.pseudonym.clone()]
+    );
+    let parameters_after: Vec<ModelParameters> = (1..=2)
+        .map(|v| store.parameters(v).unwrap().unwrap())
+        .collect();
+    assert_eq!(parameters_after, parameters_before);
+    let mut expected_counts = counts_before.clone();
+    *expected_counts.get_mut("study_data").unwrap() -= 2;
+    *expected_counts.get_mut("participant_events").unwrap() -= 3;
+    *expected_counts.get_mut("erasures").unwrap() += 1;
+    assert_eq!(counts(store), expected_counts);
+
+    // No read shows anything of alice's.
+    store.create_update_request(&update_request(2)).unwrap();
+    let job_read = job_reads(store, EVERYTHING);
+    let everything = json!({
+        "decisions": decisions,
+        "export": exported,
+        "study_data": study_data,
+        "job": job_read,
+        "bob": store.participant(&bob).unwrap(),
+        "pseudonym": store.participant(&pseudonym).unwrap(),
+        "parameters": parameters_after,
+        "erased": store.erased_pseudonyms().unwrap(),
+        "counts": counts(store),
+    })
+    .to_string();
+    for trace in ALICE_TRACES {
+        assert!(
+            !everything.contains(trace),
+            "{trace} is still readable: {everything}"
+        );
+    }
+
+    // The id is free again, for a participant of its own.
+    store
+        .add_user(&alice, &Enrollment::default(), at(20, 0))
+        .unwrap();
+    let again = store.participant(&alice).unwrap().unwrap();
+    assert_eq!(
+        (again.decisions, again.uploads, again.withdrawal),
+        (0, 0, None)
+    );
+}
+
+/// `erase_participant` MUST return `UnknownUser` for an unregistered participant (or one
+/// erased already) and change nothing; `erased_pseudonyms` lists every erasure's pseudonym,
+/// and each erasure records its participant's own row number.
+pub fn erasing_an_unknown_participant_changes_nothing(store: &dyn TestingStore) {
+    let params = seeded(store);
+    let (alice, bob) = (user("alice"), user("bob"));
+    for u in [&alice, &bob] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+        store
+            .record_decision(&decision(u, 0, 1, params.version), DecisionGuard::None)
+            .unwrap();
+    }
+    let before = contents(store, &[]);
+    let unknown = store.erase_participant(&user("mallory"), &erasure(at(1, 0)));
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownUser)),
+        "{unknown:?}"
+    );
+    assert_eq!(contents(store, &[]), before);
+    assert_eq!(store.erased_pseudonyms().unwrap(), Vec::<String>::new());
+
+    let first = store.erase_participant(&alice, &erasure(at(2, 0))).unwrap();
+    let after_first = contents(store, &[]);
+    let again = store.erase_participant(&alice, &erasure(at(3, 0)));
+    assert!(matches!(again, Err(StoreError::UnknownUser)), "{again:?}");
+    assert_eq!(contents(store, &[]), after_first);
+    let second = store.erase_participant(&bob, &erasure(at(4, 0))).unwrap();
+    assert_ne!(first.participant_number, second.participant_number);
+    let erased: BTreeSet<String> = store.erased_pseudonyms().unwrap().into_iter().collect();
+    assert_eq!(
+        erased,
+        BTreeSet::from([first.pseudonym.clone(), second.pseudonym.clone()])
+    );
+    assert_eq!(count(store, "erasures"), 2);
+    assert_eq!(count(store, "users"), 2);
+    assert_eq!(count(store, "actions"), 2);
+}
+
+/// A backup MUST hold the life of the trial (windows, withdrawals, histories, policies, erased
+/// participants and their audit records), and a restore MUST put it all back: guards,
+/// participants and erasures behave after it as before.
+pub fn backup_and_restore_keep_the_life_of_the_trial(store: &dyn TestingStore) {
+    let params = seeded(store);
+    let alice = user("alice-7f3a");
+    a_participant_to_erase(store, &alice);
+    store
+        .erase_participant(&alice, &erasure(at(11, 0)))
+        .unwrap();
+    let carol = user("carol");
+    store
+        .add_user(&carol, &window(Some(50), Some(60)), at(0, 0))
+        .unwrap();
+    let dave = user("dave");
+    store
+        .add_user(&dave, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    store.withdraw(&dave, "left", at(12, 0)).unwrap();
+    let names = ["alice-7f3a", "carol", "dave"];
+    let participants = |store: &dyn TestingStore| -> Vec<Option<Participant>> {
+        names
+            .iter()
+            .map(|n| store.participant(&user(n)).unwrap())
+            .collect()
+    };
+    let before = (contents(store, &[]), participants(store));
+
+    let scratch = ScratchDir::new();
+    let report = store.backup(&scratch.0, at(100, 0)).unwrap();
+    let in_backup: BTreeMap<String, u64> = report.row_counts.into_iter().collect();
+    assert_eq!(in_backup, before.0.counts);
+    assert_eq!(in_backup["participant_events"], 3);
+    assert_eq!(in_backup["erasures"], 1);
+    store.reset().unwrap();
+    assert!(counts(store).values().all(|&n| n == 0));
+    store.restore(&report.path).unwrap();
+    assert_eq!((contents(store, &[]), participants(store)), before);
+
+    // The restored rows work as before.
+    let outside = requested(decision(&carol, 0, 1, params.version), 60, 0);
+    assert!(matches!(
+        store
+            .record_decision(&outside, in_study(None, None))
+            .unwrap(),
+        Recorded::Ineligible(_)
+    ));
+    let withdrawn = requested(decision(&dave, 0, 1, params.version), 60, 0);
+    assert!(matches!(
+        store
+            .record_decision(&withdrawn, in_study(None, None))
+            .unwrap(),
+        Recorded::Ineligible(ParticipantFacts {
+            withdrawn: true,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.withdraw(&dave, "again", at(13, 0)),
+        Err(StoreError::AlreadyWithdrawn)
+    ));
+    let erin = user("erin");
+    store
+        .add_user(&erin, &Enrollment::default(), at(14, 0))
+        .unwrap();
+    let erased_dave = store.erase_participant(&dave, &erasure(at(15, 0))).unwrap();
+    let erased_erin = store.erase_participant(&erin, &erasure(at(16, 0))).unwrap();
+    assert!(
+        erased_erin.participant_number > erased_dave.participant_number,
+        "participants registered after a restore continue the row numbers"
+    );
+    assert_eq!(store.erased_pseudonyms().unwrap().len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2190,9 +3647,9 @@ fn assert_numbers_read_back(
         assert_same_decision("decisions", sent, got);
         // A decision whose data was uploaded is closed to repeats.
         if upload.is_none() {
-            match store.record_decision(sent).unwrap() {
+            match store.record_decision(sent, DecisionGuard::None).unwrap() {
                 Recorded::Existing(existing) => assert_same_decision("a repeat", sent, &existing),
-                Recorded::Inserted => panic!("a repeated decision was stored again"),
+                other => panic!("a repeated decision was not returned as stored: {other:?}"),
             }
         }
     }
@@ -2223,7 +3680,9 @@ const NUMBERS_SEED: u64 = 0x6e75_6d62_6572_7321;
 fn store_numbers(store: &dyn Store) -> Vec<(Decision, Option<StudyRecord>)> {
     let params = seeded(store);
     let alice = user("alice");
-    store.add_user(&alice, at(0, 0)).unwrap();
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
     let values = finite_doubles(NUMBERS_SEED, NUMBERS);
     let numbers = |prefix: &str, values: &[f64]| {
         values
@@ -2244,7 +3703,10 @@ fn store_numbers(store: &dyn Store) -> Vec<(Decision, Option<StudyRecord>)> {
             state: State::new(chunk.to_vec()).unwrap(),
             ..decision(&alice, i, 1, params.version)
         };
-        assert_eq!(store.record_decision(&d).unwrap(), Recorded::Inserted);
+        assert_eq!(
+            store.record_decision(&d, DecisionGuard::None).unwrap(),
+            Recorded::Inserted
+        );
         decisions.push((d, None));
     }
     for (i, chunk) in values.chunks(16).enumerate() {

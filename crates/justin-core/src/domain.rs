@@ -167,7 +167,9 @@ impl OutOfStudy {
         match raw {
             "not_in_study" => Ok(Self::NotInStudy),
             "withdrawn" => Ok(Self::Withdrawn),
-            other => Err(InvalidValue(format!("unknown out-of-study reason {other:?}"))),
+            other => Err(InvalidValue(format!(
+                "unknown out-of-study reason {other:?}"
+            ))),
         }
     }
 }
@@ -370,7 +372,9 @@ impl Enrollment {
     pub fn new(start: Option<SentTime>, end: Option<SentTime>) -> Result<Self, InvalidValue> {
         if let (Some(s), Some(e)) = (&start, &end) {
             if e.at <= s.at {
-                return Err(InvalidValue("study_end must be later than study_start.".into()));
+                return Err(InvalidValue(
+                    "study_end must be later than study_start.".into(),
+                ));
             }
         }
         Ok(Self { start, end })
@@ -378,7 +382,8 @@ impl Enrollment {
 
     /// Whether `at` lies inside the window.
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
-        self.start.as_ref().is_none_or(|s| s.at <= at) && self.end.as_ref().is_none_or(|e| at < e.at)
+        self.start.as_ref().is_none_or(|s| s.at <= at)
+            && self.end.as_ref().is_none_or(|e| at < e.at)
     }
 }
 

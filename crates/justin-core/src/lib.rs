@@ -23,21 +23,20 @@ pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
 pub use domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
     Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters,
-    OutOfStudy, Participant, ParticipantFacts, ParticipantStatus, Policy, Probability,
-    Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus,
-    UserId, Withdrawal,
+    OutOfStudy, Participant, ParticipantFacts, ParticipantStatus, Policy, Probability, Provenance,
+    SentTime, State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 #[cfg(feature = "testing")]
 pub use ports::TestingStore;
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionGuard,
-    DecisionStream, ExportStream, Recorded, RestoreReport, Store, StoreError, StudyDataStream, UpdateJob, UpdateOutcome,
-    UploadRecorded,
+    DecisionStream, ExportStream, Recorded, RestoreReport, Store, StoreError, StudyDataStream,
+    UpdateJob, UpdateOutcome, UploadRecorded,
 };
 pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;
 pub use service::{
     ActionRequest, ActionResponse, CallbackPolicy, DomainError, HostDecisionRequest,
     ParticipantView, ReplayMismatch, ReplaySummary, Service, ServiceSettings, TrialSettings,
-    UploadRequest, Unverifiable, Warmup,
+    Unverifiable, UploadRequest, Warmup,
 };

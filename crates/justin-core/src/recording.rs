@@ -13,7 +13,7 @@
 use uuid::Uuid;
 
 use crate::algorithm::ActionChoice;
-use crate::domain::{Decision, StudyRecord};
+use crate::domain::{Decision, Policy, StudyRecord};
 use crate::ports::{Recorded, StoreError};
 
 /// The answer to [`Store::record_decision`](crate::Store::record_decision) when its insert
@@ -21,11 +21,14 @@ use crate::ports::{Recorded, StoreError};
 /// there before (read into a [`Decision`] only when it is the answer), and whether study data
 /// is `uploaded` for the key.
 ///
+/// A host decision ([`Policy::Host`]) is the exception to the study-data rule: a decision
+/// logged for its key is its answer (the caller compares the two), upload or not.
+///
 /// # Errors
 /// [`StoreError::StudyDataExists`] when study data is uploaded for the key, logged decision or
-/// not; the logged decision's own conversion error when it cannot be read; and
-/// [`StoreError::Other`] when nothing stands on the key, since only a concurrent reset can
-/// remove the row that blocked the insert.
+/// not (unless `decision` is a host decision and one is logged); the logged decision's own
+/// conversion error when it cannot be read; and [`StoreError::Other`] when nothing stands on
+/// the key, since only a concurrent reset can remove the row that blocked the insert.
 pub fn refused_decision<L>(
     decision: &Decision,
     logged: Option<L>,
@@ -34,7 +37,9 @@ pub fn refused_decision<L>(
 where
     L: TryInto<Decision, Error = StoreError>,
 {
+    let host = matches!(decision.policy, Policy::Host { .. });
     match (logged, uploaded) {
+        (Some(logged), true) if host => Ok(Recorded::Existing(logged.try_into()?)),
         (_, true) => Err(StoreError::StudyDataExists),
         (Some(logged), false) => Ok(Recorded::Existing(logged.try_into()?)),
         (None, false) => Err(StoreError::Other(
@@ -91,6 +96,28 @@ where
 /// probabilities that agree.
 fn agrees(logged: ActionChoice, record: &StudyRecord) -> bool {
     logged.action == record.action && logged.action_prob.agrees_with(record.action_prob)
+}
+
+/// Whether a host decision may be stored on a key where study data was uploaded before any
+/// decision: `Ok` when the upload's draw (`uploaded`) has the decision's action and a
+/// probability that agrees with it (the upload then counts as logged), otherwise
+/// [`StoreError::UploadMismatch`] naming the upload's action and probability.
+///
+/// # Errors
+/// [`StoreError::UploadMismatch`] when they differ.
+pub fn host_decision_against_upload(
+    decision: &Decision,
+    uploaded: ActionChoice,
+) -> Result<(), StoreError> {
+    if uploaded.action == decision.action && uploaded.action_prob.agrees_with(decision.action_prob)
+    {
+        Ok(())
+    } else {
+        Err(StoreError::UploadMismatch {
+            logged_action: uploaded.action,
+            logged_prob: uploaded.action_prob,
+        })
+    }
 }
 
 /// The refusal of a completed update whose next parameter version, `version`, was stored by
@@ -168,6 +195,48 @@ mod tests {
                 matches!(answer, Err(StoreError::StudyDataExists)),
                 "{answer:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_host_decision_on_a_key_with_an_upload_gets_the_logged_decision() {
+        let host = Decision {
+            policy: Policy::Host {
+                decided_by: "schedule".into(),
+            },
+            ..decision("alice", 3, 1)
+        };
+        let stored = decision("alice", 3, 2);
+
+        let answer = refused_decision(&host, Some(Row(Ok(stored.clone()))), true);
+        assert_eq!(answer.unwrap(), Recorded::Existing(stored));
+
+        let without_decision = refused_decision(&host, None::<Row>, true);
+        assert!(
+            matches!(without_decision, Err(StoreError::StudyDataExists)),
+            "{without_decision:?}"
+        );
+    }
+
+    #[test]
+    fn a_host_decision_must_agree_with_the_upload_before_it() {
+        let host = decision("alice", 3, 1);
+        let draw = |action, p| ActionChoice {
+            action,
+            action_prob: Probability::new(p).unwrap(),
+        };
+
+        assert!(host_decision_against_upload(&host, draw(Action::One, 0.75 + 1e-10)).is_ok());
+        for (action, p) in [(Action::Zero, 0.75), (Action::One, 0.75 + 1e-6)] {
+            let refused = host_decision_against_upload(&host, draw(action, p));
+            let Err(StoreError::UploadMismatch {
+                logged_action,
+                logged_prob,
+            }) = refused
+            else {
+                panic!("expected a mismatch, got {refused:?}");
+            };
+            assert_eq!((logged_action, logged_prob.get()), (action, p));
         }
     }
 

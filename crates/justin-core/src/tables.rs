@@ -8,13 +8,15 @@ use crate::ports::StoreError;
 
 /// The tables of a study, in the order reports and backups list them, which is also an order
 /// foreign keys allow rows to be inserted in (restore relies on it).
-pub const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 8] = [
     "users",
     "model_parameters",
     "actions",
     "study_data",
     "model_update_requests",
     "update_provenance",
+    "participant_events",
+    "erasures",
 ];
 
 /// One statement counting the rows of every table of [`TABLES`], as rows of `name` (text) and
@@ -78,8 +80,9 @@ mod tests {
 
         let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, TABLES);
-        assert_eq!(listed[0], ("users".to_owned(), 6));
-        assert_eq!(listed[5], ("update_provenance".to_owned(), 1));
+        assert_eq!(listed[0], ("users".to_owned(), 8));
+        assert_eq!(listed[5], ("update_provenance".to_owned(), 3));
+        assert_eq!(listed[7], ("erasures".to_owned(), 1));
     }
 
     #[test]

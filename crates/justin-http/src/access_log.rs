@@ -9,6 +9,11 @@
 //! Bodies, and so contexts and outcomes, are not logged: the data is health data. Only with
 //! `logging.log_bodies = true`, for debugging, does the line end with the request body.
 //!
+//! Paths under `/api/v1/users/` carry a participant's id, which is personal data (and must be
+//! gone from everywhere once the participant is erased): they are logged as their route's
+//! pattern (`PATCH /api/v1/users/{user_id} 200 ...`), or as [`PARTICIPANT_PATH`] when no route
+//! matched.
+//!
 //! Every response carries its request id in `X-Request-Id`. A request may bring its own (a
 //! proxy's or the study server's, up to 64 letters, digits, `-`, `_` or `.`), which is then
 //! used; any other value is replaced by a fresh UUID.
@@ -29,6 +34,23 @@ pub const ACCESS_TARGET: &str = "justin::access";
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Paths under this prefix name a participant.
+const PARTICIPANT_PREFIX: &str = "/api/v1/users/";
+
+/// What the log shows for a path under [`PARTICIPANT_PREFIX`] that matched no route.
+pub const PARTICIPANT_PATH: &str = "/api/v1/users/{...}";
+
+/// The path as the access log shows it: as sent, except that a path naming a participant is
+/// replaced by the pattern of the route it matched (`pattern`), or [`PARTICIPANT_PATH`].
+fn logged_path(path: &str, pattern: Option<String>) -> String {
+    if !path.starts_with(PARTICIPANT_PREFIX) {
+        return path.to_owned();
+    }
+    pattern
+        .filter(|p| p.starts_with(PARTICIPANT_PREFIX))
+        .unwrap_or_else(|| PARTICIPANT_PATH.to_owned())
+}
 
 /// The longest request id taken from a request.
 const MAX_REQUEST_ID_CHARS: usize = 64;
@@ -57,8 +79,8 @@ pub async fn log_request<B: MessageBody>(
     let id = request_id(req.headers().get(REQUEST_ID_HEADER));
     let method = req.method().clone();
     // The path as sent, without the query string (which may carry anything).
-    let path = req.path().to_owned();
-    let line = |status: u16, key: Option<&KeyName>, body: &Option<String>| {
+    let sent_path = req.path().to_owned();
+    let line = |path: String, status: u16, key: Option<&KeyName>, body: &Option<String>| {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let key = key.map_or("-", KeyName::as_str);
         match body {
@@ -79,7 +101,12 @@ pub async fn log_request<B: MessageBody>(
             Ok(text) => logged_body = Some(text),
             Err(e) => {
                 let mut res = req.error_response(e);
-                line(res.status().as_u16(), None, &Some("<not read>".into()));
+                line(
+                    logged_path(&sent_path, None),
+                    res.status().as_u16(),
+                    None,
+                    &Some("<not read>".into()),
+                );
                 set_request_id(res.headers_mut(), &id);
                 return Ok(res.map_into_right_body());
             }
@@ -89,6 +116,7 @@ pub async fn log_request<B: MessageBody>(
     match next.call(req).await {
         Ok(mut res) => {
             line(
+                logged_path(&sent_path, res.request().match_pattern()),
                 res.status().as_u16(),
                 res.request().extensions().get::<KeyName>(),
                 &logged_body,
@@ -98,7 +126,7 @@ pub async fn log_request<B: MessageBody>(
         }
         Err(e) => {
             let status = e.as_response_error().status_code().as_u16();
-            line(status, None, &logged_body);
+            line(logged_path(&sent_path, None), status, None, &logged_body);
             Err(e)
         }
     }
@@ -152,6 +180,85 @@ fn set_request_id(headers: &mut actix_web::http::header::HeaderMap, id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_web::test]
+    async fn the_routes_naming_a_participant_give_their_pattern_to_the_log() {
+        use actix_web::{middleware::from_fn, test, App};
+        use std::sync::{Arc, Mutex};
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = test::init_service(
+            App::new()
+                .wrap(from_fn(move |req: ServiceRequest, next: Next<_>| {
+                    let record = record.clone();
+                    async move {
+                        let path = req.path().to_owned();
+                        let res = next.call(req).await?;
+                        let logged = logged_path(&path, res.request().match_pattern());
+                        record.lock().unwrap().push(logged);
+                        Ok::<_, actix_web::Error>(res)
+                    }
+                }))
+                .configure(crate::routes::configure),
+        )
+        .await;
+
+        for (method, uri) in [
+            ("GET", "/api/v1/users/alice%20smith"),
+            ("PATCH", "/api/v1/users/alice"),
+            ("POST", "/api/v1/users/alice/withdraw"),
+            ("POST", "/api/v1/users/alice/erase"),
+            ("GET", "/api/v1/users/alice/unknown"),
+            ("POST", "/api/v1/action"),
+        ] {
+            let request = test::TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(uri)
+                .to_request();
+            test::call_service(&app, request).await;
+        }
+
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "/api/v1/users/{user_id}",
+                "/api/v1/users/{user_id}",
+                "/api/v1/users/{user_id}/withdraw",
+                "/api/v1/users/{user_id}/erase",
+                PARTICIPANT_PATH,
+                "/api/v1/action",
+            ]
+        );
+    }
+
+    #[test]
+    fn paths_naming_a_participant_are_logged_as_their_pattern() {
+        assert_eq!(logged_path("/api/v1/action", None), "/api/v1/action");
+        assert_eq!(
+            logged_path(
+                "/api/v1/update/abc",
+                Some("/api/v1/update/{update_id}".into())
+            ),
+            "/api/v1/update/abc"
+        );
+        assert_eq!(
+            logged_path(
+                "/api/v1/users/alice/withdraw",
+                Some("/api/v1/users/{user_id}/withdraw".into())
+            ),
+            "/api/v1/users/{user_id}/withdraw"
+        );
+        assert_eq!(
+            logged_path("/api/v1/users/alice/x/y", None),
+            PARTICIPANT_PATH
+        );
+        // A pattern of some other route (the catch-all) does not bring the path back.
+        assert_eq!(
+            logged_path("/api/v1/users/alice", Some(String::new())),
+            PARTICIPANT_PATH
+        );
+    }
 
     #[test]
     fn a_well_formed_incoming_id_is_kept() {

@@ -11,8 +11,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use justin_core::{
-    Action, Availability, CallbackStatus, Decision, DecisionType, ModelParameters, Probability,
-    State, UpdateStatus, UserId,
+    Action, Availability, CallbackStatus, Decision, DecisionType, ModelParameters,
+    ParticipantStatus, Policy, Probability, State, UpdateStatus, UserId,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -93,7 +93,14 @@ pub const USER_ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]+$";
 
 /// `POST /api/v1/add_user`.
 #[derive(Debug, Clone, ToSchema)]
-#[schema(examples(json!({"user_id": "test_user_123"})))]
+#[schema(examples(
+    json!({"user_id": "test_user_123"}),
+    json!({
+        "user_id": "test_user_123",
+        "study_start": "2025-01-06T00:00:00+01:00",
+        "study_end": "2025-03-03T00:00:00+01:00"
+    })
+))]
 pub struct AddUserRequest {
     /// The participant's id: 1 to 255 bytes of UTF-8 (JSON Schema counts characters, the
     /// service bytes) without control characters. `null` and `""` count as missing.
@@ -103,6 +110,92 @@ pub struct AddUserRequest {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub user_id: String,
+    /// When the participant's time in the study starts (inclusive), in the forms
+    /// `ActionRequest.timestamp` takes; stored exactly as sent. Absent or `null`: from
+    /// registration on. Decisions whose `timestamp` lies before it are stored without a draw
+    /// (`unavailable_reason` `not_in_study`).
+    #[schema(min_length = 1, max_length = 64)]
+    pub study_start: Option<String>,
+    /// When it ends (exclusive), later than `study_start`; stored exactly as sent. Absent or
+    /// `null`: open-ended. Decisions at or after it are stored without a draw.
+    #[schema(min_length = 1, max_length = 64)]
+    pub study_end: Option<String>,
+}
+
+/// `PATCH /api/v1/users/{user_id}`: a bound sent replaces the stored one, `null` opens it, an
+/// absent one is kept. No other field is accepted.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(examples(json!({"study_end": "2025-03-10T00:00:00+01:00"})))]
+pub struct ChangeEnrollmentRequest {
+    /// The new start (see `AddUserRequest.study_start`); `null` removes it.
+    #[schema(min_length = 1, max_length = 64)]
+    pub study_start: Option<String>,
+    /// The new end (see `AddUserRequest.study_end`); `null` removes it.
+    #[schema(min_length = 1, max_length = 64)]
+    pub study_end: Option<String>,
+}
+
+/// `POST /api/v1/users/{user_id}/withdraw`.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(examples(json!({"reason": "withdrew consent by phone"})))]
+pub struct WithdrawRequest {
+    /// Why, as the study records it: 1 to 1024 bytes without control characters. Stored with
+    /// the withdrawal; keep identifying details out of it.
+    #[schema(min_length = 1, max_length = 1024)]
+    pub reason: String,
+}
+
+/// `POST /api/v1/host_decision`: a decision the study server made itself while the service
+/// was unreachable.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(examples(json!({
+    "user_id": "test_user_123",
+    "timestamp": "2025-01-01T12:00:00Z",
+    "decision_idx": 4,
+    "context": {"temperature": 23},
+    "action": 1,
+    "action_prob": 0.5,
+    "decided_by": "app-server-bernoulli-0.5"
+})))]
+pub struct HostDecisionRequest {
+    /// A registered participant (see `add_user` for the id rules).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub user_id: String,
+    /// The study server's time of the decision (see `ActionRequest.timestamp`).
+    #[schema(min_length = 1, max_length = 64)]
+    pub timestamp: String,
+    /// The decision time.
+    #[schema(minimum = 0)]
+    pub decision_idx: i64,
+    /// The decision's type (see `ActionRequest.decision_type`); absent or `null` means
+    /// `default`.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")]
+    pub decision_type: Option<String>,
+    /// Whether the participant could be randomized; absent or `null` means `true`. With
+    /// `false`, `action` must be 0 and `action_prob` 0.
+    pub available: Option<bool>,
+    /// Why the participant was unavailable (see `ActionRequest.unavailable_reason`); only
+    /// with `available: false`.
+    #[schema(max_length = 1024)]
+    pub unavailable_reason: Option<String>,
+    /// The context at decision time, stored as sent; it need not suit the algorithm (the
+    /// stored state is then empty).
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// The action the study server gave: 0 or 1.
+    #[schema(minimum = 0, maximum = 1)]
+    pub action: i64,
+    /// The probability of action 1 the study server drew with.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub action_prob: f64,
+    /// Who decided: the study server's name for its own policy, 1 to 1024 bytes without
+    /// control characters.
+    #[schema(min_length = 1, max_length = 1024)]
+    pub decided_by: String,
 }
 
 /// `POST /api/v1/action`.
@@ -253,6 +346,210 @@ impl AddUserResponse {
     }
 }
 
+/// Where a participant stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantState {
+    /// Their `study_start` is still to come.
+    NotStarted,
+    /// In the study.
+    Active,
+    /// Their `study_end` has passed.
+    Ended,
+    /// Withdrawn.
+    Withdrawn,
+}
+
+impl From<ParticipantStatus> for ParticipantState {
+    fn from(s: ParticipantStatus) -> Self {
+        match s {
+            ParticipantStatus::NotStarted => Self::NotStarted,
+            ParticipantStatus::Active => Self::Active,
+            ParticipantStatus::Ended => Self::Ended,
+            ParticipantStatus::Withdrawn => Self::Withdrawn,
+        }
+    }
+}
+
+/// A participant.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ParticipantSummary {
+    /// Decisions stored for them, of every type (those without a draw included).
+    pub decisions: u64,
+    /// When they were registered.
+    #[schema(value_type = String, format = DateTime)]
+    pub registered_at: DateTime<Utc>,
+    /// Where they stand now, by the service's clock.
+    pub status: ParticipantState,
+    /// Their `study_end` exactly as sent; `null` when open-ended.
+    #[schema(required = true)]
+    pub study_end: Option<String>,
+    /// Their `study_start` exactly as sent; `null` when they are in the study from
+    /// registration on.
+    #[schema(required = true)]
+    pub study_start: Option<String>,
+    /// Uploads stored for them.
+    pub uploads: u64,
+    /// The participant.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// The reason sent with the withdrawal; `null` unless withdrawn.
+    #[schema(required = true)]
+    pub withdrawal_reason: Option<String>,
+    /// When they were withdrawn; `null` unless withdrawn.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub withdrawn_at: Option<DateTime<Utc>>,
+}
+
+impl From<justin_core::ParticipantView> for ParticipantSummary {
+    fn from(v: justin_core::ParticipantView) -> Self {
+        let p = v.participant;
+        Self {
+            decisions: p.decisions,
+            registered_at: p.created_at,
+            status: v.status.into(),
+            study_end: p.enrollment.end.map(|t| t.sent),
+            study_start: p.enrollment.start.map(|t| t.sent),
+            uploads: p.uploads,
+            user_id: p.user_id,
+            withdrawal_reason: p.withdrawal.as_ref().map(|w| w.reason.clone()),
+            withdrawn_at: p.withdrawal.map(|w| w.at),
+        }
+    }
+}
+
+/// 200 of `GET`, `PATCH /api/v1/users/{user_id}` and `POST /api/v1/users/{user_id}/withdraw`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ParticipantResponse {
+    /// Always `success`.
+    pub status: Success,
+    /// The participant, after the request.
+    pub user: ParticipantSummary,
+}
+
+impl From<justin_core::ParticipantView> for ParticipantResponse {
+    fn from(v: justin_core::ParticipantView) -> Self {
+        Self {
+            status: Success::Success,
+            user: v.into(),
+        }
+    }
+}
+
+/// The audit record of an erasure. It holds no participant id.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ErasureRecord {
+    /// The backup taken just before the erasure, a file name in `backup.dir`: it still holds
+    /// the participant's data (see docs/operations.md on erasure and backups).
+    pub backup_file: String,
+    /// When the erasure happened.
+    #[schema(value_type = String, format = DateTime)]
+    pub erased_at: DateTime<Utc>,
+    /// The erasure's id.
+    #[schema(value_type = String, format = "uuid")]
+    pub id: Uuid,
+    /// The participant's internal row number (the `id` of their `users` row), which finds
+    /// their rows in backups taken before the erasure.
+    pub participant_number: i64,
+    /// The id that replaces the participant's in the decisions kept: `erased-<erasure id>`.
+    pub pseudonym: String,
+    /// Rows deleted or emptied, per table.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
+    pub row_counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl From<justin_core::Erasure> for ErasureRecord {
+    fn from(e: justin_core::Erasure) -> Self {
+        Self {
+            backup_file: e.backup_file,
+            erased_at: e.erased_at,
+            id: e.id,
+            participant_number: e.participant_number,
+            pseudonym: e.pseudonym,
+            row_counts: e.row_counts.into_iter().collect(),
+        }
+    }
+}
+
+/// 200 of `POST /api/v1/users/{user_id}/erase`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ErasureResponse {
+    /// The audit record, as stored.
+    pub erasure: ErasureRecord,
+    /// Always `success`.
+    pub status: Success,
+}
+
+/// 409 of `POST /api/v1/host_decision`: another decision is stored for the key.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DecisionConflict {
+    /// The stored decision, as `/action` answers it (without `status`).
+    pub decision: StoredDecision,
+    /// `A different decision is stored for this decision index.`
+    pub message: String,
+    /// Always `failed`.
+    pub status: Failed,
+}
+
+/// A stored decision, as `/action` answers it without its `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StoredDecision {
+    /// See `ActionResponse.action`.
+    #[schema(value_type = i16, minimum = 0, maximum = 1)]
+    pub action: Action,
+    /// See `ActionResponse.action_prob`.
+    #[schema(value_type = f64, minimum = 0.0, maximum = 1.0)]
+    pub action_prob: Probability,
+    /// See `ActionResponse.available`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    /// See `ActionResponse.decided_by`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// See `ActionResponse.decision_type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub decision_type: Option<DecisionType>,
+    /// See `ActionResponse.in_study`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_study: Option<bool>,
+    /// See `ActionResponse.policy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PolicyName>)]
+    pub policy: Option<&'static str>,
+    /// See `ActionResponse.state`.
+    #[schema(value_type = Vec<f64>)]
+    pub state: State,
+    /// See `ActionResponse.timestamp`.
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// See `ActionResponse.unavailable_reason`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
+    /// The participant.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+}
+
+impl From<Decision> for StoredDecision {
+    fn from(d: Decision) -> Self {
+        let a = ActionResponse::from(d);
+        Self {
+            action: a.action,
+            action_prob: a.action_prob,
+            available: a.available,
+            decided_by: a.decided_by,
+            decision_type: a.decision_type,
+            in_study: a.in_study,
+            policy: a.policy,
+            state: a.state,
+            timestamp: a.timestamp,
+            unavailable_reason: a.unavailable_reason,
+            user_id: a.user_id,
+        }
+    }
+}
+
 /// 201 (a new decision) or 200 (the stored one) of `POST /api/v1/action`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ActionResponse {
@@ -267,10 +564,26 @@ pub struct ActionResponse {
     /// that use none of the newer fields read as they always have.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available: Option<bool>,
+    /// Who decided a decision the study server made itself (`policy` `host`); absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
     /// The decision's type; absent for `default`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub decision_type: Option<DecisionType>,
+    /// `false` when the participant was not in the study at the decision's time (before their
+    /// `study_start`, at or after their `study_end`, or withdrawn): no action was drawn, and
+    /// `unavailable_reason` says which (`not_in_study`, `withdrawn`). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_study: Option<bool>,
+    /// Which policy gave the probability when it was not the algorithm: `warmup` (the
+    /// warm-up phase's fixed probability), `fallback` (the fallback probability, because the
+    /// algorithm failed for this request) or `host` (the study server decided). Absent for
+    /// the algorithm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PolicyName>)]
+    pub policy: Option<&'static str>,
     /// What the algorithm made of the context (`flat_prob`: `[temperature]`); empty for an
     /// unavailable decision whose context the algorithm cannot use.
     #[schema(value_type = Vec<f64>)]
@@ -289,17 +602,39 @@ pub struct ActionResponse {
     pub user_id: UserId,
 }
 
+/// A policy other than the algorithm, as answers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyName {
+    /// The warm-up phase's fixed probability.
+    Warmup,
+    /// The fallback probability.
+    Fallback,
+    /// The study server decided.
+    Host,
+}
+
 impl From<Decision> for ActionResponse {
     fn from(d: Decision) -> Self {
-        let (available, unavailable_reason) = match d.availability {
-            Availability::Available => (None, None),
-            Availability::Unavailable { reason } => (Some(false), reason),
+        let (available, unavailable_reason, in_study) = match d.availability {
+            Availability::Available => (None, None, None),
+            Availability::Unavailable { reason } => (Some(false), reason, None),
+            Availability::OutOfStudy(why) => {
+                (Some(false), Some(why.as_str().to_owned()), Some(false))
+            }
+        };
+        let policy = match d.policy {
+            Policy::Algorithm => None,
+            ref other => Some(other.as_str()),
         };
         Self {
             action: d.action,
             action_prob: d.action_prob,
             available,
+            decided_by: d.policy.decided_by().map(str::to_owned),
             decision_type: (!d.decision_type.is_default()).then_some(d.decision_type),
+            in_study,
+            policy,
             state: d.state,
             status: Success::Success,
             timestamp: d.decided_at.to_rfc3339_opts(SecondsFormat::Micros, true),
@@ -589,6 +924,7 @@ mod tests {
             action_prob: Probability::new(0.5).unwrap(),
             parameter_version: 1,
             rng_seed: 7,
+            policy: Policy::Algorithm,
         };
         let mut update = justin_core::UpdateRequest::new(
             Uuid::nil(),
@@ -609,6 +945,7 @@ mod tests {
             config_hash: "ab".into(),
             rows_read: 3,
             backup_file: None,
+            included_policies: "algorithm,warmup".into(),
         });
         let parameters = ModelParameters {
             version: 2,
@@ -621,8 +958,35 @@ mod tests {
         assert_keys_sorted(&ActionResponse::from(Decision {
             decision_type: DecisionType::parse("morning").unwrap(),
             availability: Availability::unavailable(Some("driving".into())).unwrap(),
-            ..decision
+            ..decision.clone()
         }));
+        assert_keys_sorted(&ActionResponse::from(Decision {
+            availability: Availability::OutOfStudy(justin_core::OutOfStudy::NotInStudy),
+            policy: Policy::Host {
+                decided_by: "app".into(),
+            },
+            ..decision.clone()
+        }));
+        assert_keys_sorted(&DecisionConflict {
+            decision: StoredDecision::from(Decision {
+                policy: Policy::Warmup,
+                ..decision.clone()
+            }),
+            message: "m".into(),
+            status: Failed::Failed,
+        });
+        assert_keys_sorted(&ParticipantResponse::from(participant()));
+        assert_keys_sorted(&ErasureResponse {
+            erasure: ErasureRecord::from(justin_core::Erasure {
+                id: Uuid::nil(),
+                erased_at: at(4),
+                participant_number: 3,
+                pseudonym: "erased-x".into(),
+                row_counts: vec![("users".into(), 1), ("actions".into(), 2)],
+                backup_file: "b.tar".into(),
+            }),
+            status: Success::Success,
+        });
         assert_keys_sorted(&UploadDataResponse::default());
         assert_keys_sorted(&UpdateAccepted {
             status: Processing::Processing,
@@ -638,6 +1002,122 @@ mod tests {
             message: "m".into(),
             status: Failed::Failed,
         });
+    }
+
+    fn participant() -> justin_core::ParticipantView {
+        justin_core::ParticipantView {
+            participant: justin_core::Participant {
+                user_id: UserId::parse("u1").unwrap(),
+                created_at: at(0),
+                enrollment: justin_core::Enrollment {
+                    start: Some(justin_core::SentTime {
+                        at: at(10),
+                        sent: "2025-01-01 13:00:10.123456+01:00".into(),
+                    }),
+                    end: None,
+                },
+                withdrawal: Some(justin_core::Withdrawal {
+                    at: at(20),
+                    reason: "moved away".into(),
+                }),
+                decisions: 4,
+                uploads: 2,
+            },
+            status: justin_core::ParticipantStatus::Withdrawn,
+        }
+    }
+
+    #[test]
+    fn the_participant_answer_shows_the_window_as_sent() {
+        let text = serde_json::to_string(&ParticipantResponse::from(participant())).unwrap();
+
+        assert_eq!(
+            text,
+            r#"{"status":"success","user":{"decisions":4,"registered_at":"2025-01-01T12:00:00.123456Z","status":"withdrawn","study_end":null,"study_start":"2025-01-01 13:00:10.123456+01:00","uploads":2,"user_id":"u1","withdrawal_reason":"moved away","withdrawn_at":"2025-01-01T12:00:20.123456Z"}}"#
+        );
+    }
+
+    #[test]
+    fn the_erasure_answer_lists_row_counts_by_table() {
+        let record = ErasureRecord::from(justin_core::Erasure {
+            id: Uuid::nil(),
+            erased_at: at(4),
+            participant_number: 3,
+            pseudonym: "erased-00000000-0000-0000-0000-000000000000".into(),
+            row_counts: vec![
+                ("actions".into(), 2),
+                ("study_data".into(), 1),
+                ("participant_events".into(), 3),
+                ("users".into(), 1),
+            ],
+            backup_file: "justin-backup-x.tar".into(),
+        });
+
+        assert_eq!(
+            serde_json::to_value(record).unwrap(),
+            json!({
+                "backup_file": "justin-backup-x.tar",
+                "erased_at": "2025-01-01T12:00:04.123456Z",
+                "id": "00000000-0000-0000-0000-000000000000",
+                "participant_number": 3,
+                "pseudonym": "erased-00000000-0000-0000-0000-000000000000",
+                "row_counts": {"actions": 2, "participant_events": 3, "study_data": 1, "users": 1},
+            })
+        );
+    }
+
+    #[test]
+    fn an_action_answer_names_the_policy_and_the_study_only_when_they_are_not_the_usual() {
+        let decision = Decision {
+            user_id: UserId::parse("u").unwrap(),
+            decision_type: DecisionType::default(),
+            decision_idx: DecisionIdx::new(2).unwrap(),
+            requested_at: at(0),
+            sent_timestamp: "2025-01-01T12:00:00Z".into(),
+            decided_at: at(1),
+            availability: Availability::OutOfStudy(justin_core::OutOfStudy::Withdrawn),
+            context: serde_json::Map::new(),
+            state: State::default(),
+            action: Action::Zero,
+            action_prob: Probability::ZERO,
+            parameter_version: 1,
+            rng_seed: 7,
+            policy: Policy::Algorithm,
+        };
+
+        let text = serde_json::to_string(&ActionResponse::from(decision.clone())).unwrap();
+        assert_eq!(
+            text,
+            r#"{"action":0,"action_prob":0.0,"available":false,"in_study":false,"state":[],"status":"success","timestamp":"2025-01-01T12:00:01.123456Z","unavailable_reason":"withdrawn","user_id":"u"}"#
+        );
+
+        let warmup = ActionResponse::from(Decision {
+            availability: Availability::Available,
+            action: Action::One,
+            action_prob: Probability::new(0.5).unwrap(),
+            policy: Policy::Warmup,
+            ..decision.clone()
+        });
+        let fallback = ActionResponse::from(Decision {
+            availability: Availability::Available,
+            policy: Policy::Fallback {
+                reason: "algorithm failed: secret detail".into(),
+            },
+            ..decision.clone()
+        });
+        let host = ActionResponse::from(Decision {
+            availability: Availability::Available,
+            policy: Policy::Host {
+                decided_by: "app".into(),
+            },
+            ..decision
+        });
+        assert_eq!(warmup.policy, Some("warmup"));
+        assert_eq!((warmup.in_study, warmup.available), (None, None));
+        assert_eq!(fallback.policy, Some("fallback"));
+        assert!(!serde_json::to_string(&fallback).unwrap().contains("secret"));
+        assert_eq!(host.policy, Some("host"));
+        assert_eq!(host.decided_by.as_deref(), Some("app"));
     }
 
     #[test]
@@ -671,6 +1151,7 @@ mod tests {
             action_prob: Probability::new(0.5).unwrap(),
             parameter_version: 1,
             rng_seed: 7,
+            policy: Policy::Algorithm,
         };
 
         let text = serde_json::to_string(&ActionResponse::from(decision)).unwrap();
@@ -697,6 +1178,7 @@ mod tests {
             action_prob: Probability::ZERO,
             parameter_version: 1,
             rng_seed: 7,
+            policy: Policy::Algorithm,
         };
 
         let text = serde_json::to_string(&ActionResponse::from(decision)).unwrap();

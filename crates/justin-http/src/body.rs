@@ -300,6 +300,66 @@ pub fn timestamp(value: &Value, zone: chrono_tz::Tz) -> Result<Timestamp, ApiErr
     })
 }
 
+/// A bound of a participant's time in the study (`study_start`, `study_end`), read as a
+/// `timestamp` is and kept as sent; `None` for JSON `null`.
+///
+/// # Errors
+/// When the value is not a string, or a string [`crate::timestamp::parse`] refuses; the
+/// message names `key`.
+pub fn study_time(
+    value: &Value,
+    key: &str,
+    zone: chrono_tz::Tz,
+) -> Result<Option<justin_core::SentTime>, ApiError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let raw = value
+        .as_str()
+        .ok_or_else(|| ApiError::BadRequest(format!("{key} must be a string.")))?;
+    let at = crate::timestamp::parse(raw, zone).map_err(|e| {
+        // The parser's messages name `timestamp`; this field has another name.
+        let why = e.to_string();
+        let why = why.strip_prefix("timestamp").unwrap_or(&why);
+        ApiError::BadRequest(format!("{key}{why}"))
+    })?;
+    Ok(Some(justin_core::SentTime {
+        at,
+        sent: raw.to_owned(),
+    }))
+}
+
+/// A required note the service stores as sent (a withdrawal's `reason`, a host decision's
+/// `decided_by`): 1 to `max` bytes without control characters.
+///
+/// # Errors
+/// 400 `<key> is required.` when missing, `null` or `""`, and 400 naming the rule broken
+/// otherwise.
+pub fn note(object: &JsonObject, key: &str, max: usize) -> Result<String, ApiError> {
+    let raw = required(object, key)?
+        .as_str()
+        .ok_or_else(|| ApiError::BadRequest(format!("{key} must be a string.")))?;
+    if raw.len() > max {
+        return Err(ApiError::BadRequest(format!(
+            "{key} must be at most {max} bytes long."
+        )));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "{key} must not contain control characters."
+        )));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A participant id taken from the path (`/api/v1/users/{user_id}`).
+///
+/// # Errors
+/// When it is not a valid id.
+pub fn path_user_id(raw: &str) -> Result<justin_core::UserId, ApiError> {
+    justin_core::UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.0))
+}
+
 /// A request's `timestamp`: the instant it names and the text as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timestamp {

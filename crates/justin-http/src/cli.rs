@@ -1,5 +1,6 @@
 //! The `justin` command line, for whichever algorithms a binary registers: serve the API, run
-//! migrations, take a backup, reset or restore the database, replay or export the decisions,
+//! migrations, take a backup, reset or restore the database, erase a participant, replay or
+//! export the decisions,
 //! print the digest of an API key for `auth.api_keys`, or print the API's OpenAPI document;
 //! and `justin simulate`, a synthetic study driven through a running service. [`run`] is the
 //! whole of a service binary's `main`, given its [`Registry`].
@@ -49,8 +50,20 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Erase a participant: delete their uploads and history and keep their decisions without
+    /// context or state under a pseudonym, after a backup into backup.dir. Without --yes,
+    /// only says what would be erased.
+    EraseUser {
+        /// The participant's id.
+        user_id: String,
+        /// Really erase.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Re-derive every stored decision from its stored state, parameter version and seed, and
-    /// report each one that differs. Exits 1 when any does.
+    /// report each one that differs. Decisions of erased participants cannot be checked and
+    /// are reported apart; decisions the study server made itself are counted, not replayed.
+    /// Exits 1 when any decision differs.
     Replay,
     /// Write the analysis table: one CSV row per decision with the study data uploaded for
     /// it (the columns are listed in docs/api.md). The file appears whole or not at all.
@@ -105,6 +118,7 @@ pub fn run(algorithms: Registry) -> ExitCode {
         Command::Backup => backup(&config),
         Command::ResetDb { yes } => reset_db(&config, &algorithms, yes),
         Command::Restore { file, yes } => restore(&config, &file, yes),
+        Command::EraseUser { user_id, yes } => erase_user(&config, &algorithms, &user_id, yes),
         Command::Replay => replay(&config, &algorithms),
         Command::Export { out } => export(&config, &out),
         Command::HashKey => Ok(hash_key()),
@@ -298,34 +312,108 @@ fn restore(config: &Config, file: &std::path::Path, yes: bool) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+fn erase_user(
+    config: &Config,
+    algorithms: &Registry,
+    user_id: &str,
+    yes: bool,
+) -> Result<ExitCode, String> {
+    let user = justin_core::UserId::parse(user_id).map_err(|e| e.0)?;
+    // Erasure changes rows, not the schema: no database creation, no migrations, no priors.
+    let database = Database::open(&config.database, OpenMode::AS_IS)?;
+    let service = startup::service_on(config, algorithms, &database).map_err(|e| e.to_string())?;
+    let chain = |e: &justin_core::DomainError| justin_core::service::error_chain(e);
+    let view = match service.participant(&user) {
+        Err(justin_core::DomainError::UserNotFound) => {
+            return Err(format!(
+                "{user_id:?} is not registered (or was erased already); nothing was erased"
+            ))
+        }
+        other => other.map_err(|e| chain(&e))?,
+    };
+    if !yes {
+        let p = &view.participant;
+        println!("erase-user would erase the participant {user_id:?}:");
+        println!(
+            "  {} uploads (contexts, states, outcomes): deleted",
+            p.uploads
+        );
+        println!("  their history (enrollment, changes, withdrawal): deleted");
+        println!(
+            "  {} decisions: kept for the trial's randomization record, without context, \
+             state or reason, under a pseudonym",
+            p.decisions
+        );
+        println!("  their id, time in the study and withdrawal reason: removed");
+        println!(
+            "A backup is taken into {} first; it, and every earlier backup, still holds the \
+             participant's data.",
+            config.backup.dir.display()
+        );
+        println!("Nothing was changed. Run again with --yes to erase.");
+        return Ok(ExitCode::from(2));
+    }
+    let erasure = service
+        .erase_participant(&user)
+        .map_err(|e| format!("erasure failed, nothing was erased: {}", chain(&e)))?;
+    println!("erased; the audit record:");
+    println!("  id: {}", erasure.id);
+    println!("  erased_at: {}", erasure.erased_at.to_rfc3339());
+    println!("  participant_number: {}", erasure.participant_number);
+    println!("  pseudonym: {}", erasure.pseudonym);
+    for (table, rows) in &erasure.row_counts {
+        println!("  {table}: {rows} rows");
+    }
+    println!("  backup_file: {}", erasure.backup_file);
+    // The id is personal data and stays out of the log; the audit record identifies the erasure.
+    log::warn!(
+        target: LOG_TARGET,
+        "participant erased (erasure {}, backup {})",
+        erasure.id,
+        erasure.backup_file
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn replay(config: &Config, algorithms: &Registry) -> Result<ExitCode, String> {
     // Replay reads only: no database creation, no migrations, no priors.
     let database = Database::open(&config.database, OpenMode::AS_IS)?;
     let service = startup::service_on(config, algorithms, &database).map_err(|e| e.to_string())?;
     let summary = service
-        .replay(&mut |m| {
-            let show = |a: Option<justin_core::Action>| {
-                a.map_or_else(|| "-".to_owned(), |a| a.as_i16().to_string())
-            };
-            let show_p = |p: Option<justin_core::Probability>| {
-                p.map_or_else(|| "-".to_owned(), |p| p.get().to_string())
-            };
-            println!(
-                "MISMATCH user_id={} decision_type={} decision_idx={} stored action={} action_prob={} replayed action={} action_prob={}: {}",
-                m.user_id,
-                m.decision_type,
-                m.decision_idx.get(),
-                m.stored_action.as_i16(),
-                m.stored_prob.get(),
-                show(m.replayed_action),
-                show_p(m.replayed_prob),
-                m.reason
-            );
-        })
+        .replay(
+            &mut |m| {
+                let show = |a: Option<justin_core::Action>| {
+                    a.map_or_else(|| "-".to_owned(), |a| a.as_i16().to_string())
+                };
+                let show_p = |p: Option<justin_core::Probability>| {
+                    p.map_or_else(|| "-".to_owned(), |p| p.get().to_string())
+                };
+                println!(
+                    "MISMATCH user_id={} decision_type={} decision_idx={} stored action={} action_prob={} replayed action={} action_prob={}: {}",
+                    m.user_id,
+                    m.decision_type,
+                    m.decision_idx.get(),
+                    m.stored_action.as_i16(),
+                    m.stored_prob.get(),
+                    show(m.replayed_action),
+                    show_p(m.replayed_prob),
+                    m.reason
+                );
+            },
+            &mut |u| {
+                println!(
+                    "UNVERIFIABLE user_id={} decision_type={} decision_idx={}: {}",
+                    u.user_id,
+                    u.decision_type,
+                    u.decision_idx.get(),
+                    u.reason
+                );
+            },
+        )
         .map_err(|e| format!("replay failed: {}", justin_core::service::error_chain(&e)))?;
     println!(
-        "replayed {} decisions: {} mismatches",
-        summary.checked, summary.mismatches
+        "replayed {} decisions: {} mismatches; {} unverifiable (erased participants); {} decided by the host (stored as sent, not replayed)",
+        summary.checked, summary.mismatches, summary.unverifiable, summary.host_decided
     );
     Ok(if summary.mismatches == 0 {
         ExitCode::SUCCESS

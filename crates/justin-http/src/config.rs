@@ -28,6 +28,12 @@
 //! | `algorithm.priors_file` | `JUSTIN_ALGORITHM__PRIORS_FILE` | none |
 //! | `algorithm.options` | (table; `JUSTIN_ALGORITHM__OPTIONS__<KEY>`) | `{}` (what the algorithm is built with) |
 //! | `algorithm.priors` | (table) | `{ probability_of_action = 0.5 }` |
+//! | `algorithm.warmup.probability` | `JUSTIN_ALGORITHM__WARMUP__PROBABILITY` | none (no warm-up) |
+//! | `algorithm.warmup.until` | `JUSTIN_ALGORITHM__WARMUP__UNTIL` | none |
+//! | `algorithm.warmup.first_decisions` | `JUSTIN_ALGORITHM__WARMUP__FIRST_DECISIONS` | none |
+//! | `algorithm.warmup.until_participants` | `JUSTIN_ALGORITHM__WARMUP__UNTIL_PARTICIPANTS` | none |
+//! | `algorithm.warmup.until_first_update` | `JUSTIN_ALGORITHM__WARMUP__UNTIL_FIRST_UPDATE` | `false` |
+//! | `algorithm.fallback.probability` | `JUSTIN_ALGORITHM__FALLBACK__PROBABILITY` | none (no fallback) |
 //! | `backup.enabled` | `JUSTIN_BACKUP__ENABLED` | `true` |
 //! | `backup.dir` | `JUSTIN_BACKUP__DIR` | `backups` |
 //! | `logging.level` | `JUSTIN_LOGGING__LEVEL` | `info` |
@@ -40,12 +46,22 @@
 //! | `update.callback_allowed_hosts` | `JUSTIN_UPDATE__CALLBACK_ALLOWED_HOSTS` | `[]` (any host) |
 //! | `update.max_attempts` | `JUSTIN_UPDATE__MAX_ATTEMPTS` | `3` |
 //! | `update.poll_interval_ms` | `JUSTIN_UPDATE__POLL_INTERVAL_MS` | `1000` |
+//! | `update.include_warmup` | `JUSTIN_UPDATE__INCLUDE_WARMUP` | `true` |
+//! | `update.include_fallback` | `JUSTIN_UPDATE__INCLUDE_FALLBACK` | `false` |
+//! | `update.include_host` | `JUSTIN_UPDATE__INCLUDE_HOST` | `false` |
+//!
+//! Keys added to the service after its first release are left out of the configuration's
+//! fingerprint while they hold their defaults, so a configuration that does not use them keeps
+//! the fingerprint it had.
 
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use justin_core::{AlgorithmError, BuildError, JsonObject, Registry};
+use justin_core::{
+    AlgorithmError, BuildError, JsonObject, Probability, Registry, TrialSettings, UpdateInclusion,
+    Warmup,
+};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable naming another configuration file.
@@ -189,6 +205,119 @@ pub struct AlgorithmConfig {
     pub options: JsonObject,
     /// Priors given inline.
     pub priors: JsonObject,
+    /// The warm-up phase; off unless `probability` is set.
+    #[serde(skip_serializing_if = "WarmupConfig::is_off")]
+    pub warmup: WarmupConfig,
+    /// The fallback policy; off unless `probability` is set.
+    #[serde(skip_serializing_if = "FallbackConfig::is_off")]
+    pub fallback: FallbackConfig,
+}
+
+/// `[algorithm.warmup]`: decisions are drawn with a fixed probability while any configured
+/// condition holds. `probability` and at least one condition go together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmupConfig {
+    /// P(action = 1) during warm-up, from 0 to 1; setting it turns warm-up on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Warm-up holds for decisions whose request `timestamp` is before this time (read as a
+    /// request's `timestamp` is, in `server.naive_time_zone` without an offset). A TOML
+    /// date-time or a string.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "toml_time::optional"
+    )]
+    pub until: Option<String>,
+    /// Warm-up holds for each participant's first this many decisions of each decision type
+    /// (those in the study and drawn by the service).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_decisions: Option<u32>,
+    /// Warm-up holds until this many participants have started (at each decision's time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_participants: Option<u32>,
+    /// Warm-up holds until the first model update has completed.
+    #[serde(skip_serializing_if = "is_false")]
+    pub until_first_update: bool,
+}
+
+impl WarmupConfig {
+    fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The configured conditions' keys.
+    fn conditions(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.until.is_some() {
+            keys.push("until");
+        }
+        if self.first_decisions.is_some() {
+            keys.push("first_decisions");
+        }
+        if self.until_participants.is_some() {
+            keys.push("until_participants");
+        }
+        if self.until_first_update {
+            keys.push("until_first_update");
+        }
+        keys
+    }
+}
+
+/// `[algorithm.fallback]`: when the algorithm fails for a request the service accepted, the
+/// decision is drawn with this probability instead of failing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    /// P(action = 1) of a fallback decision, from 0 to 1; unset, a failing algorithm fails
+    /// the request (500).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+}
+
+impl FallbackConfig {
+    fn is_off(&self) -> bool {
+        self.probability.is_none()
+    }
+}
+
+// Serde's `skip_serializing_if` takes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+/// Reading a time that TOML may give as a native date-time or as a string.
+mod toml_time {
+    use serde::{Deserialize, Deserializer};
+
+    /// figment hands a TOML date-time over as a map with this one key (the toml crate's
+    /// private name for it).
+    const TOML_DATETIME: &str = "$__toml_private_datetime";
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Toml(std::collections::BTreeMap<String, String>),
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Text(text)) => Ok(Some(text)),
+            Some(Raw::Toml(mut map)) => match (map.remove(TOML_DATETIME), map.is_empty()) {
+                (Some(text), true) => Ok(Some(text)),
+                _ => Err(serde::de::Error::custom("expected a date-time or a string")),
+            },
+        }
+    }
 }
 
 impl Default for AlgorithmConfig {
@@ -201,6 +330,8 @@ impl Default for AlgorithmConfig {
             priors_file: None,
             options: JsonObject::new(),
             priors,
+            warmup: WarmupConfig::default(),
+            fallback: FallbackConfig::default(),
         }
     }
 }
@@ -304,6 +435,15 @@ pub struct UpdateConfig {
     pub max_attempts: u32,
     /// How often the update worker looks for requests stored by other processes.
     pub poll_interval_ms: u64,
+    /// Updates learn from warm-up decisions (their probabilities are known).
+    #[serde(skip_serializing_if = "is_true")]
+    pub include_warmup: bool,
+    /// Updates learn from fallback decisions.
+    #[serde(skip_serializing_if = "is_false")]
+    pub include_fallback: bool,
+    /// Updates learn from decisions the study server made itself (`/host_decision`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub include_host: bool,
 }
 
 impl Default for UpdateConfig {
@@ -315,6 +455,9 @@ impl Default for UpdateConfig {
             callback_allowed_hosts: Vec::new(),
             max_attempts: 3,
             poll_interval_ms: 1000,
+            include_warmup: true,
+            include_fallback: false,
+            include_host: false,
         }
     }
 }
@@ -419,6 +562,7 @@ impl Config {
         if let Err(e) = crate::logging::parse_level(&self.logging.level) {
             return invalid("logging.level", &e);
         }
+        self.trial()?;
         match algorithms.build(&self.algorithm.name, &self.algorithm.options) {
             Ok(_) => {}
             Err(e @ (BuildError::Unknown { .. } | BuildError::Misnamed { .. })) => {
@@ -452,6 +596,90 @@ impl Config {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// Warm-up, fallback and which decisions updates learn from, checked.
+    ///
+    /// # Errors
+    /// When a probability is outside [0, 1], `algorithm.warmup.until` is not a timestamp,
+    /// a count is 0, or warm-up has a probability without a condition or a condition without
+    /// a probability; the message names the key.
+    pub fn trial(&self) -> Result<TrialSettings, ConfigError> {
+        let invalid = |key: &str, why: &str| ConfigError::Invalid(format!("{key}: {why}"));
+        let probability = |key: &str, value: f64| {
+            Probability::new(value)
+                .map_err(|_| invalid(key, &format!("must be a number from 0 to 1, not {value}")))
+        };
+        let w = &self.algorithm.warmup;
+        let conditions = w.conditions();
+        let warmup = match (w.probability, conditions.first()) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "algorithm.warmup.probability",
+                    "warm-up needs a condition: set algorithm.warmup.until, first_decisions, \
+                     until_participants or until_first_update = true",
+                ))
+            }
+            (None, Some(key)) => {
+                return Err(invalid(
+                    &format!("algorithm.warmup.{key}"),
+                    "warm-up needs algorithm.warmup.probability",
+                ))
+            }
+            (Some(p), Some(_)) => {
+                let zone = self
+                    .server
+                    .naive_time_zone()
+                    .map_err(|e| invalid("server.naive_time_zone", &e))?;
+                let until = w
+                    .until
+                    .as_deref()
+                    .map(|raw| crate::timestamp::parse(raw, zone))
+                    .transpose()
+                    .map_err(|e| {
+                        let why = e.to_string();
+                        invalid(
+                            "algorithm.warmup.until",
+                            why.strip_prefix("timestamp ").unwrap_or(&why),
+                        )
+                    })?;
+                if w.first_decisions == Some(0) {
+                    return Err(invalid(
+                        "algorithm.warmup.first_decisions",
+                        "must be at least 1",
+                    ));
+                }
+                if w.until_participants == Some(0) {
+                    return Err(invalid(
+                        "algorithm.warmup.until_participants",
+                        "must be at least 1",
+                    ));
+                }
+                Some(Warmup {
+                    probability: probability("algorithm.warmup.probability", p)?,
+                    until,
+                    first_decisions: w.first_decisions,
+                    until_participants: w.until_participants,
+                    until_first_update: w.until_first_update,
+                })
+            }
+        };
+        let fallback = self
+            .algorithm
+            .fallback
+            .probability
+            .map(|p| probability("algorithm.fallback.probability", p))
+            .transpose()?;
+        Ok(TrialSettings {
+            warmup,
+            fallback,
+            include: UpdateInclusion {
+                warmup: self.update.include_warmup,
+                fallback: self.update.include_fallback,
+                host: self.update.include_host,
+            },
+        })
     }
 
     /// The priors: the file's when `algorithm.priors_file` is set, else the inline table.
@@ -571,6 +799,212 @@ mod tests {
         assert_eq!(a.fingerprint().len(), 64);
         b.algorithm.seed = 43;
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn the_repository_config_file_holds_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml");
+        let config: Config = Figment::new().merge(Toml::file(file)).extract().unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn without_trial_keys_there_is_no_warmup_nor_fallback_and_updates_take_warmup_only() {
+        let trial = Config::default().trial().unwrap();
+        assert_eq!(trial, TrialSettings::default());
+        assert_eq!(trial.warmup, None);
+        assert_eq!(trial.fallback, None);
+        assert_eq!(
+            trial.include,
+            UpdateInclusion {
+                warmup: true,
+                fallback: false,
+                host: false
+            }
+        );
+    }
+
+    #[test]
+    fn warmup_fallback_and_inclusion_are_read() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[algorithm.warmup]\nprobability = 0.3\nuntil = 2025-02-01T00:00:00Z\n\
+                 first_decisions = 5\nuntil_participants = 20\nuntil_first_update = true\n\
+                 [algorithm.fallback]\nprobability = 0.25\n\
+                 [update]\ninclude_warmup = false\ninclude_fallback = true\ninclude_host = true\n",
+            )?;
+            let trial = load_in_jail()?.trial().unwrap();
+            let until = chrono::DateTime::parse_from_rfc3339("2025-02-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            assert_eq!(
+                trial.warmup,
+                Some(Warmup {
+                    probability: Probability::new(0.3).unwrap(),
+                    until: Some(until),
+                    first_decisions: Some(5),
+                    until_participants: Some(20),
+                    until_first_update: true,
+                })
+            );
+            assert_eq!(trial.fallback, Some(Probability::new(0.25).unwrap()));
+            assert_eq!(
+                trial.include,
+                UpdateInclusion {
+                    warmup: false,
+                    fallback: true,
+                    host: true
+                }
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn warmup_until_is_read_as_a_request_timestamp_is() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[server]\nnaive_time_zone = \"Europe/Berlin\"\n\
+                 [algorithm.warmup]\nprobability = 0.5\nuntil = \"2025-02-01 00:00:00\"\n",
+            )?;
+            let warmup = load_in_jail()?.trial().unwrap().warmup.unwrap();
+            assert_eq!(
+                warmup.until.map(|t| t.to_rfc3339()),
+                Some("2025-01-31T23:00:00+00:00".to_owned())
+            );
+            jail.set_env(
+                "JUSTIN_ALGORITHM__WARMUP__UNTIL",
+                "2025-02-01T00:00:00+02:00",
+            );
+            let warmup = load_in_jail()?.trial().unwrap().warmup.unwrap();
+            assert_eq!(
+                warmup.until.map(|t| t.to_rfc3339()),
+                Some("2025-01-31T22:00:00+00:00".to_owned())
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_warmup_half_configured_stops_start_up_naming_the_key() {
+        let cases = [
+            (
+                "[algorithm.warmup]\nprobability = 0.5\n",
+                "invalid configuration: algorithm.warmup.probability: warm-up needs a \
+                 condition: set algorithm.warmup.until, first_decisions, until_participants \
+                 or until_first_update = true",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nuntil_first_update = false\n",
+                "invalid configuration: algorithm.warmup.probability: warm-up needs a \
+                 condition: set algorithm.warmup.until, first_decisions, until_participants \
+                 or until_first_update = true",
+            ),
+            (
+                "[algorithm.warmup]\nfirst_decisions = 5\n",
+                "invalid configuration: algorithm.warmup.first_decisions: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+            (
+                "[algorithm.warmup]\nuntil = 2025-01-01T00:00:00Z\n",
+                "invalid configuration: algorithm.warmup.until: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+            (
+                "[algorithm.warmup]\nuntil_participants = 3\n",
+                "invalid configuration: algorithm.warmup.until_participants: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+            (
+                "[algorithm.warmup]\nuntil_first_update = true\n",
+                "invalid configuration: algorithm.warmup.until_first_update: warm-up needs \
+                 algorithm.warmup.probability",
+            ),
+        ];
+        for (file, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("config.toml", file)?;
+                let err = load_in_jail().unwrap_err().to_string();
+                assert_eq!(err, expected, "{file}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn bad_trial_values_stop_start_up_naming_the_key() {
+        let cases = [
+            (
+                "[algorithm.warmup]\nprobability = 1.5\nfirst_decisions = 5\n",
+                "algorithm.warmup.probability: must be a number from 0 to 1, not 1.5",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nfirst_decisions = 0\n",
+                "algorithm.warmup.first_decisions: must be at least 1",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nuntil_participants = 0\n",
+                "algorithm.warmup.until_participants: must be at least 1",
+            ),
+            (
+                "[algorithm.warmup]\nprobability = 0.5\nuntil = \"next week\"\n",
+                "algorithm.warmup.until: must be an ISO 8601 date-time",
+            ),
+            (
+                "[algorithm.fallback]\nprobability = -0.1\n",
+                "algorithm.fallback.probability: must be a number from 0 to 1, not -0.1",
+            ),
+            (
+                "[algorithm.fallback]\nprobability = \"half\"\n",
+                "probability",
+            ),
+            ("[algorithm.fallback]\nprobabilty = 0.5\n", "probabilty"),
+            ("[algorithm.warmup]\nfirst = 5\n", "first"),
+            ("[update]\ninclude_host = \"yes\"\n", "include_host"),
+        ];
+        for (file, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("config.toml", file)?;
+                let err = load_in_jail().unwrap_err().to_string();
+                assert!(err.contains(expected), "{file}: {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn trial_keys_change_the_fingerprint_only_when_they_differ_from_their_defaults() {
+        let default = Config::default().fingerprint();
+        let mut same = Config::default();
+        same.update.include_warmup = true;
+        same.algorithm.warmup.until_first_update = false;
+        assert_eq!(same.fingerprint(), default);
+        // Keys at their defaults are not part of what is hashed.
+        let shown = serde_json::to_value(Config::default()).unwrap();
+        assert!(shown["algorithm"].get("warmup").is_none(), "{shown}");
+        assert!(shown["update"].get("include_warmup").is_none(), "{shown}");
+
+        let changed = |change: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            change(&mut config);
+            config.fingerprint()
+        };
+        let all = [
+            changed(&|c| c.algorithm.warmup.probability = Some(0.5)),
+            changed(&|c| c.algorithm.warmup.until = Some("2025-01-01".into())),
+            changed(&|c| c.algorithm.warmup.first_decisions = Some(5)),
+            changed(&|c| c.algorithm.warmup.until_participants = Some(5)),
+            changed(&|c| c.algorithm.warmup.until_first_update = true),
+            changed(&|c| c.algorithm.fallback.probability = Some(0.5)),
+            changed(&|c| c.update.include_warmup = false),
+            changed(&|c| c.update.include_fallback = true),
+            changed(&|c| c.update.include_host = true),
+        ];
+        let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
+        assert!(!distinct.contains(&default));
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub enum ApiError {
     /// 404: the thing named does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// 409: the request contradicts what is stored (an upload against its logged decision).
+    /// 409: the request contradicts what is stored (an upload against its logged decision, a
+    /// second withdrawal).
     #[error("{0}")]
     Conflict(String),
     /// 405: the route exists but not for this method.
@@ -51,7 +52,9 @@ impl From<DomainError> for ApiError {
             e @ (DomainError::UserExists
             | DomainError::DecisionExists
             | DomainError::InvalidBackup(_)) => Self::BadRequest(e.to_string()),
-            e @ DomainError::UploadMismatch { .. } => Self::Conflict(e.to_string()),
+            e @ (DomainError::UploadMismatch { .. }
+            | DomainError::AlreadyWithdrawn
+            | DomainError::DecisionDiffers(_)) => Self::Conflict(e.to_string()),
             e @ (DomainError::UserNotFound
             | DomainError::UpdateNotFound
             | DomainError::ParametersNotFound) => Self::NotFound(e.to_string()),
@@ -125,6 +128,11 @@ mod tests {
                 "Decision index already exists.",
             ),
             (DomainError::InvalidInput("bad".into()), 400, "bad"),
+            (
+                DomainError::AlreadyWithdrawn,
+                409,
+                "User already withdrawn.",
+            ),
         ];
         for (domain, status, message) in cases {
             let api = ApiError::from(domain);

@@ -13,9 +13,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use justin_backup::csv::{float_text, write_record, Field};
 use justin_core::{ExportRow, StoreError};
 
-/// The columns, in order. The first fourteen are the analysis table; the rest say where each
-/// value came from. The `*_timestamp` columns are instants in UTC; the last two are the study
-/// server's `timestamp` of the decision and of the upload exactly as it sent them.
+/// The columns, in order. The first fourteen are the analysis table; the next seven say where
+/// each value came from (the `*_timestamp` columns are instants in UTC; the two `*_as_sent`
+/// are the study server's `timestamp` of the decision and of the upload exactly as it sent
+/// them); the last four say which policy gave the probability and whether the participant was
+/// in the study. New columns are only ever appended, so a column keeps its position.
 pub const COLUMNS: &[&str] = &[
     "user_id",
     "decision_type",
@@ -38,6 +40,10 @@ pub const COLUMNS: &[&str] = &[
     "rng_seed",
     "request_timestamp_as_sent",
     "upload_request_timestamp_as_sent",
+    "policy",
+    "fallback_reason",
+    "decided_by",
+    "in_study",
 ];
 
 /// `true` or `false`, as R, pandas and spreadsheets read a logical column.
@@ -72,7 +78,7 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
     let d = &row.decision;
     let upload = row.upload.as_ref();
     let used_in_version = upload.and_then(|u| u.used_in_version);
-    let fields: [Field; 21] = [
+    let fields: [Field; 25] = [
         Some(d.user_id.to_string()),
         Some(d.decision_type.to_string()),
         Some(d.decision_idx.get().to_string()),
@@ -94,6 +100,10 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
         Some(d.rng_seed.to_string()),
         Some(d.sent_timestamp.clone()),
         upload.map(|u| u.sent_timestamp.clone()),
+        Some(d.policy.as_str().to_owned()),
+        d.policy.fallback_reason().map(str::to_owned),
+        d.policy.decided_by().map(str::to_owned),
+        Some(bool_text(d.availability.in_study())),
     ];
     write_record(out, &fields)
 }
@@ -131,8 +141,8 @@ pub fn write_all(
 mod tests {
     use super::*;
     use justin_core::{
-        Action, Availability, Decision, DecisionIdx, DecisionType, ExportedUpload, Probability,
-        State, UserId,
+        Action, Availability, Decision, DecisionIdx, DecisionType, ExportedUpload, OutOfStudy,
+        Policy, Probability, State, UserId,
     };
     use serde_json::json;
 
@@ -158,6 +168,7 @@ mod tests {
             action_prob: Probability::new(0.25).unwrap(),
             parameter_version: 2,
             rng_seed: u64::MAX,
+            policy: Policy::Algorithm,
         }
     }
 
@@ -196,7 +207,8 @@ mod tests {
                 r#"true,,"{""note"":""a \""quote\"""",""temperature"":23}","[1,23]",1,0.25,2,"#,
                 r#""{""reward"":1.5}",1.5,true,3,2025-01-01T12:00:10.123456Z,"#,
                 "2025-01-01T12:00:11.123456Z,18446744073709551615,",
-                "2025-01-01 13:00:00.123456789+01:00,2025-01-01T12:00:10.123456\n"
+                "2025-01-01 13:00:00.123456789+01:00,2025-01-01T12:00:10.123456,",
+                "algorithm,,,true\n"
             )
         );
     }
@@ -213,7 +225,11 @@ mod tests {
             upload: None,
         };
         let line = text(&row);
-        let fields: Vec<&str> = line.trim_end().rsplitn(10, ',').collect();
+        let line = line
+            .trim_end()
+            .strip_suffix(",algorithm,,,true")
+            .unwrap_or_else(|| panic!("{line}"));
+        let fields: Vec<&str> = line.rsplitn(10, ',').collect();
         // From the end: upload_request_timestamp_as_sent, request_timestamp_as_sent, rng_seed,
         // upload_timestamp, upload_request_timestamp, used_in_version, used_in_update, reward,
         // outcome.
@@ -233,5 +249,75 @@ mod tests {
         );
         assert!(line.contains(",false,driving,"), "{line}");
         assert!(line.contains(",0,0.0,2,"), "{line}");
+    }
+
+    /// The last four columns of a row.
+    fn policy_columns(decision: Decision) -> String {
+        let line = text(&ExportRow {
+            decision,
+            upload: None,
+        });
+        line.trim_end()
+            .rsplitn(5, ',')
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn the_last_columns_name_the_policy_its_note_and_whether_the_participant_was_in_the_study() {
+        assert_eq!(policy_columns(decision()), "algorithm,,,true");
+        assert_eq!(
+            policy_columns(Decision {
+                policy: Policy::Warmup,
+                ..decision()
+            }),
+            "warmup,,,true"
+        );
+        assert_eq!(
+            policy_columns(Decision {
+                policy: Policy::Fallback {
+                    reason: "parameters unusable".into()
+                },
+                ..decision()
+            }),
+            "fallback,parameters unusable,,true"
+        );
+        assert_eq!(
+            policy_columns(Decision {
+                policy: Policy::Host {
+                    decided_by: "app".into()
+                },
+                ..decision()
+            }),
+            "host,,app,true"
+        );
+        let out = Decision {
+            availability: Availability::OutOfStudy(OutOfStudy::Withdrawn),
+            action: Action::Zero,
+            action_prob: Probability::ZERO,
+            ..decision()
+        };
+        assert_eq!(policy_columns(out.clone()), "algorithm,,,false");
+        let line = text(&ExportRow {
+            decision: out,
+            upload: None,
+        });
+        assert!(line.contains(",false,withdrawn,"), "{line}");
+    }
+
+    #[test]
+    fn existing_columns_keep_their_positions() {
+        assert_eq!(
+            COLUMNS[..21].last(),
+            Some(&"upload_request_timestamp_as_sent")
+        );
+        assert_eq!(
+            COLUMNS[21..],
+            ["policy", "fallback_reason", "decided_by", "in_study"]
+        );
     }
 }

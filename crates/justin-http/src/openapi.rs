@@ -39,7 +39,12 @@ When API keys are configured (`auth.api_keys`), every `/api/v1` route requires \
 #[openapi(
     paths(
         routes::users::add::handle,
+        routes::users::show::handle,
+        routes::users::change::handle,
+        routes::users::withdraw::handle,
+        routes::users::erase::handle,
         routes::action::request::handle,
+        routes::host_decision::record::handle,
         routes::data::upload::handle,
         routes::update::request::handle,
         routes::update::status::handle,
@@ -59,7 +64,7 @@ When API keys are configured (`auth.api_keys`), every `/api/v1` route requires \
     )),
     modifiers(&Overview),
     tags(
-        (name = "participants", description = "Registering the participants of a study."),
+        (name = "participants", description = "The participants of a study: registration, their time in the study, withdrawal and erasure."),
         (name = "decisions", description = "Decisions and what followed them."),
         (name = "updates", description = "Model updates, run in the background."),
         (name = "parameters", description = "The algorithm's model parameters, by version."),
@@ -169,7 +174,12 @@ mod tests {
         let value = serde_json::to_value(document()).unwrap();
         let schemas = value["components"]["schemas"].as_object().unwrap();
 
-        for name in ["AddUserRequest", "ActionRequest", "UploadDataRequest"] {
+        for name in [
+            "AddUserRequest",
+            "ActionRequest",
+            "UploadDataRequest",
+            "HostDecisionRequest",
+        ] {
             assert_eq!(
                 schemas[name]["properties"]["user_id"]["pattern"],
                 crate::api_types::USER_ID_PATTERN,

@@ -118,6 +118,9 @@ pub fn service_on(
         },
         service_version: env!("CARGO_PKG_VERSION").to_owned(),
         config_hash: config.fingerprint(),
+        trial: config.trial()?,
+        // Erasure always takes a backup first, whether or not backups before updates are on.
+        erasure_backup_dir: config.backup.dir.clone(),
     };
     Ok(Arc::new(Service::new(
         database.store(),

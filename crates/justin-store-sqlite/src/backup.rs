@@ -24,7 +24,9 @@ use justin_core::tables::TABLES;
 use justin_core::{BackupReport, StoreError};
 
 use crate::error::{from_diesel, other};
-use crate::models::{ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow};
+use crate::models::{
+    ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
+};
 use crate::store::count_rows;
 use crate::tables::{applied_migrations, live_columns, TableRow};
 
@@ -38,6 +40,12 @@ pub(crate) enum Failure {
 impl From<diesel::result::Error> for Failure {
     fn from(e: diesel::result::Error) -> Self {
         Self::Db(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
     }
 }
 
@@ -103,16 +111,23 @@ pub(crate) fn write_backup(
 fn export_all(conn: &mut SqliteConnection, pending: &PendingBackup) -> Result<Snapshot, Failure> {
     let migrations = applied_migrations(conn)?;
     let counts = count_rows(conn).map_err(Failure::Store)?;
-    let exports = [
-        export::<UserRow>(conn, pending)?,
-        export::<ParametersRow>(conn, pending)?,
-        export::<ActionRow>(conn, pending)?,
-        export::<StudyRow>(conn, pending)?,
-        export::<UpdateRow>(conn, pending)?,
-        export::<ProvenanceRow>(conn, pending)?,
-    ];
     let mut tables = Vec::with_capacity(TABLES.len());
-    for export in exports {
+    for table in TABLES {
+        let export = match table {
+            UserRow::NAME => export::<UserRow>(conn, pending)?,
+            ParametersRow::NAME => export::<ParametersRow>(conn, pending)?,
+            ActionRow::NAME => export::<ActionRow>(conn, pending)?,
+            StudyRow::NAME => export::<StudyRow>(conn, pending)?,
+            UpdateRow::NAME => export::<UpdateRow>(conn, pending)?,
+            ProvenanceRow::NAME => export::<ProvenanceRow>(conn, pending)?,
+            EventRow::NAME => export::<EventRow>(conn, pending)?,
+            ErasureRow::NAME => export::<ErasureRow>(conn, pending)?,
+            other_table => {
+                return Err(Failure::Store(other(format!(
+                    "no exporter for table {other_table}"
+                ))))
+            }
+        };
         let name = export.name.as_str();
         let rows = counts
             .iter()

@@ -25,11 +25,13 @@
 //! The job's watermark is the largest study-data id in its snapshot. Writes take turns on one
 //! lock and `AUTOINCREMENT` hands out ids in that order, so the snapshot holds exactly the
 //! rows up to the watermark, and every row stored while the job runs has a larger id. The job
-//! streams the available rows up to it, and `complete` stores it in the provenance
-//! (`last_study_data_id`): an available upload was first used by the completed update with the
-//! smallest watermark at or above its id, which the export looks up. So completing writes one
-//! row whatever the number of uploads the update read, where marking each upload would write
-//! every new one while holding the write lock.
+//! streams the rows up to it that are available, of participants not withdrawn in the snapshot
+//! and of the policies the update learns from, and `complete` stores the watermark and those
+//! policies in the provenance (`last_study_data_id`, `included_policies`): an available upload
+//! was first used by the completed update with the smallest watermark at or above its id that
+//! learned from its policy and started before its participant withdrew, which the export looks
+//! up. So completing writes one row whatever the number of uploads the update read, where
+//! marking each upload would write every new one while holding the write lock.
 //!
 //! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
 //! job that outlives its lease (slower than the configured length) finds the lease gone or
@@ -60,7 +62,9 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
 use justin_core::recording::superseded_update;
-use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
+use justin_core::{
+    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob, UpdateRequest,
+};
 
 use crate::error::{from_diesel, other};
 use crate::models::{fmt_time, update_request, uuid_text, ParametersRow, ProvenanceRow, UpdateRow};
@@ -68,7 +72,7 @@ use crate::schema::{
     model_parameters, model_update_requests, study_data, update_lease, update_provenance,
 };
 use crate::store::{PooledSqlite, SqliteStore};
-use crate::stream::{AvailableStudyRow, BorrowedStream};
+use crate::stream::{AvailableStudyRow, BorrowedStream, UpdateBound};
 
 /// What went wrong inside a job's write transaction. Diesel's transaction needs an error type
 /// it can convert its own errors into; the port's error is kept as is.
@@ -439,9 +443,12 @@ impl UpdateJob for SqliteUpdateJob {
 
     fn study_data(
         &mut self,
+        include: UpdateInclusion,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let upto = self.snapshot_last_upload;
-        let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, upto);
+        let bound = self
+            .snapshot_last_upload
+            .map(|upto| UpdateBound { upto, include });
+        let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, bound);
         Ok(Box::new(stream))
     }
 

@@ -9,13 +9,15 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use justin_core::{
     Action, ActionChoice, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx,
-    DecisionType, ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters,
-    Probability, Provenance, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
+    ModelParameters, OutOfStudy, Policy, Probability, Provenance, SentTime, State, StoreError,
+    StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 
 use crate::error::other;
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+    actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
+    update_provenance, users,
 };
 
 /// A time as stored: RFC 3339 in UTC with exactly six fractional digits. The fixed width makes
@@ -73,6 +75,169 @@ pub(crate) struct UserRow {
     pub id: i64,
     pub user_id: String,
     pub created_at: String,
+    pub study_start: Option<String>,
+    pub study_start_sent: Option<String>,
+    pub study_end: Option<String>,
+    pub study_end_sent: Option<String>,
+    pub withdrawn_at: Option<String>,
+    pub withdrawal_reason: Option<String>,
+    pub erased_at: Option<String>,
+}
+
+/// A window bound from its two columns (the instant and the text as sent), both or neither.
+fn sent_time(at: Option<&str>, sent: Option<String>) -> Result<Option<SentTime>, InvalidValue> {
+    match (at, sent) {
+        (None, None) => Ok(None),
+        (Some(at), Some(sent)) => Ok(Some(SentTime {
+            at: parse_time(at)?,
+            sent,
+        })),
+        _ => Err(InvalidValue(
+            "a window bound has only one of its instant and its text as sent".into(),
+        )),
+    }
+}
+
+/// A window from its four columns.
+pub(crate) fn enrollment(
+    start: Option<&str>,
+    start_sent: Option<String>,
+    end: Option<&str>,
+    end_sent: Option<String>,
+) -> Result<Enrollment, InvalidValue> {
+    Enrollment::new(sent_time(start, start_sent)?, sent_time(end, end_sent)?)
+}
+
+/// A window as its four columns: start, start as sent, end, end as sent.
+pub(crate) type WindowColumns = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// A window as stored.
+pub(crate) fn window_columns(e: &Enrollment) -> WindowColumns {
+    (
+        e.start.as_ref().map(|s| fmt_time(s.at)),
+        e.start.as_ref().map(|s| s.sent.clone()),
+        e.end.as_ref().map(|s| fmt_time(s.at)),
+        e.end.as_ref().map(|s| s.sent.clone()),
+    )
+}
+
+impl UserRow {
+    /// The participant's window and withdrawal, as the core has them.
+    pub(crate) fn participant(
+        self,
+        decisions: i64,
+        uploads: i64,
+    ) -> Result<justin_core::Participant, StoreError> {
+        let id = self.id;
+        let bad = |e: InvalidValue| invalid("users", id, e);
+        // The schema allows a withdrawal without its reason (an erasure drops the reason), though
+        // a registered participant's withdrawal always has one.
+        let withdrawal = match self.withdrawn_at.as_deref() {
+            Some(at) => Some(justin_core::Withdrawal {
+                at: parse_time(at).map_err(bad)?,
+                reason: self.withdrawal_reason.unwrap_or_default(),
+            }),
+            None => None,
+        };
+        let count =
+            |n: i64| u64::try_from(n).map_err(|_| bad(InvalidValue(format!("negative count {n}"))));
+        Ok(justin_core::Participant {
+            user_id: UserId::parse(self.user_id).map_err(bad)?,
+            created_at: parse_time(&self.created_at).map_err(bad)?,
+            enrollment: enrollment(
+                self.study_start.as_deref(),
+                self.study_start_sent,
+                self.study_end.as_deref(),
+                self.study_end_sent,
+            )
+            .map_err(bad)?,
+            withdrawal,
+            decisions: count(decisions)?,
+            uploads: count(uploads)?,
+        })
+    }
+}
+
+/// A row of `participant_events`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = participant_events, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct EventRow {
+    pub id: i64,
+    pub user_id: String,
+    pub kind: String,
+    pub recorded_at: String,
+    pub study_start: Option<String>,
+    pub study_start_sent: Option<String>,
+    pub study_end: Option<String>,
+    pub study_end_sent: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// A row of `participant_events` to insert (its id is the table's next).
+#[derive(Debug, Insertable)]
+#[diesel(table_name = participant_events, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct NewEvent<'a> {
+    pub user_id: &'a str,
+    pub kind: &'a str,
+    pub recorded_at: String,
+    pub study_start: Option<String>,
+    pub study_start_sent: Option<String>,
+    pub study_end: Option<String>,
+    pub study_end_sent: Option<String>,
+    pub reason: Option<&'a str>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// The event `kind` of `user` at `at`, with the window after it.
+    pub(crate) fn new(
+        user_id: &'a str,
+        kind: &'a str,
+        at: DateTime<Utc>,
+        (study_start, study_start_sent, study_end, study_end_sent): WindowColumns,
+        reason: Option<&'a str>,
+    ) -> Self {
+        Self {
+            user_id,
+            kind,
+            recorded_at: fmt_time(at),
+            study_start,
+            study_start_sent,
+            study_end,
+            study_end_sent,
+            reason,
+        }
+    }
+}
+
+/// A row of `erasures`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = erasures, check_for_backend(diesel::sqlite::Sqlite))]
+pub(crate) struct ErasureRow {
+    pub id: String,
+    pub erased_at: String,
+    pub participant_number: i64,
+    pub pseudonym: String,
+    pub row_counts: String,
+    pub backup_file: String,
+}
+
+impl ErasureRow {
+    /// The row that stores `e`.
+    pub(crate) fn new(e: &Erasure) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: uuid_text(e.id),
+            erased_at: fmt_time(e.erased_at),
+            participant_number: e.participant_number,
+            pseudonym: e.pseudonym.clone(),
+            row_counts: json_text(&e.row_counts)?,
+            backup_file: e.backup_file.clone(),
+        })
+    }
 }
 
 /// A row of `actions`.
@@ -94,17 +259,33 @@ pub(crate) struct ActionRow {
     pub available: bool,
     pub unavailable_reason: Option<String>,
     pub sent_timestamp: String,
+    pub policy: String,
+    pub fallback_reason: Option<String>,
+    pub decided_by: Option<String>,
+    pub in_study: bool,
 }
 
-/// A decision's availability from its two columns, refusing a reason on an available decision
-/// (the database's checks forbid it, but a hand-edited row could hold one).
-fn availability(available: bool, reason: Option<String>) -> Result<Availability, InvalidValue> {
-    match (available, reason) {
-        (true, None) => Ok(Availability::Available),
-        (true, Some(_)) => Err(InvalidValue(
+/// A decision's availability from its three columns, refusing a reason on an available
+/// decision and an out-of-study decision without the service's word (the database's checks
+/// forbid the first, but a hand-edited row could hold either).
+fn availability(
+    available: bool,
+    reason: Option<String>,
+    in_study: bool,
+) -> Result<Availability, InvalidValue> {
+    match (available, reason, in_study) {
+        (true, None, true) => Ok(Availability::Available),
+        (true, Some(_), _) => Err(InvalidValue(
             "an available decision has an unavailable_reason".into(),
         )),
-        (false, reason) => Availability::unavailable(reason),
+        (true, None, false) => Err(InvalidValue(
+            "an available decision is marked out of the study".into(),
+        )),
+        (false, reason, true) => Availability::unavailable(reason),
+        (false, Some(reason), false) => OutOfStudy::parse(&reason).map(Availability::OutOfStudy),
+        (false, None, false) => Err(InvalidValue(
+            "a decision out of the study has no reason".into(),
+        )),
     }
 }
 
@@ -121,7 +302,8 @@ impl TryFrom<ActionRow> for Decision {
             requested_at: parse_time(&row.request_timestamp).map_err(bad)?,
             sent_timestamp: row.sent_timestamp,
             decided_at: parse_time(&row.created_at).map_err(bad)?,
-            availability: availability(row.available, row.unavailable_reason).map_err(bad)?,
+            availability: availability(row.available, row.unavailable_reason, row.in_study)
+                .map_err(bad)?,
             context: json_object(&row.context).map_err(bad)?,
             state: state(&row.state).map_err(bad)?,
             action: Action::from_i64(row.action.into()).map_err(bad)?,
@@ -129,6 +311,8 @@ impl TryFrom<ActionRow> for Decision {
             parameter_version: row.parameter_version,
             // Stored bit for bit in a signed INTEGER; see `DecisionValues::new`.
             rng_seed: row.rng_seed.cast_unsigned(),
+            policy: Policy::from_stored(&row.policy, row.fallback_reason, row.decided_by)
+                .map_err(bad)?,
         };
         let drawn = decision.action != Action::Zero || decision.action_prob.get() != 0.0;
         if !decision.availability.is_available() && drawn {
@@ -156,6 +340,10 @@ pub(crate) struct DecisionValues<'a> {
     pub rng_seed: i64,
     pub available: bool,
     pub unavailable_reason: Option<&'a str>,
+    pub policy: &'static str,
+    pub fallback_reason: Option<&'a str>,
+    pub decided_by: Option<&'a str>,
+    pub in_study: bool,
 }
 
 impl<'a> DecisionValues<'a> {
@@ -177,6 +365,10 @@ impl<'a> DecisionValues<'a> {
             rng_seed: d.rng_seed.cast_signed(),
             available: d.availability.is_available(),
             unavailable_reason: d.availability.reason(),
+            policy: d.policy.as_str(),
+            fallback_reason: d.policy.fallback_reason(),
+            decided_by: d.policy.decided_by(),
+            in_study: d.availability.in_study(),
         })
     }
 }
@@ -200,6 +392,7 @@ pub(crate) struct StudyRow {
     pub decision_type: String,
     pub available: bool,
     pub sent_timestamp: String,
+    pub policy: Option<String>,
 }
 
 impl TryFrom<StudyRow> for StudyRecord {
@@ -437,6 +630,7 @@ pub(crate) struct ProvenanceRow {
     pub backup_file: Option<String>,
     pub created_at: String,
     pub last_study_data_id: i64,
+    pub included_policies: String,
 }
 
 impl ProvenanceRow {
@@ -459,6 +653,7 @@ impl ProvenanceRow {
             backup_file: p.backup_file.clone(),
             created_at: fmt_time(created_at),
             last_study_data_id,
+            included_policies: p.included_policies.clone(),
         })
     }
 }
@@ -488,6 +683,7 @@ pub(crate) fn update_request(
                     )
                 })?,
                 backup_file: p.backup_file,
+                included_policies: p.included_policies,
             })
         })
         .transpose()?;
@@ -555,6 +751,10 @@ mod tests {
             available: true,
             unavailable_reason: None,
             sent_timestamp: "2025-01-01T00:00:00Z".into(),
+            policy: "algorithm".into(),
+            fallback_reason: None,
+            decided_by: None,
+            in_study: true,
         }
     }
 

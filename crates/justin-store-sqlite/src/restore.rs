@@ -23,19 +23,18 @@ use justin_core::{RestoreReport, StoreError};
 
 use crate::backup::{from_format, Failure};
 use crate::error::{from_diesel, other};
-use crate::models::{ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow};
-use crate::store::delete_all;
-use crate::tables::{
-    applied_migrations, columns_before_sent_timestamps, fill_sent_timestamp, known_columns,
-    live_columns, TableRow,
+use crate::models::{
+    ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
 };
+use crate::store::delete_all;
+use crate::tables::{applied_migrations, known_columns, live_columns, Fill, TableRow};
 
 fn invalid(reason: impl Into<String>) -> StoreError {
     StoreError::InvalidBackup(reason.into())
 }
 
-/// Reads `file` and checks it whole against its manifest and this schema's tables, parsing
-/// every record on the way.
+/// Reads `file` and checks it whole against its manifest and this schema's tables (less those
+/// created by a migration the backup predates), parsing every record on the way.
 fn verify_file(file: &Path) -> Result<CheckedBackup, StoreError> {
     verify(file, &TABLES, &mut |entry, table, size| {
         measure_csv(entry, table, &format!("{table}.csv"), size).map_err(to_format)
@@ -81,8 +80,7 @@ pub(crate) fn restore(
                 let source = CsvSource {
                     file,
                     checked,
-                    fill_sent_timestamp: layout == Layout::BeforeSentTimestamps
-                        && columns_before_sent_timestamps(&checked.table.name).is_some(),
+                    fill: layout,
                 };
                 let table = &checked.table;
                 let copied = match table.name.as_str() {
@@ -92,6 +90,8 @@ pub(crate) fn restore(
                     StudyRow::NAME => import::<StudyRow>(conn, &source)?,
                     UpdateRow::NAME => import::<UpdateRow>(conn, &source)?,
                     ProvenanceRow::NAME => import::<ProvenanceRow>(conn, &source)?,
+                    EventRow::NAME => import::<EventRow>(conn, &source)?,
+                    ErasureRow::NAME => import::<ErasureRow>(conn, &source)?,
                     other_table => {
                         return Err(Failure::Store(other(format!(
                             "no importer for table {other_table}"
@@ -125,6 +125,8 @@ fn record_check(table: &str) -> Option<RecordCheck> {
         StudyRow::NAME => Some(|f| StudyRow::parse(f).map(drop)),
         UpdateRow::NAME => Some(|f| UpdateRow::parse(f).map(drop)),
         ProvenanceRow::NAME => Some(|f| ProvenanceRow::parse(f).map(drop)),
+        EventRow::NAME => Some(|f| EventRow::parse(f).map(drop)),
+        ErasureRow::NAME => Some(|f| ErasureRow::parse(f).map(drop)),
         _ => None,
     }
 }
@@ -140,23 +142,17 @@ fn measure_csv(
 ) -> Result<(Vec<String>, u64), StoreError> {
     let mut reader = BufReader::new(entry);
     let header = read_header(&mut reader, name).map_err(|e| from_format(header_error(name, e)))?;
-    // Records written before migration 2025-04-02 are checked as the restore will insert them.
-    let before_sent =
-        columns_before_sent_timestamps(table).is_some_and(|before| header.columns == before);
-    let parse = if header.columns == known_columns(table) || before_sent {
-        record_check(table)
-    } else {
-        None
-    };
+    // Records written before migrations 2025-04-02 or 2025-05-01 are checked as the restore
+    // will insert them.
+    let fill = Fill::for_header(table, &header.columns);
+    let parse = fill.and_then(|_| record_check(table));
     let mut csv = CsvReader::new(reader);
     let mut records = 0u64;
     while let Some(fields) = csv.next_record().map_err(|e| csv_error(name, records, e))? {
         records += 1;
         if let Some(parse) = parse {
             let mut fields = fields;
-            if before_sent {
-                fill_sent_timestamp(table, &mut fields);
-            }
+            fill.unwrap_or_default().apply(table, &mut fields);
             parse(fields).map_err(|e| invalid(format!("{name}, record {records}: {e}")))?;
         }
     }
@@ -183,22 +179,15 @@ const EXACT_NUMBERS_MIGRATION: &str = "20250401000000";
 /// The migration that appended the timestamps as sent.
 const SENT_TIMESTAMPS_MIGRATION: &str = "20250402000000";
 
-/// The schema a backup was written with, as far as restoring it is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// This database's: every row inserts as it is.
-    Current,
-    /// The one just before migration 2025-04-02, which appended `sent_timestamp` to `actions`,
-    /// `study_data` and `model_update_requests`: their rows get it as the migration fills it.
-    BeforeSentTimestamps,
-}
+/// The migration that added participants' windows, withdrawals and erasures, decisions'
+/// policies, and the tables of histories and erasures.
+const TRIAL_LIFE_MIGRATION: &str = "20250501000000";
 
-/// Checks that the database has the schema the backup was taken from, or the schema migration
-/// 2025-04-02 made of it, and says how to load it.
-fn check_database(
-    conn: &mut SqliteConnection,
-    backup: &CheckedBackup,
-) -> Result<Layout, StoreError> {
+/// Checks that the database has the schema the backup was taken from, or the schema
+/// migrations 2025-04-01, 2025-04-02 and 2025-05-01 made of it, and says how to complete its
+/// records: as those migrations complete the rows they find (a table the backup predates
+/// stays empty).
+fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result<Fill, StoreError> {
     let applied = applied_migrations(conn).map_err(from_diesel)?;
     let has_decision_types = |migrations: &[String]| {
         migrations
@@ -218,16 +207,18 @@ fn check_database(
     }
     // Migrations since the backup's that a restore spans: 2025-04-01 changed nothing here (a
     // backup taken before it holds the same columns, with JSON text valid as it is), 2025-04-02
-    // appended the timestamps as sent, which rows from before it get as the migration fills
-    // them.
+    // appended the timestamps as sent and 2025-05-01 the trial's life, which rows from before
+    // them get as the migrations fill them.
     // Migrations that change no table (PostgreSQL's own functions) are left out on both sides.
     let applied = layout_migrations(&applied);
     let newer = applied
         .strip_prefix(layout_migrations(&backup.migrations).as_slice())
         .filter(|newer| {
-            newer
-                .iter()
-                .all(|m| m == EXACT_NUMBERS_MIGRATION || m == SENT_TIMESTAMPS_MIGRATION)
+            newer.iter().all(|m| {
+                m == EXACT_NUMBERS_MIGRATION
+                    || m == SENT_TIMESTAMPS_MIGRATION
+                    || m == TRIAL_LIFE_MIGRATION
+            })
         })
         .ok_or_else(|| {
             invalid(format!(
@@ -237,16 +228,16 @@ fn check_database(
                 backup.migrations
             ))
         })?;
-    let layout = if newer.iter().any(|m| m == SENT_TIMESTAMPS_MIGRATION) {
-        Layout::BeforeSentTimestamps
-    } else {
-        Layout::Current
+    let fill = Fill {
+        sent_timestamp: newer.iter().any(|m| m == SENT_TIMESTAMPS_MIGRATION),
+        trial_life: newer.iter().any(|m| m == TRIAL_LIFE_MIGRATION),
     };
     for CheckedTable { table, .. } in &backup.tables {
         let live = live_columns(conn, &table.name).map_err(from_diesel)?;
-        let expected: Vec<&str> = match columns_before_sent_timestamps(&table.name) {
-            Some(before) if layout == Layout::BeforeSentTimestamps => before.to_vec(),
-            _ => live.iter().map(String::as_str).collect(),
+        let expected: Vec<&str> = if fill == Fill::default() {
+            live.iter().map(String::as_str).collect()
+        } else {
+            fill.columns(&table.name)
         };
         if expected != table.columns {
             return Err(invalid(format!(
@@ -264,16 +255,15 @@ fn check_database(
             )));
         }
     }
-    Ok(layout)
+    Ok(fill)
 }
 
 /// One CSV of the archive, to be read into its table.
 struct CsvSource<'a> {
     file: &'a Path,
     checked: &'a CheckedTable,
-    /// Whether its records were written before migration 2025-04-02 appended
-    /// `sent_timestamp`.
-    fill_sent_timestamp: bool,
+    /// What its records need appended, written before migrations that appended columns.
+    fill: Fill,
 }
 
 /// Inserts every record of `source` as a row of `T`, after checking its header again (the file
@@ -295,9 +285,7 @@ fn import<T: TableRow>(
     {
         rows += 1;
         let mut fields = fields;
-        if source.fill_sent_timestamp {
-            fill_sent_timestamp(T::NAME, &mut fields);
-        }
+        source.fill.apply(T::NAME, &mut fields);
         let row = T::parse(fields)
             .map_err(|e| Failure::Store(invalid(format!("{name}, record {rows}: {e}"))))?;
         row.insert(conn)?;

@@ -14,6 +14,20 @@ diesel::table! {
         user_id -> Text,
         /// When the participant was registered.
         created_at -> Text,
+        /// When their time in the study starts (none: from registration on).
+        study_start -> Nullable<Text>,
+        /// `study_start` exactly as sent.
+        study_start_sent -> Nullable<Text>,
+        /// When their time in the study ends (none: open-ended).
+        study_end -> Nullable<Text>,
+        /// `study_end` exactly as sent.
+        study_end_sent -> Nullable<Text>,
+        /// When they withdrew.
+        withdrawn_at -> Nullable<Text>,
+        /// The study server's reason for the withdrawal.
+        withdrawal_reason -> Nullable<Text>,
+        /// When they were erased (the row then holds a pseudonym).
+        erased_at -> Nullable<Text>,
     }
 }
 
@@ -64,6 +78,14 @@ diesel::table! {
         unavailable_reason -> Nullable<Text>,
         /// The study server's timestamp exactly as sent.
         sent_timestamp -> Text,
+        /// `algorithm`, `warmup`, `fallback` or `host`.
+        policy -> Text,
+        /// The algorithm's failure, for a fallback decision.
+        fallback_reason -> Nullable<Text>,
+        /// Who decided, for a decision the study server made.
+        decided_by -> Nullable<Text>,
+        /// Whether the participant was in the study at the decision's time.
+        in_study -> Bool,
     }
 }
 
@@ -101,6 +123,8 @@ diesel::table! {
         available -> Bool,
         /// The study server's timestamp exactly as sent.
         sent_timestamp -> Text,
+        /// The logged decision's policy (none when no decision is logged).
+        policy -> Nullable<Text>,
     }
 }
 
@@ -161,6 +185,50 @@ diesel::table! {
         created_at -> Text,
         /// The largest study-data id the update could read.
         last_study_data_id -> BigInt,
+        /// The policies of the decisions it learned from, comma-separated.
+        included_policies -> Text,
+    }
+}
+
+diesel::table! {
+    /// Each participant's history: enrollment, window changes, withdrawal.
+    participant_events (id) {
+        /// Surrogate key; its order is the order of events.
+        id -> BigInt,
+        /// The participant.
+        user_id -> Text,
+        /// `enrolled`, `enrollment_changed` or `withdrawn`.
+        kind -> Text,
+        /// When the service recorded it.
+        recorded_at -> Text,
+        /// The window's start after the event.
+        study_start -> Nullable<Text>,
+        /// Its text as sent.
+        study_start_sent -> Nullable<Text>,
+        /// The window's end after the event.
+        study_end -> Nullable<Text>,
+        /// Its text as sent.
+        study_end_sent -> Nullable<Text>,
+        /// The withdrawal's reason.
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// The audit record of each erasure (no participant id).
+    erasures (id) {
+        /// The erasure's id.
+        id -> Text,
+        /// When it happened.
+        erased_at -> Text,
+        /// The erased participant's `users.id`.
+        participant_number -> BigInt,
+        /// The id their decisions are kept under.
+        pseudonym -> Text,
+        /// A JSON array of `[table, rows]` pairs.
+        row_counts -> Text,
+        /// The backup taken just before.
+        backup_file -> Text,
     }
 }
 
@@ -190,4 +258,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     model_update_requests,
     update_provenance,
     update_lease,
+    participant_events,
+    erasures,
 );

@@ -125,13 +125,20 @@ impl ConnectionSetup {
     /// The statements, in order: the busy timeout first, so that the journal-mode switch
     /// (which needs a lock) already waits instead of failing while another connection holds
     /// one.
+    ///
+    /// `secure_delete` makes SQLite overwrite with zeros whatever leaves a page (deleted or
+    /// overwritten rows, cells a page split moved away, pages put on the free list), so that
+    /// an erased participant's data is not left in the file's free space. It costs writes only
+    /// when rows are deleted or overwritten (erasure, reset, restore, the few updates), not
+    /// when decisions and uploads are appended.
     pub(crate) fn sql(self) -> String {
         let millis = self.busy_timeout.as_millis().min(i32::MAX as u128);
         format!(
             "PRAGMA busy_timeout = {millis}; \
              PRAGMA journal_mode = WAL; \
              PRAGMA synchronous = NORMAL; \
-             PRAGMA foreign_keys = ON;"
+             PRAGMA foreign_keys = ON; \
+             PRAGMA secure_delete = ON;"
         )
     }
 }
@@ -236,5 +243,6 @@ mod tests {
         assert!(busy < sql.find("journal_mode = WAL").unwrap());
         assert!(sql.contains("foreign_keys = ON"));
         assert!(sql.contains("synchronous = NORMAL"));
+        assert!(sql.contains("secure_delete = ON"));
     }
 }

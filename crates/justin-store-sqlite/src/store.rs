@@ -3,10 +3,13 @@
 //! Concurrency follows from SQLite's model: any number of readers, one writer at a time. The
 //! database runs in WAL mode, so readers never block the writer nor it them; every connection
 //! waits up to the busy timeout for the write lock instead of failing at once. A write that
-//! must read first (publishing the next version, claiming a job) runs in `BEGIN IMMEDIATE`,
-//! which takes the write lock up front: a deferred transaction that reads and then writes can
-//! fail with "database is locked" without waiting, when another writer committed since its
-//! read. Single-statement writes take the lock at their start and need no transaction.
+//! must read first or writes several rows (publishing the next version, claiming a job,
+//! registering, changing, withdrawing or erasing a participant, a host decision over an
+//! upload) runs in `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
+//! transaction that reads and then writes can fail with "database is locked" without waiting,
+//! when another writer committed since its read. Single-statement writes take the lock at
+//! their start and need no transaction; a decision checked against the participant's window
+//! is one such statement.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,22 +21,26 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, SmallInt, Text};
-use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::recording::{host_decision_against_upload, refused_decision, refused_upload};
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
-    BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
-    Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
-    UploadRecorded, UserId,
+    Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
+    Enrollment, Erasure, ExportStream, InvalidValue, ModelParameters, Participant,
+    ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord,
+    UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
+use crate::backup::Failure;
 use crate::error::{from_diesel, from_pool, is_foreign_key_violation, other, SetupError};
 use crate::models::{
-    count_column, fmt_time, update_request, uuid_text, ActionRow, DecisionValues, ExportRecord,
-    ParametersRow, ProvenanceRow, StudyValues, UpdateRow,
+    count_column, enrollment, fmt_time, update_request, uuid_text, window_columns, ActionRow,
+    DecisionValues, ErasureRow, ExportRecord, NewEvent, ParametersRow, ProvenanceRow, StudyValues,
+    UpdateRow, UserRow,
 };
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+    actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
+    update_provenance, users,
 };
 use crate::setup::{self, ConnectionSetup, Location, Throwaway};
 use crate::stream::PoolStream;
@@ -219,35 +226,55 @@ impl SqliteStore {
     }
 }
 
-/// Inserts the decision unless one exists for its key (user, type, index) or study data was
-/// uploaded for it; the unique constraint, not the `NOT EXISTS`, is what makes concurrent
-/// inserts store one row. (The `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join
-/// constraint.)
-const INSERT_DECISION: &str = "\
-INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
-                     action, action_prob, parameter_version, rng_seed, decision_type, \
-                     available, unavailable_reason, sent_timestamp) \
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
-WHERE NOT EXISTS (SELECT 1 FROM study_data \
-                  WHERE user_id = ?1 AND decision_type = ?11 AND decision_idx = ?2) \
-ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING \
-RETURNING id";
+/// What the slow path of a guarded insert reads about the participant: their window, whether
+/// they withdrew, and the guard's counts, each stopped at its limit (a limit of 0 counts
+/// nothing). One statement, so all come from one snapshot; no row when the participant is not
+/// registered (or was erased).
+const PARTICIPANT_FACTS: &str = "\
+SELECT u.study_start, u.study_start_sent, u.study_end, u.study_end_sent, \
+       u.withdrawn_at IS NOT NULL AS withdrawn, \
+       (SELECT count(*) FROM (SELECT 1 FROM actions \
+         WHERE user_id = ?1 AND decision_type = ?2 AND decision_idx < ?3 AND available \
+           AND policy <> 'host' LIMIT ?4)) AS earlier_in_study, \
+       (SELECT count(*) FROM (SELECT 1 FROM users \
+         WHERE coalesce(study_start, created_at) <= ?5 LIMIT ?6)) AS started_participants \
+FROM users u WHERE u.user_id = ?1 AND u.erased_at IS NULL";
+
+#[derive(QueryableByName)]
+struct FactsRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    study_start: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    study_start_sent: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    study_end: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    study_end_sent: Option<String>,
+    #[diesel(sql_type = Bool)]
+    withdrawn: bool,
+    #[diesel(sql_type = BigInt)]
+    earlier_in_study: i64,
+    #[diesel(sql_type = BigInt)]
+    started_participants: i64,
+}
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
-/// whether one was logged and that decision's availability (available when none was: the
-/// record's own claim is not trusted). When no row comes back the upload was refused, and what
-/// stands on the key ([`on_key`]) says why.
+/// whether one was logged, that decision's availability (available when none was: the
+/// record's own claim is not trusted) and its policy (none when none was). When no row comes
+/// back the upload was refused, and what stands on the key ([`on_key`]) says why.
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
                         action_prob, state, outcome, reward, action_logged, decision_type, \
-                        available, sent_timestamp) \
+                        available, sent_timestamp, policy) \
 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
        EXISTS (SELECT 1 FROM actions \
                WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), \
        ?12, \
        coalesce((SELECT available FROM actions \
                  WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), 1), \
-       ?13 \
+       ?13, \
+       (SELECT policy FROM actions \
+        WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2) \
 WHERE NOT EXISTS (SELECT 1 FROM actions \
                   WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2 \
                   AND (action <> ?6 OR abs(action_prob - ?7) > ?11)) \
@@ -257,13 +284,6 @@ RETURNING action_logged";
 struct Logged {
     #[diesel(sql_type = Bool)]
     action_logged: bool,
-}
-
-#[derive(QueryableByName)]
-struct InsertedId {
-    #[diesel(sql_type = BigInt)]
-    #[allow(dead_code)] // Only its presence matters: a row means the insert happened.
-    id: i64,
 }
 
 #[derive(QueryableByName)]
@@ -343,6 +363,352 @@ fn on_key(
     }
 }
 
+/// What a decision's insert checks before it stores the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InsertCheck {
+    /// Nothing but the key (a host decision over the upload its transaction compared it with).
+    KeyOnly,
+    /// That no study data is uploaded for the key.
+    NoUpload,
+    /// That, and what the guard asks of the participant.
+    InStudy {
+        warmup_first_decisions: Option<u32>,
+        warmup_until_participants: Option<u32>,
+    },
+}
+
+impl InsertCheck {
+    fn of(guard: DecisionGuard) -> Self {
+        match guard {
+            DecisionGuard::None => Self::NoUpload,
+            DecisionGuard::InStudy {
+                warmup_first_decisions,
+                warmup_until_participants,
+            } => Self::InStudy {
+                warmup_first_decisions,
+                warmup_until_participants,
+            },
+        }
+    }
+}
+
+/// A decision's insert: one statement that stores the decision unless its key is taken or
+/// `check` fails, and returns its id when it stored it. One statement, so the check and the
+/// insert happen under one write lock. With [`InsertCheck::InStudy`] without counts it is the
+/// path of an active participant outside warm-up: the unguarded insert with one lookup of the
+/// participant by its unique index.
+///
+/// Its text depends only on the check (the warm-up's limits are numbers from the
+/// configuration, written into it as such), and every value is bound, so Diesel prepares each
+/// form once per connection and keeps it: a decision costs SQLite no parsing or planning.
+struct DecisionInsert<'a> {
+    v: &'a DecisionValues<'a>,
+    check: InsertCheck,
+}
+
+impl diesel::query_builder::QueryId for DecisionInsert<'_> {
+    type QueryId = ();
+    // The text varies with the check, so Diesel keys its statement cache by the text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for DecisionInsert<'_> {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<SqliteConnection> for DecisionInsert<'_> {}
+
+impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for DecisionInsert<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        let v = self.v;
+        out.push_sql(
+            "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
+             state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
+             unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study) \
+             SELECT ",
+        );
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.requested_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.decided_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.context)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SmallInt, _>(&v.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&v.action_prob)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.parameter_version)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.rng_seed)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&v.available)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.unavailable_reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.sent_timestamp)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.policy)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.fallback_reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.decided_by)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&v.in_study)?;
+        match self.check {
+            // The `WHERE` keeps SQLite from reading `ON CONFLICT` as a join constraint.
+            InsertCheck::KeyOnly => out.push_sql(" WHERE true"),
+            InsertCheck::NoUpload => {
+                out.push_sql(" WHERE ");
+                self.no_upload(&mut out)?;
+            }
+            InsertCheck::InStudy {
+                warmup_first_decisions,
+                warmup_until_participants,
+            } => {
+                // The participant's row, only when they are in the study at the decision's
+                // time (times compare as text: they are stored fixed-width in UTC), have not
+                // withdrawn and were not erased. Without the row nothing is stored, as for a
+                // participant out of the study; the caller tells the two apart afterwards.
+                out.push_sql(" FROM users u WHERE u.user_id = ");
+                out.push_bind_param::<Text, _>(v.user_id)?;
+                out.push_sql(" AND (u.study_start IS NULL OR u.study_start <= ");
+                out.push_bind_param::<Text, _>(&v.requested_at)?;
+                out.push_sql(") AND (u.study_end IS NULL OR ");
+                out.push_bind_param::<Text, _>(&v.requested_at)?;
+                out.push_sql(
+                    " < u.study_end) AND u.withdrawn_at IS NULL AND u.erased_at IS NULL AND ",
+                );
+                if let Some(n) = warmup_first_decisions {
+                    // At least n decisions of the participant and type with a smaller index
+                    // were available and drawn by the service, counted no further than n.
+                    out.push_sql("(SELECT count(*) FROM (SELECT 1 FROM actions WHERE user_id = ");
+                    out.push_bind_param::<Text, _>(v.user_id)?;
+                    out.push_sql(" AND decision_type = ");
+                    out.push_bind_param::<Text, _>(v.decision_type)?;
+                    out.push_sql(" AND decision_idx < ");
+                    out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+                    out.push_sql(&format!(
+                        " AND available AND policy <> 'host' LIMIT {n})) >= {n} AND "
+                    ));
+                }
+                if let Some(k) = warmup_until_participants {
+                    // At least k registered participants had started at the decision's time,
+                    // counted no further than k (through `users_started_idx`).
+                    out.push_sql(
+                        "(SELECT count(*) FROM (SELECT 1 FROM users \
+                         WHERE coalesce(study_start, created_at) <= ",
+                    );
+                    out.push_bind_param::<Text, _>(&v.requested_at)?;
+                    out.push_sql(&format!(" LIMIT {k})) >= {k} AND "));
+                }
+                self.no_upload(&mut out)?;
+            }
+        }
+        // The unique constraint, not the checks, makes concurrent inserts store one row.
+        out.push_sql(" ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id");
+        Ok(())
+    }
+}
+
+impl DecisionInsert<'_> {
+    /// No study data is uploaded for the key.
+    fn no_upload<'b>(
+        &'b self,
+        out: &mut diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        out.push_sql("NOT EXISTS (SELECT 1 FROM study_data WHERE user_id = ");
+        out.push_bind_param::<Text, _>(self.v.user_id)?;
+        out.push_sql(" AND decision_type = ");
+        out.push_bind_param::<Text, _>(self.v.decision_type)?;
+        out.push_sql(" AND decision_idx = ");
+        out.push_bind_param::<BigInt, _>(&self.v.decision_idx)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// Runs a decision's insert with `check`; true when it stored the decision.
+fn insert_decision(
+    conn: &mut SqliteConnection,
+    check: InsertCheck,
+    v: &DecisionValues<'_>,
+) -> QueryResult<bool> {
+    DecisionInsert { v, check }
+        .load::<i64>(conn)
+        .map(|ids| !ids.is_empty())
+}
+
+/// Records a decision the study server made itself, inside the caller's write transaction: as
+/// any decision when its key is free; the decision stored before when one is; and over the
+/// upload stored for its key when they agree, which then counts as logged (with this
+/// decision's policy and availability).
+fn record_host_decision(
+    conn: &mut SqliteConnection,
+    decision: &Decision,
+    v: &DecisionValues<'_>,
+) -> Result<Recorded, Failure> {
+    let foreign_key = |conn: &mut SqliteConnection, e: diesel::result::Error| {
+        if is_foreign_key_violation(&e) {
+            Failure::Store(classify_foreign_key(
+                conn,
+                v.user_id,
+                Some(v.parameter_version),
+            ))
+        } else {
+            Failure::Db(e)
+        }
+    };
+    match insert_decision(conn, InsertCheck::NoUpload, v) {
+        Ok(true) => return Ok(Recorded::Inserted),
+        Ok(false) => {}
+        Err(e) => return Err(foreign_key(conn, e)),
+    }
+    let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+    if logged.is_some() || !uploaded {
+        return Ok(refused_decision(decision, logged, uploaded)?);
+    }
+    let same_key = study_data::user_id
+        .eq(v.user_id)
+        .and(study_data::decision_type.eq(v.decision_type))
+        .and(study_data::decision_idx.eq(v.decision_idx));
+    let (id, action, action_prob) = study_data::table
+        .filter(same_key)
+        .select((study_data::id, study_data::action, study_data::action_prob))
+        .first::<(i64, i16, f64)>(conn)?;
+    let unreadable = |e: InvalidValue| other(format!("invalid row {id} in study_data: {e}"));
+    let upload = ActionChoice {
+        action: Action::from_i64(action.into()).map_err(unreadable)?,
+        action_prob: Probability::new(action_prob).map_err(unreadable)?,
+    };
+    host_decision_against_upload(decision, upload)?;
+    match insert_decision(conn, InsertCheck::KeyOnly, v) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Failure::Store(other(
+                "a decision appeared on the key inside the write transaction",
+            )))
+        }
+        Err(e) => return Err(foreign_key(conn, e)),
+    }
+    diesel::update(study_data::table.filter(same_key))
+        .set((
+            study_data::action_logged.eq(true),
+            study_data::policy.eq(Some(v.policy)),
+            study_data::available.eq(v.available),
+        ))
+        .execute(conn)?;
+    Ok(Recorded::Inserted)
+}
+
+/// A registered participant's row (not an erased one's: its id is a pseudonym).
+fn registered(
+    user: &str,
+) -> diesel::dsl::Filter<
+    diesel::dsl::Filter<users::table, diesel::dsl::Eq<users::user_id, &str>>,
+    diesel::dsl::IsNull<users::erased_at>,
+> {
+    users::table
+        .filter(users::user_id.eq(user))
+        .filter(users::erased_at.is_null())
+}
+
+/// A registered participant with their counts, read in the caller's transaction.
+fn read_participant(
+    conn: &mut SqliteConnection,
+    user: &str,
+) -> Result<Option<Participant>, Failure> {
+    let Some(row) = registered(user)
+        .select(UserRow::as_select())
+        .first::<UserRow>(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let decisions = actions::table
+        .filter(actions::user_id.eq(user))
+        .count()
+        .get_result::<i64>(conn)?;
+    let uploads = study_data::table
+        .filter(study_data::user_id.eq(user))
+        .count()
+        .get_result::<i64>(conn)?;
+    row.participant(decisions, uploads)
+        .map(Some)
+        .map_err(Failure::Store)
+}
+
+/// Erases `user` inside the caller's write transaction (see [`Store::erase_participant`]).
+///
+/// The participant's id is replaced by the pseudonym in `users` and `actions`, whose
+/// `user_id` references it. SQLite checks foreign keys at the end of each statement unless
+/// told to defer them, and neither order of the two renames is consistent in between, so the
+/// checks are deferred to the commit (which resets the setting), where every reference holds
+/// again. The `users` row keeps its id, which the audit record names.
+fn erase(conn: &mut SqliteConnection, user: &str, erasure: &Erasure) -> Result<Erasure, Failure> {
+    let Some(number) = registered(user)
+        .select(users::id)
+        .first::<i64>(conn)
+        .optional()?
+    else {
+        return Err(Failure::Store(StoreError::UnknownUser));
+    };
+    conn.batch_execute("PRAGMA defer_foreign_keys = ON")?;
+    let pseudonym = erasure.pseudonym.as_str();
+    let uploads =
+        diesel::delete(study_data::table.filter(study_data::user_id.eq(user))).execute(conn)?;
+    let events =
+        diesel::delete(participant_events::table.filter(participant_events::user_id.eq(user)))
+            .execute(conn)?;
+    // An out-of-study decision keeps its reason: the service's word, not the client's.
+    let decisions = diesel::update(actions::table.filter(actions::user_id.eq(user)))
+        .set((
+            actions::user_id.eq(pseudonym),
+            actions::context.eq("{}"),
+            actions::state.eq("[]"),
+            actions::unavailable_reason.eq(diesel::dsl::sql::<Nullable<Text>>(
+                "CASE WHEN in_study THEN NULL ELSE unavailable_reason END",
+            )),
+        ))
+        .execute(conn)?;
+    diesel::update(users::table.find(number))
+        .set((
+            users::user_id.eq(pseudonym),
+            users::study_start.eq(None::<String>),
+            users::study_start_sent.eq(None::<String>),
+            users::study_end.eq(None::<String>),
+            users::study_end_sent.eq(None::<String>),
+            users::withdrawal_reason.eq(None::<String>),
+            users::erased_at.eq(Some(fmt_time(erasure.erased_at))),
+        ))
+        .execute(conn)?;
+    let rows = |n: usize| u64::try_from(n).map_err(|e| Failure::Store(other(e)));
+    let erased = Erasure {
+        participant_number: number,
+        row_counts: vec![
+            ("actions".to_owned(), rows(decisions)?),
+            ("study_data".to_owned(), rows(uploads)?),
+            ("participant_events".to_owned(), rows(events)?),
+            ("users".to_owned(), 1),
+        ],
+        ..erasure.clone()
+    };
+    diesel::insert_into(erasures::table)
+        .values(ErasureRow::new(&erased).map_err(Failure::Store)?)
+        .execute(conn)?;
+    Ok(erased)
+}
+
 fn newest_parameters(conn: &mut SqliteConnection) -> Result<Option<ModelParameters>, StoreError> {
     model_parameters::table
         .order(model_parameters::version.desc())
@@ -355,39 +721,173 @@ fn newest_parameters(conn: &mut SqliteConnection) -> Result<Option<ModelParamete
 }
 
 impl Store for SqliteStore {
-    fn add_user(&self, user: &UserId, created_at: DateTime<Utc>) -> Result<(), StoreError> {
+    fn add_user(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        created_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (start, start_sent, end, end_sent) = window_columns(enrollment);
         let mut conn = self.conn()?;
-        diesel::insert_into(users::table)
-            .values((
-                users::user_id.eq(user.as_str()),
-                users::created_at.eq(fmt_time(created_at)),
-            ))
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
+        conn.immediate_transaction(|conn| {
+            diesel::insert_into(users::table)
+                .values((
+                    users::user_id.eq(user.as_str()),
+                    users::created_at.eq(fmt_time(created_at)),
+                    users::study_start.eq(&start),
+                    users::study_start_sent.eq(&start_sent),
+                    users::study_end.eq(&end),
+                    users::study_end_sent.eq(&end_sent),
+                ))
+                .execute(conn)?;
+            let window = (
+                start.clone(),
+                start_sent.clone(),
+                end.clone(),
+                end_sent.clone(),
+            );
+            diesel::insert_into(participant_events::table)
+                .values(NewEvent::new(
+                    user.as_str(),
+                    "enrolled",
+                    created_at,
+                    window,
+                    None,
+                ))
+                .execute(conn)
+        })
+        .map_err(from_diesel)?;
         Ok(())
     }
 
-    fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError> {
+    fn participant(&self, user: &UserId) -> Result<Option<Participant>, StoreError> {
+        let mut conn = self.conn()?;
+        // A read transaction: the row and its counts come from one snapshot.
+        conn.transaction(|conn| read_participant(conn, user.as_str()))
+            .map_err(StoreError::from)
+    }
+
+    fn change_enrollment(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        changed_at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError> {
+        let window = window_columns(enrollment);
+        let mut conn = self.conn()?;
+        conn.immediate_transaction::<_, Failure, _>(|conn| {
+            let (start, start_sent, end, end_sent) = &window;
+            let changed = diesel::update(registered(user.as_str()))
+                .set((
+                    users::study_start.eq(start),
+                    users::study_start_sent.eq(start_sent),
+                    users::study_end.eq(end),
+                    users::study_end_sent.eq(end_sent),
+                ))
+                .execute(conn)?;
+            if changed == 0 {
+                return Err(Failure::Store(StoreError::UnknownUser));
+            }
+            diesel::insert_into(participant_events::table)
+                .values(NewEvent::new(
+                    user.as_str(),
+                    "enrollment_changed",
+                    changed_at,
+                    window.clone(),
+                    None,
+                ))
+                .execute(conn)?;
+            read_participant(conn, user.as_str())?
+                .ok_or_else(|| Failure::Store(StoreError::UnknownUser))
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn withdraw(
+        &self,
+        user: &UserId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError> {
+        let mut conn = self.conn()?;
+        conn.immediate_transaction::<_, Failure, _>(|conn| {
+            let row = registered(user.as_str())
+                .select(UserRow::as_select())
+                .first::<UserRow>(conn)
+                .optional()?
+                .ok_or(Failure::Store(StoreError::UnknownUser))?;
+            if row.withdrawn_at.is_some() {
+                return Err(Failure::Store(StoreError::AlreadyWithdrawn));
+            }
+            diesel::update(registered(user.as_str()))
+                .set((
+                    users::withdrawn_at.eq(Some(fmt_time(at))),
+                    users::withdrawal_reason.eq(Some(reason)),
+                ))
+                .execute(conn)?;
+            let window = (
+                row.study_start,
+                row.study_start_sent,
+                row.study_end,
+                row.study_end_sent,
+            );
+            diesel::insert_into(participant_events::table)
+                .values(NewEvent::new(
+                    user.as_str(),
+                    "withdrawn",
+                    at,
+                    window,
+                    Some(reason),
+                ))
+                .execute(conn)?;
+            read_participant(conn, user.as_str())?
+                .ok_or_else(|| Failure::Store(StoreError::UnknownUser))
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError> {
+        let mut conn = self.conn()?;
+        // Every connection overwrites deleted content with zeros (see `ConnectionSetup`).
+        let erased = conn
+            .immediate_transaction::<_, Failure, _>(|conn| erase(conn, user.as_str(), erasure))
+            .map_err(StoreError::from);
+        if erased.is_ok() {
+            // The pages written before the erasure stay in the write-ahead log until a
+            // checkpoint has copied the log and the next writer starts it over. A passive
+            // checkpoint waits for no one; what it cannot copy now, the next one does.
+            if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                log::warn!("cannot checkpoint the write-ahead log after an erasure: {e}");
+            }
+        }
+        erased
+    }
+
+    fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        erasures::table
+            .order((erasures::erased_at, erasures::id))
+            .select(erasures::pseudonym)
+            .load(&mut conn)
+            .map_err(from_diesel)
+    }
+
+    fn record_decision(
+        &self,
+        decision: &Decision,
+        guard: DecisionGuard,
+    ) -> Result<Recorded, StoreError> {
         let v = DecisionValues::new(decision)?;
         let mut conn = self.conn()?;
-        let inserted = diesel::sql_query(INSERT_DECISION)
-            .bind::<Text, _>(v.user_id)
-            .bind::<BigInt, _>(v.decision_idx)
-            .bind::<Text, _>(&v.requested_at)
-            .bind::<Text, _>(&v.decided_at)
-            .bind::<Text, _>(&v.context)
-            .bind::<Text, _>(&v.state)
-            .bind::<SmallInt, _>(v.action)
-            .bind::<Double, _>(v.action_prob)
-            .bind::<BigInt, _>(v.parameter_version)
-            .bind::<BigInt, _>(v.rng_seed)
-            .bind::<Text, _>(v.decision_type)
-            .bind::<Bool, _>(v.available)
-            .bind::<Nullable<Text>, _>(v.unavailable_reason)
-            .bind::<Text, _>(v.sent_timestamp)
-            .load::<InsertedId>(&mut conn);
-        let inserted = match inserted {
-            Ok(rows) => rows,
+        if matches!(decision.policy, Policy::Host { .. }) && guard == DecisionGuard::None {
+            return conn
+                .immediate_transaction::<_, Failure, _>(|conn| {
+                    record_host_decision(conn, decision, &v)
+                })
+                .map_err(StoreError::from);
+        }
+        let inserted = match insert_decision(&mut conn, InsertCheck::of(guard), &v) {
+            Ok(inserted) => inserted,
             Err(e) if is_foreign_key_violation(&e) => {
                 return Err(classify_foreign_key(
                     &mut conn,
@@ -397,11 +897,44 @@ impl Store for SqliteStore {
             }
             Err(e) => return Err(from_diesel(e)),
         };
-        if !inserted.is_empty() {
+        if inserted {
             return Ok(Recorded::Inserted);
         }
         let (logged, uploaded) = on_key(&mut conn, v.user_id, v.decision_type, v.decision_idx)?;
-        refused_decision(decision, logged, uploaded)
+        let DecisionGuard::InStudy {
+            warmup_first_decisions,
+            warmup_until_participants,
+        } = guard
+        else {
+            return refused_decision(decision, logged, uploaded);
+        };
+        if logged.is_some() || uploaded {
+            return refused_decision(decision, logged, uploaded);
+        }
+        let facts = diesel::sql_query(PARTICIPANT_FACTS)
+            .bind::<Text, _>(v.user_id)
+            .bind::<Text, _>(v.decision_type)
+            .bind::<BigInt, _>(v.decision_idx)
+            .bind::<BigInt, _>(i64::from(warmup_first_decisions.unwrap_or(0)))
+            .bind::<Text, _>(&v.requested_at)
+            .bind::<BigInt, _>(i64::from(warmup_until_participants.unwrap_or(0)))
+            .get_result::<FactsRow>(&mut conn)
+            .optional()
+            .map_err(from_diesel)?
+            .ok_or(StoreError::UnknownUser)?;
+        let count = |n: i64| u64::try_from(n).map_err(other);
+        Ok(Recorded::Ineligible(ParticipantFacts {
+            enrollment: enrollment(
+                facts.study_start.as_deref(),
+                facts.study_start_sent,
+                facts.study_end.as_deref(),
+                facts.study_end_sent,
+            )
+            .map_err(|e| other(format!("invalid window of participant {}: {e}", v.user_id)))?,
+            withdrawn: facts.withdrawn,
+            earlier_in_study: count(facts.earlier_in_study)?,
+            started_participants: count(facts.started_participants)?,
+        }))
     }
 
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
@@ -627,4 +1160,138 @@ pub(crate) fn delete_all(conn: &mut SqliteConnection) -> QueryResult<()> {
         "DELETE FROM sqlite_sequence WHERE name IN ({names});"
     ));
     conn.batch_execute(&sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setup::{run_migrations, Throwaway};
+
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    /// Whether a step of a plan reads a whole table (a scan of a subquery's few rows is not).
+    fn scans_a_table(detail: &str) -> bool {
+        detail.starts_with("SCAN") && !detail.starts_with("SCAN (subquery")
+    }
+
+    fn plan(conn: &mut SqliteConnection, sql: &str) -> Vec<String> {
+        diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<Plan>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.detail)
+            .collect()
+    }
+
+    /// The text of a decision's insert with `check`, as SQLite gets it.
+    fn insert_sql(check: InsertCheck) -> String {
+        let decision = justin_core::builders::decision("alice", 3, 1);
+        let v = DecisionValues::new(&decision).unwrap();
+        let query = DecisionInsert { v: &v, check };
+        let shown = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query).to_string();
+        shown
+            .split_once(" -- binds:")
+            .map_or(shown.clone(), |(sql, _)| sql.to_owned())
+    }
+
+    fn in_study(n: Option<u32>, k: Option<u32>) -> InsertCheck {
+        InsertCheck::InStudy {
+            warmup_first_decisions: n,
+            warmup_until_participants: k,
+        }
+    }
+
+    /// Every guarded insert finds what it checks through an index; none reads a whole table.
+    /// Without warm-up counts (the usual case) it is the unguarded insert with one lookup of
+    /// the participant.
+    #[test]
+    fn guarded_inserts_read_through_indexes_only() {
+        let file = Throwaway::new();
+        let mut conn = SqliteConnection::establish(file.path().to_str().unwrap()).unwrap();
+        run_migrations(&mut conn).unwrap();
+        let guards = [
+            (None, None),
+            (Some(5), None),
+            (None, Some(20)),
+            (Some(5), Some(20)),
+        ];
+        for (n, k) in guards {
+            let details = plan(&mut conn, &insert_sql(in_study(n, k)));
+            assert!(
+                !details.iter().any(|d| scans_a_table(d)),
+                "{n:?} {k:?}: {details:?}"
+            );
+            assert!(
+                details
+                    .iter()
+                    .any(|d| d.starts_with("SEARCH u USING INDEX sqlite_autoindex_users_1")),
+                "{n:?} {k:?}: {details:?}"
+            );
+            if k.is_some() {
+                assert!(
+                    details.iter().any(|d| d.contains("users_started_idx")),
+                    "{n:?} {k:?}: {details:?}"
+                );
+            }
+        }
+        let unguarded = plan(&mut conn, &insert_sql(InsertCheck::NoUpload));
+        let hot = plan(&mut conn, &insert_sql(in_study(None, None)));
+        // The unguarded insert selects its one row of values from nothing; the hot path selects
+        // it from the participant's row, found by the unique index.
+        assert_eq!(unguarded[0], "SCAN CONSTANT ROW");
+        assert!(hot[0].starts_with("SEARCH u USING INDEX sqlite_autoindex_users_1 (user_id=?)"));
+        assert_eq!(hot[1..], unguarded[1..], "{hot:?} / {unguarded:?}");
+        let facts = plan(&mut conn, PARTICIPANT_FACTS);
+        assert!(!facts.iter().any(|d| scans_a_table(d)), "{facts:?}");
+    }
+
+    #[test]
+    fn the_counts_are_written_only_when_the_guard_has_them() {
+        let plain = insert_sql(in_study(None, None));
+        assert!(!plain.contains("count(*)"), "{plain}");
+        let both = insert_sql(in_study(Some(3), Some(40)));
+        assert!(both.contains("LIMIT 3)) >= 3"), "{both}");
+        assert!(both.contains("LIMIT 40)) >= 40"), "{both}");
+        for check in [
+            InsertCheck::KeyOnly,
+            InsertCheck::NoUpload,
+            in_study(Some(3), None),
+        ] {
+            let sql = insert_sql(check);
+            assert!(
+                sql.ends_with(
+                    "ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id"
+                ),
+                "{sql}"
+            );
+            assert_eq!(
+                sql.contains("FROM study_data"),
+                check != InsertCheck::KeyOnly,
+                "{sql}"
+            );
+        }
+    }
+
+    /// A decision's insert is prepared once per connection: its text and bind types, not its
+    /// values, key Diesel's statement cache.
+    #[test]
+    fn a_decision_insert_is_safe_to_prepare_once() {
+        use diesel::query_builder::QueryFragment;
+        let decision = justin_core::builders::decision("alice", 3, 1);
+        let v = DecisionValues::new(&decision).unwrap();
+        for check in [
+            InsertCheck::NoUpload,
+            in_study(None, None),
+            in_study(Some(2), Some(9)),
+        ] {
+            let query = DecisionInsert { v: &v, check };
+            assert!(query
+                .is_safe_to_cache_prepared(&diesel::sqlite::Sqlite)
+                .unwrap());
+        }
+    }
 }

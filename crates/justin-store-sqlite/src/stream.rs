@@ -15,11 +15,11 @@
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable};
-use justin_core::{Decision, ExportRow, StoreError, StudyRecord};
+use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
 
 use crate::error::from_diesel;
 use crate::models::{ActionRow, ExportRecord, StudyRow, UploadColumns};
-use crate::schema::{actions, study_data, update_provenance};
+use crate::schema::{actions, study_data, update_provenance, users};
 use crate::store::SqliteStore;
 
 /// Rows read per query: large enough that page queries do not dominate, small enough that a
@@ -84,8 +84,19 @@ impl KeysetRow for StudyRow {
     }
 }
 
-/// A study record an update may read: one of an available decision.
+/// A study record an update may read: one of an available decision, of a participant who has
+/// not withdrawn, whose logged decision's policy the update learns from (or with no logged
+/// decision).
 pub(crate) struct AvailableStudyRow(StudyRow);
+
+/// What an update's stream of study records reads up to, and which policies it includes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpdateBound {
+    /// The largest upload id in the job's snapshot.
+    pub upto: i64,
+    /// The kinds of decision the update learns from.
+    pub include: UpdateInclusion,
+}
 
 impl TryFrom<AvailableStudyRow> for StudyRecord {
     type Error = StoreError;
@@ -97,30 +108,48 @@ impl TryFrom<AvailableStudyRow> for StudyRecord {
 
 impl KeysetRow for AvailableStudyRow {
     type Item = StudyRecord;
-    type Bound = i64;
+    type Bound = UpdateBound;
 
     fn id(&self) -> i64 {
         self.0.id
     }
 
-    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<i64>> {
-        StudyRow::bound(conn)
+    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<UpdateBound>> {
+        Ok(StudyRow::bound(conn)?.map(|upto| UpdateBound {
+            upto,
+            include: UpdateInclusion::default(),
+        }))
     }
 
-    fn upto(bound: i64) -> i64 {
-        bound
+    fn upto(bound: UpdateBound) -> i64 {
+        bound.upto
     }
 
     fn page(
         conn: &mut SqliteConnection,
         after: i64,
-        upto: i64,
+        bound: UpdateBound,
         limit: i64,
     ) -> QueryResult<Vec<Self>> {
+        let included: Vec<&str> = ["algorithm", "warmup", "fallback", "host"]
+            .into_iter()
+            .filter(|word| bound.include.includes(Some(word)))
+            .collect();
+        let not_withdrawn = diesel::dsl::exists(
+            users::table
+                .filter(users::user_id.eq(study_data::user_id))
+                .filter(users::withdrawn_at.is_null()),
+        );
         let rows = study_data::table
             .filter(study_data::id.gt(after))
-            .filter(study_data::id.le(upto))
+            .filter(study_data::id.le(bound.upto))
             .filter(study_data::available)
+            .filter(
+                study_data::policy
+                    .is_null()
+                    .or(study_data::policy.eq_any(included)),
+            )
+            .filter(not_withdrawn)
             .order(study_data::id)
             .limit(limit)
             .select(StudyRow::as_select())
@@ -175,17 +204,25 @@ pub(crate) struct ExportBound {
 /// The parameter version of the first update that used the row's upload, split around the
 /// bound on update versions: of the updates completed when the export started, the one with
 /// the smallest `last_study_data_id` at or above the upload's id (the earliest version on a
-/// tie); none when the upload is unavailable (no update reads it) or there is no upload.
-/// `update_provenance_last_study_data_idx` (watermark, then version) serves it from the index
-/// alone, one seek per upload, even when many updates share a watermark. The `+`
-/// keeps the version's bound from being considered for the version's unique index, so that
-/// choice does not rest on the planner's estimates: through that index every upload would
-/// visit every update.
+/// tie) that learned from the upload's kind of decision (any update, for an upload without a
+/// logged decision) and whose request started before the participant withdrew (the `users`
+/// row joined to the decision); none when the upload is unavailable (no update reads it) or
+/// there is no upload. `update_provenance_last_study_data_idx` (watermark, version, policies,
+/// request) serves it from the index alone, one seek per upload, even when many updates share
+/// a watermark. The `+` keeps the version's bound from being considered for the version's
+/// unique index, so that choice does not rest on the planner's estimates: through that index
+/// every upload would visit every update.
 pub(crate) const USED_IN_VERSION: [&str; 2] = [
     "CASE WHEN study_data.available THEN \
      (SELECT p.parameter_version FROM update_provenance p \
       WHERE p.last_study_data_id >= study_data.id AND +p.parameter_version <= ",
-    " ORDER BY p.last_study_data_id, p.parameter_version LIMIT 1) END",
+    " AND (study_data.policy IS NULL \
+           OR instr(',' || p.included_policies || ',', ',' || study_data.policy || ',') > 0) \
+      AND (users.withdrawn_at IS NULL \
+           OR EXISTS (SELECT 1 FROM model_update_requests r \
+                      WHERE r.id = p.update_id \
+                        AND coalesce(r.started_at, r.created_at) < users.withdrawn_at)) \
+      ORDER BY p.last_study_data_id, p.parameter_version LIMIT 1) END",
 ];
 
 impl KeysetRow for ExportRecord {
@@ -236,6 +273,7 @@ impl KeysetRow for ExportRecord {
             .sql(after_bound);
         let rows = actions::table
             .left_join(study_data::table.on(upload_of_the_decision))
+            .left_join(users::table.on(users::user_id.eq(actions::user_id)))
             .filter(actions::id.gt(after))
             .filter(actions::id.le(bound.decisions))
             .order(actions::id)
@@ -439,7 +477,8 @@ mod tests {
         run_migrations(&mut conn).unwrap();
         let [before_bound, after_bound] = USED_IN_VERSION;
         let plan = diesel::sql_query(format!(
-            "EXPLAIN QUERY PLAN SELECT {before_bound}?{after_bound} FROM study_data"
+            "EXPLAIN QUERY PLAN SELECT {before_bound}?{after_bound} FROM study_data \
+             LEFT JOIN users ON users.user_id = study_data.user_id"
         ))
         .bind::<BigInt, _>(7)
         .load::<Plan>(&mut conn)

@@ -9,10 +9,12 @@
 use diesel::prelude::*;
 
 use crate::models::{
-    fmt_time, parse_time, ActionRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
+    fmt_time, parse_time, ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow,
+    UpdateRow, UserRow,
 };
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+    actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
+    update_provenance, users,
 };
 use justin_backup::csv::{bool_text, float_text, Field};
 
@@ -185,13 +187,31 @@ fn int(v: impl ToString) -> Field {
 
 impl TableRow for UserRow {
     const NAME: &'static str = "users";
-    const COLUMNS: &'static [&'static str] = &["id", "user_id", "created_at"];
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "user_id",
+        "created_at",
+        "study_start",
+        "study_start_sent",
+        "study_end",
+        "study_end_sent",
+        "withdrawn_at",
+        "withdrawal_reason",
+        "erased_at",
+    ];
 
     fn fields(&self) -> Vec<Field> {
         vec![
             int(self.id),
             Some(self.user_id.clone()),
             Some(self.created_at.clone()),
+            self.study_start.clone(),
+            self.study_start_sent.clone(),
+            self.study_end.clone(),
+            self.study_end_sent.clone(),
+            self.withdrawn_at.clone(),
+            self.withdrawal_reason.clone(),
+            self.erased_at.clone(),
         ]
     }
 
@@ -201,6 +221,13 @@ impl TableRow for UserRow {
             id: f.int()?,
             user_id: f.text()?,
             created_at: f.time()?,
+            study_start: f.opt_time()?,
+            study_start_sent: f.opt_text(),
+            study_end: f.opt_time()?,
+            study_end_sent: f.opt_text(),
+            withdrawn_at: f.opt_time()?,
+            withdrawal_reason: f.opt_text(),
+            erased_at: f.opt_time()?,
         })
     }
 
@@ -276,6 +303,10 @@ impl TableRow for ActionRow {
         "available",
         "unavailable_reason",
         "sent_timestamp",
+        "policy",
+        "fallback_reason",
+        "decided_by",
+        "in_study",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -295,6 +326,10 @@ impl TableRow for ActionRow {
             Some(bool_text(self.available)),
             self.unavailable_reason.clone(),
             Some(self.sent_timestamp.clone()),
+            Some(self.policy.clone()),
+            self.fallback_reason.clone(),
+            self.decided_by.clone(),
+            Some(bool_text(self.in_study)),
         ]
     }
 
@@ -316,6 +351,10 @@ impl TableRow for ActionRow {
             available: f.boolean()?,
             unavailable_reason: f.opt_text(),
             sent_timestamp: f.text()?,
+            policy: f.text()?,
+            fallback_reason: f.opt_text(),
+            decided_by: f.opt_text(),
+            in_study: f.boolean()?,
         })
     }
 
@@ -351,6 +390,7 @@ impl TableRow for StudyRow {
         "decision_type",
         "available",
         "sent_timestamp",
+        "policy",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -370,6 +410,7 @@ impl TableRow for StudyRow {
             Some(self.decision_type.clone()),
             Some(bool_text(self.available)),
             Some(self.sent_timestamp.clone()),
+            self.policy.clone(),
         ]
     }
 
@@ -391,6 +432,7 @@ impl TableRow for StudyRow {
             decision_type: f.text()?,
             available: f.boolean()?,
             sent_timestamp: f.text()?,
+            policy: f.opt_text(),
         })
     }
 
@@ -505,6 +547,7 @@ impl TableRow for ProvenanceRow {
         "backup_file",
         "created_at",
         "last_study_data_id",
+        "included_policies",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -518,6 +561,7 @@ impl TableRow for ProvenanceRow {
             self.backup_file.clone(),
             Some(self.created_at.clone()),
             int(self.last_study_data_id),
+            Some(self.included_policies.clone()),
         ]
     }
 
@@ -533,6 +577,7 @@ impl TableRow for ProvenanceRow {
             backup_file: f.opt_text(),
             created_at: f.time()?,
             last_study_data_id: f.int()?,
+            included_policies: f.text()?,
         })
     }
 
@@ -555,14 +600,206 @@ impl TableRow for ProvenanceRow {
     }
 }
 
+impl TableRow for EventRow {
+    const NAME: &'static str = "participant_events";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "user_id",
+        "kind",
+        "recorded_at",
+        "study_start",
+        "study_start_sent",
+        "study_end",
+        "study_end_sent",
+        "reason",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.id),
+            Some(self.user_id.clone()),
+            Some(self.kind.clone()),
+            Some(self.recorded_at.clone()),
+            self.study_start.clone(),
+            self.study_start_sent.clone(),
+            self.study_end.clone(),
+            self.study_end_sent.clone(),
+            self.reason.clone(),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.int()?,
+            user_id: f.text()?,
+            kind: f.text()?,
+            recorded_at: f.time()?,
+            study_start: f.opt_time()?,
+            study_start_sent: f.opt_text(),
+            study_end: f.opt_time()?,
+            study_end_sent: f.opt_text(),
+            reason: f.opt_text(),
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            participant_events::table.order(participant_events::id),
+            EventRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(participant_events::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+impl TableRow for ErasureRow {
+    const NAME: &'static str = "erasures";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "erased_at",
+        "participant_number",
+        "pseudonym",
+        "row_counts",
+        "backup_file",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            Some(self.id.clone()),
+            Some(self.erased_at.clone()),
+            int(self.participant_number),
+            Some(self.pseudonym.clone()),
+            Some(self.row_counts.clone()),
+            Some(self.backup_file.clone()),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.uuid()?,
+            erased_at: f.time()?,
+            participant_number: f.int()?,
+            pseudonym: f.text()?,
+            row_counts: f.json()?,
+            backup_file: f.text()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(conn, erasures::table.order(erasures::id), ErasureRow, each)
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(erasures::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+/// The columns migration 2025-05-01 appended to `table`, in order (empty for other tables).
+pub(crate) fn trial_life_columns(table: &str) -> &'static [&'static str] {
+    let appended = match table {
+        UserRow::NAME => 7,
+        ActionRow::NAME => 4,
+        StudyRow::NAME | ProvenanceRow::NAME => 1,
+        _ => 0,
+    };
+    let known = known_columns(table);
+    &known[known.len() - appended..]
+}
+
+/// What a record written before some migrations needs appended to read as a row of this
+/// build: the fields those migrations added, filled as the migrations fill them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Fill {
+    /// Written before migration 2025-04-02: append [`SENT_TIMESTAMP`].
+    pub sent_timestamp: bool,
+    /// Written before migration 2025-05-01: append [`trial_life_columns`].
+    pub trial_life: bool,
+}
+
+impl Fill {
+    /// The columns `table` had in a backup that needs this fill.
+    pub(crate) fn columns(self, table: &str) -> Vec<&'static str> {
+        let mut columns = known_columns(table).to_vec();
+        if self.trial_life {
+            columns.truncate(columns.len() - trial_life_columns(table).len());
+        }
+        if self.sent_timestamp && columns.last() == Some(&SENT_TIMESTAMP) {
+            columns.pop();
+        }
+        columns
+    }
+
+    /// The fill that reads a record with the columns `header` as a row of `table`, if one
+    /// does.
+    pub(crate) fn for_header(table: &str, header: &[String]) -> Option<Self> {
+        [false, true]
+            .into_iter()
+            .flat_map(|trial_life| {
+                [false, true].map(|sent_timestamp| Self {
+                    sent_timestamp,
+                    trial_life,
+                })
+            })
+            .find(|fill| fill.columns(table) == header)
+    }
+
+    /// Appends to a record of `table` the fields this fill stands for.
+    pub(crate) fn apply(self, table: &str, fields: &mut Vec<Field>) {
+        if self.sent_timestamp && columns_before_sent_timestamps(table).is_some() {
+            fill_sent_timestamp(table, fields);
+        }
+        if self.trial_life {
+            fill_trial_life(table, fields);
+        }
+    }
+}
+
+/// Completes a record of `table` written before migration 2025-05-01 as the migration
+/// completes a row: participants without a window, withdrawal or erasure; decisions drawn by
+/// the algorithm for a participant in the study; uploads whose logged decision (if any) the
+/// algorithm drew; updates that learned from the algorithm's decisions.
+fn fill_trial_life(table: &str, fields: &mut Vec<Field>) {
+    match table {
+        UserRow::NAME => fields.extend(std::iter::repeat_n(None, 7)),
+        ActionRow::NAME => fields.extend([Some("algorithm".into()), None, None, Some("t".into())]),
+        StudyRow::NAME => {
+            let logged = StudyRow::COLUMNS
+                .iter()
+                .position(|c| *c == "action_logged")
+                .and_then(|i| fields.get(i).cloned().flatten());
+            let logged = matches!(logged.as_deref(), Some("t" | "true" | "1"));
+            fields.push(logged.then(|| "algorithm".to_owned()));
+        }
+        ProvenanceRow::NAME => fields.push(Some("algorithm".into())),
+        _ => {}
+    }
+}
+
 /// The column migration 2025-04-02 appended to `actions`, `study_data` and
 /// `model_update_requests`.
 pub(crate) const SENT_TIMESTAMP: &str = "sent_timestamp";
 
 /// The columns `table` had before migration 2025-04-02 appended [`SENT_TIMESTAMP`], when it
-/// appended it to `table`.
+/// appended it to `table` (the columns migration 2025-05-01 appended after it left out).
 pub(crate) fn columns_before_sent_timestamps(table: &str) -> Option<&'static [&'static str]> {
-    known_columns(table)
+    let known = known_columns(table);
+    known[..known.len() - trial_life_columns(table).len()]
         .split_last()
         .filter(|(last, _)| **last == SENT_TIMESTAMP)
         .map(|(_, before)| before)
@@ -592,6 +829,8 @@ pub(crate) fn known_columns(table: &str) -> &'static [&'static str] {
         StudyRow::NAME => StudyRow::COLUMNS,
         UpdateRow::NAME => UpdateRow::COLUMNS,
         ProvenanceRow::NAME => ProvenanceRow::COLUMNS,
+        EventRow::NAME => EventRow::COLUMNS,
+        ErasureRow::NAME => ErasureRow::COLUMNS,
         _ => &[],
     }
 }
@@ -629,7 +868,10 @@ mod tests {
         assert_eq!(columns_before_sent_timestamps("update_provenance"), None);
         for table in ["actions", "study_data", "model_update_requests"] {
             let before = columns_before_sent_timestamps(table).unwrap();
-            assert_eq!([before, &[SENT_TIMESTAMP]].concat(), known_columns(table));
+            assert_eq!(
+                [before, &[SENT_TIMESTAMP], trial_life_columns(table)].concat(),
+                known_columns(table)
+            );
         }
         let mut fields: Vec<Field> = vec![
             Some("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
@@ -640,6 +882,80 @@ mod tests {
             fields[2].as_deref(),
             Some("2025-01-01T12:00:00.500000Z"),
             "the form migrations/postgres writes"
+        );
+    }
+
+    /// Records from before migration 2025-05-01 (and from before 2025-04-02 too) are told
+    /// apart by their header and completed as the migrations complete rows.
+    #[test]
+    fn rows_from_before_migration_2025_05_01_get_the_defaults() {
+        let header = |columns: &[&str]| columns.iter().map(|c| (*c).to_owned()).collect();
+        for table in ["users", "actions", "study_data", "update_provenance"] {
+            let current: Vec<String> = header(known_columns(table));
+            assert_eq!(Fill::for_header(table, &current), Some(Fill::default()));
+            let before = &known_columns(table)[..current.len() - trial_life_columns(table).len()];
+            let fill = Fill::for_header(table, &header(before)).unwrap();
+            assert!(fill.trial_life && !fill.sent_timestamp, "{table}");
+        }
+        let before_both = columns_before_sent_timestamps("actions").unwrap();
+        assert_eq!(
+            Fill::for_header("actions", &header(before_both)),
+            Some(Fill {
+                sent_timestamp: true,
+                trial_life: true
+            })
+        );
+        assert_eq!(
+            Fill::for_header("actions", &header(&["id", "user_id"])),
+            None
+        );
+        assert_eq!(trial_life_columns("model_parameters"), &[] as &[&str]);
+        assert_eq!(trial_life_columns("erasures"), &[] as &[&str]);
+
+        let trial_life = Fill {
+            sent_timestamp: false,
+            trial_life: true,
+        };
+        let mut user: Vec<Field> = vec![Some("1".into()), Some("u".into()), None];
+        trial_life.apply("users", &mut user);
+        assert_eq!(user.len(), UserRow::COLUMNS.len());
+        assert!(user[3..].iter().all(Option::is_none));
+
+        let mut action: Vec<Field> = vec![None; before_both.len()];
+        action[3] = Some("2025-01-01 12:00:00+00".into());
+        Fill {
+            sent_timestamp: true,
+            trial_life: true,
+        }
+        .apply("actions", &mut action);
+        assert_eq!(action.len(), ActionRow::COLUMNS.len());
+        let tail: Vec<Option<&str>> = action[before_both.len()..]
+            .iter()
+            .map(Option::as_deref)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                Some("2025-01-01T12:00:00.000000Z"),
+                Some("algorithm"),
+                None,
+                None,
+                Some("t")
+            ]
+        );
+
+        for (logged, policy) in [("t", Some("algorithm")), ("f", None)] {
+            let mut study: Vec<Field> = vec![None; StudyRow::COLUMNS.len() - 1];
+            study[11] = Some(logged.into());
+            trial_life.apply("study_data", &mut study);
+            assert_eq!(study.last().cloned().flatten().as_deref(), policy);
+        }
+
+        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 1];
+        trial_life.apply("update_provenance", &mut provenance);
+        assert_eq!(
+            provenance.last().cloned().flatten().as_deref(),
+            Some("algorithm")
         );
     }
 
@@ -689,6 +1005,7 @@ mod tests {
             Some("evening"),
             Some("f"),
             Some("2025-W01-3"),
+            Some("warmup"),
         ]);
         let row = StudyRow::parse(study).unwrap();
         assert!(row.action_logged);
@@ -698,6 +1015,8 @@ mod tests {
         assert!(!row.available);
         assert_eq!(row.fields()[13].as_deref(), Some("f"));
         assert_eq!(row.fields()[14].as_deref(), Some("2025-W01-3"));
+        assert_eq!(row.policy.as_deref(), Some("warmup"));
+        assert_eq!(row.fields()[15].as_deref(), Some("warmup"));
 
         let provenance = ProvenanceRow::parse(fields(&[
             Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),
@@ -709,10 +1028,12 @@ mod tests {
             None,
             Some("2025-01-01 12:00:01.5+00"),
             Some("9"),
+            Some("algorithm,warmup"),
         ]))
         .unwrap();
         assert_eq!(provenance.last_study_data_id, 9);
         assert_eq!(provenance.fields()[8].as_deref(), Some("9"));
+        assert_eq!(provenance.fields()[9].as_deref(), Some("algorithm,warmup"));
         let no_watermark = ProvenanceRow::parse(fields(&[
             Some("0F8FAD5B-D9CB-469F-A165-70867728950E"),
             Some("2"),
@@ -723,6 +1044,7 @@ mod tests {
             None,
             Some("2025-01-01 12:00:01.5+00"),
             None,
+            Some("algorithm"),
         ]));
         assert_eq!(
             no_watermark.err().as_deref(),
@@ -732,10 +1054,24 @@ mod tests {
 
     #[test]
     fn bad_fields_name_their_column() {
-        let err = UserRow::parse(vec![Some("x".into()), Some("u".into()), None]).unwrap_err();
+        let user = |id: &str, created_at: Option<&str>, withdrawal_reason: Option<&str>| {
+            let mut fields: Vec<Field> = vec![None; UserRow::COLUMNS.len()];
+            fields[0] = Some(id.into());
+            fields[1] = Some("u".into());
+            fields[2] = created_at.map(str::to_owned);
+            fields[8] = withdrawal_reason.map(str::to_owned);
+            fields
+        };
+        let err = UserRow::parse(user("x", None, None)).unwrap_err();
         assert!(err.contains("id"), "{err}");
-        let err = UserRow::parse(vec![Some("1".into()), Some("u".into()), None]).unwrap_err();
+        let err = UserRow::parse(user("1", None, None)).unwrap_err();
         assert!(err.contains("created_at is NULL"), "{err}");
+        let mut late = user("1", Some("2025-01-01T00:00:00Z"), None);
+        late[3] = Some("soon".into());
+        let err = UserRow::parse(late).unwrap_err();
+        assert!(err.contains("study_start"), "{err}");
+        let row = UserRow::parse(user("1", Some("2025-01-01T00:00:00Z"), Some("moved"))).unwrap();
+        assert_eq!(row.withdrawal_reason.as_deref(), Some("moved"));
         let err = UserRow::parse(vec![Some("1".into())]).unwrap_err();
         assert!(err.contains("fields"), "{err}");
     }

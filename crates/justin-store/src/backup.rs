@@ -31,7 +31,8 @@ use justin_core::{BackupReport, StoreError};
 use crate::error::{from_diesel, other};
 use crate::pg::count_rows;
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+    actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
+    update_provenance, users,
 };
 
 /// What went wrong inside the snapshot transaction. Diesel's transaction needs an error type
@@ -154,7 +155,7 @@ type Exporter = fn(&mut PgConnection, &Path) -> Result<Exported, Failure>;
 
 /// Every table with its exporter, in [`TABLES`] order. COPY needs the table's Diesel type,
 /// hence one entry per table rather than a loop over names.
-const EXPORTS: [(&str, Exporter); 6] = [
+const EXPORTS: [(&str, Exporter); 8] = [
     ("users", |c, p| copy_table(c, users::table, p)),
     ("model_parameters", |c, p| {
         copy_table(c, model_parameters::table, p)
@@ -167,6 +168,10 @@ const EXPORTS: [(&str, Exporter); 6] = [
     ("update_provenance", |c, p| {
         copy_table(c, update_provenance::table, p)
     }),
+    ("participant_events", |c, p| {
+        copy_table(c, participant_events::table, p)
+    }),
+    ("erasures", |c, p| copy_table(c, erasures::table, p)),
 ];
 
 /// What [`copy_table`] wrote.

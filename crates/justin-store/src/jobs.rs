@@ -31,13 +31,15 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Timestamptz};
 use justin_core::recording::superseded_update;
-use justin_core::{ModelParameters, Provenance, StoreError, StudyRecord, UpdateJob, UpdateRequest};
+use justin_core::{
+    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob, UpdateRequest,
+};
 
 use crate::error::{from_diesel, other};
 use crate::models::{update_request, ParametersRow, ProvenanceRow, UpdateRow};
 use crate::pg::{lock_for_publishing, PooledPg};
 use crate::schema::{model_parameters, model_update_requests, study_data, update_provenance};
-use crate::stream::{AvailableStudyRow, BorrowedStream};
+use crate::stream::{included_words, AvailableStudyRow, BorrowedStream};
 
 /// Key of the advisory lock held by the one running update job of a database.
 const UPDATE_LOCK_KEY: i64 = 0x6a75_7374_696e_5531; // "justinU1"
@@ -313,9 +315,13 @@ impl UpdateJob for PgUpdateJob {
 
     fn study_data(
         &mut self,
+        include: UpdateInclusion,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let stream =
-            BorrowedStream::<AvailableStudyRow>::upto(self.lock.conn()?, self.last_study_data_id);
+        let stream = BorrowedStream::<AvailableStudyRow>::upto(
+            self.lock.conn()?,
+            included_words(include),
+            self.last_study_data_id,
+        );
         Ok(Box::new(stream))
     }
 

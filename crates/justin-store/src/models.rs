@@ -8,13 +8,15 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use justin_core::{
     Action, ActionChoice, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx,
-    DecisionType, ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters,
-    Probability, Provenance, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
+    ModelParameters, OutOfStudy, Participant, Policy, Probability, Provenance, SentTime, State,
+    StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 
 use crate::error::other;
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance,
+    actions, erasures, model_parameters, model_update_requests, study_data, update_provenance,
+    users,
 };
 
 /// A JSON object written as `json` straight from the core's map: no copy into a
@@ -59,21 +61,33 @@ fn state_json(state: &State) -> Result<serde_json::Value, StoreError> {
 }
 
 /// A stored decision's availability, checked against what the schema's constraints promise:
-/// only an unavailable decision has a reason, and it has action 0 with probability 0. The
+/// only an unavailable decision has a reason, and it has action 0 with probability 0; a
+/// decision out of the study is unavailable with the service's word as its reason. A client's
 /// reason is returned as stored, not checked again against the rules for new requests.
 fn availability(
     available: bool,
+    in_study: bool,
     reason: Option<String>,
     action: Action,
     action_prob: Probability,
 ) -> Result<Availability, InvalidValue> {
     match (available, reason) {
-        (true, None) => Ok(Availability::Available),
-        (true, Some(_)) => Err(InvalidValue(
+        (true, None) if in_study => Ok(Availability::Available),
+        (true, _) if !in_study => Err(InvalidValue(
+            "a decision out of the study is available".into(),
+        )),
+        (true, _) => Err(InvalidValue(
             "an available decision has an unavailable_reason".into(),
         )),
         (false, reason) if action == Action::Zero && action_prob == Probability::ZERO => {
-            Ok(Availability::Unavailable { reason })
+            if in_study {
+                Ok(Availability::Unavailable { reason })
+            } else {
+                let word = reason.ok_or_else(|| {
+                    InvalidValue("a decision out of the study has no reason".into())
+                })?;
+                Ok(Availability::OutOfStudy(OutOfStudy::parse(&word)?))
+            }
         }
         (false, _) => Err(InvalidValue(
             "an unavailable decision has an action other than 0 with probability 0".into(),
@@ -100,6 +114,10 @@ pub(crate) struct ActionRow {
     pub available: bool,
     pub unavailable_reason: Option<String>,
     pub sent_timestamp: String,
+    pub policy: String,
+    pub fallback_reason: Option<String>,
+    pub decided_by: Option<String>,
+    pub in_study: bool,
 }
 
 impl TryFrom<ActionRow> for Decision {
@@ -117,8 +135,14 @@ impl TryFrom<ActionRow> for Decision {
             requested_at: row.request_timestamp,
             sent_timestamp: row.sent_timestamp,
             decided_at: row.created_at,
-            availability: availability(row.available, row.unavailable_reason, action, action_prob)
-                .map_err(bad)?,
+            availability: availability(
+                row.available,
+                row.in_study,
+                row.unavailable_reason,
+                action,
+                action_prob,
+            )
+            .map_err(bad)?,
             context: json_object(row.context).map_err(bad)?,
             state: state(row.state).map_err(bad)?,
             action,
@@ -126,6 +150,8 @@ impl TryFrom<ActionRow> for Decision {
             parameter_version: row.parameter_version,
             // Stored bit for bit in a BIGINT; see `DecisionValues::new`.
             rng_seed: row.rng_seed.cast_unsigned(),
+            policy: Policy::from_stored(&row.policy, row.fallback_reason, row.decided_by)
+                .map_err(bad)?,
         })
     }
 }
@@ -146,6 +172,10 @@ pub(crate) struct DecisionValues<'a> {
     pub rng_seed: i64,
     pub available: bool,
     pub unavailable_reason: Option<&'a str>,
+    pub policy: &'static str,
+    pub fallback_reason: Option<&'a str>,
+    pub decided_by: Option<&'a str>,
+    pub in_study: bool,
 }
 
 impl<'a> DecisionValues<'a> {
@@ -167,6 +197,10 @@ impl<'a> DecisionValues<'a> {
             rng_seed: d.rng_seed.cast_signed(),
             available: d.availability.is_available(),
             unavailable_reason: d.availability.reason(),
+            policy: d.policy.as_str(),
+            fallback_reason: d.policy.fallback_reason(),
+            decided_by: d.policy.decided_by(),
+            in_study: d.availability.in_study(),
         })
     }
 }
@@ -397,6 +431,7 @@ pub(crate) struct ProvenanceRow {
     pub backup_file: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_study_data_id: i64,
+    pub included_policies: String,
 }
 
 impl ProvenanceRow {
@@ -419,6 +454,7 @@ impl ProvenanceRow {
             backup_file: p.backup_file.clone(),
             created_at,
             last_study_data_id,
+            included_policies: p.included_policies.clone(),
         })
     }
 }
@@ -447,6 +483,7 @@ pub(crate) fn update_request(
                     )
                 })?,
                 backup_file: p.backup_file,
+                included_policies: p.included_policies,
             })
         })
         .transpose()?;
@@ -472,6 +509,133 @@ pub(crate) fn update_request(
     })
 }
 
+/// A row of `users` of a registered participant (an erased one's row is not read back).
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct UserRow {
+    pub id: i64,
+    pub user_id: String,
+    pub created_at: DateTime<Utc>,
+    pub study_start: Option<DateTime<Utc>>,
+    pub study_start_sent: Option<String>,
+    pub study_end: Option<DateTime<Utc>>,
+    pub study_end_sent: Option<String>,
+    pub withdrawn_at: Option<DateTime<Utc>>,
+    pub withdrawal_reason: Option<String>,
+}
+
+/// A bound of a window from its two columns, which the schema keeps both set or both NULL.
+fn sent_time(
+    at: Option<DateTime<Utc>>,
+    sent: Option<String>,
+    name: &str,
+) -> Result<Option<SentTime>, InvalidValue> {
+    match (at, sent) {
+        (Some(at), Some(sent)) => Ok(Some(SentTime { at, sent })),
+        (None, None) => Ok(None),
+        _ => Err(InvalidValue(format!(
+            "{name} and {name}_sent are not both set or both empty"
+        ))),
+    }
+}
+
+impl UserRow {
+    /// The participant's window.
+    pub(crate) fn enrollment(&self) -> Result<Enrollment, StoreError> {
+        let bad = |e: InvalidValue| invalid("users", self.id, e);
+        Ok(Enrollment {
+            start: sent_time(
+                self.study_start,
+                self.study_start_sent.clone(),
+                "study_start",
+            )
+            .map_err(bad)?,
+            end: sent_time(self.study_end, self.study_end_sent.clone(), "study_end")
+                .map_err(bad)?,
+        })
+    }
+
+    /// The participant with their decision and upload counts.
+    pub(crate) fn participant(
+        self,
+        decisions: i64,
+        uploads: i64,
+    ) -> Result<Participant, StoreError> {
+        let id = self.id;
+        let bad = |e: InvalidValue| invalid("users", id, e);
+        let enrollment = self.enrollment()?;
+        let count = |n: i64, what: &str| {
+            u64::try_from(n).map_err(|_| bad(InvalidValue(format!("negative {what} {n}"))))
+        };
+        Ok(Participant {
+            user_id: UserId::parse(self.user_id).map_err(bad)?,
+            created_at: self.created_at,
+            enrollment,
+            withdrawal: self.withdrawn_at.map(|at| Withdrawal {
+                at,
+                // An erased participant's reason is gone; only a registered one is read here.
+                reason: self.withdrawal_reason.unwrap_or_default(),
+            }),
+            decisions: count(decisions, "decisions")?,
+            uploads: count(uploads, "uploads")?,
+        })
+    }
+}
+
+/// A window's four columns, as written to `users` and `participant_events`.
+pub(crate) struct WindowValues<'a> {
+    pub study_start: Option<DateTime<Utc>>,
+    pub study_start_sent: Option<&'a str>,
+    pub study_end: Option<DateTime<Utc>>,
+    pub study_end_sent: Option<&'a str>,
+}
+
+impl<'a> WindowValues<'a> {
+    pub(crate) fn new(e: &'a Enrollment) -> Self {
+        Self {
+            study_start: e.start.as_ref().map(|s| s.at),
+            study_start_sent: e.start.as_ref().map(|s| s.sent.as_str()),
+            study_end: e.end.as_ref().map(|s| s.at),
+            study_end_sent: e.end.as_ref().map(|s| s.sent.as_str()),
+        }
+    }
+}
+
+/// A row of `erasures`.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = erasures, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ErasureRow {
+    pub id: uuid::Uuid,
+    pub erased_at: DateTime<Utc>,
+    pub participant_number: i64,
+    pub pseudonym: String,
+    pub row_counts: serde_json::Value,
+    pub backup_file: String,
+}
+
+impl ErasureRow {
+    /// The record stored for `erasure`, with the participant's row number and the counts.
+    pub(crate) fn new(
+        erasure: &Erasure,
+        participant_number: i64,
+        row_counts: &[(String, u64)],
+    ) -> Self {
+        Self {
+            id: erasure.id,
+            erased_at: erasure.erased_at,
+            participant_number,
+            pseudonym: erasure.pseudonym.clone(),
+            row_counts: serde_json::Value::Array(
+                row_counts
+                    .iter()
+                    .map(|(table, rows)| serde_json::json!([table, rows]))
+                    .collect(),
+            ),
+            backup_file: erasure.backup_file.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +657,10 @@ mod tests {
             available: true,
             unavailable_reason: None,
             sent_timestamp: "1970-01-01T00:00:00Z".into(),
+            policy: "algorithm".into(),
+            fallback_reason: None,
+            decided_by: None,
+            in_study: true,
         }
     }
 

@@ -14,22 +14,25 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::{BigInt, Bool, Double, Json, Nullable, SmallInt, Text, Timestamptz};
-use justin_core::recording::{refused_decision, refused_upload};
+use justin_core::recording::{host_decision_against_upload, refused_decision, refused_upload};
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
-    BackupReport, CallbackDelivery, Decision, DecisionStream, ExportStream, ModelParameters,
+    Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
+    Enrollment, Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy,
     Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
     UploadRecorded, UserId,
 };
 use uuid::Uuid;
 
+use crate::backup::Failure;
 use crate::error::{from_diesel, from_pool, is_lost_connection, other, SetupError};
 use crate::models::{
-    count_column, update_request, ActionRow, DecisionValues, ExportDbRow, ParametersRow,
-    ProvenanceRow, StudyValues, UpdateRow,
+    count_column, update_request, ActionRow, DecisionValues, ErasureRow, ExportDbRow,
+    ParametersRow, ProvenanceRow, StudyValues, UpdateRow, UserRow, WindowValues,
 };
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+    actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
+    update_provenance, users,
 };
 use crate::setup::{self, mask_password, PgUrl};
 use crate::stream::SnapshotStream;
@@ -267,18 +270,210 @@ fn unavailable(e: StoreError) -> StoreError {
     }
 }
 
-/// [`Store::record_decision`] on `conn`: the insert, and when it stored nothing, what stopped it.
+/// The decision's values as a `SELECT` list, in the column order of [`insert_into_actions`].
+macro_rules! decision_select_list {
+    ($v:expr) => {
+        (
+            $v.user_id.into_sql::<Text>(),
+            $v.decision_type.into_sql::<Text>(),
+            $v.decision_idx.into_sql::<BigInt>(),
+            $v.requested_at.into_sql::<Timestamptz>(),
+            $v.decided_at.into_sql::<Timestamptz>(),
+            $v.context.into_sql::<Json>(),
+            (&$v.state).into_sql::<Json>(),
+            $v.action.into_sql::<SmallInt>(),
+            $v.action_prob.into_sql::<Double>(),
+            $v.parameter_version.into_sql::<BigInt>(),
+            $v.rng_seed.into_sql::<BigInt>(),
+            $v.available.into_sql::<Bool>(),
+            $v.unavailable_reason.into_sql::<Nullable<Text>>(),
+            $v.sent_timestamp.into_sql::<Text>(),
+            $v.policy.into_sql::<Text>(),
+            $v.fallback_reason.into_sql::<Nullable<Text>>(),
+            $v.decided_by.into_sql::<Nullable<Text>>(),
+            $v.in_study.into_sql::<Bool>(),
+        )
+    };
+}
+
+/// `INSERT INTO actions (...) <rows> ON CONFLICT (key) DO NOTHING RETURNING id`, for the rows
+/// of a `SELECT` of [`decision_select_list`].
+macro_rules! insert_into_actions {
+    ($rows:expr) => {
+        diesel::insert_into(actions::table)
+            .values($rows)
+            .into_columns((
+                actions::user_id,
+                actions::decision_type,
+                actions::decision_idx,
+                actions::request_timestamp,
+                actions::created_at,
+                actions::context,
+                actions::state,
+                actions::action,
+                actions::action_prob,
+                actions::parameter_version,
+                actions::rng_seed,
+                actions::available,
+                actions::unavailable_reason,
+                actions::sent_timestamp,
+                actions::policy,
+                actions::fallback_reason,
+                actions::decided_by,
+                actions::in_study,
+            ))
+            .on_conflict((
+                actions::user_id,
+                actions::decision_type,
+                actions::decision_idx,
+            ))
+            .do_nothing()
+            .returning(actions::id)
+    };
+}
+
+/// [`Store::record_decision`] on `conn`: the insert the guard asks for, and when it stored
+/// nothing, what stopped it.
 fn record_decision_on(
     conn: &mut PgConnection,
     decision: &Decision,
     v: &DecisionValues<'_>,
+    guard: DecisionGuard,
 ) -> Result<Recorded, StoreError> {
-    let inserted = insert_decision(conn, v).map_err(from_diesel)?;
+    // A host decision is stored as the study server sent it: no guard applies to it.
+    if matches!(decision.policy, Policy::Host { .. }) {
+        return record_host_decision_on(conn, decision, v);
+    }
+    let inserted = match guard {
+        DecisionGuard::None => insert_decision_query(v).get_results::<i64>(conn),
+        DecisionGuard::InStudy {
+            warmup_first_decisions: None,
+            warmup_until_participants: None,
+        } => insert_in_study_query(v).get_results::<i64>(conn),
+        DecisionGuard::InStudy {
+            warmup_first_decisions,
+            warmup_until_participants,
+        } => insert_counted(
+            conn,
+            v,
+            limit(warmup_first_decisions),
+            limit(warmup_until_participants),
+        ),
+    }
+    .map_err(from_diesel)?;
     if !inserted.is_empty() {
         return Ok(Recorded::Inserted);
     }
-    let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-    refused_decision(decision, logged, uploaded)
+    let DecisionGuard::InStudy {
+        warmup_first_decisions,
+        warmup_until_participants,
+    } = guard
+    else {
+        let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+        return refused_decision(decision, logged, uploaded);
+    };
+    // A guard that failed is the common reason (a participant out of the study): one read says
+    // so, and whether the key is taken, which comes first and takes the reads of `on_key`.
+    match participant_facts(
+        conn,
+        v,
+        limit(warmup_first_decisions),
+        limit(warmup_until_participants),
+    )? {
+        Some((facts, false)) => Ok(Recorded::Ineligible(facts)),
+        Some((_, true)) => {
+            let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+            refused_decision(decision, logged, uploaded)
+        }
+        // Nothing stands on the key of an unregistered participant.
+        None => Err(StoreError::UnknownUser),
+    }
+}
+
+/// Runs `work` in a transaction on `conn`: committed when it succeeds, rolled back when it
+/// fails.
+fn in_transaction<T>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.transaction::<_, Failure, _>(|conn| work(conn).map_err(Failure::Store))
+        .map_err(StoreError::from)
+}
+
+/// A guard's count limit as bound: 0 when the count does not apply (a count of at least 0
+/// always holds, and `LIMIT 0` reads nothing).
+fn limit(n: Option<u32>) -> i64 {
+    n.map_or(0, i64::from)
+}
+
+/// A host decision: stored once per key like any other, and also when study data was uploaded
+/// for the key before it, if the upload agrees with it; the upload then counts as logged under
+/// the decision's policy. In one transaction that holds the key's lock (migration 2025-04-03),
+/// so an upload of the key waits for it and then sees the decision.
+fn record_host_decision_on(
+    conn: &mut PgConnection,
+    decision: &Decision,
+    v: &DecisionValues<'_>,
+) -> Result<Recorded, StoreError> {
+    in_transaction(conn, |conn| {
+        diesel::sql_query("SELECT justin_lock_decision_key($1, $2, $3)")
+            .bind::<Text, _>(v.user_id)
+            .bind::<Text, _>(v.decision_type)
+            .bind::<BigInt, _>(v.decision_idx)
+            .execute(conn)
+            .map_err(from_diesel)?;
+        let logged = actions::table
+            .filter(actions::user_id.eq(v.user_id))
+            .filter(actions::decision_type.eq(v.decision_type))
+            .filter(actions::decision_idx.eq(v.decision_idx))
+            .select(ActionRow::as_select())
+            .first::<ActionRow>(conn)
+            .optional()
+            .map_err(from_diesel)?;
+        if let Some(row) = logged {
+            return Ok(Recorded::Existing(row.try_into()?));
+        }
+        let same_key = study_data::user_id
+            .eq(v.user_id)
+            .and(study_data::decision_type.eq(v.decision_type))
+            .and(study_data::decision_idx.eq(v.decision_idx));
+        let uploaded = study_data::table
+            .filter(same_key)
+            .select((study_data::id, study_data::action, study_data::action_prob))
+            .for_update()
+            .first::<(i64, i16, f64)>(conn)
+            .optional()
+            .map_err(from_diesel)?;
+        if let Some((id, action, action_prob)) = uploaded {
+            let bad = |e: justin_core::InvalidValue| {
+                other(format!("invalid row {id} in study_data: {e}"))
+            };
+            let draw = ActionChoice {
+                action: Action::from_i64(action.into()).map_err(bad)?,
+                action_prob: Probability::new(action_prob).map_err(bad)?,
+            };
+            host_decision_against_upload(decision, draw)?;
+        }
+        // No decision can be stored for the key meanwhile: every insert of one takes its lock.
+        let inserted = insert_into_actions!(diesel::select(decision_select_list!(v)))
+            .get_results::<i64>(conn)
+            .map_err(from_diesel)?;
+        if inserted.is_empty() {
+            let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+            return refused_decision(decision, logged, uploaded);
+        }
+        if let Some((id, _, _)) = uploaded {
+            diesel::update(study_data::table.find(id))
+                .set((
+                    study_data::action_logged.eq(true),
+                    study_data::available.eq(v.available),
+                    study_data::policy.eq(Some(v.policy)),
+                ))
+                .execute(conn)
+                .map_err(from_diesel)?;
+        }
+        Ok(Recorded::Inserted)
+    })
 }
 
 /// What stands on a decision's key after an insert of the key stored nothing: the decision
@@ -325,10 +520,6 @@ fn on_key(
 /// makes concurrent inserts of one decision store one row.
 /// Written with Diesel's query builder, not as SQL text, so that Diesel prepares it once per
 /// connection and reuses it: the hot path of every decision pays no parsing or planning.
-fn insert_decision(conn: &mut PgConnection, v: &DecisionValues<'_>) -> QueryResult<Vec<i64>> {
-    insert_decision_query(v).get_results(conn)
-}
-
 fn insert_decision_query<'a>(
     v: &'a DecisionValues<'a>,
 ) -> impl diesel::query_dsl::LoadQuery<'a, PgConnection, i64>
@@ -337,48 +528,292 @@ fn insert_decision_query<'a>(
        + 'a {
     use diesel::dsl::not;
     let uploaded = justin_decision_key_uploaded(v.user_id, v.decision_type, v.decision_idx);
-    let row = diesel::select((
-        v.user_id.into_sql::<Text>(),
-        v.decision_type.into_sql::<Text>(),
-        v.decision_idx.into_sql::<BigInt>(),
-        v.requested_at.into_sql::<Timestamptz>(),
-        v.decided_at.into_sql::<Timestamptz>(),
-        v.context.into_sql::<Json>(),
-        (&v.state).into_sql::<Json>(),
-        v.action.into_sql::<SmallInt>(),
-        v.action_prob.into_sql::<Double>(),
-        v.parameter_version.into_sql::<BigInt>(),
-        v.rng_seed.into_sql::<BigInt>(),
-        v.available.into_sql::<Bool>(),
-        v.unavailable_reason.into_sql::<Nullable<Text>>(),
-        v.sent_timestamp.into_sql::<Text>(),
-    ))
-    .filter(not(uploaded));
-    diesel::insert_into(actions::table)
-        .values(row)
-        .into_columns((
-            actions::user_id,
-            actions::decision_type,
-            actions::decision_idx,
-            actions::request_timestamp,
-            actions::created_at,
-            actions::context,
-            actions::state,
-            actions::action,
-            actions::action_prob,
-            actions::parameter_version,
-            actions::rng_seed,
-            actions::available,
-            actions::unavailable_reason,
-            actions::sent_timestamp,
+    let row = diesel::select(decision_select_list!(v)).filter(not(uploaded));
+    insert_into_actions!(row)
+}
+
+/// [`insert_decision_query`] guarded by the participant's row, the hot path of `/action`: the
+/// `SELECT` reads from `users` and yields the decision's row only when the participant is
+/// registered, their window contains the decision's `requested_at` and they have neither
+/// withdrawn nor been erased. Still one statement, prepared once per connection.
+fn insert_in_study_query<'a>(
+    v: &'a DecisionValues<'a>,
+) -> impl diesel::query_dsl::LoadQuery<'a, PgConnection, i64>
+       + diesel::query_builder::QueryFragment<diesel::pg::Pg>
+       + diesel::query_builder::QueryId
+       + 'a {
+    use diesel::dsl::not;
+    let uploaded = justin_decision_key_uploaded(v.user_id, v.decision_type, v.decision_idx);
+    let at = v.requested_at;
+    let row = users::table
+        .filter(users::user_id.eq(v.user_id))
+        .filter(users::study_start.is_null().or(users::study_start.le(at)))
+        .filter(users::study_end.is_null().or(users::study_end.gt(at)))
+        .filter(users::withdrawn_at.is_null())
+        .filter(users::erased_at.is_null())
+        .filter(not(uploaded))
+        .select(decision_select_list!(v));
+    insert_into_actions!(row)
+}
+
+/// The columns of a decision's row, in the order of [`decision_select_list`].
+const DECISION_COLUMNS: &str = "user_id, decision_type, decision_idx, request_timestamp, \
+    created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
+    unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study";
+
+/// The conditions of [`DecisionGuard::InStudy`] with its counts, on the participant's row `u`
+/// ($1 the user, $2 the type, $3 the index, $4 the decision's `requested_at`, $19 and $20 the
+/// count limits, 0 for a count that does not apply). Each count stops at its limit.
+const IN_STUDY_WITH_COUNTS: &str = "\
+u.user_id = $1 \
+AND (u.study_start IS NULL OR u.study_start <= $4) \
+AND (u.study_end IS NULL OR $4 < u.study_end) \
+AND u.withdrawn_at IS NULL AND u.erased_at IS NULL \
+AND (SELECT count(*) FROM (SELECT 1 FROM actions e WHERE e.user_id = $1 \
+     AND e.decision_type = $2 AND e.decision_idx < $3 AND e.available \
+     AND e.policy <> 'host' LIMIT $19) c) >= $19 \
+AND (SELECT count(*) FROM (SELECT 1 FROM users s \
+     WHERE coalesce(s.study_start, s.created_at) <= $4 LIMIT $20) c) >= $20";
+
+/// The guarded insert when the warm-up's counts apply: as [`insert_in_study_query`], with the
+/// counts in the same statement. SQL text, prepared per call: only decisions during warm-up
+/// take it.
+fn insert_counted(
+    conn: &mut PgConnection,
+    v: &DecisionValues<'_>,
+    first_decisions: i64,
+    participants: i64,
+) -> QueryResult<Vec<i64>> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let sql = format!(
+        "INSERT INTO actions ({DECISION_COLUMNS}) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
+         FROM users u WHERE {IN_STUDY_WITH_COUNTS} \
+         AND NOT justin_decision_key_uploaded($1, $2, $3) \
+         ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id"
+    );
+    let ids = diesel::sql_query(sql)
+        .bind::<Text, _>(v.user_id)
+        .bind::<Text, _>(v.decision_type)
+        .bind::<BigInt, _>(v.decision_idx)
+        .bind::<Timestamptz, _>(v.requested_at)
+        .bind::<Timestamptz, _>(v.decided_at)
+        .bind::<Json, _>(v.context)
+        .bind::<Json, _>(&v.state)
+        .bind::<SmallInt, _>(v.action)
+        .bind::<Double, _>(v.action_prob)
+        .bind::<BigInt, _>(v.parameter_version)
+        .bind::<BigInt, _>(v.rng_seed)
+        .bind::<Bool, _>(v.available)
+        .bind::<Nullable<Text>, _>(v.unavailable_reason)
+        .bind::<Text, _>(v.sent_timestamp)
+        .bind::<Text, _>(v.policy)
+        .bind::<Nullable<Text>, _>(v.fallback_reason)
+        .bind::<Nullable<Text>, _>(v.decided_by)
+        .bind::<Bool, _>(v.in_study)
+        .bind::<BigInt, _>(first_decisions)
+        .bind::<BigInt, _>(participants)
+        .load::<Id>(conn)?;
+    Ok(ids.into_iter().map(|i| i.id).collect())
+}
+
+/// The participant's facts for a guarded decision that was not stored: their window, whether
+/// they withdrew, and the guard's two counts capped at their limits (0 for a count that does
+/// not apply), with whether a decision or study data stands on the decision's key, in one
+/// statement. `None` when the participant is not registered.
+fn participant_facts(
+    conn: &mut PgConnection,
+    v: &DecisionValues<'_>,
+    first_decisions: i64,
+    participants: i64,
+) -> Result<Option<(ParticipantFacts, bool)>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Facts {
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        study_start: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Text>)]
+        study_start_sent: Option<String>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        study_end: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Text>)]
+        study_end_sent: Option<String>,
+        #[diesel(sql_type = Bool)]
+        withdrawn: bool,
+        #[diesel(sql_type = BigInt)]
+        earlier: i64,
+        #[diesel(sql_type = BigInt)]
+        started: i64,
+        #[diesel(sql_type = Bool)]
+        key_taken: bool,
+    }
+    let facts = diesel::sql_query(
+        "SELECT u.study_start, u.study_start_sent, u.study_end, u.study_end_sent, \
+                u.withdrawn_at IS NOT NULL AS withdrawn, \
+                (SELECT count(*) FROM (SELECT 1 FROM actions e WHERE e.user_id = $1 \
+                    AND e.decision_type = $2 AND e.decision_idx < $3 AND e.available \
+                    AND e.policy <> 'host' LIMIT $5) c) AS earlier, \
+                (SELECT count(*) FROM (SELECT 1 FROM users s \
+                    WHERE coalesce(s.study_start, s.created_at) <= $4 LIMIT $6) c) AS started, \
+                EXISTS (SELECT 1 FROM actions k WHERE k.user_id = $1 AND k.decision_type = $2 \
+                        AND k.decision_idx = $3) \
+                OR EXISTS (SELECT 1 FROM study_data k WHERE k.user_id = $1 \
+                           AND k.decision_type = $2 AND k.decision_idx = $3) AS key_taken \
+         FROM users u WHERE u.user_id = $1 AND u.erased_at IS NULL",
+    )
+    .bind::<Text, _>(v.user_id)
+    .bind::<Text, _>(v.decision_type)
+    .bind::<BigInt, _>(v.decision_idx)
+    .bind::<Timestamptz, _>(v.requested_at)
+    .bind::<BigInt, _>(first_decisions)
+    .bind::<BigInt, _>(participants)
+    .get_result::<Facts>(conn)
+    .optional()
+    .map_err(from_diesel)?;
+    let Some(f) = facts else {
+        return Ok(None);
+    };
+    let window = |at: Option<DateTime<Utc>>, sent: Option<String>| match (at, sent) {
+        (Some(at), Some(sent)) => Ok(Some(justin_core::SentTime { at, sent })),
+        (None, None) => Ok(None),
+        _ => Err(other(format!(
+            "the window of {} is stored with a bound but not its text",
+            v.user_id
+        ))),
+    };
+    let count = |n: i64| u64::try_from(n).map_err(other);
+    let facts = ParticipantFacts {
+        enrollment: Enrollment {
+            start: window(f.study_start, f.study_start_sent)?,
+            end: window(f.study_end, f.study_end_sent)?,
+        },
+        withdrawn: f.withdrawn,
+        earlier_in_study: count(f.earlier)?,
+        started_participants: count(f.started)?,
+    };
+    Ok(Some((facts, f.key_taken)))
+}
+
+/// A registered participant's row with their decision and upload counts, in one statement.
+fn participant_on(conn: &mut PgConnection, user: &str) -> Result<Option<Participant>, StoreError> {
+    let row = users::table
+        .filter(users::user_id.eq(user))
+        .filter(users::erased_at.is_null())
+        .select((
+            UserRow::as_select(),
+            actions::table
+                .filter(actions::user_id.eq(user))
+                .count()
+                .single_value(),
+            study_data::table
+                .filter(study_data::user_id.eq(user))
+                .count()
+                .single_value(),
         ))
-        .on_conflict((
-            actions::user_id,
-            actions::decision_type,
-            actions::decision_idx,
+        .first::<(UserRow, Option<i64>, Option<i64>)>(conn)
+        .optional()
+        .map_err(from_diesel)?;
+    row.map(|(row, decisions, uploads)| {
+        row.participant(decisions.unwrap_or(0), uploads.unwrap_or(0))
+    })
+    .transpose()
+}
+
+/// Records an event of a participant's history, with the window in force after it.
+fn insert_event(
+    conn: &mut PgConnection,
+    user: &str,
+    kind: &str,
+    at: DateTime<Utc>,
+    enrollment: &Enrollment,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let w = WindowValues::new(enrollment);
+    diesel::insert_into(participant_events::table)
+        .values((
+            participant_events::user_id.eq(user),
+            participant_events::kind.eq(kind),
+            participant_events::recorded_at.eq(at),
+            participant_events::study_start.eq(w.study_start),
+            participant_events::study_start_sent.eq(w.study_start_sent),
+            participant_events::study_end.eq(w.study_end),
+            participant_events::study_end_sent.eq(w.study_end_sent),
+            participant_events::reason.eq(reason),
         ))
-        .do_nothing()
-        .returning(actions::id)
+        .execute(conn)
+        .map_err(from_diesel)?;
+    Ok(())
+}
+
+/// The registered participant's row, locked for the rest of the transaction.
+fn lock_user(conn: &mut PgConnection, user: &str) -> Result<Option<UserRow>, StoreError> {
+    users::table
+        .filter(users::user_id.eq(user))
+        .filter(users::erased_at.is_null())
+        .select(UserRow::as_select())
+        .for_update()
+        .first::<UserRow>(conn)
+        .optional()
+        .map_err(from_diesel)
+}
+
+/// [`Store::erase_participant`] in the caller's transaction.
+fn erase_on(conn: &mut PgConnection, user: &str, erasure: &Erasure) -> Result<Erasure, StoreError> {
+    let row = lock_user(conn, user)?.ok_or(StoreError::UnknownUser)?;
+    let uploads = diesel::delete(study_data::table.filter(study_data::user_id.eq(user)))
+        .execute(conn)
+        .map_err(from_diesel)?;
+    let events =
+        diesel::delete(participant_events::table.filter(participant_events::user_id.eq(user)))
+            .execute(conn)
+            .map_err(from_diesel)?;
+    // Decisions keep their draw, policy and times; the context and state go, and so does the
+    // client's reason for unavailability (a decision out of the study keeps the service's).
+    let decisions = diesel::update(actions::table.filter(actions::user_id.eq(user)))
+        .set((
+            actions::context.eq(serde_json::json!({})),
+            actions::state.eq(serde_json::json!([])),
+            actions::unavailable_reason.eq(diesel::dsl::case_when(
+                actions::in_study,
+                None::<String>.into_sql::<Nullable<Text>>(),
+            )
+            .otherwise(actions::unavailable_reason)),
+        ))
+        .execute(conn)
+        .map_err(from_diesel)?;
+    // The rename reaches the decisions through their foreign key (ON UPDATE CASCADE).
+    diesel::update(users::table.find(row.id))
+        .set((
+            users::user_id.eq(&erasure.pseudonym),
+            users::study_start.eq(None::<DateTime<Utc>>),
+            users::study_start_sent.eq(None::<String>),
+            users::study_end.eq(None::<DateTime<Utc>>),
+            users::study_end_sent.eq(None::<String>),
+            users::withdrawal_reason.eq(None::<String>),
+            users::erased_at.eq(Some(erasure.erased_at)),
+        ))
+        .execute(conn)
+        .map_err(from_diesel)?;
+    let count = |n: usize| u64::try_from(n).map_err(other);
+    let row_counts = vec![
+        ("actions".to_owned(), count(decisions)?),
+        ("study_data".to_owned(), count(uploads)?),
+        ("participant_events".to_owned(), count(events)?),
+        ("users".to_owned(), 1),
+    ];
+    let record = ErasureRow::new(erasure, row.id, &row_counts);
+    diesel::insert_into(erasures::table)
+        .values(&record)
+        .execute(conn)
+        .map_err(from_diesel)?;
+    Ok(Erasure {
+        participant_number: row.id,
+        row_counts,
+        ..erasure.clone()
+    })
 }
 
 diesel::define_sql_function! {
@@ -389,7 +824,7 @@ diesel::define_sql_function! {
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged and, from it, whether the decision was available (true when none
-/// was logged); one round trip in the common case. The logged decision is read by
+/// was logged) and its policy (NULL when none was logged); one round trip in the common case. The logged decision is read by
 /// `justin_decision_key_logged`, which first locks the key (as recording a decision does) and
 /// reads with a snapshot taken after the lock, so a decision of the key committed while this
 /// waited is seen (migration 2025-04-03). When no row comes back the upload was refused, and
@@ -397,9 +832,9 @@ diesel::define_sql_function! {
 const INSERT_STUDY_DATA: &str = "\
 INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
                         context, action, action_prob, state, outcome, reward, action_logged, \
-                        available, sent_timestamp) \
+                        available, sent_timestamp, policy) \
 SELECT $1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, a.id IS NOT NULL, \
-       coalesce(a.available, true), $13 \
+       coalesce(a.available, true), $13, a.policy \
 FROM (SELECT) AS upload \
 LEFT JOIN justin_decision_key_logged($1, $12, $2) a ON true \
 WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
@@ -429,25 +864,128 @@ pub(crate) fn count_rows(conn: &mut PgConnection) -> Result<Vec<(String, u64)>, 
 }
 
 impl Store for PgStore {
-    fn add_user(&self, user: &UserId, created_at: DateTime<Utc>) -> Result<(), StoreError> {
+    fn add_user(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        created_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let w = WindowValues::new(enrollment);
         self.with_connection(Resend::Unsent, |conn| {
-            diesel::insert_into(users::table)
-                .values((
-                    users::user_id.eq(user.as_str()),
-                    users::created_at.eq(created_at),
-                ))
-                .execute(conn)
-                .map_err(from_diesel)?;
-            Ok(())
+            in_transaction(conn, |conn| {
+                diesel::insert_into(users::table)
+                    .values((
+                        users::user_id.eq(user.as_str()),
+                        users::created_at.eq(created_at),
+                        users::study_start.eq(w.study_start),
+                        users::study_start_sent.eq(w.study_start_sent),
+                        users::study_end.eq(w.study_end),
+                        users::study_end_sent.eq(w.study_end_sent),
+                    ))
+                    .execute(conn)
+                    .map_err(from_diesel)?;
+                insert_event(
+                    conn,
+                    user.as_str(),
+                    "enrolled",
+                    created_at,
+                    enrollment,
+                    None,
+                )
+            })
         })
     }
 
-    fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError> {
+    fn participant(&self, user: &UserId) -> Result<Option<Participant>, StoreError> {
+        self.with_connection(Resend::Always, |conn| participant_on(conn, user.as_str()))
+    }
+
+    fn change_enrollment(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        changed_at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError> {
+        let w = WindowValues::new(enrollment);
+        let user = user.as_str();
+        self.with_connection(Resend::Unsent, |conn| {
+            in_transaction(conn, |conn| {
+                lock_user(conn, user)?.ok_or(StoreError::UnknownUser)?;
+                diesel::update(users::table.filter(users::user_id.eq(user)))
+                    .set((
+                        users::study_start.eq(w.study_start),
+                        users::study_start_sent.eq(w.study_start_sent),
+                        users::study_end.eq(w.study_end),
+                        users::study_end_sent.eq(w.study_end_sent),
+                    ))
+                    .execute(conn)
+                    .map_err(from_diesel)?;
+                insert_event(
+                    conn,
+                    user,
+                    "enrollment_changed",
+                    changed_at,
+                    enrollment,
+                    None,
+                )?;
+                participant_on(conn, user)?.ok_or(StoreError::UnknownUser)
+            })
+        })
+    }
+
+    fn withdraw(
+        &self,
+        user: &UserId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError> {
+        let user = user.as_str();
+        self.with_connection(Resend::Unsent, |conn| {
+            in_transaction(conn, |conn| {
+                let row = lock_user(conn, user)?.ok_or(StoreError::UnknownUser)?;
+                if row.withdrawn_at.is_some() {
+                    return Err(StoreError::AlreadyWithdrawn);
+                }
+                let enrollment = row.enrollment()?;
+                diesel::update(users::table.find(row.id))
+                    .set((
+                        users::withdrawn_at.eq(Some(at)),
+                        users::withdrawal_reason.eq(Some(reason)),
+                    ))
+                    .execute(conn)
+                    .map_err(from_diesel)?;
+                insert_event(conn, user, "withdrawn", at, &enrollment, Some(reason))?;
+                participant_on(conn, user)?.ok_or(StoreError::UnknownUser)
+            })
+        })
+    }
+
+    fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError> {
+        self.with_connection(Resend::Unsent, |conn| {
+            in_transaction(conn, |conn| erase_on(conn, user.as_str(), erasure))
+        })
+    }
+
+    fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            erasures::table
+                .order((erasures::erased_at, erasures::id))
+                .select(erasures::pseudonym)
+                .load::<String>(conn)
+                .map_err(from_diesel)
+        })
+    }
+
+    fn record_decision(
+        &self,
+        decision: &Decision,
+        guard: DecisionGuard,
+    ) -> Result<Recorded, StoreError> {
         let v = DecisionValues::new(decision)?;
         // Safe to send again: a second insert of the key stores nothing and finds the first
         // (so a decision stored by an attempt whose answer was lost is found as `Existing`).
         self.with_connection(Resend::Always, |conn| {
-            record_decision_on(conn, decision, &v)
+            record_decision_on(conn, decision, &v, guard)
         })
     }
 
@@ -715,6 +1253,10 @@ mod tests {
             rng_seed: 7,
             available: true,
             unavailable_reason: None,
+            policy: "algorithm",
+            fallback_reason: None,
+            decided_by: None,
+            in_study: true,
         };
         let query = insert_decision_query(&v);
         // Diesel keeps a prepared statement per connection for every query that says it is
@@ -723,7 +1265,7 @@ mod tests {
         assert!(query.is_safe_to_cache_prepared(&diesel::pg::Pg).unwrap());
         let sql = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
         assert!(
-            sql.contains("NOT (justin_decision_key_uploaded($15, $16, $17))"),
+            sql.contains("NOT (justin_decision_key_uploaded($19, $20, $21))"),
             "{sql}"
         );
         assert!(
@@ -732,5 +1274,14 @@ mod tests {
             ),
             "{sql}"
         );
+
+        // The guarded insert of an active participant outside warm-up: the same statement
+        // reading from the participant's row, still cached.
+        let guarded = insert_in_study_query(&v);
+        assert!(guarded.is_safe_to_cache_prepared(&diesel::pg::Pg).unwrap());
+        let sql = diesel::debug_query::<diesel::pg::Pg, _>(&guarded).to_string();
+        assert!(sql.contains("FROM \"users\" WHERE"), "{sql}");
+        assert!(sql.contains("\"users\".\"withdrawn_at\" IS NULL"), "{sql}");
+        assert!(sql.contains("justin_decision_key_uploaded("), "{sql}");
     }
 }

@@ -16,12 +16,15 @@
 //! * a backup that lacks only migrations that left every table's columns as they were (2025-04-01,
 //!   exact numbers, changed the JSON columns of client values from jsonb to json, and the text
 //!   jsonb wrote is valid json; 2025-04-03 adds functions only) loads as it is;
-//! * a backup taken before 2025-04-02 (timestamps as sent) or before 2025-03-01 (decision types):
+//! * a backup taken before 2025-05-01 (the life of a trial), 2025-04-02 (timestamps as sent) or
+//!   2025-03-01 (decision types):
 //!   inside the restore's transaction the emptied tables are taken back to the schema the backup
 //!   was written with (the `down.sql` of every migration since, newest first), loaded, and
 //!   migrated forward again (their `up.sql`), exactly as an upgrade migrates a live database: the
-//!   fill-in of the new columns exists once, in the migrations. PostgreSQL changes schemas
-//!   transactionally, so a failure anywhere leaves the database as it was.
+//!   fill-in of the new columns exists once, in the migrations. Tables a bridged migration
+//!   created are not in such a backup (see `justin_backup::manifest::ADDED_TABLES`): they are
+//!   created again, empty. PostgreSQL changes schemas transactionally, so a failure anywhere
+//!   leaves the database as it was.
 //!
 //! Backups from before earlier migrations are refused.
 
@@ -34,7 +37,7 @@ use diesel::pg::{CopyFormat, CopyHeader, CopyTarget};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_migrations::MigrationHarness;
-use justin_backup::manifest::SAME_LAYOUT_MIGRATIONS;
+use justin_backup::manifest::layout_migrations;
 use justin_backup::read::{measure_csv, verify, CheckedBackup, CheckedTable};
 use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
@@ -42,7 +45,8 @@ use justin_core::{RestoreReport, StoreError};
 use crate::backup::{applied_migrations, from_format, table_columns, Failure};
 use crate::error::other;
 use crate::schema::{
-    actions, model_parameters, model_update_requests, study_data, update_provenance, users,
+    actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
+    update_provenance, users,
 };
 use crate::setup::{quote_identifier, MIGRATIONS, MIGRATION_LOCK_KEY};
 
@@ -87,10 +91,10 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                 TABLES.join(", ")
             ))?;
             revert(conn, &bridged)?;
-            let imports = layout.imports();
-            let mut counts = Vec::with_capacity(imports.len());
-            for ((name, import), checked) in imports.iter().zip(&backup.tables) {
-                debug_assert_eq!(name, &checked.table.name);
+            let mut counts = Vec::with_capacity(backup.tables.len());
+            for checked in &backup.tables {
+                let name = checked.table.name.as_str();
+                let import = layout.import(name).map_err(Failure::Store)?;
                 let copied = import(conn, &CsvSource { file, checked })?;
                 let table = &checked.table;
                 if copied != table.rows {
@@ -100,7 +104,7 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                         table.file, table.rows
                     ))));
                 }
-                counts.push(((*name).to_owned(), copied));
+                counts.push((name.to_owned(), copied));
             }
             reapply(conn, &bridged)?;
             continue_sequences(conn)?;
@@ -120,8 +124,11 @@ const EXACT_NUMBERS: &str = "20250401000000";
 /// The version of migration 2025-04-02-000000_sent_timestamps, as Diesel records it.
 const SENT_TIMESTAMPS: &str = "20250402000000";
 
+/// The version of migration 2025-05-01-000000_trial_life, as Diesel records it.
+const TRIAL_LIFE: &str = "20250501000000";
+
 /// The migrations a backup taken before them restores across, oldest first.
-const BRIDGEABLE: [&str; 3] = [DECISION_TYPES, EXACT_NUMBERS, SENT_TIMESTAMPS];
+const BRIDGEABLE: [&str; 4] = [DECISION_TYPES, EXACT_NUMBERS, SENT_TIMESTAMPS, TRIAL_LIFE];
 
 /// How a backup is restored.
 #[derive(Debug)]
@@ -138,11 +145,16 @@ struct Plan {
 enum Layout {
     /// This database's: every table loads as it is.
     Current,
+    /// The one just before migration 2025-05-01 (the life of a trial), which appended columns
+    /// to `users`, `actions`, `study_data` and `update_provenance` and created
+    /// `participant_events` and `erasures`.
+    BeforeTrialLife,
     /// The one just before migration 2025-04-02 (timestamps as sent), which appended a column
-    /// to `actions`, `study_data` and `model_update_requests`.
+    /// to `actions`, `study_data` and `model_update_requests`, and so also before 2025-05-01.
     BeforeSentTimestamps,
     /// The one just before migration 2025-03-01 (decision types), which appended columns to
-    /// `actions`, `study_data` and `update_provenance`, and so also before 2025-04-02.
+    /// `actions`, `study_data` and `update_provenance`, and so also before 2025-04-02 and
+    /// 2025-05-01.
     BeforeDecisionTypes,
 }
 
@@ -155,23 +167,45 @@ impl Layout {
             Self::BeforeDecisionTypes
         } else if lacks(SENT_TIMESTAMPS) {
             Self::BeforeSentTimestamps
+        } else if lacks(TRIAL_LIFE) {
+            Self::BeforeTrialLife
         } else {
             Self::Current
         }
     }
 
-    /// How each table of a backup in this layout is loaded, in [`TABLES`] order.
-    fn imports(self) -> &'static [(&'static str, Importer); 6] {
+    /// How each table of a backup in this layout is loaded, in [`TABLES`] order (the tables
+    /// it holds).
+    fn imports(self) -> &'static [(&'static str, Importer)] {
         match self {
             Self::Current => &IMPORTS,
+            Self::BeforeTrialLife => &IMPORTS_BEFORE_TRIAL_LIFE,
             Self::BeforeSentTimestamps => &IMPORTS_BEFORE_SENT_TIMESTAMPS,
             Self::BeforeDecisionTypes => &IMPORTS_BEFORE_DECISION_TYPES,
         }
     }
 
+    /// How `table` of a backup in this layout is loaded.
+    fn import(self, table: &str) -> Result<Importer, StoreError> {
+        self.imports()
+            .iter()
+            .find(|(name, _)| *name == table)
+            .map(|(_, import)| *import)
+            .ok_or_else(|| invalid(format!("a backup of its migrations has no table {table}")))
+    }
+
     /// The columns a backup in this layout has for `table`, in order.
     fn columns(self, table: &str) -> Vec<&'static str> {
         match (self, table) {
+            (
+                Self::BeforeTrialLife | Self::BeforeSentTimestamps | Self::BeforeDecisionTypes,
+                "users",
+            ) => column_names(USERS_BEFORE_TRIAL_LIFE),
+            (Self::BeforeTrialLife, "actions") => column_names(ACTIONS_BEFORE_TRIAL_LIFE),
+            (Self::BeforeTrialLife, "study_data") => column_names(STUDY_DATA_BEFORE_TRIAL_LIFE),
+            (Self::BeforeTrialLife | Self::BeforeSentTimestamps, "update_provenance") => {
+                column_names(UPDATE_PROVENANCE_BEFORE_TRIAL_LIFE)
+            }
             (Self::BeforeDecisionTypes, "actions") => column_names(ACTIONS_BEFORE_DECISION_TYPES),
             (Self::BeforeDecisionTypes, "study_data") => {
                 column_names(STUDY_DATA_BEFORE_DECISION_TYPES)
@@ -195,13 +229,12 @@ impl Layout {
 /// migrations that a restore bridges made of it, and says how to load it.
 fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Plan, StoreError> {
     let applied = applied_migrations(conn).map_err(StoreError::from)?;
-    let newer = applied
-        .strip_prefix(backup.migrations.as_slice())
-        .filter(|newer| {
-            newer.iter().all(|m| {
-                BRIDGEABLE.contains(&m.as_str()) || SAME_LAYOUT_MIGRATIONS.contains(&m.as_str())
-            })
-        })
+    // Migrations that change no table are left out on both sides: PostgreSQL has one that
+    // SQLite never has, wherever it falls among the others.
+    let newer = layout_migrations(&applied)
+        .strip_prefix(layout_migrations(&backup.migrations).as_slice())
+        .filter(|newer| newer.iter().all(|m| BRIDGEABLE.contains(&m.as_str())))
+        .map(<[String]>::to_vec)
         .ok_or_else(|| {
             invalid(format!(
                 "the backup was taken from a database with the migrations {:?}, but this \
@@ -210,17 +243,23 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Pla
                 backup.migrations
             ))
         })?;
-    let layout = Layout::lacking(newer);
+    let layout = Layout::lacking(&newer);
     let plan = Plan {
         layout,
-        // Migrations that changed no column need no bridge.
-        bridged: if layout == Layout::Current {
-            Vec::new()
-        } else {
-            newer.to_vec()
+        // Migrations that changed no column need no bridge. Otherwise every migration from the
+        // oldest the backup lacks on is reverted and applied again, as migrations go back in
+        // order.
+        bridged: match newer.first() {
+            Some(oldest) if layout != Layout::Current => applied
+                .iter()
+                .position(|m| m == oldest)
+                .map(|at| applied[at..].to_vec())
+                .unwrap_or_default(),
+            _ => Vec::new(),
         },
     };
-    for ((name, _), CheckedTable { table, .. }) in IMPORTS.iter().zip(&backup.tables) {
+    for CheckedTable { table, .. } in &backup.tables {
+        let name = table.name.as_str();
         let expected = layout.columns(name);
         if expected != table.columns {
             return Err(invalid(format!(
@@ -229,6 +268,8 @@ fn check_database(conn: &mut PgConnection, backup: &CheckedBackup) -> Result<Pla
                 table.columns
             )));
         }
+    }
+    for name in TABLES {
         // COPY lists the columns this build knows; they must be the live ones too, or the
         // restore would fail half-way (or leave a column at its default).
         let live = table_columns(conn, name).map_err(StoreError::from)?;
@@ -287,7 +328,7 @@ type Importer = fn(&mut PgConnection, &CsvSource<'_>) -> Result<u64, Failure>;
 
 /// Every table with its importer, in [`TABLES`] order, which is the order foreign keys allow.
 /// COPY needs the table's Diesel type, hence one entry per table.
-const IMPORTS: [(&str, Importer); 6] = [
+const IMPORTS: [(&str, Importer); 8] = [
     ("users", |c, s| copy_into(c, users::table, s)),
     ("model_parameters", |c, s| {
         copy_into(c, model_parameters::table, s)
@@ -300,6 +341,10 @@ const IMPORTS: [(&str, Importer); 6] = [
     ("update_provenance", |c, s| {
         copy_into(c, update_provenance::table, s)
     }),
+    ("participant_events", |c, s| {
+        copy_into(c, participant_events::table, s)
+    }),
+    ("erasures", |c, s| copy_into(c, erasures::table, s)),
 ];
 
 /// Declares the columns of `table` a layout of the past had, as a tuple COPY can list.
@@ -309,6 +354,68 @@ macro_rules! columns_of_the_past {
         const $name: ($($table::$column,)+) = ($($table::$column,)+);
     };
 }
+
+columns_of_the_past!(
+    /// `users` before migration 2025-05-01 appended its columns.
+    USERS_BEFORE_TRIAL_LIFE = users(id, user_id, created_at)
+);
+
+columns_of_the_past!(
+    /// `actions` before migration 2025-05-01 appended its columns.
+    ACTIONS_BEFORE_TRIAL_LIFE = actions(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        state,
+        action,
+        action_prob,
+        parameter_version,
+        rng_seed,
+        decision_type,
+        available,
+        unavailable_reason,
+        sent_timestamp,
+    )
+);
+
+columns_of_the_past!(
+    /// `study_data` before migration 2025-05-01 appended its column.
+    STUDY_DATA_BEFORE_TRIAL_LIFE = study_data(
+        id,
+        user_id,
+        decision_idx,
+        request_timestamp,
+        created_at,
+        context,
+        action,
+        action_prob,
+        state,
+        outcome,
+        reward,
+        action_logged,
+        decision_type,
+        available,
+        sent_timestamp,
+    )
+);
+
+columns_of_the_past!(
+    /// `update_provenance` before migration 2025-05-01 appended its column.
+    UPDATE_PROVENANCE_BEFORE_TRIAL_LIFE = update_provenance(
+        update_id,
+        parameter_version,
+        service_version,
+        algorithm,
+        config_hash,
+        rows_read,
+        backup_file,
+        created_at,
+        last_study_data_id,
+    )
+);
 
 columns_of_the_past!(
     /// `actions` before migration 2025-03-01 appended its columns.
@@ -419,10 +526,35 @@ columns_of_the_past!(
     )
 );
 
-/// Like [`IMPORTS`], for a backup taken before migration 2025-04-02: `actions`, `study_data`
-/// and `model_update_requests` without the column it appended.
+/// Like [`IMPORTS`], for a backup taken before migration 2025-05-01: `users`, `actions`,
+/// `study_data` and `update_provenance` without the columns it appended, and without the
+/// tables it created.
+const IMPORTS_BEFORE_TRIAL_LIFE: [(&str, Importer); 6] = [
+    ("users", |c, s| {
+        copy_columns_into(c, users::table, USERS_BEFORE_TRIAL_LIFE, s)
+    }),
+    IMPORTS[1],
+    ("actions", |c, s| {
+        copy_columns_into(c, actions::table, ACTIONS_BEFORE_TRIAL_LIFE, s)
+    }),
+    ("study_data", |c, s| {
+        copy_columns_into(c, study_data::table, STUDY_DATA_BEFORE_TRIAL_LIFE, s)
+    }),
+    IMPORTS[4],
+    ("update_provenance", |c, s| {
+        copy_columns_into(
+            c,
+            update_provenance::table,
+            UPDATE_PROVENANCE_BEFORE_TRIAL_LIFE,
+            s,
+        )
+    }),
+];
+
+/// Like [`IMPORTS_BEFORE_TRIAL_LIFE`], for a backup taken before migration 2025-04-02:
+/// `actions`, `study_data` and `model_update_requests` without the column it appended.
 const IMPORTS_BEFORE_SENT_TIMESTAMPS: [(&str, Importer); 6] = [
-    IMPORTS[0],
+    IMPORTS_BEFORE_TRIAL_LIFE[0],
     IMPORTS[1],
     ("actions", |c, s| {
         copy_columns_into(c, actions::table, ACTIONS_BEFORE_SENT_TIMESTAMPS, s)
@@ -438,14 +570,14 @@ const IMPORTS_BEFORE_SENT_TIMESTAMPS: [(&str, Importer); 6] = [
             s,
         )
     }),
-    IMPORTS[5],
+    IMPORTS_BEFORE_TRIAL_LIFE[5],
 ];
 
 /// Like [`IMPORTS`], for a backup taken before migration 2025-03-01: `actions`, `study_data`
 /// and `update_provenance` without the columns it appended, and `model_update_requests`
 /// without the one 2025-04-02 appended.
 const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
-    IMPORTS[0],
+    IMPORTS_BEFORE_TRIAL_LIFE[0],
     IMPORTS[1],
     ("actions", |c, s| {
         copy_columns_into(c, actions::table, ACTIONS_BEFORE_DECISION_TYPES, s)
@@ -473,6 +605,8 @@ fn import_columns(table: &str) -> Vec<&'static str> {
         "study_data" => column_names(study_data::all_columns),
         "model_update_requests" => column_names(model_update_requests::all_columns),
         "update_provenance" => column_names(update_provenance::all_columns),
+        "participant_events" => column_names(participant_events::all_columns),
+        "erasures" => column_names(erasures::all_columns),
         _ => Vec::new(),
     }
 }
@@ -504,7 +638,9 @@ macro_rules! column_names_for_tuples {
     };
 }
 
-column_names_for_tuples!(C1 C2 C3 C4 C5 C6 C7 C8 C9 C10 C11 C12 C13 C14 C15 C16);
+column_names_for_tuples!(
+    C1 C2 C3 C4 C5 C6 C7 C8 C9 C10 C11 C12 C13 C14 C15 C16 C17 C18 C19 C20 C21 C22 C23 C24
+);
 
 /// Why streaming a CSV into COPY stopped. Diesel's COPY needs an error type it can convert its
 /// own errors into.
@@ -599,46 +735,109 @@ fn continue_sequences(conn: &mut PgConnection) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
+    const TRIAL_LIFE_USERS: &[&str] = &[
+        "study_start",
+        "study_start_sent",
+        "study_end",
+        "study_end_sent",
+        "withdrawn_at",
+        "withdrawal_reason",
+        "erased_at",
+    ];
+    const TRIAL_LIFE_ACTIONS: &[&str] = &["policy", "fallback_reason", "decided_by", "in_study"];
+
     #[test]
     fn every_table_has_an_importer_in_foreign_key_order() {
         assert_eq!(IMPORTS.map(|(name, _)| name), TABLES);
         for name in TABLES {
             assert!(!import_columns(name).is_empty(), "{name}");
         }
-        assert_eq!(import_columns("users"), vec!["id", "user_id", "created_at"]);
-        assert_eq!(IMPORTS_BEFORE_DECISION_TYPES.map(|(name, _)| name), TABLES);
-        assert_eq!(IMPORTS_BEFORE_SENT_TIMESTAMPS.map(|(name, _)| name), TABLES);
+        assert_eq!(
+            import_columns("users")[..3],
+            ["id", "user_id", "created_at"]
+        );
+        let before_trial_life = &TABLES[..6];
+        assert_eq!(
+            IMPORTS_BEFORE_TRIAL_LIFE.map(|(name, _)| name),
+            before_trial_life
+        );
+        assert_eq!(
+            IMPORTS_BEFORE_DECISION_TYPES.map(|(name, _)| name),
+            before_trial_life
+        );
+        assert_eq!(
+            IMPORTS_BEFORE_SENT_TIMESTAMPS.map(|(name, _)| name),
+            before_trial_life
+        );
+        for name in ["participant_events", "erasures"] {
+            assert!(!justin_backup::manifest::holds_table(
+                &[DECISION_TYPES.to_owned(), SENT_TIMESTAMPS.to_owned()],
+                name
+            ));
+            assert!(Layout::BeforeTrialLife.import(name).is_err());
+        }
     }
 
-    /// Each layout of the past lacks exactly the columns the migrations since appended.
+    /// Each layout of the past lacks exactly the columns the migrations since appended (the
+    /// tables they created are not in its backups at all).
     fn check_appended(layout: Layout, appended: &[(&str, &[&str])]) {
-        for name in TABLES {
+        for name in layout.imports().iter().map(|(name, _)| *name) {
             let mut expected = import_columns(name);
-            if let Some((_, columns)) = appended.iter().find(|(table, _)| *table == name) {
-                let kept = expected.len() - columns.len();
-                assert_eq!(expected[kept..], columns[..], "{name}");
-                expected.truncate(kept);
-            }
+            let lacking: Vec<&str> = appended
+                .iter()
+                .filter(|(table, _)| *table == name)
+                .flat_map(|(_, columns)| columns.iter().copied())
+                .collect();
+            let kept = expected.len() - lacking.len();
+            assert_eq!(expected[kept..], lacking[..], "{name}");
+            expected.truncate(kept);
             assert_eq!(layout.columns(name), expected, "{layout:?} {name}");
         }
     }
 
     #[test]
-    fn the_layout_before_sent_timestamps_lacks_only_the_column_it_appended() {
+    fn the_layout_before_trial_life_lacks_only_what_it_added() {
         check_appended(
-            Layout::BeforeSentTimestamps,
+            Layout::BeforeTrialLife,
             &[
-                ("actions", &["sent_timestamp"]),
-                ("study_data", &["sent_timestamp"]),
-                ("model_update_requests", &["sent_timestamp"]),
+                ("users", TRIAL_LIFE_USERS),
+                ("actions", TRIAL_LIFE_ACTIONS),
+                ("study_data", &["policy"]),
+                ("update_provenance", &["included_policies"]),
             ],
         );
         let lacking = |newer: &[&str]| {
             Layout::lacking(&newer.iter().map(|m| (*m).to_owned()).collect::<Vec<_>>())
         };
-        assert_eq!(lacking(&[SENT_TIMESTAMPS]), Layout::BeforeSentTimestamps);
+        assert_eq!(lacking(&[TRIAL_LIFE]), Layout::BeforeTrialLife);
         assert_eq!(
-            lacking(&[EXACT_NUMBERS, SENT_TIMESTAMPS]),
+            lacking(&["20250403000000", TRIAL_LIFE]),
+            Layout::BeforeTrialLife
+        );
+    }
+
+    #[test]
+    fn the_layout_before_sent_timestamps_lacks_only_the_columns_appended_since() {
+        check_appended(
+            Layout::BeforeSentTimestamps,
+            &[
+                ("users", TRIAL_LIFE_USERS),
+                ("actions", &["sent_timestamp"]),
+                ("actions", TRIAL_LIFE_ACTIONS),
+                ("study_data", &["sent_timestamp", "policy"]),
+                ("model_update_requests", &["sent_timestamp"]),
+                ("update_provenance", &["included_policies"]),
+            ],
+        );
+        let lacking = |newer: &[&str]| {
+            Layout::lacking(&newer.iter().map(|m| (*m).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            lacking(&[SENT_TIMESTAMPS, TRIAL_LIFE]),
+            Layout::BeforeSentTimestamps
+        );
+        assert_eq!(
+            lacking(&[EXACT_NUMBERS, SENT_TIMESTAMPS, TRIAL_LIFE]),
             Layout::BeforeSentTimestamps
         );
         assert_eq!(lacking(&[EXACT_NUMBERS]), Layout::Current);
@@ -650,6 +849,7 @@ mod tests {
         check_appended(
             Layout::BeforeDecisionTypes,
             &[
+                ("users", TRIAL_LIFE_USERS),
                 (
                     "actions",
                     &[
@@ -659,12 +859,16 @@ mod tests {
                         "sent_timestamp",
                     ],
                 ),
+                ("actions", TRIAL_LIFE_ACTIONS),
                 (
                     "study_data",
-                    &["decision_type", "available", "sent_timestamp"],
+                    &["decision_type", "available", "sent_timestamp", "policy"],
                 ),
                 ("model_update_requests", &["sent_timestamp"]),
-                ("update_provenance", &["last_study_data_id"]),
+                (
+                    "update_provenance",
+                    &["last_study_data_id", "included_policies"],
+                ),
             ],
         );
         assert_eq!(

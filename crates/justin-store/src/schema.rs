@@ -12,6 +12,20 @@ diesel::table! {
         user_id -> Text,
         /// When the participant was registered.
         created_at -> Timestamptz,
+        /// When their time in the study starts (open when NULL).
+        study_start -> Nullable<Timestamptz>,
+        /// `study_start` as the study server sent it.
+        study_start_sent -> Nullable<Text>,
+        /// When their time in the study ends (open when NULL).
+        study_end -> Nullable<Timestamptz>,
+        /// `study_end` as the study server sent it.
+        study_end_sent -> Nullable<Text>,
+        /// When they withdrew.
+        withdrawn_at -> Nullable<Timestamptz>,
+        /// Why they withdrew, as sent.
+        withdrawal_reason -> Nullable<Text>,
+        /// When they were erased (`user_id` is then their pseudonym).
+        erased_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -62,6 +76,14 @@ diesel::table! {
         unavailable_reason -> Nullable<Text>,
         /// The study server's timestamp exactly as sent.
         sent_timestamp -> Text,
+        /// `algorithm`, `warmup`, `fallback` or `host`.
+        policy -> Text,
+        /// The algorithm's failure, for a fallback decision.
+        fallback_reason -> Nullable<Text>,
+        /// Who decided, for a host decision.
+        decided_by -> Nullable<Text>,
+        /// Whether the participant was in the study at the decision's time.
+        in_study -> Bool,
     }
 }
 
@@ -98,6 +120,8 @@ diesel::table! {
         available -> Bool,
         /// The study server's timestamp exactly as sent.
         sent_timestamp -> Text,
+        /// The logged decision's policy (NULL when none was logged).
+        policy -> Nullable<Text>,
     }
 }
 
@@ -158,6 +182,50 @@ diesel::table! {
         created_at -> Timestamptz,
         /// The largest `study_data` id the update's job could read (0: none).
         last_study_data_id -> Int8,
+        /// The policies whose decisions the update learned from, comma-separated.
+        included_policies -> Text,
+    }
+}
+
+diesel::table! {
+    /// Each participant's history: enrollment, changes of their window, withdrawal.
+    participant_events (id) {
+        /// Surrogate key; its order is the order of events.
+        id -> Int8,
+        /// The participant.
+        user_id -> Text,
+        /// `enrolled`, `enrollment_changed` or `withdrawn`.
+        kind -> Text,
+        /// When the service recorded the event.
+        recorded_at -> Timestamptz,
+        /// The window's start after the event.
+        study_start -> Nullable<Timestamptz>,
+        /// The start as sent.
+        study_start_sent -> Nullable<Text>,
+        /// The window's end after the event.
+        study_end -> Nullable<Timestamptz>,
+        /// The end as sent.
+        study_end_sent -> Nullable<Text>,
+        /// A withdrawal's reason.
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// The audit record of each erasure (no participant id).
+    erasures (id) {
+        /// The erasure's id.
+        id -> Uuid,
+        /// When it happened.
+        erased_at -> Timestamptz,
+        /// The erased `users` row's id.
+        participant_number -> Int8,
+        /// The id that replaced the participant's.
+        pseudonym -> Text,
+        /// `[[table, rows], ...]`: rows deleted or emptied per table.
+        row_counts -> Json,
+        /// The backup taken just before.
+        backup_file -> Text,
     }
 }
 
@@ -172,4 +240,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     study_data,
     model_update_requests,
     update_provenance,
+    participant_events,
+    erasures,
 );

@@ -11,14 +11,15 @@
 //! watermark).
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
-use diesel::dsl::max;
+use diesel::dsl::{max, sql};
 use diesel::prelude::*;
-use justin_core::{Decision, ExportRow, StoreError, StudyRecord};
+use diesel::sql_types::Bool;
+use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
 
 use crate::error::from_diesel;
 use crate::models::{ActionRow, ExportDbRow, ExportedUploadRow, StudyRow};
 use crate::pg::PooledPg;
-use crate::schema::{actions, study_data, update_provenance};
+use crate::schema::{actions, model_update_requests, study_data, update_provenance, users};
 
 /// Rows read per query: large enough that round trips do not dominate, small enough that a
 /// page of JSON-heavy rows stays a few megabytes.
@@ -29,18 +30,28 @@ pub(crate) trait KeysetRow: Sized {
     /// What a row becomes for the core.
     type Item: TryFrom<Self, Error = StoreError>;
 
+    /// What selects the rows beyond their ids (`()` for every row).
+    type Filter;
+
     /// The row's id.
     fn id(&self) -> i64;
 
     /// The largest id visible to the transaction.
     fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>>;
 
-    /// Up to `limit` rows with `after < id <= upto`, by id.
-    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>>;
+    /// Up to `limit` rows with `after < id <= upto` that `filter` selects, by id.
+    fn page(
+        conn: &mut PgConnection,
+        filter: &Self::Filter,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>>;
 }
 
 impl KeysetRow for StudyRow {
     type Item = StudyRecord;
+    type Filter = ();
 
     fn id(&self) -> i64 {
         self.id
@@ -50,7 +61,13 @@ impl KeysetRow for StudyRow {
         study_data::table.select(max(study_data::id)).first(conn)
     }
 
-    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+    fn page(
+        conn: &mut PgConnection,
+        (): &(),
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
         study_data::table
             .filter(study_data::id.gt(after))
             .filter(study_data::id.le(upto))
@@ -61,8 +78,18 @@ impl KeysetRow for StudyRow {
     }
 }
 
-/// A row of `study_data` of an available decision: what an update job reads.
+/// A row of `study_data` an update job reads: of an available decision, of a participant who
+/// has not withdrawn (in the job's snapshot), and of a policy the update includes (or of no
+/// logged decision).
 pub(crate) struct AvailableStudyRow(StudyRow);
+
+/// The policy words an update includes, as [`UpdateInclusion::includes`] says.
+pub(crate) fn included_words(include: UpdateInclusion) -> Vec<&'static str> {
+    ["algorithm", "warmup", "fallback", "host"]
+        .into_iter()
+        .filter(|word| include.includes(Some(word)))
+        .collect()
+}
 
 impl TryFrom<AvailableStudyRow> for StudyRecord {
     type Error = StoreError;
@@ -74,6 +101,8 @@ impl TryFrom<AvailableStudyRow> for StudyRecord {
 
 impl KeysetRow for AvailableStudyRow {
     type Item = StudyRecord;
+    /// The policy words included.
+    type Filter = Vec<&'static str>;
 
     fn id(&self) -> i64 {
         self.0.id
@@ -83,11 +112,24 @@ impl KeysetRow for AvailableStudyRow {
         StudyRow::max_id(conn)
     }
 
-    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+    fn page(
+        conn: &mut PgConnection,
+        included: &Vec<&'static str>,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
         let rows = study_data::table
+            .inner_join(users::table.on(users::user_id.eq(study_data::user_id)))
             .filter(study_data::id.gt(after))
             .filter(study_data::id.le(upto))
             .filter(study_data::available)
+            .filter(users::withdrawn_at.is_null())
+            .filter(
+                study_data::policy
+                    .is_null()
+                    .or(study_data::policy.eq_any(included)),
+            )
             .order(study_data::id)
             .limit(limit)
             .select(StudyRow::as_select())
@@ -98,6 +140,7 @@ impl KeysetRow for AvailableStudyRow {
 
 impl KeysetRow for ActionRow {
     type Item = Decision;
+    type Filter = ();
 
     fn id(&self) -> i64 {
         self.id
@@ -107,7 +150,13 @@ impl KeysetRow for ActionRow {
         actions::table.select(max(actions::id)).first(conn)
     }
 
-    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+    fn page(
+        conn: &mut PgConnection,
+        (): &(),
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
         actions::table
             .filter(actions::id.gt(after))
             .filter(actions::id.le(upto))
@@ -119,11 +168,15 @@ impl KeysetRow for ActionRow {
 }
 
 /// Decisions in storage order, each joined with the upload of its key and the first update
-/// that read the upload: of the updates whose watermark is at or above the upload's id, the one
-/// with the smallest watermark (the smallest version among equal ones). Read in the stream's
-/// snapshot like the rows, so an update completing meanwhile shows on no page.
+/// that read the upload: of the updates whose watermark is at or above the upload's id, that
+/// included the upload's policy (any update includes an upload without a logged decision) and
+/// that started before the participant withdrew, the one with the smallest watermark (the
+/// smallest version among equal ones). An update whose start is not known (one completed
+/// before starts were recorded) predates every withdrawal. Read in the stream's snapshot like
+/// the rows, so an update completing meanwhile shows on no page.
 impl KeysetRow for ExportDbRow {
     type Item = ExportRow;
+    type Filter = ();
 
     fn id(&self) -> i64 {
         self.decision.id
@@ -133,15 +186,30 @@ impl KeysetRow for ExportDbRow {
         ActionRow::max_id(conn)
     }
 
-    fn page(conn: &mut PgConnection, after: i64, upto: i64, limit: i64) -> QueryResult<Vec<Self>> {
+    fn page(
+        conn: &mut PgConnection,
+        (): &(),
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
         let same_key = study_data::user_id
             .eq(actions::user_id)
             .and(study_data::decision_type.eq(actions::decision_type))
             .and(study_data::decision_idx.eq(actions::decision_idx));
         // Without an upload, `available` is NULL and no update qualifies.
         let first_update = update_provenance::table
+            .inner_join(model_update_requests::table)
             .filter(study_data::available)
             .filter(update_provenance::last_study_data_id.ge(study_data::id))
+            .filter(sql::<Bool>(
+                "(study_data.policy IS NULL OR study_data.policy = \
+                 ANY (string_to_array(update_provenance.included_policies, ',')))",
+            ))
+            .filter(sql::<Bool>(
+                "NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
+                 AND w.withdrawn_at <= model_update_requests.started_at)",
+            ))
             .order((
                 update_provenance::last_study_data_id,
                 update_provenance::parameter_version,
@@ -165,14 +233,15 @@ impl KeysetRow for ExportDbRow {
 }
 
 /// The paging state, independent of who owns the connection.
-pub(crate) struct Keyset<R> {
+pub(crate) struct Keyset<R: KeysetRow> {
+    filter: R::Filter,
     last_id: i64,
     /// `None` once the stream has ended (no rows, all read, or an error).
     max_id: Option<i64>,
     page: std::vec::IntoIter<R>,
 }
 
-impl<R> Keyset<R> {
+impl<R: KeysetRow> Keyset<R> {
     fn end(&mut self) {
         self.max_id = None;
         self.page = Vec::new().into_iter();
@@ -186,14 +255,15 @@ impl<R> Keyset<R> {
 impl<R: KeysetRow> Keyset<R> {
     /// Reads the id bound. In a repeatable-read transaction this first query also fixes the
     /// snapshot, so the bound and the pages agree.
-    pub(crate) fn start(conn: &mut PgConnection) -> Result<Self, StoreError> {
+    pub(crate) fn start(conn: &mut PgConnection, filter: R::Filter) -> Result<Self, StoreError> {
         let max_id = R::max_id(conn).map_err(from_diesel)?;
-        Ok(Self::upto(max_id))
+        Ok(Self::upto(filter, max_id))
     }
 
-    /// Pages the rows with ids up to `max_id` (none when `None`).
-    fn upto(max_id: Option<i64>) -> Self {
+    /// Pages the rows `filter` selects with ids up to `max_id` (none when `None`).
+    fn upto(filter: R::Filter, max_id: Option<i64>) -> Self {
         Self {
+            filter,
             last_id: i64::MIN,
             max_id,
             page: Vec::new().into_iter(),
@@ -215,7 +285,7 @@ impl<R: KeysetRow> Keyset<R> {
                 self.end();
                 return None;
             }
-            match R::page(conn, self.last_id, max_id, PAGE_SIZE) {
+            match R::page(conn, &self.filter, self.last_id, max_id, PAGE_SIZE) {
                 Ok(rows) => match rows.last() {
                     Some(last) => {
                         self.last_id = last.id();
@@ -237,20 +307,20 @@ impl<R: KeysetRow> Keyset<R> {
 
 /// A stream owning a pooled connection in a read-only repeatable-read transaction; the
 /// connection goes back to the pool as soon as the stream ends or is dropped.
-pub(crate) struct SnapshotStream<R> {
+pub(crate) struct SnapshotStream<R: KeysetRow> {
     /// `None` once the stream has ended.
     conn: Option<PooledPg>,
     keyset: Keyset<R>,
 }
 
-impl<R: KeysetRow> SnapshotStream<R> {
+impl<R: KeysetRow<Filter = ()>> SnapshotStream<R> {
     pub(crate) fn open(mut conn: PooledPg) -> Result<Self, StoreError> {
         AnsiTransactionManager::begin_transaction_sql(
             &mut *conn,
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         )
         .map_err(from_diesel)?;
-        match Keyset::start(&mut conn) {
+        match Keyset::start(&mut conn, ()) {
             Ok(keyset) => {
                 let mut stream = Self {
                     conn: Some(conn),
@@ -269,7 +339,7 @@ impl<R: KeysetRow> SnapshotStream<R> {
     }
 }
 
-impl<R> SnapshotStream<R> {
+impl<R: KeysetRow> SnapshotStream<R> {
     /// Ends the transaction and returns the connection to the pool.
     fn finish(&mut self) {
         self.keyset.end();
@@ -301,25 +371,25 @@ impl<R: KeysetRow> Iterator for SnapshotStream<R> {
     }
 }
 
-impl<R> Drop for SnapshotStream<R> {
+impl<R: KeysetRow> Drop for SnapshotStream<R> {
     fn drop(&mut self) {
         self.finish();
     }
 }
 
 /// A stream reading on a borrowed connection, in whatever transaction its owner has open.
-pub(crate) struct BorrowedStream<'c, R> {
+pub(crate) struct BorrowedStream<'c, R: KeysetRow> {
     conn: &'c mut PgConnection,
     keyset: Keyset<R>,
 }
 
 impl<'c, R: KeysetRow> BorrowedStream<'c, R> {
-    /// Streams the rows with ids up to `max_id`, which the owner guarantees its transaction
-    /// sees whole.
-    pub(crate) fn upto(conn: &'c mut PgConnection, max_id: i64) -> Self {
+    /// Streams the rows `filter` selects with ids up to `max_id`, which the owner guarantees
+    /// its transaction sees whole.
+    pub(crate) fn upto(conn: &'c mut PgConnection, filter: R::Filter, max_id: i64) -> Self {
         Self {
             conn,
-            keyset: Keyset::upto(Some(max_id)),
+            keyset: Keyset::upto(filter, Some(max_id)),
         }
     }
 }

@@ -290,3 +290,47 @@ fn a_file_that_is_not_a_backup_is_refused_without_quoting_it() {
         "{broken:?}"
     );
 }
+
+#[test]
+fn a_backup_taken_before_a_table_was_created_is_checked_without_it() {
+    let dir = Scratch::new();
+    let tables = ["users", "participant_events"];
+    let at = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let users = [("users.csv".to_owned(), USERS.to_owned())];
+    let before = Manifest::new(
+        "test",
+        at,
+        "db",
+        vec!["20250403000000".into()],
+        vec![table("users", 2)],
+    );
+    let checked = verify(
+        &pack(&dir, Some(&before), &users),
+        &tables,
+        &mut measure_csv,
+    )
+    .unwrap();
+    assert_eq!(
+        checked
+            .tables
+            .iter()
+            .map(|t| t.table.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["users"]
+    );
+
+    // Once the migration that created it is in the backup, the table must be there too.
+    let after = Manifest::new(
+        "test",
+        at,
+        "db",
+        vec!["20250501000000".into()],
+        vec![table("users", 2)],
+    );
+    match verify(&pack(&dir, Some(&after), &users), &tables, &mut measure_csv) {
+        Err(FormatError::Invalid(reason)) => {
+            assert!(reason.contains("participant_events"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

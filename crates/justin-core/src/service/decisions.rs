@@ -3,14 +3,17 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{DomainError, Service};
+use std::sync::atomic::Ordering;
+
+use super::{DomainError, Service, RL_TARGET};
 use crate::algorithm::{ActionChoice, AlgorithmError};
 use crate::domain::{
     Action, Availability, Decision, DecisionIdx, DecisionType, JsonObject, ModelParameters,
-    Probability, State, StudyRecord, UserId,
+    OutOfStudy, ParticipantFacts, Policy, Probability, State, StudyRecord, UserId,
+    MAX_POLICY_NOTE_LEN,
 };
 use crate::ports::{DecisionGuard, Recorded, StoreError, UploadRecorded};
-use crate::rng::DecisionRng;
+use crate::rng::{decision_seed, DecisionRng};
 
 /// What an unavailable decision gets, without a draw.
 pub(super) const UNAVAILABLE_CHOICE: ActionChoice = ActionChoice {
@@ -101,23 +104,113 @@ impl Service {
     /// Stores a decision the study server made itself, as sent, marked as decided by the host.
     /// A repeat of the same decision returns the stored one (`created` false).
     ///
+    /// The decision keeps the seed derived for its key (for audits) and the parameter version
+    /// in force; its state is what the algorithm makes of the context, or empty when the
+    /// context does not suit it (a host decision is stored as sent whatever its context).
+    ///
     /// # Errors
-    /// [`DomainError::UserNotFound`], [`DomainError::DecisionDiffers`] when another decision
-    /// is stored for the key, [`DomainError::UploadMismatch`] when study data uploaded for the
-    /// key differs from it.
+    /// [`DomainError::InvalidInput`] for an empty or overlong `decided_by`, or an unavailable
+    /// decision with an action or probability other than 0; [`DomainError::UserNotFound`],
+    /// [`DomainError::DecisionDiffers`] when another decision is stored for the key,
+    /// [`DomainError::UploadMismatch`] when study data uploaded for the key differs from it.
     pub fn record_host_decision(
         &self,
         req: HostDecisionRequest,
     ) -> Result<ActionResponse, DomainError> {
-        let _ = req;
-        todo!("issue 15 core")
+        let answered = self.record_host_decision_untracked(req);
+        self.track_write(answered)
+    }
+
+    fn record_host_decision_untracked(
+        &self,
+        req: HostDecisionRequest,
+    ) -> Result<ActionResponse, DomainError> {
+        if req.decided_by.is_empty() || req.decided_by.len() > MAX_POLICY_NOTE_LEN {
+            return Err(DomainError::InvalidInput(format!(
+                "decided_by must be 1 to {MAX_POLICY_NOTE_LEN} bytes long."
+            )));
+        }
+        if !req.availability.is_available()
+            && (req.action != Action::Zero || req.action_prob.get() != 0.0)
+        {
+            return Err(DomainError::InvalidInput(
+                "An unavailable decision has action 0 and action_prob 0.".into(),
+            ));
+        }
+        let decided_at = self.clock.now();
+        let state = self.algorithm.make_state(&req.context).unwrap_or_default();
+        let params = self.current_parameters()?;
+        let rng_seed = decision_seed(
+            self.settings.seed,
+            &req.user_id,
+            &req.decision_type,
+            req.decision_idx,
+        );
+        let mut decision = Decision {
+            user_id: req.user_id,
+            decision_type: req.decision_type,
+            decision_idx: req.decision_idx,
+            requested_at: req.requested_at,
+            sent_timestamp: req.sent_timestamp,
+            decided_at,
+            availability: req.availability,
+            context: req.context,
+            state,
+            action: req.action,
+            action_prob: req.action_prob,
+            parameter_version: params.version,
+            rng_seed,
+            policy: Policy::Host {
+                decided_by: req.decided_by,
+            },
+        };
+        let recorded = match self.store.record_decision(&decision, DecisionGuard::None) {
+            // The cached version is gone (another process reset the database).
+            Err(StoreError::UnknownParameterVersion) => {
+                self.forget_current();
+                decision.parameter_version = self.current_parameters()?.version;
+                self.store.record_decision(&decision, DecisionGuard::None)
+            }
+            other => other,
+        };
+        match recorded {
+            Ok(Recorded::Inserted) => Ok(ActionResponse {
+                decision,
+                created: true,
+            }),
+            Ok(Recorded::Existing(stored)) if same_decision(&stored, &decision) => {
+                Ok(ActionResponse {
+                    decision: stored,
+                    created: false,
+                })
+            }
+            Ok(Recorded::Existing(stored)) => Err(DomainError::DecisionDiffers(Box::new(stored))),
+            Ok(Recorded::Ineligible(_)) => Err(unguarded_refusal()),
+            // The upload came first: it is what the host decision must match.
+            Err(StoreError::UploadMismatch {
+                logged_action,
+                logged_prob,
+            }) => Err(DomainError::UploadMismatch {
+                uploaded_action: logged_action.as_i16(),
+                uploaded_prob: logged_prob.get(),
+                logged_action: decision.action.as_i16(),
+                logged_prob: decision.action_prob.get(),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Draws and stores an action, or returns the one stored for this decision before.
     ///
-    /// An unavailable decision is stored without a draw: action 0, probability 0. Its context
-    /// need not be one the algorithm can use (a participant who is driving may send little);
-    /// when it is not, the stored state is empty.
+    /// The probability comes from the warm-up while it holds, from the algorithm after it, and
+    /// from the fallback (when configured) when the algorithm fails. A participant outside
+    /// their time in the study, or withdrawn, gets a decision without a draw
+    /// ([`Availability::OutOfStudy`]). An unavailable decision is stored without a draw:
+    /// action 0, probability 0. Its context need not be one the algorithm can use (a
+    /// participant who is driving may send little); when it is not, the stored state is empty.
+    ///
+    /// For an active participant outside the warm-up this costs one storage call: the insert
+    /// of the decision, which checks the participant in the same statement.
     ///
     /// # Errors
     /// [`DomainError::InvalidInput`] for a context the algorithm cannot use (of an available
@@ -131,20 +224,23 @@ impl Service {
     fn request_action_untracked(&self, req: ActionRequest) -> Result<ActionResponse, DomainError> {
         let decided_at = self.clock.now();
         let available = req.availability.is_available();
-        let state = match self.algorithm.make_state(&req.context) {
-            Ok(state) => state,
-            Err(AlgorithmError::InvalidInput(_)) if !available => State::default(),
+        let (state, state_failure) = match self.algorithm.make_state(&req.context) {
+            Ok(state) => (state, None),
+            Err(AlgorithmError::InvalidInput(_)) if !available => (State::default(), None),
+            Err(e @ AlgorithmError::InvalidInput(_)) => return Err(e.into()),
+            Err(e) if self.settings.trial.fallback.is_some() => (
+                State::default(),
+                Some(note(format!("the algorithm could not make a state: {e}"))),
+            ),
             Err(e) => return Err(e.into()),
         };
         let params = self.current_parameters()?;
-        let (choice, rng_seed) = self.choose(
+        let rng_seed = decision_seed(
+            self.settings.seed,
             &req.user_id,
             &req.decision_type,
             req.decision_idx,
-            &req.availability,
-            &state,
-            &params,
-        )?;
+        );
         let mut decision = Decision {
             user_id: req.user_id,
             decision_type: req.decision_type,
@@ -155,66 +251,206 @@ impl Service {
             availability: req.availability,
             context: req.context,
             state,
-            action: choice.action,
-            action_prob: choice.action_prob,
+            action: Action::Zero,
+            action_prob: Probability::ZERO,
             parameter_version: params.version,
             rng_seed,
-            policy: crate::domain::Policy::Algorithm,
+            policy: Policy::Algorithm,
         };
-        let recorded = match self.store.record_decision(&decision, DecisionGuard::None) {
+        let mut guard = self.draft(&mut decision, state_failure.as_deref(), &params)?;
+        let recorded = match self.store.record_decision(&decision, guard) {
             // The cached version is gone (another process reset the database): reload the
-            // current parameters and draw again from them.
+            // current parameters and decide again from them.
             Err(StoreError::UnknownParameterVersion) => {
                 self.forget_current();
                 let params = self.current_parameters()?;
-                let (choice, _) = self.choose(
-                    &decision.user_id,
-                    &decision.decision_type,
-                    decision.decision_idx,
-                    &decision.availability,
-                    &decision.state,
-                    &params,
-                )?;
-                decision.action = choice.action;
-                decision.action_prob = choice.action_prob;
                 decision.parameter_version = params.version;
-                self.store.record_decision(&decision, DecisionGuard::None)?
+                guard = self.draft(&mut decision, state_failure.as_deref(), &params)?;
+                self.store.record_decision(&decision, guard)?
             }
             other => other?,
         };
-        Ok(match recorded {
-            Recorded::Inserted => ActionResponse {
+        let recorded = match recorded {
+            Recorded::Inserted => {
+                if let DecisionGuard::InStudy {
+                    warmup_until_participants: Some(_),
+                    ..
+                } = guard
+                {
+                    // Stored only because the cohort had started by then.
+                    self.note_cohort_reached(decision.requested_at);
+                }
+                Recorded::Inserted
+            }
+            Recorded::Ineligible(facts) => {
+                self.decide_again(&mut decision, guard, &facts);
+                self.store.record_decision(&decision, DecisionGuard::None)?
+            }
+            existing @ Recorded::Existing(_) => existing,
+        };
+        match recorded {
+            Recorded::Inserted => Ok(ActionResponse {
                 decision,
                 created: true,
-            },
-            Recorded::Existing(stored) => ActionResponse {
+            }),
+            Recorded::Existing(stored) => Ok(ActionResponse {
                 decision: stored,
                 created: false,
-            },
-            Recorded::Ineligible(_) => todo!("issue 15 core"),
-        })
+            }),
+            Recorded::Ineligible(_) => Err(unguarded_refusal()),
+        }
     }
 
-    /// Draws an action from `params` with the decision's own generator, or gives action 0
-    /// with probability 0 without a draw for an unavailable decision; returns the choice and
-    /// the generator's seed (stored either way, so every decision's seed can be checked).
-    fn choose(
+    /// Chooses `decision`'s action, probability and policy from what the service knows
+    /// without asking the store (the warm-up's date and first update, the cohort once it is
+    /// known reached), and returns the guard its insert must check for the rest.
+    fn draft(
         &self,
-        user: &UserId,
-        decision_type: &DecisionType,
-        idx: DecisionIdx,
-        availability: &Availability,
-        state: &State,
+        decision: &mut Decision,
+        state_failure: Option<&str>,
         params: &ModelParameters,
-    ) -> Result<(ActionChoice, u64), DomainError> {
-        let mut rng = DecisionRng::for_decision(self.settings.seed, user, decision_type, idx);
-        let choice = if availability.is_available() {
-            self.algorithm
-                .get_action(user, state, &params.values, idx, &mut rng)?
-        } else {
-            UNAVAILABLE_CHOICE
+    ) -> Result<DecisionGuard, DomainError> {
+        let warmup = self.settings.trial.warmup.as_ref();
+        let available = decision.availability.is_available();
+        if let Some(w) = warmup.filter(|w| {
+            w.until.is_some_and(|until| decision.requested_at < until)
+                || (w.until_first_update && params.version == 1)
+        }) {
+            let choice = if available {
+                ActionChoice::draw(
+                    w.probability,
+                    &mut DecisionRng::from_seed(decision.rng_seed),
+                )
+            } else {
+                UNAVAILABLE_CHOICE
+            };
+            set_choice(decision, choice, Policy::Warmup);
+            return Ok(DecisionGuard::InStudy {
+                warmup_first_decisions: None,
+                warmup_until_participants: None,
+            });
+        }
+        let guard = DecisionGuard::InStudy {
+            warmup_first_decisions: warmup.and_then(|w| w.first_decisions),
+            warmup_until_participants: warmup
+                .and_then(|w| w.until_participants)
+                .filter(|_| !self.cohort_known_reached(decision.requested_at)),
         };
-        Ok((choice, rng.seed()))
+        let (choice, policy) = match (available, state_failure) {
+            (false, None) => (UNAVAILABLE_CHOICE, Policy::Algorithm),
+            (false, Some(reason)) => (
+                UNAVAILABLE_CHOICE,
+                Policy::Fallback {
+                    reason: reason.to_owned(),
+                },
+            ),
+            (true, Some(reason)) => self.fall_back(decision.rng_seed, reason.to_owned())?,
+            (true, None) => match self.algorithm_draw(decision, params) {
+                Ok(choice) => (choice, Policy::Algorithm),
+                Err(failure) if self.settings.trial.fallback.is_some() => {
+                    self.fall_back(decision.rng_seed, failure.reason())?
+                }
+                Err(AlgorithmFailure::Error(e)) => return Err(e.into()),
+                Err(AlgorithmFailure::Panic(panic)) => std::panic::resume_unwind(panic),
+            },
+        };
+        set_choice(decision, choice, policy);
+        Ok(guard)
+    }
+
+    /// The algorithm's draw for `decision` from `params`, with the decision's own generator;
+    /// a panic inside the algorithm is caught and returned.
+    fn algorithm_draw(
+        &self,
+        decision: &Decision,
+        params: &ModelParameters,
+    ) -> Result<ActionChoice, AlgorithmFailure> {
+        let mut rng = DecisionRng::from_seed(decision.rng_seed);
+        let algorithm = &self.algorithm;
+        let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            algorithm.get_action(
+                &decision.user_id,
+                &decision.state,
+                &params.values,
+                decision.decision_idx,
+                &mut rng,
+            )
+        }));
+        match drawn {
+            Ok(Ok(choice)) => Ok(choice),
+            Ok(Err(e)) => Err(AlgorithmFailure::Error(e)),
+            Err(panic) => Err(AlgorithmFailure::Panic(panic)),
+        }
+    }
+
+    /// A draw from the configured fallback probability with a fresh generator from `seed`,
+    /// logged with its reason (which holds no request value).
+    fn fall_back(&self, seed: u64, reason: String) -> Result<(ActionChoice, Policy), DomainError> {
+        let Some(p) = self.settings.trial.fallback else {
+            return Err(DomainError::Setup(
+                "no fallback probability is configured".into(),
+            ));
+        };
+        log::warn!(target: RL_TARGET, "decision drawn from the fallback probability: {reason}");
+        let choice = ActionChoice::draw(p, &mut DecisionRng::from_seed(seed));
+        Ok((choice, Policy::Fallback { reason }))
+    }
+
+    /// Decides `decision` again from the facts the store gave when its guard did not hold:
+    /// without a draw when the participant is out of the study, with a warm-up draw when the
+    /// warm-up's counts hold; otherwise it stays as drawn.
+    fn decide_again(
+        &self,
+        decision: &mut Decision,
+        guard: DecisionGuard,
+        facts: &ParticipantFacts,
+    ) {
+        let DecisionGuard::InStudy {
+            warmup_first_decisions,
+            warmup_until_participants,
+        } = guard
+        else {
+            return;
+        };
+        if warmup_until_participants.is_some_and(|k| facts.started_participants >= u64::from(k)) {
+            self.note_cohort_reached(decision.requested_at);
+        }
+        let out = if facts.withdrawn {
+            Some(OutOfStudy::Withdrawn)
+        } else if !facts.enrollment.contains(decision.requested_at) {
+            Some(OutOfStudy::NotInStudy)
+        } else {
+            None
+        };
+        if let Some(why) = out {
+            decision.availability = Availability::OutOfStudy(why);
+            set_choice(decision, UNAVAILABLE_CHOICE, Policy::Algorithm);
+            return;
+        }
+        let in_warmup = warmup_first_decisions
+            .is_some_and(|n| facts.earlier_in_study < u64::from(n))
+            || warmup_until_participants.is_some_and(|k| facts.started_participants < u64::from(k));
+        if let (true, Some(w)) = (in_warmup, self.settings.trial.warmup.as_ref()) {
+            let choice = if decision.availability.is_available() {
+                ActionChoice::draw(
+                    w.probability,
+                    &mut DecisionRng::from_seed(decision.rng_seed),
+                )
+            } else {
+                UNAVAILABLE_CHOICE
+            };
+            set_choice(decision, choice, Policy::Warmup);
+        }
+    }
+
+    /// Whether the store has shown the warm-up's cohort reached at or before `at`.
+    fn cohort_known_reached(&self, at: DateTime<Utc>) -> bool {
+        at.timestamp_micros() >= self.cohort_reached_at.load(Ordering::Relaxed)
+    }
+
+    fn note_cohort_reached(&self, at: DateTime<Utc>) {
+        self.cohort_reached_at
+            .fetch_min(at.timestamp_micros(), Ordering::Relaxed);
     }
 
     /// Stores uploaded study data with the reward the algorithm derives from its outcome.
@@ -268,4 +504,59 @@ impl Service {
             other => Ok(other?),
         }
     }
+}
+
+/// How the algorithm failed to draw.
+enum AlgorithmFailure {
+    Error(AlgorithmError),
+    Panic(Box<dyn std::any::Any + Send>),
+}
+
+impl AlgorithmFailure {
+    /// The failure as a fallback decision records it: the algorithm's error (which speaks of
+    /// parameters, not of the request), or only that it panicked (a panic's message may quote
+    /// anything, request values included).
+    fn reason(&self) -> String {
+        match self {
+            Self::Error(AlgorithmError::InvalidInput(_)) => {
+                "the algorithm could not draw from the request's state".to_owned()
+            }
+            Self::Error(e) => note(format!("the algorithm failed: {e}")),
+            Self::Panic(_) => "the algorithm panicked".to_owned(),
+        }
+    }
+}
+
+/// `text` cut to at most [`MAX_POLICY_NOTE_LEN`] bytes, at a character boundary.
+fn note(mut text: String) -> String {
+    if text.len() > MAX_POLICY_NOTE_LEN {
+        let mut end = MAX_POLICY_NOTE_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn set_choice(decision: &mut Decision, choice: ActionChoice, policy: Policy) {
+    decision.action = choice.action;
+    decision.action_prob = choice.action_prob;
+    decision.policy = policy;
+}
+
+/// Whether a stored decision is the one a host decision sends again: the same action,
+/// probability, availability and context.
+fn same_decision(stored: &Decision, sent: &Decision) -> bool {
+    stored.action == sent.action
+        && stored.action_prob.agrees_with(sent.action_prob)
+        && stored.availability == sent.availability
+        && stored.context == sent.context
+}
+
+/// A store that answers an unguarded insert with `Ineligible` breaks the port's contract.
+fn unguarded_refusal() -> DomainError {
+    DomainError::Store(StoreError::Other(
+        "the store refused a decision recorded without a guard as ineligible".into(),
+    ))
 }

@@ -20,7 +20,7 @@ mod replay;
 mod updates;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -32,8 +32,8 @@ use crate::ports::{BackupReport, CallbackNotifier, Clock, ExportStream, Store};
 pub use callbacks::CallbackPolicy;
 pub use decisions::{ActionRequest, ActionResponse, HostDecisionRequest, UploadRequest};
 pub use errors::{error_chain, DomainError};
-pub use readiness::{is_disk_full, DISK_FULL_HOLD};
 pub use participants::ParticipantView;
+pub use readiness::{is_disk_full, DISK_FULL_HOLD};
 pub use replay::{ReplayMismatch, ReplaySummary, Unverifiable};
 
 /// The log target of records about the algorithm (routed to `rl.log`).
@@ -107,6 +107,10 @@ pub struct Service {
     /// Whether `disk_full_since` holds a time: every successful write reads this, and only
     /// one that has a mark to clear takes the lock, so decisions do not queue on it.
     disk_full_marked: AtomicBool,
+    /// The earliest `requested_at` (microseconds since the epoch) at which the store has
+    /// shown the warm-up's cohort reached, `i64::MAX` while it has not: decisions at or after
+    /// it need not count participants again.
+    cohort_reached_at: AtomicI64,
 }
 
 impl std::fmt::Debug for Service {
@@ -137,6 +141,7 @@ impl Service {
             stopping: AtomicBool::new(false),
             disk_full_since: std::sync::Mutex::new(None),
             disk_full_marked: AtomicBool::new(false),
+            cohort_reached_at: AtomicI64::new(i64::MAX),
         }
     }
 

@@ -1,14 +1,15 @@
 //! Replay: every stored decision is drawn again from its stored state, parameter version and
-//! seed, and each that does not come out as stored is reported.
+//! seed, as its policy drew it, and each that does not come out as stored is reported;
+//! decisions of erased participants are reported as unverifiable instead.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::decisions::UNAVAILABLE_CHOICE;
 use super::{DomainError, Service};
 use crate::algorithm::ActionChoice;
 use crate::domain::{
-    Action, Decision, DecisionIdx, DecisionType, ModelParameters, Probability, UserId,
+    Action, Decision, DecisionIdx, DecisionType, ModelParameters, Policy, Probability, UserId,
 };
 use crate::rng::DecisionRng;
 
@@ -62,7 +63,13 @@ pub struct ReplaySummary {
 
 impl Service {
     /// Re-derives every stored decision from its stored state, parameter version and seed,
-    /// and calls `on_mismatch` for each that does not come out as stored.
+    /// and calls `on_mismatch` for each that does not come out as stored. Decisions of erased
+    /// participants cannot be checked (their state is gone): `on_unverifiable` is called for
+    /// each instead. Decisions the study server made itself are counted, not drawn again.
+    ///
+    /// Each decision is drawn as its policy drew it: from the algorithm and its parameter
+    /// version, from the configured warm-up or fallback probability, or not at all (an
+    /// unavailable decision, or one out of the study).
     ///
     /// # Errors
     /// On storage failure (a decision whose parameter version is missing is a mismatch).
@@ -71,35 +78,44 @@ impl Service {
         on_mismatch: &mut dyn FnMut(&ReplayMismatch),
         on_unverifiable: &mut dyn FnMut(&Unverifiable),
     ) -> Result<ReplaySummary, DomainError> {
-        let _ = on_unverifiable;
+        let erased: HashSet<String> = self.store.erased_pseudonyms()?.into_iter().collect();
         let mut versions: HashMap<i64, Option<ModelParameters>> = HashMap::new();
         let mut summary = ReplaySummary::default();
         for item in self.store.decisions()? {
             let d = item?;
+            if erased.contains(d.user_id.as_str()) {
+                summary.unverifiable += 1;
+                on_unverifiable(&Unverifiable {
+                    user_id: d.user_id.clone(),
+                    decision_type: d.decision_type.clone(),
+                    decision_idx: d.decision_idx,
+                    reason: "the participant was erased; the decision's state is gone".into(),
+                });
+                continue;
+            }
+            if matches!(d.policy, Policy::Host { .. }) {
+                summary.host_decided += 1;
+                continue;
+            }
             summary.checked += 1;
             let params = match versions.entry(d.parameter_version) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(self.store.parameters(d.parameter_version)?),
             };
-            let replayed = params.as_ref().map(|p| {
-                if !d.availability.is_available() {
-                    return Ok(UNAVAILABLE_CHOICE);
-                }
-                let mut rng = DecisionRng::from_seed(d.rng_seed);
-                self.algorithm
-                    .get_action(&d.user_id, &d.state, &p.values, d.decision_idx, &mut rng)
-            });
-            let reason = match &replayed {
-                None => Some(format!(
+            let replayed = match params.as_ref() {
+                None => Err(format!(
                     "parameter version {} is not stored",
                     d.parameter_version
                 )),
-                Some(Err(e)) => Some(format!("the algorithm cannot replay it: {e}")),
-                Some(Ok(choice)) => self.difference(&d, choice),
+                Some(p) => self.draw_again(&d, p),
+            };
+            let reason = match &replayed {
+                Err(reason) => Some(reason.clone()),
+                Ok(choice) => self.difference(&d, choice),
             };
             if let Some(reason) = reason {
                 summary.mismatches += 1;
-                let choice = replayed.and_then(Result::ok);
+                let choice = replayed.ok();
                 on_mismatch(&ReplayMismatch {
                     user_id: d.user_id.clone(),
                     decision_type: d.decision_type.clone(),
@@ -113,6 +129,41 @@ impl Service {
             }
         }
         Ok(summary)
+    }
+
+    /// Draws `d` again as its policy drew it, from its stored seed; `Err` says why it cannot.
+    fn draw_again(&self, d: &Decision, params: &ModelParameters) -> Result<ActionChoice, String> {
+        if !d.availability.is_available() {
+            return Ok(UNAVAILABLE_CHOICE);
+        }
+        let mut rng = DecisionRng::from_seed(d.rng_seed);
+        match &d.policy {
+            Policy::Warmup => match &self.settings.trial.warmup {
+                Some(w) => Ok(ActionChoice::draw(w.probability, &mut rng)),
+                None => Err("warm-up is not configured".into()),
+            },
+            Policy::Fallback { .. } => match self.settings.trial.fallback {
+                Some(p) => Ok(ActionChoice::draw(p, &mut rng)),
+                None => Err("the fallback is not configured".into()),
+            },
+            Policy::Algorithm | Policy::Host { .. } => {
+                let algorithm = &self.algorithm;
+                let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    algorithm.get_action(
+                        &d.user_id,
+                        &d.state,
+                        &params.values,
+                        d.decision_idx,
+                        &mut rng,
+                    )
+                }));
+                match drawn {
+                    Ok(Ok(choice)) => Ok(choice),
+                    Ok(Err(e)) => Err(format!("the algorithm cannot replay it: {e}")),
+                    Err(_) => Err("the algorithm panicked replaying it".into()),
+                }
+            }
+        }
     }
 
     /// How a stored decision differs from its replay, if it does.

@@ -180,21 +180,23 @@ impl Service {
         let mut interrupted = false;
         let mut rows_read: u64 = 0;
         let values = {
-            let mut records = job.study_data(self.settings.trial.include)?.map_while(|item| match item {
-                // The algorithm sees the end of the data early; what it computes is dropped.
-                Ok(_) if self.is_stopping() => {
-                    interrupted = true;
-                    None
-                }
-                Ok(record) => {
-                    rows_read += 1;
-                    Some(record)
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    None
-                }
-            });
+            let mut records = job
+                .study_data(self.settings.trial.include)?
+                .map_while(|item| match item {
+                    // The algorithm sees the end of the data early; what it computes is dropped.
+                    Ok(_) if self.is_stopping() => {
+                        interrupted = true;
+                        None
+                    }
+                    Ok(record) => {
+                        rows_read += 1;
+                        Some(record)
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                });
             // A panicking algorithm fails this update like any other error, instead of
             // taking the worker thread (and every later update of this process) with it.
             let algorithm = &self.algorithm;

@@ -1,19 +1,20 @@
 //! [`MemoryStore`]: the storage ports held in memory, for tests.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    CallbackDelivery, Decision, DecisionIdx, DecisionType, ExportRow, ExportedUpload,
-    ModelParameters, Provenance, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Availability, CallbackDelivery, Decision, DecisionIdx, DecisionType, Enrollment, Erasure,
+    ExportRow, ExportedUpload, ModelParameters, Participant, ParticipantFacts, Policy, Provenance,
+    State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 use crate::ports::{
-    BackupReport, DecisionStream, ExportStream, Recorded, RestoreReport, Store, StoreError,
-    StudyDataStream, TestingStore, UpdateJob, UploadRecorded,
+    BackupReport, DecisionGuard, DecisionStream, ExportStream, Recorded, RestoreReport, Store,
+    StoreError, StudyDataStream, TestingStore, UpdateJob, UploadRecorded,
 };
 use crate::tables::TABLES;
 
@@ -36,16 +37,20 @@ fn key(user_id: &UserId, decision_type: &DecisionType, decision_idx: DecisionIdx
 ///   after the other; racing calls end as if run in some order, as the port requires.
 /// - Streams (`decisions`, `export`, `study_data`) copy the rows stored when they are called:
 ///   later rows never appear, and there is no cursor to page.
-/// - An update job reads the study data stored when it was claimed (its snapshot) and, on
-///   completion, marks the available records among them that no earlier update read.
-/// - It keeps nothing in files, so `backup`, `check_backup` and `restore` refuse with
-///   [`StoreError::Other`]: it does not run the conformance suite's durable-storage part
+/// - An update job reads the study data stored when it was claimed (its snapshot), leaving
+///   out participants withdrawn when it reads; on completion it keeps where its snapshot
+///   ended, and `export` names for each upload the first completed update whose snapshot
+///   held it, that learns from its policy and that started before its participant withdrew.
+/// - It keeps nothing in files: `backup` keeps a copy of every table in memory under the path
+///   it reports (no file is written there), and `check_backup` and `restore` read only such
+///   copies, refusing any other path with [`StoreError::InvalidBackup`]. It therefore does not
+///   run the conformance suite's durable-storage part
 ///   ([`durable_store_suite!`](crate::durable_store_suite)), which the database adapters run.
 ///
 /// A test can make it fail the way a database does: [`MemoryStore::set_unavailable`] (no
-/// connection), [`MemoryStore::set_disk_full`] (every write refused for want of space) and
+/// connection), [`MemoryStore::set_disk_full`] (every write refused for want of space),
 /// [`MemoryStore::lose_connection_in_job_reads`] (the connection lost while an update reads
-/// study data).
+/// study data) and [`MemoryStore::set_backups_failing`] (no backup can be written).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -57,12 +62,20 @@ struct Inner {
     /// Whether an update job is claimed: at most one runs at a time.
     claimed: bool,
     faults: Faults,
+    /// The copies `backup` took, by the path it reported; a reset keeps them, as files would
+    /// stay on disk.
+    backups: HashMap<PathBuf, Tables>,
+    /// Calls of the ports so far (each a round trip to a database).
+    calls: u64,
 }
 
 /// The rows, table by table.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tables {
-    users: HashSet<UserId>,
+    /// Registered participants, by id (an erased one under their pseudonym).
+    users: HashMap<UserId, UserRow>,
+    /// The row number the next participant gets.
+    next_user_number: i64,
     /// Version `n` at index `n - 1`.
     parameters: Vec<ModelParameters>,
     /// In storage order.
@@ -71,15 +84,51 @@ struct Tables {
     /// In upload order.
     uploads: Vec<Upload>,
     upload_index: HashMap<Key, usize>,
+    /// The id the next upload gets.
+    next_upload_id: i64,
     /// In the order they were stored.
     updates: Vec<UpdateRequest>,
+    /// For each completed update, the ids of the uploads its job could read: those below this.
+    watermarks: HashMap<Uuid, i64>,
+    /// Participants' histories, in the order they were recorded.
+    events: Vec<Event>,
+    /// The audit records of erasures, in the order they happened.
+    erasures: Vec<Erasure>,
 }
 
-/// A stored study record and the first update that read it.
-#[derive(Debug)]
+/// A registered participant.
+#[derive(Debug, Clone)]
+struct UserRow {
+    /// The participant's row number, which an erasure records.
+    number: i64,
+    created_at: DateTime<Utc>,
+    enrollment: Enrollment,
+    withdrawal: Option<Withdrawal>,
+    erased_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of a participant's history.
+#[derive(Debug, Clone)]
+struct Event {
+    user_id: UserId,
+    // Kept as a real history keeps them, though only their number is read back.
+    #[allow(dead_code)]
+    kind: &'static str,
+    #[allow(dead_code)]
+    recorded_at: DateTime<Utc>,
+    #[allow(dead_code)]
+    enrollment: Enrollment,
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+/// A stored study record, its id (upload order) and the policy of the decision logged for it.
+#[derive(Debug, Clone)]
 struct Upload {
+    id: i64,
     record: StudyRecord,
-    used_in_version: Option<i64>,
+    /// The logged decision's policy word, `None` while no decision is logged for the key.
+    policy: Option<&'static str>,
 }
 
 /// Failures a test has asked for.
@@ -89,6 +138,8 @@ struct Faults {
     disk_full: bool,
     /// Study-data reads of update jobs still to lose their connection partway.
     broken_job_reads: u32,
+    /// Whether `backup` fails.
+    backups_failing: bool,
 }
 
 impl Tables {
@@ -114,6 +165,179 @@ impl Tables {
 
     fn next_version(&self) -> i64 {
         self.newest_parameters().map_or(1, |p| p.version + 1)
+    }
+
+    fn row_counts(&self) -> Vec<(String, u64)> {
+        let provenance = self
+            .updates
+            .iter()
+            .filter(|r| r.provenance.is_some())
+            .count();
+        let rows = [
+            self.users.len(),
+            self.parameters.len(),
+            self.decisions.len(),
+            self.uploads.len(),
+            self.updates.len(),
+            provenance,
+            self.events.len(),
+            self.erasures.len(),
+        ];
+        TABLES
+            .iter()
+            .zip(rows)
+            .map(|(table, rows)| ((*table).to_owned(), rows as u64))
+            .collect()
+    }
+
+    fn participant(&self, user: &UserId) -> Option<Participant> {
+        let row = self.users.get(user).filter(|row| row.erased_at.is_none())?;
+        Some(Participant {
+            user_id: user.clone(),
+            created_at: row.created_at,
+            enrollment: row.enrollment.clone(),
+            withdrawal: row.withdrawal.clone(),
+            decisions: self.decisions.iter().filter(|d| d.user_id == *user).count() as u64,
+            uploads: self
+                .uploads
+                .iter()
+                .filter(|u| u.record.user_id == *user)
+                .count() as u64,
+        })
+    }
+
+    /// A registered participant's row; an erased one is not registered.
+    fn live_user_mut(&mut self, user: &UserId) -> Result<&mut UserRow, StoreError> {
+        self.users
+            .get_mut(user)
+            .filter(|row| row.erased_at.is_none())
+            .ok_or(StoreError::UnknownUser)
+    }
+
+    fn record_event(&mut self, user: &UserId, kind: &'static str, at: DateTime<Utc>) {
+        let Some(row) = self.users.get(user) else {
+            return;
+        };
+        let event = Event {
+            user_id: user.clone(),
+            kind,
+            recorded_at: at,
+            enrollment: row.enrollment.clone(),
+            reason: row.withdrawal.as_ref().map(|w| w.reason.clone()),
+        };
+        self.events.push(event);
+    }
+
+    /// What the guard of `decision` finds: the participant's facts, and whether it holds.
+    fn check_guard(
+        &self,
+        row: &UserRow,
+        decision: &Decision,
+        guard: DecisionGuard,
+    ) -> (ParticipantFacts, bool) {
+        let DecisionGuard::InStudy {
+            warmup_first_decisions,
+            warmup_until_participants,
+        } = guard
+        else {
+            return (
+                ParticipantFacts {
+                    enrollment: row.enrollment.clone(),
+                    withdrawn: row.withdrawal.is_some(),
+                    earlier_in_study: 0,
+                    started_participants: 0,
+                },
+                true,
+            );
+        };
+        let earlier = warmup_first_decisions.map_or(0, |n| {
+            let found = self
+                .decisions
+                .iter()
+                .filter(|d| {
+                    d.user_id == decision.user_id
+                        && d.decision_type == decision.decision_type
+                        && d.decision_idx < decision.decision_idx
+                        && d.availability.is_available()
+                        && !matches!(d.policy, Policy::Host { .. })
+                })
+                .count() as u64;
+            found.min(u64::from(n))
+        });
+        let started = warmup_until_participants.map_or(0, |k| {
+            let found = self
+                .users
+                .values()
+                .filter(|u| {
+                    u.enrollment.start.as_ref().map_or(u.created_at, |s| s.at)
+                        <= decision.requested_at
+                })
+                .count() as u64;
+            found.min(u64::from(k))
+        });
+        let holds = row.enrollment.contains(decision.requested_at)
+            && row.withdrawal.is_none()
+            && row.erased_at.is_none()
+            && warmup_first_decisions.is_none_or(|n| earlier >= u64::from(n))
+            && warmup_until_participants.is_none_or(|k| started >= u64::from(k));
+        let facts = ParticipantFacts {
+            enrollment: row.enrollment.clone(),
+            withdrawn: row.withdrawal.is_some(),
+            earlier_in_study: earlier,
+            started_participants: started,
+        };
+        (facts, holds)
+    }
+
+    /// The first completed update that used upload `u`: the one of smallest version whose job
+    /// could read it, that learns from its decision's policy, and that started before its
+    /// participant withdrew.
+    fn used_in_version(&self, u: &Upload) -> Option<i64> {
+        if !u.record.available {
+            return None;
+        }
+        let withdrawn_at = self
+            .users
+            .get(&u.record.user_id)
+            .and_then(|row| row.withdrawal.as_ref())
+            .map(|w| w.at);
+        self.updates
+            .iter()
+            .filter(|r| r.status == UpdateStatus::Completed)
+            .filter(|r| self.watermarks.get(&r.id).is_some_and(|&w| u.id < w))
+            .filter(|r| {
+                let included = r
+                    .provenance
+                    .as_ref()
+                    .map_or("algorithm", |p| p.included_policies.as_str());
+                u.policy
+                    .is_none_or(|word| included.split(',').any(|w| w.trim() == word))
+            })
+            .filter(|r| match (withdrawn_at, r.started_at) {
+                (None, _) => true,
+                (Some(withdrawn), Some(started)) => withdrawn > started,
+                (Some(_), None) => false,
+            })
+            .filter_map(|r| r.parameter_version)
+            .min()
+    }
+
+    fn rebuild_upload_index(&mut self) {
+        self.upload_index = self
+            .uploads
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                (
+                    key(
+                        &u.record.user_id,
+                        &u.record.decision_type,
+                        u.record.decision_idx,
+                    ),
+                    i,
+                )
+            })
+            .collect();
     }
 
     fn update_mut(&mut self, id: Uuid) -> Option<&mut UpdateRequest> {
@@ -150,6 +374,17 @@ impl MemoryStore {
         self.lock().faults.disk_full = full;
     }
 
+    /// How many calls of the ports (of the store and of its update jobs) have reached it so
+    /// far, failed ones included: what a database would see as round trips.
+    pub fn calls(&self) -> u64 {
+        self.lock().calls
+    }
+
+    /// While `failing` is true, every backup fails (as on a full or unwritable backup disk).
+    pub fn set_backups_failing(&self, failing: bool) {
+        self.lock().faults.backups_failing = failing;
+    }
+
     /// The next `reads` times an update job reads study data, the connection is lost partway:
     /// the stream yields the first record (if any), then [`StoreError::Unavailable`].
     pub fn lose_connection_in_job_reads(&self, reads: u32) {
@@ -162,7 +397,8 @@ impl MemoryStore {
 
     /// The store for a read, unless a test made it unavailable.
     fn read(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.calls += 1;
         if inner.faults.unavailable {
             return Err(StoreError::Unavailable(
                 "the database cannot be reached".into(),
@@ -182,35 +418,186 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn add_user(&self, user: &UserId, _created_at: DateTime<Utc>) -> Result<(), StoreError> {
+    fn add_user(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        created_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.write()?;
-        if !inner.tables.users.insert(user.clone()) {
+        let tables = &mut inner.tables;
+        if tables.users.contains_key(user) {
             return Err(StoreError::UserExists);
         }
+        tables.next_user_number += 1;
+        let row = UserRow {
+            number: tables.next_user_number,
+            created_at,
+            enrollment: enrollment.clone(),
+            withdrawal: None,
+            erased_at: None,
+        };
+        tables.users.insert(user.clone(), row);
+        tables.record_event(user, "enrolled", created_at);
         Ok(())
     }
 
-    fn record_decision(&self, decision: &Decision) -> Result<Recorded, StoreError> {
+    fn participant(&self, user: &UserId) -> Result<Option<Participant>, StoreError> {
+        Ok(self.read()?.tables.participant(user))
+    }
+
+    fn change_enrollment(
+        &self,
+        user: &UserId,
+        enrollment: &Enrollment,
+        changed_at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError> {
         let mut inner = self.write()?;
         let tables = &mut inner.tables;
-        if !tables.users.contains(&decision.user_id) {
-            return Err(StoreError::UnknownUser);
+        let row = tables.live_user_mut(user)?;
+        row.enrollment = enrollment.clone();
+        tables.record_event(user, "enrollment_changed", changed_at);
+        tables.participant(user).ok_or(StoreError::UnknownUser)
+    }
+
+    fn withdraw(
+        &self,
+        user: &UserId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Participant, StoreError> {
+        let mut inner = self.write()?;
+        let tables = &mut inner.tables;
+        let row = tables.live_user_mut(user)?;
+        if row.withdrawal.is_some() {
+            return Err(StoreError::AlreadyWithdrawn);
         }
+        row.withdrawal = Some(Withdrawal {
+            at,
+            reason: reason.to_owned(),
+        });
+        tables.record_event(user, "withdrawn", at);
+        tables.participant(user).ok_or(StoreError::UnknownUser)
+    }
+
+    fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError> {
+        let mut inner = self.write()?;
+        let tables = &mut inner.tables;
+        let mut row = tables.live_user_mut(user)?.clone();
+        let pseudonym = UserId::parse(erasure.pseudonym.clone())
+            .map_err(|e| StoreError::Other(format!("unusable pseudonym: {e}").into()))?;
+        if tables.users.contains_key(&pseudonym) {
+            return Err(StoreError::Other("the pseudonym is taken".into()));
+        }
+        let uploads_before = tables.uploads.len();
+        tables.uploads.retain(|u| u.record.user_id != *user);
+        let uploads = uploads_before - tables.uploads.len();
+        tables.rebuild_upload_index();
+        let events_before = tables.events.len();
+        tables.events.retain(|e| e.user_id != *user);
+        let events = events_before - tables.events.len();
+        let mut actions = 0_u64;
+        for (i, d) in tables.decisions.iter_mut().enumerate() {
+            if d.user_id != *user {
+                continue;
+            }
+            actions += 1;
+            tables
+                .decision_index
+                .remove(&key(&d.user_id, &d.decision_type, d.decision_idx));
+            d.user_id = pseudonym.clone();
+            d.context = crate::domain::JsonObject::new();
+            d.state = State::default();
+            if let Availability::Unavailable { reason } = &mut d.availability {
+                *reason = None;
+            }
+            tables
+                .decision_index
+                .insert(key(&d.user_id, &d.decision_type, d.decision_idx), i);
+        }
+        tables.users.remove(user);
+        row.enrollment = Enrollment::default();
+        if let Some(w) = &mut row.withdrawal {
+            w.reason = String::new();
+        }
+        row.erased_at = Some(erasure.erased_at);
+        let number = row.number;
+        tables.users.insert(pseudonym, row);
+        let filled = Erasure {
+            participant_number: number,
+            row_counts: vec![
+                ("actions".to_owned(), actions),
+                ("study_data".to_owned(), uploads as u64),
+                ("participant_events".to_owned(), events as u64),
+                ("users".to_owned(), 1),
+            ],
+            ..erasure.clone()
+        };
+        tables.erasures.push(filled.clone());
+        Ok(filled)
+    }
+
+    fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError> {
+        let inner = self.read()?;
+        Ok(inner
+            .tables
+            .erasures
+            .iter()
+            .map(|e| e.pseudonym.clone())
+            .collect())
+    }
+
+    fn record_decision(
+        &self,
+        decision: &Decision,
+        guard: DecisionGuard,
+    ) -> Result<Recorded, StoreError> {
+        let mut inner = self.write()?;
+        let tables = &mut inner.tables;
         let k = key(
             &decision.user_id,
             &decision.decision_type,
             decision.decision_idx,
         );
-        // Study data for the key closes it, whether or not a decision was stored.
-        if tables.upload_index.contains_key(&k) {
-            return Err(StoreError::StudyDataExists);
-        }
+        let host = matches!(decision.policy, Policy::Host { .. });
+        let uploaded = tables.upload_index.get(&k).copied();
         if let Some(&i) = tables.decision_index.get(&k) {
+            // Study data for the key closes it to the service's decisions, logged or not; a
+            // host decision is compared with the stored one by the caller.
+            if uploaded.is_some() && !host {
+                return Err(StoreError::StudyDataExists);
+            }
             return Ok(Recorded::Existing(tables.decisions[i].clone()));
+        }
+        let Some(row) = tables.users.get(&decision.user_id) else {
+            return Err(StoreError::UnknownUser);
+        };
+        if let Some(u) = uploaded {
+            let upload = &tables.uploads[u].record;
+            if !host {
+                return Err(StoreError::StudyDataExists);
+            }
+            if upload.action != decision.action
+                || !upload.action_prob.agrees_with(decision.action_prob)
+            {
+                return Err(StoreError::UploadMismatch {
+                    logged_action: upload.action,
+                    logged_prob: upload.action_prob,
+                });
+            }
+        }
+        let (facts, holds) = tables.check_guard(row, decision, guard);
+        if !holds {
+            return Ok(Recorded::Ineligible(facts));
         }
         let version = decision.parameter_version;
         if !tables.parameters.iter().any(|p| p.version == version) {
             return Err(StoreError::UnknownParameterVersion);
+        }
+        if let Some(u) = uploaded {
+            let upload = &mut tables.uploads[u];
+            upload.policy = Some(decision.policy.as_str());
+            upload.record.available = decision.availability.is_available();
         }
         tables.decision_index.insert(k, tables.decisions.len());
         tables.decisions.push(decision.clone());
@@ -220,7 +607,7 @@ impl Store for MemoryStore {
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
         let mut inner = self.write()?;
         let tables = &mut inner.tables;
-        if !tables.users.contains(&record.user_id) {
+        if !tables.users.contains_key(&record.user_id) {
             return Err(StoreError::UnknownUser);
         }
         let k = key(&record.user_id, &record.decision_type, record.decision_idx);
@@ -240,14 +627,17 @@ impl Store for MemoryStore {
             available: logged.is_none_or(|d| d.availability.is_available()),
             ..record.clone()
         };
+        let policy = logged.map(|d| d.policy.as_str());
+        let action_logged = logged.is_some();
         tables.upload_index.insert(k, tables.uploads.len());
+        let id = tables.next_upload_id;
+        tables.next_upload_id += 1;
         tables.uploads.push(Upload {
+            id,
             record: stored,
-            used_in_version: None,
+            policy,
         });
-        Ok(UploadRecorded {
-            action_logged: logged.is_some(),
-        })
+        Ok(UploadRecorded { action_logged })
     }
 
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
@@ -271,7 +661,7 @@ impl Store for MemoryStore {
                         received_at: u.record.received_at,
                         outcome: u.record.outcome.clone(),
                         reward: u.record.reward,
-                        used_in_version: u.used_in_version,
+                        used_in_version: tables.used_in_version(u),
                     }
                 });
                 ExportRow {
@@ -344,7 +734,7 @@ impl Store for MemoryStore {
         request.started_at = Some(started_at);
         let request = request.clone();
         inner.claimed = true;
-        let snapshot = inner.tables.uploads.len();
+        let snapshot = inner.tables.next_upload_id;
         Ok(Some(Box::new(MemoryJob {
             store: self,
             request,
@@ -384,35 +774,45 @@ impl Store for MemoryStore {
         Ok(inner.tables.updates.iter().find(|r| r.id == id).cloned())
     }
 
-    fn backup(&self, _dir: &Path, _taken_at: DateTime<Utc>) -> Result<BackupReport, StoreError> {
-        Err(keeps_no_files())
+    fn backup(&self, dir: &Path, taken_at: DateTime<Utc>) -> Result<BackupReport, StoreError> {
+        let mut inner = self.read()?;
+        if inner.faults.backups_failing {
+            return Err(StoreError::Other("the backup could not be written".into()));
+        }
+        let name = format!(
+            "justin-backup-{}-{}.memory",
+            taken_at.format("%Y%m%dT%H%M%S%.6fZ"),
+            inner.backups.len() + 1
+        );
+        let path = dir.join(name);
+        let copy = inner.tables.clone();
+        let row_counts = copy.row_counts();
+        inner.backups.insert(path.clone(), copy);
+        Ok(BackupReport { path, row_counts })
     }
 
-    fn restore(&self, _file: &Path) -> Result<RestoreReport, StoreError> {
-        Err(keeps_no_files())
+    fn restore(&self, file: &Path) -> Result<RestoreReport, StoreError> {
+        let mut inner = self.write()?;
+        let copy = inner
+            .backups
+            .get(file)
+            .cloned()
+            .ok_or_else(|| no_backup(file))?;
+        let row_counts = copy.row_counts();
+        inner.tables = copy;
+        Ok(RestoreReport { row_counts })
     }
 
-    fn check_backup(&self, _file: &Path) -> Result<RestoreReport, StoreError> {
-        Err(keeps_no_files())
+    fn check_backup(&self, file: &Path) -> Result<RestoreReport, StoreError> {
+        let inner = self.read()?;
+        let copy = inner.backups.get(file).ok_or_else(|| no_backup(file))?;
+        Ok(RestoreReport {
+            row_counts: copy.row_counts(),
+        })
     }
 
     fn row_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let inner = self.read()?;
-        let t = &inner.tables;
-        let provenance = t.updates.iter().filter(|r| r.provenance.is_some()).count();
-        let rows = [
-            t.users.len(),
-            t.parameters.len(),
-            t.decisions.len(),
-            t.uploads.len(),
-            t.updates.len(),
-            provenance,
-        ];
-        Ok(TABLES
-            .iter()
-            .zip(rows)
-            .map(|(table, rows)| ((*table).to_owned(), rows as u64))
-            .collect())
+        Ok(self.read()?.tables.row_counts())
     }
 
     fn reset(&self) -> Result<(), StoreError> {
@@ -450,16 +850,19 @@ impl TestingStore for MemoryStore {
     }
 }
 
-fn keeps_no_files() -> StoreError {
-    StoreError::Other("the in-memory store keeps no files: it cannot back up or restore".into())
+fn no_backup(file: &Path) -> StoreError {
+    StoreError::InvalidBackup(format!(
+        "{} is not a backup this in-memory store took",
+        file.display()
+    ))
 }
 
 /// A claimed update request of a [`MemoryStore`]. Dropping it releases the claim.
 struct MemoryJob<'a> {
     store: &'a MemoryStore,
     request: UpdateRequest,
-    /// How many study records were stored when the job was claimed: it reads those.
-    snapshot: usize,
+    /// The id the next upload got when the job was claimed: it reads the uploads below it.
+    snapshot: i64,
 }
 
 impl UpdateJob for MemoryJob<'_> {
@@ -476,14 +879,21 @@ impl UpdateJob for MemoryJob<'_> {
 
     fn study_data(
         &mut self,
+        include: UpdateInclusion,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
         let mut inner = self.store.read()?;
-        let mut rows: Vec<Result<StudyRecord, StoreError>> = inner
-            .tables
+        let tables = &inner.tables;
+        let mut rows: Vec<Result<StudyRecord, StoreError>> = tables
             .uploads
             .iter()
-            .take(self.snapshot)
-            .filter(|u| u.record.available)
+            .filter(|u| u.id < self.snapshot && u.record.available)
+            .filter(|u| include.includes(u.policy))
+            .filter(|u| {
+                tables
+                    .users
+                    .get(&u.record.user_id)
+                    .is_some_and(|row| row.withdrawal.is_none())
+            })
             .map(|u| Ok(u.record.clone()))
             .collect();
         if inner.faults.broken_job_reads > 0 {
@@ -512,11 +922,7 @@ impl UpdateJob for MemoryJob<'_> {
         request.error = None;
         request.parameter_version = Some(version);
         request.provenance = Some(provenance.clone());
-        for upload in tables.uploads.iter_mut().take(self.snapshot) {
-            if upload.record.available && upload.used_in_version.is_none() {
-                upload.used_in_version = Some(version);
-            }
-        }
+        tables.watermarks.insert(self.request.id, self.snapshot);
         Ok(tables.push_parameters(algorithm, values, finished_at))
     }
 

@@ -86,6 +86,7 @@ fn left_pending(study: &Study, finished_at: DateTime<Utc>) -> UpdateRequest {
         config_hash: "c0ffee".into(),
         rows_read: 0,
         backup_file: None,
+        included_policies: "algorithm,warmup".into(),
     };
     job.complete(
         "coin",

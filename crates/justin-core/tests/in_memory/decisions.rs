@@ -2,7 +2,8 @@
 //! decision's own generator, stored once and returned as stored to every repeat.
 
 use justin_core::{
-    Action, ActionRequest, Availability, Clock, DomainError, Probability, State, UploadRequest,
+    Action, ActionRequest, Availability, Clock, DomainError, Enrollment, Probability, State,
+    UploadRequest,
 };
 use serde_json::json;
 
@@ -12,7 +13,9 @@ use crate::support::{action_request, object, upload_request, user, Study, SEED};
 fn a_participant_is_registered_once() {
     let study = Study::new();
     study.add_user("alice");
-    let again = study.service.add_user(&user("alice"));
+    let again = study
+        .service
+        .add_user(&user("alice"), &Enrollment::default());
     assert!(matches!(again, Err(DomainError::UserExists)), "{again:?}");
     assert_eq!(study.counts()["users"], 1);
 }

@@ -13,11 +13,28 @@ mod store_contract {
     justin_core::store_contract_suite!(MemoryStore::new);
 }
 
+/// The checks of durable storage that read backups only through the port: the memory store
+/// keeps its backups in memory under the path it reports, so it can run these.
+mod backups_kept_in_memory {
+    use justin_core::testing::MemoryStore;
+
+    justin_core::store_conformance_suite!(@tests MemoryStore::new;
+        restore_puts_back_every_row_and_continues_ids,
+        numbers_come_back_bit_for_bit_after_a_restore,
+        backup_and_restore_keep_the_life_of_the_trial,
+    );
+}
+
 mod callbacks;
 mod decisions;
+mod erasure;
+mod fallback;
+mod host;
 mod parameters;
+mod participants;
 mod readiness;
 mod replay;
 mod support;
 mod updates;
 mod uploads;
+mod warmup;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
-use justin_core::{Clock, DomainError, Service, Store, TestingStore};
+use justin_core::{Clock, DomainError, Enrollment, Service, Store, TestingStore};
 use serde_json::json;
 
 use crate::support::{object, settings, Coin, Study, Update};
@@ -126,7 +126,7 @@ fn a_cached_version_that_is_gone_is_replaced_by_the_current_one_before_the_draw(
     study.store.reset().unwrap();
     let other = study.another_process(settings());
     other.initialise(&object(json!({ "p": 0.0 }))).unwrap();
-    other.add_user(&alice).unwrap();
+    other.add_user(&alice, &Enrollment::default()).unwrap();
 
     let d = study.decide(&alice, 5);
     assert_eq!(d.parameter_version, 1, "not the cached version 3");

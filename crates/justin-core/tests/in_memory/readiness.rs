@@ -3,6 +3,7 @@
 
 use justin_core::service::DISK_FULL_HOLD;
 use justin_core::DomainError;
+use justin_core::Enrollment;
 
 use crate::support::{user, Study};
 
@@ -24,14 +25,19 @@ fn a_store_that_does_not_answer_is_not_ready() {
 fn a_write_refused_for_want_of_space_holds_readiness_off_until_a_write_succeeds() {
     let study = Study::new();
     study.store.set_disk_full(true);
-    let refused = study.service.add_user(&user("alice"));
+    let refused = study
+        .service
+        .add_user(&user("alice"), &Enrollment::default());
     assert!(matches!(refused, Err(DomainError::Store(_))), "{refused:?}");
     assert!(not_ready(&study));
 
     // Space is back, but nothing says so until a write succeeds.
     study.store.set_disk_full(false);
     assert!(not_ready(&study));
-    study.service.add_user(&user("alice")).unwrap();
+    study
+        .service
+        .add_user(&user("alice"), &Enrollment::default())
+        .unwrap();
     study.service.ready().unwrap();
 }
 
@@ -39,7 +45,10 @@ fn a_write_refused_for_want_of_space_holds_readiness_off_until_a_write_succeeds(
 fn readiness_returns_after_the_hold_when_no_write_comes() {
     let study = Study::new();
     study.store.set_disk_full(true);
-    assert!(study.service.add_user(&user("alice")).is_err());
+    assert!(study
+        .service
+        .add_user(&user("alice"), &Enrollment::default())
+        .is_err());
     let hold = DISK_FULL_HOLD.to_std().unwrap();
 
     study
@@ -54,6 +63,9 @@ fn readiness_returns_after_the_hold_when_no_write_comes() {
 fn other_failed_writes_leave_readiness_alone() {
     let study = Study::new();
     study.add_user("alice");
-    assert!(study.service.add_user(&user("alice")).is_err());
+    assert!(study
+        .service
+        .add_user(&user("alice"), &Enrollment::default())
+        .is_err());
     study.service.ready().unwrap();
 }

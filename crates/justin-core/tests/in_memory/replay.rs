@@ -5,15 +5,22 @@ use std::sync::Arc;
 
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
 use justin_core::{
-    Action, ActionRequest, Availability, Clock, Decision, Probability, ReplayMismatch,
-    ReplaySummary, Service, ServiceSettings, State, Store, TestingStore,
+    Action, ActionRequest, Availability, Clock, Decision, DecisionGuard, DecisionType, Enrollment,
+    HostDecisionRequest, Probability, ReplayMismatch, ReplaySummary, Service, ServiceSettings,
+    State, Store, TestingStore, TrialSettings, UpdateInclusion, Warmup,
 };
 
-use crate::support::{action_request, settings, Coin, Study};
+use crate::support::{
+    action_request, settings, settings_with, warmup, window, ActionFailure, Coin, Study,
+};
 
 fn replay(service: &Service) -> (ReplaySummary, Vec<ReplayMismatch>) {
     let mut mismatches = Vec::new();
-    let summary = service.replay(&mut |m| mismatches.push(m.clone())).unwrap();
+    let summary = service
+        .replay(&mut |m| mismatches.push(m.clone()), &mut |u| {
+            panic!("nothing was erased, yet {u:?} is unverifiable")
+        })
+        .unwrap();
     (summary, mismatches)
 }
 
@@ -57,7 +64,7 @@ fn every_decision_the_service_drew_replays() {
         summary,
         ReplaySummary {
             checked: 9,
-            mismatches: 0
+            ..ReplaySummary::default()
         }
     );
 }
@@ -67,7 +74,11 @@ fn copy_with(study: &Study, decisions: &[Decision], settings: ServiceSettings) -
     let store = Arc::new(MemoryStore::new());
     for name in ["alice", "bob"] {
         store
-            .add_user(&crate::support::user(name), study.clock.now())
+            .add_user(
+                &crate::support::user(name),
+                &Enrollment::default(),
+                study.clock.now(),
+            )
             .unwrap();
     }
     let first = study.store.parameters(1).unwrap().unwrap();
@@ -79,7 +90,7 @@ fn copy_with(study: &Study, decisions: &[Decision], settings: ServiceSettings) -
         .publish_parameters(&second.algorithm, &second.values, second.created_at)
         .unwrap();
     for d in decisions {
-        store.record_decision(d).unwrap();
+        store.record_decision(d, DecisionGuard::None).unwrap();
     }
     Service::new(
         store,
@@ -119,7 +130,8 @@ fn a_stored_decision_that_differs_from_its_replay_is_reported() {
         summary,
         ReplaySummary {
             checked: 9,
-            mismatches: 4
+            mismatches: 4,
+            ..ReplaySummary::default()
         }
     );
     let reported: Vec<(i64, &str)> = mismatches
@@ -174,4 +186,145 @@ fn decisions_replayed_with_another_study_seed_all_differ() {
     assert!(mismatches
         .iter()
         .all(|m| m.reason.starts_with("the stored seed is not")));
+}
+
+/// A study with decisions of every kind: warm-up and algorithm draws, fallback draws after an
+/// error and a panic, decisions out of the study and after a withdrawal, an unavailable one,
+/// a host decision, under two parameter versions.
+fn study_of_every_kind() -> Study {
+    let study = Study::with_settings(settings_with(trial()));
+    let t0 = study.clock.now();
+    let alice = study.add_user("alice");
+    let bob = study.enroll("bob", &window(Some(t0 + chrono::Duration::hours(1)), None));
+    for i in 0..3 {
+        let d = study.decide(&alice, i);
+        study.upload(&d, 0.75);
+    }
+    for (i, failure) in [(3, ActionFailure::Error), (4, ActionFailure::Panic)] {
+        study.algorithm.fail_actions(Some(failure));
+        study.decide(&alice, i);
+    }
+    study.algorithm.fail_actions(None);
+    study.decide(&bob, 0);
+    study.run_update(1);
+    study.clock.advance(std::time::Duration::from_secs(7200));
+    for i in 1..4 {
+        study.decide(&bob, i);
+    }
+    let off = ActionRequest {
+        availability: Availability::unavailable(Some("asleep".into())).unwrap(),
+        ..action_request(&bob, 4, study.clock.now())
+    };
+    study.service.request_action(off).unwrap();
+    study.service.withdraw(&alice, "left").unwrap();
+    study.decide(&alice, 5);
+    let now = study.clock.now();
+    study
+        .service
+        .record_host_decision(HostDecisionRequest {
+            user_id: bob.clone(),
+            decision_type: DecisionType::default(),
+            decision_idx: crate::support::idx(9),
+            requested_at: now,
+            sent_timestamp: now.to_rfc3339(),
+            availability: Availability::Available,
+            context: crate::support::object(serde_json::json!({ "x": 9 })),
+            action: Action::One,
+            action_prob: Probability::new(0.9).unwrap(),
+            decided_by: "schedule".into(),
+        })
+        .unwrap();
+    study
+}
+
+fn trial() -> TrialSettings {
+    TrialSettings {
+        warmup: Some(Warmup {
+            first_decisions: Some(2),
+            ..warmup(0.8)
+        }),
+        fallback: Some(Probability::new(0.3).unwrap()),
+        include: UpdateInclusion::default(),
+    }
+}
+
+#[test]
+fn replay_is_exact_across_warm_up_fallback_out_of_study_withdrawn_and_host_decisions() {
+    let study = study_of_every_kind();
+    let kinds: Vec<(String, Option<&'static str>, i64)> = study
+        .store
+        .decisions()
+        .unwrap()
+        .map(|d| {
+            let d = d.unwrap();
+            let out = match d.availability {
+                Availability::OutOfStudy(why) => Some(why.as_str()),
+                _ => None,
+            };
+            (d.policy.as_str().to_owned(), out, d.parameter_version)
+        })
+        .collect();
+    let k = |policy: &str, out: Option<&'static str>, v: i64| (policy.to_owned(), out, v);
+    assert_eq!(
+        kinds,
+        vec![
+            k("warmup", None, 1),
+            k("warmup", None, 1),
+            k("algorithm", None, 1),
+            k("fallback", None, 1),
+            k("fallback", None, 1),
+            k("algorithm", Some("not_in_study"), 1),
+            k("warmup", None, 2),
+            k("warmup", None, 2),
+            k("algorithm", None, 2),
+            k("algorithm", None, 2),
+            k("algorithm", Some("withdrawn"), 2),
+            k("host", None, 2),
+        ]
+    );
+
+    let (summary, mismatches) = replay(&study.service);
+    assert_eq!(mismatches, vec![]);
+    assert_eq!(
+        summary,
+        ReplaySummary {
+            checked: 11,
+            host_decided: 1,
+            ..ReplaySummary::default()
+        }
+    );
+}
+
+#[test]
+fn warm_up_and_fallback_decisions_do_not_replay_without_their_settings() {
+    let study = study_of_every_kind();
+    let without = study.another_process(settings());
+    let (summary, mismatches) = replay(&without);
+    let reasons: Vec<&str> = mismatches.iter().map(|m| m.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "warm-up is not configured",
+            "warm-up is not configured",
+            "the fallback is not configured",
+            "the fallback is not configured",
+            "warm-up is not configured",
+            "warm-up is not configured",
+        ]
+    );
+    assert_eq!(summary.mismatches, 6);
+
+    // Another warm-up probability draws other decisions.
+    let changed = study.another_process(settings_with(TrialSettings {
+        warmup: Some(Warmup {
+            first_decisions: Some(2),
+            ..warmup(0.2)
+        }),
+        ..trial()
+    }));
+    let (_, mismatches) = replay(&changed);
+    assert_eq!(mismatches.len(), 4);
+    assert!(mismatches
+        .iter()
+        .all(|m| m.reason == "the probability differs" || m.reason == "the action differs"));
 }

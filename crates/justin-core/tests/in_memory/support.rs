@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
 use justin_core::{
     Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, Availability, CallbackPolicy,
-    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, JsonObject, Probability, Service,
-    ServiceSettings, State, Store, StudyRecord, UploadRecorded, UploadRequest, UserId,
+    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, Enrollment, JsonObject, Probability,
+    SentTime, Service, ServiceSettings, State, Store, StudyRecord, TrialSettings, UploadRecorded,
+    UploadRequest, UserId, Warmup,
 };
 use serde_json::json;
 
@@ -35,15 +36,30 @@ pub enum Update {
     StopAfterFirstRecord(Weak<Service>),
 }
 
+/// How [`Coin::get_action`] fails, when told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionFailure {
+    /// Returns `InvalidParameters`.
+    Error,
+    /// Panics, with the state's value in the message.
+    Panic,
+}
+
 /// A coin-flip algorithm: parameters `{"p": P(action = 1), "n": records read}`, the state is
 /// the context's `x`, the reward the outcome's `r`.
 #[derive(Debug, Default)]
 pub struct Coin {
     update: Mutex<Update>,
     infinite_rewards: Mutex<bool>,
+    action_failure: Mutex<Option<ActionFailure>>,
 }
 
 impl Coin {
+    /// From now on, `get_action` fails as `failure` says (or draws, for `None`).
+    pub fn fail_actions(&self, failure: Option<ActionFailure>) {
+        *self.action_failure.lock().unwrap() = failure;
+    }
+
     /// From now on, updates do `update`.
     pub fn set_update(&self, update: Update) {
         *self.update.lock().unwrap() = update;
@@ -96,6 +112,16 @@ impl Algorithm for Coin {
             return Err(AlgorithmError::InvalidInput(
                 "the state must hold one number".into(),
             ));
+        }
+        let failure = *self.action_failure.lock().unwrap();
+        match failure {
+            Some(ActionFailure::Error) => {
+                return Err(AlgorithmError::InvalidParameters(
+                    "p is out of order".into(),
+                ))
+            }
+            Some(ActionFailure::Panic) => panic!("the coin melted at x = {}", state.values()[0]),
+            None => {}
         }
         Ok(ActionChoice::draw(probability(parameters)?, rng))
     }
@@ -173,6 +199,8 @@ pub fn settings() -> ServiceSettings {
         callbacks: callback_policy(),
         service_version: "0.0.0-test".into(),
         config_hash: "c0ffee".into(),
+        trial: TrialSettings::default(),
+        erasure_backup_dir: "/backups/erasures".into(),
     }
 }
 
@@ -218,6 +246,43 @@ pub fn upload_request(d: &Decision, r: f64) -> UploadRequest {
         state: d.state.clone(),
         outcome: object(json!({ "r": r })),
     }
+}
+
+/// [`settings`] with `trial`.
+pub fn settings_with(trial: TrialSettings) -> ServiceSettings {
+    ServiceSettings {
+        trial,
+        ..settings()
+    }
+}
+
+/// A warm-up with probability `p` and no condition (each test sets its own).
+pub fn warmup(p: f64) -> Warmup {
+    Warmup {
+        probability: Probability::new(p).unwrap(),
+        until: None,
+        first_decisions: None,
+        until_participants: None,
+        until_first_update: false,
+    }
+}
+
+/// The time in the study from `start` (inclusive) to `end` (exclusive), sent as RFC 3339.
+pub fn window(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Enrollment {
+    let sent = |at: DateTime<Utc>| SentTime {
+        at,
+        sent: at.to_rfc3339(),
+    };
+    Enrollment::new(start.map(sent), end.map(sent)).unwrap()
+}
+
+/// What the decision with seed `seed` draws with probability `p`: the warm-up's and the
+/// fallback's draw.
+pub fn fixed_draw(seed: u64, p: f64) -> ActionChoice {
+    ActionChoice::draw(
+        Probability::new(p).unwrap(),
+        &mut DecisionRng::from_seed(seed),
+    )
 }
 
 /// A study over the in-memory ports: the service and the fakes it is wired to, for tests to
@@ -271,10 +336,29 @@ impl Study {
         )
     }
 
+    /// Registers `name` with `enrollment`.
+    pub fn enroll(&self, name: &str, enrollment: &Enrollment) -> UserId {
+        let id = user(name);
+        self.service.add_user(&id, enrollment).unwrap();
+        id
+    }
+
+    /// Runs the next update, which must complete, and returns its request.
+    pub fn run_update(&self, n: u32) -> justin_core::UpdateRequest {
+        let request = self.request_update(n);
+        let (finished, outcome) = self.service.run_next_update().unwrap().unwrap();
+        assert!(
+            matches!(outcome, justin_core::UpdateOutcome::Completed { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(finished.id, request.id);
+        finished
+    }
+
     /// Registers `name`.
     pub fn add_user(&self, name: &str) -> UserId {
         let id = user(name);
-        self.service.add_user(&id).unwrap();
+        self.service.add_user(&id, &Enrollment::default()).unwrap();
         id
     }
 

@@ -58,6 +58,7 @@ fn an_update_reads_the_available_data_and_publishes_the_next_version() {
             config_hash: "c0ffee".into(),
             rows_read: 2,
             backup_file: None,
+            included_policies: "algorithm,warmup".into(),
         }),
         "the unavailable decision's record is not read"
     );

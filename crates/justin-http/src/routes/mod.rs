@@ -10,6 +10,7 @@ pub mod action;
 pub mod data;
 pub mod export;
 pub mod health;
+pub mod host_decision;
 pub mod openapi;
 pub mod parameters;
 pub mod update;
@@ -23,6 +24,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/add_user")
                     .route(web::post().to(users::add::handle))
+                    .default_service(method_not_allowed("POST")),
+            )
+            .service(
+                web::resource("/users/{user_id}")
+                    .route(web::get().to(users::show::handle))
+                    .route(web::patch().to(users::change::handle))
+                    .default_service(method_not_allowed("GET, PATCH")),
+            )
+            .service(
+                web::resource("/users/{user_id}/withdraw")
+                    .route(web::post().to(users::withdraw::handle))
+                    .default_service(method_not_allowed("POST")),
+            )
+            .service(
+                web::resource("/users/{user_id}/erase")
+                    .route(web::post().to(users::erase::handle))
+                    .default_service(method_not_allowed("POST")),
+            )
+            .service(
+                web::resource("/host_decision")
+                    .route(web::post().to(host_decision::record::handle))
                     .default_service(method_not_allowed("POST")),
             )
             .service(
@@ -111,6 +133,10 @@ mod tests {
             (Method::POST, "/api/v1/parameters", "GET"),
             (Method::TRACE, "/healthz", "GET"),
             (Method::HEAD, "/readyz", "GET"),
+            (Method::POST, "/api/v1/users/u1", "GET, PATCH"),
+            (Method::GET, "/api/v1/users/u1/withdraw", "POST"),
+            (Method::DELETE, "/api/v1/users/u1/erase", "POST"),
+            (Method::GET, "/api/v1/host_decision", "POST"),
         ];
 
         for (method, path, allowed) in cases {

@@ -165,6 +165,14 @@ impl Contract {
                     }
                 }
                 "additionalProperties" => {} // Checked with `properties`, or below.
+                "propertyNames" => {
+                    if let Some(object) = value.as_object() {
+                        for key in object.keys() {
+                            let name = Value::String(key.clone());
+                            self.walk(rule, &name, &format!("{at}.{key} (name)"), errors);
+                        }
+                    }
+                }
                 "items" => {
                     if let Some(items) = value.as_array() {
                         for (i, item) in items.iter().enumerate() {

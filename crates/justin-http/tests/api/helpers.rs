@@ -34,6 +34,14 @@ pub fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with `configure` changing the configuration last.
 pub fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_algorithms(configure, &justin_algos::builtin())
+}
+
+/// Like [`spawn_app_with`], with `algorithms` as the algorithms `algorithm.name` may name.
+pub fn spawn_app_with_algorithms(
+    configure: impl FnOnce(&mut Config),
+    algorithms: &justin_core::Registry,
+) -> TestApp {
     let db = TestDatabase::create();
     let scratch = ScratchDir::new();
     let mut config = Config::default();
@@ -42,8 +50,8 @@ pub fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.backup.dir = scratch.path().to_path_buf();
     configure(&mut config);
     let backup_dir = config.backup.dir.clone();
-    let server = start(config, &justin_algos::builtin())
-        .unwrap_or_else(|e| panic!("the service did not start: {e}"));
+    let server =
+        start(config, algorithms).unwrap_or_else(|e| panic!("the service did not start: {e}"));
     TestApp {
         client: Client::new(server.base_url(), Some(WAIT)),
         backup_dir,
@@ -126,6 +134,25 @@ impl TestApp {
     /// See [`Client::get`].
     pub fn get(&self, path: &str) -> (u16, Value) {
         self.client.get(path)
+    }
+
+    /// PATCHes `body` as JSON; the status and the answer.
+    pub fn patch_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let reply = self.client.send("PATCH", path, Some(body), &[]);
+        (reply.status, reply.json)
+    }
+
+    /// POSTs with no body at all; the status and the answer.
+    pub fn post_empty(&self, path: &str) -> (u16, Value) {
+        let reply = self.client.send("POST", path, None, &[]);
+        (reply.status, reply.json)
+    }
+
+    /// `GET /api/v1/users/{user}`, which must answer 200; the `user` object.
+    pub fn participant(&self, user: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/users/{user}"));
+        assert_eq!(status, 200, "users/{user}: {body}");
+        body["user"].clone()
     }
 
     /// See [`Client::delete`].

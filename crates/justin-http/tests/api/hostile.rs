@@ -161,12 +161,24 @@ fn post_routes() -> Vec<(&'static str, Value)> {
             "/api/v1/update",
             json!({ "timestamp": "2025-01-01T12:00:00Z", "callback_url": "http://127.0.0.1:9/cb" }),
         ),
+        ("/api/v1/users/hostile/withdraw", json!({ "reason": "r" })),
+        (
+            "/api/v1/host_decision",
+            json!({
+                "user_id": "hostile", "timestamp": "2025-01-01T12:00:00Z", "decision_idx": 0,
+                "context": {}, "action": 1, "action_prob": 0.5, "decided_by": "app",
+            }),
+        ),
     ]
 }
 
-/// Every route with the methods it answers.
+/// Every route with the methods it answers (comma-separated when several).
 const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/add_user", "POST"),
+    ("/api/v1/users/u1", "GET, PATCH"),
+    ("/api/v1/users/u1/withdraw", "POST"),
+    ("/api/v1/users/u1/erase", "POST"),
+    ("/api/v1/host_decision", "POST"),
     ("/api/v1/action", "POST"),
     ("/api/v1/upload_data", "POST"),
     ("/api/v1/update", "POST"),
@@ -547,6 +559,9 @@ fn unknown_routes_get_404_and_wrong_methods_405_in_json() {
         "/api/v1/action/extra",
         "/api/v1/%00",
         "/api/v1/update/not-a-uuid/extra",
+        "/api/v1/users",
+        "/api/v1/users/",
+        "/api/v1/users/u1/withdraw/extra",
     ] {
         for method in ["GET", "POST"] {
             cases.push((
@@ -563,7 +578,7 @@ fn unknown_routes_get_404_and_wrong_methods_405_in_json() {
     }
     for (path, allowed) in ROUTES {
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
-            if method == *allowed {
+            if allowed.split(", ").any(|a| a == method) {
                 continue;
             }
             cases.push((
@@ -619,6 +634,16 @@ fn malformed_path_parameters_get_a_4xx() {
     ] {
         cases.push((get(path), 404, ""));
     }
+    for path in ["/api/v1/users/a%00b", "/api/v1/users/a%0Ab"] {
+        cases.push((
+            get(path),
+            400,
+            "user_id must not contain control characters.",
+        ));
+    }
+    cases.push((get("/api/v1/users/%FF%FE"), 404, ""));
+    let long: &'static str = Box::leak(format!("/api/v1/users/{}", "a".repeat(256)).into());
+    cases.push((get(long), 400, "user_id must be at most 255 bytes long."));
     run_table(&app, &cases);
 }
 

@@ -5,19 +5,23 @@
 
 mod action;
 mod auth;
+mod commands;
 mod contract;
 mod decision_types;
 mod export;
 mod health;
 mod helpers;
+mod host_decision;
 mod hostile;
 mod openapi;
+mod participants;
 mod reproducibility;
 mod safety;
 mod slow_clients;
 mod stopping;
 mod template;
 mod timestamps;
+mod trial;
 mod update;
 mod upload;
 mod users;

@@ -401,6 +401,8 @@ fn run_one_update(
             },
             service_version: env!("CARGO_PKG_VERSION").into(),
             config_hash: "0".repeat(64),
+            trial: justin_core::TrialSettings::default(),
+            erasure_backup_dir: std::env::temp_dir(),
         },
     );
     assert_eq!(service.initialise(&JsonObject::new()).unwrap().version, 1);

@@ -119,6 +119,8 @@ fn service_on(
             },
             service_version: env!("CARGO_PKG_VERSION").into(),
             config_hash: "0".repeat(64),
+            trial: justin_core::TrialSettings::default(),
+            erasure_backup_dir: std::env::temp_dir(),
         },
     ))
 }
@@ -132,7 +134,9 @@ fn an_update_stopped_while_reading_is_put_back_and_runs_at_the_next_start() {
     algorithm.service.set(Arc::downgrade(&service)).unwrap();
     service.initialise(&JsonObject::new()).unwrap();
     let user = UserId::parse("p1").unwrap();
-    service.add_user(&user).unwrap();
+    service
+        .add_user(&user, &justin_core::Enrollment::default())
+        .unwrap();
     for idx in 0..3 {
         let decision_idx = DecisionIdx::new(idx).unwrap();
         let context = JsonObject::new();

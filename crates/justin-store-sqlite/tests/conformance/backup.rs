@@ -1,7 +1,8 @@
 //! Backups written here: restored into another SQLite database they give back every row, and
 //! their files have the layout and the value formats `justin-store` (PostgreSQL) writes and
-//! reads. A backup in PostgreSQL's formats restores here; one taken before the decision-types
-//! migration is refused with what to do instead.
+//! reads. A backup in PostgreSQL's formats restores here, and so does one taken before the
+//! trial-life migration; one taken before the decision-types migration is refused with what
+//! to do instead.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use justin_core::{
     Availability, CallbackDelivery, CallbackStatus, Decision, DecisionType, ExportRow, Recorded,
     Store, StoreError, StudyRecord, TestingStore, UpdateRequest,
 };
+use justin_core::{DecisionGuard, Enrollment, Policy, UpdateInclusion};
 use justin_store_sqlite::testing::TestDatabase;
 
 use crate::support::{pack, unpack, ScratchDir};
@@ -22,11 +24,13 @@ fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
         .seed_parameters("algo", &serde_json::json!({"mu": [0.5, 1]}), at(0))
         .unwrap();
     for name in ["alice", "bob"] {
-        store.add_user(&user(name), at(0)).unwrap();
+        store
+            .add_user(&user(name), &Enrollment::default(), at(0))
+            .unwrap();
     }
     for i in 0..3 {
         let d = decision("alice", i, params.version);
-        store.record_decision(&d).unwrap();
+        store.record_decision(&d, DecisionGuard::None).unwrap();
         store.record_study_data(&upload_for(&d)).unwrap();
     }
     // An upload without a logged decision.
@@ -40,13 +44,15 @@ fn populate(store: &dyn Store) -> Vec<uuid::Uuid> {
         "evening",
         Some("driving, \"busy\""),
     );
-    store.record_decision(&off).unwrap();
+    store.record_decision(&off, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&off)).unwrap();
     let morning = Decision {
         decision_type: DecisionType::parse("morning").unwrap(),
         ..decision("alice", 0, params.version)
     };
-    store.record_decision(&morning).unwrap();
+    store
+        .record_decision(&morning, DecisionGuard::None)
+        .unwrap();
     let requests: Vec<UpdateRequest> = (1..=3).map(update_request).collect();
     for r in &requests {
         store.create_update_request(r).unwrap();
@@ -112,7 +118,7 @@ fn a_backup_restores_into_another_sqlite_database() {
     let target = TestDatabase::create();
     target
         .store()
-        .add_user(&user("someone-else"), at(0))
+        .add_user(&user("someone-else"), &Enrollment::default(), at(0))
         .unwrap();
     let report = target.store().restore(&backup.path).unwrap();
 
@@ -129,7 +135,10 @@ fn a_backup_restores_into_another_sqlite_database() {
     // Ids continue after the restored ones.
     let next = decision("bob", 0, 2);
     assert_eq!(
-        target.store().record_decision(&next).unwrap(),
+        target
+            .store()
+            .record_decision(&next, DecisionGuard::None)
+            .unwrap(),
         Recorded::Inserted
     );
     assert_eq!(
@@ -166,7 +175,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "20250201000000",
             "20250301000000",
             "20250401000000",
-            "20250402000000"
+            "20250402000000",
+            "20250501000000"
         ])
     );
     let names: Vec<&str> = manifest["tables"]
@@ -183,7 +193,9 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "actions",
             "study_data",
             "model_update_requests",
-            "update_provenance"
+            "update_provenance",
+            "participant_events",
+            "erasures"
         ]
     );
     for table in manifest["tables"].as_array().unwrap() {
@@ -201,16 +213,27 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     let users = &files["users.csv"];
     assert_eq!(
         users.lines().nth(1).unwrap(),
-        "1,alice,2025-06-15T15:06:40.000000Z",
-        "ids, text and RFC 3339 times in UTC with microseconds"
+        "1,alice,2025-06-15T15:06:40.000000Z,,,,,,,",
+        "ids, text and RFC 3339 times in UTC with microseconds; no window, withdrawal or erasure"
     );
     let study = &files["study_data.csv"];
-    // action_logged, decision_type, available: the three columns before sent_timestamp (whose
-    // values here hold no comma).
+    // action_logged, decision_type, available: the three columns before sent_timestamp and
+    // policy (whose values here hold no comma).
+    let policies: Vec<&str> = study
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit_once(',').map_or(l, |(_, policy)| policy))
+        .collect();
+    assert_eq!(
+        policies,
+        ["algorithm", "algorithm", "algorithm", "", "algorithm"],
+        "the logged decision's policy, NULL without one"
+    );
     let last_three: Vec<&str> = study
         .lines()
         .skip(1)
         .map(|l| {
+            let l = l.rsplit_once(',').map_or(l, |(rest, _)| rest);
             let before_sent = l.rsplit_once(',').map_or(l, |(rest, _)| rest);
             before_sent
                 .rsplitn(4, ',')
@@ -231,16 +254,19 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     );
     let provenance = &files["update_provenance.csv"];
     assert!(
-        provenance.ends_with(",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5\n"),
+        provenance
+            .ends_with(",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5,\"algorithm,warmup\"\n"),
         "NULL as an empty field; the update could read study data up to id 5: {provenance}"
     );
     let actions = &files["actions.csv"];
     assert!(
-        actions.contains(",0,0.0,1,42,evening,f,\"driving, \"\"busy\"\"\",2025-01-01T12:00:00Z\n"),
+        actions.contains(
+            ",0,0.0,1,42,evening,f,\"driving, \"\"busy\"\"\",2025-01-01T12:00:00Z,algorithm,,,t\n"
+        ),
         "an unavailable decision with its quoted reason: {actions}"
     );
     assert!(
-        actions.ends_with(",1,0.75,1,42,morning,t,,2025-01-01T12:00:00Z\n"),
+        actions.ends_with(",1,0.75,1,42,morning,t,,2025-01-01T12:00:00Z,algorithm,,,t\n"),
         "no reason is NULL: {actions}"
     );
     assert!(
@@ -426,15 +452,19 @@ fn a_backup_in_postgres_formats_restores() {
     assert_eq!(export[0].upload.as_ref().unwrap().used_in_version, Some(2));
     assert_eq!(export[1].upload, None);
     // Ids continue after the restored ones, and the restored user is there.
-    assert!(store.add_user(&user("alice"), at(0)).is_err());
-    store.add_user(&user("bob"), at(0)).unwrap();
+    assert!(store
+        .add_user(&user("alice"), &Enrollment::default(), at(0))
+        .is_err());
+    store
+        .add_user(&user("bob"), &Enrollment::default(), at(0))
+        .unwrap();
     let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
     assert_eq!(counts["users"], 2);
     let backup = store.backup(&dir, at(5)).unwrap();
     let users = &unpack(&backup.path)["users.csv"];
     assert!(users.contains("\n8,bob,"), "{users}");
     assert!(
-        users.contains("\n7,alice,2025-01-01T12:00:00.123456Z\n"),
+        users.contains("\n7,alice,2025-01-01T12:00:00.123456Z,,,,,,,\n"),
         "{users}"
     );
 }
@@ -471,7 +501,9 @@ fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
 
     let db = TestDatabase::create();
     let store = db.store();
-    store.add_user(&user("kept"), at(0)).unwrap();
+    store
+        .add_user(&user("kept"), &Enrollment::default(), at(0))
+        .unwrap();
     for result in [store.check_backup(&file), store.restore(&file)] {
         match result {
             Err(StoreError::InvalidBackup(reason)) => {
@@ -483,4 +515,151 @@ fn a_backup_from_before_decision_types_is_refused_with_what_to_do() {
     }
     let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
     assert_eq!(counts["users"], 1, "nothing changed");
+}
+
+/// A backup taken before migration 2025-05-01 (the life of a trial) has neither the columns it
+/// appended nor its two tables: it restores, and its rows read as the migration completes rows
+/// (no windows, withdrawals or erasures; decisions drawn by the algorithm in the study; uploads
+/// with their logged decision's policy; updates that learned from the algorithm's decisions).
+#[test]
+fn a_backup_from_before_the_trial_life_restores_with_what_rows_were() {
+    let dir = ScratchDir::new();
+    std::fs::create_dir_all(&*dir).unwrap();
+    let file = dir.join("before-trial-life.tar");
+    let id = UPDATE_ID;
+    let t = "2025-01-01T12:00:00.000000Z";
+    let [users, parameters, _] = unchanged_tables();
+    let tables = [
+        users,
+        parameters,
+        (
+            "actions",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,state,action,\
+             action_prob,parameter_version,rng_seed,decision_type,available,unavailable_reason,\
+             sent_timestamp",
+            format!(
+                "41,alice,0,{t},{t},{{}},[1],1,0.75,1,-1,default,t,,then\n\
+                 42,alice,1,{t},{t},{{}},[],0,0,1,5,default,f,asleep,then\n"
+            ),
+        ),
+        (
+            "study_data",
+            "id,user_id,decision_idx,request_timestamp,created_at,context,action,action_prob,\
+             state,outcome,reward,action_logged,decision_type,available,sent_timestamp",
+            format!(
+                "9,alice,0,{t},{t},{{}},1,0.75,[3],{{}},1,t,default,t,then\n\
+                 10,alice,7,{t},{t},{{}},0,0.5,[3],{{}},0,f,default,t,then\n"
+            ),
+        ),
+        (
+            "model_update_requests",
+            "id,request_timestamp,created_at,callback_url,status,finished_at,error,\
+             parameter_version,attempts,started_at,callback_status,callback_attempts,\
+             callback_error,callback_finished_at,sent_timestamp",
+            format!("{id},{t},{t},http://cb,completed,{t},,2,1,{t},delivered,1,,{t},then\n"),
+        ),
+        (
+            "update_provenance",
+            "update_id,parameter_version,service_version,algorithm,config_hash,rows_read,\
+             backup_file,created_at,last_study_data_id",
+            format!("{id},2,0.1.0,algo,abc,1,,{t},10\n"),
+        ),
+    ];
+    write_backup_file(
+        &file,
+        &[
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000",
+            "20250402000000",
+        ],
+        &tables,
+    );
+
+    let db = TestDatabase::create();
+    let store = db.store();
+    store
+        .add_user(&user("kept"), &Enrollment::default(), at(0))
+        .unwrap();
+    let checked = store.check_backup(&file).unwrap();
+    let report = store.restore(&file).unwrap();
+    assert_eq!(report, checked);
+    let names: Vec<&str> = report.row_counts.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "users",
+            "model_parameters",
+            "actions",
+            "study_data",
+            "model_update_requests",
+            "update_provenance"
+        ],
+        "the backup's tables"
+    );
+
+    let counts: BTreeMap<String, u64> = store.row_counts().unwrap().into_iter().collect();
+    assert_eq!(counts["users"], 1, "the restore replaced every row");
+    assert_eq!((counts["participant_events"], counts["erasures"]), (0, 0));
+    let alice = store.participant(&user("alice")).unwrap().unwrap();
+    assert_eq!(alice.enrollment, Enrollment::default());
+    assert_eq!(alice.withdrawal, None);
+    assert_eq!((alice.decisions, alice.uploads), (2, 2));
+    let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert!(decisions.iter().all(|d| d.policy == Policy::Algorithm));
+    assert_eq!(decisions[0].availability, Availability::Available);
+    assert_eq!(decisions[1].availability.reason(), Some("asleep"));
+    assert!(decisions[1].availability.in_study());
+    let request = store
+        .update_request(uuid::Uuid::parse_str(UPDATE_ID).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.provenance.unwrap().included_policies, "algorithm");
+    let export: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        export[0].upload.as_ref().unwrap().used_in_version,
+        Some(2),
+        "the update learned from the algorithm's decisions"
+    );
+    // An update that learns from the algorithm's decisions only reads both uploads: the one of
+    // the algorithm's decision, and the one without a logged decision.
+    let job = store.claim_update(at(1));
+    assert!(job.unwrap().is_none(), "nothing is queued");
+    store.create_update_request(&update_request(9)).unwrap();
+    let mut job = store.claim_update(at(2)).unwrap().unwrap();
+    let read = job
+        .study_data(UpdateInclusion {
+            warmup: false,
+            fallback: false,
+            host: false,
+        })
+        .unwrap()
+        .count();
+    assert_eq!(read, 2);
+    drop(job);
+
+    // A backup taken now has every column and table, with the defaults filled in.
+    let backup = store.backup(&dir, at(5)).unwrap();
+    let files = unpack(&backup.path);
+    assert!(files["users.csv"].contains(&format!(
+        "\n7,alice,{}\n",
+        "2025-01-01T12:00:00.123456Z,,,,,,,"
+    )));
+    let study: Vec<&str> = files["study_data.csv"].lines().skip(1).collect();
+    assert!(study[0].ends_with(",then,algorithm"), "{study:?}");
+    assert!(
+        study[1].ends_with(",then,"),
+        "no logged decision: {study:?}"
+    );
+    assert!(files["actions.csv"].contains(",asleep,then,algorithm,,,t\n"));
+    assert!(files["update_provenance.csv"].ends_with(",10,algorithm\n"));
+    assert_eq!(
+        files["participant_events.csv"],
+        "id,user_id,kind,recorded_at,study_start,study_start_sent,study_end,study_end_sent,reason\n"
+    );
+    assert_eq!(
+        files["erasures.csv"],
+        "id,erased_at,participant_number,pseudonym,row_counts,backup_file\n"
+    );
 }

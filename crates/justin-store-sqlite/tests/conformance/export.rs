@@ -3,6 +3,7 @@
 //! moment.
 
 use justin_core::builders::{at, decision, upload_for, user};
+use justin_core::{DecisionGuard, Enrollment};
 use justin_core::{Provenance, Store, UpdateRequest};
 use justin_store_sqlite::testing::TestDatabase;
 
@@ -16,10 +17,12 @@ fn uploads_stored_after_the_export_started_are_not_joined() {
     let params = store
         .seed_parameters("algo", &serde_json::json!({}), at(0))
         .unwrap();
-    store.add_user(&user("alice"), at(0)).unwrap();
+    store
+        .add_user(&user("alice"), &Enrollment::default(), at(0))
+        .unwrap();
     for i in 0..DECISIONS {
         store
-            .record_decision(&decision("alice", i, params.version))
+            .record_decision(&decision("alice", i, params.version), DecisionGuard::None)
             .unwrap();
     }
     let mut export = store.export().unwrap();
@@ -46,10 +49,12 @@ fn an_update_completed_after_the_export_started_is_not_shown() {
     let params = store
         .seed_parameters("algo", &serde_json::json!({}), at(0))
         .unwrap();
-    store.add_user(&user("alice"), at(0)).unwrap();
+    store
+        .add_user(&user("alice"), &Enrollment::default(), at(0))
+        .unwrap();
     for i in 0..DECISIONS {
         let d = decision("alice", i, params.version);
-        store.record_decision(&d).unwrap();
+        store.record_decision(&d, DecisionGuard::None).unwrap();
         store.record_study_data(&upload_for(&d)).unwrap();
     }
     let mut export = store.export().unwrap();
@@ -71,6 +76,7 @@ fn an_update_completed_after_the_export_started_is_not_shown() {
         config_hash: "h".into(),
         rows_read: DECISIONS as u64,
         backup_file: None,
+        included_policies: "algorithm".into(),
     };
     let v2 = store
         .claim_update(at(1))

@@ -5,6 +5,7 @@
 use std::sync::Barrier;
 
 use justin_core::builders::{at, decision, upload_for, user};
+use justin_core::{DecisionGuard, Enrollment};
 use justin_core::{Recorded, Store, TestingStore, UploadRecorded};
 use justin_store_sqlite::testing::TestDatabase;
 
@@ -32,12 +33,12 @@ fn eight_writers_with_readers_and_a_backup_see_no_lock_errors() {
             handles.push(s.spawn(move || {
                 let mut errors = Vec::new();
                 barrier.wait();
-                if let Err(e) = store.add_user(&user(name), at(0)) {
+                if let Err(e) = store.add_user(&user(name), &Enrollment::default(), at(0)) {
                     errors.push(format!("add_user: {e:?}"));
                 }
                 for i in 0..DECISIONS {
                     let d = decision(name, i, params.version);
-                    match store.record_decision(&d) {
+                    match store.record_decision(&d, DecisionGuard::None) {
                         Ok(Recorded::Inserted) => {}
                         other => errors.push(format!("record_decision {name} {i}: {other:?}")),
                     }

@@ -1,7 +1,8 @@
 //! The store's tests against real SQLite files: the shared storage conformance suite, then
 //! what only this adapter has (concurrent load without lock errors, `:memory:` URLs, backups
 //! written here restored here and their file format, the update lease across "processes", the
-//! migrations, the export's snapshot, and setup errors). One binary, so the suite links once.
+//! migrations, the export's snapshot, erasure down to the file's bytes, and setup errors). One
+//! binary, so the suite links once.
 //!
 //! Every test gets a database file of its own from `TestDatabase::create`; nothing needs to be
 //! installed.
@@ -16,6 +17,7 @@ mod conformance {
 }
 
 mod backup;
+mod erasure;
 mod export;
 mod jobs;
 mod load;

@@ -1,13 +1,16 @@
 //! The migrations: every `down.sql` reverts its `up.sql`, the study-safety and decision-types
 //! migrations fill their new columns sensibly for rows stored before them, and the
-//! decision-types revert refuses rows the old schema cannot hold.
+//! decision-types revert refuses rows the old schema cannot hold, and the trial-life migration
+//! keeps what rows were and refuses inconsistent ones.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Text};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use justin_core::builders::{at, decision, unavailable, upload_for, user};
+use justin_core::DecisionGuard;
 use justin_core::{
-    Availability, Decision, DecisionType, Provenance, Recorded, Store, TestingStore, UpdateRequest,
+    Availability, Decision, DecisionType, Enrollment, Policy, Provenance, Recorded, Store,
+    TestingStore, UpdateRequest,
 };
 use justin_store_sqlite::testing::TestDatabase;
 
@@ -21,6 +24,7 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 #[test]
 fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -35,6 +39,7 @@ fn every_migration_reverts_and_applies_again() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -49,6 +54,7 @@ fn every_migration_reverts_and_applies_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -89,6 +95,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
 
@@ -203,6 +210,7 @@ fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -214,6 +222,7 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
 
@@ -245,7 +254,12 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
         decision_type: DecisionType::parse("morning").unwrap(),
         ..decision("alice", 0, 1)
     };
-    assert_eq!(store.record_decision(&morning).unwrap(), Recorded::Inserted);
+    assert_eq!(
+        store
+            .record_decision(&morning, DecisionGuard::None)
+            .unwrap(),
+        Recorded::Inserted
+    );
     let id: i64 = diesel::dsl::sql::<BigInt>("SELECT max(id) FROM actions")
         .get_result(&mut connect(&db))
         .unwrap();
@@ -261,13 +275,19 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
         ))
         .unwrap();
     let mut job = store.claim_update(at(1)).unwrap().unwrap();
-    assert_eq!(job.study_data().unwrap().count(), 3);
+    assert_eq!(
+        job.study_data(justin_core::UpdateInclusion::default())
+            .unwrap()
+            .count(),
+        3
+    );
     let provenance = Provenance {
         service_version: "t".into(),
         algorithm: "algo".into(),
         config_hash: "h".into(),
         rows_read: 3,
         backup_file: None,
+        included_policies: "algorithm".into(),
     };
     let v4 = job
         .complete("algo", &serde_json::json!({}), &provenance, at(2))
@@ -290,12 +310,14 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     let params = store
         .seed_parameters("algo", &serde_json::json!({}), at(0))
         .unwrap();
-    store.add_user(&user("alice"), at(0)).unwrap();
+    store
+        .add_user(&user("alice"), &Enrollment::default(), at(0))
+        .unwrap();
     let plain = decision("alice", 0, params.version);
-    store.record_decision(&plain).unwrap();
+    store.record_decision(&plain, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&plain)).unwrap();
     let off = unavailable(decision("alice", 1, params.version), "default", None);
-    store.record_decision(&off).unwrap();
+    store.record_decision(&off, DecisionGuard::None).unwrap();
     store
         .create_update_request(&UpdateRequest::new(
             uuid::Uuid::new_v4(),
@@ -311,6 +333,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
         config_hash: "h".into(),
         rows_read: 1,
         backup_file: None,
+        included_policies: "algorithm".into(),
     };
     store
         .claim_update(at(1))
@@ -338,6 +361,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE NOT available")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
     assert_eq!(db.revert_last_migration(), "20250301000000");
@@ -370,6 +394,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned(),
         ]
     );
     let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
@@ -386,4 +411,160 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             ..upload
         }]
     );
+}
+
+/// Rows stored before migration 2025-05-01 keep what they were: participants with an open
+/// window who never withdrew (and a history that starts afterwards), decisions the algorithm
+/// drew for a participant in the study, uploads carrying their logged decision's policy (none
+/// without one), updates that learned from the algorithm's decisions; and the tables of
+/// histories and erasures are new and empty. Reverting the migration and applying it again
+/// keeps the rows it found.
+#[test]
+fn trial_life_migration_keeps_what_rows_were() {
+    let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
+    let t = "2025-01-01T00:00:00.000000Z";
+    connect(&db)
+        .batch_execute(&format!(
+            "INSERT INTO users (user_id, created_at) VALUES ('alice', '{t}'), ('bob', '{t}');
+             INSERT INTO model_parameters VALUES (1, 'algo', '{{}}', '{t}'),
+                                                 (2, 'algo', '{{}}', '{t}');
+             INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context,
+                                  state, action, action_prob, parameter_version, rng_seed,
+                                  decision_type, available, unavailable_reason, sent_timestamp)
+             VALUES ('alice', 0, '{t}', '{t}', '{{\"x\":1}}', '[1]', 1, 0.75, 1, 7, 'default',
+                     1, NULL, 'then'),
+                    ('alice', 1, '{t}', '{t}', '{{}}', '[]', 0, 0, 1, 8, 'default', 0,
+                     'driving', 'then');
+             INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at,
+                                     context, action, action_prob, state, outcome, reward,
+                                     action_logged, decision_type, available, sent_timestamp)
+             VALUES ('alice', 0, '{t}', '{t}', '{{}}', 1, 0.75, '[]', '{{}}', 1, 1, 'default', 1,
+                     'then'),
+                    ('bob', 5, '{t}', '{t}', '{{}}', 0, 0.5, '[]', '{{}}', 0, 0, 'default', 1,
+                     'then');
+             INSERT INTO model_update_requests (id, request_timestamp, created_at, callback_url,
+                                                status, finished_at, parameter_version,
+                                                attempts, started_at, callback_status,
+                                                sent_timestamp)
+             VALUES ('00000000-0000-0000-0000-000000000001', '{t}', '{t}', 'http://x',
+                     'completed', '{t}', 2, 1, '{t}', 'delivered', 'then');
+             INSERT INTO update_provenance VALUES ('00000000-0000-0000-0000-000000000001', 2,
+                                                   '0.1.0', 'algo', 'abc', 2, NULL, '{t}', 2);"
+        ))
+        .unwrap();
+
+    assert_eq!(
+        db.store().run_migrations().unwrap(),
+        vec!["2025-05-01-000000_trial_life".to_owned()]
+    );
+
+    let store = db.store();
+    let decisions: Vec<Decision> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(decisions.len(), 2);
+    for d in &decisions {
+        assert_eq!(d.policy, Policy::Algorithm);
+        assert!(d.availability.in_study());
+    }
+    assert_eq!(decisions[1].availability.reason(), Some("driving"));
+    let alice = store.participant(&user("alice")).unwrap().unwrap();
+    assert_eq!(alice.enrollment, Enrollment::default());
+    assert_eq!(alice.withdrawal, None);
+    assert_eq!((alice.decisions, alice.uploads), (2, 1));
+    #[derive(QueryableByName)]
+    struct Policies {
+        #[diesel(sql_type = Nullable<Text>)]
+        policy: Option<String>,
+    }
+    let policies: Vec<Option<String>> =
+        diesel::sql_query("SELECT policy FROM study_data ORDER BY id")
+            .load::<Policies>(&mut connect(&db))
+            .unwrap()
+            .into_iter()
+            .map(|p| p.policy)
+            .collect();
+    assert_eq!(policies, [Some("algorithm".to_owned()), None]);
+    let request = store
+        .update_request(uuid::Uuid::from_u128(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.provenance.unwrap().included_policies, "algorithm");
+    let export: Vec<_> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        export[0].upload.as_ref().map(|u| u.used_in_version),
+        Some(Some(2)),
+        "the update that read the upload still shows"
+    );
+    let counts: std::collections::BTreeMap<String, u64> =
+        store.row_counts().unwrap().into_iter().collect();
+    assert_eq!((counts["participant_events"], counts["erasures"]), (0, 0));
+
+    // Reverted and applied again, the rows the migration found are as they were.
+    assert_eq!(db.revert_last_migration(), "20250501000000");
+    assert_eq!(
+        db.store().run_migrations().unwrap(),
+        vec!["2025-05-01-000000_trial_life".to_owned()]
+    );
+    let again: Vec<Decision> = db
+        .store()
+        .decisions()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(again, decisions);
+}
+
+/// The columns the migration adds refuse rows the service never writes.
+#[test]
+fn trial_life_columns_refuse_inconsistent_rows() {
+    let db = TestDatabase::create();
+    let t = "2025-01-01T00:00:00.000000Z";
+    let mut conn = connect(&db);
+    conn.batch_execute(&format!(
+        "INSERT INTO users (user_id, created_at) VALUES ('alice', '{t}');
+         INSERT INTO model_parameters VALUES (1, 'algo', '{{}}', '{t}');"
+    ))
+    .unwrap();
+    let action = |columns: &str, values: &str| {
+        format!(
+            "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
+             state, action, action_prob, parameter_version, rng_seed, available, \
+             unavailable_reason, {columns}) \
+             VALUES ('alice', 0, '{t}', '{t}', '{{}}', '[]', 0, 0, 1, 0, {values})"
+        )
+    };
+    let refused = [
+        "UPDATE users SET study_start = '2025-02-01T00:00:00.000000Z'".to_owned(),
+        format!(
+            "UPDATE users SET study_start = '{t}', study_start_sent = 'a', \
+             study_end = '{t}', study_end_sent = 'b'"
+        ),
+        "UPDATE users SET withdrawal_reason = 'moved'".to_owned(),
+        action("policy", "1, NULL, 'warmup-ish'"),
+        action("policy", "1, NULL, 'fallback'"),
+        action("policy, decided_by", "1, NULL, 'algorithm', 'me'"),
+        action("in_study", "1, NULL, 0"),
+        action("in_study", "0, 'driving', 0"),
+        format!(
+            "INSERT INTO participant_events (user_id, kind, recorded_at, reason) \
+             VALUES ('alice', 'enrolled', '{t}', 'why')"
+        ),
+        format!("INSERT INTO erasures VALUES ('x', '{t}', 1, 'erased-x', 'not json', 'f.tar')"),
+    ];
+    for sql in &refused {
+        assert!(conn.batch_execute(sql).is_err(), "accepted: {sql}");
+    }
+    let accepted = [
+        format!(
+            "UPDATE users SET study_start = '{t}', study_start_sent = 'a', \
+             study_end = '2025-02-01T00:00:00.000000Z', study_end_sent = 'b'"
+        ),
+        action(
+            "in_study, policy, fallback_reason",
+            "0, 'withdrawn', 0, 'fallback', 'nan'",
+        ),
+    ];
+    for sql in &accepted {
+        conn.batch_execute(sql).unwrap();
+    }
 }

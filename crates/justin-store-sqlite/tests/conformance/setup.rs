@@ -52,6 +52,7 @@ fn a_file_database_is_created_in_wal_mode_and_reopened() {
     store
         .add_user(
             &justin_core::builders::user("alice"),
+            &justin_core::Enrollment::default(),
             justin_core::builders::at(0),
         )
         .unwrap();
@@ -67,6 +68,7 @@ fn a_file_database_is_created_in_wal_mode_and_reopened() {
     assert!(matches!(
         again.add_user(
             &justin_core::builders::user("alice"),
+            &justin_core::Enrollment::default(),
             justin_core::builders::at(0)
         ),
         Err(justin_core::StoreError::UserExists)

@@ -52,7 +52,12 @@ fn a_dropped_job_leaves_no_lock_in_the_pool() {
     let worker = second_store(&db, 1);
 
     let mut job = worker.claim_update(at(10)).unwrap().unwrap();
-    assert_eq!(job.study_data().unwrap().count(), 2);
+    assert_eq!(
+        job.study_data(justin_core::UpdateInclusion::default())
+            .unwrap()
+            .count(),
+        2
+    );
     drop(job);
 
     assert_eq!(advisory_locks(&db), 0, "the lock went with the job");
@@ -74,7 +79,12 @@ fn a_worker_killed_mid_update_changes_nothing_and_its_request_runs_again() {
 
     let mut job = worker.claim_update(at(10)).unwrap().unwrap();
     job.current_parameters().unwrap();
-    assert_eq!(job.study_data().unwrap().count(), 3);
+    assert_eq!(
+        job.study_data(justin_core::UpdateInclusion::default())
+            .unwrap()
+            .count(),
+        3
+    );
     // kill -9 of the worker, as the database sees it: its session ends mid-transaction.
     let killed: i64 = diesel::dsl::sql::<BigInt>(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' \
@@ -166,7 +176,9 @@ fn a_job_waits_for_an_upload_in_flight_and_reads_it() {
     let db = TestDatabase::create();
     populate(db.store(), 1);
     let late = decision("alice", 100, 1);
-    db.store().record_decision(&late).unwrap();
+    db.store()
+        .record_decision(&late, justin_core::DecisionGuard::None)
+        .unwrap();
     let mut other = connect(&db);
     // An upload whose id is drawn before the job starts but which commits after it asked for
     // its watermark, and a later one that commits at once with a higher id.
@@ -185,7 +197,10 @@ fn a_job_waits_for_an_upload_in_flight_and_reads_it() {
     let (waited, read, version) = std::thread::scope(|s| {
         let worker = s.spawn(|| {
             let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
-            let read = job.study_data().unwrap().count();
+            let read = job
+                .study_data(justin_core::UpdateInclusion::default())
+                .unwrap()
+                .count();
             let version = job
                 .complete("algo", &serde_json::json!({}), &provenance(), at(11))
                 .unwrap()

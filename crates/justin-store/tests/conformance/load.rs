@@ -22,7 +22,9 @@ fn backup_under_load_is_one_consistent_snapshot() {
         .unwrap();
     let names: Vec<String> = (0..WRITERS).map(|w| format!("writer-{w}")).collect();
     for name in &names {
-        store.add_user(&user(name), at(0)).unwrap();
+        store
+            .add_user(&user(name), &justin_core::Enrollment::default(), at(0))
+            .unwrap();
     }
     let dir = ScratchDir::new();
     let stop = AtomicBool::new(false);
@@ -37,7 +39,9 @@ fn backup_under_load_is_one_consistent_snapshot() {
                 let mut i = 0;
                 while !stop.load(Ordering::SeqCst) {
                     let d = decision(name, i, 1);
-                    store.record_decision(&d).unwrap();
+                    store
+                        .record_decision(&d, justin_core::DecisionGuard::None)
+                        .unwrap();
                     store.record_study_data(&upload_for(&d)).unwrap();
                     written.fetch_add(1, Ordering::SeqCst);
                     i += 1;

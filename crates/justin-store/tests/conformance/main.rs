@@ -16,10 +16,13 @@ mod conformance {
     justin_core::store_conformance_suite!(TestDatabase::create);
 }
 
+mod between_adapters;
+mod erasure;
 mod jobs;
 mod load;
 mod migrations;
 mod restore;
+mod round_trips;
 
 mod support {
     use std::collections::BTreeMap;
@@ -101,7 +104,9 @@ mod support {
         store
             .seed_parameters("algo", &serde_json::json!({"mu": 0}), at(0))
             .unwrap();
-        store.add_user(&user("alice"), at(0)).unwrap();
+        store
+            .add_user(&user("alice"), &justin_core::Enrollment::default(), at(0))
+            .unwrap();
         for i in 0..n {
             store.record_study_data(&record("alice", i)).unwrap();
         }
@@ -122,7 +127,9 @@ mod backup {
         let db = TestDatabase::create();
         let store = db.store();
         populate(store, 3);
-        store.record_decision(&decision("alice", 7, 1)).unwrap();
+        store
+            .record_decision(&decision("alice", 7, 1), justin_core::DecisionGuard::None)
+            .unwrap();
         let dir = ScratchDir::new();
 
         let taken_at = "2025-03-04T05:06:07.089012Z".parse().unwrap();
@@ -138,9 +145,11 @@ mod backup {
             files.keys().map(String::as_str).collect::<Vec<_>>(),
             vec![
                 "actions.csv",
+                "erasures.csv",
                 "manifest.json",
                 "model_parameters.csv",
                 "model_update_requests.csv",
+                "participant_events.csv",
                 "study_data.csv",
                 "update_provenance.csv",
                 "users.csv"
@@ -158,7 +167,8 @@ mod backup {
                 "20250301000000",
                 "20250401000000",
                 "20250402000000",
-                "20250403000000"
+                "20250403000000",
+                "20250501000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -169,6 +179,8 @@ mod backup {
             ("study_data", 3),
             ("model_update_requests", 0),
             ("update_provenance", 0),
+            ("participant_events", 1),
+            ("erasures", 0),
         ];
         assert_eq!(tables.len(), expected_rows.len());
         for ((name, rows), table) in expected_rows.iter().zip(tables) {
@@ -189,7 +201,43 @@ mod backup {
         }
         assert_eq!(
             tables[0]["columns"],
-            serde_json::json!(["id", "user_id", "created_at"])
+            serde_json::json!([
+                "id",
+                "user_id",
+                "created_at",
+                "study_start",
+                "study_start_sent",
+                "study_end",
+                "study_end_sent",
+                "withdrawn_at",
+                "withdrawal_reason",
+                "erased_at"
+            ])
+        );
+        assert_eq!(
+            tables[6]["columns"],
+            serde_json::json!([
+                "id",
+                "user_id",
+                "kind",
+                "recorded_at",
+                "study_start",
+                "study_start_sent",
+                "study_end",
+                "study_end_sent",
+                "reason"
+            ])
+        );
+        assert_eq!(
+            tables[7]["columns"],
+            serde_json::json!([
+                "id",
+                "erased_at",
+                "participant_number",
+                "pseudonym",
+                "row_counts",
+                "backup_file"
+            ])
         );
         assert!(files["actions.csv"].contains("alice,7,"));
         assert_eq!(
@@ -302,7 +350,9 @@ mod setup {
         assert_eq!(outcome, vec!["ok", "ok", "ok"]);
 
         store.ping().unwrap();
-        store.add_user(&user("alice"), at(0)).unwrap();
+        store
+            .add_user(&user("alice"), &justin_core::Enrollment::default(), at(0))
+            .unwrap();
         assert!(
             store.run_migrations().unwrap().is_empty(),
             "migrated already"
@@ -329,11 +379,12 @@ mod setup {
                 "2025-03-01-000000_decision_types".to_owned(),
                 "2025-04-01-000000_exact_numbers".to_owned(),
                 "2025-04-02-000000_sent_timestamps".to_owned(),
-                "2025-04-03-000000_decision_key_lock".to_owned()
+                "2025-04-03-000000_decision_key_lock".to_owned(),
+                "2025-05-01-000000_trial_life".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());
-        assert_eq!(store.row_counts().unwrap().len(), 6);
+        assert_eq!(store.row_counts().unwrap().len(), 8);
         drop(store);
         drop_database(&name);
     }
@@ -410,7 +461,9 @@ mod errors {
     fn unknown_parameter_version_is_reported_as_such() {
         let db = TestDatabase::create();
         populate(db.store(), 0);
-        let result = db.store().record_decision(&decision("alice", 0, 99));
+        let result = db
+            .store()
+            .record_decision(&decision("alice", 0, 99), justin_core::DecisionGuard::None);
         assert!(
             matches!(result, Err(StoreError::UnknownParameterVersion)),
             "{result:?}"
@@ -433,11 +486,12 @@ mod errors {
         drop(db);
 
         // First the pooled connection's statement fails, then new connections do.
-        let add = store.add_user(&user("alice"), at(0));
+        let add = store.add_user(&user("alice"), &justin_core::Enrollment::default(), at(0));
         assert!(matches!(add, Err(StoreError::Unavailable(_))), "{add:?}");
         let ping = store.ping();
         assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
-        let decision = store.record_decision(&decision("alice", 0, 1));
+        let decision =
+            store.record_decision(&decision("alice", 0, 1), justin_core::DecisionGuard::None);
         assert!(
             matches!(decision, Err(StoreError::Unavailable(_))),
             "{decision:?}"
@@ -450,14 +504,21 @@ mod errors {
         populate(db.store(), 0);
         let mut d = decision("alice", 0, 1);
         d.rng_seed = 0x8000_0000_0000_0001;
-        assert_eq!(db.store().record_decision(&d).unwrap(), Recorded::Inserted);
+        assert_eq!(
+            db.store()
+                .record_decision(&d, justin_core::DecisionGuard::None)
+                .unwrap(),
+            Recorded::Inserted
+        );
         let raw: i64 =
             diesel::dsl::sql::<diesel::sql_types::BigInt>("SELECT rng_seed FROM actions")
                 .get_result(&mut PgConnection::establish(db.url()).unwrap())
                 .unwrap();
         assert_eq!(raw, i64::MIN + 1);
         assert_eq!(
-            db.store().record_decision(&d).unwrap(),
+            db.store()
+                .record_decision(&d, justin_core::DecisionGuard::None)
+                .unwrap(),
             Recorded::Existing(d)
         );
     }

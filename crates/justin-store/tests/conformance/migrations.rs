@@ -13,6 +13,7 @@ use crate::support::connect;
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
@@ -52,7 +53,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
-            "2025-04-03-000000_decision_key_lock".to_owned()
+            "2025-04-03-000000_decision_key_lock".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned()
         ]
     );
 
@@ -90,6 +92,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
@@ -142,7 +145,8 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
-            "2025-04-03-000000_decision_key_lock".to_owned()
+            "2025-04-03-000000_decision_key_lock".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned()
         ]
     );
 
@@ -193,7 +197,9 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
         ..decision("alice", 0, 3)
     };
     assert_eq!(
-        db.store().record_decision(&morning).unwrap(),
+        db.store()
+            .record_decision(&morning, justin_core::DecisionGuard::None)
+            .unwrap(),
         Recorded::Inserted
     );
 }
@@ -208,15 +214,20 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     store
         .add_user(
             &justin_core::builders::user("alice"),
+            &justin_core::Enrollment::default(),
             justin_core::builders::at(0),
         )
         .unwrap();
-    store.record_decision(&decision("alice", 0, 1)).unwrap();
+    store
+        .record_decision(&decision("alice", 0, 1), justin_core::DecisionGuard::None)
+        .unwrap();
     let morning = justin_core::Decision {
         decision_type: DecisionType::parse("morning").unwrap(),
         ..decision("alice", 0, 1)
     };
-    store.record_decision(&morning).unwrap();
+    store
+        .record_decision(&morning, justin_core::DecisionGuard::None)
+        .unwrap();
 
     let down =
         include_str!("../../../../migrations/postgres/2025-03-01-000000_decision_types/down.sql");
@@ -232,6 +243,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
     assert_eq!(db.revert_last_migration(), "20250401000000");
@@ -242,7 +254,8 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2025-03-01-000000_decision_types".to_owned(),
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
-            "2025-04-03-000000_decision_key_lock".to_owned()
+            "2025-04-03-000000_decision_key_lock".to_owned(),
+            "2025-05-01-000000_trial_life".to_owned()
         ]
     );
     // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
@@ -261,5 +274,203 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             sent_timestamp: refilled,
             ..kept
         }]
+    );
+}
+
+/// Rows stored before migration 2025-05-01 keep what they were: participants with open windows
+/// who never withdrew, decisions of the algorithm in the study, uploads under their logged
+/// decision's policy, updates that learned from the algorithm's decisions. And the rules of a
+/// trial's life work on them: a participant registered before it can be erased in place.
+#[test]
+fn trial_life_migration_keeps_old_rows_as_they_were() {
+    let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
+    connect(&db)
+        .batch_execute(
+            "INSERT INTO users (user_id, created_at) VALUES ('alice', '2025-01-01');
+             INSERT INTO model_parameters VALUES (1, 'algo', '{}', '2025-01-01'),
+                                                 (2, 'algo', '{}', '2025-01-02');
+             INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context,
+                                  state, action, action_prob, parameter_version, rng_seed,
+                                  sent_timestamp, available, unavailable_reason)
+             VALUES ('alice', 0, '2025-01-01', '2025-01-01', '{\"steps\": 10}', '[1]', 1, 0.75,
+                     1, 0, '2025-01-01T00:00:00Z', true, NULL),
+                    ('alice', 1, '2025-01-01', '2025-01-01', '{}', '[]', 0, 0, 1, 0,
+                     '2025-01-01T00:00:00Z', false, 'driving');
+             INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at,
+                                     context, action, action_prob, state, outcome, reward,
+                                     action_logged, sent_timestamp)
+             VALUES ('alice', 0, '2025-01-01', '2025-01-01', '{}', 1, 0.75, '[1]',
+                     '{\"mood\": 3}', 0, true, '2025-01-01T00:00:00Z'),
+                    ('alice', 5, '2025-01-01', '2025-01-01', '{}', 1, 0.5, '[1]', '{}', 0,
+                     false, '2025-01-01T00:00:00Z');
+             INSERT INTO model_update_requests (id, request_timestamp, created_at, callback_url,
+                                                status, finished_at, parameter_version,
+                                                started_at, sent_timestamp)
+             VALUES ('00000000-0000-0000-0000-000000000001', '2025-01-02', '2025-01-02',
+                     'http://x', 'completed', '2025-01-02', 2, '2025-01-02',
+                     '2025-01-02T00:00:00Z');
+             INSERT INTO update_provenance (update_id, parameter_version, service_version,
+                                            algorithm, config_hash, rows_read, created_at,
+                                            last_study_data_id)
+             VALUES ('00000000-0000-0000-0000-000000000001', 2, '1', 'algo', 'h', 2,
+                     '2025-01-02', 2);",
+        )
+        .unwrap();
+
+    assert_eq!(
+        db.store().run_migrations().unwrap(),
+        vec!["2025-05-01-000000_trial_life".to_owned()]
+    );
+
+    let store = db.store();
+    let decisions: Vec<_> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert_eq!(decisions.len(), 2);
+    assert!(decisions
+        .iter()
+        .all(|d| d.policy == justin_core::Policy::Algorithm && d.availability.in_study()));
+    #[derive(diesel::QueryableByName)]
+    struct Policy {
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        policy: Option<String>,
+    }
+    let policies: Vec<Option<String>> =
+        diesel::sql_query("SELECT policy FROM study_data ORDER BY decision_idx")
+            .load::<Policy>(&mut connect(&db))
+            .unwrap()
+            .into_iter()
+            .map(|p| p.policy)
+            .collect();
+    assert_eq!(policies, vec![Some("algorithm".to_owned()), None]);
+    let update = store
+        .update_request(uuid::Uuid::from_u128(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.provenance.unwrap().included_policies, "algorithm");
+    let alice = store
+        .participant(&justin_core::builders::user("alice"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.enrollment, justin_core::Enrollment::default());
+    assert_eq!(alice.withdrawal, None);
+    assert_eq!((alice.decisions, alice.uploads), (2, 2));
+    // The export reads the old uploads as before: the logged one was read by the update.
+    let used: Vec<Option<i64>> = store
+        .export()
+        .unwrap()
+        .map(|r| r.unwrap().upload.and_then(|u| u.used_in_version))
+        .collect();
+    assert_eq!(used, vec![Some(2), None]);
+
+    let id = uuid::Uuid::from_u128(7);
+    let erased = store
+        .erase_participant(
+            &justin_core::builders::user("alice"),
+            &justin_core::Erasure {
+                id,
+                erased_at: justin_core::builders::at(0),
+                participant_number: 0,
+                pseudonym: format!("erased-{id}"),
+                row_counts: vec![],
+                backup_file: "/b/before.tar".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(erased.participant_number, 1, "the users row keeps its id");
+    assert_eq!(
+        erased.row_counts,
+        vec![
+            ("actions".to_owned(), 2),
+            ("study_data".to_owned(), 2),
+            ("participant_events".to_owned(), 0),
+            ("users".to_owned(), 1),
+        ]
+    );
+    let kept: Vec<_> = store.decisions().unwrap().map(Result::unwrap).collect();
+    assert!(kept
+        .iter()
+        .all(|d| d.user_id.as_str() == erased.pseudonym && d.context.is_empty()));
+    // The client's reason for unavailability goes with the participant.
+    assert_eq!(
+        kept[1].availability,
+        Availability::Unavailable { reason: None }
+    );
+}
+
+#[test]
+fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
+    let db = TestDatabase::create();
+    let store = db.store();
+    store
+        .seed_parameters("algo", &serde_json::json!({}), justin_core::builders::at(0))
+        .unwrap();
+    for name in ["alice", "bob"] {
+        store
+            .add_user(
+                &justin_core::builders::user(name),
+                &justin_core::Enrollment::default(),
+                justin_core::builders::at(0),
+            )
+            .unwrap();
+    }
+    store
+        .record_decision(&decision("alice", 0, 1), justin_core::DecisionGuard::None)
+        .unwrap();
+    let warmup = justin_core::Decision {
+        policy: justin_core::Policy::Warmup,
+        ..decision("bob", 0, 1)
+    };
+    store
+        .record_decision(&warmup, justin_core::DecisionGuard::None)
+        .unwrap();
+
+    let down =
+        include_str!("../../../../migrations/postgres/2025-05-01-000000_trial_life/down.sql");
+    let mut conn = connect(&db);
+    let refused = conn
+        .batch_execute(&format!("BEGIN; {down}"))
+        .unwrap_err()
+        .to_string();
+    conn.batch_execute("ROLLBACK").unwrap();
+    assert!(refused.contains("cannot revert"), "{refused}");
+    assert_eq!(store.decisions().unwrap().count(), 2, "nothing was dropped");
+
+    // A withdrawal is refused the same way.
+    connect(&db)
+        .batch_execute("DELETE FROM actions WHERE policy = 'warmup'")
+        .unwrap();
+    store
+        .withdraw(
+            &justin_core::builders::user("bob"),
+            "moved",
+            justin_core::builders::at(1),
+        )
+        .unwrap();
+    let refused = conn
+        .batch_execute(&format!("BEGIN; {down}"))
+        .unwrap_err()
+        .to_string();
+    conn.batch_execute("ROLLBACK").unwrap();
+    assert!(refused.contains("cannot revert"), "{refused}");
+
+    // Enrollments with open windows and decisions of the algorithm revert and come back.
+    connect(&db)
+        .batch_execute(
+            "DELETE FROM participant_events WHERE kind = 'withdrawn'; \
+             UPDATE users SET withdrawn_at = NULL, withdrawal_reason = NULL",
+        )
+        .unwrap();
+    assert_eq!(db.revert_last_migration(), "20250501000000");
+    assert_eq!(
+        store.run_migrations().unwrap(),
+        vec!["2025-05-01-000000_trial_life".to_owned()]
+    );
+    assert_eq!(
+        store
+            .decisions()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
+        vec![decision("alice", 0, 1)]
     );
 }

@@ -49,10 +49,14 @@ fn as_values(dump: &[String]) -> Vec<(String, Vec<serde_json::Value>)> {
 fn study(db: &TestDatabase) {
     let store = db.store();
     populate(store, 4);
-    store.add_user(&user("bob"), at(0)).unwrap();
+    store
+        .add_user(&user("bob"), &justin_core::Enrollment::default(), at(0))
+        .unwrap();
     for i in 0..3 {
         let d = decision("bob", i, 1);
-        store.record_decision(&d).unwrap();
+        store
+            .record_decision(&d, justin_core::DecisionGuard::None)
+            .unwrap();
         store.record_study_data(&upload_for(&d)).unwrap();
     }
     let mut r = justin_core::UpdateRequest::new(
@@ -73,6 +77,7 @@ fn study(db: &TestDatabase) {
             config_hash: "abc".into(),
             rows_read: 7,
             backup_file: Some("/b/x.tar".into()),
+            included_policies: "algorithm,warmup".into(),
         },
         at(7),
     )
@@ -186,7 +191,8 @@ fn a_backup_from_before_the_decision_key_lock_is_restored_as_it_is() {
                     "20250201000000",
                     "20250301000000",
                     "20250401000000",
-                    "20250402000000"
+                    "20250402000000",
+                    "20250501000000"
                 ]);
             })
         } else {
@@ -209,7 +215,9 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
     let dir = ScratchDir::new();
     let backup = db.store().backup(&dir, at(100)).unwrap().path;
     // A row the backup does not have: any restore would remove it.
-    db.store().add_user(&user("late"), at(200)).unwrap();
+    db.store()
+        .add_user(&user("late"), &justin_core::Enrollment::default(), at(200))
+        .unwrap();
     let before = dump(&db);
 
     type Edit = Box<dyn Fn(&str, String) -> Option<(String, String)>>;
@@ -277,7 +285,8 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
                     keep(
                         n,
                         edit_manifest(&t, |m| {
-                            m["migrations"] = serde_json::json!(["20250101000000"])
+                            m["migrations"] =
+                                serde_json::json!(["20250101000000", "20250501000000"])
                         }),
                     )
                 } else {
@@ -349,25 +358,41 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
     // The untouched archive still restores.
     db.store().restore(&backup).unwrap();
     assert!(matches!(
-        db.store().add_user(&user("late"), at(300)),
+        db.store()
+            .add_user(&user("late"), &justin_core::Enrollment::default(), at(300)),
         Ok(())
     ));
 }
 
-/// How many columns migrations 2025-03-01 and 2025-04-02 appended to each table they changed.
-const APPENDED_BY_DECISION_TYPES: [(&str, usize); 4] = [
-    ("actions", 4),
-    ("study_data", 3),
+/// How many columns migrations 2025-03-01, 2025-04-02 and 2025-05-01 appended to each table
+/// they changed.
+const APPENDED_BY_DECISION_TYPES: [(&str, usize); 5] = [
+    ("users", 7),
+    ("actions", 8),
+    ("study_data", 4),
+    ("model_update_requests", 1),
+    ("update_provenance", 2),
+];
+
+/// How many columns migrations 2025-04-02 and 2025-05-01 appended to each table they changed.
+const APPENDED_BY_SENT_TIMESTAMPS: [(&str, usize); 5] = [
+    ("users", 7),
+    ("actions", 5),
+    ("study_data", 2),
     ("model_update_requests", 1),
     ("update_provenance", 1),
 ];
 
-/// How many columns migration 2025-04-02 appended to each table it changed.
-const APPENDED_BY_SENT_TIMESTAMPS: [(&str, usize); 3] = [
-    ("actions", 1),
+/// How many columns migration 2025-05-01 appended to each table it changed.
+const APPENDED_BY_TRIAL_LIFE: [(&str, usize); 4] = [
+    ("users", 7),
+    ("actions", 4),
     ("study_data", 1),
-    ("model_update_requests", 1),
+    ("update_provenance", 1),
 ];
+
+/// The tables migration 2025-05-01 created: a backup taken before it does not have them.
+const CREATED_BY_TRIAL_LIFE: [&str; 2] = ["participant_events", "erasures"];
 
 /// `backup` as the build before migration 2025-03-01 would have written it: without the
 /// columns the migrations since appended, and without the migrations.
@@ -381,8 +406,11 @@ fn before_decision_types(backup: &Path, to: PathBuf) -> PathBuf {
 }
 
 /// `backup` as a build that had `migrations` would have written it: without the columns the
-/// migrations since `appended` (per table).
+/// migrations since `appended` (per table), and without the tables 2025-05-01 created when
+/// `migrations` lack it.
 fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, usize)]) -> PathBuf {
+    let without_tables = !migrations.contains(&"20250501000000");
+    let dropped = |table: &str| without_tables && CREATED_BY_TRIAL_LIFE.contains(&table);
     let appended = |table: &str| {
         appended
             .iter()
@@ -402,8 +430,13 @@ fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, us
     rewrite(backup, to, |name, text| {
         let table = name.trim_end_matches(".csv");
         let text = match name {
+            _ if dropped(table) => return None,
             "manifest.json" => edit_manifest(&text, |m| {
                 m["migrations"] = serde_json::json!(migrations);
+                m["tables"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|t| !dropped(t["name"].as_str().unwrap()));
                 for table in m["tables"].as_array_mut().unwrap() {
                     let n = appended(table["name"].as_str().unwrap());
                     let columns = table["columns"].as_array_mut().unwrap();
@@ -417,9 +450,23 @@ fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, us
     })
 }
 
+/// Sets what migration 2025-05-01 fills in for rows stored before it (no histories, updates
+/// that learned from the algorithm's decisions), so that the database is what restoring a
+/// backup from before that migration makes of it.
+fn trial_life_as_migration_fills(db: &TestDatabase) {
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut connect(db),
+        "DELETE FROM participant_events; \
+         UPDATE update_provenance SET included_policies = 'algorithm'",
+    )
+    .unwrap();
+}
+
 /// Sets every time as sent to what migration 2025-04-02 fills in for rows stored before it, so
-/// that the database is what restoring a backup from before that migration makes of it.
+/// that the database is what restoring a backup from before that migration makes of it (and
+/// what 2025-05-01 fills in, which came after it).
 fn sent_as_migration_fills(db: &TestDatabase) {
+    trial_life_as_migration_fills(db);
     let mut conn = connect(db);
     for table in ["actions", "study_data", "model_update_requests"] {
         diesel::sql_query(format!(
@@ -502,12 +549,14 @@ fn a_backup_from_before_decision_types_is_restored_and_migrated() {
     // started.
     let provenance = unpack(&current)["update_provenance.csv"].clone();
     assert!(
-        provenance.lines().nth(1).unwrap().ends_with(",7"),
+        provenance.lines().nth(1).unwrap().ends_with(",7,algorithm"),
         "{provenance}"
     );
 
     db.store().reset().unwrap();
-    db.store().add_user(&user("late"), at(200)).unwrap();
+    db.store()
+        .add_user(&user("late"), &justin_core::Enrollment::default(), at(200))
+        .unwrap();
     let checked = db.store().check_backup(&old).unwrap();
     assert_eq!(checked.row_counts[2], ("actions".to_owned(), 3));
     assert_eq!(db.store().row_counts().unwrap()[0], ("users".to_owned(), 1));
@@ -540,9 +589,16 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
     let current = db.store().backup(&dir, at(100)).unwrap().path;
     // The old migrations but the new columns: no build ever wrote that.
     let mixed = rewrite(&current, dir.join("mixed.tar"), |name, text| {
+        if CREATED_BY_TRIAL_LIFE.contains(&name.trim_end_matches(".csv")) {
+            return None;
+        }
         let text = if name == "manifest.json" {
             edit_manifest(&text, |m| {
                 m["migrations"] = serde_json::json!(["20250101000000", "20250201000000"]);
+                m["tables"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|t| !CREATED_BY_TRIAL_LIFE.contains(&t["name"].as_str().unwrap()));
             })
         } else {
             text
@@ -579,10 +635,13 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
     assert_eq!(dump(&db), before);
     assert!(db.store().run_migrations().unwrap().is_empty());
     db.store()
-        .record_decision(&justin_core::Decision {
-            decision_type: justin_core::DecisionType::parse("morning").unwrap(),
-            ..decision("bob", 0, 1)
-        })
+        .record_decision(
+            &justin_core::Decision {
+                decision_type: justin_core::DecisionType::parse("morning").unwrap(),
+                ..decision("bob", 0, 1)
+            },
+            justin_core::DecisionGuard::None,
+        )
         .unwrap();
 }
 
@@ -601,7 +660,9 @@ fn a_backup_from_before_exact_numbers_restores_every_double() {
     store
         .seed_parameters("algo", &serde_json::json!({}), at(0))
         .unwrap();
-    store.add_user(&user("alice"), at(0)).unwrap();
+    store
+        .add_user(&user("alice"), &justin_core::Enrollment::default(), at(0))
+        .unwrap();
     let mut decisions = Vec::new();
     for (i, chunk) in (0..).zip(values.chunks(10)) {
         let d = justin_core::Decision {
@@ -613,7 +674,9 @@ fn a_backup_from_before_exact_numbers_restores_every_double() {
             state: justin_core::State::new(chunk.to_vec()).unwrap(),
             ..decision("alice", i, 1)
         };
-        store.record_decision(&d).unwrap();
+        store
+            .record_decision(&d, justin_core::DecisionGuard::None)
+            .unwrap();
         decisions.push(d);
     }
     // The numbers as a database before the migration held them: through jsonb, which prints
@@ -659,4 +722,70 @@ fn a_backup_from_before_exact_numbers_restores_every_double() {
         assert_eq!(bits(got), bits(sent), "{sent:?}");
     }
     assert!(db.store().run_migrations().unwrap().is_empty());
+}
+
+/// A backup taken before migration 2025-05-01 has neither the columns it appended nor the
+/// tables it created; it restores into the current schema with what the migration fills in for
+/// rows stored before it, and the tables it created empty with their ids starting again.
+#[test]
+fn a_backup_from_before_trial_life_is_restored_and_migrated() {
+    let db = TestDatabase::create();
+    study(&db);
+    trial_life_as_migration_fills(&db);
+    let filled = dump(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    let old = before(
+        &current,
+        dir.join("old.tar"),
+        &[
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000",
+            "20250402000000",
+            "20250403000000",
+        ],
+        &APPENDED_BY_TRIAL_LIFE,
+    );
+    let files = unpack(&old);
+    assert!(!files.contains_key("participant_events.csv"));
+    assert!(!files.contains_key("erasures.csv"));
+    assert!(files["users.csv"].starts_with("id,user_id,created_at\n"));
+
+    // Rows of the tables the backup lacks, which the restore must remove.
+    db.store()
+        .add_user(
+            &user("late"),
+            &justin_core::builders::window(10, 20),
+            at(200),
+        )
+        .unwrap();
+    let checked = db.store().check_backup(&old).unwrap();
+    assert_eq!(
+        checked
+            .row_counts
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>(),
+        TABLES[..6]
+    );
+    let restored = db.store().restore(&old).unwrap();
+
+    assert_eq!(restored.row_counts, checked.row_counts);
+    assert_eq!(dump(&db), filled);
+    assert_eq!(next_id(&db, "participant_events"), 1);
+    assert!(db.store().run_migrations().unwrap().is_empty());
+    // Every decision was the algorithm's, with the participant in the study; and the life of
+    // the trial goes on from there.
+    for d in db.store().decisions().unwrap() {
+        let d = d.unwrap();
+        assert_eq!(d.policy, justin_core::Policy::Algorithm);
+        assert!(d.availability.is_available());
+    }
+    let bob = db.store().participant(&user("bob")).unwrap().unwrap();
+    assert_eq!((bob.decisions, bob.uploads), (3, 3));
+    db.store()
+        .withdraw(&user("bob"), "moved away", at(300))
+        .unwrap();
 }

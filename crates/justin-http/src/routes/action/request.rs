@@ -75,7 +75,11 @@ fn parse(
 ///
 /// Answers 201 with a new decision, or 200 with the one stored for this decision before. A
 /// decision is keyed by `(user_id, decision_type, decision_idx)`; with `available: false` it
-/// is stored without a draw, as action 0 with probability 0.
+/// is stored without a draw, as action 0 with probability 0. So is a decision whose
+/// `timestamp` lies outside the participant's time in the study, or of a withdrawn
+/// participant: the answer then says `"in_study": false` with `unavailable_reason`
+/// `not_in_study` or `withdrawn`. During a configured warm-up, or when the algorithm fails and
+/// a fallback is configured, the answer names the `policy` that gave the probability.
 ///
 /// # Errors
 /// 400 for a malformed request or context, 404 for an unknown participant, 400 when study data

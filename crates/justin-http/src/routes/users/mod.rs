@@ -1,3 +1,7 @@
 //! Participants.
 
 pub mod add;
+pub mod change;
+pub mod erase;
+pub mod show;
+pub mod withdraw;

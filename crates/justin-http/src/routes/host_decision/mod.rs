@@ -1,0 +1,3 @@
+//! Decisions the study server made itself.
+
+pub mod record;
