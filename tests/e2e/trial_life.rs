@@ -64,6 +64,11 @@ fn export_rows(dir: &Path, env: &[(&str, String)]) -> Vec<BTreeMap<String, Strin
     rows
 }
 
+/// A row's probability of action 1.
+fn prob(row: &BTreeMap<String, String>) -> f64 {
+    row["action1_prob"].parse().unwrap()
+}
+
 /// Every member of a backup archive, as one text.
 fn archive_text(archive: &Path) -> String {
     let out = Command::new("tar")
@@ -155,7 +160,7 @@ fn a_simulated_trial_keeps_the_whole_grid_with_its_flags() {
                 let reason = if withdrawn { "withdrawn" } else { "not_in_study" };
                 assert_eq!(row["unavailable_reason"], reason, "{what}");
                 assert_eq!(row["action"], "0", "{what}");
-                assert_eq!(row["action1_prob"], "0", "{what}");
+                assert_eq!(prob(row), 0.0, "{what}");
                 assert_eq!(row["outcome"], "", "nothing uploaded: {what}");
                 continue;
             }
@@ -163,7 +168,7 @@ fn a_simulated_trial_keeps_the_whole_grid_with_its_flags() {
             assert_eq!(row["available"], "true", "{what}");
             if in_study_so_far < WARMUP {
                 assert_eq!(row["policy"], "warmup", "{what}");
-                assert_eq!(row["action1_prob"], WARMUP_PROBABILITY.to_string(), "{what}");
+                assert_eq!(prob(row), WARMUP_PROBABILITY, "{what}");
             } else {
                 assert_eq!(row["policy"], "algorithm", "{what}");
             }
