@@ -76,7 +76,11 @@ fn archive_text(archive: &Path) -> String {
         .arg(archive)
         .output()
         .expect("the tar command runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -138,14 +142,20 @@ fn a_simulated_trial_keeps_the_whole_grid_with_its_flags() {
         let p: u32 = if *user == pseudonym {
             ERASED
         } else {
-            let number = user.strip_prefix("sim-7-").unwrap_or_else(|| panic!("{user}"));
+            let number = user
+                .strip_prefix("sim-7-")
+                .unwrap_or_else(|| panic!("{user}"));
             assert_ne!(number, ERASED.to_string(), "the erased id is in the export");
             number.parse().unwrap()
         };
         let t: u32 = row["decision_idx"].parse().unwrap();
         assert!(seen.insert((p, t), row).is_none(), "({p}, {t}) twice");
     }
-    assert_eq!(seen.len(), (PARTICIPANTS * TIMES) as usize, "the whole grid");
+    assert_eq!(
+        seen.len(),
+        (PARTICIPANTS * TIMES) as usize,
+        "the whole grid"
+    );
 
     for p in 0..PARTICIPANTS {
         let mut in_study_so_far = 0;
@@ -157,7 +167,11 @@ fn a_simulated_trial_keeps_the_whole_grid_with_its_flags() {
             if !in_window || withdrawn {
                 assert_eq!(row["in_study"], "false", "{what}");
                 assert_eq!(row["available"], "false", "{what}");
-                let reason = if withdrawn { "withdrawn" } else { "not_in_study" };
+                let reason = if withdrawn {
+                    "withdrawn"
+                } else {
+                    "not_in_study"
+                };
                 assert_eq!(row["unavailable_reason"], reason, "{what}");
                 assert_eq!(row["action"], "0", "{what}");
                 assert_eq!(prob(row), 0.0, "{what}");
@@ -187,7 +201,12 @@ fn a_simulated_trial_keeps_the_whole_grid_with_its_flags() {
     // Replay is exact for everyone but the erased participant, whose decisions it reports as
     // unverifiable rather than as mismatches.
     let replay = run(justin(served_dir.path(), &env).args(["replay"]));
-    assert!(replay.status.success(), "{}\n{}", replay.stdout, replay.stderr);
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
     let said = format!("{}{}", replay.stdout, replay.stderr);
     assert!(said.contains(&pseudonym), "{said}");
     assert!(said.contains("0 mismatches"), "{said}");
@@ -198,9 +217,18 @@ fn a_simulated_trial_keeps_the_whole_grid_with_its_flags() {
     assert!(backup.status.success(), "{}", backup.stderr);
     let after = archive_text(&reported_backup(served_dir.path(), &backup));
     let erased_id = format!("sim-7-{ERASED}");
-    assert!(!after.contains(&format!("{erased_id},")), "the id is still stored");
-    assert!(!after.contains(&format!("{erased_id}\"")), "the id is still stored");
+    assert!(
+        !after.contains(&format!("{erased_id},")),
+        "the id is still stored"
+    );
+    assert!(
+        !after.contains(&format!("{erased_id}\"")),
+        "the id is still stored"
+    );
     assert!(after.contains(&pseudonym));
-    assert!(after.contains("erasures"), "the audit record's table is backed up");
+    assert!(
+        after.contains("erasures"),
+        "the audit record's table is backed up"
+    );
     drop(served);
 }

@@ -160,6 +160,21 @@ pub fn user_id(value: &Value) -> Result<justin_core::UserId, ApiError> {
     let raw = value
         .as_str()
         .ok_or_else(|| bad("user_id must be a string."))?;
+    participant_id(raw)
+}
+
+/// The prefix of the pseudonyms erased participants' decisions are kept under; no request may
+/// name such an id, so nothing is ever recorded for an erased participant, and no participant
+/// can be registered under an id an erasure may give.
+pub const ERASED_PREFIX: &str = "erased-";
+
+/// A participant id sent by a client: valid, and not in the erased participants' namespace.
+fn participant_id(raw: &str) -> Result<justin_core::UserId, ApiError> {
+    if raw.starts_with(ERASED_PREFIX) {
+        return Err(bad(
+            "user_id must not start with 'erased-': such ids name erased participants.",
+        ));
+    }
     justin_core::UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.0))
 }
 
@@ -357,7 +372,7 @@ pub fn note(object: &JsonObject, key: &str, max: usize) -> Result<String, ApiErr
 /// # Errors
 /// When it is not a valid id.
 pub fn path_user_id(raw: &str) -> Result<justin_core::UserId, ApiError> {
-    justin_core::UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.0))
+    participant_id(raw)
 }
 
 /// A request's `timestamp`: the instant it names and the text as sent.

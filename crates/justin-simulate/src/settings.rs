@@ -555,7 +555,10 @@ mod tests {
             let e = plan(flags).unwrap_err();
             assert!(e.contains(says), "{flags:?}: {e}");
         };
-        refused(&["--participants", "2", "--erase", "2"], "participant 2 does not exist");
+        refused(
+            &["--participants", "2", "--erase", "2"],
+            "participant 2 does not exist",
+        );
         refused(&["--erase", "1,1"], "named twice");
         refused(&["--erase", "x"], "not a participant number");
         refused(&["--withdraw", "1"], "not participant@decision_time");

@@ -409,19 +409,19 @@ fn erase_answers_the_audit_record_and_leaves_no_trace_of_the_id() {
     let app = spawn_app();
     let contract = served_contract(&app);
     app.add_user("keeps");
-    enroll(&app, "erased-me", Some("2024-01-01"), None);
-    let (_, answer) = app.action("erased-me", 0, 23.0);
-    app.action("erased-me", 1, 23.0);
+    enroll(&app, "to-erase", Some("2024-01-01"), None);
+    let (_, answer) = app.action("to-erase", 0, 23.0);
+    app.action("to-erase", 1, 23.0);
     app.action("keeps", 0, 23.0);
-    let upload = crate::helpers::upload_body_for("erased-me", 0, 23.0, &answer);
+    let upload = crate::helpers::upload_body_for("to-erase", 0, 23.0, &answer);
     app.post_expecting("/api/v1/upload_data", &upload, 201);
     app.post_expecting(
-        "/api/v1/users/erased-me/withdraw",
+        "/api/v1/users/to-erase/withdraw",
         &json!({ "reason": "asked to be erased" }),
         200,
     );
 
-    let got = app.post_empty("/api/v1/users/erased-me/erase");
+    let got = app.post_empty("/api/v1/users/to-erase/erase");
 
     assert_eq!(got.0, 200, "{}", got.1);
     contract.check("post", "/api/v1/users/{user_id}/erase", &got);
@@ -445,25 +445,23 @@ fn erase_answers_the_audit_record_and_leaves_no_trace_of_the_id() {
         app.backup_dir().join(file.file_name().unwrap())
     };
     assert!(in_dir.is_file(), "the backup {backup} is in backup.dir");
-    assert!(!got.1.to_string().contains("erased-me\""), "{}", got.1);
+    assert!(!got.1.to_string().contains("to-erase\""), "{}", got.1);
 
     assert_eq!(
-        app.get("/api/v1/users/erased-me"),
+        app.get("/api/v1/users/to-erase"),
         (404, error("User not found."))
     );
     assert_eq!(
-        app.post_empty("/api/v1/users/erased-me/erase"),
+        app.post_empty("/api/v1/users/to-erase/erase"),
         (404, error("User not found."))
     );
     let url = app.database_url();
     let holding = |sql: &str| sql_lines(url, sql);
-    assert!(holding("SELECT user_id AS out FROM users WHERE user_id = 'erased-me'").is_empty());
-    assert!(holding("SELECT user_id AS out FROM actions WHERE user_id = 'erased-me'").is_empty());
+    assert!(holding("SELECT user_id AS out FROM users WHERE user_id = 'to-erase'").is_empty());
+    assert!(holding("SELECT user_id AS out FROM actions WHERE user_id = 'to-erase'").is_empty());
+    assert!(holding("SELECT user_id AS out FROM study_data WHERE user_id = 'to-erase'").is_empty());
     assert!(
-        holding("SELECT user_id AS out FROM study_data WHERE user_id = 'erased-me'").is_empty()
-    );
-    assert!(
-        holding("SELECT user_id AS out FROM participant_events WHERE user_id = 'erased-me'")
+        holding("SELECT user_id AS out FROM participant_events WHERE user_id = 'to-erase'")
             .is_empty()
     );
     assert_eq!(
@@ -475,45 +473,49 @@ fn erase_answers_the_audit_record_and_leaves_no_trace_of_the_id() {
         "the decisions are kept under the pseudonym"
     );
     assert_eq!(app.participant("keeps")["decisions"], 1);
+    // The pseudonym names no participant: no request may address it, so nothing is ever
+    // recorded for an erased participant again.
     let pseudonym = format!("erased-{id}");
-    assert_eq!(
-        app.get(&format!("/api/v1/users/{pseudonym}")),
-        (404, error("User not found."))
+    let reserved = (
+        400,
+        error("user_id must not start with 'erased-': such ids name erased participants."),
     );
-    assert_eq!(
-        app.action(&pseudonym, 5, 23.0),
-        (404, error("User not found."))
-    );
+    assert_eq!(app.get(&format!("/api/v1/users/{pseudonym}")), reserved);
+    assert_eq!(app.action(&pseudonym, 5, 23.0), reserved);
+    let upload = crate::helpers::upload_body_for(&pseudonym, 0, 23.0, &answer);
+    assert_eq!(app.post_json("/api/v1/upload_data", &upload), reserved);
     let host = json!({
         "user_id": pseudonym, "timestamp": "2025-01-01T12:00:00Z", "decision_idx": 6,
         "context": {}, "action": 0, "action_prob": 0.5, "decided_by": "app",
     });
-    assert_eq!(
-        app.post_json("/api/v1/host_decision", &host),
-        (404, error("User not found."))
-    );
-    let not_found = (404, error("User not found."));
+    assert_eq!(app.post_json("/api/v1/host_decision", &host), reserved);
     assert_eq!(
         app.patch_json(
             &format!("/api/v1/users/{pseudonym}"),
             &json!({ "study_end": null })
         ),
-        not_found
+        reserved
     );
     assert_eq!(
         app.post_json(
             &format!("/api/v1/users/{pseudonym}/withdraw"),
             &json!({ "reason": "r" })
         ),
-        not_found
+        reserved
     );
     assert_eq!(
         app.post_empty(&format!("/api/v1/users/{pseudonym}/erase")),
-        not_found
+        reserved
     );
     assert_eq!(
         app.post_json("/api/v1/add_user", &json!({ "user_id": pseudonym })),
-        (400, error("User already exists."))
+        reserved
+    );
+    assert_eq!(
+        holding(&format!(
+            "SELECT user_id AS out FROM study_data WHERE user_id = '{pseudonym}'"
+        )),
+        Vec::<String>::new()
     );
 }
 
