@@ -375,6 +375,89 @@ pub fn path_user_id(raw: &str) -> Result<justin_core::UserId, ApiError> {
     participant_id(raw)
 }
 
+/// The fields of a decision request (`/action`, `/host_decision`) in the order the template
+/// looks for them: `user_id` and `timestamp` (an empty string counts as missing, for both),
+/// then `decision_idx`, then `context`.
+pub struct DecisionFieldsSent<'a> {
+    /// `user_id`, as sent.
+    pub user: &'a Value,
+    /// `timestamp`, as sent.
+    pub timestamp: &'a Value,
+    /// `decision_idx`, as sent.
+    pub idx: &'a Value,
+    /// `context`, as sent.
+    pub context: &'a Value,
+}
+
+/// The decision fields of a request, each present.
+///
+/// # Errors
+/// 400 naming the first missing one, in the template's order.
+pub fn decision_fields(input: &JsonObject) -> Result<DecisionFieldsSent<'_>, ApiError> {
+    let user = field(input, "user_id").filter(|v| v.as_str() != Some(""));
+    let timestamp = field(input, "timestamp").filter(|v| v.as_str() != Some(""));
+    let (Some(user), Some(timestamp)) = (user, timestamp) else {
+        return Err(bad("user_id and timestamp are required."));
+    };
+    let idx = field(input, "decision_idx").ok_or_else(|| bad("decision_idx is required."))?;
+    let context = field(input, "context").ok_or_else(|| bad("context is required."))?;
+    Ok(DecisionFieldsSent {
+        user,
+        timestamp,
+        idx,
+        context,
+    })
+}
+
+/// A decision request's key, time and availability, parsed.
+pub struct DecisionKey {
+    /// The participant.
+    pub user_id: justin_core::UserId,
+    /// The kind of decision.
+    pub decision_type: justin_core::DecisionType,
+    /// The decision time.
+    pub decision_idx: justin_core::DecisionIdx,
+    /// The request's `timestamp`.
+    pub timestamp: Timestamp,
+    /// `available` and `unavailable_reason`.
+    pub availability: justin_core::Availability,
+}
+
+impl DecisionFieldsSent<'_> {
+    /// Checks the fields' types in the template's order, then parses them with the request's
+    /// optional `decision_type`, `available` and `unavailable_reason`. The context stays in
+    /// `input` (checked to be an object), for the caller to move out.
+    ///
+    /// # Errors
+    /// 400 naming the first field of the wrong type or value.
+    pub fn parse(
+        &self,
+        input: &JsonObject,
+        literals: &Literals,
+        zone: chrono_tz::Tz,
+    ) -> Result<DecisionKey, ApiError> {
+        if !self.user.is_string() {
+            return Err(bad("user_id must be a string."));
+        }
+        if !self.timestamp.is_string() {
+            return Err(bad("timestamp must be a string or datetime object."));
+        }
+        if !is_integer_index(self.idx, literals) {
+            return Err(bad("decision_idx must be an integer."));
+        }
+        if !self.context.is_object() {
+            return Err(bad("context must be a dictionary."));
+        }
+        Ok(DecisionKey {
+            user_id: user_id(self.user)?,
+            decision_idx: decision_idx(self.idx, literals)?,
+            timestamp: timestamp(self.timestamp, zone)?,
+            decision_type: decision_type(input)?,
+            availability: availability(input)?,
+        })
+    }
+}
+
 /// A request's `timestamp`: the instant it names and the text as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timestamp {

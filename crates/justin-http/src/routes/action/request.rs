@@ -13,10 +13,6 @@ use crate::body::{self, JsonBody, Literals};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-fn bad(message: &str) -> ApiError {
-    ApiError::BadRequest(message.into())
-}
-
 /// Checks the request in the template's order: missing fields, then the context fields the
 /// algorithm needs, then wrong types. The algorithm's checks of those fields' types come
 /// after, in the core.
@@ -26,47 +22,23 @@ fn parse(
     algorithm: &dyn Algorithm,
     zone: chrono_tz::Tz,
 ) -> Result<ActionRequest, ApiError> {
-    // The template treats an empty string as missing, for both fields.
-    let user = body::field(&input, "user_id").filter(|v| v.as_str() != Some(""));
-    let timestamp = body::field(&input, "timestamp").filter(|v| v.as_str() != Some(""));
-    let (Some(user), Some(timestamp)) = (user, timestamp) else {
-        return Err(bad("user_id and timestamp are required."));
-    };
-    let idx =
-        body::field(&input, "decision_idx").ok_or_else(|| bad("decision_idx is required."))?;
-    let context = body::field(&input, "context").ok_or_else(|| bad("context is required."))?;
+    let sent = body::decision_fields(&input)?;
     // An unavailable decision draws nothing, so its context need not suit the algorithm.
     if body::field(&input, "available") != Some(&Value::Bool(false)) {
         algorithm
-            .check_context_names(context)
+            .check_context_names(sent.context)
             .map_err(|e| ApiError::from(DomainError::from(e)))?;
     }
-    if !user.is_string() {
-        return Err(bad("user_id must be a string."));
-    }
-    if !timestamp.is_string() {
-        return Err(bad("timestamp must be a string or datetime object."));
-    }
-    if !body::is_integer_index(idx, literals) {
-        return Err(bad("decision_idx must be an integer."));
-    }
-    if !context.is_object() {
-        return Err(bad("context must be a dictionary."));
-    }
-    let user_id = body::user_id(user)?;
-    let decision_idx = body::decision_idx(idx, literals)?;
-    let timestamp = body::timestamp(timestamp, zone)?;
-    let decision_type = body::decision_type(&input)?;
-    let availability = body::availability(&input)?;
+    let key = sent.parse(&input, literals, zone)?;
     // The checks above passed, so the context is present; move it out rather than copy it.
     let context = input.remove("context").unwrap_or_default();
     Ok(ActionRequest {
-        user_id,
-        decision_type,
-        decision_idx,
-        requested_at: timestamp.at,
-        sent_timestamp: timestamp.sent,
-        availability,
+        user_id: key.user_id,
+        decision_type: key.decision_type,
+        decision_idx: key.decision_idx,
+        requested_at: key.timestamp.at,
+        sent_timestamp: key.timestamp.sent,
+        availability: key.availability,
         context: body::stored_object(context, "context")?,
     })
 }

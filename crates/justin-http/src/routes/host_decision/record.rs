@@ -27,38 +27,16 @@ fn parse(
     literals: &Literals,
     zone: chrono_tz::Tz,
 ) -> Result<HostDecisionRequest, ApiError> {
-    let user = body::field(&input, "user_id").filter(|v| v.as_str() != Some(""));
-    let timestamp = body::field(&input, "timestamp").filter(|v| v.as_str() != Some(""));
-    let (Some(user), Some(timestamp)) = (user, timestamp) else {
-        return Err(bad("user_id and timestamp are required."));
-    };
-    let idx =
-        body::field(&input, "decision_idx").ok_or_else(|| bad("decision_idx is required."))?;
-    let context = body::field(&input, "context").ok_or_else(|| bad("context is required."))?;
+    let sent = body::decision_fields(&input)?;
     let action = body::field(&input, "action").ok_or_else(|| bad("action is required."))?;
     let action_prob =
         body::field(&input, "action_prob").ok_or_else(|| bad("action_prob is required."))?;
-    if !user.is_string() {
-        return Err(bad("user_id must be a string."));
-    }
-    if !timestamp.is_string() {
-        return Err(bad("timestamp must be a string or datetime object."));
-    }
-    if !body::is_integer_index(idx, literals) {
-        return Err(bad("decision_idx must be an integer."));
-    }
-    if !context.is_object() {
-        return Err(bad("context must be a dictionary."));
-    }
-    let user_id = body::user_id(user)?;
-    let decision_idx = body::decision_idx(idx, literals)?;
-    let timestamp = body::timestamp(timestamp, zone)?;
-    let decision_type = body::decision_type(&input)?;
-    let availability = body::availability(&input)?;
+    let key = sent.parse(&input, literals, zone)?;
     let action = body::action(action)?;
     let action_prob = body::action_prob(action_prob)?;
     let decided_by = body::note(&input, "decided_by", MAX_POLICY_NOTE_LEN)?;
-    if !availability.is_available() && (action != Action::Zero || action_prob != Probability::ZERO)
+    if !key.availability.is_available()
+        && (action != Action::Zero || action_prob != Probability::ZERO)
     {
         return Err(bad(
             "An unavailable decision has action 0 and action_prob 0.",
@@ -66,12 +44,12 @@ fn parse(
     }
     let context = input.remove("context").unwrap_or_default();
     Ok(HostDecisionRequest {
-        user_id,
-        decision_type,
-        decision_idx,
-        requested_at: timestamp.at,
-        sent_timestamp: timestamp.sent,
-        availability,
+        user_id: key.user_id,
+        decision_type: key.decision_type,
+        decision_idx: key.decision_idx,
+        requested_at: key.timestamp.at,
+        sent_timestamp: key.timestamp.sent,
+        availability: key.availability,
         context: body::stored_object(context, "context")?,
         action,
         action_prob,
