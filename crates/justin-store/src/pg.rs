@@ -561,64 +561,130 @@ const DECISION_COLUMNS: &str = "user_id, decision_type, decision_idx, request_ti
     created_at, context, state, action, action_prob, parameter_version, rng_seed, available, \
     unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study";
 
-/// The conditions of [`DecisionGuard::InStudy`] with its counts, on the participant's row `u`
-/// ($1 the user, $2 the type, $3 the index, $4 the decision's `requested_at`, $19 and $20 the
-/// count limits, 0 for a count that does not apply). Each count stops at its limit.
-const IN_STUDY_WITH_COUNTS: &str = "\
-u.user_id = $1 \
-AND (u.study_start IS NULL OR u.study_start <= $4) \
-AND (u.study_end IS NULL OR $4 < u.study_end) \
-AND u.withdrawn_at IS NULL AND u.erased_at IS NULL \
-AND (SELECT count(*) FROM (SELECT 1 FROM actions e WHERE e.user_id = $1 \
-     AND e.decision_type = $2 AND e.decision_idx < $3 AND e.available \
-     AND e.policy <> 'host' LIMIT $19) c) >= $19 \
-AND (SELECT count(*) FROM (SELECT 1 FROM users s \
-     WHERE coalesce(s.study_start, s.created_at) <= $4 LIMIT $20) c) >= $20";
-
 /// The guarded insert when the warm-up's counts apply: as [`insert_in_study_query`], with the
-/// counts in the same statement. SQL text, prepared per call: only decisions during warm-up
-/// take it.
+/// counts in the same statement, each stopping at its limit. Every decision of a study whose
+/// warm-up counts first decisions takes it, and those of a study waiting for its cohort until
+/// the cohort is reached; so its text is the same for every call (the limits are bound values)
+/// and Diesel prepares it once per connection, keyed by that text.
+struct CountedInsert<'a> {
+    v: &'a DecisionValues<'a>,
+    /// The first-decisions limit, 0 when that count does not apply.
+    first_decisions: i64,
+    /// The cohort size, 0 when that count does not apply.
+    participants: i64,
+}
+
+impl diesel::query_builder::QueryId for CountedInsert<'_> {
+    type QueryId = ();
+    // No type names the statement; Diesel keys its statement cache by the text instead.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for CountedInsert<'_> {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<PgConnection> for CountedInsert<'_> {}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CountedInsert<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        let v = self.v;
+        out.push_sql("INSERT INTO actions (");
+        out.push_sql(DECISION_COLUMNS);
+        out.push_sql(") SELECT ");
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&v.requested_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&v.decided_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Json, _>(&v.context)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Json, _>(&v.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SmallInt, _>(&v.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&v.action_prob)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.parameter_version)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.rng_seed)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&v.available)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.unavailable_reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.sent_timestamp)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.policy)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.fallback_reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.decided_by)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&v.in_study)?;
+        // The participant: registered, in their window, neither withdrawn nor erased.
+        out.push_sql(" FROM users u WHERE u.user_id = ");
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(" AND (u.study_start IS NULL OR u.study_start <= ");
+        out.push_bind_param::<Timestamptz, _>(&v.requested_at)?;
+        out.push_sql(") AND (u.study_end IS NULL OR u.study_end > ");
+        out.push_bind_param::<Timestamptz, _>(&v.requested_at)?;
+        out.push_sql(") AND u.withdrawn_at IS NULL AND u.erased_at IS NULL");
+        // Past the first decisions: that many earlier ones of the type, drawn by the service.
+        out.push_sql(" AND (SELECT count(*) FROM (SELECT 1 FROM actions e WHERE e.user_id = ");
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(" AND e.decision_type = ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(" AND e.decision_idx < ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(" AND e.available AND e.policy <> 'host' LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.first_decisions)?;
+        out.push_sql(") c) >= ");
+        out.push_bind_param::<BigInt, _>(&self.first_decisions)?;
+        // Past the cohort: that many participants started at the decision's time.
+        out.push_sql(
+            " AND (SELECT count(*) FROM (SELECT 1 FROM users s \
+             WHERE coalesce(s.study_start, s.created_at) <= ",
+        );
+        out.push_bind_param::<Timestamptz, _>(&v.requested_at)?;
+        out.push_sql(" LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.participants)?;
+        out.push_sql(") c) >= ");
+        out.push_bind_param::<BigInt, _>(&self.participants)?;
+        out.push_sql(" AND NOT justin_decision_key_uploaded(");
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(
+            ") ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id",
+        );
+        Ok(())
+    }
+}
+
+/// Runs [`CountedInsert`] for the decision `v` with the two count limits.
 fn insert_counted(
     conn: &mut PgConnection,
     v: &DecisionValues<'_>,
     first_decisions: i64,
     participants: i64,
 ) -> QueryResult<Vec<i64>> {
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
+    CountedInsert {
+        v,
+        first_decisions,
+        participants,
     }
-    let sql = format!(
-        "INSERT INTO actions ({DECISION_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
-         FROM users u WHERE {IN_STUDY_WITH_COUNTS} \
-         AND NOT justin_decision_key_uploaded($1, $2, $3) \
-         ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING RETURNING id"
-    );
-    let ids = diesel::sql_query(sql)
-        .bind::<Text, _>(v.user_id)
-        .bind::<Text, _>(v.decision_type)
-        .bind::<BigInt, _>(v.decision_idx)
-        .bind::<Timestamptz, _>(v.requested_at)
-        .bind::<Timestamptz, _>(v.decided_at)
-        .bind::<Json, _>(v.context)
-        .bind::<Json, _>(&v.state)
-        .bind::<SmallInt, _>(v.action)
-        .bind::<Double, _>(v.action_prob)
-        .bind::<BigInt, _>(v.parameter_version)
-        .bind::<BigInt, _>(v.rng_seed)
-        .bind::<Bool, _>(v.available)
-        .bind::<Nullable<Text>, _>(v.unavailable_reason)
-        .bind::<Text, _>(v.sent_timestamp)
-        .bind::<Text, _>(v.policy)
-        .bind::<Nullable<Text>, _>(v.fallback_reason)
-        .bind::<Nullable<Text>, _>(v.decided_by)
-        .bind::<Bool, _>(v.in_study)
-        .bind::<BigInt, _>(first_decisions)
-        .bind::<BigInt, _>(participants)
-        .load::<Id>(conn)?;
-    Ok(ids.into_iter().map(|i| i.id).collect())
+    .get_results(conn)
 }
 
 /// The participant's facts for a guarded decision that was not stored: their window, whether
