@@ -9,6 +9,7 @@
 //! and reach the service through a [`Registry`](crate::registry::Registry); the core never names
 //! one.
 
+use crate::analysis::AnalysisModel;
 use crate::domain::{Action, DecisionIdx, JsonObject, Probability, State, StudyRecord, UserId};
 use crate::rng::DecisionRng;
 
@@ -189,6 +190,13 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
     fn validate_parameters(&self, values: &serde_json::Value) -> Result<(), AlgorithmError> {
         let _ = values;
         Ok(())
+    }
+
+    /// How this algorithm takes part in an analysis that accounts for its adaptivity
+    /// (`justin export --for lifejacket`; see [`AnalysisModel`]), or `None` when it cannot: its
+    /// update is not a loss or estimating function of its parameters. The default is `None`.
+    fn analysis(&self) -> Option<&dyn AnalysisModel> {
+        None
     }
 }
 

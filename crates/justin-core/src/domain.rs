@@ -918,6 +918,22 @@ pub struct Provenance {
     pub included_policies: String,
 }
 
+/// A completed update as an audit reads it back: which version it produced, when its job
+/// started, and its provenance. [`crate::Store::update_rows`] streams the rows it read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletedUpdate {
+    /// The update request's id.
+    pub update_id: Uuid,
+    /// The parameter version it produced.
+    pub parameter_version: i64,
+    /// When its job last started (`None` for updates stored before starts were recorded).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Where its parameters came from.
+    pub provenance: Provenance,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

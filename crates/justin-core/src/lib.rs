@@ -4,6 +4,7 @@
 //! This crate does no IO; adapters in other crates do.
 
 pub mod algorithm;
+pub mod analysis;
 #[cfg(any(test, feature = "conformance"))]
 pub mod builders;
 #[cfg(feature = "conformance")]
@@ -20,11 +21,13 @@ pub mod testing;
 mod tolerance;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
+pub use analysis::{AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, UpdateFunctionKind};
 pub use domain::{
-    Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
-    Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject, ModelParameters,
-    OutOfStudy, Participant, ParticipantFacts, ParticipantStatus, Policy, Probability, Provenance,
-    SentTime, State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
+    ModelParameters, OutOfStudy, Participant, ParticipantFacts, ParticipantStatus, Policy,
+    Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRequest,
+    UpdateStatus, UserId, Withdrawal,
 };
 #[cfg(feature = "testing")]
 pub use ports::TestingStore;

@@ -12,9 +12,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, CallbackDelivery, Decision, Enrollment, Erasure, ExportRow, ModelParameters,
-    Participant, ParticipantFacts, Probability, Provenance, StudyRecord, UpdateInclusion,
-    UpdateRequest, UserId,
+    Action, CallbackDelivery, CompletedUpdate, Decision, Enrollment, Erasure, ExportRow,
+    ModelParameters, Participant, ParticipantFacts, Probability, Provenance, StudyRecord,
+    UpdateInclusion, UpdateRequest, UserId,
 };
 
 /// A boxed error from an adapter, kept as the `source` of a domain error.
@@ -334,6 +334,31 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// On storage failure, here or as an item of the stream.
     fn export(&self) -> Result<ExportStream, StoreError>;
+
+    /// The same rows as [`Store::export`], ordered by participant (by `user_id`, as bytes)
+    /// and, within a participant, in the order they were stored; without loading them all into
+    /// memory, from one snapshot.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn export_by_participant(&self) -> Result<ExportStream, StoreError>;
+
+    /// Every completed update, by parameter version (oldest first).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn completed_updates(&self) -> Result<Vec<CompletedUpdate>, StoreError>;
+
+    /// The study records that the update which produced `version` read, in the order it read
+    /// them, streamed from one snapshot: exactly those its job's [`UpdateJob::study_data`]
+    /// streamed (below its watermark, available, of a policy it included, of a participant not
+    /// withdrawn when it started), as they are stored now. Records deleted since (an erasure)
+    /// are missing; records changed since appear as they are now. An unknown version, or the
+    /// initial one, streams nothing.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn update_rows(&self, version: i64) -> Result<StudyDataStream, StoreError>;
 
     /// The newest parameter version, or `None` before any was stored.
     ///

@@ -975,6 +975,22 @@ impl Store for SqliteStore {
         PoolStream::<ActionRow>::open(self).map(|s| Box::new(s) as DecisionStream)
     }
 
+    fn export_by_participant(&self) -> Result<ExportStream, StoreError> {
+        Err(StoreError::Other(
+            "export_by_participant: not written yet".into(),
+        ))
+    }
+
+    fn completed_updates(&self) -> Result<Vec<justin_core::CompletedUpdate>, StoreError> {
+        Err(StoreError::Other(
+            "completed_updates: not written yet".into(),
+        ))
+    }
+
+    fn update_rows(&self, _version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
+        Err(StoreError::Other("update_rows: not written yet".into()))
+    }
+
     fn export(&self) -> Result<ExportStream, StoreError> {
         PoolStream::<ExportRecord>::open(self).map(|s| Box::new(s) as ExportStream)
     }

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Availability, CallbackDelivery, Decision, DecisionIdx, DecisionType, Enrollment, Erasure,
-    ExportRow, ExportedUpload, ModelParameters, Participant, ParticipantFacts, Policy, Provenance,
-    State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    Availability, CallbackDelivery, CompletedUpdate, Decision, DecisionIdx, DecisionType,
+    Enrollment, Erasure, ExportRow, ExportedUpload, ModelParameters, Participant, ParticipantFacts,
+    Policy, Provenance, State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId,
+    Withdrawal,
 };
 use crate::ports::{
     BackupReport, DecisionGuard, DecisionStream, ExportStream, Recorded, RestoreReport, Store,
@@ -669,6 +670,81 @@ impl Store for MemoryStore {
                     upload,
                 }
             })
+            .collect();
+        Ok(Box::new(rows.into_iter().map(Ok)))
+    }
+
+    fn export_by_participant(&self) -> Result<ExportStream, StoreError> {
+        let mut rows: Vec<ExportRow> = self.export()?.collect::<Result<_, _>>()?;
+        // Stable: within a participant, storage order stays.
+        rows.sort_by(|a, b| {
+            a.decision
+                .user_id
+                .as_str()
+                .as_bytes()
+                .cmp(b.decision.user_id.as_str().as_bytes())
+        });
+        Ok(Box::new(rows.into_iter().map(Ok)))
+    }
+
+    fn completed_updates(&self) -> Result<Vec<CompletedUpdate>, StoreError> {
+        let inner = self.read()?;
+        let mut done: Vec<CompletedUpdate> = inner
+            .tables
+            .updates
+            .iter()
+            .filter(|r| r.status == UpdateStatus::Completed)
+            .filter_map(|r| {
+                Some(CompletedUpdate {
+                    update_id: r.id,
+                    parameter_version: r.parameter_version?,
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                    provenance: r.provenance.clone()?,
+                })
+            })
+            .collect();
+        done.sort_by_key(|u| u.parameter_version);
+        Ok(done)
+    }
+
+    fn update_rows(&self, version: i64) -> Result<StudyDataStream, StoreError> {
+        let inner = self.read()?;
+        let tables = &inner.tables;
+        let Some(request) = tables
+            .updates
+            .iter()
+            .find(|r| r.status == UpdateStatus::Completed && r.parameter_version == Some(version))
+        else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        let Some(&watermark) = tables.watermarks.get(&request.id) else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        let included = request
+            .provenance
+            .as_ref()
+            .map_or("algorithm", |p| p.included_policies.as_str());
+        let rows: Vec<StudyRecord> = tables
+            .uploads
+            .iter()
+            .filter(|u| u.id < watermark && u.record.available)
+            .filter(|u| {
+                u.policy
+                    .is_none_or(|word| included.split(',').any(|w| w.trim() == word))
+            })
+            .filter(|u| {
+                let withdrawn = tables
+                    .users
+                    .get(&u.record.user_id)
+                    .and_then(|row| row.withdrawal.as_ref())
+                    .map(|w| w.at);
+                match (withdrawn, request.started_at) {
+                    (Some(withdrawn), Some(started)) => withdrawn > started,
+                    _ => true,
+                }
+            })
+            .map(|u| u.record.clone())
             .collect();
         Ok(Box::new(rows.into_iter().map(Ok)))
     }
