@@ -14,6 +14,7 @@ pub mod ports;
 pub mod recording;
 pub mod registry;
 pub mod rng;
+pub mod schedule;
 pub mod service;
 pub mod tables;
 #[cfg(feature = "testing")]
@@ -38,6 +39,10 @@ pub use ports::{
 };
 pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;
+pub use schedule::{
+    parse_time_of_day, DecisionKey, PlaceBy, Placer, Schedule, ScheduleError, ScheduledTime,
+    Unplaced,
+};
 pub use service::{
     ActionRequest, ActionResponse, CallbackPolicy, DomainError, HostDecisionRequest,
     ParticipantView, ReplayMismatch, ReplaySummary, Service, ServiceSettings, TrialSettings,
