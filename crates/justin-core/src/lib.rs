@@ -22,7 +22,10 @@ pub mod testing;
 mod tolerance;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
-pub use analysis::{AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, UpdateFunctionKind};
+pub use analysis::{
+    usable_covariate_name, AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, UpdateFunctionKind,
+    GRID_COLUMNS,
+};
 pub use domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
     DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
