@@ -20,7 +20,7 @@
 //! Everything is written into a hidden directory inside DIR and moved into DIR at the end,
 //! `manifest.json` last, so a directory with a manifest is a complete export.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,8 +28,8 @@ use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use justin_backup::csv::{float_text, write_record, Field};
 use justin_core::schedule::{DecisionKey, Placer, Unplaced};
 use justin_core::{
-    Algorithm, AnalysisModel, CompletedUpdate, ExportRow, Participant, Policy, Schedule, Store,
-    StoreError, UserId, GRID_COLUMNS,
+    Algorithm, AnalysisModel, CompletedUpdate, DecisionType, ExportRow, Participant, Policy,
+    Schedule, Store, StoreError, UserId, GRID_COLUMNS,
 };
 use serde_json::{json, Value};
 
@@ -337,6 +337,19 @@ struct Span {
     last: Option<i64>,
     /// The parameter versions on in-study cells with a decision.
     versions: BTreeSet<i64>,
+    /// Every participant the first pass saw, as it saw them: the second pass exports exactly
+    /// these, with these facts and these decisions, so that decisions, participants and
+    /// withdrawals stored while the export runs change nothing in it.
+    seen: HashMap<UserId, Seen>,
+}
+
+/// A participant as the first pass saw them.
+#[derive(Debug)]
+enum Seen {
+    /// In the store, with the keys (decision type, index) of their decisions then.
+    In(Box<Participant>, HashSet<(DecisionType, i64)>),
+    /// Left out (erased, or no longer registered), with their decisions then.
+    Out(u64),
 }
 
 impl Span {
@@ -471,8 +484,21 @@ impl Exporter<'_> {
         for group in by_participant(self.store)? {
             let (user, rows) = group?;
             let Found::In(participant) = self.find(&user)? else {
+                let n_rows = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+                span.seen.insert(user, Seen::Out(n_rows));
                 continue;
             };
+            let keys = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.decision.decision_type.clone(),
+                        r.decision.decision_idx.get(),
+                    )
+                })
+                .collect();
+            span.seen
+                .insert(user.clone(), Seen::In(participant.clone(), keys));
             let day_cell =
                 |t: DateTime<Utc>| self.schedule.first_cell_of(self.schedule.local_date(t));
             let mut earliest = day_cell(start_of(&participant));
@@ -506,6 +532,10 @@ impl Exporter<'_> {
     }
 
     fn write_files(&self, dir: &Path, now: DateTime<Utc>) -> Result<Counts, LifejacketError> {
+        // Read before the decisions: every update (and parameter version) they name is here,
+        // and one completing while the export runs is not.
+        let updates = self.store.completed_updates()?;
+        let newest = self.store.current_parameters()?.map_or(0, |p| p.version);
         let span = self.first_pass()?;
         let (Some(origin_cell), Some(first), Some(last)) =
             (span.origin_cell, span.first, span.last)
@@ -529,11 +559,10 @@ impl Exporter<'_> {
             last,
             policies: &policies,
         };
-        let placed = self.second_pass(dir, &grid, &mut counts)?;
-        let updates = self.store.completed_updates()?;
+        let placed = self.second_pass(dir, &grid, &span.seen, &mut counts)?;
         counts.updates = u64::try_from(updates.len()).unwrap_or(u64::MAX);
         self.write_update_rows(dir, &grid, &updates, &placed)?;
-        let newest = self.write_parameters(dir, &policies, &updates)?;
+        let newest = self.write_parameters(dir, &policies, &updates, newest)?;
         self.write_readme(dir)?;
         self.write_manifest(dir, now, &grid, &counts, newest.as_ref())?;
         Ok(counts)
@@ -545,6 +574,7 @@ impl Exporter<'_> {
         &self,
         dir: &Path,
         grid: &Grid<'_>,
+        seen: &HashMap<UserId, Seen>,
         counts: &mut Counts,
     ) -> Result<Placed, LifejacketError> {
         let grid_path = dir.join("grid.csv");
@@ -573,14 +603,27 @@ impl Exporter<'_> {
         write_record(&mut unplaced, &header).map_err(unplaced_error)?;
         let mut placed = Placed::default();
         for group in by_participant(self.store)? {
-            let (user, rows) = group?;
-            let n_rows = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-            let Found::In(participant) = self.find(&user)? else {
-                counts.participants_left_out += 1;
-                counts.decisions_left_out += n_rows;
-                continue;
+            let (user, mut rows) = group?;
+            let participant = match seen.get(&user) {
+                // Registered (or first decided) after the first pass.
+                None => continue,
+                Some(Seen::Out(n_rows)) => {
+                    counts.participants_left_out += 1;
+                    counts.decisions_left_out += n_rows;
+                    continue;
+                }
+                Some(Seen::In(participant, keys)) => {
+                    rows.retain(|r| {
+                        keys.contains(&(
+                            r.decision.decision_type.clone(),
+                            r.decision.decision_idx.get(),
+                        ))
+                    });
+                    participant
+                }
             };
-            let Some(layout) = self.lay_out(&participant, &rows) else {
+            let n_rows = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+            let Some(layout) = self.lay_out(participant, &rows) else {
                 counts.participants_left_out += 1;
                 counts.decisions_left_out += n_rows;
                 continue;
@@ -818,6 +861,7 @@ impl Exporter<'_> {
         dir: &Path,
         policies: &BTreeMap<i64, i64>,
         updates: &[CompletedUpdate],
+        newest: i64,
     ) -> Result<Option<(i64, Value)>, LifejacketError> {
         let path = dir.join("parameters.jsonl");
         let mut out = create_file(&path)?;
@@ -827,7 +871,6 @@ impl Exporter<'_> {
         };
         let by_version: HashMap<i64, &CompletedUpdate> =
             updates.iter().map(|u| (u.parameter_version, u)).collect();
-        let newest = self.store.current_parameters()?.map_or(0, |p| p.version);
         let mut last = None;
         for version in 1..=newest {
             let Some(p) = self.store.parameters(version)? else {
@@ -983,7 +1026,8 @@ type Placed = HashMap<UserId, Vec<(String, i64, i64)>>;
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use chrono::NaiveTime;
     use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
@@ -992,6 +1036,12 @@ mod tests {
         Enrollment, JsonObject, PlaceBy, ScheduledTime, SentTime, Service, ServiceSettings,
         TrialSettings, UploadRequest,
     };
+    use justin_core::{
+        BackupReport, CallbackDelivery, DecisionGuard, DecisionStream, Erasure, ExportStream,
+        ModelParameters, Recorded, RestoreReport, StudyDataStream, StudyRecord, UpdateJob,
+        UpdateRequest, UploadRecorded,
+    };
+    use uuid::Uuid;
 
     use super::*;
 
@@ -1524,6 +1574,220 @@ mod tests {
             Err(LifejacketError::Store(_))
         ));
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    }
+
+    /// A store that runs `between` when the export starts its second pass over the decisions.
+    struct ChangesBetweenPasses {
+        inner: Arc<MemoryStore>,
+        calls: AtomicUsize,
+        #[allow(clippy::type_complexity)]
+        between: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl Store for ChangesBetweenPasses {
+        fn add_user(
+            &self,
+            user: &UserId,
+            enrollment: &Enrollment,
+            created_at: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.inner.add_user(user, enrollment, created_at)
+        }
+
+        fn participant(&self, user: &UserId) -> Result<Option<Participant>, StoreError> {
+            self.inner.participant(user)
+        }
+
+        fn change_enrollment(
+            &self,
+            user: &UserId,
+            enrollment: &Enrollment,
+            changed_at: DateTime<Utc>,
+        ) -> Result<Participant, StoreError> {
+            self.inner.change_enrollment(user, enrollment, changed_at)
+        }
+
+        fn withdraw(
+            &self,
+            user: &UserId,
+            reason: &str,
+            at: DateTime<Utc>,
+        ) -> Result<Participant, StoreError> {
+            self.inner.withdraw(user, reason, at)
+        }
+
+        fn erase_participant(
+            &self,
+            user: &UserId,
+            erasure: &Erasure,
+        ) -> Result<Erasure, StoreError> {
+            self.inner.erase_participant(user, erasure)
+        }
+
+        fn erased_pseudonyms(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.erased_pseudonyms()
+        }
+
+        fn record_decision(
+            &self,
+            decision: &Decision,
+            guard: DecisionGuard,
+        ) -> Result<Recorded, StoreError> {
+            self.inner.record_decision(decision, guard)
+        }
+
+        fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
+            self.inner.record_study_data(record)
+        }
+
+        fn decisions(&self) -> Result<DecisionStream, StoreError> {
+            self.inner.decisions()
+        }
+
+        fn export(&self) -> Result<ExportStream, StoreError> {
+            self.inner.export()
+        }
+
+        fn export_by_participant(&self) -> Result<ExportStream, StoreError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                if let Some(between) = self.between.lock().unwrap().take() {
+                    between();
+                }
+            }
+            self.inner.export_by_participant()
+        }
+
+        fn completed_updates(&self) -> Result<Vec<CompletedUpdate>, StoreError> {
+            self.inner.completed_updates()
+        }
+
+        fn update_rows(&self, version: i64) -> Result<StudyDataStream, StoreError> {
+            self.inner.update_rows(version)
+        }
+
+        fn current_parameters(&self) -> Result<Option<ModelParameters>, StoreError> {
+            self.inner.current_parameters()
+        }
+
+        fn parameters(&self, version: i64) -> Result<Option<ModelParameters>, StoreError> {
+            self.inner.parameters(version)
+        }
+
+        fn seed_parameters(
+            &self,
+            algorithm: &str,
+            values: &serde_json::Value,
+            created_at: DateTime<Utc>,
+        ) -> Result<ModelParameters, StoreError> {
+            self.inner.seed_parameters(algorithm, values, created_at)
+        }
+
+        fn create_update_request(&self, request: &UpdateRequest) -> Result<(), StoreError> {
+            self.inner.create_update_request(request)
+        }
+
+        fn claim_update(
+            &self,
+            started_at: DateTime<Utc>,
+        ) -> Result<Option<Box<dyn UpdateJob + '_>>, StoreError> {
+            self.inner.claim_update(started_at)
+        }
+
+        fn record_callback(&self, id: Uuid, delivery: &CallbackDelivery) -> Result<(), StoreError> {
+            self.inner.record_callback(id, delivery)
+        }
+
+        fn undelivered_callbacks(&self) -> Result<Vec<UpdateRequest>, StoreError> {
+            self.inner.undelivered_callbacks()
+        }
+
+        fn update_request(&self, id: Uuid) -> Result<Option<UpdateRequest>, StoreError> {
+            self.inner.update_request(id)
+        }
+
+        fn backup(&self, dir: &Path, taken_at: DateTime<Utc>) -> Result<BackupReport, StoreError> {
+            self.inner.backup(dir, taken_at)
+        }
+
+        fn restore(&self, file: &Path) -> Result<RestoreReport, StoreError> {
+            self.inner.restore(file)
+        }
+
+        fn check_backup(&self, file: &Path) -> Result<RestoreReport, StoreError> {
+            self.inner.check_backup(file)
+        }
+
+        fn row_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            self.inner.row_counts()
+        }
+
+        fn reset(&self) -> Result<(), StoreError> {
+            self.inner.reset()
+        }
+
+        fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping()
+        }
+    }
+
+    #[test]
+    fn what_the_study_stores_while_it_is_exported_changes_nothing_in_the_export() {
+        let study = Arc::new(worked_study());
+        let schedule = daily(&[("default", 8)]);
+        let dir = tempdir();
+        let quiet = dir.path().join("quiet");
+        study.export(&schedule, &quiet).unwrap();
+
+        // Between the two passes: a later decision of a participant the first pass saw (it would
+        // stretch the grid), a new participant with a decision, a withdrawal (it would end b's
+        // time in the study), and an update (a new parameter version, driving the new
+        // decision).
+        let busy = ChangesBetweenPasses {
+            inner: study.store.clone(),
+            calls: AtomicUsize::new(0),
+            between: Mutex::new(None),
+        };
+        let during = study.clone();
+        *busy.between.lock().unwrap() = Some(Box::new(move || {
+            let a = UserId::parse("a").unwrap();
+            let d = during.decide(&a, 4, "2026-01-08T08:00:00Z");
+            during.upload(&d, 3.0);
+            during.update("2026-01-12T20:00:00Z");
+            let late = during.enroll("late", Some("2026-01-10T00:00:00Z"), None);
+            during.decide(&late, 0, "2026-01-12T08:00:00Z");
+            during.clock.set(at("2026-01-12T09:00:00Z"));
+            during
+                .service
+                .withdraw(&UserId::parse("b").unwrap(), "changed their mind")
+                .unwrap();
+        }));
+        let busy_out = dir.path().join("busy");
+        let counts = export(
+            &busy,
+            study.service.algorithm(),
+            Some(&schedule),
+            &busy_out,
+            at("2026-02-01T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(busy.calls.load(Ordering::SeqCst), 2, "two passes");
+        assert_eq!((counts.participants, counts.updates), (3, 2));
+        for file in [
+            "grid.csv",
+            "update_rows.csv",
+            "parameters.jsonl",
+            "unplaced.csv",
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(busy_out.join(file)).unwrap(),
+                std::fs::read_to_string(quiet.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        // The study did change: an export now sees the new decision, participant and version.
+        let after = dir.path().join("after");
+        let now = study.export(&schedule, &after).unwrap();
+        assert_eq!((now.participants, now.updates), (4, 3));
     }
 
     #[test]
