@@ -24,7 +24,8 @@ Nothing here knows an algorithm: the arguments are built from the ArgSpecs in ma
   so that every in-study cell has arguments of one shape. Its probability does not depend on
   them (the probability function returns available x the recorded probability there).
 - The probability recorded for such a cell is 0 (`--unavailable-prob recorded`, the default),
-  or a fixed placeholder in (0, 1) (`--unavailable-prob 0.5`).
+  or a fixed placeholder in (0, 1) (`--unavailable-prob 0.5`), which the probability function
+  is then given as a fixed probability not drawn by the policy.
 """
 
 import argparse
@@ -137,8 +138,13 @@ def build_table(export, unavailable_prob=None):
     return frame
 
 
-def build_action_prob_args(export, frame):
-    """{calendar_t: {user_id: tuple}} from the probability function's ArgSpecs."""
+def build_action_prob_args(export, frame, unavailable_prob=None):
+    """{calendar_t: {user_id: tuple}} from the probability function's ArgSpecs.
+
+    With a placeholder probability (unavailable_prob), an in-study cell with available 0 is
+    given to the function as a decision with a fixed probability: available 1, drawn_by_policy
+    0 and the placeholder as the recorded probability, so the function returns the placeholder
+    (the table's `available` column stays 0)."""
     function = export.manifest["functions"]["action_prob"]
     specs, _ = _check_specs(function, PROBABILITY_SOURCES, "probability")
     covariates = export.covariates
@@ -165,6 +171,9 @@ def build_action_prob_args(export, frame):
             raise ConversionError(f"grid.csv: {user} at calendar_t {t} is in study without a policy_num")
         policy_num = int(row["policy_num"])
         version = export.policy_versions[policy_num] if policy_num in export.policy_versions else None
+        available, drawn = float(row["available"]), float(row["drawn_by_policy"])
+        if unavailable_prob is not None and available == 0.0:
+            available, drawn = 1.0, 0.0
         values = []
         for spec in specs:
             source = spec["source"]
@@ -176,9 +185,9 @@ def build_action_prob_args(export, frame):
             elif source == "covariates":
                 values.append(np.array([row[name] for name in covariates], dtype=np.float64))
             elif source == "available":
-                values.append(float(row["available"]))
+                values.append(available)
             elif source == "drawn_by_policy":
-                values.append(float(row["drawn_by_policy"]))
+                values.append(drawn)
             elif source == "recorded_prob":
                 values.append(float(row["action1_prob"]))
         args[t][user] = tuple(values)
@@ -301,7 +310,7 @@ def convert(export_dir, out_dir, functions_dir=DEFAULT_FUNCTIONS_DIR, inference=
         if not (functions_dir / f"{name}.py").exists():
             raise ConversionError(f"{functions_dir}/{name}.py is missing: the function file for {name}")
     frame = build_table(export, unavailable_prob)
-    action_prob_args = build_action_prob_args(export, frame)
+    action_prob_args = build_action_prob_args(export, frame, unavailable_prob)
     update_args = build_update_args(export, frame)
     arguments = lifejacket_arguments(export, inference)
     arguments["unavailable_prob"] = "recorded" if unavailable_prob is None else unavailable_prob
