@@ -29,7 +29,7 @@ BENCH_TARGET_DIR = $(TARGET_DIR)
 EXAMPLE_DIR = examples/beta-bernoulli
 EXAMPLE_CARGO = cd $(EXAMPLE_DIR) && CARGO_TARGET_DIR="$(abspath $(TARGET_DIR))" $(CARGO)
 
-.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -52,6 +52,8 @@ help:
 	@echo "make doc             build the API documentation"
 	@echo "make openapi         write the OpenAPI document the code describes to docs/openapi.json"
 	@echo "make fuzz            run schemathesis against a throwaway release server (FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) per operation)"
+	@echo "make lifejacket      simulate a thompson study on a throwaway debug server, export it, replay its updates"
+	@echo "                     and run lifejacket's checks and analysis on it (docs/analysis.md)"
 	@echo "make clean-test-dbs  drop leftover justin_test_* databases on the test server"
 
 run:
@@ -155,6 +157,12 @@ openapi:
 # Not part of `make test`: it needs Python and network access to PyPI the first time.
 fuzz:
 	CARGO="$(CARGO)" FUZZ_MAX_EXAMPLES="$(FUZZ_MAX_EXAMPLES)" bash scripts/fuzz.sh
+
+# A simulated thompson study through the whole analysis hand-off: export, replay of the updates,
+# conversion and lifejacket (docs/analysis.md). Needs Python 3 and, the first time, PyPI for
+# the pinned analysis/requirements.txt (into .venv-analysis/). LJ_* variables: scripts/lifejacket.sh.
+lifejacket:
+	CARGO="$(CARGO)" bash scripts/lifejacket.sh
 
 # Tests drop their databases when they end; a killed test run can leave some behind.
 clean-test-dbs:
