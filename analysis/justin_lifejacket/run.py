@@ -130,8 +130,18 @@ def main(argv=None):
         action="store_true",
         help="skip lifejacket's diagnostic suite (then no verdict)",
     )
+    parser.add_argument(
+        "--phase-times",
+        action="store_true",
+        help="print how long each of lifejacket's phases took",
+    )
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if options.phase_times:
+        # lifejacket logs each phase's duration at INFO from helper_functions.
+        phases = logging.getLogger("lifejacket.helper_functions")
+        phases.setLevel(logging.INFO)
+        phases.addFilter(lambda record: record.getMessage().startswith("Phase "))
     started = time.monotonic()
     try:
         result, report = analyze(options.out_dir, not options.no_diagnostics)
