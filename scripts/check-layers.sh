@@ -28,7 +28,7 @@ CARGO="${CARGO:-cargo}"
 TREE_FLAGS=(-e normal --all-features --target all)
 
 # The only direct normal dependencies justin-core may have.
-CORE_ALLOWED=(serde serde_json uuid chrono rand_pcg rand_core thiserror log)
+CORE_ALLOWED=(serde serde_json uuid chrono chrono-tz rand_pcg rand_core thiserror log)
 CORE_FORBIDDEN=(diesel r2d2 actix-web ureq fern)
 # The only direct normal dependencies justin-numeric may have: none.
 NUMERIC_ALLOWED=()

@@ -17,8 +17,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use justin_core::{
-    names, Action, ActionChoice, Algorithm, AlgorithmError, DecisionIdx, DecisionRng, JsonObject,
-    Probability, Registration, State, StudyRecord, UserId,
+    names, usable_covariate_name, Action, ActionChoice, Algorithm, AlgorithmError,
+    AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, DecisionIdx, DecisionRng, JsonObject,
+    Probability, Registration, State, StudyRecord, UpdateFunctionKind, UserId,
 };
 use justin_numeric::linalg::{dot, Cholesky, Matrix};
 use justin_numeric::normal::normal_cdf;
@@ -707,6 +708,10 @@ impl Algorithm for Thompson {
         )
     }
 
+    fn analysis(&self) -> Option<&dyn AnalysisModel> {
+        Some(self)
+    }
+
     fn validate_parameters(&self, values: &Value) -> Result<(), AlgorithmError> {
         let parameters = Parameters::read(values)?;
         let policy = &parameters.policy;
@@ -732,6 +737,173 @@ impl Algorithm for Thompson {
             )));
         }
         Ok(())
+    }
+}
+
+/// The name of the analysis function giving P(action = 1) (analysis/functions/).
+pub const ACTION_PROB_FUNCTION: &str = "thompson_action1_prob";
+/// The name of the update's estimating function (analysis/functions/).
+pub const UPDATE_FUNCTION: &str = "thompson_update_estimating";
+
+/// The precision (inverse covariance) of a positive-definite covariance, exactly symmetric.
+fn precision_of(covariance: &Matrix, key: &str) -> Result<Matrix, AlgorithmError> {
+    Cholesky::new(covariance)
+        .map(|f| f.inverse())
+        .ok_or_else(|| {
+            AlgorithmError::InvalidParameters(format!("{key} must be positive definite"))
+        })
+}
+
+/// thompson in an adaptivity-aware analysis (lifejacket's; docs/algorithms.md).
+///
+/// - Covariates: the state, `intercept` then one per feature, named as the feature when every
+///   feature name is usable as a column ([`usable_covariate_name`], and not `intercept`),
+///   else `x1`, `x2`, ... in feature order.
+/// - β: the posterior mean μ (k = 2(1 + features) numbers: the base coefficients, then the
+///   treatment effects), then the lower triangle, row by row, of L, the Cholesky factor of the
+///   posterior precision P = covariance⁻¹, with its diagonal as logarithms: k + k(k+1)/2
+///   numbers. The covariance enters P(action = 1) and depends on the data, so it is part of β.
+/// - Constants: `bounds` [min_probability, max_probability], `prior_mean` μ0, `prior_precision`
+///   Σ0⁻¹ (k × k) and `noise_variance` σ².
+/// - P(action = 1) = available · (drawn_by_policy · clip(Φ(x'm_γ / √(x'S_γγx)), bounds) +
+///   (1 − drawn_by_policy) · recorded_prob), with m_γ, S_γγ the treatment block of μ and P⁻¹.
+/// - The update, per participant i with rows φ = [x, a·x] (Φ_i) and rewards r_i, among n
+///   participants who gave it rows: ψ_i = [Φ_i'(Φ_iμ − r_i)/σ² + Σ0⁻¹(μ − μ0)/n ;
+///   vech(Φ_i'Φ_i/σ² + (Σ0⁻¹ − LL')/n)], vech the lower triangle row by row. Summed over the
+///   participants it is Pμ − (Σ0⁻¹μ0 + b/σ²) and P − LL', zero at the update's posterior.
+impl AnalysisModel for Thompson {
+    fn covariate_names(&self) -> Vec<String> {
+        let named = self
+            .features
+            .iter()
+            .all(|f| usable_covariate_name(f) && f != "intercept");
+        std::iter::once("intercept".to_owned())
+            .chain(self.features.iter().enumerate().map(|(i, f)| {
+                if named {
+                    f.clone()
+                } else {
+                    format!("x{}", i + 1)
+                }
+            }))
+            .collect()
+    }
+
+    fn covariates(&self, state: &State) -> Result<Vec<f64>, AlgorithmError> {
+        let d = 1 + self.features.len();
+        if state.values().len() == d {
+            Ok(state.values().to_vec())
+        } else {
+            Err(AlgorithmError::InvalidInput(format!(
+                "the state has {} numbers; {NAME} with features {:?} makes {d} (the intercept \
+                 and the features)",
+                state.values().len(),
+                self.features
+            )))
+        }
+    }
+
+    fn beta(&self, parameters: &Value) -> Result<Vec<f64>, AlgorithmError> {
+        let parameters = Parameters::read(parameters)?;
+        let policy = &parameters.policy;
+        let precision = precision_of(&policy.covariance, "covariance")?;
+        let factor = Cholesky::new(&precision).ok_or_else(|| {
+            AlgorithmError::InvalidParameters(
+                "the posterior precision (the inverse of covariance) is not positive definite \
+                 in floating point"
+                    .into(),
+            )
+        })?;
+        let lower = factor.lower();
+        let k = policy.mean.len();
+        let mut beta = Vec::with_capacity(k + k * (k + 1) / 2);
+        beta.extend_from_slice(&policy.mean);
+        for i in 0..k {
+            for j in 0..=i {
+                let v = lower.get(i, j);
+                beta.push(if i == j { v.ln() } else { v });
+            }
+        }
+        Ok(beta)
+    }
+
+    fn beta_names(&self, parameters: &Value) -> Result<Vec<String>, AlgorithmError> {
+        let parameters = Parameters::read(parameters)?;
+        let k = parameters.policy.mean.len();
+        let covariates = self.covariate_names();
+        let mut names: Vec<String> = covariates
+            .iter()
+            .map(|c| format!("mu_base_{c}"))
+            .chain(covariates.iter().map(|c| format!("mu_treat_{c}")))
+            .collect();
+        // Parameters of other features would have another k; the covariates name this one's.
+        names.truncate(k);
+        for i in 0..k {
+            for j in 0..=i {
+                names.push(if i == j {
+                    format!("log_L_{i}_{j}")
+                } else {
+                    format!("L_{i}_{j}")
+                });
+            }
+        }
+        Ok(names)
+    }
+
+    fn constants(&self, parameters: &Value) -> Result<JsonObject, AlgorithmError> {
+        let parameters = Parameters::read(parameters)?;
+        let prior = &parameters.prior;
+        let prior_precision = precision_of(&prior.covariance, "prior.covariance")?;
+        let mut constants = JsonObject::new();
+        constants.insert(
+            "bounds".into(),
+            json!([
+                parameters.policy.min_probability,
+                parameters.policy.max_probability
+            ]),
+        );
+        constants.insert("prior_mean".into(), json!(prior.mean));
+        constants.insert("prior_precision".into(), json!(prior_precision.rows()));
+        constants.insert("noise_variance".into(), json!(prior.noise_variance));
+        Ok(constants)
+    }
+
+    fn action_prob_function(&self) -> AnalysisFunction {
+        AnalysisFunction {
+            name: ACTION_PROB_FUNCTION.into(),
+            args: vec![
+                ArgSpec::new("beta", ArgSource::Beta),
+                ArgSpec::new("x", ArgSource::Covariates),
+                ArgSpec::new(
+                    "bounds",
+                    ArgSource::Constant {
+                        key: "bounds".into(),
+                    },
+                ),
+                ArgSpec::new("available", ArgSource::Available),
+                ArgSpec::new("drawn_by_policy", ArgSource::DrawnByPolicy),
+                ArgSpec::new("recorded_prob", ArgSource::RecordedProb),
+            ],
+        }
+    }
+
+    fn update_function(&self) -> (AnalysisFunction, UpdateFunctionKind) {
+        let constant = |key: &str| ArgSpec::new(key, ArgSource::Constant { key: key.into() });
+        (
+            AnalysisFunction {
+                name: UPDATE_FUNCTION.into(),
+                args: vec![
+                    ArgSpec::new("beta", ArgSource::Beta),
+                    ArgSpec::new("xs", ArgSource::UpdateCovariates),
+                    ArgSpec::new("actions", ArgSource::UpdateActions),
+                    ArgSpec::new("rewards", ArgSource::UpdateRewards),
+                    constant("prior_mean"),
+                    constant("prior_precision"),
+                    constant("noise_variance"),
+                    ArgSpec::new("n_participants", ArgSource::UpdateParticipants),
+                ],
+            },
+            UpdateFunctionKind::Estimating,
+        )
     }
 }
 
@@ -1478,5 +1650,259 @@ mod tests {
             algo.update(&foreign, &mut std::iter::empty()),
             Err(AlgorithmError::InvalidParameters(_))
         ));
+    }
+
+    /// A record of participant `user` with state `x`.
+    fn record_of(user: &str, x: &[f64], action: i64, reward: f64) -> StudyRecord {
+        let mut r = record(x, action, reward);
+        r.user_id = UserId::parse(user).unwrap();
+        r
+    }
+
+    /// A two-feature study: three participants, uneven rows, a prior that is not the identity.
+    fn study() -> (Thompson, Value, Vec<StudyRecord>, Value) {
+        let algo = thompson(json!({ "features": ["steps", "mood"] }));
+        let prior = algo
+            .initial_parameters(&obj(json!({
+                "mean": [0.1, 0, 0, 0.5, 0, 0],
+                "covariance": [
+                    [2.0, 0.3, 0, 0, 0, 0], [0.3, 1.0, 0, 0, 0, 0], [0, 0, 1.5, 0, 0.2, 0],
+                    [0, 0, 0, 1.0, 0, 0], [0, 0, 0.2, 0, 1.0, 0], [0, 0, 0, 0, 0, 3.0]
+                ],
+                "noise_variance": 0.7
+            })))
+            .unwrap();
+        let mut rng = DecisionRng::from_seed(7);
+        let mut u = || rng.uniform() - 0.5;
+        let mut rows = Vec::new();
+        for (user, n) in [("a", 5), ("b", 1), ("c", 9)] {
+            for _ in 0..n {
+                let x = [1.0, 4.0 * u(), 2.0 * u()];
+                let a = i64::from(u() > 0.0);
+                let r = x[1] + f64::from(u8::try_from(a).unwrap()) * (0.5 + x[2]) + u();
+                rows.push(record_of(user, &x, a, r));
+            }
+        }
+        let posterior = update(&algo, &prior, rows.clone());
+        (algo, prior, rows, posterior)
+    }
+
+    fn matrix_of(v: &Value) -> Matrix {
+        let rows: Vec<Vec<f64>> = v.as_array().unwrap().iter().map(numbers).collect();
+        Matrix::from_rows(&rows).unwrap()
+    }
+
+    /// μ and L (with its diagonal exponentiated back) from β.
+    fn unpack(beta: &[f64], k: usize) -> (Vec<f64>, Matrix) {
+        assert_eq!(beta.len(), k + k * (k + 1) / 2);
+        let mut l = Matrix::zeros(k);
+        let mut at = k;
+        for i in 0..k {
+            for j in 0..=i {
+                l.set(i, j, if i == j { beta[at].exp() } else { beta[at] });
+                at += 1;
+            }
+        }
+        (beta[..k].to_vec(), l)
+    }
+
+    fn l_lt(l: &Matrix) -> Matrix {
+        let k = l.size();
+        let mut p = Matrix::zeros(k);
+        for i in 0..k {
+            for j in 0..k {
+                p.set(i, j, (0..k).map(|m| l.get(i, m) * l.get(j, m)).sum());
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn beta_rebuilds_the_posterior_mean_and_covariance() {
+        let (algo, prior, _, posterior) = study();
+        let model = algo.analysis().unwrap();
+        for values in [&prior, &posterior] {
+            let beta = model.beta(values).unwrap();
+            let names = model.beta_names(values).unwrap();
+            assert_eq!(names.len(), beta.len());
+            assert_eq!(names[0], "mu_base_intercept");
+            assert_eq!(names[5], "mu_treat_mood");
+            assert_eq!(names[6], "log_L_0_0");
+            assert_eq!(names[7], "L_1_0");
+            let (mu, l) = unpack(&beta, 6);
+            assert_eq!(mu, numbers(&values["mean"]));
+            let covariance = Cholesky::new(&l_lt(&l)).unwrap().inverse();
+            let stored = matrix_of(&values["covariance"]);
+            for i in 0..6 {
+                for j in 0..6 {
+                    let (a, b) = (covariance.get(i, j), stored.get(i, j));
+                    assert!(
+                        (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                        "{i},{j}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        assert!(matches!(
+            model.beta(&json!({ "probability_of_action": 0.5 })),
+            Err(AlgorithmError::InvalidParameters(_))
+        ));
+    }
+
+    /// ψ_i of ISSUE16 §4 / docs/algorithms.md, as the JAX function computes it.
+    fn estimating(beta: &[f64], rows: &[&StudyRecord], constants: &JsonObject, n: f64) -> Vec<f64> {
+        let prior_mean = numbers(&constants["prior_mean"]);
+        let prior_precision = matrix_of(&constants["prior_precision"]);
+        let sigma2 = constants["noise_variance"].as_f64().unwrap();
+        let k = prior_mean.len();
+        let (mu, l) = unpack(beta, k);
+        let mut gram = Matrix::zeros(k);
+        let mut first = vec![0.0; k];
+        for r in rows {
+            let x = r.state.values();
+            let a = if r.action == Action::One { 1.0 } else { 0.0 };
+            let phi: Vec<f64> = x.iter().copied().chain(x.iter().map(|v| a * v)).collect();
+            let residual = dot(&phi, &mu) - r.reward;
+            for (f, p) in first.iter_mut().zip(&phi) {
+                *f += p * residual / sigma2;
+            }
+            gram.add_outer(&phi, 1.0 / sigma2);
+        }
+        let shift: Vec<f64> = mu.iter().zip(&prior_mean).map(|(m, m0)| m - m0).collect();
+        for (f, p) in first.iter_mut().zip(prior_precision.mul_vec(&shift)) {
+            *f += p / n;
+        }
+        let llt = l_lt(&l);
+        let mut out = first;
+        for i in 0..k {
+            for j in 0..=i {
+                out.push(gram.get(i, j) + (prior_precision.get(i, j) - llt.get(i, j)) / n);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_estimating_function_sums_to_zero_at_the_updates_beta() {
+        let (algo, _, rows, posterior) = study();
+        let model = algo.analysis().unwrap();
+        let beta = model.beta(&posterior).unwrap();
+        let constants = model.constants(&posterior).unwrap();
+        let users = ["a", "b", "c"];
+        let per_user: Vec<Vec<&StudyRecord>> = users
+            .iter()
+            .map(|u| rows.iter().filter(|r| r.user_id.as_str() == *u).collect())
+            .collect();
+        let n = 3.0;
+        let mut total = vec![0.0; beta.len()];
+        let mut scale = 0.0_f64;
+        for own in &per_user {
+            let psi = estimating(&beta, own, &constants, n);
+            for (t, p) in total.iter_mut().zip(&psi) {
+                *t += p;
+                scale = scale.max(p.abs());
+            }
+        }
+        assert!(scale > 1.0, "each participant's term is not zero: {scale}");
+        for (i, t) in total.iter().enumerate() {
+            assert!(t.abs() < 1e-9 * scale, "entry {i}: {t} (scale {scale})");
+        }
+        // At another β (the prior's), the sum is not zero: the check has teeth.
+        let prior_beta = model
+            .beta(
+                &algo
+                    .initial_parameters(&obj(json!({ "variance": 1, "noise_variance": 0.7 })))
+                    .unwrap(),
+            )
+            .unwrap();
+        let off: f64 = per_user
+            .iter()
+            .map(|own| estimating(&prior_beta, own, &constants, n)[0])
+            .sum();
+        assert!(off.abs() > 1e-3, "{off}");
+    }
+
+    #[test]
+    fn the_analysis_names_its_covariates_constants_and_functions() {
+        let (algo, prior, _, _) = study();
+        let model = algo.analysis().unwrap();
+        assert_eq!(model.covariate_names(), ["intercept", "steps", "mood"]);
+        let state = State::new(vec![1.0, 2.0, 3.0]).unwrap();
+        assert_eq!(model.covariates(&state).unwrap(), [1.0, 2.0, 3.0]);
+        assert!(matches!(
+            model.covariates(&State::new(vec![]).unwrap()),
+            Err(AlgorithmError::InvalidInput(_))
+        ));
+        // A feature name that cannot be a column turns every covariate into x1, x2, ...
+        for odd in [
+            json!(["steps", "step count"]),
+            json!(["reward", "mood"]),
+            json!(["class", "b"]),
+        ] {
+            let other = thompson(json!({ "features": odd }));
+            assert_eq!(
+                other.analysis().unwrap().covariate_names(),
+                ["intercept", "x1", "x2"],
+                "{odd}"
+            );
+        }
+        let constants = model.constants(&prior).unwrap();
+        assert_eq!(constants["bounds"], json!([0.2, 0.8]));
+        assert_eq!(constants["noise_variance"], json!(0.7));
+        assert_eq!(
+            constants["prior_mean"],
+            json!([0.1, 0.0, 0.0, 0.5, 0.0, 0.0])
+        );
+        let precision = matrix_of(&constants["prior_precision"]);
+        assert!((precision.get(5, 5) - 1.0 / 3.0).abs() < 1e-15);
+        let probability = model.action_prob_function();
+        assert_eq!(
+            serde_json::to_value(&probability).unwrap(),
+            json!({
+                "name": "thompson_action1_prob",
+                "args": [
+                    {"name": "beta", "source": "beta"},
+                    {"name": "x", "source": "covariates"},
+                    {"name": "bounds", "source": "constant", "key": "bounds"},
+                    {"name": "available", "source": "available"},
+                    {"name": "drawn_by_policy", "source": "drawn_by_policy"},
+                    {"name": "recorded_prob", "source": "recorded_prob"},
+                ]
+            })
+        );
+        let (update, kind) = model.update_function();
+        assert_eq!(kind, UpdateFunctionKind::Estimating);
+        assert_eq!(update.name, "thompson_update_estimating");
+        let names: Vec<_> = update.args.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "beta",
+                "xs",
+                "actions",
+                "rewards",
+                "prior_mean",
+                "prior_precision",
+                "noise_variance",
+                "n_participants"
+            ]
+        );
+    }
+
+    /// The probability the analysis function computes from β, for a drawn decision.
+    #[test]
+    fn the_probability_from_beta_is_the_drawn_one() {
+        let (algo, _, _, posterior) = study();
+        let model = algo.analysis().unwrap();
+        let beta = model.beta(&posterior).unwrap();
+        let (mu, l) = unpack(&beta, 6);
+        let covariance = Cholesky::new(&l_lt(&l)).unwrap().inverse();
+        for x in [[1.0, 0.3, -0.2], [1.0, -1.5, 0.9], [1.0, 0.0, 0.0]] {
+            let location = dot(&x, &mu[3..]);
+            let variance = covariance.block(3, 3).quadratic_form(&x);
+            let from_beta = normal_cdf(location / variance.sqrt()).clamp(0.2, 0.8);
+            let drawn = probability(&algo, &posterior, &x);
+            assert!((from_beta - drawn).abs() < 1e-12, "{from_beta} vs {drawn}");
+        }
     }
 }

@@ -17,6 +17,51 @@ use serde::Serialize;
 use crate::algorithm::AlgorithmError;
 use crate::domain::{JsonObject, State};
 
+/// The fixed columns of the export's grid (`grid.csv` of `justin export --for lifejacket`), in
+/// order; the covariate columns follow them. A covariate name must be none of these.
+pub const GRID_COLUMNS: &[&str] = &[
+    "user_id",
+    "calendar_t",
+    "scheduled_at",
+    "decision_type",
+    "in_study",
+    "called",
+    "decision_idx",
+    "available",
+    "action",
+    "action1_prob",
+    "parameter_version",
+    "policy_num",
+    "policy",
+    "drawn_by_policy",
+    "observed",
+    "reward",
+    "first_used_in_version",
+    "has_state",
+];
+
+/// Python's keywords, which cannot name a function's parameter.
+const PYTHON_KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
+];
+
+/// Whether `name` can be a covariate's name: an ASCII Python identifier (letters, digits and
+/// `_`, not starting with a digit), not a Python keyword, and none of [`GRID_COLUMNS`] nor
+/// `theta` (the name lifejacket gives the inference function's parameter).
+pub fn usable_covariate_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !PYTHON_KEYWORDS.contains(&name)
+        && !GRID_COLUMNS.contains(&name)
+        && name != "theta"
+}
+
 /// Where one argument of an analysis function comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
@@ -98,9 +143,9 @@ pub struct AnalysisFunction {
 /// only, or on one stored parameter version; none sees participants' data except through the
 /// covariates of a state.
 pub trait AnalysisModel: Send + Sync + std::fmt::Debug {
-    /// The names of the numeric covariates a state becomes, in order. Each MUST be a Python
-    /// identifier (letters, digits and `_`, not starting with a digit): they become column
-    /// names of the analysis table.
+    /// The names of the numeric covariates a state becomes, in order. Each MUST pass
+    /// [`usable_covariate_name`] and be distinct: they become column names of the analysis
+    /// table.
     fn covariate_names(&self) -> Vec<String>;
 
     /// A decision's state as numeric covariates, as many as [`AnalysisModel::covariate_names`].
@@ -142,4 +187,49 @@ pub trait AnalysisModel: Send + Sync + std::fmt::Debug {
     /// over participants, or root the mean estimating function, given each participant's rows
     /// the update read.
     fn update_function(&self) -> (AnalysisFunction, UpdateFunctionKind);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covariate_names_are_python_identifiers_apart_from_the_grids_columns() {
+        for good in ["steps", "_x", "mood2", "Temperature", "match"] {
+            assert!(usable_covariate_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "2x",
+            "step count",
+            "café",
+            "class",
+            "reward",
+            "user_id",
+            "theta",
+            "a-b",
+        ] {
+            assert!(!usable_covariate_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn arg_specs_serialize_as_the_manifest_shows_them() {
+        let specs = [
+            ArgSpec::new("x", ArgSource::Covariates),
+            ArgSpec::new(
+                "bounds",
+                ArgSource::Constant {
+                    key: "bounds".into(),
+                },
+            ),
+        ];
+        assert_eq!(
+            serde_json::to_value(specs).unwrap(),
+            serde_json::json!([
+                {"name": "x", "source": "covariates"},
+                {"name": "bounds", "source": "constant", "key": "bounds"}
+            ])
+        );
+    }
 }

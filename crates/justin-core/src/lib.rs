@@ -14,6 +14,7 @@ pub mod ports;
 pub mod recording;
 pub mod registry;
 pub mod rng;
+pub mod schedule;
 pub mod service;
 pub mod tables;
 #[cfg(feature = "testing")]
@@ -21,7 +22,10 @@ pub mod testing;
 mod tolerance;
 
 pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError};
-pub use analysis::{AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, UpdateFunctionKind};
+pub use analysis::{
+    usable_covariate_name, AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, UpdateFunctionKind,
+    GRID_COLUMNS,
+};
 pub use domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
     DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
@@ -38,6 +42,10 @@ pub use ports::{
 };
 pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;
+pub use schedule::{
+    parse_time_of_day, DecisionKey, PlaceBy, Placer, Schedule, ScheduleError, ScheduledTime,
+    Unplaced,
+};
 pub use service::{
     ActionRequest, ActionResponse, CallbackPolicy, DomainError, HostDecisionRequest,
     ParticipantView, ReplayMismatch, ReplaySummary, Service, ServiceSettings, TrialSettings,

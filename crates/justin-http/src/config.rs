@@ -49,6 +49,10 @@
 //! | `update.include_warmup` | `JUSTIN_UPDATE__INCLUDE_WARMUP` | `true` |
 //! | `update.include_fallback` | `JUSTIN_UPDATE__INCLUDE_FALLBACK` | `false` |
 //! | `update.include_host` | `JUSTIN_UPDATE__INCLUDE_HOST` | `false` |
+//! | `schedule.place_by` | `JUSTIN_SCHEDULE__PLACE_BY` | `time` |
+//! | `schedule.time_zone` | `JUSTIN_SCHEDULE__TIME_ZONE` | `server.naive_time_zone` |
+//! | `schedule.first_decision_idx` | `JUSTIN_SCHEDULE__FIRST_DECISION_IDX` | `0` |
+//! | `schedule.times` | `JUSTIN_SCHEDULE__TIMES` (`[{decision_type="morning",at="08:00"}]`) | `[]` (no schedule) |
 //!
 //! Keys added to the service after its first release are left out of the configuration's
 //! fingerprint while they hold their defaults, so a configuration that does not use them keeps
@@ -98,6 +102,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Model updates.
     pub update: UpdateConfig,
+    /// The study's schedule of decision times; none unless `times` is set.
+    #[serde(skip_serializing_if = "ScheduleConfig::is_off")]
+    pub schedule: ScheduleConfig,
 }
 
 /// `[server]`
@@ -308,6 +315,10 @@ mod toml_time {
         Toml(std::collections::BTreeMap<String, String>),
     }
 
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        optional(d)?.ok_or_else(|| serde::de::Error::custom("expected a time or a string"))
+    }
+
     pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
@@ -462,6 +473,52 @@ impl Default for UpdateConfig {
     }
 }
 
+/// `[schedule]`: the decision times of one study day, which give every decision a cell of the
+/// study-wide calendar (`justin export --for lifejacket`). Off unless `times` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// How a decision finds its cell: `time` (its request timestamp, the nearest scheduled
+    /// time of its type) or `index` (its decision_idx).
+    pub place_by: String,
+    /// The IANA time zone study days are counted in; default `server.naive_time_zone`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// For `place_by = "index"`: the decision_idx of each type's first decision.
+    pub first_decision_idx: i64,
+    /// The decision times of one day, in order.
+    pub times: Vec<ScheduleTimeConfig>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            place_by: "time".into(),
+            time_zone: None,
+            first_decision_idx: 0,
+            times: Vec::new(),
+        }
+    }
+}
+
+impl ScheduleConfig {
+    fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One entry of `schedule.times`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTimeConfig {
+    /// The decision type decided at this time; default the default type (`default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_type: Option<String>,
+    /// The local time of day, `"HH:MM"` or `"HH:MM:SS"` (a TOML local time works too).
+    #[serde(deserialize_with = "toml_time::required")]
+    pub at: String,
+}
+
 impl Config {
     /// Reads the configuration from the file named by `JUSTIN_CONFIG` (or `config.toml` when
     /// present) and the environment, and checks it; `algorithm.name` must name one of
@@ -563,6 +620,7 @@ impl Config {
             return invalid("logging.level", &e);
         }
         self.trial()?;
+        self.schedule()?;
         match algorithms.build(&self.algorithm.name, &self.algorithm.options) {
             Ok(_) => {}
             Err(e @ (BuildError::Unknown { .. } | BuildError::Misnamed { .. })) => {
@@ -680,6 +738,56 @@ impl Config {
                 host: self.update.include_host,
             },
         })
+    }
+
+    /// The study's schedule, checked; `None` when `schedule.times` is not set.
+    ///
+    /// # Errors
+    /// When a key of `[schedule]` is set without `times`, or a value is unusable; the message
+    /// names the key.
+    pub fn schedule(&self) -> Result<Option<justin_core::Schedule>, ConfigError> {
+        let s = &self.schedule;
+        let invalid = |key: &str, why: &str| ConfigError::Invalid(format!("schedule.{key}: {why}"));
+        if s.times.is_empty() {
+            return if s.is_off() {
+                Ok(None)
+            } else {
+                Err(invalid(
+                    "times",
+                    "a schedule needs at least one decision time, such as times = [{ at = \"08:00\" }]",
+                ))
+            };
+        }
+        let place_by =
+            justin_core::PlaceBy::parse(&s.place_by).map_err(|e| invalid("place_by", &e))?;
+        let time_zone = match &s.time_zone {
+            None => self
+                .server
+                .naive_time_zone()
+                .map_err(|e| ConfigError::Invalid(format!("server.naive_time_zone: {e}")))?,
+            Some(name) => name.parse().map_err(|_| {
+                invalid(
+                    "time_zone",
+                    &format!(
+                        "{name:?} is not an IANA time zone name (such as UTC or Europe/Berlin)"
+                    ),
+                )
+            })?,
+        };
+        let mut times = Vec::with_capacity(s.times.len());
+        for (i, entry) in s.times.iter().enumerate() {
+            let decision_type = match &entry.decision_type {
+                None => justin_core::DecisionType::default(),
+                Some(raw) => justin_core::DecisionType::parse(raw.clone())
+                    .map_err(|e| invalid(&format!("times[{i}].decision_type"), &e.0))?,
+            };
+            let at = justin_core::parse_time_of_day(&entry.at)
+                .map_err(|e| invalid(&format!("times[{i}].at"), &e))?;
+            times.push(justin_core::ScheduledTime { decision_type, at });
+        }
+        justin_core::Schedule::new(place_by, time_zone, s.first_decision_idx, times)
+            .map(Some)
+            .map_err(|e| invalid(&e.key, &e.message))
     }
 
     /// The priors: the file's when `algorithm.priors_file` is set, else the inline table.
@@ -1005,6 +1113,91 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = all.iter().collect();
         assert_eq!(distinct.len(), all.len());
         assert!(!distinct.contains(&default));
+    }
+
+    #[test]
+    fn the_schedule_is_read_and_checked() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load_in_jail()?.schedule().unwrap(), None);
+            jail.create_file(
+                "config.toml",
+                "[server]\nnaive_time_zone = \"Europe/Berlin\"\n\
+                 [schedule]\ntimes = [{ decision_type = \"morning\", at = \"08:00\" }, \
+                 { at = 20:30:00 }]\n",
+            )?;
+            let config = load_in_jail()?;
+            let schedule = config.schedule().unwrap().unwrap();
+            assert_eq!(schedule.place_by(), justin_core::PlaceBy::Time);
+            assert_eq!(schedule.time_zone(), chrono_tz::Tz::Europe__Berlin);
+            assert_eq!(schedule.first_decision_idx(), 0);
+            let times: Vec<_> = schedule
+                .times()
+                .iter()
+                .map(|t| (t.decision_type.to_string(), t.at.to_string()))
+                .collect();
+            assert_eq!(
+                times,
+                [
+                    ("morning".to_owned(), "08:00:00".to_owned()),
+                    ("default".to_owned(), "20:30:00".to_owned())
+                ]
+            );
+            // A schedule is part of what is hashed; no schedule leaves the hash as it was.
+            assert_ne!(config.fingerprint(), Config::default().fingerprint());
+            jail.create_file(
+                "config.toml",
+                "[schedule]\nplace_by = \"index\"\ntime_zone = \"UTC\"\n\
+                 first_decision_idx = 1\ntimes = [{ at = \"08:00\" }]\n",
+            )?;
+            let schedule = load_in_jail()?.schedule().unwrap().unwrap();
+            assert_eq!(schedule.place_by(), justin_core::PlaceBy::Index);
+            assert_eq!(schedule.first_decision_idx(), 1);
+            Ok(())
+        });
+        let cases = [
+            (
+                "[schedule]\nplace_by = \"index\"\n",
+                "schedule.times: a schedule needs at least one decision time",
+            ),
+            (
+                "[schedule]\nplace_by = \"when\"\ntimes = [{ at = \"08:00\" }]\n",
+                "schedule.place_by: must be \"time\" or \"index\", not \"when\"",
+            ),
+            (
+                "[schedule]\ntime_zone = \"Mars/Olympus\"\ntimes = [{ at = \"08:00\" }]\n",
+                "schedule.time_zone: \"Mars/Olympus\" is not an IANA time zone name",
+            ),
+            (
+                "[schedule]\ntimes = [{ at = \"8 am\" }]\n",
+                "schedule.times[0].at: must be a time of day written HH:MM or HH:MM:SS",
+            ),
+            (
+                "[schedule]\ntimes = [{ at = \"08:00\" }, { at = \"07:00\" }]\n",
+                "schedule.times[1].at: the times of the day must be strictly increasing",
+            ),
+            (
+                "[schedule]\ntimes = [{ at = \"08:00\", decision_type = \"a b\" }]\n",
+                "schedule.times[0].decision_type: decision_type may only hold",
+            ),
+            (
+                "[schedule]\nfirst_decision_idx = -1\ntimes = [{ at = \"08:00\" }]\n",
+                "schedule.first_decision_idx: must not be negative",
+            ),
+            (
+                "[schedule]\ntimes = [{ at = \"08:00\", type = \"a\" }]\n",
+                "type",
+            ),
+            ("[schedule]\ntimes = [{ decision_type = \"a\" }]\n", "at"),
+            ("[schedule]\nplace = \"time\"\n", "place"),
+        ];
+        for (file, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("config.toml", file)?;
+                let err = load_in_jail().unwrap_err().to_string();
+                assert!(err.contains(expected), "{file}: {err}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

@@ -175,6 +175,11 @@ impl Cholesky {
         Some(Self { lower: l })
     }
 
+    /// The factor L itself (lower triangular; zeros above the diagonal).
+    pub fn lower(&self) -> &Matrix {
+        &self.lower
+    }
+
     /// Solves A x = b.
     pub fn solve(&self, b: &[f64]) -> Vec<f64> {
         let n = self.lower.size();
