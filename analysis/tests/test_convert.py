@@ -208,6 +208,73 @@ class Converted(unittest.TestCase):
             convert.convert(self.export_dir, self.out)
 
 
+class HandMade(unittest.TestCase):
+    """fixtures/tiny: two participants over four days, written by hand. "a,1" (an id that
+    needs quoting) has a decision, an unavailable one, a day without a call and a warm-up
+    decision with a missing outcome under policy 2; b starts a day late and has left before
+    the last day (a decision stored out of study). Version 2 drove no decision."""
+
+    def setUp(self):
+        self.tmp = pathlib.Path(tempfile.mkdtemp())
+        self.out = self.tmp / "out"
+        convert.convert(HERE / "fixtures" / "tiny", self.out)
+        self.frame = load(self.out / "analysis_df.pkl")
+        self.prob_args = load(self.out / "action_prob_func_args.pkl")
+        self.update_args = load(self.out / "alg_update_func_args.pkl")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def assert_args(self, got, expected):
+        self.assertEqual(len(got), len(expected))
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+
+    def test_the_table(self):
+        frame = self.frame
+        self.assertEqual(list(frame["user_id"]), ["a,1"] * 4 + ["b"] * 4)
+        self.assertEqual(list(frame["in_study"]), [1, 1, 1, 1, 0, 1, 1, 0])
+        self.assertEqual(list(frame["policy_num"].fillna(-1)), [1, 1, 1, 2, -1, 1, 2, -1])
+        self.assertEqual(list(frame["action1_prob"]), [0.5, 0.0, 0.0, 0.2, 0.0, 0.5, 0.8, 0.0])
+        self.assertEqual(list(frame["reward"]), [2.5, 0.0, 0.0, 0.0, 0.0, -0.75, 1.0, 0.0])
+        self.assertEqual(list(frame["steps"]), [3.25, 0.0, 0.0, -1.5, 0.0, 0.5, 2.0, 0.0])
+        self.assertEqual(list(frame["intercept"]), [1.0] * 8)
+
+    def test_the_probability_arguments(self):
+        b1 = [0.0] * 14
+        b3 = [1.5, 0.25, -0.5, 0.125] + [0.25] * 10
+        bounds = [0.2, 0.8]
+        args = self.prob_args
+        self.assertEqual(sorted(args), [0, 1, 2, 3])
+        self.assert_args(args[0]["a,1"], (b1, [1.0, 3.25], bounds, 1.0, 1.0, 0.5))
+        self.assertEqual(args[0]["b"], ())
+        self.assert_args(args[1]["a,1"], (b1, [1.0, 0.0], bounds, 0.0, 0.0, 0.0))
+        self.assert_args(args[1]["b"], (b1, [1.0, 0.5], bounds, 1.0, 1.0, 0.5))
+        self.assert_args(args[2]["a,1"], (b1, [1.0, 0.0], bounds, 0.0, 0.0, 0.0))
+        self.assert_args(args[2]["b"], (b3, [1.0, 2.0], bounds, 1.0, 1.0, 0.8))
+        self.assert_args(args[3]["a,1"], (b3, [1.0, -1.5], bounds, 1.0, 0.0, 0.2))
+        self.assertEqual(args[3]["b"], ())
+
+    def test_the_update_arguments(self):
+        b3 = [1.5, 0.25, -0.5, 0.125] + [0.25] * 10
+        identity = np.eye(4)
+        self.assertEqual(sorted(self.update_args), [2])
+        update = self.update_args[2]
+        self.assert_args(update["a,1"], (b3, [[1.0, 3.25]], [1.0], [2.5], [0, 0, 0, 0], identity, 1.0, 2.0))
+        self.assert_args(update["b"], (b3, [[1.0, 0.5]], [0.0], [-0.75], [0, 0, 0, 0], identity, 1.0, 2.0))
+
+    def test_with_a_placeholder_probability(self):
+        out = self.tmp / "placeholder"
+        convert.convert(HERE / "fixtures" / "tiny", out, unavailable_prob=0.5)
+        frame = load(out / "analysis_df.pkl")
+        args = load(out / "action_prob_func_args.pkl")
+        self.assertEqual(list(frame["action1_prob"]), [0.5, 0.5, 0.5, 0.2, 0.0, 0.5, 0.8, 0.0])
+        self.assertEqual(list(frame["available"]), [1, 0, 0, 1, 0, 1, 1, 0])
+        self.assertEqual(args[1]["a,1"][3:], (1.0, 0.0, 0.5))
+        self.assertEqual(args[2]["a,1"][3:], (1.0, 0.0, 0.5))
+        self.assertEqual(args[3]["a,1"][3:], (1.0, 0.0, 0.2))
+
+
 class Refusals(unittest.TestCase):
     def setUp(self):
         self.tmp = pathlib.Path(tempfile.mkdtemp())
