@@ -29,7 +29,7 @@ BENCH_TARGET_DIR = $(TARGET_DIR)
 EXAMPLE_DIR = examples/beta-bernoulli
 EXAMPLE_CARGO = cd $(EXAMPLE_DIR) && CARGO_TARGET_DIR="$(abspath $(TARGET_DIR))" $(CARGO)
 
-.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export export-lifejacket fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -44,6 +44,7 @@ help:
 	@echo "make erase-user USER_ID=u  show what erasing a participant would do; ARGS=--yes erases (after a backup)"
 	@echo "make replay          re-derive every stored decision; exits non-zero on any mismatch"
 	@echo "make export OUT=f    write the analysis table, one CSV row per decision"
+	@echo "make export-lifejacket DIR=d  write the files lifejacket's analysis starts from into a new directory"
 	@echo "make fmt             format the code"
 	@echo "make fmt-check       check the formatting"
 	@echo "make lint            clippy on every crate and target (the example's too), warnings are errors"
@@ -129,6 +130,12 @@ replay:
 OUT ?= study.csv
 export:
 	$(JUSTIN) export --out $(OUT)
+
+# The files an adaptivity-aware analysis (lifejacket) starts from, in a new or empty directory
+# (needs a [schedule]; docs/analysis.md): make export-lifejacket DIR=study-export
+export-lifejacket:
+	@test -n "$(DIR)" || { echo "make export-lifejacket: name a new or empty directory, e.g. make export-lifejacket DIR=study-export" >&2; exit 2; }
+	$(JUSTIN) export --for lifejacket "$(DIR)"
 
 fmt:
 	$(CARGO) fmt --all

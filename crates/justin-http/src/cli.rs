@@ -67,10 +67,23 @@ enum Command {
     Replay,
     /// Write the analysis table: one CSV row per decision with the study data uploaded for
     /// it (the columns are listed in docs/api.md). The file appears whole or not at all.
+    /// With `--for lifejacket DIR`: write the files an adaptivity-aware analysis (lifejacket)
+    /// starts from into DIR instead (docs/analysis.md); needs a [schedule].
     Export {
         /// The CSV file to write (replaced if it exists); `-` writes to standard output.
-        #[arg(long, value_name = "FILE")]
-        out: std::path::PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "format",
+            conflicts_with = "format"
+        )]
+        out: Option<std::path::PathBuf>,
+        /// The analysis to export for: `lifejacket` writes a directory of files.
+        #[arg(long = "for", value_name = "ANALYSIS", value_enum, requires = "dir")]
+        format: Option<ExportFor>,
+        /// The directory to write (created; refused when not empty), with `--for`.
+        #[arg(value_name = "DIR", requires = "format")]
+        dir: Option<std::path::PathBuf>,
     },
     /// Read an API key from standard input and print its SHA-256 digest, the value of
     /// `sha256` in `auth.api_keys`. Reads no configuration and writes no log.
@@ -80,6 +93,13 @@ enum Command {
     /// Drive a running service through a synthetic study and summarise each update (see
     /// docs/simulation.md). Exits 1 on any refused request or failed update.
     Simulate(Box<justin_simulate::Args>),
+}
+
+/// What `justin export --for` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFor {
+    /// The files lifejacket's analysis is built from (docs/analysis.md).
+    Lifejacket,
 }
 
 /// Runs the command the process's arguments name, with `algorithms` as the algorithms
@@ -105,7 +125,7 @@ pub fn run(algorithms: Registry) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
     };
-    if matches!(&command, Command::Export { out } if out.as_os_str() == "-") {
+    if matches!(&command, Command::Export { out: Some(out), .. } if out.as_os_str() == "-") {
         // Standard output carries the table: log lines go to the log files only.
         config.logging.stdout = false;
     }
@@ -120,7 +140,18 @@ pub fn run(algorithms: Registry) -> ExitCode {
         Command::Restore { file, yes } => restore(&config, &file, yes),
         Command::EraseUser { user_id, yes } => erase_user(&config, &algorithms, &user_id, yes),
         Command::Replay => replay(&config, &algorithms),
-        Command::Export { out } => export(&config, &out),
+        Command::Export {
+            out: Some(out),
+            format: None,
+            ..
+        } => export(&config, &out),
+        Command::Export {
+            format: Some(ExportFor::Lifejacket),
+            dir: Some(dir),
+            ..
+        } => export_lifejacket(&config, &algorithms, &dir),
+        // clap requires --out, or --for with DIR.
+        Command::Export { .. } => Err("name --out FILE, or --for lifejacket DIR".into()),
         Command::HashKey => Ok(hash_key()),
         Command::Openapi => openapi(),
         Command::Simulate(args) => Ok(justin_simulate::run(*args)),
@@ -467,6 +498,55 @@ fn export(config: &Config, out: &std::path::Path) -> Result<ExitCode, String> {
         let _ = std::fs::remove_file(&partial);
     })?;
     println!("exported {written} decisions to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `justin export --for lifejacket DIR`.
+fn export_lifejacket(
+    config: &Config,
+    algorithms: &Registry,
+    dir: &std::path::Path,
+) -> Result<ExitCode, String> {
+    let schedule = config.schedule().map_err(|e| e.to_string())?;
+    let algorithm = algorithms
+        .build(&config.algorithm.name, &config.algorithm.options)
+        .map_err(|e| e.to_string())?;
+    // Refuse before opening the database when the export cannot be made at all.
+    crate::lifejacket::check(algorithm.as_ref(), schedule.as_ref())
+        .map_err(|e| format!("export refused: {e}"))?;
+    let store = open_store(config)?;
+    let counts = crate::lifejacket::export(
+        store.as_ref(),
+        algorithm.as_ref(),
+        schedule.as_ref(),
+        dir,
+        Utc::now(),
+    )
+    .map_err(|e| match e {
+        crate::lifejacket::LifejacketError::Refused(why) => format!("export refused: {why}"),
+        other => format!(
+            "export failed, nothing was left in {}: {other}",
+            dir.display()
+        ),
+    })?;
+    println!(
+        "exported {} participants ({} grid rows, {} decisions placed, {} unplaced, {} left \
+         out) and {} updates for lifejacket to {}",
+        counts.participants,
+        counts.grid_rows,
+        counts.decisions,
+        counts.unplaced_decisions,
+        counts.participants_left_out,
+        counts.updates,
+        dir.display()
+    );
+    if counts.policy_decreases > 0 {
+        println!(
+            "warning: {} in-study rows have a policy number below the participant's previous \
+             one (lifejacket refuses this); see docs/analysis.md",
+            counts.policy_decreases
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,6 +18,7 @@ pub mod connection;
 pub mod database;
 pub mod error;
 pub mod export;
+pub mod lifejacket;
 pub mod logging;
 pub mod openapi;
 pub mod routes;
