@@ -39,10 +39,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx, DecisionType,
-    Enrollment, Erasure, ExportRow, ExportedUpload, JsonObject, ModelParameters, OutOfStudy,
-    Participant, ParticipantFacts, Policy, Probability, Provenance, SentTime, State, StudyRecord,
-    UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, JsonObject, ModelParameters,
+    OutOfStudy, Participant, ParticipantFacts, Policy, Probability, Provenance, SentTime, State,
+    StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 use crate::ports::{
     DecisionGuard, Recorded, Store, StoreError, TestingStore, UpdateJob, UploadRecorded,
@@ -147,6 +147,9 @@ macro_rules! store_contract_suite {
             export_shows_the_first_update_that_learned_from_each_upload,
             erasing_a_participant_leaves_no_trace_of_them,
             erasing_an_unknown_participant_changes_nothing,
+            update_rows_are_exactly_what_each_update_read,
+            export_by_participant_groups_the_export_by_participant,
+            export_by_participant_streams_many_decisions_from_one_snapshot,
         );
     };
 }
@@ -3184,6 +3187,274 @@ pub fn export_shows_the_first_update_that_learned_from_each_upload(store: &dyn S
             ("bob".to_owned(), Some(va)),
             ("carol".to_owned(), None),
         ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading back what updates read, and the export by participant
+
+/// An update run as the service runs one: claimed at `started`, its records of `include`
+/// streamed, then `during` (writes while the job is open), then completed at `finished` with
+/// their count as `rows_read`. Returns the version, the records streamed and the provenance.
+fn run_update(
+    store: &dyn Store,
+    n: u32,
+    include: UpdateInclusion,
+    started: DateTime<Utc>,
+    finished: DateTime<Utc>,
+    during: impl FnOnce(),
+) -> (CompletedUpdate, Vec<StudyRecord>) {
+    let request = update_request(n);
+    store.create_update_request(&request).unwrap();
+    let mut job = claim(store, started);
+    let read: Vec<StudyRecord> = job
+        .study_data(include)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    during();
+    let provenance = Provenance {
+        included_policies: include.as_stored(),
+        ..provenance(read.len() as u64)
+    };
+    let stored = job
+        .complete("test-algo", &json!({"n": n}), &provenance, finished)
+        .unwrap();
+    let completed = CompletedUpdate {
+        update_id: request.id,
+        parameter_version: stored.version,
+        started_at: Some(started),
+        finished_at: Some(finished),
+        provenance,
+    };
+    (completed, read)
+}
+
+fn update_rows(store: &dyn Store, version: i64) -> Vec<StudyRecord> {
+    store
+        .update_rows(version)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `update_rows(v)` MUST stream exactly the records the job of the update that produced `v`
+/// streamed, in the same order: not an upload stored while it ran, a late upload only from the
+/// next update on, no unavailable record, no record of a policy it left out, none of a
+/// participant withdrawn before it started (but those of one withdrawn afterwards); records
+/// erased since are missing. Nothing for the initial version or an unknown one.
+/// `completed_updates` MUST list the completed updates by version with their provenance.
+pub fn update_rows_are_exactly_what_each_update_read(store: &dyn Store) {
+    seeded(store);
+    let (alice, bob, carol, dave) = (user("alice"), user("bob"), user("carol"), user("dave"));
+    for u in [&alice, &bob, &carol, &dave] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    let current = || store.current_parameters().unwrap().unwrap().version;
+    let decide = |d: Decision| {
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+        d
+    };
+    let upload = |d: &Decision| store.record_study_data(&upload_for(d)).unwrap();
+    let v = current();
+    let alice0 = decide(decision(&alice, 0, 1, v));
+    let alice1 = decide(with_policy(decision(&alice, 1, 2, v), Policy::Warmup));
+    let bob0 = decide(decision(&bob, 0, 3, v));
+    let carol0 = decide(decision(&carol, 0, 4, v));
+    let dave0 = decide(unavailable(decision(&dave, 0, 5, v), Some("busy")));
+    // Decided now, uploaded after the first update: a late upload.
+    let alice2 = decide(decision(&alice, 2, 6, v));
+    for d in [&alice0, &alice1, &bob0, &carol0, &dave0] {
+        upload(d);
+    }
+    store.record_study_data(&study_record(&dave, 5)).unwrap();
+    let carol1 = decide(decision(&carol, 1, 7, v));
+
+    let (first, first_read) = run_update(store, 1, ALGORITHM_ONLY, at(10, 0), at(11, 0), || {
+        upload(&carol1);
+    });
+    assert_eq!(
+        first_read.len(),
+        4,
+        "alice0, bob0, carol0 and dave's unlogged upload"
+    );
+
+    upload(&alice2);
+    let bob1 = decide(decision(&bob, 1, 8, current()));
+    upload(&bob1);
+    store.withdraw(&bob, "left", at(50, 0)).unwrap();
+    let (second, second_read) = run_update(store, 2, EVERYTHING, at(60, 0), at(61, 0), || {});
+    assert!(second_read.iter().all(|r| r.user_id != bob));
+    assert!(second_read.iter().any(|r| r.user_id == dave));
+
+    // Dave withdraws after the second update started: it keeps his record.
+    store.withdraw(&dave, "left", at(80, 0)).unwrap();
+    let (third, third_read) = run_update(
+        store,
+        3,
+        UpdateInclusion::default(),
+        at(90, 0),
+        at(91, 0),
+        || {},
+    );
+    assert!(third_read.iter().all(|r| r.user_id != dave));
+
+    let runs = [
+        (first.clone(), first_read),
+        (second.clone(), second_read),
+        (third.clone(), third_read),
+    ];
+    for (update, read) in &runs {
+        assert_eq!(
+            update_rows(store, update.parameter_version),
+            *read,
+            "version {}",
+            update.parameter_version
+        );
+    }
+    assert_eq!(update_rows(store, 1), vec![], "the initial version");
+    assert_eq!(update_rows(store, 99), vec![], "an unknown version");
+    assert_eq!(
+        store.completed_updates().unwrap(),
+        vec![first, second, third]
+    );
+
+    store
+        .erase_participant(&carol, &erasure(at(100, 0)))
+        .unwrap();
+    for (update, read) in &runs {
+        let kept: Vec<StudyRecord> = read
+            .iter()
+            .filter(|r| r.user_id != carol)
+            .cloned()
+            .collect();
+        assert_eq!(
+            update_rows(store, update.parameter_version),
+            kept,
+            "version {} after an erasure",
+            update.parameter_version
+        );
+    }
+}
+
+/// The rows of `export`, ordered by participant id as bytes and, within a participant, in
+/// storage order: what `export_by_participant` MUST stream.
+fn export_grouped(store: &dyn Store) -> Vec<ExportRow> {
+    let mut rows: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    rows.sort_by(|a, b| {
+        a.decision
+            .user_id
+            .as_str()
+            .as_bytes()
+            .cmp(b.decision.user_id.as_str().as_bytes())
+    });
+    rows
+}
+
+/// `export_by_participant` MUST stream the rows of `export` (uploads, first updates that used
+/// them), ordered by participant id as bytes (not by any locale's collation), each
+/// participant's rows in storage order.
+pub fn export_by_participant_groups_the_export_by_participant(store: &dyn Store) {
+    seeded(store);
+    assert_eq!(store.export_by_participant().unwrap().count(), 0);
+    let names = ["bob", "Zoe", "alice", "émile", "alice_2", "al"];
+    let users: Vec<UserId> = names.iter().map(|n| user(n)).collect();
+    for u in &users {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    store
+        .add_user(&user("nobody"), &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let current = || store.current_parameters().unwrap().unwrap().version;
+    for round in 0..4_i64 {
+        for (k, u) in users.iter().enumerate() {
+            let k = k as i64;
+            // Indices run backwards, so storage order differs from key order.
+            let i = 10 - round;
+            let variant = u32::try_from(round * 10 + k).unwrap();
+            let mut d = decision(u, i, variant, current());
+            if (round + k) % 5 == 0 {
+                d = unavailable(d, None);
+            }
+            store.record_decision(&d, DecisionGuard::None).unwrap();
+            if (round + k) % 3 != 1 {
+                store.record_study_data(&upload_for(&d)).unwrap();
+            }
+        }
+        if round == 1 {
+            let (_, read) = run_update(
+                store,
+                1,
+                UpdateInclusion::default(),
+                at(100, 0),
+                at(101, 0),
+                || {},
+            );
+            assert!(!read.is_empty());
+        }
+    }
+    let expected = export_grouped(store);
+    assert!(expected.iter().any(|r| r
+        .upload
+        .as_ref()
+        .is_some_and(|u| u.used_in_version.is_some())));
+    let streamed: Vec<ExportRow> = store
+        .export_by_participant()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(streamed, expected);
+    let mut order: Vec<&str> = streamed
+        .iter()
+        .map(|r| r.decision.user_id.as_str())
+        .collect();
+    order.dedup();
+    assert_eq!(order, ["Zoe", "al", "alice", "alice_2", "bob", "émile"]);
+}
+
+/// `export_by_participant` MUST stream every row when participants have more than a page of
+/// decisions, and MUST NOT show decisions stored after the call.
+pub fn export_by_participant_streams_many_decisions_from_one_snapshot(store: &dyn Store) {
+    let params = seeded(store);
+    let users = [user("u-b"), user("u-a")];
+    for u in &users {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    let n = MANY_RECORDS;
+    for i in 0..n {
+        let d = decision(&users[(i % 2) as usize], n - i, 1, params.version);
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+        if i % 4 == 0 {
+            store.record_study_data(&upload_for(&d)).unwrap();
+        }
+    }
+    let expected = export_grouped(store);
+    let mut stream = store.export_by_participant().unwrap();
+    let first = stream.next().unwrap().unwrap();
+    let early = user("a-first");
+    store
+        .add_user(&early, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    for d in [
+        decision(&early, 0, 1, params.version),
+        decision(&users[0], n + 1, 1, params.version),
+        decision(&users[1], n + 1, 1, params.version),
+    ] {
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+    }
+    let streamed: Vec<ExportRow> = std::iter::once(first)
+        .chain(stream.map(Result::unwrap))
+        .collect();
+    assert_eq!(streamed.len(), expected.len());
+    if let Some(i) = (0..expected.len()).find(|&i| streamed[i] != expected[i]) {
+        panic!(
+            "row {i} differs: streamed {:?}, expected {:?}",
+            streamed[i].decision, expected[i].decision
+        );
+    }
+    assert_eq!(
+        store.export_by_participant().unwrap().count(),
+        n as usize + 3
     );
 }
 

@@ -11,6 +11,7 @@
 //! `testing` feature, [`testing::TestDatabase`] gives tests a fresh, migrated database file.
 
 mod backup;
+mod by_participant;
 mod error;
 mod jobs;
 mod models;

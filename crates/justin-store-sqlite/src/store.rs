@@ -976,19 +976,40 @@ impl Store for SqliteStore {
     }
 
     fn export_by_participant(&self) -> Result<ExportStream, StoreError> {
-        Err(StoreError::Other(
-            "export_by_participant: not written yet".into(),
-        ))
+        crate::by_participant::ByParticipantStream::open(self).map(|s| Box::new(s) as ExportStream)
     }
 
     fn completed_updates(&self) -> Result<Vec<justin_core::CompletedUpdate>, StoreError> {
-        Err(StoreError::Other(
-            "completed_updates: not written yet".into(),
-        ))
+        let rows = model_update_requests::table
+            .inner_join(update_provenance::table)
+            .filter(model_update_requests::status.eq("completed"))
+            .order(update_provenance::parameter_version)
+            .select((UpdateRow::as_select(), ProvenanceRow::as_select()))
+            .load::<(UpdateRow, ProvenanceRow)>(&mut *self.conn()?)
+            .map_err(from_diesel)?;
+        rows.into_iter()
+            .map(|(row, provenance)| {
+                let parameter_version = provenance.parameter_version;
+                let request = update_request(row, Some(provenance))?;
+                Ok(justin_core::CompletedUpdate {
+                    update_id: request.id,
+                    parameter_version,
+                    started_at: request.started_at,
+                    finished_at: request.finished_at,
+                    provenance: request
+                        .provenance
+                        .ok_or_else(|| other("a completed update lost its provenance"))?,
+                })
+            })
+            .collect()
     }
 
-    fn update_rows(&self, _version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
-        Err(StoreError::Other("update_rows: not written yet".into()))
+    fn update_rows(&self, version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
+        let bound =
+            crate::stream::update_read_bound(&mut *self.conn()?, version).map_err(from_diesel)?;
+        Ok(Box::new(
+            PoolStream::<crate::stream::UpdateReadRow>::within(self, bound),
+        ))
     }
 
     fn export(&self) -> Result<ExportStream, StoreError> {

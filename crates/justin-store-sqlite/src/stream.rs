@@ -14,7 +14,7 @@
 
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable};
+use diesel::sql_types::{BigInt, Bool, Nullable};
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
 
 use crate::error::from_diesel;
@@ -262,37 +262,139 @@ impl KeysetRow for ExportRecord {
         bound: ExportBound,
         limit: i64,
     ) -> QueryResult<Vec<Self>> {
-        let upload_of_the_decision = study_data::user_id
-            .eq(actions::user_id)
-            .and(study_data::decision_type.eq(actions::decision_type))
-            .and(study_data::decision_idx.eq(actions::decision_idx))
-            .and(study_data::id.le(bound.uploads));
-        let [before_bound, after_bound] = USED_IN_VERSION;
-        let used_in_version = sql::<Nullable<BigInt>>(before_bound)
-            .bind::<BigInt, _>(bound.updates)
-            .sql(after_bound);
-        let rows = actions::table
-            .left_join(study_data::table.on(upload_of_the_decision))
-            .left_join(users::table.on(users::user_id.eq(actions::user_id)))
-            .filter(actions::id.gt(after))
-            .filter(actions::id.le(bound.decisions))
-            .order(actions::id)
-            .limit(limit)
-            .select((
-                ActionRow::as_select(),
-                Option::<UploadColumns>::as_select(),
-                used_in_version,
-            ))
-            .load::<(ActionRow, Option<UploadColumns>, Option<i64>)>(conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|(decision, upload, used_in_version)| ExportRecord {
-                decision,
-                upload,
-                used_in_version,
-            })
-            .collect())
+        export_page(conn, None, after, bound, limit)
     }
+}
+
+/// Up to `limit` rows of the export with `after < id` within `bound` (of participant `user`
+/// only, when given), by decision id: each decision with its upload and the first update that
+/// used it ([`USED_IN_VERSION`]).
+pub(crate) fn export_page(
+    conn: &mut SqliteConnection,
+    user: Option<&str>,
+    after: i64,
+    bound: ExportBound,
+    limit: i64,
+) -> QueryResult<Vec<ExportRecord>> {
+    let upload_of_the_decision = study_data::user_id
+        .eq(actions::user_id)
+        .and(study_data::decision_type.eq(actions::decision_type))
+        .and(study_data::decision_idx.eq(actions::decision_idx))
+        .and(study_data::id.le(bound.uploads));
+    let [before_bound, after_bound] = USED_IN_VERSION;
+    let used_in_version = sql::<Nullable<BigInt>>(before_bound)
+        .bind::<BigInt, _>(bound.updates)
+        .sql(after_bound);
+    let mut query = actions::table
+        .left_join(study_data::table.on(upload_of_the_decision))
+        .left_join(users::table.on(users::user_id.eq(actions::user_id)))
+        .filter(actions::id.gt(after))
+        .filter(actions::id.le(bound.decisions))
+        .order(actions::id)
+        .limit(limit)
+        .select((
+            ActionRow::as_select(),
+            Option::<UploadColumns>::as_select(),
+            used_in_version,
+        ))
+        .into_boxed();
+    if let Some(user) = user {
+        query = query.filter(actions::user_id.eq(user));
+    }
+    let rows = query.load::<(ActionRow, Option<UploadColumns>, Option<i64>)>(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(decision, upload, used_in_version)| ExportRecord {
+            decision,
+            upload,
+            used_in_version,
+        })
+        .collect())
+}
+
+/// A study record that the update which produced a version read: at or below its watermark,
+/// available, of a policy it included (or of no logged decision), and of a participant who had
+/// not withdrawn when its request started (the rule [`USED_IN_VERSION`] applies).
+pub(crate) struct UpdateReadRow(StudyRow);
+
+/// What a stream of an update's records reads: the version it produced and its watermark.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpdateReadBound {
+    pub version: i64,
+    pub upto: i64,
+}
+
+impl TryFrom<UpdateReadRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: UpdateReadRow) -> Result<Self, StoreError> {
+        row.0.try_into()
+    }
+}
+
+/// The update's policies and start, looked up per record through the version's unique index.
+const READ_BY_THE_UPDATE: [&str; 2] = [
+    "EXISTS (SELECT 1 FROM update_provenance p \
+     JOIN model_update_requests r ON r.id = p.update_id \
+     WHERE p.parameter_version = ",
+    " AND (study_data.policy IS NULL \
+           OR instr(',' || p.included_policies || ',', ',' || study_data.policy || ',') > 0) \
+     AND NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
+                     AND w.withdrawn_at <= coalesce(r.started_at, r.created_at)))",
+];
+
+impl KeysetRow for UpdateReadRow {
+    type Item = StudyRecord;
+    type Bound = UpdateReadBound;
+
+    fn id(&self) -> i64 {
+        self.0.id
+    }
+
+    /// The stream of an update's records is given its bound ([`update_read_bound`]).
+    fn bound(_conn: &mut SqliteConnection) -> QueryResult<Option<UpdateReadBound>> {
+        Ok(None)
+    }
+
+    fn upto(bound: UpdateReadBound) -> i64 {
+        bound.upto
+    }
+
+    fn page(
+        conn: &mut SqliteConnection,
+        after: i64,
+        bound: UpdateReadBound,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        let [before_version, after_version] = READ_BY_THE_UPDATE;
+        let read_by_the_update = sql::<Bool>(before_version)
+            .bind::<BigInt, _>(bound.version)
+            .sql(after_version);
+        let rows = study_data::table
+            .filter(study_data::id.gt(after))
+            .filter(study_data::id.le(bound.upto))
+            .filter(study_data::available)
+            .filter(read_by_the_update)
+            .order(study_data::id)
+            .limit(limit)
+            .select(StudyRow::as_select())
+            .load(conn)?;
+        Ok(rows.into_iter().map(Self).collect())
+    }
+}
+
+/// The bound of the records the update that produced `version` read (`None` for an unknown
+/// version, the initial one, or one stored by no update).
+pub(crate) fn update_read_bound(
+    conn: &mut SqliteConnection,
+    version: i64,
+) -> QueryResult<Option<UpdateReadBound>> {
+    let upto = update_provenance::table
+        .filter(update_provenance::parameter_version.eq(version))
+        .select(update_provenance::last_study_data_id)
+        .first::<i64>(conn)
+        .optional()?;
+    Ok(upto.map(|upto| UpdateReadBound { version, upto }))
 }
 
 /// What the paging state asks for next.
@@ -414,6 +516,16 @@ impl<R: KeysetRow> PoolStream<R> {
             store: store.clone(),
             keyset,
         })
+    }
+}
+
+impl<R: KeysetRow> PoolStream<R> {
+    /// Streams within a bound the caller read; `None` streams nothing.
+    pub(crate) fn within(store: &SqliteStore, bound: Option<R::Bound>) -> Self {
+        Self {
+            store: store.clone(),
+            keyset: Keyset::within(bound),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`testing::TestDatabase`] gives tests a fresh, migrated database of their own.
 
 mod backup;
+mod by_participant;
 mod error;
 mod jobs;
 mod models;

@@ -922,6 +922,34 @@ struct TableCount {
 
 /// Counts every table in one statement, so the counts come from one snapshot, and lists them
 /// in [`TABLES`] order.
+/// Every completed update with its provenance, by version.
+fn completed_updates_on(
+    conn: &mut PgConnection,
+) -> Result<Vec<justin_core::CompletedUpdate>, StoreError> {
+    let rows = model_update_requests::table
+        .inner_join(update_provenance::table)
+        .filter(model_update_requests::status.eq("completed"))
+        .order(update_provenance::parameter_version)
+        .select((UpdateRow::as_select(), ProvenanceRow::as_select()))
+        .load::<(UpdateRow, ProvenanceRow)>(conn)
+        .map_err(from_diesel)?;
+    rows.into_iter()
+        .map(|(row, provenance)| {
+            let parameter_version = provenance.parameter_version;
+            let request = update_request(row, Some(provenance))?;
+            Ok(justin_core::CompletedUpdate {
+                update_id: request.id,
+                parameter_version,
+                started_at: request.started_at,
+                finished_at: request.finished_at,
+                provenance: request
+                    .provenance
+                    .ok_or_else(|| other("a completed update lost its provenance"))?,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn count_rows(conn: &mut PgConnection) -> Result<Vec<(String, u64)>, StoreError> {
     let counts = diesel::sql_query(count_rows_statement())
         .load::<TableCount>(conn)
@@ -1090,19 +1118,21 @@ impl Store for PgStore {
     }
 
     fn export_by_participant(&self) -> Result<ExportStream, StoreError> {
-        Err(StoreError::Other(
-            "export_by_participant: not written yet".into(),
-        ))
+        crate::by_participant::ByParticipantStream::open(self.checked_conn()?)
+            .map(|s| Box::new(s) as ExportStream)
     }
 
     fn completed_updates(&self) -> Result<Vec<justin_core::CompletedUpdate>, StoreError> {
-        Err(StoreError::Other(
-            "completed_updates: not written yet".into(),
-        ))
+        self.with_connection(Resend::Always, completed_updates_on)
     }
 
-    fn update_rows(&self, _version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
-        Err(StoreError::Other("update_rows: not written yet".into()))
+    fn update_rows(&self, version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
+        SnapshotStream::<crate::stream::UpdateReadRow>::open_with(
+            self.checked_conn()?,
+            version,
+            |conn| crate::stream::update_watermark(conn, version),
+        )
+        .map(|s| Box::new(s) as justin_core::StudyDataStream)
     }
 
     fn export(&self) -> Result<ExportStream, StoreError> {

@@ -13,7 +13,7 @@
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
-use diesel::sql_types::Bool;
+use diesel::sql_types::{BigInt, Bool};
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
 
 use crate::error::from_diesel;
@@ -167,13 +167,8 @@ impl KeysetRow for ActionRow {
     }
 }
 
-/// Decisions in storage order, each joined with the upload of its key and the first update
-/// that read the upload: of the updates whose watermark is at or above the upload's id, that
-/// included the upload's policy (any update includes an upload without a logged decision) and
-/// that started before the participant withdrew, the one with the smallest watermark (the
-/// smallest version among equal ones). An update whose start is not known (one completed
-/// before starts were recorded) predates every withdrawal. Read in the stream's snapshot like
-/// the rows, so an update completing meanwhile shows on no page.
+/// Decisions in storage order, each with its upload and the first update that read it; see
+/// [`export_page`].
 impl KeysetRow for ExportDbRow {
     type Item = ExportRow;
     type Filter = ();
@@ -193,43 +188,134 @@ impl KeysetRow for ExportDbRow {
         upto: i64,
         limit: i64,
     ) -> QueryResult<Vec<Self>> {
-        let same_key = study_data::user_id
-            .eq(actions::user_id)
-            .and(study_data::decision_type.eq(actions::decision_type))
-            .and(study_data::decision_idx.eq(actions::decision_idx));
-        // Without an upload, `available` is NULL and no update qualifies.
-        let first_update = update_provenance::table
-            .inner_join(model_update_requests::table)
-            .filter(study_data::available)
-            .filter(update_provenance::last_study_data_id.ge(study_data::id))
-            .filter(sql::<Bool>(
-                "(study_data.policy IS NULL OR study_data.policy = \
-                 ANY (string_to_array(update_provenance.included_policies, ',')))",
-            ))
-            .filter(sql::<Bool>(
-                "NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
-                 AND w.withdrawn_at <= model_update_requests.started_at)",
-            ))
-            .order((
-                update_provenance::last_study_data_id,
-                update_provenance::parameter_version,
-            ))
-            .select(update_provenance::parameter_version)
-            .limit(1)
-            .single_value();
-        actions::table
-            .left_join(study_data::table.on(same_key))
-            .filter(actions::id.gt(after))
-            .filter(actions::id.le(upto))
-            .order(actions::id)
-            .limit(limit)
-            .select((
-                ActionRow::as_select(),
-                Option::<ExportedUploadRow>::as_select(),
-                first_update,
-            ))
-            .load(conn)
+        export_page(conn, None, after, upto, limit)
     }
+}
+
+/// Up to `limit` rows of the export with `after < id <= upto` (of participant `user` only,
+/// when given), by decision id: each decision with its upload and the first update that read
+/// the upload. Of the updates whose watermark is at or above the upload's id, that included
+/// the upload's policy (any update includes an upload without a logged decision) and that
+/// started before the participant withdrew, the first is the one with the smallest watermark
+/// (the smallest version among equal ones). An update whose start is not known (one completed
+/// before starts were recorded) predates every withdrawal. Read in the caller's snapshot like
+/// the rows, so an update completing meanwhile shows on no page.
+pub(crate) fn export_page(
+    conn: &mut PgConnection,
+    user: Option<&str>,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> QueryResult<Vec<ExportDbRow>> {
+    let same_key = study_data::user_id
+        .eq(actions::user_id)
+        .and(study_data::decision_type.eq(actions::decision_type))
+        .and(study_data::decision_idx.eq(actions::decision_idx));
+    // Without an upload, `available` is NULL and no update qualifies.
+    let first_update = update_provenance::table
+        .inner_join(model_update_requests::table)
+        .filter(study_data::available)
+        .filter(update_provenance::last_study_data_id.ge(study_data::id))
+        .filter(sql::<Bool>(
+            "(study_data.policy IS NULL OR study_data.policy = \
+             ANY (string_to_array(update_provenance.included_policies, ',')))",
+        ))
+        .filter(sql::<Bool>(
+            "NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
+             AND w.withdrawn_at <= model_update_requests.started_at)",
+        ))
+        .order((
+            update_provenance::last_study_data_id,
+            update_provenance::parameter_version,
+        ))
+        .select(update_provenance::parameter_version)
+        .limit(1)
+        .single_value();
+    let mut query = actions::table
+        .left_join(study_data::table.on(same_key))
+        .filter(actions::id.gt(after))
+        .filter(actions::id.le(upto))
+        .order(actions::id)
+        .limit(limit)
+        .select((
+            ActionRow::as_select(),
+            Option::<ExportedUploadRow>::as_select(),
+            first_update,
+        ))
+        .into_boxed();
+    if let Some(user) = user {
+        query = query.filter(actions::user_id.eq(user));
+    }
+    query.load(conn)
+}
+
+/// A row of `study_data` that the update which produced a version read: at or below its
+/// watermark, available, of a policy it included (or of no logged decision), and of a
+/// participant who had not withdrawn when its job started (the rule [`export_page`] applies).
+/// The filter is the version; the update's provenance is looked up in the stream's snapshot.
+pub(crate) struct UpdateReadRow(StudyRow);
+
+impl TryFrom<UpdateReadRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: UpdateReadRow) -> Result<Self, StoreError> {
+        row.0.try_into()
+    }
+}
+
+impl KeysetRow for UpdateReadRow {
+    type Item = StudyRecord;
+    /// The parameter version the update produced.
+    type Filter = i64;
+
+    fn id(&self) -> i64 {
+        self.0.id
+    }
+
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
+        StudyRow::max_id(conn)
+    }
+
+    fn page(
+        conn: &mut PgConnection,
+        version: &i64,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        let read_by_the_update = sql::<Bool>(
+            "EXISTS (SELECT 1 FROM update_provenance p \
+             JOIN model_update_requests r ON r.id = p.update_id \
+             WHERE p.parameter_version = ",
+        )
+        .bind::<BigInt, _>(*version)
+        .sql(
+            " AND (study_data.policy IS NULL OR study_data.policy = \
+               ANY (string_to_array(p.included_policies, ','))) \
+             AND NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
+               AND w.withdrawn_at <= r.started_at))",
+        );
+        let rows = study_data::table
+            .filter(study_data::id.gt(after))
+            .filter(study_data::id.le(upto))
+            .filter(study_data::available)
+            .filter(read_by_the_update)
+            .order(study_data::id)
+            .limit(limit)
+            .select(StudyRow::as_select())
+            .load(conn)?;
+        Ok(rows.into_iter().map(Self).collect())
+    }
+}
+
+/// The watermark of the update that produced `version` (`None` for an unknown version, the
+/// initial one, or one stored by no update).
+pub(crate) fn update_watermark(conn: &mut PgConnection, version: i64) -> QueryResult<Option<i64>> {
+    update_provenance::table
+        .filter(update_provenance::parameter_version.eq(version))
+        .select(update_provenance::last_study_data_id)
+        .first(conn)
+        .optional()
 }
 
 /// The paging state, independent of who owns the connection.
@@ -261,7 +347,7 @@ impl<R: KeysetRow> Keyset<R> {
     }
 
     /// Pages the rows `filter` selects with ids up to `max_id` (none when `None`).
-    fn upto(filter: R::Filter, max_id: Option<i64>) -> Self {
+    pub(crate) fn upto(filter: R::Filter, max_id: Option<i64>) -> Self {
         Self {
             filter,
             last_id: i64::MIN,
@@ -340,6 +426,39 @@ impl<R: KeysetRow<Filter = ()>> SnapshotStream<R> {
 }
 
 impl<R: KeysetRow> SnapshotStream<R> {
+    /// Like [`SnapshotStream::open`], for the rows `filter` selects up to the id bound that
+    /// `start` reads in the stream's snapshot (its first query fixes it); a `None` bound
+    /// streams nothing.
+    pub(crate) fn open_with(
+        mut conn: PooledPg,
+        filter: R::Filter,
+        start: impl FnOnce(&mut PgConnection) -> QueryResult<Option<i64>>,
+    ) -> Result<Self, StoreError> {
+        AnsiTransactionManager::begin_transaction_sql(
+            &mut *conn,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )
+        .map_err(from_diesel)?;
+        match start(&mut conn) {
+            Ok(upto) => {
+                let mut stream = Self {
+                    conn: Some(conn),
+                    keyset: Keyset::upto(filter, upto),
+                };
+                if stream.keyset.ended() {
+                    stream.finish();
+                }
+                Ok(stream)
+            }
+            Err(e) => {
+                end_transaction(conn);
+                Err(from_diesel(e))
+            }
+        }
+    }
+}
+
+impl<R: KeysetRow> SnapshotStream<R> {
     /// Ends the transaction and returns the connection to the pool.
     fn finish(&mut self) {
         self.keyset.end();
@@ -352,7 +471,7 @@ impl<R: KeysetRow> SnapshotStream<R> {
 /// Rolls back the stream's read-only transaction; the connection then goes back to the pool.
 /// Should the rollback fail, Diesel marks the connection broken and the pool drops it instead
 /// of reusing it.
-fn end_transaction(mut conn: PooledPg) {
+pub(crate) fn end_transaction(mut conn: PooledPg) {
     if let Err(e) = AnsiTransactionManager::rollback_transaction(&mut *conn) {
         log::warn!("ending a streaming transaction failed: {e}");
     }
