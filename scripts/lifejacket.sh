@@ -56,6 +56,8 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; 
     echo "$wanted" >"$stamp"
 fi
 PY="$ROOT/$VENV/bin/python"
+# Python's output in order with the rest of the log.
+export PYTHONUNBUFFERED=1
 step "the tests of the converter and of the JAX functions"
 (cd analysis && "$PY" -m unittest discover -s tests)
 
