@@ -1,9 +1,11 @@
 //! Update replay: `justin replay --updates` recomputes every parameter version of a real
-//! `thompson` study from the version before it and the records its update read, and reports a
-//! study record changed in the database afterwards with the versions it affects.
+//! `thompson` study from the version before it and the records its update read, reports a
+//! study record changed in the database afterwards with the versions it affects, and the
+//! versions that read an erased participant's records as unverifiable.
 
 use justin_e2e::{
-    env_for, execute, justin, run, CallbackReceiver, Finished, ScratchDir, Served, TestDatabase,
+    env_for, execute, justin, run, sql_lines, CallbackReceiver, Finished, ScratchDir, Served,
+    TestDatabase,
 };
 use serde_json::{json, Value};
 
@@ -189,6 +191,15 @@ fn updates_replay_exactly_and_a_changed_record_is_named_with_its_versions() {
 
     // The late upload's outcome and reward changed together: the record agrees with itself,
     // but the updates that read it (from the second on) no longer come out as stored.
+    let late = "FROM study_data WHERE user_id = 'p3' AND decision_idx = 0";
+    let outcome = sql_lines(
+        db.url(),
+        &format!("SELECT CAST(outcome AS TEXT) AS out {late}"),
+    );
+    let reward = sql_lines(
+        db.url(),
+        &format!("SELECT CAST(reward AS TEXT) AS out {late}"),
+    );
     execute(
         db.url(),
         "UPDATE study_data SET outcome = '{\"reward\":7.5}', reward = 7.5 \
@@ -221,5 +232,47 @@ fn updates_replay_exactly_and_a_changed_record_is_named_with_its_versions() {
         both.stdout.contains("; 0 inconsistent records"),
         "{}",
         both.stdout
+    );
+
+    execute(
+        db.url(),
+        &format!(
+            "UPDATE study_data SET outcome = '{}', reward = {} \
+             WHERE user_id = 'p3' AND decision_idx = 0",
+            outcome[0], reward[0]
+        ),
+    );
+    assert!(replay_updates(dir.path(), &env).status.success());
+
+    // p2 erased: the first two updates read records that are gone, the third none of p2's.
+    let (status, answer) = served.post("/api/v1/users/p2/erase", &json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let erased = replay_updates(dir.path(), &env);
+    assert!(
+        erased.status.success(),
+        "{}\n{}",
+        erased.stdout,
+        erased.stderr
+    );
+    for (version, stored) in [(2, 1), (3, 4)] {
+        let line = erased
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("version {version} ")))
+            .unwrap();
+        assert!(
+            line.contains(&format!(
+                "rows_stored={stored}: UNVERIFIABLE: the update read"
+            )),
+            "{line}"
+        );
+    }
+    assert_line(&erased, "version 4 ");
+    assert!(
+        erased
+            .stdout
+            .contains("replayed 3 updates: 1 exact, 0 within tolerance (relative 1e-9), 0 mismatches, 2 unverifiable"),
+        "{}",
+        erased.stdout
     );
 }
