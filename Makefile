@@ -1,7 +1,8 @@
 # The commands developers and CI run. CI (.ci/run) calls `make lint check-layers test`.
 
 CARGO ?= cargo
-# Extra arguments for `justin reset-db` and `justin restore`: ARGS=--yes really deletes or restores.
+# Extra arguments for `justin reset-db`, `justin restore` and `justin replay`: ARGS=--yes really
+# deletes or restores; ARGS=--updates replays the updates.
 ARGS ?=
 # The server the tests create their databases on (read by the tests too).
 JUSTIN_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
@@ -43,6 +44,7 @@ help:
 	@echo "make restore FILE=f  check a backup and show what it would replace; ARGS=--yes restores"
 	@echo "make erase-user USER_ID=u  show what erasing a participant would do; ARGS=--yes erases (after a backup)"
 	@echo "make replay          re-derive every stored decision; exits non-zero on any mismatch"
+	@echo "make replay ARGS=--updates  recompute every parameter version from the rows its update read"
 	@echo "make export OUT=f    write the analysis table, one CSV row per decision"
 	@echo "make export-lifejacket DIR=d  write the files lifejacket's analysis starts from into a new directory"
 	@echo "make fmt             format the code"
@@ -124,7 +126,7 @@ erase-user:
 	$(JUSTIN) erase-user $(ARGS) -- "$(USER_ID)"
 
 replay:
-	$(JUSTIN) replay
+	$(JUSTIN) replay $(ARGS)
 
 # The analysis table, one CSV row per decision: make export OUT=study.csv
 OUT ?= study.csv

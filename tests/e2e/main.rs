@@ -43,4 +43,5 @@ mod startup;
 mod thompson;
 mod timestamps;
 mod trial_life;
+mod update_replay;
 mod walkthrough;
