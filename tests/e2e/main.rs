@@ -27,6 +27,7 @@ mod connections;
 mod export;
 mod flow;
 mod jobs;
+mod lifejacket;
 mod load_balanced;
 mod move_to_postgres;
 mod numbers;
