@@ -32,6 +32,7 @@ mod load_balanced;
 mod move_to_postgres;
 mod numbers;
 mod outage;
+mod parameter_order;
 mod private_logs;
 mod readiness;
 mod replay;

@@ -587,13 +587,18 @@ impl Store for MemoryStore {
                 });
             }
         }
+        // The version must be stored and the newest: an instance behind on parameters is
+        // refused before the guard is looked at, so that it catches up whatever the guard says.
+        let version = decision.parameter_version;
+        let newest = tables.parameters.iter().map(|p| p.version).max();
+        if !tables.parameters.iter().any(|p| p.version == version)
+            || newest.is_some_and(|n| n > version)
+        {
+            return Err(StoreError::UnknownParameterVersion);
+        }
         let (facts, holds) = tables.check_guard(row, decision, guard);
         if !holds {
             return Ok(Recorded::Ineligible(facts));
-        }
-        let version = decision.parameter_version;
-        if !tables.parameters.iter().any(|p| p.version == version) {
-            return Err(StoreError::UnknownParameterVersion);
         }
         if let Some(u) = uploaded {
             let upload = &mut tables.uploads[u];
