@@ -718,12 +718,12 @@ impl Exporter<'_> {
                         int(i64::from(d.action.as_i16())),
                         number(d.action_prob.get()),
                         int(d.parameter_version),
-                        policy_num.and_then(int_opt),
+                        policy_num.and_then(int),
                         Some(d.policy.as_str().to_owned()),
                         flag(d.policy == Policy::Algorithm && available),
                         flag(upload.is_some()),
                         number(upload.map_or(REWARD_FILL, |u| u.reward)),
-                        upload.and_then(|u| u.used_in_version).and_then(int_opt),
+                        upload.and_then(|u| u.used_in_version).and_then(int),
                         flag(covariates.is_some()),
                     ]);
                     match covariates {
@@ -739,7 +739,7 @@ impl Exporter<'_> {
                         int(0),
                         number(0.0),
                         None,
-                        policy_num.and_then(int_opt),
+                        policy_num.and_then(int),
                         None,
                         flag(false),
                         flag(false),
@@ -793,9 +793,9 @@ impl Exporter<'_> {
                 });
                 let mut fields: Vec<Field> = vec![
                     int(version),
-                    policy_num.and_then(int_opt),
+                    policy_num.and_then(int),
                     Some(record.user_id.to_string()),
-                    calendar_t.and_then(int_opt),
+                    calendar_t.and_then(int),
                     Some(record.decision_type.to_string()),
                     int(record.decision_idx.get()),
                     int(i64::from(record.action.as_i16())),
@@ -960,10 +960,6 @@ impl Exporter<'_> {
         out.write_all(b"\n").map_err(error)?;
         finish_file(out, &path)
     }
-}
-
-fn int_opt(v: i64) -> Field {
-    int(v)
 }
 
 /// Why writing a participant's rows stopped.
