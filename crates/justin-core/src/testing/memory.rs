@@ -36,8 +36,9 @@ fn key(user_id: &UserId, decision_type: &DecisionType, decision_idx: DecisionIdx
 ///
 /// - Every call holds one lock over all tables for its whole length, so calls happen one
 ///   after the other; racing calls end as if run in some order, as the port requires.
-/// - Streams (`decisions`, `export`, `study_data`) copy the rows stored when they are called:
-///   later rows never appear, and there is no cursor to page.
+/// - Streams (`decisions`, `export`, `export_by_participant`, `update_rows`, `study_data`) copy
+///   the rows stored when they are called: later rows never appear, and there is no cursor to
+///   page.
 /// - An update job reads the study data stored when it was claimed (its snapshot), leaving
 ///   out participants withdrawn when it reads; on completion it keeps where its snapshot
 ///   ended, and `export` names for each upload the first completed update whose snapshot
