@@ -111,9 +111,10 @@ impl Service {
     /// A repeat of the same decision returns the stored one (`created` false).
     ///
     /// The decision keeps the seed derived for its key (for audits) and the parameter version
-    /// in force when it is stored, the newest (as every decision's: a stored decision's version
-    /// is never older than the newest stored before it); its state is what the algorithm makes of the context, or empty when the
-    /// context does not suit it (a host decision is stored as sent whatever its context).
+    /// in force when it is stored, the newest (as every decision's: no decision is stored
+    /// under a version older than the newest stored); its state is what the algorithm makes
+    /// of the context, or empty when the context does not suit it (a host decision is stored
+    /// as sent whatever its context).
     ///
     /// # Errors
     /// [`DomainError::InvalidInput`] for an empty or overlong `decided_by`, or an unavailable
@@ -225,7 +226,7 @@ impl Service {
     /// of the decision, which checks the participant and that the parameter version is the
     /// newest in the same statement. When another process has published a newer version, the
     /// store refuses the decision; the service then reloads the current parameters and decides
-    /// again from them (at most a few times), so no decision is stored under a version older
+    /// again from them (at most three times), so no decision is stored under a version older
     /// than one stored before it.
     ///
     /// # Errors

@@ -165,6 +165,29 @@ fn a_process_behind_on_parameters_decides_again_from_the_newest_version() {
     assert_eq!(versions, [1, 2, 2, 2]);
 }
 
+/// A request that finds a newer version every time it reloads gives up after three reloads,
+/// with the store's error, and stores nothing.
+#[test]
+fn a_request_chasing_a_stream_of_new_versions_gives_up() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    study.algorithm.publish_on_every_draw(study.store.clone());
+    let refused = study
+        .service
+        .request_action(action_request(&alice, 0, study.clock.now()));
+    assert!(
+        matches!(
+            refused,
+            Err(DomainError::Store(
+                justin_core::StoreError::UnknownParameterVersion
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(study.algorithm.draws(), 4, "the first draw and three more");
+    assert_eq!(study.counts()["actions"], 0);
+}
+
 #[test]
 fn a_cached_version_that_is_gone_is_replaced_by_the_current_one_before_the_draw() {
     let study = Study::new();
