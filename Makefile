@@ -1,7 +1,8 @@
 # The commands developers and CI run. CI (.ci/run) calls `make lint check-layers test`.
 
 CARGO ?= cargo
-# Extra arguments for `justin reset-db` and `justin restore`: ARGS=--yes really deletes or restores.
+# Extra arguments for `justin reset-db`, `justin restore` and `justin replay`: ARGS=--yes really
+# deletes or restores; ARGS=--updates replays the updates.
 ARGS ?=
 # The server the tests create their databases on (read by the tests too).
 JUSTIN_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
@@ -29,7 +30,7 @@ BENCH_TARGET_DIR = $(TARGET_DIR)
 EXAMPLE_DIR = examples/beta-bernoulli
 EXAMPLE_CARGO = cd $(EXAMPLE_DIR) && CARGO_TARGET_DIR="$(abspath $(TARGET_DIR))" $(CARGO)
 
-.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export export-lifejacket fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export export-lifejacket fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -43,6 +44,7 @@ help:
 	@echo "make restore FILE=f  check a backup and show what it would replace; ARGS=--yes restores"
 	@echo "make erase-user USER_ID=u  show what erasing a participant would do; ARGS=--yes erases (after a backup)"
 	@echo "make replay          re-derive every stored decision; exits non-zero on any mismatch"
+	@echo "make replay ARGS=--updates  recompute every parameter version from the rows its update read"
 	@echo "make export OUT=f    write the analysis table, one CSV row per decision"
 	@echo "make export-lifejacket DIR=d  write the files lifejacket's analysis starts from into a new directory"
 	@echo "make fmt             format the code"
@@ -53,6 +55,8 @@ help:
 	@echo "make doc             build the API documentation"
 	@echo "make openapi         write the OpenAPI document the code describes to docs/openapi.json"
 	@echo "make fuzz            run schemathesis against a throwaway release server (FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) per operation)"
+	@echo "make lifejacket      simulate a thompson study on a throwaway debug server, export it, replay its updates"
+	@echo "                     and run lifejacket's checks and analysis on it (docs/analysis.md)"
 	@echo "make clean-test-dbs  drop leftover justin_test_* databases on the test server"
 
 run:
@@ -122,7 +126,7 @@ erase-user:
 	$(JUSTIN) erase-user $(ARGS) -- "$(USER_ID)"
 
 replay:
-	$(JUSTIN) replay
+	$(JUSTIN) replay $(ARGS)
 
 # The analysis table, one CSV row per decision: make export OUT=study.csv
 OUT ?= study.csv
@@ -162,6 +166,12 @@ openapi:
 # Not part of `make test`: it needs Python and network access to PyPI the first time.
 fuzz:
 	CARGO="$(CARGO)" FUZZ_MAX_EXAMPLES="$(FUZZ_MAX_EXAMPLES)" bash scripts/fuzz.sh
+
+# A simulated thompson study through the whole analysis hand-off: export, replay of the updates,
+# conversion and lifejacket (docs/analysis.md). Needs Python 3 and, the first time, PyPI for
+# the pinned analysis/requirements.txt (into .venv-analysis/). LJ_* variables: scripts/lifejacket.sh.
+lifejacket:
+	CARGO="$(CARGO)" bash scripts/lifejacket.sh
 
 # Tests drop their databases when they end; a killed test run can leave some behind.
 clean-test-dbs:

@@ -1,9 +1,13 @@
 //! `justin simulate` against a real `justin serve` that requires an API key: a study run
-//! whose summary and stored data agree, the same run twice giving the same summary, and the
-//! clear stops on a refused key and an unreachable service.
+//! whose summary and stored data agree, the same run twice giving the same summary, the
+//! simulated clock's start, missed calls, missing outcomes and late uploads as the export shows
+//! them, and the clear stops on a refused key and an unreachable service.
 
+use std::collections::BTreeMap;
+use std::io::Cursor;
 use std::path::Path;
 
+use justin_backup::csv::CsvReader;
 use justin_e2e::{
     env_for, justin, row_counts, run, sql_lines, Finished, ScratchDir, Served, TestDatabase,
 };
@@ -14,7 +18,8 @@ const KEY: &str = "simulator-key-0123456789abcdef";
 /// The CSV header the simulator writes.
 const HEADER: &str = "update,update_status,parameter_version,decisions,unavailable,mean_reward,\
                       mean_action_prob,share_at_min,share_at_max,min_probability,\
-                      max_probability,decision_seconds,decisions_per_second,update_seconds";
+                      max_probability,decision_seconds,decisions_per_second,update_seconds,\
+                      missed_calls,missing_outcomes,late_uploads";
 
 /// The default algorithm, flat_prob, needs a temperature and counts clicks.
 const STUDY: [&str; 14] = [
@@ -251,4 +256,159 @@ fn simulate_sends_decision_types_and_unavailable_decision_times() {
         "SELECT CAST(count(*) AS TEXT) AS out FROM actions WHERE action_prob = 0",
     );
     assert_eq!(at_zero, unavailable.to_string());
+}
+
+/// The export's rows, as column name → value (empty for a missing value).
+fn export_rows(dir: &Path, db: &TestDatabase) -> Vec<BTreeMap<String, String>> {
+    let out = run(justin(dir, &env_for(db)).args(["export", "--out", "study.csv"]));
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let text = std::fs::read(dir.join("study.csv")).unwrap();
+    let mut reader = CsvReader::new(Cursor::new(text));
+    let header: Vec<String> = reader
+        .next_record()
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
+    let mut rows = Vec::new();
+    while let Some(record) = reader.next_record().unwrap() {
+        rows.push(
+            header
+                .iter()
+                .cloned()
+                .zip(record.into_iter().map(Option::unwrap_or_default))
+                .collect(),
+        );
+    }
+    rows
+}
+
+/// The sum of one count column of the summary.
+fn total(rows: &[Vec<String>], column: &str) -> u64 {
+    let at = HEADER.split(',').position(|c| c == column).unwrap();
+    rows.iter().map(|r| r[at].parse::<u64>().unwrap()).sum()
+}
+
+/// `--start` puts decision time t at the start plus t decision intervals; `--missed-call-share`
+/// leaves decision times without any decision, `--missing-outcome-share` leaves available
+/// decisions without an upload, and `--late-upload-share` sends uploads only after the update
+/// that follows their decision, so the first version that used them is one later. The summary
+/// counts each, and the export agrees with it.
+#[test]
+fn simulate_starts_its_clock_and_misses_calls_outcomes_and_update_windows() {
+    const PARTICIPANTS: u64 = 6;
+    const TIMES: u64 = 10;
+    const EVERY: u64 = 12;
+    let db = TestDatabase::create();
+    let (served_dir, sim_dir) = (ScratchDir::new(), ScratchDir::new());
+    let served = serve(served_dir.path(), &db);
+
+    // The study's seed, features and outcome, with a grid of its own.
+    let mut flags = STUDY[6..].to_vec();
+    flags.extend([
+        "--participants",
+        "6",
+        "--decision-times",
+        "10",
+        "--update-every",
+        "12",
+        "--concurrency",
+        "3",
+        "--unavailable-share",
+        "0.2",
+        "--start",
+        "2026-01-05T08:00:00Z",
+        "--missed-call-share",
+        "0.15",
+        "--missing-outcome-share",
+        "0.2",
+        "--late-upload-share",
+        "0.25",
+    ]);
+    let out = simulate(sim_dir.path(), &served.base_url, KEY, &flags);
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let (header, summary) = csv(sim_dir.path());
+    assert_eq!(header, HEADER);
+    // 60 decision times, five windows of 12, each ending in a completed update.
+    assert_eq!(summary.len(), 5, "{summary:?}");
+    let (decisions, missed) = (
+        total(&summary, "decisions"),
+        total(&summary, "missed_calls"),
+    );
+    let missing = total(&summary, "missing_outcomes");
+    let late = total(&summary, "late_uploads");
+    assert_eq!(decisions + missed, PARTICIPANTS * TIMES);
+    assert!(missed > 0 && missing > 0 && late > 0, "{summary:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "{missed} decision times without a call, {missing} available decisions without \
+             an upload, {late} uploads sent after the next update"
+        )),
+        "{}",
+        out.stdout
+    );
+
+    let rows = export_rows(served_dir.path(), &db);
+    assert_eq!(rows.len() as u64, decisions, "a missed call stores nothing");
+    let (mut without_upload, mut sent_late) = (0u64, 0u64);
+    for row in &rows {
+        let participant: u64 = row["user_id"]
+            .strip_prefix("sim-7-")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let t: u64 = row["decision_idx"].parse().unwrap();
+        // Decision time t is t hours after the start, as sent and as stored.
+        let expected = format!("2026-01-05T{:02}:00:00.000000Z", 8 + t);
+        assert_eq!(row["request_timestamp"], expected, "{row:?}");
+        assert_eq!(row["in_study"], "true", "{row:?}");
+        // The window of the decision, and the version the update after it stored.
+        let window = (t * PARTICIPANTS + participant) / EVERY;
+        assert_eq!(
+            row["parameter_version"],
+            (window + 1).to_string(),
+            "{row:?}"
+        );
+        let next = window + 2;
+        if row["outcome"].is_empty() {
+            assert_eq!(
+                row["available"], "true",
+                "only available outcomes go missing"
+            );
+            without_upload += 1;
+            continue;
+        }
+        if row["available"] == "false" {
+            // An update reads available decisions only.
+            assert_eq!(row["used_in_update"], "false", "{row:?}");
+            continue;
+        }
+        match row["used_in_version"].parse::<u64>() {
+            Ok(v) if v == next => {}
+            Ok(v) => {
+                assert_eq!(
+                    v,
+                    next + 1,
+                    "a late upload is used by the update after: {row:?}"
+                );
+                sent_late += 1;
+            }
+            // The last window's late uploads come after the last update.
+            Err(_) => {
+                assert_eq!(next, 6, "{row:?}");
+                sent_late += 1;
+            }
+        }
+    }
+    assert_eq!(without_upload, missing);
+    assert_eq!(sent_late, late);
+    assert_eq!(
+        one(
+            db.url(),
+            "SELECT CAST(count(*) AS TEXT) AS out FROM study_data WHERE action_logged"
+        ),
+        (decisions - missing).to_string(),
+        "every upload sent, late or not, matched its decision"
+    );
 }

@@ -143,6 +143,7 @@ macro_rules! store_contract_suite {
             every_policy_and_out_of_study_decisions_round_trip,
             host_decision_after_a_matching_upload_is_stored,
             host_decision_after_a_mismatching_upload_is_refused,
+            decisions_behind_the_newest_version_are_refused,
             update_jobs_leave_out_withdrawn_participants_and_excluded_policies,
             export_shows_the_first_update_that_learned_from_each_upload,
             erasing_a_participant_leaves_no_trace_of_them,
@@ -2169,7 +2170,7 @@ pub fn completed_job_marks_the_records_it_read(store: &dyn Store) {
     );
 
     // A failed update marks nothing.
-    let after = decision(&alice, 4, 1, params.version);
+    let after = decision(&alice, 4, 1, v3);
     store.record_decision(&after, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&after)).unwrap();
     store.create_update_request(&update_request(3)).unwrap();
@@ -3029,6 +3030,97 @@ pub fn host_decision_after_a_mismatching_upload_is_refused(store: &dyn TestingSt
     );
 }
 
+/// A decision whose key is free and whose parameter version is older than the newest stored
+/// version MUST be refused with `UnknownParameterVersion`, storing nothing, whatever its guard
+/// (none, in the study, with either warm-up count) and its policy (a host decision too, also
+/// over a matching upload), and before the guard is looked at (a participant out of the study
+/// as well); under the newest version the same decisions are stored. A decision stored for the
+/// key before is still returned, whatever the version of the repeat.
+pub fn decisions_behind_the_newest_version_are_refused(store: &dyn TestingStore) {
+    let old = seeded(store).version;
+    let (alice, bob) = (user("alice"), user("bob"));
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    // Bob's window is over before any decision's time.
+    store
+        .add_user(&bob, &window(Some(0), Some(1)), at(0, 0))
+        .unwrap();
+    let stored_before = decision(&alice, 99, 1, old);
+    assert_eq!(
+        store
+            .record_decision(&stored_before, in_study(None, None))
+            .unwrap(),
+        Recorded::Inserted
+    );
+    let new = store
+        .publish_parameters("test-algo", &json!({"mu": [1.0, 1.0]}), at(5, 0))
+        .unwrap()
+        .version;
+    assert_eq!(new, old + 1);
+    let host = Policy::Host {
+        decided_by: "schedule".into(),
+    };
+    // A matching upload stands on the host decision's key at index 5.
+    let upload = study_record(&alice, 5);
+    store.record_study_data(&upload).unwrap();
+    let over_upload = |version| Decision {
+        action: upload.action,
+        action_prob: upload.action_prob,
+        ..with_policy(decision(&alice, 5, 3, version), host.clone())
+    };
+    let cases = |version| {
+        [
+            (decision(&alice, 0, 1, version), DecisionGuard::None),
+            (decision(&alice, 1, 2, version), in_study(None, None)),
+            (decision(&alice, 2, 3, version), in_study(Some(0), None)),
+            (decision(&alice, 3, 4, version), in_study(None, Some(1))),
+            (
+                with_policy(decision(&alice, 4, 5, version), host.clone()),
+                DecisionGuard::None,
+            ),
+            (over_upload(version), DecisionGuard::None),
+            (decision(&bob, 0, 6, version), in_study(None, None)),
+        ]
+    };
+    for (d, guard) in cases(old) {
+        let refused = store.record_decision(&d, guard);
+        assert!(
+            matches!(refused, Err(StoreError::UnknownParameterVersion)),
+            "{guard:?} {:?} at {}: {refused:?}",
+            d.policy,
+            d.decision_idx.get()
+        );
+    }
+    assert_eq!(
+        count(store, "actions"),
+        1,
+        "nothing stored behind the newest"
+    );
+    assert_eq!(
+        store
+            .record_decision(&decision(&alice, 99, 7, old), in_study(None, None))
+            .unwrap(),
+        Recorded::Existing(stored_before.clone()),
+        "a stored decision is found whatever the version of the repeat"
+    );
+    for (d, guard) in cases(new) {
+        let recorded = store.record_decision(&d, guard).unwrap();
+        if d.user_id == bob {
+            assert!(matches!(recorded, Recorded::Ineligible(_)), "{recorded:?}");
+        } else {
+            assert_eq!(recorded, Recorded::Inserted, "{guard:?} {:?}", d.policy);
+        }
+    }
+    assert_eq!(count(store, "actions"), 7);
+    let versions: Vec<i64> = store
+        .decisions()
+        .unwrap()
+        .map(|d| d.unwrap().parameter_version)
+        .collect();
+    assert_eq!(versions, [old, new, new, new, new, new, new]);
+}
+
 /// `UpdateJob::study_data(include)` MUST leave out the records of participants withdrawn
 /// before the job and those whose logged decision's policy `include` leaves out, and keep
 /// uploads without a logged decision, in upload order.
@@ -3156,7 +3248,7 @@ pub fn export_shows_the_first_update_that_learned_from_each_upload(store: &dyn S
 
     // Bob withdraws after the first update started: it had learned from him.
     store.withdraw(&bob, "left", at(20, 0)).unwrap();
-    let carol0 = decision(&carol, 0, 4, v);
+    let carol0 = decision(&carol, 0, 4, va);
     store.record_decision(&carol0, DecisionGuard::None).unwrap();
     store.record_study_data(&upload_for(&carol0)).unwrap();
     // Carol withdraws before the second update starts: it never learns from her.
@@ -3705,9 +3797,11 @@ pub fn erasing_an_unknown_participant_changes_nothing(store: &dyn TestingStore) 
 /// participants and their audit records), and a restore MUST put it all back: guards,
 /// participants and erasures behave after it as before.
 pub fn backup_and_restore_keep_the_life_of_the_trial(store: &dyn TestingStore) {
-    let params = seeded(store);
+    seeded(store);
     let alice = user("alice-7f3a");
     a_participant_to_erase(store, &alice);
+    // Decisions from here on are drawn under the newest version.
+    let params = store.current_parameters().unwrap().unwrap();
     store
         .erase_participant(&alice, &erasure(at(11, 0)))
         .unwrap();

@@ -47,8 +47,9 @@ pub enum StoreError {
     #[error("not a complete backup: {0}")]
     InvalidBackup(String),
     /// The decision names a parameter version that is not stored (for instance after a reset
-    /// by another process): the caller's view of the current parameters is stale.
-    #[error("parameter version not found")]
+    /// by another process), or one older than the newest stored version (another process
+    /// stored a newer one): either way the caller's view of the current parameters is stale.
+    #[error("parameter version not found or not the newest")]
     UnknownParameterVersion,
     /// The database cannot be reached or gave no connection in time.
     #[error("storage unavailable")]
@@ -295,8 +296,12 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// MUST return [`StoreError::UnknownUser`] when the participant is not registered,
     /// [`StoreError::StudyDataExists`] when study data was uploaded for the key already, and
-    /// [`StoreError::UnknownParameterVersion`] when the decision's parameter version is not
-    /// stored. A host decision ([`crate::domain::Policy::Host`]) is the exception to the
+    /// [`StoreError::UnknownParameterVersion`] (storing nothing) when the decision's parameter
+    /// version is not stored or is older than the newest stored version, whatever the guard
+    /// says: the version check is part of the insert's one statement, so that a decision is
+    /// never stored under a version older than one another process has published, and a
+    /// participant's versions never decrease. A decision stored for the key before is still
+    /// returned as [`Recorded::Existing`] whatever the version. A host decision ([`crate::domain::Policy::Host`]) is the exception to the
     /// study-data rule: when study data is uploaded for its key with the same action and a
     /// probability within [`Probability::TOLERANCE`], it is stored and the upload counts as
     /// logged from then on (its `action_logged` becomes true, its policy the decision's);

@@ -64,7 +64,15 @@ enum Command {
     /// report each one that differs. Decisions of erased participants cannot be checked and
     /// are reported apart; decisions the study server made itself are counted, not replayed.
     /// Exits 1 when any decision differs.
-    Replay,
+    Replay {
+        /// Replay the updates instead: recompute every parameter version from the version
+        /// before it and the study records its update read, report each as OK, WITHIN
+        /// TOLERANCE, MISMATCH or UNVERIFIABLE, and name every record that disagrees with
+        /// what it was derived from, with the versions that read it. Exits 1 on any mismatch
+        /// or such record.
+        #[arg(long)]
+        updates: bool,
+    },
     /// Write the analysis table: one CSV row per decision with the study data uploaded for
     /// it (the columns are listed in docs/api.md). The file appears whole or not at all.
     /// With `--for lifejacket DIR`: write the files an adaptivity-aware analysis (lifejacket)
@@ -139,7 +147,8 @@ pub fn run(algorithms: Registry) -> ExitCode {
         Command::ResetDb { yes } => reset_db(&config, &algorithms, yes),
         Command::Restore { file, yes } => restore(&config, &file, yes),
         Command::EraseUser { user_id, yes } => erase_user(&config, &algorithms, &user_id, yes),
-        Command::Replay => replay(&config, &algorithms),
+        Command::Replay { updates: false } => replay(&config, &algorithms),
+        Command::Replay { updates: true } => replay_updates(&config, &algorithms),
         Command::Export {
             out: Some(out),
             format: None,
@@ -450,6 +459,65 @@ fn replay(config: &Config, algorithms: &Registry) -> Result<ExitCode, String> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// `justin replay --updates`: one line per completed update, then one per record that
+/// disagrees with what it was derived from, then the summary.
+fn replay_updates(config: &Config, algorithms: &Registry) -> Result<ExitCode, String> {
+    use justin_core::service::{UpdateVerdict, UPDATE_REPLAY_TOLERANCE};
+    // Replay reads only: no database creation, no migrations, no priors.
+    let database = Database::open(&config.database, OpenMode::AS_IS)?;
+    let service = startup::service_on(config, algorithms, &database).map_err(|e| e.to_string())?;
+    let summary = service
+        .replay_updates(
+            &mut |v| {
+                let verdict = match &v.verdict {
+                    UpdateVerdict::Exact => "OK".to_owned(),
+                    UpdateVerdict::WithinTolerance {
+                        largest_relative_difference,
+                    } => format!(
+                        "WITHIN TOLERANCE (largest relative difference {largest_relative_difference:e}, tolerance {UPDATE_REPLAY_TOLERANCE:e})"
+                    ),
+                    UpdateVerdict::Mismatch { reason } => format!("MISMATCH: {reason}"),
+                    UpdateVerdict::Unverifiable { reason } => format!("UNVERIFIABLE: {reason}"),
+                };
+                println!(
+                    "version {} update_id={} rows_read={} rows_stored={}: {verdict}",
+                    v.parameter_version, v.update_id, v.rows_read, v.rows_streamed
+                );
+            },
+            &mut |r| {
+                let versions: Vec<String> = r.versions.iter().map(i64::to_string).collect();
+                println!(
+                    "INCONSISTENT user_id={} decision_type={} decision_idx={} read_by_versions={}: {}",
+                    r.user_id,
+                    r.decision_type,
+                    r.decision_idx.get(),
+                    versions.join(","),
+                    r.reason
+                );
+            },
+        )
+        .map_err(|e| {
+            format!(
+                "update replay failed: {}",
+                justin_core::service::error_chain(&e)
+            )
+        })?;
+    println!(
+        "replayed {} updates: {} exact, {} within tolerance (relative {UPDATE_REPLAY_TOLERANCE:e}), {} mismatches, {} unverifiable (records erased since, or another algorithm); {} inconsistent records",
+        summary.versions,
+        summary.exact,
+        summary.within_tolerance,
+        summary.mismatches,
+        summary.unverifiable,
+        summary.inconsistent_rows
+    );
+    Ok(if summary.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

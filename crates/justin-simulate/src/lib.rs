@@ -59,7 +59,7 @@ fn simulate(plan: &Plan) -> Result<ExitCode, String> {
     let file = File::create(out).map_err(write_error)?;
     let mut csv = CsvWriter::new(BufWriter::new(file)).map_err(write_error)?;
 
-    let start = Utc::now();
+    let start = plan.life.start.unwrap_or_else(Utc::now);
     for participant in 0..plan.participants {
         client.add_user(&registration(plan, start, participant))?;
     }
@@ -87,10 +87,15 @@ fn simulate(plan: &Plan) -> Result<ExitCode, String> {
     println!("{}", summary::table_header());
 
     let (mut updates, mut failed) = (0u64, Vec::new());
+    let mut gaps = Tally::default();
     for (number, (range, update)) in (1..).zip(windows(total, plan.update_every)) {
         let clip = parameters.clip.unwrap_or(plan.clip);
         let started = Instant::now();
-        let outcomes = run_window(plan, &client, start, range)?;
+        let done = run_window(plan, &client, start, range)?;
+        let (outcomes, held): (Vec<_>, Vec<Option<(u64, Value)>>) = done
+            .into_iter()
+            .map(|d| (d.outcome, d.held.map(|upload| (d.at, upload))))
+            .unzip();
         let decision_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let update_status = if update {
@@ -108,12 +113,23 @@ fn simulate(plan: &Plan) -> Result<ExitCode, String> {
         } else {
             0.0
         };
+        // The uploads held back from this window go now that its update has finished (after
+        // the window itself when none follows it), in the run's order.
+        let mut held: Vec<(u64, Value)> = held.into_iter().flatten().collect();
+        held.sort_by_key(|&(at, _)| at);
+        for (_, upload) in &held {
+            client.upload(upload)?;
+        }
         parameters = client.parameters()?;
+        let tally = Tally::of(&outcomes, clip);
+        gaps.missed_calls += tally.missed_calls;
+        gaps.missing_outcomes += tally.missing_outcomes;
+        gaps.late_uploads += tally.late_uploads;
         let row = Row {
             update: number,
             update_status,
             parameter_version: parameters.version,
-            tally: Tally::of(&outcomes, clip),
+            tally,
             clip,
             decision_seconds,
             update_seconds,
@@ -125,8 +141,15 @@ fn simulate(plan: &Plan) -> Result<ExitCode, String> {
         let pseudonym = client.erase(&user_id(plan, u64::from(participant)))?;
         println!("participant {participant} erased: their decisions are kept as {pseudonym}");
     }
+    if gaps.missed_calls + gaps.missing_outcomes + gaps.late_uploads > 0 {
+        println!(
+            "{} decision times without a call, {} available decisions without an upload, {} \
+             uploads sent after the next update",
+            gaps.missed_calls, gaps.missing_outcomes, gaps.late_uploads
+        );
+    }
     println!(
-        "{total} decisions and {updates} updates in {:.1} s; summary written to {}",
+        "{total} decision times and {updates} updates in {:.1} s; summary written to {}",
         began.elapsed().as_secs_f64(),
         out.display()
     );
@@ -187,6 +210,14 @@ fn registration(plan: &Plan, start: DateTime<Utc>, p: u32) -> Value {
     body
 }
 
+/// A decision time played: its position in the run, what it came to, and its upload when it
+/// is held back until after the next update.
+struct Done {
+    at: u64,
+    outcome: Outcome,
+    held: Option<Value>,
+}
+
 /// Runs the decisions at positions `range`. With more than one thread, each participant
 /// belongs to one thread, so a participant's decisions keep their order. The first error
 /// stops every thread.
@@ -195,7 +226,7 @@ fn run_window(
     client: &Client,
     start: DateTime<Utc>,
     range: Range<u64>,
-) -> Result<Vec<Outcome>, String> {
+) -> Result<Vec<Done>, String> {
     let participants = u64::from(plan.participants);
     let threads = plan.concurrency.min(plan.participants as usize).max(1) as u64;
     if threads == 1 {
@@ -243,8 +274,11 @@ fn run_window(
 
 /// One decision at position `at` of the run: ask for the action, simulate the reward, upload
 /// (not for a participant out of the study: there is nothing to observe). A participant who
-/// withdraws at this decision time is withdrawn first.
-fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result<Outcome, String> {
+/// withdraws at this decision time is withdrawn first. The decision's own draws may skip the
+/// call and, for an available decision (the ones an update reads), leave the outcome missing
+/// (no upload) or hold the upload back: it is returned then, for the caller to send after the
+/// next update.
+fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result<Done, String> {
     let participants = u64::from(plan.participants);
     let (participant, round) = (at % participants, at / participants);
     let types = plan.decision_types.len() as u64;
@@ -263,6 +297,13 @@ fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result
         client.withdraw(&user, "simulated withdrawal")?;
     }
     let draw = plan.model.draw(plan.seed, participant, round);
+    if !draw.called {
+        return Ok(Done {
+            at,
+            outcome: Outcome::MISSED,
+            held: None,
+        });
+    }
     let context = Value::Object(plan.model.context(&draw));
     let timestamp = if plan.life.dated() {
         stamp(simulated(plan, start, time))
@@ -282,17 +323,35 @@ fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result
         request["unavailable_reason"] = json!("simulated");
     }
     let decision = client.action(&request)?;
+    let mut outcome = Outcome {
+        called: true,
+        available: false,
+        action_prob: decision.action_prob,
+        reward: 0.0,
+        outcome_missing: false,
+        upload_late: false,
+    };
     if !decision.in_study {
-        return Ok(Outcome {
-            available: false,
-            action_prob: decision.action_prob,
-            reward: 0.0,
+        return Ok(Done {
+            at,
+            outcome,
+            held: None,
         });
     }
     let reward = plan.model.reward(&draw, decision.action);
+    outcome.available = draw.available;
+    outcome.reward = reward;
+    if draw.available && draw.outcome_missing {
+        outcome.outcome_missing = true;
+        return Ok(Done {
+            at,
+            outcome,
+            held: None,
+        });
+    }
 
-    let mut outcome = Map::new();
-    outcome.insert(plan.outcome_field.clone(), json!(reward));
+    let mut observed = Map::new();
+    observed.insert(plan.outcome_field.clone(), json!(reward));
     let upload = json!({
         "user_id": user,
         "decision_idx": round,
@@ -303,14 +362,22 @@ fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result
             "action": decision.action,
             "action_prob": decision.action_prob,
             "state": decision.state,
-            "outcome": outcome,
+            "outcome": observed,
         },
     });
+    if draw.available && draw.upload_late {
+        outcome.upload_late = true;
+        return Ok(Done {
+            at,
+            outcome,
+            held: Some(upload),
+        });
+    }
     client.upload(&upload)?;
-    Ok(Outcome {
-        available: draw.available,
-        action_prob: decision.action_prob,
-        reward,
+    Ok(Done {
+        at,
+        outcome,
+        held: None,
     })
 }
 

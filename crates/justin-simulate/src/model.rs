@@ -121,6 +121,26 @@ pub struct Draw {
     pub values: Vec<f64>,
     /// The reward noise, before scaling by `noise_sd`: a standard normal draw.
     pub noise: f64,
+    /// Whether the study server asks for this decision at all (no `/action` call when not).
+    pub called: bool,
+    /// Whether the outcome goes missing: no upload (for an available decision only).
+    pub outcome_missing: bool,
+    /// Whether the upload is held back until the next update has completed (for an available
+    /// decision only).
+    pub upload_late: bool,
+}
+
+/// The shares of decision times with no call, of available decisions with no upload, and of
+/// available decisions whose upload is held back until after the next update.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Gaps {
+    /// The probability that a decision time gets no `/action` call.
+    pub missed_call: f64,
+    /// The probability that an available decision gets no upload.
+    pub missing_outcome: f64,
+    /// The probability that an available decision's upload is held back until the next update
+    /// has completed.
+    pub late_upload: f64,
 }
 
 /// The features, the reward model and the share of unavailable decision times.
@@ -132,6 +152,8 @@ pub struct Model {
     pub reward: RewardModel,
     /// The probability that a decision time is unavailable.
     pub unavailable_share: f64,
+    /// Missed calls, missing outcomes and late uploads.
+    pub gaps: Gaps,
 }
 
 impl Model {
@@ -147,10 +169,17 @@ impl Model {
             .map(|f| f.mean + f.sd * normal.standard())
             .collect();
         let noise = normal.standard();
+        // Drawn after everything else, so that the gaps leave the draws above as they were.
+        let called = normal.uniform() >= self.gaps.missed_call;
+        let outcome_missing = normal.uniform() < self.gaps.missing_outcome;
+        let upload_late = normal.uniform() < self.gaps.late_upload;
         Draw {
             available,
             values,
             noise,
+            called,
+            outcome_missing,
+            upload_late,
         }
     }
 
@@ -245,6 +274,7 @@ mod tests {
             },
             features,
             unavailable_share,
+            gaps: Gaps::default(),
         }
     }
 
@@ -314,6 +344,9 @@ mod tests {
             available: true,
             values: vec![20.0, 0.5],
             noise: 0.0,
+            called: true,
+            outcome_missing: false,
+            upload_late: false,
         };
         // 1 + 0.1·20 = 3 without treatment; the effect is 0.5 - 2·0.5 = -0.5.
         assert!((m.reward(&draw, 0) - 3.0).abs() < 1e-12);
@@ -351,6 +384,48 @@ mod tests {
         assert!(!always.available);
         assert_eq!(never.values, always.values);
         assert_eq!(never.noise, always.noise);
+    }
+
+    #[test]
+    fn the_gaps_change_nothing_else_and_come_in_their_shares() {
+        let plain = model(0.25);
+        let gappy = Model {
+            gaps: Gaps {
+                missed_call: 0.1,
+                missing_outcome: 0.2,
+                late_upload: 0.3,
+            },
+            ..plain.clone()
+        };
+        let n = 20_000u32;
+        let (mut missed, mut missing, mut late) = (0u32, 0u32, 0u32);
+        for i in 0..n {
+            let (p, d) = (u64::from(i % 100), u64::from(i / 100));
+            let (a, b) = (plain.draw(42, p, d), gappy.draw(42, p, d));
+            assert_eq!(
+                (a.available, &a.values, a.noise),
+                (b.available, &b.values, b.noise)
+            );
+            assert!(a.called && !a.outcome_missing && !a.upload_late);
+            assert_eq!(b, gappy.draw(42, p, d), "the same draw each time");
+            missed += u32::from(!b.called);
+            missing += u32::from(b.outcome_missing);
+            late += u32::from(b.upload_late);
+        }
+        for (count, share) in [(missed, 0.1), (missing, 0.2), (late, 0.3)] {
+            let seen = f64::from(count) / f64::from(n);
+            assert!((seen - share).abs() < 0.02, "{seen} for {share}");
+        }
+        let all = Model {
+            gaps: Gaps {
+                missed_call: 1.0,
+                missing_outcome: 1.0,
+                late_upload: 1.0,
+            },
+            ..plain
+        };
+        let d = all.draw(1, 2, 3);
+        assert!(!d.called && d.outcome_missing && d.upload_late);
     }
 
     #[test]
@@ -394,6 +469,9 @@ mod tests {
             available: true,
             values: vec![21.5, -1.0],
             noise: 0.0,
+            called: true,
+            outcome_missing: false,
+            upload_late: false,
         };
         let context = Value::Object(m.context(&draw));
         assert_eq!(

@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::client::ApiKey;
-use crate::model::{self, Model, RewardModel};
+use crate::model::{self, Gaps, Model, RewardModel};
 
 /// The environment variable the API key is read from when `--api-key` is not given.
 pub const API_KEY_ENV: &str = "JUSTIN_API_KEY";
@@ -137,6 +138,27 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision_time_secs: Option<u64>,
+    /// The simulated clock's origin, RFC 3339 (e.g. 2026-01-05T08:00:00Z): decision time t
+    /// is sent as this + t × --decision-time-secs, and the run has dates (every participant
+    /// gets a `study_start`) even without --enroll-every or --study-length [default: the
+    /// run's start, and dates only with enrollment options].
+    #[arg(long, value_name = "TIME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// The probability that a decision time gets no /action call at all [default: 0].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed_call_share: Option<f64>,
+    /// The probability that an available decision gets no upload (its outcome is missing)
+    /// [default: 0].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_outcome_share: Option<f64>,
+    /// The probability that an available decision's upload is held back and sent only after
+    /// the next update has completed, so that update does not use it [default: 0].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_upload_share: Option<f64>,
     /// Participants who withdraw, as participant@decision_time, comma-separated: the
     /// withdrawal is sent just before that decision time's first decision [default: none].
     #[arg(long, value_name = "LIST")]
@@ -178,6 +200,10 @@ struct Settings {
     enroll_every: u32,
     study_length: u32,
     decision_time_secs: u64,
+    start: Option<String>,
+    missed_call_share: f64,
+    missing_outcome_share: f64,
+    late_upload_share: f64,
     withdraw: String,
     erase: String,
 }
@@ -210,6 +236,10 @@ impl Default for Settings {
             enroll_every: 0,
             study_length: 0,
             decision_time_secs: 3600,
+            start: None,
+            missed_call_share: 0.0,
+            missing_outcome_share: 0.0,
+            late_upload_share: 0.0,
             withdraw: String::new(),
             erase: String::new(),
         }
@@ -226,6 +256,8 @@ pub struct Life {
     pub study_length: Option<u32>,
     /// Simulated seconds between decision times.
     pub decision_time_secs: u64,
+    /// The simulated clock's origin, when `--start` gives one.
+    pub start: Option<DateTime<Utc>>,
     /// (participant, decision time) of each withdrawal.
     pub withdrawals: Vec<(u32, u32)>,
     /// Participants erased after the run.
@@ -233,9 +265,10 @@ pub struct Life {
 }
 
 impl Life {
-    /// Whether decisions carry simulated times (any enrollment date is sent).
+    /// Whether decisions carry simulated times and registrations enrollment dates: with
+    /// staggered enrollment, a study length or a `--start`.
     pub fn dated(&self) -> bool {
-        self.enroll_every > 0 || self.study_length.is_some()
+        self.enroll_every > 0 || self.study_length.is_some() || self.start.is_some()
     }
 
     /// The decision time participant `p` starts at.
@@ -400,8 +433,17 @@ impl Plan {
         if !(s.noise_sd.is_finite() && s.noise_sd >= 0.0) {
             return Err("--noise-sd must be a finite number, 0 or more".into());
         }
-        if !(0.0..=1.0).contains(&s.unavailable_share) {
-            return Err("--unavailable-share must lie in [0, 1]".into());
+        for (share, flag) in [
+            (s.unavailable_share, "--unavailable-share"),
+            (s.missed_call_share, "--missed-call-share"),
+            (s.missing_outcome_share, "--missing-outcome-share"),
+            (s.late_upload_share, "--late-upload-share"),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!(
+                    "{flag} must lie in [0, 1] (a probability), not {share}"
+                ));
+            }
         }
         if s.outcome_field.trim().is_empty() {
             return Err("--outcome-field must not be empty".into());
@@ -414,6 +456,7 @@ impl Plan {
             enroll_every: s.enroll_every,
             study_length: (s.study_length > 0).then_some(s.study_length),
             decision_time_secs: s.decision_time_secs,
+            start: s.start.as_deref().map(start).transpose()?,
             withdrawals: withdrawals(&s.withdraw, participants, decision_times)?,
             erasures: participant_list(&s.erase, "--erase", participants)?,
         };
@@ -435,6 +478,11 @@ impl Plan {
                     noise_sd: s.noise_sd,
                 },
                 unavailable_share: s.unavailable_share,
+                gaps: Gaps {
+                    missed_call: s.missed_call_share,
+                    missing_outcome: s.missing_outcome_share,
+                    late_upload: s.late_upload_share,
+                },
             },
             outcome_field: s.outcome_field,
             user_prefix,
@@ -470,6 +518,14 @@ fn decision_types(text: &str) -> Result<Vec<String>, String> {
         return Err("--decision-types must name at least one type".into());
     }
     Ok(types)
+}
+
+fn start(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!("--start: {text:?} is not an RFC 3339 time such as 2026-01-05T08:00:00Z ({e})")
+        })
 }
 
 fn clip(text: &str) -> Result<(f64, f64), String> {
@@ -568,6 +624,33 @@ mod tests {
     }
 
     #[test]
+    fn the_start_and_the_gaps_are_read() {
+        let p = plan(&[
+            "--start",
+            "2026-01-05T09:00:00+01:00",
+            "--missed-call-share",
+            "0.1",
+            "--missing-outcome-share",
+            "0",
+            "--late-upload-share",
+            "1",
+        ])
+        .unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-01-05T08:00:00Z").unwrap();
+        assert_eq!(p.life.start, Some(at.with_timezone(&Utc)));
+        assert!(p.life.dated(), "a start dates the run");
+        assert_eq!(
+            p.model.gaps,
+            Gaps {
+                missed_call: 0.1,
+                missing_outcome: 0.0,
+                late_upload: 1.0,
+            }
+        );
+        assert_eq!(plan(&[]).unwrap().model.gaps, Gaps::default());
+    }
+
+    #[test]
     fn flags_set_the_reward_model() {
         let p = plan(&[
             "--features",
@@ -615,6 +698,23 @@ mod tests {
             (&["--reward-coef", "mood=1"], "--reward-coef: \"mood\""),
             (&["--noise-sd", "-1"], "--noise-sd"),
             (&["--unavailable-share", "1.5"], "--unavailable-share"),
+            (
+                &["--missed-call-share", "-0.1"],
+                "--missed-call-share must lie in [0, 1] (a probability), not -0.1",
+            ),
+            (
+                &["--missing-outcome-share", "1.01"],
+                "--missing-outcome-share must lie in [0, 1]",
+            ),
+            (
+                &["--late-upload-share", "NaN"],
+                "--late-upload-share must lie in [0, 1]",
+            ),
+            (&["--late-upload-share", "half"], "invalid value 'half'"),
+            (
+                &["--start", "2026-01-05 08:00"],
+                "--start: \"2026-01-05 08:00\" is not an RFC 3339 time",
+            ),
             (&["--clip", "0.8,0.2"], "--clip"),
             (&["--clip", "0.2"], "--clip"),
             (&["--request-timeout-secs", "0"], "--request-timeout-secs"),

@@ -8,24 +8,48 @@ use std::io::Write;
 /// uploaded action_prob).
 const AT_BOUND: f64 = 1e-9;
 
-/// What the simulator kept of one decision.
+/// What the simulator kept of one decision time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outcome {
+    /// Whether `/action` was called (a missed call has nothing else).
+    pub called: bool,
     /// Whether it was sent as available.
     pub available: bool,
     /// The service's probability of action 1.
     pub action_prob: f64,
     /// The simulated reward.
     pub reward: f64,
+    /// Whether the outcome went missing: an available decision with no upload.
+    pub outcome_missing: bool,
+    /// Whether its upload was held back until after the next update.
+    pub upload_late: bool,
+}
+
+impl Outcome {
+    /// A decision time without a call.
+    pub const MISSED: Self = Self {
+        called: false,
+        available: false,
+        action_prob: 0.0,
+        reward: 0.0,
+        outcome_missing: false,
+        upload_late: false,
+    };
 }
 
 /// Sums over a window's decisions.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Tally {
-    /// Every decision.
+    /// Every decision asked for (a `/action` call).
     pub decisions: u64,
     /// Those sent as unavailable.
     pub unavailable: u64,
+    /// Decision times without a call.
+    pub missed_calls: u64,
+    /// Available decisions without an upload.
+    pub missing_outcomes: u64,
+    /// Uploads held back until after the next update.
+    pub late_uploads: u64,
     reward_sum: f64,
     prob_sum: f64,
     at_min: u64,
@@ -37,7 +61,13 @@ impl Tally {
     pub fn of(outcomes: &[Outcome], clip: (f64, f64)) -> Self {
         let mut t = Self::default();
         for o in outcomes {
+            if !o.called {
+                t.missed_calls += 1;
+                continue;
+            }
             t.decisions += 1;
+            t.missing_outcomes += u64::from(o.outcome_missing);
+            t.late_uploads += u64::from(o.upload_late);
             if !o.available {
                 t.unavailable += 1;
                 continue;
@@ -61,7 +91,7 @@ impl Tally {
         (n > 0).then(|| sum / n as f64)
     }
 
-    /// The mean reward of the available decisions.
+    /// The mean reward of the available decisions (as simulated, uploaded or not).
     pub fn mean_reward(&self) -> Option<f64> {
         self.per_available(self.reward_sum)
     }
@@ -103,7 +133,7 @@ pub struct Row {
 }
 
 /// The CSV file's columns, in order.
-pub const CSV_COLUMNS: [&str; 14] = [
+pub const CSV_COLUMNS: [&str; 17] = [
     "update",
     "update_status",
     "parameter_version",
@@ -118,6 +148,9 @@ pub const CSV_COLUMNS: [&str; 14] = [
     "decision_seconds",
     "decisions_per_second",
     "update_seconds",
+    "missed_calls",
+    "missing_outcomes",
+    "late_uploads",
 ];
 
 impl Row {
@@ -146,6 +179,9 @@ impl Row {
             self.decisions_per_second()
                 .map_or_else(String::new, |x| format!("{x:.1}")),
             time(self.update_seconds),
+            self.tally.missed_calls.to_string(),
+            self.tally.missing_outcomes.to_string(),
+            self.tally.late_uploads.to_string(),
         ]
     }
 
@@ -253,9 +289,12 @@ mod tests {
 
     fn outcome(available: bool, action_prob: f64, reward: f64) -> Outcome {
         Outcome {
+            called: true,
             available,
             action_prob,
             reward,
+            outcome_missing: false,
+            upload_late: false,
         }
     }
 
@@ -313,6 +352,34 @@ mod tests {
     }
 
     #[test]
+    fn missed_calls_missing_outcomes_and_late_uploads_are_counted() {
+        let missing = Outcome {
+            outcome_missing: true,
+            ..outcome(true, 0.5, 2.0)
+        };
+        let late = Outcome {
+            upload_late: true,
+            ..outcome(true, 0.5, 4.0)
+        };
+        let t = Tally::of(
+            &[Outcome::MISSED, missing, late, Outcome::MISSED],
+            (0.2, 0.8),
+        );
+        assert_eq!(t.decisions, 2, "a missed call is no decision");
+        assert_eq!(
+            (t.missed_calls, t.missing_outcomes, t.late_uploads),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            t.mean_reward(),
+            Some(3.0),
+            "the simulated rewards, uploaded or not"
+        );
+        let fields = Row { tally: t, ..row() }.csv_fields();
+        assert_eq!(fields[14..], ["2", "1", "1"]);
+    }
+
+    #[test]
     fn a_window_without_available_decisions_has_no_means() {
         let t = Tally::of(&[outcome(false, 0.0, 1.0)], (0.25, 0.75));
         assert_eq!((t.decisions, t.unavailable), (1, 1));
@@ -343,9 +410,10 @@ mod tests {
             [
                 "update,update_status,parameter_version,decisions,unavailable,mean_reward,\
                  mean_action_prob,share_at_min,share_at_max,min_probability,max_probability,\
-                 decision_seconds,decisions_per_second,update_seconds",
-                "3,completed,4,5,1,3,0.4375,0.5,0.25,0.25,0.75,0.500,10.0,0.250",
-                "4,none,4,5,1,3,0.4375,0.5,0.25,0.25,0.75,0.500,10.0,0.250",
+                 decision_seconds,decisions_per_second,update_seconds,missed_calls,\
+                 missing_outcomes,late_uploads",
+                "3,completed,4,5,1,3,0.4375,0.5,0.25,0.25,0.75,0.500,10.0,0.250,0,0,0",
+                "4,none,4,5,1,3,0.4375,0.5,0.25,0.25,0.75,0.500,10.0,0.250,0,0,0",
             ]
         );
     }

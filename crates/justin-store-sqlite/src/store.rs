@@ -228,7 +228,7 @@ impl SqliteStore {
 
 /// What the slow path of a guarded insert reads about the participant: their window, whether
 /// they withdrew, and the guard's counts, each stopped at its limit (a limit of 0 counts
-/// nothing). One statement, so all come from one snapshot; no row when the participant is not
+/// nothing); with the newest stored parameter version. One statement, so all come from one snapshot; no row when the participant is not
 /// registered (or was erased).
 const PARTICIPANT_FACTS: &str = "\
 SELECT u.study_start, u.study_start_sent, u.study_end, u.study_end_sent, \
@@ -237,7 +237,8 @@ SELECT u.study_start, u.study_start_sent, u.study_end, u.study_end_sent, \
          WHERE user_id = ?1 AND decision_type = ?2 AND decision_idx < ?3 AND available \
            AND policy <> 'host' LIMIT ?4)) AS earlier_in_study, \
        (SELECT count(*) FROM (SELECT 1 FROM users \
-         WHERE coalesce(study_start, created_at) <= ?5 LIMIT ?6)) AS started_participants \
+         WHERE coalesce(study_start, created_at) <= ?5 LIMIT ?6)) AS started_participants, \
+       (SELECT coalesce(max(version), 0) FROM model_parameters) AS newest_version \
 FROM users u WHERE u.user_id = ?1 AND u.erased_at IS NULL";
 
 #[derive(QueryableByName)]
@@ -256,6 +257,8 @@ struct FactsRow {
     earlier_in_study: i64,
     #[diesel(sql_type = BigInt)]
     started_participants: i64,
+    #[diesel(sql_type = BigInt)]
+    newest_version: i64,
 }
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
@@ -363,6 +366,32 @@ fn on_key(
     }
 }
 
+/// Whether `version` is older than the newest stored parameter version.
+fn behind(conn: &mut SqliteConnection, version: i64) -> Result<bool, StoreError> {
+    let newest = model_parameters::table
+        .select(diesel::dsl::max(model_parameters::version))
+        .get_result::<Option<i64>>(conn)
+        .map_err(from_diesel)?;
+    Ok(newest.is_some_and(|n| n > version))
+}
+
+/// [`refused_decision`] for an insert that stored nothing, unless the key does not explain it
+/// (no decision stands on it, and for a decision of the service no upload either) and the
+/// decision's parameter version is older than the newest stored one: then
+/// [`StoreError::UnknownParameterVersion`].
+fn refused_or_stale(
+    conn: &mut SqliteConnection,
+    decision: &Decision,
+    logged: Option<ActionRow>,
+    uploaded: bool,
+) -> Result<Recorded, StoreError> {
+    let host = matches!(decision.policy, Policy::Host { .. });
+    if logged.is_none() && (host || !uploaded) && behind(conn, decision.parameter_version)? {
+        return Err(StoreError::UnknownParameterVersion);
+    }
+    refused_decision(decision, logged, uploaded)
+}
+
 /// What a decision's insert checks before it stores the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InsertCheck {
@@ -392,8 +421,9 @@ impl InsertCheck {
     }
 }
 
-/// A decision's insert: one statement that stores the decision unless its key is taken or
-/// `check` fails, and returns its id when it stored it. One statement, so the check and the
+/// A decision's insert: one statement that stores the decision unless its key is taken, its
+/// parameter version is older than the newest stored one, or `check` fails, and returns its
+/// id when it stored it. One statement, so the check and the
 /// insert happen under one write lock. With [`InsertCheck::InStudy`] without counts it is the
 /// path of an active participant outside warm-up: the unguarded insert with one lookup of the
 /// participant by its unique index.
@@ -466,10 +496,15 @@ impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for DecisionIn
         out.push_sql(", ");
         out.push_bind_param::<Bool, _>(&v.in_study)?;
         match self.check {
-            // The `WHERE` keeps SQLite from reading `ON CONFLICT` as a join constraint.
-            InsertCheck::KeyOnly => out.push_sql(" WHERE true"),
+            // The `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join constraint.
+            InsertCheck::KeyOnly => {
+                out.push_sql(" WHERE ");
+                self.version_is_newest(&mut out)?;
+            }
             InsertCheck::NoUpload => {
                 out.push_sql(" WHERE ");
+                self.version_is_newest(&mut out)?;
+                out.push_sql(" AND ");
                 self.no_upload(&mut out)?;
             }
             InsertCheck::InStudy {
@@ -512,6 +547,8 @@ impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for DecisionIn
                     out.push_bind_param::<Text, _>(&v.requested_at)?;
                     out.push_sql(&format!(" LIMIT {k})) >= {k} AND "));
                 }
+                self.version_is_newest(&mut out)?;
+                out.push_sql(" AND ");
                 self.no_upload(&mut out)?;
             }
         }
@@ -522,6 +559,18 @@ impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for DecisionIn
 }
 
 impl DecisionInsert<'_> {
+    /// The decision's parameter version is the newest stored (`max` of the primary key: one
+    /// probe), so that no decision is stored under a version older than one another process
+    /// has published.
+    fn version_is_newest<'b>(
+        &'b self,
+        out: &mut diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        out.push_bind_param::<BigInt, _>(&self.v.parameter_version)?;
+        out.push_sql(" >= (SELECT max(version) FROM model_parameters)");
+        Ok(())
+    }
+
     /// No study data is uploaded for the key.
     fn no_upload<'b>(
         &'b self,
@@ -576,7 +625,7 @@ fn record_host_decision(
     }
     let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
     if logged.is_some() || !uploaded {
-        return Ok(refused_decision(decision, logged, uploaded)?);
+        return Ok(refused_or_stale(conn, decision, logged, uploaded)?);
     }
     let same_key = study_data::user_id
         .eq(v.user_id)
@@ -594,6 +643,9 @@ fn record_host_decision(
     host_decision_against_upload(decision, upload)?;
     match insert_decision(conn, InsertCheck::KeyOnly, v) {
         Ok(true) => {}
+        Ok(false) if behind(conn, v.parameter_version)? => {
+            return Err(Failure::Store(StoreError::UnknownParameterVersion))
+        }
         Ok(false) => {
             return Err(Failure::Store(other(
                 "a decision appeared on the key inside the write transaction",
@@ -906,7 +958,7 @@ impl Store for SqliteStore {
             warmup_until_participants,
         } = guard
         else {
-            return refused_decision(decision, logged, uploaded);
+            return refused_or_stale(&mut conn, decision, logged, uploaded);
         };
         if logged.is_some() || uploaded {
             return refused_decision(decision, logged, uploaded);
@@ -922,6 +974,10 @@ impl Store for SqliteStore {
             .optional()
             .map_err(from_diesel)?
             .ok_or(StoreError::UnknownUser)?;
+        // Behind on parameters comes before the guard.
+        if facts.newest_version > v.parameter_version {
+            return Err(StoreError::UnknownParameterVersion);
+        }
         let count = |n: i64| u64::try_from(n).map_err(other);
         Ok(Recorded::Ineligible(ParticipantFacts {
             enrollment: enrollment(

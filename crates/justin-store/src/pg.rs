@@ -296,6 +296,22 @@ macro_rules! decision_select_list {
     };
 }
 
+/// The condition that keeps a decision from being stored under a parameter version older than
+/// the newest stored one: `$version >= (SELECT max(version) FROM model_parameters)`. Part of
+/// every insert of a decision, so it holds in the insert's own snapshot (a version published
+/// while the statement runs comes after the decision). `max` reads the primary key's last
+/// entry: one index probe.
+macro_rules! version_is_newest {
+    ($v:expr) => {
+        $v.parameter_version
+            .into_sql::<BigInt>()
+            .nullable()
+            .ge(model_parameters::table
+                .select(diesel::dsl::max(model_parameters::version))
+                .single_value())
+    };
+}
+
 /// `INSERT INTO actions (...) <rows> ON CONFLICT (key) DO NOTHING RETURNING id`, for the rows
 /// of a `SELECT` of [`decision_select_list`].
 macro_rules! insert_into_actions {
@@ -370,24 +386,51 @@ fn record_decision_on(
     } = guard
     else {
         let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-        return refused_decision(decision, logged, uploaded);
+        return refused_or_stale(conn, decision, logged, uploaded);
     };
     // A guard that failed is the common reason (a participant out of the study): one read says
-    // so, and whether the key is taken, which comes first and takes the reads of `on_key`.
+    // so, and whether the key is taken, which comes first and takes the reads of `on_key`; then
+    // whether the version is behind, which comes before the guard.
     match participant_facts(
         conn,
         v,
         limit(warmup_first_decisions),
         limit(warmup_until_participants),
     )? {
-        Some((facts, false)) => Ok(Recorded::Ineligible(facts)),
-        Some((_, true)) => {
+        Some((_, false, newest)) if newest > v.parameter_version => {
+            Err(StoreError::UnknownParameterVersion)
+        }
+        Some((facts, false, _)) => Ok(Recorded::Ineligible(facts)),
+        Some((_, true, _)) => {
             let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-            refused_decision(decision, logged, uploaded)
+            refused_or_stale(conn, decision, logged, uploaded)
         }
         // Nothing stands on the key of an unregistered participant.
         None => Err(StoreError::UnknownUser),
     }
+}
+
+/// [`refused_decision`] for an insert that stored nothing, unless the key does not explain it
+/// (no decision stands on it, and for a decision of the service no upload either) and the
+/// decision's parameter version is older than the newest stored one: then
+/// [`StoreError::UnknownParameterVersion`].
+fn refused_or_stale(
+    conn: &mut PgConnection,
+    decision: &Decision,
+    logged: Option<ActionRow>,
+    uploaded: bool,
+) -> Result<Recorded, StoreError> {
+    let host = matches!(decision.policy, Policy::Host { .. });
+    if logged.is_none() && (host || !uploaded) {
+        let newest = model_parameters::table
+            .select(diesel::dsl::max(model_parameters::version))
+            .get_result::<Option<i64>>(conn)
+            .map_err(from_diesel)?;
+        if newest.is_some_and(|n| n > decision.parameter_version) {
+            return Err(StoreError::UnknownParameterVersion);
+        }
+    }
+    refused_decision(decision, logged, uploaded)
 }
 
 /// Runs `work` in a transaction on `conn`: committed when it succeeds, rolled back when it
@@ -455,12 +498,13 @@ fn record_host_decision_on(
             host_decision_against_upload(decision, draw)?;
         }
         // No decision can be stored for the key meanwhile: every insert of one takes its lock.
-        let inserted = insert_into_actions!(diesel::select(decision_select_list!(v)))
+        let row = diesel::select(decision_select_list!(v)).filter(version_is_newest!(v));
+        let inserted = insert_into_actions!(row)
             .get_results::<i64>(conn)
             .map_err(from_diesel)?;
         if inserted.is_empty() {
             let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
-            return refused_decision(decision, logged, uploaded);
+            return refused_or_stale(conn, decision, logged, uploaded);
         }
         if let Some((id, _, _)) = uploaded {
             diesel::update(study_data::table.find(id))
@@ -511,9 +555,11 @@ fn on_key(
     }
 }
 
-/// Inserts the decision unless one exists for its key (user, decision type, decision index) or
-/// study data was uploaded for the key, in one statement: `INSERT INTO actions (...) SELECT
-/// $1, ... WHERE NOT justin_decision_key_uploaded(key) ON CONFLICT DO NOTHING RETURNING id`.
+/// Inserts the decision unless one exists for its key (user, decision type, decision index),
+/// study data was uploaded for the key, or its parameter version is not the newest, in one
+/// statement: `INSERT INTO actions (...) SELECT $1, ... WHERE NOT
+/// justin_decision_key_uploaded(key) AND $version >= (SELECT max(version) FROM
+/// model_parameters) ON CONFLICT DO NOTHING RETURNING id`.
 /// The function locks the key for the rest of the transaction and then looks for study data
 /// with a snapshot of its own, taken after the lock: an upload of the key that committed while
 /// this waited for the lock is seen (see migration 2025-04-03). The unique constraint is what
@@ -528,14 +574,17 @@ fn insert_decision_query<'a>(
        + 'a {
     use diesel::dsl::not;
     let uploaded = justin_decision_key_uploaded(v.user_id, v.decision_type, v.decision_idx);
-    let row = diesel::select(decision_select_list!(v)).filter(not(uploaded));
+    let row = diesel::select(decision_select_list!(v))
+        .filter(not(uploaded))
+        .filter(version_is_newest!(v));
     insert_into_actions!(row)
 }
 
 /// [`insert_decision_query`] guarded by the participant's row, the hot path of `/action`: the
 /// `SELECT` reads from `users` and yields the decision's row only when the participant is
 /// registered, their window contains the decision's `requested_at` and they have neither
-/// withdrawn nor been erased. Still one statement, prepared once per connection.
+/// withdrawn nor been erased (and, as there, the version is the newest). Still one statement,
+/// prepared once per connection.
 fn insert_in_study_query<'a>(
     v: &'a DecisionValues<'a>,
 ) -> impl diesel::query_dsl::LoadQuery<'a, PgConnection, i64>
@@ -552,6 +601,7 @@ fn insert_in_study_query<'a>(
         .filter(users::withdrawn_at.is_null())
         .filter(users::erased_at.is_null())
         .filter(not(uploaded))
+        .filter(version_is_newest!(v))
         .select(decision_select_list!(v));
     insert_into_actions!(row)
 }
@@ -659,6 +709,10 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CountedInsert<'_> 
         out.push_bind_param::<BigInt, _>(&self.participants)?;
         out.push_sql(") c) >= ");
         out.push_bind_param::<BigInt, _>(&self.participants)?;
+        // Not behind on parameters: the version is the newest stored.
+        out.push_sql(" AND ");
+        out.push_bind_param::<BigInt, _>(&v.parameter_version)?;
+        out.push_sql(" >= (SELECT max(version) FROM model_parameters)");
         out.push_sql(" AND NOT justin_decision_key_uploaded(");
         out.push_bind_param::<Text, _>(v.user_id)?;
         out.push_sql(", ");
@@ -689,14 +743,15 @@ fn insert_counted(
 
 /// The participant's facts for a guarded decision that was not stored: their window, whether
 /// they withdrew, and the guard's two counts capped at their limits (0 for a count that does
-/// not apply), with whether a decision or study data stands on the decision's key, in one
-/// statement. `None` when the participant is not registered.
+/// not apply), with whether a decision or study data stands on the decision's key and the
+/// newest stored parameter version, in one statement. `None` when the participant is not
+/// registered.
 fn participant_facts(
     conn: &mut PgConnection,
     v: &DecisionValues<'_>,
     first_decisions: i64,
     participants: i64,
-) -> Result<Option<(ParticipantFacts, bool)>, StoreError> {
+) -> Result<Option<(ParticipantFacts, bool, i64)>, StoreError> {
     #[derive(QueryableByName)]
     struct Facts {
         #[diesel(sql_type = Nullable<Timestamptz>)]
@@ -715,6 +770,8 @@ fn participant_facts(
         started: i64,
         #[diesel(sql_type = Bool)]
         key_taken: bool,
+        #[diesel(sql_type = BigInt)]
+        newest_version: i64,
     }
     let facts = diesel::sql_query(
         "SELECT u.study_start, u.study_start_sent, u.study_end, u.study_end_sent, \
@@ -727,7 +784,8 @@ fn participant_facts(
                 EXISTS (SELECT 1 FROM actions k WHERE k.user_id = $1 AND k.decision_type = $2 \
                         AND k.decision_idx = $3) \
                 OR EXISTS (SELECT 1 FROM study_data k WHERE k.user_id = $1 \
-                           AND k.decision_type = $2 AND k.decision_idx = $3) AS key_taken \
+                           AND k.decision_type = $2 AND k.decision_idx = $3) AS key_taken, \
+                (SELECT coalesce(max(version), 0) FROM model_parameters) AS newest_version \
          FROM users u WHERE u.user_id = $1 AND u.erased_at IS NULL",
     )
     .bind::<Text, _>(v.user_id)
@@ -760,7 +818,7 @@ fn participant_facts(
         earlier_in_study: count(f.earlier)?,
         started_participants: count(f.started)?,
     };
-    Ok(Some((facts, f.key_taken)))
+    Ok(Some((facts, f.key_taken, f.newest_version)))
 }
 
 /// A registered participant's row with their decision and upload counts, in one statement.

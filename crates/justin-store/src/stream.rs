@@ -6,7 +6,8 @@
 //! read first lets the last page end the stream without one more, empty, query.
 //!
 //! [`SnapshotStream`] owns a pooled connection and its transaction (the port's `study_data`,
-//! `decisions` and `export`); [`BorrowedStream`] reads on a connection whose transaction
+//! `decisions`, `export` and `update_rows`, the last up to the update's watermark);
+//! [`BorrowedStream`] reads on a connection whose transaction
 //! someone else owns, up to an id bound the owner fixed (an update job's, up to its
 //! watermark).
 

@@ -15,6 +15,12 @@ use crate::domain::{
 use crate::ports::{DecisionGuard, Recorded, StoreError, UploadRecorded};
 use crate::rng::{decision_seed, DecisionRng};
 
+/// How often one request reloads the current parameters and decides again when the store
+/// refuses its decision's version as behind the newest (or gone). Each reload reads the newest
+/// version, so a second refusal needs another version published in between; the bound only
+/// keeps a request from chasing a stream of updates for ever.
+const STALE_REFRESHES: u32 = 3;
+
 /// What an unavailable decision gets, without a draw.
 pub(super) const UNAVAILABLE_CHOICE: ActionChoice = ActionChoice {
     action: Action::Zero,
@@ -105,8 +111,10 @@ impl Service {
     /// A repeat of the same decision returns the stored one (`created` false).
     ///
     /// The decision keeps the seed derived for its key (for audits) and the parameter version
-    /// in force; its state is what the algorithm makes of the context, or empty when the
-    /// context does not suit it (a host decision is stored as sent whatever its context).
+    /// in force when it is stored, the newest (as every decision's: no decision is stored
+    /// under a version older than the newest stored); its state is what the algorithm makes
+    /// of the context, or empty when the context does not suit it (a host decision is stored
+    /// as sent whatever its context).
     ///
     /// # Errors
     /// [`DomainError::InvalidInput`] for an empty or overlong `decided_by`, or an unavailable
@@ -164,14 +172,19 @@ impl Service {
                 decided_by: req.decided_by,
             },
         };
-        let recorded = match self.store.record_decision(&decision, DecisionGuard::None) {
-            // The cached version is gone (another process reset the database).
-            Err(StoreError::UnknownParameterVersion) => {
-                self.forget_current();
-                decision.parameter_version = self.current_parameters()?.version;
-                self.store.record_decision(&decision, DecisionGuard::None)
+        // The cached version is behind (another process published a newer one) or gone
+        // (another process reset the database): reload it and store the decision under the
+        // newest version, a bounded number of times.
+        let mut refreshes = 0;
+        let recorded = loop {
+            match self.store.record_decision(&decision, DecisionGuard::None) {
+                Err(StoreError::UnknownParameterVersion) if refreshes < STALE_REFRESHES => {
+                    refreshes += 1;
+                    self.forget_current();
+                    decision.parameter_version = self.current_parameters()?.version;
+                }
+                other => break other,
             }
-            other => other,
         };
         match recorded {
             Ok(Recorded::Inserted) => Ok(ActionResponse {
@@ -210,7 +223,11 @@ impl Service {
     /// participant who is driving may send little); when it is not, the stored state is empty.
     ///
     /// For an active participant outside the warm-up this costs one storage call: the insert
-    /// of the decision, which checks the participant in the same statement.
+    /// of the decision, which checks the participant and that the parameter version is the
+    /// newest in the same statement. When another process has published a newer version, the
+    /// store refuses the decision; the service then reloads the current parameters and decides
+    /// again from them (at most three times), so no decision is stored under a version older
+    /// than one stored before it.
     ///
     /// # Errors
     /// [`DomainError::InvalidInput`] for a context the algorithm cannot use (of an available
@@ -234,7 +251,7 @@ impl Service {
             ),
             Err(e) => return Err(e.into()),
         };
-        let params = self.current_parameters()?;
+        let mut params = self.current_parameters()?;
         let rng_seed = decision_seed(
             self.settings.seed,
             &req.user_id,
@@ -257,36 +274,23 @@ impl Service {
             rng_seed,
             policy: Policy::Algorithm,
         };
-        let mut guard = self.draft(&mut decision, state_failure.as_deref(), &params)?;
-        let recorded = match self.store.record_decision(&decision, guard) {
-            // The cached version is gone (another process reset the database): reload the
-            // current parameters and decide again from them.
-            Err(StoreError::UnknownParameterVersion) => {
-                self.forget_current();
-                let params = self.current_parameters()?;
-                decision.parameter_version = params.version;
-                guard = self.draft(&mut decision, state_failure.as_deref(), &params)?;
-                self.store.record_decision(&decision, guard)?
-            }
-            other => other?,
-        };
-        let recorded = match recorded {
-            Recorded::Inserted => {
-                if let DecisionGuard::InStudy {
-                    warmup_until_participants: Some(_),
-                    ..
-                } = guard
-                {
-                    // Stored only because the cohort had started by then.
-                    self.note_cohort_reached(decision.requested_at);
+        let requested = decision.availability.clone();
+        let mut refreshes = 0;
+        let recorded = loop {
+            let guard = self.draft(&mut decision, state_failure.as_deref(), &params)?;
+            match self.record_drafted(&mut decision, guard) {
+                // The cached version is behind (another process published a newer one) or
+                // gone (another process reset the database): reload the current parameters
+                // and decide again from them, a bounded number of times.
+                Err(StoreError::UnknownParameterVersion) if refreshes < STALE_REFRESHES => {
+                    refreshes += 1;
+                    self.forget_current();
+                    params = self.current_parameters()?;
+                    decision.parameter_version = params.version;
+                    decision.availability = requested.clone();
                 }
-                Recorded::Inserted
+                other => break other?,
             }
-            Recorded::Ineligible(facts) => {
-                self.decide_again(&mut decision, guard, &facts);
-                self.store.record_decision(&decision, DecisionGuard::None)?
-            }
-            existing @ Recorded::Existing(_) => existing,
         };
         match recorded {
             Recorded::Inserted => Ok(ActionResponse {
@@ -299,6 +303,34 @@ impl Service {
             }),
             Recorded::Ineligible(_) => Err(unguarded_refusal()),
         }
+    }
+
+    /// Stores `decision`, drafted with `guard`: when the store finds the guard does not hold,
+    /// decides it again from the facts it gave and stores it without a guard.
+    fn record_drafted(
+        &self,
+        decision: &mut Decision,
+        guard: DecisionGuard,
+    ) -> Result<Recorded, StoreError> {
+        let recorded = match self.store.record_decision(decision, guard)? {
+            Recorded::Inserted => {
+                if let DecisionGuard::InStudy {
+                    warmup_until_participants: Some(_),
+                    ..
+                } = guard
+                {
+                    // Stored only because the cohort had started by then.
+                    self.note_cohort_reached(decision.requested_at);
+                }
+                Recorded::Inserted
+            }
+            Recorded::Ineligible(facts) => {
+                self.decide_again(decision, guard, &facts);
+                self.store.record_decision(decision, DecisionGuard::None)?
+            }
+            existing @ Recorded::Existing(_) => existing,
+        };
+        Ok(recorded)
     }
 
     /// Chooses `decision`'s action, probability and policy from what the service knows

@@ -1,5 +1,5 @@
 //! The use cases: add a user, request an action, upload data, request an update and run it,
-//! deliver its callback, replay the stored decisions.
+//! deliver its callback, replay the stored decisions and updates.
 //!
 //! [`Service`] is written against the ports only. It keeps the current model parameters in
 //! memory, so the hot path (`request_action`) costs one storage call: the insert of the
@@ -7,8 +7,8 @@
 //!
 //! Each use case has a module of its own, each adding methods to [`Service`]: `decisions`
 //! (participants, actions, uploads), `parameters` (the parameter cache), `updates` (the update
-//! worker and its retries), `callbacks` (delivery with backoff), `replay` and `readiness`;
-//! `errors` holds what they fail with. Their public items are re-exported here.
+//! worker and its retries), `callbacks` (delivery with backoff), `replay` (decisions),
+//! `update_replay` (updates) and `readiness`; `errors` holds what they fail with. Their public items are re-exported here.
 
 mod callbacks;
 mod decisions;
@@ -17,6 +17,7 @@ mod parameters;
 mod participants;
 mod readiness;
 mod replay;
+mod update_replay;
 mod updates;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ pub use errors::{error_chain, DomainError};
 pub use participants::ParticipantView;
 pub use readiness::{is_disk_full, DISK_FULL_HOLD};
 pub use replay::{ReplayMismatch, ReplaySummary, Unverifiable};
+pub use update_replay::{
+    InconsistentRow, UpdateReplay, UpdateReplaySummary, UpdateVerdict, UPDATE_REPLAY_TOLERANCE,
+};
 
 /// The log target of records about the algorithm (routed to `rl.log`).
 pub const RL_TARGET: &str = "justin::rl";

@@ -36,8 +36,9 @@ fn key(user_id: &UserId, decision_type: &DecisionType, decision_idx: DecisionIdx
 ///
 /// - Every call holds one lock over all tables for its whole length, so calls happen one
 ///   after the other; racing calls end as if run in some order, as the port requires.
-/// - Streams (`decisions`, `export`, `study_data`) copy the rows stored when they are called:
-///   later rows never appear, and there is no cursor to page.
+/// - Streams (`decisions`, `export`, `export_by_participant`, `update_rows`, `study_data`) copy
+///   the rows stored when they are called: later rows never appear, and there is no cursor to
+///   page.
 /// - An update job reads the study data stored when it was claimed (its snapshot), leaving
 ///   out participants withdrawn when it reads; on completion it keeps where its snapshot
 ///   ended, and `export` names for each upload the first completed update whose snapshot
@@ -587,13 +588,18 @@ impl Store for MemoryStore {
                 });
             }
         }
+        // The version must be stored and the newest: an instance behind on parameters is
+        // refused before the guard is looked at, so that it catches up whatever the guard says.
+        let version = decision.parameter_version;
+        let newest = tables.parameters.iter().map(|p| p.version).max();
+        if !tables.parameters.iter().any(|p| p.version == version)
+            || newest.is_some_and(|n| n > version)
+        {
+            return Err(StoreError::UnknownParameterVersion);
+        }
         let (facts, holds) = tables.check_guard(row, decision, guard);
         if !holds {
             return Ok(Recorded::Ineligible(facts));
-        }
-        let version = decision.parameter_version;
-        if !tables.parameters.iter().any(|p| p.version == version) {
-            return Err(StoreError::UnknownParameterVersion);
         }
         if let Some(u) = uploaded {
             let upload = &mut tables.uploads[u];

@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
-use justin_core::{Clock, DomainError, Enrollment, Service, Store, TestingStore};
+use justin_core::{
+    Action, Availability, Clock, DecisionType, DomainError, Enrollment, HostDecisionRequest,
+    Probability, Service, Store, TestingStore,
+};
 use serde_json::json;
 
-use crate::support::{object, settings, Coin, Study, Update};
+use crate::support::{action_request, idx, object, settings, Coin, Study, Update};
 
 #[test]
 fn the_priors_become_version_1_once() {
@@ -107,6 +110,82 @@ fn a_version_another_process_publishes_is_used_after_a_refresh() {
     let next = study.decide(&alice, 1);
     assert_eq!(next.parameter_version, 2);
     assert_eq!(next.action_prob.get(), 0.0, "drawn from version 2 (p = 0)");
+}
+
+/// An instance behind on parameters (another process published a newer version, and this one
+/// has not refreshed yet) never stores a decision under its older version: the store refuses
+/// it, and the service reloads the newest version and decides again from it; a participant's
+/// versions never go down. A host decision records the newest version too.
+#[test]
+fn a_process_behind_on_parameters_decides_again_from_the_newest_version() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    let other = study.another_process(settings());
+    other.initialise(&object(json!({ "p": 0.5 }))).unwrap();
+    // A third process caches version 1 too.
+    let third = study.another_process(settings());
+    assert_eq!(third.current_parameters().unwrap().version, 1);
+    let d = study.decide(&alice, 0);
+    assert_eq!(d.parameter_version, 1);
+    study.upload(&d, 0.0);
+    study.request_update(1);
+    other.run_next_update().unwrap().unwrap();
+    let answered = other.request_action(action_request(&alice, 1, study.clock.now()));
+    assert_eq!(answered.unwrap().decision.parameter_version, 2);
+
+    // This process still caches version 1 (p = 0.5).
+    assert_eq!(study.service.current_parameters().unwrap().version, 1);
+    let next = study.decide(&alice, 2);
+    assert_eq!(next.parameter_version, 2, "not the cached version 1");
+    assert_eq!(next.action_prob.get(), 0.0, "drawn from version 2 (p = 0)");
+    assert_eq!(study.service.current_parameters().unwrap().version, 2);
+
+    // A host decision sent to a process behind records the newest version as well.
+    let host = third
+        .record_host_decision(HostDecisionRequest {
+            user_id: alice.clone(),
+            decision_type: DecisionType::default(),
+            decision_idx: idx(3),
+            requested_at: study.clock.now(),
+            sent_timestamp: study.clock.now().to_rfc3339(),
+            availability: Availability::Available,
+            context: object(json!({ "x": 3 })),
+            action: Action::One,
+            action_prob: Probability::new(0.4).unwrap(),
+            decided_by: "fixed schedule".into(),
+        })
+        .unwrap();
+    assert_eq!(host.decision.parameter_version, 2);
+    let versions: Vec<i64> = study
+        .store
+        .decisions()
+        .unwrap()
+        .map(|d| d.unwrap().parameter_version)
+        .collect();
+    assert_eq!(versions, [1, 2, 2, 2]);
+}
+
+/// A request that finds a newer version every time it reloads gives up after three reloads,
+/// with the store's error, and stores nothing.
+#[test]
+fn a_request_chasing_a_stream_of_new_versions_gives_up() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    study.algorithm.publish_on_every_draw(study.store.clone());
+    let refused = study
+        .service
+        .request_action(action_request(&alice, 0, study.clock.now()));
+    assert!(
+        matches!(
+            refused,
+            Err(DomainError::Store(
+                justin_core::StoreError::UnknownParameterVersion
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(study.algorithm.draws(), 4, "the first draw and three more");
+    assert_eq!(study.counts()["actions"], 0);
 }
 
 #[test]

@@ -85,12 +85,24 @@ fn copy_with(study: &Study, decisions: &[Decision], settings: ServiceSettings) -
     store
         .seed_parameters(&first.algorithm, &first.values, first.created_at)
         .unwrap();
+    // Version 2 is published before the first decision drawn under it, as in the study: no
+    // decision is stored under a version older than the newest.
     let second = study.store.parameters(2).unwrap().unwrap();
-    store
-        .publish_parameters(&second.algorithm, &second.values, second.created_at)
-        .unwrap();
+    let publish = || {
+        store
+            .publish_parameters(&second.algorithm, &second.values, second.created_at)
+            .unwrap();
+    };
+    let mut published = false;
     for d in decisions {
+        if d.parameter_version == 2 && !published {
+            publish();
+            published = true;
+        }
         store.record_decision(d, DecisionGuard::None).unwrap();
+    }
+    if !published {
+        publish();
     }
     Service::new(
         store,

@@ -10,8 +10,8 @@ use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
 use justin_core::{
     Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, Availability, CallbackPolicy,
     Clock, Decision, DecisionIdx, DecisionRng, DecisionType, Enrollment, JsonObject, Probability,
-    SentTime, Service, ServiceSettings, State, Store, StudyRecord, TrialSettings, UploadRecorded,
-    UploadRequest, UserId, Warmup,
+    SentTime, Service, ServiceSettings, State, Store, StudyRecord, TestingStore, TrialSettings,
+    UploadRecorded, UploadRequest, UserId, Warmup,
 };
 use serde_json::json;
 
@@ -52,9 +52,22 @@ pub struct Coin {
     update: Mutex<Update>,
     infinite_rewards: Mutex<bool>,
     action_failure: Mutex<Option<ActionFailure>>,
+    publish_on_draw: Mutex<Option<Arc<MemoryStore>>>,
+    draws: Mutex<u32>,
 }
 
 impl Coin {
+    /// From now on, every draw publishes a new parameter version to `store` first, as another
+    /// process running an update at that moment would.
+    pub fn publish_on_every_draw(&self, store: Arc<MemoryStore>) {
+        *self.publish_on_draw.lock().unwrap() = Some(store);
+    }
+
+    /// The draws so far.
+    pub fn draws(&self) -> u32 {
+        *self.draws.lock().unwrap()
+    }
+
     /// From now on, `get_action` fails as `failure` says (or draws, for `None`).
     pub fn fail_actions(&self, failure: Option<ActionFailure>) {
         *self.action_failure.lock().unwrap() = failure;
@@ -122,6 +135,12 @@ impl Algorithm for Coin {
             }
             Some(ActionFailure::Panic) => panic!("the coin melted at x = {}", state.values()[0]),
             None => {}
+        }
+        *self.draws.lock().unwrap() += 1;
+        if let Some(store) = self.publish_on_draw.lock().unwrap().as_ref() {
+            store
+                .publish_parameters("coin", parameters, DateTime::UNIX_EPOCH)
+                .unwrap();
         }
         Ok(ActionChoice::draw(probability(parameters)?, rng))
     }

@@ -6,7 +6,7 @@ use std::sync::Barrier;
 
 use justin_core::builders::{at, decision, upload_for, user};
 use justin_core::{DecisionGuard, Enrollment};
-use justin_core::{Recorded, Store, TestingStore, UploadRecorded};
+use justin_core::{Recorded, Store, StoreError, TestingStore, UploadRecorded};
 use justin_store_sqlite::testing::TestDatabase;
 
 use crate::support::ScratchDir;
@@ -37,9 +37,21 @@ fn eight_writers_with_readers_and_a_backup_see_no_lock_errors() {
                     errors.push(format!("add_user: {e:?}"));
                 }
                 for i in 0..DECISIONS {
-                    let d = decision(name, i, params.version);
-                    match store.record_decision(&d, DecisionGuard::None) {
-                        Ok(Recorded::Inserted) => {}
+                    // Under the newest version, read again when another writer published a
+                    // newer one in between, as the service does.
+                    let mut d = decision(name, i, params.version);
+                    let recorded = loop {
+                        d.parameter_version = match store.current_parameters() {
+                            Ok(Some(p)) => p.version,
+                            other => break Err(format!("current_parameters: {other:?}")),
+                        };
+                        match store.record_decision(&d, DecisionGuard::None) {
+                            Err(StoreError::UnknownParameterVersion) => {}
+                            other => break Ok(other),
+                        }
+                    };
+                    match recorded {
+                        Ok(Ok(Recorded::Inserted)) => {}
                         other => errors.push(format!("record_decision {name} {i}: {other:?}")),
                     }
                     match store.record_study_data(&upload_for(&d)) {

@@ -248,11 +248,11 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
         [(0, Some(2)), (1, Some(3)), (5, None)]
     );
 
-    // The new key: the same index with another type is a new decision, and ids continue
-    // after the deleted one.
+    // The new key: the same index with another type is a new decision (under the newest
+    // version, 3), and ids continue after the deleted one.
     let morning = Decision {
         decision_type: DecisionType::parse("morning").unwrap(),
-        ..decision("alice", 0, 1)
+        ..decision("alice", 0, 3)
     };
     assert_eq!(
         store

@@ -191,10 +191,11 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     // Read first by the second update; by the third; by none; by none.
     assert_eq!(used, vec![Some(3), Some(4), None, None]);
 
-    // The new key: another type at a used index is a new decision.
+    // The new key: another type at a used index is a new decision (under the newest version).
+    let newest = db.store().current_parameters().unwrap().unwrap().version;
     let morning = justin_core::Decision {
         decision_type: DecisionType::parse("morning").unwrap(),
-        ..decision("alice", 0, 3)
+        ..decision("alice", 0, newest)
     };
     assert_eq!(
         db.store()

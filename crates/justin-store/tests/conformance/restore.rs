@@ -634,11 +634,12 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
     assert!(failed.contains("actions_user_decision_key"), "{failed}");
     assert_eq!(dump(&db), before);
     assert!(db.store().run_migrations().unwrap().is_empty());
+    let newest = db.store().current_parameters().unwrap().unwrap().version;
     db.store()
         .record_decision(
             &justin_core::Decision {
                 decision_type: justin_core::DecisionType::parse("morning").unwrap(),
-                ..decision("bob", 0, 1)
+                ..decision("bob", 0, newest)
             },
             justin_core::DecisionGuard::None,
         )
