@@ -149,6 +149,7 @@ macro_rules! store_contract_suite {
             erasing_a_participant_leaves_no_trace_of_them,
             erasing_an_unknown_participant_changes_nothing,
             update_rows_are_exactly_what_each_update_read,
+            a_withdrawal_after_an_update_started_leaves_what_it_reads,
             export_by_participant_groups_the_export_by_participant,
             export_by_participant_streams_many_decisions_from_one_snapshot,
         );
@@ -3427,6 +3428,44 @@ pub fn update_rows_are_exactly_what_each_update_read(store: &dyn Store) {
             update.parameter_version
         );
     }
+}
+
+/// A participant who withdraws after an update's job started, before it reads, MUST still be
+/// read by it: an update leaves out participants withdrawn at or before its start, the rule
+/// `update_rows` and `export` apply, whenever its snapshot is taken.
+pub fn a_withdrawal_after_an_update_started_leaves_what_it_reads(store: &dyn Store) {
+    let params = seeded(store);
+    let (alice, bob) = (user("alice"), user("bob"));
+    for u in [&alice, &bob] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+        let d = decision(u, 0, 1, params.version);
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+        store.record_study_data(&upload_for(&d)).unwrap();
+    }
+    store.create_update_request(&update_request(1)).unwrap();
+    let mut job = claim(store, at(100, 0));
+    store.withdraw(&bob, "left", at(101, 0)).unwrap();
+    let read: Vec<StudyRecord> = job
+        .study_data(UpdateInclusion::default())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(read.len(), 2, "bob withdrew after the update started");
+    let provenance = Provenance {
+        included_policies: UpdateInclusion::default().as_stored(),
+        ..provenance(2)
+    };
+    let v = job
+        .complete("test-algo", &json!({}), &provenance, at(102, 0))
+        .unwrap()
+        .version;
+    assert_eq!(update_rows(store, v), read);
+    let used: Vec<Option<i64>> = store
+        .export()
+        .unwrap()
+        .map(|row| row.unwrap().upload.and_then(|u| u.used_in_version))
+        .collect();
+    assert_eq!(used, vec![Some(v), Some(v)]);
 }
 
 /// The rows of `export`, ordered by participant id as bytes and, within a participant, in

@@ -172,7 +172,8 @@ pub trait UpdateJob {
 
     /// Every study record of an available decision visible to the job's transaction, in
     /// upload order, streamed. Records of unavailable decisions MUST NOT appear, nor those of
-    /// participants withdrawn in the snapshot, nor those whose logged decision's policy
+    /// participants withdrawn (in the snapshot) at or before the job's `started_at`, nor those
+    /// whose logged decision's policy
     /// `include` leaves out (an upload without a logged decision is included).
     ///
     /// # Errors
@@ -252,8 +253,8 @@ pub trait Store: Send + Sync {
 
     /// Withdraws a participant with a reason and records it in their history, in one
     /// transaction. From then on [`DecisionGuard::InStudy`] fails for them, and none of their
-    /// study data reaches an update (a job streams none of a participant withdrawn when its
-    /// snapshot was taken).
+    /// study data reaches an update (a job streams none of a participant withdrawn when it
+    /// started; the rule [`Store::update_rows`] and [`Store::export`] apply too).
     ///
     /// # Errors
     /// MUST return [`StoreError::UnknownUser`] for an unregistered participant and

@@ -25,10 +25,10 @@
 //! The job's watermark is the largest study-data id in its snapshot. Writes take turns on one
 //! lock and `AUTOINCREMENT` hands out ids in that order, so the snapshot holds exactly the
 //! rows up to the watermark, and every row stored while the job runs has a larger id. The job
-//! streams the rows up to it that are available, of participants not withdrawn in the snapshot
-//! and of the policies the update learns from, and `complete` stores the watermark and those
-//! policies in the provenance (`last_study_data_id`, `included_policies`): an available upload
-//! was first used by the completed update with the smallest watermark at or above its id that
+//! streams the rows up to it that are available, of participants not withdrawn (in the
+//! snapshot) at or before the job's start and of the policies the update learns from, and
+//! `complete` stores the watermark and those policies in the provenance (`last_study_data_id`,
+//! `included_policies`): an available upload was first used by the completed update with the smallest watermark at or above its id that
 //! learned from its policy and started before its participant withdrew, which the export looks
 //! up. So completing writes one row whatever the number of uploads the update read, where
 //! marking each upload would write every new one while holding the write lock.
@@ -445,9 +445,11 @@ impl UpdateJob for SqliteUpdateJob {
         &mut self,
         include: UpdateInclusion,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let bound = self
-            .snapshot_last_upload
-            .map(|upto| UpdateBound { upto, include });
+        let bound = self.snapshot_last_upload.map(|upto| UpdateBound {
+            upto,
+            include,
+            started_at: self.request.started_at,
+        });
         let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, bound);
         Ok(Box::new(stream))
     }

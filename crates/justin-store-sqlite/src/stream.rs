@@ -12,13 +12,14 @@
 //! [`BorrowedStream`] reads on a connection whose transaction someone else owns (an update
 //! job's snapshot), within a bound its owner read in that transaction.
 
+use chrono::{DateTime, Utc};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable};
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
 
 use crate::error::from_diesel;
-use crate::models::{ActionRow, ExportRecord, StudyRow, UploadColumns};
+use crate::models::{fmt_time, ActionRow, ExportRecord, StudyRow, UploadColumns};
 use crate::schema::{actions, study_data, update_provenance, users};
 use crate::store::SqliteStore;
 
@@ -84,18 +85,22 @@ impl KeysetRow for StudyRow {
     }
 }
 
-/// A study record an update may read: one of an available decision, of a participant who has
-/// not withdrawn, whose logged decision's policy the update learns from (or with no logged
-/// decision).
+/// A study record an update may read: one of an available decision, of a participant who had
+/// not withdrawn when the job started (as the job's snapshot shows it; the rule of
+/// [`USED_IN_VERSION`] and `update_rows`), whose logged decision's policy the update learns
+/// from (or with no logged decision).
 pub(crate) struct AvailableStudyRow(StudyRow);
 
-/// What an update's stream of study records reads up to, and which policies it includes.
+/// What an update's stream of study records reads up to, which policies it includes, and when
+/// the job started.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UpdateBound {
     /// The largest upload id in the job's snapshot.
     pub upto: i64,
     /// The kinds of decision the update learns from.
     pub include: UpdateInclusion,
+    /// When the job started (`None`: before every withdrawal).
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<AvailableStudyRow> for StudyRecord {
@@ -118,6 +123,7 @@ impl KeysetRow for AvailableStudyRow {
         Ok(StudyRow::bound(conn)?.map(|upto| UpdateBound {
             upto,
             include: UpdateInclusion::default(),
+            started_at: None,
         }))
     }
 
@@ -135,10 +141,17 @@ impl KeysetRow for AvailableStudyRow {
             .into_iter()
             .filter(|word| bound.include.includes(Some(word)))
             .collect();
+        // Times are stored as `fmt_time` writes them, which sort as text in time order; an
+        // unknown start (the empty text) sorts before every withdrawal.
+        let started = bound.started_at.map_or_else(String::new, fmt_time);
         let not_withdrawn = diesel::dsl::exists(
             users::table
                 .filter(users::user_id.eq(study_data::user_id))
-                .filter(users::withdrawn_at.is_null()),
+                .filter(
+                    users::withdrawn_at
+                        .is_null()
+                        .or(users::withdrawn_at.gt(started)),
+                ),
         );
         let rows = study_data::table
             .filter(study_data::id.gt(after))

@@ -39,7 +39,7 @@ use crate::error::{from_diesel, other};
 use crate::models::{update_request, ParametersRow, ProvenanceRow, UpdateRow};
 use crate::pg::{lock_for_publishing, PooledPg};
 use crate::schema::{model_parameters, model_update_requests, study_data, update_provenance};
-use crate::stream::{included_words, AvailableStudyRow, BorrowedStream};
+use crate::stream::{included_words, AvailableStudyRow, BorrowedStream, JobFilter};
 
 /// Key of the advisory lock held by the one running update job of a database.
 const UPDATE_LOCK_KEY: i64 = 0x6a75_7374_696e_5531; // "justinU1"
@@ -317,9 +317,13 @@ impl UpdateJob for PgUpdateJob {
         &mut self,
         include: UpdateInclusion,
     ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
+        let filter = JobFilter {
+            included: included_words(include),
+            started_at: self.request.started_at,
+        };
         let stream = BorrowedStream::<AvailableStudyRow>::upto(
             self.lock.conn()?,
-            included_words(include),
+            filter,
             self.last_study_data_id,
         );
         Ok(Box::new(stream))

@@ -11,6 +11,7 @@
 //! someone else owns, up to an id bound the owner fixed (an update job's, up to its
 //! watermark).
 
+use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
@@ -80,9 +81,16 @@ impl KeysetRow for StudyRow {
 }
 
 /// A row of `study_data` an update job reads: of an available decision, of a participant who
-/// has not withdrawn (in the job's snapshot), and of a policy the update includes (or of no
-/// logged decision).
+/// had not withdrawn when the job started (as the job's snapshot shows it; the rule the export
+/// and `update_rows` apply), and of a policy the update includes (or of no logged decision).
 pub(crate) struct AvailableStudyRow(StudyRow);
+
+/// What an update job reads beyond its watermark: the policy words it includes and when it
+/// started.
+pub(crate) struct JobFilter {
+    pub included: Vec<&'static str>,
+    pub started_at: Option<DateTime<Utc>>,
+}
 
 /// The policy words an update includes, as [`UpdateInclusion::includes`] says.
 pub(crate) fn included_words(include: UpdateInclusion) -> Vec<&'static str> {
@@ -102,8 +110,7 @@ impl TryFrom<AvailableStudyRow> for StudyRecord {
 
 impl KeysetRow for AvailableStudyRow {
     type Item = StudyRecord;
-    /// The policy words included.
-    type Filter = Vec<&'static str>;
+    type Filter = JobFilter;
 
     fn id(&self) -> i64 {
         self.0.id
@@ -115,26 +122,34 @@ impl KeysetRow for AvailableStudyRow {
 
     fn page(
         conn: &mut PgConnection,
-        included: &Vec<&'static str>,
+        filter: &JobFilter,
         after: i64,
         upto: i64,
         limit: i64,
     ) -> QueryResult<Vec<Self>> {
-        let rows = study_data::table
+        let mut query = study_data::table
             .inner_join(users::table.on(users::user_id.eq(study_data::user_id)))
             .filter(study_data::id.gt(after))
             .filter(study_data::id.le(upto))
             .filter(study_data::available)
-            .filter(users::withdrawn_at.is_null())
             .filter(
                 study_data::policy
                     .is_null()
-                    .or(study_data::policy.eq_any(included)),
+                    .or(study_data::policy.eq_any(&filter.included)),
             )
             .order(study_data::id)
             .limit(limit)
             .select(StudyRow::as_select())
-            .load(conn)?;
+            .into_boxed();
+        // An update whose start is not known predates every withdrawal.
+        if let Some(started_at) = filter.started_at {
+            query = query.filter(
+                users::withdrawn_at
+                    .is_null()
+                    .or(users::withdrawn_at.gt(started_at)),
+            );
+        }
+        let rows = query.load(conn)?;
         Ok(rows.into_iter().map(Self).collect())
     }
 }

@@ -40,7 +40,7 @@ fn key(user_id: &UserId, decision_type: &DecisionType, decision_idx: DecisionIdx
 ///   the rows stored when they are called: later rows never appear, and there is no cursor to
 ///   page.
 /// - An update job reads the study data stored when it was claimed (its snapshot), leaving
-///   out participants withdrawn when it reads; on completion it keeps where its snapshot
+///   out participants withdrawn at or before its start; on completion it keeps where its snapshot
 ///   ended, and `export` names for each upload the first completed update whose snapshot
 ///   held it, that learns from its policy and that started before its participant withdrew.
 /// - It keeps nothing in files: `backup` keeps a copy of every table in memory under the path
@@ -971,10 +971,13 @@ impl UpdateJob for MemoryJob<'_> {
             .filter(|u| u.id < self.snapshot && u.record.available)
             .filter(|u| include.includes(u.policy))
             .filter(|u| {
-                tables
-                    .users
-                    .get(&u.record.user_id)
-                    .is_some_and(|row| row.withdrawal.is_none())
+                tables.users.get(&u.record.user_id).is_some_and(|row| {
+                    match (&row.withdrawal, self.request.started_at) {
+                        (None, _) => true,
+                        (Some(w), Some(started)) => w.at > started,
+                        (Some(_), None) => false,
+                    }
+                })
             })
             .map(|u| Ok(u.record.clone()))
             .collect();
