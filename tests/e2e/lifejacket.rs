@@ -133,6 +133,8 @@ fn a_thompson_study_exports_for_lifejacket() {
     study.add("p1", day(-3, 0), Some(day(2, 0)));
     study.add("p2", day(-2, 0), None);
     study.add("p3", day(-3, 0), None);
+    // Registered and in the study, never asked for a decision: counted, not in the grid.
+    study.add("idle", day(-3, 0), None);
 
     study.decide("p1", 0, -3, true, Some(1.0));
     study.decide("p3", 0, -3, true, Some(0.0));
@@ -296,6 +298,7 @@ fn a_thompson_study_exports_for_lifejacket() {
     assert_eq!(counts["unplaced_decisions"], 0);
     assert_eq!(counts["updates"], 2);
     assert_eq!(counts["policy_decreases"], 0);
+    assert_eq!(counts["participants_without_decisions"], 1);
 
     // A second export into the same directory is refused, and changes nothing.
     let again = run(justin(dir.path(), &env).args(["export", "--for", "lifejacket", "export"]));

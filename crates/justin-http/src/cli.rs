@@ -599,12 +599,13 @@ fn export_lifejacket(
     })?;
     println!(
         "exported {} participants ({} grid rows, {} decisions placed, {} unplaced, {} left \
-         out) and {} updates for lifejacket to {}",
+         out, {} without any decision) and {} updates for lifejacket to {}",
         counts.participants,
         counts.grid_rows,
         counts.decisions,
         counts.unplaced_decisions,
         counts.participants_left_out,
+        counts.participants_without_decisions,
         counts.updates,
         dir.display()
     );

@@ -116,6 +116,9 @@ pub struct Counts {
     pub participants_left_out: u64,
     /// Decisions of the participants left out (placed, but not in the grid).
     pub decisions_left_out: u64,
+    /// Registered participants without any stored decision when the export started: not in
+    /// the grid, which finds participants through their decisions.
+    pub participants_without_decisions: u64,
     /// Completed updates.
     pub updates: u64,
     /// In-study rows whose policy number is below the participant's previous in-study row's.
@@ -536,6 +539,12 @@ impl Exporter<'_> {
         // and one completing while the export runs is not.
         let updates = self.store.completed_updates()?;
         let newest = self.store.current_parameters()?.map_or(0, |p| p.version);
+        let registered = self
+            .store
+            .row_counts()?
+            .into_iter()
+            .find_map(|(table, n)| (table == "users").then_some(n))
+            .unwrap_or(0);
         let span = self.first_pass()?;
         let (Some(origin_cell), Some(first), Some(last)) =
             (span.origin_cell, span.first, span.last)
@@ -552,7 +561,12 @@ impl Exporter<'_> {
             .zip(1..)
             .map(|(&version, num)| (version, num))
             .collect();
-        let mut counts = Counts::default();
+        let mut counts = Counts {
+            // Every participant the first pass saw has a decision; erased ones keep their row.
+            participants_without_decisions: registered
+                .saturating_sub(u64::try_from(span.seen.len()).unwrap_or(u64::MAX)),
+            ..Counts::default()
+        };
         let grid = Grid {
             origin_cell,
             first,
@@ -1275,6 +1289,7 @@ mod tests {
                 in_study_cells_without_call: 1,
                 participants_left_out: 0,
                 decisions_left_out: 0,
+                participants_without_decisions: 0,
                 updates: 2,
                 policy_decreases: 0,
             }
@@ -1517,16 +1532,24 @@ mod tests {
         study.decide(&e, 0, "2026-01-05T08:00:00Z");
         study.decide(&e, 1, "2026-01-06T08:00:00Z");
         study.service.erase_participant(&e).unwrap();
+        // idle is registered, in the study, and never got a decision.
+        study.enroll("idle", Some("2026-01-05T00:00:00Z"), None);
         let dir = tempdir();
         let counts = study.export(&daily(&[("default", 8)]), dir.path()).unwrap();
         assert_eq!(
             (
                 counts.participants,
                 counts.participants_left_out,
-                counts.decisions_left_out
+                counts.decisions_left_out,
+                counts.participants_without_decisions
             ),
-            (1, 2, 3)
+            (1, 2, 3, 1)
         );
+        let manifest: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["counts"]["participants_without_decisions"], 1);
         assert_eq!(counts.grid_rows, 2);
     }
 
