@@ -329,6 +329,17 @@ impl UpdateInclusion {
         }
     }
 
+    /// Reads what [`UpdateInclusion::as_stored`] wrote (a word it does not know includes
+    /// nothing more; the algorithm's decisions are always included).
+    pub fn from_stored(stored: &str) -> Self {
+        let has = |word: &str| stored.split(',').any(|w| w.trim() == word);
+        Self {
+            warmup: has("warmup"),
+            fallback: has("fallback"),
+            host: has("host"),
+        }
+    }
+
     /// The policy words included, comma-separated, as stored with an update's provenance.
     pub fn as_stored(&self) -> String {
         let mut words = vec!["algorithm"];
@@ -937,6 +948,22 @@ pub struct CompletedUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_inclusion_reads_back_what_it_stores() {
+        for warmup in [false, true] {
+            for fallback in [false, true] {
+                for host in [false, true] {
+                    let include = UpdateInclusion {
+                        warmup,
+                        fallback,
+                        host,
+                    };
+                    assert_eq!(UpdateInclusion::from_stored(&include.as_stored()), include);
+                }
+            }
+        }
+    }
 
     #[test]
     fn user_id_rules() {

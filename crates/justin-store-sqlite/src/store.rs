@@ -1064,7 +1064,7 @@ impl Store for SqliteStore {
         let bound =
             crate::stream::update_read_bound(&mut *self.conn()?, version).map_err(from_diesel)?;
         Ok(Box::new(
-            PoolStream::<crate::stream::UpdateReadRow>::within(self, bound),
+            PoolStream::<crate::stream::AvailableStudyRow>::within(self, bound),
         ))
     }
 

@@ -15,12 +15,12 @@
 use chrono::{DateTime, Utc};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable};
+use diesel::sql_types::{BigInt, Nullable};
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
 
 use crate::error::from_diesel;
-use crate::models::{fmt_time, ActionRow, ExportRecord, StudyRow, UploadColumns};
-use crate::schema::{actions, study_data, update_provenance, users};
+use crate::models::{fmt_time, parse_time, ActionRow, ExportRecord, StudyRow, UploadColumns};
+use crate::schema::{actions, model_update_requests, study_data, update_provenance, users};
 use crate::store::SqliteStore;
 
 /// Rows read per query: large enough that page queries do not dominate, small enough that a
@@ -325,89 +325,35 @@ pub(crate) fn export_page(
         .collect())
 }
 
-/// A study record that the update which produced a version read: at or below its watermark,
-/// available, of a policy it included (or of no logged decision), and of a participant who had
-/// not withdrawn when its request started (the rule [`USED_IN_VERSION`] applies).
-pub(crate) struct UpdateReadRow(StudyRow);
-
-/// What a stream of an update's records reads: the version it produced and its watermark.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct UpdateReadBound {
-    pub version: i64,
-    pub upto: i64,
-}
-
-impl TryFrom<UpdateReadRow> for StudyRecord {
-    type Error = StoreError;
-
-    fn try_from(row: UpdateReadRow) -> Result<Self, StoreError> {
-        row.0.try_into()
-    }
-}
-
-/// The update's policies and start, looked up per record through the version's unique index.
-const READ_BY_THE_UPDATE: [&str; 2] = [
-    "EXISTS (SELECT 1 FROM update_provenance p \
-     JOIN model_update_requests r ON r.id = p.update_id \
-     WHERE p.parameter_version = ",
-    " AND (study_data.policy IS NULL \
-           OR instr(',' || p.included_policies || ',', ',' || study_data.policy || ',') > 0) \
-     AND NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
-                     AND w.withdrawn_at <= coalesce(r.started_at, r.created_at)))",
-];
-
-impl KeysetRow for UpdateReadRow {
-    type Item = StudyRecord;
-    type Bound = UpdateReadBound;
-
-    fn id(&self) -> i64 {
-        self.0.id
-    }
-
-    /// The stream of an update's records is given its bound ([`update_read_bound`]).
-    fn bound(_conn: &mut SqliteConnection) -> QueryResult<Option<UpdateReadBound>> {
-        Ok(None)
-    }
-
-    fn upto(bound: UpdateReadBound) -> i64 {
-        bound.upto
-    }
-
-    fn page(
-        conn: &mut SqliteConnection,
-        after: i64,
-        bound: UpdateReadBound,
-        limit: i64,
-    ) -> QueryResult<Vec<Self>> {
-        let [before_version, after_version] = READ_BY_THE_UPDATE;
-        let read_by_the_update = sql::<Bool>(before_version)
-            .bind::<BigInt, _>(bound.version)
-            .sql(after_version);
-        let rows = study_data::table
-            .filter(study_data::id.gt(after))
-            .filter(study_data::id.le(bound.upto))
-            .filter(study_data::available)
-            .filter(read_by_the_update)
-            .order(study_data::id)
-            .limit(limit)
-            .select(StudyRow::as_select())
-            .load(conn)?;
-        Ok(rows.into_iter().map(Self).collect())
-    }
-}
-
-/// The bound of the records the update that produced `version` read (`None` for an unknown
-/// version, the initial one, or one stored by no update).
+/// What the update that produced `version` read, as the bound of an [`AvailableStudyRow`]
+/// stream: its watermark, the policies it included and when its job started (`None` for an
+/// unknown version, the initial one, or one stored by no update).
 pub(crate) fn update_read_bound(
     conn: &mut SqliteConnection,
     version: i64,
-) -> QueryResult<Option<UpdateReadBound>> {
-    let upto = update_provenance::table
+) -> QueryResult<Option<UpdateBound>> {
+    let found: Option<(i64, String, Option<String>)> = update_provenance::table
+        .inner_join(model_update_requests::table)
         .filter(update_provenance::parameter_version.eq(version))
-        .select(update_provenance::last_study_data_id)
-        .first::<i64>(conn)
+        .select((
+            update_provenance::last_study_data_id,
+            update_provenance::included_policies,
+            model_update_requests::started_at,
+        ))
+        .first(conn)
         .optional()?;
-    Ok(upto.map(|upto| UpdateReadBound { version, upto }))
+    let Some((upto, included, started_at)) = found else {
+        return Ok(None);
+    };
+    let started_at = started_at
+        .map(|t| parse_time(&t))
+        .transpose()
+        .map_err(|e| diesel::result::Error::DeserializationError(e.into()))?;
+    Ok(Some(UpdateBound {
+        upto,
+        include: UpdateInclusion::from_stored(&included),
+        started_at,
+    }))
 }
 
 /// What the paging state asks for next.

@@ -35,7 +35,7 @@ use crate::schema::{
     update_provenance, users,
 };
 use crate::setup::{self, mask_password, PgUrl};
-use crate::stream::SnapshotStream;
+use crate::stream::{AvailableStudyRow, SnapshotStream};
 
 type Manager = ConnectionManager<PgConnection>;
 pub(crate) type PooledPg = PooledConnection<Manager>;
@@ -1185,11 +1185,9 @@ impl Store for PgStore {
     }
 
     fn update_rows(&self, version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
-        SnapshotStream::<crate::stream::UpdateReadRow>::open_with(
-            self.checked_conn()?,
-            version,
-            |conn| crate::stream::update_watermark(conn, version),
-        )
+        SnapshotStream::<AvailableStudyRow>::open_with(self.checked_conn()?, |conn| {
+            crate::stream::update_read(conn, version)
+        })
         .map(|s| Box::new(s) as justin_core::StudyDataStream)
     }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
+use diesel::sql_types::Bool;
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
 
 use crate::error::from_diesel;
@@ -82,7 +82,9 @@ impl KeysetRow for StudyRow {
 
 /// A row of `study_data` an update job reads: of an available decision, of a participant who
 /// had not withdrawn when the job started (as the job's snapshot shows it; the rule the export
-/// and `update_rows` apply), and of a policy the update includes (or of no logged decision).
+/// applies), and of a policy the update includes (or of no logged decision). `update_rows`
+/// streams the same rows again, with the filter read back from the update's provenance
+/// ([`update_read`]).
 pub(crate) struct AvailableStudyRow(StudyRow);
 
 /// What an update job reads beyond its watermark: the policy words it includes and when it
@@ -265,73 +267,40 @@ pub(crate) fn export_page(
     query.load(conn)
 }
 
-/// A row of `study_data` that the update which produced a version read: at or below its
-/// watermark, available, of a policy it included (or of no logged decision), and of a
-/// participant who had not withdrawn when its job started (the rule [`export_page`] applies).
-/// The filter is the version; the update's provenance is looked up in the stream's snapshot.
-pub(crate) struct UpdateReadRow(StudyRow);
-
-impl TryFrom<UpdateReadRow> for StudyRecord {
-    type Error = StoreError;
-
-    fn try_from(row: UpdateReadRow) -> Result<Self, StoreError> {
-        row.0.try_into()
-    }
-}
-
-impl KeysetRow for UpdateReadRow {
-    type Item = StudyRecord;
-    /// The parameter version the update produced.
-    type Filter = i64;
-
-    fn id(&self) -> i64 {
-        self.0.id
-    }
-
-    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
-        StudyRow::max_id(conn)
-    }
-
-    fn page(
-        conn: &mut PgConnection,
-        version: &i64,
-        after: i64,
-        upto: i64,
-        limit: i64,
-    ) -> QueryResult<Vec<Self>> {
-        let read_by_the_update = sql::<Bool>(
-            "EXISTS (SELECT 1 FROM update_provenance p \
-             JOIN model_update_requests r ON r.id = p.update_id \
-             WHERE p.parameter_version = ",
-        )
-        .bind::<BigInt, _>(*version)
-        .sql(
-            " AND (study_data.policy IS NULL OR study_data.policy = \
-               ANY (string_to_array(p.included_policies, ','))) \
-             AND NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
-               AND w.withdrawn_at <= r.started_at))",
-        );
-        let rows = study_data::table
-            .filter(study_data::id.gt(after))
-            .filter(study_data::id.le(upto))
-            .filter(study_data::available)
-            .filter(read_by_the_update)
-            .order(study_data::id)
-            .limit(limit)
-            .select(StudyRow::as_select())
-            .load(conn)?;
-        Ok(rows.into_iter().map(Self).collect())
-    }
-}
-
-/// The watermark of the update that produced `version` (`None` for an unknown version, the
-/// initial one, or one stored by no update).
-pub(crate) fn update_watermark(conn: &mut PgConnection, version: i64) -> QueryResult<Option<i64>> {
-    update_provenance::table
+/// What the update that produced `version` read, for [`AvailableStudyRow`]: the policies it
+/// included, when its job started, and its watermark (`None` for an unknown version, the
+/// initial one, or one stored by no update, which streams nothing). Read in the stream's
+/// snapshot.
+pub(crate) fn update_read(
+    conn: &mut PgConnection,
+    version: i64,
+) -> QueryResult<(JobFilter, Option<i64>)> {
+    let found: Option<(i64, String, Option<DateTime<Utc>>)> = update_provenance::table
+        .inner_join(model_update_requests::table)
         .filter(update_provenance::parameter_version.eq(version))
-        .select(update_provenance::last_study_data_id)
+        .select((
+            update_provenance::last_study_data_id,
+            update_provenance::included_policies,
+            model_update_requests::started_at,
+        ))
         .first(conn)
-        .optional()
+        .optional()?;
+    Ok(match found {
+        Some((upto, included, started_at)) => (
+            JobFilter {
+                included: included_words(UpdateInclusion::from_stored(&included)),
+                started_at,
+            },
+            Some(upto),
+        ),
+        None => (
+            JobFilter {
+                included: Vec::new(),
+                started_at: None,
+            },
+            None,
+        ),
+    })
 }
 
 /// The paging state, independent of who owns the connection.
@@ -447,8 +416,7 @@ impl<R: KeysetRow> SnapshotStream<R> {
     /// streams nothing.
     pub(crate) fn open_with(
         mut conn: PooledPg,
-        filter: R::Filter,
-        start: impl FnOnce(&mut PgConnection) -> QueryResult<Option<i64>>,
+        start: impl FnOnce(&mut PgConnection) -> QueryResult<(R::Filter, Option<i64>)>,
     ) -> Result<Self, StoreError> {
         AnsiTransactionManager::begin_transaction_sql(
             &mut *conn,
@@ -456,7 +424,7 @@ impl<R: KeysetRow> SnapshotStream<R> {
         )
         .map_err(from_diesel)?;
         match start(&mut conn) {
-            Ok(upto) => {
+            Ok((filter, upto)) => {
                 let mut stream = Self {
                     conn: Some(conn),
                     keyset: Keyset::upto(filter, upto),

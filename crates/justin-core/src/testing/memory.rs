@@ -312,8 +312,7 @@ impl Tables {
                     .provenance
                     .as_ref()
                     .map_or("algorithm", |p| p.included_policies.as_str());
-                u.policy
-                    .is_none_or(|word| included.split(',').any(|w| w.trim() == word))
+                UpdateInclusion::from_stored(included).includes(u.policy)
             })
             .filter(|r| match (withdrawn_at, r.started_at) {
                 (None, _) => true,
@@ -727,18 +726,17 @@ impl Store for MemoryStore {
         let Some(&watermark) = tables.watermarks.get(&request.id) else {
             return Ok(Box::new(std::iter::empty()));
         };
-        let included = request
-            .provenance
-            .as_ref()
-            .map_or("algorithm", |p| p.included_policies.as_str());
+        let include = UpdateInclusion::from_stored(
+            request
+                .provenance
+                .as_ref()
+                .map_or("algorithm", |p| p.included_policies.as_str()),
+        );
         let rows: Vec<StudyRecord> = tables
             .uploads
             .iter()
             .filter(|u| u.id < watermark && u.record.available)
-            .filter(|u| {
-                u.policy
-                    .is_none_or(|word| included.split(',').any(|w| w.trim() == word))
-            })
+            .filter(|u| include.includes(u.policy))
             .filter(|u| {
                 let withdrawn = tables
                     .users
