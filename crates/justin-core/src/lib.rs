@@ -10,6 +10,7 @@ pub mod builders;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod domain;
+pub mod monitor;
 pub mod ports;
 pub mod recording;
 pub mod registry;
@@ -33,6 +34,7 @@ pub use domain::{
     Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRequest,
     UpdateStatus, UserId, Withdrawal,
 };
+pub use monitor::{Finding, FindingKind, MonitorReport, Severity};
 #[cfg(feature = "testing")]
 pub use ports::TestingStore;
 pub use ports::{

@@ -469,6 +469,10 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`] when it does not.
     fn ping(&self) -> Result<(), StoreError>;
+
+    // ---- The watchdog (`crate::monitor`): its reads and the state the instances share. ----
+
+    // ---- The dashboard: its aggregate reads. ----
 }
 
 /// The storage methods only tests call: publishing a parameter version outside an update, to

@@ -1,10 +1,15 @@
-//! API keys: who may call `/api/v1`.
+//! API keys: who may call `/api/v1`, read the dashboard and scrape `/metrics`.
 //!
-//! The keys come from `auth.api_keys`, each with a name. Only their SHA-256 digests are kept in
-//! memory: a request's bearer token is hashed and compared with every digest in constant time,
-//! and the matching key's name travels with the request (for the access log). Neither a key nor
-//! its digest is ever logged or answered. With no keys configured the API is open, and
+//! The keys come from `auth.api_keys`, each with a name and what it may do ([`KeyAccess`]:
+//! everything, reads only, or the metrics only). Only their SHA-256 digests are kept in memory:
+//! a request's token is hashed and compared with every digest in constant time, and the
+//! matching key's name travels with the request (for the access log). Neither a key nor its
+//! digest is ever logged or answered. With no keys configured everything is open, and
 //! [`require_key`] lets every request through.
+//!
+//! A key comes as `Authorization: Bearer <key>`, or, so that a browser can open the dashboard,
+//! as the password of HTTP Basic credentials (the user name is not checked): a 401 under
+//! `/dashboard` asks the browser for them.
 
 use std::sync::Arc;
 
@@ -15,7 +20,7 @@ use actix_web::middleware::Next;
 use actix_web::HttpMessage;
 use sha2::{Digest, Sha256};
 
-use crate::config::ApiKeyConfig;
+use crate::config::{ApiKeyConfig, KeyAccess};
 use crate::error::ApiError;
 
 /// The shortest key accepted in `auth.api_keys` or by `justin hash-key`.
@@ -24,8 +29,12 @@ pub const MIN_KEY_CHARS: usize = 16;
 /// The longest key name.
 const MAX_NAME_CHARS: usize = 64;
 
-/// The prefix of every path that needs a key.
+/// The prefix of the API's paths.
 const API_PREFIX: &str = "/api/v1";
+/// The prefix of the dashboard's pages.
+pub const DASHBOARD_PREFIX: &str = "/dashboard";
+/// The metrics' path.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The answer to a request without credentials.
 pub const MISSING_MESSAGE: &str =
@@ -34,11 +43,20 @@ pub const MISSING_MESSAGE: &str =
 pub const MALFORMED_MESSAGE: &str = "Invalid credentials: Authorization must be Bearer <key>.";
 /// The answer to a key that is not configured.
 pub const INVALID_MESSAGE: &str = "Invalid credentials: the API key is not valid.";
+/// The answer to a read-only key asking to change something.
+pub const READ_ONLY_MESSAGE: &str =
+    "Forbidden: this API key may only read (GET), not change anything.";
+/// The answer to a metrics key asking for anything but `/metrics`.
+pub const METRICS_ONLY_MESSAGE: &str = "Forbidden: this API key may only read /metrics.";
 
 /// The name of the key a request was made with; stored in the request's extensions by
 /// [`require_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyName(Arc<str>);
+
+/// What the key a request was made with may do; stored in the request's extensions by
+/// [`require_key`] next to its [`KeyName`] (absent when no keys are configured).
+pub type RequestAccess = KeyAccess;
 
 impl KeyName {
     /// The name as configured.
@@ -50,6 +68,7 @@ impl KeyName {
 struct Entry {
     name: KeyName,
     digest: [u8; 32],
+    access: KeyAccess,
 }
 
 /// The configured keys, as names and SHA-256 digests. Cheap to clone.
@@ -107,6 +126,7 @@ impl ApiKeys {
             entries.push(Entry {
                 name: KeyName(entry.name.as_str().into()),
                 digest,
+                access: entry.access,
             });
         }
         Ok(Self {
@@ -126,13 +146,18 @@ impl ApiKeys {
 
     /// The name of the key `token` is, if it is one of them.
     pub fn verify(&self, token: &str) -> Option<KeyName> {
+        self.verify_with_access(token).map(|(name, _)| name)
+    }
+
+    /// The name of the key `token` is and what it may do, if it is one of them.
+    pub fn verify_with_access(&self, token: &str) -> Option<(KeyName, KeyAccess)> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every digest is compared, each in constant time, so the time taken says nothing
         // about which key, or how much of one, matched.
         let mut found = None;
         for entry in self.entries.iter() {
             if same_digest(&entry.digest, &digest) && found.is_none() {
-                found = Some(entry.name.clone());
+                found = Some((entry.name.clone(), entry.access));
             }
         }
         found
@@ -143,6 +168,18 @@ impl ApiKeys {
     /// # Errors
     /// 401 saying whether the credentials are missing, malformed or not a configured key.
     pub fn authenticate(&self, header: Option<&HeaderValue>) -> Result<KeyName, ApiError> {
+        self.authenticate_with_access(header).map(|(name, _)| name)
+    }
+
+    /// The name of the key an `Authorization` header carries, as `Bearer <key>` or as the
+    /// password of `Basic` credentials, and what the key may do.
+    ///
+    /// # Errors
+    /// 401 saying whether the credentials are missing, malformed or not a configured key.
+    pub fn authenticate_with_access(
+        &self,
+        header: Option<&HeaderValue>,
+    ) -> Result<(KeyName, KeyAccess), ApiError> {
         let Some(header) = header else {
             return Err(ApiError::Unauthorized(MISSING_MESSAGE));
         };
@@ -150,24 +187,92 @@ impl ApiKeys {
             .to_str()
             .ok()
             .and_then(|value| value.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
+            .and_then(|(scheme, token)| {
+                let token = token.trim();
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    Some(token.to_owned())
+                } else if scheme.eq_ignore_ascii_case("basic") {
+                    basic_password(token)
+                } else {
+                    None
+                }
+            })
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized(MALFORMED_MESSAGE))?;
-        self.verify(token)
+        self.verify_with_access(&token)
             .ok_or(ApiError::Unauthorized(INVALID_MESSAGE))
     }
 }
 
-/// Whether a request to `path` (as the router matches it, percent-decoding done) needs a key:
-/// `/api/v1` and everything under it.
-pub fn requires_key(path: &str) -> bool {
-    path.strip_prefix(API_PREFIX)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+/// The password of `Basic` credentials (base64 of `user:password`), when they decode.
+fn basic_password(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
 }
 
-/// Middleware: answers 401 to a request under `/api/v1` without a valid key when keys are
-/// configured, and records the key's [`KeyName`] in the request's extensions otherwise.
+/// What part of the service a path belongs to, for the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// `/api/v1` and everything under it.
+    Api,
+    /// `/dashboard` and its pages.
+    Dashboard,
+    /// `/metrics`.
+    Metrics,
+    /// Everything else (`/healthz`, `/readyz`, unknown paths): open.
+    Open,
+}
+
+/// The area of `path` (as the router matches it, percent-decoding done).
+pub fn area(path: &str) -> Area {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if under(API_PREFIX) {
+        Area::Api
+    } else if under(DASHBOARD_PREFIX) {
+        Area::Dashboard
+    } else if path == METRICS_PATH {
+        Area::Metrics
+    } else {
+        Area::Open
+    }
+}
+
+/// Whether a request to `path` (as the router matches it, percent-decoding done) needs a key:
+/// `/api/v1` and everything under it, the dashboard and the metrics.
+pub fn requires_key(path: &str) -> bool {
+    area(path) != Area::Open
+}
+
+/// Whether a key with `access` may make a request with `method` in `area`.
+///
+/// # Errors
+/// 403 saying what the key may do.
+pub fn permits(
+    access: KeyAccess,
+    area: Area,
+    method: &actix_web::http::Method,
+) -> Result<(), ApiError> {
+    use actix_web::http::Method;
+    match access {
+        KeyAccess::Full => Ok(()),
+        KeyAccess::Read if method == Method::GET || method == Method::HEAD => Ok(()),
+        KeyAccess::Read => Err(ApiError::Forbidden(READ_ONLY_MESSAGE)),
+        KeyAccess::Metrics if area == Area::Metrics => Ok(()),
+        KeyAccess::Metrics => Err(ApiError::Forbidden(METRICS_ONLY_MESSAGE)),
+    }
+}
+
+/// Middleware: when keys are configured, answers 401 to a request under `/api/v1`, the
+/// dashboard or `/metrics` without a valid key and 403 to one whose key may not make it, and
+/// records the key's [`KeyName`] and [`KeyAccess`] in the request's extensions otherwise.
 ///
 /// # Errors
 /// Only those of the inner service.
@@ -178,20 +283,35 @@ pub async fn require_key<B: MessageBody>(
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     // The router's view of the path (percent-decoded), so that an encoded path reaching the
     // API's routes cannot pass as another one.
-    if keys.is_empty() || !requires_key(req.match_info().as_str()) {
+    let area = area(req.match_info().as_str());
+    if keys.is_empty() || area == Area::Open {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
     }
-    match keys.authenticate(req.headers().get(AUTHORIZATION)) {
-        Ok(name) => {
+    let checked = keys
+        .authenticate_with_access(req.headers().get(AUTHORIZATION))
+        .and_then(|(name, access)| permits(access, area, req.method()).map(|()| (name, access)));
+    match checked {
+        Ok((name, access)) => {
             req.extensions_mut().insert(name);
+            req.extensions_mut().insert(access);
             next.call(req)
                 .await
                 .map(ServiceResponse::map_into_left_body)
         }
-        Err(e) => Ok(req.error_response(e).map_into_right_body()),
+        Err(e) => {
+            let mut response = req.error_response(e);
+            if area == Area::Dashboard && response.status() == 401 {
+                // A browser asks its user for credentials only when offered Basic.
+                response.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="JustIn dashboard", charset="UTF-8""#),
+                );
+            }
+            Ok(response.map_into_right_body())
+        }
     }
 }
 
@@ -276,6 +396,7 @@ mod tests {
             name: name.into(),
             sha256: sha256.map(Into::into),
             key: key.map(Into::into),
+            access: KeyAccess::Full,
         }
     }
 
@@ -323,7 +444,14 @@ mod tests {
         let header = |v: &str| HeaderValue::from_str(v).unwrap();
         let message = |r: Result<KeyName, ApiError>| r.unwrap_err().to_string();
         assert_eq!(message(keys.authenticate(None)), MISSING_MESSAGE);
-        for malformed in ["Bearer", "Bearer   ", "Basic abc", KEY, "Token x y"] {
+        for malformed in [
+            "Bearer",
+            "Bearer   ",
+            "Basic !!",
+            "Basic bm9jb2xvbg==",
+            KEY,
+            "Token x y",
+        ] {
             assert_eq!(
                 message(keys.authenticate(Some(&header(malformed)))),
                 MALFORMED_MESSAGE,
@@ -392,14 +520,67 @@ mod tests {
             assert!(requires_key(path), "{path}");
         }
         for path in [
+            "/metrics",
+            "/dashboard",
+            "/dashboard/",
+            "/dashboard/updates/x",
+        ] {
+            assert!(requires_key(path), "{path}");
+        }
+        for path in [
             "/healthz",
             "/readyz",
             "/",
             "/api",
             "/api/v10/action",
             "/api/v2",
+            "/metricsx",
+            "/metrics/x",
+            "/dashboards",
         ] {
             assert!(!requires_key(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_carry_the_key_as_their_password() {
+        use base64::Engine as _;
+        let keys = ApiKeys::from_config(&[entry("app", None, Some(KEY))]).unwrap();
+        let basic = |text: &str| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
+        };
+        for user in ["", "team", "any:thing"] {
+            let header = basic(&format!("{user}:{KEY}"));
+            let found = keys.authenticate_with_access(Some(&header));
+            // A user name holding ':' moves the split: the password is what follows the first.
+            if user.contains(':') {
+                assert!(found.is_err());
+            } else {
+                assert_eq!(found.unwrap().0.as_str(), "app", "{user:?}");
+            }
+        }
+        let wrong = keys.authenticate_with_access(Some(&basic("team:not-the-key")));
+        assert_eq!(wrong.unwrap_err().to_string(), INVALID_MESSAGE);
+    }
+
+    #[test]
+    fn what_each_access_may_do() {
+        use actix_web::http::Method;
+        let all = [Area::Api, Area::Dashboard, Area::Metrics];
+        for area in all {
+            for method in [Method::GET, Method::POST, Method::PATCH] {
+                assert!(permits(KeyAccess::Full, area, &method).is_ok());
+            }
+            assert!(permits(KeyAccess::Read, area, &Method::GET).is_ok());
+            assert!(permits(KeyAccess::Read, area, &Method::HEAD).is_ok());
+            let refused = permits(KeyAccess::Read, area, &Method::POST).unwrap_err();
+            assert_eq!(refused.to_string(), READ_ONLY_MESSAGE);
+        }
+        assert!(permits(KeyAccess::Metrics, Area::Metrics, &Method::GET).is_ok());
+        for area in [Area::Api, Area::Dashboard] {
+            let refused = permits(KeyAccess::Metrics, area, &Method::GET).unwrap_err();
+            assert_eq!(refused.to_string(), METRICS_ONLY_MESSAGE);
         }
     }
 

@@ -105,6 +105,12 @@ pub struct Config {
     /// The study's schedule of decision times; none unless `times` is set.
     #[serde(skip_serializing_if = "ScheduleConfig::is_off")]
     pub schedule: ScheduleConfig,
+    /// The metrics at `/metrics`.
+    #[serde(skip_serializing_if = "crate::metrics::MetricsConfig::is_default")]
+    pub metrics: crate::metrics::MetricsConfig,
+    /// The watchdog.
+    #[serde(skip_serializing_if = "crate::monitor::MonitorConfig::is_default")]
+    pub monitor: crate::monitor::MonitorConfig,
 }
 
 /// `[server]`
@@ -389,6 +395,31 @@ pub struct ApiKeyConfig {
     /// The key itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// What the key may do: `full` (the default), `read` (only reads: `GET` under `/api/v1`,
+    /// the dashboard and the metrics) or `metrics` (only `/metrics`, for a scraper).
+    #[serde(default, skip_serializing_if = "KeyAccess::is_full")]
+    pub access: KeyAccess,
+}
+
+/// What an API key may do (`auth.api_keys[].access`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAccess {
+    /// Everything: the study server's key.
+    #[default]
+    Full,
+    /// Reads only: `GET` and `HEAD` under `/api/v1`, the dashboard and `/metrics`; for the
+    /// study team's dashboard and for `justin monitor` run from another machine.
+    Read,
+    /// `/metrics` only: for a Prometheus scraper.
+    Metrics,
+}
+
+impl KeyAccess {
+    /// Whether this is the default, `full`.
+    pub fn is_full(&self) -> bool {
+        *self == Self::Full
+    }
 }
 
 impl std::fmt::Debug for ApiKeyConfig {
@@ -399,6 +430,7 @@ impl std::fmt::Debug for ApiKeyConfig {
             .field("name", &self.name)
             .field("sha256", &hidden(self.sha256.is_some()))
             .field("key", &hidden(self.key.is_some()))
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -1548,6 +1580,7 @@ mod tests {
                 name: "app".into(),
                 sha256: sha256.map(Into::into),
                 key: key.map(Into::into),
+                access: KeyAccess::Full,
             });
             config
         };

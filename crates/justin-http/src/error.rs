@@ -17,6 +17,9 @@ pub enum ApiError {
     /// 401: no valid API key; the message says whether it was missing or wrong.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 403: the API key is valid but may not make this request (a read-only or metrics key).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 404: the thing named does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -71,6 +74,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -13,6 +13,7 @@
 mod callbacks;
 mod decisions;
 mod errors;
+mod monitor;
 mod parameters;
 mod participants;
 mod readiness;

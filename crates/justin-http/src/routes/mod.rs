@@ -7,10 +7,13 @@ use actix_web::{web, HttpResponse, ResponseError};
 use crate::error::ApiError;
 
 pub mod action;
+pub mod dashboard;
 pub mod data;
 pub mod export;
 pub mod health;
 pub mod host_decision;
+pub mod metrics;
+pub mod monitor;
 pub mod openapi;
 pub mod parameters;
 pub mod update;
@@ -83,10 +86,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(method_not_allowed("GET")),
             )
             .service(
+                web::resource("/monitor")
+                    .route(web::get().to(monitor::show::handle))
+                    .default_service(method_not_allowed("GET")),
+            )
+            .service(
                 web::resource("/openapi.json")
                     .route(web::get().to(openapi::show))
                     .default_service(method_not_allowed("GET")),
             ),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::show))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/dashboard{rest:(/.*)?}")
+            .route(web::get().to(dashboard::page))
+            .default_service(method_not_allowed("GET")),
     )
     .service(
         web::resource("/healthz")

@@ -3,7 +3,7 @@
 //! answer carries a request id.
 
 use justin_http::auth::{digest_hex, INVALID_MESSAGE, MALFORMED_MESSAGE, MISSING_MESSAGE};
-use justin_http::config::{ApiKeyConfig, Config};
+use justin_http::config::{ApiKeyConfig, Config, KeyAccess};
 use justin_http::startup::{start, StartupError};
 use serde_json::{json, Value};
 
@@ -80,11 +80,13 @@ fn keys() -> Vec<ApiKeyConfig> {
             name: "study-app".into(),
             sha256: Some(digest_hex(APP_KEY)),
             key: None,
+            access: KeyAccess::Full,
         },
         ApiKeyConfig {
             name: "developer".into(),
             sha256: None,
             key: Some(DEV_KEY.into()),
+            access: KeyAccess::Full,
         },
     ]
 }
@@ -254,6 +256,7 @@ fn unusable_keys_stop_start_up() {
         name: "study-app".into(),
         sha256: None,
         key: Some("short".into()),
+        access: KeyAccess::Full,
     }];
     let err = start(config, &justin_algos::builtin()).expect_err("a short key must not start");
     let message = err.to_string();
@@ -334,4 +337,103 @@ fn logging_bodies_hands_them_on_unchanged() {
         (status, body),
         (413, error("Request body is larger than 4096 bytes."))
     );
+}
+
+#[test]
+fn a_read_key_only_reads_and_a_metrics_key_only_scrapes() {
+    const READ_KEY: &str = "read-key-0123456789abcdef";
+    const METRICS_KEY: &str = "metrics-key-0123456789abcdef";
+    let app = spawn_app_with(|config| {
+        let mut all = keys();
+        all.push(ApiKeyConfig {
+            name: "team".into(),
+            sha256: None,
+            key: Some(READ_KEY.into()),
+            access: KeyAccess::Read,
+        });
+        all.push(ApiKeyConfig {
+            name: "scraper".into(),
+            sha256: None,
+            key: Some(METRICS_KEY.into()),
+            access: KeyAccess::Metrics,
+        });
+        config.auth.api_keys = all;
+    });
+    let read = format!("Bearer {READ_KEY}");
+    let metrics = format!("Bearer {METRICS_KEY}");
+
+    let answer = send(
+        &app.base_url(),
+        "GET",
+        "/api/v1/parameters",
+        None,
+        &[("Authorization", &read)],
+    );
+    assert_eq!(answer.status, 200);
+    let body = json!({ "user_id": "p1" });
+    let answer = send(
+        &app.base_url(),
+        "POST",
+        "/api/v1/add_user",
+        Some(&body),
+        &[("Authorization", &read)],
+    );
+    assert_eq!(answer.status, 403);
+    assert_eq!(
+        answer.json,
+        json!({ "status": "failed", "message": justin_http::auth::READ_ONLY_MESSAGE })
+    );
+    // Nothing was registered by the refused request.
+    let answer = send(
+        &app.base_url(),
+        "GET",
+        "/api/v1/users/p1",
+        None,
+        &[("Authorization", &read)],
+    );
+    assert_eq!(answer.status, 404);
+
+    let answer = send(
+        &app.base_url(),
+        "GET",
+        "/api/v1/parameters",
+        None,
+        &[("Authorization", &metrics)],
+    );
+    assert_eq!(answer.status, 403);
+    assert_eq!(
+        answer.json,
+        json!({ "status": "failed", "message": justin_http::auth::METRICS_ONLY_MESSAGE })
+    );
+}
+
+#[test]
+fn the_dashboard_asks_a_browser_for_basic_credentials() {
+    let app = spawn_with_keys();
+    let answer = send(&app.base_url(), "GET", "/dashboard", None, &[]);
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.json["message"], MISSING_MESSAGE);
+    let offered = answer.www_authenticate.unwrap_or_default();
+    assert!(offered.starts_with("Basic "), "{offered}");
+    // The API keeps offering Bearer only.
+    let answer = send(&app.base_url(), "GET", "/api/v1/parameters", None, &[]);
+    assert_eq!(answer.status, 401);
+    assert!(answer
+        .www_authenticate
+        .unwrap_or_default()
+        .starts_with("Bearer "));
+    // The key as the password of Basic credentials is a key like any other.
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("anyone:{APP_KEY}"))
+    );
+    let answer = send(
+        &app.base_url(),
+        "GET",
+        "/api/v1/parameters",
+        None,
+        &[("Authorization", &basic)],
+    );
+    assert_eq!(answer.status, 200);
 }

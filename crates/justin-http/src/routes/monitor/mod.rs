@@ -1,0 +1,3 @@
+//! `/api/v1/monitor`: the watchdog's report.
+
+pub mod show;
