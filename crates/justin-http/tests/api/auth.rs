@@ -363,7 +363,7 @@ fn a_read_key_only_reads_and_a_metrics_key_only_scrapes() {
     let metrics = format!("Bearer {METRICS_KEY}");
 
     let answer = send(
-        &app.base_url(),
+        app.base_url(),
         "GET",
         "/api/v1/parameters",
         None,
@@ -372,7 +372,7 @@ fn a_read_key_only_reads_and_a_metrics_key_only_scrapes() {
     assert_eq!(answer.status, 200);
     let body = json!({ "user_id": "p1" });
     let answer = send(
-        &app.base_url(),
+        app.base_url(),
         "POST",
         "/api/v1/add_user",
         Some(&body),
@@ -385,7 +385,7 @@ fn a_read_key_only_reads_and_a_metrics_key_only_scrapes() {
     );
     // Nothing was registered by the refused request.
     let answer = send(
-        &app.base_url(),
+        app.base_url(),
         "GET",
         "/api/v1/users/p1",
         None,
@@ -394,7 +394,7 @@ fn a_read_key_only_reads_and_a_metrics_key_only_scrapes() {
     assert_eq!(answer.status, 404);
 
     let answer = send(
-        &app.base_url(),
+        app.base_url(),
         "GET",
         "/api/v1/parameters",
         None,
@@ -410,13 +410,13 @@ fn a_read_key_only_reads_and_a_metrics_key_only_scrapes() {
 #[test]
 fn the_dashboard_asks_a_browser_for_basic_credentials() {
     let app = spawn_with_keys();
-    let answer = send(&app.base_url(), "GET", "/dashboard", None, &[]);
+    let answer = send(app.base_url(), "GET", "/dashboard", None, &[]);
     assert_eq!(answer.status, 401);
     assert_eq!(answer.json["message"], MISSING_MESSAGE);
     let offered = answer.www_authenticate.unwrap_or_default();
     assert!(offered.starts_with("Basic "), "{offered}");
     // The API keeps offering Bearer only.
-    let answer = send(&app.base_url(), "GET", "/api/v1/parameters", None, &[]);
+    let answer = send(app.base_url(), "GET", "/api/v1/parameters", None, &[]);
     assert_eq!(answer.status, 401);
     assert!(answer
         .www_authenticate
@@ -429,7 +429,7 @@ fn the_dashboard_asks_a_browser_for_basic_credentials() {
         base64::engine::general_purpose::STANDARD.encode(format!("anyone:{APP_KEY}"))
     );
     let answer = send(
-        &app.base_url(),
+        app.base_url(),
         "GET",
         "/api/v1/parameters",
         None,
