@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod builders;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod dashboard;
 pub mod domain;
 pub mod monitor;
 pub mod ports;

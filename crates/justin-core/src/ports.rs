@@ -473,6 +473,51 @@ pub trait Store: Send + Sync {
     // ---- The watchdog (`crate::monitor`): its reads and the state the instances share. ----
 
     // ---- The dashboard: its aggregate reads. ----
+
+    /// The per-day figures of the whole study (decisions per day, decision type and parameter
+    /// version with the quartiles of P(action = 1) and the counts at `settings.clip_bounds`;
+    /// uploads and reward sums per day and decision type), days in `settings.zone` by each
+    /// row's decision time (`request_timestamp`). Every decision and upload stored when the
+    /// call starts MUST be counted exactly once, whatever order their ids were committed in;
+    /// a database adapter reads a rollup brought up to date first
+    /// ([`crate::dashboard::refresh`]), never every row. Sorted by day, type, version.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_days(
+        &self,
+        settings: &crate::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<crate::dashboard::DashboardDays, StoreError>;
+
+    /// Every registered participant, erased ones under their pseudonym, by id (as bytes), with
+    /// the decision time of their latest decision and when their latest upload was received
+    /// (as of the same refresh as [`Store::dashboard_days`]).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_participants(
+        &self,
+        settings: &crate::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::dashboard::ParticipantActivity>, StoreError>;
+
+    /// Every update request with its provenance and callback delivery, newest received first.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError>;
+
+    /// The latest `limit` available decisions drawn under parameter version `version`, newest
+    /// first (by id).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_recent_decisions(
+        &self,
+        version: i64,
+        limit: u32,
+    ) -> Result<Vec<Decision>, StoreError>;
 }
 
 /// The storage methods only tests call: publishing a parameter version outside an update, to

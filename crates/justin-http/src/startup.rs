@@ -300,6 +300,7 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         body_timeout: Duration::from_secs(config.server.body_timeout_secs),
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
         exports: ExportSlot::default(),
+        dashboard_zone: config.schedule()?.map_or(chrono_tz::UTC, |s| s.time_zone()),
     };
     let access = AccessLog {
         log_bodies: config.logging.log_bodies,

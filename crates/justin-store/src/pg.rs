@@ -1340,8 +1340,9 @@ impl Store for PgStore {
     fn reset(&self) -> Result<(), StoreError> {
         self.with_connection(Resend::Always, |conn| {
             conn.batch_execute(&format!(
-                "TRUNCATE {} RESTART IDENTITY CASCADE",
-                TABLES.join(", ")
+                "TRUNCATE {}, {} RESTART IDENTITY CASCADE",
+                TABLES.join(", "),
+                crate::dashboard::TABLES.join(", ")
             ))
             .map_err(from_diesel)
         })
@@ -1354,6 +1355,65 @@ impl Store for PgStore {
         .map_err(|e| match e {
             StoreError::Unavailable(_) => e,
             other => StoreError::Unavailable(Box::new(other)),
+        })
+    }
+
+    // ---- The dashboard (crate::dashboard). ----
+
+    fn dashboard_days(
+        &self,
+        settings: &justin_core::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<justin_core::dashboard::DashboardDays, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            crate::dashboard::days(conn, settings, now)
+        })
+    }
+
+    fn dashboard_participants(
+        &self,
+        settings: &justin_core::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<justin_core::dashboard::ParticipantActivity>, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            crate::dashboard::participants(conn, settings, now)
+        })
+    }
+
+    fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            let rows = model_update_requests::table
+                .left_join(update_provenance::table)
+                .order((
+                    model_update_requests::created_at.desc(),
+                    model_update_requests::id.desc(),
+                ))
+                .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
+                .load::<(UpdateRow, Option<ProvenanceRow>)>(conn)
+                .map_err(from_diesel)?;
+            rows.into_iter()
+                .map(|(row, provenance)| update_request(row, provenance))
+                .collect()
+        })
+    }
+
+    fn dashboard_recent_decisions(
+        &self,
+        version: i64,
+        limit: u32,
+    ) -> Result<Vec<Decision>, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            actions::table
+                .filter(actions::parameter_version.eq(version))
+                .filter(actions::available.eq(true))
+                .order(actions::id.desc())
+                .limit(i64::from(limit))
+                .select(ActionRow::as_select())
+                .load::<ActionRow>(conn)
+                .map_err(from_diesel)?
+                .into_iter()
+                .map(Decision::try_from)
+                .collect()
         })
     }
 }

@@ -11,6 +11,7 @@
 //! `update_replay` (updates) and `readiness`; `errors` holds what they fail with. Their public items are re-exported here.
 
 mod callbacks;
+mod dashboard;
 mod decisions;
 mod errors;
 mod monitor;
@@ -32,6 +33,7 @@ use crate::domain::ModelParameters;
 use crate::ports::{BackupReport, CallbackNotifier, Clock, ExportStream, Store};
 
 pub use callbacks::CallbackPolicy;
+pub use dashboard::{PolicyPoint, UpdateComparison, POLICY_SAMPLE};
 pub use decisions::{ActionRequest, ActionResponse, HostDecisionRequest, UploadRequest};
 pub use errors::{error_chain, DomainError};
 pub use participants::ParticipantView;
