@@ -4,14 +4,16 @@
 //! stores do not group the decisions for every page: they keep a rollup, one row per (day,
 //! decision type, parameter version) of decisions and per (day, decision type) of uploads, and
 //! one per participant with their last decision and upload. A page first brings the rollup up
-//! to date ([`refresh`]) with what was stored since the last refresh, then reads it. The rules
+//! to date ([`refresh_step`], repeated) with what was stored since the last refresh, then
+//! reads it. The rules
 //! of that refresh are here, written once over [`RollupTx`], which each database adapter
 //! implements inside one transaction; the SQL stays the adapter's.
 //!
 //! How the refresh finds what is new without a trigger or a second statement on `/action`:
 //!
-//! - It reads the rows whose id is above the largest id it has seen (its watermark), in
-//!   chunks, in id order.
+//! - It reads the rows whose id is above the largest id it has seen (its watermark), in id
+//!   order, one chunk per transaction, so that a first build over millions of rows never
+//!   holds a lock for long.
 //! - Ids are not committed in order: a row may become visible after a row with a larger id.
 //!   Every id below the watermark that was missing when the refresh passed it is remembered as
 //!   a gap (with when it was first seen missing), and each refresh reads the gaps again, for
@@ -306,7 +308,7 @@ pub struct StoredUploadDay {
     pub max_id: i64,
 }
 
-/// What a database adapter gives [`refresh`], inside one transaction that no other refresh
+/// What a database adapter gives [`refresh_step`], inside one transaction that no other refresh
 /// runs at the same time (the state row is locked by [`RollupTx::state`]).
 pub trait RollupTx {
     /// The state, locked until the transaction ends; `None` before the first refresh.
@@ -419,7 +421,7 @@ type Latest = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 struct Pending {
     /// Groups touched: the id range of the rows read, and what those rows hold. For a group
     /// not stored yet these are all of its visible rows (any earlier row would have been read
-    /// by an earlier refresh, which would have stored the group), so it needs no second read.
+    /// by an earlier step, which would have stored the group), so it needs no second read.
     decisions: HashMap<DecisionKey, DecisionsRead>,
     uploads: HashMap<UploadKey, UploadsRead>,
     participants: HashMap<String, Latest>,
@@ -489,16 +491,21 @@ fn keep(mut gaps: Vec<Gap>, now: i64) -> Vec<Gap> {
     gaps
 }
 
-/// Brings the rollup up to date with every row committed since the last refresh (see the
-/// module documentation), through `tx`, which the adapter then commits.
+/// Brings the rollup up to date with the next rows committed since the last refresh (see the
+/// module documentation): at most [`REFRESH_CHUNK`] decisions and as many uploads, through
+/// `tx`, which the adapter then commits. Returns whether more rows may be waiting: the adapter
+/// calls it again, in a new transaction, until it answers `false`. Each step is whole, so a
+/// first build over millions of rows holds no lock for long and keeps what it has done if it
+/// stops half-way.
 ///
 /// # Errors
-/// On storage failure; the adapter then rolls back and the rollup stays as it was.
-pub fn refresh(
+/// On storage failure; the adapter then rolls back and the rollup stays as the last step
+/// left it.
+pub fn refresh_step(
     tx: &mut dyn RollupTx,
     settings: &DashboardSettings,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let now_secs = now.timestamp();
     let erasures = tx.erasures()?;
     let fingerprint = settings.fingerprint();
@@ -515,47 +522,45 @@ pub fn refresh(
     };
     let mut pending = Pending::default();
 
-    // Late rows in the gaps first: their groups exist or are new, like any other.
-    for gap in state.action_gaps.clone() {
+    // Late rows in the gaps: their groups exist or are new, like any other.
+    for gap in &state.action_gaps {
         for d in tx.decisions_between(gap.lo, gap.hi)? {
             pending.decision(settings, d);
         }
     }
-    for gap in state.upload_gaps.clone() {
+    for gap in &state.upload_gaps {
         for u in tx.uploads_between(gap.lo, gap.hi)? {
             pending.upload(settings, u);
         }
     }
 
-    let mut gaps = std::mem::take(&mut state.action_gaps);
-    loop {
-        let chunk = tx.decisions_after(state.actions_after, REFRESH_CHUNK)?;
-        let Some(last) = chunk.last().map(|d| d.id) else {
-            break;
-        };
+    let chunk = tx.decisions_after(state.actions_after, REFRESH_CHUNK)?;
+    let mut more = chunk.len() as u64 >= REFRESH_CHUNK.unsigned_abs();
+    if let Some(last) = chunk.last().map(|d| d.id) {
         let ids: Vec<i64> = chunk.iter().map(|d| d.id).collect();
-        gaps.extend(missing(state.actions_after, &ids, now_secs));
+        state
+            .action_gaps
+            .extend(missing(state.actions_after, &ids, now_secs));
         state.actions_after = last;
         for d in chunk {
             pending.decision(settings, d);
         }
     }
-    state.action_gaps = keep(gaps, now_secs);
+    state.action_gaps = keep(std::mem::take(&mut state.action_gaps), now_secs);
 
-    let mut gaps = std::mem::take(&mut state.upload_gaps);
-    loop {
-        let chunk = tx.uploads_after(state.study_data_after, REFRESH_CHUNK)?;
-        let Some(last) = chunk.last().map(|u| u.id) else {
-            break;
-        };
+    let chunk = tx.uploads_after(state.study_data_after, REFRESH_CHUNK)?;
+    more |= chunk.len() as u64 >= REFRESH_CHUNK.unsigned_abs();
+    if let Some(last) = chunk.last().map(|u| u.id) {
         let ids: Vec<i64> = chunk.iter().map(|u| u.id).collect();
-        gaps.extend(missing(state.study_data_after, &ids, now_secs));
+        state
+            .upload_gaps
+            .extend(missing(state.study_data_after, &ids, now_secs));
         state.study_data_after = last;
         for u in chunk {
             pending.upload(settings, u);
         }
     }
-    state.upload_gaps = keep(gaps, now_secs);
+    state.upload_gaps = keep(std::mem::take(&mut state.upload_gaps), now_secs);
 
     write_decisions(tx, settings, pending.decisions)?;
     write_uploads(tx, settings, pending.uploads)?;
@@ -564,7 +569,8 @@ pub fn refresh(
     for (user, (decision, upload)) in participants {
         tx.raise_participant(&user, decision, upload)?;
     }
-    tx.put_state(&state)
+    tx.put_state(&state)?;
+    Ok(more)
 }
 
 fn write_decisions(

@@ -480,7 +480,7 @@ pub trait Store: Send + Sync {
     /// row's decision time (`request_timestamp`). Every decision and upload stored when the
     /// call starts MUST be counted exactly once, whatever order their ids were committed in;
     /// a database adapter reads a rollup brought up to date first
-    /// ([`crate::dashboard::refresh`]), never every row. Sorted by day, type, version.
+    /// ([`crate::dashboard::refresh_step`]), never every row. Sorted by day, type, version.
     ///
     /// # Errors
     /// Only on storage failure.

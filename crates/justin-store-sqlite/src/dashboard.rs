@@ -1,6 +1,6 @@
 //! The dashboard's reads on SQLite: the rollup of `migrations/sqlite/…_dashboard`, brought up
-//! to date by [`justin_core::dashboard::refresh`] in one immediate transaction (the write lock
-//! keeps two refreshes apart), then read; see `justin_core::dashboard`.
+//! to date by [`justin_core::dashboard::refresh_step`], each step in an immediate transaction
+//! (the write lock keeps two refreshes apart), then read; see `justin_core::dashboard`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::connection::SimpleConnection;
@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use justin_core::dashboard::{
-    refresh, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
+    refresh_step, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
     RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay, UploadFact,
 };
 use justin_core::StoreError;
@@ -472,16 +472,19 @@ fn upload_days(conn: &mut SqliteConnection) -> Result<Vec<StoredUploadDay>, Stor
         .collect()
 }
 
-/// Brings the rollup up to date in one immediate transaction.
+/// Brings the rollup up to date, one immediate transaction per step.
 fn refreshed(
     conn: &mut SqliteConnection,
     settings: &DashboardSettings,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    conn.immediate_transaction::<_, crate::backup::Failure, _>(|conn| {
-        refresh(&mut Tx(conn), settings, now).map_err(crate::backup::Failure::Store)
-    })
-    .map_err(StoreError::from)
+    while conn
+        .immediate_transaction::<_, crate::backup::Failure, _>(|conn| {
+            refresh_step(&mut Tx(conn), settings, now).map_err(crate::backup::Failure::Store)
+        })
+        .map_err(StoreError::from)?
+    {}
+    Ok(())
 }
 
 /// See [`justin_core::Store::dashboard_days`].

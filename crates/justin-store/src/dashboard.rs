@@ -1,6 +1,7 @@
 //! The dashboard's reads on PostgreSQL: the rollup of `migrations/postgres/…_dashboard`, brought
-//! up to date by [`justin_core::dashboard::refresh`] in one transaction that locks the state row
-//! (which keeps two refreshes, of any process, apart), then read; see `justin_core::dashboard`.
+//! up to date by [`justin_core::dashboard::refresh_step`], each step in a transaction that locks
+//! the state row (which keeps two refreshes, of any process, apart), then read; see
+//! `justin_core::dashboard`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::connection::SimpleConnection;
@@ -8,7 +9,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text, Timestamptz};
 use justin_core::dashboard::{
-    refresh, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
+    refresh_step, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
     RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay, UploadFact,
 };
 use justin_core::StoreError;
@@ -499,8 +500,8 @@ fn upload_days(conn: &mut PgConnection) -> Result<Vec<StoredUploadDay>, StoreErr
     .collect()
 }
 
-/// Brings the rollup up to date in one transaction, the state row locked: the row is made
-/// first (committed, so that every refresh finds one to lock).
+/// Brings the rollup up to date, one transaction per step, each locking the state row: the
+/// row is made first (committed, so that every refresh finds one to lock).
 fn refreshed(
     conn: &mut PgConnection,
     settings: &DashboardSettings,
@@ -510,10 +511,13 @@ fn refreshed(
         "INSERT INTO dashboard_state (id, state) VALUES (1, 'null') ON CONFLICT (id) DO NOTHING",
     )
     .map_err(from_diesel)?;
-    conn.transaction::<_, Failure, _>(|conn| {
-        refresh(&mut Tx(conn), settings, now).map_err(Failure::Store)
-    })
-    .map_err(StoreError::from)
+    while conn
+        .transaction::<_, Failure, _>(|conn| {
+            refresh_step(&mut Tx(conn), settings, now).map_err(Failure::Store)
+        })
+        .map_err(StoreError::from)?
+    {}
+    Ok(())
 }
 
 /// See [`justin_core::Store::dashboard_days`].
