@@ -770,6 +770,252 @@ mod tests {
         );
     }
 
+    /// A database in memory whose rows become visible when a test commits them, in any
+    /// order of ids, with the rollup's tables beside them.
+    #[derive(Default)]
+    struct Db {
+        decisions: Vec<DecisionFact>,
+        uploads: Vec<UploadFact>,
+        state: Option<RollupState>,
+        decision_days: BTreeMap<DecisionKey, StoredDecisionDay>,
+        upload_days: BTreeMap<UploadKey, StoredUploadDay>,
+        participants: BTreeMap<String, Latest>,
+    }
+
+    impl RollupTx for Db {
+        fn state(&mut self) -> Result<Option<RollupState>, StoreError> {
+            Ok(self.state.clone())
+        }
+        fn erasures(&mut self) -> Result<i64, StoreError> {
+            Ok(0)
+        }
+        fn clear(&mut self) -> Result<(), StoreError> {
+            self.decision_days.clear();
+            self.upload_days.clear();
+            self.participants.clear();
+            Ok(())
+        }
+        fn decisions_after(
+            &mut self,
+            after: i64,
+            limit: i64,
+        ) -> Result<Vec<DecisionFact>, StoreError> {
+            let mut rows: Vec<_> = self
+                .decisions
+                .iter()
+                .filter(|d| d.id > after)
+                .cloned()
+                .collect();
+            rows.sort_by_key(|d| d.id);
+            rows.truncate(usize::try_from(limit).unwrap());
+            Ok(rows)
+        }
+        fn decisions_between(&mut self, lo: i64, hi: i64) -> Result<Vec<DecisionFact>, StoreError> {
+            Ok(self
+                .decisions
+                .iter()
+                .filter(|d| (lo..=hi).contains(&d.id))
+                .cloned()
+                .collect())
+        }
+        fn uploads_after(&mut self, after: i64, limit: i64) -> Result<Vec<UploadFact>, StoreError> {
+            let mut rows: Vec<_> = self
+                .uploads
+                .iter()
+                .filter(|u| u.id > after)
+                .cloned()
+                .collect();
+            rows.sort_by_key(|u| u.id);
+            rows.truncate(usize::try_from(limit).unwrap());
+            Ok(rows)
+        }
+        fn uploads_between(&mut self, lo: i64, hi: i64) -> Result<Vec<UploadFact>, StoreError> {
+            Ok(self
+                .uploads
+                .iter()
+                .filter(|u| (lo..=hi).contains(&u.id))
+                .cloned()
+                .collect())
+        }
+        fn decision_days(&mut self) -> Result<Vec<StoredDecisionDay>, StoreError> {
+            Ok(self.decision_days.values().cloned().collect())
+        }
+        fn upload_days(&mut self) -> Result<Vec<StoredUploadDay>, StoreError> {
+            Ok(self.upload_days.values().cloned().collect())
+        }
+        fn group_decisions(
+            &mut self,
+            decision_type: &str,
+            parameter_version: i64,
+            ids: (i64, i64),
+            times: (DateTime<Utc>, DateTime<Utc>),
+        ) -> Result<Vec<(f64, bool)>, StoreError> {
+            Ok(self
+                .decisions
+                .iter()
+                .filter(|d| {
+                    (ids.0..=ids.1).contains(&d.id)
+                        && d.decision_type == decision_type
+                        && d.parameter_version == parameter_version
+                        && times.0 <= d.requested_at
+                        && d.requested_at < times.1
+                })
+                .map(|d| (d.probability, d.available))
+                .collect())
+        }
+        fn group_uploads(
+            &mut self,
+            decision_type: &str,
+            ids: (i64, i64),
+            times: (DateTime<Utc>, DateTime<Utc>),
+        ) -> Result<(u64, f64), StoreError> {
+            let rows: Vec<f64> = self
+                .uploads
+                .iter()
+                .filter(|u| {
+                    (ids.0..=ids.1).contains(&u.id)
+                        && u.decision_type == decision_type
+                        && times.0 <= u.requested_at
+                        && u.requested_at < times.1
+                })
+                .map(|u| u.reward)
+                .collect();
+            Ok((rows.len() as u64, rows.iter().sum()))
+        }
+        fn put_decision_day(&mut self, day: &StoredDecisionDay) -> Result<(), StoreError> {
+            let f = &day.figures;
+            self.decision_days.insert(
+                (f.day, f.decision_type.clone(), f.parameter_version),
+                day.clone(),
+            );
+            Ok(())
+        }
+        fn put_upload_day(&mut self, day: &StoredUploadDay) -> Result<(), StoreError> {
+            let f = &day.figures;
+            self.upload_days
+                .insert((f.day, f.decision_type.clone()), day.clone());
+            Ok(())
+        }
+        fn raise_participant(
+            &mut self,
+            user_id: &str,
+            last_decision: Option<DateTime<Utc>>,
+            last_upload: Option<DateTime<Utc>>,
+        ) -> Result<(), StoreError> {
+            let e = self.participants.entry(user_id.to_owned()).or_default();
+            e.0 = e.0.max(last_decision);
+            e.1 = e.1.max(last_upload);
+            Ok(())
+        }
+        fn put_state(&mut self, state: &RollupState) -> Result<(), StoreError> {
+            self.state = Some(state.clone());
+            Ok(())
+        }
+    }
+
+    impl Db {
+        fn refresh(&mut self, settings: &DashboardSettings, now: DateTime<Utc>) -> DashboardDays {
+            while refresh_step(self, settings, now).unwrap() {}
+            DashboardDays {
+                decisions: self
+                    .decision_days
+                    .values()
+                    .map(|d| d.figures.clone())
+                    .collect(),
+                uploads: self
+                    .upload_days
+                    .values()
+                    .map(|u| u.figures.clone())
+                    .collect(),
+            }
+        }
+
+        fn truth(&self, settings: &DashboardSettings) -> DashboardDays {
+            days_of(settings, self.decisions.clone(), self.uploads.clone())
+        }
+    }
+
+    fn fact(id: i64, hour: i64, p: f64) -> DecisionFact {
+        DecisionFact {
+            id,
+            user_id: format!("u{}", id % 3),
+            decision_type: "default".into(),
+            parameter_version: 1,
+            requested_at: DateTime::from_timestamp(1_750_000_000 + hour * 3600, 0).unwrap(),
+            probability: p,
+            available: true,
+        }
+    }
+
+    fn moment(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_row_committed_after_a_larger_id_is_counted_within_the_grace_period() {
+        let settings = DashboardSettings {
+            zone: chrono_tz::UTC,
+            clip_bounds: Some((0.2, 0.8)),
+        };
+        let mut db = Db::default();
+        // Ids 1, 2, 4 and 6 are visible; 3 and 5 are still being committed.
+        for (id, p) in [(1, 0.2), (2, 0.5), (4, 0.8), (6, 0.4)] {
+            db.decisions.push(fact(id, id, p));
+        }
+        assert_eq!(db.refresh(&settings, moment(0)), db.truth(&settings));
+        let gaps: Vec<(i64, i64)> = db
+            .state
+            .as_ref()
+            .unwrap()
+            .action_gaps
+            .iter()
+            .map(|g| (g.lo, g.hi))
+            .collect();
+        assert_eq!(gaps, [(3, 3), (5, 5)]);
+
+        // 3 commits within the grace period: counted, its group's quartiles recomputed whole.
+        db.decisions.push(fact(3, 3, 0.3));
+        assert_eq!(db.refresh(&settings, moment(60)), db.truth(&settings));
+        // Reading again changes nothing.
+        assert_eq!(db.refresh(&settings, moment(61)), db.truth(&settings));
+
+        // After the grace period the gap is given up (5 was a refused insert).
+        db.refresh(&settings, moment(LATE_COMMIT_GRACE_SECS + 1));
+        assert!(db.state.as_ref().unwrap().action_gaps.is_empty());
+    }
+
+    #[test]
+    fn a_first_build_in_many_steps_counts_every_row_once() {
+        let settings = DashboardSettings {
+            zone: chrono_tz::Europe::Berlin,
+            clip_bounds: None,
+        };
+        let mut db = Db::default();
+        let n = REFRESH_CHUNK * 2 + 17;
+        for id in 1..=n {
+            #[allow(clippy::cast_precision_loss)]
+            db.decisions
+                .push(fact(id, id / 500, (id % 97) as f64 / 97.0));
+        }
+        for id in 1..=n / 3 {
+            db.uploads.push(UploadFact {
+                id,
+                user_id: "u1".into(),
+                decision_type: "default".into(),
+                requested_at: fact(id, id / 300, 0.0).requested_at,
+                received_at: moment(id),
+                reward: 1.0,
+            });
+        }
+
+        let got = db.refresh(&settings, moment(0));
+
+        let want = db.truth(&settings);
+        assert_eq!(got.decisions, want.decisions);
+        assert_eq!(got.uploads, want.uploads);
+        assert_eq!(db.participants["u1"].1, Some(moment(n / 3)));
+    }
+
     #[test]
     fn days_follow_the_zone_and_a_day_spans_its_local_midnights() {
         let settings = DashboardSettings {
