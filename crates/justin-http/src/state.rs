@@ -24,4 +24,6 @@ pub struct AppState {
     pub callback_allowed_hosts: Vec<String>,
     /// Taken by the export that runs.
     pub exports: ExportSlot,
+    /// What `/metrics` shows; `None` when `[metrics] enabled = false`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
