@@ -40,8 +40,8 @@ pub use monitor::{Finding, FindingKind, MonitorReport, Severity};
 pub use ports::TestingStore;
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionGuard,
-    DecisionStream, ExportStream, Recorded, RestoreReport, Store, StoreError, StudyDataStream,
-    UpdateJob, UpdateOutcome, UploadRecorded,
+    DecisionStream, ExportStream, NoTelemetry, Recorded, RestoreReport, Store, StoreError,
+    StudyDataStream, Telemetry, UpdateEnd, UpdateJob, UpdateOutcome, UploadRecorded,
 };
 pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;

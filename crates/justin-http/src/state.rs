@@ -26,4 +26,6 @@ pub struct AppState {
     pub exports: ExportSlot,
     /// The zone the dashboard's days are in: the schedule's, UTC without a schedule.
     pub dashboard_zone: chrono_tz::Tz,
+    /// What `/metrics` shows; `None` when `[metrics] enabled = false`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }

@@ -16,6 +16,7 @@ mod dashboard;
 mod error;
 mod jobs;
 mod models;
+mod pool_events;
 mod restore;
 mod schema;
 mod setup;

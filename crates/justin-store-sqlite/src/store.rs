@@ -29,6 +29,7 @@ use justin_core::{
     ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord,
     UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
+use justin_core::{NoTelemetry, Telemetry};
 use uuid::Uuid;
 
 use crate::backup::Failure;
@@ -113,6 +114,18 @@ impl SqliteStore {
     /// # Errors
     /// [`SetupError`] naming the step that failed and why.
     pub fn connect(config: &SqliteConfig) -> Result<Self, SetupError> {
+        Self::connect_observed(config, Arc::new(NoTelemetry))
+    }
+
+    /// Opens the database as [`SqliteStore::connect`] does, telling `telemetry` how long each
+    /// checkout of a pooled connection waited and when one gave up at `busy_timeout`.
+    ///
+    /// # Errors
+    /// [`SetupError`] naming the step that failed and why.
+    pub fn connect_observed(
+        config: &SqliteConfig,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Result<Self, SetupError> {
         if config.pool_size == 0 {
             return Err(SetupError::InvalidConfig(
                 "the connection pool size must be at least 1".into(),
@@ -173,6 +186,7 @@ impl SqliteStore {
             // its transaction state unknown, the pool discards it.
             .test_on_check_out(false)
             .connection_customizer(Box::new(connection_setup))
+            .event_handler(Box::new(crate::pool_events::PoolEvents(telemetry)))
             .build(ConnectionManager::new(path_text))
             .map_err(|e| failed(e.to_string()))?;
         let store = Self {

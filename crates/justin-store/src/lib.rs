@@ -13,6 +13,7 @@ mod error;
 mod jobs;
 mod models;
 mod pg;
+mod pool_events;
 mod pool_log;
 mod restore;
 mod schema;

@@ -22,6 +22,7 @@ use justin_core::{
     Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
     UploadRecorded, UserId,
 };
+use justin_core::{NoTelemetry, Telemetry};
 use uuid::Uuid;
 
 use crate::backup::Failure;
@@ -101,6 +102,18 @@ impl PgStore {
     /// # Errors
     /// [`SetupError`] naming the step that failed and why.
     pub fn connect(config: &PgConfig) -> Result<Self, SetupError> {
+        Self::connect_observed(config, Arc::new(NoTelemetry))
+    }
+
+    /// Connects as [`PgStore::connect`] does, telling `telemetry` how long each checkout of a
+    /// pooled connection waited and when one gave up at `connect_timeout`.
+    ///
+    /// # Errors
+    /// [`SetupError`] naming the step that failed and why.
+    pub fn connect_observed(
+        config: &PgConfig,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Result<Self, SetupError> {
         let masked = mask_password(&config.url);
         if config.pool_size == 0 {
             return Err(SetupError::InvalidConfig(
@@ -129,6 +142,7 @@ impl PgStore {
             // During an outage the pool's threads fail to connect many times a second with
             // multi-line messages: one line each, at most one a second.
             .error_handler(Box::new(crate::pool_log::PoolErrorLog::default()))
+            .event_handler(Box::new(crate::pool_events::PoolEvents(telemetry)))
             .build(ConnectionManager::new(config.url.clone()))
             .map_err(|e| SetupError::Connect {
                 url: masked.clone(),

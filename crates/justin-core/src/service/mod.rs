@@ -30,7 +30,9 @@ use chrono::{DateTime, Utc};
 
 use crate::algorithm::Algorithm;
 use crate::domain::ModelParameters;
-use crate::ports::{BackupReport, CallbackNotifier, Clock, ExportStream, Store};
+use crate::ports::{
+    BackupReport, CallbackNotifier, Clock, ExportStream, NoTelemetry, Store, Telemetry,
+};
 
 pub use callbacks::CallbackPolicy;
 pub use dashboard::{PolicyPoint, UpdateComparison, POLICY_SAMPLE};
@@ -104,6 +106,8 @@ pub struct Service {
     algorithm: Arc<dyn Algorithm>,
     clock: Arc<dyn Clock>,
     notifier: Arc<dyn CallbackNotifier>,
+    /// Hears how updates and callbacks went (metrics); [`NoTelemetry`] unless set.
+    telemetry: Arc<dyn Telemetry>,
     settings: ServiceSettings,
     current: RwLock<Option<Arc<ModelParameters>>>,
     /// Set when the process is stopping: no update starts, and the one under way is put back.
@@ -143,6 +147,7 @@ impl Service {
             algorithm,
             clock,
             notifier,
+            telemetry: Arc::new(NoTelemetry),
             settings,
             current: RwLock::new(None),
             stopping: AtomicBool::new(false),
@@ -150,6 +155,13 @@ impl Service {
             disk_full_marked: AtomicBool::new(false),
             cohort_reached_at: AtomicI64::new(i64::MAX),
         }
+    }
+
+    /// The same service, telling `telemetry` how its updates and callbacks go.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Arc<dyn Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Tells the update under way that the process is stopping. If it is still reading study

@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod host_decision;
 mod hostile;
+mod metrics;
 mod openapi;
 mod participants;
 mod reproducibility;
