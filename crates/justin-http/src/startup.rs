@@ -122,15 +122,18 @@ pub fn service_on(
         // Erasure always takes a backup first, whether or not backups before updates are on.
         erasure_backup_dir: config.backup.dir.clone(),
     };
-    Ok(Arc::new(Service::new(
-        database.store(),
-        algorithm,
-        Arc::new(SystemClock),
-        Arc::new(HttpNotifier::new(Duration::from_secs(
-            config.update.callback_timeout_secs,
-        ))),
-        settings,
-    )))
+    Ok(Arc::new(
+        Service::new(
+            database.store(),
+            algorithm,
+            Arc::new(SystemClock),
+            Arc::new(HttpNotifier::new(Duration::from_secs(
+                config.update.callback_timeout_secs,
+            ))),
+            settings,
+        )
+        .with_monitor(crate::monitor::setup(config)?),
+    ))
 }
 
 /// The API keys, after refusing to serve an open API to the network unless that is asked for,
@@ -193,6 +196,7 @@ pub struct RunningServer {
     updates: updates::UpdateQueue,
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
+    watchdog: Option<crate::monitor::Watchdog>,
     stop: StopSignal,
     grace: Duration,
 }
@@ -241,6 +245,9 @@ impl RunningServer {
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
         self.updates.stop();
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.stop();
+        }
         let deadline = self.stop.deadline(self.grace);
         let mut put_back = false;
         while !self.worker.is_finished() {
@@ -292,6 +299,17 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         Duration::from_millis(config.update.poll_interval_ms),
     )
     .map_err(io("cannot start the update worker".into()))?;
+    let watchdog = if config.monitor.enabled {
+        Some(
+            crate::monitor::spawn(
+                service.clone(),
+                Duration::from_secs(config.monitor.check_every_secs),
+            )
+            .map_err(io("cannot start the watchdog".into()))?,
+        )
+    } else {
+        None
+    };
     let state = AppState {
         service: service.clone(),
         updates: queue.clone(),
@@ -406,6 +424,9 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
             Err(_) => std::io::Error::other("the server thread panicked"),
         };
         queue.stop();
+        if let Some(watchdog) = &watchdog {
+            watchdog.stop();
+        }
         return Err(StartupError::Io {
             context: "the server did not start".into(),
             source,
@@ -419,6 +440,7 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         updates: queue,
         server,
         worker,
+        watchdog,
         stop: StopSignal::default(),
         grace: Duration::from_secs(grace),
     })

@@ -15,6 +15,7 @@ mod by_participant;
 mod error;
 mod jobs;
 mod models;
+mod monitor;
 mod restore;
 mod schema;
 mod setup;

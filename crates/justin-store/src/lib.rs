@@ -11,6 +11,7 @@ mod by_participant;
 mod error;
 mod jobs;
 mod models;
+mod monitor;
 mod pg;
 mod pool_log;
 mod restore;
