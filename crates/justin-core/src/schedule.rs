@@ -734,6 +734,39 @@ mod tests {
     }
 
     #[test]
+    fn cells_of_a_type_are_counted_without_walking_them() {
+        let s = Schedule::new(
+            PlaceBy::Time,
+            Tz::UTC,
+            0,
+            times(&[("a", 8, 0), ("b", 12, 0), ("a", 20, 0)]),
+        )
+        .unwrap();
+        let origin = s.first_cell_of(date("2026-01-05"));
+        assert_eq!(s.count_cells(&ty("a"), origin, origin), 0);
+        assert_eq!(s.count_cells(&ty("a"), origin, origin + 1), 1);
+        assert_eq!(s.count_cells(&ty("a"), origin + 1, origin + 2), 0);
+        // Ten days and one cell: 20 "a" and 10 "b", then the 08:00 "a".
+        assert_eq!(s.count_cells(&ty("a"), origin, origin + 31), 21);
+        assert_eq!(s.count_cells(&ty("b"), origin, origin + 31), 10);
+        assert_eq!(s.count_cells(&ty("c"), origin, origin + 31), 0);
+        let walked = (origin + 2..origin + 3_000)
+            .filter(|&c| s.slot_of_cell(c).decision_type == ty("a"))
+            .count() as u64;
+        assert_eq!(s.count_cells(&ty("a"), origin + 2, origin + 3_000), walked);
+        assert_eq!(s.first_cell_from(origin + 1, &ty("a")), Some(origin + 2));
+        assert_eq!(
+            s.first_cell_after(utc("2026-01-05T08:00:00Z")),
+            Some(origin + 1)
+        );
+        assert_eq!(
+            s.nearest_cell(&ty("a"), utc("2026-01-05T07:55:00Z")),
+            Some(origin)
+        );
+        assert_eq!(s.nearest_cell(&ty("c"), utc("2026-01-05T07:55:00Z")), None);
+    }
+
+    #[test]
     fn in_study_cells_run_from_the_start_to_the_end() {
         let s = twice_a_day(PlaceBy::Time, Tz::UTC);
         let origin = s.first_cell_of(date("2026-01-05"));

@@ -83,7 +83,7 @@ impl Service {
 
     /// The current parameters' `min_probability` and `max_probability`, when they hold both.
     fn clip_bounds(&self) -> Option<(f64, f64)> {
-        let current = self.current.read().ok()?.clone()?;
+        let current = self.current_parameters().ok()?;
         let low = current.values.get("min_probability")?.as_f64()?;
         let high = current.values.get("max_probability")?.as_f64()?;
         Some((low, high))

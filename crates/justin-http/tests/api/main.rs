@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod host_decision;
 mod hostile;
+mod monitor;
 mod openapi;
 mod participants;
 mod reproducibility;
