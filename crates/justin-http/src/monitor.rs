@@ -273,3 +273,67 @@ pub fn spawn(service: Arc<Service>, every: Duration) -> std::io::Result<Watchdog
         _thread: thread,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut MonitorConfig), allowed: &[&str], says: &str) {
+        let mut config = MonitorConfig::default();
+        change(&mut config);
+        let allowed: Vec<String> = allowed.iter().map(|h| (*h).to_owned()).collect();
+        let message = config.check(&allowed).unwrap_err().to_string();
+        assert!(message.contains(says), "{message}");
+    }
+
+    #[test]
+    fn the_defaults_are_the_cores_and_pass() {
+        let config = MonitorConfig::default();
+        assert!(config.check(&[]).is_ok());
+        assert_eq!(config.settings(), MonitorSettings::default());
+        assert!(config.is_default());
+    }
+
+    #[test]
+    fn bad_settings_stop_start_up_naming_the_key() {
+        refused(
+            |c| c.check_every_secs = 0,
+            &[],
+            "monitor.check_every_secs: must be at least 1",
+        );
+        refused(|c| c.missed_red_after = 0, &[], "monitor.missed_red_after");
+        refused(
+            |c| c.update_every_hours = Some(0),
+            &[],
+            "monitor.update_every_hours",
+        );
+        refused(
+            |c| c.window_hours = u64::MAX,
+            &[],
+            "monitor.window_hours: must be at most",
+        );
+        refused(
+            |c| c.fallback_share_red = 1.5,
+            &[],
+            "monitor.fallback_share_red: must be a share",
+        );
+        refused(
+            |c| c.clip_share_red = 0.5,
+            &[],
+            "monitor.clip_share_red: must not be below clip_share_yellow",
+        );
+        refused(
+            |c| c.alert_url = Some("ftp://x".into()),
+            &[],
+            "monitor.alert_url: must be an absolute http",
+        );
+        refused(
+            |c| c.alert_url = Some("https://evil.example/hook".into()),
+            &["alerts.example"],
+            "monitor.alert_url: its host \"evil.example\" is not in update.callback_allowed_hosts",
+        );
+        let mut config = MonitorConfig::default();
+        config.alert_url = Some("https://ALERTS.example/hook".into());
+        assert!(config.check(&["alerts.example".to_owned()]).is_ok());
+    }
+}
