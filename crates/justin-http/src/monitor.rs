@@ -332,8 +332,10 @@ mod tests {
             &["alerts.example"],
             "monitor.alert_url: its host \"evil.example\" is not in update.callback_allowed_hosts",
         );
-        let mut config = MonitorConfig::default();
-        config.alert_url = Some("https://ALERTS.example/hook".into());
+        let config = MonitorConfig {
+            alert_url: Some("https://ALERTS.example/hook".into()),
+            ..MonitorConfig::default()
+        };
         assert!(config.check(&["alerts.example".to_owned()]).is_ok());
     }
 }
