@@ -218,10 +218,19 @@ impl Service {
 }
 
 /// The JSON an alert POSTs: `{"event":"monitor_state_changed","state":...,"previous":...,
-/// "checked_at":...,"findings":[...]}`.
+/// "checked_at":...,"findings":[...]}`, the findings without their participant. The alert is
+/// stored until delivered and sent wherever the webhook points; an erasure must leave no
+/// participant id in any table, so who is concerned is for `GET /api/v1/monitor` to say.
 fn alert_payload(report: &MonitorReport) -> Result<serde_json::Value, DomainError> {
     let mut value = serde_json::to_value(report)
         .map_err(|e| DomainError::Store(crate::ports::StoreError::Other(Box::new(e))))?;
+    if let Some(findings) = value["findings"].as_array_mut() {
+        for finding in findings {
+            if let Some(fields) = finding.as_object_mut() {
+                fields.remove("participant");
+            }
+        }
+    }
     value["event"] = serde_json::Value::from("monitor_state_changed");
     Ok(value)
 }

@@ -292,7 +292,16 @@ fn of_two_processes_only_the_one_that_moves_the_state_alerts() {
     assert_eq!(payload["event"], "monitor_state_changed");
     assert_eq!(payload["state"], "red");
     assert_eq!(payload["previous"], "green");
-    assert_eq!(payload["findings"].as_array().unwrap().len(), 2);
+    let findings = payload["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 2);
+    assert!(
+        findings.iter().all(|f| f.get("participant").is_none()),
+        "{payload}"
+    );
+    assert!(
+        findings.iter().all(|f| f["kind"] == "missed_decisions"),
+        "{payload}"
+    );
 
     // Back to green when both decide again: one more alert.
     let (alice, bob) = (
