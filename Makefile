@@ -30,7 +30,7 @@ BENCH_TARGET_DIR = $(TARGET_DIR)
 EXAMPLE_DIR = examples/beta-bernoulli
 EXAMPLE_CARGO = cd $(EXAMPLE_DIR) && CARGO_TARGET_DIR="$(abspath $(TARGET_DIR))" $(CARGO)
 
-.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay export export-lifejacket fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay monitor export export-lifejacket fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -45,6 +45,7 @@ help:
 	@echo "make erase-user USER_ID=u  show what erasing a participant would do; ARGS=--yes erases (after a backup)"
 	@echo "make replay          re-derive every stored decision; exits non-zero on any mismatch"
 	@echo "make replay ARGS=--updates  recompute every parameter version from the rows its update read"
+	@echo "make monitor         check the study now (the watchdog's report); exits 0 green, 1 yellow, 2 red, 3 cannot check"
 	@echo "make export OUT=f    write the analysis table, one CSV row per decision"
 	@echo "make export-lifejacket DIR=d  write the files lifejacket's analysis starts from into a new directory"
 	@echo "make fmt             format the code"
@@ -127,6 +128,11 @@ erase-user:
 
 replay:
 	$(JUSTIN) replay $(ARGS)
+
+# The watchdog's report for cron: exit 0 green, 1 yellow, 2 red, 3 when it cannot check.
+# ARGS=--json prints the body GET /api/v1/monitor answers.
+monitor:
+	@$(JUSTIN) monitor $(ARGS)
 
 # The analysis table, one CSV row per decision: make export OUT=study.csv
 OUT ?= study.csv

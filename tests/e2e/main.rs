@@ -47,3 +47,4 @@ mod timestamps;
 mod trial_life;
 mod update_replay;
 mod walkthrough;
+mod watchdog;

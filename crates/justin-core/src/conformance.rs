@@ -154,6 +154,7 @@ macro_rules! store_contract_suite {
             export_by_participant_streams_many_decisions_from_one_snapshot,
         );
         $crate::dashboard_store_suite!($make_fixture);
+        $crate::watchdog_store_suite!($make_fixture);
     };
 }
 
@@ -4172,6 +4173,24 @@ macro_rules! dashboard_store_suite {
     };
 }
 
+// ---- The watchdog: its aggregate reads, refusals, shared verdict and alerts. ----
+
+/// Expands to one `#[test]` per check of the watchdog's storage methods (part of the store
+/// contract: [`store_contract_suite!`](crate::store_contract_suite) runs them).
+#[macro_export]
+macro_rules! watchdog_store_suite {
+    ($make_fixture:expr) => {
+        $crate::store_conformance_suite!(@tests $make_fixture;
+            monitor_facts_list_active_participants_with_their_latest_decisions,
+            monitor_facts_count_overdue_uploads_per_participant,
+            monitor_facts_count_updates_callbacks_and_shares,
+            monitor_state_changes_once_per_change,
+            concurrent_state_changes_queue_one_alert,
+            alerts_are_held_claimed_and_recorded,
+        );
+    };
+}
+
 /// Expands to the dashboard's checks of durable storage (part of [`durable_store_suite!`]).
 #[macro_export]
 macro_rules! dashboard_durable_suite {
@@ -4507,6 +4526,306 @@ pub fn dashboard_days_after_a_restore_are_those_of_the_restored_rows(store: &dyn
     assert_days(store, &settings, at(1_000_001, 0));
     store.record_decision(&extra, DecisionGuard::None).unwrap();
     assert_days(store, &settings, at(1_000_002, 0));
+}
+
+fn monitor_query(now: DateTime<Utc>) -> crate::monitor::MonitorQuery {
+    crate::monitor::MonitorQuery {
+        now,
+        outcome_due_before: now,
+        outcome_lookback_from: at(0, 0),
+        window_from: at(0, 0),
+        clip: None,
+        decision_types: vec!["default".into(), "evening".into()],
+    }
+}
+
+/// `monitor_facts` MUST list exactly the participants registered, not withdrawn, not erased
+/// and inside their window at `now`, with (per asked type they have decisions of) the
+/// `request_timestamp` of the decision with the highest index, ordered by id.
+pub fn monitor_facts_list_active_participants_with_their_latest_decisions(store: &dyn Store) {
+    let params = seeded(store);
+    let now = at(1_000, 0);
+    for (name, enrollment) in [
+        ("a-open", Enrollment::default()),
+        ("b-inside", window(Some(10), Some(2_000))),
+        ("c-ended", window(Some(10), Some(1_000))),
+        ("d-not-started", window(Some(1_001), None)),
+        ("e-withdrawn", Enrollment::default()),
+        ("f-erased", Enrollment::default()),
+    ] {
+        store.add_user(&user(name), &enrollment, at(5, 0)).unwrap();
+    }
+    store
+        .withdraw(&user("e-withdrawn"), "gone", at(6, 0))
+        .unwrap();
+    store
+        .erase_participant(&user("f-erased"), &erasure(at(7, 0)))
+        .unwrap();
+    let a = user("a-open");
+    // Index order, not storage order, picks the latest: idx 2 is stored before idx 1.
+    let mut d2 = decision(&a, 2, 1, params.version);
+    d2.requested_at = at(300, 0);
+    let mut d1 = decision(&a, 1, 2, params.version);
+    d1.requested_at = at(400, 0);
+    let mut evening = decision(&a, 0, 3, params.version);
+    evening.decision_type = kind("evening");
+    evening.requested_at = at(100, 7);
+    let mut other = decision(&a, 0, 4, params.version);
+    other.decision_type = kind("noon");
+    for d in [&d2, &d1, &evening, &other] {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+    }
+
+    let facts = store.monitor_facts(&monitor_query(now)).unwrap();
+
+    let listed: Vec<(&str, DateTime<Utc>)> = facts
+        .participants
+        .iter()
+        .map(|p| (p.user_id.as_str(), p.since))
+        .collect();
+    assert_eq!(listed, [("a-open", at(5, 0)), ("b-inside", at(10, 0))]);
+    let mut latest = facts.participants[0].latest.clone();
+    latest.sort();
+    assert_eq!(
+        latest,
+        [
+            ("default".to_owned(), at(300, 0)),
+            ("evening".to_owned(), at(100, 7))
+        ]
+    );
+    assert!(facts.participants[1].latest.is_empty());
+}
+
+/// `monitor_facts` MUST count, per participant not withdrawn nor erased, the available
+/// decisions in the lookback whose `request_timestamp` is before `outcome_due_before` and
+/// that have no upload, with the oldest one's time.
+pub fn monitor_facts_count_overdue_uploads_per_participant(store: &dyn Store) {
+    let params = seeded(store);
+    let (alice, bob, gone) = (user("alice"), user("bob"), user("gone"));
+    for u in [&alice, &bob, &gone] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    let timed = |u: &UserId, i: i64, t: i64| {
+        let mut d = decision(u, i, 1, params.version);
+        d.requested_at = at(t, 0);
+        d
+    };
+    let decisions = [
+        timed(&alice, 0, 50),  // before the lookback
+        timed(&alice, 1, 120), // overdue
+        timed(&alice, 2, 150), // overdue
+        timed(&alice, 3, 160), // uploaded
+        timed(&alice, 4, 500), // not due yet
+        unavailable(timed(&alice, 5, 170), None),
+        timed(&bob, 0, 130),
+        timed(&gone, 0, 130),
+    ];
+    for d in &decisions {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+    }
+    store.record_study_data(&upload_for(&decisions[3])).unwrap();
+    store.record_study_data(&upload_for(&decisions[6])).unwrap();
+    store.withdraw(&gone, "gone", at(200, 0)).unwrap();
+
+    let query = crate::monitor::MonitorQuery {
+        outcome_due_before: at(400, 0),
+        outcome_lookback_from: at(100, 0),
+        ..monitor_query(at(1_000, 0))
+    };
+    let facts = store.monitor_facts(&query).unwrap();
+
+    assert_eq!(
+        facts.overdue,
+        [crate::monitor::OverdueOutcomes {
+            user_id: "alice".into(),
+            count: 2,
+            oldest: at(120, 0),
+        }]
+    );
+}
+
+/// `monitor_facts` MUST report the latest completed update, the failures after it in the
+/// window, the oldest unfinished request, failed callbacks in the window, and the window's
+/// decisions by policy (at the clip bounds, within 1e-9), uploads and recorded refusals.
+pub fn monitor_facts_count_updates_callbacks_and_shares(store: &dyn TestingStore) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    // Decided just before 3, 4, 5 and 6 s (see `decision`): the window from 4 s holds the
+    // last two.
+    let mut drawn = Vec::new();
+    for (i, policy, prob) in [
+        (0, Policy::Algorithm, 0.2),
+        (1, Policy::Fallback { reason: "x".into() }, 0.5),
+        (2, Policy::Algorithm, 0.8),
+        (3, Policy::Fallback { reason: "y".into() }, 0.5),
+    ] {
+        let d = Decision {
+            policy,
+            action_prob: Probability::new(prob).unwrap(),
+            ..decision(&alice, i, u32::try_from(i).unwrap() + 1, params.version)
+        };
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+        drawn.push(d);
+    }
+    let mut late = upload_for(&drawn[3]);
+    late.received_at = at(10, 0);
+    store.record_study_data(&late).unwrap();
+    for t in [1, 5, 6] {
+        store
+            .record_refused_upload(&crate::monitor::RefusedUpload {
+                decision_type: "default".into(),
+                refused_at: at(t, 0),
+            })
+            .unwrap();
+    }
+    // Requests: 1 completes at 20, 2 fails at 30, 3 stays unfinished.
+    for n in 1..=3 {
+        store.create_update_request(&update_request(n)).unwrap();
+    }
+    let job = store.claim_update(at(19, 0)).unwrap().unwrap();
+    job.complete("test-algo", &json!({}), &provenance(0), at(20, 0))
+        .unwrap();
+    let job = store.claim_update(at(29, 0)).unwrap().unwrap();
+    let failed_id = job.request().id;
+    job.fail("broken", at(30, 0)).unwrap();
+    store
+        .record_callback(
+            failed_id,
+            &CallbackDelivery {
+                status: CallbackStatus::Failed,
+                attempts: 3,
+                last_error: Some("refused".into()),
+                finished_at: Some(at(31, 0)),
+            },
+        )
+        .unwrap();
+
+    let query = crate::monitor::MonitorQuery {
+        window_from: at(4, 0),
+        clip: Some((0.2, 0.8)),
+        ..monitor_query(at(1_000, 0))
+    };
+    let facts = store.monitor_facts(&query).unwrap();
+
+    let u = &facts.updates;
+    assert_eq!(u.last_completed, Some(at(20, 0)));
+    assert_eq!(u.first_version_at, Some(at(0, 0)));
+    assert_eq!(
+        (u.failed_since_completed, u.first_failed_at),
+        (1, Some(at(30, 0)))
+    );
+    assert_eq!(u.oldest_unfinished, Some(update_request(3).received_at));
+    assert_eq!(u.callbacks_failed, 1);
+    let w = &facts.window;
+    assert_eq!(
+        (w.drawn, w.fallbacks, w.algorithm, w.at_clip),
+        (2, 1, 1, 1),
+        "{w:?}"
+    );
+    assert_eq!((w.uploads, w.refused), (1, 2), "{w:?}");
+}
+
+fn change(state: crate::monitor::Severity, t: i64, alert: bool) -> crate::monitor::StateChange {
+    crate::monitor::StateChange {
+        state,
+        at: at(t, 0),
+        alert: alert.then(|| json!({"state": state.as_str()})),
+        lease_until: at(t + 60, 0),
+    }
+}
+
+/// `advance_monitor_state` MUST change the stored state only when it differs, say so, and
+/// queue an alert (with `previous`) only with a change, and not for a first green.
+pub fn monitor_state_changes_once_per_change(store: &dyn Store) {
+    use crate::monitor::Severity::{Green, Red};
+    let first = store
+        .advance_monitor_state(&change(Green, 1, true))
+        .unwrap();
+    assert_eq!(
+        (first.previous, first.changed, first.alert),
+        (None, true, None)
+    );
+    let same = store
+        .advance_monitor_state(&change(Green, 2, true))
+        .unwrap();
+    assert_eq!(
+        (same.previous, same.changed, same.alert),
+        (Some(Green), false, None)
+    );
+    let red = store.advance_monitor_state(&change(Red, 3, true)).unwrap();
+    assert_eq!((red.previous, red.changed), (Some(Green), true));
+    let alert = red.alert.expect("a change queues an alert");
+    assert_eq!(alert.payload, json!({"state": "red", "previous": "green"}));
+    assert_eq!(alert.attempts, 0);
+    let quiet = store
+        .advance_monitor_state(&change(Green, 4, false))
+        .unwrap();
+    assert_eq!(
+        (quiet.previous, quiet.changed, quiet.alert),
+        (Some(Red), true, None)
+    );
+}
+
+/// Of callers moving the state to the same value at once, exactly one MUST see the change
+/// and get its alert.
+pub fn concurrent_state_changes_queue_one_alert(store: &dyn Store) {
+    use crate::monitor::Severity::{Green, Yellow};
+    store
+        .advance_monitor_state(&change(Green, 1, true))
+        .unwrap();
+    let callers = 6;
+    let barrier = Barrier::new(callers);
+    let outcomes: Vec<crate::monitor::StateAdvance> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..callers)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    store
+                        .advance_monitor_state(&change(Yellow, 2, true))
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|o| o.changed).count(), 1);
+    assert_eq!(outcomes.iter().filter(|o| o.alert.is_some()).count(), 1);
+    // Nothing is left to claim: the one alert is held by its caller.
+    assert_eq!(store.claim_alert(at(3, 0), at(100, 0)).unwrap(), None);
+}
+
+/// A queued alert MUST NOT be claimed while held; once the hold ends exactly one claimer
+/// gets it, and once recorded it is never claimed again.
+pub fn alerts_are_held_claimed_and_recorded(store: &dyn Store) {
+    use crate::monitor::Severity::{Green, Red};
+    store
+        .advance_monitor_state(&change(Green, 1, true))
+        .unwrap();
+    let queued = store
+        .advance_monitor_state(&change(Red, 10, true))
+        .unwrap()
+        .alert
+        .unwrap();
+    // Held until 70.
+    assert_eq!(store.claim_alert(at(69, 0), at(200, 0)).unwrap(), None);
+    let claimed = store.claim_alert(at(71, 0), at(200, 0)).unwrap().unwrap();
+    assert_eq!((claimed.id, &claimed.payload), (queued.id, &queued.payload));
+    assert_eq!(store.claim_alert(at(72, 0), at(300, 0)).unwrap(), None);
+    store
+        .record_alert(
+            claimed.id,
+            &crate::monitor::AlertDelivery {
+                delivered: false,
+                attempts: 5,
+                error: Some("refused".into()),
+                finished_at: at(80, 0),
+            },
+        )
+        .unwrap();
+    assert_eq!(store.claim_alert(at(1_000, 0), at(2_000, 0)).unwrap(), None);
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub use domain::{
     Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRequest,
     UpdateStatus, UserId, Withdrawal,
 };
-pub use monitor::{Finding, FindingKind, MonitorReport, Severity};
+pub use monitor::{Finding, FindingKind, MonitorReport, MonitorSettings, Severity};
 #[cfg(feature = "testing")]
 pub use ports::TestingStore;
 pub use ports::{
@@ -50,7 +50,7 @@ pub use schedule::{
     Unplaced,
 };
 pub use service::{
-    ActionRequest, ActionResponse, CallbackPolicy, DomainError, HostDecisionRequest,
-    ParticipantView, ReplayMismatch, ReplaySummary, Service, ServiceSettings, TrialSettings,
-    Unverifiable, UploadRequest, Warmup,
+    ActionRequest, ActionResponse, CallbackPolicy, CheckOutcome, DomainError, HostDecisionRequest,
+    MonitorSetup, ParticipantView, ReplayMismatch, ReplaySummary, Service, ServiceSettings,
+    TrialSettings, Unverifiable, UploadRequest, Warmup,
 };

@@ -472,6 +472,72 @@ pub trait Store: Send + Sync {
 
     // ---- The watchdog (`crate::monitor`): its reads and the state the instances share. ----
 
+    /// What one watchdog check needs, in aggregate (never the study in memory): the active
+    /// participants at `query.now` (registered, not withdrawn, not erased, their start at or
+    /// before it or none, their end after it or none) with, per decision type of
+    /// `query.decision_types` they have decisions of, the `request_timestamp` of the one with
+    /// the highest `decision_idx`, by id; per participant not withdrawn nor erased, their available
+    /// in-study decisions with `request_timestamp` in `[outcome_lookback_from,
+    /// outcome_due_before)` that have no upload (count and oldest), by id, only those with
+    /// some; the updates and callbacks of [`crate::monitor::UpdateFacts`]; and the window's
+    /// counts of [`crate::monitor::WindowFacts`] (decisions by `created_at`, uploads by
+    /// `created_at`, refusals by their time, all at or after `window_from`).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn monitor_facts(
+        &self,
+        query: &crate::monitor::MonitorQuery,
+    ) -> Result<crate::monitor::MonitorFacts, StoreError>;
+
+    /// Keeps a refused upload (its decision type and time, nothing else) so that every instance
+    /// counts it; [`Store::monitor_facts`] MUST count it in `window.refused`.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn record_refused_upload(
+        &self,
+        refusal: &crate::monitor::RefusedUpload,
+    ) -> Result<(), StoreError>;
+
+    /// Compares the shared verdict with `change.state` and sets it, in one transaction: when
+    /// the stored state differs (or none is stored yet), it MUST be replaced and, when
+    /// `change.alert` is given (and a state was stored before, or the new one is not green),
+    /// an alert queued (the payload with its `previous` key set to the stored state's word,
+    /// null for none), held by this caller until
+    /// `change.lease_until`, and returned. Of concurrent callers moving the state
+    /// to the same value, exactly one MUST see `changed` (and get the alert).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn advance_monitor_state(
+        &self,
+        change: &crate::monitor::StateChange,
+    ) -> Result<crate::monitor::StateAdvance, StoreError>;
+
+    /// Takes the oldest queued alert not delivered, not given up, and not held (its hold
+    /// ended before `now`), holding it until `lease_until`; concurrent callers MUST NOT get
+    /// the same alert while it is held. `None` when there is none.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn claim_alert(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<crate::monitor::Alert>, StoreError>;
+
+    /// Records how an alert's delivery ended; a delivered or given-up alert is never claimed
+    /// again.
+    ///
+    /// # Errors
+    /// Only on storage failure (an unknown id changes nothing).
+    fn record_alert(
+        &self,
+        id: i64,
+        delivery: &crate::monitor::AlertDelivery,
+    ) -> Result<(), StoreError>;
+
     // ---- The dashboard: its aggregate reads. ----
 
     /// The per-day figures of the whole study (decisions per day, decision type and parameter
@@ -583,6 +649,17 @@ pub trait CallbackNotifier: Send + Sync {
     /// MUST return an error when the receiver cannot be reached or answers with a non-2xx
     /// status.
     fn notify(&self, url: &str, payload: &CallbackPayload) -> Result<(), BoxError>;
+
+    /// POSTs the watchdog's alert `payload` (JSON) to `url`. A notifier that delivers no
+    /// alerts keeps this default, which fails every attempt.
+    ///
+    /// # Errors
+    /// MUST return an error when the receiver cannot be reached or answers with a non-2xx
+    /// status.
+    fn notify_alert(&self, url: &str, payload: &serde_json::Value) -> Result<(), BoxError> {
+        let _ = payload;
+        Err(format!("this notifier cannot deliver alerts to {url}").into())
+    }
 }
 
 /// How an update run by [`crate::Service::run_next_update`] ended, as [`Telemetry`] hears it.

@@ -325,6 +325,55 @@ impl Schedule {
         Some((first, end))
     }
 
+    /// The cell of `decision_type` nearest to `at` (as placing by time finds it), whatever
+    /// the schedule's `place_by`; `None` when the type is not scheduled or beyond the dates
+    /// chrono counts. The watchdog places a participant's latest decision with it.
+    pub fn nearest_cell(&self, decision_type: &DecisionType, at: DateTime<Utc>) -> Option<i64> {
+        if !self.times.iter().any(|t| &t.decision_type == decision_type) {
+            return None;
+        }
+        self.nearest(decision_type, at).ok()
+    }
+
+    /// The first cell (of any type) whose nominal instant is after `at`.
+    pub fn first_cell_after(&self, at: DateTime<Utc>) -> Option<i64> {
+        let day = i64::from(self.local_date(at).num_days_from_ce());
+        self.cells_near(day, None)
+            .into_iter()
+            .find(|&c| self.instant(c).is_some_and(|t| t > at))
+    }
+
+    /// The first cell of `decision_type` at or after cell `from`.
+    pub fn first_cell_from(&self, from: i64, decision_type: &DecisionType) -> Option<i64> {
+        let per_day = self.cells_per_day();
+        (0..per_day)
+            .filter_map(|k| from.checked_add(k))
+            .find(|&c| &self.slot_of_cell(c).decision_type == decision_type)
+    }
+
+    /// How many cells of `decision_type` lie in `from..until` (none when `until <= from`),
+    /// counted without walking them.
+    pub fn count_cells(&self, decision_type: &DecisionType, from: i64, until: i64) -> u64 {
+        if until <= from {
+            return 0;
+        }
+        let per_day = self.cells_per_day();
+        let of_type = |cells: std::ops::Range<i64>| {
+            cells
+                .filter(|&c| &self.slot_of_cell(c).decision_type == decision_type)
+                .count() as u64
+        };
+        let whole_days = (until - from) / per_day;
+        let per_whole_day = of_type(0..per_day);
+        let rest_from = from + whole_days * per_day;
+        // Whole days are not negative: until > from.
+        #[allow(clippy::cast_sign_loss)]
+        let whole = whole_days as u64;
+        whole
+            .saturating_mul(per_whole_day)
+            .saturating_add(of_type(rest_from..until))
+    }
+
     /// The cell of one decision, regardless of other decisions (see [`Placer`] for cells
     /// already taken). `start` is the participant's start (used when placing by index).
     ///
@@ -682,6 +731,39 @@ mod tests {
             placer.place(key(&ty("morning"), 2, "2026-01-06T08:05:00Z")),
             Ok(first + 2)
         );
+    }
+
+    #[test]
+    fn cells_of_a_type_are_counted_without_walking_them() {
+        let s = Schedule::new(
+            PlaceBy::Time,
+            Tz::UTC,
+            0,
+            times(&[("a", 8, 0), ("b", 12, 0), ("a", 20, 0)]),
+        )
+        .unwrap();
+        let origin = s.first_cell_of(date("2026-01-05"));
+        assert_eq!(s.count_cells(&ty("a"), origin, origin), 0);
+        assert_eq!(s.count_cells(&ty("a"), origin, origin + 1), 1);
+        assert_eq!(s.count_cells(&ty("a"), origin + 1, origin + 2), 0);
+        // Ten days and one cell: 20 "a" and 10 "b", then the 08:00 "a".
+        assert_eq!(s.count_cells(&ty("a"), origin, origin + 31), 21);
+        assert_eq!(s.count_cells(&ty("b"), origin, origin + 31), 10);
+        assert_eq!(s.count_cells(&ty("c"), origin, origin + 31), 0);
+        let walked = (origin + 2..origin + 3_000)
+            .filter(|&c| s.slot_of_cell(c).decision_type == ty("a"))
+            .count() as u64;
+        assert_eq!(s.count_cells(&ty("a"), origin + 2, origin + 3_000), walked);
+        assert_eq!(s.first_cell_from(origin + 1, &ty("a")), Some(origin + 2));
+        assert_eq!(
+            s.first_cell_after(utc("2026-01-05T08:00:00Z")),
+            Some(origin + 1)
+        );
+        assert_eq!(
+            s.nearest_cell(&ty("a"), utc("2026-01-05T07:55:00Z")),
+            Some(origin)
+        );
+        assert_eq!(s.nearest_cell(&ty("c"), utc("2026-01-05T07:55:00Z")), None);
     }
 
     #[test]

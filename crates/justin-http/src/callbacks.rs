@@ -36,4 +36,14 @@ impl CallbackNotifier for HttpNotifier {
             Err(format!("the receiver answered {status} (only 2xx counts as delivered)").into())
         }
     }
+
+    fn notify_alert(&self, url: &str, payload: &serde_json::Value) -> Result<(), BoxError> {
+        let response = self.agent.post(url).send_json(payload)?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the receiver answered {status} (only 2xx counts as delivered)").into())
+        }
+    }
 }

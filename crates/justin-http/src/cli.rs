@@ -101,7 +101,18 @@ enum Command {
     /// Drive a running service through a synthetic study and summarise each update (see
     /// docs/simulation.md). Exits 1 on any refused request or failed update.
     Simulate(Box<justin_simulate::Args>),
+    /// Check the study now, as GET /api/v1/monitor does, and print the report, for cron.
+    /// Exits 0 when green, 1 when yellow, 2 when red, 3 when it cannot check (configuration,
+    /// database, usage).
+    Monitor {
+        /// Print the report as JSON (the route's body) instead of lines of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+/// `justin monitor`'s exit status when it cannot check at all.
+const MONITOR_CANNOT_CHECK: u8 = 3;
 
 /// What `justin export --for` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,7 +125,21 @@ enum ExportFor {
 /// `algorithm.name` can select, and returns the process's exit code. Parses the arguments,
 /// reads the configuration and installs the logger: call it once per process, as `main`.
 pub fn run(algorithms: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // What clap does itself, except that `justin monitor` keeps 1 and 2 for yellow
+            // and red: its usage errors exit 3.
+            let monitor = std::env::args().nth(1).as_deref() == Some("monitor");
+            let code = e.exit_code();
+            e.print().ok();
+            return if monitor && code != 0 {
+                ExitCode::from(MONITOR_CANNOT_CHECK)
+            } else {
+                ExitCode::from(u8::try_from(code).unwrap_or(2))
+            };
+        }
+    };
     if matches!(cli.command, Some(Command::Openapi)) {
         // The document depends on the code only: no configuration, no logging.
         return openapi().unwrap_or_else(|message| fail(&message));
@@ -129,16 +154,27 @@ pub fn run(algorithms: Registry) -> ExitCode {
         // A client of a service, maybe on another machine: no configuration, no log.
         return justin_simulate::run(*args);
     }
+    let is_monitor = matches!(command, Command::Monitor { .. });
+    let failed = |message: &str| {
+        let code = fail(message);
+        if is_monitor {
+            ExitCode::from(MONITOR_CANNOT_CHECK)
+        } else {
+            code
+        }
+    };
     let mut config = match Config::load(&algorithms) {
         Ok(config) => config,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return failed(&e.to_string()),
     };
-    if matches!(&command, Command::Export { out: Some(out), .. } if out.as_os_str() == "-") {
+    if is_monitor
+        || matches!(&command, Command::Export { out: Some(out), .. } if out.as_os_str() == "-")
+    {
         // Standard output carries the table: log lines go to the log files only.
         config.logging.stdout = false;
     }
     if let Err(e) = crate::logging::init(&config.logging, &algorithms) {
-        return fail(&e);
+        return failed(&e);
     }
     let outcome = match command {
         Command::Serve => serve(config, &algorithms),
@@ -164,10 +200,11 @@ pub fn run(algorithms: Registry) -> ExitCode {
         Command::HashKey => Ok(hash_key()),
         Command::Openapi => openapi(),
         Command::Simulate(args) => Ok(justin_simulate::run(*args)),
+        Command::Monitor { json } => monitor(&config, &algorithms, json),
     };
     match outcome {
         Ok(code) => code,
-        Err(message) => fail(&message),
+        Err(message) => failed(&message),
     }
 }
 
@@ -634,4 +671,64 @@ fn create_private_partial(partial: &std::path::Path) -> std::io::Result<std::fs:
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(partial)
+}
+
+/// `justin monitor`: the report as the route gives it, on standard output (log lines go to
+/// the log files only), and the state as the exit status.
+fn monitor(config: &Config, algorithms: &Registry, json: bool) -> Result<ExitCode, String> {
+    // Reads only: no database creation, no migrations, no priors.
+    let database = Database::open(&config.database, OpenMode::AS_IS)?;
+    let service = startup::service_on(config, algorithms, &database).map_err(|e| e.to_string())?;
+    let report = service
+        .monitor_report()
+        .map_err(|e| format!("cannot check: {}", justin_core::service::error_chain(&e)))?;
+    let text = if json {
+        let body = crate::routes::monitor::show::MonitorResponse::from(&report);
+        let mut text = serde_json::to_string_pretty(&body)
+            .map_err(|e| format!("cannot serialize the report: {e}"))?;
+        text.push('\n');
+        text
+    } else {
+        monitor_text(&report)
+    };
+    // A reader that went away (`| head`) is no reason to fail: the exit status still tells.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()).ok();
+    Ok(ExitCode::from(match report.state {
+        justin_core::Severity::Green => 0,
+        justin_core::Severity::Yellow => 1,
+        justin_core::Severity::Red => 2,
+    }))
+}
+
+/// The report as lines: the state, then one line per finding.
+fn monitor_text(report: &justin_core::MonitorReport) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{} at {} ({} finding{})\n",
+        report.state.as_str(),
+        report
+            .checked_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        report.findings.len(),
+        if report.findings.len() == 1 { "" } else { "s" }
+    );
+    for f in &report.findings {
+        let mut line = format!("{:<6} {}", f.severity.as_str(), f.kind.as_str());
+        if let Some(p) = &f.participant {
+            write!(line, " participant={p}").ok();
+        }
+        if let Some(t) = &f.decision_type {
+            write!(line, " decision_type={t}").ok();
+        }
+        if let Some(since) = f.since {
+            write!(
+                line,
+                " since={}",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+            .ok();
+        }
+        writeln!(out, "{line}: {}", f.message).ok();
+    }
+    out
 }

@@ -54,6 +54,19 @@
 //! | `schedule.first_decision_idx` | `JUSTIN_SCHEDULE__FIRST_DECISION_IDX` | `0` |
 //! | `metrics.enabled` | `JUSTIN_METRICS__ENABLED` | `true` (`false`: nothing counted, `/metrics` 404) |
 //! | `schedule.times` | `JUSTIN_SCHEDULE__TIMES` (`[{decision_type="morning",at="08:00"}]`) | `[]` (no schedule) |
+//! | `monitor.enabled` | `JUSTIN_MONITOR__ENABLED` | `true` (background check in `serve`) |
+//! | `monitor.check_every_secs` | `JUSTIN_MONITOR__CHECK_EVERY_SECS` | `60` |
+//! | `monitor.outcome_due_mins` | `JUSTIN_MONITOR__OUTCOME_DUE_MINS` | `1440` |
+//! | `monitor.outcome_lookback_hours` | `JUSTIN_MONITOR__OUTCOME_LOOKBACK_HOURS` | `168` |
+//! | `monitor.missed_grace_mins` | `JUSTIN_MONITOR__MISSED_GRACE_MINS` | `30` |
+//! | `monitor.missed_red_after` | `JUSTIN_MONITOR__MISSED_RED_AFTER` | `3` |
+//! | `monitor.update_every_hours` | `JUSTIN_MONITOR__UPDATE_EVERY_HOURS` | none (no expectation) |
+//! | `monitor.window_hours` | `JUSTIN_MONITOR__WINDOW_HOURS` | `24` |
+//! | `monitor.min_share_count` | `JUSTIN_MONITOR__MIN_SHARE_COUNT` | `20` |
+//! | `monitor.fallback_share_yellow`, `_red` | `JUSTIN_MONITOR__FALLBACK_SHARE_YELLOW`, ... | `0.05`, `0.2` |
+//! | `monitor.refused_share_yellow`, `_red` | `JUSTIN_MONITOR__REFUSED_SHARE_YELLOW`, ... | `0.01`, `0.05` |
+//! | `monitor.clip_share_yellow`, `_red` | `JUSTIN_MONITOR__CLIP_SHARE_YELLOW`, ... | `0.9`, `0.99` |
+//! | `monitor.alert_url` | `JUSTIN_MONITOR__ALERT_URL` | none (no alerts) |
 //!
 //! Keys added to the service after its first release are left out of the configuration's
 //! fingerprint while they hold their defaults, so a configuration that does not use them keeps
@@ -654,6 +667,7 @@ impl Config {
         }
         self.trial()?;
         self.schedule()?;
+        self.monitor.check(&self.update.callback_allowed_hosts)?;
         match algorithms.build(&self.algorithm.name, &self.algorithm.options) {
             Ok(_) => {}
             Err(e @ (BuildError::Unknown { .. } | BuildError::Misnamed { .. })) => {

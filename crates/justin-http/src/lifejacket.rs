@@ -1779,6 +1779,44 @@ mod tests {
         ) -> Result<Vec<Decision>, StoreError> {
             self.inner.dashboard_recent_decisions(version, limit)
         }
+
+        // The watchdog's methods, passed through.
+        fn monitor_facts(
+            &self,
+            query: &justin_core::monitor::MonitorQuery,
+        ) -> Result<justin_core::monitor::MonitorFacts, StoreError> {
+            self.inner.monitor_facts(query)
+        }
+
+        fn record_refused_upload(
+            &self,
+            refusal: &justin_core::monitor::RefusedUpload,
+        ) -> Result<(), StoreError> {
+            self.inner.record_refused_upload(refusal)
+        }
+
+        fn advance_monitor_state(
+            &self,
+            change: &justin_core::monitor::StateChange,
+        ) -> Result<justin_core::monitor::StateAdvance, StoreError> {
+            self.inner.advance_monitor_state(change)
+        }
+
+        fn claim_alert(
+            &self,
+            now: DateTime<Utc>,
+            lease_until: DateTime<Utc>,
+        ) -> Result<Option<justin_core::monitor::Alert>, StoreError> {
+            self.inner.claim_alert(now, lease_until)
+        }
+
+        fn record_alert(
+            &self,
+            id: i64,
+            delivery: &justin_core::monitor::AlertDelivery,
+        ) -> Result<(), StoreError> {
+            self.inner.record_alert(id, delivery)
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ When API keys are configured (`auth.api_keys`), every `/api/v1` route requires \
         routes::parameters::show::current,
         routes::parameters::show::version,
         routes::export::download::handle,
+        routes::monitor::show::handle,
         routes::openapi::show,
         routes::health::healthz,
         routes::health::readyz,
@@ -69,6 +70,7 @@ When API keys are configured (`auth.api_keys`), every `/api/v1` route requires \
         (name = "updates", description = "Model updates, run in the background."),
         (name = "parameters", description = "The algorithm's model parameters, by version."),
         (name = "analysis", description = "The study's decisions and outcomes as one table."),
+        (name = "monitor", description = "The watchdog: the running study against its schedule."),
         (name = "probes", description = "Liveness and readiness, for orchestrators; open."),
         (name = "document", description = "This document."),
     )

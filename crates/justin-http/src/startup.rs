@@ -161,7 +161,8 @@ fn observed_service_on(
             ))),
             settings,
         )
-        .with_telemetry(telemetry),
+        .with_telemetry(telemetry)
+        .with_monitor(crate::monitor::setup(config)?),
     ))
 }
 
@@ -225,6 +226,7 @@ pub struct RunningServer {
     updates: updates::UpdateQueue,
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
+    watchdog: Option<crate::monitor::Watchdog>,
     stop: StopSignal,
     grace: Duration,
 }
@@ -273,6 +275,9 @@ impl RunningServer {
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
         self.updates.stop();
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.stop();
+        }
         let deadline = self.stop.deadline(self.grace);
         let mut put_back = false;
         while !self.worker.is_finished() {
@@ -333,6 +338,17 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         Duration::from_millis(config.update.poll_interval_ms),
     )
     .map_err(io("cannot start the update worker".into()))?;
+    let watchdog = if config.monitor.enabled {
+        Some(
+            crate::monitor::spawn(
+                service.clone(),
+                Duration::from_secs(config.monitor.check_every_secs),
+            )
+            .map_err(io("cannot start the watchdog".into()))?,
+        )
+    } else {
+        None
+    };
     let state = AppState {
         service: service.clone(),
         updates: queue.clone(),
@@ -455,6 +471,9 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
             Err(_) => std::io::Error::other("the server thread panicked"),
         };
         queue.stop();
+        if let Some(watchdog) = &watchdog {
+            watchdog.stop();
+        }
         return Err(StartupError::Io {
             context: "the server did not start".into(),
             source,
@@ -468,6 +487,7 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         updates: queue,
         server,
         worker,
+        watchdog,
         stop: StopSignal::default(),
         grace: Duration::from_secs(grace),
     })

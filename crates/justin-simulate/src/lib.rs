@@ -297,7 +297,7 @@ fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result
         client.withdraw(&user, "simulated withdrawal")?;
     }
     let draw = plan.model.draw(plan.seed, participant, round);
-    if !draw.called {
+    if !draw.called || plan.life.silent_at(number, time) {
         return Ok(Done {
             at,
             outcome: Outcome::MISSED,

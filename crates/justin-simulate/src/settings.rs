@@ -169,6 +169,12 @@ pub struct Args {
     #[arg(long, value_name = "LIST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erase: Option<String>,
+    /// Participants whose app goes silent, as participant@decision_time, comma-separated:
+    /// from that decision time on they make no /action call and no upload (still registered,
+    /// not withdrawn), as the watchdog's missed decisions [default: none].
+    #[arg(long, value_name = "LIST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent: Option<String>,
 }
 
 /// Every option but the key, with its default: what the file and the flags are layered over.
@@ -206,6 +212,7 @@ struct Settings {
     late_upload_share: f64,
     withdraw: String,
     erase: String,
+    silent: String,
 }
 
 impl Default for Settings {
@@ -242,6 +249,7 @@ impl Default for Settings {
             late_upload_share: 0.0,
             withdraw: String::new(),
             erase: String::new(),
+            silent: String::new(),
         }
     }
 }
@@ -262,6 +270,8 @@ pub struct Life {
     pub withdrawals: Vec<(u32, u32)>,
     /// Participants erased after the run.
     pub erasures: Vec<u32>,
+    /// (participant, decision time) from which each silent participant makes no call.
+    pub silences: Vec<(u32, u32)>,
 }
 
 impl Life {
@@ -274,6 +284,13 @@ impl Life {
     /// The decision time participant `p` starts at.
     pub fn start_time(&self, p: u32) -> u64 {
         u64::from(p) * u64::from(self.enroll_every)
+    }
+
+    /// Whether `p` is silent at decision time `t` (makes no call and no upload).
+    pub fn silent_at(&self, p: u32, t: u64) -> bool {
+        self.silences
+            .iter()
+            .any(|&(who, from)| who == p && t >= u64::from(from))
     }
 
     /// The decision time at which `p` withdraws, if they do.
@@ -305,26 +322,36 @@ fn participant_list(text: &str, flag: &str, participants: u32) -> Result<Vec<u32
 }
 
 fn withdrawals(text: &str, participants: u32, times: u32) -> Result<Vec<(u32, u32)>, String> {
+    participant_times(text, "--withdraw", participants, times)
+}
+
+/// A list of participant@decision_time, each participant at most once.
+fn participant_times(
+    text: &str,
+    flag: &str,
+    participants: u32,
+    times: u32,
+) -> Result<Vec<(u32, u32)>, String> {
     let mut out: Vec<(u32, u32)> = Vec::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let malformed = || format!("--withdraw: {item:?} is not participant@decision_time");
+        let malformed = || format!("{flag}: {item:?} is not participant@decision_time");
         let (who, at) = item.split_once('@').ok_or_else(malformed)?;
         let who: u32 = who.trim().parse().map_err(|_| malformed())?;
         let at: u32 = at.trim().parse().map_err(|_| malformed())?;
         if who >= participants {
             return Err(format!(
-                "--withdraw: participant {who} does not exist (participants are 0 to {})",
+                "{flag}: participant {who} does not exist (participants are 0 to {})",
                 participants - 1
             ));
         }
         if at >= times {
             return Err(format!(
-                "--withdraw: decision time {at} is past the run's last ({})",
+                "{flag}: decision time {at} is past the run's last ({})",
                 times - 1
             ));
         }
         if out.iter().any(|&(w, _)| w == who) {
-            return Err(format!("--withdraw: participant {who} is named twice"));
+            return Err(format!("{flag}: participant {who} is named twice"));
         }
         out.push((who, at));
     }
@@ -459,6 +486,7 @@ impl Plan {
             start: s.start.as_deref().map(start).transpose()?,
             withdrawals: withdrawals(&s.withdraw, participants, decision_times)?,
             erasures: participant_list(&s.erase, "--erase", participants)?,
+            silences: participant_times(&s.silent, "--silent", participants, decision_times)?,
         };
         Ok(Self {
             url,
@@ -620,6 +648,15 @@ mod tests {
         refused(&["--withdraw", "1"], "not participant@decision_time");
         refused(&["--withdraw", "1@10"], "past the run's last");
         refused(&["--withdraw", "1@2,1@3"], "named twice");
+        refused(
+            &["--silent", "1"],
+            "--silent: \"1\" is not participant@decision_time",
+        );
+        refused(&["--silent", "1@10"], "past the run's last");
+        let p = plan(&["--silent", "1@3"]).unwrap();
+        assert!(!p.life.silent_at(1, 2));
+        assert!(p.life.silent_at(1, 3) && p.life.silent_at(1, 9));
+        assert!(!p.life.silent_at(0, 9));
         refused(&["--decision-time-secs", "0"], "--decision-time-secs");
     }
 

@@ -17,6 +17,7 @@ mod error;
 mod jobs;
 mod models;
 mod pool_events;
+mod monitor;
 mod restore;
 mod schema;
 mod setup;

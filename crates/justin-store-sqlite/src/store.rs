@@ -1210,6 +1210,43 @@ impl Store for SqliteStore {
         conn.immediate_transaction(delete_all).map_err(from_diesel)
     }
 
+    fn monitor_facts(
+        &self,
+        query: &justin_core::monitor::MonitorQuery,
+    ) -> Result<justin_core::monitor::MonitorFacts, StoreError> {
+        crate::monitor::facts(&mut *self.conn()?, query)
+    }
+
+    fn record_refused_upload(
+        &self,
+        refusal: &justin_core::monitor::RefusedUpload,
+    ) -> Result<(), StoreError> {
+        crate::monitor::record_refusal(&mut *self.conn()?, refusal)
+    }
+
+    fn advance_monitor_state(
+        &self,
+        change: &justin_core::monitor::StateChange,
+    ) -> Result<justin_core::monitor::StateAdvance, StoreError> {
+        crate::monitor::advance(&mut *self.conn()?, change)
+    }
+
+    fn claim_alert(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<justin_core::monitor::Alert>, StoreError> {
+        crate::monitor::claim(&mut *self.conn()?, now, lease_until)
+    }
+
+    fn record_alert(
+        &self,
+        id: i64,
+        delivery: &justin_core::monitor::AlertDelivery,
+    ) -> Result<(), StoreError> {
+        crate::monitor::record(&mut *self.conn()?, id, delivery)
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         conn.batch_execute("SELECT 1")

@@ -12,6 +12,7 @@ mod dashboard;
 mod error;
 mod jobs;
 mod models;
+mod monitor;
 mod pg;
 mod pool_events;
 mod pool_log;

@@ -1362,6 +1362,47 @@ impl Store for PgStore {
         })
     }
 
+    fn monitor_facts(
+        &self,
+        query: &justin_core::monitor::MonitorQuery,
+    ) -> Result<justin_core::monitor::MonitorFacts, StoreError> {
+        self.with_connection(Resend::Always, |c| crate::monitor::facts(c, query))
+    }
+
+    fn record_refused_upload(
+        &self,
+        refusal: &justin_core::monitor::RefusedUpload,
+    ) -> Result<(), StoreError> {
+        self.with_connection(Resend::Unsent, |c| {
+            crate::monitor::record_refusal(c, refusal)
+        })
+    }
+
+    fn advance_monitor_state(
+        &self,
+        change: &justin_core::monitor::StateChange,
+    ) -> Result<justin_core::monitor::StateAdvance, StoreError> {
+        self.with_connection(Resend::Unsent, |c| crate::monitor::advance(c, change))
+    }
+
+    fn claim_alert(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<justin_core::monitor::Alert>, StoreError> {
+        self.with_connection(Resend::Unsent, |c| {
+            crate::monitor::claim(c, now, lease_until)
+        })
+    }
+
+    fn record_alert(
+        &self,
+        id: i64,
+        delivery: &justin_core::monitor::AlertDelivery,
+    ) -> Result<(), StoreError> {
+        self.with_connection(Resend::Always, |c| crate::monitor::record(c, id, delivery))
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         self.with_connection(Resend::Always, |conn| {
             conn.batch_execute("SELECT 1").map_err(from_diesel)

@@ -527,12 +527,18 @@ impl Service {
             Err(StoreError::UploadMismatch {
                 logged_action,
                 logged_prob,
-            }) => Err(DomainError::UploadMismatch {
-                uploaded_action: record.action.as_i16(),
-                uploaded_prob: record.action_prob.get(),
-                logged_action: logged_action.as_i16(),
-                logged_prob: logged_prob.get(),
-            }),
+            }) => {
+                self.note_refused_upload(&crate::monitor::RefusedUpload {
+                    decision_type: record.decision_type.as_str().to_owned(),
+                    refused_at: received_at,
+                });
+                Err(DomainError::UploadMismatch {
+                    uploaded_action: record.action.as_i16(),
+                    uploaded_prob: record.action_prob.get(),
+                    logged_action: logged_action.as_i16(),
+                    logged_prob: logged_prob.get(),
+                })
+            }
             other => Ok(other?),
         }
     }

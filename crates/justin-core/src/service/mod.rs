@@ -38,6 +38,7 @@ pub use callbacks::CallbackPolicy;
 pub use dashboard::{PolicyPoint, UpdateComparison, POLICY_SAMPLE};
 pub use decisions::{ActionRequest, ActionResponse, HostDecisionRequest, UploadRequest};
 pub use errors::{error_chain, DomainError};
+pub use monitor::{CheckOutcome, MonitorSetup};
 pub use participants::ParticipantView;
 pub use readiness::{is_disk_full, DISK_FULL_HOLD};
 pub use replay::{ReplayMismatch, ReplaySummary, Unverifiable};
@@ -122,6 +123,8 @@ pub struct Service {
     /// shown the warm-up's cohort reached, `i64::MAX` while it has not: decisions at or after
     /// it need not count participants again.
     cohort_reached_at: AtomicI64,
+    /// What the watchdog checks against ([`Service::with_monitor`]).
+    monitor: Arc<MonitorSetup>,
 }
 
 impl std::fmt::Debug for Service {
@@ -154,6 +157,7 @@ impl Service {
             disk_full_since: std::sync::Mutex::new(None),
             disk_full_marked: AtomicBool::new(false),
             cohort_reached_at: AtomicI64::new(i64::MAX),
+            monitor: Arc::new(MonitorSetup::default()),
         }
     }
 

@@ -13,6 +13,10 @@ use crate::domain::{
     Policy, Provenance, State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId,
     Withdrawal,
 };
+use crate::monitor::{
+    ActiveParticipant, Alert, AlertDelivery, MonitorFacts, MonitorQuery, OverdueOutcomes,
+    RefusedUpload, Severity, StateAdvance, StateChange,
+};
 use crate::ports::{
     BackupReport, DecisionGuard, DecisionStream, ExportStream, Recorded, RestoreReport, Store,
     StoreError, StudyDataStream, TestingStore, UpdateJob, UploadRecorded,
@@ -96,6 +100,8 @@ struct Tables {
     events: Vec<Event>,
     /// The audit records of erasures, in the order they happened.
     erasures: Vec<Erasure>,
+    /// The watchdog's rows (see the section at the end).
+    monitor: MonitorTables,
 }
 
 /// A registered participant.
@@ -948,6 +954,36 @@ impl Store for MemoryStore {
             .cloned()
             .collect())
     }
+
+    fn monitor_facts(&self, query: &MonitorQuery) -> Result<MonitorFacts, StoreError> {
+        Ok(self.read()?.tables.monitor_facts(query))
+    }
+
+    fn record_refused_upload(&self, refusal: &RefusedUpload) -> Result<(), StoreError> {
+        self.write()?.tables.monitor.refusals.push(refusal.clone());
+        Ok(())
+    }
+
+    fn advance_monitor_state(&self, change: &StateChange) -> Result<StateAdvance, StoreError> {
+        Ok(self.write()?.tables.monitor.advance(change))
+    }
+
+    fn claim_alert(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Alert>, StoreError> {
+        Ok(self.write()?.tables.monitor.claim(now, lease_until))
+    }
+
+    fn record_alert(&self, id: i64, delivery: &AlertDelivery) -> Result<(), StoreError> {
+        let mut inner = self.write()?;
+        if let Some(alert) = inner.tables.monitor.alerts.iter_mut().find(|a| a.id == id) {
+            alert.done = true;
+            alert.attempts = delivery.attempts;
+        }
+        Ok(())
+    }
 }
 
 impl TestingStore for MemoryStore {
@@ -1153,5 +1189,226 @@ mod dashboard {
             .collect();
         rows.sort_by(|a, b| a.user_id.as_bytes().cmp(b.user_id.as_bytes()));
         rows
+    }
+}
+
+// ---- The watchdog: its reads, the refusals, the shared verdict and the alerts. ----
+
+/// The watchdog's rows.
+#[derive(Debug, Default, Clone)]
+struct MonitorTables {
+    refusals: Vec<RefusedUpload>,
+    state: Option<Severity>,
+    alerts: Vec<MemoryAlert>,
+}
+
+#[derive(Debug, Clone)]
+struct MemoryAlert {
+    id: i64,
+    payload: serde_json::Value,
+    attempts: u32,
+    held_until: DateTime<Utc>,
+    done: bool,
+}
+
+impl MonitorTables {
+    fn advance(&mut self, change: &StateChange) -> StateAdvance {
+        let previous = self.state;
+        if previous == Some(change.state) {
+            return StateAdvance {
+                previous,
+                changed: false,
+                alert: None,
+            };
+        }
+        self.state = Some(change.state);
+        let alert = match (&change.alert, previous) {
+            (Some(payload), _) if previous.is_some() || change.state != Severity::Green => {
+                let mut payload = payload.clone();
+                payload["previous"] =
+                    previous.map_or(serde_json::Value::Null, |p| p.as_str().into());
+                let id = self.alerts.last().map_or(1, |a| a.id + 1);
+                self.alerts.push(MemoryAlert {
+                    id,
+                    payload: payload.clone(),
+                    attempts: 0,
+                    held_until: change.lease_until,
+                    done: false,
+                });
+                Some(Alert {
+                    id,
+                    payload: payload.clone(),
+                    attempts: 0,
+                })
+            }
+            _ => None,
+        };
+        StateAdvance {
+            previous,
+            changed: true,
+            alert,
+        }
+    }
+
+    fn claim(&mut self, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Option<Alert> {
+        let alert = self
+            .alerts
+            .iter_mut()
+            .find(|a| !a.done && a.held_until < now)?;
+        alert.held_until = lease_until;
+        Some(Alert {
+            id: alert.id,
+            payload: alert.payload.clone(),
+            attempts: alert.attempts,
+        })
+    }
+}
+
+impl Tables {
+    fn monitor_facts(&self, query: &MonitorQuery) -> MonitorFacts {
+        let now = query.now;
+        let live = |row: &UserRow| row.erased_at.is_none() && row.withdrawal.is_none();
+        let mut participants: Vec<ActiveParticipant> = self
+            .users
+            .iter()
+            .filter(|(_, row)| live(row))
+            .filter(|(_, row)| {
+                row.enrollment.start.as_ref().is_none_or(|s| s.at <= now)
+                    && row.enrollment.end.as_ref().is_none_or(|e| e.at > now)
+            })
+            .map(|(user, row)| {
+                let mut latest: Vec<(String, DateTime<Utc>)> = Vec::new();
+                for t in &query.decision_types {
+                    let newest = self
+                        .decisions
+                        .iter()
+                        .filter(|d| d.user_id == *user && d.decision_type.as_str() == t)
+                        .max_by_key(|d| d.decision_idx.get());
+                    if let Some(d) = newest {
+                        latest.push((t.clone(), d.requested_at));
+                    }
+                }
+                latest.sort();
+                ActiveParticipant {
+                    user_id: user.as_str().to_owned(),
+                    since: row
+                        .enrollment
+                        .start
+                        .as_ref()
+                        .map_or(row.created_at, |s| s.at),
+                    latest,
+                }
+            })
+            .collect();
+        participants.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+
+        let mut overdue: Vec<OverdueOutcomes> = Vec::new();
+        for d in &self.decisions {
+            let counted = matches!(d.availability, Availability::Available)
+                && d.requested_at < query.outcome_due_before
+                && d.requested_at >= query.outcome_lookback_from
+                && self.users.get(&d.user_id).is_some_and(live)
+                && !self.upload_index.contains_key(&key(
+                    &d.user_id,
+                    &d.decision_type,
+                    d.decision_idx,
+                ));
+            if !counted {
+                continue;
+            }
+            match overdue.iter_mut().find(|o| o.user_id == d.user_id.as_str()) {
+                Some(o) => {
+                    o.count += 1;
+                    o.oldest = o.oldest.min(d.requested_at);
+                }
+                None => overdue.push(OverdueOutcomes {
+                    user_id: d.user_id.as_str().to_owned(),
+                    count: 1,
+                    oldest: d.requested_at,
+                }),
+            }
+        }
+        overdue.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+
+        let mut facts = MonitorFacts {
+            participants,
+            overdue,
+            ..MonitorFacts::default()
+        };
+        let u = &mut facts.updates;
+        u.first_version_at = self.parameters.first().map(|p| p.created_at);
+        u.last_completed = self
+            .updates
+            .iter()
+            .filter(|r| r.status == UpdateStatus::Completed)
+            .filter_map(|r| r.finished_at)
+            .max();
+        for r in &self.updates {
+            let Some(finished) = r.finished_at else {
+                u.oldest_unfinished = Some(
+                    u.oldest_unfinished
+                        .map_or(r.received_at, |o| o.min(r.received_at)),
+                );
+                continue;
+            };
+            if r.status == UpdateStatus::Failed
+                && finished >= query.window_from
+                && u.last_completed.is_none_or(|c| finished > c)
+            {
+                u.failed_since_completed += 1;
+                u.first_failed_at = Some(u.first_failed_at.map_or(finished, |f| f.min(finished)));
+            }
+            if r.callback.status == crate::domain::CallbackStatus::Failed
+                && finished >= query.window_from
+            {
+                u.callbacks_failed += 1;
+                u.first_callback_failed_at = Some(
+                    u.first_callback_failed_at
+                        .map_or(finished, |f| f.min(finished)),
+                );
+            }
+        }
+
+        let w = &mut facts.window;
+        for d in self
+            .decisions
+            .iter()
+            .filter(|d| d.decided_at >= query.window_from)
+        {
+            if !matches!(d.availability, Availability::Available) {
+                continue;
+            }
+            match d.policy {
+                Policy::Host { .. } => {}
+                Policy::Fallback { .. } => {
+                    w.drawn += 1;
+                    w.fallbacks += 1;
+                }
+                Policy::Warmup => w.drawn += 1,
+                Policy::Algorithm => {
+                    w.drawn += 1;
+                    w.algorithm += 1;
+                    let p = d.action_prob.get();
+                    if query
+                        .clip
+                        .is_some_and(|(lo, hi)| p <= lo + 1e-9 || p >= hi - 1e-9)
+                    {
+                        w.at_clip += 1;
+                    }
+                }
+            }
+        }
+        w.uploads = self
+            .uploads
+            .iter()
+            .filter(|u| u.record.received_at >= query.window_from)
+            .count() as u64;
+        w.refused = self
+            .monitor
+            .refusals
+            .iter()
+            .filter(|r| r.refused_at >= query.window_from)
+            .count() as u64;
+        facts
     }
 }

@@ -26,6 +26,7 @@ pub struct RecordingNotifier {
 #[derive(Debug, Default)]
 struct State {
     attempts: Vec<Notification>,
+    alerts: Vec<(String, serde_json::Value, bool)>,
     fail_next: u32,
     unreachable: bool,
 }
@@ -61,6 +62,11 @@ impl RecordingNotifier {
             .collect()
     }
 
+    /// Every alert attempt so far, in order: (url, payload, delivered).
+    pub fn alerts(&self) -> Vec<(String, serde_json::Value, bool)> {
+        self.lock().alerts.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -82,6 +88,23 @@ impl CallbackNotifier for RecordingNotifier {
             payload: payload.clone(),
             delivered: !fails,
         });
+        if fails {
+            return Err(format!("{url} cannot be reached").into());
+        }
+        Ok(())
+    }
+
+    fn notify_alert(&self, url: &str, payload: &serde_json::Value) -> Result<(), BoxError> {
+        let mut state = self.lock();
+        let fails = if state.unreachable {
+            true
+        } else if state.fail_next > 0 {
+            state.fail_next -= 1;
+            true
+        } else {
+            false
+        };
+        state.alerts.push((url.to_owned(), payload.clone(), !fails));
         if fails {
             return Err(format!("{url} cannot be reached").into());
         }

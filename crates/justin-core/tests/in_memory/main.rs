@@ -30,6 +30,7 @@ mod decisions;
 mod erasure;
 mod fallback;
 mod host;
+mod monitor;
 mod parameters;
 mod participants;
 mod readiness;

@@ -12,7 +12,7 @@ use crate::helpers::{
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
 
 /// Every operation the service mounts: method and documented path.
-const OPERATIONS: [(&str, &str); 16] = [
+const OPERATIONS: [(&str, &str); 17] = [
     ("post", "/api/v1/add_user"),
     ("get", "/api/v1/users/{user_id}"),
     ("patch", "/api/v1/users/{user_id}"),
@@ -26,6 +26,7 @@ const OPERATIONS: [(&str, &str); 16] = [
     ("get", "/api/v1/parameters"),
     ("get", "/api/v1/parameters/{version}"),
     ("get", "/api/v1/export"),
+    ("get", "/api/v1/monitor"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),
