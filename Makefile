@@ -14,6 +14,8 @@ FUZZ_MAX_EXAMPLES ?= 100
 # The benchmark (make bench): measured seconds per step, warm-up seconds per step (not counted),
 # connections (one step each), users registered first, study rows for the update at scale, and
 # any other justin-bench option (BENCH_ARGS=--help lists them; --keep-scratch keeps the logs).
+# The dashboard step seeds 1,000 participants × 2,000 decisions on each backend by default
+# (BENCH_ARGS="--dashboard-participants 0" leaves it out).
 BENCH_SECONDS ?= 10
 BENCH_WARMUP ?= 1
 BENCH_CONCURRENCY ?= 1,8,64
@@ -119,7 +121,8 @@ bench:
 bench-smoke:
 	$(CARGO) build --workspace --bins
 	$(BENCH_TARGET_DIR)/debug/justin-bench --seconds 1 --warmup 0.2 --concurrency 1,8,64 \
-		--users 50 --rows 10000 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench \
+		--users 50 --rows 10000 --dashboard-participants 20 --dashboard-decisions 50 \
+		--dashboard-requests 5 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench \
 		--label smoke $(BENCH_ARGS)
 
 migrate:
