@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use chrono::{Duration, Timelike, Utc};
+use chrono::{DurationRound, SecondsFormat, TimeDelta, Utc};
 use justin_backup::csv::CsvReader;
 use justin_e2e::{env_for, justin, run, ScratchDir, Served, TestDatabase};
 use justin_testkit::webdriver::{self, Browser};
@@ -23,25 +23,25 @@ use serde_json::Value;
 const FULL_KEY: &str = "study-server-key-0123456789abcdef";
 /// The study team's key: reading only, enough for the dashboard.
 const READ_KEY: &str = "study-team-read-key-0123456789ab";
-/// Participants in the simulated study.
+/// Participants in the simulated study, named `p-0`, `p-1`, ...
 const PARTICIPANTS: u32 = 4;
-/// Decision times per participant (two a day).
-const DECISION_TIMES: u32 = 10;
-/// The participant (by number) who stops calling, and the decision time from which on.
-const SILENT: (u32, u32) = (2, 4);
-/// The simulator's seed, which also names the participants (`sim-<seed>-<n>`).
-const SEED: &str = "7";
-/// Seconds between two decision times: 08:00 and 20:00 UTC, the schedule's two times.
-const DECISION_TIME_SECS: i64 = 12 * 3600;
-/// How many days before today the simulated study starts.
-const DAYS_AGO: i64 = 6;
+/// Decision times per participant, one an hour, the last at the latest full hour.
+const DECISION_TIMES: i64 = 8;
+/// The participant (by number) whose app goes silent, and the decision time from which on.
+const SILENT: (u32, u32) = (2, 3);
 
-/// The schedule the simulated study follows: two decision times a day, in UTC.
-const SCHEDULE: &str =
-    r#"[{decision_type="default",at="08:00"},{decision_type="default",at="20:00"}]"#;
+/// The schedule: every hour on the hour, UTC. With the watchdog's defaults (a time counts as
+/// missed 30 minutes after it, three missed in a row are red) the silent participant's four or
+/// five missed hours are red, and the others, whose last decision is at the latest full hour,
+/// have missed nothing.
+fn schedule() -> String {
+    let times: Vec<String> = (0..24)
+        .map(|h| format!(r#"{{decision_type="default",at="{h:02}:00"}}"#))
+        .collect();
+    format!("[{}]", times.join(","))
+}
 
-/// A service with the study server's key and the team's read key, the schedule above and the
-/// watchdog on.
+/// A service with the study server's key and the team's read key, and the schedule.
 fn serve(dir: &Path, db: &TestDatabase) -> Served {
     let mut env = env_for(db);
     env.push((
@@ -50,36 +50,25 @@ fn serve(dir: &Path, db: &TestDatabase) -> Served {
             r#"[{{name="study-server",key="{FULL_KEY}"}},{{name="study-team",key="{READ_KEY}",access="read"}}]"#
         ),
     ));
-    env.push(("JUSTIN_SCHEDULE__TIMES", SCHEDULE.to_owned()));
+    env.push(("JUSTIN_SCHEDULE__TIMES", schedule()));
     env.push(("JUSTIN_SCHEDULE__TIME_ZONE", "UTC".to_owned()));
     Served::start(dir, &env)
 }
 
-/// The simulated study: it started [`DAYS_AGO`] days ago at 08:00 UTC, every participant's
-/// time in it ended before now, and participant [`SILENT`] stopped calling half-way.
+/// The simulated study: hourly decision times whose last is the latest full hour, windows
+/// left open, and participant [`SILENT`] making no call from its decision time on.
 fn simulate(dir: &Path, url: &str) {
-    let start = (Utc::now() - Duration::days(DAYS_AGO))
-        .with_hour(8)
-        .and_then(|t| t.with_minute(0))
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_nanosecond(0))
-        .unwrap();
+    let hour = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
+    let start = hour - TimeDelta::hours(DECISION_TIMES - 1);
     let silent = format!("{}@{}", SILENT.0, SILENT.1);
     let mut cmd = justin(dir, &[("JUSTIN_API_KEY", FULL_KEY.to_owned())]);
     cmd.args(["simulate", "--url", url, "--out", "summary.csv"])
         .args(["--participants", &PARTICIPANTS.to_string()])
         .args(["--decision-times", &DECISION_TIMES.to_string()])
-        .args(["--study-length", &DECISION_TIMES.to_string()])
-        .args(["--decision-time-secs", &DECISION_TIME_SECS.to_string()])
-        .args(["--start", &start.to_rfc3339()])
-        .args(["--update-every", "12", "--seed", SEED])
-        .args([
-            "--features",
-            "temperature:28:4",
-            "--reward-coef",
-            "temperature=0.1",
-        ])
-        .args(["--outcome-field", "clicks", "--silent", &silent]);
+        .args(["--decision-time-secs", "3600", "--update-every", "8"])
+        .args(["--start", &start.to_rfc3339_opts(SecondsFormat::Secs, true)])
+        .args(["--user-prefix", "p-", "--outcome-field", "clicks"])
+        .args(["--silent", &silent]);
     let out = run(&mut cmd);
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
 }
@@ -199,7 +188,7 @@ fn browser_the_dashboard_shows_what_the_api_says() {
         PARTICIPANTS as usize,
         "{participants:?}"
     );
-    let silent_id = format!("sim-{SEED}-{}", SILENT.0);
+    let silent_id = format!("p-{}", SILENT.0);
     assert!(participants.contains(&silent_id), "{participants:?}");
     let mut per_day: BTreeMap<String, i64> = BTreeMap::new();
     for row in &rows {
@@ -227,6 +216,14 @@ fn browser_the_dashboard_shows_what_the_api_says() {
         "no red missed_decisions finding for {silent_id}: {report}"
     );
     assert_eq!(report["state"], "red", "{report}");
+    let missed_by: BTreeSet<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "missed_decisions")
+        .filter_map(|f| f["participant"].as_str())
+        .collect();
+    assert_eq!(missed_by, BTreeSet::from([silent_id.as_str()]), "{report}");
 
     let browser = Browser::start();
 
@@ -252,6 +249,12 @@ fn browser_the_dashboard_shows_what_the_api_says() {
         "#findings tr[data-severity=\"red\"][data-kind=\"missed_decisions\"][data-participant=\"{silent_id}\"]"
     );
     browser.expect(&finding);
+    let shown_missed: BTreeSet<String> = browser
+        .find_all("#findings tr[data-kind=\"missed_decisions\"]")
+        .iter()
+        .filter_map(|row| row.attribute("data-participant"))
+        .collect();
+    assert_eq!(shown_missed, BTreeSet::from([silent_id.clone()]));
 
     // The participants.
     open(&browser, &base, "/dashboard/participants", "participants");
