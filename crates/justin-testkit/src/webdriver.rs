@@ -281,14 +281,15 @@ impl Browser {
 
     /// Saves a PNG of the whole page (up to a height limit) to `path`, creating its directory.
     pub fn screenshot(&self, path: &Path) {
-        // The window grows to the page's height for the picture, then returns to its size.
+        // The window grows to the page's height (plus the window's own frame, which the
+        // viewport does not have) for the picture, then returns to its size.
+        let script = "return document.documentElement.scrollHeight \
+                      + window.outerHeight - window.innerHeight";
         let height = self
             .call(
                 "POST",
                 &self.session_path("/execute/sync"),
-                Some(
-                    &json!({"script": "return document.documentElement.scrollHeight", "args": []}),
-                ),
+                Some(&json!({"script": script, "args": []})),
             )
             .as_u64()
             .unwrap_or(WINDOW.1)
