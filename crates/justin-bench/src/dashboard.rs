@@ -150,9 +150,11 @@ fn measure(args: &Args, bin: &Path, dir: &Path, url: &str) -> Result<DashboardRe
     out.update_secs = requested.elapsed().as_secs_f64();
     ensure_running(&mut service, "the dashboard's update")?;
 
+    // The first request of a page may bring the dashboard's summaries up to date with the
+    // whole seeded study: it gets as long as an update.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(load::REQUEST_TIMEOUT))
+        .timeout_global(Some(Duration::from_secs(args.update_timeout)))
         .build()
         .into();
     let pages = [
