@@ -712,6 +712,10 @@ impl Algorithm for Thompson {
         Some(self)
     }
 
+    fn clip_bounds(&self) -> Option<(f64, f64)> {
+        Some((self.min_probability, self.max_probability))
+    }
+
     fn validate_parameters(&self, values: &Value) -> Result<(), AlgorithmError> {
         let parameters = Parameters::read(values)?;
         let policy = &parameters.policy;

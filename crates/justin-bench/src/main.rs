@@ -20,6 +20,7 @@ mod error;
 mod hist;
 mod http1;
 mod load;
+mod metrics_step;
 mod pg;
 mod pgbench;
 mod report;
@@ -116,6 +117,13 @@ struct Args {
     /// Timed requests of each dashboard page (after one untimed first request).
     #[arg(long, default_value_t = 50)]
     dashboard_requests: u64,
+    /// Connections of the metrics step: `/action` with metrics on (this service) and off (a
+    /// second one on the same database with `[metrics] enabled = false`); 0 skips it.
+    #[arg(long, default_value_t = 64)]
+    metrics_concurrency: usize,
+    /// Alternating rounds of the metrics step (each one step on, one off).
+    #[arg(long, default_value_t = 2)]
+    metrics_rounds: usize,
     /// Keep the scratch directory (service logs, backups, pgbench script) after a passing run.
     #[arg(long)]
     keep_scratch: bool,
@@ -651,6 +659,17 @@ fn drive_backend(
         check(report, &phase);
         report.phases.push(phase);
         ensure_running(service, "/action")?;
+    }
+    if args.metrics_concurrency > 0 && args.metrics_rounds > 0 {
+        acked.decisions += metrics_step::compare(
+            args,
+            dir,
+            backend,
+            database_url,
+            service,
+            &next_pair,
+            report,
+        )?;
     }
 
     let mut cursor = 0usize;

@@ -275,6 +275,8 @@ pub struct BackendReport {
     pub export: Option<ExportReport>,
     /// The dashboard's pages over a seeded study.
     pub dashboard: Option<crate::dashboard::DashboardReport>,
+    /// `/action` with metrics on and off (`--metrics-concurrency`).
+    pub metrics: Option<crate::metrics_step::MetricsComparison>,
     /// The service's VmRSS after the last route, in KiB.
     pub service_rss_after_routes_kib: Option<u64>,
     /// How the service ended when asked to stop.
@@ -441,6 +443,21 @@ pub fn phase_row(p: &Phase) -> String {
     })
 }
 
+/// The summary line of the metrics comparison.
+pub fn metrics_line(backend: &str, m: &crate::metrics_step::MetricsComparison) -> String {
+    format!(
+        "{backend} /action at {} conn, metrics on vs off (mean of {} alternating rounds each): \
+         {:.0} vs {:.0} req/s, on/off {:.3}; p99 {:.2} vs {:.2} ms",
+        m.concurrency,
+        m.rounds,
+        m.on_per_sec,
+        m.off_per_sec,
+        m.on_to_off,
+        m.on_p99_ms,
+        m.off_p99_ms
+    )
+}
+
 /// The table line of a ceiling.
 pub fn ceiling_row(c: &CeilingReport) -> String {
     row(&Line {
@@ -534,6 +551,9 @@ pub fn render(summary: &Summary) -> String {
         }
     }
     for backend in &summary.backends {
+        if let Some(m) = &backend.metrics {
+            writeln!(out, "{}", metrics_line(&backend.backend, m)).ok();
+        }
         if let Some(u) = &backend.update {
             writeln!(
                 out,

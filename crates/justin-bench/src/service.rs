@@ -57,6 +57,8 @@ pub struct Service {
     lifeline: Option<ChildStdin>,
     /// `http://127.0.0.1:<port>`.
     pub base_url: String,
+    /// The binary it runs, for starting another like it.
+    pub bin: PathBuf,
     tail: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
     stopped: bool,
@@ -150,6 +152,7 @@ impl Service {
             pid: 0,
             lifeline,
             base_url: String::new(),
+            bin: bin.to_path_buf(),
             tail,
             readers,
             stopped: false,

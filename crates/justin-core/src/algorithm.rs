@@ -198,6 +198,12 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
     fn analysis(&self) -> Option<&dyn AnalysisModel> {
         None
     }
+
+    /// The bounds the algorithm clips P(action = 1) to, `(lower, upper)`, when it has them:
+    /// the dashboard shows the share of decisions at them. The default is `None`.
+    fn clip_bounds(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 #[cfg(test)]

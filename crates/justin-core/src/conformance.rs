@@ -153,6 +153,7 @@ macro_rules! store_contract_suite {
             export_by_participant_groups_the_export_by_participant,
             export_by_participant_streams_many_decisions_from_one_snapshot,
         );
+        $crate::dashboard_store_suite!($make_fixture);
     };
 }
 
@@ -169,6 +170,7 @@ macro_rules! durable_store_suite {
             numbers_come_back_bit_for_bit_after_a_restore,
             backup_and_restore_keep_the_life_of_the_trial,
         );
+        $crate::dashboard_durable_suite!($make_fixture);
     };
 }
 
@@ -4148,6 +4150,363 @@ pub fn numbers_come_back_bit_for_bit_after_a_restore(store: &dyn TestingStore) {
     store.reset().unwrap();
     store.restore(&backup).unwrap();
     assert_numbers_read_back(store, &decisions);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard: the per-day figures, participants, updates and recent decisions its pages read.
+// Every figure is checked against `dashboard::days_of` over the rows the store streams back, so
+// a rollup that missed, doubled or misplaced a row shows up.
+
+/// Expands to one `#[test]` per check of the dashboard's reads (part of
+/// [`store_contract_suite!`]).
+#[macro_export]
+macro_rules! dashboard_store_suite {
+    ($make_fixture:expr) => {
+        $crate::store_conformance_suite!(@tests $make_fixture;
+            dashboard_days_count_every_row_once,
+            dashboard_days_follow_a_reset_and_other_settings,
+            dashboard_participants_list_everyone_with_their_latest_activity,
+            dashboard_updates_come_newest_first,
+            dashboard_recent_decisions_are_the_newest_available_of_a_version,
+        );
+    };
+}
+
+/// Expands to the dashboard's checks of durable storage (part of [`durable_store_suite!`]).
+#[macro_export]
+macro_rules! dashboard_durable_suite {
+    ($make_fixture:expr) => {
+        $crate::store_conformance_suite!(@tests $make_fixture;
+            dashboard_days_after_a_restore_are_those_of_the_restored_rows,
+        );
+    };
+}
+
+fn dashboard_settings(zone: chrono_tz::Tz) -> crate::dashboard::DashboardSettings {
+    crate::dashboard::DashboardSettings {
+        zone,
+        clip_bounds: Some((0.2, 0.8)),
+    }
+}
+
+/// The figures `days_of` computes from every decision and upload the store streams back.
+fn dashboard_expected(
+    store: &dyn TestingStore,
+    settings: &crate::dashboard::DashboardSettings,
+) -> crate::dashboard::DashboardDays {
+    use crate::dashboard::{DecisionFact, UploadFact};
+    let decisions: Vec<DecisionFact> = store
+        .decisions()
+        .unwrap()
+        .map(|d| {
+            let d = d.unwrap();
+            DecisionFact {
+                id: 0,
+                user_id: d.user_id.as_str().to_owned(),
+                decision_type: d.decision_type.as_str().to_owned(),
+                parameter_version: d.parameter_version,
+                requested_at: d.requested_at,
+                probability: d.action_prob.get(),
+                available: d.availability.is_available(),
+            }
+        })
+        .collect();
+    let uploads: Vec<UploadFact> = TestingStore::study_data(store)
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            UploadFact {
+                id: 0,
+                user_id: r.user_id.as_str().to_owned(),
+                decision_type: r.decision_type.as_str().to_owned(),
+                requested_at: r.requested_at,
+                received_at: r.received_at,
+                reward: r.reward,
+            }
+        })
+        .collect();
+    crate::dashboard::days_of(settings, decisions, uploads)
+}
+
+/// A decision of `user` and `kind` at index `i`, `hours` after a fixed moment, with `p`.
+fn dashboard_decision(
+    user_id: &UserId,
+    kind: &str,
+    i: i64,
+    hours: i64,
+    p: f64,
+    v: i64,
+) -> Decision {
+    let mut d = decision(user_id, i, 0, v);
+    d.decision_type = DecisionType::parse(kind).unwrap();
+    d.requested_at = at(hours * 3600, 0);
+    d.action_prob = Probability::new(p).unwrap();
+    d.action = Action::One;
+    d
+}
+
+/// Stores decisions over three days, two types and two versions (some unavailable, some at
+/// the clip bounds) and uploads for some; returns the users.
+fn dashboard_study(store: &dyn TestingStore) -> Vec<UserId> {
+    let v1 = seeded(store).version;
+    let users = vec![user("dash-a"), user("dash-b"), user("<dash&c>")];
+    for u in &users {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    let probabilities = [0.2, 0.35, 0.5, 0.8, 0.61, 0.2, 0.44];
+    let mut n = 0;
+    for (k, u) in users.iter().enumerate() {
+        for i in 0..7_i64 {
+            let kind = if i % 3 == 0 { "morning" } else { "default" };
+            let mut d = dashboard_decision(u, kind, i, i * 9 + k as i64, probabilities[n % 7], v1);
+            n += 1;
+            if i == 4 {
+                d = crate::builders::unavailable(d, kind, Some("driving"));
+            }
+            store.record_decision(&d, DecisionGuard::None).unwrap();
+            if i % 2 == 0 {
+                store
+                    .record_study_data(&upload(&d, 1.25 + i as f64))
+                    .unwrap();
+            }
+        }
+    }
+    let v2 = store
+        .publish_parameters("algo", &json!({"p": 0.6}), at(200_000, 0))
+        .unwrap()
+        .version;
+    for (k, u) in users.iter().enumerate() {
+        let d = dashboard_decision(u, "default", 20, 60 + k as i64, 0.6, v2);
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+    }
+    users
+}
+
+/// The upload agreeing with `d`, with `reward`.
+fn upload(d: &Decision, reward: f64) -> StudyRecord {
+    StudyRecord {
+        reward,
+        ..crate::builders::upload_for(d)
+    }
+}
+
+fn assert_days(
+    store: &dyn TestingStore,
+    settings: &crate::dashboard::DashboardSettings,
+    now: DateTime<Utc>,
+) {
+    let got = store.dashboard_days(settings, now).unwrap();
+    let want = dashboard_expected(store, settings);
+    assert_eq!(got.decisions, want.decisions);
+    assert_eq!(got.uploads.len(), want.uploads.len(), "{:?}", got.uploads);
+    for (g, w) in got.uploads.iter().zip(&want.uploads) {
+        assert_eq!(
+            (g.day, &g.decision_type, g.uploads),
+            (w.day, &w.decision_type, w.uploads)
+        );
+        assert!((g.reward_sum - w.reward_sum).abs() < 1e-9, "{g:?} {w:?}");
+    }
+}
+
+/// Every decision and upload is counted once in its day, type and version, with exact
+/// quartiles and counts at the bounds; rows stored later (in an existing group, a new day, a
+/// late upload for an old day) are counted on the next read, and reading twice changes
+/// nothing.
+pub fn dashboard_days_count_every_row_once(store: &dyn TestingStore) {
+    let settings = dashboard_settings(chrono_tz::Europe::Berlin);
+    let empty = store.dashboard_days(&settings, at(0, 0)).unwrap();
+    assert!(empty.decisions.is_empty() && empty.uploads.is_empty());
+    let users = dashboard_study(store);
+
+    assert_days(store, &settings, at(1_000_000, 0));
+    let days = store.dashboard_days(&settings, at(1_000_000, 0)).unwrap();
+    let decisions: u64 = days.decisions.iter().map(|d| d.decisions).sum();
+    assert_eq!(decisions, 24);
+    let uploads: u64 = days.uploads.iter().map(|d| d.uploads).sum();
+    assert_eq!(uploads, 12);
+    assert!(days.decisions.iter().any(|d| d.at_lower > 0));
+    assert!(days.decisions.iter().any(|d| d.at_upper > 0));
+    assert!(days.decisions.iter().any(|d| d.available < d.decisions));
+
+    // Later rows: one in an existing group, one on a new day, a late upload for an old day.
+    let v = store.current_parameters().unwrap().unwrap().version;
+    let v1_first = Decision {
+        parameter_version: v,
+        ..dashboard_decision(&users[0], "default", 30, 61, 0.3, v)
+    };
+    store
+        .record_decision(&v1_first, DecisionGuard::None)
+        .unwrap();
+    let later = dashboard_decision(&users[1], "default", 31, 24 * 9, 0.7, v);
+    store.record_decision(&later, DecisionGuard::None).unwrap();
+    let old = store
+        .decisions()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|d| d.decision_idx.get() == 1 && d.user_id == users[2])
+        .unwrap();
+    store.record_study_data(&upload(&old, 7.5)).unwrap();
+    assert_days(store, &settings, at(1_000_100, 0));
+    assert_days(store, &settings, at(1_000_200, 0));
+}
+
+/// A reset empties the figures, and rows stored after it are counted afresh; figures asked for
+/// in another zone are those of that zone.
+pub fn dashboard_days_follow_a_reset_and_other_settings(store: &dyn TestingStore) {
+    let berlin = dashboard_settings(chrono_tz::Europe::Berlin);
+    let tokyo = dashboard_settings(chrono_tz::Asia::Tokyo);
+    dashboard_study(store);
+    assert_days(store, &berlin, at(1_000_000, 0));
+    assert_days(store, &tokyo, at(1_000_000, 0));
+    assert_ne!(
+        store.dashboard_days(&berlin, at(1_000_000, 0)).unwrap(),
+        store.dashboard_days(&tokyo, at(1_000_000, 0)).unwrap()
+    );
+
+    store.reset().unwrap();
+    let empty = store.dashboard_days(&tokyo, at(1_000_000, 0)).unwrap();
+    assert!(
+        empty.decisions.is_empty() && empty.uploads.is_empty(),
+        "{empty:?}"
+    );
+    dashboard_study(store);
+    assert_days(store, &tokyo, at(1_000_001, 0));
+}
+
+/// Every registered participant is listed by id, an erased one under their pseudonym, with the
+/// decision time of their latest decision and the arrival of their latest upload.
+pub fn dashboard_participants_list_everyone_with_their_latest_activity(store: &dyn TestingStore) {
+    let settings = dashboard_settings(chrono_tz::UTC);
+    let users = dashboard_study(store);
+    store
+        .add_user(&user("dash-idle"), &Enrollment::default(), at(5, 0))
+        .unwrap();
+    store
+        .withdraw(&users[1], "moved away", at(500_000, 0))
+        .unwrap();
+
+    let listed = store
+        .dashboard_participants(&settings, at(1_000_000, 0))
+        .unwrap();
+
+    let ids: Vec<&str> = listed.iter().map(|p| p.user_id.as_str()).collect();
+    assert_eq!(ids, ["<dash&c>", "dash-a", "dash-b", "dash-idle"]);
+    for p in &listed {
+        let decisions: Vec<Decision> = store
+            .decisions()
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|d| d.user_id.as_str() == p.user_id)
+            .collect();
+        let uploads: Vec<StudyRecord> = TestingStore::study_data(store)
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|r| r.user_id.as_str() == p.user_id)
+            .collect();
+        assert_eq!(
+            p.last_decision,
+            decisions.iter().map(|d| d.requested_at).max(),
+            "{p:?}"
+        );
+        assert_eq!(
+            p.last_upload,
+            uploads.iter().map(|r| r.received_at).max(),
+            "{p:?}"
+        );
+    }
+    assert_eq!(listed[2].withdrawn_at, Some(at(500_000, 0)));
+    assert_eq!(
+        listed[2].status_at(at(1_000_000, 0)),
+        crate::dashboard::ActivityStatus::Withdrawn
+    );
+
+    let erased = store
+        .erase_participant(&users[0], &erasure(at(600_000, 0)))
+        .unwrap();
+    let listed = store
+        .dashboard_participants(&settings, at(1_000_000, 0))
+        .unwrap();
+    assert_eq!(listed.len(), 4);
+    let pseudonym = listed
+        .iter()
+        .find(|p| p.user_id == erased.pseudonym)
+        .unwrap();
+    assert_eq!(pseudonym.erased_at, Some(at(600_000, 0)));
+    assert!(pseudonym.last_decision.is_some());
+    assert_eq!(
+        pseudonym.last_upload, None,
+        "an erasure deletes the uploads"
+    );
+    assert!(listed.iter().all(|p| p.user_id != "dash-a"));
+    // The figures lose the erased uploads too.
+    assert_days(store, &settings, at(1_000_001, 0));
+}
+
+/// Every update request is listed, newest received first, with its provenance and delivery.
+pub fn dashboard_updates_come_newest_first(store: &dyn TestingStore) {
+    seeded(store);
+    assert!(store.dashboard_updates().unwrap().is_empty());
+    let requests: Vec<UpdateRequest> = (1..=3).map(update_request).collect();
+    for r in &requests {
+        store.create_update_request(r).unwrap();
+    }
+    let delivery = CallbackDelivery {
+        status: CallbackStatus::Failed,
+        attempts: 3,
+        last_error: Some("refused".into()),
+        finished_at: Some(at(9, 0)),
+    };
+    store.record_callback(requests[0].id, &delivery).unwrap();
+
+    let listed = store.dashboard_updates().unwrap();
+
+    let ids: Vec<Uuid> = listed.iter().map(|u| u.id).collect();
+    assert_eq!(ids, [requests[2].id, requests[1].id, requests[0].id]);
+    assert_eq!(listed[2].callback, delivery);
+    assert_eq!(
+        listed[0],
+        store.update_request(requests[2].id).unwrap().unwrap()
+    );
+}
+
+/// The latest available decisions drawn under a version, newest first, at most `limit`.
+pub fn dashboard_recent_decisions_are_the_newest_available_of_a_version(store: &dyn TestingStore) {
+    dashboard_study(store);
+    let v1 = 1;
+    let all: Vec<Decision> = store
+        .decisions()
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|d| d.parameter_version == v1 && d.availability.is_available())
+        .collect();
+
+    let recent = store.dashboard_recent_decisions(v1, 5).unwrap();
+
+    let want: Vec<Decision> = all.iter().rev().take(5).cloned().collect();
+    assert_eq!(recent, want);
+    assert_eq!(
+        store.dashboard_recent_decisions(v1, 1000).unwrap().len(),
+        all.len()
+    );
+    assert!(store.dashboard_recent_decisions(99, 5).unwrap().is_empty());
+}
+
+/// After a restore the figures are those of the restored rows, whatever the rollup held.
+pub fn dashboard_days_after_a_restore_are_those_of_the_restored_rows(store: &dyn TestingStore) {
+    let settings = dashboard_settings(chrono_tz::Europe::Berlin);
+    let users = dashboard_study(store);
+    let scratch = ScratchDir::new();
+    let backup = store.backup(&scratch.0, at(100, 0)).unwrap().path;
+    let v = store.current_parameters().unwrap().unwrap().version;
+    let extra = dashboard_decision(&users[0], "default", 40, 30, 0.5, v);
+    store.record_decision(&extra, DecisionGuard::None).unwrap();
+    assert_days(store, &settings, at(1_000_000, 0));
+
+    store.restore(&backup).unwrap();
+
+    assert_days(store, &settings, at(1_000_001, 0));
+    store.record_decision(&extra, DecisionGuard::None).unwrap();
+    assert_days(store, &settings, at(1_000_002, 0));
 }
 
 #[cfg(test)]

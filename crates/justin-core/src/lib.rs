@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod builders;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod dashboard;
 pub mod domain;
 pub mod monitor;
 pub mod ports;
@@ -39,8 +40,8 @@ pub use monitor::{Finding, FindingKind, MonitorReport, Severity};
 pub use ports::TestingStore;
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionGuard,
-    DecisionStream, ExportStream, Recorded, RestoreReport, Store, StoreError, StudyDataStream,
-    UpdateJob, UpdateOutcome, UploadRecorded,
+    DecisionStream, ExportStream, NoTelemetry, Recorded, RestoreReport, Store, StoreError,
+    StudyDataStream, Telemetry, UpdateEnd, UpdateJob, UpdateOutcome, UploadRecorded,
 };
 pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;

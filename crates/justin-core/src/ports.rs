@@ -473,6 +473,51 @@ pub trait Store: Send + Sync {
     // ---- The watchdog (`crate::monitor`): its reads and the state the instances share. ----
 
     // ---- The dashboard: its aggregate reads. ----
+
+    /// The per-day figures of the whole study (decisions per day, decision type and parameter
+    /// version with the quartiles of P(action = 1) and the counts at `settings.clip_bounds`;
+    /// uploads and reward sums per day and decision type), days in `settings.zone` by each
+    /// row's decision time (`request_timestamp`). Every decision and upload stored when the
+    /// call starts MUST be counted exactly once, whatever order their ids were committed in;
+    /// a database adapter reads a rollup brought up to date first
+    /// ([`crate::dashboard::refresh_step`]), never every row. Sorted by day, type, version.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_days(
+        &self,
+        settings: &crate::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<crate::dashboard::DashboardDays, StoreError>;
+
+    /// Every registered participant, erased ones under their pseudonym, by id (as bytes), with
+    /// the decision time of their latest decision and when their latest upload was received
+    /// (as of the same refresh as [`Store::dashboard_days`]).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_participants(
+        &self,
+        settings: &crate::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::dashboard::ParticipantActivity>, StoreError>;
+
+    /// Every update request with its provenance and callback delivery, newest received first.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError>;
+
+    /// The latest `limit` available decisions drawn under parameter version `version`, newest
+    /// first (by id).
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_recent_decisions(
+        &self,
+        version: i64,
+        limit: u32,
+    ) -> Result<Vec<Decision>, StoreError>;
 }
 
 /// The storage methods only tests call: publishing a parameter version outside an update, to
@@ -539,3 +584,66 @@ pub trait CallbackNotifier: Send + Sync {
     /// status.
     fn notify(&self, url: &str, payload: &CallbackPayload) -> Result<(), BoxError>;
 }
+
+/// How an update run by [`crate::Service::run_next_update`] ended, as [`Telemetry`] hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateEnd {
+    /// A new parameter version was stored.
+    Completed,
+    /// The update failed (and was stored as failed).
+    Failed,
+    /// The process was stopping: the update was put back for the next start.
+    Requeued,
+    /// The database was lost during the update: it stays unfinished for a later claim.
+    Interrupted,
+}
+
+impl UpdateEnd {
+    /// The word metrics label it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Requeued => "requeued",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// An observer of what happens inside the core's loops and the stores' pools, for metrics.
+/// Every method has a no-op default, so an observer implements only what it counts; the
+/// service holds [`NoTelemetry`] unless [`crate::Service::with_telemetry`] gives it another.
+///
+/// Methods are called on the request and worker threads, while work is under way: an
+/// implementation MUST return quickly and MUST NOT block (count into atomics, never do IO).
+/// Nothing passed to it identifies a participant or holds study data.
+pub trait Telemetry: Send + Sync {
+    /// An update ended after `duration` (from its claim to its outcome stored), having read
+    /// `rows_read` study records (0 when it failed before or while reading them).
+    fn update_ended(&self, end: UpdateEnd, duration: std::time::Duration, rows_read: u64) {
+        let _ = (end, duration, rows_read);
+    }
+
+    /// A callback POST is about to be retried (an attempt after the first).
+    fn callback_retried(&self) {}
+
+    /// A callback's delivery ended: `Delivered`, `Failed` after its last attempt, or `Pending`
+    /// (left for a later pass because the process is stopping).
+    fn callback_ended(&self, status: crate::domain::CallbackStatus) {
+        let _ = status;
+    }
+
+    /// A store handed out a pooled connection after the caller waited `waited` for it.
+    fn pool_checkout(&self, waited: std::time::Duration) {
+        let _ = waited;
+    }
+
+    /// A caller gave up waiting for a pooled connection (the pool's timeout passed).
+    fn pool_timeout(&self) {}
+}
+
+/// The observer that counts nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTelemetry;
+
+impl Telemetry for NoTelemetry {}

@@ -52,6 +52,7 @@
 //! | `schedule.place_by` | `JUSTIN_SCHEDULE__PLACE_BY` | `time` |
 //! | `schedule.time_zone` | `JUSTIN_SCHEDULE__TIME_ZONE` | `server.naive_time_zone` |
 //! | `schedule.first_decision_idx` | `JUSTIN_SCHEDULE__FIRST_DECISION_IDX` | `0` |
+//! | `metrics.enabled` | `JUSTIN_METRICS__ENABLED` | `true` (`false`: nothing counted, `/metrics` 404) |
 //! | `schedule.times` | `JUSTIN_SCHEDULE__TIMES` (`[{decision_type="morning",at="08:00"}]`) | `[]` (no schedule) |
 //!
 //! Keys added to the service after its first release are left out of the configuration's

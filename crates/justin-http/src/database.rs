@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use justin_core::Store;
+use justin_core::{NoTelemetry, Store, Telemetry};
 use justin_store::{PgConfig, PgStore};
 use justin_store_sqlite::{SqliteConfig, SqliteStore};
 
@@ -76,24 +76,43 @@ impl Database {
     /// # Errors
     /// A message saying what could not be done and with which (password-masked) URL.
     pub fn open(db: &DatabaseConfig, mode: OpenMode) -> Result<Self, String> {
+        Self::open_observed(db, mode, Arc::new(NoTelemetry))
+    }
+
+    /// Opens the configured database, telling `telemetry` how long the store's pool
+    /// checkouts wait (the metrics).
+    ///
+    /// # Errors
+    /// A message saying what could not be done and with which (password-masked) URL.
+    pub fn open_observed(
+        db: &DatabaseConfig,
+        mode: OpenMode,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Result<Self, String> {
         let timeout = Duration::from_secs(db.connect_timeout_secs);
         match Backend::of(&db.url).map_err(|e| format!("database.url {e}"))? {
-            Backend::Postgres => PgStore::connect(&PgConfig {
-                url: db.url.clone(),
-                pool_size: db.pool_size,
-                connect_timeout: timeout,
-                create_if_missing: mode.create_if_missing,
-                run_migrations: mode.run_migrations,
-            })
+            Backend::Postgres => PgStore::connect_observed(
+                &PgConfig {
+                    url: db.url.clone(),
+                    pool_size: db.pool_size,
+                    connect_timeout: timeout,
+                    create_if_missing: mode.create_if_missing,
+                    run_migrations: mode.run_migrations,
+                },
+                telemetry,
+            )
             .map(Self::Postgres)
             .map_err(|e| e.to_string()),
-            Backend::Sqlite => SqliteStore::connect(&SqliteConfig {
-                url: db.url.clone(),
-                pool_size: db.pool_size,
-                busy_timeout: timeout,
-                run_migrations: mode.run_migrations,
-                ..SqliteConfig::default()
-            })
+            Backend::Sqlite => SqliteStore::connect_observed(
+                &SqliteConfig {
+                    url: db.url.clone(),
+                    pool_size: db.pool_size,
+                    busy_timeout: timeout,
+                    run_migrations: mode.run_migrations,
+                    ..SqliteConfig::default()
+                },
+                telemetry,
+            )
             .map(Self::Sqlite)
             .map_err(|e| e.to_string()),
         }

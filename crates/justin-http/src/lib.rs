@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod openapi;
+pub mod request_metrics;
 pub mod routes;
 pub mod shutdown;
 pub mod startup;

@@ -1751,6 +1751,34 @@ mod tests {
         fn ping(&self) -> Result<(), StoreError> {
             self.inner.ping()
         }
+
+        fn dashboard_days(
+            &self,
+            settings: &justin_core::dashboard::DashboardSettings,
+            now: DateTime<Utc>,
+        ) -> Result<justin_core::dashboard::DashboardDays, StoreError> {
+            self.inner.dashboard_days(settings, now)
+        }
+
+        fn dashboard_participants(
+            &self,
+            settings: &justin_core::dashboard::DashboardSettings,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<justin_core::dashboard::ParticipantActivity>, StoreError> {
+            self.inner.dashboard_participants(settings, now)
+        }
+
+        fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
+            self.inner.dashboard_updates()
+        }
+
+        fn dashboard_recent_decisions(
+            &self,
+            version: i64,
+            limit: u32,
+        ) -> Result<Vec<Decision>, StoreError> {
+            self.inner.dashboard_recent_decisions(version, limit)
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 use chrono::{DateTime, Utc};
 use justin_core::service::error_chain;
-use justin_core::{CallbackPolicy, Clock, Registry, Service, ServiceSettings};
+use justin_core::{
+    CallbackPolicy, Clock, NoTelemetry, Registry, Service, ServiceSettings, Telemetry,
+};
 
 use crate::access_log::{self, AccessLog};
 use crate::auth::{self, ApiKeys};
@@ -21,10 +23,11 @@ use crate::callbacks::HttpNotifier;
 use crate::config::Config;
 use crate::connection::{self, Connection, ConnectionLimit};
 use crate::database::{Database, OpenMode};
+use crate::metrics::Metrics;
 use crate::routes::export::download::ExportSlot;
 use crate::shutdown::{self, StopSignal};
 use crate::state::AppState;
-use crate::{routes, updates};
+use crate::{request_metrics, routes, updates};
 
 /// Why the service could not start. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +74,26 @@ impl Clock for SystemClock {
 /// # Errors
 /// When the configuration, the priors or the database are not usable.
 pub fn build_service(config: &Config, algorithms: &Registry) -> Result<Arc<Service>, StartupError> {
-    let database = Database::open(&config.database, OpenMode::configured(&config.database))
-        .map_err(StartupError::Database)?;
-    let service = service_on(config, algorithms, &database)?;
+    build_observed_service(config, algorithms, Arc::new(NoTelemetry))
+}
+
+/// Builds the core service as [`build_service`] does, telling `telemetry` how its updates,
+/// callbacks and database pool go (the metrics).
+///
+/// # Errors
+/// When the configuration, the priors or the database are not usable.
+fn build_observed_service(
+    config: &Config,
+    algorithms: &Registry,
+    telemetry: Arc<dyn Telemetry>,
+) -> Result<Arc<Service>, StartupError> {
+    let database = Database::open_observed(
+        &config.database,
+        OpenMode::configured(&config.database),
+        telemetry.clone(),
+    )
+    .map_err(StartupError::Database)?;
+    let service = observed_service_on(config, algorithms, &database, telemetry)?;
     let priors = config.priors()?;
     service.initialise(&priors).map_err(|e| {
         StartupError::Service(format!("cannot install the priors: {}", error_chain(&e)))
@@ -91,6 +111,15 @@ pub fn service_on(
     config: &Config,
     algorithms: &Registry,
     database: &Database,
+) -> Result<Arc<Service>, StartupError> {
+    observed_service_on(config, algorithms, database, Arc::new(NoTelemetry))
+}
+
+fn observed_service_on(
+    config: &Config,
+    algorithms: &Registry,
+    database: &Database,
+    telemetry: Arc<dyn Telemetry>,
 ) -> Result<Arc<Service>, StartupError> {
     let priors = config.priors()?;
     let algorithm = algorithms
@@ -122,15 +151,18 @@ pub fn service_on(
         // Erasure always takes a backup first, whether or not backups before updates are on.
         erasure_backup_dir: config.backup.dir.clone(),
     };
-    Ok(Arc::new(Service::new(
-        database.store(),
-        algorithm,
-        Arc::new(SystemClock),
-        Arc::new(HttpNotifier::new(Duration::from_secs(
-            config.update.callback_timeout_secs,
-        ))),
-        settings,
-    )))
+    Ok(Arc::new(
+        Service::new(
+            database.store(),
+            algorithm,
+            Arc::new(SystemClock),
+            Arc::new(HttpNotifier::new(Duration::from_secs(
+                config.update.callback_timeout_secs,
+            ))),
+            settings,
+        )
+        .with_telemetry(telemetry),
+    ))
 }
 
 /// The API keys, after refusing to serve an open API to the network unless that is asked for,
@@ -274,7 +306,16 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         .server
         .naive_time_zone()
         .map_err(|e| crate::config::ConfigError::Invalid(format!("server.naive_time_zone: {e}")))?;
-    let service = build_service(&config, algorithms)?;
+    let metrics = config.metrics.enabled.then(|| {
+        Arc::new(Metrics::new(Duration::from_secs(
+            config.monitor.outcome_due_mins.saturating_mul(60),
+        )))
+    });
+    let telemetry: Arc<dyn Telemetry> = match &metrics {
+        Some(metrics) => metrics.clone(),
+        None => Arc::new(NoTelemetry),
+    };
+    let service = build_observed_service(&config, algorithms, telemetry)?;
     // What backups killed mid-way (by this instance or another) left; it logs what it removes.
     justin_backup::write::remove_leftovers(&config.backup.dir);
     let io = |context: String| move |source| StartupError::Io { context, source };
@@ -300,6 +341,8 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         body_timeout: Duration::from_secs(config.server.body_timeout_secs),
         callback_allowed_hosts: config.update.callback_allowed_hosts.clone(),
         exports: ExportSlot::default(),
+        dashboard_zone: config.schedule()?.map_or(chrono_tz::UTC, |s| s.time_zone()),
+        metrics: metrics.clone(),
     };
     let access = AccessLog {
         log_bodies: config.logging.log_bodies,
@@ -333,8 +376,10 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
                 let builder = builder.listen("justin", listener, move || {
                     let keys = keys.clone();
                     let state = state.clone();
+                    let metrics = metrics.clone();
                     let app = move || {
                         let keys = keys.clone();
+                        let metrics = metrics.clone();
                         App::new()
                             .app_data(web::Data::new(state.clone()))
                             // The last one wrapped runs first: the access log sees every
@@ -347,6 +392,10 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
                                 access_log::log_request(access, req, next)
                             }))
                             .wrap(from_fn(connection::close_when_body_unread))
+                            // Outermost: every answer is counted, whichever layer gave it.
+                            .wrap(from_fn(move |req, next| {
+                                request_metrics::count_request(metrics.clone(), req, next)
+                            }))
                             .configure(routes::configure)
                     };
                     let shutdown = shutdown.clone();

@@ -24,4 +24,8 @@ pub struct AppState {
     pub callback_allowed_hosts: Vec<String>,
     /// Taken by the export that runs.
     pub exports: ExportSlot,
+    /// The zone the dashboard's days are in: the schedule's, UTC without a schedule.
+    pub dashboard_zone: chrono_tz::Tz,
+    /// What `/metrics` shows; `None` when `[metrics] enabled = false`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }

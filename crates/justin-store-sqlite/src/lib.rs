@@ -12,9 +12,11 @@
 
 mod backup;
 mod by_participant;
+mod dashboard;
 mod error;
 mod jobs;
 mod models;
+mod pool_events;
 mod restore;
 mod schema;
 mod setup;

@@ -29,6 +29,7 @@ use justin_core::{
     ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord,
     UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
+use justin_core::{NoTelemetry, Telemetry};
 use uuid::Uuid;
 
 use crate::backup::Failure;
@@ -113,6 +114,18 @@ impl SqliteStore {
     /// # Errors
     /// [`SetupError`] naming the step that failed and why.
     pub fn connect(config: &SqliteConfig) -> Result<Self, SetupError> {
+        Self::connect_observed(config, Arc::new(NoTelemetry))
+    }
+
+    /// Opens the database as [`SqliteStore::connect`] does, telling `telemetry` how long each
+    /// checkout of a pooled connection waited and when one gave up at `busy_timeout`.
+    ///
+    /// # Errors
+    /// [`SetupError`] naming the step that failed and why.
+    pub fn connect_observed(
+        config: &SqliteConfig,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Result<Self, SetupError> {
         if config.pool_size == 0 {
             return Err(SetupError::InvalidConfig(
                 "the connection pool size must be at least 1".into(),
@@ -173,6 +186,7 @@ impl SqliteStore {
             // its transaction state unknown, the pool discards it.
             .test_on_check_out(false)
             .connection_customizer(Box::new(connection_setup))
+            .event_handler(Box::new(crate::pool_events::PoolEvents(telemetry)))
             .build(ConnectionManager::new(path_text))
             .map_err(|e| failed(e.to_string()))?;
         let store = Self {
@@ -1201,6 +1215,59 @@ impl Store for SqliteStore {
         conn.batch_execute("SELECT 1")
             .map_err(|e| StoreError::Unavailable(Box::new(e)))
     }
+
+    // ---- The dashboard (crate::dashboard). ----
+
+    fn dashboard_days(
+        &self,
+        settings: &justin_core::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<justin_core::dashboard::DashboardDays, StoreError> {
+        crate::dashboard::days(&mut *self.conn()?, settings, now)
+    }
+
+    fn dashboard_participants(
+        &self,
+        settings: &justin_core::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<justin_core::dashboard::ParticipantActivity>, StoreError> {
+        crate::dashboard::participants(&mut *self.conn()?, settings, now)
+    }
+
+    fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
+        let mut conn = self.conn()?;
+        let rows = model_update_requests::table
+            .left_join(update_provenance::table)
+            .order((
+                model_update_requests::created_at.desc(),
+                model_update_requests::id.desc(),
+            ))
+            .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
+            .load::<(UpdateRow, Option<ProvenanceRow>)>(&mut conn)
+            .map_err(from_diesel)?;
+        rows.into_iter()
+            .map(|(row, provenance)| update_request(row, provenance))
+            .collect()
+    }
+
+    fn dashboard_recent_decisions(
+        &self,
+        version: i64,
+        limit: u32,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let mut conn = self.conn()?;
+        actions::table
+            .filter(actions::parameter_version.eq(version))
+            .filter(actions::available.eq(true))
+            .order(actions::id.desc())
+            .limit(i64::from(limit))
+            .select(ActionRow::as_select())
+            .load::<ActionRow>(&mut conn)
+            .map_err(from_diesel)?
+            .into_iter()
+            .map(Decision::try_from)
+            .collect()
+    }
 }
 
 /// The storage methods only tests call, for this crate's tests and the conformance suite.
@@ -1252,7 +1319,9 @@ pub(crate) fn delete_all(conn: &mut SqliteConnection) -> QueryResult<()> {
     sql.push_str(&format!(
         "DELETE FROM sqlite_sequence WHERE name IN ({names});"
     ));
-    conn.batch_execute(&sql)
+    conn.batch_execute(&sql)?;
+    // The dashboard's rollup is derived from the rows just deleted.
+    crate::dashboard::clear(conn)
 }
 
 #[cfg(test)]

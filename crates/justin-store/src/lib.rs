@@ -8,10 +8,12 @@
 
 mod backup;
 mod by_participant;
+mod dashboard;
 mod error;
 mod jobs;
 mod models;
 mod pg;
+mod pool_events;
 mod pool_log;
 mod restore;
 mod schema;

@@ -22,6 +22,7 @@ use justin_core::{
     Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
     UploadRecorded, UserId,
 };
+use justin_core::{NoTelemetry, Telemetry};
 use uuid::Uuid;
 
 use crate::backup::Failure;
@@ -101,6 +102,18 @@ impl PgStore {
     /// # Errors
     /// [`SetupError`] naming the step that failed and why.
     pub fn connect(config: &PgConfig) -> Result<Self, SetupError> {
+        Self::connect_observed(config, Arc::new(NoTelemetry))
+    }
+
+    /// Connects as [`PgStore::connect`] does, telling `telemetry` how long each checkout of a
+    /// pooled connection waited and when one gave up at `connect_timeout`.
+    ///
+    /// # Errors
+    /// [`SetupError`] naming the step that failed and why.
+    pub fn connect_observed(
+        config: &PgConfig,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Result<Self, SetupError> {
         let masked = mask_password(&config.url);
         if config.pool_size == 0 {
             return Err(SetupError::InvalidConfig(
@@ -129,6 +142,7 @@ impl PgStore {
             // During an outage the pool's threads fail to connect many times a second with
             // multi-line messages: one line each, at most one a second.
             .error_handler(Box::new(crate::pool_log::PoolErrorLog::default()))
+            .event_handler(Box::new(crate::pool_events::PoolEvents(telemetry)))
             .build(ConnectionManager::new(config.url.clone()))
             .map_err(|e| SetupError::Connect {
                 url: masked.clone(),
@@ -1340,8 +1354,9 @@ impl Store for PgStore {
     fn reset(&self) -> Result<(), StoreError> {
         self.with_connection(Resend::Always, |conn| {
             conn.batch_execute(&format!(
-                "TRUNCATE {} RESTART IDENTITY CASCADE",
-                TABLES.join(", ")
+                "TRUNCATE {}, {} RESTART IDENTITY CASCADE",
+                TABLES.join(", "),
+                crate::dashboard::TABLES.join(", ")
             ))
             .map_err(from_diesel)
         })
@@ -1354,6 +1369,65 @@ impl Store for PgStore {
         .map_err(|e| match e {
             StoreError::Unavailable(_) => e,
             other => StoreError::Unavailable(Box::new(other)),
+        })
+    }
+
+    // ---- The dashboard (crate::dashboard). ----
+
+    fn dashboard_days(
+        &self,
+        settings: &justin_core::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<justin_core::dashboard::DashboardDays, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            crate::dashboard::days(conn, settings, now)
+        })
+    }
+
+    fn dashboard_participants(
+        &self,
+        settings: &justin_core::dashboard::DashboardSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<justin_core::dashboard::ParticipantActivity>, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            crate::dashboard::participants(conn, settings, now)
+        })
+    }
+
+    fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            let rows = model_update_requests::table
+                .left_join(update_provenance::table)
+                .order((
+                    model_update_requests::created_at.desc(),
+                    model_update_requests::id.desc(),
+                ))
+                .select((UpdateRow::as_select(), Option::<ProvenanceRow>::as_select()))
+                .load::<(UpdateRow, Option<ProvenanceRow>)>(conn)
+                .map_err(from_diesel)?;
+            rows.into_iter()
+                .map(|(row, provenance)| update_request(row, provenance))
+                .collect()
+        })
+    }
+
+    fn dashboard_recent_decisions(
+        &self,
+        version: i64,
+        limit: u32,
+    ) -> Result<Vec<Decision>, StoreError> {
+        self.with_connection(Resend::Always, |conn| {
+            actions::table
+                .filter(actions::parameter_version.eq(version))
+                .filter(actions::available.eq(true))
+                .order(actions::id.desc())
+                .limit(i64::from(limit))
+                .select(ActionRow::as_select())
+                .load::<ActionRow>(conn)
+                .map_err(from_diesel)?
+                .into_iter()
+                .map(Decision::try_from)
+                .collect()
         })
     }
 }

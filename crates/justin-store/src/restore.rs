@@ -86,9 +86,11 @@ pub(crate) fn restore(conn: &mut PgConnection, file: &Path) -> Result<RestoreRep
                     .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
                     .execute(conn)?;
             }
+            // The dashboard's rollup is derived from the rows replaced here.
             conn.batch_execute(&format!(
-                "TRUNCATE {} RESTART IDENTITY CASCADE",
-                TABLES.join(", ")
+                "TRUNCATE {}, {} RESTART IDENTITY CASCADE",
+                TABLES.join(", "),
+                crate::dashboard::TABLES.join(", ")
             ))?;
             revert(conn, &bridged)?;
             let mut counts = Vec::with_capacity(backup.tables.len());

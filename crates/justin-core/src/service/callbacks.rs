@@ -92,10 +92,12 @@ impl Service {
                     );
                     delivery.status = CallbackStatus::Pending;
                     self.store.record_callback(request.id, &delivery)?;
+                    self.telemetry.callback_ended(CallbackStatus::Pending);
                     return Ok(());
                 }
                 self.clock.sleep(backoff);
                 backoff = backoff.saturating_mul(2);
+                self.telemetry.callback_retried();
             }
             delivery.attempts += 1;
             match self.notifier.notify(&request.callback_url, &payload) {
@@ -117,6 +119,7 @@ impl Service {
         }
         delivery.finished_at = Some(self.clock.now());
         self.store.record_callback(request.id, &delivery)?;
+        self.telemetry.callback_ended(delivery.status);
         Ok(())
     }
 }

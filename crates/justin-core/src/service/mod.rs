@@ -11,6 +11,7 @@
 //! `update_replay` (updates) and `readiness`; `errors` holds what they fail with. Their public items are re-exported here.
 
 mod callbacks;
+mod dashboard;
 mod decisions;
 mod errors;
 mod monitor;
@@ -29,9 +30,12 @@ use chrono::{DateTime, Utc};
 
 use crate::algorithm::Algorithm;
 use crate::domain::ModelParameters;
-use crate::ports::{BackupReport, CallbackNotifier, Clock, ExportStream, Store};
+use crate::ports::{
+    BackupReport, CallbackNotifier, Clock, ExportStream, NoTelemetry, Store, Telemetry,
+};
 
 pub use callbacks::CallbackPolicy;
+pub use dashboard::{PolicyPoint, UpdateComparison, POLICY_SAMPLE};
 pub use decisions::{ActionRequest, ActionResponse, HostDecisionRequest, UploadRequest};
 pub use errors::{error_chain, DomainError};
 pub use participants::ParticipantView;
@@ -102,6 +106,8 @@ pub struct Service {
     algorithm: Arc<dyn Algorithm>,
     clock: Arc<dyn Clock>,
     notifier: Arc<dyn CallbackNotifier>,
+    /// Hears how updates and callbacks went (metrics); [`NoTelemetry`] unless set.
+    telemetry: Arc<dyn Telemetry>,
     settings: ServiceSettings,
     current: RwLock<Option<Arc<ModelParameters>>>,
     /// Set when the process is stopping: no update starts, and the one under way is put back.
@@ -141,6 +147,7 @@ impl Service {
             algorithm,
             clock,
             notifier,
+            telemetry: Arc::new(NoTelemetry),
             settings,
             current: RwLock::new(None),
             stopping: AtomicBool::new(false),
@@ -148,6 +155,13 @@ impl Service {
             disk_full_marked: AtomicBool::new(false),
             cohort_reached_at: AtomicI64::new(i64::MAX),
         }
+    }
+
+    /// The same service, telling `telemetry` how its updates and callbacks go.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Arc<dyn Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Tells the update under way that the process is stopping. If it is still reading study

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::{error_chain, DomainError, Service, RL_TARGET};
 use crate::algorithm::AlgorithmError;
 use crate::domain::{Provenance, UpdateRequest};
-use crate::ports::{StoreError, UpdateJob, UpdateOutcome};
+use std::time::Instant;
+
+use crate::ports::{StoreError, UpdateEnd, UpdateJob, UpdateOutcome};
 
 /// Refuses parameters holding null anywhere: serde_json turns NaN and infinities into null,
 /// so a null is how a non-finite number shows.
@@ -78,9 +80,31 @@ impl Service {
         if self.is_stopping() {
             return Ok(None);
         }
-        let Some(mut job) = self.store.claim_update(self.clock.now())? else {
+        let Some(job) = self.store.claim_update(self.clock.now())? else {
             return Ok(None);
         };
+        let started = Instant::now();
+        let mut rows_read = 0;
+        let result = self.run_claimed(job, &mut rows_read);
+        let end = match &result {
+            Ok(Some((_, UpdateOutcome::Completed { .. }))) => UpdateEnd::Completed,
+            Ok(Some((_, UpdateOutcome::Failed { .. }))) => UpdateEnd::Failed,
+            Ok(Some((_, UpdateOutcome::Requeued))) => UpdateEnd::Requeued,
+            // Claimed, so never `Ok(None)`; an error leaves the request unfinished.
+            Ok(None) | Err(_) => UpdateEnd::Interrupted,
+        };
+        self.telemetry
+            .update_ended(end, started.elapsed(), rows_read);
+        result
+    }
+
+    /// Runs a claimed update to its end (see [`Service::run_next_update`]), counting the
+    /// study records it reads into `rows_read`.
+    fn run_claimed(
+        &self,
+        mut job: Box<dyn UpdateJob + '_>,
+        rows_read: &mut u64,
+    ) -> Result<Option<(UpdateRequest, UpdateOutcome)>, DomainError> {
         let request = job.request().clone();
         let outcome = if request.attempts > self.settings.update_attempts {
             let error = format!(
@@ -90,7 +114,7 @@ impl Service {
             job.fail(&error, self.clock.now())?;
             UpdateOutcome::Failed { error }
         } else {
-            match self.compute_update(job.as_mut()) {
+            match self.compute_update(job.as_mut(), rows_read) {
                 Ok(None) => {
                     job.requeue()?;
                     log::info!(
@@ -162,6 +186,7 @@ impl Service {
     fn compute_update(
         &self,
         job: &mut dyn UpdateJob,
+        rows_read: &mut u64,
     ) -> Result<Option<(serde_json::Value, Provenance, String)>, DomainError> {
         let backup_file = match &self.settings.backup_dir {
             Some(dir) => {
@@ -178,7 +203,6 @@ impl Service {
         let current = job.current_parameters()?;
         let mut failure: Option<StoreError> = None;
         let mut interrupted = false;
-        let mut rows_read: u64 = 0;
         let values = {
             let mut records = job
                 .study_data(self.settings.trial.include)?
@@ -189,7 +213,7 @@ impl Service {
                         None
                     }
                     Ok(record) => {
-                        rows_read += 1;
+                        *rows_read += 1;
                         Some(record)
                     }
                     Err(e) => {
@@ -233,7 +257,7 @@ impl Service {
                 service_version: self.settings.service_version.clone(),
                 algorithm: self.algorithm.name().to_owned(),
                 config_hash: self.settings.config_hash.clone(),
-                rows_read,
+                rows_read: *rows_read,
                 backup_file,
                 included_policies: self.settings.trial.include.as_stored(),
             },

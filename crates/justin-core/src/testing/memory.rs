@@ -903,6 +903,51 @@ impl Store for MemoryStore {
     fn ping(&self) -> Result<(), StoreError> {
         self.read().map(drop)
     }
+
+    // ---- The dashboard (figures computed from the rows; no rollup in memory). ----
+
+    fn dashboard_days(
+        &self,
+        settings: &crate::dashboard::DashboardSettings,
+        _now: DateTime<Utc>,
+    ) -> Result<crate::dashboard::DashboardDays, StoreError> {
+        let inner = self.read()?;
+        Ok(dashboard::days(&inner.tables, settings))
+    }
+
+    fn dashboard_participants(
+        &self,
+        _settings: &crate::dashboard::DashboardSettings,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<crate::dashboard::ParticipantActivity>, StoreError> {
+        let inner = self.read()?;
+        Ok(dashboard::participants(&inner.tables))
+    }
+
+    fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
+        let inner = self.read()?;
+        let mut updates = inner.tables.updates.clone();
+        updates.reverse();
+        updates.sort_by_key(|u| std::cmp::Reverse(u.received_at));
+        Ok(updates)
+    }
+
+    fn dashboard_recent_decisions(
+        &self,
+        version: i64,
+        limit: u32,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let inner = self.read()?;
+        Ok(inner
+            .tables
+            .decisions
+            .iter()
+            .rev()
+            .filter(|d| d.parameter_version == version && d.availability.is_available())
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
 }
 
 impl TestingStore for MemoryStore {
@@ -1042,5 +1087,71 @@ impl Drop for MemoryJob<'_> {
 impl crate::conformance::StoreFixture for MemoryStore {
     fn store(&self) -> &dyn TestingStore {
         self
+    }
+}
+
+/// The dashboard's reads over the rows in memory.
+mod dashboard {
+    use std::collections::HashMap;
+
+    use chrono::{DateTime, Utc};
+
+    use super::Tables;
+    use crate::dashboard::{
+        days_of, DashboardDays, DashboardSettings, DecisionFact, ParticipantActivity, UploadFact,
+    };
+
+    pub(super) fn days(tables: &Tables, settings: &DashboardSettings) -> DashboardDays {
+        let decisions = tables.decisions.iter().map(|d| DecisionFact {
+            id: 0,
+            user_id: d.user_id.as_str().to_owned(),
+            decision_type: d.decision_type.as_str().to_owned(),
+            parameter_version: d.parameter_version,
+            requested_at: d.requested_at,
+            probability: d.action_prob.get(),
+            available: d.availability.is_available(),
+        });
+        let uploads = tables.uploads.iter().map(|u| UploadFact {
+            id: u.id,
+            user_id: u.record.user_id.as_str().to_owned(),
+            decision_type: u.record.decision_type.as_str().to_owned(),
+            requested_at: u.record.requested_at,
+            received_at: u.record.received_at,
+            reward: u.record.reward,
+        });
+        days_of(settings, decisions, uploads)
+    }
+
+    pub(super) fn participants(tables: &Tables) -> Vec<ParticipantActivity> {
+        type Latest = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let mut last: HashMap<&str, Latest> = HashMap::new();
+        for d in &tables.decisions {
+            let e = last.entry(d.user_id.as_str()).or_default();
+            e.0 = e.0.max(Some(d.requested_at));
+        }
+        for u in &tables.uploads {
+            let e = last.entry(u.record.user_id.as_str()).or_default();
+            e.1 = e.1.max(Some(u.record.received_at));
+        }
+        let mut rows: Vec<ParticipantActivity> = tables
+            .users
+            .iter()
+            .map(|(id, row)| {
+                let (last_decision, last_upload) =
+                    last.get(id.as_str()).copied().unwrap_or_default();
+                ParticipantActivity {
+                    user_id: id.as_str().to_owned(),
+                    created_at: row.created_at,
+                    study_start: row.enrollment.start.as_ref().map(|s| s.at),
+                    study_end: row.enrollment.end.as_ref().map(|e| e.at),
+                    withdrawn_at: row.withdrawal.as_ref().map(|w| w.at),
+                    erased_at: row.erased_at,
+                    last_decision,
+                    last_upload,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.user_id.as_bytes().cmp(b.user_id.as_bytes()));
+        rows
     }
 }

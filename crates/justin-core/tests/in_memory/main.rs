@@ -35,6 +35,7 @@ mod participants;
 mod readiness;
 mod replay;
 mod support;
+mod telemetry;
 mod update_replay;
 mod updates;
 mod uploads;

@@ -102,8 +102,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(method_not_allowed("GET")),
     )
     .service(
-        web::resource("/dashboard{rest:(/.*)?}")
-            .route(web::get().to(dashboard::page))
+        web::resource(["/dashboard", "/dashboard/"])
+            .route(web::get().to(dashboard::overview::handle))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/dashboard/participants")
+            .route(web::get().to(dashboard::participants::handle))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/dashboard/updates")
+            .route(web::get().to(dashboard::updates::handle))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/dashboard/updates/{update_id}")
+            .route(web::get().to(dashboard::update::handle))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/dashboard/{rest:.*}")
+            .route(web::get().to(dashboard::not_found))
             .default_service(method_not_allowed("GET")),
     )
     .service(

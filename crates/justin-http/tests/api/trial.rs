@@ -399,7 +399,7 @@ fn with_failing() -> justin_core::Registry {
 }
 
 /// The service with `fails_when_hot` and, when given, a fallback probability.
-fn failing_app(fallback: Option<f64>) -> crate::helpers::TestApp {
+pub(crate) fn failing_app(fallback: Option<f64>) -> crate::helpers::TestApp {
     crate::helpers::spawn_app_with_algorithms(
         |config| {
             config.algorithm.name = "fails_when_hot".into();

@@ -97,6 +97,9 @@ pub async fn handle(
     )?;
     let service = state.service.clone();
     let outcome = run_blocking(move || service.request_action(request)).await?;
+    if let Some(metrics) = &state.metrics {
+        metrics.decision(&outcome);
+    }
     let body = ActionResponse::from(outcome.decision);
     Ok(if outcome.created {
         HttpResponse::Created().json(body)

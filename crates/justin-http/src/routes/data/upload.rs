@@ -1,6 +1,7 @@
 //! `POST /api/v1/upload_data`: store what happened after a decision.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
 use justin_core::{names, Algorithm, DomainError, JsonObject, UploadRequest};
 use serde_json::Value;
 
@@ -123,7 +124,16 @@ pub async fn handle(
         state.service.algorithm(),
         state.naive_time_zone,
     )?;
+    let decision_time = upload.requested_at;
     let service = state.service.clone();
-    run_blocking(move || service.upload_data(upload)).await?;
+    let stored = run_blocking(move || service.upload_data(upload)).await;
+    if let Some(metrics) = &state.metrics {
+        match &stored {
+            Ok(_) => metrics.upload_stored(decision_time, chrono::Utc::now()),
+            Err(e) if e.status_code() == StatusCode::CONFLICT => metrics.upload_refused(),
+            Err(_) => {}
+        }
+    }
+    stored?;
     Ok(HttpResponse::Created().json(UploadDataResponse::default()))
 }

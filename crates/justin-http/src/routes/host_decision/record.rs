@@ -126,6 +126,9 @@ pub async fn handle(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(metrics) = &state.metrics {
+        metrics.decision(&outcome);
+    }
     let body = ActionResponse::from(outcome.decision);
     Ok(if outcome.created {
         HttpResponse::Created().json(body)

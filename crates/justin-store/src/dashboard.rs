@@ -1,0 +1,569 @@
+//! The dashboard's reads on PostgreSQL: the rollup of `migrations/postgres/…_dashboard`, brought
+//! up to date by [`justin_core::dashboard::refresh_step`], each step in a transaction that locks
+//! the state row (which keeps two refreshes, of any process, apart), then read; see
+//! `justin_core::dashboard`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text, Timestamptz};
+use justin_core::dashboard::{
+    refresh_step, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
+    RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay, UploadFact,
+};
+use justin_core::StoreError;
+
+use crate::error::{from_diesel, other};
+
+/// A failure inside the refresh's transaction.
+#[derive(Debug)]
+enum Failure {
+    Db(diesel::result::Error),
+    Store(StoreError),
+}
+
+impl From<diesel::result::Error> for Failure {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Db(e) => from_diesel(e),
+            Failure::Store(e) => e,
+        }
+    }
+}
+
+/// The rollup's tables, emptied by a reset and a restore.
+pub(crate) const TABLES: [&str; 4] = [
+    "dashboard_state",
+    "dashboard_decision_days",
+    "dashboard_upload_days",
+    "dashboard_participants",
+];
+
+/// Empties the rollup (its state too).
+fn clear(conn: &mut PgConnection) -> QueryResult<()> {
+    conn.batch_execute(
+        "DELETE FROM dashboard_decision_days; DELETE FROM dashboard_upload_days; \
+         DELETE FROM dashboard_participants;",
+    )
+}
+
+#[derive(QueryableByName)]
+struct StateRow {
+    #[diesel(sql_type = Text)]
+    state: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct ActionFactRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    user_id: String,
+    #[diesel(sql_type = Text)]
+    decision_type: String,
+    #[diesel(sql_type = BigInt)]
+    parameter_version: i64,
+    #[diesel(sql_type = Timestamptz)]
+    request_timestamp: DateTime<Utc>,
+    #[diesel(sql_type = Double)]
+    action_prob: f64,
+    #[diesel(sql_type = Bool)]
+    available: bool,
+}
+
+#[derive(QueryableByName)]
+struct UploadFactRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    user_id: String,
+    #[diesel(sql_type = Text)]
+    decision_type: String,
+    #[diesel(sql_type = Timestamptz)]
+    request_timestamp: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Double)]
+    reward: f64,
+}
+
+#[derive(QueryableByName)]
+struct DecisionDayRow {
+    #[diesel(sql_type = Text)]
+    day: String,
+    #[diesel(sql_type = Text)]
+    decision_type: String,
+    #[diesel(sql_type = BigInt)]
+    parameter_version: i64,
+    #[diesel(sql_type = BigInt)]
+    decisions: i64,
+    #[diesel(sql_type = BigInt)]
+    available: i64,
+    #[diesel(sql_type = BigInt)]
+    at_lower: i64,
+    #[diesel(sql_type = BigInt)]
+    at_upper: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    q1: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    q2: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    q3: Option<f64>,
+    #[diesel(sql_type = BigInt)]
+    min_id: i64,
+    #[diesel(sql_type = BigInt)]
+    max_id: i64,
+}
+
+#[derive(QueryableByName)]
+struct UploadDayRow {
+    #[diesel(sql_type = Text)]
+    day: String,
+    #[diesel(sql_type = Text)]
+    decision_type: String,
+    #[diesel(sql_type = BigInt)]
+    uploads: i64,
+    #[diesel(sql_type = Double)]
+    reward_sum: f64,
+    #[diesel(sql_type = BigInt)]
+    min_id: i64,
+    #[diesel(sql_type = BigInt)]
+    max_id: i64,
+}
+
+#[derive(QueryableByName)]
+struct ProbRow {
+    #[diesel(sql_type = Double)]
+    action_prob: f64,
+    #[diesel(sql_type = Bool)]
+    available: bool,
+}
+
+#[derive(QueryableByName)]
+struct SumRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    total: Option<f64>,
+}
+
+#[derive(QueryableByName)]
+struct ParticipantRow {
+    #[diesel(sql_type = Text)]
+    user_id: String,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    study_start: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    study_end: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    withdrawn_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    erased_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_decision: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_upload: Option<DateTime<Utc>>,
+}
+
+fn day(raw: &str) -> Result<NaiveDate, StoreError> {
+    raw.parse().map_err(other)
+}
+
+fn count(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(other)
+}
+
+fn signed(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(other)
+}
+
+impl TryFrom<ActionFactRow> for DecisionFact {
+    type Error = StoreError;
+    fn try_from(r: ActionFactRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: r.id,
+            user_id: r.user_id,
+            decision_type: r.decision_type,
+            parameter_version: r.parameter_version,
+            requested_at: r.request_timestamp,
+            probability: r.action_prob,
+            available: r.available,
+        })
+    }
+}
+
+impl TryFrom<UploadFactRow> for UploadFact {
+    type Error = StoreError;
+    fn try_from(r: UploadFactRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: r.id,
+            user_id: r.user_id,
+            decision_type: r.decision_type,
+            requested_at: r.request_timestamp,
+            received_at: r.created_at,
+            reward: r.reward,
+        })
+    }
+}
+
+impl TryFrom<DecisionDayRow> for StoredDecisionDay {
+    type Error = StoreError;
+    fn try_from(r: DecisionDayRow) -> Result<Self, StoreError> {
+        let quartiles = match (r.q1, r.q2, r.q3) {
+            (Some(a), Some(b), Some(c)) => Some([a, b, c]),
+            _ => None,
+        };
+        Ok(Self {
+            figures: DecisionDay {
+                day: day(&r.day)?,
+                decision_type: r.decision_type,
+                parameter_version: r.parameter_version,
+                decisions: count(r.decisions)?,
+                available: count(r.available)?,
+                at_lower: count(r.at_lower)?,
+                at_upper: count(r.at_upper)?,
+                quartiles,
+            },
+            min_id: r.min_id,
+            max_id: r.max_id,
+        })
+    }
+}
+
+impl TryFrom<UploadDayRow> for StoredUploadDay {
+    type Error = StoreError;
+    fn try_from(r: UploadDayRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            figures: UploadDay {
+                day: day(&r.day)?,
+                decision_type: r.decision_type,
+                uploads: count(r.uploads)?,
+                reward_sum: r.reward_sum,
+            },
+            min_id: r.min_id,
+            max_id: r.max_id,
+        })
+    }
+}
+
+const ACTION_FACTS: &str = "SELECT id, user_id, decision_type, parameter_version, \
+     request_timestamp, action_prob, available FROM actions";
+const UPLOAD_FACTS: &str = "SELECT id, user_id, decision_type, request_timestamp, created_at, \
+     reward FROM study_data";
+
+/// The rollup's reads and writes on one connection inside the refresh's transaction.
+struct Tx<'a>(&'a mut PgConnection);
+
+impl RollupTx for Tx<'_> {
+    fn state(&mut self) -> Result<Option<RollupState>, StoreError> {
+        let row = diesel::sql_query("SELECT state FROM dashboard_state WHERE id = 1 FOR UPDATE")
+            .get_result::<StateRow>(self.0)
+            .optional()
+            .map_err(from_diesel)?;
+        // 'null' (the row made before the first refresh) reads as no state.
+        Ok(row
+            .map(|r| serde_json::from_str::<Option<RollupState>>(&r.state).map_err(other))
+            .transpose()?
+            .flatten())
+    }
+
+    fn erasures(&mut self) -> Result<i64, StoreError> {
+        Ok(diesel::sql_query("SELECT count(*) AS n FROM erasures")
+            .get_result::<Count>(self.0)
+            .map_err(from_diesel)?
+            .n)
+    }
+
+    fn clear(&mut self) -> Result<(), StoreError> {
+        clear(self.0).map_err(from_diesel)
+    }
+
+    fn decisions_after(&mut self, after: i64, limit: i64) -> Result<Vec<DecisionFact>, StoreError> {
+        diesel::sql_query(format!("{ACTION_FACTS} WHERE id > $1 ORDER BY id LIMIT $2"))
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(limit)
+            .load::<ActionFactRow>(self.0)
+            .map_err(from_diesel)?
+            .into_iter()
+            .map(DecisionFact::try_from)
+            .collect()
+    }
+
+    fn decisions_between(&mut self, lo: i64, hi: i64) -> Result<Vec<DecisionFact>, StoreError> {
+        diesel::sql_query(format!(
+            "{ACTION_FACTS} WHERE id BETWEEN $1 AND $2 ORDER BY id"
+        ))
+        .bind::<BigInt, _>(lo)
+        .bind::<BigInt, _>(hi)
+        .load::<ActionFactRow>(self.0)
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(DecisionFact::try_from)
+        .collect()
+    }
+
+    fn uploads_after(&mut self, after: i64, limit: i64) -> Result<Vec<UploadFact>, StoreError> {
+        diesel::sql_query(format!("{UPLOAD_FACTS} WHERE id > $1 ORDER BY id LIMIT $2"))
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(limit)
+            .load::<UploadFactRow>(self.0)
+            .map_err(from_diesel)?
+            .into_iter()
+            .map(UploadFact::try_from)
+            .collect()
+    }
+
+    fn uploads_between(&mut self, lo: i64, hi: i64) -> Result<Vec<UploadFact>, StoreError> {
+        diesel::sql_query(format!(
+            "{UPLOAD_FACTS} WHERE id BETWEEN $1 AND $2 ORDER BY id"
+        ))
+        .bind::<BigInt, _>(lo)
+        .bind::<BigInt, _>(hi)
+        .load::<UploadFactRow>(self.0)
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(UploadFact::try_from)
+        .collect()
+    }
+
+    fn decision_days(&mut self) -> Result<Vec<StoredDecisionDay>, StoreError> {
+        decision_days(self.0)
+    }
+
+    fn upload_days(&mut self) -> Result<Vec<StoredUploadDay>, StoreError> {
+        upload_days(self.0)
+    }
+
+    fn group_decisions(
+        &mut self,
+        decision_type: &str,
+        parameter_version: i64,
+        ids: (i64, i64),
+        times: (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<Vec<(f64, bool)>, StoreError> {
+        Ok(diesel::sql_query(
+            "SELECT action_prob, available FROM actions WHERE id BETWEEN $1 AND $2 \
+             AND decision_type = $3 AND parameter_version = $4 \
+             AND request_timestamp >= $5 AND request_timestamp < $6",
+        )
+        .bind::<BigInt, _>(ids.0)
+        .bind::<BigInt, _>(ids.1)
+        .bind::<Text, _>(decision_type)
+        .bind::<BigInt, _>(parameter_version)
+        .bind::<Timestamptz, _>(times.0)
+        .bind::<Timestamptz, _>(times.1)
+        .load::<ProbRow>(self.0)
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(|r| (r.action_prob, r.available))
+        .collect())
+    }
+
+    fn group_uploads(
+        &mut self,
+        decision_type: &str,
+        ids: (i64, i64),
+        times: (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<(u64, f64), StoreError> {
+        let row = diesel::sql_query(
+            "SELECT count(*) AS n, sum(reward) AS total FROM study_data WHERE id BETWEEN $1 AND $2 \
+             AND decision_type = $3 AND request_timestamp >= $4 AND request_timestamp < $5",
+        )
+        .bind::<BigInt, _>(ids.0)
+        .bind::<BigInt, _>(ids.1)
+        .bind::<Text, _>(decision_type)
+        .bind::<Timestamptz, _>(times.0)
+        .bind::<Timestamptz, _>(times.1)
+        .get_result::<SumRow>(self.0)
+        .map_err(from_diesel)?;
+        Ok((count(row.n)?, row.total.unwrap_or(0.0)))
+    }
+
+    fn put_decision_day(&mut self, d: &StoredDecisionDay) -> Result<(), StoreError> {
+        let f = &d.figures;
+        let q = |i: usize| f.quartiles.map(|q| q[i]);
+        diesel::sql_query(
+            "INSERT INTO dashboard_decision_days (day, decision_type, \
+             parameter_version, decisions, available, at_lower, at_upper, q1, q2, q3, min_id, \
+             max_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (day, decision_type, parameter_version) DO UPDATE SET \
+             decisions = excluded.decisions, available = excluded.available, \
+             at_lower = excluded.at_lower, at_upper = excluded.at_upper, q1 = excluded.q1, \
+             q2 = excluded.q2, q3 = excluded.q3, min_id = excluded.min_id, \
+             max_id = excluded.max_id",
+        )
+        .bind::<Text, _>(f.day.to_string())
+        .bind::<Text, _>(&f.decision_type)
+        .bind::<BigInt, _>(f.parameter_version)
+        .bind::<BigInt, _>(signed(f.decisions)?)
+        .bind::<BigInt, _>(signed(f.available)?)
+        .bind::<BigInt, _>(signed(f.at_lower)?)
+        .bind::<BigInt, _>(signed(f.at_upper)?)
+        .bind::<Nullable<Double>, _>(q(0))
+        .bind::<Nullable<Double>, _>(q(1))
+        .bind::<Nullable<Double>, _>(q(2))
+        .bind::<BigInt, _>(d.min_id)
+        .bind::<BigInt, _>(d.max_id)
+        .execute(self.0)
+        .map(drop)
+        .map_err(from_diesel)
+    }
+
+    fn put_upload_day(&mut self, d: &StoredUploadDay) -> Result<(), StoreError> {
+        let f = &d.figures;
+        diesel::sql_query(
+            "INSERT INTO dashboard_upload_days (day, decision_type, uploads, \
+             reward_sum, min_id, max_id) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (day, decision_type) DO UPDATE SET uploads = excluded.uploads, \
+             reward_sum = excluded.reward_sum, min_id = excluded.min_id, \
+             max_id = excluded.max_id",
+        )
+        .bind::<Text, _>(f.day.to_string())
+        .bind::<Text, _>(&f.decision_type)
+        .bind::<BigInt, _>(signed(f.uploads)?)
+        .bind::<Double, _>(f.reward_sum)
+        .bind::<BigInt, _>(d.min_id)
+        .bind::<BigInt, _>(d.max_id)
+        .execute(self.0)
+        .map(drop)
+        .map_err(from_diesel)
+    }
+
+    fn raise_participant(
+        &mut self,
+        user_id: &str,
+        last_decision: Option<DateTime<Utc>>,
+        last_upload: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        // greatest() ignores NULLs.
+        diesel::sql_query(
+            "INSERT INTO dashboard_participants (user_id, last_decision, last_upload) \
+             VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET \
+             last_decision = greatest(dashboard_participants.last_decision, $2), \
+             last_upload = greatest(dashboard_participants.last_upload, $3)",
+        )
+        .bind::<Text, _>(user_id)
+        .bind::<Nullable<Timestamptz>, _>(last_decision)
+        .bind::<Nullable<Timestamptz>, _>(last_upload)
+        .execute(self.0)
+        .map(drop)
+        .map_err(from_diesel)
+    }
+
+    fn put_state(&mut self, state: &RollupState) -> Result<(), StoreError> {
+        let text = serde_json::to_string(state).map_err(other)?;
+        diesel::sql_query(
+            "INSERT INTO dashboard_state (id, state) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+        )
+        .bind::<Text, _>(text)
+        .execute(self.0)
+        .map(drop)
+        .map_err(from_diesel)
+    }
+}
+
+fn decision_days(conn: &mut PgConnection) -> Result<Vec<StoredDecisionDay>, StoreError> {
+    diesel::sql_query(
+        "SELECT * FROM dashboard_decision_days ORDER BY day, decision_type COLLATE \"C\", parameter_version",
+    )
+    .load::<DecisionDayRow>(conn)
+    .map_err(from_diesel)?
+    .into_iter()
+    .map(StoredDecisionDay::try_from)
+    .collect()
+}
+
+fn upload_days(conn: &mut PgConnection) -> Result<Vec<StoredUploadDay>, StoreError> {
+    diesel::sql_query(
+        "SELECT * FROM dashboard_upload_days ORDER BY day, decision_type COLLATE \"C\"",
+    )
+    .load::<UploadDayRow>(conn)
+    .map_err(from_diesel)?
+    .into_iter()
+    .map(StoredUploadDay::try_from)
+    .collect()
+}
+
+/// Brings the rollup up to date, one transaction per step, each locking the state row: the
+/// row is made first (committed, so that every refresh finds one to lock).
+fn refreshed(
+    conn: &mut PgConnection,
+    settings: &DashboardSettings,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.batch_execute(
+        "INSERT INTO dashboard_state (id, state) VALUES (1, 'null') ON CONFLICT (id) DO NOTHING",
+    )
+    .map_err(from_diesel)?;
+    while conn
+        .transaction::<_, Failure, _>(|conn| {
+            refresh_step(&mut Tx(conn), settings, now).map_err(Failure::Store)
+        })
+        .map_err(StoreError::from)?
+    {}
+    Ok(())
+}
+
+/// See [`justin_core::Store::dashboard_days`].
+pub(crate) fn days(
+    conn: &mut PgConnection,
+    settings: &DashboardSettings,
+    now: DateTime<Utc>,
+) -> Result<DashboardDays, StoreError> {
+    refreshed(conn, settings, now)?;
+    conn.transaction::<_, Failure, _>(|conn| {
+        let decisions = decision_days(conn).map_err(Failure::Store)?;
+        let uploads = upload_days(conn).map_err(Failure::Store)?;
+        Ok(DashboardDays {
+            decisions: decisions.into_iter().map(|d| d.figures).collect(),
+            uploads: uploads.into_iter().map(|u| u.figures).collect(),
+        })
+    })
+    .map_err(StoreError::from)
+}
+
+/// See [`justin_core::Store::dashboard_participants`].
+pub(crate) fn participants(
+    conn: &mut PgConnection,
+    settings: &DashboardSettings,
+    now: DateTime<Utc>,
+) -> Result<Vec<ParticipantActivity>, StoreError> {
+    refreshed(conn, settings, now)?;
+    diesel::sql_query(
+        "SELECT u.user_id, u.created_at, u.study_start, u.study_end, u.withdrawn_at, \
+         u.erased_at, p.last_decision, p.last_upload FROM users u \
+         LEFT JOIN dashboard_participants p ON p.user_id = u.user_id ORDER BY u.user_id COLLATE \"C\"",
+    )
+    .load::<ParticipantRow>(conn)
+    .map_err(from_diesel)?
+    .into_iter()
+    .map(|r| {
+        Ok(ParticipantActivity {
+            created_at: r.created_at,
+            study_start: r.study_start,
+            study_end: r.study_end,
+            withdrawn_at: r.withdrawn_at,
+            erased_at: r.erased_at,
+            last_decision: r.last_decision,
+            last_upload: r.last_upload,
+            user_id: r.user_id,
+        })
+    })
+    .collect()
+}
