@@ -14,6 +14,8 @@ FUZZ_MAX_EXAMPLES ?= 100
 # The benchmark (make bench): measured seconds per step, warm-up seconds per step (not counted),
 # connections (one step each), users registered first, study rows for the update at scale, and
 # any other justin-bench option (BENCH_ARGS=--help lists them; --keep-scratch keeps the logs).
+# The dashboard step seeds 1,000 participants × 2,000 decisions on each backend by default
+# (BENCH_ARGS="--dashboard-participants 0" leaves it out).
 BENCH_SECONDS ?= 10
 BENCH_WARMUP ?= 1
 BENCH_CONCURRENCY ?= 1,8,64
@@ -72,23 +74,38 @@ run:
 # (load_balanced::pg_...) also needs nginx, which scripts/ensure-nginx.sh installs from Debian's
 # packages when it is missing and this runs as root (or says how to install it). Without a
 # reachable server the PostgreSQL half is reported as not run, except under CI=true, where it
-# is required.
+# is required. Both halves leave out the browser test (browser_...), which runs last, on SQLite
+# and then on PostgreSQL when reachable, where headless Chromium and ChromeDriver are installed
+# (scripts/ensure-chromium.sh; .ci/run installs them); without them it is reported as not run,
+# except under CI=true, where it is required.
 test:
 	$(CARGO) build --workspace --bins
 	$(EXAMPLE_CARGO) build --locked
 	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test --workspace --exclude justin-store --exclude justin-e2e
 	$(EXAMPLE_CARGO) test --locked
-	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test -p justin-e2e -- --skip pg_
+	JUSTIN_TEST_BACKEND=sqlite $(CARGO) test -p justin-e2e -- --skip pg_ --skip browser_
 	@if bash scripts/pg-reachable.sh "$(JUSTIN_TEST_DATABASE_URL)"; then \
 		set -e; \
 		bash scripts/ensure-nginx.sh; \
-		JUSTIN_TEST_BACKEND=postgres $(CARGO) test -p justin-store -p justin-e2e; \
+		JUSTIN_TEST_BACKEND=postgres $(CARGO) test -p justin-store -p justin-e2e -- --skip browser_; \
 		JUSTIN_TEST_BACKEND=postgres $(CARGO) test -p justin-http --test api; \
 	elif [ "$$CI" = "true" ]; then \
 		echo "make test: PostgreSQL is unreachable at $(JUSTIN_TEST_DATABASE_URL) and CI=true requires the PostgreSQL half" >&2; \
 		exit 1; \
 	else \
 		echo "make test: PostgreSQL half NOT RUN: nothing answers at $(JUSTIN_TEST_DATABASE_URL); set JUSTIN_TEST_DATABASE_URL to a server where this user may CREATE DATABASE to run it"; \
+	fi
+	@if bash scripts/ensure-chromium.sh; then \
+		set -e; \
+		JUSTIN_TEST_BACKEND=sqlite $(CARGO) test -p justin-e2e browser_; \
+		if bash scripts/pg-reachable.sh "$(JUSTIN_TEST_DATABASE_URL)"; then \
+			JUSTIN_TEST_BACKEND=postgres $(CARGO) test -p justin-e2e browser_; \
+		fi; \
+	elif [ "$$CI" = "true" ]; then \
+		echo "make test: CI=true requires the browser test: install with \`apt-get install chromium chromium-driver\`" >&2; \
+		exit 1; \
+	else \
+		echo "make test: browser test NOT RUN: install with \`apt-get install chromium chromium-driver\`"; \
 	fi
 
 # Not part of `make test`: timing never decides a test. Builds the release justin binary and the
@@ -105,7 +122,8 @@ bench:
 bench-smoke:
 	$(CARGO) build --workspace --bins
 	$(BENCH_TARGET_DIR)/debug/justin-bench --seconds 1 --warmup 0.2 --concurrency 1,8,64 \
-		--users 50 --rows 10000 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench \
+		--users 50 --rows 10000 --dashboard-participants 20 --dashboard-decisions 50 \
+		--dashboard-requests 5 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench \
 		--label smoke $(BENCH_ARGS)
 
 migrate:

@@ -17,11 +17,17 @@
 //! - `shutdown::pg_sigterm_puts_back_...`: it holds the update with `LOCK TABLE`;
 //! - `load_balanced::pg_three_instances_behind_nginx_...`: several processes share one
 //!   database, which SQLite does not support (it also needs nginx installed).
+//!
+//! The test whose name starts with `browser_` (`browser::browser_the_dashboard_...`) needs
+//! headless Chromium and ChromeDriver (Debian's `chromium` and `chromium-driver`). The normal
+//! runs leave it out with `--skip browser_`; `make test` runs it on its own, on SQLite and on
+//! PostgreSQL, when both are installed (scripts/ensure-chromium.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
 mod backup_under_load;
 mod beta_bernoulli;
+mod browser;
 mod commands;
 mod connections;
 mod export;

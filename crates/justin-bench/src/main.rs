@@ -8,11 +8,14 @@
 //! the same concurrency; and the update at scale: a model update over a bulk-filled
 //! `study_data`, timed to its callback, with the service's memory sampled; and the export at
 //! scale: `GET /api/v1/export` over one decision per filled record, against PostgreSQL's own
-//! `COPY` of the same rows, with the service's memory sampled. It prints a table
+//! `COPY` of the same rows, with the service's memory sampled. On each backend, in a fresh
+//! database of its own, it times the dashboard's pages over a study seeded in bulk
+//! (src/dashboard.rs). It prints a table
 //! and writes every figure to JSON and CSV files. It exits non-zero when any request failed,
 //! the service misbehaved or a required part could not run.
 
 mod cpu;
+mod dashboard;
 mod error;
 mod hist;
 mod http1;
@@ -61,7 +64,8 @@ enum Backend {
 }
 
 /// Benchmarks the release `justin` binary: throughput and latency of its routes at fixed
-/// concurrencies, the pgbench single-insert ceiling, and a model update at scale.
+/// concurrencies, the pgbench single-insert ceiling, a model update at scale, and the
+/// dashboard's pages over a seeded study.
 #[derive(Debug, Parser)]
 #[command(name = "justin-bench")]
 struct Args {
@@ -104,6 +108,15 @@ struct Args {
     /// Seconds to wait for the update's callback.
     #[arg(long, default_value_t = 600)]
     update_timeout: u64,
+    /// Participants of the study the dashboard step seeds on each backend (0 skips the step).
+    #[arg(long, default_value_t = 1000)]
+    dashboard_participants: u64,
+    /// Decisions per participant in that study, each with its upload.
+    #[arg(long, default_value_t = 2000)]
+    dashboard_decisions: u64,
+    /// Timed requests of each dashboard page (after one untimed first request).
+    #[arg(long, default_value_t = 50)]
+    dashboard_requests: u64,
     /// Connections of the metrics step: `/action` with metrics on (this service) and off (a
     /// second one on the same database with `[metrics] enabled = false`); 0 skips it.
     #[arg(long, default_value_t = 64)]
@@ -262,7 +275,25 @@ fn run(args: &Args) -> Result<bool> {
             Backend::Sqlite => bench_sqlite(args, &bin, &scratch.path).map(Some),
         };
         match outcome {
-            Ok(Some(report)) => {
+            Ok(Some(mut report)) => {
+                if args.dashboard_participants > 0 {
+                    let step =
+                        dashboard::dashboard_at_scale(args, &bin, &scratch.path, *backend, &pg_url);
+                    match step {
+                        Ok(dashboard) => {
+                            for page in dashboard.pages.iter().filter(|p| p.failed > 0) {
+                                report.errors.push(format!(
+                                    "the dashboard's {} failed {} times; first: {}",
+                                    page.path,
+                                    page.failed,
+                                    page.failure.as_deref().unwrap_or("?")
+                                ));
+                            }
+                            report.dashboard = Some(dashboard);
+                        }
+                        Err(e) => report.errors.push(format!("the dashboard step: {e}")),
+                    }
+                }
                 ok &= report.errors.is_empty();
                 summary.backends.push(report);
             }

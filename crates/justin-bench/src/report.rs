@@ -273,6 +273,8 @@ pub struct BackendReport {
     pub update: Option<UpdateReport>,
     /// The export at scale (PostgreSQL only).
     pub export: Option<ExportReport>,
+    /// The dashboard's pages over a seeded study.
+    pub dashboard: Option<crate::dashboard::DashboardReport>,
     /// `/action` with metrics on and off (`--metrics-concurrency`).
     pub metrics: Option<crate::metrics_step::MetricsComparison>,
     /// The service's VmRSS after the last route, in KiB.
@@ -572,6 +574,23 @@ pub fn render(summary: &Summary) -> String {
             )
             .ok();
         }
+        if let Some(d) = &backend.dashboard {
+            writeln!(
+                out,
+                "{} dashboard over {} participants × {} decisions with uploads ({} rows each in actions and study_data; \
+                 seeded in {:.1} s, update over them {:.1} s), one request at a time:",
+                backend.backend,
+                d.participants,
+                d.decisions_per_participant,
+                d.decisions,
+                d.seed_secs,
+                d.update_secs
+            )
+            .ok();
+            for page in &d.pages {
+                writeln!(out, "  {}", crate::dashboard::row(page)).ok();
+            }
+        }
         if let Some(e) = &backend.export {
             writeln!(
                 out,
@@ -685,6 +704,23 @@ fn csv_rows(summary: &Summary) -> String {
                 csv_percent(p.cpu.machine_percent),
             )
             .ok();
+        }
+        for p in b.dashboard.iter().flat_map(|d| &d.pages) {
+            if let Some(l) = &p.latency {
+                writeln!(
+                    out,
+                    "{},dashboard_{},1,,{},,{:.3},{:.3},{:.3},{:.3},{},0,0,,,,,",
+                    b.backend,
+                    p.page,
+                    p.requests,
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.max_ms,
+                    l.mean_ms,
+                    p.failed,
+                )
+                .ok();
+            }
         }
     }
     out

@@ -40,7 +40,7 @@ impl Db {
     }
 
     /// `SELECT count(*) FROM {from}`, `from` including any WHERE clause.
-    fn count(&mut self, from: &str) -> Result<u64> {
+    pub fn count(&mut self, from: &str) -> Result<u64> {
         let sql = format!("SELECT CAST(count(*) AS TEXT) AS out FROM {from}");
         let rows = match self {
             Self::Pg(conn) => diesel::sql_query(&sql).load::<Count>(conn),
