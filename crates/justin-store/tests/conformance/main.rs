@@ -168,7 +168,8 @@ mod backup {
                 "20250401000000",
                 "20250402000000",
                 "20250403000000",
-                "20250501000000"
+                "20250501000000",
+                "20261202000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -380,7 +381,8 @@ mod setup {
                 "2025-04-01-000000_exact_numbers".to_owned(),
                 "2025-04-02-000000_sent_timestamps".to_owned(),
                 "2025-04-03-000000_decision_key_lock".to_owned(),
-                "2025-05-01-000000_trial_life".to_owned()
+                "2025-05-01-000000_trial_life".to_owned(),
+                "2026-12-02-000000_dashboard".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());

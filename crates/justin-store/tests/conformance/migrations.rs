@@ -13,6 +13,7 @@ use crate::support::connect;
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
@@ -54,7 +55,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
             "2025-04-03-000000_decision_key_lock".to_owned(),
-            "2025-05-01-000000_trial_life".to_owned()
+            "2025-05-01-000000_trial_life".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned()
         ]
     );
 
@@ -92,6 +94,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
@@ -146,7 +149,8 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
             "2025-04-03-000000_decision_key_lock".to_owned(),
-            "2025-05-01-000000_trial_life".to_owned()
+            "2025-05-01-000000_trial_life".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned()
         ]
     );
 
@@ -244,6 +248,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250403000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
@@ -256,7 +261,8 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2025-04-01-000000_exact_numbers".to_owned(),
             "2025-04-02-000000_sent_timestamps".to_owned(),
             "2025-04-03-000000_decision_key_lock".to_owned(),
-            "2025-05-01-000000_trial_life".to_owned()
+            "2025-05-01-000000_trial_life".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned()
         ]
     );
     // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
@@ -285,6 +291,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
 #[test]
 fn trial_life_migration_keeps_old_rows_as_they_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     connect(&db)
         .batch_execute(
@@ -321,7 +328,10 @@ fn trial_life_migration_keeps_old_rows_as_they_were() {
 
     assert_eq!(
         db.store().run_migrations().unwrap(),
-        vec!["2025-05-01-000000_trial_life".to_owned()]
+        vec![
+            "2025-05-01-000000_trial_life".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned()
+        ]
     );
 
     let store = db.store();
@@ -461,10 +471,14 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
              UPDATE users SET withdrawn_at = NULL, withdrawal_reason = NULL",
         )
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(
         store.run_migrations().unwrap(),
-        vec!["2025-05-01-000000_trial_life".to_owned()]
+        vec![
+            "2025-05-01-000000_trial_life".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned()
+        ]
     );
     assert_eq!(
         store
