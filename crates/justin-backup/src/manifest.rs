@@ -174,10 +174,11 @@ fn position(e: &serde_json::Error) -> String {
 
 /// Migrations that change no table a backup holds (2025-04-03 adds PostgreSQL functions only,
 /// and exists only for PostgreSQL; 2026-12-01 creates the watchdog's tables, which hold the
-/// running service's state rather than the study's and are not backed up). Backups taken before
-/// and after one have the same layout, on either adapter, so restores compare the migrations of
-/// a backup and of a database without them.
-pub const SAME_LAYOUT_MIGRATIONS: [&str; 2] = ["20250403000000", "20261201000000"];
+/// running service's state rather than the study's and are not backed up; 2026-12-02 adds the
+/// dashboard's rollup, derived data that backups leave out and restores empty). Backups taken
+/// before and after one have the same layout, on either adapter, so restores compare the
+/// migrations of a backup and of a database without them.
+pub const SAME_LAYOUT_MIGRATIONS: [&str; 3] = ["20250403000000", "20261201000000", "20261202000000"];
 
 /// Tables a migration created, with its version: a backup taken before the migration does not
 /// hold them (2025-05-01, the life of a trial, created `participant_events` and `erasures`).

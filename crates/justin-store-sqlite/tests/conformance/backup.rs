@@ -177,7 +177,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "20250401000000",
             "20250402000000",
             "20250501000000",
-            "20261201000000"
+            "20261201000000",
+            "20261202000000"
         ])
     );
     let names: Vec<&str> = manifest["tables"]

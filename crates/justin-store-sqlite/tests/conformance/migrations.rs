@@ -24,6 +24,7 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 #[test]
 fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
@@ -42,6 +43,7 @@ fn every_migration_reverts_and_applies_again() {
             "2025-04-02-000000_sent_timestamps".to_owned(),
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -56,6 +58,7 @@ fn every_migration_reverts_and_applies_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
@@ -100,6 +103,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-04-02-000000_sent_timestamps".to_owned(),
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned(),
         ]
     );
 
@@ -214,6 +218,7 @@ fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
@@ -229,6 +234,7 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
             "2025-04-02-000000_sent_timestamps".to_owned(),
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned(),
         ]
     );
 
@@ -367,6 +373,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE NOT available")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(db.revert_last_migration(), "20250402000000");
@@ -403,6 +410,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             "2025-04-02-000000_sent_timestamps".to_owned(),
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned(),
         ]
     );
     let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
@@ -430,6 +438,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
 #[test]
 fn trial_life_migration_keeps_what_rows_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     let t = "2025-01-01T00:00:00.000000Z";
@@ -468,6 +477,7 @@ fn trial_life_migration_keeps_what_rows_were() {
         vec![
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned()
         ]
     );
 
@@ -512,6 +522,7 @@ fn trial_life_migration_keeps_what_rows_were() {
     assert_eq!((counts["participant_events"], counts["erasures"]), (0, 0));
 
     // Reverted and applied again, the rows the migration found are as they were.
+    assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
     assert_eq!(
@@ -519,6 +530,7 @@ fn trial_life_migration_keeps_what_rows_were() {
         vec![
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
+            "2026-12-02-000000_dashboard".to_owned()
         ]
     );
     let again: Vec<Decision> = db

@@ -169,7 +169,8 @@ mod backup {
                 "20250402000000",
                 "20250403000000",
                 "20250501000000",
-                "20261201000000"
+                "20261201000000",
+                "20261202000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -383,6 +384,7 @@ mod setup {
                 "2025-04-03-000000_decision_key_lock".to_owned(),
                 "2025-05-01-000000_trial_life".to_owned(),
                 "2026-12-01-000000_monitor".to_owned(),
+                "2026-12-02-000000_dashboard".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());
