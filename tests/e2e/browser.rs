@@ -52,6 +52,9 @@ fn serve(dir: &Path, db: &TestDatabase) -> Served {
     ));
     env.push(("JUSTIN_SCHEDULE__TIMES", schedule()));
     env.push(("JUSTIN_SCHEDULE__TIME_ZONE", "UTC".to_owned()));
+    // The overview shows the background check's latest report: one every second, so a report
+    // made after the simulation comes soon.
+    env.push(("JUSTIN_MONITOR__CHECK_EVERY_SECS", "1".to_owned()));
     Served::start(dir, &env)
 }
 
@@ -227,8 +230,24 @@ fn browser_the_dashboard_shows_what_the_api_says() {
 
     let browser = Browser::start();
 
-    // The overview.
-    open(&browser, &base, "/dashboard", "overview");
+    // The overview, once it shows a background check made after the report above (checks run
+    // every second; the page shows their times to the second).
+    let api_checked = report["checked_at"].as_str().unwrap()[..19].to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        open(&browser, &base, "/dashboard", "overview");
+        let checked = browser
+            .expect("#monitor-checked-at")
+            .attribute("datetime")
+            .unwrap_or_default();
+        if checked[..checked.len().min(19)] > *api_checked.as_str() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the overview still shows a check from {checked}, before the API's {api_checked}"
+        );
+    }
     assert_eq!(browser.expect("#monitor-state").text().trim(), "red");
     assert_eq!(
         integer(&browser, "#participants-count"),

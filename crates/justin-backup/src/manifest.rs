@@ -178,7 +178,8 @@ fn position(e: &serde_json::Error) -> String {
 /// dashboard's rollup, derived data that backups leave out and restores empty). Backups taken
 /// before and after one have the same layout, on either adapter, so restores compare the
 /// migrations of a backup and of a database without them.
-pub const SAME_LAYOUT_MIGRATIONS: [&str; 3] = ["20250403000000", "20261201000000", "20261202000000"];
+pub const SAME_LAYOUT_MIGRATIONS: [&str; 3] =
+    ["20250403000000", "20261201000000", "20261202000000"];
 
 /// Tables a migration created, with its version: a backup taken before the migration does not
 /// hold them (2025-05-01, the life of a trial, created `participant_events` and `erasures`).

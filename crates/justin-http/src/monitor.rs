@@ -219,6 +219,17 @@ pub fn setup(config: &Config) -> Result<MonitorSetup, ConfigError> {
         settings: config.monitor.settings(),
         schedule: config.schedule()?,
         alert_url: config.monitor.alert_url.clone(),
+        // The dashboard shows the background check's report while at most two of its
+        // intervals old (one check may run long); without the background check it checks
+        // on every page.
+        reuse_for: if config.monitor.enabled {
+            i64::try_from(config.monitor.check_every_secs.saturating_mul(2))
+                .ok()
+                .and_then(chrono::TimeDelta::try_seconds)
+                .unwrap_or(chrono::TimeDelta::MAX)
+        } else {
+            chrono::TimeDelta::zero()
+        },
     })
 }
 

@@ -125,6 +125,9 @@ pub struct Service {
     cohort_reached_at: AtomicI64,
     /// What the watchdog checks against ([`Service::with_monitor`]).
     monitor: Arc<MonitorSetup>,
+    /// The report of this instance's latest background check ([`Service::run_monitor_check`]),
+    /// which the dashboard shows while it is recent.
+    last_check: RwLock<Option<crate::monitor::MonitorReport>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -158,6 +161,7 @@ impl Service {
             disk_full_marked: AtomicBool::new(false),
             cohort_reached_at: AtomicI64::new(i64::MAX),
             monitor: Arc::new(MonitorSetup::default()),
+            last_check: RwLock::new(None),
         }
     }
 

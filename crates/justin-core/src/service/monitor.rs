@@ -22,6 +22,10 @@ pub struct MonitorSetup {
     pub schedule: Option<Schedule>,
     /// The alert webhook, if any.
     pub alert_url: Option<String>,
+    /// How old the latest background check's report may be for
+    /// [`Service::recent_monitor_report`] to answer it instead of checking again; zero (the
+    /// default, and what a service without the background check gets) always checks again.
+    pub reuse_for: TimeDelta,
 }
 
 /// What one background check did.
@@ -81,6 +85,33 @@ impl Service {
         ))
     }
 
+    /// The report of this instance's latest background check when it is at most
+    /// [`MonitorSetup::reuse_for`] old, else a new report ([`Service::monitor_report`]). The
+    /// dashboard shows this: over a large study a check reads every recent decision, and a
+    /// page should not wait for one. The report's `checked_at` says how old it is.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub fn recent_monitor_report(&self) -> Result<MonitorReport, DomainError> {
+        let now = self.clock.now();
+        let reuse_for = self.monitor.reuse_for;
+        if reuse_for > TimeDelta::zero() {
+            let recent = self
+                .last_check
+                .read()
+                .ok()
+                .and_then(|last| last.clone())
+                .filter(|report| {
+                    report.checked_at <= now
+                        && now.signed_duration_since(report.checked_at) <= reuse_for
+                });
+            if let Some(report) = recent {
+                return Ok(report);
+            }
+        }
+        self.monitor_report()
+    }
+
     /// The current parameters' `min_probability` and `max_probability`, when they hold both.
     fn clip_bounds(&self) -> Option<(f64, f64)> {
         let current = self.current_parameters().ok()?;
@@ -98,6 +129,9 @@ impl Service {
     /// On storage failure.
     pub fn run_monitor_check(&self) -> Result<CheckOutcome, DomainError> {
         let report = self.monitor_report()?;
+        if let Ok(mut last) = self.last_check.write() {
+            *last = Some(report.clone());
+        }
         let now = self.clock.now();
         let alert = self
             .monitor

@@ -31,6 +31,7 @@ fn watching(study: &Study, settings_: MonitorSettings, alert_url: Option<&str>) 
             settings: settings_,
             schedule: Some(twice_a_day()),
             alert_url: alert_url.map(str::to_owned),
+            reuse_for: chrono::TimeDelta::zero(),
         })
 }
 
@@ -402,4 +403,44 @@ fn an_alert_left_by_a_stopped_process_is_delivered_by_another_after_its_hold() {
     );
     assert_eq!(alerts[1].1["state"], "red");
     assert_eq!(survivor.deliver_pending_alerts().unwrap(), 0);
+}
+
+#[test]
+fn the_dashboards_report_is_the_latest_background_check_while_it_is_recent() {
+    let study = Study::new();
+    let service = study
+        .another_process(settings())
+        .with_monitor(MonitorSetup {
+            settings: MonitorSettings::default(),
+            schedule: Some(twice_a_day()),
+            alert_url: None,
+            reuse_for: TimeDelta::minutes(2),
+        });
+    two_participants(&study, &service, 6, 6);
+
+    // A background check at 01-02 08:20: green.
+    study.clock.set(utc("2025-01-02T08:20:00Z"));
+    let checked = service.run_monitor_check().unwrap().report;
+    assert_eq!(checked.state, Severity::Green);
+
+    // A minute later the dashboard gets that report.
+    study.clock.set(utc("2025-01-02T08:21:00Z"));
+    assert_eq!(service.recent_monitor_report().unwrap(), checked);
+
+    // Past reuse_for it checks again: Alice and Bob decided up to 01-03 20:00, so at
+    // 01-04 08:31 both missed one.
+    study.clock.set(utc("2025-01-04T08:31:00Z"));
+    let fresh = service.recent_monitor_report().unwrap();
+    assert_eq!(fresh.checked_at, utc("2025-01-04T08:31:00Z"));
+    assert_eq!(fresh.state, Severity::Yellow, "{fresh:?}");
+    assert_eq!(fresh, service.monitor_report().unwrap());
+
+    // Without reuse_for (no background check) every call checks again.
+    let unwatched = watching(&study, MonitorSettings::default(), None);
+    unwatched.run_monitor_check().unwrap();
+    study.clock.set(utc("2025-01-04T08:32:00Z"));
+    assert_eq!(
+        unwatched.recent_monitor_report().unwrap().checked_at,
+        utc("2025-01-04T08:32:00Z")
+    );
 }

@@ -73,10 +73,10 @@ fn watchdog(b: &mut String, report: &MonitorReport) {
     let _ = write!(
         b,
         "<h2>Watchdog</h2><p>State: <span id=\"monitor-state\" class=\"state {state}\">{state}</span> \
-         <span class=\"muted\">checked at {}</span></p>\
+         <span class=\"muted\">checked at <time id=\"monitor-checked-at\" datetime=\"{checked}\">{checked}</time></span></p>\
          <table id=\"findings\"><thead><tr><th>severity</th><th>what</th><th>participant</th>\
          <th>decision type</th><th>since</th><th>count</th><th>message</th></tr></thead><tbody>",
-        time(report.checked_at)
+        checked = time(report.checked_at)
     );
     for f in &report.findings {
         let sev = severity(f.severity);

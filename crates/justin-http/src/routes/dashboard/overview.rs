@@ -16,7 +16,7 @@ pub async fn handle(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let service = state.service.clone();
     let zone = state.dashboard_zone;
     let overview = run_blocking(move || {
-        let report = service.monitor_report()?;
+        let report = service.recent_monitor_report()?;
         let days = service.dashboard_days(zone)?;
         let participants = service.dashboard_participants(zone)?;
         let erased = participants
