@@ -112,8 +112,14 @@ impl Service {
         self.monitor_report()
     }
 
-    /// The current parameters' `min_probability` and `max_probability`, when they hold both.
+    /// The bounds the algorithm clips P(action = 1) to ([`crate::Algorithm::clip_bounds`],
+    /// `thompson`'s `min_probability` and `max_probability`), as the dashboard uses them; for
+    /// an algorithm that declares none, the current parameters' `min_probability` and
+    /// `max_probability` when they hold both.
     fn clip_bounds(&self) -> Option<(f64, f64)> {
+        if let Some(bounds) = self.algorithm.clip_bounds() {
+            return Some(bounds);
+        }
         let current = self.current_parameters().ok()?;
         let low = current.values.get("min_probability")?.as_f64()?;
         let high = current.values.get("max_probability")?.as_f64()?;
