@@ -4410,6 +4410,7 @@ pub fn dashboard_participants_list_everyone_with_their_latest_activity(store: &d
 
     let ids: Vec<&str> = listed.iter().map(|p| p.user_id.as_str()).collect();
     assert_eq!(ids, ["<dash&c>", "dash-a", "dash-b", "dash-idle"]);
+    assert_eq!(store.dashboard_participant_counts().unwrap(), (4, 0));
     for p in &listed {
         let decisions: Vec<Decision> = store
             .decisions()
@@ -4451,6 +4452,11 @@ pub fn dashboard_participants_list_everyone_with_their_latest_activity(store: &d
         .find(|p| p.user_id == erased.pseudonym)
         .unwrap();
     assert_eq!(pseudonym.erased_at, Some(at(600_000, 0)));
+    assert_eq!(
+        store.dashboard_participant_counts().unwrap(),
+        (4, 1),
+        "an erased participant is still counted, as erased"
+    );
     assert!(pseudonym.last_decision.is_some());
     assert_eq!(
         pseudonym.last_upload, None,

@@ -509,7 +509,8 @@ pub fn refresh_step(
     let now_secs = now.timestamp();
     let erasures = tx.erasures()?;
     let fingerprint = settings.fingerprint();
-    let mut state = match tx.state()? {
+    let stored = tx.state()?;
+    let mut state = match stored.clone() {
         Some(s) if s.settings == fingerprint && s.erasures == erasures => s,
         _ => {
             tx.clear()?;
@@ -569,7 +570,11 @@ pub fn refresh_step(
     for (user, (decision, upload)) in participants {
         tx.raise_participant(&user, decision, upload)?;
     }
-    tx.put_state(&state)?;
+    // A refresh that found nothing new writes nothing: a page load on a quiet study stays a
+    // read.
+    if stored.as_ref() != Some(&state) {
+        tx.put_state(&state)?;
+    }
     Ok(more)
 }
 
@@ -780,6 +785,8 @@ mod tests {
         decision_days: BTreeMap<DecisionKey, StoredDecisionDay>,
         upload_days: BTreeMap<UploadKey, StoredUploadDay>,
         participants: BTreeMap<String, Latest>,
+        /// How many times the state was written.
+        state_writes: u32,
     }
 
     impl RollupTx for Db {
@@ -909,6 +916,7 @@ mod tests {
         }
         fn put_state(&mut self, state: &RollupState) -> Result<(), StoreError> {
             self.state = Some(state.clone());
+            self.state_writes += 1;
             Ok(())
         }
     }
@@ -982,6 +990,33 @@ mod tests {
         // After the grace period the gap is given up (5 was a refused insert).
         db.refresh(&settings, moment(LATE_COMMIT_GRACE_SECS + 1));
         assert!(db.state.as_ref().unwrap().action_gaps.is_empty());
+    }
+
+    #[test]
+    fn a_refresh_that_finds_nothing_new_writes_nothing() {
+        let settings = DashboardSettings {
+            zone: chrono_tz::UTC,
+            clip_bounds: None,
+        };
+        let mut db = Db::default();
+        db.decisions.push(fact(1, 1, 0.5));
+        db.refresh(&settings, moment(0));
+        assert_eq!(db.state_writes, 1);
+
+        db.refresh(&settings, moment(1));
+        assert_eq!(db.state_writes, 1, "nothing new: the state is not written");
+
+        db.decisions.push(fact(2, 2, 0.5));
+        db.refresh(&settings, moment(2));
+        assert_eq!(db.state_writes, 2);
+        assert_eq!(db.refresh(&settings, moment(3)), db.truth(&settings));
+        // Other settings start again from nothing, which is a change.
+        let berlin = DashboardSettings {
+            zone: chrono_tz::Europe::Berlin,
+            clip_bounds: None,
+        };
+        assert_eq!(db.refresh(&berlin, moment(4)), db.truth(&berlin));
+        assert_eq!(db.state_writes, 3);
     }
 
     #[test]

@@ -568,6 +568,13 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<crate::dashboard::ParticipantActivity>, StoreError>;
 
+    /// How many participants are registered, erased ones included, and how many of them are
+    /// erased: one count, without the rollup's refresh.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn dashboard_participant_counts(&self) -> Result<(u64, u64), StoreError>;
+
     /// Every update request with its provenance and callback delivery, newest received first.
     ///
     /// # Errors

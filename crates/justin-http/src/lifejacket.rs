@@ -1768,6 +1768,10 @@ mod tests {
             self.inner.dashboard_participants(settings, now)
         }
 
+        fn dashboard_participant_counts(&self) -> Result<(u64, u64), StoreError> {
+            self.inner.dashboard_participant_counts()
+        }
+
         fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
             self.inner.dashboard_updates()
         }

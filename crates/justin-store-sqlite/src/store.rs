@@ -1271,6 +1271,10 @@ impl Store for SqliteStore {
         crate::dashboard::participants(&mut *self.conn()?, settings, now)
     }
 
+    fn dashboard_participant_counts(&self) -> Result<(u64, u64), StoreError> {
+        crate::dashboard::participant_counts(&mut *self.conn()?)
+    }
+
     fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
         let mut conn = self.conn()?;
         let rows = model_update_requests::table

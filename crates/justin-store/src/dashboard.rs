@@ -538,6 +538,26 @@ pub(crate) fn days(
     .map_err(StoreError::from)
 }
 
+#[derive(QueryableByName)]
+struct ParticipantCounts {
+    #[diesel(sql_type = BigInt)]
+    registered: i64,
+    #[diesel(sql_type = BigInt)]
+    erased: i64,
+}
+
+/// See [`justin_core::Store::dashboard_participant_counts`].
+pub(crate) fn participant_counts(conn: &mut PgConnection) -> Result<(u64, u64), StoreError> {
+    let row =
+        diesel::sql_query("SELECT count(*) AS registered, count(erased_at) AS erased FROM users")
+            .get_result::<ParticipantCounts>(conn)
+            .map_err(from_diesel)?;
+    Ok((
+        u64::try_from(row.registered).map_err(other)?,
+        u64::try_from(row.erased).map_err(other)?,
+    ))
+}
+
 /// See [`justin_core::Store::dashboard_participants`].
 pub(crate) fn participants(
     conn: &mut PgConnection,

@@ -1435,6 +1435,10 @@ impl Store for PgStore {
         })
     }
 
+    fn dashboard_participant_counts(&self) -> Result<(u64, u64), StoreError> {
+        self.with_connection(Resend::Always, crate::dashboard::participant_counts)
+    }
+
     fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
         self.with_connection(Resend::Always, |conn| {
             let rows = model_update_requests::table

@@ -75,6 +75,14 @@ impl Service {
             .dashboard_participants(&self.dashboard_settings(zone), self.clock.now())?)
     }
 
+    /// How many participants are registered (erased ones included) and how many are erased.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub fn dashboard_participant_counts(&self) -> Result<(u64, u64), DomainError> {
+        Ok(self.store.dashboard_participant_counts()?)
+    }
+
     /// The newest stored parameter version, read from the store (not this process's cache, so
     /// a version another instance published shows); `None` before any.
     ///

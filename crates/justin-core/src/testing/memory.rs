@@ -930,6 +930,13 @@ impl Store for MemoryStore {
         Ok(dashboard::participants(&inner.tables))
     }
 
+    fn dashboard_participant_counts(&self) -> Result<(u64, u64), StoreError> {
+        let inner = self.read()?;
+        let users = &inner.tables.users;
+        let erased = users.values().filter(|p| p.erased_at.is_some()).count();
+        Ok((users.len() as u64, erased as u64))
+    }
+
     fn dashboard_updates(&self) -> Result<Vec<UpdateRequest>, StoreError> {
         let inner = self.read()?;
         let mut updates = inner.tables.updates.clone();

@@ -15,7 +15,7 @@ pub struct Overview {
     /// The watchdog's report.
     pub report: MonitorReport,
     /// Participants registered (erased ones included) and of those erased.
-    pub participants: (usize, usize),
+    pub participants: (u64, u64),
     /// The newest parameter version.
     pub version: Option<i64>,
     /// The figures per day.

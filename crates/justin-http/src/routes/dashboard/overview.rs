@@ -18,14 +18,10 @@ pub async fn handle(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let overview = run_blocking(move || {
         let report = service.recent_monitor_report()?;
         let days = service.dashboard_days(zone)?;
-        let participants = service.dashboard_participants(zone)?;
-        let erased = participants
-            .iter()
-            .filter(|p| p.erased_at.is_some())
-            .count();
+        let participants = service.dashboard_participant_counts()?;
         Ok(Overview {
             report,
-            participants: (participants.len(), erased),
+            participants,
             version: service.dashboard_latest_version()?,
             days,
             zone: zone.name().to_owned(),
