@@ -7,6 +7,10 @@
 //! dashboard's own summaries up to date with the seeded rows), then `--dashboard-requests`
 //! timed ones, reported as p50 and p99.
 //!
+//! Rows are seeded in time order (every participant's first decision, then every participant's
+//! second, ...), so their ids follow their decision times as in a running study, where each
+//! decision is stored when it is made; uploads follow their decisions in the same order.
+//!
 //! The seeded study follows a schedule of five decision times a day (08:00 to 20:00 UTC, every
 //! three hours), the last of them today, with rewards and probabilities that vary by
 //! participant and time; the service runs with that `[schedule]`, so the overview shows the
@@ -325,7 +329,7 @@ fn seed_postgres(conn: &mut PgConnection, participants: u64, per: u64, start: i6
              json_build_array(t), (r < p)::int::smallint, p, 1, u * {per} + i, 'default', true, \
              NULL, to_char({ts} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
          FROM generate_series(0, {last_u}) AS u CROSS JOIN generate_series(0, {last_i}) AS i, \
-             LATERAL (SELECT {columns}) AS x; \
+             LATERAL (SELECT {columns}) AS x ORDER BY i, u; \
          INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, \
              action, action_prob, state, outcome, reward, action_logged, decision_type, \
              available, sent_timestamp, policy) \
@@ -336,7 +340,7 @@ fn seed_postgres(conn: &mut PgConnection, participants: u64, per: u64, start: i6
              to_char((request_timestamp + interval '1 hour') AT TIME ZONE 'UTC', \
                      'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
              'algorithm' \
-         FROM actions;",
+         FROM actions ORDER BY id;",
         last_u = participants.saturating_sub(1),
         last_i = per.saturating_sub(1),
     );
@@ -369,14 +373,14 @@ fn seed_sqlite(conn: &mut SqliteConnection, participants: u64, per: u64, start: 
              state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
              unavailable_reason, sent_timestamp) \
          SELECT '{PREFIX}' || u, i, {ts}, {ts}, json_object('temperature', t), json_array(t), \
-             r < p, p, 1, u * {per} + i, 'default', 1, NULL, {ts_sent} FROM d; \
+             r < p, p, 1, u * {per} + i, 'default', 1, NULL, {ts_sent} FROM d ORDER BY i, u; \
          INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, \
              action, action_prob, state, outcome, reward, action_logged, decision_type, \
              available, sent_timestamp, policy) \
          SELECT user_id, decision_idx, {upload}, {upload}, context, action, action_prob, state, \
              json_object('clicks', rng_seed % 10), CAST(rng_seed % 10 AS REAL), 1, \
              decision_type, 1, {upload_sent}, 'algorithm' \
-         FROM actions; \
+         FROM actions ORDER BY id; \
          COMMIT; \
          ANALYZE;",
         us = numbers("us", participants.saturating_sub(1)),
