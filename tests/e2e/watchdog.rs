@@ -226,3 +226,101 @@ fn a_simulated_study_with_one_silent_participant_has_one_red_missed_decisions_fi
     assert!((4..=5).contains(&count), "{f}");
     served.terminate();
 }
+
+/// The clip-bound share through `thompson`: the bounds counted are the algorithm's own
+/// (0.3 and 0.7 here, inside the default 0.2 and 0.8, so a watchdog that used the defaults
+/// would count nothing), and a posterior that has become confident shows as decisions at the
+/// upper bound.
+#[test]
+fn a_thompson_posterior_pinned_at_its_clip_bound_is_a_clip_bound_share_finding() {
+    let db = TestDatabase::create();
+    let dir = ScratchDir::new();
+    std::fs::write(
+        dir.path().join("priors.json"),
+        r#"{"mean": [0, 0], "variance": 1.0, "noise_variance": 1.0}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[backup]\nenabled = false\n",
+    )
+    .unwrap();
+    let mut env = env_for(&db);
+    env.extend([
+        ("JUSTIN_ALGORITHM__NAME", "thompson".to_owned()),
+        ("JUSTIN_ALGORITHM__PRIORS_FILE", "priors.json".to_owned()),
+        ("JUSTIN_ALGORITHM__OPTIONS__FEATURES", "[]".to_owned()),
+        (
+            "JUSTIN_ALGORITHM__OPTIONS__MIN_PROBABILITY",
+            "0.3".to_owned(),
+        ),
+        (
+            "JUSTIN_ALGORITHM__OPTIONS__MAX_PROBABILITY",
+            "0.7".to_owned(),
+        ),
+    ]);
+    let served = Served::start(dir.path(), &env);
+    let now = stamp(Utc::now());
+    let (status, body) = served.post("/api/v1/add_user", &json!({ "user_id": "p1" }));
+    assert_eq!(status, 201, "{body}");
+    let decide = |idx: i64| {
+        let (status, answer) = served.post(
+            "/api/v1/action",
+            &json!({ "user_id": "p1", "timestamp": now, "decision_idx": idx,
+                     "context": {} }),
+        );
+        assert_eq!(status, 201, "{answer}");
+        answer["action_prob"].as_f64().unwrap()
+    };
+    let clip_findings = || {
+        let (status, report) = served.get("/api/v1/monitor");
+        assert_eq!(status, 200, "{report}");
+        let found: Vec<Value> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "clip_bound_share")
+            .cloned()
+            .collect();
+        (report["state"].clone(), found)
+    };
+
+    // Under the prior P(action = 1) = 1/2: no decision at a bound.
+    for idx in 0..20 {
+        assert_eq!(decide(idx), 0.5);
+    }
+    let (state, found) = clip_findings();
+    assert_eq!((state, found), (json!("green"), vec![]));
+
+    // Forty records in which action 1 always paid 5 more: the posterior is sure, and every
+    // decision after the update is clipped to 0.7.
+    for idx in 1000..1040 {
+        let (status, answer) = served.post(
+            "/api/v1/upload_data",
+            &json!({ "user_id": "p1", "timestamp": now, "decision_idx": idx, "data": {
+                "context": {}, "action": idx % 2, "action_prob": 0.5, "state": [1],
+                "outcome": { "reward": 5.0 * (idx % 2) as f64 } } }),
+        );
+        assert_eq!(status, 201, "{answer}");
+    }
+    let callbacks = CallbackReceiver::start();
+    let (status, answer) = served.post(
+        "/api/v1/update",
+        &json!({ "timestamp": now, "callback_url": callbacks.url() }),
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(callbacks.next()["status"], "completed");
+    for idx in 100..300 {
+        assert_eq!(decide(idx), 0.7);
+    }
+
+    // 200 of 220 (90.9 %) at a bound: over the yellow threshold (90 %), under the red (99 %).
+    let (state, found) = clip_findings();
+    assert_eq!(state, "yellow");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["severity"], "yellow");
+    assert_eq!(found[0]["count"], 200);
+    let message = found[0]["message"].as_str().unwrap();
+    assert!(message.starts_with("200 of 220 "), "{message}");
+    served.terminate();
+}
