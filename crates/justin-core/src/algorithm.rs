@@ -36,6 +36,22 @@ pub enum AlgorithmError {
     UpdateFailed(String),
 }
 
+/// The unavailable reason of a decision the algorithm declared not available because its
+/// context lacked a value ([`Prepared::NotAvailable`]).
+pub const MISSING_CONTEXT: &str = "missing_context";
+
+/// What an algorithm made of a context ([`Algorithm::prepare_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// The state the policy works on, with whatever the algorithm imputed in it.
+    State(State),
+    /// The context lacks a value the algorithm cannot do without, and its rule for that value
+    /// is to record the decision as not available, with this reason (usually
+    /// [`MISSING_CONTEXT`]): stored without a draw, like a decision the study server marked
+    /// unavailable.
+    NotAvailable(String),
+}
+
 /// The action an algorithm chose and the probability that the action is 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ActionChoice {
@@ -101,7 +117,30 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
     /// context lacks a field the algorithm needs or holds one of the wrong type.
     fn make_state(&self, context: &JsonObject) -> Result<State, AlgorithmError>;
 
-    /// Checks that a request's context names every field [`Algorithm::make_state`] needs,
+    /// Turns a context into the state a decision drawn from `parameters` works on, following
+    /// the algorithm's rule for each value the context lacks (absent or `null`): refuse it
+    /// (an [`AlgorithmError::InvalidInput`], as [`Algorithm::make_state`] gives), impute a
+    /// value (the state then shows what was imputed, for instance with a missing indicator
+    /// beside it), or declare the decision not available ([`Prepared::NotAvailable`]). The
+    /// service calls this for every decision and upload, with the parameter version the
+    /// decision is drawn from, and a replay calls it again with the same version, so it must
+    /// depend on nothing else. The default refuses every missing value: it is
+    /// [`Algorithm::make_state`].
+    ///
+    /// # Errors
+    /// As [`Algorithm::make_state`]; [`AlgorithmError::InvalidParameters`] when an imputation
+    /// needs something `parameters` do not hold.
+    fn prepare_state(
+        &self,
+        context: &JsonObject,
+        parameters: &serde_json::Value,
+    ) -> Result<Prepared, AlgorithmError> {
+        let _ = parameters;
+        self.make_state(context).map(Prepared::State)
+    }
+
+    /// Checks that a request's context names every field [`Algorithm::make_state`] needs
+    /// (a field whose absence the algorithm's rule tolerates is not needed),
     /// before any field of the request is checked for its type: the template reports a
     /// missing context field ahead of, say, a `user_id` that is not a string, and a request
     /// with both faults must get the same message here. `context` is the request's value as

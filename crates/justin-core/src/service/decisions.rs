@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
 
 use super::{DomainError, Service, RL_TARGET};
-use crate::algorithm::{ActionChoice, AlgorithmError};
+use crate::algorithm::{ActionChoice, AlgorithmError, Prepared};
 use crate::domain::{
     Action, Availability, Decision, DecisionIdx, DecisionType, JsonObject, ModelParameters,
     OutOfStudy, ParticipantFacts, Policy, Probability, State, StudyRecord, UserId,
@@ -146,8 +146,11 @@ impl Service {
             ));
         }
         let decided_at = self.clock.now();
-        let state = self.algorithm.make_state(&req.context).unwrap_or_default();
         let params = self.current_parameters()?;
+        let state = match self.algorithm.prepare_state(&req.context, &params.values) {
+            Ok(Prepared::State(state)) => state,
+            _ => State::default(),
+        };
         let rng_seed = decision_seed(
             self.settings.seed,
             &req.user_id,
@@ -240,17 +243,6 @@ impl Service {
 
     fn request_action_untracked(&self, req: ActionRequest) -> Result<ActionResponse, DomainError> {
         let decided_at = self.clock.now();
-        let available = req.availability.is_available();
-        let (state, state_failure) = match self.algorithm.make_state(&req.context) {
-            Ok(state) => (state, None),
-            Err(AlgorithmError::InvalidInput(_)) if !available => (State::default(), None),
-            Err(e @ AlgorithmError::InvalidInput(_)) => return Err(e.into()),
-            Err(e) if self.settings.trial.fallback.is_some() => (
-                State::default(),
-                Some(note(format!("the algorithm could not make a state: {e}"))),
-            ),
-            Err(e) => return Err(e.into()),
-        };
         let mut params = self.current_parameters()?;
         let rng_seed = decision_seed(
             self.settings.seed,
@@ -267,7 +259,7 @@ impl Service {
             decided_at,
             availability: req.availability,
             context: req.context,
-            state,
+            state: State::default(),
             action: Action::Zero,
             action_prob: Probability::ZERO,
             parameter_version: params.version,
@@ -275,6 +267,7 @@ impl Service {
             policy: Policy::Algorithm,
         };
         let requested = decision.availability.clone();
+        let mut state_failure = self.prepare(&mut decision, &params)?;
         let mut refreshes = 0;
         let recorded = loop {
             let guard = self.draft(&mut decision, state_failure.as_deref(), &params)?;
@@ -288,6 +281,7 @@ impl Service {
                     params = self.current_parameters()?;
                     decision.parameter_version = params.version;
                     decision.availability = requested.clone();
+                    state_failure = self.prepare(&mut decision, &params)?;
                 }
                 other => break other?,
             }
@@ -303,6 +297,46 @@ impl Service {
             }),
             Recorded::Ineligible(_) => Err(unguarded_refusal()),
         }
+    }
+
+    /// Makes `decision`'s state from its context under `params` (the version it will be drawn
+    /// from), following the algorithm's rule for missing values: a decision the algorithm
+    /// declares not available becomes unavailable with the algorithm's reason (one the study
+    /// server already marked unavailable keeps its own). Returns why no state could be made
+    /// when the configured fallback covers it.
+    ///
+    /// # Errors
+    /// The algorithm's [`AlgorithmError::InvalidInput`] for an available decision's context it
+    /// refuses, and any other error of the algorithm's when no fallback is configured.
+    fn prepare(
+        &self,
+        decision: &mut Decision,
+        params: &ModelParameters,
+    ) -> Result<Option<String>, DomainError> {
+        let available = decision.availability.is_available();
+        decision.state = State::default();
+        match self
+            .algorithm
+            .prepare_state(&decision.context, &params.values)
+        {
+            Ok(Prepared::State(state)) => decision.state = state,
+            Ok(Prepared::NotAvailable(reason)) => {
+                if available {
+                    decision.availability = Availability::Unavailable {
+                        reason: Some(reason),
+                    };
+                }
+            }
+            Err(AlgorithmError::InvalidInput(_)) if !available => {}
+            Err(e @ AlgorithmError::InvalidInput(_)) => return Err(e.into()),
+            Err(e) if self.settings.trial.fallback.is_some() => {
+                return Ok(Some(note(format!(
+                    "the algorithm could not make a state: {e}"
+                ))))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(None)
     }
 
     /// Stores `decision`, drafted with `guard`: when the store finds the guard does not hold,
@@ -498,7 +532,15 @@ impl Service {
 
     fn upload_data_untracked(&self, req: UploadRequest) -> Result<UploadRecorded, DomainError> {
         let received_at = self.clock.now();
-        self.algorithm.make_state(&req.context)?;
+        // The context must be one a decision could have been made from: any missing value
+        // follows the algorithm's rule (refused, imputed, or a decision not available). Only
+        // the client's fault refuses the upload; the update reads the uploaded state.
+        let params = self.current_parameters()?;
+        if let Err(e @ AlgorithmError::InvalidInput(_)) =
+            self.algorithm.prepare_state(&req.context, &params.values)
+        {
+            return Err(e.into());
+        }
         let reward =
             self.algorithm
                 .make_reward(&req.user_id, &req.state, req.action, &req.outcome)?;

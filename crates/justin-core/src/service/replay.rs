@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::decisions::UNAVAILABLE_CHOICE;
 use super::{DomainError, Service};
-use crate::algorithm::ActionChoice;
+use crate::algorithm::{ActionChoice, Prepared};
 use crate::domain::{
     Action, Decision, DecisionIdx, DecisionType, ModelParameters, Policy, Probability, UserId,
 };
@@ -111,7 +111,10 @@ impl Service {
             };
             let reason = match &replayed {
                 Err(reason) => Some(reason.clone()),
-                Ok(choice) => self.difference(&d, choice),
+                Ok(choice) => params
+                    .as_ref()
+                    .and_then(|p| self.state_difference(&d, p))
+                    .or_else(|| self.difference(&d, choice)),
             };
             if let Some(reason) = reason {
                 summary.mismatches += 1;
@@ -163,6 +166,30 @@ impl Service {
                     Err(_) => Err("the algorithm panicked replaying it".into()),
                 }
             }
+        }
+    }
+
+    /// For a decision the algorithm drew: how the state it makes of the stored context under
+    /// the decision's parameter version differs from the stored state, if it does. This is
+    /// what repeats an imputation.
+    fn state_difference(&self, d: &Decision, params: &ModelParameters) -> Option<String> {
+        if !(matches!(d.policy, Policy::Algorithm) && d.availability.is_available()) {
+            return None;
+        }
+        let algorithm = &self.algorithm;
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            algorithm.prepare_state(&d.context, &params.values)
+        }));
+        match made {
+            Ok(Ok(Prepared::State(state))) if state == d.state => None,
+            Ok(Ok(Prepared::State(_))) => {
+                Some("the state made from the stored context differs from the stored state".into())
+            }
+            Ok(Ok(Prepared::NotAvailable(reason))) => Some(format!(
+                "the algorithm now declares the stored context not available ({reason})"
+            )),
+            Ok(Err(e)) => Some(format!("the algorithm cannot make the state again: {e}")),
+            Err(_) => Some("the algorithm panicked making the state again".into()),
         }
     }
 

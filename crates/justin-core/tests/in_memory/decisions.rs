@@ -109,6 +109,50 @@ fn an_unavailable_decision_is_stored_without_a_draw_whatever_its_context() {
 }
 
 #[test]
+fn a_decision_the_algorithm_declares_not_available_is_stored_without_a_draw() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    let request = ActionRequest {
+        context: object(json!({ "x": null })),
+        ..action_request(&alice, 4, study.clock.now())
+    };
+    let answer = study.service.request_action(request.clone()).unwrap();
+    assert!(answer.created);
+    let d = answer.decision;
+    assert_eq!((d.action, d.action_prob), (Action::Zero, Probability::ZERO));
+    assert!(!d.availability.is_available());
+    assert_eq!(d.availability.reason(), Some(justin_core::MISSING_CONTEXT));
+    assert_eq!(d.policy, justin_core::Policy::Algorithm);
+    assert_eq!(
+        d.context,
+        object(json!({ "x": null })),
+        "the context as sent"
+    );
+    // A repeat gets the stored decision.
+    let again = study.service.request_action(request).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.decision, d);
+
+    // The study server's own reason stands.
+    let marked = ActionRequest {
+        availability: Availability::unavailable(Some("asleep".into())).unwrap(),
+        context: object(json!({ "x": null })),
+        ..action_request(&alice, 5, study.clock.now())
+    };
+    let d5 = study.service.request_action(marked).unwrap().decision;
+    assert_eq!(d5.availability.reason(), Some("asleep"));
+
+    // Its upload is accepted (the context follows the same rule) and never reaches an update.
+    study.upload(&d, 1.0);
+    let mut mismatches = 0;
+    let summary = study
+        .service
+        .replay(&mut |_| mismatches += 1, &mut |_| {})
+        .unwrap();
+    assert_eq!((summary.checked, mismatches), (2, 0));
+}
+
+#[test]
 fn an_available_decision_needs_a_context_the_algorithm_can_use() {
     let study = Study::new();
     let alice = study.add_user("alice");

@@ -135,6 +135,8 @@ fn a_stored_decision_that_differs_from_its_replay_is_reported() {
     altered[4].rng_seed ^= 1;
     // Decision 5: a state the algorithm cannot draw from.
     altered[5].state = State::new(vec![1.0, 2.0]).unwrap();
+    // Decision 6: a state the algorithm draws from, but not the one it makes of the context.
+    altered[6].state = State::new(vec![stored[6].state.values()[0] + 0.5]).unwrap();
     let service = copy_with(&study, &altered, settings());
 
     let (summary, mismatches) = replay(&service);
@@ -142,7 +144,7 @@ fn a_stored_decision_that_differs_from_its_replay_is_reported() {
         summary,
         ReplaySummary {
             checked: 9,
-            mismatches: 4,
+            mismatches: 5,
             ..ReplaySummary::default()
         }
     );
@@ -168,6 +170,10 @@ fn a_stored_decision_that_differs_from_its_replay_is_reported() {
             (
                 5,
                 "the algorithm cannot replay it: the state must hold one number"
+            ),
+            (
+                6,
+                "the state made from the stored context differs from the stored state"
             ),
         ]
     );

@@ -46,7 +46,8 @@ pub enum ActionFailure {
 }
 
 /// A coin-flip algorithm: parameters `{"p": P(action = 1), "n": records read}`, the state is
-/// the context's `x`, the reward the outcome's `r`.
+/// the context's `x`, the reward the outcome's `r`. An `x` sent as `null` makes the decision
+/// not available (`missing_context`); an absent one is refused.
 #[derive(Debug, Default)]
 pub struct Coin {
     update: Mutex<Update>,
@@ -111,6 +112,19 @@ impl Algorithm for Coin {
             .and_then(serde_json::Value::as_f64)
             .ok_or_else(|| AlgorithmError::InvalidInput("context.x must be a number.".into()))?;
         State::new(vec![x]).map_err(|e| AlgorithmError::InvalidInput(e.to_string()))
+    }
+
+    fn prepare_state(
+        &self,
+        context: &JsonObject,
+        _parameters: &serde_json::Value,
+    ) -> Result<justin_core::Prepared, AlgorithmError> {
+        if context.get("x") == Some(&serde_json::Value::Null) {
+            return Ok(justin_core::Prepared::NotAvailable(
+                justin_core::MISSING_CONTEXT.into(),
+            ));
+        }
+        self.make_state(context).map(justin_core::Prepared::State)
     }
 
     fn get_action(
