@@ -13,8 +13,12 @@
 //! streams every record to every update; starting from the previous posterior would count the
 //! older records twice).
 
+mod missing;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use missing::{MeanSums, StateRules};
 
 use justin_core::{
     names, usable_covariate_name, Action, ActionChoice, Algorithm, AlgorithmError,
@@ -43,7 +47,13 @@ pub const DEFAULT_MAX_PROBABILITY: f64 = 0.8;
 /// How far apart (relative to their scale) the two halves of a covariance matrix may be.
 const SYMMETRY_TOLERANCE: f64 = 1e-9;
 /// The options `[algorithm.options]` may hold.
-const OPTION_KEYS: [&str; 4] = ["features", "reward", "min_probability", "max_probability"];
+const OPTION_KEYS: [&str; 5] = [
+    "features",
+    "reward",
+    "min_probability",
+    "max_probability",
+    "missing",
+];
 
 /// Builds an error of one kind (options, priors or parameters) from its message.
 type Fail = fn(String) -> AlgorithmError;
@@ -51,7 +61,8 @@ type Fail = fn(String) -> AlgorithmError;
 /// Thompson sampling with clipping; see the module documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thompson {
-    features: Vec<String>,
+    /// The features and their rules for a missing value (the means come with the parameters).
+    rules: StateRules,
     reward: String,
     min_probability: f64,
     max_probability: f64,
@@ -60,7 +71,9 @@ pub struct Thompson {
 impl Thompson {
     /// Builds the algorithm from `[algorithm.options]`: `features` (required, a list of
     /// distinct context field names, possibly empty), `reward` (the outcome field, default
-    /// `"reward"`), `min_probability` and `max_probability` (default 0.2 and 0.8).
+    /// `"reward"`), `min_probability` and `max_probability` (default 0.2 and 0.8), and
+    /// `missing`, each feature's rule for a missing value (the module `missing`; default
+    /// refuse).
     ///
     /// # Errors
     /// [`AlgorithmError::InvalidOptions`] for an unknown key, a missing or malformed
@@ -69,11 +82,12 @@ impl Thompson {
         let fail: Fail = AlgorithmError::InvalidOptions;
         if let Some(key) = options.keys().find(|k| !OPTION_KEYS.contains(&k.as_str())) {
             return Err(fail(format!(
-                "unknown option {key:?}; {NAME} takes features, reward, min_probability and \
-                 max_probability"
+                "unknown option {key:?}; {NAME} takes features, reward, min_probability, \
+                 max_probability and missing"
             )));
         }
         let features = read_features(options.get("features"), "features", fail)?;
+        let rules = StateRules::from_options(features, options.get("missing"))?;
         let reward = match options.get("reward") {
             None => DEFAULT_REWARD.to_owned(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -95,7 +109,7 @@ impl Thompson {
         let max_probability = bound("max_probability", DEFAULT_MAX_PROBABILITY)?;
         check_bounds(min_probability, max_probability, fail)?;
         Ok(Self {
-            features,
+            rules,
             reward,
             min_probability,
             max_probability,
@@ -104,17 +118,30 @@ impl Thompson {
 
     /// The context fields the model uses, in state order (after the intercept).
     pub fn features(&self) -> &[String] {
-        &self.features
+        &self.rules.features
     }
 }
 
 /// Why θ has the length it has, for messages about a wrong length.
-fn length_reason(features: usize) -> String {
-    format!(
-        "2 × (1 + {features} features) = {}: a coefficient for the intercept and for each \
-         feature, once for the reward without treatment (β) and once for the treatment effect (γ)",
-        2 * (1 + features)
-    )
+fn length_reason(rules: &StateRules) -> String {
+    let features = rules.features.len();
+    let indicators = rules.indicators();
+    if indicators == 0 {
+        format!(
+            "2 × (1 + {features} features) = {}: a coefficient for the intercept and for each \
+             feature, once for the reward without treatment (β) and once for the treatment \
+             effect (γ)",
+            2 * (1 + features)
+        )
+    } else {
+        format!(
+            "2 × (1 + {features} features + {indicators} missing indicators) = {}: a \
+             coefficient for the intercept, each feature and each imputed feature's missing \
+             indicator, once for the reward without treatment (β) and once for the treatment \
+             effect (γ)",
+            2 * rules.dimension()
+        )
+    }
 }
 
 fn check_bounds(min: f64, max: f64, fail: Fail) -> Result<(), AlgorithmError> {
@@ -255,18 +282,25 @@ struct Prior {
 }
 
 impl Prior {
-    /// The prior from `[algorithm.priors]` for `features` features.
-    fn from_config(priors: &JsonObject, features: usize) -> Result<Self, AlgorithmError> {
-        const KEYS: [&str; 4] = ["mean", "covariance", "variance", "noise_variance"];
+    /// The prior from `[algorithm.priors]` for states made by `rules` (`feature_means` is
+    /// the rules' to read).
+    fn from_config(priors: &JsonObject, rules: &StateRules) -> Result<Self, AlgorithmError> {
+        const KEYS: [&str; 5] = [
+            "mean",
+            "covariance",
+            "variance",
+            "noise_variance",
+            "feature_means",
+        ];
         let fail: Fail = AlgorithmError::InvalidPriors;
         if let Some(key) = priors.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(fail(format!(
-                "unknown prior {key:?}; {NAME} takes mean, covariance or variance, and \
-                 noise_variance"
+                "unknown prior {key:?}; {NAME} takes mean, covariance or variance, \
+                 noise_variance, and feature_means"
             )));
         }
-        let k = 2 * (1 + features);
-        let reason = length_reason(features);
+        let k = 2 * rules.dimension();
+        let reason = length_reason(rules);
         let mean = match priors.get("mean") {
             None => vec![0.0; k],
             some => read_vector(some, "mean", k, &reason, fail)?,
@@ -306,13 +340,13 @@ impl Prior {
     }
 
     /// The prior stored in parameters under `prior`.
-    fn from_parameters(value: Option<&Value>, features: usize) -> Result<Self, AlgorithmError> {
+    fn from_parameters(value: Option<&Value>, rules: &StateRules) -> Result<Self, AlgorithmError> {
         let fail: Fail = AlgorithmError::InvalidParameters;
         let prior = value
             .and_then(Value::as_object)
             .ok_or_else(|| fail("prior must be an object".into()))?;
-        let k = 2 * (1 + features);
-        let reason = length_reason(features);
+        let k = 2 * rules.dimension();
+        let reason = length_reason(rules);
         Ok(Self {
             mean: read_vector(prior.get("mean"), "prior.mean", k, &reason, fail)?,
             covariance: read_covariance(
@@ -344,7 +378,8 @@ impl Prior {
 /// version was published).
 #[derive(Debug, Clone, PartialEq)]
 struct Policy {
-    features: Vec<String>,
+    /// The features, their rules for a missing value and the means imputed.
+    rules: StateRules,
     min_probability: f64,
     max_probability: f64,
     mean: Vec<f64>,
@@ -367,12 +402,13 @@ impl Policy {
         let min_probability = bound("min_probability")?;
         let max_probability = bound("max_probability")?;
         check_bounds(min_probability, max_probability, fail)?;
-        let k = 2 * (1 + features.len());
-        let reason = length_reason(features.len());
+        let rules = StateRules::read(features, values)?;
+        let k = 2 * rules.dimension();
+        let reason = length_reason(&rules);
         let mean = read_vector(values.get("mean"), "mean", k, &reason, fail)?;
         let covariance = read_matrix_shape(values.get("covariance"), "covariance", k, &reason)?;
         Ok(Self {
-            features,
+            rules,
             min_probability,
             max_probability,
             mean,
@@ -444,16 +480,15 @@ impl Parameters {
     fn read(values: &Value) -> Result<Self, AlgorithmError> {
         let fail: Fail = AlgorithmError::InvalidParameters;
         let policy = Policy::read(values)?;
-        let features = policy.features.len();
         // Read the covariance again, now with the symmetric positive-definite checks.
         read_covariance(
             values.get("covariance"),
             "covariance",
             policy.mean.len(),
-            &length_reason(features),
+            &length_reason(&policy.rules),
             fail,
         )?;
-        let prior = Prior::from_parameters(values.get("prior"), features)?;
+        let prior = Prior::from_parameters(values.get("prior"), &policy.rules)?;
         let n = values
             .get("n")
             .and_then(Value::as_u64)
@@ -462,15 +497,19 @@ impl Parameters {
     }
 
     fn to_json(&self) -> Value {
-        json!({
-            "features": self.policy.features,
+        let mut values = json!({
+            "features": self.policy.rules.features,
             "min_probability": self.policy.min_probability,
             "max_probability": self.policy.max_probability,
             "prior": self.prior.to_json(),
             "mean": self.policy.mean,
             "covariance": self.policy.covariance.rows(),
             "n": self.n,
-        })
+        });
+        if let Some(object) = values.as_object_mut() {
+            self.policy.rules.write(object);
+        }
+        values
     }
 }
 
@@ -497,11 +536,10 @@ impl Statistics {
         if x.len() != d {
             return Err(AlgorithmError::UpdateFailed(format!(
                 "the study record of user {} at decision_idx {} has a state of {} numbers; the \
-                 model needs {d} (the intercept and {} features)",
+                 model needs {d} (the intercept, the features and any missing indicators)",
                 record.user_id,
                 record.decision_idx.get(),
                 x.len(),
-                d - 1
             )));
         }
         if !record.reward.is_finite() {
@@ -577,11 +615,16 @@ fn missing(kind: &str, key: &str) -> AlgorithmError {
 fn number_field(object: &JsonObject, key: &str, kind: &str) -> Result<f64, AlgorithmError> {
     match object.get(key) {
         None | Some(Value::Null) => Err(missing(kind, key)),
-        Some(v) => v
-            .as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| AlgorithmError::InvalidInput(format!("{key} must be a float or int."))),
+        Some(v) => context_number(v, key),
     }
+}
+
+/// A present value of field `key` as a number, with the client-facing message.
+fn context_number(value: &Value, key: &str) -> Result<f64, AlgorithmError> {
+    value
+        .as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| AlgorithmError::InvalidInput(format!("{key} must be a float or int.")))
 }
 
 impl Algorithm for Thompson {
@@ -590,10 +633,11 @@ impl Algorithm for Thompson {
     }
 
     fn initial_parameters(&self, priors: &JsonObject) -> Result<Value, AlgorithmError> {
-        let prior = Prior::from_config(priors, self.features.len())?;
+        let rules = self.rules.clone().with_prior_means(priors)?;
+        let prior = Prior::from_config(priors, &rules)?;
         let parameters = Parameters {
             policy: Policy {
-                features: self.features.clone(),
+                rules,
                 min_probability: self.min_probability,
                 max_probability: self.max_probability,
                 mean: prior.mean.clone(),
@@ -605,13 +649,27 @@ impl Algorithm for Thompson {
         Ok(parameters.to_json())
     }
 
+    /// The state with every missing value refused, whatever the rules say (the service asks
+    /// [`Algorithm::prepare_state`], which follows them).
     fn make_state(&self, context: &JsonObject) -> Result<State, AlgorithmError> {
-        let mut values = Vec::with_capacity(1 + self.features.len());
-        values.push(1.0);
-        for feature in &self.features {
-            values.push(number_field(context, feature, "context")?);
+        let rules = StateRules::refusing(self.rules.features.clone());
+        match rules.make(context, context_number, |f| missing("context", f))? {
+            justin_core::Prepared::State(state) => Ok(state),
+            justin_core::Prepared::NotAvailable(_) => Err(AlgorithmError::InvalidParameters(
+                "a state with every missing value refused cannot be not available".into(),
+            )),
         }
-        State::new(values).map_err(|e| AlgorithmError::InvalidInput(e.to_string()))
+    }
+
+    fn prepare_state(
+        &self,
+        context: &JsonObject,
+        parameters: &Value,
+    ) -> Result<justin_core::Prepared, AlgorithmError> {
+        let fail: Fail = AlgorithmError::InvalidParameters;
+        let features = read_features(parameters.get("features"), "features", fail)?;
+        let rules = StateRules::read(features, parameters)?;
+        rules.make(context, context_number, |f| missing("context", f))
     }
 
     fn get_action(
@@ -624,12 +682,13 @@ impl Algorithm for Thompson {
     ) -> Result<ActionChoice, AlgorithmError> {
         let policy = Policy::read(parameters)?;
         let x = state.values();
-        let d = 1 + policy.features.len();
+        let d = policy.rules.dimension();
         if x.len() != d {
             return Err(AlgorithmError::InvalidParameters(format!(
-                "the parameters are for {d} state values (the intercept and features {:?}), \
-                 but the state has {}",
-                policy.features,
+                "the parameters are for {d} state values (the intercept, features {:?} and {} \
+                 missing indicators), but the state has {}",
+                policy.rules.features,
+                policy.rules.indicators(),
                 x.len()
             )));
         }
@@ -657,7 +716,13 @@ impl Algorithm for Thompson {
     }
 
     fn check_context_names(&self, context: &Value) -> Result<(), AlgorithmError> {
-        match self.features.iter().find(|f| !names(context, f)) {
+        let needed = self
+            .rules
+            .features
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.rules.refuses(*i));
+        match needed.map(|(_, f)| f).find(|f| !names(context, f)) {
             Some(feature) => Err(missing("context", feature)),
             None => Ok(()),
         }
@@ -678,12 +743,15 @@ impl Algorithm for Thompson {
     ) -> Result<Value, AlgorithmError> {
         let current = Parameters::read(current)?;
         let mut stats = Statistics::new(current.prior.mean.len());
+        let mut means = MeanSums::new(&current.policy.rules);
         for record in data {
             stats.add(&record)?;
+            means.add(record.state.values());
         }
         let (mean, covariance) = posterior(&current.prior, &stats)?;
         let next = Parameters {
             policy: Policy {
+                rules: means.apply(current.policy.rules.clone()),
                 mean,
                 covariance,
                 ..current.policy
@@ -719,13 +787,22 @@ impl Algorithm for Thompson {
     fn validate_parameters(&self, values: &Value) -> Result<(), AlgorithmError> {
         let parameters = Parameters::read(values)?;
         let policy = &parameters.policy;
-        if policy.features != self.features {
+        if policy.rules.features != self.rules.features {
             return Err(AlgorithmError::InvalidParameters(format!(
                 "the parameters were made for features {:?}, but algorithm.options.features is \
                  {:?}; the features cannot change within a study: configure {:?} again, or \
                  start a new study (a new database, or make reset-db)",
-                policy.features, self.features, policy.features
+                policy.rules.features, self.rules.features, policy.rules.features
             )));
+        }
+        if !policy.rules.same_rules(&self.rules) {
+            return Err(AlgorithmError::InvalidParameters(
+                "the parameters were made with other rules for missing values than \
+                 algorithm.options.missing gives; the rules cannot change within a study (they \
+                 shape the state): configure the old ones again, or start a new study (a new \
+                 database, or make reset-db)"
+                    .into(),
+            ));
         }
         if (policy.min_probability, policy.max_probability)
             != (self.min_probability, self.max_probability)
@@ -760,9 +837,11 @@ fn precision_of(covariance: &Matrix, key: &str) -> Result<Matrix, AlgorithmError
 
 /// thompson in an adaptivity-aware analysis (lifejacket's; docs/algorithms.md).
 ///
-/// - Covariates: the state, `intercept` then one per feature, named as the feature when every
-///   feature name is usable as a column ([`usable_covariate_name`], and not `intercept`),
-///   else `x1`, `x2`, ... in feature order.
+/// - Covariates: the state, `intercept` then one per feature, then one per imputed feature's
+///   missing indicator (`<feature>_missing`), named so when every name is usable as a column
+///   ([`usable_covariate_name`], distinct, and not `intercept`), else `x1`, `x2`, ... in
+///   state order. An imputed value is a covariate like an observed one: the analysis sees the
+///   state the decision was drawn from.
 /// - β: the posterior mean μ (k = 2(1 + features) numbers: the base coefficients, then the
 ///   treatment effects), then the lower triangle, row by row, of L, the Cholesky factor of the
 ///   posterior precision P = covariance⁻¹, with its diagonal as logarithms: k + k(k+1)/2
@@ -777,14 +856,23 @@ fn precision_of(covariance: &Matrix, key: &str) -> Result<Matrix, AlgorithmError
 ///   participants it is Pμ − (Σ0⁻¹μ0 + b/σ²) and P − LL', zero at the update's posterior.
 impl AnalysisModel for Thompson {
     fn covariate_names(&self) -> Vec<String> {
-        let named = self
-            .features
+        let features = &self.rules.features;
+        let indicators: Vec<String> = features
             .iter()
-            .all(|f| usable_covariate_name(f) && f != "intercept");
+            .enumerate()
+            .filter(|(i, _)| matches!(self.rules.missing[*i], missing::Missing::Impute(_)))
+            .map(|(_, f)| format!("{f}_missing"))
+            .collect();
+        let all: Vec<&String> = features.iter().chain(&indicators).collect();
+        let distinct = all.iter().collect::<BTreeSet<_>>().len() == all.len();
+        let named = distinct
+            && all
+                .iter()
+                .all(|f| usable_covariate_name(f) && f.as_str() != "intercept");
         std::iter::once("intercept".to_owned())
-            .chain(self.features.iter().enumerate().map(|(i, f)| {
+            .chain(all.iter().enumerate().map(|(i, f)| {
                 if named {
-                    f.clone()
+                    (*f).clone()
                 } else {
                     format!("x{}", i + 1)
                 }
@@ -793,15 +881,15 @@ impl AnalysisModel for Thompson {
     }
 
     fn covariates(&self, state: &State) -> Result<Vec<f64>, AlgorithmError> {
-        let d = 1 + self.features.len();
+        let d = self.rules.dimension();
         if state.values().len() == d {
             Ok(state.values().to_vec())
         } else {
             Err(AlgorithmError::InvalidInput(format!(
-                "the state has {} numbers; {NAME} with features {:?} makes {d} (the intercept \
-                 and the features)",
+                "the state has {} numbers; {NAME} with features {:?} makes {d} (the intercept, \
+                 the features and any missing indicators)",
                 state.values().len(),
-                self.features
+                self.rules.features
             )))
         }
     }
@@ -914,6 +1002,7 @@ impl AnalysisModel for Thompson {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use justin_core::Prepared;
 
     fn obj(v: Value) -> JsonObject {
         v.as_object().cloned().unwrap()
@@ -1250,6 +1339,201 @@ mod tests {
         assert_eq!(
             intercept.make_state(&JsonObject::new()).unwrap().values(),
             &[1.0]
+        );
+    }
+
+    /// `steps` imputed by 0, `mood` by its mean (2 in the priors), `sleep` not available,
+    /// `hr` refused: x = [1, steps, mood, sleep, hr, steps missing, mood missing].
+    fn with_missing_rules() -> (Thompson, Value) {
+        let algo = thompson(json!({
+            "features": ["steps", "mood", "sleep", "hr"],
+            "missing": {
+                "steps": { "impute": 0 },
+                "mood": { "impute": "mean" },
+                "sleep": "not_available",
+                "hr": "refuse",
+            },
+        }));
+        let params = algo
+            .initial_parameters(&obj(json!({
+                "variance": 1, "noise_variance": 1, "feature_means": { "mood": 2.0 }
+            })))
+            .unwrap();
+        (algo, params)
+    }
+
+    fn prepared(algo: &Thompson, params: &Value, context: Value) -> Result<Prepared, String> {
+        algo.prepare_state(&obj(context), params)
+            .map_err(|e| e.to_string())
+    }
+
+    fn state(values: &[f64]) -> Prepared {
+        Prepared::State(State::new(values.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn a_missing_value_follows_its_features_rule() {
+        let (algo, params) = with_missing_rules();
+        assert_eq!(params["missing"]["mood"], json!({ "impute": "mean" }));
+        assert_eq!(params["feature_means"], json!({ "mood": 2.0 }));
+        assert_eq!(numbers(&params["mean"]).len(), 2 * 7);
+
+        let full = json!({ "steps": 10, "mood": 3, "sleep": 7, "hr": 60 });
+        assert_eq!(
+            prepared(&algo, &params, full),
+            Ok(state(&[1.0, 10.0, 3.0, 7.0, 60.0, 0.0, 0.0]))
+        );
+        // Absent and null are both missing; each imputed value raises its indicator.
+        assert_eq!(
+            prepared(
+                &algo,
+                &params,
+                json!({ "mood": null, "sleep": 7, "hr": 60 })
+            ),
+            Ok(state(&[1.0, 0.0, 2.0, 7.0, 60.0, 1.0, 1.0]))
+        );
+        assert_eq!(
+            prepared(&algo, &params, json!({ "steps": 4, "mood": 1, "hr": 60 })),
+            Ok(Prepared::NotAvailable("missing_context".into()))
+        );
+        // A refused value, missing or of the wrong type, wins over not available.
+        assert_eq!(
+            prepared(&algo, &params, json!({ "steps": 4, "mood": 1 })),
+            Err("Invalid context. hr is required.".into())
+        );
+        assert_eq!(
+            prepared(&algo, &params, json!({ "steps": "many", "hr": 60 })),
+            Err("steps must be a float or int.".into())
+        );
+        // make_state refuses every missing value, as the template does.
+        assert_eq!(
+            algo.make_state(&obj(json!({ "mood": 1, "sleep": 7, "hr": 60 })))
+                .unwrap_err()
+                .to_string(),
+            "Invalid context. steps is required."
+        );
+        // The names check asks only for the refused features.
+        algo.check_context_names(&json!({ "hr": 1 })).unwrap();
+        assert_eq!(
+            algo.check_context_names(&json!({ "steps": 1 }))
+                .unwrap_err()
+                .to_string(),
+            "Invalid context. hr is required."
+        );
+    }
+
+    #[test]
+    fn an_update_recomputes_the_mean_from_observed_values_only() {
+        let (algo, params) = with_missing_rules();
+        let records = vec![
+            record(&[1.0, 5.0, 4.0, 7.0, 60.0, 0.0, 0.0], 1, 1.0),
+            record(&[1.0, 0.0, 2.0, 7.0, 60.0, 1.0, 1.0], 0, 0.0),
+            record(&[1.0, 5.0, 6.0, 7.0, 60.0, 0.0, 0.0], 0, 2.0),
+        ];
+        let next = update(&algo, &params, records);
+        // (4 + 6) / 2: the imputed 2 does not count.
+        assert_eq!(next["feature_means"], json!({ "mood": 5.0 }));
+        algo.validate_parameters(&next).unwrap();
+        assert_eq!(
+            prepared(&algo, &next, json!({ "steps": 1, "sleep": 7, "hr": 60 })),
+            Ok(state(&[1.0, 1.0, 5.0, 7.0, 60.0, 0.0, 1.0]))
+        );
+        // The version a decision was drawn from imputes as it did.
+        assert_eq!(
+            prepared(&algo, &params, json!({ "steps": 1, "sleep": 7, "hr": 60 })),
+            Ok(state(&[1.0, 1.0, 2.0, 7.0, 60.0, 0.0, 1.0]))
+        );
+        // No observed value: the mean stays.
+        let unseen = update(
+            &algo,
+            &params,
+            vec![record(&[1.0, 0.0, 2.0, 7.0, 60.0, 1.0, 1.0], 0, 0.0)],
+        );
+        assert_eq!(unseen["feature_means"], json!({ "mood": 2.0 }));
+        let p = probability(&algo, &next, &[1.0, 1.0, 5.0, 7.0, 60.0, 0.0, 1.0]);
+        assert!((0.2..=0.8).contains(&p), "{p}");
+    }
+
+    #[test]
+    fn missing_rules_are_checked() {
+        let err = |options: Value| {
+            Thompson::from_options(&obj(options))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(json!({ "features": ["a"], "missing": { "b": "refuse" } })),
+            "invalid algorithm.options: missing.b: \"b\" is not one of the features [\"a\"]"
+        );
+        assert_eq!(
+            err(json!({ "features": ["a"], "missing": { "a": "skip" } })),
+            "invalid algorithm.options: missing.a must be \"refuse\", \"not_available\", \
+             { impute = <number> } or { impute = \"mean\" }"
+        );
+        assert!(
+            err(json!({ "features": ["a"], "missing": { "a": { "impute": "median" } } }))
+                .starts_with("invalid algorithm.options: missing.a must be")
+        );
+        assert!(err(json!({ "features": ["a"], "missing": ["a"] }))
+            .starts_with("invalid algorithm.options: missing must be a table"));
+
+        let algo = thompson(json!({ "features": ["a"], "missing": { "a": { "impute": "mean" } } }));
+        let priors = |p: Value| algo.initial_parameters(&obj(p)).unwrap_err().to_string();
+        assert_eq!(
+            priors(json!({ "variance": 1, "noise_variance": 1 })),
+            "invalid priors: feature_means.a is required (a number): the value imputed for a \
+             missing a until an update computes the mean from the study data"
+        );
+        assert!(priors(json!({ "variance": 1, "noise_variance": 1,
+                               "feature_means": { "a": 1, "b": 2 } }))
+        .starts_with("invalid priors: feature_means.b: \"b\" is not a feature imputed"));
+        // The prior's length counts the indicator: 2 × (1 + 1 + 1).
+        assert!(priors(
+            json!({ "mean": [0, 0, 0, 0], "variance": 1, "noise_variance": 1,
+                               "feature_means": { "a": 1 } })
+        )
+        .contains("it needs 6 (2 × (1 + 1 features + 1 missing indicators) = 6"));
+
+        // Other rules than the parameters': refused, like other features.
+        let params = algo
+            .initial_parameters(&obj(json!({ "variance": 1, "noise_variance": 1,
+                                             "feature_means": { "a": 1 } })))
+            .unwrap();
+        let refusing = thompson(json!({ "features": ["a"] }));
+        assert!(refusing
+            .validate_parameters(&params)
+            .unwrap_err()
+            .to_string()
+            .contains("other rules for missing values"));
+    }
+
+    #[test]
+    fn without_rules_the_parameters_are_as_before() {
+        let algo = thompson(json!({ "features": ["a"] }));
+        let params = algo
+            .initial_parameters(&obj(json!({ "variance": 1, "noise_variance": 1 })))
+            .unwrap();
+        assert!(params.get("missing").is_none() && params.get("feature_means").is_none());
+        assert_eq!(
+            prepared(&algo, &params, json!({ "a": null })),
+            Err("Invalid context. a is required.".into())
+        );
+    }
+
+    #[test]
+    fn the_analysis_names_the_indicators() {
+        let (algo, _) = with_missing_rules();
+        assert_eq!(
+            algo.covariate_names(),
+            [
+                "intercept",
+                "steps",
+                "mood",
+                "sleep",
+                "hr",
+                "steps_missing",
+                "mood_missing"
+            ]
         );
     }
 
@@ -1618,8 +1902,8 @@ mod tests {
         assert_eq!(
             err,
             AlgorithmError::InvalidParameters(
-                "the parameters are for 1 state values (the intercept and features []), but \
-                 the state has 2"
+                "the parameters are for 1 state values (the intercept, features [] and 0 \
+                 missing indicators), but the state has 2"
                     .into()
             )
         );
@@ -1645,7 +1929,7 @@ mod tests {
             err,
             AlgorithmError::UpdateFailed(
                 "the study record of user u at decision_idx 3 has a state of 2 numbers; the \
-                 model needs 1 (the intercept and 0 features)"
+                 model needs 1 (the intercept, the features and any missing indicators)"
                     .into()
             )
         );
