@@ -44,6 +44,9 @@ pub struct Decision {
     /// Whether the participant was in the study at the decision's time (the answer says
     /// `"in_study": false` when not).
     pub in_study: bool,
+    /// Whether the decision was available (the answer says `"available": false` when the
+    /// study server or the algorithm said it was not).
+    pub available: bool,
 }
 
 /// The current parameters, as far as the simulator needs them.
@@ -169,6 +172,7 @@ impl Client {
             action_prob,
             state,
             in_study: fields["in_study"] != Value::Bool(false),
+            available: fields["available"] != Value::Bool(false),
         })
     }
 

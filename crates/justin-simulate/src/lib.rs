@@ -339,9 +339,12 @@ fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result
         });
     }
     let reward = plan.model.reward(&draw, decision.action);
-    outcome.available = draw.available;
+    // The algorithm may declare a decision not available (a context value it needs is
+    // missing): it is then as one the study server marked unavailable.
+    let available = draw.available && decision.available;
+    outcome.available = available;
     outcome.reward = reward;
-    if draw.available && draw.outcome_missing {
+    if available && draw.outcome_missing {
         outcome.outcome_missing = true;
         return Ok(Done {
             at,
@@ -365,7 +368,7 @@ fn decide(plan: &Plan, client: &Client, start: DateTime<Utc>, at: u64) -> Result
             "outcome": observed,
         },
     });
-    if draw.available && draw.upload_late {
+    if available && draw.upload_late {
         outcome.upload_late = true;
         return Ok(Done {
             at,

@@ -128,6 +128,9 @@ pub struct Draw {
     /// Whether the upload is held back until the next update has completed (for an available
     /// decision only).
     pub upload_late: bool,
+    /// Which features' values are sent as `null` (a sensor not worn, a survey skipped), in the
+    /// features' order; the reward still follows the drawn values.
+    pub nulls: Vec<bool>,
 }
 
 /// The shares of decision times with no call, of available decisions with no upload, and of
@@ -141,6 +144,8 @@ pub struct Gaps {
     /// The probability that an available decision's upload is held back until the next update
     /// has completed.
     pub late_upload: f64,
+    /// The probability that each context value is sent as `null`.
+    pub null_value: f64,
 }
 
 /// The features, the reward model and the share of unavailable decision times.
@@ -173,6 +178,11 @@ impl Model {
         let called = normal.uniform() >= self.gaps.missed_call;
         let outcome_missing = normal.uniform() < self.gaps.missing_outcome;
         let upload_late = normal.uniform() < self.gaps.late_upload;
+        let nulls = self
+            .features
+            .iter()
+            .map(|_| normal.uniform() < self.gaps.null_value)
+            .collect();
         Draw {
             available,
             values,
@@ -180,15 +190,24 @@ impl Model {
             called,
             outcome_missing,
             upload_late,
+            nulls,
         }
     }
 
-    /// The context sent to the service: each feature's value under its name.
+    /// The context sent to the service: each feature's value under its name, `null` where
+    /// the draw lost it.
     pub fn context(&self, draw: &Draw) -> Map<String, Value> {
         self.features
             .iter()
             .zip(&draw.values)
-            .map(|(f, &x)| (f.name.clone(), Value::from(x)))
+            .enumerate()
+            .map(|(i, (f, &x))| {
+                let lost = draw.nulls.get(i).copied().unwrap_or(false);
+                (
+                    f.name.clone(),
+                    if lost { Value::Null } else { Value::from(x) },
+                )
+            })
             .collect()
     }
 
@@ -347,6 +366,7 @@ mod tests {
             called: true,
             outcome_missing: false,
             upload_late: false,
+            nulls: vec![false, false],
         };
         // 1 + 0.1·20 = 3 without treatment; the effect is 0.5 - 2·0.5 = -0.5.
         assert!((m.reward(&draw, 0) - 3.0).abs() < 1e-12);
@@ -394,11 +414,12 @@ mod tests {
                 missed_call: 0.1,
                 missing_outcome: 0.2,
                 late_upload: 0.3,
+                null_value: 0.1,
             },
             ..plain.clone()
         };
         let n = 20_000u32;
-        let (mut missed, mut missing, mut late) = (0u32, 0u32, 0u32);
+        let (mut missed, mut missing, mut late, mut nulls) = (0u32, 0u32, 0u32, 0u32);
         for i in 0..n {
             let (p, d) = (u64::from(i % 100), u64::from(i / 100));
             let (a, b) = (plain.draw(42, p, d), gappy.draw(42, p, d));
@@ -407,11 +428,20 @@ mod tests {
                 (b.available, &b.values, b.noise)
             );
             assert!(a.called && !a.outcome_missing && !a.upload_late);
+            assert!(a.nulls.iter().all(|n| !n));
             assert_eq!(b, gappy.draw(42, p, d), "the same draw each time");
             missed += u32::from(!b.called);
             missing += u32::from(b.outcome_missing);
             late += u32::from(b.upload_late);
+            nulls += b.nulls.iter().map(|n| u32::from(*n)).sum::<u32>();
+            let context = gappy.context(&b);
+            for (f, lost) in gappy.features.iter().zip(&b.nulls) {
+                assert_eq!(context[&f.name].is_null(), *lost);
+            }
         }
+        let features = u32::try_from(plain.features.len()).unwrap();
+        let null_share = f64::from(nulls) / f64::from(n * features);
+        assert!((null_share - 0.1).abs() < 0.02, "{null_share} for 0.1");
         for (count, share) in [(missed, 0.1), (missing, 0.2), (late, 0.3)] {
             let seen = f64::from(count) / f64::from(n);
             assert!((seen - share).abs() < 0.02, "{seen} for {share}");
@@ -421,6 +451,7 @@ mod tests {
                 missed_call: 1.0,
                 missing_outcome: 1.0,
                 late_upload: 1.0,
+                null_value: 1.0,
             },
             ..plain
         };
@@ -472,6 +503,7 @@ mod tests {
             called: true,
             outcome_missing: false,
             upload_late: false,
+            nulls: vec![false, false],
         };
         let context = Value::Object(m.context(&draw));
         assert_eq!(

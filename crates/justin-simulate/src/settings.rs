@@ -154,6 +154,11 @@ pub struct Args {
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_outcome_share: Option<f64>,
+    /// The probability that each context value is sent as null (a sensor not worn, a survey
+    /// skipped); the reward still follows the value drawn [default: 0].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub null_context_share: Option<f64>,
     /// The probability that an available decision's upload is held back and sent only after
     /// the next update has completed, so that update does not use it [default: 0].
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
@@ -209,6 +214,7 @@ struct Settings {
     start: Option<String>,
     missed_call_share: f64,
     missing_outcome_share: f64,
+    null_context_share: f64,
     late_upload_share: f64,
     withdraw: String,
     erase: String,
@@ -246,6 +252,7 @@ impl Default for Settings {
             start: None,
             missed_call_share: 0.0,
             missing_outcome_share: 0.0,
+            null_context_share: 0.0,
             late_upload_share: 0.0,
             withdraw: String::new(),
             erase: String::new(),
@@ -464,6 +471,7 @@ impl Plan {
             (s.unavailable_share, "--unavailable-share"),
             (s.missed_call_share, "--missed-call-share"),
             (s.missing_outcome_share, "--missing-outcome-share"),
+            (s.null_context_share, "--null-context-share"),
             (s.late_upload_share, "--late-upload-share"),
         ] {
             if !(0.0..=1.0).contains(&share) {
@@ -510,6 +518,7 @@ impl Plan {
                     missed_call: s.missed_call_share,
                     missing_outcome: s.missing_outcome_share,
                     late_upload: s.late_upload_share,
+                    null_value: s.null_context_share,
                 },
             },
             outcome_field: s.outcome_field,
@@ -682,6 +691,7 @@ mod tests {
                 missed_call: 0.1,
                 missing_outcome: 0.0,
                 late_upload: 1.0,
+                null_value: 0.0,
             }
         );
         assert_eq!(plan(&[]).unwrap().model.gaps, Gaps::default());
