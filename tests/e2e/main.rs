@@ -32,6 +32,7 @@ mod commands;
 mod connections;
 mod export;
 mod flow;
+mod imperfect;
 mod jobs;
 mod lifejacket;
 mod load_balanced;

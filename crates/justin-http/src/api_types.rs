@@ -594,7 +594,10 @@ pub struct ActionResponse {
     /// microseconds).
     #[schema(format = DateTime)]
     pub timestamp: String,
-    /// The reason given for an unavailable decision; absent when none was given.
+    /// The reason given for an unavailable decision; absent when none was given. The
+    /// service's own reasons: `not_in_study` and `withdrawn` (with `in_study` false), and
+    /// `missing_context` when a context value the algorithm needs is missing and its rule for
+    /// that value is to record the decision as not available.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable_reason: Option<String>,
     /// The participant.

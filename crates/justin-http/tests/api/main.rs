@@ -15,6 +15,7 @@ mod helpers;
 mod host_decision;
 mod hostile;
 mod metrics;
+mod missing;
 mod monitor;
 mod openapi;
 mod participants;

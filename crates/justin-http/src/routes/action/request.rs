@@ -50,8 +50,11 @@ fn parse(
 /// is stored without a draw, as action 0 with probability 0. So is a decision whose
 /// `timestamp` lies outside the participant's time in the study, or of a withdrawn
 /// participant: the answer then says `"in_study": false` with `unavailable_reason`
-/// `not_in_study` or `withdrawn`. During a configured warm-up, or when the algorithm fails and
-/// a fallback is configured, the answer names the `policy` that gave the probability.
+/// `not_in_study` or `withdrawn`. A context value that is missing (absent or `null`) follows
+/// the algorithm's rule for it: refused (400, the default), imputed (the `state` shows it), or
+/// the decision stored as not available with `unavailable_reason` `missing_context`. During a
+/// configured warm-up, or when the algorithm fails and a fallback is configured, the answer
+/// names the `policy` that gave the probability.
 ///
 /// # Errors
 /// 400 for a malformed request or context, 404 for an unknown participant, 400 when study data
