@@ -180,6 +180,51 @@ fn the_export_has_one_row_per_decision_with_its_upload() {
     assert_eq!(field(late_row, "used_in_update"), Some("false"));
 }
 
+/// An upload that arrives after an update that could have used it (its decision was made
+/// before the update started) is used by the next update, and the export names that update,
+/// not the one it missed; an upload the first update read keeps the first update's version.
+#[test]
+fn a_late_upload_is_used_by_the_next_update_and_the_export_names_it() {
+    let app = spawn_app();
+    let callbacks = CallbackReceiver::start();
+    app.add_user("u1");
+    let on_time = app.post_expecting("/api/v1/action", &action_body("u1", 0, 20.0), 201);
+    let late = app.post_expecting("/api/v1/action", &action_body("u1", 1, 21.0), 201);
+    app.post_expecting(
+        "/api/v1/upload_data",
+        &upload_body_for("u1", 0, 20.0, &on_time),
+        201,
+    );
+    let first = app.request_update(callbacks.url());
+    assert_eq!(callbacks.next()["status"], "completed");
+    let first = app.update_status(&first);
+    // Decision 1 was made before the first update; its outcome arrives only now.
+    app.post_expecting(
+        "/api/v1/upload_data",
+        &upload_body_for("u1", 1, 21.0, &late),
+        201,
+    );
+    let before_next = export_rows(&app);
+    assert_eq!(field(&before_next[1], "used_in_update"), Some("false"));
+    let second = app.request_update(callbacks.url());
+    assert_eq!(callbacks.next()["status"], "completed");
+    let second = app.update_status(&second);
+    assert_eq!(second["provenance"]["rows_read"], 2, "{second}");
+
+    let rows = export_rows(&app);
+    let version = |status: &serde_json::Value| status["parameter_version"].to_string();
+    assert_eq!(
+        field(&rows[0], "used_in_version"),
+        Some(version(&first).as_str())
+    );
+    assert_eq!(field(&rows[1], "used_in_update"), Some("true"));
+    assert_eq!(
+        field(&rows[1], "used_in_version"),
+        Some(version(&second).as_str()),
+        "the late upload is the second update's, not the first's"
+    );
+}
+
 /// Stores `n` decisions of ten participants straight into the tables (uploads for every
 /// other one), in SQL both backends run: going through the API would take most of a minute.
 fn store_decisions_in_bulk(app: &TestApp, n: u32) {
