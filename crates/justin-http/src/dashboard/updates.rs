@@ -77,6 +77,14 @@ fn leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, f64)>)
     }
 }
 
+/// `n attempts`, or `1 attempt`.
+fn attempts(n: impl Into<u64>) -> String {
+    match n.into() {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    }
+}
+
 /// One update's page, with the decisions drawn under each version.
 pub fn render_one(c: &UpdateComparison, drawn: (u64, u64)) -> String {
     let u = &c.update;
@@ -84,7 +92,7 @@ pub fn render_one(c: &UpdateComparison, drawn: (u64, u64)) -> String {
         format!(
         "<dl><dt>Update</dt><dd>{id}</dd><dt>Status</dt><dd>{}</dd><dt>Received</dt><dd>{}</dd>\
          <dt>Finished</dt><dd>{}</dd><dt>Attempts</dt><dd>{}</dd><dt>Rows read</dt><dd>{}</dd>\
-         <dt>Error</dt><dd>{}</dd><dt>Callback</dt><dd>{} after {} attempts {}</dd>",
+         <dt>Error</dt><dd>{}</dd><dt>Callback</dt><dd>{} after {} {}</dd>",
         u.status.as_str(),
         time(u.received_at),
         opt_time(u.finished_at),
@@ -95,7 +103,7 @@ pub fn render_one(c: &UpdateComparison, drawn: (u64, u64)) -> String {
             .unwrap_or_default(),
         u.error.as_deref().map(esc).unwrap_or_default(),
         u.callback.status.as_str(),
-        u.callback.attempts,
+        attempts(u.callback.attempts),
         u.callback.last_error.as_deref().map(esc).unwrap_or_default(),
         id = u.id,
     );
@@ -182,4 +190,16 @@ fn policy(b: &mut String, c: &UpdateComparison, before: i64, after: i64) {
         );
     }
     b.push_str("</tbody></table></details>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attempts;
+
+    #[test]
+    fn one_attempt_is_singular() {
+        assert_eq!(attempts(0u32), "0 attempts");
+        assert_eq!(attempts(1u32), "1 attempt");
+        assert_eq!(attempts(5u32), "5 attempts");
+    }
 }
