@@ -18,11 +18,10 @@ use crate::error::ApiError;
     operation_id = "get_openapi",
     tag = "document",
     responses(
-        (status = 200, description = "The document.", body = Object, content_type = "application/json"),
+        (status = 200, description = "The document.", body = std::collections::BTreeMap<String, serde_json::Value>, content_type = "application/json"),
         (status = 401, response = Unauthorized),
         (status = 500, response = InternalError),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn show() -> Result<HttpResponse, ApiError> {
     let text = crate::openapi::served()?;
