@@ -62,7 +62,9 @@ Optional answer fields are absent when they do not apply, never `null`; a field 
 `null` is always present.
 
 When API keys are configured (`auth.api_keys`), every `/api/v1` route requires \
-`Authorization: Bearer <key>`; `/healthz` and `/readyz` stay open.";
+`Authorization: Bearer <key>`; without keys none does. Hence the two security alternatives \
+(the key, or nothing): a client sends the key to a service that has keys, and nothing to one \
+that has none. `/healthz`, `/readyz` and this document stay open either way.";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -146,20 +148,23 @@ impl Modify for Overview {
     }
 }
 
-/// Security: the bearer key for the operations [`requires_key`] guards, `[]` (explicitly
-/// open) for the others, so the document and the guard cannot disagree.
+/// Security. A route under `/api/v1` needs a key when the service has keys and nothing when it
+/// has none, so the document offers both alternatives, once, for every operation: the bearer
+/// key or nothing (`[{"bearer": []}, {}]`). The operations [`requires_key`] lets through
+/// without a key (the probes and this document) declare `[]` instead. A generated client can
+/// then call a keyless service without credentials.
 struct Security;
 
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.security = Some(vec![
+            SecurityRequirement::new(BEARER, Vec::<String>::new()),
+            SecurityRequirement::default(),
+        ]);
         for (path, item) in &mut openapi.paths.paths {
-            let security = if requires_key(path) {
-                vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]
-            } else {
-                Vec::new()
-            };
+            let open = !requires_key(path);
             for operation in operations(item) {
-                operation.security = Some(security.clone());
+                operation.security = open.then(Vec::new);
             }
         }
     }

@@ -1,13 +1,15 @@
 //! The OpenAPI document: the served one is the committed `docs/openapi.json`, it documents
-//! every route with its security and headers, what clients are generated from says what the
-//! service does (free-form objects, optional fields that are absent rather than null, the
-//! update's callback), and the service's real answers and callbacks fit it.
+//! every route with its security and headers, it is served without a key, what clients are
+//! generated from says what the service does (free-form objects, optional fields that are
+//! absent rather than null, the update's callback), and the service's real answers and
+//! callbacks fit it.
 
 use serde_json::{json, Value};
 
 use crate::contract::Contract;
 use crate::helpers::{
-    action_body, spawn_app, spawn_app_with, upload_body, CallbackReceiver, TestApp, TIMESTAMP,
+    action_body, spawn_app, spawn_app_with, upload_body, CallbackReceiver, Client, TestApp,
+    TIMESTAMP, WAIT,
 };
 
 /// Where the committed document lives.
@@ -35,7 +37,7 @@ const OPERATIONS: [(&str, &str); 17] = [
 ];
 
 /// The operations that need no key even when keys are configured.
-const OPEN: [&str; 2] = ["/healthz", "/readyz"];
+const OPEN: [&str; 3] = ["/healthz", "/readyz", "/api/v1/openapi.json"];
 
 /// POST routes that read no body.
 const WITHOUT_BODY: [&str; 1] = ["/api/v1/users/{user_id}/erase"];
@@ -75,6 +77,47 @@ fn the_committed_document_is_the_served_one() {
     assert!(
         committed_text == justin_http::openapi::document_json().unwrap(),
         "docs/openapi.json is not formatted as `justin openapi` prints it: run `make openapi`"
+    );
+}
+
+#[test]
+fn the_document_is_served_without_a_key_when_keys_are_configured() {
+    let app = spawn_app_with(|config| {
+        config.auth.api_keys = vec![justin_http::config::ApiKeyConfig {
+            name: "study-app".into(),
+            sha256: None,
+            key: Some("study-app-key-0123456789".into()),
+            access: justin_http::config::KeyAccess::Full,
+        }];
+    });
+    let client = Client::new(app.base_url(), Some(WAIT));
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(COMMITTED).unwrap()).unwrap();
+
+    let open = client.send("GET", "/api/v1/openapi.json", None, &[]);
+    let wrong_key = client.send(
+        "GET",
+        "/api/v1/openapi.json",
+        None,
+        &[("Authorization", "Bearer not-a-key-of-this-service")],
+    );
+    let guarded = client.send("GET", "/api/v1/parameters", None, &[]);
+
+    assert_eq!(open.status, 200, "{}", open.json);
+    assert!(
+        open.json == committed,
+        "the served document is the committed one"
+    );
+    assert!(open.header("www-authenticate").is_none());
+    assert!(open.header("x-request-id").is_some());
+    assert_eq!(wrong_key.status, 200, "a key is not even looked at");
+    assert_eq!(
+        guarded.status, 401,
+        "the rest of /api/v1 still needs the key"
+    );
+    assert_eq!(
+        guarded.header("www-authenticate"),
+        Some(r#"Bearer realm="justin""#)
     );
 }
 
@@ -212,6 +255,8 @@ fn every_route_is_documented_with_its_security_and_shared_answers() {
         (&scheme["type"], &scheme["scheme"]),
         (&json!("http"), &json!("bearer"))
     );
+    // The key when the service has keys, nothing when it has none.
+    assert_eq!(doc["security"], json!([{ "bearer": [] }, {}]));
     let mut documented: Vec<(String, String)> = doc["paths"]
         .as_object()
         .unwrap()
@@ -245,10 +290,9 @@ fn every_route_is_documented_with_its_security_and_shared_answers() {
                 operation["security"]
             );
         } else {
-            assert_eq!(
-                operation["security"],
-                json!([{ "bearer": [] }]),
-                "{method} {path} needs the bearer key"
+            assert!(
+                operation.get("security").is_none(),
+                "{method} {path} takes the document's security"
             );
             assert!(statuses.contains(&401), "{method} {path}: {statuses:?}");
         }
