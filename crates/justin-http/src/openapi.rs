@@ -3,7 +3,8 @@
 //!
 //! It is serialized once per process, served at `GET /api/v1/openapi.json`, printed by
 //! `justin openapi` and committed as `docs/openapi.json`: `make openapi` rewrites that file,
-//! and a test fails when it differs from the served document.
+//! and a test fails when it differs from the served document. `make clients` lints it and
+//! generates a Python client and TypeScript types from it (docs/clients.md).
 //!
 //! What the derive cannot say, the modifiers here add: the security of each operation (from
 //! the rule [`crate::auth::requires_key`] applies), the headers every answer carries, the
