@@ -32,7 +32,7 @@ BENCH_TARGET_DIR = $(TARGET_DIR)
 EXAMPLE_DIR = examples/beta-bernoulli
 EXAMPLE_CARGO = cd $(EXAMPLE_DIR) && CARGO_TARGET_DIR="$(abspath $(TARGET_DIR))" $(CARGO)
 
-.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay monitor export export-lifejacket fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket
+.PHONY: help run test bench bench-smoke migrate backup reset-db restore erase-user replay monitor export export-lifejacket fmt fmt-check lint check-layers doc clean-test-dbs openapi fuzz lifejacket clients
 
 help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
@@ -60,6 +60,8 @@ help:
 	@echo "make fuzz            run schemathesis against a throwaway release server (FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) per operation)"
 	@echo "make lifejacket      simulate a thompson study on a throwaway debug server, export it, replay its updates"
 	@echo "                     and run lifejacket's checks and analysis on it (docs/analysis.md)"
+	@echo "make clients         lint docs/openapi.json, generate a Python client and TypeScript types from it,"
+	@echo "                     type-check a typed example and run a study through the Python client (docs/clients.md)"
 	@echo "make clean-test-dbs  drop leftover justin_test_* databases on the test server"
 
 run:
@@ -196,6 +198,16 @@ fuzz:
 # the pinned analysis/requirements.txt (into .venv-analysis/). LJ_* variables: scripts/lifejacket.sh.
 lifejacket:
 	CARGO="$(CARGO)" bash scripts/lifejacket.sh
+
+# What a study server's team generates from docs/openapi.json, checked end to end
+# (docs/clients.md): the pinned Redocly lint, a Python client (openapi-python-client, pinned in
+# clients/requirements.txt, into .venv-clients/) and TypeScript types (openapi-typescript and
+# typescript, pinned in clients/package-lock.json, into clients/node_modules/) generated into
+# target/clients/, `tsc --strict` on clients/example.ts, and clients/study_flow.py through the
+# Python client against two throwaway debug servers. Needs Python 3, Node.js and npm and, the
+# first time, PyPI and the npm registry.
+clients:
+	CARGO="$(CARGO)" bash scripts/clients.sh
 
 # Tests drop their databases when they end; a killed test run can leave some behind.
 clean-test-dbs:

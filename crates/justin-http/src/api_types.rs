@@ -184,7 +184,7 @@ pub struct HostDecisionRequest {
     pub unavailable_reason: Option<String>,
     /// The context at decision time, stored as sent; it need not suit the algorithm (the
     /// stored state is then empty).
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::BTreeMap<String, Value>, additional_properties = true)]
     pub context: Value,
     /// The action the study server gave: 0 or 1.
     #[schema(minimum = 0, maximum = 1)]
@@ -244,7 +244,7 @@ pub struct ActionRequest {
     pub unavailable_reason: Option<String>,
     /// The participant's context, stored as sent; the algorithm reads what it needs
     /// (`flat_prob`: a number `temperature`). No string or key may hold U+0000.
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::BTreeMap<String, Value>, additional_properties = true)]
     pub context: Value,
 }
 
@@ -289,7 +289,7 @@ pub struct UploadDataRequest {
 #[derive(Debug, Clone, ToSchema)]
 pub struct UploadedData {
     /// The context at decision time, stored as sent.
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::BTreeMap<String, Value>, additional_properties = true)]
     pub context: Value,
     /// The action the participant got: 0 or 1.
     #[schema(minimum = 0, maximum = 1)]
@@ -301,7 +301,7 @@ pub struct UploadedData {
     pub state: Vec<f64>,
     /// What followed, stored as sent; the algorithm derives the reward from it (`flat_prob`:
     /// a number `clicks`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::BTreeMap<String, Value>, additional_properties = true)]
     pub outcome: Value,
 }
 
@@ -502,20 +502,23 @@ pub struct StoredDecision {
     pub action_prob: Probability,
     /// See `ActionResponse.available`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub available: Option<bool>,
     /// See `ActionResponse.decided_by`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub decided_by: Option<String>,
     /// See `ActionResponse.decision_type`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, nullable = false)]
     pub decision_type: Option<DecisionType>,
     /// See `ActionResponse.in_study`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub in_study: Option<bool>,
     /// See `ActionResponse.policy`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<PolicyName>)]
+    #[schema(value_type = Option<PolicyName>, nullable = false)]
     pub policy: Option<&'static str>,
     /// See `ActionResponse.state`.
     #[schema(value_type = Vec<f64>)]
@@ -525,6 +528,7 @@ pub struct StoredDecision {
     pub timestamp: String,
     /// See `ActionResponse.unavailable_reason`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub unavailable_reason: Option<String>,
     /// The participant.
     #[schema(value_type = String)]
@@ -563,26 +567,29 @@ pub struct ActionResponse {
     /// `false` for a decision stored as unavailable; absent otherwise, so answers to requests
     /// that use none of the newer fields read as they always have.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub available: Option<bool>,
     /// Who decided a decision the study server made itself (`policy` `host`); absent
     /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub decided_by: Option<String>,
     /// The decision's type; absent for `default`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, nullable = false)]
     pub decision_type: Option<DecisionType>,
     /// `false` when the participant was not in the study at the decision's time (before their
     /// `study_start`, at or after their `study_end`, or withdrawn): no action was drawn, and
     /// `unavailable_reason` says which (`not_in_study`, `withdrawn`). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub in_study: Option<bool>,
     /// Which policy gave the probability when it was not the algorithm: `warmup` (the
     /// warm-up phase's fixed probability), `fallback` (the fallback probability, because the
     /// algorithm failed for this request) or `host` (the study server decided). Absent for
     /// the algorithm.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<PolicyName>)]
+    #[schema(value_type = Option<PolicyName>, nullable = false)]
     pub policy: Option<&'static str>,
     /// What the algorithm made of the context (`flat_prob`: `[temperature]`); empty for an
     /// unavailable decision whose context the algorithm cannot use.
@@ -599,6 +606,7 @@ pub struct ActionResponse {
     /// `missing_context` when a context value the algorithm needs is missing and its rule for
     /// that value is to record the decision as not available.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub unavailable_reason: Option<String>,
     /// The participant.
     #[schema(value_type = String)]
@@ -830,6 +838,93 @@ impl From<justin_core::UpdateRequest> for UpdateStatusResponse {
     }
 }
 
+// ---- The update callback ---------------------------------------------------------------------
+
+/// `"completed"`: the update stored a new parameter version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Completed {
+    /// The only value.
+    Completed,
+}
+
+/// The callback of an update that stored a new parameter version.
+// Its fields are in the order the template sent them, not sorted: a callback is not an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "status": "completed",
+    "update_id": "e999a61c-fb5c-4f01-9942-cb7dbe501013",
+    "timestamp": "2025-01-01T12:00:03.123456Z"
+})))]
+pub struct UpdateCompleted {
+    /// Always `completed`.
+    pub status: Completed,
+    /// The update's id, as `POST /api/v1/update` answered it.
+    #[schema(value_type = String, format = "uuid")]
+    pub update_id: Uuid,
+    /// When the update finished (RFC 3339, UTC).
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The callback of an update that failed; the parameters are unchanged. The reason is stored
+/// (`error` of `GET /api/v1/update/{update_id}`), not sent.
+// Its fields are in the order the template sent them, not sorted: a callback is not an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "status": "failed",
+    "update_id": "e999a61c-fb5c-4f01-9942-cb7dbe501013",
+    "message": "Model update failed."
+})))]
+pub struct UpdateFailed {
+    /// Always `failed`.
+    pub status: Failed,
+    /// The update's id, as `POST /api/v1/update` answered it.
+    #[schema(value_type = String, format = "uuid")]
+    pub update_id: Uuid,
+    /// Always `Model update failed.`
+    pub message: String,
+}
+
+/// What the service POSTs as JSON to an update's `callback_url` when the update ends: one of
+/// two shapes, told apart by `status`.
+// `crate::callbacks::HttpNotifier` sends this type, so the document cannot drift from what is
+// sent; a test checks that its bytes are the core payload's.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(discriminator(property_name = "status", mapping(
+    ("completed" = "#/components/schemas/UpdateCompleted"),
+    ("failed" = "#/components/schemas/UpdateFailed"),
+)))]
+pub enum UpdateCallback {
+    /// The update stored a new parameter version.
+    Completed(UpdateCompleted),
+    /// The update failed.
+    Failed(UpdateFailed),
+}
+
+impl From<&justin_core::CallbackPayload> for UpdateCallback {
+    fn from(p: &justin_core::CallbackPayload) -> Self {
+        match p {
+            justin_core::CallbackPayload::Completed {
+                update_id,
+                timestamp,
+            } => Self::Completed(UpdateCompleted {
+                status: Completed::Completed,
+                update_id: *update_id,
+                timestamp: *timestamp,
+            }),
+            justin_core::CallbackPayload::Failed { update_id, message } => {
+                Self::Failed(UpdateFailed {
+                    status: Failed::Failed,
+                    update_id: *update_id,
+                    message: message.clone(),
+                })
+            }
+        }
+    }
+}
+
 /// 200 of `GET /api/v1/parameters` and `GET /api/v1/parameters/{version}`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ParametersResponse {
@@ -840,7 +935,7 @@ pub struct ParametersResponse {
     pub created_at: DateTime<Utc>,
     /// The parameters, in the algorithm's own JSON shape (`flat_prob`:
     /// `{"probability_of_action": 0.5}`).
-    #[schema(value_type = Value)]
+    #[schema(value_type = std::collections::BTreeMap<String, Value>, additional_properties = true)]
     pub parameters: Value,
     /// Always `success`.
     pub status: Success,
@@ -1028,6 +1123,37 @@ mod tests {
             },
             status: justin_core::ParticipantStatus::Withdrawn,
         }
+    }
+
+    #[test]
+    fn the_callback_is_what_the_core_sends_byte_for_byte() {
+        let id = Uuid::parse_str("e999a61c-fb5c-4f01-9942-cb7dbe501013").unwrap();
+        for payload in [
+            justin_core::CallbackPayload::Completed {
+                update_id: id,
+                timestamp: at(3),
+            },
+            justin_core::CallbackPayload::Failed {
+                update_id: id,
+                message: "Model update failed.".into(),
+            },
+        ] {
+            let core = serde_json::to_string(&payload).unwrap();
+            let sent = serde_json::to_string(&UpdateCallback::from(&payload)).unwrap();
+
+            assert_eq!(sent, core);
+        }
+        let completed = serde_json::to_string(&UpdateCallback::from(
+            &justin_core::CallbackPayload::Completed {
+                update_id: id,
+                timestamp: at(3),
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            completed,
+            r#"{"status":"completed","update_id":"e999a61c-fb5c-4f01-9942-cb7dbe501013","timestamp":"2025-01-01T12:00:03.123456Z"}"#
+        );
     }
 
     #[test]

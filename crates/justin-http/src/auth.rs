@@ -1,4 +1,5 @@
-//! API keys: who may call `/api/v1`, read the dashboard and scrape `/metrics`.
+//! API keys: who may call `/api/v1`, read the dashboard and scrape `/metrics`. The probes and
+//! the OpenAPI document (`/api/v1/openapi.json`) stay open.
 //!
 //! The keys come from `auth.api_keys`, each with a name and what it may do ([`KeyAccess`]:
 //! everything, reads only, or the metrics only). Only their SHA-256 digests are kept in memory:
@@ -35,6 +36,10 @@ const API_PREFIX: &str = "/api/v1";
 pub const DASHBOARD_PREFIX: &str = "/dashboard";
 /// The metrics' path.
 pub const METRICS_PATH: &str = "/metrics";
+/// The OpenAPI document's path: under the API's prefix, but open. It describes the routes and
+/// holds no study data, and a team generating its client from a keyed service's URL should not
+/// have to give the key to the generator.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 /// The answer to a request without credentials.
 pub const MISSING_MESSAGE: &str =
@@ -224,7 +229,7 @@ pub enum Area {
     Dashboard,
     /// `/metrics`.
     Metrics,
-    /// Everything else (`/healthz`, `/readyz`, unknown paths): open.
+    /// Everything else (`/healthz`, `/readyz`, the OpenAPI document, unknown paths): open.
     Open,
 }
 
@@ -234,7 +239,9 @@ pub fn area(path: &str) -> Area {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     };
-    if under(API_PREFIX) {
+    if path == OPENAPI_PATH {
+        Area::Open
+    } else if under(API_PREFIX) {
         Area::Api
     } else if under(DASHBOARD_PREFIX) {
         Area::Dashboard
@@ -246,7 +253,8 @@ pub fn area(path: &str) -> Area {
 }
 
 /// Whether a request to `path` (as the router matches it, percent-decoding done) needs a key:
-/// `/api/v1` and everything under it, the dashboard and the metrics.
+/// `/api/v1` and everything under it but the OpenAPI document, the dashboard and the metrics.
+/// The document's `security` follows this rule too ([`crate::openapi`]).
 pub fn requires_key(path: &str) -> bool {
     area(path) != Area::Open
 }
@@ -516,6 +524,9 @@ mod tests {
             "/api/v1/",
             "/api/v1/action",
             "/api/v1/nope/deeper",
+            "/api/v1/openapi.json/",
+            "/api/v1/openapi.jsonx",
+            "/api/v1/OPENAPI.json",
         ] {
             assert!(requires_key(path), "{path}");
         }
@@ -530,6 +541,7 @@ mod tests {
         for path in [
             "/healthz",
             "/readyz",
+            "/api/v1/openapi.json",
             "/",
             "/api",
             "/api/v10/action",

@@ -1,8 +1,12 @@
 //! Callback delivery over HTTP with ureq: the adapter of the core's `CallbackNotifier` port.
+//! An update's callback is sent as [`UpdateCallback`], the type the OpenAPI document declares
+//! for it (the same bytes as the core's payload).
 
 use std::time::Duration;
 
 use justin_core::{BoxError, CallbackNotifier, CallbackPayload};
+
+use crate::api_types::UpdateCallback;
 
 /// POSTs callbacks as JSON, each within a timeout.
 #[derive(Debug, Clone)]
@@ -28,7 +32,10 @@ impl CallbackNotifier for HttpNotifier {
     fn notify(&self, url: &str, payload: &CallbackPayload) -> Result<(), BoxError> {
         // ureq reports 4xx and 5xx as errors; with redirects off a 3xx comes back as an
         // answer, and the port counts only 2xx as delivered.
-        let response = self.agent.post(url).send_json(payload)?;
+        let response = self
+            .agent
+            .post(url)
+            .send_json(UpdateCallback::from(payload))?;
         let status = response.status();
         if status.is_success() {
             Ok(())

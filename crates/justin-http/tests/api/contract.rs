@@ -7,7 +7,7 @@
 //! `properties` without `additionalProperties` may hold no other keys (so an answer cannot
 //! carry a field the document does not describe).
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// Keywords that describe and do not constrain.
 const ANNOTATIONS: [&str; 8] = [
@@ -59,6 +59,16 @@ impl Contract {
                     .unwrap_or_else(|_| panic!("{method} {path}: status {k:?} is not a number"))
             })
             .collect()
+    }
+
+    /// The operation's answer with `status` (a shared answer resolved), or a failed test.
+    pub fn response(&self, method: &str, path: &str, status: u16) -> &Value {
+        let response = &self.operation(method, path)["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {path} does not list {status}"
+        );
+        self.resolve(response)
     }
 
     /// The JSON schema of the operation's answer with `status`, or `None` when the operation
@@ -183,6 +193,7 @@ impl Contract {
                 "oneOf" | "anyOf" | "allOf" => {
                     self.check_combination(keyword, rule, value, at, errors);
                 }
+                "discriminator" => self.check_discriminator(rule, value, at, errors),
                 k if ANNOTATIONS.contains(&k) => {}
                 other => panic!("{at}: the checker does not know the keyword {other:?}"),
             }
@@ -247,6 +258,29 @@ impl Contract {
                 options.len(),
                 why.join("; ")
             ));
+        }
+    }
+}
+
+impl Contract {
+    /// An OpenAPI discriminator: the value of its property names, through its mapping, the
+    /// schema the value must fit (the `oneOf` beside it checks the rest).
+    fn check_discriminator(&self, rule: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+        let Some(object) = value.as_object() else {
+            return;
+        };
+        let property = rule["propertyName"]
+            .as_str()
+            .expect("a discriminator names its property");
+        let Some(tag) = object.get(property).and_then(Value::as_str) else {
+            errors.push(format!("{at}: {property} (the discriminator) is missing"));
+            return;
+        };
+        match rule["mapping"].get(tag) {
+            Some(reference) => self.walk(&json!({ "$ref": reference }), value, at, errors),
+            None => errors.push(format!(
+                "{at}: {property} {tag:?} is not in the discriminator's mapping"
+            )),
         }
     }
 }
@@ -426,6 +460,37 @@ mod tests {
                 "{key}: expected an error containing {expected:?}, got {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_discriminator_picks_the_schema_by_its_property() {
+        let c = Contract::new(json!({"components": {"schemas": {
+            "A": {"type": "object", "required": ["kind", "a"], "properties": {
+                "kind": {"enum": ["a"]}, "a": {"type": "integer"}}},
+            "B": {"type": "object", "required": ["kind"], "properties": {
+                "kind": {"enum": ["b"]}}},
+            "Either": {
+                "oneOf": [{"$ref": "#/components/schemas/A"}, {"$ref": "#/components/schemas/B"}],
+                "discriminator": {"propertyName": "kind", "mapping": {
+                    "a": "#/components/schemas/A", "b": "#/components/schemas/B"}}
+            }
+        }}}));
+        let either = json!({"$ref": "#/components/schemas/Either"});
+
+        assert_eq!(c.validate(&either, &json!({"kind": "a", "a": 1})), Ok(()));
+        assert_eq!(c.validate(&either, &json!({"kind": "b"})), Ok(()));
+        let wrong = c.validate(&either, &json!({"kind": "c"})).unwrap_err();
+        assert!(
+            wrong
+                .iter()
+                .any(|e| e.contains("not in the discriminator's mapping")),
+            "{wrong:?}"
+        );
+        let missing = c.validate(&either, &json!({"a": 1})).unwrap_err();
+        assert!(
+            missing.iter().any(|e| e.contains("is missing")),
+            "{missing:?}"
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The OpenAPI document: the served one is the committed `docs/openapi.json`, it documents
-//! every route with its security, and the service's real answers fit it.
+//! every route with its security and headers, it is served without a key, what clients are
+//! generated from says what the service does (free-form objects, optional fields that are
+//! absent rather than null, the update's callback), and the service's real answers and
+//! callbacks fit it.
 
 use serde_json::{json, Value};
 
 use crate::contract::Contract;
 use crate::helpers::{
-    action_body, spawn_app, spawn_app_with, upload_body, CallbackReceiver, TestApp, TIMESTAMP,
+    action_body, spawn_app, spawn_app_with, upload_body, CallbackReceiver, Client, TestApp,
+    TIMESTAMP, WAIT,
 };
 
 /// Where the committed document lives.
@@ -31,6 +35,9 @@ const OPERATIONS: [(&str, &str); 17] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
+
+/// The operations that need no key even when keys are configured.
+const OPEN: [&str; 3] = ["/healthz", "/readyz", "/api/v1/openapi.json"];
 
 /// POST routes that read no body.
 const WITHOUT_BODY: [&str; 1] = ["/api/v1/users/{user_id}/erase"];
@@ -74,17 +81,182 @@ fn the_committed_document_is_the_served_one() {
 }
 
 #[test]
+fn the_document_is_served_without_a_key_when_keys_are_configured() {
+    let app = spawn_app_with(|config| {
+        config.auth.api_keys = vec![justin_http::config::ApiKeyConfig {
+            name: "study-app".into(),
+            sha256: None,
+            key: Some("study-app-key-0123456789".into()),
+            access: justin_http::config::KeyAccess::Full,
+        }];
+    });
+    let client = Client::new(app.base_url(), Some(WAIT));
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(COMMITTED).unwrap()).unwrap();
+
+    let open = client.send("GET", "/api/v1/openapi.json", None, &[]);
+    let wrong_key = client.send(
+        "GET",
+        "/api/v1/openapi.json",
+        None,
+        &[("Authorization", "Bearer not-a-key-of-this-service")],
+    );
+    let guarded = client.send("GET", "/api/v1/parameters", None, &[]);
+
+    assert_eq!(open.status, 200, "{}", open.json);
+    assert!(
+        open.json == committed,
+        "the served document is the committed one"
+    );
+    assert!(open.header("www-authenticate").is_none());
+    assert!(open.header("x-request-id").is_some());
+    assert_eq!(wrong_key.status, 200, "a key is not even looked at");
+    assert_eq!(
+        guarded.status, 401,
+        "the rest of /api/v1 still needs the key"
+    );
+    assert_eq!(
+        guarded.header("www-authenticate"),
+        Some(r#"Bearer realm="justin""#)
+    );
+}
+
+/// Free-form JSON objects, which generators must type as objects with any members (not as
+/// empty objects): (schema, property).
+const FREE_FORM: [(&str, &str); 5] = [
+    ("ActionRequest", "context"),
+    ("HostDecisionRequest", "context"),
+    ("UploadedData", "context"),
+    ("UploadedData", "outcome"),
+    ("ParametersResponse", "parameters"),
+];
+
+#[test]
+fn what_clients_are_generated_from_says_what_the_service_does() {
+    let app = spawn_app();
+    let contract = served_contract(&app);
+    let doc = contract.document();
+    let schemas = &doc["components"]["schemas"];
+
+    for (schema, property) in FREE_FORM {
+        let declared = &schemas[schema]["properties"][property];
+        assert_eq!(
+            (&declared["type"], &declared["additionalProperties"]),
+            (&json!("object"), &json!(true)),
+            "{schema}.{property}: {declared}"
+        );
+    }
+    // A nullable reference carries its description itself, not inside a branch.
+    let provenance = &schemas["UpdateStatusResponse"]["properties"]["provenance"];
+    assert!(provenance["description"].is_string(), "{provenance}");
+    for branch in provenance["oneOf"].as_array().unwrap() {
+        assert!(branch.get("description").is_none(), "{provenance}");
+    }
+    // The callback of an update, with the model of what it sends.
+    let callback = &contract.operation("post", "/api/v1/update")["callbacks"]["update_finished"]
+        ["{$request.body#/callback_url}"]["post"];
+    assert_eq!(
+        callback["requestBody"]["content"]["application/json"]["schema"],
+        json!({ "$ref": "#/components/schemas/UpdateCallback" }),
+        "{callback}"
+    );
+    assert_eq!(
+        schemas["UpdateCallback"]["discriminator"]["propertyName"],
+        "status"
+    );
+}
+
+/// Every schema an answer can reach, by name.
+fn answer_schemas(contract: &Contract) -> Vec<String> {
+    let doc = contract.document();
+    let mut names: Vec<String> = Vec::new();
+    let mut pending: Vec<Value> =
+        vec![doc["paths"].clone(), doc["components"]["responses"].clone()];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map {
+                    // Request bodies are requests; callbacks are the service's requests.
+                    if key == "requestBody" || key == "callbacks" {
+                        continue;
+                    }
+                    if let Some(name) = item
+                        .as_str()
+                        .filter(|_| key == "$ref")
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    {
+                        if !names.iter().any(|n| n == name) {
+                            names.push(name.to_owned());
+                            pending.push(doc["components"]["schemas"][name].clone());
+                        }
+                    }
+                    pending.push(item);
+                }
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    names.sort();
+    names
+}
+
+fn nullable(schema: &Value) -> bool {
+    let in_type = match &schema["type"] {
+        Value::Array(types) => types.contains(&json!("null")),
+        other => *other == json!("null"),
+    };
+    let in_branch = schema["oneOf"]
+        .as_array()
+        .is_some_and(|branches| branches.iter().any(nullable));
+    in_type || in_branch
+}
+
+#[test]
+fn an_answer_field_is_either_optional_or_nullable_never_both() {
+    let app = spawn_app();
+    let contract = served_contract(&app);
+    let schemas = &contract.document()["components"]["schemas"];
+    let names = answer_schemas(&contract);
+
+    assert!(names.contains(&"ActionResponse".to_owned()), "{names:?}");
+    assert!(names.contains(&"FindingResponse".to_owned()), "{names:?}");
+    assert!(!names.contains(&"ActionRequest".to_owned()), "{names:?}");
+    let mut both = Vec::new();
+    for name in &names {
+        let schema = &schemas[name];
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        for (property, declared) in schema["properties"].as_object().into_iter().flatten() {
+            if nullable(declared) && !required.contains(&json!(property)) {
+                both.push(format!("{name}.{property}"));
+            }
+        }
+    }
+    assert!(
+        both.is_empty(),
+        "optional answer fields are absent, never null; these are declared both: {both:?}"
+    );
+}
+
+#[test]
 fn every_route_is_documented_with_its_security_and_shared_answers() {
     let app = spawn_app();
     let contract = served_contract(&app);
     let doc = contract.document();
 
     assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["servers"][0]["url"].is_string(),
+        "the document names a server: {}",
+        doc["servers"]
+    );
     let scheme = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(
         (&scheme["type"], &scheme["scheme"]),
         (&json!("http"), &json!("bearer"))
     );
+    // The key when the service has keys, nothing when it has none.
+    assert_eq!(doc["security"], json!([{ "bearer": [] }, {}]));
     let mut documented: Vec<(String, String)> = doc["paths"]
         .as_object()
         .unwrap()
@@ -111,17 +283,30 @@ fn every_route_is_documented_with_its_security_and_shared_answers() {
         let operation = contract.operation(method, path);
         let statuses = contract.statuses(method, path);
         ids.push(operation["operationId"].as_str().unwrap().to_owned());
-        if path.starts_with("/api/v1/") {
-            assert_eq!(
-                operation["security"],
-                json!([{ "bearer": [] }]),
-                "{method} {path} needs the bearer key"
+        if OPEN.contains(&path) {
+            assert!(
+                operation["security"] == json!([]) && !statuses.contains(&401),
+                "{method} {path} is open: {}",
+                operation["security"]
             );
-            assert!(statuses.contains(&401), "{method} {path}: {statuses:?}");
         } else {
             assert!(
-                operation.get("security").is_none() && !statuses.contains(&401),
-                "{method} {path} is open"
+                operation.get("security").is_none(),
+                "{method} {path} takes the document's security"
+            );
+            assert!(statuses.contains(&401), "{method} {path}: {statuses:?}");
+        }
+        for status in &statuses {
+            let headers = &contract.response(method, path, *status)["headers"];
+            assert_eq!(
+                headers["X-Request-Id"],
+                json!({ "$ref": "#/components/headers/X-Request-Id" }),
+                "{method} {path} {status} declares X-Request-Id"
+            );
+            assert_eq!(
+                headers.get("WWW-Authenticate").is_some(),
+                *status == 401,
+                "{method} {path} {status}: WWW-Authenticate on a 401 only"
             );
         }
         if method == "post" && WITHOUT_BODY.contains(&path) {
@@ -274,13 +459,16 @@ fn real_answers_fit_the_document() {
         "/api/v1/update/{update_id}",
         200,
     );
-    receiver.next();
+    let callback = receiver.next();
     let done = app.wait_for_update(id, |b| b["callback"]["status"] != "pending");
     contract.check("get", "/api/v1/update/{update_id}", &(200, done.clone()));
     assert_eq!(done["update_status"], "completed", "{done}");
     assert_eq!(done["callback"]["status"], "failed", "{done}");
     assert!(done["provenance"]["backup_file"].is_string(), "{done}");
     get("/api/v1/update/nope", "/api/v1/update/{update_id}", 400);
+    assert_eq!(callback["status"], "completed", "{callback}");
+    assert_eq!(callback["update_id"], id, "{callback}");
+    check_callback(&contract, &callback);
     get(
         "/api/v1/update/e999a61c-fb5c-4f01-9942-cb7dbe501013",
         "/api/v1/update/{update_id}",
@@ -306,10 +494,28 @@ fn a_failed_update_fits_the_document() {
     let receiver = CallbackReceiver::start();
 
     let id = app.request_update(receiver.url());
-    receiver.next();
+    let callback = receiver.next();
     let failed = app.wait_for_update(&id, |b| b["callback"]["status"] != "pending");
 
     assert_eq!(failed["update_status"], "failed", "{failed}");
+    assert_eq!(
+        callback,
+        json!({ "status": "failed", "update_id": id, "message": "Model update failed." })
+    );
+    check_callback(&contract, &callback);
     assert_eq!(failed["provenance"], Value::Null, "{failed}");
     contract.check("get", "/api/v1/update/{update_id}", &(200, failed));
+}
+
+/// Fails the test unless `body` fits the callback the document declares for an update.
+fn check_callback(contract: &Contract, body: &Value) {
+    let schema = &contract.operation("post", "/api/v1/update")["callbacks"]["update_finished"]
+        ["{$request.body#/callback_url}"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    if let Err(errors) = contract.validate(schema, body) {
+        panic!(
+            "the callback breaks the document's schema:\n  {}\ncallback: {body}",
+            errors.join("\n  ")
+        );
+    }
 }

@@ -113,7 +113,6 @@ impl futures_core::Stream for ChunkStream {
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn handle(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let slot = state.exports.take().ok_or_else(|| {

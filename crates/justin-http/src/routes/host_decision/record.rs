@@ -87,7 +87,6 @@ fn parse(
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn handle(
     JsonBody(input, literals): JsonBody,

@@ -45,17 +45,20 @@ pub struct FindingResponse {
     pub kind: String,
     /// The participant, for findings about one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub participant: Option<String>,
     /// The decision type, for findings about one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub decision_type: Option<String>,
     /// Since when it holds (the first missed decision time, the first overdue upload's due
     /// time, the first failed update's end, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
     pub since: Option<DateTime<Utc>>,
     /// How many (missed decision times, overdue uploads, failed updates, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub count: Option<u64>,
     /// One sentence for an operator.
     pub message: String,
@@ -134,7 +137,6 @@ impl From<&MonitorReport> for MonitorResponse {
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn handle(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let service = state.service.clone();

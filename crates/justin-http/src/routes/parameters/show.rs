@@ -31,7 +31,6 @@ fn respond(p: &ModelParameters) -> HttpResponse {
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn current(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let service = state.service.clone();
@@ -59,7 +58,6 @@ pub async fn current(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn version(
     path: web::Path<String>,

@@ -40,7 +40,6 @@ use crate::state::AppState;
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn handle(
     JsonBody(input, _): JsonBody,

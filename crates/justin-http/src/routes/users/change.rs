@@ -57,7 +57,6 @@ impl Change {
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
-    security(("bearer" = [])),
 )]
 pub async fn handle(
     path: web::Path<String>,
