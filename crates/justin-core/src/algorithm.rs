@@ -104,7 +104,9 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
     /// stored with every parameter version.
     fn name(&self) -> &str;
 
-    /// The first parameter version, built from the configured priors.
+    /// The first parameter version, built from the configured priors. Parameters are a JSON
+    /// object (clients read them as one), of the algorithm's own shape; the service refuses
+    /// any other value, here and from [`Algorithm::update`].
     ///
     /// # Errors
     /// MUST return [`AlgorithmError::InvalidPriors`] when a prior is missing or out of range.

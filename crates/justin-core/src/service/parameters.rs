@@ -19,6 +19,7 @@ impl Service {
             .algorithm
             .initial_parameters(priors)
             .and_then(|values| {
+                super::updates::check_publishable(&values)?;
                 self.algorithm.validate_parameters(&values)?;
                 Ok(values)
             })

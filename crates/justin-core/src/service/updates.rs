@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use crate::ports::{StoreError, UpdateEnd, UpdateJob, UpdateOutcome};
 
-/// Refuses parameters holding null anywhere: serde_json turns NaN and infinities into null,
-/// so a null is how a non-finite number shows.
-fn check_finite(values: &serde_json::Value) -> Result<(), DomainError> {
+/// Refuses parameters that are not a JSON object (the API promises clients an object: the
+/// OpenAPI document's `ParametersResponse.parameters`), or that hold null anywhere: serde_json
+/// turns NaN and infinities into null, so a null is how a non-finite number shows.
+pub(super) fn check_publishable(values: &serde_json::Value) -> Result<(), AlgorithmError> {
     fn has_null(v: &serde_json::Value) -> bool {
         match v {
             serde_json::Value::Null => true,
@@ -24,10 +25,15 @@ fn check_finite(values: &serde_json::Value) -> Result<(), DomainError> {
             _ => false,
         }
     }
+    if !values.is_object() {
+        return Err(AlgorithmError::InvalidParameters(
+            "the parameters are not a JSON object".into(),
+        ));
+    }
     if has_null(values) {
-        return Err(DomainError::Algorithm(AlgorithmError::InvalidParameters(
+        return Err(AlgorithmError::InvalidParameters(
             "the new parameters hold a null or non-finite number".into(),
-        )));
+        ));
     }
     Ok(())
 }
@@ -246,7 +252,7 @@ impl Service {
             return Ok(None);
         }
         let values = values?;
-        check_finite(&values)?;
+        check_publishable(&values).map_err(DomainError::Algorithm)?;
         self.algorithm
             .validate_parameters(&values)
             .map_err(DomainError::Algorithm)?;
@@ -272,10 +278,27 @@ mod tests {
 
     #[test]
     fn parameters_with_null_are_refused() {
-        assert!(check_finite(&serde_json::json!({"p": 0.5, "v": [1, 2]})).is_ok());
+        assert!(check_publishable(&serde_json::json!({"p": 0.5, "v": [1, 2]})).is_ok());
         // serde_json writes NaN as null.
         let nan = serde_json::json!({"p": f64::NAN});
-        assert!(check_finite(&nan).is_err());
-        assert!(check_finite(&serde_json::json!({"deep": [{"x": null}]})).is_err());
+        assert!(check_publishable(&nan).is_err());
+        assert!(check_publishable(&serde_json::json!({"deep": [{"x": null}]})).is_err());
+    }
+
+    #[test]
+    fn parameters_that_are_not_an_object_are_refused() {
+        for values in [
+            serde_json::json!(0.5),
+            serde_json::json!([0.5]),
+            serde_json::json!("p"),
+        ] {
+            assert_eq!(
+                check_publishable(&values),
+                Err(AlgorithmError::InvalidParameters(
+                    "the parameters are not a JSON object".into()
+                )),
+                "{values}"
+            );
+        }
     }
 }

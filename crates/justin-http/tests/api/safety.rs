@@ -284,6 +284,8 @@ enum Produces {
     Valid,
     /// NaN, which JSON turns into null.
     NonFinite,
+    /// A number where parameters must be an object.
+    NotAnObject,
     /// A value its own validation refuses.
     OutOfRange,
     /// Nothing: the update panics.
@@ -342,6 +344,7 @@ impl Algorithm for TestAlgorithm {
         Ok(match self.0 {
             Produces::Valid => json!({ "p": 0.6 }),
             Produces::NonFinite => json!({ "p": f64::NAN }),
+            Produces::NotAnObject => json!(0.6),
             Produces::OutOfRange => json!({ "p": 2.0 }),
             Produces::Panic => panic!("a bug in the algorithm"),
         })
@@ -497,6 +500,11 @@ fn an_algorithm_that_panics_fails_its_update() {
 #[test]
 fn parameters_with_a_non_finite_number_are_not_published() {
     assert_refused(Produces::NonFinite, "non-finite");
+}
+
+#[test]
+fn parameters_that_are_not_an_object_are_not_published() {
+    assert_refused(Produces::NotAnObject, "not a JSON object");
 }
 
 #[test]
