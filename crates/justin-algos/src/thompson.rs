@@ -650,10 +650,10 @@ impl Algorithm for Thompson {
     }
 
     /// The state with every missing value refused, whatever the rules say (the service asks
-    /// [`Algorithm::prepare_state`], which follows them).
+    /// [`Algorithm::prepare_state`], which follows them); an imputed feature's indicator is
+    /// there, at 0.
     fn make_state(&self, context: &JsonObject) -> Result<State, AlgorithmError> {
-        let rules = StateRules::refusing(self.rules.features.clone());
-        match rules.make(context, context_number, |f| missing("context", f))? {
+        match self.rules.make(context, None)? {
             justin_core::Prepared::State(state) => Ok(state),
             justin_core::Prepared::NotAvailable(_) => Err(AlgorithmError::InvalidParameters(
                 "a state with every missing value refused cannot be not available".into(),
@@ -666,10 +666,10 @@ impl Algorithm for Thompson {
         context: &JsonObject,
         parameters: &Value,
     ) -> Result<justin_core::Prepared, AlgorithmError> {
-        let fail: Fail = AlgorithmError::InvalidParameters;
-        let features = read_features(parameters.get("features"), "features", fail)?;
-        let rules = StateRules::read(features, parameters)?;
-        rules.make(context, context_number, |f| missing("context", f))
+        // The configured rules are every stored version's (`validate_parameters` refuses
+        // others); only a mean imputation reads the version's means. A decision pays for no
+        // parse of the parameters here: `get_action` reads them.
+        self.rules.make(context, Some(parameters))
     }
 
     fn get_action(
@@ -1404,6 +1404,24 @@ mod tests {
         assert_eq!(
             prepared(&algo, &params, json!({ "steps": "many", "hr": 60 })),
             Err("steps must be a float or int.".into())
+        );
+        // A context that lacks nothing needs nothing of the parameters; a mean does.
+        let full = json!({ "steps": 10, "mood": 3, "sleep": 7, "hr": 60 });
+        assert_eq!(
+            prepared(&algo, &json!({}), full.clone()),
+            Ok(state(&[1.0, 10.0, 3.0, 7.0, 60.0, 0.0, 0.0]))
+        );
+        assert_eq!(
+            prepared(
+                &algo,
+                &json!({}),
+                json!({ "steps": 10, "sleep": 7, "hr": 60 })
+            ),
+            Err("invalid parameters: feature_means.mood must be a number".into())
+        );
+        assert_eq!(
+            algo.make_state(&obj(full)).unwrap().values(),
+            [1.0, 10.0, 3.0, 7.0, 60.0, 0.0, 0.0]
         );
         // make_state refuses every missing value, as the template does.
         assert_eq!(

@@ -256,6 +256,27 @@ const UPLOAD_FACTS: &str = "SELECT id, user_id, decision_type, request_timestamp
 /// The rollup's reads and writes on one connection inside the refresh's transaction.
 struct Tx<'a>(&'a mut SqliteConnection);
 
+/// The decisions or uploads `sql` selects (a query over `ACTION_FACTS` or `UPLOAD_FACTS` with
+/// two whole-number parameters: an id and a limit, or an id range), as the refresh reads them.
+fn facts<R, F>(
+    conn: &mut SqliteConnection,
+    sql: String,
+    (a, b): (i64, i64),
+) -> Result<Vec<F>, StoreError>
+where
+    R: QueryableByName<diesel::sqlite::Sqlite> + 'static,
+    F: TryFrom<R, Error = StoreError>,
+{
+    diesel::sql_query(sql)
+        .bind::<BigInt, _>(a)
+        .bind::<BigInt, _>(b)
+        .load::<R>(conn)
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(F::try_from)
+        .collect()
+}
+
 impl RollupTx for Tx<'_> {
     fn state(&mut self) -> Result<Option<RollupState>, StoreError> {
         let row = diesel::sql_query("SELECT state FROM dashboard_state WHERE id = 1")
@@ -278,51 +299,35 @@ impl RollupTx for Tx<'_> {
     }
 
     fn decisions_after(&mut self, after: i64, limit: i64) -> Result<Vec<DecisionFact>, StoreError> {
-        diesel::sql_query(format!("{ACTION_FACTS} WHERE id > ? ORDER BY id LIMIT ?"))
-            .bind::<BigInt, _>(after)
-            .bind::<BigInt, _>(limit)
-            .load::<ActionFactRow>(self.0)
-            .map_err(from_diesel)?
-            .into_iter()
-            .map(DecisionFact::try_from)
-            .collect()
+        facts::<ActionFactRow, _>(
+            self.0,
+            format!("{ACTION_FACTS} WHERE id > ? ORDER BY id LIMIT ?"),
+            (after, limit),
+        )
     }
 
     fn decisions_between(&mut self, lo: i64, hi: i64) -> Result<Vec<DecisionFact>, StoreError> {
-        diesel::sql_query(format!(
-            "{ACTION_FACTS} WHERE id BETWEEN ? AND ? ORDER BY id"
-        ))
-        .bind::<BigInt, _>(lo)
-        .bind::<BigInt, _>(hi)
-        .load::<ActionFactRow>(self.0)
-        .map_err(from_diesel)?
-        .into_iter()
-        .map(DecisionFact::try_from)
-        .collect()
+        facts::<ActionFactRow, _>(
+            self.0,
+            format!("{ACTION_FACTS} WHERE id BETWEEN ? AND ? ORDER BY id"),
+            (lo, hi),
+        )
     }
 
     fn uploads_after(&mut self, after: i64, limit: i64) -> Result<Vec<UploadFact>, StoreError> {
-        diesel::sql_query(format!("{UPLOAD_FACTS} WHERE id > ? ORDER BY id LIMIT ?"))
-            .bind::<BigInt, _>(after)
-            .bind::<BigInt, _>(limit)
-            .load::<UploadFactRow>(self.0)
-            .map_err(from_diesel)?
-            .into_iter()
-            .map(UploadFact::try_from)
-            .collect()
+        facts::<UploadFactRow, _>(
+            self.0,
+            format!("{UPLOAD_FACTS} WHERE id > ? ORDER BY id LIMIT ?"),
+            (after, limit),
+        )
     }
 
     fn uploads_between(&mut self, lo: i64, hi: i64) -> Result<Vec<UploadFact>, StoreError> {
-        diesel::sql_query(format!(
-            "{UPLOAD_FACTS} WHERE id BETWEEN ? AND ? ORDER BY id"
-        ))
-        .bind::<BigInt, _>(lo)
-        .bind::<BigInt, _>(hi)
-        .load::<UploadFactRow>(self.0)
-        .map_err(from_diesel)?
-        .into_iter()
-        .map(UploadFact::try_from)
-        .collect()
+        facts::<UploadFactRow, _>(
+            self.0,
+            format!("{UPLOAD_FACTS} WHERE id BETWEEN ? AND ? ORDER BY id"),
+            (lo, hi),
+        )
     }
 
     fn decision_days(&mut self) -> Result<Vec<StoredDecisionDay>, StoreError> {

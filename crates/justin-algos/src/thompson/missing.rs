@@ -12,9 +12,11 @@
 //!   coefficient for each indicator like for any feature, so an imputed value does not pass
 //!   for an observed one.
 //!
-//! The rules are stored in the parameters with the features, so a stored version makes its
-//! states the same way whatever the configuration says later (a replay repeats an imputation
-//! exactly), and every update recomputes the means from the study data's states.
+//! The rules are stored in the parameters with the features, and `validate_parameters` refuses
+//! a version made with other rules than the configured ones, so every version of a study has
+//! the configured rules: a state is made by them, with the means of the version the decision
+//! is drawn from (a replay repeats an imputation exactly). Every update recomputes the means
+//! from the study data's states.
 
 use justin_core::{AlgorithmError, JsonObject, Prepared, State, MISSING_CONTEXT};
 use serde_json::{json, Map, Value};
@@ -255,44 +257,43 @@ impl StateRules {
         self.features == other.features && self.missing == other.missing
     }
 
-    /// Makes the state of `context`: the first refused value (missing or not a number) in
-    /// feature order refuses the request with the template's messages; otherwise a missing
-    /// value whose rule is not available makes the decision not available; otherwise the
-    /// state, imputed values and indicators included. `number` reads one present value.
+    /// Makes the state of `context` for a decision drawn from `parameters`: the first refused
+    /// value (missing or not a number) in feature order refuses the request with the
+    /// template's messages; otherwise a missing value whose rule is not available makes the
+    /// decision not available; otherwise the state, imputed values and indicators included.
+    /// Without parameters every missing value is refused (`make_state`). Only a mean
+    /// imputation reads the parameters (their `feature_means`), so a decision whose context
+    /// lacks nothing reads nothing from them.
     pub(super) fn make(
         &self,
         context: &JsonObject,
-        number: impl Fn(&Value, &str) -> Result<f64, AlgorithmError>,
-        refused: impl Fn(&str) -> AlgorithmError,
+        parameters: Option<&Value>,
     ) -> Result<Prepared, AlgorithmError> {
         let mut values = Vec::with_capacity(self.dimension());
         values.push(1.0);
         let mut indicators = Vec::with_capacity(self.indicators());
         let mut not_available = false;
-        for (i, feature) in self.features.iter().enumerate() {
-            let rule = &self.missing[i];
+        for (rule, feature) in self.missing.iter().zip(&self.features) {
             match context.get(feature) {
-                None | Some(Value::Null) => match rule {
-                    Missing::Refuse => return Err(refused(feature)),
-                    Missing::NotAvailable => {
+                None | Some(Value::Null) => match (rule, parameters) {
+                    (Missing::Refuse, _) | (_, None) => {
+                        return Err(super::missing("context", feature))
+                    }
+                    (Missing::NotAvailable, Some(_)) => {
                         not_available = true;
                         values.push(0.0);
                     }
-                    Missing::Impute(imputation) => {
+                    (Missing::Impute(imputation), Some(parameters)) => {
                         let value = match imputation {
                             Imputation::Constant(c) => *c,
-                            Imputation::Mean => self.means[i].ok_or_else(|| {
-                                AlgorithmError::InvalidParameters(format!(
-                                    "no mean of {feature} to impute: the parameters hold none"
-                                ))
-                            })?,
+                            Imputation::Mean => mean_in(parameters, feature)?,
                         };
                         values.push(value);
                         indicators.push(1.0);
                     }
                 },
                 Some(v) => {
-                    values.push(number(v, feature)?);
+                    values.push(super::context_number(v, feature)?);
                     if matches!(rule, Missing::Impute(_)) {
                         indicators.push(0.0);
                     }
@@ -312,6 +313,18 @@ impl StateRules {
     pub(super) fn refuses(&self, feature: usize) -> bool {
         self.missing[feature] == Missing::Refuse
     }
+}
+
+/// The mean of `feature` that `parameters` hold, for imputing it.
+fn mean_in(parameters: &Value, feature: &str) -> Result<f64, AlgorithmError> {
+    parameters
+        .get("feature_means")
+        .and_then(|means| means.get(feature))
+        .and_then(Value::as_f64)
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| {
+            AlgorithmError::InvalidParameters(format!("feature_means.{feature} must be a number"))
+        })
 }
 
 /// The running sums of each mean-imputed feature's observed values over an update's records.
