@@ -148,5 +148,6 @@ pub fn provenance() -> Provenance {
         rows_read: 2,
         backup_file: None,
         included_policies: "algorithm,warmup".into(),
+        imputed: None,
     }
 }

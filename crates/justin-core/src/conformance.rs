@@ -40,9 +40,10 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, JsonObject, ModelParameters,
-    OutOfStudy, Participant, ParticipantFacts, Policy, Probability, Provenance, SentTime, State,
-    StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, Imputation, ImputedReward,
+    ImputedRewards, JsonObject, ModelParameters, OutOfStudy, Participant, ParticipantFacts, Policy,
+    Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRecord,
+    UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 use crate::ports::{
     DecisionGuard, Recorded, Store, StoreError, TestingStore, UpdateJob, UploadRecorded,
@@ -149,6 +150,7 @@ macro_rules! store_contract_suite {
             erasing_a_participant_leaves_no_trace_of_them,
             erasing_an_unknown_participant_changes_nothing,
             update_rows_are_exactly_what_each_update_read,
+            an_update_imputes_the_default_reward_for_decisions_past_the_window,
             a_withdrawal_after_an_update_started_leaves_what_it_reads,
             export_by_participant_groups_the_export_by_participant,
             export_by_participant_streams_many_decisions_from_one_snapshot,
@@ -372,6 +374,7 @@ fn provenance(rows_read: u64) -> Provenance {
         rows_read,
         backup_file: Some("/backups/justin-backup-x.tar".into()),
         included_policies: "algorithm,warmup,host".into(),
+        imputed: None,
     }
 }
 
@@ -2230,18 +2233,22 @@ pub fn export_joins_every_decision_with_its_upload(store: &dyn Store) {
             ExportRow {
                 decision: plain.clone(),
                 upload: Some(exported(&plain_upload, None)),
+                imputed: None,
             },
             ExportRow {
                 decision: typed.clone(),
                 upload: Some(exported(&typed_upload, None)),
+                imputed: None,
             },
             ExportRow {
                 decision: off.clone(),
                 upload: Some(exported(&off_upload, None)),
+                imputed: None,
             },
             ExportRow {
                 decision: no_upload.clone(),
                 upload: None,
+                imputed: None,
             },
         ]
     );
@@ -2959,6 +2966,7 @@ pub fn host_decision_after_a_matching_upload_is_stored(store: &dyn Store) {
                 reward: upload.reward,
                 used_in_version: None,
             }),
+            imputed: None,
         }]
     );
     assert_eq!(job_reads(store, UpdateInclusion::default()), vec![]);
@@ -3330,7 +3338,12 @@ fn update_rows(store: &dyn Store, version: i64) -> Vec<StudyRecord> {
     store
         .update_rows(version)
         .unwrap()
-        .map(Result::unwrap)
+        .map(|item| match item.unwrap() {
+            UpdateRecord::Uploaded(record) => record,
+            UpdateRecord::Imputed(record) => {
+                panic!("an update without imputation imputed {record:?}")
+            }
+        })
         .collect()
 }
 
@@ -3431,6 +3444,162 @@ pub fn update_rows_are_exactly_what_each_update_read(store: &dyn Store) {
             update.parameter_version
         );
     }
+}
+
+/// With an imputation, `update_data` MUST stream the uploads and then, in decision order, the
+/// decisions past the cut-off without an upload in the job's snapshot: available, of an
+/// included policy, of a participant neither withdrawn before the job started nor erased, and
+/// stored before the job's snapshot; each as [`StudyRecord::imputed`] with the default reward.
+/// An upload stored while the job runs leaves its decision imputed by that update.
+/// `update_rows(v)` MUST stream the same records again (without an erased participant's), the
+/// provenance MUST keep what was imputed, and the export MUST name, for each decision, the first
+/// update that imputed its reward and that reward.
+pub fn an_update_imputes_the_default_reward_for_decisions_past_the_window(store: &dyn Store) {
+    let v = seeded(store).version;
+    let (alice, bob, carol, dave) = (user("alice"), user("bob"), user("carol"), user("dave"));
+    for u in [&alice, &bob, &carol, &dave] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    let decide = |d: Decision| {
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+        d
+    };
+    let missing = decide(decision(&alice, 0, 1, v));
+    let uploaded = decide(decision(&alice, 1, 2, v));
+    store.record_study_data(&upload_for(&uploaded)).unwrap();
+    let warmup = decide(with_policy(decision(&alice, 2, 3, v), Policy::Warmup));
+    let unavailable_one = decide(unavailable(decision(&alice, 3, 4, v), Some("busy")));
+    let withdrawn = decide(decision(&bob, 0, 5, v));
+    store.withdraw(&bob, "left", at(30, 0)).unwrap();
+    let erased_later = decide(decision(&carol, 0, 6, v));
+    let late = decide(decision(&dave, 0, 7, v));
+    // Made 51 s in, after the cut-off at 40 s: still within the outcome window.
+    let recent = decide(decision(&dave, 1, 50, v));
+
+    let imputation = Imputation {
+        decided_by: at(40, 0),
+        reward: -1.5,
+    };
+    let request = update_request(1);
+    store.create_update_request(&request).unwrap();
+    let mut job = claim(store, at(100, 0));
+    let read: Vec<UpdateRecord> = job
+        .update_data(ALGORITHM_ONLY, Some(imputation))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let imputed = |d: &Decision| UpdateRecord::Imputed(StudyRecord::imputed(d.clone(), -1.5));
+    assert_eq!(
+        read,
+        vec![
+            UpdateRecord::Uploaded(upload_for(&uploaded)),
+            imputed(&missing),
+            imputed(&erased_later),
+            imputed(&late),
+        ]
+    );
+    // Stored while the job runs: the upload comes too late for it, the decision after its
+    // snapshot.
+    store.record_study_data(&upload_for(&late)).unwrap();
+    let after_start = decide(decision(&dave, 2, 8, v));
+    let provenance = Provenance {
+        included_policies: ALGORITHM_ONLY.as_stored(),
+        imputed: Some(ImputedRewards {
+            decided_by: imputation.decided_by,
+            default_reward: -1.5,
+            rows: 3,
+        }),
+        ..provenance(4)
+    };
+    let version = job
+        .complete("test-algo", &json!({"n": 1}), &provenance, at(101, 0))
+        .unwrap()
+        .version;
+    let rows = |version| -> Vec<UpdateRecord> {
+        store
+            .update_rows(version)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(rows(version), read);
+    assert_eq!(
+        store.completed_updates().unwrap()[0].provenance,
+        provenance,
+        "the provenance keeps what was imputed"
+    );
+
+    let export: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    let first_imputed = |d: &Decision| {
+        export
+            .iter()
+            .find(|row| {
+                row.decision.user_id == d.user_id && row.decision.decision_idx == d.decision_idx
+            })
+            .unwrap_or_else(|| panic!("{} {} is exported", d.user_id, d.decision_idx.get()))
+            .imputed
+    };
+    let by_v = Some(ImputedReward {
+        version,
+        reward: -1.5,
+    });
+    for d in [&missing, &erased_later, &late] {
+        assert_eq!(first_imputed(d), by_v, "{}", d.decision_idx.get());
+    }
+    for d in [
+        &uploaded,
+        &warmup,
+        &unavailable_one,
+        &withdrawn,
+        &recent,
+        &after_start,
+    ] {
+        assert_eq!(
+            first_imputed(d),
+            None,
+            "{} {}",
+            d.user_id,
+            d.decision_idx.get()
+        );
+    }
+    // The late upload is stored, not yet used: the next update reads it.
+    let late_row = export
+        .iter()
+        .find(|row| row.decision.user_id == dave && row.decision.decision_idx == late.decision_idx)
+        .unwrap();
+    assert_eq!(
+        late_row.upload.as_ref().map(|u| u.used_in_version),
+        Some(None)
+    );
+
+    // An update that leaves missing outcomes out changes nothing of the first one's.
+    let (second, second_read) = run_update(store, 2, ALGORITHM_ONLY, at(200, 0), at(201, 0), || {});
+    assert!(second_read
+        .iter()
+        .any(|r| r.user_id == dave && r.decision_idx == late.decision_idx));
+    assert!(rows(second.parameter_version)
+        .iter()
+        .all(|r| !r.is_imputed()));
+    let export: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        export.iter().filter(|row| row.imputed == by_v).count(),
+        3,
+        "the first update that imputed stays named"
+    );
+
+    store
+        .erase_participant(&carol, &erasure(at(300, 0)))
+        .unwrap();
+    let kept: Vec<UpdateRecord> = read
+        .iter()
+        .filter(|r| r.record().user_id != carol)
+        .cloned()
+        .collect();
+    assert_eq!(
+        rows(version),
+        kept,
+        "an erased participant's decisions are gone"
+    );
 }
 
 /// A participant who withdraws after an update's job started, before it reads, MUST still be

@@ -725,6 +725,83 @@ fn available_by_default() -> bool {
     true
 }
 
+impl StudyRecord {
+    /// The record an update learns from for `decision` when its outcome never came within the
+    /// study's outcome window: the decision's context, state, action and probability, an empty
+    /// outcome and `reward`, the study's default. Its times are the decision's (`received_at`
+    /// is when the service decided).
+    pub fn imputed(decision: Decision, reward: f64) -> Self {
+        Self {
+            user_id: decision.user_id,
+            decision_type: decision.decision_type,
+            decision_idx: decision.decision_idx,
+            requested_at: decision.requested_at,
+            sent_timestamp: decision.sent_timestamp,
+            received_at: decision.decided_at,
+            context: decision.context,
+            action: decision.action,
+            action_prob: decision.action_prob,
+            state: decision.state,
+            outcome: JsonObject::new(),
+            reward,
+            available: decision.availability.is_available(),
+        }
+    }
+}
+
+/// One record an update learns from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateRecord {
+    /// Study data the study server uploaded.
+    Uploaded(StudyRecord),
+    /// A decision whose outcome never came within the outcome window, with the default reward
+    /// ([`StudyRecord::imputed`]).
+    Imputed(StudyRecord),
+}
+
+impl UpdateRecord {
+    /// The record, uploaded or imputed.
+    pub fn record(&self) -> &StudyRecord {
+        match self {
+            Self::Uploaded(r) | Self::Imputed(r) => r,
+        }
+    }
+
+    /// The record, uploaded or imputed.
+    pub fn into_record(self) -> StudyRecord {
+        match self {
+            Self::Uploaded(r) | Self::Imputed(r) => r,
+        }
+    }
+
+    /// Whether the reward is the default one rather than uploaded.
+    pub fn is_imputed(&self) -> bool {
+        matches!(self, Self::Imputed(_))
+    }
+}
+
+/// Which decisions an update learns from with a default reward because their outcome never
+/// came (`[update] missing_outcomes = "default_reward"`): those decided at or before
+/// `decided_by` (the update's start less the outcome window) without an upload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Imputation {
+    /// Decisions the service made at or before this instant are past the outcome window.
+    pub decided_by: DateTime<Utc>,
+    /// The reward they are learned from with.
+    pub reward: f64,
+}
+
+/// What an update learned with the default reward, stored in its provenance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImputedRewards {
+    /// Decisions made at or before this instant without an upload were imputed.
+    pub decided_by: DateTime<Utc>,
+    /// The reward they were given.
+    pub default_reward: f64,
+    /// How many of the records the update read were imputed.
+    pub rows: u64,
+}
+
 /// What was uploaded for one decision, as the analysis export shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportedUpload {
@@ -751,6 +828,19 @@ pub struct ExportRow {
     pub decision: Decision,
     /// Its study data, when uploaded.
     pub upload: Option<ExportedUpload>,
+    /// The first completed update that learned from it with the default reward because no
+    /// outcome had come within the outcome window, if one did.
+    pub imputed: Option<ImputedReward>,
+}
+
+/// The first update that learned from a decision with the default reward, as the export shows
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImputedReward {
+    /// The parameter version that update produced.
+    pub version: i64,
+    /// The reward it gave the decision.
+    pub reward: f64,
 }
 
 /// One version of the algorithm's model parameters.
@@ -912,7 +1002,7 @@ pub struct CallbackDelivery {
 }
 
 /// What a completed update was computed from, stored with it for audits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The service's version (`CARGO_PKG_VERSION` of the binary).
     pub service_version: String,
@@ -927,6 +1017,9 @@ pub struct Provenance {
     /// The kinds of decision the update learned from, as [`UpdateInclusion::as_stored`] writes
     /// them (`algorithm` for updates stored before decisions had kinds).
     pub included_policies: String,
+    /// What it learned with the default reward; `None` when missing outcomes were left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imputed: Option<ImputedRewards>,
 }
 
 /// A completed update as an audit reads it back: which version it produced, when its job

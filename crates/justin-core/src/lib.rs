@@ -30,10 +30,10 @@ pub use analysis::{
 };
 pub use domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
-    ModelParameters, OutOfStudy, Participant, ParticipantFacts, ParticipantStatus, Policy,
-    Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRequest,
-    UpdateStatus, UserId, Withdrawal,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, Imputation, ImputedReward,
+    ImputedRewards, InvalidValue, JsonObject, ModelParameters, OutOfStudy, Participant,
+    ParticipantFacts, ParticipantStatus, Policy, Probability, Provenance, SentTime, State,
+    StudyRecord, UpdateInclusion, UpdateRecord, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 pub use monitor::{Finding, FindingKind, MonitorReport, MonitorSettings, Severity};
 #[cfg(feature = "testing")]
@@ -41,7 +41,8 @@ pub use ports::TestingStore;
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionGuard,
     DecisionStream, ExportStream, NoTelemetry, Recorded, RestoreReport, Store, StoreError,
-    StudyDataStream, Telemetry, UpdateEnd, UpdateJob, UpdateOutcome, UploadRecorded,
+    StudyDataStream, Telemetry, UpdateEnd, UpdateJob, UpdateOutcome, UpdateRecordStream,
+    UploadRecorded,
 };
 pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;
@@ -50,7 +51,7 @@ pub use schedule::{
     Unplaced,
 };
 pub use service::{
-    ActionRequest, ActionResponse, CallbackPolicy, CheckOutcome, DomainError, HostDecisionRequest,
-    MonitorSetup, ParticipantView, ReplayMismatch, ReplaySummary, Service, ServiceSettings,
-    TrialSettings, Unverifiable, UploadRequest, Warmup,
+    ActionRequest, ActionResponse, CallbackPolicy, CheckOutcome, DefaultReward, DomainError,
+    HostDecisionRequest, MonitorSetup, ParticipantView, ReplayMismatch, ReplaySummary, Service,
+    ServiceSettings, TrialSettings, Unverifiable, UploadRequest, Warmup,
 };

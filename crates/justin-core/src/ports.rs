@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, CallbackDelivery, CompletedUpdate, Decision, Enrollment, Erasure, ExportRow,
-    ModelParameters, Participant, ParticipantFacts, Probability, Provenance, StudyRecord,
-    UpdateInclusion, UpdateRequest, UserId,
+    Imputation, ModelParameters, Participant, ParticipantFacts, Probability, Provenance,
+    StudyRecord, UpdateInclusion, UpdateRecord, UpdateRequest, UserId,
 };
 
 /// A boxed error from an adapter, kept as the `source` of a domain error.
@@ -132,6 +132,9 @@ pub struct BackupReport {
 /// Study data, streamed. Errors end the stream.
 pub type StudyDataStream = Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + Send>;
 
+/// What an update read, streamed: uploads, then imputed records. Errors end the stream.
+pub type UpdateRecordStream = Box<dyn Iterator<Item = Result<UpdateRecord, StoreError>> + Send>;
+
 /// Stored decisions, streamed. Errors end the stream.
 pub type DecisionStream = Box<dyn Iterator<Item = Result<Decision, StoreError>> + Send>;
 
@@ -181,13 +184,42 @@ pub trait UpdateJob {
     fn study_data(
         &mut self,
         include: UpdateInclusion,
-    ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError>;
+    ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
+        let records = self.update_data(include, None)?;
+        Ok(Box::new(records.filter_map(|item| match item {
+            Ok(UpdateRecord::Uploaded(record)) => Some(Ok(record)),
+            Ok(UpdateRecord::Imputed(_)) => None,
+            Err(e) => Some(Err(e)),
+        })))
+    }
+
+    /// What the update learns from, streamed: every record [`UpdateJob::study_data`] streams,
+    /// as [`UpdateRecord::Uploaded`], and then, with an `imputation`, one
+    /// [`UpdateRecord::Imputed`] ([`StudyRecord::imputed`] with its reward) for each decision
+    /// in decision order that is available, of a policy `include` takes, of a participant not
+    /// withdrawn at or before the job's `started_at`, made (`decided_at`) at or before
+    /// `imputation.decided_by`, visible to the job, and without an upload among those
+    /// `study_data` streams (withdrawal and policy aside). Decisions stored after the job's
+    /// snapshot MUST NOT appear; [`UpdateJob::complete`] records the newest decision it could
+    /// read, so that [`Store::update_rows`] and [`Store::export`] find the same decisions again
+    /// later, whatever was uploaded since.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn update_data(
+        &mut self,
+        include: UpdateInclusion,
+        imputation: Option<Imputation>,
+    ) -> Result<Box<dyn Iterator<Item = Result<UpdateRecord, StoreError>> + '_>, StoreError>;
 
     /// Stores `values` as the next parameter version, marks the request completed with the
     /// provenance, records which study records [`UpdateJob::study_data`] could stream (so that
-    /// [`Store::export`] shows, for each upload, the first update that read it), and commits.
-    /// Versions MUST increase by one with no gaps; records stored after the job's snapshot
-    /// MUST NOT count as read by it.
+    /// [`Store::export`] shows, for each upload, the first update that read it) and, when the
+    /// provenance has [`imputed`](Provenance::imputed) rewards, which decisions
+    /// [`UpdateJob::update_data`] could impute (so that the export shows, for each decision, the
+    /// first update that imputed its reward), and commits. Versions MUST increase by one with
+    /// no gaps; records and decisions stored after the job's snapshot MUST NOT count as read
+    /// by it.
     ///
     /// # Errors
     /// On storage failure, in which case nothing is stored.
@@ -334,7 +366,9 @@ pub trait Store: Send + Sync {
     fn decisions(&self) -> Result<DecisionStream, StoreError>;
 
     /// One row per stored decision, in the order they were stored, each with the study data
-    /// uploaded for its key (if any) and the first update that used that data; without loading
+    /// uploaded for its key (if any), the first update that used that data, and the first
+    /// update that learned from the decision with its default reward
+    /// ([`UpdateJob::update_data`]; the one of smallest version); without loading
     /// them all into memory. Decisions stored after the call starts MUST NOT appear.
     ///
     /// # Errors
@@ -355,16 +389,19 @@ pub trait Store: Send + Sync {
     /// Only on storage failure.
     fn completed_updates(&self) -> Result<Vec<CompletedUpdate>, StoreError>;
 
-    /// The study records that the update which produced `version` read, in the order it read
-    /// them, streamed from one snapshot: exactly those its job's [`UpdateJob::study_data`]
-    /// streamed (below its watermark, available, of a policy it included, of a participant not
-    /// withdrawn when it started), as they are stored now. Records deleted since (an erasure)
-    /// are missing; records changed since appear as they are now. An unknown version, or the
-    /// initial one, streams nothing.
+    /// The records that the update which produced `version` read, in the order it read them,
+    /// streamed from one snapshot: exactly those its job's [`UpdateJob::update_data`] streamed
+    /// (uploads below its watermark, available, of a policy it included, of a participant not
+    /// withdrawn when it started; then, when its provenance has
+    /// [`imputed`](crate::Provenance::imputed) rewards, the decisions it imputed, with the
+    /// reward stored there), as they are stored now. Records deleted since (an erasure) are
+    /// missing; records changed since appear as they are now; an upload that came after the
+    /// update for a decision it imputed leaves the decision imputed. An unknown version, or
+    /// the initial one, streams nothing.
     ///
     /// # Errors
     /// On storage failure, here or as an item of the stream.
-    fn update_rows(&self, version: i64) -> Result<StudyDataStream, StoreError>;
+    fn update_rows(&self, version: i64) -> Result<UpdateRecordStream, StoreError>;
 
     /// The newest parameter version, or `None` before any was stored.
     ///

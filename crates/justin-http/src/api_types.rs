@@ -755,10 +755,27 @@ pub struct Provenance {
     pub backup_file: Option<String>,
     /// SHA-256 (hex) of the effective configuration.
     pub config_hash: String,
-    /// Study records the update read.
+    /// Records the update read: uploads, and the decisions it imputed rewards for.
     pub rows_read: u64,
     /// The version of the `justin` binary that ran the update.
     pub service_version: String,
+    /// What the update learned with the default reward (`[update] missing_outcomes =
+    /// "default_reward"`); absent when missing outcomes were left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imputed: Option<ImputedRewards>,
+}
+
+/// Decisions an update learned from with the default reward because no outcome came within the
+/// outcome window.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ImputedRewards {
+    /// Decisions made at or before this instant without an upload were imputed (the update's
+    /// start less the outcome window), RFC 3339 in UTC.
+    pub decided_by: String,
+    /// The reward they were learned from with.
+    pub default_reward: f64,
+    /// How many of the records the update read were imputed.
+    pub rows: u64,
 }
 
 impl From<justin_core::Provenance> for Provenance {
@@ -769,6 +786,13 @@ impl From<justin_core::Provenance> for Provenance {
             config_hash: p.config_hash,
             rows_read: p.rows_read,
             service_version: p.service_version,
+            imputed: p.imputed.map(|i| ImputedRewards {
+                decided_by: i
+                    .decided_by
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                default_reward: i.default_reward,
+                rows: i.rows,
+            }),
         }
     }
 }
@@ -1044,6 +1068,7 @@ mod tests {
             rows_read: 3,
             backup_file: None,
             included_policies: "algorithm,warmup".into(),
+            imputed: None,
         });
         let parameters = ModelParameters {
             version: 2,

@@ -49,6 +49,9 @@
 //! | `update.include_warmup` | `JUSTIN_UPDATE__INCLUDE_WARMUP` | `true` |
 //! | `update.include_fallback` | `JUSTIN_UPDATE__INCLUDE_FALLBACK` | `false` |
 //! | `update.include_host` | `JUSTIN_UPDATE__INCLUDE_HOST` | `false` |
+//! | `update.missing_outcomes` | `JUSTIN_UPDATE__MISSING_OUTCOMES` | `leave_out` (or `default_reward`) |
+//! | `update.outcome_window_mins` | `JUSTIN_UPDATE__OUTCOME_WINDOW_MINS` | unset (needed by `default_reward`) |
+//! | `update.default_reward` | `JUSTIN_UPDATE__DEFAULT_REWARD` | unset (needed by `default_reward`) |
 //! | `schedule.place_by` | `JUSTIN_SCHEDULE__PLACE_BY` | `time` |
 //! | `schedule.time_zone` | `JUSTIN_SCHEDULE__TIME_ZONE` | `server.naive_time_zone` |
 //! | `schedule.first_decision_idx` | `JUSTIN_SCHEDULE__FIRST_DECISION_IDX` | `0` |
@@ -77,8 +80,8 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use justin_core::{
-    AlgorithmError, BuildError, JsonObject, Probability, Registry, TrialSettings, UpdateInclusion,
-    Warmup,
+    AlgorithmError, BuildError, DefaultReward, JsonObject, Probability, Registry, TrialSettings,
+    UpdateInclusion, Warmup,
 };
 use serde::{Deserialize, Serialize};
 
@@ -501,6 +504,24 @@ pub struct UpdateConfig {
     /// Updates learn from decisions the study server made itself (`/host_decision`).
     #[serde(skip_serializing_if = "is_false")]
     pub include_host: bool,
+    /// How updates treat a decision whose outcome never came: `leave_out` (not learned from)
+    /// or `default_reward` (learned from with `default_reward` once `outcome_window_mins`
+    /// have passed since it was made, and recorded as imputed).
+    #[serde(skip_serializing_if = "is_leave_out")]
+    pub missing_outcomes: String,
+    /// How long after a decision its outcome may arrive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome_window_mins: Option<u64>,
+    /// The reward of a decision past the window without an upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_reward: Option<f64>,
+}
+
+/// The value of `update.missing_outcomes` that keeps updates as the template has them.
+const LEAVE_OUT: &str = "leave_out";
+
+fn is_leave_out(value: &str) -> bool {
+    value == LEAVE_OUT
 }
 
 impl Default for UpdateConfig {
@@ -515,6 +536,9 @@ impl Default for UpdateConfig {
             include_warmup: true,
             include_fallback: false,
             include_host: false,
+            missing_outcomes: LEAVE_OUT.to_owned(),
+            outcome_window_mins: None,
+            default_reward: None,
         }
     }
 }
@@ -784,7 +808,57 @@ impl Config {
                 fallback: self.update.include_fallback,
                 host: self.update.include_host,
             },
+            missing_outcomes: self.missing_outcomes()?,
         })
+    }
+
+    /// The outcome window and default reward, checked; `None` when missing outcomes are left
+    /// out.
+    fn missing_outcomes(&self) -> Result<Option<DefaultReward>, ConfigError> {
+        let invalid = |key: &str, why: &str| ConfigError::Invalid(format!("update.{key}: {why}"));
+        let u = &self.update;
+        match u.missing_outcomes.as_str() {
+            LEAVE_OUT => {
+                if u.default_reward.is_some() {
+                    return Err(invalid(
+                        "default_reward",
+                        "is used only with update.missing_outcomes = \"default_reward\"",
+                    ));
+                }
+                Ok(None)
+            }
+            "default_reward" => {
+                let Some(window) = u.outcome_window_mins else {
+                    return Err(invalid(
+                        "outcome_window_mins",
+                        "missing_outcomes = \"default_reward\" needs the outcome window: how \
+                         many minutes after a decision its outcome may still arrive",
+                    ));
+                };
+                let window = i64::try_from(window)
+                    .ok()
+                    .and_then(chrono::TimeDelta::try_minutes)
+                    .filter(|w| *w <= chrono::TimeDelta::days(36_500))
+                    .ok_or_else(|| invalid("outcome_window_mins", "must be at most 100 years"))?;
+                match u.default_reward {
+                    Some(reward) if reward.is_finite() => {
+                        Ok(Some(DefaultReward { window, reward }))
+                    }
+                    Some(reward) => Err(invalid(
+                        "default_reward",
+                        &format!("must be a finite number, not {reward}"),
+                    )),
+                    None => Err(invalid(
+                        "default_reward",
+                        "missing_outcomes = \"default_reward\" needs the reward to learn from",
+                    )),
+                }
+            }
+            other => Err(invalid(
+                "missing_outcomes",
+                &format!("must be \"leave_out\" or \"default_reward\", not {other:?}"),
+            )),
+        }
     }
 
     /// The study's schedule, checked; `None` when `schedule.times` is not set.
@@ -1127,6 +1201,64 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn missing_outcomes_are_left_out_unless_a_window_and_a_default_reward_are_set() {
+        let with = |change: &dyn Fn(&mut UpdateConfig)| {
+            let mut config = Config::default();
+            change(&mut config.update);
+            config.trial().map(|t| t.missing_outcomes)
+        };
+        assert_eq!(with(&|_| {}).unwrap(), None);
+        assert_eq!(
+            with(&|u| {
+                u.missing_outcomes = "default_reward".into();
+                u.outcome_window_mins = Some(90);
+                u.default_reward = Some(-0.5);
+            })
+            .unwrap(),
+            Some(DefaultReward {
+                window: chrono::TimeDelta::minutes(90),
+                reward: -0.5
+            })
+        );
+        let refused = |change: &dyn Fn(&mut UpdateConfig), key: &str| match with(change) {
+            Err(ConfigError::Invalid(message)) => {
+                assert!(message.starts_with(key), "{message}")
+            }
+            other => panic!("expected {key} refused, got {other:?}"),
+        };
+        refused(
+            &|u| u.missing_outcomes = "impute".into(),
+            "update.missing_outcomes",
+        );
+        refused(
+            &|u| {
+                u.missing_outcomes = "default_reward".into();
+                u.default_reward = Some(0.0);
+            },
+            "update.outcome_window_mins",
+        );
+        refused(
+            &|u| {
+                u.missing_outcomes = "default_reward".into();
+                u.outcome_window_mins = Some(60);
+            },
+            "update.default_reward",
+        );
+        refused(
+            &|u| {
+                u.missing_outcomes = "default_reward".into();
+                u.outcome_window_mins = Some(60);
+                u.default_reward = Some(f64::NAN);
+            },
+            "update.default_reward",
+        );
+        refused(&|u| u.default_reward = Some(1.0), "update.default_reward");
+        // Unset, the keys are not part of what is hashed.
+        let shown = serde_json::to_value(Config::default()).unwrap();
+        assert!(shown["update"].get("missing_outcomes").is_none(), "{shown}");
     }
 
     #[test]

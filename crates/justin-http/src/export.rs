@@ -16,8 +16,11 @@ use justin_core::{ExportRow, StoreError};
 /// The columns, in order. The first fourteen are the analysis table; the next seven say where
 /// each value came from (the `*_timestamp` columns are instants in UTC; the two `*_as_sent`
 /// are the study server's `timestamp` of the decision and of the upload exactly as it sent
-/// them); the last four say which policy gave the probability and whether the participant was
-/// in the study. New columns are only ever appended, so a column keeps its position.
+/// them); the next four say which policy gave the probability and whether the participant was
+/// in the study; the last two name the first update that learned from the decision with the
+/// default reward because no outcome came within the outcome window, and that reward (empty
+/// when none did; `reward` stays what was uploaded, if anything). New columns are only ever
+/// appended, so a column keeps its position.
 pub const COLUMNS: &[&str] = &[
     "user_id",
     "decision_type",
@@ -44,6 +47,8 @@ pub const COLUMNS: &[&str] = &[
     "fallback_reason",
     "decided_by",
     "in_study",
+    "reward_imputed_in_version",
+    "imputed_reward",
 ];
 
 /// `true` or `false`, as R, pandas and spreadsheets read a logical column.
@@ -78,7 +83,7 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
     let d = &row.decision;
     let upload = row.upload.as_ref();
     let used_in_version = upload.and_then(|u| u.used_in_version);
-    let fields: [Field; 25] = [
+    let fields: [Field; 27] = [
         Some(d.user_id.to_string()),
         Some(d.decision_type.to_string()),
         Some(d.decision_idx.get().to_string()),
@@ -104,6 +109,8 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
         d.policy.fallback_reason().map(str::to_owned),
         d.policy.decided_by().map(str::to_owned),
         Some(bool_text(d.availability.in_study())),
+        row.imputed.map(|i| i.version.to_string()),
+        row.imputed.map(|i| float_text(i.reward)),
     ];
     write_record(out, &fields)
 }
@@ -141,8 +148,8 @@ pub fn write_all(
 mod tests {
     use super::*;
     use justin_core::{
-        Action, Availability, Decision, DecisionIdx, DecisionType, ExportedUpload, OutOfStudy,
-        Policy, Probability, State, UserId,
+        Action, Availability, Decision, DecisionIdx, DecisionType, ExportedUpload, ImputedReward,
+        OutOfStudy, Policy, Probability, State, UserId,
     };
     use serde_json::json;
 
@@ -199,6 +206,7 @@ mod tests {
                 reward: 1.5,
                 used_in_version: Some(3),
             }),
+            imputed: None,
         };
         assert_eq!(
             text(&row),
@@ -208,7 +216,7 @@ mod tests {
                 r#""{""reward"":1.5}",1.5,true,3,2025-01-01T12:00:10.123456Z,"#,
                 "2025-01-01T12:00:11.123456Z,18446744073709551615,",
                 "2025-01-01 13:00:00.123456789+01:00,2025-01-01T12:00:10.123456,",
-                "algorithm,,,true\n"
+                "algorithm,,,true,,\n"
             )
         );
     }
@@ -223,11 +231,12 @@ mod tests {
                 ..decision()
             },
             upload: None,
+            imputed: None,
         };
         let line = text(&row);
         let line = line
             .trim_end()
-            .strip_suffix(",algorithm,,,true")
+            .strip_suffix(",algorithm,,,true,,")
             .unwrap_or_else(|| panic!("{line}"));
         let fields: Vec<&str> = line.rsplitn(10, ',').collect();
         // From the end: upload_request_timestamp_as_sent, request_timestamp_as_sent, rng_seed,
@@ -256,15 +265,33 @@ mod tests {
         let line = text(&ExportRow {
             decision,
             upload: None,
+            imputed: None,
         });
         line.trim_end()
-            .rsplitn(5, ',')
+            .rsplitn(7, ',')
+            .skip(2)
             .take(4)
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    #[test]
+    fn an_imputed_reward_names_its_update_and_reward_and_leaves_the_upload_empty() {
+        let row = ExportRow {
+            decision: decision(),
+            upload: None,
+            imputed: Some(ImputedReward {
+                version: 4,
+                reward: -0.25,
+            }),
+        };
+        let line = text(&row);
+        assert!(line.ends_with(",algorithm,,,true,4,-0.25\n"), "{line}");
+        // No outcome and no reward of its own: the columns of an upload stay empty.
+        assert!(line.contains(r#","[1,23]",1,0.25,2,,,false,"#), "{line}");
     }
 
     #[test]
@@ -305,6 +332,7 @@ mod tests {
         let line = text(&ExportRow {
             decision: out,
             upload: None,
+            imputed: None,
         });
         assert!(line.contains(",false,withdrawn,"), "{line}");
     }
@@ -316,8 +344,12 @@ mod tests {
             Some(&"upload_request_timestamp_as_sent")
         );
         assert_eq!(
-            COLUMNS[21..],
+            COLUMNS[21..25],
             ["policy", "fallback_reason", "decided_by", "in_study"]
+        );
+        assert_eq!(
+            COLUMNS[25..],
+            ["reward_imputed_in_version", "imputed_reward"]
         );
     }
 }

@@ -840,7 +840,8 @@ impl Exporter<'_> {
             let version = update.parameter_version;
             let policy_num = grid.policies.get(&version).copied();
             for record in self.store.update_rows(version)? {
-                let record = record?;
+                // An imputed row carries the update's default reward, as the update read it.
+                let record = record?.into_record();
                 let calendar_t = placed.get(&record.user_id).and_then(|entries| {
                     let key = (record.decision_type.as_str(), record.decision_idx.get());
                     entries
@@ -1052,7 +1053,7 @@ mod tests {
     };
     use justin_core::{
         BackupReport, CallbackDelivery, DecisionGuard, DecisionStream, Erasure, ExportStream,
-        ModelParameters, Recorded, RestoreReport, StudyDataStream, StudyRecord, UpdateJob,
+        ModelParameters, Recorded, RestoreReport, StudyRecord, UpdateJob, UpdateRecordStream,
         UpdateRequest, UploadRecorded,
     };
     use uuid::Uuid;
@@ -1684,7 +1685,7 @@ mod tests {
             self.inner.completed_updates()
         }
 
-        fn update_rows(&self, version: i64) -> Result<StudyDataStream, StoreError> {
+        fn update_rows(&self, version: i64) -> Result<UpdateRecordStream, StoreError> {
             self.inner.update_rows(version)
         }
 

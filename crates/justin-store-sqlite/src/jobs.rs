@@ -63,16 +63,17 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 use justin_core::recording::superseded_update;
 use justin_core::{
-    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob, UpdateRequest,
+    Imputation, ModelParameters, Provenance, StoreError, UpdateInclusion, UpdateJob, UpdateRecord,
+    UpdateRequest,
 };
 
 use crate::error::{from_diesel, other};
 use crate::models::{fmt_time, update_request, uuid_text, ParametersRow, ProvenanceRow, UpdateRow};
 use crate::schema::{
-    model_parameters, model_update_requests, study_data, update_lease, update_provenance,
+    actions, model_parameters, model_update_requests, study_data, update_lease, update_provenance,
 };
 use crate::store::{PooledSqlite, SqliteStore};
-use crate::stream::{AvailableStudyRow, BorrowedStream, UpdateBound};
+use crate::stream::{BorrowedUpdateStream, ImputedBound, UpdateBound, UpdateCursor};
 
 /// What went wrong inside a job's write transaction. Diesel's transaction needs an error type
 /// it can convert its own errors into; the port's error is kept as is.
@@ -297,6 +298,7 @@ pub(crate) fn claim(
         request: update_request(row, None)?,
         snapshot_version: None,
         snapshot_last_upload: None,
+        snapshot_last_decision: None,
     };
     // On error, dropping the job frees the lease.
     job.open_snapshot()?;
@@ -320,6 +322,9 @@ pub(crate) struct SqliteUpdateJob {
     /// The largest study-data id in the snapshot (none without study data): the job reads
     /// the rows up to it, and `complete` stores it as the update's watermark.
     snapshot_last_upload: Option<i64>,
+    /// The largest decision id in the snapshot (none without decisions): the job imputes
+    /// rewards for decisions up to it, and `complete` stores it when it did.
+    snapshot_last_decision: Option<i64>,
 }
 
 impl SqliteUpdateJob {
@@ -337,16 +342,18 @@ impl SqliteUpdateJob {
             .map_err(from_diesel)?;
         self.in_snapshot = true;
         let conn = self.conn()?;
-        let (version, last_upload) = diesel::select((
+        let (version, last_upload, last_decision) = diesel::select((
             model_parameters::table
                 .select(max(model_parameters::version))
                 .single_value(),
             study_data::table.select(max(study_data::id)).single_value(),
+            actions::table.select(max(actions::id)).single_value(),
         ))
-        .get_result::<(Option<i64>, Option<i64>)>(conn)
+        .get_result::<(Option<i64>, Option<i64>, Option<i64>)>(conn)
         .map_err(from_diesel)?;
         self.snapshot_version = version;
         self.snapshot_last_upload = last_upload;
+        self.snapshot_last_decision = last_decision;
         Ok(())
     }
 
@@ -441,17 +448,33 @@ impl UpdateJob for SqliteUpdateJob {
             .ok_or_else(|| other("no model parameters are stored; nothing to update"))
     }
 
-    fn study_data(
+    fn update_data(
         &mut self,
         include: UpdateInclusion,
-    ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let bound = self.snapshot_last_upload.map(|upto| UpdateBound {
+        imputation: Option<Imputation>,
+    ) -> Result<Box<dyn Iterator<Item = Result<UpdateRecord, StoreError>> + '_>, StoreError> {
+        let started_at = self.request.started_at;
+        let uploads = self.snapshot_last_upload.map(|upto| UpdateBound {
             upto,
             include,
-            started_at: self.request.started_at,
+            started_at,
         });
-        let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, bound);
-        Ok(Box::new(stream))
+        let imputed = imputation.and_then(|rule| {
+            self.snapshot_last_decision
+                .map(|actions_upto| ImputedBound {
+                    actions_upto,
+                    // Ids start at 1: without study data, no decision has an upload.
+                    uploads_upto: self.snapshot_last_upload.unwrap_or(0),
+                    include,
+                    started_at,
+                    decided_by: rule.decided_by,
+                    reward: rule.reward,
+                })
+        });
+        Ok(Box::new(BorrowedUpdateStream {
+            conn: self.conn()?,
+            cursor: UpdateCursor::new(uploads, imputed),
+        }))
     }
 
     fn complete(
@@ -480,10 +503,13 @@ impl UpdateJob for SqliteUpdateJob {
                 .get_result::<ParametersRow>(conn)?;
             finish(conn, id, "completed", finished_at, None, Some(version))?;
             // Ids start at 1: a job that could read no study data read up to 0.
-            let watermark = job.snapshot_last_upload.unwrap_or(0);
+            let watermarks = (
+                job.snapshot_last_upload.unwrap_or(0),
+                job.snapshot_last_decision.unwrap_or(0),
+            );
             diesel::insert_into(update_provenance::table)
                 .values(
-                    ProvenanceRow::new(id, version, provenance, finished_at, watermark)
+                    ProvenanceRow::new(id, version, provenance, finished_at, watermarks)
                         .map_err(Failure::Store)?,
                 )
                 .execute(conn)?;

@@ -9,9 +9,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use justin_core::{
     Action, ActionChoice, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
-    ModelParameters, OutOfStudy, Policy, Probability, Provenance, SentTime, State, StoreError,
-    StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, ImputedReward, ImputedRewards,
+    InvalidValue, JsonObject, ModelParameters, OutOfStudy, Policy, Probability, Provenance,
+    SentTime, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 
 use crate::error::other;
@@ -489,6 +489,10 @@ pub(crate) struct ExportRecord {
     pub upload: Option<UploadColumns>,
     /// The parameter version of the first update that used the upload (none without one).
     pub used_in_version: Option<i64>,
+    /// The parameter version of the first update that learned from the decision with its
+    /// default reward, and that reward (none when no update did).
+    pub imputed_in_version: Option<i64>,
+    pub imputed_reward: Option<f64>,
 }
 
 impl TryFrom<ExportRecord> for ExportRow {
@@ -502,6 +506,10 @@ impl TryFrom<ExportRecord> for ExportRow {
                 .upload
                 .map(|upload| upload.exported(used_in_version))
                 .transpose()?,
+            imputed: match (row.imputed_in_version, row.imputed_reward) {
+                (Some(version), Some(reward)) => Some(ImputedReward { version, reward }),
+                _ => None,
+            },
         })
     }
 }
@@ -631,19 +639,32 @@ pub(crate) struct ProvenanceRow {
     pub created_at: String,
     pub last_study_data_id: i64,
     pub included_policies: String,
+    pub last_action_id: Option<i64>,
+    pub imputed_decided_by: Option<String>,
+    pub default_reward: Option<f64>,
+    pub imputed_rows: Option<i64>,
 }
 
 impl ProvenanceRow {
     /// The record stored for update `update_id`, which produced `parameter_version` from the
-    /// study data up to id `last_study_data_id`.
+    /// study data up to id `last_study_data_id` and, when it imputed rewards, the decisions up
+    /// to id `last_action_id`.
     pub(crate) fn new(
         update_id: uuid::Uuid,
         parameter_version: i64,
         p: &Provenance,
         created_at: DateTime<Utc>,
-        last_study_data_id: i64,
+        (last_study_data_id, last_action_id): (i64, i64),
     ) -> Result<Self, StoreError> {
+        let imputed = p.imputed.as_ref();
         Ok(Self {
+            last_action_id: imputed.map(|_| last_action_id),
+            imputed_decided_by: imputed.map(|i| fmt_time(i.decided_by)),
+            default_reward: imputed.map(|i| i.default_reward),
+            imputed_rows: imputed
+                .map(|i| i64::try_from(i.rows))
+                .transpose()
+                .map_err(other)?,
             update_id: uuid_text(update_id),
             parameter_version,
             service_version: p.service_version.clone(),
@@ -684,6 +705,21 @@ pub(crate) fn update_request(
                 })?,
                 backup_file: p.backup_file,
                 included_policies: p.included_policies,
+                imputed: match (p.imputed_decided_by, p.default_reward, p.imputed_rows) {
+                    (Some(decided_by), Some(default_reward), Some(rows)) => Some(ImputedRewards {
+                        decided_by: parse_time(&decided_by)
+                            .map_err(|e| invalid("update_provenance", id, e))?,
+                        default_reward,
+                        rows: u64::try_from(rows).map_err(|_| {
+                            invalid(
+                                "update_provenance",
+                                id,
+                                format!("negative imputed_rows {rows}"),
+                            )
+                        })?,
+                    }),
+                    _ => None,
+                },
             })
         })
         .transpose()?;

@@ -183,8 +183,11 @@ const SENT_TIMESTAMPS_MIGRATION: &str = "20250402000000";
 /// policies, and the tables of histories and erasures.
 const TRIAL_LIFE_MIGRATION: &str = "20250501000000";
 
+/// The migration that recorded what each update learned with the default reward.
+const OUTCOME_WINDOW_MIGRATION: &str = "20261203000000";
+
 /// Checks that the database has the schema the backup was taken from, or the schema
-/// migrations 2025-04-01, 2025-04-02 and 2025-05-01 made of it, and says how to complete its
+/// migrations 2025-04-01, 2025-04-02, 2025-05-01 and 2026-12-03 made of it, and says how to complete its
 /// records: as those migrations complete the rows they find (a table the backup predates
 /// stays empty).
 fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result<Fill, StoreError> {
@@ -207,8 +210,8 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
     }
     // Migrations since the backup's that a restore spans: 2025-04-01 changed nothing here (a
     // backup taken before it holds the same columns, with JSON text valid as it is), 2025-04-02
-    // appended the timestamps as sent and 2025-05-01 the trial's life, which rows from before
-    // them get as the migrations fill them.
+    // appended the timestamps as sent, 2025-05-01 the trial's life and 2026-12-03 what updates
+    // imputed, which rows from before them get as the migrations fill them.
     // Migrations that change no table (PostgreSQL's own functions) are left out on both sides.
     let applied = layout_migrations(&applied);
     let newer = applied
@@ -218,6 +221,7 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
                 m == EXACT_NUMBERS_MIGRATION
                     || m == SENT_TIMESTAMPS_MIGRATION
                     || m == TRIAL_LIFE_MIGRATION
+                    || m == OUTCOME_WINDOW_MIGRATION
             })
         })
         .ok_or_else(|| {
@@ -231,6 +235,7 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
     let fill = Fill {
         sent_timestamp: newer.iter().any(|m| m == SENT_TIMESTAMPS_MIGRATION),
         trial_life: newer.iter().any(|m| m == TRIAL_LIFE_MIGRATION),
+        outcome_window: newer.iter().any(|m| m == OUTCOME_WINDOW_MIGRATION),
     };
     for CheckedTable { table, .. } in &backup.tables {
         let live = live_columns(conn, &table.name).map_err(from_diesel)?;

@@ -186,7 +186,15 @@ diesel::table! {
         /// The largest study-data id the update could read.
         last_study_data_id -> BigInt,
         /// The policies of the decisions it learned from, comma-separated.
-        included_policies -> Text,
+        included_policies -> Text,        /// The newest decision its job could read, when it imputed rewards.
+        last_action_id -> Nullable<BigInt>,
+        /// Decisions made at or before this without an upload were learned from with
+        /// `default_reward` (NULL: missing outcomes were left out).
+        imputed_decided_by -> Nullable<Text>,
+        /// The reward those decisions were learned from with.
+        default_reward -> Nullable<Double>,
+        /// How many records it imputed.
+        imputed_rows -> Nullable<BigInt>,
     }
 }
 

@@ -1074,12 +1074,13 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn update_rows(&self, version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
-        let bound =
-            crate::stream::update_read_bound(&mut *self.conn()?, version).map_err(from_diesel)?;
-        Ok(Box::new(
-            PoolStream::<crate::stream::AvailableStudyRow>::within(self, bound),
-        ))
+    fn update_rows(&self, version: i64) -> Result<justin_core::UpdateRecordStream, StoreError> {
+        let cursor =
+            crate::stream::update_read(&mut *self.conn()?, version).map_err(from_diesel)?;
+        Ok(Box::new(crate::stream::PoolUpdateStream {
+            store: self.clone(),
+            cursor,
+        }))
     }
 
     fn export(&self) -> Result<ExportStream, StoreError> {

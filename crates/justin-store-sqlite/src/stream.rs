@@ -9,14 +9,16 @@
 //! therefore holds no transaction and no connection between pages (each page checks one out),
 //! which keeps the pool free and lets WAL checkpoints run while a caller consumes a long
 //! stream slowly, and every page still shows the database as it was when the stream started.
-//! [`BorrowedStream`] reads on a connection whose transaction someone else owns (an update
-//! job's snapshot), within a bound its owner read in that transaction.
+//! What an update reads, its uploads and then the decisions it imputes rewards for, is an
+//! [`UpdateCursor`]: on the update job's connection, in its snapshot and within the bounds it
+//! read there ([`BorrowedUpdateStream`]), or later over the pool for `update_rows`
+//! ([`PoolUpdateStream`]), within the bounds its provenance recorded.
 
 use chrono::{DateTime, Utc};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable};
-use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
+use diesel::sql_types::{BigInt, Bool, Double, Nullable};
+use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord};
 
 use crate::error::from_diesel;
 use crate::models::{fmt_time, parse_time, ActionRow, ExportRecord, StudyRow, UploadColumns};
@@ -171,6 +173,226 @@ impl KeysetRow for AvailableStudyRow {
     }
 }
 
+/// A decision an update learns from with the default reward
+/// ([`justin_core::UpdateJob::update_data`]): available, of a policy it includes, of a
+/// participant neither erased nor withdrawn when it started, made at or before its cut-off,
+/// and without an upload at or below its study-data watermark.
+pub(crate) struct UnrewardedRow {
+    row: ActionRow,
+    reward: f64,
+}
+
+/// What an update imputes rewards for: the decisions up to `actions_upto` that
+/// [`UnrewardedRow`] selects, with `reward`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImputedBound {
+    /// The largest decision id in the job's snapshot.
+    pub actions_upto: i64,
+    /// The largest upload id in the job's snapshot: a decision with an upload at or below it
+    /// has its outcome.
+    pub uploads_upto: i64,
+    /// The kinds of decision the update learns from.
+    pub include: UpdateInclusion,
+    /// When the job started (`None`: before every withdrawal).
+    pub started_at: Option<DateTime<Utc>>,
+    /// Decisions made at or before this are past the outcome window.
+    pub decided_by: DateTime<Utc>,
+    /// The default reward.
+    pub reward: f64,
+}
+
+impl TryFrom<UnrewardedRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: UnrewardedRow) -> Result<Self, StoreError> {
+        Ok(StudyRecord::imputed(row.row.try_into()?, row.reward))
+    }
+}
+
+/// The policy words `include` takes.
+fn included_words(include: UpdateInclusion) -> Vec<&'static str> {
+    ["algorithm", "warmup", "fallback", "host"]
+        .into_iter()
+        .filter(|word| include.includes(Some(word)))
+        .collect()
+}
+
+impl KeysetRow for UnrewardedRow {
+    type Item = StudyRecord;
+    type Bound = ImputedBound;
+
+    fn id(&self) -> i64 {
+        self.row.id
+    }
+
+    fn bound(_conn: &mut SqliteConnection) -> QueryResult<Option<ImputedBound>> {
+        // Only ever streamed within the bound an update job or its provenance fixed.
+        Ok(None)
+    }
+
+    fn upto(bound: ImputedBound) -> i64 {
+        bound.actions_upto
+    }
+
+    fn page(
+        conn: &mut SqliteConnection,
+        after: i64,
+        bound: ImputedBound,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        // Times are stored as `fmt_time` writes them, which sort as text in time order; an
+        // unknown start (the empty text) sorts before every withdrawal.
+        let started = bound.started_at.map_or_else(String::new, fmt_time);
+        let live = diesel::dsl::exists(
+            users::table
+                .filter(users::user_id.eq(actions::user_id))
+                .filter(users::erased_at.is_null())
+                .filter(
+                    users::withdrawn_at
+                        .is_null()
+                        .or(users::withdrawn_at.gt(started)),
+                ),
+        );
+        let uploaded = diesel::dsl::exists(
+            study_data::table
+                .filter(study_data::user_id.eq(actions::user_id))
+                .filter(study_data::decision_type.eq(actions::decision_type))
+                .filter(study_data::decision_idx.eq(actions::decision_idx))
+                .filter(study_data::id.le(bound.uploads_upto)),
+        );
+        let rows = actions::table
+            .filter(actions::id.gt(after))
+            .filter(actions::id.le(bound.actions_upto))
+            .filter(actions::available)
+            .filter(actions::policy.eq_any(included_words(bound.include)))
+            .filter(actions::created_at.le(fmt_time(bound.decided_by)))
+            .filter(live)
+            .filter(diesel::dsl::not(uploaded))
+            .order(actions::id)
+            .limit(limit)
+            .select(ActionRow::as_select())
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Self {
+                row,
+                reward: bound.reward,
+            })
+            .collect())
+    }
+}
+
+/// Where an [`UpdateCursor`] reads its pages: the update job's own connection, or the pool.
+pub(crate) trait PageSource {
+    /// Reads a page of `R` with `after < id` within `bound`.
+    fn page<R: KeysetRow>(
+        &mut self,
+        after: i64,
+        bound: R::Bound,
+    ) -> Result<QueryResult<Vec<R>>, StoreError>;
+}
+
+impl PageSource for &mut SqliteConnection {
+    fn page<R: KeysetRow>(
+        &mut self,
+        after: i64,
+        bound: R::Bound,
+    ) -> Result<QueryResult<Vec<R>>, StoreError> {
+        Ok(R::page(self, after, bound, PAGE_SIZE))
+    }
+}
+
+impl PageSource for SqliteStore {
+    fn page<R: KeysetRow>(
+        &mut self,
+        after: i64,
+        bound: R::Bound,
+    ) -> Result<QueryResult<Vec<R>>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(R::page(&mut conn, after, bound, PAGE_SIZE))
+    }
+}
+
+/// What an update reads, in order: its uploads, then, when it imputes rewards, the decisions
+/// it learns from with the default reward.
+pub(crate) struct UpdateCursor {
+    uploads: Keyset<AvailableStudyRow>,
+    /// `None` when the update imputes nothing, or once the uploads failed.
+    imputed: Option<Keyset<UnrewardedRow>>,
+}
+
+impl UpdateCursor {
+    /// The uploads within `uploads`, then the decisions within `imputed`.
+    pub(crate) fn new(uploads: Option<UpdateBound>, imputed: Option<ImputedBound>) -> Self {
+        Self {
+            uploads: Keyset::within(uploads),
+            imputed: imputed.map(|bound| Keyset::within(Some(bound))),
+        }
+    }
+
+    /// The next record, reading pages from `source` as needed.
+    pub(crate) fn next(
+        &mut self,
+        source: &mut impl PageSource,
+    ) -> Option<Result<UpdateRecord, StoreError>> {
+        if self.uploads.bound.is_some() || self.uploads.page.len() > 0 {
+            match self
+                .uploads
+                .next_with(|after, bound| source.page::<AvailableStudyRow>(after, bound))
+            {
+                Some(Ok(record)) => return Some(Ok(UpdateRecord::Uploaded(record))),
+                Some(Err(e)) => {
+                    self.imputed = None;
+                    return Some(Err(e));
+                }
+                None => {}
+            }
+        }
+        let imputed = self.imputed.as_mut()?;
+        let item = imputed.next_with(|after, bound| source.page::<UnrewardedRow>(after, bound));
+        match item {
+            Some(Ok(record)) => Some(Ok(UpdateRecord::Imputed(record))),
+            Some(Err(e)) => {
+                self.imputed = None;
+                Some(Err(e))
+            }
+            None => {
+                self.imputed = None;
+                None
+            }
+        }
+    }
+}
+
+/// [`UpdateCursor`] on the update job's connection, in its snapshot.
+pub(crate) struct BorrowedUpdateStream<'c> {
+    pub conn: &'c mut SqliteConnection,
+    pub cursor: UpdateCursor,
+}
+
+impl Iterator for BorrowedUpdateStream<'_> {
+    type Item = Result<UpdateRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut conn: &mut SqliteConnection = self.conn;
+        self.cursor.next(&mut conn)
+    }
+}
+
+/// [`UpdateCursor`] over the pool, a connection per page, for `update_rows`.
+pub(crate) struct PoolUpdateStream {
+    pub store: SqliteStore,
+    pub cursor: UpdateCursor,
+}
+
+impl Iterator for PoolUpdateStream {
+    type Item = Result<UpdateRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.cursor.next(&mut self.store)
+    }
+}
+
 impl KeysetRow for ActionRow {
     type Item = Decision;
     type Bound = i64;
@@ -212,6 +434,9 @@ pub(crate) struct ExportBound {
     decisions: i64,
     uploads: i64,
     updates: i64,
+    /// Whether any update imputed rewards: most studies never do, and their export skips the
+    /// per-row search of the updates ([`FIRST_IMPUTING_UPDATE`]).
+    imputing: bool,
 }
 
 /// The parameter version of the first update that used the row's upload, split around the
@@ -247,21 +472,26 @@ impl KeysetRow for ExportRecord {
     }
 
     fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<ExportBound>> {
-        // One statement, so all three come from one snapshot.
-        let (decisions, uploads, updates) = diesel::select((
+        // One statement, so all four come from one snapshot.
+        let (decisions, uploads, updates, imputing) = diesel::select((
             actions::table.select(max(actions::id)).single_value(),
             study_data::table.select(max(study_data::id)).single_value(),
             update_provenance::table
                 .select(max(update_provenance::parameter_version))
                 .single_value(),
+            diesel::dsl::exists(
+                update_provenance::table
+                    .filter(update_provenance::imputed_decided_by.is_not_null()),
+            ),
         ))
-        .get_result::<(Option<i64>, Option<i64>, Option<i64>)>(conn)?;
+        .get_result::<(Option<i64>, Option<i64>, Option<i64>, bool)>(conn)?;
         Ok(decisions.map(|decisions| ExportBound {
             decisions,
             // Ids and versions start at 1: with no uploads, 0 joins none, and with no
             // updates, 0 finds none.
             uploads: uploads.unwrap_or(0),
             updates: updates.unwrap_or(0),
+            imputing,
         }))
     }
 
@@ -278,6 +508,24 @@ impl KeysetRow for ExportRecord {
         export_page(conn, None, after, bound, limit)
     }
 }
+
+/// The first update (smallest version, among those completed when the export started) that
+/// learned from the export row's decision with its default reward: one that imputed rewards,
+/// could read the decision (its id at most the update's `last_action_id`, made at or before
+/// its `imputed_decided_by`), found no upload for it at or below its watermark, included its
+/// policy and started before its participant withdrew; the rule [`UnrewardedRow`] streams by.
+/// Split around the bound on versions, like [`USED_IN_VERSION`].
+const FIRST_IMPUTING_UPDATE: [&str; 2] = [
+    " FROM update_provenance p JOIN model_update_requests r ON r.id = p.update_id \
+      WHERE p.imputed_decided_by IS NOT NULL AND actions.available \
+        AND p.last_action_id >= actions.id AND actions.created_at <= p.imputed_decided_by \
+        AND +p.parameter_version <= ",
+    " AND instr(',' || p.included_policies || ',', ',' || actions.policy || ',') > 0 \
+        AND (study_data.id IS NULL OR study_data.id > p.last_study_data_id) \
+        AND (users.withdrawn_at IS NULL \
+             OR coalesce(r.started_at, r.created_at) < users.withdrawn_at) \
+      ORDER BY p.parameter_version LIMIT 1",
+];
 
 /// Up to `limit` rows of the export with `after < id` within `bound` (of participant `user`
 /// only, when given), by decision id: each decision with its upload and the first update that
@@ -298,6 +546,24 @@ pub(crate) fn export_page(
     let used_in_version = sql::<Nullable<BigInt>>(before_bound)
         .bind::<BigInt, _>(bound.updates)
         .sql(after_bound);
+    // NULL without a search when no update imputed rewards: SQLite evaluates a `CASE` branch
+    // only when it is taken.
+    let [before_version_bound, after_version_bound] = FIRST_IMPUTING_UPDATE;
+    let after_version_bound = format!("{after_version_bound}) END");
+    let imputed_in_version = sql::<Nullable<BigInt>>("CASE WHEN ")
+        .bind::<Bool, _>(bound.imputing)
+        .sql(&format!(
+            " THEN (SELECT p.parameter_version{before_version_bound}"
+        ))
+        .bind::<BigInt, _>(bound.updates)
+        .sql(&after_version_bound);
+    let imputed_reward = sql::<Nullable<Double>>("CASE WHEN ")
+        .bind::<Bool, _>(bound.imputing)
+        .sql(&format!(
+            " THEN (SELECT p.default_reward{before_version_bound}"
+        ))
+        .bind::<BigInt, _>(bound.updates)
+        .sql(&after_version_bound);
     let mut query = actions::table
         .left_join(study_data::table.on(upload_of_the_decision))
         .left_join(users::table.on(users::user_id.eq(actions::user_id)))
@@ -309,51 +575,92 @@ pub(crate) fn export_page(
             ActionRow::as_select(),
             Option::<UploadColumns>::as_select(),
             used_in_version,
+            imputed_in_version,
+            imputed_reward,
         ))
         .into_boxed();
     if let Some(user) = user {
         query = query.filter(actions::user_id.eq(user));
     }
-    let rows = query.load::<(ActionRow, Option<UploadColumns>, Option<i64>)>(conn)?;
+    type Row = (
+        ActionRow,
+        Option<UploadColumns>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+    );
+    let rows = query.load::<Row>(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(decision, upload, used_in_version)| ExportRecord {
-            decision,
-            upload,
-            used_in_version,
-        })
+        .map(
+            |(decision, upload, used_in_version, imputed_in_version, imputed_reward)| {
+                ExportRecord {
+                    decision,
+                    upload,
+                    used_in_version,
+                    imputed_in_version,
+                    imputed_reward,
+                }
+            },
+        )
         .collect())
 }
 
-/// What the update that produced `version` read, as the bound of an [`AvailableStudyRow`]
-/// stream: its watermark, the policies it included and when its job started (`None` for an
-/// unknown version, the initial one, or one stored by no update).
-pub(crate) fn update_read_bound(
-    conn: &mut SqliteConnection,
-    version: i64,
-) -> QueryResult<Option<UpdateBound>> {
-    let found: Option<(i64, String, Option<String>)> = update_provenance::table
+/// What the update that produced `version` read: its uploads as the bound of an
+/// [`AvailableStudyRow`] stream (its watermark, the policies it included and when its job
+/// started) and, when it imputed rewards, the decisions as the bound of an [`UnrewardedRow`]
+/// stream; nothing for an unknown version, the initial one, or one stored by no update.
+pub(crate) fn update_read(conn: &mut SqliteConnection, version: i64) -> QueryResult<UpdateCursor> {
+    type Read = (
+        i64,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<f64>,
+    );
+    let found: Option<Read> = update_provenance::table
         .inner_join(model_update_requests::table)
         .filter(update_provenance::parameter_version.eq(version))
         .select((
             update_provenance::last_study_data_id,
             update_provenance::included_policies,
             model_update_requests::started_at,
+            update_provenance::last_action_id,
+            update_provenance::imputed_decided_by,
+            update_provenance::default_reward,
         ))
         .first(conn)
         .optional()?;
-    let Some((upto, included, started_at)) = found else {
-        return Ok(None);
+    let Some((upto, included, started_at, actions_upto, decided_by, reward)) = found else {
+        return Ok(UpdateCursor::new(None, None));
     };
-    let started_at = started_at
-        .map(|t| parse_time(&t))
-        .transpose()
-        .map_err(|e| diesel::result::Error::DeserializationError(e.into()))?;
-    Ok(Some(UpdateBound {
-        upto,
-        include: UpdateInclusion::from_stored(&included),
-        started_at,
-    }))
+    let time = |t: Option<String>| {
+        t.map(|t| parse_time(&t))
+            .transpose()
+            .map_err(|e| diesel::result::Error::DeserializationError(e.into()))
+    };
+    let started_at = time(started_at)?;
+    let include = UpdateInclusion::from_stored(&included);
+    let imputed = match (actions_upto, time(decided_by)?, reward) {
+        (Some(actions_upto), Some(decided_by), Some(reward)) => Some(ImputedBound {
+            actions_upto,
+            uploads_upto: upto,
+            include,
+            started_at,
+            decided_by,
+            reward,
+        }),
+        _ => None,
+    };
+    Ok(UpdateCursor::new(
+        Some(UpdateBound {
+            upto,
+            include,
+            started_at,
+        }),
+        imputed,
+    ))
 }
 
 /// What the paging state asks for next.
@@ -478,16 +785,6 @@ impl<R: KeysetRow> PoolStream<R> {
     }
 }
 
-impl<R: KeysetRow> PoolStream<R> {
-    /// Streams within a bound the caller read; `None` streams nothing.
-    pub(crate) fn within(store: &SqliteStore, bound: Option<R::Bound>) -> Self {
-        Self {
-            store: store.clone(),
-            keyset: Keyset::within(bound),
-        }
-    }
-}
-
 impl<R: KeysetRow> Iterator for PoolStream<R> {
     type Item = Result<R::Item, StoreError>;
 
@@ -497,33 +794,6 @@ impl<R: KeysetRow> Iterator for PoolStream<R> {
             let mut conn = store.conn()?;
             Ok(R::page(&mut conn, after, bound, PAGE_SIZE))
         })
-    }
-}
-
-/// A stream reading on a borrowed connection, in whatever transaction its owner has open.
-pub(crate) struct BorrowedStream<'c, R: KeysetRow> {
-    conn: &'c mut SqliteConnection,
-    keyset: Keyset<R>,
-}
-
-impl<'c, R: KeysetRow> BorrowedStream<'c, R> {
-    /// Streams the rows within `bound` (none when it is `None`), which the owner of the
-    /// connection's transaction read.
-    pub(crate) fn within(conn: &'c mut SqliteConnection, bound: Option<R::Bound>) -> Self {
-        Self {
-            conn,
-            keyset: Keyset::within(bound),
-        }
-    }
-}
-
-impl<R: KeysetRow> Iterator for BorrowedStream<'_, R> {
-    type Item = Result<R::Item, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let conn = &mut *self.conn;
-        self.keyset
-            .next_with(|after, bound| Ok(R::page(conn, after, bound, PAGE_SIZE)))
     }
 }
 

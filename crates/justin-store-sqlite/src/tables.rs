@@ -126,6 +126,10 @@ impl Fields {
         self.required(|f| Self::parsed(f, "a number"))
     }
 
+    fn opt_float(&mut self) -> Result<Option<f64>, String> {
+        Self::parsed(self.optional(), "a number")
+    }
+
     fn boolean(&mut self) -> Result<bool, String> {
         self.required(|(value, column)| {
             value
@@ -548,6 +552,10 @@ impl TableRow for ProvenanceRow {
         "created_at",
         "last_study_data_id",
         "included_policies",
+        "last_action_id",
+        "imputed_decided_by",
+        "default_reward",
+        "imputed_rows",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -562,6 +570,10 @@ impl TableRow for ProvenanceRow {
             Some(self.created_at.clone()),
             int(self.last_study_data_id),
             Some(self.included_policies.clone()),
+            self.last_action_id.map(|v| v.to_string()),
+            self.imputed_decided_by.clone(),
+            self.default_reward.map(float_text),
+            self.imputed_rows.map(|v| v.to_string()),
         ]
     }
 
@@ -578,6 +590,10 @@ impl TableRow for ProvenanceRow {
             created_at: f.time()?,
             last_study_data_id: f.int()?,
             included_policies: f.text()?,
+            last_action_id: f.opt_int()?,
+            imputed_decided_by: f.opt_time()?,
+            default_reward: f.opt_float()?,
+            imputed_rows: f.opt_int()?,
         })
     }
 
@@ -710,6 +726,22 @@ impl TableRow for ErasureRow {
     }
 }
 
+/// The columns migration 2026-12-03 appended to `table`, in order (empty for other tables).
+pub(crate) fn outcome_window_columns(table: &str) -> &'static [&'static str] {
+    let appended = match table {
+        ProvenanceRow::NAME => 4,
+        _ => 0,
+    };
+    let known = known_columns(table);
+    &known[known.len() - appended..]
+}
+
+/// The columns `table` had before migration 2026-12-03.
+fn columns_before_outcome_window(table: &str) -> &'static [&'static str] {
+    let known = known_columns(table);
+    &known[..known.len() - outcome_window_columns(table).len()]
+}
+
 /// The columns migration 2025-05-01 appended to `table`, in order (empty for other tables).
 pub(crate) fn trial_life_columns(table: &str) -> &'static [&'static str] {
     let appended = match table {
@@ -718,8 +750,8 @@ pub(crate) fn trial_life_columns(table: &str) -> &'static [&'static str] {
         StudyRow::NAME | ProvenanceRow::NAME => 1,
         _ => 0,
     };
-    let known = known_columns(table);
-    &known[known.len() - appended..]
+    let before = columns_before_outcome_window(table);
+    &before[before.len() - appended..]
 }
 
 /// What a record written before some migrations needs appended to read as a row of this
@@ -730,12 +762,17 @@ pub(crate) struct Fill {
     pub sent_timestamp: bool,
     /// Written before migration 2025-05-01: append [`trial_life_columns`].
     pub trial_life: bool,
+    /// Written before migration 2026-12-03: append [`outcome_window_columns`], all NULL.
+    pub outcome_window: bool,
 }
 
 impl Fill {
     /// The columns `table` had in a backup that needs this fill.
     pub(crate) fn columns(self, table: &str) -> Vec<&'static str> {
         let mut columns = known_columns(table).to_vec();
+        if self.outcome_window {
+            columns.truncate(columns.len() - outcome_window_columns(table).len());
+        }
         if self.trial_life {
             columns.truncate(columns.len() - trial_life_columns(table).len());
         }
@@ -750,10 +787,13 @@ impl Fill {
     pub(crate) fn for_header(table: &str, header: &[String]) -> Option<Self> {
         [false, true]
             .into_iter()
-            .flat_map(|trial_life| {
-                [false, true].map(|sent_timestamp| Self {
-                    sent_timestamp,
-                    trial_life,
+            .flat_map(|outcome_window| {
+                [false, true].into_iter().flat_map(move |trial_life| {
+                    [false, true].map(|sent_timestamp| Self {
+                        sent_timestamp,
+                        trial_life,
+                        outcome_window,
+                    })
                 })
             })
             .find(|fill| fill.columns(table) == header)
@@ -766,6 +806,13 @@ impl Fill {
         }
         if self.trial_life {
             fill_trial_life(table, fields);
+        }
+        // The migration leaves the columns it appends NULL: older updates imputed nothing.
+        if self.outcome_window {
+            fields.extend(std::iter::repeat_n(
+                None,
+                outcome_window_columns(table).len(),
+            ));
         }
     }
 }
@@ -798,8 +845,8 @@ pub(crate) const SENT_TIMESTAMP: &str = "sent_timestamp";
 /// The columns `table` had before migration 2025-04-02 appended [`SENT_TIMESTAMP`], when it
 /// appended it to `table` (the columns migration 2025-05-01 appended after it left out).
 pub(crate) fn columns_before_sent_timestamps(table: &str) -> Option<&'static [&'static str]> {
-    let known = known_columns(table);
-    known[..known.len() - trial_life_columns(table).len()]
+    let before = columns_before_outcome_window(table);
+    before[..before.len() - trial_life_columns(table).len()]
         .split_last()
         .filter(|(last, _)| **last == SENT_TIMESTAMP)
         .map(|(_, before)| before)
@@ -893,16 +940,25 @@ mod tests {
         for table in ["users", "actions", "study_data", "update_provenance"] {
             let current: Vec<String> = header(known_columns(table));
             assert_eq!(Fill::for_header(table, &current), Some(Fill::default()));
-            let before = &known_columns(table)[..current.len() - trial_life_columns(table).len()];
+            let before = &known_columns(table)[..current.len()
+                - trial_life_columns(table).len()
+                - outcome_window_columns(table).len()];
             let fill = Fill::for_header(table, &header(before)).unwrap();
             assert!(fill.trial_life && !fill.sent_timestamp, "{table}");
+            assert_eq!(
+                fill.outcome_window,
+                !outcome_window_columns(table).is_empty(),
+                "{table}"
+            );
         }
         let before_both = columns_before_sent_timestamps("actions").unwrap();
         assert_eq!(
             Fill::for_header("actions", &header(before_both)),
             Some(Fill {
                 sent_timestamp: true,
-                trial_life: true
+                trial_life: true,
+                // `actions` has no column of migration 2026-12-03 to tell either way.
+                outcome_window: false,
             })
         );
         assert_eq!(
@@ -915,6 +971,7 @@ mod tests {
         let trial_life = Fill {
             sent_timestamp: false,
             trial_life: true,
+            outcome_window: true,
         };
         let mut user: Vec<Field> = vec![Some("1".into()), Some("u".into()), None];
         trial_life.apply("users", &mut user);
@@ -926,6 +983,7 @@ mod tests {
         Fill {
             sent_timestamp: true,
             trial_life: true,
+            outcome_window: true,
         }
         .apply("actions", &mut action);
         assert_eq!(action.len(), ActionRow::COLUMNS.len());
@@ -951,12 +1009,45 @@ mod tests {
             assert_eq!(study.last().cloned().flatten().as_deref(), policy);
         }
 
-        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 1];
+        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 5];
         trial_life.apply("update_provenance", &mut provenance);
+        assert_eq!(provenance.len(), ProvenanceRow::COLUMNS.len());
+        let tail: Vec<Option<&str>> = provenance[ProvenanceRow::COLUMNS.len() - 5..]
+            .iter()
+            .map(Option::as_deref)
+            .collect();
+        assert_eq!(tail, [Some("algorithm"), None, None, None, None]);
+    }
+
+    /// Records from before migration 2026-12-03 lack only what updates imputed, which they
+    /// get as NULL: those updates imputed nothing.
+    #[test]
+    fn provenance_from_before_migration_2026_12_03_imputed_nothing() {
+        let header =
+            |columns: &[&str]| -> Vec<String> { columns.iter().map(|c| (*c).to_owned()).collect() };
+        let known = known_columns("update_provenance");
         assert_eq!(
-            provenance.last().cloned().flatten().as_deref(),
-            Some("algorithm")
+            outcome_window_columns("update_provenance"),
+            [
+                "last_action_id",
+                "imputed_decided_by",
+                "default_reward",
+                "imputed_rows"
+            ]
         );
+        let fill = Fill::for_header("update_provenance", &header(&known[..known.len() - 4]));
+        let only_outcome_window = Fill {
+            outcome_window: true,
+            ..Fill::default()
+        };
+        assert_eq!(fill, Some(only_outcome_window));
+        for table in ["users", "actions", "study_data"] {
+            assert_eq!(outcome_window_columns(table), &[] as &[&str]);
+        }
+        let mut row: Vec<Field> = vec![Some("x".into()); known.len() - 4];
+        only_outcome_window.apply("update_provenance", &mut row);
+        assert_eq!(row.len(), known.len());
+        assert!(row[known.len() - 4..].iter().all(Option::is_none));
     }
 
     #[test]
@@ -1029,6 +1120,10 @@ mod tests {
             Some("2025-01-01 12:00:01.5+00"),
             Some("9"),
             Some("algorithm,warmup"),
+            None,
+            None,
+            None,
+            None,
         ]))
         .unwrap();
         assert_eq!(provenance.last_study_data_id, 9);
@@ -1045,6 +1140,10 @@ mod tests {
             Some("2025-01-01 12:00:01.5+00"),
             None,
             Some("algorithm"),
+            None,
+            None,
+            None,
+            None,
         ]));
         assert_eq!(
             no_watermark.err().as_deref(),

@@ -32,14 +32,19 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Bool, Timestamptz};
 use justin_core::recording::superseded_update;
 use justin_core::{
-    ModelParameters, Provenance, StoreError, StudyRecord, UpdateInclusion, UpdateJob, UpdateRequest,
+    Imputation, ModelParameters, Provenance, StoreError, UpdateInclusion, UpdateJob, UpdateRecord,
+    UpdateRequest,
 };
 
 use crate::error::{from_diesel, other};
 use crate::models::{update_request, ParametersRow, ProvenanceRow, UpdateRow};
 use crate::pg::{lock_for_publishing, PooledPg};
-use crate::schema::{model_parameters, model_update_requests, study_data, update_provenance};
-use crate::stream::{included_words, AvailableStudyRow, BorrowedStream, JobFilter};
+use crate::schema::{
+    actions, model_parameters, model_update_requests, study_data, update_provenance,
+};
+use crate::stream::{
+    included_words, BorrowedUpdateStream, JobFilter, UnrewardedFilter, UpdateCursor,
+};
 
 /// Key of the advisory lock held by the one running update job of a database.
 const UPDATE_LOCK_KEY: i64 = 0x6a75_7374_696e_5531; // "justinU1"
@@ -151,7 +156,7 @@ pub(crate) fn claim(
         return Ok(None);
     };
     let request = update_request(row, None)?;
-    let last_study_data_id = watermark(lock.conn()?).map_err(from_diesel)?;
+    let (last_study_data_id, last_action_id) = watermark(lock.conn()?).map_err(from_diesel)?;
     // The snapshot is taken by the job's first read, not here; either way after the watermark
     // committed, so it holds every row up to it.
     AnsiTransactionManager::begin_transaction_sql(
@@ -163,20 +168,27 @@ pub(crate) fn claim(
         lock,
         request,
         last_study_data_id,
+        last_action_id,
     }))
 }
 
-/// The largest `study_data` id once every insert in flight has ended (0 for no rows); see the
-/// module's documentation. Waits as long as an open transaction has inserted into the table,
-/// and uploads queue behind it meanwhile: the service's own inserts each commit at once, but a
-/// bulk load or a session left open in a transaction holds back updates and uploads alike.
-fn watermark(conn: &mut PgConnection) -> QueryResult<i64> {
+/// The largest `study_data` id and the largest `actions` id once every insert in flight has
+/// ended (0 for no rows); see the module's documentation (decisions an update imputes rewards
+/// for need the same guarantee as uploads). Waits as long as an open transaction has inserted
+/// into either table, and uploads and decisions queue behind it meanwhile: the service's own
+/// inserts each commit at once, but a bulk load or a session left open in a transaction holds
+/// back updates, uploads and decisions alike. The tables are locked in the order an erasure
+/// writes them, so the two never wait for each other in a cycle.
+fn watermark(conn: &mut PgConnection) -> QueryResult<(i64, i64)> {
     conn.transaction(|conn| {
-        conn.batch_execute("LOCK TABLE study_data IN SHARE MODE")?;
-        let newest = study_data::table
+        conn.batch_execute("LOCK TABLE study_data, actions IN SHARE MODE")?;
+        let uploads = study_data::table
             .select(max(study_data::id))
             .first::<Option<i64>>(conn)?;
-        Ok(newest.unwrap_or(0))
+        let decisions = actions::table
+            .select(max(actions::id))
+            .first::<Option<i64>>(conn)?;
+        Ok((uploads.unwrap_or(0), decisions.unwrap_or(0)))
     })
 }
 
@@ -186,6 +198,8 @@ pub(crate) struct PgUpdateJob {
     request: UpdateRequest,
     /// The job reads the study data up to this id; see [`watermark`].
     last_study_data_id: i64,
+    /// The job imputes rewards for decisions up to this id; see [`watermark`].
+    last_action_id: i64,
 }
 
 impl PgUpdateJob {
@@ -249,7 +263,7 @@ impl PgUpdateJob {
             version,
             provenance,
             finished_at,
-            self.last_study_data_id,
+            (self.last_study_data_id, self.last_action_id),
         )?;
         diesel::insert_into(update_provenance::table)
             .values(record)
@@ -313,20 +327,37 @@ impl UpdateJob for PgUpdateJob {
             .ok_or_else(|| other("no model parameters are stored; nothing to update"))
     }
 
-    fn study_data(
+    fn update_data(
         &mut self,
         include: UpdateInclusion,
-    ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
-        let filter = JobFilter {
-            included: included_words(include),
-            started_at: self.request.started_at,
-        };
-        let stream = BorrowedStream::<AvailableStudyRow>::upto(
-            self.lock.conn()?,
-            filter,
-            self.last_study_data_id,
+        imputation: Option<Imputation>,
+    ) -> Result<Box<dyn Iterator<Item = Result<UpdateRecord, StoreError>> + '_>, StoreError> {
+        let included = included_words(include);
+        let started_at = self.request.started_at;
+        let imputed = imputation.map(|rule| {
+            (
+                UnrewardedFilter {
+                    included: included.clone(),
+                    started_at,
+                    decided_by: rule.decided_by,
+                    uploads_upto: self.last_study_data_id,
+                    reward: rule.reward,
+                },
+                self.last_action_id,
+            )
+        });
+        let cursor = UpdateCursor::new(
+            JobFilter {
+                included,
+                started_at,
+            },
+            Some(self.last_study_data_id),
+            imputed,
         );
-        Ok(Box::new(stream))
+        Ok(Box::new(BorrowedUpdateStream {
+            conn: self.lock.conn()?,
+            cursor,
+        }))
     }
 
     fn complete(

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use justin_core::{
     Action, ActionChoice, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, InvalidValue, JsonObject,
-    ModelParameters, OutOfStudy, Participant, Policy, Probability, Provenance, SentTime, State,
-    StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, ImputedReward, ImputedRewards,
+    InvalidValue, JsonObject, ModelParameters, OutOfStudy, Participant, Policy, Probability,
+    Provenance, SentTime, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    Withdrawal,
 };
 
 use crate::error::other;
@@ -305,6 +306,10 @@ pub(crate) struct ExportDbRow {
     /// The version of the first update that read the upload, worked out from the updates'
     /// watermarks; `None` when none has, or there is no upload.
     pub used_in_version: Option<i64>,
+    /// The version of the first update that learned from the decision with its default reward,
+    /// and that reward; `None` when none has.
+    pub imputed_in_version: Option<i64>,
+    pub imputed_reward: Option<f64>,
 }
 
 impl TryFrom<ExportDbRow> for ExportRow {
@@ -329,6 +334,10 @@ impl TryFrom<ExportDbRow> for ExportRow {
         Ok(ExportRow {
             decision: row.decision.try_into()?,
             upload,
+            imputed: match (row.imputed_in_version, row.imputed_reward) {
+                (Some(version), Some(reward)) => Some(ImputedReward { version, reward }),
+                _ => None,
+            },
         })
     }
 }
@@ -432,19 +441,32 @@ pub(crate) struct ProvenanceRow {
     pub created_at: DateTime<Utc>,
     pub last_study_data_id: i64,
     pub included_policies: String,
+    pub last_action_id: Option<i64>,
+    pub imputed_decided_by: Option<DateTime<Utc>>,
+    pub default_reward: Option<f64>,
+    pub imputed_rows: Option<i64>,
 }
 
 impl ProvenanceRow {
     /// The record stored for update `update_id`, which produced `parameter_version` from the
-    /// study data up to id `last_study_data_id`.
+    /// study data up to id `last_study_data_id` and, when it imputed rewards, the decisions up
+    /// to id `last_action_id`.
     pub(crate) fn new(
         update_id: uuid::Uuid,
         parameter_version: i64,
         p: &Provenance,
         created_at: DateTime<Utc>,
-        last_study_data_id: i64,
+        (last_study_data_id, last_action_id): (i64, i64),
     ) -> Result<Self, StoreError> {
+        let imputed = p.imputed.as_ref();
         Ok(Self {
+            last_action_id: imputed.map(|_| last_action_id),
+            imputed_decided_by: imputed.map(|i| i.decided_by),
+            default_reward: imputed.map(|i| i.default_reward),
+            imputed_rows: imputed
+                .map(|i| i64::try_from(i.rows))
+                .transpose()
+                .map_err(other)?,
             update_id,
             parameter_version,
             service_version: p.service_version.clone(),
@@ -484,6 +506,20 @@ pub(crate) fn update_request(
                 })?,
                 backup_file: p.backup_file,
                 included_policies: p.included_policies,
+                imputed: match (p.imputed_decided_by, p.default_reward, p.imputed_rows) {
+                    (Some(decided_by), Some(default_reward), Some(rows)) => Some(ImputedRewards {
+                        decided_by,
+                        default_reward,
+                        rows: u64::try_from(rows).map_err(|_| {
+                            invalid(
+                                "update_provenance",
+                                id,
+                                format!("negative imputed_rows {rows}"),
+                            )
+                        })?,
+                    }),
+                    _ => None,
+                },
             })
         })
         .transpose()?;

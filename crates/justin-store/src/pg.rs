@@ -36,7 +36,7 @@ use crate::schema::{
     update_provenance, users,
 };
 use crate::setup::{self, mask_password, PgUrl};
-use crate::stream::{AvailableStudyRow, SnapshotStream};
+use crate::stream::SnapshotStream;
 
 type Manager = ConnectionManager<PgConnection>;
 pub(crate) type PooledPg = PooledConnection<Manager>;
@@ -1198,11 +1198,9 @@ impl Store for PgStore {
         self.with_connection(Resend::Always, completed_updates_on)
     }
 
-    fn update_rows(&self, version: i64) -> Result<justin_core::StudyDataStream, StoreError> {
-        SnapshotStream::<AvailableStudyRow>::open_with(self.checked_conn()?, |conn| {
-            crate::stream::update_read(conn, version)
-        })
-        .map(|s| Box::new(s) as justin_core::StudyDataStream)
+    fn update_rows(&self, version: i64) -> Result<justin_core::UpdateRecordStream, StoreError> {
+        crate::stream::UpdateRowsStream::open(self.checked_conn()?, version)
+            .map(|s| Box::new(s) as justin_core::UpdateRecordStream)
     }
 
     fn export(&self) -> Result<ExportStream, StoreError> {

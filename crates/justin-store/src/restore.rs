@@ -16,8 +16,8 @@
 //! * a backup that lacks only migrations that left every table's columns as they were (2025-04-01,
 //!   exact numbers, changed the JSON columns of client values from jsonb to json, and the text
 //!   jsonb wrote is valid json; 2025-04-03 adds functions only) loads as it is;
-//! * a backup taken before 2025-05-01 (the life of a trial), 2025-04-02 (timestamps as sent) or
-//!   2025-03-01 (decision types):
+//! * a backup taken before 2026-12-03 (the outcome window), 2025-05-01 (the life of a trial),
+//!   2025-04-02 (timestamps as sent) or 2025-03-01 (decision types):
 //!   inside the restore's transaction the emptied tables are taken back to the schema the backup
 //!   was written with (the `down.sql` of every migration since, newest first), loaded, and
 //!   migrated forward again (their `up.sql`), exactly as an upgrade migrates a live database: the
@@ -129,8 +129,17 @@ const SENT_TIMESTAMPS: &str = "20250402000000";
 /// The version of migration 2025-05-01-000000_trial_life, as Diesel records it.
 const TRIAL_LIFE: &str = "20250501000000";
 
+/// The version of migration 2026-12-03-000000_outcome_window, as Diesel records it.
+const OUTCOME_WINDOW: &str = "20261203000000";
+
 /// The migrations a backup taken before them restores across, oldest first.
-const BRIDGEABLE: [&str; 4] = [DECISION_TYPES, EXACT_NUMBERS, SENT_TIMESTAMPS, TRIAL_LIFE];
+const BRIDGEABLE: [&str; 5] = [
+    DECISION_TYPES,
+    EXACT_NUMBERS,
+    SENT_TIMESTAMPS,
+    TRIAL_LIFE,
+    OUTCOME_WINDOW,
+];
 
 /// How a backup is restored.
 #[derive(Debug)]
@@ -147,6 +156,9 @@ struct Plan {
 enum Layout {
     /// This database's: every table loads as it is.
     Current,
+    /// The one just before migration 2026-12-03 (the outcome window), which appended columns
+    /// to `update_provenance`.
+    BeforeOutcomeWindow,
     /// The one just before migration 2025-05-01 (the life of a trial), which appended columns
     /// to `users`, `actions`, `study_data` and `update_provenance` and created
     /// `participant_events` and `erasures`.
@@ -171,6 +183,8 @@ impl Layout {
             Self::BeforeSentTimestamps
         } else if lacks(TRIAL_LIFE) {
             Self::BeforeTrialLife
+        } else if lacks(OUTCOME_WINDOW) {
+            Self::BeforeOutcomeWindow
         } else {
             Self::Current
         }
@@ -181,6 +195,7 @@ impl Layout {
     fn imports(self) -> &'static [(&'static str, Importer)] {
         match self {
             Self::Current => &IMPORTS,
+            Self::BeforeOutcomeWindow => &IMPORTS_BEFORE_OUTCOME_WINDOW,
             Self::BeforeTrialLife => &IMPORTS_BEFORE_TRIAL_LIFE,
             Self::BeforeSentTimestamps => &IMPORTS_BEFORE_SENT_TIMESTAMPS,
             Self::BeforeDecisionTypes => &IMPORTS_BEFORE_DECISION_TYPES,
@@ -214,6 +229,9 @@ impl Layout {
             }
             (Self::BeforeDecisionTypes, "update_provenance") => {
                 column_names(UPDATE_PROVENANCE_BEFORE_DECISION_TYPES)
+            }
+            (Self::BeforeOutcomeWindow, "update_provenance") => {
+                column_names(UPDATE_PROVENANCE_BEFORE_OUTCOME_WINDOW)
             }
             (Self::BeforeSentTimestamps, "actions") => column_names(ACTIONS_BEFORE_SENT_TIMESTAMPS),
             (Self::BeforeSentTimestamps, "study_data") => {
@@ -528,6 +546,42 @@ columns_of_the_past!(
     )
 );
 
+columns_of_the_past!(
+    /// `update_provenance` before migration 2026-12-03 appended its columns.
+    UPDATE_PROVENANCE_BEFORE_OUTCOME_WINDOW = update_provenance(
+        update_id,
+        parameter_version,
+        service_version,
+        algorithm,
+        config_hash,
+        rows_read,
+        backup_file,
+        created_at,
+        last_study_data_id,
+        included_policies,
+    )
+);
+
+/// Like [`IMPORTS`], for a backup taken before migration 2026-12-03: `update_provenance`
+/// without the columns it appended.
+const IMPORTS_BEFORE_OUTCOME_WINDOW: [(&str, Importer); 8] = [
+    IMPORTS[0],
+    IMPORTS[1],
+    IMPORTS[2],
+    IMPORTS[3],
+    IMPORTS[4],
+    ("update_provenance", |c, s| {
+        copy_columns_into(
+            c,
+            update_provenance::table,
+            UPDATE_PROVENANCE_BEFORE_OUTCOME_WINDOW,
+            s,
+        )
+    }),
+    IMPORTS[6],
+    IMPORTS[7],
+];
+
 /// Like [`IMPORTS`], for a backup taken before migration 2025-05-01: `users`, `actions`,
 /// `study_data` and `update_provenance` without the columns it appended, and without the
 /// tables it created.
@@ -797,6 +851,30 @@ mod tests {
         }
     }
 
+    /// The columns migration 2026-12-03 appended to `update_provenance`.
+    const OUTCOME_WINDOW_PROVENANCE: &[&str] = &[
+        "last_action_id",
+        "imputed_decided_by",
+        "default_reward",
+        "imputed_rows",
+    ];
+
+    #[test]
+    fn the_layout_before_the_outcome_window_lacks_only_its_provenance_columns() {
+        check_appended(
+            Layout::BeforeOutcomeWindow,
+            &[("update_provenance", OUTCOME_WINDOW_PROVENANCE)],
+        );
+        let lacking = |newer: &[&str]| {
+            Layout::lacking(&newer.iter().map(|m| (*m).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(lacking(&[OUTCOME_WINDOW]), Layout::BeforeOutcomeWindow);
+        assert_eq!(
+            lacking(&[TRIAL_LIFE, OUTCOME_WINDOW]),
+            Layout::BeforeTrialLife
+        );
+    }
+
     #[test]
     fn the_layout_before_trial_life_lacks_only_what_it_added() {
         check_appended(
@@ -806,6 +884,7 @@ mod tests {
                 ("actions", TRIAL_LIFE_ACTIONS),
                 ("study_data", &["policy"]),
                 ("update_provenance", &["included_policies"]),
+                ("update_provenance", OUTCOME_WINDOW_PROVENANCE),
             ],
         );
         let lacking = |newer: &[&str]| {
@@ -829,6 +908,7 @@ mod tests {
                 ("study_data", &["sent_timestamp", "policy"]),
                 ("model_update_requests", &["sent_timestamp"]),
                 ("update_provenance", &["included_policies"]),
+                ("update_provenance", OUTCOME_WINDOW_PROVENANCE),
             ],
         );
         let lacking = |newer: &[&str]| {
@@ -871,6 +951,7 @@ mod tests {
                     "update_provenance",
                     &["last_study_data_id", "included_policies"],
                 ),
+                ("update_provenance", OUTCOME_WINDOW_PROVENANCE),
             ],
         );
         assert_eq!(

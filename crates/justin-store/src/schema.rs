@@ -183,7 +183,15 @@ diesel::table! {
         /// The largest `study_data` id the update's job could read (0: none).
         last_study_data_id -> Int8,
         /// The policies whose decisions the update learned from, comma-separated.
-        included_policies -> Text,
+        included_policies -> Text,        /// The newest decision its job could read, when it imputed rewards.
+        last_action_id -> Nullable<Int8>,
+        /// Decisions made at or before this without an upload were learned from with
+        /// `default_reward` (NULL: missing outcomes were left out).
+        imputed_decided_by -> Nullable<Timestamptz>,
+        /// The reward those decisions were learned from with.
+        default_reward -> Nullable<Float8>,
+        /// How many records it imputed.
+        imputed_rows -> Nullable<Int8>,
     }
 }
 

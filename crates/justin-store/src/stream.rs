@@ -6,17 +6,17 @@
 //! read first lets the last page end the stream without one more, empty, query.
 //!
 //! [`SnapshotStream`] owns a pooled connection and its transaction (the port's `study_data`,
-//! `decisions`, `export` and `update_rows`, the last up to the update's watermark);
-//! [`BorrowedStream`] reads on a connection whose transaction
-//! someone else owns, up to an id bound the owner fixed (an update job's, up to its
-//! watermark).
+//! `decisions` and `export`). What an update reads, its uploads up to its watermark and then
+//! the decisions it imputes rewards for, is an [`UpdateCursor`]: on the update job's own
+//! connection and transaction ([`BorrowedUpdateStream`]), or again later for `update_rows`
+//! ([`UpdateRowsStream`]).
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
-use diesel::sql_types::Bool;
-use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion};
+use diesel::sql_types::{BigInt, Bool, Double, Nullable};
+use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord};
 
 use crate::error::from_diesel;
 use crate::models::{ActionRow, ExportDbRow, ExportedUploadRow, StudyRow};
@@ -156,6 +156,213 @@ impl KeysetRow for AvailableStudyRow {
     }
 }
 
+/// A decision an update learns from with the default reward ([`UpdateJob::update_data`]):
+/// available, of a policy it includes, of a participant neither erased nor withdrawn when it
+/// started, made at or before its cut-off, and without an upload at or below its study-data
+/// watermark. `update_rows` streams the same decisions again, with the filter read back from
+/// the update's provenance ([`update_read`]).
+///
+/// [`UpdateJob::update_data`]: justin_core::UpdateJob::update_data
+pub(crate) struct UnrewardedRow {
+    row: ActionRow,
+    reward: f64,
+}
+
+/// What selects an [`UnrewardedRow`], and the reward it is learned from with.
+pub(crate) struct UnrewardedFilter {
+    pub included: Vec<&'static str>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub decided_by: DateTime<Utc>,
+    pub uploads_upto: i64,
+    pub reward: f64,
+}
+
+impl TryFrom<UnrewardedRow> for StudyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: UnrewardedRow) -> Result<Self, StoreError> {
+        Ok(StudyRecord::imputed(row.row.try_into()?, row.reward))
+    }
+}
+
+impl KeysetRow for UnrewardedRow {
+    type Item = StudyRecord;
+    type Filter = UnrewardedFilter;
+
+    fn id(&self) -> i64 {
+        self.row.id
+    }
+
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
+        ActionRow::max_id(conn)
+    }
+
+    fn page(
+        conn: &mut PgConnection,
+        filter: &UnrewardedFilter,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        let uploaded = study_data::table
+            .filter(study_data::user_id.eq(actions::user_id))
+            .filter(study_data::decision_type.eq(actions::decision_type))
+            .filter(study_data::decision_idx.eq(actions::decision_idx))
+            .filter(study_data::id.le(filter.uploads_upto));
+        let mut query = actions::table
+            .inner_join(users::table.on(users::user_id.eq(actions::user_id)))
+            .filter(actions::id.gt(after))
+            .filter(actions::id.le(upto))
+            .filter(actions::available)
+            .filter(actions::policy.eq_any(&filter.included))
+            .filter(actions::created_at.le(filter.decided_by))
+            .filter(users::erased_at.is_null())
+            .filter(diesel::dsl::not(diesel::dsl::exists(uploaded)))
+            .order(actions::id)
+            .limit(limit)
+            .select(ActionRow::as_select())
+            .into_boxed();
+        if let Some(started_at) = filter.started_at {
+            query = query.filter(
+                users::withdrawn_at
+                    .is_null()
+                    .or(users::withdrawn_at.gt(started_at)),
+            );
+        }
+        let rows = query.load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Self {
+                row,
+                reward: filter.reward,
+            })
+            .collect())
+    }
+}
+
+/// What an update reads, in order on one connection: its uploads, then, when it imputes
+/// rewards, the decisions it learns from with the default reward.
+pub(crate) struct UpdateCursor {
+    uploads: Keyset<AvailableStudyRow>,
+    /// `None` when the update imputes nothing, or once the uploads failed.
+    imputed: Option<Keyset<UnrewardedRow>>,
+}
+
+impl UpdateCursor {
+    /// The uploads `uploads` selects up to id `uploads_upto`, then, with `imputed`, the
+    /// decisions it selects up to id `actions_upto`.
+    pub(crate) fn new(
+        uploads: JobFilter,
+        uploads_upto: Option<i64>,
+        imputed: Option<(UnrewardedFilter, i64)>,
+    ) -> Self {
+        Self {
+            uploads: Keyset::upto(uploads, uploads_upto),
+            imputed: imputed.map(|(filter, upto)| Keyset::upto(filter, Some(upto))),
+        }
+    }
+
+    /// The next record, reading a page on `conn` when needed.
+    pub(crate) fn next(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> Option<Result<UpdateRecord, StoreError>> {
+        if !self.uploads.ended() {
+            match self.uploads.next(conn) {
+                Some(Ok(record)) => return Some(Ok(UpdateRecord::Uploaded(record))),
+                Some(Err(e)) => {
+                    self.imputed = None;
+                    return Some(Err(e));
+                }
+                None => {}
+            }
+        }
+        let imputed = self.imputed.as_mut()?;
+        let item = imputed.next(conn).map(|r| r.map(UpdateRecord::Imputed));
+        if imputed.ended() {
+            self.imputed = None;
+        }
+        item
+    }
+
+    fn ended(&self) -> bool {
+        self.uploads.ended() && self.imputed.is_none()
+    }
+}
+
+/// [`UpdateCursor`] over a borrowed connection, in the update job's transaction.
+pub(crate) struct BorrowedUpdateStream<'c> {
+    pub conn: &'c mut PgConnection,
+    pub cursor: UpdateCursor,
+}
+
+impl Iterator for BorrowedUpdateStream<'_> {
+    type Item = Result<UpdateRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.cursor.next(self.conn)
+    }
+}
+
+/// [`UpdateCursor`] owning a pooled connection in a read-only repeatable-read transaction, for
+/// `update_rows`; the connection goes back to the pool when the stream ends or is dropped.
+pub(crate) struct UpdateRowsStream {
+    conn: Option<PooledPg>,
+    cursor: UpdateCursor,
+}
+
+impl UpdateRowsStream {
+    /// Streams what the update that produced `version` read ([`update_read`]).
+    pub(crate) fn open(mut conn: PooledPg, version: i64) -> Result<Self, StoreError> {
+        AnsiTransactionManager::begin_transaction_sql(
+            &mut *conn,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )
+        .map_err(from_diesel)?;
+        match update_read(&mut conn, version) {
+            Ok(cursor) => {
+                let mut stream = Self {
+                    conn: Some(conn),
+                    cursor,
+                };
+                if stream.cursor.ended() {
+                    stream.finish();
+                }
+                Ok(stream)
+            }
+            Err(e) => {
+                end_transaction(conn);
+                Err(from_diesel(e))
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            end_transaction(conn);
+        }
+    }
+}
+
+impl Iterator for UpdateRowsStream {
+    type Item = Result<UpdateRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let conn = self.conn.as_mut()?;
+        let item = self.cursor.next(conn);
+        if item.is_none() || self.cursor.ended() {
+            self.finish();
+        }
+        item
+    }
+}
+
+impl Drop for UpdateRowsStream {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 impl KeysetRow for ActionRow {
     type Item = Decision;
     type Filter = ();
@@ -210,6 +417,22 @@ impl KeysetRow for ExportDbRow {
     }
 }
 
+/// The first update (smallest version) that learned from the export row's decision with its
+/// default reward: one that imputed rewards, could read the decision (its id at most the
+/// update's `last_action_id`, made at or before its `imputed_decided_by`), found no upload for
+/// it at or below its watermark, included its policy and started before its participant
+/// withdrew; the rule [`UnrewardedRow`] streams by. The tail of a correlated subquery over
+/// `actions` and the `study_data` row joined to it.
+const FIRST_IMPUTING_UPDATE: &str = "\
+FROM update_provenance p JOIN model_update_requests r ON r.id = p.update_id \
+WHERE p.imputed_decided_by IS NOT NULL AND actions.available \
+AND p.last_action_id >= actions.id AND actions.created_at <= p.imputed_decided_by \
+AND actions.policy = ANY (string_to_array(p.included_policies, ',')) \
+AND (study_data.id IS NULL OR study_data.id > p.last_study_data_id) \
+AND NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = actions.user_id \
+AND w.withdrawn_at <= r.started_at) \
+ORDER BY p.parameter_version LIMIT 1";
+
 /// Up to `limit` rows of the export with `after < id <= upto` (of participant `user` only,
 /// when given), by decision id: each decision with its upload and the first update that read
 /// the upload. Of the updates whose watermark is at or above the upload's id, that included
@@ -249,6 +472,26 @@ pub(crate) fn export_page(
         .select(update_provenance::parameter_version)
         .limit(1)
         .single_value();
+    // Most studies never impute: their export skips the per-row search of the updates.
+    let imputing = diesel::select(diesel::dsl::exists(
+        update_provenance::table.filter(update_provenance::imputed_decided_by.is_not_null()),
+    ))
+    .get_result::<bool>(conn)?;
+    let (imputed_version, imputed_reward) = if imputing {
+        (
+            sql::<Nullable<BigInt>>(&format!(
+                "(SELECT p.parameter_version {FIRST_IMPUTING_UPDATE})"
+            )),
+            sql::<Nullable<Double>>(&format!(
+                "(SELECT p.default_reward {FIRST_IMPUTING_UPDATE})"
+            )),
+        )
+    } else {
+        (
+            sql::<Nullable<BigInt>>("NULL::bigint"),
+            sql::<Nullable<Double>>("NULL::double precision"),
+        )
+    };
     let mut query = actions::table
         .left_join(study_data::table.on(same_key))
         .filter(actions::id.gt(after))
@@ -259,6 +502,8 @@ pub(crate) fn export_page(
             ActionRow::as_select(),
             Option::<ExportedUploadRow>::as_select(),
             first_update,
+            imputed_version,
+            imputed_reward,
         ))
         .into_boxed();
     if let Some(user) = user {
@@ -267,37 +512,64 @@ pub(crate) fn export_page(
     query.load(conn)
 }
 
-/// What the update that produced `version` read, for [`AvailableStudyRow`]: the policies it
-/// included, when its job started, and its watermark (`None` for an unknown version, the
-/// initial one, or one stored by no update, which streams nothing). Read in the stream's
-/// snapshot.
-pub(crate) fn update_read(
-    conn: &mut PgConnection,
-    version: i64,
-) -> QueryResult<(JobFilter, Option<i64>)> {
-    let found: Option<(i64, String, Option<DateTime<Utc>>)> = update_provenance::table
+/// What the update that produced `version` read, in the stream's snapshot: the uploads
+/// [`AvailableStudyRow`] selects with the policies it included and its start, up to its
+/// watermark, then, when it imputed rewards, the decisions [`UnrewardedRow`] selects with its
+/// cut-off and default reward, up to its newest decision. An unknown version, the initial one,
+/// or one stored by no update streams nothing.
+pub(crate) fn update_read(conn: &mut PgConnection, version: i64) -> QueryResult<UpdateCursor> {
+    type Read = (
+        i64,
+        String,
+        Option<DateTime<Utc>>,
+        Option<i64>,
+        Option<DateTime<Utc>>,
+        Option<f64>,
+    );
+    let found: Option<Read> = update_provenance::table
         .inner_join(model_update_requests::table)
         .filter(update_provenance::parameter_version.eq(version))
         .select((
             update_provenance::last_study_data_id,
             update_provenance::included_policies,
             model_update_requests::started_at,
+            update_provenance::last_action_id,
+            update_provenance::imputed_decided_by,
+            update_provenance::default_reward,
         ))
         .first(conn)
         .optional()?;
     Ok(match found {
-        Some((upto, included, started_at)) => (
-            JobFilter {
-                included: included_words(UpdateInclusion::from_stored(&included)),
-                started_at,
-            },
-            Some(upto),
-        ),
-        None => (
+        Some((upto, included, started_at, actions_upto, decided_by, reward)) => {
+            let included = included_words(UpdateInclusion::from_stored(&included));
+            let imputed = match (actions_upto, decided_by, reward) {
+                (Some(actions_upto), Some(decided_by), Some(reward)) => Some((
+                    UnrewardedFilter {
+                        included: included.clone(),
+                        started_at,
+                        decided_by,
+                        uploads_upto: upto,
+                        reward,
+                    },
+                    actions_upto,
+                )),
+                _ => None,
+            };
+            UpdateCursor::new(
+                JobFilter {
+                    included,
+                    started_at,
+                },
+                Some(upto),
+                imputed,
+            )
+        }
+        None => UpdateCursor::new(
             JobFilter {
                 included: Vec::new(),
                 started_at: None,
             },
+            None,
             None,
         ),
     })
@@ -411,38 +683,6 @@ impl<R: KeysetRow<Filter = ()>> SnapshotStream<R> {
 }
 
 impl<R: KeysetRow> SnapshotStream<R> {
-    /// Like [`SnapshotStream::open`], for the rows `filter` selects up to the id bound that
-    /// `start` reads in the stream's snapshot (its first query fixes it); a `None` bound
-    /// streams nothing.
-    pub(crate) fn open_with(
-        mut conn: PooledPg,
-        start: impl FnOnce(&mut PgConnection) -> QueryResult<(R::Filter, Option<i64>)>,
-    ) -> Result<Self, StoreError> {
-        AnsiTransactionManager::begin_transaction_sql(
-            &mut *conn,
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-        )
-        .map_err(from_diesel)?;
-        match start(&mut conn) {
-            Ok((filter, upto)) => {
-                let mut stream = Self {
-                    conn: Some(conn),
-                    keyset: Keyset::upto(filter, upto),
-                };
-                if stream.keyset.ended() {
-                    stream.finish();
-                }
-                Ok(stream)
-            }
-            Err(e) => {
-                end_transaction(conn);
-                Err(from_diesel(e))
-            }
-        }
-    }
-}
-
-impl<R: KeysetRow> SnapshotStream<R> {
     /// Ends the transaction and returns the connection to the pool.
     fn finish(&mut self) {
         self.keyset.end();
@@ -477,30 +717,5 @@ impl<R: KeysetRow> Iterator for SnapshotStream<R> {
 impl<R: KeysetRow> Drop for SnapshotStream<R> {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-/// A stream reading on a borrowed connection, in whatever transaction its owner has open.
-pub(crate) struct BorrowedStream<'c, R: KeysetRow> {
-    conn: &'c mut PgConnection,
-    keyset: Keyset<R>,
-}
-
-impl<'c, R: KeysetRow> BorrowedStream<'c, R> {
-    /// Streams the rows `filter` selects with ids up to `max_id`, which the owner guarantees
-    /// its transaction sees whole.
-    pub(crate) fn upto(conn: &'c mut PgConnection, filter: R::Filter, max_id: i64) -> Self {
-        Self {
-            conn,
-            keyset: Keyset::upto(filter, Some(max_id)),
-        }
-    }
-}
-
-impl<R: KeysetRow> Iterator for BorrowedStream<'_, R> {
-    type Item = Result<R::Item, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.keyset.next(self.conn)
     }
 }

@@ -99,6 +99,20 @@ pub struct TrialSettings {
     pub fallback: Option<crate::domain::Probability>,
     /// Which kinds of decision updates learn from.
     pub include: crate::domain::UpdateInclusion,
+    /// How updates treat a decision whose outcome never came: `None` leaves it out; with a
+    /// [`DefaultReward`], one past the outcome window is learned from with the default reward.
+    pub missing_outcomes: Option<DefaultReward>,
+}
+
+/// The outcome window and default reward (`[update] missing_outcomes = "default_reward"`): an
+/// update learns from every decision made at least `window` before it started that has no
+/// upload, with `reward`, and says so in its provenance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DefaultReward {
+    /// How long after a decision its outcome may arrive.
+    pub window: chrono::TimeDelta,
+    /// The reward a decision past the window without an upload is learned from with.
+    pub reward: f64,
 }
 
 /// The decision service: the use cases over the ports.

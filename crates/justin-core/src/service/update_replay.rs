@@ -12,7 +12,7 @@ use super::{DomainError, Service};
 use crate::algorithm::AlgorithmError;
 use crate::domain::{
     Action, CompletedUpdate, DecisionIdx, DecisionType, ModelParameters, Probability, StudyRecord,
-    UserId,
+    UpdateRecord, UserId,
 };
 use crate::ports::StoreError;
 
@@ -208,10 +208,23 @@ impl Service {
                 .store
                 .update_rows(version)?
                 .map_while(|item| match item {
-                    Ok(record) => {
+                    Ok(UpdateRecord::Uploaded(record)) => {
                         rows_streamed += 1;
                         if let Some(reason) = self.inconsistency(&record, logged) {
                             on_inconsistent(&record, reason);
+                        }
+                        Some(record)
+                    }
+                    // An imputed record has no outcome to derive its reward from: its reward
+                    // is the update's default.
+                    Ok(UpdateRecord::Imputed(record)) => {
+                        rows_streamed += 1;
+                        let default = update.provenance.imputed.map(|i| i.default_reward);
+                        if default.map(f64::to_bits) != Some(record.reward.to_bits()) {
+                            on_inconsistent(
+                                &record,
+                                "its imputed reward is not the update's default reward".into(),
+                            );
                         }
                         Some(record)
                     }

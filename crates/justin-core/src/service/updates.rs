@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{error_chain, DomainError, Service, RL_TARGET};
 use crate::algorithm::AlgorithmError;
-use crate::domain::{Provenance, UpdateRequest};
+use crate::domain::{Imputation, ImputedRewards, Provenance, UpdateRequest};
 use std::time::Instant;
 
 use crate::ports::{StoreError, UpdateEnd, UpdateJob, UpdateOutcome};
@@ -207,11 +207,19 @@ impl Service {
             return Ok(None);
         }
         let current = job.current_parameters()?;
+        let imputation = self.settings.trial.missing_outcomes.map(|rule| {
+            let started_at = job.request().started_at.unwrap_or_else(|| self.clock.now());
+            Imputation {
+                decided_by: started_at - rule.window,
+                reward: rule.reward,
+            }
+        });
         let mut failure: Option<StoreError> = None;
         let mut interrupted = false;
+        let mut imputed_rows = 0;
         let values = {
             let mut records = job
-                .study_data(self.settings.trial.include)?
+                .update_data(self.settings.trial.include, imputation)?
                 .map_while(|item| match item {
                     // The algorithm sees the end of the data early; what it computes is dropped.
                     Ok(_) if self.is_stopping() => {
@@ -220,7 +228,10 @@ impl Service {
                     }
                     Ok(record) => {
                         *rows_read += 1;
-                        Some(record)
+                        if record.is_imputed() {
+                            imputed_rows += 1;
+                        }
+                        Some(record.into_record())
                     }
                     Err(e) => {
                         failure = Some(e);
@@ -266,6 +277,11 @@ impl Service {
                 rows_read: *rows_read,
                 backup_file,
                 included_policies: self.settings.trial.include.as_stored(),
+                imputed: imputation.map(|rule| ImputedRewards {
+                    decided_by: rule.decided_by,
+                    default_reward: rule.reward,
+                    rows: imputed_rows,
+                }),
             },
             change,
         )))

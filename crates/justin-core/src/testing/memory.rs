@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use crate::domain::{
     Availability, CallbackDelivery, CompletedUpdate, Decision, DecisionIdx, DecisionType,
-    Enrollment, Erasure, ExportRow, ExportedUpload, ModelParameters, Participant, ParticipantFacts,
-    Policy, Provenance, State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId,
-    Withdrawal,
+    Enrollment, Erasure, ExportRow, ExportedUpload, Imputation, ImputedReward, ModelParameters,
+    Participant, ParticipantFacts, Policy, Provenance, State, StudyRecord, UpdateInclusion,
+    UpdateRecord, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 use crate::monitor::{
     ActiveParticipant, Alert, AlertDelivery, MonitorFacts, MonitorQuery, OverdueOutcomes,
@@ -19,7 +19,7 @@ use crate::monitor::{
 };
 use crate::ports::{
     BackupReport, DecisionGuard, DecisionStream, ExportStream, Recorded, RestoreReport, Store,
-    StoreError, StudyDataStream, TestingStore, UpdateJob, UploadRecorded,
+    StoreError, StudyDataStream, TestingStore, UpdateJob, UpdateRecordStream, UploadRecorded,
 };
 use crate::tables::TABLES;
 
@@ -96,6 +96,9 @@ struct Tables {
     updates: Vec<UpdateRequest>,
     /// For each completed update, the ids of the uploads its job could read: those below this.
     watermarks: HashMap<Uuid, i64>,
+    /// For each completed update that imputed rewards, how many decisions its job could read
+    /// (the first this many of `decisions`).
+    decision_watermarks: HashMap<Uuid, usize>,
     /// Participants' histories, in the order they were recorded.
     events: Vec<Event>,
     /// The audit records of erasures, in the order they happened.
@@ -295,6 +298,70 @@ impl Tables {
             started_participants: started,
         };
         (facts, holds)
+    }
+
+    /// Whether the update `r` (completed or being run, reading the uploads below `uploads` and
+    /// the first `decisions` decisions) learns from the decision at `index` with the default
+    /// reward of `imputation`; see [`UpdateJob::update_data`]. `live` leaves out erased
+    /// participants' decisions, as a job and `update_rows` do (their rows are gone).
+    fn imputes(
+        &self,
+        r: &UpdateRequest,
+        include: UpdateInclusion,
+        (uploads, decisions): (i64, usize),
+        decided_by: DateTime<Utc>,
+        index: usize,
+        live: bool,
+    ) -> bool {
+        let Some(d) = self.decisions.get(index) else {
+            return false;
+        };
+        if index >= decisions || !d.availability.is_available() || d.decided_at > decided_by {
+            return false;
+        }
+        if !include.includes(Some(d.policy.as_str())) {
+            return false;
+        }
+        let Some(user) = self.users.get(&d.user_id) else {
+            return false;
+        };
+        if live && user.erased_at.is_some() {
+            return false;
+        }
+        let withdrawn = match (&user.withdrawal, r.started_at) {
+            (None, _) => false,
+            (Some(w), Some(started)) => w.at <= started,
+            (Some(_), None) => true,
+        };
+        let k = key(&d.user_id, &d.decision_type, d.decision_idx);
+        let uploaded = self
+            .upload_index
+            .get(&k)
+            .is_some_and(|&i| self.uploads[i].id < uploads);
+        !withdrawn && !uploaded
+    }
+
+    /// The first completed update that imputed the reward of the decision at `index`, and the
+    /// reward it gave.
+    fn imputed_in(&self, index: usize) -> Option<ImputedReward> {
+        self.updates
+            .iter()
+            .filter(|r| r.status == UpdateStatus::Completed)
+            .filter_map(|r| {
+                let provenance = r.provenance.as_ref()?;
+                let imputed = provenance.imputed?;
+                let bounds = (
+                    *self.watermarks.get(&r.id)?,
+                    *self.decision_watermarks.get(&r.id)?,
+                );
+                let include = UpdateInclusion::from_stored(&provenance.included_policies);
+                self.imputes(r, include, bounds, imputed.decided_by, index, false)
+                    .then_some(ImputedReward {
+                        version: r.parameter_version?,
+                        reward: imputed.default_reward,
+                    })
+            })
+            .min_by_key(|i| i.version)
     }
 
     /// The first completed update that used upload `u`: the one of smallest version whose job
@@ -663,7 +730,8 @@ impl Store for MemoryStore {
         let rows: Vec<ExportRow> = tables
             .decisions
             .iter()
-            .map(|d| {
+            .enumerate()
+            .map(|(index, d)| {
                 let k = key(&d.user_id, &d.decision_type, d.decision_idx);
                 let upload = tables.upload_index.get(&k).map(|&i| {
                     let u = &tables.uploads[i];
@@ -679,6 +747,7 @@ impl Store for MemoryStore {
                 ExportRow {
                     decision: d.clone(),
                     upload,
+                    imputed: tables.imputed_in(index),
                 }
             })
             .collect();
@@ -719,7 +788,7 @@ impl Store for MemoryStore {
         Ok(done)
     }
 
-    fn update_rows(&self, version: i64) -> Result<StudyDataStream, StoreError> {
+    fn update_rows(&self, version: i64) -> Result<UpdateRecordStream, StoreError> {
         let inner = self.read()?;
         let tables = &inner.tables;
         let Some(request) = tables
@@ -738,7 +807,7 @@ impl Store for MemoryStore {
                 .as_ref()
                 .map_or("algorithm", |p| p.included_policies.as_str()),
         );
-        let rows: Vec<StudyRecord> = tables
+        let mut rows: Vec<UpdateRecord> = tables
             .uploads
             .iter()
             .filter(|u| u.id < watermark && u.record.available)
@@ -754,8 +823,28 @@ impl Store for MemoryStore {
                     _ => true,
                 }
             })
-            .map(|u| u.record.clone())
+            .map(|u| UpdateRecord::Uploaded(u.record.clone()))
             .collect();
+        let imputed = request.provenance.as_ref().and_then(|p| p.imputed);
+        if let (Some(imputed), Some(&decisions)) =
+            (imputed, tables.decision_watermarks.get(&request.id))
+        {
+            for index in 0..decisions {
+                if tables.imputes(
+                    request,
+                    include,
+                    (watermark, decisions),
+                    imputed.decided_by,
+                    index,
+                    true,
+                ) {
+                    rows.push(UpdateRecord::Imputed(StudyRecord::imputed(
+                        tables.decisions[index].clone(),
+                        imputed.default_reward,
+                    )));
+                }
+            }
+        }
         Ok(Box::new(rows.into_iter().map(Ok)))
     }
 
@@ -821,10 +910,12 @@ impl Store for MemoryStore {
         let request = request.clone();
         inner.claimed = true;
         let snapshot = inner.tables.next_upload_id;
+        let decisions = inner.tables.decisions.len();
         Ok(Some(Box::new(MemoryJob {
             store: self,
             request,
             snapshot,
+            decisions,
         })))
     }
 
@@ -1031,6 +1122,8 @@ struct MemoryJob<'a> {
     request: UpdateRequest,
     /// The id the next upload got when the job was claimed: it reads the uploads below it.
     snapshot: i64,
+    /// How many decisions were stored when the job was claimed: it reads the first this many.
+    decisions: usize,
 }
 
 impl UpdateJob for MemoryJob<'_> {
@@ -1045,13 +1138,14 @@ impl UpdateJob for MemoryJob<'_> {
         })
     }
 
-    fn study_data(
+    fn update_data(
         &mut self,
         include: UpdateInclusion,
-    ) -> Result<Box<dyn Iterator<Item = Result<StudyRecord, StoreError>> + '_>, StoreError> {
+        imputation: Option<Imputation>,
+    ) -> Result<Box<dyn Iterator<Item = Result<UpdateRecord, StoreError>> + '_>, StoreError> {
         let mut inner = self.store.read()?;
         let tables = &inner.tables;
-        let mut rows: Vec<Result<StudyRecord, StoreError>> = tables
+        let mut rows: Vec<Result<UpdateRecord, StoreError>> = tables
             .uploads
             .iter()
             .filter(|u| u.id < self.snapshot && u.record.available)
@@ -1065,8 +1159,25 @@ impl UpdateJob for MemoryJob<'_> {
                     }
                 })
             })
-            .map(|u| Ok(u.record.clone()))
+            .map(|u| Ok(UpdateRecord::Uploaded(u.record.clone())))
             .collect();
+        if let Some(imputation) = imputation {
+            for index in 0..self.decisions {
+                if tables.imputes(
+                    &self.request,
+                    include,
+                    (self.snapshot, self.decisions),
+                    imputation.decided_by,
+                    index,
+                    true,
+                ) {
+                    rows.push(Ok(UpdateRecord::Imputed(StudyRecord::imputed(
+                        tables.decisions[index].clone(),
+                        imputation.reward,
+                    ))));
+                }
+            }
+        }
         if inner.faults.broken_job_reads > 0 {
             inner.faults.broken_job_reads -= 1;
             rows.truncate(1);
@@ -1094,6 +1205,11 @@ impl UpdateJob for MemoryJob<'_> {
         request.parameter_version = Some(version);
         request.provenance = Some(provenance.clone());
         tables.watermarks.insert(self.request.id, self.snapshot);
+        if provenance.imputed.is_some() {
+            tables
+                .decision_watermarks
+                .insert(self.request.id, self.decisions);
+        }
         Ok(tables.push_parameters(algorithm, values, finished_at))
     }
 

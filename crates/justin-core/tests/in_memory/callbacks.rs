@@ -87,6 +87,7 @@ fn left_pending(study: &Study, finished_at: DateTime<Utc>) -> UpdateRequest {
         rows_read: 0,
         backup_file: None,
         included_policies: "algorithm,warmup".into(),
+        imputed: None,
     };
     job.complete(
         "coin",

@@ -263,6 +263,7 @@ fn trial() -> TrialSettings {
         }),
         fallback: Some(Probability::new(0.3).unwrap()),
         include: UpdateInclusion::default(),
+        missing_outcomes: None,
     }
 }
 

@@ -64,6 +64,7 @@ fn run_update_seeing(
         rows_read: rows_read(count),
         backup_file: None,
         included_policies: UpdateInclusion::default().as_stored(),
+        imputed: None,
     };
     job.complete("coin", &adjust(values), &provenance, study.clock.now())
         .unwrap();

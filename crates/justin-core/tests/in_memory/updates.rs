@@ -59,6 +59,7 @@ fn an_update_reads_the_available_data_and_publishes_the_next_version() {
             rows_read: 2,
             backup_file: None,
             included_policies: "algorithm,warmup".into(),
+            imputed: None,
         }),
         "the unavailable decision's record is not read"
     );

@@ -18,6 +18,7 @@ mod metrics;
 mod missing;
 mod monitor;
 mod openapi;
+mod outcome_window;
 mod participants;
 mod reproducibility;
 mod safety;

@@ -244,7 +244,7 @@ fn the_export_appends_policy_fallback_reason_decided_by_and_in_study() {
     let rows = export(&app);
 
     let header: Vec<&String> = rows[0].keys().collect();
-    assert_eq!(header.len(), 25);
+    assert_eq!(header.len(), 27);
     let columns = |r: &std::collections::BTreeMap<String, String>| {
         [
             r["user_id"].clone(),

@@ -77,6 +77,7 @@ fn an_update_completed_after_the_export_started_is_not_shown() {
         rows_read: DECISIONS as u64,
         backup_file: None,
         included_policies: "algorithm".into(),
+        imputed: None,
     };
     let v2 = store
         .claim_update(at(1))

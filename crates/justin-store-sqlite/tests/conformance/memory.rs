@@ -77,6 +77,7 @@ fn memory_database_is_one_database_for_the_pool_and_its_clones() {
             rows_read: 1,
             backup_file: None,
             included_policies: "algorithm".into(),
+            imputed: None,
         },
         at(4),
     )

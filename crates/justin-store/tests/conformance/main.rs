@@ -170,7 +170,8 @@ mod backup {
                 "20250403000000",
                 "20250501000000",
                 "20261201000000",
-                "20261202000000"
+                "20261202000000",
+                "20261203000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -384,7 +385,8 @@ mod setup {
                 "2025-04-03-000000_decision_key_lock".to_owned(),
                 "2025-05-01-000000_trial_life".to_owned(),
                 "2026-12-01-000000_monitor".to_owned(),
-                "2026-12-02-000000_dashboard".to_owned()
+                "2026-12-02-000000_dashboard".to_owned(),
+                "2026-12-03-000000_outcome_window".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());

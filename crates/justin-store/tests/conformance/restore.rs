@@ -78,6 +78,7 @@ fn study(db: &TestDatabase) {
             rows_read: 7,
             backup_file: Some("/b/x.tar".into()),
             included_policies: "algorithm,warmup".into(),
+            imputed: None,
         },
         at(7),
     )
@@ -192,7 +193,8 @@ fn a_backup_from_before_the_decision_key_lock_is_restored_as_it_is() {
                     "20250301000000",
                     "20250401000000",
                     "20250402000000",
-                    "20250501000000"
+                    "20250501000000",
+                    "20261203000000"
                 ]);
             })
         } else {
@@ -364,32 +366,36 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
     ));
 }
 
-/// How many columns migrations 2025-03-01, 2025-04-02 and 2025-05-01 appended to each table
-/// they changed.
+/// How many columns migrations 2025-03-01, 2025-04-02, 2025-05-01 and 2026-12-03 appended to
+/// each table they changed.
 const APPENDED_BY_DECISION_TYPES: [(&str, usize); 5] = [
     ("users", 7),
     ("actions", 8),
     ("study_data", 4),
     ("model_update_requests", 1),
-    ("update_provenance", 2),
+    ("update_provenance", 6),
 ];
 
-/// How many columns migrations 2025-04-02 and 2025-05-01 appended to each table they changed.
+/// How many columns migrations 2025-04-02, 2025-05-01 and 2026-12-03 appended to each table
+/// they changed.
 const APPENDED_BY_SENT_TIMESTAMPS: [(&str, usize); 5] = [
     ("users", 7),
     ("actions", 5),
     ("study_data", 2),
     ("model_update_requests", 1),
-    ("update_provenance", 1),
+    ("update_provenance", 5),
 ];
 
-/// How many columns migration 2025-05-01 appended to each table it changed.
+/// How many columns migrations 2025-05-01 and 2026-12-03 appended to each table they changed.
 const APPENDED_BY_TRIAL_LIFE: [(&str, usize); 4] = [
     ("users", 7),
     ("actions", 4),
     ("study_data", 1),
-    ("update_provenance", 1),
+    ("update_provenance", 5),
 ];
+
+/// How many columns migration 2026-12-03 appended to each table it changed.
+const APPENDED_BY_OUTCOME_WINDOW: [(&str, usize); 1] = [("update_provenance", 4)];
 
 /// The tables migration 2025-05-01 created: a backup taken before it does not have them.
 const CREATED_BY_TRIAL_LIFE: [&str; 2] = ["participant_events", "erasures"];
@@ -549,7 +555,11 @@ fn a_backup_from_before_decision_types_is_restored_and_migrated() {
     // started.
     let provenance = unpack(&current)["update_provenance.csv"].clone();
     assert!(
-        provenance.lines().nth(1).unwrap().ends_with(",7,algorithm"),
+        provenance
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(",7,algorithm,,,,"),
         "{provenance}"
     );
 
@@ -723,6 +733,47 @@ fn a_backup_from_before_exact_numbers_restores_every_double() {
         assert_eq!(bits(got), bits(sent), "{sent:?}");
     }
     assert!(db.store().run_migrations().unwrap().is_empty());
+}
+
+/// A backup taken before migration 2026-12-03 lacks the provenance columns of what updates
+/// imputed; it restores with them empty (those updates imputed nothing), and the study goes on.
+#[test]
+fn a_backup_from_before_the_outcome_window_is_restored_and_migrated() {
+    let db = TestDatabase::create();
+    study(&db);
+    let before_backup = dump(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    let old = before(
+        &current,
+        dir.join("old.tar"),
+        &[
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000",
+            "20250402000000",
+            "20250403000000",
+            "20250501000000",
+            "20261201000000",
+            "20261202000000",
+        ],
+        &APPENDED_BY_OUTCOME_WINDOW,
+    );
+    let files = unpack(&old);
+    assert!(files["update_provenance.csv"]
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",last_study_data_id,included_policies"));
+    db.store().reset().unwrap();
+    db.store().check_backup(&old).unwrap();
+    db.store().restore(&old).unwrap();
+    assert_eq!(dump(&db), before_backup);
+    assert!(db.store().run_migrations().unwrap().is_empty());
+    let updates = db.store().completed_updates().unwrap();
+    assert!(!updates.is_empty());
+    assert!(updates.iter().all(|u| u.provenance.imputed.is_none()));
 }
 
 /// A backup taken before migration 2025-05-01 has neither the columns it appended nor the
