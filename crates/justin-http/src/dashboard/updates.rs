@@ -92,7 +92,7 @@ pub fn render_one(c: &UpdateComparison, drawn: (u64, u64)) -> String {
         format!(
         "<dl><dt>Update</dt><dd>{id}</dd><dt>Status</dt><dd>{}</dd><dt>Received</dt><dd>{}</dd>\
          <dt>Finished</dt><dd>{}</dd><dt>Attempts</dt><dd>{}</dd><dt>Rows read</dt><dd>{}</dd>\
-         <dt>Error</dt><dd>{}</dd><dt>Callback</dt><dd>{} after {} {}</dd>",
+         {}<dt>Error</dt><dd>{}</dd><dt>Callback</dt><dd>{} after {} {}</dd>",
         u.status.as_str(),
         time(u.received_at),
         opt_time(u.finished_at),
@@ -100,6 +100,17 @@ pub fn render_one(c: &UpdateComparison, drawn: (u64, u64)) -> String {
         u.provenance
             .as_ref()
             .map(|p| p.rows_read.to_string())
+            .unwrap_or_default(),
+        u.provenance
+            .as_ref()
+            .and_then(|p| p.imputed)
+            .map(|i| format!(
+                "<dt>Imputed rewards</dt><dd><span id=\"imputed-rows\">{}</span> of them, \
+                 reward {} (decisions made by {} without an outcome)</dd>",
+                i.rows,
+                i.default_reward,
+                time(i.decided_by)
+            ))
             .unwrap_or_default(),
         u.error.as_deref().map(esc).unwrap_or_default(),
         u.callback.status.as_str(),
