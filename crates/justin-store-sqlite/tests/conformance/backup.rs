@@ -667,3 +667,65 @@ fn a_backup_from_before_the_trial_life_restores_with_what_rows_were() {
         "id,erased_at,participant_number,pseudonym,row_counts,backup_file\n"
     );
 }
+
+/// A backup taken before migration 2026-12-03 (what updates imputed) has `update_provenance`
+/// without its four columns; it restores with them NULL, as the migration leaves the rows it
+/// finds, and every row reads back as it was.
+#[test]
+fn a_backup_from_before_the_outcome_window_restores_as_it_was() {
+    let source = TestDatabase::create();
+    let updates = populate(source.store());
+    let before = contents(source.store(), &updates);
+    let dir = ScratchDir::new();
+    let current = source.store().backup(&dir, at(20)).unwrap().path;
+    let files = unpack(&current);
+    let mut manifest: serde_json::Value = serde_json::from_str(&files["manifest.json"]).unwrap();
+    manifest["migrations"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m != "20261203000000");
+    let mut entries = Vec::new();
+    for table in manifest["tables"].as_array_mut().unwrap() {
+        let name = table["name"].as_str().unwrap().to_owned();
+        let mut text = files[&format!("{name}.csv")].clone();
+        if name == "update_provenance" {
+            let columns = table["columns"].as_array_mut().unwrap();
+            let kept = columns.len() - 4;
+            columns.truncate(kept);
+            // No provenance row imputed anything: its last four fields are empty.
+            text = text
+                .lines()
+                .map(|line| {
+                    let line = if line.starts_with("update_id,") {
+                        line.rsplitn(5, ',').last().unwrap().to_owned()
+                    } else {
+                        line.strip_suffix(",,,,").unwrap().to_owned()
+                    };
+                    line + "\n"
+                })
+                .collect();
+        }
+        entries.push((format!("{name}.csv"), text));
+    }
+    let mut all = vec![("manifest.json".to_owned(), manifest.to_string())];
+    all.extend(entries);
+    let all: Vec<(&str, String)> = all.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let old = dir.join("before-outcome-window.tar");
+    pack(&old, &all);
+    assert!(unpack(&old)["update_provenance.csv"].starts_with(
+        "update_id,parameter_version,service_version,algorithm,config_hash,rows_read,\
+         backup_file,created_at,last_study_data_id,included_policies\n"
+    ));
+
+    let target = TestDatabase::create();
+    let checked = target.store().check_backup(&old).unwrap();
+    let report = target.store().restore(&old).unwrap();
+    assert_eq!(report, checked);
+    assert_eq!(contents(target.store(), &updates), before);
+    assert!(target
+        .store()
+        .completed_updates()
+        .unwrap()
+        .iter()
+        .all(|u| u.provenance.imputed.is_none()));
+}
