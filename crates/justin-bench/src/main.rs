@@ -40,7 +40,7 @@ use justin_simulate::callback::Receiver;
 use crate::error::{fail, BenchError, Context, Result};
 use crate::load::{Decision, Timing, Work, NEW_USER_PREFIX, USER_PREFIX};
 use crate::report::{BackendReport, CeilingReport, ExportReport, Phase, Summary, UpdateReport};
-use crate::scale::{export_at_scale, update_at_scale, with_cpu};
+use crate::scale::{export_at_scale, imputing_update_at_scale, update_at_scale, with_cpu};
 use crate::service::Service;
 
 /// The server `make test` uses, when neither --pg-url nor JUSTIN_TEST_DATABASE_URL names one.
@@ -473,6 +473,7 @@ fn bench_backend(
     );
     let outcome = drive_backend(
         args,
+        bin,
         &mut service,
         dir,
         backend,
@@ -535,8 +536,10 @@ fn scan_log(path: &Path, report: &mut BackendReport) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn drive_backend(
     args: &Args,
+    bin: &Path,
     service: &mut Service,
     dir: &Path,
     backend: &str,
@@ -785,6 +788,36 @@ fn drive_backend(
                 ));
             }
             report.export = Some(export);
+            let (leave_out, imputing, unrewarded) = imputing_update_at_scale(
+                args,
+                service,
+                |extra| {
+                    let mut env = service_env(dir, database_url);
+                    env.extend(extra.iter().cloned());
+                    Service::start(bin, dir, &env)
+                },
+                conn,
+                &dir.join("backups"),
+            )?;
+            for (what, update) in [
+                ("leaving missing outcomes out", &leave_out),
+                ("with the default reward", &imputing),
+            ] {
+                if update.callback_status != "completed" || update.update_status != "completed" {
+                    report.errors.push(format!(
+                        "the update at scale {what} did not complete: callback {}, update {}",
+                        update.callback_status, update.update_status
+                    ));
+                }
+            }
+            if imputing.rows_imputed != Some(unrewarded) {
+                report.errors.push(format!(
+                    "the update with the default reward imputed {:?} rows, not {unrewarded}",
+                    imputing.rows_imputed
+                ));
+            }
+            report.update_leave_out = Some(leave_out);
+            report.update_default_reward = Some(imputing);
         }
     }
     Ok(())

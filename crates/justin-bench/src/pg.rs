@@ -243,6 +243,24 @@ pub fn count_rows(conn: &mut PgConnection, table: &str) -> Result<u64> {
         .context(|| format!("cannot read the row count of {table} ({count:?})"))
 }
 
+/// The decisions an update with the default reward and a window of 0 would impute now:
+/// available, of the algorithm's policy, without an upload (the benchmark withdraws no one).
+///
+/// # Errors
+/// When the query fails.
+pub fn count_unrewarded(conn: &mut PgConnection) -> Result<u64> {
+    let count = value(
+        conn,
+        "SELECT count(*)::text AS out FROM actions a WHERE a.available \
+         AND a.policy IN ('algorithm', 'warmup') AND NOT EXISTS (SELECT 1 FROM study_data s \
+         WHERE s.user_id = a.user_id AND s.decision_type = a.decision_type \
+         AND s.decision_idx = a.decision_idx)",
+    )?;
+    count
+        .parse()
+        .context(|| format!("cannot read the count of decisions without an upload ({count:?})"))
+}
+
 /// Inserts `rows` uploads into `study_data` in one statement, spread over the `users`
 /// registered as `{user_prefix}{n}`: contexts `{"temperature": ...}`, states `[temperature]`,
 /// outcomes `{"clicks": ...}` with the clicks as reward, of the default decision type and no
@@ -290,6 +308,36 @@ pub fn fill_actions(
              state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
              unavailable_reason, sent_timestamp) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
+             timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
+             json_build_object('temperature', t), json_build_array(t), (g % 2)::smallint, 0.5, \
+             1, g, 'default', true, NULL, \
+             to_char(timestamp '2025-01-01 00:00:00' + g * interval '1 second', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS') \
+         FROM generate_series(1, {rows}) AS g, \
+             LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",
+        users = users.max(1),
+    );
+    execute(conn, &sql)?;
+    execute(conn, "VACUUM ANALYZE actions")
+}
+
+/// Bulk-inserts `rows` decisions of the same participants with no upload, their indexes after
+/// the `after` [`fill_actions`] wrote, made now: every one is past an outcome window of 0.
+///
+/// # Errors
+/// When the insert fails.
+pub fn fill_unrewarded_actions(
+    conn: &mut PgConnection,
+    rows: u64,
+    after: u64,
+    users: u64,
+    user_prefix: &str,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
+             state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
+             unavailable_reason, sent_timestamp) \
+         SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + {after} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
              json_build_object('temperature', t), json_build_array(t), (g % 2)::smallint, 0.5, \
              1, g, 'default', true, NULL, \

@@ -244,6 +244,9 @@ pub struct UpdateReport {
     pub update_status: String,
     /// Rows the update read, as its provenance says.
     pub rows_read: Option<u64>,
+    /// Of them, the decisions it learned from with the default reward (`None` when it left
+    /// missing outcomes out).
+    pub rows_imputed: Option<u64>,
     /// The backup file the update wrote.
     pub backup_file: Option<String>,
     /// Its size in bytes.
@@ -271,6 +274,10 @@ pub struct BackendReport {
     pub ceilings: Vec<CeilingReport>,
     /// The update at scale (PostgreSQL only).
     pub update: Option<UpdateReport>,
+    /// After the export, with a tenth as many decisions again without an upload: the update
+    /// leaving missing outcomes out, then with the default reward (PostgreSQL only).
+    pub update_leave_out: Option<UpdateReport>,
+    pub update_default_reward: Option<UpdateReport>,
     /// The export at scale (PostgreSQL only).
     pub export: Option<ExportReport>,
     /// The dashboard's pages over a seeded study.
@@ -571,6 +578,26 @@ pub fn render(summary: &Summary) -> String {
                 u.rss_samples,
                 u.rows_read.map_or("?".into(), |r| r.to_string()),
                 u.fill_secs
+            )
+            .ok();
+        }
+        if let (Some(l), Some(d)) = (&backend.update_leave_out, &backend.update_default_reward) {
+            writeln!(
+                out,
+                "{} update over {} study rows and {} decisions without an upload: leaving them out {:.2} s \
+                 (rows read {}), with the default reward {:.2} s (rows read {}, imputed {}) = {:.2}x; \
+                 RSS growth {:.1} / {:.1} MiB",
+                backend.backend,
+                d.study_rows,
+                d.rows_imputed.map_or("?".into(), |r| r.to_string()),
+                l.request_to_callback_secs,
+                l.rows_read.map_or("?".into(), |r| r.to_string()),
+                d.request_to_callback_secs,
+                d.rows_read.map_or("?".into(), |r| r.to_string()),
+                d.rows_imputed.map_or("?".into(), |r| r.to_string()),
+                d.request_to_callback_secs / l.request_to_callback_secs,
+                l.rss_growth_kib as f64 / 1024.0,
+                d.rss_growth_kib as f64 / 1024.0,
             )
             .ok();
         }

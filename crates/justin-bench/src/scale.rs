@@ -152,6 +152,72 @@ pub(crate) fn update_at_scale(
     let fill = Instant::now();
     pg::fill_study_data(conn, args.rows, args.users, USER_PREFIX)?;
     out.fill_secs = fill.elapsed().as_secs_f64();
+    timed_update(args, service, conn, backups, out)
+}
+
+/// The update with missing outcomes imputed, at scale: adds `args.rows / 10` decisions without
+/// an upload to the study the export step left (one decision per filled upload), times an
+/// update of the running service (missing outcomes left out) over it, then restarts the
+/// service with `[update] missing_outcomes = "default_reward"` (window 0) and times the same
+/// update again. Both read the same uploads and back up the same tables; the second also
+/// streams the decisions without an upload. Returns the two reports, leave-out first, and how
+/// many decisions the second should have imputed (those added here and the route steps'
+/// decisions without an upload).
+pub(crate) fn imputing_update_at_scale(
+    args: &Args,
+    service: &mut Service,
+    start: impl FnOnce(&[(&'static str, String)]) -> Result<Service>,
+    conn: &mut diesel::PgConnection,
+    backups: &Path,
+) -> Result<(UpdateReport, UpdateReport, u64)> {
+    let extra = (args.rows / 10).max(1);
+    println!(
+        "justin-bench: postgres: adding {extra} decisions without an upload for the update with \
+         the default reward"
+    );
+    let fill = Instant::now();
+    pg::fill_unrewarded_actions(conn, extra, args.rows, args.users, USER_PREFIX)?;
+    let fill_secs = fill.elapsed().as_secs_f64();
+    let unrewarded = pg::count_unrewarded(conn)?;
+    let leave_out = timed_update(
+        args,
+        service,
+        conn,
+        backups,
+        UpdateReport {
+            fill_secs,
+            ..UpdateReport::default()
+        },
+    )?;
+    let imputing_service = start(&[
+        ("JUSTIN_UPDATE__MISSING_OUTCOMES", "default_reward".into()),
+        ("JUSTIN_UPDATE__OUTCOME_WINDOW_MINS", "0".into()),
+        ("JUSTIN_UPDATE__DEFAULT_REWARD", "0".into()),
+    ])?;
+    let leave_out_service = std::mem::replace(service, imputing_service);
+    leave_out_service.stop()?;
+    let imputing = timed_update(
+        args,
+        service,
+        conn,
+        backups,
+        UpdateReport {
+            fill_secs,
+            ..UpdateReport::default()
+        },
+    )?;
+    Ok((leave_out, imputing, unrewarded))
+}
+
+/// Requests an update of the study as it stands and times it to its callback while sampling
+/// the service's memory; `out` carries what the caller filled in.
+fn timed_update(
+    args: &Args,
+    service: &mut Service,
+    conn: &mut diesel::PgConnection,
+    backups: &Path,
+    mut out: UpdateReport,
+) -> Result<UpdateReport> {
     out.study_rows = pg::count_rows(conn, "study_data")?;
     let receiver = Receiver::start("127.0.0.1:0", None).map_err(BenchError)?;
     let pid = service.pid();
@@ -228,6 +294,7 @@ pub(crate) fn update_at_scale(
         .unwrap_or("unreadable")
         .to_owned();
     out.rows_read = json["provenance"]["rows_read"].as_u64();
+    out.rows_imputed = json["provenance"]["imputed"]["rows"].as_u64();
     out.backup_file = json["provenance"]["backup_file"]
         .as_str()
         .map(str::to_owned);
