@@ -3587,6 +3587,17 @@ pub fn an_update_imputes_the_default_reward_for_decisions_past_the_window(store:
         "the first update that imputed stays named"
     );
 
+    // A backup keeps what was imputed: restored, every update streams what it read again.
+    let scratch = ScratchDir::new();
+    let backup = store.backup(&scratch.0, at(250, 0)).unwrap().path;
+    let updates = store.completed_updates().unwrap();
+    store.reset().unwrap();
+    store.restore(&backup).unwrap();
+    assert_eq!(store.completed_updates().unwrap(), updates);
+    assert_eq!(rows(version), read, "after a restore");
+    let restored: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
+    assert_eq!(restored, export, "after a restore");
+
     store
         .erase_participant(&carol, &erasure(at(300, 0)))
         .unwrap();

@@ -96,8 +96,9 @@ fn availability(
     }
 }
 
-/// A row of `actions`.
-#[derive(Debug, Queryable, Selectable)]
+/// A row of `actions` (read by name from the cursor of decisions an update imputes rewards
+/// for).
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = actions, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct ActionRow {
     pub id: i64,

@@ -12,7 +12,7 @@
 //! ([`UpdateRowsStream`]).
 
 use chrono::{DateTime, Utc};
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable};
@@ -156,19 +156,35 @@ impl KeysetRow for AvailableStudyRow {
     }
 }
 
-/// A decision an update learns from with the default reward ([`UpdateJob::update_data`]):
+/// The decisions an update learns from with the default reward ([`UpdateJob::update_data`]):
 /// available, of a policy it includes, of a participant neither erased nor withdrawn when it
 /// started, made at or before its cut-off, and without an upload at or below its study-data
-/// watermark. `update_rows` streams the same decisions again, with the filter read back from
-/// the update's provenance ([`update_read`]).
+/// watermark; read in id order through one server-side cursor in the caller's transaction.
+/// `update_rows` streams the same decisions again, with the filter read back from the update's
+/// provenance ([`update_read`]).
+///
+/// One cursor rather than keyset pages: the anti-join with `study_data` is planned and run
+/// once. Paged, a page where decisions without an upload are dense was planned as a hash
+/// anti-join over the whole of `study_data`, once per page.
 ///
 /// [`UpdateJob::update_data`]: justin_core::UpdateJob::update_data
-pub(crate) struct UnrewardedRow {
-    row: ActionRow,
-    reward: f64,
+pub(crate) struct Unrewarded {
+    filter: UnrewardedFilter,
+    /// The newest decision the update could read.
+    upto: i64,
+    state: CursorState,
+    page: std::vec::IntoIter<ActionRow>,
 }
 
-/// What selects an [`UnrewardedRow`], and the reward it is learned from with.
+/// Where the cursor of [`Unrewarded`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CursorState {
+    NotDeclared,
+    Open,
+    Done,
+}
+
+/// What selects an [`Unrewarded`] decision, and the reward it is learned from with.
 pub(crate) struct UnrewardedFilter {
     pub included: Vec<&'static str>,
     pub started_at: Option<DateTime<Utc>>,
@@ -177,66 +193,104 @@ pub(crate) struct UnrewardedFilter {
     pub reward: f64,
 }
 
-impl TryFrom<UnrewardedRow> for StudyRecord {
-    type Error = StoreError;
+/// The cursor's name; an update job or an `update_rows` stream reads one at a time per
+/// transaction.
+const UNREWARDED_CURSOR: &str = "justin_unrewarded";
 
-    fn try_from(row: UnrewardedRow) -> Result<Self, StoreError> {
-        Ok(StudyRecord::imputed(row.row.try_into()?, row.reward))
-    }
+/// A time as an SQL literal.
+fn time_literal(t: DateTime<Utc>) -> String {
+    format!(
+        "'{}'::timestamptz",
+        t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
 }
 
-impl KeysetRow for UnrewardedRow {
-    type Item = StudyRecord;
-    type Filter = UnrewardedFilter;
-
-    fn id(&self) -> i64 {
-        self.row.id
-    }
-
-    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
-        ActionRow::max_id(conn)
-    }
-
-    fn page(
-        conn: &mut PgConnection,
-        filter: &UnrewardedFilter,
-        after: i64,
-        upto: i64,
-        limit: i64,
-    ) -> QueryResult<Vec<Self>> {
-        let uploaded = study_data::table
-            .filter(study_data::user_id.eq(actions::user_id))
-            .filter(study_data::decision_type.eq(actions::decision_type))
-            .filter(study_data::decision_idx.eq(actions::decision_idx))
-            .filter(study_data::id.le(filter.uploads_upto));
-        let mut query = actions::table
-            .inner_join(users::table.on(users::user_id.eq(actions::user_id)))
-            .filter(actions::id.gt(after))
-            .filter(actions::id.le(upto))
-            .filter(actions::available)
-            .filter(actions::policy.eq_any(&filter.included))
-            .filter(actions::created_at.le(filter.decided_by))
-            .filter(users::erased_at.is_null())
-            .filter(diesel::dsl::not(diesel::dsl::exists(uploaded)))
-            .order(actions::id)
-            .limit(limit)
-            .select(ActionRow::as_select())
-            .into_boxed();
-        if let Some(started_at) = filter.started_at {
-            query = query.filter(
-                users::withdrawn_at
-                    .is_null()
-                    .or(users::withdrawn_at.gt(started_at)),
-            );
+impl Unrewarded {
+    pub(crate) fn new(filter: UnrewardedFilter, upto: i64) -> Self {
+        Self {
+            filter,
+            upto,
+            state: CursorState::NotDeclared,
+            page: Vec::new().into_iter(),
         }
-        let rows = query.load(conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Self {
-                row,
-                reward: filter.reward,
-            })
-            .collect())
+    }
+
+    /// The cursor's query. Every value in it is the service's own (ids, times, the fixed
+    /// policy words), written as literals: a cursor's query takes no bound parameters.
+    fn declare(&self) -> String {
+        let f = &self.filter;
+        let included = f
+            .included
+            .iter()
+            .map(|word| format!("'{word}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let withdrawn = f.started_at.map_or_else(String::new, |t| {
+            format!(
+                " AND (u.withdrawn_at IS NULL OR u.withdrawn_at > {})",
+                time_literal(t)
+            )
+        });
+        format!(
+            "CLOSE ALL; DECLARE {UNREWARDED_CURSOR} NO SCROLL CURSOR FOR \
+             SELECT a.* FROM actions a JOIN users u ON u.user_id = a.user_id \
+             WHERE a.id <= {upto} AND a.available \
+             AND a.policy = ANY (ARRAY[{included}]::text[]) \
+             AND a.created_at <= {decided_by} AND u.erased_at IS NULL{withdrawn} \
+             AND NOT EXISTS (SELECT 1 FROM study_data s WHERE s.user_id = a.user_id \
+             AND s.decision_type = a.decision_type AND s.decision_idx = a.decision_idx \
+             AND s.id <= {uploads_upto}) \
+             ORDER BY a.id",
+            upto = self.upto,
+            decided_by = time_literal(f.decided_by),
+            uploads_upto = f.uploads_upto,
+        )
+    }
+
+    /// The next decision as its imputed record, fetching a page on `conn` when needed.
+    fn next(&mut self, conn: &mut PgConnection) -> Option<Result<StudyRecord, StoreError>> {
+        loop {
+            if let Some(row) = self.page.next() {
+                let record = Decision::try_from(row)
+                    .map(|decision| StudyRecord::imputed(decision, self.filter.reward));
+                if record.is_err() {
+                    self.end();
+                }
+                return Some(record);
+            }
+            let step = match self.state {
+                CursorState::Done => return None,
+                CursorState::NotDeclared => conn.batch_execute(&self.declare()).map(|()| {
+                    self.state = CursorState::Open;
+                }),
+                CursorState::Open => diesel::sql_query(format!(
+                    "FETCH FORWARD {PAGE_SIZE} FROM {UNREWARDED_CURSOR}"
+                ))
+                .load::<ActionRow>(conn)
+                .and_then(|rows| {
+                    if rows.is_empty() {
+                        self.state = CursorState::Done;
+                        conn.batch_execute(&format!("CLOSE {UNREWARDED_CURSOR}"))
+                    } else {
+                        self.page = rows.into_iter();
+                        Ok(())
+                    }
+                }),
+            };
+            if let Err(e) = step {
+                self.end();
+                return Some(Err(from_diesel(e)));
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.state = CursorState::Done;
+        self.page = Vec::new().into_iter();
+    }
+
+    fn ended(&self) -> bool {
+        self.state == CursorState::Done && self.page.len() == 0
     }
 }
 
@@ -245,7 +299,7 @@ impl KeysetRow for UnrewardedRow {
 pub(crate) struct UpdateCursor {
     uploads: Keyset<AvailableStudyRow>,
     /// `None` when the update imputes nothing, or once the uploads failed.
-    imputed: Option<Keyset<UnrewardedRow>>,
+    imputed: Option<Unrewarded>,
 }
 
 impl UpdateCursor {
@@ -258,7 +312,7 @@ impl UpdateCursor {
     ) -> Self {
         Self {
             uploads: Keyset::upto(uploads, uploads_upto),
-            imputed: imputed.map(|(filter, upto)| Keyset::upto(filter, Some(upto))),
+            imputed: imputed.map(|(filter, upto)| Unrewarded::new(filter, upto)),
         }
     }
 
@@ -421,7 +475,7 @@ impl KeysetRow for ExportDbRow {
 /// default reward: one that imputed rewards, could read the decision (its id at most the
 /// update's `last_action_id`, made at or before its `imputed_decided_by`), found no upload for
 /// it at or below its watermark, included its policy and started before its participant
-/// withdrew; the rule [`UnrewardedRow`] streams by. The tail of a correlated subquery over
+/// withdrew; the rule [`Unrewarded`] streams by. The tail of a correlated subquery over
 /// `actions` and the `study_data` row joined to it.
 const FIRST_IMPUTING_UPDATE: &str = "\
 FROM update_provenance p JOIN model_update_requests r ON r.id = p.update_id \
@@ -514,7 +568,7 @@ pub(crate) fn export_page(
 
 /// What the update that produced `version` read, in the stream's snapshot: the uploads
 /// [`AvailableStudyRow`] selects with the policies it included and its start, up to its
-/// watermark, then, when it imputed rewards, the decisions [`UnrewardedRow`] selects with its
+/// watermark, then, when it imputed rewards, the decisions [`Unrewarded`] selects with its
 /// cut-off and default reward, up to its newest decision. An unknown version, the initial one,
 /// or one stored by no update streams nothing.
 pub(crate) fn update_read(conn: &mut PgConnection, version: i64) -> QueryResult<UpdateCursor> {
