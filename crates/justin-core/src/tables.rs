@@ -8,7 +8,7 @@ use crate::ports::StoreError;
 
 /// The tables of a study, in the order reports and backups list them, which is also an order
 /// foreign keys allow rows to be inserted in (restore relies on it).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "users",
     "model_parameters",
     "actions",
@@ -17,6 +17,7 @@ pub const TABLES: [&str; 8] = [
     "update_provenance",
     "participant_events",
     "erasures",
+    "study_data_corrections",
 ];
 
 /// One statement counting the rows of every table of [`TABLES`], as rows of `name` (text) and
@@ -80,9 +81,9 @@ mod tests {
 
         let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, TABLES);
-        assert_eq!(listed[0], ("users".to_owned(), 8));
-        assert_eq!(listed[5], ("update_provenance".to_owned(), 3));
-        assert_eq!(listed[7], ("erasures".to_owned(), 1));
+        assert_eq!(listed[0], ("users".to_owned(), 9));
+        assert_eq!(listed[5], ("update_provenance".to_owned(), 4));
+        assert_eq!(listed[8], ("study_data_corrections".to_owned(), 1));
     }
 
     #[test]

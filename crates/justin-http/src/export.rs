@@ -16,8 +16,10 @@ use justin_core::{ExportRow, StoreError};
 /// The columns, in order. The first fourteen are the analysis table; the next seven say where
 /// each value came from (the `*_timestamp` columns are instants in UTC; the two `*_as_sent`
 /// are the study server's `timestamp` of the decision and of the upload exactly as it sent
-/// them); the last four say which policy gave the probability and whether the participant was
-/// in the study. New columns are only ever appended, so a column keeps its position.
+/// them); the next four say which policy gave the probability and whether the participant was
+/// in the study; `corrections` counts the corrections of the upload (empty without one), whose
+/// newest is the value `outcome` and `reward` show (the value in force). New columns are only
+/// ever appended, so a column keeps its position.
 pub const COLUMNS: &[&str] = &[
     "user_id",
     "decision_type",
@@ -44,6 +46,7 @@ pub const COLUMNS: &[&str] = &[
     "fallback_reason",
     "decided_by",
     "in_study",
+    "corrections",
 ];
 
 /// `true` or `false`, as R, pandas and spreadsheets read a logical column.
@@ -78,7 +81,7 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
     let d = &row.decision;
     let upload = row.upload.as_ref();
     let used_in_version = upload.and_then(|u| u.used_in_version);
-    let fields: [Field; 25] = [
+    let fields: [Field; 26] = [
         Some(d.user_id.to_string()),
         Some(d.decision_type.to_string()),
         Some(d.decision_idx.get().to_string()),
@@ -104,6 +107,7 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
         d.policy.fallback_reason().map(str::to_owned),
         d.policy.decided_by().map(str::to_owned),
         Some(bool_text(d.availability.in_study())),
+        upload.map(|u| u.corrections.to_string()),
     ];
     write_record(out, &fields)
 }
@@ -198,6 +202,7 @@ mod tests {
                 outcome: json!({"reward": 1.5}).as_object().unwrap().clone(),
                 reward: 1.5,
                 used_in_version: Some(3),
+                corrections: 2,
             }),
         };
         assert_eq!(
@@ -208,7 +213,7 @@ mod tests {
                 r#""{""reward"":1.5}",1.5,true,3,2025-01-01T12:00:10.123456Z,"#,
                 "2025-01-01T12:00:11.123456Z,18446744073709551615,",
                 "2025-01-01 13:00:00.123456789+01:00,2025-01-01T12:00:10.123456,",
-                "algorithm,,,true\n"
+                "algorithm,,,true,2\n"
             )
         );
     }
@@ -227,7 +232,7 @@ mod tests {
         let line = text(&row);
         let line = line
             .trim_end()
-            .strip_suffix(",algorithm,,,true")
+            .strip_suffix(",algorithm,,,true,")
             .unwrap_or_else(|| panic!("{line}"));
         let fields: Vec<&str> = line.rsplitn(10, ',').collect();
         // From the end: upload_request_timestamp_as_sent, request_timestamp_as_sent, rng_seed,
@@ -251,13 +256,16 @@ mod tests {
         assert!(line.contains(",0,0.0,2,"), "{line}");
     }
 
-    /// The last four columns of a row.
+    /// The four columns before `corrections` of a row without an upload (whose `corrections`
+    /// is empty).
     fn policy_columns(decision: Decision) -> String {
         let line = text(&ExportRow {
             decision,
             upload: None,
         });
         line.trim_end()
+            .strip_suffix(',')
+            .unwrap_or_else(|| panic!("{line}"))
             .rsplitn(5, ',')
             .take(4)
             .collect::<Vec<_>>()
@@ -317,7 +325,13 @@ mod tests {
         );
         assert_eq!(
             COLUMNS[21..],
-            ["policy", "fallback_reason", "decided_by", "in_study"]
+            [
+                "policy",
+                "fallback_reason",
+                "decided_by",
+                "in_study",
+                "corrections"
+            ]
         );
     }
 }

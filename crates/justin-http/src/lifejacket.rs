@@ -1663,6 +1663,23 @@ mod tests {
             self.inner.record_study_data(record)
         }
 
+        fn record_correction(
+            &self,
+            record: &StudyRecord,
+        ) -> Result<justin_core::CorrectionRecorded, StoreError> {
+            self.inner.record_correction(record)
+        }
+
+        fn decision_history(
+            &self,
+            user: &UserId,
+            decision_type: &justin_core::DecisionType,
+            decision_idx: justin_core::DecisionIdx,
+        ) -> Result<Option<justin_core::DecisionHistory>, StoreError> {
+            self.inner
+                .decision_history(user, decision_type, decision_idx)
+        }
+
         fn decisions(&self) -> Result<DecisionStream, StoreError> {
             self.inner.decisions()
         }

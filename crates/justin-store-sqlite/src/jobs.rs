@@ -297,6 +297,7 @@ pub(crate) fn claim(
         request: update_request(row, None)?,
         snapshot_version: None,
         snapshot_last_upload: None,
+        snapshot_last_correction: 0,
     };
     // On error, dropping the job frees the lease.
     job.open_snapshot()?;
@@ -320,6 +321,9 @@ pub(crate) struct SqliteUpdateJob {
     /// The largest study-data id in the snapshot (none without study data): the job reads
     /// the rows up to it, and `complete` stores it as the update's watermark.
     snapshot_last_upload: Option<i64>,
+    /// The largest correction id in the snapshot (0 for none): the job reads each upload's
+    /// newest correction up to it, and `complete` stores it with the watermark.
+    snapshot_last_correction: i64,
 }
 
 impl SqliteUpdateJob {
@@ -347,6 +351,8 @@ impl SqliteUpdateJob {
         .map_err(from_diesel)?;
         self.snapshot_version = version;
         self.snapshot_last_upload = last_upload;
+        self.snapshot_last_correction =
+            crate::corrections::watermark(self.conn()?).map_err(from_diesel)?;
         Ok(())
     }
 
@@ -449,6 +455,7 @@ impl UpdateJob for SqliteUpdateJob {
             upto,
             include,
             started_at: self.request.started_at,
+            corrections_upto: self.snapshot_last_correction,
         });
         let stream = BorrowedStream::<AvailableStudyRow>::within(self.conn()?, bound);
         Ok(Box::new(stream))
@@ -481,11 +488,11 @@ impl UpdateJob for SqliteUpdateJob {
             finish(conn, id, "completed", finished_at, None, Some(version))?;
             // Ids start at 1: a job that could read no study data read up to 0.
             let watermark = job.snapshot_last_upload.unwrap_or(0);
+            let mut record = ProvenanceRow::new(id, version, provenance, finished_at, watermark)
+                .map_err(Failure::Store)?;
+            record.last_correction_id = Some(job.snapshot_last_correction);
             diesel::insert_into(update_provenance::table)
-                .values(
-                    ProvenanceRow::new(id, version, provenance, finished_at, watermark)
-                        .map_err(Failure::Store)?,
-                )
+                .values(record)
                 .execute(conn)?;
             Ok(stored)
         })?;

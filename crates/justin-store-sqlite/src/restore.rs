@@ -22,6 +22,7 @@ use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
 
 use crate::backup::{from_format, Failure};
+use crate::corrections::CorrectionRow;
 use crate::error::{from_diesel, other};
 use crate::models::{
     ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
@@ -92,6 +93,7 @@ pub(crate) fn restore(
                     ProvenanceRow::NAME => import::<ProvenanceRow>(conn, &source)?,
                     EventRow::NAME => import::<EventRow>(conn, &source)?,
                     ErasureRow::NAME => import::<ErasureRow>(conn, &source)?,
+                    CorrectionRow::NAME => import::<CorrectionRow>(conn, &source)?,
                     other_table => {
                         return Err(Failure::Store(other(format!(
                             "no importer for table {other_table}"
@@ -127,6 +129,7 @@ fn record_check(table: &str) -> Option<RecordCheck> {
         ProvenanceRow::NAME => Some(|f| ProvenanceRow::parse(f).map(drop)),
         EventRow::NAME => Some(|f| EventRow::parse(f).map(drop)),
         ErasureRow::NAME => Some(|f| ErasureRow::parse(f).map(drop)),
+        CorrectionRow::NAME => Some(|f| CorrectionRow::parse(f).map(drop)),
         _ => None,
     }
 }
@@ -183,6 +186,10 @@ const SENT_TIMESTAMPS_MIGRATION: &str = "20250402000000";
 /// policies, and the tables of histories and erasures.
 const TRIAL_LIFE_MIGRATION: &str = "20250501000000";
 
+/// The migration that added corrections: their table, and the correction watermark of
+/// `update_provenance`.
+const CORRECTIONS_MIGRATION: &str = "20261204000000";
+
 /// Checks that the database has the schema the backup was taken from, or the schema
 /// migrations 2025-04-01, 2025-04-02 and 2025-05-01 made of it, and says how to complete its
 /// records: as those migrations complete the rows they find (a table the backup predates
@@ -218,6 +225,7 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
                 m == EXACT_NUMBERS_MIGRATION
                     || m == SENT_TIMESTAMPS_MIGRATION
                     || m == TRIAL_LIFE_MIGRATION
+                    || m == CORRECTIONS_MIGRATION
             })
         })
         .ok_or_else(|| {
@@ -231,6 +239,8 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
     let fill = Fill {
         sent_timestamp: newer.iter().any(|m| m == SENT_TIMESTAMPS_MIGRATION),
         trial_life: newer.iter().any(|m| m == TRIAL_LIFE_MIGRATION),
+        // Migrations apply in order: a backup from before an earlier one is from before this.
+        corrections: newer.iter().any(|m| m == CORRECTIONS_MIGRATION),
     };
     for CheckedTable { table, .. } in &backup.tables {
         let live = live_columns(conn, &table.name).map_err(from_diesel)?;

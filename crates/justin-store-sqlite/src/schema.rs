@@ -187,6 +187,8 @@ diesel::table! {
         last_study_data_id -> BigInt,
         /// The policies of the decisions it learned from, comma-separated.
         included_policies -> Text,
+        /// The largest correction id the update could read (NULL: before corrections).
+        last_correction_id -> Nullable<BigInt>,
     }
 }
 
@@ -261,3 +263,33 @@ diesel::allow_tables_to_appear_in_same_query!(
     participant_events,
     erasures,
 );
+
+diesel::table! {
+    /// Corrections of uploads: each linked to the `study_data` row it corrects, which is kept.
+    study_data_corrections (id) {
+        /// Surrogate key; its order is the order corrections were stored.
+        id -> BigInt,
+        /// The `study_data` row corrected.
+        study_data_id -> BigInt,
+        /// The participant.
+        user_id -> Text,
+        /// The kind of decision.
+        decision_type -> Text,
+        /// The participant's decision time.
+        decision_idx -> BigInt,
+        /// The study server's timestamp.
+        request_timestamp -> Text,
+        /// That timestamp as sent.
+        sent_timestamp -> Text,
+        /// When the correction was received.
+        created_at -> Text,
+        /// The corrected context.
+        context -> Text,
+        /// The corrected state.
+        state -> Text,
+        /// The corrected outcome.
+        outcome -> Text,
+        /// The reward derived from the corrected outcome.
+        reward -> Double,
+    }
+}

@@ -1041,6 +1041,49 @@ impl Store for SqliteStore {
         Err(refused_upload(record, logged, uploaded))
     }
 
+    fn record_correction(
+        &self,
+        record: &StudyRecord,
+    ) -> Result<justin_core::CorrectionRecorded, StoreError> {
+        crate::corrections::record(&mut *self.conn()?, record)
+    }
+
+    fn decision_history(
+        &self,
+        user: &UserId,
+        decision_type: &justin_core::DecisionType,
+        decision_idx: justin_core::DecisionIdx,
+    ) -> Result<Option<justin_core::DecisionHistory>, StoreError> {
+        let mut conn = self.conn()?;
+        // Read one after the other: a correction stored in between shows or not, as if it
+        // had been stored after the call.
+        let decision = actions::table
+            .filter(actions::user_id.eq(user.as_str()))
+            .filter(actions::decision_type.eq(decision_type.as_str()))
+            .filter(actions::decision_idx.eq(decision_idx.get()))
+            .select(ActionRow::as_select())
+            .first::<ActionRow>(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        let upload = study_data::table
+            .filter(study_data::user_id.eq(user.as_str()))
+            .filter(study_data::decision_type.eq(decision_type.as_str()))
+            .filter(study_data::decision_idx.eq(decision_idx.get()))
+            .select(crate::models::StudyRow::as_select())
+            .first::<crate::models::StudyRow>(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        if decision.is_none() && upload.is_none() {
+            return Ok(None);
+        }
+        let corrections = crate::corrections::of_key(&mut conn, user, decision_type, decision_idx)?;
+        Ok(Some(justin_core::DecisionHistory {
+            decision: decision.map(TryInto::try_into).transpose()?,
+            upload: upload.map(TryInto::try_into).transpose()?,
+            corrections,
+        }))
+    }
+
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
         PoolStream::<ActionRow>::open(self).map(|s| Box::new(s) as DecisionStream)
     }

@@ -20,7 +20,9 @@ use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion}
 
 use crate::error::from_diesel;
 use crate::models::{fmt_time, parse_time, ActionRow, ExportRecord, StudyRow, UploadColumns};
-use crate::schema::{actions, model_update_requests, study_data, update_provenance, users};
+use crate::schema::{
+    actions, model_update_requests, study_data, study_data_corrections, update_provenance, users,
+};
 use crate::store::SqliteStore;
 
 /// Rows read per query: large enough that page queries do not dominate, small enough that a
@@ -89,7 +91,10 @@ impl KeysetRow for StudyRow {
 /// not withdrawn when the job started (as the job's snapshot shows it; the rule of
 /// [`USED_IN_VERSION`] and `update_rows`), whose logged decision's policy the update learns
 /// from (or with no logged decision).
-pub(crate) struct AvailableStudyRow(StudyRow);
+///
+/// Each comes with its newest correction at or below the bound's correction watermark, whose
+/// values it streams in place of the original's.
+pub(crate) struct AvailableStudyRow(StudyRow, Option<crate::corrections::CorrectionRow>);
 
 /// What an update's stream of study records reads up to, which policies it includes, and when
 /// the job started.
@@ -101,13 +106,19 @@ pub(crate) struct UpdateBound {
     pub include: UpdateInclusion,
     /// When the job started (`None`: before every withdrawal).
     pub started_at: Option<DateTime<Utc>>,
+    /// The largest correction id the update reads (0: none).
+    pub corrections_upto: i64,
 }
 
 impl TryFrom<AvailableStudyRow> for StudyRecord {
     type Error = StoreError;
 
     fn try_from(row: AvailableStudyRow) -> Result<Self, StoreError> {
-        row.0.try_into()
+        let mut record: StudyRecord = row.0.try_into()?;
+        if let Some(correction) = row.1 {
+            correction.apply(&mut record)?;
+        }
+        Ok(record)
     }
 }
 
@@ -124,6 +135,7 @@ impl KeysetRow for AvailableStudyRow {
             upto,
             include: UpdateInclusion::default(),
             started_at: None,
+            corrections_upto: 0,
         }))
     }
 
@@ -166,8 +178,16 @@ impl KeysetRow for AvailableStudyRow {
             .order(study_data::id)
             .limit(limit)
             .select(StudyRow::as_select())
-            .load(conn)?;
-        Ok(rows.into_iter().map(Self).collect())
+            .load::<StudyRow>(conn)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut newest = crate::corrections::in_force(conn, &ids, bound.corrections_upto)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let correction = newest.remove(&r.id).map(|(c, _)| c);
+                Self(r, correction)
+            })
+            .collect())
     }
 }
 
@@ -212,6 +232,8 @@ pub(crate) struct ExportBound {
     decisions: i64,
     uploads: i64,
     updates: i64,
+    /// The largest correction id: the value in force is read up to it.
+    corrections: i64,
 }
 
 /// The parameter version of the first update that used the row's upload, split around the
@@ -247,21 +269,25 @@ impl KeysetRow for ExportRecord {
     }
 
     fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<ExportBound>> {
-        // One statement, so all three come from one snapshot.
-        let (decisions, uploads, updates) = diesel::select((
+        // One statement, so all four come from one snapshot.
+        let (decisions, uploads, updates, corrections) = diesel::select((
             actions::table.select(max(actions::id)).single_value(),
             study_data::table.select(max(study_data::id)).single_value(),
             update_provenance::table
                 .select(max(update_provenance::parameter_version))
                 .single_value(),
+            study_data_corrections::table
+                .select(max(study_data_corrections::id))
+                .single_value(),
         ))
-        .get_result::<(Option<i64>, Option<i64>, Option<i64>)>(conn)?;
+        .get_result::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>(conn)?;
         Ok(decisions.map(|decisions| ExportBound {
             decisions,
             // Ids and versions start at 1: with no uploads, 0 joins none, and with no
             // updates, 0 finds none.
             uploads: uploads.unwrap_or(0),
             updates: updates.unwrap_or(0),
+            corrections: corrections.unwrap_or(0),
         }))
     }
 
@@ -315,12 +341,23 @@ pub(crate) fn export_page(
         query = query.filter(actions::user_id.eq(user));
     }
     let rows = query.load::<(ActionRow, Option<UploadColumns>, Option<i64>)>(conn)?;
+    // The value in force now: every correction stored when the stream started, whose ids
+    // are below those of any stored later.
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|(_, upload, _)| upload.as_ref().map(|u| u.id))
+        .collect();
+    let mut newest = crate::corrections::in_force(conn, &ids, bound.corrections)?;
     Ok(rows
         .into_iter()
-        .map(|(decision, upload, used_in_version)| ExportRecord {
-            decision,
-            upload,
-            used_in_version,
+        .map(|(decision, upload, used_in_version)| {
+            let correction = upload.as_ref().and_then(|u| newest.remove(&u.id));
+            ExportRecord {
+                decision,
+                upload,
+                used_in_version,
+                correction,
+            }
         })
         .collect())
 }
@@ -332,17 +369,18 @@ pub(crate) fn update_read_bound(
     conn: &mut SqliteConnection,
     version: i64,
 ) -> QueryResult<Option<UpdateBound>> {
-    let found: Option<(i64, String, Option<String>)> = update_provenance::table
+    let found: Option<(i64, String, Option<String>, Option<i64>)> = update_provenance::table
         .inner_join(model_update_requests::table)
         .filter(update_provenance::parameter_version.eq(version))
         .select((
             update_provenance::last_study_data_id,
             update_provenance::included_policies,
             model_update_requests::started_at,
+            update_provenance::last_correction_id,
         ))
         .first(conn)
         .optional()?;
-    let Some((upto, included, started_at)) = found else {
+    let Some((upto, included, started_at, corrections_upto)) = found else {
         return Ok(None);
     };
     let started_at = started_at
@@ -353,6 +391,8 @@ pub(crate) fn update_read_bound(
         upto,
         include: UpdateInclusion::from_stored(&included),
         started_at,
+        // An update stored before corrections existed read none.
+        corrections_upto: corrections_upto.unwrap_or(0),
     }))
 }
 

@@ -8,13 +8,14 @@
 
 use diesel::prelude::*;
 
+use crate::corrections::CorrectionRow;
 use crate::models::{
     fmt_time, parse_time, ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow,
     UpdateRow, UserRow,
 };
 use crate::schema::{
     actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
-    update_provenance, users,
+    study_data_corrections, update_provenance, users,
 };
 use justin_backup::csv::{bool_text, float_text, Field};
 
@@ -548,6 +549,7 @@ impl TableRow for ProvenanceRow {
         "created_at",
         "last_study_data_id",
         "included_policies",
+        "last_correction_id",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -562,6 +564,7 @@ impl TableRow for ProvenanceRow {
             Some(self.created_at.clone()),
             int(self.last_study_data_id),
             Some(self.included_policies.clone()),
+            self.last_correction_id.map(|id| id.to_string()),
         ]
     }
 
@@ -578,6 +581,7 @@ impl TableRow for ProvenanceRow {
             created_at: f.time()?,
             last_study_data_id: f.int()?,
             included_policies: f.text()?,
+            last_correction_id: f.opt_int()?,
         })
     }
 
@@ -710,6 +714,87 @@ impl TableRow for ErasureRow {
     }
 }
 
+impl TableRow for CorrectionRow {
+    const NAME: &'static str = "study_data_corrections";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "study_data_id",
+        "user_id",
+        "decision_type",
+        "decision_idx",
+        "request_timestamp",
+        "sent_timestamp",
+        "created_at",
+        "context",
+        "state",
+        "outcome",
+        "reward",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.id),
+            int(self.study_data_id),
+            Some(self.user_id.clone()),
+            Some(self.decision_type.clone()),
+            int(self.decision_idx),
+            Some(self.request_timestamp.clone()),
+            Some(self.sent_timestamp.clone()),
+            Some(self.created_at.clone()),
+            Some(self.context.clone()),
+            Some(self.state.clone()),
+            Some(self.outcome.clone()),
+            Some(float_text(self.reward)),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.int()?,
+            study_data_id: f.int()?,
+            user_id: f.text()?,
+            decision_type: f.text()?,
+            decision_idx: f.int()?,
+            request_timestamp: f.time()?,
+            sent_timestamp: f.text()?,
+            created_at: f.time()?,
+            context: f.json()?,
+            state: f.json()?,
+            outcome: f.json()?,
+            reward: f.float()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            study_data_corrections::table.order(study_data_corrections::id),
+            CorrectionRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(study_data_corrections::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+/// The columns migration 2026-12-04 (corrections) appended to `table`, in order (empty for
+/// other tables).
+pub(crate) fn corrections_columns(table: &str) -> &'static [&'static str] {
+    let known = known_columns(table);
+    match table {
+        ProvenanceRow::NAME => &known[known.len() - 1..],
+        _ => &[],
+    }
+}
+
 /// The columns migration 2025-05-01 appended to `table`, in order (empty for other tables).
 pub(crate) fn trial_life_columns(table: &str) -> &'static [&'static str] {
     let appended = match table {
@@ -719,7 +804,8 @@ pub(crate) fn trial_life_columns(table: &str) -> &'static [&'static str] {
         _ => 0,
     };
     let known = known_columns(table);
-    &known[known.len() - appended..]
+    let end = known.len() - corrections_columns(table).len();
+    &known[end - appended..end]
 }
 
 /// What a record written before some migrations needs appended to read as a row of this
@@ -730,12 +816,18 @@ pub(crate) struct Fill {
     pub sent_timestamp: bool,
     /// Written before migration 2025-05-01: append [`trial_life_columns`].
     pub trial_life: bool,
+    /// Written before migration 2026-12-04: append [`corrections_columns`] (NULL: an update
+    /// stored before corrections read none). Every fill with `trial_life` has it too.
+    pub corrections: bool,
 }
 
 impl Fill {
     /// The columns `table` had in a backup that needs this fill.
     pub(crate) fn columns(self, table: &str) -> Vec<&'static str> {
         let mut columns = known_columns(table).to_vec();
+        if self.corrections {
+            columns.truncate(columns.len() - corrections_columns(table).len());
+        }
         if self.trial_life {
             columns.truncate(columns.len() - trial_life_columns(table).len());
         }
@@ -750,12 +842,17 @@ impl Fill {
     pub(crate) fn for_header(table: &str, header: &[String]) -> Option<Self> {
         [false, true]
             .into_iter()
-            .flat_map(|trial_life| {
-                [false, true].map(|sent_timestamp| Self {
-                    sent_timestamp,
-                    trial_life,
+            .flat_map(|corrections| {
+                [false, true].into_iter().flat_map(move |trial_life| {
+                    [false, true].map(|sent_timestamp| Self {
+                        sent_timestamp,
+                        trial_life,
+                        corrections,
+                    })
                 })
             })
+            // A backup from before 2025-05-01 is from before 2026-12-04 too.
+            .filter(|fill| fill.corrections || !fill.trial_life)
             .find(|fill| fill.columns(table) == header)
     }
 
@@ -766,6 +863,9 @@ impl Fill {
         }
         if self.trial_life {
             fill_trial_life(table, fields);
+        }
+        if self.corrections {
+            fields.extend(corrections_columns(table).iter().map(|_| None));
         }
     }
 }
@@ -799,7 +899,7 @@ pub(crate) const SENT_TIMESTAMP: &str = "sent_timestamp";
 /// appended it to `table` (the columns migration 2025-05-01 appended after it left out).
 pub(crate) fn columns_before_sent_timestamps(table: &str) -> Option<&'static [&'static str]> {
     let known = known_columns(table);
-    known[..known.len() - trial_life_columns(table).len()]
+    known[..known.len() - trial_life_columns(table).len() - corrections_columns(table).len()]
         .split_last()
         .filter(|(last, _)| **last == SENT_TIMESTAMP)
         .map(|(_, before)| before)
@@ -831,6 +931,7 @@ pub(crate) fn known_columns(table: &str) -> &'static [&'static str] {
         ProvenanceRow::NAME => ProvenanceRow::COLUMNS,
         EventRow::NAME => EventRow::COLUMNS,
         ErasureRow::NAME => ErasureRow::COLUMNS,
+        CorrectionRow::NAME => CorrectionRow::COLUMNS,
         _ => &[],
     }
 }
@@ -893,16 +994,37 @@ mod tests {
         for table in ["users", "actions", "study_data", "update_provenance"] {
             let current: Vec<String> = header(known_columns(table));
             assert_eq!(Fill::for_header(table, &current), Some(Fill::default()));
-            let before = &known_columns(table)[..current.len() - trial_life_columns(table).len()];
+            let before = &known_columns(table)[..current.len()
+                - trial_life_columns(table).len()
+                - corrections_columns(table).len()];
             let fill = Fill::for_header(table, &header(before)).unwrap();
             assert!(fill.trial_life && !fill.sent_timestamp, "{table}");
         }
+        let before_corrections = &ProvenanceRow::COLUMNS[..ProvenanceRow::COLUMNS.len() - 1];
+        assert_eq!(
+            Fill::for_header("update_provenance", &header(before_corrections)),
+            Some(Fill {
+                sent_timestamp: false,
+                trial_life: false,
+                corrections: true
+            })
+        );
+        let mut provenance: Vec<Field> = vec![Some("x".into()); before_corrections.len()];
+        Fill {
+            sent_timestamp: false,
+            trial_life: false,
+            corrections: true,
+        }
+        .apply("update_provenance", &mut provenance);
+        assert_eq!(provenance.len(), ProvenanceRow::COLUMNS.len());
+        assert_eq!(provenance.last(), Some(&None));
         let before_both = columns_before_sent_timestamps("actions").unwrap();
         assert_eq!(
             Fill::for_header("actions", &header(before_both)),
             Some(Fill {
                 sent_timestamp: true,
-                trial_life: true
+                trial_life: true,
+                corrections: true
             })
         );
         assert_eq!(
@@ -915,6 +1037,7 @@ mod tests {
         let trial_life = Fill {
             sent_timestamp: false,
             trial_life: true,
+            corrections: true,
         };
         let mut user: Vec<Field> = vec![Some("1".into()), Some("u".into()), None];
         trial_life.apply("users", &mut user);
@@ -926,6 +1049,7 @@ mod tests {
         Fill {
             sent_timestamp: true,
             trial_life: true,
+            corrections: true,
         }
         .apply("actions", &mut action);
         assert_eq!(action.len(), ActionRow::COLUMNS.len());
@@ -951,12 +1075,13 @@ mod tests {
             assert_eq!(study.last().cloned().flatten().as_deref(), policy);
         }
 
-        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 1];
+        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 2];
         trial_life.apply("update_provenance", &mut provenance);
         assert_eq!(
-            provenance.last().cloned().flatten().as_deref(),
+            provenance[provenance.len() - 2].as_deref(),
             Some("algorithm")
         );
+        assert_eq!(provenance.last(), Some(&None));
     }
 
     #[test]
@@ -1029,9 +1154,12 @@ mod tests {
             Some("2025-01-01 12:00:01.5+00"),
             Some("9"),
             Some("algorithm,warmup"),
+            Some("4"),
         ]))
         .unwrap();
         assert_eq!(provenance.last_study_data_id, 9);
+        assert_eq!(provenance.last_correction_id, Some(4));
+        assert_eq!(provenance.fields()[10].as_deref(), Some("4"));
         assert_eq!(provenance.fields()[8].as_deref(), Some("9"));
         assert_eq!(provenance.fields()[9].as_deref(), Some("algorithm,warmup"));
         let no_watermark = ProvenanceRow::parse(fields(&[
@@ -1045,6 +1173,7 @@ mod tests {
             Some("2025-01-01 12:00:01.5+00"),
             None,
             Some("algorithm"),
+            None,
         ]));
         assert_eq!(
             no_watermark.err().as_deref(),

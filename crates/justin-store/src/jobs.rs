@@ -152,6 +152,7 @@ pub(crate) fn claim(
     };
     let request = update_request(row, None)?;
     let last_study_data_id = watermark(lock.conn()?).map_err(from_diesel)?;
+    let last_correction_id = crate::corrections::watermark(lock.conn()?).map_err(from_diesel)?;
     // The snapshot is taken by the job's first read, not here; either way after the watermark
     // committed, so it holds every row up to it.
     AnsiTransactionManager::begin_transaction_sql(
@@ -163,6 +164,7 @@ pub(crate) fn claim(
         lock,
         request,
         last_study_data_id,
+        last_correction_id,
     }))
 }
 
@@ -186,6 +188,8 @@ pub(crate) struct PgUpdateJob {
     request: UpdateRequest,
     /// The job reads the study data up to this id; see [`watermark`].
     last_study_data_id: i64,
+    /// The job reads corrections up to this id; see [`crate::corrections::watermark`].
+    last_correction_id: i64,
 }
 
 impl PgUpdateJob {
@@ -244,13 +248,14 @@ impl PgUpdateJob {
                 "update request {id} is no longer processing (was the database reset or restored?)"
             )));
         }
-        let record = ProvenanceRow::new(
+        let mut record = ProvenanceRow::new(
             id,
             version,
             provenance,
             finished_at,
             self.last_study_data_id,
         )?;
+        record.last_correction_id = Some(self.last_correction_id);
         diesel::insert_into(update_provenance::table)
             .values(record)
             .execute(conn)
@@ -320,6 +325,7 @@ impl UpdateJob for PgUpdateJob {
         let filter = JobFilter {
             included: included_words(include),
             started_at: self.request.started_at,
+            corrections_upto: self.last_correction_id,
         };
         let stream = BorrowedStream::<AvailableStudyRow>::upto(
             self.lock.conn()?,

@@ -1184,6 +1184,52 @@ impl Store for PgStore {
         })
     }
 
+    fn record_correction(
+        &self,
+        record: &StudyRecord,
+    ) -> Result<justin_core::CorrectionRecorded, StoreError> {
+        self.with_connection(Resend::Unsent, |conn| {
+            crate::corrections::record(conn, record)
+        })
+    }
+
+    fn decision_history(
+        &self,
+        user: &UserId,
+        decision_type: &justin_core::DecisionType,
+        decision_idx: justin_core::DecisionIdx,
+    ) -> Result<Option<justin_core::DecisionHistory>, StoreError> {
+        // Read one after the other: a correction stored in between shows or not, as if it
+        // had been stored after the call.
+        self.with_connection(Resend::Always, |conn| {
+            let decision = actions::table
+                .filter(actions::user_id.eq(user.as_str()))
+                .filter(actions::decision_type.eq(decision_type.as_str()))
+                .filter(actions::decision_idx.eq(decision_idx.get()))
+                .select(ActionRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            let upload = study_data::table
+                .filter(study_data::user_id.eq(user.as_str()))
+                .filter(study_data::decision_type.eq(decision_type.as_str()))
+                .filter(study_data::decision_idx.eq(decision_idx.get()))
+                .select(crate::models::StudyRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            if decision.is_none() && upload.is_none() {
+                return Ok(None);
+            }
+            let corrections = crate::corrections::of_key(conn, user, decision_type, decision_idx)?;
+            Ok(Some(justin_core::DecisionHistory {
+                decision: decision.map(TryInto::try_into).transpose()?,
+                upload: upload.map(TryInto::try_into).transpose()?,
+                corrections,
+            }))
+        })
+    }
+
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
         SnapshotStream::<ActionRow>::open(self.checked_conn()?)
             .map(|s| Box::new(s) as DecisionStream)

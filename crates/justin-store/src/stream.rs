@@ -84,14 +84,17 @@ impl KeysetRow for StudyRow {
 /// had not withdrawn when the job started (as the job's snapshot shows it; the rule the export
 /// applies), and of a policy the update includes (or of no logged decision). `update_rows`
 /// streams the same rows again, with the filter read back from the update's provenance
-/// ([`update_read`]).
-pub(crate) struct AvailableStudyRow(StudyRow);
+/// ([`update_read`]). Each comes with its newest correction at or below the filter's
+/// correction watermark, whose values it streams in place of the original's.
+pub(crate) struct AvailableStudyRow(StudyRow, Option<crate::corrections::CorrectionRow>);
 
 /// What an update job reads beyond its watermark: the policy words it includes and when it
 /// started.
 pub(crate) struct JobFilter {
     pub included: Vec<&'static str>,
     pub started_at: Option<DateTime<Utc>>,
+    /// The largest correction id the update reads (0: none).
+    pub corrections_upto: i64,
 }
 
 /// The policy words an update includes, as [`UpdateInclusion::includes`] says.
@@ -106,7 +109,11 @@ impl TryFrom<AvailableStudyRow> for StudyRecord {
     type Error = StoreError;
 
     fn try_from(row: AvailableStudyRow) -> Result<Self, StoreError> {
-        row.0.try_into()
+        let mut record: StudyRecord = row.0.try_into()?;
+        if let Some(correction) = row.1 {
+            correction.apply(&mut record)?;
+        }
+        Ok(record)
     }
 }
 
@@ -151,8 +158,16 @@ impl KeysetRow for AvailableStudyRow {
                     .or(users::withdrawn_at.gt(started_at)),
             );
         }
-        let rows = query.load(conn)?;
-        Ok(rows.into_iter().map(Self).collect())
+        let rows: Vec<StudyRow> = query.load(conn)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut newest = crate::corrections::in_force(conn, &ids, filter.corrections_upto)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let correction = newest.remove(&r.id).map(|(c, _)| c);
+                Self(r, correction)
+            })
+            .collect())
     }
 }
 
@@ -264,7 +279,25 @@ pub(crate) fn export_page(
     if let Some(user) = user {
         query = query.filter(actions::user_id.eq(user));
     }
-    query.load(conn)
+    let rows: Vec<(ActionRow, Option<ExportedUploadRow>, Option<i64>)> = query.load(conn)?;
+    // The value in force now: every correction the snapshot holds.
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|(_, upload, _)| upload.as_ref().map(|u| u.id))
+        .collect();
+    let mut newest = crate::corrections::in_force(conn, &ids, i64::MAX)?;
+    Ok(rows
+        .into_iter()
+        .map(|(decision, upload, used_in_version)| {
+            let correction = upload.as_ref().and_then(|u| newest.remove(&u.id));
+            ExportDbRow {
+                decision,
+                upload,
+                used_in_version,
+                correction,
+            }
+        })
+        .collect())
 }
 
 /// What the update that produced `version` read, for [`AvailableStudyRow`]: the policies it
@@ -275,21 +308,26 @@ pub(crate) fn update_read(
     conn: &mut PgConnection,
     version: i64,
 ) -> QueryResult<(JobFilter, Option<i64>)> {
-    let found: Option<(i64, String, Option<DateTime<Utc>>)> = update_provenance::table
+    // The watermark, the policies, the job's start and the correction watermark.
+    type Read = (i64, String, Option<DateTime<Utc>>, Option<i64>);
+    let found: Option<Read> = update_provenance::table
         .inner_join(model_update_requests::table)
         .filter(update_provenance::parameter_version.eq(version))
         .select((
             update_provenance::last_study_data_id,
             update_provenance::included_policies,
             model_update_requests::started_at,
+            update_provenance::last_correction_id,
         ))
         .first(conn)
         .optional()?;
     Ok(match found {
-        Some((upto, included, started_at)) => (
+        Some((upto, included, started_at, corrections_upto)) => (
             JobFilter {
                 included: included_words(UpdateInclusion::from_stored(&included)),
                 started_at,
+                // An update stored before corrections existed read none.
+                corrections_upto: corrections_upto.unwrap_or(0),
             },
             Some(upto),
         ),
@@ -297,6 +335,7 @@ pub(crate) fn update_read(
             JobFilter {
                 included: Vec::new(),
                 started_at: None,
+                corrections_upto: 0,
             },
             None,
         ),

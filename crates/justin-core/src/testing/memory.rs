@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Availability, CallbackDelivery, CompletedUpdate, Decision, DecisionIdx, DecisionType,
-    Enrollment, Erasure, ExportRow, ExportedUpload, ModelParameters, Participant, ParticipantFacts,
-    Policy, Provenance, State, StudyRecord, UpdateInclusion, UpdateRequest, UpdateStatus, UserId,
-    Withdrawal,
+    Availability, CallbackDelivery, CompletedUpdate, Correction, CorrectionRecorded, Decision,
+    DecisionHistory, DecisionIdx, DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload,
+    ModelParameters, Participant, ParticipantFacts, Policy, Provenance, State, StudyRecord,
+    UpdateInclusion, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 use crate::monitor::{
     ActiveParticipant, Alert, AlertDelivery, MonitorFacts, MonitorQuery, OverdueOutcomes,
@@ -100,6 +100,13 @@ struct Tables {
     events: Vec<Event>,
     /// The audit records of erasures, in the order they happened.
     erasures: Vec<Erasure>,
+    /// Corrections of uploads, in the order they were stored.
+    corrections: Vec<StoredCorrection>,
+    /// The id the next correction gets.
+    next_correction_id: i64,
+    /// For each completed update, the ids of the corrections its job could read: those below
+    /// this (none for an update without an entry).
+    correction_watermarks: HashMap<Uuid, i64>,
     /// The watchdog's rows (see the section at the end).
     monitor: MonitorTables,
 }
@@ -137,6 +144,14 @@ struct Upload {
     record: StudyRecord,
     /// The logged decision's policy word, `None` while no decision is logged for the key.
     policy: Option<&'static str>,
+}
+
+/// A stored correction: its id (storage order) and the id of the upload it corrects.
+#[derive(Debug, Clone)]
+struct StoredCorrection {
+    id: i64,
+    upload_id: i64,
+    correction: Correction,
 }
 
 /// Failures a test has asked for.
@@ -190,6 +205,7 @@ impl Tables {
             provenance,
             self.events.len(),
             self.erasures.len(),
+            self.corrections.len(),
         ];
         TABLES
             .iter()
@@ -327,6 +343,25 @@ impl Tables {
             })
             .filter_map(|r| r.parameter_version)
             .min()
+    }
+
+    /// Upload `u` with the value in force among its corrections with ids below `below` (the
+    /// newest of them, else the original), and how many of them there are.
+    fn in_force(&self, u: &Upload, below: i64) -> (StudyRecord, u32) {
+        let mut record = u.record.clone();
+        let mut count = 0;
+        for c in self
+            .corrections
+            .iter()
+            .filter(|c| c.upload_id == u.id && c.id < below)
+        {
+            count += 1;
+            record.context = c.correction.context.clone();
+            record.state = c.correction.state.clone();
+            record.outcome = c.correction.outcome.clone();
+            record.reward = c.correction.reward;
+        }
+        (record, count)
     }
 
     fn rebuild_upload_index(&mut self) {
@@ -499,6 +534,8 @@ impl Store for MemoryStore {
         let uploads_before = tables.uploads.len();
         tables.uploads.retain(|u| u.record.user_id != *user);
         let uploads = uploads_before - tables.uploads.len();
+        let kept: std::collections::HashSet<i64> = tables.uploads.iter().map(|u| u.id).collect();
+        tables.corrections.retain(|c| kept.contains(&c.upload_id));
         tables.rebuild_upload_index();
         let events_before = tables.events.len();
         tables.events.retain(|e| e.user_id != *user);
@@ -652,6 +689,80 @@ impl Store for MemoryStore {
         Ok(UploadRecorded { action_logged })
     }
 
+    fn record_correction(&self, record: &StudyRecord) -> Result<CorrectionRecorded, StoreError> {
+        let mut inner = self.write()?;
+        let tables = &mut inner.tables;
+        let k = key(&record.user_id, &record.decision_type, record.decision_idx);
+        let Some(&i) = tables.upload_index.get(&k) else {
+            return Err(StoreError::NothingToCorrect);
+        };
+        let original = &tables.uploads[i];
+        if original.record.action != record.action
+            || !original.record.action_prob.agrees_with(record.action_prob)
+        {
+            return Err(StoreError::UploadMismatch {
+                logged_action: original.record.action,
+                logged_prob: original.record.action_prob,
+            });
+        }
+        let upload_id = original.id;
+        let number = tables
+            .corrections
+            .iter()
+            .filter(|c| c.upload_id == upload_id)
+            .count() as u32
+            + 1;
+        let id = tables.next_correction_id;
+        tables.next_correction_id += 1;
+        tables.corrections.push(StoredCorrection {
+            id,
+            upload_id,
+            correction: Correction {
+                number,
+                requested_at: record.requested_at,
+                sent_timestamp: record.sent_timestamp.clone(),
+                received_at: record.received_at,
+                context: record.context.clone(),
+                state: record.state.clone(),
+                outcome: record.outcome.clone(),
+                reward: record.reward,
+            },
+        });
+        Ok(CorrectionRecorded { number })
+    }
+
+    fn decision_history(
+        &self,
+        user: &UserId,
+        decision_type: &DecisionType,
+        decision_idx: DecisionIdx,
+    ) -> Result<Option<DecisionHistory>, StoreError> {
+        let inner = self.read()?;
+        let tables = &inner.tables;
+        let k = key(user, decision_type, decision_idx);
+        let decision = tables
+            .decision_index
+            .get(&k)
+            .map(|&i| tables.decisions[i].clone());
+        let upload = tables.upload_index.get(&k).map(|&i| &tables.uploads[i]);
+        if decision.is_none() && upload.is_none() {
+            return Ok(None);
+        }
+        let corrections = upload.map_or_else(Vec::new, |u| {
+            tables
+                .corrections
+                .iter()
+                .filter(|c| c.upload_id == u.id)
+                .map(|c| c.correction.clone())
+                .collect()
+        });
+        Ok(Some(DecisionHistory {
+            decision,
+            upload: upload.map(|u| u.record.clone()),
+            corrections,
+        }))
+    }
+
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
         let rows = self.read()?.tables.decisions.clone();
         Ok(Box::new(rows.into_iter().map(Ok)))
@@ -667,13 +778,15 @@ impl Store for MemoryStore {
                 let k = key(&d.user_id, &d.decision_type, d.decision_idx);
                 let upload = tables.upload_index.get(&k).map(|&i| {
                     let u = &tables.uploads[i];
+                    let (now, corrections) = tables.in_force(u, i64::MAX);
                     ExportedUpload {
                         requested_at: u.record.requested_at,
                         sent_timestamp: u.record.sent_timestamp.clone(),
                         received_at: u.record.received_at,
-                        outcome: u.record.outcome.clone(),
-                        reward: u.record.reward,
+                        outcome: now.outcome,
+                        reward: now.reward,
                         used_in_version: tables.used_in_version(u),
+                        corrections,
                     }
                 });
                 ExportRow {
@@ -732,6 +845,11 @@ impl Store for MemoryStore {
         let Some(&watermark) = tables.watermarks.get(&request.id) else {
             return Ok(Box::new(std::iter::empty()));
         };
+        let corrections_below = tables
+            .correction_watermarks
+            .get(&request.id)
+            .copied()
+            .unwrap_or(0);
         let include = UpdateInclusion::from_stored(
             request
                 .provenance
@@ -754,7 +872,7 @@ impl Store for MemoryStore {
                     _ => true,
                 }
             })
-            .map(|u| u.record.clone())
+            .map(|u| tables.in_force(u, corrections_below).0)
             .collect();
         Ok(Box::new(rows.into_iter().map(Ok)))
     }
@@ -821,10 +939,12 @@ impl Store for MemoryStore {
         let request = request.clone();
         inner.claimed = true;
         let snapshot = inner.tables.next_upload_id;
+        let corrections_snapshot = inner.tables.next_correction_id;
         Ok(Some(Box::new(MemoryJob {
             store: self,
             request,
             snapshot,
+            corrections_snapshot,
         })))
     }
 
@@ -1031,6 +1151,9 @@ struct MemoryJob<'a> {
     request: UpdateRequest,
     /// The id the next upload got when the job was claimed: it reads the uploads below it.
     snapshot: i64,
+    /// The id the next correction got when the job was claimed: it reads the corrections
+    /// below it.
+    corrections_snapshot: i64,
 }
 
 impl UpdateJob for MemoryJob<'_> {
@@ -1065,7 +1188,7 @@ impl UpdateJob for MemoryJob<'_> {
                     }
                 })
             })
-            .map(|u| Ok(u.record.clone()))
+            .map(|u| Ok(tables.in_force(u, self.corrections_snapshot).0))
             .collect();
         if inner.faults.broken_job_reads > 0 {
             inner.faults.broken_job_reads -= 1;
@@ -1094,6 +1217,9 @@ impl UpdateJob for MemoryJob<'_> {
         request.parameter_version = Some(version);
         request.provenance = Some(provenance.clone());
         tables.watermarks.insert(self.request.id, self.snapshot);
+        tables
+            .correction_watermarks
+            .insert(self.request.id, self.corrections_snapshot);
         Ok(tables.push_parameters(algorithm, values, finished_at))
     }
 

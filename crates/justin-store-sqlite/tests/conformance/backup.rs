@@ -178,7 +178,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "20250402000000",
             "20250501000000",
             "20261201000000",
-            "20261202000000"
+            "20261202000000",
+            "20261204000000"
         ])
     );
     let names: Vec<&str> = manifest["tables"]
@@ -197,7 +198,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "model_update_requests",
             "update_provenance",
             "participant_events",
-            "erasures"
+            "erasures",
+            "study_data_corrections"
         ]
     );
     for table in manifest["tables"].as_array().unwrap() {
@@ -256,9 +258,11 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     );
     let provenance = &files["update_provenance.csv"];
     assert!(
-        provenance
-            .ends_with(",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5,\"algorithm,warmup\"\n"),
-        "NULL as an empty field; the update could read study data up to id 5: {provenance}"
+        provenance.ends_with(
+            ",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5,\"algorithm,warmup\",0\n"
+        ),
+        "NULL as an empty field; the update could read study data up to id 5 and no correction: \
+         {provenance}"
     );
     let actions = &files["actions.csv"];
     assert!(
@@ -655,7 +659,7 @@ fn a_backup_from_before_the_trial_life_restores_with_what_rows_were() {
         "no logged decision: {study:?}"
     );
     assert!(files["actions.csv"].contains(",asleep,then,algorithm,,,t\n"));
-    assert!(files["update_provenance.csv"].ends_with(",10,algorithm\n"));
+    assert!(files["update_provenance.csv"].ends_with(",10,algorithm,\n"));
     assert_eq!(
         files["participant_events.csv"],
         "id,user_id,kind,recorded_at,study_start,study_start_sent,study_end,study_end_sent,reason\n"

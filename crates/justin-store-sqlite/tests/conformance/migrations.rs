@@ -24,6 +24,7 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 #[test]
 fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
@@ -44,6 +45,7 @@ fn every_migration_reverts_and_applies_again() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -58,6 +60,7 @@ fn every_migration_reverts_and_applies_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
@@ -104,6 +107,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
 
@@ -218,6 +222,7 @@ fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
@@ -235,6 +240,7 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
 
@@ -373,6 +379,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE NOT available")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
@@ -411,6 +418,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
     let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
@@ -438,6 +446,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
 #[test]
 fn trial_life_migration_keeps_what_rows_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
@@ -477,7 +486,8 @@ fn trial_life_migration_keeps_what_rows_were() {
         vec![
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
-            "2026-12-02-000000_dashboard".to_owned()
+            "2026-12-02-000000_dashboard".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
 
@@ -522,6 +532,7 @@ fn trial_life_migration_keeps_what_rows_were() {
     assert_eq!((counts["participant_events"], counts["erasures"]), (0, 0));
 
     // Reverted and applied again, the rows the migration found are as they were.
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
     assert_eq!(db.revert_last_migration(), "20250501000000");
@@ -530,7 +541,8 @@ fn trial_life_migration_keeps_what_rows_were() {
         vec![
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
-            "2026-12-02-000000_dashboard".to_owned()
+            "2026-12-02-000000_dashboard".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
     let again: Vec<Decision> = db
