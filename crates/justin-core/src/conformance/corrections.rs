@@ -23,6 +23,7 @@ macro_rules! corrections_store_suite {
             a_correction_needs_an_upload_with_the_same_draw,
             updates_read_the_value_in_force_when_they_started,
             erasing_a_participant_erases_their_corrections,
+            dashboard_reward_sums_follow_corrections,
         );
     };
     (@tests $make_fixture:expr; $($check:ident),+ $(,)?) => {
@@ -338,4 +339,45 @@ pub fn backup_and_restore_keep_corrections(store: &dyn TestingStore) {
             .unwrap(),
         CorrectionRecorded { number: 3 }
     );
+}
+
+/// The dashboard's reward sums MUST count each upload's value in force once: a correction
+/// changes its day's sum by the difference, once however often the figures are read.
+pub fn dashboard_reward_sums_follow_corrections(store: &dyn TestingStore) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let settings = super::dashboard_settings(chrono_tz::UTC);
+    let first = logged(store, &decision(&alice, 0, 1, params.version));
+    let second = logged(store, &decision(&alice, 1, 2, params.version));
+    let figures = |seconds: i64| {
+        let days = store.dashboard_days(&settings, at(seconds, 0)).unwrap();
+        let uploads: u64 = days.uploads.iter().map(|u| u.uploads).sum();
+        let sum: f64 = days.uploads.iter().map(|u| u.reward_sum).sum();
+        (uploads, sum)
+    };
+    let close = |(uploads, sum): (u64, f64), want: f64| {
+        assert_eq!(uploads, 2);
+        assert!((sum - want).abs() < 1e-9, "{sum} != {want}");
+    };
+    let original = first.reward + second.reward;
+    close(figures(100), original);
+
+    store
+        .record_correction(&StudyRecord {
+            reward: first.reward + 10.0,
+            ..correction_of(&first, 5, 1)
+        })
+        .unwrap();
+    close(figures(101), original + 10.0);
+    close(figures(102), original + 10.0);
+    store
+        .record_correction(&StudyRecord {
+            reward: first.reward + 1.0,
+            ..correction_of(&first, 6, 2)
+        })
+        .unwrap();
+    close(figures(103), original + 1.0);
 }

@@ -1286,7 +1286,7 @@ mod dashboard {
             decision_type: u.record.decision_type.as_str().to_owned(),
             requested_at: u.record.requested_at,
             received_at: u.record.received_at,
-            reward: u.record.reward,
+            reward: tables.in_force(u, i64::MAX).0.reward,
         });
         days_of(settings, decisions, uploads)
     }
