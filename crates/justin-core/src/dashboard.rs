@@ -380,8 +380,7 @@ pub trait RollupTx {
     ///
     /// # Errors
     /// On storage failure.
-    fn corrections_between(&mut self, lo: i64, hi: i64)
-        -> Result<Vec<CorrectionFact>, StoreError>;
+    fn corrections_between(&mut self, lo: i64, hi: i64) -> Result<Vec<CorrectionFact>, StoreError>;
     /// Every stored decision group.
     ///
     /// # Errors
@@ -633,7 +632,11 @@ pub fn refresh_step(
     }
     state.correction_gaps = keep(std::mem::take(&mut state.correction_gaps), now_secs);
     let read = |id: i64| {
-        id <= state.study_data_after && !state.upload_gaps.iter().any(|g| (g.lo..=g.hi).contains(&id))
+        id <= state.study_data_after
+            && !state
+                .upload_gaps
+                .iter()
+                .any(|g| (g.lo..=g.hi).contains(&id))
     };
     for c in corrections {
         if read(c.upload.id) {

@@ -50,6 +50,19 @@ pub fn in_table_order(
         .collect()
 }
 
+/// Adds the corrections an erasure deleted to its audit record's `row_counts`, after
+/// `study_data`, when there were any: the record of a participant without corrections reads as
+/// it did before corrections existed.
+pub fn count_erased_corrections(row_counts: &mut Vec<(String, u64)>, corrections: u64) {
+    if corrections > 0 {
+        let at = row_counts
+            .iter()
+            .position(|(table, _)| table == "study_data")
+            .map_or(row_counts.len(), |i| i + 1);
+        row_counts.insert(at, ("study_data_corrections".to_owned(), corrections));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +97,15 @@ mod tests {
         assert_eq!(listed[0], ("users".to_owned(), 9));
         assert_eq!(listed[5], ("update_provenance".to_owned(), 4));
         assert_eq!(listed[8], ("study_data_corrections".to_owned(), 1));
+    }
+
+    #[test]
+    fn erased_corrections_follow_study_data_and_only_when_there_were_some() {
+        let mut counts = vec![("actions".to_owned(), 2), ("study_data".to_owned(), 1)];
+        count_erased_corrections(&mut counts, 0);
+        assert_eq!(counts.len(), 2);
+        count_erased_corrections(&mut counts, 3);
+        assert_eq!(counts[2], ("study_data_corrections".to_owned(), 3));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use justin_core::dashboard::{
-    refresh_step, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
-    CorrectionFact, RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay,
+    refresh_step, CorrectionFact, DashboardDays, DashboardSettings, DecisionDay, DecisionFact,
+    ParticipantActivity, RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay,
     UploadFact,
 };
 use justin_core::StoreError;
@@ -372,11 +372,7 @@ impl RollupTx for Tx<'_> {
         )
     }
 
-    fn corrections_between(
-        &mut self,
-        lo: i64,
-        hi: i64,
-    ) -> Result<Vec<CorrectionFact>, StoreError> {
+    fn corrections_between(&mut self, lo: i64, hi: i64) -> Result<Vec<CorrectionFact>, StoreError> {
         facts::<CorrectionFactRow, _>(
             self.0,
             format!("{CORRECTION_FACTS} WHERE c.id BETWEEN ? AND ? ORDER BY c.id"),

@@ -731,6 +731,13 @@ fn erase(conn: &mut SqliteConnection, user: &str, erasure: &Erasure) -> Result<E
     };
     conn.batch_execute("PRAGMA defer_foreign_keys = ON")?;
     let pseudonym = erasure.pseudonym.as_str();
+    // Deleting the uploads would take their corrections too (ON DELETE CASCADE); deleted here
+    // first, they are counted in the audit record.
+    let corrections = diesel::delete(
+        crate::schema::study_data_corrections::table
+            .filter(crate::schema::study_data_corrections::user_id.eq(user)),
+    )
+    .execute(conn)?;
     let uploads =
         diesel::delete(study_data::table.filter(study_data::user_id.eq(user))).execute(conn)?;
     let events =
@@ -759,14 +766,16 @@ fn erase(conn: &mut SqliteConnection, user: &str, erasure: &Erasure) -> Result<E
         ))
         .execute(conn)?;
     let rows = |n: usize| u64::try_from(n).map_err(|e| Failure::Store(other(e)));
+    let mut row_counts = vec![
+        ("actions".to_owned(), rows(decisions)?),
+        ("study_data".to_owned(), rows(uploads)?),
+        ("participant_events".to_owned(), rows(events)?),
+        ("users".to_owned(), 1),
+    ];
+    justin_core::tables::count_erased_corrections(&mut row_counts, rows(corrections)?);
     let erased = Erasure {
         participant_number: number,
-        row_counts: vec![
-            ("actions".to_owned(), rows(decisions)?),
-            ("study_data".to_owned(), rows(uploads)?),
-            ("participant_events".to_owned(), rows(events)?),
-            ("users".to_owned(), 1),
-        ],
+        row_counts,
         ..erasure.clone()
     };
     diesel::insert_into(erasures::table)

@@ -9,8 +9,8 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text, Timestamptz};
 use justin_core::dashboard::{
-    refresh_step, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
-    CorrectionFact, RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay,
+    refresh_step, CorrectionFact, DashboardDays, DashboardSettings, DecisionDay, DecisionFact,
+    ParticipantActivity, RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay,
     UploadFact,
 };
 use justin_core::StoreError;
@@ -367,11 +367,7 @@ impl RollupTx for Tx<'_> {
         )
     }
 
-    fn corrections_between(
-        &mut self,
-        lo: i64,
-        hi: i64,
-    ) -> Result<Vec<CorrectionFact>, StoreError> {
+    fn corrections_between(&mut self, lo: i64, hi: i64) -> Result<Vec<CorrectionFact>, StoreError> {
         facts::<CorrectionFactRow, _>(
             self.0,
             format!("{CORRECTION_FACTS} WHERE c.id BETWEEN $1 AND $2 ORDER BY c.id"),

@@ -901,6 +901,14 @@ fn lock_user(conn: &mut PgConnection, user: &str) -> Result<Option<UserRow>, Sto
 /// [`Store::erase_participant`] in the caller's transaction.
 fn erase_on(conn: &mut PgConnection, user: &str, erasure: &Erasure) -> Result<Erasure, StoreError> {
     let row = lock_user(conn, user)?.ok_or(StoreError::UnknownUser)?;
+    // Deleting the uploads would take their corrections too (ON DELETE CASCADE); deleted here
+    // first, they are counted in the audit record.
+    let corrections = diesel::delete(
+        crate::schema::study_data_corrections::table
+            .filter(crate::schema::study_data_corrections::user_id.eq(user)),
+    )
+    .execute(conn)
+    .map_err(from_diesel)?;
     let uploads = diesel::delete(study_data::table.filter(study_data::user_id.eq(user)))
         .execute(conn)
         .map_err(from_diesel)?;
@@ -936,12 +944,13 @@ fn erase_on(conn: &mut PgConnection, user: &str, erasure: &Erasure) -> Result<Er
         .execute(conn)
         .map_err(from_diesel)?;
     let count = |n: usize| u64::try_from(n).map_err(other);
-    let row_counts = vec![
+    let mut row_counts = vec![
         ("actions".to_owned(), count(decisions)?),
         ("study_data".to_owned(), count(uploads)?),
         ("participant_events".to_owned(), count(events)?),
         ("users".to_owned(), 1),
     ];
+    justin_core::tables::count_erased_corrections(&mut row_counts, count(corrections)?);
     let record = ErasureRow::new(erasure, row.id, &row_counts);
     diesel::insert_into(erasures::table)
         .values(&record)

@@ -291,10 +291,21 @@ pub fn erasing_a_participant_erases_their_corrections(store: &dyn TestingStore) 
     let kept = correction_of(&upload_b, 6, 2);
     store.record_correction(&kept).unwrap();
 
-    store
+    let erased = store
         .erase_participant(&alice, &erasure(at(10, 0)))
         .unwrap();
 
+    assert_eq!(
+        erased.row_counts,
+        [
+            ("actions".to_owned(), 1),
+            ("study_data".to_owned(), 1),
+            ("study_data_corrections".to_owned(), 1),
+            ("participant_events".to_owned(), 1),
+            ("users".to_owned(), 1),
+        ],
+        "the audit record counts the corrections"
+    );
     assert_eq!(count(store, "study_data_corrections"), 1);
     assert_eq!(history(store, &a), None);
     assert_eq!(

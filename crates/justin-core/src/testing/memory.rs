@@ -535,7 +535,9 @@ impl Store for MemoryStore {
         tables.uploads.retain(|u| u.record.user_id != *user);
         let uploads = uploads_before - tables.uploads.len();
         let kept: std::collections::HashSet<i64> = tables.uploads.iter().map(|u| u.id).collect();
+        let corrections_before = tables.corrections.len();
         tables.corrections.retain(|c| kept.contains(&c.upload_id));
+        let corrections = corrections_before - tables.corrections.len();
         tables.rebuild_upload_index();
         let events_before = tables.events.len();
         tables.events.retain(|e| e.user_id != *user);
@@ -567,14 +569,16 @@ impl Store for MemoryStore {
         row.erased_at = Some(erasure.erased_at);
         let number = row.number;
         tables.users.insert(pseudonym, row);
+        let mut row_counts = vec![
+            ("actions".to_owned(), actions),
+            ("study_data".to_owned(), uploads as u64),
+            ("participant_events".to_owned(), events as u64),
+            ("users".to_owned(), 1),
+        ];
+        crate::tables::count_erased_corrections(&mut row_counts, corrections as u64);
         let filled = Erasure {
             participant_number: number,
-            row_counts: vec![
-                ("actions".to_owned(), actions),
-                ("study_data".to_owned(), uploads as u64),
-                ("participant_events".to_owned(), events as u64),
-                ("users".to_owned(), 1),
-            ],
+            row_counts,
             ..erasure.clone()
         };
         tables.erasures.push(filled.clone());
