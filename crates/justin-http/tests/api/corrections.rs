@@ -11,6 +11,10 @@ use serde_json::{json, Value};
 
 use crate::export::{export_rows, field};
 use crate::helpers::{error, rfc3339, spawn_app, upload_body, CallbackReceiver, TestApp};
+use crate::openapi::served_contract;
+
+const UPLOAD: &str = "/api/v1/upload_data";
+const HISTORY: &str = "/api/v1/users/{user_id}/decisions/{decision_idx}";
 
 /// An upload of decision `idx` of `user` with `clicks` (flat_prob's reward), sent at `sent`,
 /// as a correction when `correction` says so.
@@ -72,6 +76,7 @@ fn update_rows(store: &dyn Store, version: i64) -> Vec<StudyRecord> {
 #[test]
 fn a_correction_is_stored_beside_the_original_and_listed_in_the_history() {
     let app = spawn_app();
+    let contract = served_contract(&app);
     app.add_user("u1");
     let sent = "2025-01-01 12:00:00.5+01:00";
     let (status, answer) = app.post_json("/api/v1/upload_data", &body("u1", 0, 4.0, sent, None));
@@ -82,9 +87,10 @@ fn a_correction_is_stored_beside_the_original_and_listed_in_the_history() {
         let again = app.post_json("/api/v1/upload_data", &body("u1", 0, 5.0, sent, flag));
         assert_eq!(again, (400, error("Decision index already exists.")));
     }
-    let (status, first) = correct(&app, "u1", 0, 6.0, "2025-01-02T09:00:00Z");
+    let first = correct(&app, "u1", 0, 6.0, "2025-01-02T09:00:00Z");
+    contract.check("post", UPLOAD, &first);
     assert_eq!(
-        (status, first),
+        first,
         (
             201,
             json!({ "correction": 1, "message": "Data uploaded successfully.", "status": "success" })
@@ -97,7 +103,9 @@ fn a_correction_is_stored_beside_the_original_and_listed_in_the_history() {
         "{second}"
     );
 
-    let (status, shown) = history(&app, "u1", 0);
+    let got = history(&app, "u1", 0);
+    contract.check("get", HISTORY, &got);
+    let (status, shown) = got;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["status"], "success");
     assert_eq!(shown["user_id"], "u1");
@@ -121,6 +129,7 @@ fn a_correction_is_stored_beside_the_original_and_listed_in_the_history() {
     assert_eq!(corrections[0]["reward"], 6.0);
     assert_eq!(corrections[0]["timestamp"], "2025-01-02T09:00:00Z");
     assert_eq!(corrections[0]["state"][0].as_f64(), Some(26.0), "{shown}");
+    assert!(corrections[0].get("action").is_none(), "{shown}");
     assert_eq!(corrections[1]["correction"], 2);
     assert_eq!(
         corrections[1]["timestamp"],
@@ -145,6 +154,7 @@ fn a_correction_is_stored_beside_the_original_and_listed_in_the_history() {
 #[test]
 fn a_correction_needs_an_upload_with_the_same_draw() {
     let app = spawn_app();
+    let contract = served_contract(&app);
     app.add_user("u1");
     let (status, decided) = app.action("u1", 0, 30.0);
     assert_eq!(status, 201, "{decided}");
@@ -181,7 +191,9 @@ fn a_correction_needs_an_upload_with_the_same_draw() {
     // Another action, or another probability, than the original's: 409, nothing stored.
     let mut other_action = first.clone();
     other_action["data"]["action"] = json!(1 - decided["action"].as_i64().unwrap());
-    let (status, answer) = app.post_json("/api/v1/upload_data", &other_action);
+    let refused = app.post_json("/api/v1/upload_data", &other_action);
+    contract.check("post", UPLOAD, &refused);
+    let (status, answer) = refused;
     assert_eq!(status, 409, "{answer}");
     let message = answer["message"].as_str().unwrap();
     assert!(message.starts_with("A correction's action ("), "{message}");
@@ -199,7 +211,9 @@ fn a_correction_needs_an_upload_with_the_same_draw() {
     let (status, answer) = app.post_json("/api/v1/upload_data", &no_temperature);
     assert_eq!(status, 400, "{answer}");
 
-    let (status, shown) = history(&app, "u1", 0);
+    let got = history(&app, "u1", 0);
+    contract.check("get", HISTORY, &got);
+    let (status, shown) = got;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["corrections"], json!([]));
     assert_eq!(shown["decision"]["action"], decided["action"], "{shown}");
@@ -218,8 +232,11 @@ fn correct_with(app: &TestApp, body: &Value) -> (u16, Value) {
 #[test]
 fn the_history_of_an_unknown_decision_is_404_and_bad_paths_are_400() {
     let app = spawn_app();
+    let contract = served_contract(&app);
     app.add_user("u1");
     app.upload("u1", 0, 20.0);
+    contract.check("get", HISTORY, &history(&app, "u1", 1));
+    contract.check("get", HISTORY, &app.get("/api/v1/users/u1/decisions/x"));
 
     assert_eq!(history(&app, "u1", 1), (404, error("Decision not found.")));
     assert_eq!(
