@@ -31,7 +31,9 @@
 //! `included_policies`): an available upload was first used by the completed update with the smallest watermark at or above its id that
 //! learned from its policy and started before its participant withdrew, which the export looks
 //! up. So completing writes one row whatever the number of uploads the update read, where
-//! marking each upload would write every new one while holding the write lock.
+//! marking each upload would write every new one while holding the write lock. The largest
+//! correction id in the snapshot is the job's correction watermark, stored beside it: the job
+//! reads each upload's newest correction up to it.
 //!
 //! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
 //! job that outlives its lease (slower than the configured length) finds the lease gone or

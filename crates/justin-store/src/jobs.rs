@@ -22,7 +22,9 @@
 //! below it. Ids come from an identity sequence, in the order inserts draw them, but commit in
 //! any order; so the watermark is read under a SHARE lock on `study_data`, in a short
 //! transaction of its own before the job's: the lock waits for every insert in flight to end,
-//! and holds new ones back (before they draw an id) only until it commits.
+//! and holds new ones back (before they draw an id) only until it commits. The job's
+//! correction watermark is read the same way right after, on `study_data_corrections`
+//! ([`crate::corrections::watermark`]).
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
