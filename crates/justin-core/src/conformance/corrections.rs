@@ -21,6 +21,7 @@ macro_rules! corrections_store_suite {
         $crate::corrections_store_suite!(@tests $make_fixture;
             a_correction_is_stored_beside_the_original,
             a_correction_needs_an_upload_with_the_same_draw,
+            concurrent_corrections_get_different_numbers,
             updates_read_the_value_in_force_when_they_started,
             erasing_a_participant_erases_their_corrections,
             dashboard_reward_sums_follow_corrections,
@@ -206,6 +207,51 @@ pub fn a_correction_needs_an_upload_with_the_same_draw(store: &dyn TestingStore)
     ));
     assert_eq!(count(store, "study_data_corrections"), 0);
     assert_eq!(history(store, &d).unwrap().corrections, vec![]);
+}
+
+/// Concurrent corrections of one upload MUST all be stored, numbered 1 to n with no number
+/// twice, in the order of their ids (which the history shows).
+pub fn concurrent_corrections_get_different_numbers(store: &dyn TestingStore) {
+    const THREADS: i64 = 6;
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let d = decision(&alice, 0, 1, params.version);
+    let original = logged(store, &d);
+    let barrier = std::sync::Barrier::new(THREADS as usize);
+
+    let mut numbers: Vec<(u32, f64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=THREADS)
+            .map(|t| {
+                let (barrier, original) = (&barrier, &original);
+                s.spawn(move || {
+                    let mine = correction_of(original, 10 + t, t);
+                    barrier.wait();
+                    let recorded = store.record_correction(&mine).unwrap();
+                    (recorded.number, mine.reward)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    numbers.sort_by_key(|(n, _)| *n);
+    assert_eq!(
+        numbers.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<u32>>()
+    );
+    let shown: Vec<(u32, f64)> = history(store, &d)
+        .unwrap()
+        .corrections
+        .iter()
+        .map(|c| (c.number, c.reward))
+        .collect();
+    assert_eq!(
+        shown, numbers,
+        "each answer's number is its place in the history"
+    );
 }
 
 /// An update's job MUST read each upload's newest correction stored before it started, not
