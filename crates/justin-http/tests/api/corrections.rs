@@ -258,6 +258,10 @@ fn the_history_of_an_unknown_decision_is_404_and_bad_paths_are_400() {
             .0,
         400
     );
+    assert_eq!(
+        app.get("/api/v1/users/u1/decisions/0?decision_type=a&decision_type=b"),
+        (400, error("The query must be at most one decision_type."))
+    );
     assert_eq!(history(&app, "u1", 0).0, 200);
 }
 
