@@ -1,8 +1,8 @@
 //! Backups written here: restored into another SQLite database they give back every row, and
 //! their files have the layout and the value formats `justin-store` (PostgreSQL) writes and
-//! reads. A backup in PostgreSQL's formats restores here, and so does one taken before the
-//! trial-life migration; one taken before the decision-types migration is refused with what
-//! to do instead.
+//! reads. A backup in PostgreSQL's formats restores here, and so do ones taken before the
+//! trial-life and the corrections migrations; one taken before the decision-types migration is
+//! refused with what to do instead.
 
 use std::collections::BTreeMap;
 
@@ -668,4 +668,90 @@ fn a_backup_from_before_the_trial_life_restores_with_what_rows_were() {
         files["erasures.csv"],
         "id,erased_at,participant_number,pseudonym,row_counts,backup_file\n"
     );
+}
+
+/// A backup taken before migration 2026-12-04 has no `study_data_corrections` and no
+/// `update_provenance.last_correction_id`: it restores with no corrections, and its update
+/// reads the uploads as they were.
+#[test]
+fn a_backup_from_before_corrections_restores_without_corrections() {
+    let source = TestDatabase::create();
+    let updates = populate(source.store());
+    let before = contents(source.store(), &updates);
+    // A correction the old layout cannot hold, of an upload the update read.
+    let first: StudyRecord = source
+        .store()
+        .study_data()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    source
+        .store()
+        .record_correction(&StudyRecord {
+            reward: first.reward + 1.0,
+            ..first.clone()
+        })
+        .unwrap();
+    let dir = ScratchDir::new();
+    let backup = source.store().backup(&dir, at(20)).unwrap();
+    let mut files = unpack(&backup.path);
+    files.remove("study_data_corrections.csv");
+    let mut manifest: serde_json::Value = serde_json::from_str(&files["manifest.json"]).unwrap();
+    manifest["migrations"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m != "20261204000000");
+    let tables = manifest["tables"].as_array_mut().unwrap();
+    tables.retain(|t| t["name"] != "study_data_corrections");
+    for table in tables.iter_mut() {
+        if table["name"] == "update_provenance" {
+            let columns = table["columns"].as_array_mut().unwrap();
+            assert_eq!(columns.pop().unwrap(), "last_correction_id");
+        }
+    }
+    files.insert("manifest.json".into(), manifest.to_string());
+    let provenance = files["update_provenance.csv"].clone();
+    let mut reader = justin_backup::csv::CsvReader::new(provenance.as_bytes());
+    let mut out = Vec::new();
+    while let Some(mut record) = reader.next_record().unwrap() {
+        record.pop();
+        justin_backup::csv::write_record(&mut out, &record).unwrap();
+    }
+    files.insert(
+        "update_provenance.csv".into(),
+        String::from_utf8(out).unwrap(),
+    );
+    let old = dir.join("before-corrections.tar");
+    let entries: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    pack(&old, &entries);
+
+    let target = TestDatabase::create();
+    let report = target.store().restore(&old).unwrap();
+
+    assert!(report
+        .row_counts
+        .iter()
+        .all(|(table, _)| table != "study_data_corrections"));
+    assert_eq!(
+        contents(target.store(), &updates),
+        before,
+        "as before the correction"
+    );
+    let read: Vec<StudyRecord> = target
+        .store()
+        .update_rows(2)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(read[0], first);
+    // Corrections go on from there, and the restored update still reads none.
+    target.store().record_correction(&first).unwrap();
+    let again: Vec<StudyRecord> = target
+        .store()
+        .update_rows(2)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(again, read);
 }
