@@ -123,7 +123,8 @@ def build_table(export, unavailable_prob=None):
             raise ConversionError(f"grid.csv: {column} is empty on some row")
         frame[column] = frame[column].astype("int64")
     frame["user_id"] = frame["user_id"].astype(str)
-    for column in ["decision_idx", "action1_prob", "parameter_version", "policy_num", "reward", "first_used_in_version"]:
+    for column in ["decision_idx", "action1_prob", "parameter_version", "policy_num", "reward", "first_used_in_version",
+                   "corrections"]:
         frame[column] = frame[column].astype("float64")
     no_state = frame["has_state"] == 0
     for i, name in enumerate(covariates):

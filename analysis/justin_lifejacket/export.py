@@ -35,6 +35,7 @@ GRID_COLUMNS = [
     "reward",
     "first_used_in_version",
     "has_state",
+    "corrections",
 ]
 # update_rows.csv's columns before the covariates, in order.
 UPDATE_ROW_COLUMNS = [

@@ -155,6 +155,7 @@ def write(
         "user_id", "calendar_t", "scheduled_at", "decision_type", "in_study", "called",
         "decision_idx", "available", "action", "action1_prob", "parameter_version", "policy_num",
         "policy", "drawn_by_policy", "observed", "reward", "first_used_in_version", "has_state",
+        "corrections",
     ] + COVARIATES
     counts = {"participants": participants, "grid_rows": 0, "decisions": 0, "unplaced_decisions": 0,
               "in_study_cells_without_call": 0, "participants_left_out": 0,
@@ -206,6 +207,7 @@ def write(
                     text(cell["reward"]) if observed else "0.0",
                     text(used_in.get((user, t))) if (user, t) in used_in else "",
                     text(int(available)),
+                    "0" if observed else "",
                 ]
                 if available:
                     fields += [text(v) for v in cell["x"]]

@@ -30,6 +30,7 @@ mod beta_bernoulli;
 mod browser;
 mod commands;
 mod connections;
+mod corrections;
 mod export;
 mod flow;
 mod imperfect;

@@ -182,10 +182,12 @@ pub const SAME_LAYOUT_MIGRATIONS: [&str; 3] =
     ["20250403000000", "20261201000000", "20261202000000"];
 
 /// Tables a migration created, with its version: a backup taken before the migration does not
-/// hold them (2025-05-01, the life of a trial, created `participant_events` and `erasures`).
-pub const ADDED_TABLES: [(&str, &str); 2] = [
+/// hold them (2025-05-01, the life of a trial, created `participant_events` and `erasures`;
+/// 2026-12-04, corrections, `study_data_corrections`).
+pub const ADDED_TABLES: [(&str, &str); 3] = [
     ("participant_events", "20250501000000"),
     ("erasures", "20250501000000"),
+    ("study_data_corrections", "20261204000000"),
 ];
 
 /// Whether a backup taken from a database with `migrations` holds `table`: every table does,

@@ -38,6 +38,7 @@ pub const GRID_COLUMNS: &[&str] = &[
     "reward",
     "first_used_in_version",
     "has_state",
+    "corrections",
 ];
 
 /// Python's keywords, which cannot name a function's parameter.

@@ -19,7 +19,7 @@
 //! Checks rely on two conventions beyond the trait's signatures: timestamps are kept to the
 //! microsecond, and [`Store::row_counts`] names the tables of [`crate::tables::TABLES`]:
 //! `users`, `model_parameters`, `actions`, `study_data`, `model_update_requests`,
-//! `update_provenance`, `participant_events` and `erasures`.
+//! `update_provenance`, `participant_events`, `erasures` and `study_data_corrections`.
 //!
 //! [`store_contract_suite!`]: crate::store_contract_suite
 //! [`durable_store_suite!`]: crate::durable_store_suite
@@ -49,6 +49,8 @@ use crate::ports::{
     DecisionGuard, Recorded, Store, StoreError, TestingStore, UpdateJob, UploadRecorded,
 };
 use crate::tables::TABLES;
+
+pub mod corrections;
 
 /// Gives a check a fresh, empty store and keeps whatever backs it (a database, a directory)
 /// alive until the check ends.
@@ -157,6 +159,7 @@ macro_rules! store_contract_suite {
         );
         $crate::dashboard_store_suite!($make_fixture);
         $crate::watchdog_store_suite!($make_fixture);
+        $crate::corrections_store_suite!($make_fixture);
     };
 }
 
@@ -174,6 +177,7 @@ macro_rules! durable_store_suite {
             backup_and_restore_keep_the_life_of_the_trial,
         );
         $crate::dashboard_durable_suite!($make_fixture);
+        $crate::corrections_durable_suite!($make_fixture);
     };
 }
 
@@ -1579,6 +1583,13 @@ fn populate(store: &dyn Store) -> Populated {
     }
     store.record_study_data(&upload_for(&decisions[3])).unwrap();
     store.record_study_data(&upload_for(&decisions[5])).unwrap();
+    // A correction whose sent text holds a comma, a quote and a newline.
+    store
+        .record_correction(&StudyRecord {
+            sent_timestamp: "2025-01-02T00:00:00Z, \"again\"\nsecond line".into(),
+            ..corrections::correction_of(&upload_for(&decisions[0]), 3, 1)
+        })
+        .unwrap();
     store
         .change_enrollment(&users[1], &window(Some(-5), Some(900)), at(3, 0))
         .unwrap();
@@ -1627,6 +1638,7 @@ fn populate(store: &dyn Store) -> Populated {
         ("update_provenance", 1),
         ("participant_events", 5),
         ("erasures", 1),
+        ("study_data_corrections", 1),
     ]
     .into_iter()
     .map(|(t, n)| (t.to_owned(), n))
@@ -1685,6 +1697,7 @@ pub fn row_counts_count_every_table(store: &dyn Store) {
             "model_update_requests",
             "participant_events",
             "study_data",
+            "study_data_corrections",
             "update_provenance",
             "users"
         ]
@@ -2225,6 +2238,7 @@ pub fn export_joins_every_decision_with_its_upload(store: &dyn Store) {
         outcome: r.outcome.clone(),
         reward: r.reward,
         used_in_version,
+        corrections: 0,
     };
     let rows: Vec<ExportRow> = store.export().unwrap().map(Result::unwrap).collect();
     assert_eq!(
@@ -2965,6 +2979,7 @@ pub fn host_decision_after_a_matching_upload_is_stored(store: &dyn Store) {
                 outcome: upload.outcome.clone(),
                 reward: upload.reward,
                 used_in_version: None,
+                corrections: 0,
             }),
             imputed: None,
         }]

@@ -26,6 +26,11 @@
 //!   all of its rows.
 //! - Days are the decision's `request_timestamp` (the upload's for uploads) in the schedule's
 //!   time zone; a late upload for an old day lands in that day.
+//! - An upload's reward is the value in force: its newest correction's, else its own. A
+//!   correction is read like a new row (by its own id watermark and gaps) and makes the group
+//!   of the upload it corrects be recomputed whole, so the day's reward sum takes it in
+//!   exactly once. A correction of an upload the refresh has not read yet changes nothing:
+//!   the upload, when read, comes with the value in force.
 //! - A reset or restore empties the rollup with the study's tables; an erasure (it deletes
 //!   uploads and renames decisions), another time zone or other clip bounds make the next
 //!   refresh start again from nothing.
@@ -254,8 +259,17 @@ pub struct UploadFact {
     pub requested_at: DateTime<Utc>,
     /// When it was received.
     pub received_at: DateTime<Utc>,
-    /// Its reward.
+    /// Its reward: the value in force (its newest correction's, else its own).
     pub reward: f64,
+}
+
+/// One correction as a refresh reads it: its id and the upload it corrects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrectionFact {
+    /// The correction's row id.
+    pub id: i64,
+    /// The upload it corrects, with the value in force.
+    pub upload: UploadFact,
 }
 
 /// A range of ids that was missing when a refresh passed it.
@@ -284,6 +298,12 @@ pub struct RollupState {
     pub action_gaps: Vec<Gap>,
     /// Upload ids missing below `study_data_after`.
     pub upload_gaps: Vec<Gap>,
+    /// The largest correction id read (0 in a state stored before corrections existed).
+    #[serde(default)]
+    pub corrections_after: i64,
+    /// Correction ids missing below `corrections_after`.
+    #[serde(default)]
+    pub correction_gaps: Vec<Gap>,
 }
 
 /// A decision group's key and the range of ids its rows have.
@@ -346,6 +366,21 @@ pub trait RollupTx {
     /// # Errors
     /// On storage failure.
     fn uploads_between(&mut self, lo: i64, hi: i64) -> Result<Vec<UploadFact>, StoreError>;
+    /// Corrections with an id above `after`, in id order, at most `limit`, each with the
+    /// upload it corrects.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn corrections_after(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<CorrectionFact>, StoreError>;
+    /// Corrections with an id in `lo..=hi`, each with the upload it corrects.
+    ///
+    /// # Errors
+    /// On storage failure.
+    fn corrections_between(&mut self, lo: i64, hi: i64) -> Result<Vec<CorrectionFact>, StoreError>;
     /// Every stored decision group.
     ///
     /// # Errors
@@ -368,8 +403,8 @@ pub trait RollupTx {
         ids: (i64, i64),
         times: (DateTime<Utc>, DateTime<Utc>),
     ) -> Result<Vec<(f64, bool)>, StoreError>;
-    /// The count and reward sum of the uploads of a type with an id in `lo..=hi` and a decision
-    /// time in `[from, to)`.
+    /// The count and reward sum (of the values in force) of the uploads of a type with an id in
+    /// `lo..=hi` and a decision time in `[from, to)`.
     ///
     /// # Errors
     /// On storage failure.
@@ -424,6 +459,9 @@ struct Pending {
     /// by an earlier step, which would have stored the group), so it needs no second read.
     decisions: HashMap<DecisionKey, DecisionsRead>,
     uploads: HashMap<UploadKey, UploadsRead>,
+    /// Upload groups a correction touched: recomputed from their rows even when new, since
+    /// the correction may have been committed after their rows were read.
+    recompute: std::collections::HashSet<UploadKey>,
     participants: HashMap<String, Latest>,
 }
 
@@ -461,6 +499,19 @@ impl Pending {
         entry.2 .1 += u.reward;
         let p = self.participants.entry(u.user_id).or_default();
         p.1 = later(p.1, u.received_at);
+    }
+
+    /// A correction of upload `u`, read before: its group is recomputed from its rows, so it
+    /// is touched without adding to what was read.
+    fn corrected(&mut self, settings: &DashboardSettings, u: &UploadFact) {
+        let key = (settings.day_of(u.requested_at), u.decision_type.clone());
+        let entry = self
+            .uploads
+            .entry(key.clone())
+            .or_insert_with(|| (u.id, u.id, (0, 0.0)));
+        entry.0 = entry.0.min(u.id);
+        entry.1 = entry.1.max(u.id);
+        self.recompute.insert(key);
     }
 }
 
@@ -563,8 +614,38 @@ pub fn refresh_step(
     }
     state.upload_gaps = keep(std::mem::take(&mut state.upload_gaps), now_secs);
 
+    // Corrections of uploads read before (an upload not read yet comes with its value in
+    // force when it is). Those in a gap are read before any of the rows read now.
+    let mut corrections = Vec::new();
+    for gap in &state.correction_gaps {
+        corrections.extend(tx.corrections_between(gap.lo, gap.hi)?);
+    }
+    let chunk = tx.corrections_after(state.corrections_after, REFRESH_CHUNK)?;
+    more |= chunk.len() as u64 >= REFRESH_CHUNK.unsigned_abs();
+    if let Some(last) = chunk.last().map(|c| c.id) {
+        let ids: Vec<i64> = chunk.iter().map(|c| c.id).collect();
+        state
+            .correction_gaps
+            .extend(missing(state.corrections_after, &ids, now_secs));
+        state.corrections_after = last;
+        corrections.extend(chunk);
+    }
+    state.correction_gaps = keep(std::mem::take(&mut state.correction_gaps), now_secs);
+    let read = |id: i64| {
+        id <= state.study_data_after
+            && !state
+                .upload_gaps
+                .iter()
+                .any(|g| (g.lo..=g.hi).contains(&id))
+    };
+    for c in corrections {
+        if read(c.upload.id) {
+            pending.corrected(settings, &c.upload);
+        }
+    }
+
     write_decisions(tx, settings, pending.decisions)?;
-    write_uploads(tx, settings, pending.uploads)?;
+    write_uploads(tx, settings, pending.uploads, &pending.recompute)?;
     let mut participants: Vec<_> = pending.participants.into_iter().collect();
     participants.sort_by(|a, b| a.0.cmp(&b.0));
     for (user, (decision, upload)) in participants {
@@ -649,6 +730,7 @@ fn write_uploads(
     tx: &mut dyn RollupTx,
     settings: &DashboardSettings,
     touched: HashMap<UploadKey, UploadsRead>,
+    recompute: &std::collections::HashSet<UploadKey>,
 ) -> Result<(), StoreError> {
     if touched.is_empty() {
         return Ok(());
@@ -666,7 +748,11 @@ fn write_uploads(
     let touched: BTreeMap<_, _> = touched.into_iter().collect();
     for (key, (lo, hi, read)) in touched {
         let (min_id, max_id, (uploads, reward_sum)) = match stored.get(&key) {
-            None => (lo, hi, read),
+            None if !recompute.contains(&key) => (lo, hi, read),
+            None => {
+                let sums = tx.group_uploads(&key.1, (lo, hi), settings.day_bounds(key.0))?;
+                (lo, hi, sums)
+            }
             Some(&(a, b)) => {
                 let (min_id, max_id) = (a.min(lo), b.max(hi));
                 let sums =
@@ -781,6 +867,8 @@ mod tests {
     struct Db {
         decisions: Vec<DecisionFact>,
         uploads: Vec<UploadFact>,
+        /// Corrections: their id, the upload's id and the corrected reward.
+        corrections: Vec<(i64, i64, f64)>,
         state: Option<RollupState>,
         decision_days: BTreeMap<DecisionKey, StoredDecisionDay>,
         upload_days: BTreeMap<UploadKey, StoredUploadDay>,
@@ -827,10 +915,9 @@ mod tests {
         }
         fn uploads_after(&mut self, after: i64, limit: i64) -> Result<Vec<UploadFact>, StoreError> {
             let mut rows: Vec<_> = self
-                .uploads
-                .iter()
+                .in_force()
+                .into_iter()
                 .filter(|u| u.id > after)
-                .cloned()
                 .collect();
             rows.sort_by_key(|u| u.id);
             rows.truncate(usize::try_from(limit).unwrap());
@@ -838,11 +925,26 @@ mod tests {
         }
         fn uploads_between(&mut self, lo: i64, hi: i64) -> Result<Vec<UploadFact>, StoreError> {
             Ok(self
-                .uploads
-                .iter()
+                .in_force()
+                .into_iter()
                 .filter(|u| (lo..=hi).contains(&u.id))
-                .cloned()
                 .collect())
+        }
+        fn corrections_after(
+            &mut self,
+            after: i64,
+            limit: i64,
+        ) -> Result<Vec<CorrectionFact>, StoreError> {
+            let mut rows = self.correction_facts(|id| id > after);
+            rows.truncate(usize::try_from(limit).unwrap());
+            Ok(rows)
+        }
+        fn corrections_between(
+            &mut self,
+            lo: i64,
+            hi: i64,
+        ) -> Result<Vec<CorrectionFact>, StoreError> {
+            Ok(self.correction_facts(|id| (lo..=hi).contains(&id)))
         }
         fn decision_days(&mut self) -> Result<Vec<StoredDecisionDay>, StoreError> {
             Ok(self.decision_days.values().cloned().collect())
@@ -877,7 +979,7 @@ mod tests {
             times: (DateTime<Utc>, DateTime<Utc>),
         ) -> Result<(u64, f64), StoreError> {
             let rows: Vec<f64> = self
-                .uploads
+                .in_force()
                 .iter()
                 .filter(|u| {
                     (ids.0..=ids.1).contains(&u.id)
@@ -922,6 +1024,40 @@ mod tests {
     }
 
     impl Db {
+        /// The uploads with the reward in force.
+        fn in_force(&self) -> Vec<UploadFact> {
+            self.uploads
+                .iter()
+                .map(|u| {
+                    let newest = self
+                        .corrections
+                        .iter()
+                        .filter(|c| c.1 == u.id)
+                        .max_by_key(|c| c.0);
+                    UploadFact {
+                        reward: newest.map_or(u.reward, |c| c.2),
+                        ..u.clone()
+                    }
+                })
+                .collect()
+        }
+
+        /// The corrections whose id `take` selects, by id, with their uploads.
+        fn correction_facts(&self, take: impl Fn(i64) -> bool) -> Vec<CorrectionFact> {
+            let uploads = self.in_force();
+            let mut rows: Vec<CorrectionFact> = self
+                .corrections
+                .iter()
+                .filter(|c| take(c.0))
+                .filter_map(|c| {
+                    let upload = uploads.iter().find(|u| u.id == c.1)?.clone();
+                    Some(CorrectionFact { id: c.0, upload })
+                })
+                .collect();
+            rows.sort_by_key(|c| c.id);
+            rows
+        }
+
         fn refresh(&mut self, settings: &DashboardSettings, now: DateTime<Utc>) -> DashboardDays {
             while refresh_step(self, settings, now).unwrap() {}
             DashboardDays {
@@ -939,7 +1075,7 @@ mod tests {
         }
 
         fn truth(&self, settings: &DashboardSettings) -> DashboardDays {
-            days_of(settings, self.decisions.clone(), self.uploads.clone())
+            days_of(settings, self.decisions.clone(), self.in_force())
         }
     }
 
@@ -990,6 +1126,56 @@ mod tests {
         // After the grace period the gap is given up (5 was a refused insert).
         db.refresh(&settings, moment(LATE_COMMIT_GRACE_SECS + 1));
         assert!(db.state.as_ref().unwrap().action_gaps.is_empty());
+    }
+
+    fn upload_fact(id: i64, hour: i64, reward: f64) -> UploadFact {
+        UploadFact {
+            id,
+            user_id: format!("u{}", id % 3),
+            decision_type: "default".into(),
+            requested_at: DateTime::from_timestamp(1_750_000_000 + hour * 3600, 0).unwrap(),
+            received_at: DateTime::from_timestamp(1_750_000_000 + hour * 3600 + 60, 0).unwrap(),
+            reward,
+        }
+    }
+
+    #[test]
+    fn a_correction_changes_its_days_reward_sum_exactly_once() {
+        let settings = DashboardSettings {
+            zone: chrono_tz::UTC,
+            clip_bounds: None,
+        };
+        let mut db = Db::default();
+        for (id, hour, reward) in [(1, 1, 1.0), (2, 2, 2.0), (3, 30, 4.0)] {
+            db.uploads.push(upload_fact(id, hour, reward));
+        }
+        assert_eq!(db.refresh(&settings, moment(0)), db.truth(&settings));
+        let sum = |days: &DashboardDays| -> Vec<f64> {
+            days.uploads.iter().map(|u| u.reward_sum).collect()
+        };
+
+        // Correction 2 commits before 1: 2 is read, 1 is remembered as a gap.
+        db.corrections.push((2, 3, 10.0));
+        let days = db.refresh(&settings, moment(10));
+        assert_eq!(days, db.truth(&settings));
+        assert_eq!(sum(&days), [3.0, 10.0]);
+        db.corrections.push((1, 1, 5.0));
+        let days = db.refresh(&settings, moment(20));
+        assert_eq!(sum(&days), [7.0, 10.0]);
+        // Read again, and a second correction of the same upload: the newest counts, once.
+        assert_eq!(db.refresh(&settings, moment(21)), days);
+        db.corrections.push((3, 1, 0.5));
+        let days = db.refresh(&settings, moment(30));
+        assert_eq!(sum(&days), [2.5, 10.0]);
+        assert_eq!(days, db.truth(&settings));
+
+        // An upload and its correction new in one refresh: the value in force, once.
+        db.uploads.push(upload_fact(5, 2, 1.0));
+        db.corrections.push((4, 5, 3.0));
+        let days = db.refresh(&settings, moment(40));
+        assert_eq!(sum(&days), [5.5, 10.0]);
+        assert_eq!(days, db.truth(&settings));
+        assert_eq!(db.refresh(&settings, moment(41)), days);
     }
 
     #[test]

@@ -819,6 +819,51 @@ pub struct ExportedUpload {
     /// The parameter version of the first completed update that read this upload; `None`
     /// while no update has (and always for an unavailable decision).
     pub used_in_version: Option<i64>,
+    /// How many corrections the upload has had; `outcome` and `reward` are the newest
+    /// correction's when it has any (the value in force).
+    #[serde(default)]
+    pub corrections: u32,
+}
+
+/// A correction of an upload, as stored: the values it sent in place of the original's, and
+/// when. The original upload is kept as it was; the newest correction is the value in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Correction {
+    /// Its place among the decision's corrections: 1 for the first.
+    pub number: u32,
+    /// The time the study server gave in the correction.
+    pub requested_at: DateTime<Utc>,
+    /// The correction's `timestamp` exactly as the study server sent it.
+    pub sent_timestamp: String,
+    /// The time the service received it.
+    pub received_at: DateTime<Utc>,
+    /// The corrected context.
+    pub context: JsonObject,
+    /// The corrected state.
+    pub state: State,
+    /// The corrected outcome.
+    pub outcome: JsonObject,
+    /// The reward the algorithm derived from the corrected outcome.
+    pub reward: f64,
+}
+
+/// How a correction was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorrectionRecorded {
+    /// Its place among the decision's corrections: 1 for the first.
+    pub number: u32,
+}
+
+/// Everything stored for one decision key: the decision (if one was logged), the original
+/// upload (if any) and every correction of it, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionHistory {
+    /// The logged decision.
+    pub decision: Option<Decision>,
+    /// The original upload, as it was received.
+    pub upload: Option<StudyRecord>,
+    /// Its corrections, oldest first.
+    pub corrections: Vec<Correction>,
 }
 
 /// One row of the analysis export: a decision and what was uploaded for it.

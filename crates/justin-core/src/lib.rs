@@ -29,11 +29,12 @@ pub use analysis::{
     GRID_COLUMNS,
 };
 pub use domain::{
-    Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, Imputation, ImputedReward,
-    ImputedRewards, InvalidValue, JsonObject, ModelParameters, OutOfStudy, Participant,
-    ParticipantFacts, ParticipantStatus, Policy, Probability, Provenance, SentTime, State,
-    StudyRecord, UpdateInclusion, UpdateRecord, UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Correction,
+    CorrectionRecorded, Decision, DecisionHistory, DecisionIdx, DecisionType, Enrollment, Erasure,
+    ExportRow, ExportedUpload, Imputation, ImputedReward, ImputedRewards, InvalidValue, JsonObject,
+    ModelParameters, OutOfStudy, Participant, ParticipantFacts, ParticipantStatus, Policy,
+    Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRecord,
+    UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 pub use monitor::{Finding, FindingKind, MonitorReport, MonitorSettings, Severity};
 #[cfg(feature = "testing")]

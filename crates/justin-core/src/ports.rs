@@ -12,9 +12,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, CallbackDelivery, CompletedUpdate, Decision, Enrollment, Erasure, ExportRow,
-    Imputation, ModelParameters, Participant, ParticipantFacts, Probability, Provenance,
-    StudyRecord, UpdateInclusion, UpdateRecord, UpdateRequest, UserId,
+    Action, CallbackDelivery, CompletedUpdate, CorrectionRecorded, Decision, DecisionHistory,
+    DecisionIdx, DecisionType, Enrollment, Erasure, ExportRow, Imputation, ModelParameters,
+    Participant, ParticipantFacts, Probability, Provenance, StudyRecord, UpdateInclusion,
+    UpdateRecord, UpdateRequest, UserId,
 };
 
 /// A boxed error from an adapter, kept as the `source` of a domain error.
@@ -32,6 +33,9 @@ pub enum StoreError {
     /// Study data was already uploaded for this (user, decision type, decision index).
     #[error("study data already uploaded for this decision")]
     StudyDataExists,
+    /// A correction names a (user, decision type, decision index) with no upload to correct.
+    #[error("no study data uploaded for this decision to correct")]
+    NothingToCorrect,
     /// No update request has this id.
     #[error("update request not found")]
     UnknownUpdate,
@@ -174,7 +178,9 @@ pub trait UpdateJob {
     fn current_parameters(&mut self) -> Result<ModelParameters, StoreError>;
 
     /// Every study record of an available decision visible to the job's transaction, in
-    /// upload order, streamed. Records of unavailable decisions MUST NOT appear, nor those of
+    /// upload order, streamed, each with the value in force when the job started: its newest
+    /// correction committed before the job's start (context, state, outcome, reward), else the
+    /// original. Records of unavailable decisions MUST NOT appear, nor those of
     /// participants withdrawn (in the snapshot) at or before the job's `started_at`, nor those
     /// whose logged decision's policy
     /// `include` leaves out (an upload without a logged decision is included).
@@ -358,6 +364,34 @@ pub trait Store: Send + Sync {
     /// first in the order the two calls appear to run.
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError>;
 
+    /// Stores `record` as a correction of the upload stored for its (user, decision type,
+    /// decision index): its context, state, outcome, reward, timestamps (the sent text as it
+    /// is) and the link to the original, which MUST NOT change. Corrections of one upload are
+    /// numbered 1, 2, ... in the order stored; concurrent corrections of one upload MUST get
+    /// different numbers. Updates that start after it commits read the newest correction of
+    /// each upload in place of the original ([`UpdateJob::study_data`]).
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NothingToCorrect`] when no upload is stored for the key (an
+    /// unregistered or erased participant included), and [`StoreError::UploadMismatch`] with
+    /// the original's action and probability (storing nothing) when the record's action
+    /// differs from the original's or its probability is more than
+    /// [`Probability::TOLERANCE`] away: a correction cannot change the decision's draw.
+    fn record_correction(&self, record: &StudyRecord) -> Result<CorrectionRecorded, StoreError>;
+
+    /// Everything stored for one decision key: the logged decision, the original upload and
+    /// its corrections, oldest first; `None` when neither a decision nor an upload is stored
+    /// for the key.
+    ///
+    /// # Errors
+    /// Only on storage failure.
+    fn decision_history(
+        &self,
+        user: &UserId,
+        decision_type: &DecisionType,
+        decision_idx: DecisionIdx,
+    ) -> Result<Option<DecisionHistory>, StoreError>;
+
     /// Every stored decision, in the order they were stored, without loading them all into
     /// memory.
     ///
@@ -366,9 +400,10 @@ pub trait Store: Send + Sync {
     fn decisions(&self) -> Result<DecisionStream, StoreError>;
 
     /// One row per stored decision, in the order they were stored, each with the study data
-    /// uploaded for its key (if any), the first update that used that data, and the first
-    /// update that learned from the decision with its default reward
-    /// ([`UpdateJob::update_data`]; the one of smallest version); without loading
+    /// uploaded for its key (if any; its outcome and reward the value in force now, with the
+    /// number of corrections), the first update that used that data, and the first update that
+    /// learned from the decision with its default reward ([`UpdateJob::update_data`]; the one
+    /// of smallest version); without loading
     /// them all into memory. Decisions stored after the call starts MUST NOT appear.
     ///
     /// # Errors
@@ -392,7 +427,9 @@ pub trait Store: Send + Sync {
     /// The records that the update which produced `version` read, in the order it read them,
     /// streamed from one snapshot: exactly those its job's [`UpdateJob::update_data`] streamed
     /// (uploads below its watermark, available, of a policy it included, of a participant not
-    /// withdrawn when it started; then, when its provenance has
+    /// withdrawn when it started, each with the value that was in force for that update: the
+    /// newest correction at or below the update's correction watermark, none for an update
+    /// stored before corrections existed; then, when its provenance has
     /// [`imputed`](crate::Provenance::imputed) rewards, the decisions it imputed, with the
     /// reward stored there), as they are stored now. Records deleted since (an erasure) are
     /// missing; records changed since appear as they are now; an upload that came after the

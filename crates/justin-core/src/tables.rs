@@ -8,7 +8,7 @@ use crate::ports::StoreError;
 
 /// The tables of a study, in the order reports and backups list them, which is also an order
 /// foreign keys allow rows to be inserted in (restore relies on it).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "users",
     "model_parameters",
     "actions",
@@ -17,6 +17,7 @@ pub const TABLES: [&str; 8] = [
     "update_provenance",
     "participant_events",
     "erasures",
+    "study_data_corrections",
 ];
 
 /// One statement counting the rows of every table of [`TABLES`], as rows of `name` (text) and
@@ -47,6 +48,19 @@ pub fn in_table_order(
             Ok((name, rows))
         })
         .collect()
+}
+
+/// Adds the corrections an erasure deleted to its audit record's `row_counts`, after
+/// `study_data`, when there were any: the record of a participant without corrections reads as
+/// it did before corrections existed.
+pub fn count_erased_corrections(row_counts: &mut Vec<(String, u64)>, corrections: u64) {
+    if corrections > 0 {
+        let at = row_counts
+            .iter()
+            .position(|(table, _)| table == "study_data")
+            .map_or(row_counts.len(), |i| i + 1);
+        row_counts.insert(at, ("study_data_corrections".to_owned(), corrections));
+    }
 }
 
 #[cfg(test)]
@@ -80,9 +94,18 @@ mod tests {
 
         let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, TABLES);
-        assert_eq!(listed[0], ("users".to_owned(), 8));
-        assert_eq!(listed[5], ("update_provenance".to_owned(), 3));
-        assert_eq!(listed[7], ("erasures".to_owned(), 1));
+        assert_eq!(listed[0], ("users".to_owned(), 9));
+        assert_eq!(listed[5], ("update_provenance".to_owned(), 4));
+        assert_eq!(listed[8], ("study_data_corrections".to_owned(), 1));
+    }
+
+    #[test]
+    fn erased_corrections_follow_study_data_and_only_when_there_were_some() {
+        let mut counts = vec![("actions".to_owned(), 2), ("study_data".to_owned(), 1)];
+        count_erased_corrections(&mut counts, 0);
+        assert_eq!(counts.len(), 2);
+        count_erased_corrections(&mut counts, 3);
+        assert_eq!(counts[2], ("study_data_corrections".to_owned(), 3));
     }
 
     #[test]

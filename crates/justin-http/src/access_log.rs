@@ -209,6 +209,7 @@ mod tests {
             ("PATCH", "/api/v1/users/alice"),
             ("POST", "/api/v1/users/alice/withdraw"),
             ("POST", "/api/v1/users/alice/erase"),
+            ("GET", "/api/v1/users/alice/decisions/3"),
             ("GET", "/api/v1/users/alice/unknown"),
             ("POST", "/api/v1/action"),
         ] {
@@ -226,6 +227,7 @@ mod tests {
                 "/api/v1/users/{user_id}",
                 "/api/v1/users/{user_id}/withdraw",
                 "/api/v1/users/{user_id}/erase",
+                "/api/v1/users/{user_id}/decisions/{decision_idx}",
                 PARTICIPANT_PATH,
                 "/api/v1/action",
             ]

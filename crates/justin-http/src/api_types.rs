@@ -282,6 +282,13 @@ pub struct UploadDataRequest {
     pub decision_type: Option<String>,
     /// What happened at and after the decision.
     pub data: UploadedData,
+    /// `true`: this upload corrects the one stored for the decision, which is kept; the
+    /// correction is stored beside it and updates from then on learn from it. Its `action` and
+    /// `action_prob` must be the original upload's (409 otherwise), and an upload must be
+    /// stored for the decision (400 `No upload to correct for this decision index.`).
+    /// Absent, `null` or `false`: an upload, refused with 400 `Decision index already
+    /// exists.` when one is stored.
+    pub correction: Option<bool>,
 }
 
 /// The `data` of an upload. When the service logged the decision, `action` and `action_prob`
@@ -658,6 +665,10 @@ impl From<Decision> for ActionResponse {
 /// 201 of `POST /api/v1/upload_data`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct UploadDataResponse {
+    /// Only for a correction: its place among the decision's corrections (1 for the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, nullable = false)]
+    pub correction: Option<u32>,
     /// `Data uploaded successfully.`
     pub message: String,
     /// Always `success`.
@@ -667,8 +678,122 @@ pub struct UploadDataResponse {
 impl Default for UploadDataResponse {
     fn default() -> Self {
         Self {
+            correction: None,
             message: "Data uploaded successfully.".into(),
             status: Success::Success,
+        }
+    }
+}
+
+/// An upload or a correction of it, as `GET /api/v1/users/{user_id}/decisions/{decision_idx}`
+/// shows it: every value as it was sent, with when it was received.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct UploadEntry {
+    /// The uploaded action; absent for a correction (it is the original's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i16>, minimum = 0, maximum = 1, nullable = false)]
+    pub action: Option<Action>,
+    /// The uploaded probability of action 1; absent for a correction (it is the original's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, minimum = 0.0, maximum = 1.0, nullable = false)]
+    pub action_prob: Option<Probability>,
+    /// The context, as sent.
+    #[schema(value_type = Object)]
+    pub context: justin_core::JsonObject,
+    /// For a correction, its place among the decision's corrections (1 for the first);
+    /// absent for the original upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, nullable = false)]
+    pub correction: Option<u32>,
+    /// The outcome, as sent.
+    #[schema(value_type = Object)]
+    pub outcome: justin_core::JsonObject,
+    /// When the service received it (RFC 3339, UTC, microseconds).
+    #[schema(format = DateTime)]
+    pub received_at: String,
+    /// The reward the algorithm derived from the outcome.
+    pub reward: f64,
+    /// The state, as sent.
+    #[schema(value_type = Vec<f64>)]
+    pub state: State,
+    /// The `timestamp` exactly as the study server sent it.
+    pub timestamp: String,
+}
+
+impl From<justin_core::StudyRecord> for UploadEntry {
+    fn from(r: justin_core::StudyRecord) -> Self {
+        Self {
+            action: Some(r.action),
+            action_prob: Some(r.action_prob),
+            context: r.context,
+            correction: None,
+            outcome: r.outcome,
+            received_at: r.received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            reward: r.reward,
+            state: r.state,
+            timestamp: r.sent_timestamp,
+        }
+    }
+}
+
+impl From<justin_core::Correction> for UploadEntry {
+    fn from(c: justin_core::Correction) -> Self {
+        Self {
+            action: None,
+            action_prob: None,
+            context: c.context,
+            correction: Some(c.number),
+            outcome: c.outcome,
+            received_at: c.received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            reward: c.reward,
+            state: c.state,
+            timestamp: c.sent_timestamp,
+        }
+    }
+}
+
+/// 200 of `GET /api/v1/users/{user_id}/decisions/{decision_idx}`: everything stored for one
+/// decision.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DecisionHistoryResponse {
+    /// The corrections of the upload, oldest first; the newest is the value in force (the
+    /// upload's when there is none).
+    pub corrections: Vec<UploadEntry>,
+    /// The decision as `/action` answered it; `null` when no decision was logged for the key.
+    #[schema(required = true)]
+    pub decision: Option<StoredDecision>,
+    /// The decision's index.
+    pub decision_idx: i64,
+    /// The decision's type.
+    #[schema(value_type = String)]
+    pub decision_type: DecisionType,
+    /// Always `success`.
+    pub status: Success,
+    /// The original upload; `null` before one is stored.
+    #[schema(required = true)]
+    pub upload: Option<UploadEntry>,
+    /// The participant.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+}
+
+impl DecisionHistoryResponse {
+    /// The answer for the key (`user_id`, `decision_type`, `decision_idx`) and what is stored
+    /// for it.
+    pub fn new(
+        user_id: UserId,
+        decision_type: DecisionType,
+        decision_idx: justin_core::DecisionIdx,
+        history: justin_core::DecisionHistory,
+    ) -> Self {
+        Self {
+            corrections: history.corrections.into_iter().map(Into::into).collect(),
+            decision: history.decision.map(Into::into),
+            decision_idx: decision_idx.get(),
+            decision_type,
+            status: Success::Success,
+            upload: history.upload.map(Into::into),
+            user_id,
         }
     }
 }

@@ -54,8 +54,10 @@ impl From<DomainError> for ApiError {
             DomainError::InvalidInput(msg) => Self::BadRequest(msg),
             e @ (DomainError::UserExists
             | DomainError::DecisionExists
+            | DomainError::NothingToCorrect
             | DomainError::InvalidBackup(_)) => Self::BadRequest(e.to_string()),
             e @ (DomainError::UploadMismatch { .. }
+            | DomainError::CorrectionMismatch { .. }
             | DomainError::AlreadyWithdrawn
             | DomainError::DecisionDiffers(_)) => Self::Conflict(e.to_string()),
             e @ (DomainError::UserNotFound

@@ -17,10 +17,12 @@ use justin_core::{ExportRow, StoreError};
 /// each value came from (the `*_timestamp` columns are instants in UTC; the two `*_as_sent`
 /// are the study server's `timestamp` of the decision and of the upload exactly as it sent
 /// them); the next four say which policy gave the probability and whether the participant was
-/// in the study; the last two name the first update that learned from the decision with the
+/// in the study; the next two name the first update that learned from the decision with the
 /// default reward because no outcome came within the outcome window, and that reward (empty
-/// when none did; `reward` stays what was uploaded, if anything). New columns are only ever
-/// appended, so a column keeps its position.
+/// when none did; `reward` stays what was uploaded, if anything); `corrections` counts the
+/// corrections of the upload (empty without one), whose newest is the value `outcome` and
+/// `reward` show (the value in force). New columns are only ever appended, so a column keeps
+/// its position.
 pub const COLUMNS: &[&str] = &[
     "user_id",
     "decision_type",
@@ -49,6 +51,7 @@ pub const COLUMNS: &[&str] = &[
     "in_study",
     "reward_imputed_in_version",
     "imputed_reward",
+    "corrections",
 ];
 
 /// `true` or `false`, as R, pandas and spreadsheets read a logical column.
@@ -83,7 +86,7 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
     let d = &row.decision;
     let upload = row.upload.as_ref();
     let used_in_version = upload.and_then(|u| u.used_in_version);
-    let fields: [Field; 27] = [
+    let fields: [Field; 28] = [
         Some(d.user_id.to_string()),
         Some(d.decision_type.to_string()),
         Some(d.decision_idx.get().to_string()),
@@ -111,6 +114,7 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
         Some(bool_text(d.availability.in_study())),
         row.imputed.map(|i| i.version.to_string()),
         row.imputed.map(|i| float_text(i.reward)),
+        upload.map(|u| u.corrections.to_string()),
     ];
     write_record(out, &fields)
 }
@@ -205,6 +209,7 @@ mod tests {
                 outcome: json!({"reward": 1.5}).as_object().unwrap().clone(),
                 reward: 1.5,
                 used_in_version: Some(3),
+                corrections: 2,
             }),
             imputed: None,
         };
@@ -216,7 +221,7 @@ mod tests {
                 r#""{""reward"":1.5}",1.5,true,3,2025-01-01T12:00:10.123456Z,"#,
                 "2025-01-01T12:00:11.123456Z,18446744073709551615,",
                 "2025-01-01 13:00:00.123456789+01:00,2025-01-01T12:00:10.123456,",
-                "algorithm,,,true,,\n"
+                "algorithm,,,true,,,2\n"
             )
         );
     }
@@ -236,7 +241,7 @@ mod tests {
         let line = text(&row);
         let line = line
             .trim_end()
-            .strip_suffix(",algorithm,,,true,,")
+            .strip_suffix(",algorithm,,,true,,,")
             .unwrap_or_else(|| panic!("{line}"));
         let fields: Vec<&str> = line.rsplitn(10, ',').collect();
         // From the end: upload_request_timestamp_as_sent, request_timestamp_as_sent, rng_seed,
@@ -260,7 +265,8 @@ mod tests {
         assert!(line.contains(",0,0.0,2,"), "{line}");
     }
 
-    /// The last four columns of a row.
+    /// The four columns before `corrections` of a row without an upload (whose `corrections`
+    /// is empty).
     fn policy_columns(decision: Decision) -> String {
         let line = text(&ExportRow {
             decision,
@@ -268,8 +274,8 @@ mod tests {
             imputed: None,
         });
         line.trim_end()
-            .rsplitn(7, ',')
-            .skip(2)
+            .rsplitn(8, ',')
+            .skip(3)
             .take(4)
             .collect::<Vec<_>>()
             .into_iter()
@@ -289,7 +295,7 @@ mod tests {
             }),
         };
         let line = text(&row);
-        assert!(line.ends_with(",algorithm,,,true,4,-0.25\n"), "{line}");
+        assert!(line.ends_with(",algorithm,,,true,4,-0.25,\n"), "{line}");
         // No outcome and no reward of its own: the columns of an upload stay empty.
         assert!(line.contains(r#","[1,23]",1,0.25,2,,,false,"#), "{line}");
     }
@@ -349,7 +355,7 @@ mod tests {
         );
         assert_eq!(
             COLUMNS[25..],
-            ["reward_imputed_in_version", "imputed_reward"]
+            ["reward_imputed_in_version", "imputed_reward", "corrections"]
         );
     }
 }

@@ -782,6 +782,7 @@ impl Exporter<'_> {
                         number(upload.map_or(REWARD_FILL, |u| u.reward)),
                         upload.and_then(|u| u.used_in_version).and_then(int),
                         flag(covariates.is_some()),
+                        upload.and_then(|u| int(i64::from(u.corrections))),
                     ]);
                     match covariates {
                         Some(values) => fields.extend(values.into_iter().map(number)),
@@ -803,6 +804,7 @@ impl Exporter<'_> {
                         number(REWARD_FILL),
                         None,
                         flag(false),
+                        None,
                     ]);
                     fields.extend(self.covariates.iter().map(|_| None));
                     if in_study {
@@ -1190,6 +1192,23 @@ mod tests {
                 .unwrap();
         }
 
+        fn correct(&self, d: &Decision, reward: f64) {
+            self.service
+                .correct_upload(UploadRequest {
+                    user_id: d.user_id.clone(),
+                    decision_type: d.decision_type.clone(),
+                    decision_idx: d.decision_idx,
+                    requested_at: d.requested_at,
+                    sent_timestamp: d.sent_timestamp.clone(),
+                    context: d.context.clone(),
+                    action: d.action,
+                    action_prob: d.action_prob,
+                    state: d.state.clone(),
+                    outcome: object(json!({ "reward": reward })),
+                })
+                .unwrap();
+        }
+
         fn update(&self, when: &str) {
             self.clock.set(at(when));
             self.service
@@ -1272,6 +1291,44 @@ mod tests {
         study.update("2026-01-08T20:00:00Z");
         study.decide(&b, 2, "2026-01-09T08:00:00Z");
         study
+    }
+
+    /// grid.csv has the reward in force and the number of corrections; update_rows.csv each
+    /// update's rows as it read them, before or after a correction.
+    #[test]
+    fn the_grid_has_the_reward_in_force_and_the_update_rows_what_each_update_read() {
+        let study = Study::thompson();
+        let a = study.enroll("a", Some("2026-01-05T00:00:00Z"), None);
+        let d0 = study.decide(&a, 0, "2026-01-05T08:00:00Z");
+        study.upload(&d0, 1.0);
+        let d1 = study.decide(&a, 1, "2026-01-06T08:00:00Z");
+        study.upload(&d1, 2.0);
+        study.update("2026-01-06T20:00:00Z");
+        study.correct(&d0, 4.0);
+        study.update("2026-01-07T20:00:00Z");
+        study.correct(&d0, -3.5);
+        let dir = tempdir();
+        let out = dir.path().join("export");
+
+        study.export(&daily(&[("default", 8)]), &out).unwrap();
+
+        let grid = rows_of(&out.join("grid.csv"));
+        let column = |name: &str| -> Vec<&str> { grid.iter().map(|r| r[name].as_str()).collect() };
+        assert_eq!(column("reward"), ["-3.5", "2.0"]);
+        assert_eq!(column("corrections"), ["2", "0"]);
+        let read: Vec<(String, String)> = rows_of(&out.join("update_rows.csv"))
+            .into_iter()
+            .map(|r| (r["parameter_version"].clone(), r["reward"].clone()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("2".to_owned(), "1.0".to_owned()),
+                ("2".to_owned(), "2.0".to_owned()),
+                ("3".to_owned(), "4.0".to_owned()),
+                ("3".to_owned(), "2.0".to_owned()),
+            ]
+        );
     }
 
     #[test]
@@ -1371,6 +1428,7 @@ mod tests {
         assert_eq!(show("b", "policy_num"), ["", "", "2", "2", "3"]);
         assert_eq!(show("c", "policy_num"), ["1", "2", "2", "", ""]);
         assert_eq!(show("a", "has_state"), ["1", "1", "1", "0", "0"]);
+        assert_eq!(show("a", "corrections"), ["0", "0", "0", "", ""]);
         assert_eq!(show("a", "intercept"), ["1.0", "1.0", "1.0", "", ""]);
         assert_eq!(show("a", "temp"), ["0.0", "0.5", "1.0", "", ""]);
         assert_eq!(
@@ -1662,6 +1720,23 @@ mod tests {
 
         fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
             self.inner.record_study_data(record)
+        }
+
+        fn record_correction(
+            &self,
+            record: &StudyRecord,
+        ) -> Result<justin_core::CorrectionRecorded, StoreError> {
+            self.inner.record_correction(record)
+        }
+
+        fn decision_history(
+            &self,
+            user: &UserId,
+            decision_type: &justin_core::DecisionType,
+            decision_idx: justin_core::DecisionIdx,
+        ) -> Result<Option<justin_core::DecisionHistory>, StoreError> {
+            self.inner
+                .decision_history(user, decision_type, decision_idx)
         }
 
         fn decisions(&self) -> Result<DecisionStream, StoreError> {

@@ -78,6 +78,7 @@ that has none. `/healthz`, `/readyz` and this document stay open either way.";
         routes::action::request::handle,
         routes::host_decision::record::handle,
         routes::data::upload::handle,
+        routes::data::history::handle,
         routes::update::request::handle,
         routes::update::status::handle,
         routes::parameters::show::current,

@@ -122,6 +122,9 @@ fn export_all(conn: &mut SqliteConnection, pending: &PendingBackup) -> Result<Sn
             ProvenanceRow::NAME => export::<ProvenanceRow>(conn, pending)?,
             EventRow::NAME => export::<EventRow>(conn, pending)?,
             ErasureRow::NAME => export::<ErasureRow>(conn, pending)?,
+            crate::corrections::CorrectionRow::NAME => {
+                export::<crate::corrections::CorrectionRow>(conn, pending)?
+            }
             other_table => {
                 return Err(Failure::Store(other(format!(
                     "no exporter for table {other_table}"

@@ -31,7 +31,9 @@
 //! `included_policies`): an available upload was first used by the completed update with the smallest watermark at or above its id that
 //! learned from its policy and started before its participant withdrew, which the export looks
 //! up. So completing writes one row whatever the number of uploads the update read, where
-//! marking each upload would write every new one while holding the write lock.
+//! marking each upload would write every new one while holding the write lock. The largest
+//! correction id in the snapshot is the job's correction watermark, stored beside it: the job
+//! reads each upload's newest correction up to it.
 //!
 //! A job dropped without an outcome rolls its snapshot back and frees the lease at once. A
 //! job that outlives its lease (slower than the configured length) finds the lease gone or
@@ -299,6 +301,7 @@ pub(crate) fn claim(
         snapshot_version: None,
         snapshot_last_upload: None,
         snapshot_last_decision: None,
+        snapshot_last_correction: 0,
     };
     // On error, dropping the job frees the lease.
     job.open_snapshot()?;
@@ -325,6 +328,9 @@ pub(crate) struct SqliteUpdateJob {
     /// The largest decision id in the snapshot (none without decisions): the job imputes
     /// rewards for decisions up to it, and `complete` stores it when it did.
     snapshot_last_decision: Option<i64>,
+    /// The largest correction id in the snapshot (0 for none): the job reads each upload's
+    /// newest correction up to it, and `complete` stores it with the watermark.
+    snapshot_last_correction: i64,
 }
 
 impl SqliteUpdateJob {
@@ -354,6 +360,8 @@ impl SqliteUpdateJob {
         self.snapshot_version = version;
         self.snapshot_last_upload = last_upload;
         self.snapshot_last_decision = last_decision;
+        self.snapshot_last_correction =
+            crate::corrections::watermark(self.conn()?).map_err(from_diesel)?;
         Ok(())
     }
 
@@ -458,6 +466,7 @@ impl UpdateJob for SqliteUpdateJob {
             upto,
             include,
             started_at,
+            corrections_upto: self.snapshot_last_correction,
         });
         let imputed = imputation.and_then(|rule| {
             self.snapshot_last_decision
@@ -507,11 +516,11 @@ impl UpdateJob for SqliteUpdateJob {
                 job.snapshot_last_upload.unwrap_or(0),
                 job.snapshot_last_decision.unwrap_or(0),
             );
+            let mut record = ProvenanceRow::new(id, version, provenance, finished_at, watermarks)
+                .map_err(Failure::Store)?;
+            record.last_correction_id = Some(job.snapshot_last_correction);
             diesel::insert_into(update_provenance::table)
-                .values(
-                    ProvenanceRow::new(id, version, provenance, finished_at, watermarks)
-                        .map_err(Failure::Store)?,
-                )
+                .values(record)
                 .execute(conn)?;
             Ok(stored)
         })?;

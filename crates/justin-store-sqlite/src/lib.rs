@@ -12,6 +12,7 @@
 
 mod backup;
 mod by_participant;
+mod corrections;
 mod dashboard;
 mod error;
 mod jobs;

@@ -40,7 +40,11 @@ fn parse_optional_time(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, Inval
 }
 
 /// Says which table and row held an invalid value.
-fn invalid(table: &str, id: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn invalid(
+    table: &str,
+    id: impl std::fmt::Display,
+    e: impl std::fmt::Display,
+) -> StoreError {
     other(format!("invalid row {id} in {table}: {e}"))
 }
 
@@ -48,7 +52,7 @@ fn json(raw: &str) -> Result<serde_json::Value, InvalidValue> {
     serde_json::from_str(raw).map_err(|e| InvalidValue(format!("invalid JSON: {e}")))
 }
 
-fn json_object(raw: &str) -> Result<JsonObject, InvalidValue> {
+pub(crate) fn json_object(raw: &str) -> Result<JsonObject, InvalidValue> {
     match json(raw)? {
         serde_json::Value::Object(map) => Ok(map),
         other => Err(InvalidValue(format!(
@@ -57,7 +61,7 @@ fn json_object(raw: &str) -> Result<JsonObject, InvalidValue> {
     }
 }
 
-fn state(raw: &str) -> Result<State, InvalidValue> {
+pub(crate) fn state(raw: &str) -> Result<State, InvalidValue> {
     let values: Vec<f64> = serde_json::from_str(raw)
         .map_err(|e| InvalidValue(format!("state is not a list of numbers: {e}")))?;
     State::new(values)
@@ -478,6 +482,7 @@ impl UploadColumns {
             outcome: json_object(&self.outcome).map_err(bad)?,
             reward: self.reward,
             used_in_version,
+            corrections: 0,
         })
     }
 }
@@ -493,6 +498,8 @@ pub(crate) struct ExportRecord {
     /// default reward, and that reward (none when no update did).
     pub imputed_in_version: Option<i64>,
     pub imputed_reward: Option<f64>,
+    /// The upload's newest correction and how many it has, when it has any.
+    pub correction: Option<(crate::corrections::CorrectionRow, u32)>,
 }
 
 impl TryFrom<ExportRecord> for ExportRow {
@@ -500,12 +507,24 @@ impl TryFrom<ExportRecord> for ExportRow {
 
     fn try_from(row: ExportRecord) -> Result<Self, StoreError> {
         let used_in_version = row.used_in_version;
+        let correction = row.correction;
+        let upload = row
+            .upload
+            .map(|upload| {
+                let mut exported = upload.exported(used_in_version)?;
+                // The value in force: the newest correction's.
+                if let Some((newest, count)) = correction {
+                    let newest = newest.into_correction(count)?;
+                    exported.outcome = newest.outcome;
+                    exported.reward = newest.reward;
+                    exported.corrections = count;
+                }
+                Ok::<_, StoreError>(exported)
+            })
+            .transpose()?;
         Ok(ExportRow {
             decision: row.decision.try_into()?,
-            upload: row
-                .upload
-                .map(|upload| upload.exported(used_in_version))
-                .transpose()?,
+            upload,
             imputed: match (row.imputed_in_version, row.imputed_reward) {
                 (Some(version), Some(reward)) => Some(ImputedReward { version, reward }),
                 _ => None,
@@ -643,6 +662,8 @@ pub(crate) struct ProvenanceRow {
     pub imputed_decided_by: Option<String>,
     pub default_reward: Option<f64>,
     pub imputed_rows: Option<i64>,
+    /// The job's correction watermark; `new` leaves it `None` for the job to set.
+    pub last_correction_id: Option<i64>,
 }
 
 impl ProvenanceRow {
@@ -675,6 +696,7 @@ impl ProvenanceRow {
             created_at: fmt_time(created_at),
             last_study_data_id,
             included_policies: p.included_policies.clone(),
+            last_correction_id: None,
         })
     }
 }

@@ -22,6 +22,7 @@ use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
 
 use crate::backup::{from_format, Failure};
+use crate::corrections::CorrectionRow;
 use crate::error::{from_diesel, other};
 use crate::models::{
     ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow, UpdateRow, UserRow,
@@ -92,6 +93,7 @@ pub(crate) fn restore(
                     ProvenanceRow::NAME => import::<ProvenanceRow>(conn, &source)?,
                     EventRow::NAME => import::<EventRow>(conn, &source)?,
                     ErasureRow::NAME => import::<ErasureRow>(conn, &source)?,
+                    CorrectionRow::NAME => import::<CorrectionRow>(conn, &source)?,
                     other_table => {
                         return Err(Failure::Store(other(format!(
                             "no importer for table {other_table}"
@@ -127,6 +129,7 @@ fn record_check(table: &str) -> Option<RecordCheck> {
         ProvenanceRow::NAME => Some(|f| ProvenanceRow::parse(f).map(drop)),
         EventRow::NAME => Some(|f| EventRow::parse(f).map(drop)),
         ErasureRow::NAME => Some(|f| ErasureRow::parse(f).map(drop)),
+        CorrectionRow::NAME => Some(|f| CorrectionRow::parse(f).map(drop)),
         _ => None,
     }
 }
@@ -185,6 +188,9 @@ const TRIAL_LIFE_MIGRATION: &str = "20250501000000";
 
 /// The migration that recorded what each update learned with the default reward.
 const OUTCOME_WINDOW_MIGRATION: &str = "20261203000000";
+/// The migration that added corrections: their table, and the correction watermark of
+/// `update_provenance`.
+const CORRECTIONS_MIGRATION: &str = "20261204000000";
 
 /// Checks that the database has the schema the backup was taken from, or the schema
 /// migrations 2025-04-01, 2025-04-02, 2025-05-01 and 2026-12-03 made of it, and says how to complete its
@@ -222,6 +228,7 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
                     || m == SENT_TIMESTAMPS_MIGRATION
                     || m == TRIAL_LIFE_MIGRATION
                     || m == OUTCOME_WINDOW_MIGRATION
+                    || m == CORRECTIONS_MIGRATION
             })
         })
         .ok_or_else(|| {
@@ -236,6 +243,8 @@ fn check_database(conn: &mut SqliteConnection, backup: &CheckedBackup) -> Result
         sent_timestamp: newer.iter().any(|m| m == SENT_TIMESTAMPS_MIGRATION),
         trial_life: newer.iter().any(|m| m == TRIAL_LIFE_MIGRATION),
         outcome_window: newer.iter().any(|m| m == OUTCOME_WINDOW_MIGRATION),
+        // Migrations apply in order: a backup from before an earlier one is from before this.
+        corrections: newer.iter().any(|m| m == CORRECTIONS_MIGRATION),
     };
     for CheckedTable { table, .. } in &backup.tables {
         let live = live_columns(conn, &table.name).map_err(from_diesel)?;

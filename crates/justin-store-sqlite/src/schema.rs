@@ -186,7 +186,8 @@ diesel::table! {
         /// The largest study-data id the update could read.
         last_study_data_id -> BigInt,
         /// The policies of the decisions it learned from, comma-separated.
-        included_policies -> Text,        /// The newest decision its job could read, when it imputed rewards.
+        included_policies -> Text,
+        /// The newest decision its job could read, when it imputed rewards.
         last_action_id -> Nullable<BigInt>,
         /// Decisions made at or before this without an upload were learned from with
         /// `default_reward` (NULL: missing outcomes were left out).
@@ -195,6 +196,8 @@ diesel::table! {
         default_reward -> Nullable<Double>,
         /// How many records it imputed.
         imputed_rows -> Nullable<BigInt>,
+        /// The largest correction id the update could read (NULL: before corrections).
+        last_correction_id -> Nullable<BigInt>,
     }
 }
 
@@ -269,3 +272,33 @@ diesel::allow_tables_to_appear_in_same_query!(
     participant_events,
     erasures,
 );
+
+diesel::table! {
+    /// Corrections of uploads: each linked to the `study_data` row it corrects, which is kept.
+    study_data_corrections (id) {
+        /// Surrogate key; its order is the order corrections were stored.
+        id -> BigInt,
+        /// The `study_data` row corrected.
+        study_data_id -> BigInt,
+        /// The participant.
+        user_id -> Text,
+        /// The kind of decision.
+        decision_type -> Text,
+        /// The participant's decision time.
+        decision_idx -> BigInt,
+        /// The study server's timestamp.
+        request_timestamp -> Text,
+        /// That timestamp as sent.
+        sent_timestamp -> Text,
+        /// When the correction was received.
+        created_at -> Text,
+        /// The corrected context.
+        context -> Text,
+        /// The corrected state.
+        state -> Text,
+        /// The corrected outcome.
+        outcome -> Text,
+        /// The reward derived from the corrected outcome.
+        reward -> Double,
+    }
+}

@@ -731,6 +731,13 @@ fn erase(conn: &mut SqliteConnection, user: &str, erasure: &Erasure) -> Result<E
     };
     conn.batch_execute("PRAGMA defer_foreign_keys = ON")?;
     let pseudonym = erasure.pseudonym.as_str();
+    // Deleting the uploads would take their corrections too (ON DELETE CASCADE); deleted here
+    // first, they are counted in the audit record.
+    let corrections = diesel::delete(
+        crate::schema::study_data_corrections::table
+            .filter(crate::schema::study_data_corrections::user_id.eq(user)),
+    )
+    .execute(conn)?;
     let uploads =
         diesel::delete(study_data::table.filter(study_data::user_id.eq(user))).execute(conn)?;
     let events =
@@ -759,14 +766,16 @@ fn erase(conn: &mut SqliteConnection, user: &str, erasure: &Erasure) -> Result<E
         ))
         .execute(conn)?;
     let rows = |n: usize| u64::try_from(n).map_err(|e| Failure::Store(other(e)));
+    let mut row_counts = vec![
+        ("actions".to_owned(), rows(decisions)?),
+        ("study_data".to_owned(), rows(uploads)?),
+        ("participant_events".to_owned(), rows(events)?),
+        ("users".to_owned(), 1),
+    ];
+    justin_core::tables::count_erased_corrections(&mut row_counts, rows(corrections)?);
     let erased = Erasure {
         participant_number: number,
-        row_counts: vec![
-            ("actions".to_owned(), rows(decisions)?),
-            ("study_data".to_owned(), rows(uploads)?),
-            ("participant_events".to_owned(), rows(events)?),
-            ("users".to_owned(), 1),
-        ],
+        row_counts,
         ..erasure.clone()
     };
     diesel::insert_into(erasures::table)
@@ -1039,6 +1048,49 @@ impl Store for SqliteStore {
         }
         let (logged, uploaded) = on_key(&mut conn, v.user_id, v.decision_type, v.decision_idx)?;
         Err(refused_upload(record, logged, uploaded))
+    }
+
+    fn record_correction(
+        &self,
+        record: &StudyRecord,
+    ) -> Result<justin_core::CorrectionRecorded, StoreError> {
+        crate::corrections::record(&mut *self.conn()?, record)
+    }
+
+    fn decision_history(
+        &self,
+        user: &UserId,
+        decision_type: &justin_core::DecisionType,
+        decision_idx: justin_core::DecisionIdx,
+    ) -> Result<Option<justin_core::DecisionHistory>, StoreError> {
+        let mut conn = self.conn()?;
+        // Read one after the other: a correction stored in between shows or not, as if it
+        // had been stored after the call.
+        let decision = actions::table
+            .filter(actions::user_id.eq(user.as_str()))
+            .filter(actions::decision_type.eq(decision_type.as_str()))
+            .filter(actions::decision_idx.eq(decision_idx.get()))
+            .select(ActionRow::as_select())
+            .first::<ActionRow>(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        let upload = study_data::table
+            .filter(study_data::user_id.eq(user.as_str()))
+            .filter(study_data::decision_type.eq(decision_type.as_str()))
+            .filter(study_data::decision_idx.eq(decision_idx.get()))
+            .select(crate::models::StudyRow::as_select())
+            .first::<crate::models::StudyRow>(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        if decision.is_none() && upload.is_none() {
+            return Ok(None);
+        }
+        let corrections = crate::corrections::of_key(&mut conn, user, decision_type, decision_idx)?;
+        Ok(Some(justin_core::DecisionHistory {
+            decision: decision.map(TryInto::try_into).transpose()?,
+            upload: upload.map(TryInto::try_into).transpose()?,
+            corrections,
+        }))
     }
 
     fn decisions(&self) -> Result<DecisionStream, StoreError> {

@@ -22,7 +22,9 @@ use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion,
 
 use crate::error::from_diesel;
 use crate::models::{fmt_time, parse_time, ActionRow, ExportRecord, StudyRow, UploadColumns};
-use crate::schema::{actions, model_update_requests, study_data, update_provenance, users};
+use crate::schema::{
+    actions, model_update_requests, study_data, study_data_corrections, update_provenance, users,
+};
 use crate::store::SqliteStore;
 
 /// Rows read per query: large enough that page queries do not dominate, small enough that a
@@ -91,7 +93,10 @@ impl KeysetRow for StudyRow {
 /// not withdrawn when the job started (as the job's snapshot shows it; the rule of
 /// [`USED_IN_VERSION`] and `update_rows`), whose logged decision's policy the update learns
 /// from (or with no logged decision).
-pub(crate) struct AvailableStudyRow(StudyRow);
+///
+/// Each comes with its newest correction at or below the bound's correction watermark, whose
+/// values it streams in place of the original's.
+pub(crate) struct AvailableStudyRow(StudyRow, Option<crate::corrections::CorrectionRow>);
 
 /// What an update's stream of study records reads up to, which policies it includes, and when
 /// the job started.
@@ -103,13 +108,19 @@ pub(crate) struct UpdateBound {
     pub include: UpdateInclusion,
     /// When the job started (`None`: before every withdrawal).
     pub started_at: Option<DateTime<Utc>>,
+    /// The largest correction id the update reads (0: none).
+    pub corrections_upto: i64,
 }
 
 impl TryFrom<AvailableStudyRow> for StudyRecord {
     type Error = StoreError;
 
     fn try_from(row: AvailableStudyRow) -> Result<Self, StoreError> {
-        row.0.try_into()
+        let mut record: StudyRecord = row.0.try_into()?;
+        if let Some(correction) = row.1 {
+            correction.apply(&mut record)?;
+        }
+        Ok(record)
     }
 }
 
@@ -126,6 +137,7 @@ impl KeysetRow for AvailableStudyRow {
             upto,
             include: UpdateInclusion::default(),
             started_at: None,
+            corrections_upto: 0,
         }))
     }
 
@@ -168,8 +180,16 @@ impl KeysetRow for AvailableStudyRow {
             .order(study_data::id)
             .limit(limit)
             .select(StudyRow::as_select())
-            .load(conn)?;
-        Ok(rows.into_iter().map(Self).collect())
+            .load::<StudyRow>(conn)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut newest = crate::corrections::in_force(conn, &ids, bound.corrections_upto)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let correction = newest.remove(&r.id).map(|(c, _)| c);
+                Self(r, correction)
+            })
+            .collect())
     }
 }
 
@@ -437,6 +457,8 @@ pub(crate) struct ExportBound {
     /// Whether any update imputed rewards: most studies never do, and their export skips the
     /// per-row search of the updates ([`FIRST_IMPUTING_UPDATE`]).
     imputing: bool,
+    /// The largest correction id: the value in force is read up to it.
+    corrections: i64,
 }
 
 /// The parameter version of the first update that used the row's upload, split around the
@@ -473,7 +495,7 @@ impl KeysetRow for ExportRecord {
 
     fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<ExportBound>> {
         // One statement, so all four come from one snapshot.
-        let (decisions, uploads, updates, imputing) = diesel::select((
+        let (decisions, uploads, updates, imputing, corrections) = diesel::select((
             actions::table.select(max(actions::id)).single_value(),
             study_data::table.select(max(study_data::id)).single_value(),
             update_provenance::table
@@ -483,8 +505,11 @@ impl KeysetRow for ExportRecord {
                 update_provenance::table
                     .filter(update_provenance::imputed_decided_by.is_not_null()),
             ),
+            study_data_corrections::table
+                .select(max(study_data_corrections::id))
+                .single_value(),
         ))
-        .get_result::<(Option<i64>, Option<i64>, Option<i64>, bool)>(conn)?;
+        .get_result::<(Option<i64>, Option<i64>, Option<i64>, bool, Option<i64>)>(conn)?;
         Ok(decisions.map(|decisions| ExportBound {
             decisions,
             // Ids and versions start at 1: with no uploads, 0 joins none, and with no
@@ -492,6 +517,7 @@ impl KeysetRow for ExportRecord {
             uploads: uploads.unwrap_or(0),
             updates: updates.unwrap_or(0),
             imputing,
+            corrections: corrections.unwrap_or(0),
         }))
     }
 
@@ -590,14 +616,23 @@ pub(crate) fn export_page(
         Option<f64>,
     );
     let rows = query.load::<Row>(conn)?;
+    // The value in force now: every correction stored when the stream started, whose ids
+    // are below those of any stored later.
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|(_, upload, ..)| upload.as_ref().map(|u| u.id))
+        .collect();
+    let mut newest = crate::corrections::in_force(conn, &ids, bound.corrections)?;
     Ok(rows
         .into_iter()
         .map(
             |(decision, upload, used_in_version, imputed_in_version, imputed_reward)| {
+                let correction = upload.as_ref().and_then(|u| newest.remove(&u.id));
                 ExportRecord {
                     decision,
                     upload,
                     used_in_version,
+                    correction,
                     imputed_in_version,
                     imputed_reward,
                 }
@@ -607,9 +642,10 @@ pub(crate) fn export_page(
 }
 
 /// What the update that produced `version` read: its uploads as the bound of an
-/// [`AvailableStudyRow`] stream (its watermark, the policies it included and when its job
-/// started) and, when it imputed rewards, the decisions as the bound of an [`UnrewardedRow`]
-/// stream; nothing for an unknown version, the initial one, or one stored by no update.
+/// [`AvailableStudyRow`] stream (its watermark, the policies it included, when its job started
+/// and its correction watermark) and, when it imputed rewards, the decisions as the bound of an
+/// [`UnrewardedRow`] stream; nothing for an unknown version, the initial one, or one stored by
+/// no update.
 pub(crate) fn update_read(conn: &mut SqliteConnection, version: i64) -> QueryResult<UpdateCursor> {
     type Read = (
         i64,
@@ -618,6 +654,7 @@ pub(crate) fn update_read(conn: &mut SqliteConnection, version: i64) -> QueryRes
         Option<i64>,
         Option<String>,
         Option<f64>,
+        Option<i64>,
     );
     let found: Option<Read> = update_provenance::table
         .inner_join(model_update_requests::table)
@@ -629,10 +666,13 @@ pub(crate) fn update_read(conn: &mut SqliteConnection, version: i64) -> QueryRes
             update_provenance::last_action_id,
             update_provenance::imputed_decided_by,
             update_provenance::default_reward,
+            update_provenance::last_correction_id,
         ))
         .first(conn)
         .optional()?;
-    let Some((upto, included, started_at, actions_upto, decided_by, reward)) = found else {
+    let Some((upto, included, started_at, actions_upto, decided_by, reward, corrections_upto)) =
+        found
+    else {
         return Ok(UpdateCursor::new(None, None));
     };
     let time = |t: Option<String>| {
@@ -658,6 +698,8 @@ pub(crate) fn update_read(conn: &mut SqliteConnection, version: i64) -> QueryRes
             upto,
             include,
             started_at,
+            // An update stored before corrections existed read none.
+            corrections_upto: corrections_upto.unwrap_or(0),
         }),
         imputed,
     ))

@@ -8,13 +8,14 @@
 
 use diesel::prelude::*;
 
+use crate::corrections::CorrectionRow;
 use crate::models::{
     fmt_time, parse_time, ActionRow, ErasureRow, EventRow, ParametersRow, ProvenanceRow, StudyRow,
     UpdateRow, UserRow,
 };
 use crate::schema::{
     actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
-    update_provenance, users,
+    study_data_corrections, update_provenance, users,
 };
 use justin_backup::csv::{bool_text, float_text, Field};
 
@@ -556,6 +557,7 @@ impl TableRow for ProvenanceRow {
         "imputed_decided_by",
         "default_reward",
         "imputed_rows",
+        "last_correction_id",
     ];
 
     fn fields(&self) -> Vec<Field> {
@@ -574,6 +576,7 @@ impl TableRow for ProvenanceRow {
             self.imputed_decided_by.clone(),
             self.default_reward.map(float_text),
             self.imputed_rows.map(|v| v.to_string()),
+            self.last_correction_id.map(|id| id.to_string()),
         ]
     }
 
@@ -594,6 +597,7 @@ impl TableRow for ProvenanceRow {
             imputed_decided_by: f.opt_time()?,
             default_reward: f.opt_float()?,
             imputed_rows: f.opt_int()?,
+            last_correction_id: f.opt_int()?,
         })
     }
 
@@ -726,20 +730,103 @@ impl TableRow for ErasureRow {
     }
 }
 
-/// The columns migration 2026-12-03 appended to `table`, in order (empty for other tables).
+/// The columns migration 2026-12-03 appended to `table`, in order (empty for other tables),
+/// before the one 2026-12-04 appended after them.
 pub(crate) fn outcome_window_columns(table: &str) -> &'static [&'static str] {
     let appended = match table {
         ProvenanceRow::NAME => 4,
         _ => 0,
     };
     let known = known_columns(table);
-    &known[known.len() - appended..]
+    let end = known.len() - corrections_columns(table).len();
+    &known[end - appended..end]
 }
 
 /// The columns `table` had before migration 2026-12-03.
 fn columns_before_outcome_window(table: &str) -> &'static [&'static str] {
     let known = known_columns(table);
-    &known[..known.len() - outcome_window_columns(table).len()]
+    &known[..known.len() - corrections_columns(table).len() - outcome_window_columns(table).len()]
+}
+
+impl TableRow for CorrectionRow {
+    const NAME: &'static str = "study_data_corrections";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "study_data_id",
+        "user_id",
+        "decision_type",
+        "decision_idx",
+        "request_timestamp",
+        "sent_timestamp",
+        "created_at",
+        "context",
+        "state",
+        "outcome",
+        "reward",
+    ];
+
+    fn fields(&self) -> Vec<Field> {
+        vec![
+            int(self.id),
+            int(self.study_data_id),
+            Some(self.user_id.clone()),
+            Some(self.decision_type.clone()),
+            int(self.decision_idx),
+            Some(self.request_timestamp.clone()),
+            Some(self.sent_timestamp.clone()),
+            Some(self.created_at.clone()),
+            Some(self.context.clone()),
+            Some(self.state.clone()),
+            Some(self.outcome.clone()),
+            Some(float_text(self.reward)),
+        ]
+    }
+
+    fn parse(fields: Vec<Field>) -> Result<Self, String> {
+        let mut f = Fields::new(fields, Self::COLUMNS)?;
+        Ok(Self {
+            id: f.int()?,
+            study_data_id: f.int()?,
+            user_id: f.text()?,
+            decision_type: f.text()?,
+            decision_idx: f.int()?,
+            request_timestamp: f.time()?,
+            sent_timestamp: f.text()?,
+            created_at: f.time()?,
+            context: f.json()?,
+            state: f.json()?,
+            outcome: f.json()?,
+            reward: f.float()?,
+        })
+    }
+
+    fn for_each<E: From<diesel::result::Error>>(
+        conn: &mut SqliteConnection,
+        each: impl FnMut(Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        each_row!(
+            conn,
+            study_data_corrections::table.order(study_data_corrections::id),
+            CorrectionRow,
+            each
+        )
+    }
+
+    fn insert(&self, conn: &mut SqliteConnection) -> QueryResult<usize> {
+        diesel::insert_into(study_data_corrections::table)
+            .values(self)
+            .execute(conn)
+    }
+}
+
+/// The columns migration 2026-12-04 (corrections) appended to `table`, in order (empty for
+/// other tables).
+pub(crate) fn corrections_columns(table: &str) -> &'static [&'static str] {
+    let known = known_columns(table);
+    match table {
+        ProvenanceRow::NAME => &known[known.len() - 1..],
+        _ => &[],
+    }
 }
 
 /// The columns migration 2025-05-01 appended to `table`, in order (empty for other tables).
@@ -764,12 +851,18 @@ pub(crate) struct Fill {
     pub trial_life: bool,
     /// Written before migration 2026-12-03: append [`outcome_window_columns`], all NULL.
     pub outcome_window: bool,
+    /// Written before migration 2026-12-04: append [`corrections_columns`] (NULL: an update
+    /// stored before corrections read none). Every fill with `trial_life` has it too.
+    pub corrections: bool,
 }
 
 impl Fill {
     /// The columns `table` had in a backup that needs this fill.
     pub(crate) fn columns(self, table: &str) -> Vec<&'static str> {
         let mut columns = known_columns(table).to_vec();
+        if self.corrections {
+            columns.truncate(columns.len() - corrections_columns(table).len());
+        }
         if self.outcome_window {
             columns.truncate(columns.len() - outcome_window_columns(table).len());
         }
@@ -785,16 +878,24 @@ impl Fill {
     /// The fill that reads a record with the columns `header` as a row of `table`, if one
     /// does.
     pub(crate) fn for_header(table: &str, header: &[String]) -> Option<Self> {
-        [false, true]
-            .into_iter()
-            .flat_map(|outcome_window| {
-                [false, true].into_iter().flat_map(move |trial_life| {
-                    [false, true].map(|sent_timestamp| Self {
+        let both = [false, true];
+        both.into_iter()
+            .flat_map(|corrections| both.map(move |outcome_window| (corrections, outcome_window)))
+            .flat_map(|(corrections, outcome_window)| {
+                both.into_iter().flat_map(move |trial_life| {
+                    both.map(|sent_timestamp| Self {
                         sent_timestamp,
                         trial_life,
                         outcome_window,
+                        corrections,
                     })
                 })
+            })
+            // Migrations apply in order: a backup from before 2025-05-01 is from before
+            // 2026-12-03 too, and one from before 2026-12-03 from before 2026-12-04.
+            .filter(|fill| {
+                (fill.outcome_window || !fill.trial_life)
+                    && (fill.corrections || !fill.outcome_window)
             })
             .find(|fill| fill.columns(table) == header)
     }
@@ -813,6 +914,9 @@ impl Fill {
                 None,
                 outcome_window_columns(table).len(),
             ));
+        }
+        if self.corrections {
+            fields.extend(corrections_columns(table).iter().map(|_| None));
         }
     }
 }
@@ -878,6 +982,7 @@ pub(crate) fn known_columns(table: &str) -> &'static [&'static str] {
         ProvenanceRow::NAME => ProvenanceRow::COLUMNS,
         EventRow::NAME => EventRow::COLUMNS,
         ErasureRow::NAME => ErasureRow::COLUMNS,
+        CorrectionRow::NAME => CorrectionRow::COLUMNS,
         _ => &[],
     }
 }
@@ -942,23 +1047,38 @@ mod tests {
             assert_eq!(Fill::for_header(table, &current), Some(Fill::default()));
             let before = &known_columns(table)[..current.len()
                 - trial_life_columns(table).len()
-                - outcome_window_columns(table).len()];
+                - outcome_window_columns(table).len()
+                - corrections_columns(table).len()];
             let fill = Fill::for_header(table, &header(before)).unwrap();
-            assert!(fill.trial_life && !fill.sent_timestamp, "{table}");
-            assert_eq!(
-                fill.outcome_window,
-                !outcome_window_columns(table).is_empty(),
+            assert!(
+                fill.trial_life && fill.outcome_window && fill.corrections && !fill.sent_timestamp,
                 "{table}"
             );
         }
+        let before_corrections = &ProvenanceRow::COLUMNS[..ProvenanceRow::COLUMNS.len() - 1];
+        assert_eq!(
+            Fill::for_header("update_provenance", &header(before_corrections)),
+            Some(Fill {
+                corrections: true,
+                ..Fill::default()
+            })
+        );
+        let mut provenance: Vec<Field> = vec![Some("x".into()); before_corrections.len()];
+        Fill {
+            corrections: true,
+            ..Fill::default()
+        }
+        .apply("update_provenance", &mut provenance);
+        assert_eq!(provenance.len(), ProvenanceRow::COLUMNS.len());
+        assert_eq!(provenance.last(), Some(&None));
         let before_both = columns_before_sent_timestamps("actions").unwrap();
         assert_eq!(
             Fill::for_header("actions", &header(before_both)),
             Some(Fill {
                 sent_timestamp: true,
                 trial_life: true,
-                // `actions` has no column of migration 2026-12-03 to tell either way.
-                outcome_window: false,
+                outcome_window: true,
+                corrections: true,
             })
         );
         assert_eq!(
@@ -972,6 +1092,7 @@ mod tests {
             sent_timestamp: false,
             trial_life: true,
             outcome_window: true,
+            corrections: true,
         };
         let mut user: Vec<Field> = vec![Some("1".into()), Some("u".into()), None];
         trial_life.apply("users", &mut user);
@@ -984,6 +1105,7 @@ mod tests {
             sent_timestamp: true,
             trial_life: true,
             outcome_window: true,
+            corrections: true,
         }
         .apply("actions", &mut action);
         assert_eq!(action.len(), ActionRow::COLUMNS.len());
@@ -1009,14 +1131,14 @@ mod tests {
             assert_eq!(study.last().cloned().flatten().as_deref(), policy);
         }
 
-        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 5];
+        let mut provenance: Vec<Field> = vec![None; ProvenanceRow::COLUMNS.len() - 6];
         trial_life.apply("update_provenance", &mut provenance);
         assert_eq!(provenance.len(), ProvenanceRow::COLUMNS.len());
-        let tail: Vec<Option<&str>> = provenance[ProvenanceRow::COLUMNS.len() - 5..]
+        let tail: Vec<Option<&str>> = provenance[ProvenanceRow::COLUMNS.len() - 6..]
             .iter()
             .map(Option::as_deref)
             .collect();
-        assert_eq!(tail, [Some("algorithm"), None, None, None, None]);
+        assert_eq!(tail, [Some("algorithm"), None, None, None, None, None]);
     }
 
     /// Records from before migration 2026-12-03 lack only what updates imputed, which they
@@ -1035,19 +1157,21 @@ mod tests {
                 "imputed_rows"
             ]
         );
-        let fill = Fill::for_header("update_provenance", &header(&known[..known.len() - 4]));
-        let only_outcome_window = Fill {
+        // Before 2026-12-03 is before 2026-12-04 too: the last five columns are missing.
+        let fill = Fill::for_header("update_provenance", &header(&known[..known.len() - 5]));
+        let before_outcome_window = Fill {
             outcome_window: true,
+            corrections: true,
             ..Fill::default()
         };
-        assert_eq!(fill, Some(only_outcome_window));
+        assert_eq!(fill, Some(before_outcome_window));
         for table in ["users", "actions", "study_data"] {
             assert_eq!(outcome_window_columns(table), &[] as &[&str]);
         }
-        let mut row: Vec<Field> = vec![Some("x".into()); known.len() - 4];
-        only_outcome_window.apply("update_provenance", &mut row);
+        let mut row: Vec<Field> = vec![Some("x".into()); known.len() - 5];
+        before_outcome_window.apply("update_provenance", &mut row);
         assert_eq!(row.len(), known.len());
-        assert!(row[known.len() - 4..].iter().all(Option::is_none));
+        assert!(row[known.len() - 5..].iter().all(Option::is_none));
     }
 
     #[test]
@@ -1124,9 +1248,12 @@ mod tests {
             None,
             None,
             None,
+            Some("4"),
         ]))
         .unwrap();
         assert_eq!(provenance.last_study_data_id, 9);
+        assert_eq!(provenance.last_correction_id, Some(4));
+        assert_eq!(provenance.fields()[14].as_deref(), Some("4"));
         assert_eq!(provenance.fields()[8].as_deref(), Some("9"));
         assert_eq!(provenance.fields()[9].as_deref(), Some("algorithm,warmup"));
         let no_watermark = ProvenanceRow::parse(fields(&[
@@ -1140,6 +1267,7 @@ mod tests {
             Some("2025-01-01 12:00:01.5+00"),
             None,
             Some("algorithm"),
+            None,
             None,
             None,
             None,

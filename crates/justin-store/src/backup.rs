@@ -32,7 +32,7 @@ use crate::error::{from_diesel, other};
 use crate::pg::count_rows;
 use crate::schema::{
     actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
-    update_provenance, users,
+    study_data_corrections, update_provenance, users,
 };
 
 /// What went wrong inside the snapshot transaction. Diesel's transaction needs an error type
@@ -155,7 +155,7 @@ type Exporter = fn(&mut PgConnection, &Path) -> Result<Exported, Failure>;
 
 /// Every table with its exporter, in [`TABLES`] order. COPY needs the table's Diesel type,
 /// hence one entry per table rather than a loop over names.
-const EXPORTS: [(&str, Exporter); 8] = [
+const EXPORTS: [(&str, Exporter); 9] = [
     ("users", |c, p| copy_table(c, users::table, p)),
     ("model_parameters", |c, p| {
         copy_table(c, model_parameters::table, p)
@@ -172,6 +172,9 @@ const EXPORTS: [(&str, Exporter); 8] = [
         copy_table(c, participant_events::table, p)
     }),
     ("erasures", |c, p| copy_table(c, erasures::table, p)),
+    ("study_data_corrections", |c, p| {
+        copy_table(c, study_data_corrections::table, p)
+    }),
 ];
 
 /// What [`copy_table`] wrote.

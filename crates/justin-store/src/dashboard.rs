@@ -9,8 +9,9 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text, Timestamptz};
 use justin_core::dashboard::{
-    refresh_step, DashboardDays, DashboardSettings, DecisionDay, DecisionFact, ParticipantActivity,
-    RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay, UploadFact,
+    refresh_step, CorrectionFact, DashboardDays, DashboardSettings, DecisionDay, DecisionFact,
+    ParticipantActivity, RollupState, RollupTx, StoredDecisionDay, StoredUploadDay, UploadDay,
+    UploadFact,
 };
 use justin_core::StoreError;
 
@@ -186,6 +187,24 @@ impl TryFrom<ActionFactRow> for DecisionFact {
     }
 }
 
+#[derive(QueryableByName)]
+struct CorrectionFactRow {
+    #[diesel(sql_type = BigInt)]
+    correction_id: i64,
+    #[diesel(embed)]
+    upload: UploadFactRow,
+}
+
+impl TryFrom<CorrectionFactRow> for CorrectionFact {
+    type Error = StoreError;
+    fn try_from(r: CorrectionFactRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: r.correction_id,
+            upload: r.upload.try_into()?,
+        })
+    }
+}
+
 impl TryFrom<UploadFactRow> for UploadFact {
     type Error = StoreError;
     fn try_from(r: UploadFactRow) -> Result<Self, StoreError> {
@@ -242,8 +261,19 @@ impl TryFrom<UploadDayRow> for StoredUploadDay {
 
 const ACTION_FACTS: &str = "SELECT id, user_id, decision_type, parameter_version, \
      request_timestamp, action_prob, available FROM actions";
-const UPLOAD_FACTS: &str = "SELECT id, user_id, decision_type, request_timestamp, created_at, \
-     reward FROM study_data";
+/// An upload's reward in force: its newest correction's, else its own (`study_data` is the
+/// upload's row).
+const REWARD_IN_FORCE: &str = "coalesce((SELECT n.reward FROM study_data_corrections n \
+     WHERE n.study_data_id = study_data.id ORDER BY n.id DESC LIMIT 1), study_data.reward)";
+const UPLOAD_FACTS: &str = "SELECT study_data.id, user_id, decision_type, request_timestamp, \
+     created_at, coalesce((SELECT n.reward FROM study_data_corrections n \
+     WHERE n.study_data_id = study_data.id ORDER BY n.id DESC LIMIT 1), study_data.reward) AS reward FROM study_data";
+/// Corrections, each with the upload it corrects (its reward in force).
+const CORRECTION_FACTS: &str = "SELECT c.id AS correction_id, study_data.id, \
+     study_data.user_id, study_data.decision_type, study_data.request_timestamp, \
+     study_data.created_at, coalesce((SELECT n.reward FROM study_data_corrections n \
+     WHERE n.study_data_id = study_data.id ORDER BY n.id DESC LIMIT 1), study_data.reward) AS reward \
+     FROM study_data_corrections c JOIN study_data ON study_data.id = c.study_data_id";
 
 /// The rollup's reads and writes on one connection inside the refresh's transaction.
 struct Tx<'a>(&'a mut PgConnection);
@@ -325,6 +355,26 @@ impl RollupTx for Tx<'_> {
         )
     }
 
+    fn corrections_after(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<CorrectionFact>, StoreError> {
+        facts::<CorrectionFactRow, _>(
+            self.0,
+            format!("{CORRECTION_FACTS} WHERE c.id > $1 ORDER BY c.id LIMIT $2"),
+            (after, limit),
+        )
+    }
+
+    fn corrections_between(&mut self, lo: i64, hi: i64) -> Result<Vec<CorrectionFact>, StoreError> {
+        facts::<CorrectionFactRow, _>(
+            self.0,
+            format!("{CORRECTION_FACTS} WHERE c.id BETWEEN $1 AND $2 ORDER BY c.id"),
+            (lo, hi),
+        )
+    }
+
     fn decision_days(&mut self) -> Result<Vec<StoredDecisionDay>, StoreError> {
         decision_days(self.0)
     }
@@ -364,10 +414,11 @@ impl RollupTx for Tx<'_> {
         ids: (i64, i64),
         times: (DateTime<Utc>, DateTime<Utc>),
     ) -> Result<(u64, f64), StoreError> {
-        let row = diesel::sql_query(
-            "SELECT count(*) AS n, sum(reward) AS total FROM study_data WHERE id BETWEEN $1 AND $2 \
-             AND decision_type = $3 AND request_timestamp >= $4 AND request_timestamp < $5",
-        )
+        let row = diesel::sql_query(format!(
+            "SELECT count(*) AS n, sum({REWARD_IN_FORCE}) AS total FROM study_data \
+             WHERE id BETWEEN $1 AND $2 \
+             AND decision_type = $3 AND request_timestamp >= $4 AND request_timestamp < $5"
+        ))
         .bind::<BigInt, _>(ids.0)
         .bind::<BigInt, _>(ids.1)
         .bind::<Text, _>(decision_type)

@@ -22,7 +22,9 @@
 //! below it. Ids come from an identity sequence, in the order inserts draw them, but commit in
 //! any order; so the watermark is read under a SHARE lock on `study_data`, in a short
 //! transaction of its own before the job's: the lock waits for every insert in flight to end,
-//! and holds new ones back (before they draw an id) only until it commits.
+//! and holds new ones back (before they draw an id) only until it commits. The job's
+//! correction watermark is read the same way right after, on `study_data_corrections`
+//! ([`crate::corrections::watermark`]).
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -157,6 +159,7 @@ pub(crate) fn claim(
     };
     let request = update_request(row, None)?;
     let (last_study_data_id, last_action_id) = watermark(lock.conn()?).map_err(from_diesel)?;
+    let last_correction_id = crate::corrections::watermark(lock.conn()?).map_err(from_diesel)?;
     // The snapshot is taken by the job's first read, not here; either way after the watermark
     // committed, so it holds every row up to it.
     AnsiTransactionManager::begin_transaction_sql(
@@ -169,6 +172,7 @@ pub(crate) fn claim(
         request,
         last_study_data_id,
         last_action_id,
+        last_correction_id,
     }))
 }
 
@@ -200,6 +204,8 @@ pub(crate) struct PgUpdateJob {
     last_study_data_id: i64,
     /// The job imputes rewards for decisions up to this id; see [`watermark`].
     last_action_id: i64,
+    /// The job reads corrections up to this id; see [`crate::corrections::watermark`].
+    last_correction_id: i64,
 }
 
 impl PgUpdateJob {
@@ -258,13 +264,14 @@ impl PgUpdateJob {
                 "update request {id} is no longer processing (was the database reset or restored?)"
             )));
         }
-        let record = ProvenanceRow::new(
+        let mut record = ProvenanceRow::new(
             id,
             version,
             provenance,
             finished_at,
             (self.last_study_data_id, self.last_action_id),
         )?;
+        record.last_correction_id = Some(self.last_correction_id);
         diesel::insert_into(update_provenance::table)
             .values(record)
             .execute(conn)
@@ -350,6 +357,7 @@ impl UpdateJob for PgUpdateJob {
             JobFilter {
                 included,
                 started_at,
+                corrections_upto: self.last_correction_id,
             },
             Some(self.last_study_data_id),
             imputed,

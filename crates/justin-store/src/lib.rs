@@ -8,6 +8,7 @@
 
 mod backup;
 mod by_participant;
+mod corrections;
 mod dashboard;
 mod error;
 mod jobs;

@@ -38,11 +38,15 @@ impl diesel::serialize::ToSql<diesel::sql_types::Json, diesel::pg::Pg> for JsonO
 }
 
 /// Says which table and row held an invalid value.
-fn invalid(table: &str, id: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn invalid(
+    table: &str,
+    id: impl std::fmt::Display,
+    e: impl std::fmt::Display,
+) -> StoreError {
     other(format!("invalid row {id} in {table}: {e}"))
 }
 
-fn json_object(value: serde_json::Value) -> Result<JsonObject, InvalidValue> {
+pub(crate) fn json_object(value: serde_json::Value) -> Result<JsonObject, InvalidValue> {
     match value {
         serde_json::Value::Object(map) => Ok(map),
         other => Err(InvalidValue(format!(
@@ -51,7 +55,7 @@ fn json_object(value: serde_json::Value) -> Result<JsonObject, InvalidValue> {
     }
 }
 
-fn state(value: serde_json::Value) -> Result<State, InvalidValue> {
+pub(crate) fn state(value: serde_json::Value) -> Result<State, InvalidValue> {
     let values: Vec<f64> = serde_json::from_value(value)
         .map_err(|e| InvalidValue(format!("state is not a list of numbers: {e}")))?;
     State::new(values)
@@ -300,7 +304,7 @@ pub(crate) struct ExportedUploadRow {
 }
 
 /// A decision with its upload, if any: one row of the analysis export.
-#[derive(Debug, Queryable)]
+#[derive(Debug)]
 pub(crate) struct ExportDbRow {
     pub decision: ActionRow,
     pub upload: Option<ExportedUploadRow>,
@@ -311,6 +315,8 @@ pub(crate) struct ExportDbRow {
     /// and that reward; `None` when none has.
     pub imputed_in_version: Option<i64>,
     pub imputed_reward: Option<f64>,
+    /// The upload's newest correction and how many it has, when it has any.
+    pub correction: Option<(crate::corrections::CorrectionRow, u32)>,
 }
 
 impl TryFrom<ExportDbRow> for ExportRow {
@@ -318,18 +324,28 @@ impl TryFrom<ExportDbRow> for ExportRow {
 
     fn try_from(row: ExportDbRow) -> Result<Self, StoreError> {
         let used_in_version = row.used_in_version;
+        let correction = row.correction;
         let upload = row
             .upload
             .map(|u| {
                 let id = u.id;
-                Ok::<_, StoreError>(ExportedUpload {
+                let mut exported = ExportedUpload {
                     requested_at: u.request_timestamp,
                     sent_timestamp: u.sent_timestamp,
                     received_at: u.created_at,
                     outcome: json_object(u.outcome).map_err(|e| invalid("study_data", id, e))?,
                     reward: u.reward,
                     used_in_version,
-                })
+                    corrections: 0,
+                };
+                // The value in force: the newest correction's.
+                if let Some((newest, count)) = correction {
+                    let newest = newest.into_correction(count)?;
+                    exported.outcome = newest.outcome;
+                    exported.reward = newest.reward;
+                    exported.corrections = count;
+                }
+                Ok::<_, StoreError>(exported)
             })
             .transpose()?;
         Ok(ExportRow {
@@ -446,6 +462,8 @@ pub(crate) struct ProvenanceRow {
     pub imputed_decided_by: Option<DateTime<Utc>>,
     pub default_reward: Option<f64>,
     pub imputed_rows: Option<i64>,
+    /// The job's correction watermark; `new` leaves it `None` for the job to set.
+    pub last_correction_id: Option<i64>,
 }
 
 impl ProvenanceRow {
@@ -478,6 +496,7 @@ impl ProvenanceRow {
             created_at,
             last_study_data_id,
             included_policies: p.included_policies.clone(),
+            last_correction_id: None,
         })
     }
 }

@@ -901,6 +901,14 @@ fn lock_user(conn: &mut PgConnection, user: &str) -> Result<Option<UserRow>, Sto
 /// [`Store::erase_participant`] in the caller's transaction.
 fn erase_on(conn: &mut PgConnection, user: &str, erasure: &Erasure) -> Result<Erasure, StoreError> {
     let row = lock_user(conn, user)?.ok_or(StoreError::UnknownUser)?;
+    // Deleting the uploads would take their corrections too (ON DELETE CASCADE); deleted here
+    // first, they are counted in the audit record.
+    let corrections = diesel::delete(
+        crate::schema::study_data_corrections::table
+            .filter(crate::schema::study_data_corrections::user_id.eq(user)),
+    )
+    .execute(conn)
+    .map_err(from_diesel)?;
     let uploads = diesel::delete(study_data::table.filter(study_data::user_id.eq(user)))
         .execute(conn)
         .map_err(from_diesel)?;
@@ -936,12 +944,13 @@ fn erase_on(conn: &mut PgConnection, user: &str, erasure: &Erasure) -> Result<Er
         .execute(conn)
         .map_err(from_diesel)?;
     let count = |n: usize| u64::try_from(n).map_err(other);
-    let row_counts = vec![
+    let mut row_counts = vec![
         ("actions".to_owned(), count(decisions)?),
         ("study_data".to_owned(), count(uploads)?),
         ("participant_events".to_owned(), count(events)?),
         ("users".to_owned(), 1),
     ];
+    justin_core::tables::count_erased_corrections(&mut row_counts, count(corrections)?);
     let record = ErasureRow::new(erasure, row.id, &row_counts);
     diesel::insert_into(erasures::table)
         .values(&record)
@@ -1181,6 +1190,52 @@ impl Store for PgStore {
             }
             let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
             Err(refused_upload(record, logged, uploaded))
+        })
+    }
+
+    fn record_correction(
+        &self,
+        record: &StudyRecord,
+    ) -> Result<justin_core::CorrectionRecorded, StoreError> {
+        self.with_connection(Resend::Unsent, |conn| {
+            crate::corrections::record(conn, record)
+        })
+    }
+
+    fn decision_history(
+        &self,
+        user: &UserId,
+        decision_type: &justin_core::DecisionType,
+        decision_idx: justin_core::DecisionIdx,
+    ) -> Result<Option<justin_core::DecisionHistory>, StoreError> {
+        // Read one after the other: a correction stored in between shows or not, as if it
+        // had been stored after the call.
+        self.with_connection(Resend::Always, |conn| {
+            let decision = actions::table
+                .filter(actions::user_id.eq(user.as_str()))
+                .filter(actions::decision_type.eq(decision_type.as_str()))
+                .filter(actions::decision_idx.eq(decision_idx.get()))
+                .select(ActionRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            let upload = study_data::table
+                .filter(study_data::user_id.eq(user.as_str()))
+                .filter(study_data::decision_type.eq(decision_type.as_str()))
+                .filter(study_data::decision_idx.eq(decision_idx.get()))
+                .select(crate::models::StudyRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(from_diesel)?;
+            if decision.is_none() && upload.is_none() {
+                return Ok(None);
+            }
+            let corrections = crate::corrections::of_key(conn, user, decision_type, decision_idx)?;
+            Ok(Some(justin_core::DecisionHistory {
+                decision: decision.map(TryInto::try_into).transpose()?,
+                upload: upload.map(TryInto::try_into).transpose()?,
+                corrections,
+            }))
         })
     }
 

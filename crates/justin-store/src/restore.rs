@@ -26,6 +26,10 @@
 //!   created again, empty. PostgreSQL changes schemas transactionally, so a failure anywhere
 //!   leaves the database as it was.
 //!
+//! A backup taken before 2026-12-04 (corrections) is bridged the same way: it has no
+//! `study_data_corrections` (the table comes back empty) and `update_provenance` without
+//! `last_correction_id` (NULL after the bridge: those updates read no correction).
+//!
 //! Backups from before earlier migrations are refused.
 
 use std::cell::RefCell;
@@ -46,7 +50,7 @@ use crate::backup::{applied_migrations, from_format, table_columns, Failure};
 use crate::error::other;
 use crate::schema::{
     actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
-    update_provenance, users,
+    study_data_corrections, update_provenance, users,
 };
 use crate::setup::{quote_identifier, MIGRATIONS, MIGRATION_LOCK_KEY};
 
@@ -131,14 +135,17 @@ const TRIAL_LIFE: &str = "20250501000000";
 
 /// The version of migration 2026-12-03-000000_outcome_window, as Diesel records it.
 const OUTCOME_WINDOW: &str = "20261203000000";
+/// The version of migration 2026-12-04-000000_corrections, as Diesel records it.
+const CORRECTIONS: &str = "20261204000000";
 
 /// The migrations a backup taken before them restores across, oldest first.
-const BRIDGEABLE: [&str; 5] = [
+const BRIDGEABLE: [&str; 6] = [
     DECISION_TYPES,
     EXACT_NUMBERS,
     SENT_TIMESTAMPS,
     TRIAL_LIFE,
     OUTCOME_WINDOW,
+    CORRECTIONS,
 ];
 
 /// How a backup is restored.
@@ -157,7 +164,7 @@ enum Layout {
     /// This database's: every table loads as it is.
     Current,
     /// The one just before migration 2026-12-03 (the outcome window), which appended columns
-    /// to `update_provenance`.
+    /// to `update_provenance`, and so also before 2026-12-04.
     BeforeOutcomeWindow,
     /// The one just before migration 2025-05-01 (the life of a trial), which appended columns
     /// to `users`, `actions`, `study_data` and `update_provenance` and created
@@ -170,6 +177,9 @@ enum Layout {
     /// `actions`, `study_data` and `update_provenance`, and so also before 2025-04-02 and
     /// 2025-05-01.
     BeforeDecisionTypes,
+    /// The one just before migration 2026-12-04 (corrections), which appended a column to
+    /// `update_provenance` and created `study_data_corrections`.
+    BeforeCorrections,
 }
 
 impl Layout {
@@ -185,6 +195,8 @@ impl Layout {
             Self::BeforeTrialLife
         } else if lacks(OUTCOME_WINDOW) {
             Self::BeforeOutcomeWindow
+        } else if lacks(CORRECTIONS) {
+            Self::BeforeCorrections
         } else {
             Self::Current
         }
@@ -199,6 +211,7 @@ impl Layout {
             Self::BeforeTrialLife => &IMPORTS_BEFORE_TRIAL_LIFE,
             Self::BeforeSentTimestamps => &IMPORTS_BEFORE_SENT_TIMESTAMPS,
             Self::BeforeDecisionTypes => &IMPORTS_BEFORE_DECISION_TYPES,
+            Self::BeforeCorrections => &IMPORTS_BEFORE_CORRECTIONS,
         }
     }
 
@@ -239,6 +252,9 @@ impl Layout {
             }
             (Self::BeforeSentTimestamps | Self::BeforeDecisionTypes, "model_update_requests") => {
                 column_names(UPDATE_REQUESTS_BEFORE_SENT_TIMESTAMPS)
+            }
+            (Self::BeforeCorrections, "update_provenance") => {
+                column_names(UPDATE_PROVENANCE_BEFORE_CORRECTIONS)
             }
             _ => import_columns(table),
         }
@@ -348,7 +364,7 @@ type Importer = fn(&mut PgConnection, &CsvSource<'_>) -> Result<u64, Failure>;
 
 /// Every table with its importer, in [`TABLES`] order, which is the order foreign keys allow.
 /// COPY needs the table's Diesel type, hence one entry per table.
-const IMPORTS: [(&str, Importer); 8] = [
+const IMPORTS: [(&str, Importer); 9] = [
     ("users", |c, s| copy_into(c, users::table, s)),
     ("model_parameters", |c, s| {
         copy_into(c, model_parameters::table, s)
@@ -365,6 +381,9 @@ const IMPORTS: [(&str, Importer); 8] = [
         copy_into(c, participant_events::table, s)
     }),
     ("erasures", |c, s| copy_into(c, erasures::table, s)),
+    ("study_data_corrections", |c, s| {
+        copy_into(c, study_data_corrections::table, s)
+    }),
 ];
 
 /// Declares the columns of `table` a layout of the past had, as a tuple COPY can list.
@@ -652,6 +671,46 @@ const IMPORTS_BEFORE_DECISION_TYPES: [(&str, Importer); 6] = [
     }),
 ];
 
+columns_of_the_past!(
+    /// `update_provenance` before migration 2026-12-04 appended `last_correction_id`.
+    UPDATE_PROVENANCE_BEFORE_CORRECTIONS = update_provenance(
+        update_id,
+        parameter_version,
+        service_version,
+        algorithm,
+        config_hash,
+        rows_read,
+        backup_file,
+        created_at,
+        last_study_data_id,
+        included_policies,
+        last_action_id,
+        imputed_decided_by,
+        default_reward,
+        imputed_rows,
+    )
+);
+
+/// Like [`IMPORTS`], for a backup taken before migration 2026-12-04: `update_provenance`
+/// without the column it appended, and without the table it created.
+const IMPORTS_BEFORE_CORRECTIONS: [(&str, Importer); 8] = [
+    IMPORTS[0],
+    IMPORTS[1],
+    IMPORTS[2],
+    IMPORTS[3],
+    IMPORTS[4],
+    ("update_provenance", |c, s| {
+        copy_columns_into(
+            c,
+            update_provenance::table,
+            UPDATE_PROVENANCE_BEFORE_CORRECTIONS,
+            s,
+        )
+    }),
+    IMPORTS[6],
+    IMPORTS[7],
+];
+
 /// The columns this build's COPY lists for `table`, in order.
 fn import_columns(table: &str) -> Vec<&'static str> {
     match table {
@@ -663,6 +722,7 @@ fn import_columns(table: &str) -> Vec<&'static str> {
         "update_provenance" => column_names(update_provenance::all_columns),
         "participant_events" => column_names(participant_events::all_columns),
         "erasures" => column_names(erasures::all_columns),
+        "study_data_corrections" => column_names(study_data_corrections::all_columns),
         _ => Vec::new(),
     }
 }
@@ -863,7 +923,10 @@ mod tests {
     fn the_layout_before_the_outcome_window_lacks_only_its_provenance_columns() {
         check_appended(
             Layout::BeforeOutcomeWindow,
-            &[("update_provenance", OUTCOME_WINDOW_PROVENANCE)],
+            &[
+                ("update_provenance", OUTCOME_WINDOW_PROVENANCE),
+                ("update_provenance", &["last_correction_id"]),
+            ],
         );
         let lacking = |newer: &[&str]| {
             Layout::lacking(&newer.iter().map(|m| (*m).to_owned()).collect::<Vec<_>>())
@@ -885,6 +948,7 @@ mod tests {
                 ("study_data", &["policy"]),
                 ("update_provenance", &["included_policies"]),
                 ("update_provenance", OUTCOME_WINDOW_PROVENANCE),
+                ("update_provenance", &["last_correction_id"]),
             ],
         );
         let lacking = |newer: &[&str]| {
@@ -909,6 +973,7 @@ mod tests {
                 ("model_update_requests", &["sent_timestamp"]),
                 ("update_provenance", &["included_policies"]),
                 ("update_provenance", OUTCOME_WINDOW_PROVENANCE),
+                ("update_provenance", &["last_correction_id"]),
             ],
         );
         let lacking = |newer: &[&str]| {
@@ -952,7 +1017,16 @@ mod tests {
                     &["last_study_data_id", "included_policies"],
                 ),
                 ("update_provenance", OUTCOME_WINDOW_PROVENANCE),
+                ("update_provenance", &["last_correction_id"]),
             ],
+        );
+        check_appended(
+            Layout::BeforeCorrections,
+            &[("update_provenance", &["last_correction_id"])],
+        );
+        assert_eq!(
+            Layout::lacking(&[CORRECTIONS.to_owned()]),
+            Layout::BeforeCorrections
         );
         assert_eq!(
             Layout::lacking(&BRIDGEABLE.map(str::to_owned)),

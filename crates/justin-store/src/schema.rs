@@ -183,7 +183,8 @@ diesel::table! {
         /// The largest `study_data` id the update's job could read (0: none).
         last_study_data_id -> Int8,
         /// The policies whose decisions the update learned from, comma-separated.
-        included_policies -> Text,        /// The newest decision its job could read, when it imputed rewards.
+        included_policies -> Text,
+        /// The newest decision its job could read, when it imputed rewards.
         last_action_id -> Nullable<Int8>,
         /// Decisions made at or before this without an upload were learned from with
         /// `default_reward` (NULL: missing outcomes were left out).
@@ -192,6 +193,8 @@ diesel::table! {
         default_reward -> Nullable<Float8>,
         /// How many records it imputed.
         imputed_rows -> Nullable<Int8>,
+        /// The largest correction id the update's job could read (NULL: before corrections).
+        last_correction_id -> Nullable<Int8>,
     }
 }
 
@@ -251,3 +254,33 @@ diesel::allow_tables_to_appear_in_same_query!(
     participant_events,
     erasures,
 );
+
+diesel::table! {
+    /// Corrections of uploads: each linked to the `study_data` row it corrects, which is kept.
+    study_data_corrections (id) {
+        /// Surrogate key; its order is the order corrections were stored.
+        id -> Int8,
+        /// The `study_data` row corrected.
+        study_data_id -> Int8,
+        /// The participant.
+        user_id -> Text,
+        /// The kind of decision.
+        decision_type -> Text,
+        /// The participant's decision time.
+        decision_idx -> Int8,
+        /// The study server's timestamp.
+        request_timestamp -> Timestamptz,
+        /// That timestamp as sent.
+        sent_timestamp -> Text,
+        /// When the correction was received.
+        created_at -> Timestamptz,
+        /// The corrected context (`json`).
+        context -> Json,
+        /// The corrected state (`json`).
+        state -> Json,
+        /// The corrected outcome (`json`).
+        outcome -> Json,
+        /// The reward derived from the corrected outcome.
+        reward -> Float8,
+    }
+}

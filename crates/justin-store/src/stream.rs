@@ -84,14 +84,17 @@ impl KeysetRow for StudyRow {
 /// had not withdrawn when the job started (as the job's snapshot shows it; the rule the export
 /// applies), and of a policy the update includes (or of no logged decision). `update_rows`
 /// streams the same rows again, with the filter read back from the update's provenance
-/// ([`update_read`]).
-pub(crate) struct AvailableStudyRow(StudyRow);
+/// ([`update_read`]). Each comes with its newest correction at or below the filter's
+/// correction watermark, whose values it streams in place of the original's.
+pub(crate) struct AvailableStudyRow(StudyRow, Option<crate::corrections::CorrectionRow>);
 
 /// What an update job reads beyond its watermark: the policy words it includes and when it
 /// started.
 pub(crate) struct JobFilter {
     pub included: Vec<&'static str>,
     pub started_at: Option<DateTime<Utc>>,
+    /// The largest correction id the update reads (0: none).
+    pub corrections_upto: i64,
 }
 
 /// The policy words an update includes, as [`UpdateInclusion::includes`] says.
@@ -106,7 +109,11 @@ impl TryFrom<AvailableStudyRow> for StudyRecord {
     type Error = StoreError;
 
     fn try_from(row: AvailableStudyRow) -> Result<Self, StoreError> {
-        row.0.try_into()
+        let mut record: StudyRecord = row.0.try_into()?;
+        if let Some(correction) = row.1 {
+            correction.apply(&mut record)?;
+        }
+        Ok(record)
     }
 }
 
@@ -151,8 +158,16 @@ impl KeysetRow for AvailableStudyRow {
                     .or(users::withdrawn_at.gt(started_at)),
             );
         }
-        let rows = query.load(conn)?;
-        Ok(rows.into_iter().map(Self).collect())
+        let rows: Vec<StudyRow> = query.load(conn)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut newest = crate::corrections::in_force(conn, &ids, filter.corrections_upto)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let correction = newest.remove(&r.id).map(|(c, _)| c);
+                Self(r, correction)
+            })
+            .collect())
     }
 }
 
@@ -563,14 +578,43 @@ pub(crate) fn export_page(
     if let Some(user) = user {
         query = query.filter(actions::user_id.eq(user));
     }
-    query.load(conn)
+    type Row = (
+        ActionRow,
+        Option<ExportedUploadRow>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+    );
+    let rows: Vec<Row> = query.load(conn)?;
+    // The value in force now: every correction the snapshot holds.
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|(_, upload, ..)| upload.as_ref().map(|u| u.id))
+        .collect();
+    let mut newest = crate::corrections::in_force(conn, &ids, i64::MAX)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(decision, upload, used_in_version, imputed_in_version, imputed_reward)| {
+                let correction = upload.as_ref().and_then(|u| newest.remove(&u.id));
+                ExportDbRow {
+                    decision,
+                    upload,
+                    used_in_version,
+                    correction,
+                    imputed_in_version,
+                    imputed_reward,
+                }
+            },
+        )
+        .collect())
 }
 
 /// What the update that produced `version` read, in the stream's snapshot: the uploads
-/// [`AvailableStudyRow`] selects with the policies it included and its start, up to its
-/// watermark, then, when it imputed rewards, the decisions [`Unrewarded`] selects with its
-/// cut-off and default reward, up to its newest decision. An unknown version, the initial one,
-/// or one stored by no update streams nothing.
+/// [`AvailableStudyRow`] selects with the policies it included, its start and its correction
+/// watermark, up to its watermark, then, when it imputed rewards, the decisions [`Unrewarded`]
+/// selects with its cut-off and default reward, up to its newest decision. An unknown version,
+/// the initial one, or one stored by no update streams nothing.
 pub(crate) fn update_read(conn: &mut PgConnection, version: i64) -> QueryResult<UpdateCursor> {
     type Read = (
         i64,
@@ -579,6 +623,7 @@ pub(crate) fn update_read(conn: &mut PgConnection, version: i64) -> QueryResult<
         Option<i64>,
         Option<DateTime<Utc>>,
         Option<f64>,
+        Option<i64>,
     );
     let found: Option<Read> = update_provenance::table
         .inner_join(model_update_requests::table)
@@ -590,11 +635,12 @@ pub(crate) fn update_read(conn: &mut PgConnection, version: i64) -> QueryResult<
             update_provenance::last_action_id,
             update_provenance::imputed_decided_by,
             update_provenance::default_reward,
+            update_provenance::last_correction_id,
         ))
         .first(conn)
         .optional()?;
     Ok(match found {
-        Some((upto, included, started_at, actions_upto, decided_by, reward)) => {
+        Some((upto, included, started_at, actions_upto, decided_by, reward, corrections_upto)) => {
             let included = included_words(UpdateInclusion::from_stored(&included));
             let imputed = match (actions_upto, decided_by, reward) {
                 (Some(actions_upto), Some(decided_by), Some(reward)) => Some((
@@ -613,6 +659,8 @@ pub(crate) fn update_read(conn: &mut PgConnection, version: i64) -> QueryResult<
                 JobFilter {
                     included,
                     started_at,
+                    // An update stored before corrections existed read none.
+                    corrections_upto: corrections_upto.unwrap_or(0),
                 },
                 Some(upto),
                 imputed,
@@ -622,6 +670,7 @@ pub(crate) fn update_read(conn: &mut PgConnection, version: i64) -> QueryResult<
             JobFilter {
                 included: Vec::new(),
                 started_at: None,
+                corrections_upto: 0,
             },
             None,
             None,

@@ -531,40 +531,8 @@ impl Service {
     }
 
     fn upload_data_untracked(&self, req: UploadRequest) -> Result<UploadRecorded, DomainError> {
-        let received_at = self.clock.now();
-        // The context must be one a decision could have been made from: any missing value
-        // follows the algorithm's rule (refused, imputed, or a decision not available). Only
-        // the client's fault refuses the upload; the update reads the uploaded state.
-        let params = self.current_parameters()?;
-        if let Err(e @ AlgorithmError::InvalidInput(_)) =
-            self.algorithm.prepare_state(&req.context, &params.values)
-        {
-            return Err(e.into());
-        }
-        let reward =
-            self.algorithm
-                .make_reward(&req.user_id, &req.state, req.action, &req.outcome)?;
-        if !reward.is_finite() {
-            return Err(DomainError::InvalidInput(
-                "The outcome gives a reward that is not a finite number.".into(),
-            ));
-        }
-        let record = StudyRecord {
-            user_id: req.user_id,
-            decision_type: req.decision_type,
-            decision_idx: req.decision_idx,
-            requested_at: req.requested_at,
-            sent_timestamp: req.sent_timestamp,
-            received_at,
-            context: req.context,
-            action: req.action,
-            action_prob: req.action_prob,
-            state: req.state,
-            outcome: req.outcome,
-            reward,
-            // Storage takes it from the logged decision.
-            available: true,
-        };
+        let record = self.study_record(req)?;
+        let received_at = record.received_at;
         match self.store.record_study_data(&record) {
             Err(StoreError::UploadMismatch {
                 logged_action,
@@ -583,6 +551,48 @@ impl Service {
             }
             other => Ok(other?),
         }
+    }
+
+    /// The record an upload (or a correction) stores, received now: its context checked as a
+    /// decision's would be, its reward derived from its outcome.
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidInput`] for a context or outcome the algorithm cannot use.
+    pub(super) fn study_record(&self, req: UploadRequest) -> Result<StudyRecord, DomainError> {
+        let received_at = self.clock.now();
+        // The context must be one a decision could have been made from: any missing value
+        // follows the algorithm's rule (refused, imputed, or a decision not available). Only
+        // the client's fault refuses the upload; the update reads the uploaded state.
+        let params = self.current_parameters()?;
+        if let Err(e @ AlgorithmError::InvalidInput(_)) =
+            self.algorithm.prepare_state(&req.context, &params.values)
+        {
+            return Err(e.into());
+        }
+        let reward =
+            self.algorithm
+                .make_reward(&req.user_id, &req.state, req.action, &req.outcome)?;
+        if !reward.is_finite() {
+            return Err(DomainError::InvalidInput(
+                "The outcome gives a reward that is not a finite number.".into(),
+            ));
+        }
+        Ok(StudyRecord {
+            user_id: req.user_id,
+            decision_type: req.decision_type,
+            decision_idx: req.decision_idx,
+            requested_at: req.requested_at,
+            sent_timestamp: req.sent_timestamp,
+            received_at,
+            context: req.context,
+            action: req.action,
+            action_prob: req.action_prob,
+            state: req.state,
+            outcome: req.outcome,
+            reward,
+            // Storage takes it from the logged decision.
+            available: true,
+        })
     }
 }
 

@@ -28,6 +28,21 @@ pub enum DomainError {
         /// The logged probability.
         logged_prob: f64,
     },
+    /// A correction names a decision with no upload to correct.
+    #[error("No upload to correct for this decision index.")]
+    NothingToCorrect,
+    /// A correction's action or probability differs from the original upload's.
+    #[error("A correction's action ({uploaded_action}) and action_prob ({uploaded_prob}) must match the original upload (action {original_action}, action_prob {original_prob}).")]
+    CorrectionMismatch {
+        /// The correction's action.
+        uploaded_action: i16,
+        /// The correction's probability.
+        uploaded_prob: f64,
+        /// The original upload's action.
+        original_action: i16,
+        /// The original upload's probability.
+        original_prob: f64,
+    },
     /// The participant has withdrawn already.
     #[error("User already withdrawn.")]
     AlreadyWithdrawn,
@@ -66,6 +81,7 @@ impl From<StoreError> for DomainError {
             StoreError::UserExists => Self::UserExists,
             StoreError::UnknownUser => Self::UserNotFound,
             StoreError::StudyDataExists => Self::DecisionExists,
+            StoreError::NothingToCorrect => Self::NothingToCorrect,
             StoreError::UnknownUpdate => Self::UpdateNotFound,
             StoreError::AlreadyWithdrawn => Self::AlreadyWithdrawn,
             StoreError::DecisionDiffers(stored) => Self::DecisionDiffers(stored),

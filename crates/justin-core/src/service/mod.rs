@@ -6,11 +6,13 @@
 //! decision. The cache is replaced whenever this process publishes a new version.
 //!
 //! Each use case has a module of its own, each adding methods to [`Service`]: `decisions`
-//! (participants, actions, uploads), `parameters` (the parameter cache), `updates` (the update
+//! (participants, actions, uploads), `corrections` (corrected uploads and a decision's
+//! history), `parameters` (the parameter cache), `updates` (the update
 //! worker and its retries), `callbacks` (delivery with backoff), `replay` (decisions),
 //! `update_replay` (updates) and `readiness`; `errors` holds what they fail with. Their public items are re-exported here.
 
 mod callbacks;
+mod corrections;
 mod dashboard;
 mod decisions;
 mod errors;

@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Availability, CallbackDelivery, CompletedUpdate, Decision, DecisionIdx, DecisionType,
-    Enrollment, Erasure, ExportRow, ExportedUpload, Imputation, ImputedReward, ModelParameters,
-    Participant, ParticipantFacts, Policy, Provenance, State, StudyRecord, UpdateInclusion,
-    UpdateRecord, UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    Availability, CallbackDelivery, CompletedUpdate, Correction, CorrectionRecorded, Decision,
+    DecisionHistory, DecisionIdx, DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload,
+    Imputation, ImputedReward, ModelParameters, Participant, ParticipantFacts, Policy, Provenance,
+    State, StudyRecord, UpdateInclusion, UpdateRecord, UpdateRequest, UpdateStatus, UserId,
+    Withdrawal,
 };
 use crate::monitor::{
     ActiveParticipant, Alert, AlertDelivery, MonitorFacts, MonitorQuery, OverdueOutcomes,
@@ -103,6 +104,13 @@ struct Tables {
     events: Vec<Event>,
     /// The audit records of erasures, in the order they happened.
     erasures: Vec<Erasure>,
+    /// Corrections of uploads, in the order they were stored.
+    corrections: Vec<StoredCorrection>,
+    /// The id the next correction gets.
+    next_correction_id: i64,
+    /// For each completed update, the ids of the corrections its job could read: those below
+    /// this (none for an update without an entry).
+    correction_watermarks: HashMap<Uuid, i64>,
     /// The watchdog's rows (see the section at the end).
     monitor: MonitorTables,
 }
@@ -140,6 +148,14 @@ struct Upload {
     record: StudyRecord,
     /// The logged decision's policy word, `None` while no decision is logged for the key.
     policy: Option<&'static str>,
+}
+
+/// A stored correction: its id (storage order) and the id of the upload it corrects.
+#[derive(Debug, Clone)]
+struct StoredCorrection {
+    id: i64,
+    upload_id: i64,
+    correction: Correction,
 }
 
 /// Failures a test has asked for.
@@ -193,6 +209,7 @@ impl Tables {
             provenance,
             self.events.len(),
             self.erasures.len(),
+            self.corrections.len(),
         ];
         TABLES
             .iter()
@@ -396,6 +413,25 @@ impl Tables {
             .min()
     }
 
+    /// Upload `u` with the value in force among its corrections with ids below `below` (the
+    /// newest of them, else the original), and how many of them there are.
+    fn in_force(&self, u: &Upload, below: i64) -> (StudyRecord, u32) {
+        let mut record = u.record.clone();
+        let mut count = 0;
+        for c in self
+            .corrections
+            .iter()
+            .filter(|c| c.upload_id == u.id && c.id < below)
+        {
+            count += 1;
+            record.context = c.correction.context.clone();
+            record.state = c.correction.state.clone();
+            record.outcome = c.correction.outcome.clone();
+            record.reward = c.correction.reward;
+        }
+        (record, count)
+    }
+
     fn rebuild_upload_index(&mut self) {
         self.upload_index = self
             .uploads
@@ -566,6 +602,10 @@ impl Store for MemoryStore {
         let uploads_before = tables.uploads.len();
         tables.uploads.retain(|u| u.record.user_id != *user);
         let uploads = uploads_before - tables.uploads.len();
+        let kept: std::collections::HashSet<i64> = tables.uploads.iter().map(|u| u.id).collect();
+        let corrections_before = tables.corrections.len();
+        tables.corrections.retain(|c| kept.contains(&c.upload_id));
+        let corrections = corrections_before - tables.corrections.len();
         tables.rebuild_upload_index();
         let events_before = tables.events.len();
         tables.events.retain(|e| e.user_id != *user);
@@ -597,14 +637,16 @@ impl Store for MemoryStore {
         row.erased_at = Some(erasure.erased_at);
         let number = row.number;
         tables.users.insert(pseudonym, row);
+        let mut row_counts = vec![
+            ("actions".to_owned(), actions),
+            ("study_data".to_owned(), uploads as u64),
+            ("participant_events".to_owned(), events as u64),
+            ("users".to_owned(), 1),
+        ];
+        crate::tables::count_erased_corrections(&mut row_counts, corrections as u64);
         let filled = Erasure {
             participant_number: number,
-            row_counts: vec![
-                ("actions".to_owned(), actions),
-                ("study_data".to_owned(), uploads as u64),
-                ("participant_events".to_owned(), events as u64),
-                ("users".to_owned(), 1),
-            ],
+            row_counts,
             ..erasure.clone()
         };
         tables.erasures.push(filled.clone());
@@ -719,6 +761,80 @@ impl Store for MemoryStore {
         Ok(UploadRecorded { action_logged })
     }
 
+    fn record_correction(&self, record: &StudyRecord) -> Result<CorrectionRecorded, StoreError> {
+        let mut inner = self.write()?;
+        let tables = &mut inner.tables;
+        let k = key(&record.user_id, &record.decision_type, record.decision_idx);
+        let Some(&i) = tables.upload_index.get(&k) else {
+            return Err(StoreError::NothingToCorrect);
+        };
+        let original = &tables.uploads[i];
+        if original.record.action != record.action
+            || !original.record.action_prob.agrees_with(record.action_prob)
+        {
+            return Err(StoreError::UploadMismatch {
+                logged_action: original.record.action,
+                logged_prob: original.record.action_prob,
+            });
+        }
+        let upload_id = original.id;
+        let number = tables
+            .corrections
+            .iter()
+            .filter(|c| c.upload_id == upload_id)
+            .count() as u32
+            + 1;
+        let id = tables.next_correction_id;
+        tables.next_correction_id += 1;
+        tables.corrections.push(StoredCorrection {
+            id,
+            upload_id,
+            correction: Correction {
+                number,
+                requested_at: record.requested_at,
+                sent_timestamp: record.sent_timestamp.clone(),
+                received_at: record.received_at,
+                context: record.context.clone(),
+                state: record.state.clone(),
+                outcome: record.outcome.clone(),
+                reward: record.reward,
+            },
+        });
+        Ok(CorrectionRecorded { number })
+    }
+
+    fn decision_history(
+        &self,
+        user: &UserId,
+        decision_type: &DecisionType,
+        decision_idx: DecisionIdx,
+    ) -> Result<Option<DecisionHistory>, StoreError> {
+        let inner = self.read()?;
+        let tables = &inner.tables;
+        let k = key(user, decision_type, decision_idx);
+        let decision = tables
+            .decision_index
+            .get(&k)
+            .map(|&i| tables.decisions[i].clone());
+        let upload = tables.upload_index.get(&k).map(|&i| &tables.uploads[i]);
+        if decision.is_none() && upload.is_none() {
+            return Ok(None);
+        }
+        let corrections = upload.map_or_else(Vec::new, |u| {
+            tables
+                .corrections
+                .iter()
+                .filter(|c| c.upload_id == u.id)
+                .map(|c| c.correction.clone())
+                .collect()
+        });
+        Ok(Some(DecisionHistory {
+            decision,
+            upload: upload.map(|u| u.record.clone()),
+            corrections,
+        }))
+    }
+
     fn decisions(&self) -> Result<DecisionStream, StoreError> {
         let rows = self.read()?.tables.decisions.clone();
         Ok(Box::new(rows.into_iter().map(Ok)))
@@ -735,13 +851,15 @@ impl Store for MemoryStore {
                 let k = key(&d.user_id, &d.decision_type, d.decision_idx);
                 let upload = tables.upload_index.get(&k).map(|&i| {
                     let u = &tables.uploads[i];
+                    let (now, corrections) = tables.in_force(u, i64::MAX);
                     ExportedUpload {
                         requested_at: u.record.requested_at,
                         sent_timestamp: u.record.sent_timestamp.clone(),
                         received_at: u.record.received_at,
-                        outcome: u.record.outcome.clone(),
-                        reward: u.record.reward,
+                        outcome: now.outcome,
+                        reward: now.reward,
                         used_in_version: tables.used_in_version(u),
+                        corrections,
                     }
                 });
                 ExportRow {
@@ -801,6 +919,11 @@ impl Store for MemoryStore {
         let Some(&watermark) = tables.watermarks.get(&request.id) else {
             return Ok(Box::new(std::iter::empty()));
         };
+        let corrections_below = tables
+            .correction_watermarks
+            .get(&request.id)
+            .copied()
+            .unwrap_or(0);
         let include = UpdateInclusion::from_stored(
             request
                 .provenance
@@ -823,7 +946,7 @@ impl Store for MemoryStore {
                     _ => true,
                 }
             })
-            .map(|u| UpdateRecord::Uploaded(u.record.clone()))
+            .map(|u| UpdateRecord::Uploaded(tables.in_force(u, corrections_below).0))
             .collect();
         let imputed = request.provenance.as_ref().and_then(|p| p.imputed);
         if let (Some(imputed), Some(&decisions)) =
@@ -911,11 +1034,13 @@ impl Store for MemoryStore {
         inner.claimed = true;
         let snapshot = inner.tables.next_upload_id;
         let decisions = inner.tables.decisions.len();
+        let corrections_snapshot = inner.tables.next_correction_id;
         Ok(Some(Box::new(MemoryJob {
             store: self,
             request,
             snapshot,
             decisions,
+            corrections_snapshot,
         })))
     }
 
@@ -1124,6 +1249,9 @@ struct MemoryJob<'a> {
     snapshot: i64,
     /// How many decisions were stored when the job was claimed: it reads the first this many.
     decisions: usize,
+    /// The id the next correction got when the job was claimed: it reads the corrections
+    /// below it.
+    corrections_snapshot: i64,
 }
 
 impl UpdateJob for MemoryJob<'_> {
@@ -1159,7 +1287,11 @@ impl UpdateJob for MemoryJob<'_> {
                     }
                 })
             })
-            .map(|u| Ok(UpdateRecord::Uploaded(u.record.clone())))
+            .map(|u| {
+                Ok(UpdateRecord::Uploaded(
+                    tables.in_force(u, self.corrections_snapshot).0,
+                ))
+            })
             .collect();
         if let Some(imputation) = imputation {
             for index in 0..self.decisions {
@@ -1210,6 +1342,9 @@ impl UpdateJob for MemoryJob<'_> {
                 .decision_watermarks
                 .insert(self.request.id, self.decisions);
         }
+        tables
+            .correction_watermarks
+            .insert(self.request.id, self.corrections_snapshot);
         Ok(tables.push_parameters(algorithm, values, finished_at))
     }
 
@@ -1276,7 +1411,7 @@ mod dashboard {
             decision_type: u.record.decision_type.as_str().to_owned(),
             requested_at: u.record.requested_at,
             received_at: u.record.received_at,
-            reward: u.record.reward,
+            reward: tables.in_force(u, i64::MAX).0.reward,
         });
         days_of(settings, decisions, uploads)
     }

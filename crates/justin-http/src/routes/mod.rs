@@ -36,6 +36,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(method_not_allowed("GET, PATCH")),
             )
             .service(
+                web::resource("/users/{user_id}/decisions/{decision_idx}")
+                    .route(web::get().to(data::history::handle))
+                    .default_service(method_not_allowed("GET")),
+            )
+            .service(
                 web::resource("/users/{user_id}/withdraw")
                     .route(web::post().to(users::withdraw::handle))
                     .default_service(method_not_allowed("POST")),

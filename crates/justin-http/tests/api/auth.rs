@@ -122,6 +122,7 @@ fn every_api_route_needs_a_valid_key() {
             Some(upload_body("p1", 1, 20.0)),
             [201, 400],
         ),
+        ("GET", "/api/v1/users/p1/decisions/1", None, [200, 200]),
         ("POST", "/api/v1/update", Some(update), [202, 202]),
         ("GET", &unknown_update, None, [404, 404]),
         ("GET", "/api/v1/parameters", None, [200, 200]),

@@ -178,6 +178,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/users/u1", "GET, PATCH"),
     ("/api/v1/users/u1/withdraw", "POST"),
     ("/api/v1/users/u1/erase", "POST"),
+    ("/api/v1/users/u1/decisions/0", "GET"),
     ("/api/v1/host_decision", "POST"),
     ("/api/v1/action", "POST"),
     ("/api/v1/upload_data", "POST"),

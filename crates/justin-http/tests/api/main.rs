@@ -7,6 +7,7 @@ mod action;
 mod auth;
 mod commands;
 mod contract;
+mod corrections;
 mod dashboard;
 mod decision_types;
 mod export;

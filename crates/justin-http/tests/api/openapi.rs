@@ -16,7 +16,7 @@ use crate::helpers::{
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
 
 /// Every operation the service mounts: method and documented path.
-const OPERATIONS: [(&str, &str); 17] = [
+const OPERATIONS: [(&str, &str); 18] = [
     ("post", "/api/v1/add_user"),
     ("get", "/api/v1/users/{user_id}"),
     ("patch", "/api/v1/users/{user_id}"),
@@ -25,6 +25,7 @@ const OPERATIONS: [(&str, &str); 17] = [
     ("post", "/api/v1/host_decision"),
     ("post", "/api/v1/action"),
     ("post", "/api/v1/upload_data"),
+    ("get", "/api/v1/users/{user_id}/decisions/{decision_idx}"),
     ("post", "/api/v1/update"),
     ("get", "/api/v1/update/{update_id}"),
     ("get", "/api/v1/parameters"),

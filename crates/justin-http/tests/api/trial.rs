@@ -244,7 +244,7 @@ fn the_export_appends_policy_fallback_reason_decided_by_and_in_study() {
     let rows = export(&app);
 
     let header: Vec<&String> = rows[0].keys().collect();
-    assert_eq!(header.len(), 27);
+    assert_eq!(header.len(), 28);
     let columns = |r: &std::collections::BTreeMap<String, String>| {
         [
             r["user_id"].clone(),
@@ -282,7 +282,7 @@ fn the_export_keeps_the_existing_columns_in_their_places() {
          unavailable_reason,context,state,action,action1_prob,parameter_version,outcome,reward,\
          used_in_update,used_in_version,upload_request_timestamp,upload_timestamp,rng_seed,\
          request_timestamp_as_sent,upload_request_timestamp_as_sent,policy,fallback_reason,\
-         decided_by,in_study"
+         decided_by,in_study,corrections"
     );
 }
 

@@ -1,8 +1,8 @@
 //! Backups written here: restored into another SQLite database they give back every row, and
 //! their files have the layout and the value formats `justin-store` (PostgreSQL) writes and
-//! reads. A backup in PostgreSQL's formats restores here, and so does one taken before the
-//! trial-life migration; one taken before the decision-types migration is refused with what
-//! to do instead.
+//! reads. A backup in PostgreSQL's formats restores here, and so do ones taken before the
+//! trial-life and the corrections migrations; one taken before the decision-types migration is
+//! refused with what to do instead.
 
 use std::collections::BTreeMap;
 
@@ -179,7 +179,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "20250501000000",
             "20261201000000",
             "20261202000000",
-            "20261203000000"
+            "20261203000000",
+            "20261204000000"
         ])
     );
     let names: Vec<&str> = manifest["tables"]
@@ -198,7 +199,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "model_update_requests",
             "update_provenance",
             "participant_events",
-            "erasures"
+            "erasures",
+            "study_data_corrections"
         ]
     );
     for table in manifest["tables"].as_array().unwrap() {
@@ -258,9 +260,10 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
     let provenance = &files["update_provenance.csv"];
     assert!(
         provenance.ends_with(
-            ",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5,\"algorithm,warmup\",,,,\n"
+            ",2,1.2.3,algo,abc,2,,2025-06-15T15:06:51.000000Z,5,\"algorithm,warmup\",,,,,0\n"
         ),
-        "NULL as an empty field; the update could read study data up to id 5: {provenance}"
+        "NULL as an empty field; the update could read study data up to id 5, imputed nothing and \
+         read no correction: {provenance}"
     );
     let actions = &files["actions.csv"];
     assert!(
@@ -657,7 +660,7 @@ fn a_backup_from_before_the_trial_life_restores_with_what_rows_were() {
         "no logged decision: {study:?}"
     );
     assert!(files["actions.csv"].contains(",asleep,then,algorithm,,,t\n"));
-    assert!(files["update_provenance.csv"].ends_with(",10,algorithm,,,,\n"));
+    assert!(files["update_provenance.csv"].ends_with(",10,algorithm,,,,,\n"));
     assert_eq!(
         files["participant_events.csv"],
         "id,user_id,kind,recorded_at,study_start,study_start_sent,study_end,study_end_sent,reason\n"
@@ -668,9 +671,96 @@ fn a_backup_from_before_the_trial_life_restores_with_what_rows_were() {
     );
 }
 
-/// A backup taken before migration 2026-12-03 (what updates imputed) has `update_provenance`
-/// without its four columns; it restores with them NULL, as the migration leaves the rows it
-/// finds, and every row reads back as it was.
+/// A backup taken before migration 2026-12-04 has no `study_data_corrections` and no
+/// `update_provenance.last_correction_id`: it restores with no corrections, and its update
+/// reads the uploads as they were.
+#[test]
+fn a_backup_from_before_corrections_restores_without_corrections() {
+    let source = TestDatabase::create();
+    let updates = populate(source.store());
+    let before = contents(source.store(), &updates);
+    // A correction the old layout cannot hold, of an upload the update read.
+    let first: StudyRecord = source
+        .store()
+        .study_data()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    source
+        .store()
+        .record_correction(&StudyRecord {
+            reward: first.reward + 1.0,
+            ..first.clone()
+        })
+        .unwrap();
+    let dir = ScratchDir::new();
+    let backup = source.store().backup(&dir, at(20)).unwrap();
+    let mut files = unpack(&backup.path);
+    files.remove("study_data_corrections.csv");
+    let mut manifest: serde_json::Value = serde_json::from_str(&files["manifest.json"]).unwrap();
+    manifest["migrations"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m != "20261204000000");
+    let tables = manifest["tables"].as_array_mut().unwrap();
+    tables.retain(|t| t["name"] != "study_data_corrections");
+    for table in tables.iter_mut() {
+        if table["name"] == "update_provenance" {
+            let columns = table["columns"].as_array_mut().unwrap();
+            assert_eq!(columns.pop().unwrap(), "last_correction_id");
+        }
+    }
+    files.insert("manifest.json".into(), manifest.to_string());
+    let provenance = files["update_provenance.csv"].clone();
+    let mut reader = justin_backup::csv::CsvReader::new(provenance.as_bytes());
+    let mut out = Vec::new();
+    while let Some(mut record) = reader.next_record().unwrap() {
+        record.pop();
+        justin_backup::csv::write_record(&mut out, &record).unwrap();
+    }
+    files.insert(
+        "update_provenance.csv".into(),
+        String::from_utf8(out).unwrap(),
+    );
+    let old = dir.join("before-corrections.tar");
+    let entries: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    pack(&old, &entries);
+
+    let target = TestDatabase::create();
+    let report = target.store().restore(&old).unwrap();
+
+    assert!(report
+        .row_counts
+        .iter()
+        .all(|(table, _)| table != "study_data_corrections"));
+    assert_eq!(
+        contents(target.store(), &updates),
+        before,
+        "as before the correction"
+    );
+    let read: Vec<StudyRecord> = target
+        .store()
+        .update_rows(2)
+        .unwrap()
+        .map(|r| r.unwrap().into_record())
+        .collect();
+    assert_eq!(read[0], first);
+    // Corrections go on from there, and the restored update still reads none.
+    target.store().record_correction(&first).unwrap();
+    let again: Vec<StudyRecord> = target
+        .store()
+        .update_rows(2)
+        .unwrap()
+        .map(|r| r.unwrap().into_record())
+        .collect();
+    assert_eq!(again, read);
+}
+
+/// A backup taken before migration 2026-12-03 (what updates imputed), and so before 2026-12-04
+/// too, has `update_provenance` without their five columns and no corrections; it restores with
+/// the columns NULL, as the migrations leave the rows they find, and every row reads back as it
+/// was.
 #[test]
 fn a_backup_from_before_the_outcome_window_restores_as_it_was() {
     let source = TestDatabase::create();
@@ -683,27 +773,24 @@ fn a_backup_from_before_the_outcome_window_restores_as_it_was() {
     manifest["migrations"]
         .as_array_mut()
         .unwrap()
-        .retain(|m| m != "20261203000000");
+        .retain(|m| m != "20261203000000" && m != "20261204000000");
+    let tables = manifest["tables"].as_array_mut().unwrap();
+    tables.retain(|t| t["name"] != "study_data_corrections");
     let mut entries = Vec::new();
-    for table in manifest["tables"].as_array_mut().unwrap() {
+    for table in tables.iter_mut() {
         let name = table["name"].as_str().unwrap().to_owned();
         let mut text = files[&format!("{name}.csv")].clone();
         if name == "update_provenance" {
             let columns = table["columns"].as_array_mut().unwrap();
-            let kept = columns.len() - 4;
+            let kept = columns.len() - 5;
             columns.truncate(kept);
-            // No provenance row imputed anything: its last four fields are empty.
-            text = text
-                .lines()
-                .map(|line| {
-                    let line = if line.starts_with("update_id,") {
-                        line.rsplitn(5, ',').last().unwrap().to_owned()
-                    } else {
-                        line.strip_suffix(",,,,").unwrap().to_owned()
-                    };
-                    line + "\n"
-                })
-                .collect();
+            let mut reader = justin_backup::csv::CsvReader::new(text.as_bytes());
+            let mut out = Vec::new();
+            while let Some(mut record) = reader.next_record().unwrap() {
+                record.truncate(record.len() - 5);
+                justin_backup::csv::write_record(&mut out, &record).unwrap();
+            }
+            text = String::from_utf8(out).unwrap();
         }
         entries.push((format!("{name}.csv"), text));
     }

@@ -24,6 +24,7 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 #[test]
 fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -46,6 +47,7 @@ fn every_migration_reverts_and_applies_again() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -60,6 +62,7 @@ fn every_migration_reverts_and_applies_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -108,6 +111,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
 
@@ -222,6 +226,7 @@ fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -241,6 +246,7 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
 
@@ -381,6 +387,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE NOT available")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -421,6 +428,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned(),
         ]
     );
     let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
@@ -448,6 +456,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
 #[test]
 fn trial_life_migration_keeps_what_rows_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -489,7 +498,8 @@ fn trial_life_migration_keeps_what_rows_were() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
-            "2026-12-03-000000_outcome_window".to_owned()
+            "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
 
@@ -534,6 +544,7 @@ fn trial_life_migration_keeps_what_rows_were() {
     assert_eq!((counts["participant_events"], counts["erasures"]), (0, 0));
 
     // Reverted and applied again, the rows the migration found are as they were.
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -544,7 +555,8 @@ fn trial_life_migration_keeps_what_rows_were() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
-            "2026-12-03-000000_outcome_window".to_owned()
+            "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
     let again: Vec<Decision> = db

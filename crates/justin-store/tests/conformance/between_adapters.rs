@@ -1,7 +1,8 @@
 //! Backups move between the adapters: a trial with every part of a participant's life
 //! (windows, changes, withdrawal, erasure, decisions of every policy and out of the study, a
-//! host decision over an upload, an update that learned from some policies) backed up on one
-//! adapter restores on the other with every row read back the same.
+//! host decision over an upload, an update that learned from some policies, corrections before
+//! and after it) backed up on one adapter restores on the other with every row read back the
+//! same.
 
 use justin_core::builders::{
     at, decision, out_of_study, provenance, unavailable, update_request, upload_for, user, window,
@@ -69,6 +70,18 @@ fn a_trial(store: &dyn Store) {
     store
         .record_study_data(&upload_for(&decision("carol", 1, 1)))
         .unwrap();
+    // A correction the update reads, with text that needs quoting and exact doubles.
+    let corrected = |n: i64, reward: f64| justin_core::StudyRecord {
+        sent_timestamp: format!("2025-01-0{n} 10:00:00,5+01:00, \"again\"\n"),
+        received_at: at(6 + n),
+        outcome: serde_json::json!({"steps": -0.0, "ratio": 0.1 + 0.2})
+            .as_object()
+            .unwrap()
+            .clone(),
+        reward,
+        ..upload_for(&decisions[0])
+    };
+    store.record_correction(&corrected(1, 0.1 + 0.2)).unwrap();
     store.create_update_request(&update_request(1)).unwrap();
     let job = store.claim_update(at(7)).unwrap().unwrap();
     job.complete(
@@ -78,6 +91,8 @@ fn a_trial(store: &dyn Store) {
         at(8),
     )
     .unwrap();
+    // One the update did not read.
+    store.record_correction(&corrected(2, -1e-300)).unwrap();
     let id = uuid::Uuid::from_u128(42);
     store
         .erase_participant(
@@ -103,6 +118,8 @@ struct Read {
     participants: Vec<Option<Participant>>,
     erased: Vec<String>,
     update: Option<justin_core::UpdateRequest>,
+    history: Option<justin_core::DecisionHistory>,
+    update_rows: Vec<justin_core::StudyRecord>,
 }
 
 fn read(store: &dyn Store) -> Read {
@@ -116,6 +133,18 @@ fn read(store: &dyn Store) -> Read {
             .collect(),
         erased: store.erased_pseudonyms().unwrap(),
         update: store.update_request(update_request(1).id).unwrap(),
+        history: store
+            .decision_history(
+                &user("alice"),
+                &justin_core::DecisionType::default(),
+                justin_core::DecisionIdx::new(0).unwrap(),
+            )
+            .unwrap(),
+        update_rows: store
+            .update_rows(2)
+            .unwrap()
+            .map(|r| r.unwrap().into_record())
+            .collect(),
     }
 }
 
@@ -124,6 +153,11 @@ fn moves(from: &dyn Store, to: &dyn Store) {
     let before = read(from);
     assert_eq!(before.erased.len(), 1);
     assert_eq!(before.decisions.len(), 7);
+    assert_eq!(before.history.as_ref().unwrap().corrections.len(), 2);
+    assert!(
+        before.update_rows.iter().any(|r| r.reward == 0.1 + 0.2),
+        "the update read the first correction"
+    );
     let dir = ScratchDir::new();
     let backup = from.backup(&dir, at(100)).unwrap();
 

@@ -1,8 +1,8 @@
 //! Update jobs across processes: the update lock is per database (a second `PgStore` cannot
 //! claim while a job runs), it never stays behind in a pooled connection, and a worker whose
 //! session dies mid-update (as under `kill -9`) leaves the parameters as they were and its
-//! request claimable again. A job's watermark waits for uploads in flight, so that no upload
-//! committed after it has an id at or below it.
+//! request claimable again. A job's watermarks wait for uploads and corrections in flight, so
+//! that none committed after them has an id at or below them.
 
 use diesel::sql_types::BigInt;
 use diesel::RunQueryDsl;
@@ -239,4 +239,80 @@ fn a_job_waits_for_an_upload_in_flight_and_reads_it() {
         exported[0].upload.as_ref().unwrap().used_in_version,
         Some(version)
     );
+}
+
+/// Sessions of the test's database waiting for a lock on `study_data_corrections`.
+fn waiting_on_corrections(db: &TestDatabase) -> i64 {
+    diesel::dsl::sql::<BigInt>(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted \
+         AND relation = 'study_data_corrections'::regclass \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .get_result(&mut connect(db))
+    .unwrap()
+}
+
+/// A correction whose id is drawn before a job starts but which commits after it asked for its
+/// correction watermark is read by the job, and `update_rows` gives back exactly what the job
+/// read: without the wait, a later correction's larger id would put the watermark above one
+/// the job's snapshot cannot see, and `update_rows` would later read one the job never did.
+#[test]
+fn a_job_waits_for_a_correction_in_flight_and_reads_it() {
+    let db = TestDatabase::create();
+    populate(db.store(), 2);
+    let mut other = connect(&db);
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut other,
+        "BEGIN; INSERT INTO study_data_corrections (study_data_id, user_id, decision_type, \
+         decision_idx, request_timestamp, sent_timestamp, created_at, context, state, outcome, \
+         reward) SELECT id, user_id, decision_type, decision_idx, now(), 'late', now(), \
+         context, state, outcome, 7.0 FROM study_data WHERE decision_idx = 0",
+    )
+    .unwrap();
+    db.store()
+        .record_correction(&justin_core::StudyRecord {
+            reward: 9.0,
+            ..record("alice", 1)
+        })
+        .unwrap();
+    db.store()
+        .create_update_request(&update_request(1))
+        .unwrap();
+
+    let (waited, read, version) = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut job = db.store().claim_update(at(10)).unwrap().unwrap();
+            let read: Vec<f64> = job
+                .study_data(justin_core::UpdateInclusion::default())
+                .unwrap()
+                .map(|r| r.unwrap().reward)
+                .collect();
+            let version = job
+                .complete("algo", &serde_json::json!({}), &provenance(), at(11))
+                .unwrap()
+                .version;
+            (read, version)
+        });
+        // A bounded number of looks, each a round trip, and no sleep; the correction commits
+        // before anything is asserted, so a failure cannot leave the worker waiting forever.
+        let seen = (0..20_000).any(|_| waiting_on_corrections(&db) == 1);
+        let waited = seen && !worker.is_finished();
+        diesel::connection::SimpleConnection::batch_execute(&mut other, "COMMIT").unwrap();
+        let (read, version) = worker.join().unwrap();
+        (waited, read, version)
+    });
+
+    assert!(waited, "the claim waited for the correction in flight");
+    assert_eq!(
+        read,
+        [7.0, 9.0],
+        "both corrections are in force for the job"
+    );
+    let again: Vec<f64> = db
+        .store()
+        .update_rows(version)
+        .unwrap()
+        .map(|r| r.unwrap().record().reward)
+        .collect();
+    assert_eq!(again, read, "update_rows gives back what the job read");
 }

@@ -151,6 +151,7 @@ mod backup {
                 "model_update_requests.csv",
                 "participant_events.csv",
                 "study_data.csv",
+                "study_data_corrections.csv",
                 "update_provenance.csv",
                 "users.csv"
             ]
@@ -171,7 +172,8 @@ mod backup {
                 "20250501000000",
                 "20261201000000",
                 "20261202000000",
-                "20261203000000"
+                "20261203000000",
+                "20261204000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -184,6 +186,7 @@ mod backup {
             ("update_provenance", 0),
             ("participant_events", 1),
             ("erasures", 0),
+            ("study_data_corrections", 0),
         ];
         assert_eq!(tables.len(), expected_rows.len());
         for ((name, rows), table) in expected_rows.iter().zip(tables) {
@@ -386,11 +389,12 @@ mod setup {
                 "2025-05-01-000000_trial_life".to_owned(),
                 "2026-12-01-000000_monitor".to_owned(),
                 "2026-12-02-000000_dashboard".to_owned(),
-                "2026-12-03-000000_outcome_window".to_owned()
+                "2026-12-03-000000_outcome_window".to_owned(),
+                "2026-12-04-000000_corrections".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());
-        assert_eq!(store.row_counts().unwrap().len(), 8);
+        assert_eq!(store.row_counts().unwrap().len(), 9);
         drop(store);
         drop_database(&name);
     }

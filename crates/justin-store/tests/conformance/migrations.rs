@@ -13,6 +13,7 @@ use crate::support::connect;
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -60,7 +61,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
-            "2026-12-03-000000_outcome_window".to_owned()
+            "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
 
@@ -98,6 +100,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -158,7 +161,8 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
-            "2026-12-03-000000_outcome_window".to_owned()
+            "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
 
@@ -256,6 +260,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -274,7 +279,8 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
-            "2026-12-03-000000_outcome_window".to_owned()
+            "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
     // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
@@ -303,6 +309,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
 #[test]
 fn trial_life_migration_keeps_old_rows_as_they_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -346,7 +353,8 @@ fn trial_life_migration_keeps_old_rows_as_they_were() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
-            "2026-12-03-000000_outcome_window".to_owned()
+            "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
 
@@ -487,6 +495,7 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
              UPDATE users SET withdrawn_at = NULL, withdrawal_reason = NULL",
         )
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
     assert_eq!(db.revert_last_migration(), "20261201000000");
@@ -497,7 +506,8 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
             "2025-05-01-000000_trial_life".to_owned(),
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
-            "2026-12-03-000000_outcome_window".to_owned()
+            "2026-12-03-000000_outcome_window".to_owned(),
+            "2026-12-04-000000_corrections".to_owned()
         ]
     );
     assert_eq!(

@@ -59,6 +59,19 @@ fn study(db: &TestDatabase) {
             .unwrap();
         store.record_study_data(&upload_for(&d)).unwrap();
     }
+    // A correction, with text that needs quoting.
+    let original = upload_for(&decision("bob", 1, 1));
+    store
+        .record_correction(&justin_core::StudyRecord {
+            sent_timestamp: "2025-01-02, \"corrected\"\nagain".into(),
+            outcome: serde_json::json!({"steps": 12, "note": "a,b"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            reward: 0.1,
+            ..original
+        })
+        .unwrap();
     let mut r = justin_core::UpdateRequest::new(
         uuid::Uuid::new_v4(),
         at(5),
@@ -194,7 +207,8 @@ fn a_backup_from_before_the_decision_key_lock_is_restored_as_it_is() {
                     "20250401000000",
                     "20250402000000",
                     "20250501000000",
-                    "20261203000000"
+                    "20261203000000",
+                    "20261204000000"
                 ]);
             })
         } else {
@@ -287,8 +301,11 @@ fn restore_refuses_incomplete_or_edited_archives_and_changes_nothing() {
                     keep(
                         n,
                         edit_manifest(&t, |m| {
-                            m["migrations"] =
-                                serde_json::json!(["20250101000000", "20250501000000"])
+                            m["migrations"] = serde_json::json!([
+                                "20250101000000",
+                                "20250501000000",
+                                "20261204000000"
+                            ])
                         }),
                     )
                 } else {
@@ -373,7 +390,7 @@ const APPENDED_BY_DECISION_TYPES: [(&str, usize); 5] = [
     ("actions", 8),
     ("study_data", 4),
     ("model_update_requests", 1),
-    ("update_provenance", 6),
+    ("update_provenance", 7),
 ];
 
 /// How many columns migrations 2025-04-02, 2025-05-01 and 2026-12-03 appended to each table
@@ -383,7 +400,7 @@ const APPENDED_BY_SENT_TIMESTAMPS: [(&str, usize); 5] = [
     ("actions", 5),
     ("study_data", 2),
     ("model_update_requests", 1),
-    ("update_provenance", 5),
+    ("update_provenance", 6),
 ];
 
 /// How many columns migrations 2025-05-01 and 2026-12-03 appended to each table they changed.
@@ -391,11 +408,14 @@ const APPENDED_BY_TRIAL_LIFE: [(&str, usize); 4] = [
     ("users", 7),
     ("actions", 4),
     ("study_data", 1),
-    ("update_provenance", 5),
+    ("update_provenance", 6),
 ];
 
-/// How many columns migration 2026-12-03 appended to each table it changed.
-const APPENDED_BY_OUTCOME_WINDOW: [(&str, usize); 1] = [("update_provenance", 4)];
+/// How many columns migrations 2026-12-03 and 2026-12-04 appended to each table they changed.
+const APPENDED_BY_OUTCOME_WINDOW: [(&str, usize); 1] = [("update_provenance", 5)];
+
+/// How many columns migration 2026-12-04 appended to each table it changed.
+const APPENDED_BY_CORRECTIONS: [(&str, usize); 1] = [("update_provenance", 1)];
 
 /// The tables migration 2025-05-01 created: a backup taken before it does not have them.
 const CREATED_BY_TRIAL_LIFE: [&str; 2] = ["participant_events", "erasures"];
@@ -412,11 +432,15 @@ fn before_decision_types(backup: &Path, to: PathBuf) -> PathBuf {
 }
 
 /// `backup` as a build that had `migrations` would have written it: without the columns the
-/// migrations since `appended` (per table), and without the tables 2025-05-01 created when
-/// `migrations` lack it.
+/// migrations since `appended` (per table), and without the tables 2025-05-01 and 2026-12-04
+/// created when `migrations` lack them.
 fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, usize)]) -> PathBuf {
     let without_tables = !migrations.contains(&"20250501000000");
-    let dropped = |table: &str| without_tables && CREATED_BY_TRIAL_LIFE.contains(&table);
+    let without_corrections = !migrations.contains(&"20261204000000");
+    let dropped = |table: &str| {
+        (without_tables && CREATED_BY_TRIAL_LIFE.contains(&table))
+            || (without_corrections && table == "study_data_corrections")
+    };
     let appended = |table: &str| {
         appended
             .iter()
@@ -460,10 +484,22 @@ fn before(backup: &Path, to: PathBuf, migrations: &[&str], appended: &[(&str, us
 /// that learned from the algorithm's decisions), so that the database is what restoring a
 /// backup from before that migration makes of it.
 fn trial_life_as_migration_fills(db: &TestDatabase) {
+    corrections_as_migration_fills(db);
     diesel::connection::SimpleConnection::batch_execute(
         &mut connect(db),
         "DELETE FROM participant_events; \
          UPDATE update_provenance SET included_policies = 'algorithm'",
+    )
+    .unwrap();
+}
+
+/// Removes what a backup from before migration 2026-12-04 cannot hold (corrections, the
+/// updates' correction watermarks), so that the database is what restoring one makes of it.
+fn corrections_as_migration_fills(db: &TestDatabase) {
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut connect(db),
+        "DELETE FROM study_data_corrections; \
+         UPDATE update_provenance SET last_correction_id = NULL",
     )
     .unwrap();
 }
@@ -559,7 +595,7 @@ fn a_backup_from_before_decision_types_is_restored_and_migrated() {
             .lines()
             .nth(1)
             .unwrap()
-            .ends_with(",7,algorithm,,,,"),
+            .ends_with(",7,algorithm,,,,,"),
         "{provenance}"
     );
 
@@ -598,8 +634,10 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
     let dir = ScratchDir::new();
     let current = db.store().backup(&dir, at(100)).unwrap().path;
     // The old migrations but the new columns: no build ever wrote that.
+    let created =
+        |table: &str| CREATED_BY_TRIAL_LIFE.contains(&table) || table == "study_data_corrections";
     let mixed = rewrite(&current, dir.join("mixed.tar"), |name, text| {
-        if CREATED_BY_TRIAL_LIFE.contains(&name.trim_end_matches(".csv")) {
+        if created(name.trim_end_matches(".csv")) {
             return None;
         }
         let text = if name == "manifest.json" {
@@ -608,7 +646,7 @@ fn a_backup_from_before_decision_types_with_other_columns_changes_nothing() {
                 m["tables"]
                     .as_array_mut()
                     .unwrap()
-                    .retain(|t| !CREATED_BY_TRIAL_LIFE.contains(&t["name"].as_str().unwrap()));
+                    .retain(|t| !created(t["name"].as_str().unwrap()));
             })
         } else {
             text
@@ -769,7 +807,9 @@ fn a_backup_from_before_the_outcome_window_is_restored_and_migrated() {
     db.store().reset().unwrap();
     db.store().check_backup(&old).unwrap();
     db.store().restore(&old).unwrap();
-    assert_eq!(dump(&db), before_backup);
+    // The study's tables as they were; its correction, which the old layout cannot hold, is
+    // not restored (a backup taken before 2026-12-03 is from before 2026-12-04 too).
+    assert_eq!(dump(&db)[..5], before_backup[..5]);
     assert!(db.store().run_migrations().unwrap().is_empty());
     let updates = db.store().completed_updates().unwrap();
     assert!(!updates.is_empty());
@@ -840,4 +880,69 @@ fn a_backup_from_before_trial_life_is_restored_and_migrated() {
     db.store()
         .withdraw(&user("bob"), "moved away", at(300))
         .unwrap();
+}
+
+/// A backup taken before migration 2026-12-04 has no corrections and no correction watermarks:
+/// it restores with none (its updates read none), and corrections go on from there.
+#[test]
+fn a_backup_from_before_corrections_is_restored_without_corrections() {
+    let db = TestDatabase::create();
+    study(&db);
+    corrections_as_migration_fills(&db);
+    let filled = dump(&db);
+    let dir = ScratchDir::new();
+    let current = db.store().backup(&dir, at(100)).unwrap().path;
+    let old = before(
+        &current,
+        dir.join("old.tar"),
+        &[
+            "20250101000000",
+            "20250201000000",
+            "20250301000000",
+            "20250401000000",
+            "20250402000000",
+            "20250403000000",
+            "20250501000000",
+            "20261201000000",
+            "20261202000000",
+            "20261203000000",
+        ],
+        &APPENDED_BY_CORRECTIONS,
+    );
+    let files = unpack(&old);
+    assert!(!files.contains_key("study_data_corrections.csv"));
+    assert!(files["update_provenance.csv"]
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",imputed_rows"));
+
+    // A correction stored since, which the restore removes.
+    let original = upload_for(&decision("bob", 0, 1));
+    let corrected = justin_core::StudyRecord {
+        reward: original.reward + 1.0,
+        ..original.clone()
+    };
+    db.store().record_correction(&corrected).unwrap();
+    let restored = db.store().restore(&old).unwrap();
+
+    assert_eq!(restored.row_counts.len(), TABLES.len() - 1);
+    assert_eq!(dump(&db), filled);
+    assert!(db.store().run_migrations().unwrap().is_empty());
+    // The restored update read no correction, even one stored after the restore.
+    assert_eq!(
+        db.store().record_correction(&corrected).unwrap(),
+        justin_core::CorrectionRecorded { number: 1 }
+    );
+    let read: Vec<justin_core::StudyRecord> = db
+        .store()
+        .update_rows(2)
+        .unwrap()
+        .map(|r| r.unwrap().into_record())
+        .collect();
+    let bob0 = read
+        .iter()
+        .find(|r| r.user_id == user("bob") && r.decision_idx.get() == 0)
+        .unwrap();
+    assert_eq!(bob0.reward, original.reward);
 }

@@ -1,3 +1,4 @@
 //! Study data.
 
+pub mod history;
 pub mod upload;

@@ -86,15 +86,30 @@ fn parse(
     })
 }
 
-/// Store what happened after a decision.
+/// `correction`: absent or `null` is false; anything but a boolean is refused.
+fn correction(input: &JsonObject) -> Result<bool, ApiError> {
+    match body::field(input, "correction") {
+        None => Ok(false),
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| ApiError::BadRequest("correction must be true or false.".into())),
+    }
+}
+
+/// Store what happened after a decision, or (with `correction: true`) a correction of what
+/// was stored for it.
 ///
-/// Answers 201 once the data is stored. The data belongs to the decision keyed by
+/// Answers 201 once the data is stored. A correction is stored beside the original upload,
+/// which is kept; updates that start after it learn from the corrected values, and the
+/// answer's `correction` says which correction of the decision it is. The data belongs to the decision keyed by
 /// `(user_id, decision_type, decision_idx)`; study data of an unavailable decision is stored
 /// but never used by a model update.
 ///
 /// # Errors
 /// 400 for a malformed request, context or outcome, 404 for an unknown participant, 400 for a
-/// second upload of the same decision, 409 for an upload that contradicts the logged decision.
+/// second upload of the same decision or a correction of a decision without an upload, 409 for
+/// an upload that contradicts the logged decision or a correction that contradicts the
+/// original upload.
 #[utoipa::path(
     post,
     path = "/api/v1/upload_data",
@@ -103,10 +118,10 @@ fn parse(
     request_body = UploadDataRequest,
     responses(
         (status = 201, description = "Stored.", body = UploadDataResponse),
-        (status = 400, description = "A field is missing or malformed, the algorithm refuses the context or outcome, or data was uploaded for this decision already (`Decision index already exists.`).", body = ErrorResponse),
+        (status = 400, description = "A field is missing or malformed, the algorithm refuses the context or outcome, data was uploaded for this decision already (`Decision index already exists.`), or a correction names a decision without an upload (`No upload to correct for this decision index.`).", body = ErrorResponse),
         (status = 401, response = Unauthorized),
         (status = 404, description = "The participant is not registered (`User not found.`).", body = ErrorResponse),
-        (status = 409, description = "The service logged this decision with another `action`, or an `action_prob` more than 1e-9 away; nothing is stored.", body = ErrorResponse),
+        (status = 409, description = "The service logged this decision with another `action`, or an `action_prob` more than 1e-9 away, or a correction's differ from the original upload's; nothing is stored.", body = ErrorResponse),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 500, response = InternalError),
@@ -123,8 +138,15 @@ pub async fn handle(
         state.service.algorithm(),
         state.naive_time_zone,
     )?;
-    let decision_time = upload.requested_at;
     let service = state.service.clone();
+    if correction(&input)? {
+        let stored = run_blocking(move || service.correct_upload(upload)).await?;
+        return Ok(HttpResponse::Created().json(UploadDataResponse {
+            correction: Some(stored.number),
+            ..UploadDataResponse::default()
+        }));
+    }
+    let decision_time = upload.requested_at;
     let stored = run_blocking(move || service.upload_data(upload)).await;
     if let Some(metrics) = &state.metrics {
         match &stored {
