@@ -887,6 +887,7 @@ pub struct Provenance {
     /// What the update learned with the default reward (`[update] missing_outcomes =
     /// "default_reward"`); absent when missing outcomes were left out.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub imputed: Option<ImputedRewards>,
 }
 

@@ -282,7 +282,7 @@ fn the_export_keeps_the_existing_columns_in_their_places() {
          unavailable_reason,context,state,action,action1_prob,parameter_version,outcome,reward,\
          used_in_update,used_in_version,upload_request_timestamp,upload_timestamp,rng_seed,\
          request_timestamp_as_sent,upload_request_timestamp_as_sent,policy,fallback_reason,\
-         decided_by,in_study,corrections"
+         decided_by,in_study,reward_imputed_in_version,imputed_reward,corrections"
     );
 }
 
