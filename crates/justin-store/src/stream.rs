@@ -231,11 +231,7 @@ impl Unrewarded {
     }
 
     /// The cursor's query. Every value in it is the service's own (ids, times, the fixed
-    /// policy words), written as literals: a cursor's query takes no bound parameters. The
-    /// caller reads the cursor to its end, so the planner is told to plan for all of its rows
-    /// (`cursor_tuple_fraction`, for the rest of the transaction): a hash anti-join over
-    /// `study_data` rather than an index probe per decision, half the time over a million
-    /// rows.
+    /// policy words), written as literals: a cursor's query takes no bound parameters.
     fn declare(&self) -> String {
         let f = &self.filter;
         let included = f
@@ -251,8 +247,7 @@ impl Unrewarded {
             )
         });
         format!(
-            "SET LOCAL cursor_tuple_fraction = 1.0; CLOSE ALL; \
-             DECLARE {UNREWARDED_CURSOR} NO SCROLL CURSOR FOR \
+            "CLOSE ALL; DECLARE {UNREWARDED_CURSOR} NO SCROLL CURSOR FOR \
              SELECT a.* FROM actions a JOIN users u ON u.user_id = a.user_id \
              WHERE a.id <= {upto} AND a.available \
              AND a.policy = ANY (ARRAY[{included}]::text[]) \
