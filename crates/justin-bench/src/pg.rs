@@ -292,41 +292,14 @@ pub fn fill_study_data(
     execute(conn, "VACUUM ANALYZE study_data")
 }
 
-/// Bulk-inserts one decision per study record [`fill_study_data`] wrote (same participants,
-/// indexes and actions), so that the export at scale joins every decision with its upload.
+/// Bulk-inserts `rows` decisions of the participants [`fill_study_data`] used, made now, their
+/// indexes after the first `after` that function wrote. With `after` 0 there is one decision
+/// per filled study record (same indexes and actions), so that the export at scale joins every
+/// decision with its upload; after them, the decisions have no upload.
 ///
 /// # Errors
 /// When the insert fails.
 pub fn fill_actions(
-    conn: &mut PgConnection,
-    rows: u64,
-    users: u64,
-    user_prefix: &str,
-) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
-             state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
-             unavailable_reason, sent_timestamp) \
-         SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
-             timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
-             json_build_object('temperature', t), json_build_array(t), (g % 2)::smallint, 0.5, \
-             1, g, 'default', true, NULL, \
-             to_char(timestamp '2025-01-01 00:00:00' + g * interval '1 second', \
-                     'YYYY-MM-DD\"T\"HH24:MI:SS') \
-         FROM generate_series(1, {rows}) AS g, \
-             LATERAL (SELECT (150 + g % 200) / 10.0 AS t) AS temperature",
-        users = users.max(1),
-    );
-    execute(conn, &sql)?;
-    execute(conn, "VACUUM ANALYZE actions")
-}
-
-/// Bulk-inserts `rows` decisions of the same participants with no upload, their indexes after
-/// the `after` [`fill_actions`] wrote, made now: every one is past an outcome window of 0.
-///
-/// # Errors
-/// When the insert fails.
-pub fn fill_unrewarded_actions(
     conn: &mut PgConnection,
     rows: u64,
     after: u64,

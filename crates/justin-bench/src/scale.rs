@@ -64,7 +64,7 @@ pub(crate) fn export_at_scale(
         "justin-bench: postgres: filling actions with {} rows for the export",
         args.rows
     );
-    pg::fill_actions(conn, args.rows, args.users, USER_PREFIX)?;
+    pg::fill_actions(conn, args.rows, 0, args.users, USER_PREFIX)?;
     let mut out = ExportReport {
         decisions_filled: args.rows,
         decisions: pg::count_rows(conn, "actions")?,
@@ -176,7 +176,7 @@ pub(crate) fn imputing_update_at_scale(
          the default reward"
     );
     let fill = Instant::now();
-    pg::fill_unrewarded_actions(conn, extra, args.rows, args.users, USER_PREFIX)?;
+    pg::fill_actions(conn, extra, args.rows, args.users, USER_PREFIX)?;
     let fill_secs = fill.elapsed().as_secs_f64();
     let unrewarded = pg::count_unrewarded(conn)?;
     let leave_out = timed_update(
