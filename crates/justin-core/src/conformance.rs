@@ -114,6 +114,7 @@ macro_rules! store_contract_suite {
             update_requests_are_stored_as_given,
             claim_update_returns_none_without_unfinished_requests,
             claim_update_takes_the_oldest_request_first,
+            a_claim_never_starts_a_request_before_it_was_received,
             second_claim_while_a_job_runs_returns_none,
             dropped_job_changes_nothing_and_is_claimed_again,
             requeued_job_changes_nothing_and_is_claimed_afresh,
@@ -1116,6 +1117,26 @@ pub fn update_requests_are_stored_as_given(store: &dyn Store) {
         assert_eq!(store.update_request(r.id).unwrap().as_ref(), Some(r));
     }
     assert_eq!(store.update_request(Uuid::new_v4()).unwrap(), None);
+}
+
+/// A worker reads its clock, then claims: a request received in between MUST start at its
+/// `received_at`, and a later clock reading is kept as given.
+pub fn a_claim_never_starts_a_request_before_it_was_received(store: &dyn Store) {
+    seeded(store);
+    let r = update_request(5);
+    store.create_update_request(&r).unwrap();
+    let early = r.received_at - chrono::Duration::microseconds(23);
+    let job = claim(store, early);
+    assert_eq!(job.request().started_at, Some(r.received_at));
+    drop(job);
+    assert_eq!(
+        store.update_request(r.id).unwrap().unwrap().started_at,
+        Some(r.received_at),
+        "the stored start"
+    );
+    let late = r.received_at + chrono::Duration::seconds(3);
+    let again = claim(store, late);
+    assert_eq!(again.request().started_at, Some(late));
 }
 
 /// `claim_update` MUST return `None` when no request is unfinished: none at all, or only

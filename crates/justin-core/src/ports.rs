@@ -474,7 +474,9 @@ pub trait Store: Send + Sync {
     /// durably, and returns it as a job. MUST return `None` when another job is claimed
     /// anywhere on this database (at most one update runs at a time) or when no request is
     /// unfinished. A request whose earlier job was dropped or whose process died MUST be
-    /// claimable again.
+    /// claimable again. The claim's `started_at` MUST be the later of `started_at` and the
+    /// request's `received_at`: a worker reads its clock before it claims, and a request
+    /// received in between has not started before it was received.
     ///
     /// # Errors
     /// Only on storage failure.

@@ -70,7 +70,9 @@ use justin_core::{
 };
 
 use crate::error::{from_diesel, other};
-use crate::models::{fmt_time, update_request, uuid_text, ParametersRow, ProvenanceRow, UpdateRow};
+use crate::models::{
+    fmt_time, parse_time, update_request, uuid_text, ParametersRow, ProvenanceRow, UpdateRow,
+};
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_lease, update_provenance,
 };
@@ -263,12 +265,16 @@ pub(crate) fn claim(
             let oldest = model_update_requests::table
                 .filter(model_update_requests::status.eq("processing"))
                 .order((model_update_requests::created_at, model_update_requests::id))
-                .select(model_update_requests::id)
-                .first::<String>(conn)
+                .select((model_update_requests::id, model_update_requests::created_at))
+                .first::<(String, String)>(conn)
                 .optional()?;
-            let Some(id) = oldest else {
+            let Some((id, received_at)) = oldest else {
                 return Ok(None);
             };
+            // The worker read its clock before it claimed, so a request received meanwhile
+            // starts when it was received. An unreadable time fails the request's reading below.
+            let started_at =
+                parse_time(&received_at).map_or(started_at, |received| started_at.max(received));
             // Locked before the lease is taken, so no claimant ever sees this live holder's
             // lease without its lock.
             lease_file = LeaseFile::create(database, &token);

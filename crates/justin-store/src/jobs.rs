@@ -54,9 +54,10 @@ const UPDATE_LOCK_KEY: i64 = 0x6a75_7374_696e_5531; // "justinU1"
 /// Counts an attempt on the oldest unfinished request and returns it. Committed on its own
 /// (autocommit), so the attempt is on record whatever happens to the job afterwards. The lock
 /// makes `SKIP LOCKED` redundant among claimers; it keeps a claim from waiting on a row some
-/// other statement holds.
+/// other statement holds. A worker reads its clock before it claims, so a request received
+/// meanwhile starts when it was received, not before.
 const CLAIM: &str = "\
-UPDATE model_update_requests SET attempts = attempts + 1, started_at = $1 \
+UPDATE model_update_requests SET attempts = attempts + 1, started_at = GREATEST($1, created_at) \
 WHERE id = (SELECT id FROM model_update_requests WHERE status = 'processing' \
             ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
 RETURNING *";

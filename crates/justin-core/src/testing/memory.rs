@@ -1029,7 +1029,7 @@ impl Store for MemoryStore {
             return Ok(None);
         };
         request.attempts += 1;
-        request.started_at = Some(started_at);
+        request.started_at = Some(started_at.max(request.received_at));
         let request = request.clone();
         inner.claimed = true;
         let snapshot = inner.tables.next_upload_id;
