@@ -25,13 +25,21 @@
 //! and holds new ones back (before they draw an id) only until it commits. The job's
 //! correction watermark is read the same way right after, on `study_data_corrections`
 //! ([`crate::corrections::watermark`]).
+//!
+//! An update that imputes rewards reads the decisions without an upload on a second pooled
+//! connection, in a thread, while it streams the uploads on its own: the second connection
+//! imports the job's snapshot (`pg_export_snapshot`, `SET TRANSACTION SNAPSHOT`), so both
+//! read the same rows ([`crate::stream::ReadAhead`]). With no connection to spare it reads them
+//! after the uploads on its own connection.
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::dsl::max;
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::r2d2::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
 use justin_core::recording::superseded_update;
 use justin_core::{
     Imputation, ModelParameters, Provenance, StoreError, UpdateInclusion, UpdateJob, UpdateRecord,
@@ -40,7 +48,7 @@ use justin_core::{
 
 use crate::error::{from_diesel, other};
 use crate::models::{update_request, ParametersRow, ProvenanceRow, UpdateRow};
-use crate::pg::{lock_for_publishing, PooledPg};
+use crate::pg::{lock_for_publishing, Manager, PooledPg};
 use crate::schema::{
     actions, model_parameters, model_update_requests, study_data, update_provenance,
 };
@@ -144,6 +152,7 @@ impl Drop for UpdateLock {
 /// Claims the oldest unfinished update request on `conn`; see [`justin_core::Store::claim_update`].
 pub(crate) fn claim(
     conn: PooledPg,
+    pool: Pool<Manager>,
     started_at: DateTime<Utc>,
 ) -> Result<Option<PgUpdateJob>, StoreError> {
     let Some(mut lock) = UpdateLock::try_take(conn)? else {
@@ -170,6 +179,7 @@ pub(crate) fn claim(
     .map_err(from_diesel)?;
     Ok(Some(PgUpdateJob {
         lock,
+        pool,
         request,
         last_study_data_id,
         last_action_id,
@@ -200,6 +210,8 @@ fn watermark(conn: &mut PgConnection) -> QueryResult<(i64, i64)> {
 /// A claimed update request with its locked connection and open transaction.
 pub(crate) struct PgUpdateJob {
     lock: UpdateLock,
+    /// Where a second connection comes from, to read imputed decisions ahead.
+    pool: Pool<Manager>,
     request: UpdateRequest,
     /// The job reads the study data up to this id; see [`watermark`].
     last_study_data_id: i64,
@@ -307,6 +319,45 @@ impl PgUpdateJob {
         Ok(())
     }
 
+    /// A second connection in a read-only transaction with the job's snapshot, or `None` when
+    /// the pool has none to spare (every connection open and in use) or none came within the
+    /// pool's connection timeout: the caller then reads on the job's own connection.
+    fn snapshot_reader(&mut self) -> Result<Option<PooledPg>, StoreError> {
+        let state = self.pool.state();
+        if state.idle_connections == 0 && state.connections >= self.pool.max_size() {
+            return Ok(None);
+        }
+        let Ok(mut reader) = self.pool.get() else {
+            return Ok(None);
+        };
+        let snapshot = diesel::select(sql::<Text>("pg_export_snapshot()"))
+            .get_result::<String>(self.lock.conn()?)
+            .map_err(from_diesel)?;
+        AnsiTransactionManager::begin_transaction_sql(
+            &mut *reader,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )
+        .map_err(from_diesel)?;
+        // The identifier is PostgreSQL's own (hex digits and dashes), written as a literal
+        // because the statement takes no bound parameters.
+        let imported = if snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            reader
+                .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                .map_err(from_diesel)
+        } else {
+            Err(other(format!(
+                "unexpected snapshot identifier {snapshot:?}"
+            )))
+        };
+        match imported {
+            Ok(()) => Ok(Some(reader)),
+            Err(e) => {
+                crate::stream::end_transaction(reader);
+                Err(e)
+            }
+        }
+    }
+
     /// Releases the lock after the outcome is stored; a failure here does not undo the outcome
     /// (the connection is closed instead, which releases the lock too).
     fn release_after_outcome(&mut self) {
@@ -354,7 +405,8 @@ impl UpdateJob for PgUpdateJob {
                 self.last_action_id,
             )
         });
-        let cursor = UpdateCursor::new(
+        let imputing = imputed.is_some();
+        let mut cursor = UpdateCursor::new(
             JobFilter {
                 included,
                 started_at,
@@ -363,6 +415,11 @@ impl UpdateJob for PgUpdateJob {
             Some(self.last_study_data_id),
             imputed,
         );
+        if imputing {
+            if let Some(reader) = self.snapshot_reader()? {
+                cursor.read_imputed_ahead(reader)?;
+            }
+        }
         Ok(Box::new(BorrowedUpdateStream {
             conn: self.lock.conn()?,
             cursor,

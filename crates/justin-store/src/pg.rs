@@ -38,7 +38,7 @@ use crate::schema::{
 use crate::setup::{self, mask_password, PgUrl};
 use crate::stream::SnapshotStream;
 
-type Manager = ConnectionManager<PgConnection>;
+pub(crate) type Manager = ConnectionManager<PgConnection>;
 pub(crate) type PooledPg = PooledConnection<Manager>;
 
 /// Serialises writers of `model_parameters` (publishing, seeding, completing an update)
@@ -1332,7 +1332,7 @@ impl Store for PgStore {
         started_at: DateTime<Utc>,
     ) -> Result<Option<Box<dyn UpdateJob + '_>>, StoreError> {
         // The claim counts an attempt durably: it must not be sent twice.
-        let job = crate::jobs::claim(self.checked_conn()?, started_at)?;
+        let job = crate::jobs::claim(self.checked_conn()?, self.pool.clone(), started_at)?;
         Ok(job.map(|job| Box::new(job) as Box<dyn UpdateJob>))
     }
 

@@ -8,8 +8,11 @@
 //! [`SnapshotStream`] owns a pooled connection and its transaction (the port's `study_data`,
 //! `decisions` and `export`). What an update reads, its uploads up to its watermark and then
 //! the decisions it imputes rewards for, is an [`UpdateCursor`]: on the update job's own
-//! connection and transaction ([`BorrowedUpdateStream`]), or again later for `update_rows`
-//! ([`UpdateRowsStream`]).
+//! connection and transaction ([`BorrowedUpdateStream`]), with the imputed decisions read ahead
+//! on a second connection in the same snapshot ([`ReadAhead`]), or again later for
+//! `update_rows` ([`UpdateRowsStream`]).
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -18,7 +21,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable};
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord};
 
-use crate::error::from_diesel;
+use crate::error::{from_diesel, other};
 use crate::models::{ActionRow, ExportDbRow, ExportedUploadRow, StudyRow};
 use crate::pg::PooledPg;
 use crate::schema::{actions, model_update_requests, study_data, update_provenance, users};
@@ -27,10 +30,18 @@ use crate::schema::{actions, model_update_requests, study_data, update_provenanc
 /// page of JSON-heavy rows stays a few megabytes.
 pub(crate) const PAGE_SIZE: i64 = 5000;
 
+/// Rows read per query by a model update, which reads every row of a study: with pages of
+/// [`PAGE_SIZE`] the allocator kept some 60 MB of freed pages resident while an update read a
+/// million rows (`make bench`), with pages of this size about 5 MB.
+pub(crate) const UPDATE_PAGE_SIZE: i64 = 1000;
+
 /// A table that can be paged by its `BIGINT` id.
 pub(crate) trait KeysetRow: Sized {
     /// What a row becomes for the core.
     type Item: TryFrom<Self, Error = StoreError>;
+
+    /// Rows per page.
+    const PAGE: i64 = PAGE_SIZE;
 
     /// What selects the rows beyond their ids (`()` for every row).
     type Filter;
@@ -120,6 +131,7 @@ impl TryFrom<AvailableStudyRow> for StudyRecord {
 impl KeysetRow for AvailableStudyRow {
     type Item = StudyRecord;
     type Filter = JobFilter;
+    const PAGE: i64 = UPDATE_PAGE_SIZE;
 
     fn id(&self) -> i64 {
         self.0.id
@@ -136,7 +148,9 @@ impl KeysetRow for AvailableStudyRow {
         upto: i64,
         limit: i64,
     ) -> QueryResult<Vec<Self>> {
-        let mut query = study_data::table
+        // Two fixed shapes rather than one boxed query, so that each is a prepared statement
+        // planned once, not once per page.
+        let query = study_data::table
             .inner_join(users::table.on(users::user_id.eq(study_data::user_id)))
             .filter(study_data::id.gt(after))
             .filter(study_data::id.le(upto))
@@ -148,17 +162,18 @@ impl KeysetRow for AvailableStudyRow {
             )
             .order(study_data::id)
             .limit(limit)
-            .select(StudyRow::as_select())
-            .into_boxed();
-        // An update whose start is not known predates every withdrawal.
-        if let Some(started_at) = filter.started_at {
-            query = query.filter(
-                users::withdrawn_at
-                    .is_null()
-                    .or(users::withdrawn_at.gt(started_at)),
-            );
-        }
-        let rows: Vec<StudyRow> = query.load(conn)?;
+            .select(StudyRow::as_select());
+        let rows: Vec<StudyRow> = match filter.started_at {
+            Some(started_at) => query
+                .filter(
+                    users::withdrawn_at
+                        .is_null()
+                        .or(users::withdrawn_at.gt(started_at)),
+                )
+                .load(conn)?,
+            // An update whose start is not known predates every withdrawal.
+            None => query.load(conn)?,
+        };
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let mut newest = crate::corrections::in_force(conn, &ids, filter.corrections_upto)?;
         Ok(rows
@@ -181,6 +196,10 @@ impl KeysetRow for AvailableStudyRow {
 /// One cursor rather than keyset pages: the anti-join with `study_data` is planned and run
 /// once. Paged, a page where decisions without an upload are dense was planned as a hash
 /// anti-join over the whole of `study_data`, once per page.
+///
+/// The cursor is read to its end, so it is planned for all its rows ([`PLAN_FOR_ALL_ROWS`]):
+/// planned for its first rows, as a cursor is by default, the anti-join probed
+/// `study_data`'s key index once per decision, three times slower than hashing the keys once.
 ///
 /// [`UpdateJob::update_data`]: justin_core::UpdateJob::update_data
 pub(crate) struct Unrewarded {
@@ -211,6 +230,17 @@ pub(crate) struct UnrewardedFilter {
 /// The cursor's name; an update job or an `update_rows` stream reads one at a time per
 /// transaction.
 const UNREWARDED_CURSOR: &str = "justin_unrewarded";
+
+/// Settings for the rest of the transaction, before the cursor is declared: plan it for all
+/// its rows (a hash anti-join over `study_data`'s keys, then a sort by id, rather than an index
+/// probe per decision), with room for that hash and sort in memory (at least 256 MB, or the
+/// server's `work_mem` when larger; PostgreSQL spills to disk beyond it), and without JIT
+/// compilation, which costs more than it saves on a query whose rows are fetched a page at a
+/// time.
+const PLAN_FOR_ALL_ROWS: &str = "\
+SET LOCAL cursor_tuple_fraction = 1; SET LOCAL jit = off; \
+SELECT set_config('work_mem', \
+    (GREATEST(pg_size_bytes(current_setting('work_mem')), 268435456) / 1024)::text || 'kB', true);";
 
 /// A time as an SQL literal.
 fn time_literal(t: DateTime<Utc>) -> String {
@@ -247,7 +277,7 @@ impl Unrewarded {
             )
         });
         format!(
-            "CLOSE ALL; DECLARE {UNREWARDED_CURSOR} NO SCROLL CURSOR FOR \
+            "CLOSE ALL; {PLAN_FOR_ALL_ROWS} DECLARE {UNREWARDED_CURSOR} NO SCROLL CURSOR FOR \
              SELECT a.* FROM actions a JOIN users u ON u.user_id = a.user_id \
              WHERE a.id <= {upto} AND a.available \
              AND a.policy = ANY (ARRAY[{included}]::text[]) \
@@ -279,7 +309,7 @@ impl Unrewarded {
                     self.state = CursorState::Open;
                 }),
                 CursorState::Open => diesel::sql_query(format!(
-                    "FETCH FORWARD {PAGE_SIZE} FROM {UNREWARDED_CURSOR}"
+                    "FETCH FORWARD {UPDATE_PAGE_SIZE} FROM {UNREWARDED_CURSOR}"
                 ))
                 .load::<ActionRow>(conn)
                 .and_then(|rows| {
@@ -309,12 +339,83 @@ impl Unrewarded {
     }
 }
 
-/// What an update reads, in order on one connection: its uploads, then, when it imputes
-/// rewards, the decisions it learns from with the default reward.
+/// The decisions an update learns from with the default reward, and where they are read.
+enum Imputed {
+    /// After the uploads, on the same connection.
+    Inline(Unrewarded),
+    /// On a connection of their own, while the uploads are read.
+    Ahead(ReadAhead),
+}
+
+/// A record [`read_ahead`] passes on; `None` marks the end of the decisions.
+type AheadItem = Option<Result<StudyRecord, StoreError>>;
+
+/// [`Unrewarded`] read by a thread of its own on a second connection that imported the
+/// update's snapshot, a page ahead of the update: the database plans, joins and sorts the
+/// decisions while the update reads its uploads on the job's connection, rather than after.
+pub(crate) struct ReadAhead {
+    records: Receiver<AheadItem>,
+    ended: bool,
+}
+
+impl ReadAhead {
+    /// Starts reading `unrewarded` on `conn`, which is in a transaction with the update's
+    /// snapshot. The thread stops, and rolls back and returns its connection, at the end of
+    /// the decisions or as soon as this value is dropped.
+    fn start(conn: PooledPg, unrewarded: Unrewarded) -> Result<Self, StoreError> {
+        let page = usize::try_from(UPDATE_PAGE_SIZE).unwrap_or(1);
+        let (sender, records) = sync_channel(page);
+        std::thread::Builder::new()
+            .name("justin-imputed-reader".into())
+            .spawn(move || read_ahead(conn, unrewarded, &sender))
+            .map_err(|e| other(format!("cannot start the imputed decisions' reader: {e}")))?;
+        Ok(Self {
+            records,
+            ended: false,
+        })
+    }
+
+    fn next(&mut self) -> Option<Result<StudyRecord, StoreError>> {
+        if self.ended {
+            return None;
+        }
+        match self.records.recv() {
+            Ok(Some(item)) => Some(item),
+            Ok(None) => {
+                self.ended = true;
+                None
+            }
+            // The thread ended without marking the end: nothing says every decision came.
+            Err(_) => {
+                self.ended = true;
+                Some(Err(other(
+                    "the imputed decisions' reader stopped before their end",
+                )))
+            }
+        }
+    }
+}
+
+/// The thread of [`ReadAhead`]: every decision, then the end mark; it stops early when the
+/// update no longer reads.
+fn read_ahead(mut conn: PooledPg, mut unrewarded: Unrewarded, sender: &SyncSender<AheadItem>) {
+    while let Some(item) = unrewarded.next(&mut conn) {
+        if sender.send(Some(item)).is_err() {
+            end_transaction(conn);
+            return;
+        }
+    }
+    end_transaction(conn);
+    // A receiver gone by now no longer needs the mark.
+    sender.send(None).ok();
+}
+
+/// What an update reads: its uploads, then, when it imputes rewards, the decisions it learns
+/// from with the default reward (read on the same connection, or ahead on another).
 pub(crate) struct UpdateCursor {
     uploads: Keyset<AvailableStudyRow>,
     /// `None` when the update imputes nothing, or once the uploads failed.
-    imputed: Option<Unrewarded>,
+    imputed: Option<Imputed>,
 }
 
 impl UpdateCursor {
@@ -327,8 +428,24 @@ impl UpdateCursor {
     ) -> Self {
         Self {
             uploads: Keyset::upto(uploads, uploads_upto),
-            imputed: imputed.map(|(filter, upto)| Unrewarded::new(filter, upto)),
+            imputed: imputed.map(|(filter, upto)| Imputed::Inline(Unrewarded::new(filter, upto))),
         }
+    }
+
+    /// Reads the imputed decisions ahead on `conn` ([`ReadAhead`]), which is in a transaction
+    /// with the snapshot of the connection the uploads are read on. Without imputed decisions
+    /// to read, `conn`'s transaction is rolled back and it goes back to the pool.
+    pub(crate) fn read_imputed_ahead(&mut self, conn: PooledPg) -> Result<(), StoreError> {
+        match self.imputed.take() {
+            Some(Imputed::Inline(unrewarded)) => {
+                self.imputed = Some(Imputed::Ahead(ReadAhead::start(conn, unrewarded)?));
+            }
+            unchanged => {
+                self.imputed = unchanged;
+                end_transaction(conn);
+            }
+        }
+        Ok(())
     }
 
     /// The next record, reading a page on `conn` when needed.
@@ -346,12 +463,20 @@ impl UpdateCursor {
                 None => {}
             }
         }
-        let imputed = self.imputed.as_mut()?;
-        let item = imputed.next(conn).map(|r| r.map(UpdateRecord::Imputed));
-        if imputed.ended() {
+        let (item, ended) = match self.imputed.as_mut()? {
+            Imputed::Inline(unrewarded) => {
+                let item = unrewarded.next(conn);
+                (item, unrewarded.ended())
+            }
+            Imputed::Ahead(ahead) => {
+                let item = ahead.next();
+                (item, ahead.ended)
+            }
+        };
+        if ended {
             self.imputed = None;
         }
-        item
+        item.map(|r| r.map(UpdateRecord::Imputed))
     }
 
     fn ended(&self) -> bool {
@@ -731,7 +856,7 @@ impl<R: KeysetRow> Keyset<R> {
                 self.end();
                 return None;
             }
-            match R::page(conn, &self.filter, self.last_id, max_id, PAGE_SIZE) {
+            match R::page(conn, &self.filter, self.last_id, max_id, R::PAGE) {
                 Ok(rows) => match rows.last() {
                     Some(last) => {
                         self.last_id = last.id();

@@ -7,7 +7,10 @@
 use diesel::sql_types::BigInt;
 use diesel::RunQueryDsl;
 use justin_core::builders::{at, decision, provenance, record, update_request};
-use justin_core::{Store, StoreError, TestingStore, UpdateStatus};
+use justin_core::{
+    Decision, DecisionGuard, Imputation, Store, StoreError, StudyRecord, TestingStore,
+    UpdateInclusion, UpdateRecord, UpdateStatus,
+};
 use justin_store::testing::TestDatabase;
 
 use crate::support::{connect, populate, second_store};
@@ -315,4 +318,62 @@ fn a_job_waits_for_a_correction_in_flight_and_reads_it() {
         .map(|r| r.unwrap().record().reward)
         .collect();
     assert_eq!(again, read, "update_rows gives back what the job read");
+}
+
+/// An update that imputes rewards reads the decisions without an upload on a second connection
+/// that imports the job's snapshot. What it reads is what the job's own connection reads when
+/// the pool has no connection to spare: every such decision, in id order across pages, and
+/// nothing stored after the job's snapshot, even while the second connection reads.
+#[test]
+fn imputed_decisions_read_ahead_are_those_the_jobs_connection_reads() {
+    let db = TestDatabase::create();
+    populate(db.store(), 0);
+    let store = db.store();
+    // More than a page of an update's reads.
+    let decisions: Vec<Decision> = (0..1_205).map(|i| decision("alice", i, 1)).collect();
+    for d in &decisions {
+        store.record_decision(d, DecisionGuard::None).unwrap();
+    }
+    let upload = |d: &Decision| StudyRecord::imputed(d.clone(), 1.0);
+    let uploaded: Vec<&Decision> = decisions.iter().step_by(7).collect();
+    for d in &uploaded {
+        store.record_study_data(&upload(d)).unwrap();
+    }
+    let imputation = Imputation {
+        decided_by: at(1_000_000),
+        reward: 0.25,
+    };
+    let expected: Vec<UpdateRecord> = uploaded
+        .iter()
+        .map(|d| UpdateRecord::Uploaded(upload(d)))
+        .chain(
+            decisions
+                .iter()
+                .filter(|d| d.decision_idx.get() % 7 != 0)
+                .map(|d| UpdateRecord::Imputed(StudyRecord::imputed(d.clone(), 0.25))),
+        )
+        .collect();
+    store.create_update_request(&update_request(1)).unwrap();
+    let read = |worker: &dyn Store, meanwhile: &dyn Fn()| -> Vec<UpdateRecord> {
+        let mut job = worker.claim_update(at(10)).unwrap().unwrap();
+        job.current_parameters().unwrap();
+        let stream = job
+            .update_data(UpdateInclusion::default(), Some(imputation))
+            .unwrap();
+        meanwhile();
+        stream.map(Result::unwrap).collect()
+    };
+
+    // One connection, the job's: the decisions are read after the uploads on it.
+    let inline = read(&second_store(&db, 1), &|| {});
+    assert_eq!(inline, expected);
+
+    let ahead = read(store, &|| {
+        // After the job's snapshot: an upload for a decision it imputes, and a new decision.
+        store.record_study_data(&upload(&decisions[1])).unwrap();
+        store
+            .record_decision(&decision("alice", 5_000, 1), DecisionGuard::None)
+            .unwrap();
+    });
+    assert_eq!(ahead, expected);
 }
