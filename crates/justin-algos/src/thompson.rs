@@ -748,7 +748,7 @@ impl Algorithm for Thompson {
         Drawing::new(Policy::read(parameters)?).draw(state, rng)
     }
 
-    /// The version's [`Drawing`], read once: the service keeps it for the version's draws.
+    /// The version's `Drawing`, read once: the service keeps it for the version's draws.
     fn prepare_policy(&self, parameters: &Value) -> Option<PreparedPolicy> {
         let drawing = Drawing::new(Policy::read(parameters).ok()?);
         Some(Arc::new(drawing))
