@@ -125,8 +125,8 @@ bench-smoke:
 	$(CARGO) build --workspace --bins
 	$(BENCH_TARGET_DIR)/debug/justin-bench --seconds 1 --warmup 0.2 --concurrency 1,8,64 \
 		--users 50 --rows 10000 --dashboard-participants 20 --dashboard-decisions 50 \
-		--dashboard-requests 5 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench \
-		--label smoke $(BENCH_ARGS)
+		--dashboard-requests 5 --algorithm-rounds 1 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" \
+		--out-dir target/bench --label smoke $(BENCH_ARGS)
 
 migrate:
 	$(JUSTIN) migrate

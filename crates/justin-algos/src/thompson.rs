@@ -15,6 +15,7 @@
 
 mod missing;
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use missing::{MeanSums, StateRules};
 use justin_core::{
     names, usable_covariate_name, Action, ActionChoice, Algorithm, AlgorithmError,
     AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, DecisionIdx, DecisionRng, JsonObject,
-    Probability, Registration, State, StudyRecord, UpdateFunctionKind, UserId,
+    PreparedPolicy, Probability, Registration, State, StudyRecord, UpdateFunctionKind, UserId,
 };
 use justin_numeric::linalg::{dot, Cholesky, Matrix};
 use justin_numeric::normal::normal_cdf;
@@ -415,13 +416,77 @@ impl Policy {
             covariance,
         })
     }
+}
 
-    /// P(a = 1) for state `x` before clipping: P(x'γ > 0) under the posterior of γ. NaN when
-    /// x'm_γ or x'S_γγx overflows (a state far too large for the posterior).
+/// A version's policy as every draw from it reads it: [`Policy`] with the treatment effect's
+/// part of the posterior, m_γ and S_γγ, taken out. `prepare_policy` makes it once per version
+/// (the service keeps it for the version's draws); `get_action` makes it on each call.
+#[derive(Debug, Clone, PartialEq)]
+struct Drawing {
+    /// The state's length: the intercept, the features and the missing indicators.
+    dimension: usize,
+    /// The features (for messages about a state of the wrong length).
+    features: Vec<String>,
+    /// Missing indicators in the state (for the same messages).
+    indicators: usize,
+    min_probability: f64,
+    max_probability: f64,
+    /// m_γ: the second half of the posterior mean.
+    effect_mean: Vec<f64>,
+    /// S_γγ: the lower right block of the posterior covariance.
+    effect_covariance: Matrix,
+}
+
+impl Drawing {
+    fn new(policy: Policy) -> Self {
+        let d = policy.rules.dimension();
+        // `Policy::read` holds the mean at 2d numbers and the covariance at 2d × 2d.
+        let effect_covariance = policy.covariance.block(d, d);
+        let mut effect_mean = policy.mean;
+        effect_mean.drain(..d);
+        Self {
+            dimension: d,
+            indicators: policy.rules.indicators(),
+            features: policy.rules.features,
+            min_probability: policy.min_probability,
+            max_probability: policy.max_probability,
+            effect_mean,
+            effect_covariance,
+        }
+    }
+
+    /// The clipped P(a = 1) for `state`, and the one uniform draw from `rng`.
+    fn draw(&self, state: &State, rng: &mut DecisionRng) -> Result<ActionChoice, AlgorithmError> {
+        let x = state.values();
+        let d = self.dimension;
+        if x.len() != d {
+            return Err(AlgorithmError::InvalidParameters(format!(
+                "the parameters are for {d} state values (the intercept, features {:?} and {} \
+                 missing indicators), but the state has {}",
+                self.features,
+                self.indicators,
+                x.len()
+            )));
+        }
+        let raw = self.treatment_probability(x);
+        if raw.is_nan() {
+            return Err(AlgorithmError::InvalidInput(
+                "Invalid context. The features are too large to compute a probability.".into(),
+            ));
+        }
+        let p = raw.clamp(self.min_probability, self.max_probability);
+        let p =
+            Probability::new(p).map_err(|e| AlgorithmError::InvalidParameters(e.to_string()))?;
+        // Exactly one draw per decision, so a replay from the stored seed repeats it.
+        Ok(ActionChoice::draw(p, rng))
+    }
+
+    /// P(a = 1) for state `x` (of the policy's length) before clipping: P(x'γ > 0) under the
+    /// posterior of γ. NaN when x'm_γ or x'S_γγx overflows (a state far too large for the
+    /// posterior).
     fn treatment_probability(&self, x: &[f64]) -> f64 {
-        let d = x.len();
-        let location = dot(x, &self.mean[d..]);
-        let variance = self.covariance.block(d, d).quadratic_form(x);
+        let location = dot(x, &self.effect_mean);
+        let variance = self.effect_covariance.quadratic_form(x);
         if !(location.is_finite() && variance.is_finite()) {
             f64::NAN
         } else if variance > 0.0 {
@@ -668,7 +733,7 @@ impl Algorithm for Thompson {
     ) -> Result<justin_core::Prepared, AlgorithmError> {
         // The configured rules are every stored version's (`validate_parameters` refuses
         // others); only a mean imputation reads the version's means. A decision pays for no
-        // parse of the parameters here: `get_action` reads them.
+        // parse of the parameters here: `prepare_policy` reads them once per version.
         self.rules.make(context, Some(parameters))
     }
 
@@ -680,29 +745,29 @@ impl Algorithm for Thompson {
         _decision_idx: DecisionIdx,
         rng: &mut DecisionRng,
     ) -> Result<ActionChoice, AlgorithmError> {
-        let policy = Policy::read(parameters)?;
-        let x = state.values();
-        let d = policy.rules.dimension();
-        if x.len() != d {
-            return Err(AlgorithmError::InvalidParameters(format!(
-                "the parameters are for {d} state values (the intercept, features {:?} and {} \
-                 missing indicators), but the state has {}",
-                policy.rules.features,
-                policy.rules.indicators(),
-                x.len()
-            )));
+        Drawing::new(Policy::read(parameters)?).draw(state, rng)
+    }
+
+    /// The version's `Drawing`, read once: the service keeps it for the version's draws.
+    fn prepare_policy(&self, parameters: &Value) -> Option<PreparedPolicy> {
+        let drawing = Drawing::new(Policy::read(parameters).ok()?);
+        Some(Arc::new(drawing))
+    }
+
+    fn get_action_prepared(
+        &self,
+        user: &UserId,
+        state: &State,
+        policy: &(dyn Any + Send + Sync),
+        parameters: &Value,
+        decision_idx: DecisionIdx,
+        rng: &mut DecisionRng,
+    ) -> Result<ActionChoice, AlgorithmError> {
+        match policy.downcast_ref::<Drawing>() {
+            Some(drawing) => drawing.draw(state, rng),
+            // Not prepared by `prepare_policy`: read the parameters as without one.
+            None => self.get_action(user, state, parameters, decision_idx, rng),
         }
-        let raw = policy.treatment_probability(x);
-        if raw.is_nan() {
-            return Err(AlgorithmError::InvalidInput(
-                "Invalid context. The features are too large to compute a probability.".into(),
-            ));
-        }
-        let p = raw.clamp(policy.min_probability, policy.max_probability);
-        let p =
-            Probability::new(p).map_err(|e| AlgorithmError::InvalidParameters(e.to_string()))?;
-        // Exactly one draw per decision, so a replay from the stored seed repeats it.
-        Ok(ActionChoice::draw(p, rng))
     }
 
     fn make_reward(
@@ -1326,6 +1391,112 @@ mod tests {
         let share = ones as f64 / n as f64;
         // p ≈ 0.6972; the standard error over 20 000 draws is about 0.0033.
         assert!((share - 0.697_2).abs() < 0.015, "share of ones {share}");
+    }
+
+    /// Ten features and a posterior from 300 records of made-up data: a dense covariance,
+    /// and probabilities on both sides of the clip bounds.
+    fn ten_features() -> (Thompson, Value) {
+        let features: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+        let algo = thompson(json!({ "features": features }));
+        let prior = algo
+            .initial_parameters(&obj(json!({ "variance": 4, "noise_variance": 1 })))
+            .unwrap();
+        let mut data = DecisionRng::from_seed(7);
+        let records = (0..300)
+            .map(|i| {
+                let mut x = vec![1.0];
+                x.extend((0..10).map(|_| 4.0 * data.uniform() - 2.0));
+                let action = i % 2;
+                let effect = if action == 1 { x[1] - 0.5 * x[2] } else { 0.0 };
+                record(&x, action, x[3] + effect + data.uniform() - 0.5)
+            })
+            .collect();
+        let posterior = update(&algo, &prior, records);
+        (algo, posterior)
+    }
+
+    /// What `get_action` draws and the next number of the generator after it (the same
+    /// number of draws taken), or its error.
+    fn draw_with(
+        draw: impl Fn(&mut DecisionRng) -> Result<ActionChoice, AlgorithmError>,
+        seed: u64,
+    ) -> Result<(Action, u64, u64), AlgorithmError> {
+        let mut rng = DecisionRng::from_seed(seed);
+        let choice = draw(&mut rng)?;
+        Ok((
+            choice.action,
+            choice.action_prob.get().to_bits(),
+            rng.uniform().to_bits(),
+        ))
+    }
+
+    #[test]
+    fn a_prepared_policy_draws_what_the_parameters_draw_bit_for_bit() {
+        let (intercept, intercept_posterior) = intercept_only();
+        let (missing, missing_params) = with_missing_rules();
+        let (ten, ten_posterior) = ten_features();
+        let idx = DecisionIdx::new(9).unwrap();
+        let mut values = DecisionRng::from_seed(11);
+        let mut clipped = [0, 0];
+        for (algo, params, width) in [
+            (&intercept, &intercept_posterior, 1),
+            (&missing, &missing_params, 7),
+            (&ten, &ten_posterior, 11),
+        ] {
+            let policy = algo.prepare_policy(params).unwrap();
+            let mut states: Vec<Vec<f64>> = (0..200)
+                .map(|_| {
+                    let mut x = vec![1.0];
+                    x.extend((1..width).map(|_| 6.0 * values.uniform() - 3.0));
+                    x
+                })
+                .collect();
+            // A state of the wrong length, and one too large for the posterior.
+            states.push(vec![1.0; width + 1]);
+            states.push(vec![1e300; width]);
+            for (seed, x) in states.iter().enumerate() {
+                let state = State::new(x.clone()).unwrap();
+                let seed = seed as u64;
+                let plain = draw_with(
+                    |rng| algo.get_action(&user(), &state, params, idx, rng),
+                    seed,
+                );
+                let prepared = draw_with(
+                    |rng| {
+                        algo.get_action_prepared(&user(), &state, policy.as_ref(), params, idx, rng)
+                    },
+                    seed,
+                );
+                assert_eq!(plain, prepared, "state {x:?}");
+                if let Ok((_, bits, _)) = plain {
+                    let p = f64::from_bits(bits);
+                    clipped[0] += usize::from(p == DEFAULT_MIN_PROBABILITY);
+                    clipped[1] += usize::from(p == DEFAULT_MAX_PROBABILITY);
+                }
+            }
+        }
+        assert!(clipped[0] > 0 && clipped[1] > 0, "{clipped:?}");
+    }
+
+    #[test]
+    fn parameters_of_another_shape_are_not_prepared() {
+        let (algo, posterior) = ten_features();
+        let mut short = posterior.clone();
+        short["mean"] = json!([0.0, 1.0]);
+        assert!(algo.prepare_policy(&short).is_none());
+        // A policy of another type is not used: the parameters are read instead.
+        let state = State::new(vec![1.0; 11]).unwrap();
+        let idx = DecisionIdx::new(0).unwrap();
+        let foreign: PreparedPolicy = Arc::new(0.5_f64);
+        let plain = draw_with(
+            |rng| algo.get_action(&user(), &state, &posterior, idx, rng),
+            3,
+        );
+        let through_foreign = draw_with(
+            |rng| algo.get_action_prepared(&user(), &state, foreign.as_ref(), &posterior, idx, rng),
+            3,
+        );
+        assert_eq!(plain, through_foreign);
     }
 
     #[test]

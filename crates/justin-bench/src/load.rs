@@ -99,6 +99,8 @@ pub enum Work {
         next: Arc<AtomicU64>,
         /// Stop once this sequence number is reached.
         limit: Option<u64>,
+        /// Numeric context fields sent after `temperature`: `f1` to `f{extra_features}`.
+        extra_features: usize,
     },
     /// `/upload_data` for the decisions of `pool`, in order from `cursor`; a connection stops
     /// when the pool is used up.
@@ -315,7 +317,9 @@ fn claim(work: &Work) -> Option<Next> {
             let n = next.fetch_add(1, Ordering::Relaxed);
             limit.is_none_or(|l| n < l).then_some(Next::AddUser(n))
         }
-        Work::Action { users, next, limit } => {
+        Work::Action {
+            users, next, limit, ..
+        } => {
             let seq = next.fetch_add(1, Ordering::Relaxed);
             let users = (*users).max(1);
             limit.is_none_or(|l| seq < l).then_some(Next::Action {
@@ -353,6 +357,14 @@ fn write_body(body: &mut String, work: &Work, next: &Next) {
             )
             .ok();
             write_temperature(body, user + idx);
+            let extra = match work {
+                Work::Action { extra_features, .. } => *extra_features,
+                _ => 0,
+            };
+            for k in 1..=extra {
+                write!(body, r#","f{k}":"#).ok();
+                write_temperature(body, user + idx + 7 * k as u64);
+            }
             body.push_str("}}");
         }
         Next::Upload(d) => {
@@ -540,13 +552,27 @@ mod tests {
             users: 10,
             next: Arc::clone(&next),
             limit: None,
+            extra_features: 0,
         };
         let mut body = String::new();
         write_body(&mut body, &work, &Next::Action { user: 3, idx: 7 });
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["user_id"], "bench-user-3");
         assert_eq!(v["decision_idx"], 7);
-        assert_eq!(v["context"]["temperature"], 16.0);
+        assert_eq!(v["context"], serde_json::json!({ "temperature": 16.0 }));
+        let wide = Work::Action {
+            users: 10,
+            next: Arc::clone(&next),
+            limit: None,
+            extra_features: 9,
+        };
+        write_body(&mut body, &wide, &Next::Action { user: 3, idx: 7 });
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let context = v["context"].as_object().unwrap();
+        assert_eq!(context.len(), 10);
+        assert_eq!(context["temperature"], 16.0);
+        assert_eq!(context["f1"], 16.7);
+        assert_eq!(context["f9"], 22.3);
 
         let upload = Decision {
             user: 3,
@@ -576,6 +602,7 @@ mod tests {
             users: 4,
             next: Arc::new(AtomicU64::new(0)),
             limit: Some(12),
+            extra_features: 0,
         };
         let mut pairs = std::collections::HashSet::new();
         while let Some(Next::Action { user, idx }) = claim(&work) {

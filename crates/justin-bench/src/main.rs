@@ -10,10 +10,12 @@
 //! scale: `GET /api/v1/export` over one decision per filled record, against PostgreSQL's own
 //! `COPY` of the same rows, with the service's memory sampled. On each backend, in a fresh
 //! database of its own, it times the dashboard's pages over a study seeded in bulk
-//! (src/dashboard.rs). It prints a table
+//! (src/dashboard.rs), and compares `/action` of `thompson` with ten features against
+//! `flat_prob`, each on a fresh database of its own (src/algorithms_step.rs). It prints a table
 //! and writes every figure to JSON and CSV files. It exits non-zero when any request failed,
 //! the service misbehaved or a required part could not run.
 
+mod algorithms_step;
 mod cpu;
 mod dashboard;
 mod error;
@@ -124,6 +126,13 @@ struct Args {
     /// Alternating rounds of the metrics step (each one step on, one off).
     #[arg(long, default_value_t = 2)]
     metrics_rounds: usize,
+    /// Connections of the algorithms step: `/action` of `thompson` with ten features against
+    /// `flat_prob`, each on a fresh database of the backend; 0 skips it.
+    #[arg(long, default_value_t = 64)]
+    algorithm_concurrency: usize,
+    /// Alternating rounds of the algorithms step (each one step of each algorithm).
+    #[arg(long, default_value_t = 2)]
+    algorithm_rounds: usize,
     /// Keep the scratch directory (service logs, backups, pgbench script) after a passing run.
     #[arg(long)]
     keep_scratch: bool,
@@ -292,6 +301,19 @@ fn run(args: &Args) -> Result<bool> {
                             report.dashboard = Some(dashboard);
                         }
                         Err(e) => report.errors.push(format!("the dashboard step: {e}")),
+                    }
+                }
+                if args.algorithm_concurrency > 0 && args.algorithm_rounds > 0 {
+                    let step = algorithms_step::compare(
+                        args,
+                        &bin,
+                        &scratch.path,
+                        *backend,
+                        &pg_url,
+                        &mut report,
+                    );
+                    if let Err(e) = step {
+                        report.errors.push(format!("the algorithms step: {e}"));
                     }
                 }
                 ok &= report.errors.is_empty();
@@ -646,6 +668,7 @@ fn drive_backend(
             users: args.users,
             next: Arc::clone(&next_pair),
             limit: None,
+            extra_features: 0,
         };
         let (run, usage) = with_cpu(pid, || {
             load::run(&base, &work, c, args.generator_threads, timing)
@@ -696,6 +719,7 @@ fn drive_backend(
                     users: args.users,
                     next: Arc::clone(&next_pair),
                     limit: Some(from + more),
+                    extra_features: 0,
                 },
                 SETUP_CONCURRENCY.max(c),
                 args.generator_threads,

@@ -147,6 +147,7 @@ fn rounds(
                 users: args.users,
                 next: Arc::clone(next_pair),
                 limit: None,
+                extra_features: 0,
             };
             let (run, usage) = with_cpu(service.pid(), || {
                 load::run(

@@ -284,6 +284,9 @@ pub struct BackendReport {
     pub dashboard: Option<crate::dashboard::DashboardReport>,
     /// `/action` with metrics on and off (`--metrics-concurrency`).
     pub metrics: Option<crate::metrics_step::MetricsComparison>,
+    /// `/action` of `thompson` with ten features against `flat_prob`
+    /// (`--algorithm-concurrency`).
+    pub algorithms: Option<crate::algorithms_step::AlgorithmComparison>,
     /// The service's VmRSS after the last route, in KiB.
     pub service_rss_after_routes_kib: Option<u64>,
     /// How the service ended when asked to stop.
@@ -465,6 +468,26 @@ pub fn metrics_line(backend: &str, m: &crate::metrics_step::MetricsComparison) -
     )
 }
 
+/// The summary line of the algorithms comparison.
+pub fn algorithms_line(backend: &str, a: &crate::algorithms_step::AlgorithmComparison) -> String {
+    let cpu = |us: Option<f64>| us.map_or("?".to_owned(), |us| format!("{us:.0}"));
+    format!(
+        "{backend} /action at {} conn, thompson ({} features) vs flat_prob (mean of {} alternating \
+         rounds each): {:.0} vs {:.0} req/s, thompson/flat_prob {:.3}; p99 {:.2} vs {:.2} ms; \
+         service CPU per request {} vs {} µs",
+        a.concurrency,
+        a.thompson_features,
+        a.rounds,
+        a.thompson_per_sec,
+        a.flat_prob_per_sec,
+        a.thompson_to_flat_prob,
+        a.thompson_p99_ms,
+        a.flat_prob_p99_ms,
+        cpu(a.thompson_service_cpu_us),
+        cpu(a.flat_prob_service_cpu_us),
+    )
+}
+
 /// The table line of a ceiling.
 pub fn ceiling_row(c: &CeilingReport) -> String {
     row(&Line {
@@ -560,6 +583,9 @@ pub fn render(summary: &Summary) -> String {
     for backend in &summary.backends {
         if let Some(m) = &backend.metrics {
             writeln!(out, "{}", metrics_line(&backend.backend, m)).ok();
+        }
+        if let Some(a) = &backend.algorithms {
+            writeln!(out, "{}", algorithms_line(&backend.backend, a)).ok();
         }
         if let Some(u) = &backend.update {
             writeln!(

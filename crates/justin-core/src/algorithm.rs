@@ -9,9 +9,17 @@
 //! and reach the service through a [`Registry`](crate::registry::Registry); the core never names
 //! one.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use crate::analysis::AnalysisModel;
 use crate::domain::{Action, DecisionIdx, JsonObject, Probability, State, StudyRecord, UserId};
 use crate::rng::DecisionRng;
+
+/// What an algorithm made once of one parameter version ([`Algorithm::prepare_policy`]) for
+/// every draw from that version ([`Algorithm::get_action_prepared`]): its own type (parsed
+/// vectors and matrices, say), which the service holds without looking inside.
+pub type PreparedPolicy = Arc<dyn Any + Send + Sync>;
 
 /// What went wrong inside an algorithm.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -182,6 +190,43 @@ pub trait Algorithm: Send + Sync + std::fmt::Debug {
         decision_idx: DecisionIdx,
         rng: &mut DecisionRng,
     ) -> Result<ActionChoice, AlgorithmError>;
+
+    /// Reads one parameter version, once, into what makes its draws cheap (the parsed
+    /// posterior, a factorisation), for [`Algorithm::get_action_prepared`]. The service calls
+    /// it the first time it draws from a version, keeps the result with that version while the
+    /// version is among the newest two it has drawn from, and hands it, with the same
+    /// version's JSON, to every draw from it; a new version (an update, a restore, a reset,
+    /// another process's update) is prepared afresh. Like `get_action`, it must depend on
+    /// `parameters` only.
+    ///
+    /// `None`, the default, prepares nothing: every draw goes to [`Algorithm::get_action`]
+    /// with the JSON. Return `None` too for parameters that cannot be prepared (not of this
+    /// algorithm's shape): `get_action` then says what is wrong with them, draw by draw.
+    fn prepare_policy(&self, parameters: &serde_json::Value) -> Option<PreparedPolicy> {
+        let _ = parameters;
+        None
+    }
+
+    /// Draws an action as [`Algorithm::get_action`] does, from `policy`, what
+    /// [`Algorithm::prepare_policy`] made of `parameters`. It must give exactly what
+    /// `get_action` gives for the same arguments, to the last bit of the probability and with
+    /// the same draws from `rng`: a replay draws again with `get_action`, and compares. The
+    /// default is `get_action`.
+    ///
+    /// # Errors
+    /// As [`Algorithm::get_action`].
+    fn get_action_prepared(
+        &self,
+        user: &UserId,
+        state: &State,
+        policy: &(dyn Any + Send + Sync),
+        parameters: &serde_json::Value,
+        decision_idx: DecisionIdx,
+        rng: &mut DecisionRng,
+    ) -> Result<ActionChoice, AlgorithmError> {
+        let _ = policy;
+        self.get_action(user, state, parameters, decision_idx, rng)
+    }
 
     /// Turns an uploaded outcome into the reward the update learns from.
     ///

@@ -23,7 +23,9 @@ pub mod tables;
 pub mod testing;
 mod tolerance;
 
-pub use algorithm::{names, ActionChoice, Algorithm, AlgorithmError, Prepared, MISSING_CONTEXT};
+pub use algorithm::{
+    names, ActionChoice, Algorithm, AlgorithmError, Prepared, PreparedPolicy, MISSING_CONTEXT,
+};
 pub use analysis::{
     usable_covariate_name, AnalysisFunction, AnalysisModel, ArgSource, ArgSpec, UpdateFunctionKind,
     GRID_COLUMNS,

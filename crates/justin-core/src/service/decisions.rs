@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::{DomainError, Service, RL_TARGET};
 use crate::algorithm::{ActionChoice, AlgorithmError, Prepared};
@@ -374,7 +375,7 @@ impl Service {
         &self,
         decision: &mut Decision,
         state_failure: Option<&str>,
-        params: &ModelParameters,
+        params: &Arc<ModelParameters>,
     ) -> Result<DecisionGuard, DomainError> {
         let warmup = self.settings.trial.warmup.as_ref();
         let available = decision.availability.is_available();
@@ -424,23 +425,34 @@ impl Service {
         Ok(guard)
     }
 
-    /// The algorithm's draw for `decision` from `params`, with the decision's own generator;
-    /// a panic inside the algorithm is caught and returned.
+    /// The algorithm's draw for `decision` from `params`, with the decision's own generator,
+    /// through the policy it prepared from `params` when it prepares one; a panic inside the
+    /// algorithm is caught and returned.
     fn algorithm_draw(
         &self,
         decision: &Decision,
-        params: &ModelParameters,
+        params: &Arc<ModelParameters>,
     ) -> Result<ActionChoice, AlgorithmFailure> {
         let mut rng = DecisionRng::from_seed(decision.rng_seed);
         let algorithm = &self.algorithm;
         let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            algorithm.get_action(
-                &decision.user_id,
-                &decision.state,
-                &params.values,
-                decision.decision_idx,
-                &mut rng,
-            )
+            match self.prepared_policy(params) {
+                Some(policy) => algorithm.get_action_prepared(
+                    &decision.user_id,
+                    &decision.state,
+                    policy.as_ref(),
+                    &params.values,
+                    decision.decision_idx,
+                    &mut rng,
+                ),
+                None => algorithm.get_action(
+                    &decision.user_id,
+                    &decision.state,
+                    &params.values,
+                    decision.decision_idx,
+                    &mut rng,
+                ),
+            }
         }));
         match drawn {
             Ok(Ok(choice)) => Ok(choice),

@@ -7,7 +7,8 @@
 //!
 //! Each use case has a module of its own, each adding methods to [`Service`]: `decisions`
 //! (participants, actions, uploads), `corrections` (corrected uploads and a decision's
-//! history), `parameters` (the parameter cache), `updates` (the update
+//! history), `parameters` (the parameter cache), `policies` (the policies the algorithm
+//! prepared from the newest parameter versions), `updates` (the update
 //! worker and its retries), `callbacks` (delivery with backoff), `replay` (decisions),
 //! `update_replay` (updates) and `readiness`; `errors` holds what they fail with. Their public items are re-exported here.
 
@@ -19,6 +20,7 @@ mod errors;
 mod monitor;
 mod parameters;
 mod participants;
+mod policies;
 mod readiness;
 mod replay;
 mod update_replay;
@@ -127,6 +129,8 @@ pub struct Service {
     telemetry: Arc<dyn Telemetry>,
     settings: ServiceSettings,
     current: RwLock<Option<Arc<ModelParameters>>>,
+    /// What the algorithm prepared from the newest parameter versions drawn from.
+    policies: policies::PolicyCache,
     /// Set when the process is stopping: no update starts, and the one under way is put back.
     stopping: AtomicBool,
     /// When the most recent write failed because the database's disk is full, unless a write
@@ -172,6 +176,7 @@ impl Service {
             telemetry: Arc::new(NoTelemetry),
             settings,
             current: RwLock::new(None),
+            policies: policies::PolicyCache::default(),
             stopping: AtomicBool::new(false),
             disk_full_since: std::sync::Mutex::new(None),
             disk_full_marked: AtomicBool::new(false),

@@ -33,6 +33,7 @@ mod host;
 mod monitor;
 mod parameters;
 mod participants;
+mod policies;
 mod readiness;
 mod replay;
 mod support;

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
 use justin_core::{
     Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, Availability, CallbackPolicy,
-    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, Enrollment, JsonObject, Probability,
-    SentTime, Service, ServiceSettings, State, Store, StudyRecord, TestingStore, TrialSettings,
-    UploadRecorded, UploadRequest, UserId, Warmup,
+    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, Enrollment, JsonObject,
+    PreparedPolicy, Probability, SentTime, Service, ServiceSettings, State, Store, StudyRecord,
+    TestingStore, TrialSettings, UploadRecorded, UploadRequest, UserId, Warmup,
 };
 use serde_json::json;
 
@@ -47,7 +47,8 @@ pub enum ActionFailure {
 
 /// A coin-flip algorithm: parameters `{"p": P(action = 1), "n": records read}`, the state is
 /// the context's `x`, the reward the outcome's `r`. An `x` sent as `null` makes the decision
-/// not available (`missing_context`); an absent one is refused.
+/// not available (`missing_context`); an absent one is refused. It prepares each version's
+/// `p` once ([`PreparedCoin`]), unless told not to, and counts its preparations.
 #[derive(Debug, Default)]
 pub struct Coin {
     update: Mutex<Update>,
@@ -55,9 +56,64 @@ pub struct Coin {
     action_failure: Mutex<Option<ActionFailure>>,
     publish_on_draw: Mutex<Option<Arc<MemoryStore>>>,
     draws: Mutex<u32>,
+    without_preparation: Mutex<bool>,
+    preparations: Mutex<Vec<serde_json::Value>>,
+}
+
+/// What [`Coin`] prepares from a version: its probability, read once.
+#[derive(Debug)]
+pub struct PreparedCoin {
+    /// The version's `p`.
+    pub p: Probability,
 }
 
 impl Coin {
+    /// From now on, the coin prepares nothing: every draw reads `p` from the JSON.
+    pub fn prepare_nothing(&self) {
+        *self.without_preparation.lock().unwrap() = true;
+    }
+
+    /// The values of every version prepared so far, in the order prepared.
+    pub fn preparations(&self) -> Vec<serde_json::Value> {
+        self.preparations.lock().unwrap().clone()
+    }
+
+    /// A draw with probability `p` (read from `parameters` when `None`), failing as told.
+    fn draw(
+        &self,
+        state: &State,
+        parameters: &serde_json::Value,
+        p: Option<Probability>,
+        rng: &mut DecisionRng,
+    ) -> Result<ActionChoice, AlgorithmError> {
+        if state.values().len() != 1 {
+            return Err(AlgorithmError::InvalidInput(
+                "the state must hold one number".into(),
+            ));
+        }
+        let failure = *self.action_failure.lock().unwrap();
+        match failure {
+            Some(ActionFailure::Error) => {
+                return Err(AlgorithmError::InvalidParameters(
+                    "p is out of order".into(),
+                ))
+            }
+            Some(ActionFailure::Panic) => panic!("the coin melted at x = {}", state.values()[0]),
+            None => {}
+        }
+        *self.draws.lock().unwrap() += 1;
+        if let Some(store) = self.publish_on_draw.lock().unwrap().as_ref() {
+            store
+                .publish_parameters("coin", parameters, DateTime::UNIX_EPOCH)
+                .unwrap();
+        }
+        let p = match p {
+            Some(p) => p,
+            None => probability(parameters)?,
+        };
+        Ok(ActionChoice::draw(p, rng))
+    }
+
     /// From now on, every draw publishes a new parameter version to `store` first, as another
     /// process running an update at that moment would.
     pub fn publish_on_every_draw(&self, store: Arc<MemoryStore>) {
@@ -135,28 +191,29 @@ impl Algorithm for Coin {
         _decision_idx: DecisionIdx,
         rng: &mut DecisionRng,
     ) -> Result<ActionChoice, AlgorithmError> {
-        if state.values().len() != 1 {
-            return Err(AlgorithmError::InvalidInput(
-                "the state must hold one number".into(),
-            ));
+        self.draw(state, parameters, None, rng)
+    }
+
+    fn prepare_policy(&self, parameters: &serde_json::Value) -> Option<PreparedPolicy> {
+        if *self.without_preparation.lock().unwrap() {
+            return None;
         }
-        let failure = *self.action_failure.lock().unwrap();
-        match failure {
-            Some(ActionFailure::Error) => {
-                return Err(AlgorithmError::InvalidParameters(
-                    "p is out of order".into(),
-                ))
-            }
-            Some(ActionFailure::Panic) => panic!("the coin melted at x = {}", state.values()[0]),
-            None => {}
-        }
-        *self.draws.lock().unwrap() += 1;
-        if let Some(store) = self.publish_on_draw.lock().unwrap().as_ref() {
-            store
-                .publish_parameters("coin", parameters, DateTime::UNIX_EPOCH)
-                .unwrap();
-        }
-        Ok(ActionChoice::draw(probability(parameters)?, rng))
+        let p = probability(parameters).ok()?;
+        self.preparations.lock().unwrap().push(parameters.clone());
+        Some(Arc::new(PreparedCoin { p }))
+    }
+
+    fn get_action_prepared(
+        &self,
+        _user: &UserId,
+        state: &State,
+        policy: &(dyn std::any::Any + Send + Sync),
+        parameters: &serde_json::Value,
+        _decision_idx: DecisionIdx,
+        rng: &mut DecisionRng,
+    ) -> Result<ActionChoice, AlgorithmError> {
+        let prepared = policy.downcast_ref::<PreparedCoin>().unwrap();
+        self.draw(state, parameters, Some(prepared.p), rng)
     }
 
     fn make_reward(
