@@ -301,6 +301,9 @@ pub(crate) struct ExportedUploadRow {
     pub outcome: serde_json::Value,
     pub reward: f64,
     pub sent_timestamp: String,
+    /// Whether its decision was available, and its policy: which updates read it.
+    pub available: bool,
+    pub policy: Option<String>,
 }
 
 /// A decision with its upload, if any: one row of the analysis export.

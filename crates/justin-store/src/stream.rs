@@ -16,9 +16,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
-use diesel::dsl::{max, sql};
+use diesel::dsl::max;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Double, Nullable};
 use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord};
 
 use crate::error::{from_diesel, other};
@@ -611,30 +610,141 @@ impl KeysetRow for ExportDbRow {
     }
 }
 
-/// The first update (smallest version) that learned from the export row's decision with its
-/// default reward: one that imputed rewards, could read the decision (its id at most the
-/// update's `last_action_id`, made at or before its `imputed_decided_by`), found no upload for
-/// it at or below its watermark, included its policy and started before its participant
-/// withdrew; the rule [`Unrewarded`] streams by. The tail of a correlated subquery over
-/// `actions` and the `study_data` row joined to it.
-const FIRST_IMPUTING_UPDATE: &str = "\
-FROM update_provenance p JOIN model_update_requests r ON r.id = p.update_id \
-WHERE p.imputed_decided_by IS NOT NULL AND actions.available \
-AND p.last_action_id >= actions.id AND actions.created_at <= p.imputed_decided_by \
-AND actions.policy = ANY (string_to_array(p.included_policies, ',')) \
-AND (study_data.id IS NULL OR study_data.id > p.last_study_data_id) \
-AND NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = actions.user_id \
-AND w.withdrawn_at <= r.started_at) \
-ORDER BY p.parameter_version LIMIT 1";
+/// A completed update as the export needs it to say which update first read each row.
+struct UpdateSeen {
+    version: i64,
+    last_study_data_id: i64,
+    included_policies: String,
+    started_at: Option<DateTime<Utc>>,
+    /// The newest decision it could impute a reward for, its cut-off and its default reward,
+    /// when it imputed rewards.
+    imputed: Option<(Option<i64>, DateTime<Utc>, Option<f64>)>,
+}
+
+impl UpdateSeen {
+    fn includes(&self, policy: &str) -> bool {
+        self.included_policies.split(',').any(|word| word == policy)
+    }
+
+    /// Whether it started before the participant withdrew: an update whose start is not known
+    /// (one completed before starts were recorded) predates every withdrawal.
+    fn before_withdrawal(&self, withdrawn_at: Option<DateTime<Utc>>) -> bool {
+        match (withdrawn_at, self.started_at) {
+            (Some(withdrawn), Some(started)) => withdrawn > started,
+            _ => true,
+        }
+    }
+}
+
+/// Every completed update in the caller's snapshot, by watermark then version, and those that
+/// imputed rewards, by version: a few hundred rows for a long study, read with each page so
+/// that no row of the export searches the updates in SQL (a correlated subquery per row cost
+/// some 100 µs a row with 32 updates).
+fn updates_seen(conn: &mut PgConnection) -> QueryResult<(Vec<UpdateSeen>, Vec<UpdateSeen>)> {
+    type Row = (
+        i64,
+        i64,
+        String,
+        Option<DateTime<Utc>>,
+        Option<i64>,
+        Option<DateTime<Utc>>,
+        Option<f64>,
+    );
+    let rows: Vec<Row> = update_provenance::table
+        .inner_join(model_update_requests::table)
+        .order((
+            update_provenance::last_study_data_id,
+            update_provenance::parameter_version,
+        ))
+        .select((
+            update_provenance::parameter_version,
+            update_provenance::last_study_data_id,
+            update_provenance::included_policies,
+            model_update_requests::started_at,
+            update_provenance::last_action_id,
+            update_provenance::imputed_decided_by,
+            update_provenance::default_reward,
+        ))
+        .load(conn)?;
+    let mut reading = Vec::with_capacity(rows.len());
+    let mut imputing = Vec::new();
+    for (version, last_study_data_id, included_policies, started_at, upto, cut_off, reward) in rows
+    {
+        let update = |imputed| UpdateSeen {
+            version,
+            last_study_data_id,
+            included_policies: included_policies.clone(),
+            started_at,
+            imputed,
+        };
+        if let Some(cut_off) = cut_off {
+            imputing.push(update(Some((upto, cut_off, reward))));
+        }
+        reading.push(update(None));
+    }
+    imputing.sort_by_key(|u| u.version);
+    Ok((reading, imputing))
+}
+
+/// The first update that read `upload`: of the updates whose watermark is at or above the
+/// upload's id, that included the upload's policy (any update includes an upload without a
+/// logged decision) and that started before the participant withdrew, the one with the smallest
+/// watermark (the smallest version among equal ones); `reading` is in that order. None for an
+/// upload of an unavailable decision.
+fn first_reading(
+    reading: &[UpdateSeen],
+    upload: &ExportedUploadRow,
+    withdrawn_at: Option<DateTime<Utc>>,
+) -> Option<i64> {
+    if !upload.available {
+        return None;
+    }
+    let from = reading.partition_point(|u| u.last_study_data_id < upload.id);
+    reading[from..]
+        .iter()
+        .find(|u| {
+            upload
+                .policy
+                .as_deref()
+                .is_none_or(|policy| u.includes(policy))
+                && u.before_withdrawal(withdrawn_at)
+        })
+        .map(|u| u.version)
+}
+
+/// The first update (smallest version; `imputing` is in that order) that learned from
+/// `decision` with its default reward, and that reward: one that could read the decision (its
+/// id at most the update's newest decision, made at or before its cut-off), found no upload
+/// for it at or below its watermark, included its policy and started before its participant
+/// withdrew; the rule [`Unrewarded`] streams by.
+fn first_imputing(
+    imputing: &[UpdateSeen],
+    decision: &ActionRow,
+    upload_id: Option<i64>,
+    withdrawn_at: Option<DateTime<Utc>>,
+) -> (Option<i64>, Option<f64>) {
+    if !decision.available {
+        return (None, None);
+    }
+    imputing
+        .iter()
+        .find_map(|u| {
+            let (upto, cut_off, reward) = u.imputed?;
+            let learned = upto.is_some_and(|upto| upto >= decision.id)
+                && decision.created_at <= cut_off
+                && u.includes(&decision.policy)
+                && upload_id.is_none_or(|id| id > u.last_study_data_id)
+                && u.before_withdrawal(withdrawn_at);
+            learned.then_some((Some(u.version), reward))
+        })
+        .unwrap_or((None, None))
+}
 
 /// Up to `limit` rows of the export with `after < id <= upto` (of participant `user` only,
-/// when given), by decision id: each decision with its upload and the first update that read
-/// the upload. Of the updates whose watermark is at or above the upload's id, that included
-/// the upload's policy (any update includes an upload without a logged decision) and that
-/// started before the participant withdrew, the first is the one with the smallest watermark
-/// (the smallest version among equal ones). An update whose start is not known (one completed
-/// before starts were recorded) predates every withdrawal. Read in the caller's snapshot like
-/// the rows, so an update completing meanwhile shows on no page.
+/// when given), by decision id: each decision with its upload, the first update that read the
+/// upload ([`first_reading`]) and the first that imputed its reward ([`first_imputing`]),
+/// worked out from the updates read with the page. Read in the caller's snapshot like the
+/// rows, so an update completing meanwhile shows on no page.
 pub(crate) fn export_page(
     conn: &mut PgConnection,
     user: Option<&str>,
@@ -646,47 +756,9 @@ pub(crate) fn export_page(
         .eq(actions::user_id)
         .and(study_data::decision_type.eq(actions::decision_type))
         .and(study_data::decision_idx.eq(actions::decision_idx));
-    // Without an upload, `available` is NULL and no update qualifies.
-    let first_update = update_provenance::table
-        .inner_join(model_update_requests::table)
-        .filter(study_data::available)
-        .filter(update_provenance::last_study_data_id.ge(study_data::id))
-        .filter(sql::<Bool>(
-            "(study_data.policy IS NULL OR study_data.policy = \
-             ANY (string_to_array(update_provenance.included_policies, ',')))",
-        ))
-        .filter(sql::<Bool>(
-            "NOT EXISTS (SELECT 1 FROM users w WHERE w.user_id = study_data.user_id \
-             AND w.withdrawn_at <= model_update_requests.started_at)",
-        ))
-        .order((
-            update_provenance::last_study_data_id,
-            update_provenance::parameter_version,
-        ))
-        .select(update_provenance::parameter_version)
-        .limit(1)
-        .single_value();
-    // Most studies never impute: their export skips the per-row search of the updates.
-    let imputing = diesel::select(diesel::dsl::exists(
-        update_provenance::table.filter(update_provenance::imputed_decided_by.is_not_null()),
-    ))
-    .get_result::<bool>(conn)?;
-    let (imputed_version, imputed_reward) = if imputing {
-        (
-            sql::<Nullable<BigInt>>(&format!(
-                "(SELECT p.parameter_version {FIRST_IMPUTING_UPDATE})"
-            )),
-            sql::<Nullable<Double>>(&format!(
-                "(SELECT p.default_reward {FIRST_IMPUTING_UPDATE})"
-            )),
-        )
-    } else {
-        (
-            sql::<Nullable<BigInt>>("NULL::bigint"),
-            sql::<Nullable<Double>>("NULL::double precision"),
-        )
-    };
+    let (reading, imputing) = updates_seen(conn)?;
     let mut query = actions::table
+        .inner_join(users::table.on(users::user_id.eq(actions::user_id)))
         .left_join(study_data::table.on(same_key))
         .filter(actions::id.gt(after))
         .filter(actions::id.le(upto))
@@ -695,43 +767,42 @@ pub(crate) fn export_page(
         .select((
             ActionRow::as_select(),
             Option::<ExportedUploadRow>::as_select(),
-            first_update,
-            imputed_version,
-            imputed_reward,
+            users::withdrawn_at,
         ))
         .into_boxed();
     if let Some(user) = user {
         query = query.filter(actions::user_id.eq(user));
     }
-    type Row = (
-        ActionRow,
-        Option<ExportedUploadRow>,
-        Option<i64>,
-        Option<i64>,
-        Option<f64>,
-    );
+    type Row = (ActionRow, Option<ExportedUploadRow>, Option<DateTime<Utc>>);
     let rows: Vec<Row> = query.load(conn)?;
     // The value in force now: every correction the snapshot holds.
     let ids: Vec<i64> = rows
         .iter()
-        .filter_map(|(_, upload, ..)| upload.as_ref().map(|u| u.id))
+        .filter_map(|(_, upload, _)| upload.as_ref().map(|u| u.id))
         .collect();
     let mut newest = crate::corrections::in_force(conn, &ids, i64::MAX)?;
     Ok(rows
         .into_iter()
-        .map(
-            |(decision, upload, used_in_version, imputed_in_version, imputed_reward)| {
-                let correction = upload.as_ref().and_then(|u| newest.remove(&u.id));
-                ExportDbRow {
-                    decision,
-                    upload,
-                    used_in_version,
-                    correction,
-                    imputed_in_version,
-                    imputed_reward,
-                }
-            },
-        )
+        .map(|(decision, upload, withdrawn_at)| {
+            let used_in_version = upload
+                .as_ref()
+                .and_then(|u| first_reading(&reading, u, withdrawn_at));
+            let (imputed_in_version, imputed_reward) = first_imputing(
+                &imputing,
+                &decision,
+                upload.as_ref().map(|u| u.id),
+                withdrawn_at,
+            );
+            let correction = upload.as_ref().and_then(|u| newest.remove(&u.id));
+            ExportDbRow {
+                decision,
+                upload,
+                used_in_version,
+                correction,
+                imputed_in_version,
+                imputed_reward,
+            }
+        })
         .collect())
 }
 
