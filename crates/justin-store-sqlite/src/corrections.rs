@@ -79,55 +79,54 @@ pub(crate) fn record(
     record: &StudyRecord,
 ) -> Result<CorrectionRecorded, StoreError> {
     let v = StudyValues::new(record)?;
-    let found = conn
-        .immediate_transaction(|conn| {
-            let original: Option<(i64, i16, f64)> = study_data::table
-                .filter(study_data::user_id.eq(v.user_id))
-                .filter(study_data::decision_type.eq(v.decision_type))
-                .filter(study_data::decision_idx.eq(v.decision_idx))
-                .select((study_data::id, study_data::action, study_data::action_prob))
-                .first(conn)
-                .optional()?;
-            let Some((original_id, action, action_prob)) = original else {
-                return Ok(Found::Refused(StoreError::NothingToCorrect));
-            };
-            let bad = |e| Found::Refused(invalid("study_data", original_id, e));
-            let logged_action = match Action::from_i64(action.into()) {
-                Ok(a) => a,
-                Err(e) => return Ok(bad(e)),
-            };
-            let logged_prob = match Probability::new(action_prob) {
-                Ok(p) => p,
-                Err(e) => return Ok(bad(e)),
-            };
-            if logged_action != record.action || !logged_prob.agrees_with(record.action_prob) {
-                return Ok(Found::Refused(StoreError::UploadMismatch {
-                    logged_action,
-                    logged_prob,
-                }));
-            }
-            let before: i64 = study_data_corrections::table
-                .filter(study_data_corrections::study_data_id.eq(original_id))
-                .count()
-                .get_result(conn)?;
-            diesel::insert_into(study_data_corrections::table)
-                .values((
-                    study_data_corrections::study_data_id.eq(original_id),
-                    study_data_corrections::user_id.eq(v.user_id),
-                    study_data_corrections::decision_type.eq(v.decision_type),
-                    study_data_corrections::decision_idx.eq(v.decision_idx),
-                    study_data_corrections::request_timestamp.eq(&v.requested_at),
-                    study_data_corrections::sent_timestamp.eq(v.sent_timestamp),
-                    study_data_corrections::created_at.eq(&v.received_at),
-                    study_data_corrections::context.eq(&v.context),
-                    study_data_corrections::state.eq(&v.state),
-                    study_data_corrections::outcome.eq(&v.outcome),
-                    study_data_corrections::reward.eq(v.reward),
-                ))
-                .execute(conn)?;
-            Ok::<_, diesel::result::Error>(Found::Stored(before + 1))
-        })
-        .map_err(from_diesel)?;
+    let found = crate::writer::write_transaction(conn, |conn| {
+        let original: Option<(i64, i16, f64)> = study_data::table
+            .filter(study_data::user_id.eq(v.user_id))
+            .filter(study_data::decision_type.eq(v.decision_type))
+            .filter(study_data::decision_idx.eq(v.decision_idx))
+            .select((study_data::id, study_data::action, study_data::action_prob))
+            .first(conn)
+            .optional()?;
+        let Some((original_id, action, action_prob)) = original else {
+            return Ok(Found::Refused(StoreError::NothingToCorrect));
+        };
+        let bad = |e| Found::Refused(invalid("study_data", original_id, e));
+        let logged_action = match Action::from_i64(action.into()) {
+            Ok(a) => a,
+            Err(e) => return Ok(bad(e)),
+        };
+        let logged_prob = match Probability::new(action_prob) {
+            Ok(p) => p,
+            Err(e) => return Ok(bad(e)),
+        };
+        if logged_action != record.action || !logged_prob.agrees_with(record.action_prob) {
+            return Ok(Found::Refused(StoreError::UploadMismatch {
+                logged_action,
+                logged_prob,
+            }));
+        }
+        let before: i64 = study_data_corrections::table
+            .filter(study_data_corrections::study_data_id.eq(original_id))
+            .count()
+            .get_result(conn)?;
+        diesel::insert_into(study_data_corrections::table)
+            .values((
+                study_data_corrections::study_data_id.eq(original_id),
+                study_data_corrections::user_id.eq(v.user_id),
+                study_data_corrections::decision_type.eq(v.decision_type),
+                study_data_corrections::decision_idx.eq(v.decision_idx),
+                study_data_corrections::request_timestamp.eq(&v.requested_at),
+                study_data_corrections::sent_timestamp.eq(v.sent_timestamp),
+                study_data_corrections::created_at.eq(&v.received_at),
+                study_data_corrections::context.eq(&v.context),
+                study_data_corrections::state.eq(&v.state),
+                study_data_corrections::outcome.eq(&v.outcome),
+                study_data_corrections::reward.eq(v.reward),
+            ))
+            .execute(conn)?;
+        Ok::<_, diesel::result::Error>(Found::Stored(before + 1))
+    })
+    .map_err(from_diesel)?;
     match found {
         Found::Stored(number) => Ok(CorrectionRecorded {
             number: u32::try_from(number).map_err(other)?,

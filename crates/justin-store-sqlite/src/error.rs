@@ -76,6 +76,16 @@ pub(crate) fn from_diesel(e: DieselError) -> StoreError {
     }
 }
 
+/// Whether [`from_diesel`] makes `e` [`StoreError::Unavailable`]: worth retrying later.
+pub(crate) fn is_unavailable(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        DieselError::DatabaseError(_, info) => is_busy(info.message()),
+        DieselError::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
 /// Whether `e` is a failed foreign-key check, which the caller classifies.
 pub(crate) fn is_foreign_key_violation(e: &DieselError) -> bool {
     matches!(

@@ -27,6 +27,7 @@ mod stream;
 mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod writer;
 
 pub use error::SetupError;
 pub use setup::URL_PREFIX;

@@ -251,44 +251,43 @@ pub(crate) fn advance(
     conn: &mut SqliteConnection,
     c: &StateChange,
 ) -> Result<StateAdvance, StoreError> {
-    let row = conn
-        .immediate_transaction(|conn| {
-            let stored = diesel::sql_query("SELECT state FROM monitor_state WHERE id = 1")
-                .get_result::<StateRow>(conn)
-                .optional()?;
-            let previous = stored.as_ref().and_then(|s| Severity::parse(&s.state));
-            if stored.is_some() && previous == Some(c.state) {
-                return Ok((previous, false, None));
-            }
-            diesel::sql_query(
-                "INSERT INTO monitor_state (id, state, changed_at) VALUES (1, ?1, ?2) \
+    let row = crate::writer::write_transaction(conn, |conn| {
+        let stored = diesel::sql_query("SELECT state FROM monitor_state WHERE id = 1")
+            .get_result::<StateRow>(conn)
+            .optional()?;
+        let previous = stored.as_ref().and_then(|s| Severity::parse(&s.state));
+        if stored.is_some() && previous == Some(c.state) {
+            return Ok((previous, false, None));
+        }
+        diesel::sql_query(
+            "INSERT INTO monitor_state (id, state, changed_at) VALUES (1, ?1, ?2) \
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
                  changed_at = excluded.changed_at",
-            )
-            .bind::<Text, _>(c.state.as_str())
-            .bind::<Text, _>(fmt_time(c.at))
-            .execute(conn)?;
-            let alert = match &c.alert {
-                Some(payload) if previous.is_some() || c.state != Severity::Green => {
-                    let mut payload = payload.clone();
-                    payload["previous"] =
-                        previous.map_or(serde_json::Value::Null, |p| p.as_str().into());
-                    let row = diesel::sql_query(
-                        "INSERT INTO monitor_alerts (created_at, state, payload, held_until) \
+        )
+        .bind::<Text, _>(c.state.as_str())
+        .bind::<Text, _>(fmt_time(c.at))
+        .execute(conn)?;
+        let alert = match &c.alert {
+            Some(payload) if previous.is_some() || c.state != Severity::Green => {
+                let mut payload = payload.clone();
+                payload["previous"] =
+                    previous.map_or(serde_json::Value::Null, |p| p.as_str().into());
+                let row = diesel::sql_query(
+                    "INSERT INTO monitor_alerts (created_at, state, payload, held_until) \
                          VALUES (?1, ?2, ?3, ?4) RETURNING id, payload, attempts",
-                    )
-                    .bind::<Text, _>(fmt_time(c.at))
-                    .bind::<Text, _>(c.state.as_str())
-                    .bind::<Text, _>(payload.to_string())
-                    .bind::<Text, _>(fmt_time(c.lease_until))
-                    .get_result::<AlertRow>(conn)?;
-                    Some(row)
-                }
-                _ => None,
-            };
-            Ok::<_, diesel::result::Error>((previous, true, alert))
-        })
-        .map_err(from_diesel)?;
+                )
+                .bind::<Text, _>(fmt_time(c.at))
+                .bind::<Text, _>(c.state.as_str())
+                .bind::<Text, _>(payload.to_string())
+                .bind::<Text, _>(fmt_time(c.lease_until))
+                .get_result::<AlertRow>(conn)?;
+                Some(row)
+            }
+            _ => None,
+        };
+        Ok::<_, diesel::result::Error>((previous, true, alert))
+    })
+    .map_err(from_diesel)?;
     let (previous, changed, alert) = row;
     Ok(StateAdvance {
         previous,
@@ -303,7 +302,7 @@ pub(crate) fn claim(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<Alert>, StoreError> {
-    conn.immediate_transaction(|conn| {
+    crate::writer::write_transaction(conn, |conn| {
         diesel::sql_query(
             "UPDATE monitor_alerts SET held_until = ?2 WHERE id = ( \
                SELECT id FROM monitor_alerts WHERE status = 'pending' AND held_until < ?1 \

@@ -1,15 +1,17 @@
-//! [`SqliteStore`]: the [`Store`] port over a pool of SQLite connections to one database file.
+//! [`SqliteStore`]: the [`Store`] port over one database file: a write queue for the requests'
+//! writes and a pool of connections for everything else.
 //!
 //! Concurrency follows from SQLite's model: any number of readers, one writer at a time. The
-//! database runs in WAL mode, so readers never block the writer nor it them; every connection
-//! waits up to the busy timeout for the write lock instead of failing at once. A write that
-//! must read first or writes several rows (publishing the next version, claiming a job,
-//! registering, changing, withdrawing or erasing a participant, a host decision over an
-//! upload) runs in `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
-//! transaction that reads and then writes can fail with "database is locked" without waiting,
-//! when another writer committed since its read. Single-statement writes take the lock at
-//! their start and need no transaction; a decision checked against the participant's window
-//! is one such statement.
+//! database runs in WAL mode, so readers never block the writer nor it them. The writes of
+//! requests (decisions, uploads, corrections, registering, changing and withdrawing
+//! participants, update requests and their callbacks, the monitor's state and alerts) go
+//! through the write queue ([`crate::writer`]): one connection writes them first come first
+//! served, several per transaction (a write of several statements in a savepoint of its own),
+//! and answers each after the commit. Rare, long writes (an update's outcome, claiming an update, erasing a participant, a
+//! reset, a restore) take a pooled connection and run in `BEGIN IMMEDIATE`, which takes the
+//! write lock up front and waits up to the busy timeout for it: a deferred transaction that
+//! reads and then writes can fail with "database is locked" without waiting, when another
+//! writer committed since its read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +47,7 @@ use crate::schema::{
 };
 use crate::setup::{self, ConnectionSetup, Location, Throwaway};
 use crate::stream::PoolStream;
+use crate::writer::Writer;
 
 type Manager = ConnectionManager<SqliteConnection>;
 pub(crate) type PooledSqlite = PooledConnection<Manager>;
@@ -84,6 +87,8 @@ impl Default for SqliteConfig {
 /// What every clone of a store shares. Fields drop in order: the pool's connections close
 /// before a throwaway database's files are removed.
 struct Inner {
+    /// The write queue: its connection closes first of all.
+    writer: Writer,
     pool: Pool<Manager>,
     url: String,
     /// The database file; update lease files are created beside it (see [`crate::jobs`]).
@@ -189,8 +194,10 @@ impl SqliteStore {
             .event_handler(Box::new(crate::pool_events::PoolEvents(telemetry)))
             .build(ConnectionManager::new(path_text))
             .map_err(|e| failed(e.to_string()))?;
+        let writer = Writer::start(path.clone(), connection_setup).map_err(failed)?;
         let store = Self {
             inner: Arc::new(Inner {
+                writer,
                 pool,
                 url,
                 path: path.clone(),
@@ -228,6 +235,15 @@ impl SqliteStore {
 
     pub(crate) fn conn(&self) -> Result<PooledSqlite, StoreError> {
         self.inner.pool.get().map_err(from_pool)
+    }
+
+    /// Runs `write` on the write queue (see [`crate::writer`]).
+    pub(crate) fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.writer.write(write)
     }
 
     pub(crate) fn update_lease(&self) -> Duration {
@@ -795,6 +811,110 @@ fn newest_parameters(conn: &mut SqliteConnection) -> Result<Option<ModelParamete
         .transpose()
 }
 
+/// Stores a decision (see [`Store::record_decision`]); runs on the writer. Only a host
+/// decision over an upload writes more than one statement; it runs in the request's savepoint.
+fn record_decision(
+    conn: &mut SqliteConnection,
+    decision: &Decision,
+    guard: DecisionGuard,
+) -> Result<Recorded, StoreError> {
+    let v = DecisionValues::new(decision)?;
+    if matches!(decision.policy, Policy::Host { .. }) && guard == DecisionGuard::None {
+        // The request's savepoint on the writer makes its reads and writes one unit.
+        return record_host_decision(conn, decision, &v).map_err(StoreError::from);
+    }
+    let inserted = match insert_decision(conn, InsertCheck::of(guard), &v) {
+        Ok(inserted) => inserted,
+        Err(e) if is_foreign_key_violation(&e) => {
+            return Err(classify_foreign_key(
+                conn,
+                v.user_id,
+                Some(v.parameter_version),
+            ))
+        }
+        Err(e) => return Err(from_diesel(e)),
+    };
+    if inserted {
+        return Ok(Recorded::Inserted);
+    }
+    let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+    let DecisionGuard::InStudy {
+        warmup_first_decisions,
+        warmup_until_participants,
+    } = guard
+    else {
+        return refused_or_stale(conn, decision, logged, uploaded);
+    };
+    if logged.is_some() || uploaded {
+        return refused_decision(decision, logged, uploaded);
+    }
+    let facts = diesel::sql_query(PARTICIPANT_FACTS)
+        .bind::<Text, _>(v.user_id)
+        .bind::<Text, _>(v.decision_type)
+        .bind::<BigInt, _>(v.decision_idx)
+        .bind::<BigInt, _>(i64::from(warmup_first_decisions.unwrap_or(0)))
+        .bind::<Text, _>(&v.requested_at)
+        .bind::<BigInt, _>(i64::from(warmup_until_participants.unwrap_or(0)))
+        .get_result::<FactsRow>(conn)
+        .optional()
+        .map_err(from_diesel)?
+        .ok_or(StoreError::UnknownUser)?;
+    // Behind on parameters comes before the guard.
+    if facts.newest_version > v.parameter_version {
+        return Err(StoreError::UnknownParameterVersion);
+    }
+    let count = |n: i64| u64::try_from(n).map_err(other);
+    Ok(Recorded::Ineligible(ParticipantFacts {
+        enrollment: enrollment(
+            facts.study_start.as_deref(),
+            facts.study_start_sent,
+            facts.study_end.as_deref(),
+            facts.study_end_sent,
+        )
+        .map_err(|e| other(format!("invalid window of participant {}: {e}", v.user_id)))?,
+        withdrawn: facts.withdrawn,
+        earlier_in_study: count(facts.earlier_in_study)?,
+        started_participants: count(facts.started_participants)?,
+    }))
+}
+
+/// Stores an upload (see [`Store::record_study_data`]); runs on the writer.
+fn record_study_data(
+    conn: &mut SqliteConnection,
+    record: &StudyRecord,
+) -> Result<UploadRecorded, StoreError> {
+    let v = StudyValues::new(record)?;
+    let inserted = diesel::sql_query(INSERT_STUDY_DATA)
+        .bind::<Text, _>(v.user_id)
+        .bind::<BigInt, _>(v.decision_idx)
+        .bind::<Text, _>(&v.requested_at)
+        .bind::<Text, _>(&v.received_at)
+        .bind::<Text, _>(&v.context)
+        .bind::<SmallInt, _>(v.action)
+        .bind::<Double, _>(v.action_prob)
+        .bind::<Text, _>(&v.state)
+        .bind::<Text, _>(&v.outcome)
+        .bind::<Double, _>(v.reward)
+        .bind::<Double, _>(Probability::TOLERANCE)
+        .bind::<Text, _>(v.decision_type)
+        .bind::<Text, _>(v.sent_timestamp)
+        .load::<Logged>(conn);
+    let inserted = match inserted {
+        Ok(rows) => rows,
+        Err(e) if is_foreign_key_violation(&e) => {
+            return Err(classify_foreign_key(conn, v.user_id, None))
+        }
+        Err(e) => return Err(from_diesel(e)),
+    };
+    if let Some(row) = inserted.first() {
+        return Ok(UploadRecorded {
+            action_logged: row.action_logged,
+        });
+    }
+    let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
+    Err(refused_upload(record, logged, uploaded))
+}
+
 impl Store for SqliteStore {
     fn add_user(
         &self,
@@ -803,8 +923,8 @@ impl Store for SqliteStore {
         created_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let (start, start_sent, end, end_sent) = window_columns(enrollment);
-        let mut conn = self.conn()?;
-        conn.immediate_transaction(|conn| {
+        let user = user.clone();
+        self.write(move |conn| {
             diesel::insert_into(users::table)
                 .values((
                     users::user_id.eq(user.as_str()),
@@ -814,7 +934,8 @@ impl Store for SqliteStore {
                     users::study_end.eq(&end),
                     users::study_end_sent.eq(&end_sent),
                 ))
-                .execute(conn)?;
+                .execute(conn)
+                .map_err(from_diesel)?;
             let window = (
                 start.clone(),
                 start_sent.clone(),
@@ -830,8 +951,8 @@ impl Store for SqliteStore {
                     None,
                 ))
                 .execute(conn)
-        })
-        .map_err(from_diesel)?;
+                .map_err(from_diesel)
+        })?;
         Ok(())
     }
 
@@ -849,8 +970,8 @@ impl Store for SqliteStore {
         changed_at: DateTime<Utc>,
     ) -> Result<Participant, StoreError> {
         let window = window_columns(enrollment);
-        let mut conn = self.conn()?;
-        conn.immediate_transaction::<_, Failure, _>(|conn| {
+        let user = user.clone();
+        self.write(move |conn| -> Result<Participant, StoreError> {
             let (start, start_sent, end, end_sent) = &window;
             let changed = diesel::update(registered(user.as_str()))
                 .set((
@@ -859,9 +980,10 @@ impl Store for SqliteStore {
                     users::study_end.eq(end),
                     users::study_end_sent.eq(end_sent),
                 ))
-                .execute(conn)?;
+                .execute(conn)
+                .map_err(from_diesel)?;
             if changed == 0 {
-                return Err(Failure::Store(StoreError::UnknownUser));
+                return Err(StoreError::UnknownUser);
             }
             diesel::insert_into(participant_events::table)
                 .values(NewEvent::new(
@@ -871,11 +993,10 @@ impl Store for SqliteStore {
                     window.clone(),
                     None,
                 ))
-                .execute(conn)?;
-            read_participant(conn, user.as_str())?
-                .ok_or_else(|| Failure::Store(StoreError::UnknownUser))
+                .execute(conn)
+                .map_err(from_diesel)?;
+            read_participant(conn, user.as_str())?.ok_or(StoreError::UnknownUser)
         })
-        .map_err(StoreError::from)
     }
 
     fn withdraw(
@@ -884,22 +1005,26 @@ impl Store for SqliteStore {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Participant, StoreError> {
-        let mut conn = self.conn()?;
-        conn.immediate_transaction::<_, Failure, _>(|conn| {
+        let user = user.clone();
+        let reason = reason.to_owned();
+        self.write(move |conn| -> Result<Participant, StoreError> {
+            let reason = reason.as_str();
             let row = registered(user.as_str())
                 .select(UserRow::as_select())
                 .first::<UserRow>(conn)
-                .optional()?
-                .ok_or(Failure::Store(StoreError::UnknownUser))?;
+                .optional()
+                .map_err(from_diesel)?
+                .ok_or(StoreError::UnknownUser)?;
             if row.withdrawn_at.is_some() {
-                return Err(Failure::Store(StoreError::AlreadyWithdrawn));
+                return Err(StoreError::AlreadyWithdrawn);
             }
             diesel::update(registered(user.as_str()))
                 .set((
                     users::withdrawn_at.eq(Some(fmt_time(at))),
                     users::withdrawal_reason.eq(Some(reason)),
                 ))
-                .execute(conn)?;
+                .execute(conn)
+                .map_err(from_diesel)?;
             let window = (
                 row.study_start,
                 row.study_start_sent,
@@ -914,11 +1039,10 @@ impl Store for SqliteStore {
                     window,
                     Some(reason),
                 ))
-                .execute(conn)?;
-            read_participant(conn, user.as_str())?
-                .ok_or_else(|| Failure::Store(StoreError::UnknownUser))
+                .execute(conn)
+                .map_err(from_diesel)?;
+            read_participant(conn, user.as_str())?.ok_or(StoreError::UnknownUser)
         })
-        .map_err(StoreError::from)
     }
 
     fn erase_participant(&self, user: &UserId, erasure: &Erasure) -> Result<Erasure, StoreError> {
@@ -952,109 +1076,30 @@ impl Store for SqliteStore {
         decision: &Decision,
         guard: DecisionGuard,
     ) -> Result<Recorded, StoreError> {
-        let v = DecisionValues::new(decision)?;
-        let mut conn = self.conn()?;
-        if matches!(decision.policy, Policy::Host { .. }) && guard == DecisionGuard::None {
-            return conn
-                .immediate_transaction::<_, Failure, _>(|conn| {
-                    record_host_decision(conn, decision, &v)
-                })
-                .map_err(StoreError::from);
+        let host = matches!(decision.policy, Policy::Host { .. }) && guard == DecisionGuard::None;
+        let decision = decision.clone();
+        let record = move |conn: &mut SqliteConnection| record_decision(conn, &decision, guard);
+        if host {
+            // It may write two rows: the decision, and the upload it now counts as logged.
+            self.write(record)
+        } else {
+            self.inner.writer.write_one(record)
         }
-        let inserted = match insert_decision(&mut conn, InsertCheck::of(guard), &v) {
-            Ok(inserted) => inserted,
-            Err(e) if is_foreign_key_violation(&e) => {
-                return Err(classify_foreign_key(
-                    &mut conn,
-                    v.user_id,
-                    Some(v.parameter_version),
-                ))
-            }
-            Err(e) => return Err(from_diesel(e)),
-        };
-        if inserted {
-            return Ok(Recorded::Inserted);
-        }
-        let (logged, uploaded) = on_key(&mut conn, v.user_id, v.decision_type, v.decision_idx)?;
-        let DecisionGuard::InStudy {
-            warmup_first_decisions,
-            warmup_until_participants,
-        } = guard
-        else {
-            return refused_or_stale(&mut conn, decision, logged, uploaded);
-        };
-        if logged.is_some() || uploaded {
-            return refused_decision(decision, logged, uploaded);
-        }
-        let facts = diesel::sql_query(PARTICIPANT_FACTS)
-            .bind::<Text, _>(v.user_id)
-            .bind::<Text, _>(v.decision_type)
-            .bind::<BigInt, _>(v.decision_idx)
-            .bind::<BigInt, _>(i64::from(warmup_first_decisions.unwrap_or(0)))
-            .bind::<Text, _>(&v.requested_at)
-            .bind::<BigInt, _>(i64::from(warmup_until_participants.unwrap_or(0)))
-            .get_result::<FactsRow>(&mut conn)
-            .optional()
-            .map_err(from_diesel)?
-            .ok_or(StoreError::UnknownUser)?;
-        // Behind on parameters comes before the guard.
-        if facts.newest_version > v.parameter_version {
-            return Err(StoreError::UnknownParameterVersion);
-        }
-        let count = |n: i64| u64::try_from(n).map_err(other);
-        Ok(Recorded::Ineligible(ParticipantFacts {
-            enrollment: enrollment(
-                facts.study_start.as_deref(),
-                facts.study_start_sent,
-                facts.study_end.as_deref(),
-                facts.study_end_sent,
-            )
-            .map_err(|e| other(format!("invalid window of participant {}: {e}", v.user_id)))?,
-            withdrawn: facts.withdrawn,
-            earlier_in_study: count(facts.earlier_in_study)?,
-            started_participants: count(facts.started_participants)?,
-        }))
     }
 
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
-        let v = StudyValues::new(record)?;
-        let mut conn = self.conn()?;
-        let inserted = diesel::sql_query(INSERT_STUDY_DATA)
-            .bind::<Text, _>(v.user_id)
-            .bind::<BigInt, _>(v.decision_idx)
-            .bind::<Text, _>(&v.requested_at)
-            .bind::<Text, _>(&v.received_at)
-            .bind::<Text, _>(&v.context)
-            .bind::<SmallInt, _>(v.action)
-            .bind::<Double, _>(v.action_prob)
-            .bind::<Text, _>(&v.state)
-            .bind::<Text, _>(&v.outcome)
-            .bind::<Double, _>(v.reward)
-            .bind::<Double, _>(Probability::TOLERANCE)
-            .bind::<Text, _>(v.decision_type)
-            .bind::<Text, _>(v.sent_timestamp)
-            .load::<Logged>(&mut conn);
-        let inserted = match inserted {
-            Ok(rows) => rows,
-            Err(e) if is_foreign_key_violation(&e) => {
-                return Err(classify_foreign_key(&mut conn, v.user_id, None))
-            }
-            Err(e) => return Err(from_diesel(e)),
-        };
-        if let Some(row) = inserted.first() {
-            return Ok(UploadRecorded {
-                action_logged: row.action_logged,
-            });
-        }
-        let (logged, uploaded) = on_key(&mut conn, v.user_id, v.decision_type, v.decision_idx)?;
-        Err(refused_upload(record, logged, uploaded))
+        let record = record.clone();
+        self.inner
+            .writer
+            .write_one(move |conn| record_study_data(conn, &record))
     }
 
     fn record_correction(
         &self,
         record: &StudyRecord,
     ) -> Result<justin_core::CorrectionRecorded, StoreError> {
-        crate::corrections::record(&mut *self.conn()?, record)
+        let record = record.clone();
+        self.write(move |conn| crate::corrections::record(conn, &record))
     }
 
     fn decision_history(
@@ -1176,11 +1221,12 @@ impl Store for SqliteStore {
 
     fn create_update_request(&self, request: &UpdateRequest) -> Result<(), StoreError> {
         let row = UpdateRow::try_from(request)?;
-        let mut conn = self.conn()?;
-        diesel::insert_into(model_update_requests::table)
-            .values(&row)
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
+        self.inner.writer.write_one(move |conn| {
+            diesel::insert_into(model_update_requests::table)
+                .values(&row)
+                .execute(conn)
+                .map_err(from_diesel)
+        })?;
         Ok(())
     }
 
@@ -1195,16 +1241,18 @@ impl Store for SqliteStore {
     fn record_callback(&self, id: Uuid, delivery: &CallbackDelivery) -> Result<(), StoreError> {
         use model_update_requests::dsl as u;
         let attempts = count_column(delivery.attempts, "callback attempts")?;
-        let mut conn = self.conn()?;
-        let updated = diesel::update(u::model_update_requests.find(uuid_text(id)))
-            .set((
-                u::callback_status.eq(delivery.status.as_str()),
-                u::callback_attempts.eq(attempts),
-                u::callback_error.eq(delivery.last_error.as_deref()),
-                u::callback_finished_at.eq(delivery.finished_at.map(fmt_time)),
-            ))
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
+        let delivery = delivery.clone();
+        let updated = self.inner.writer.write_one(move |conn| {
+            diesel::update(u::model_update_requests.find(uuid_text(id)))
+                .set((
+                    u::callback_status.eq(delivery.status.as_str()),
+                    u::callback_attempts.eq(attempts),
+                    u::callback_error.eq(delivery.last_error.as_deref()),
+                    u::callback_finished_at.eq(delivery.finished_at.map(fmt_time)),
+                ))
+                .execute(conn)
+                .map_err(from_diesel)
+        })?;
         if updated == 0 {
             return Err(StoreError::UnknownUpdate);
         }
@@ -1274,14 +1322,16 @@ impl Store for SqliteStore {
         &self,
         refusal: &justin_core::monitor::RefusedUpload,
     ) -> Result<(), StoreError> {
-        crate::monitor::record_refusal(&mut *self.conn()?, refusal)
+        let refusal = refusal.clone();
+        self.write(move |conn| crate::monitor::record_refusal(conn, &refusal))
     }
 
     fn advance_monitor_state(
         &self,
         change: &justin_core::monitor::StateChange,
     ) -> Result<justin_core::monitor::StateAdvance, StoreError> {
-        crate::monitor::advance(&mut *self.conn()?, change)
+        let change = change.clone();
+        self.write(move |conn| crate::monitor::advance(conn, &change))
     }
 
     fn claim_alert(
@@ -1289,7 +1339,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<justin_core::monitor::Alert>, StoreError> {
-        crate::monitor::claim(&mut *self.conn()?, now, lease_until)
+        self.write(move |conn| crate::monitor::claim(conn, now, lease_until))
     }
 
     fn record_alert(
@@ -1297,7 +1347,8 @@ impl Store for SqliteStore {
         id: i64,
         delivery: &justin_core::monitor::AlertDelivery,
     ) -> Result<(), StoreError> {
-        crate::monitor::record(&mut *self.conn()?, id, delivery)
+        let delivery = delivery.clone();
+        self.write(move |conn| crate::monitor::record(conn, id, &delivery))
     }
 
     fn ping(&self) -> Result<(), StoreError> {

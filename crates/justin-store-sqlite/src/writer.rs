@@ -1,0 +1,534 @@
+//! The write queue: one thread with one connection writes what the requests ask, in the order
+//! they ask it, several requests per transaction.
+//!
+//! SQLite lets one connection write at a time. Pooled connections that all write take turns
+//! through SQLite's busy handler, which sleeps and polls: under load a writer can sleep for
+//! tens or hundreds of milliseconds while the lock is free, and the order in which waiting
+//! writers get the lock is left to chance. Here the requests queue instead, first come first
+//! served, and none of them sleeps on the lock.
+//!
+//! The thread takes what has queued (at most [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE`
+//! transaction and runs each request in a savepoint of its own: a request that fails rolls
+//! back to its savepoint and leaves the others' writes standing, exactly as if it had run in a
+//! transaction of its own. A request of one writing statement needs no savepoint (a statement
+//! that fails changes nothing), and the hot paths, a decision and an upload, are such requests. Then it commits once, and only then answers every request of the
+//! batch: a caller never hears of a write that is not committed. When the commit fails, every
+//! request whose writes it held gets that failure, and nothing of the batch is stored.
+//!
+//! Readers keep the pool's connections; in WAL mode they never wait for the writer. Writes
+//! that are rare and long (an update's outcome, an erasure, a restore, a reset) take a pooled
+//! connection and SQLite's write lock as before.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use justin_core::StoreError;
+
+use crate::error::{is_unavailable, other};
+use crate::setup::ConnectionSetup;
+
+/// Most requests written in one transaction. A batch answers when its commit does, so a
+/// bound keeps the first request of a long queue from waiting for all of it.
+pub(crate) const MAX_BATCH: usize = 128;
+
+/// One queued request: runs on the writer's connection and says whether its writes stand,
+/// with how to answer once the batch's transaction has ended.
+struct Job {
+    /// Run it in a savepoint of its own (see [`Writer::write_one`] for when it needs none).
+    savepoint: bool,
+    run: Box<dyn FnOnce(&mut SqliteConnection) -> Ran + Send>,
+}
+
+/// What a request left after running.
+struct Ran {
+    /// Its writes stand (it succeeded); otherwise they are rolled back to its savepoint.
+    keep: bool,
+    /// Answers the caller; given the commit's failure when the commit of kept writes failed.
+    answer: Box<dyn FnOnce(Option<StoreError>) + Send>,
+}
+
+/// The queue's sending side and its thread. Dropping it lets the thread finish what has
+/// queued, close its connection and end.
+pub(crate) struct Writer {
+    queue: Option<Sender<Job>>,
+    /// Callers whose request is queued or running, not yet answered.
+    waiting: AtomicUsize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Opens the writer's connection to `path` with `setup` and starts its thread.
+    pub(crate) fn start(path: PathBuf, setup: ConnectionSetup) -> Result<Self, String> {
+        let conn = open(&path, setup)?;
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || serve(conn, &jobs, &path, setup))
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        Ok(Self {
+            queue: Some(queue),
+            waiting: AtomicUsize::new(0),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `write` on the writer's connection, in its turn, in a savepoint of the batch's
+    /// transaction, and returns its result once that transaction has committed (or its own
+    /// failure, with its writes rolled back). The calling thread waits meanwhile.
+    ///
+    /// `write` must not open a transaction with `BEGIN` itself: it runs inside one. Use
+    /// [`write_transaction`] in code that also runs outside the writer.
+    pub(crate) fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue_job(true, write)
+    }
+
+    /// [`Writer::write`] for a request that changes the database with at most one statement
+    /// and, when it fails, has changed nothing: a statement is atomic by itself, so it runs
+    /// without a savepoint of its own (two statements fewer).
+    pub(crate) fn write_one<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue_job(false, write)
+    }
+
+    fn queue_job<T, F>(&self, savepoint: bool, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+        let job = Job {
+            savepoint,
+            run: Box::new(move |conn| run_job(conn, write, reply)),
+        };
+        self.queue
+            .as_ref()
+            .ok_or_else(|| other("the store is closing; nothing more is written"))?
+            .send(job)
+            .map_err(|_| other("the writer thread has stopped; nothing was written"))?;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let answered = answer.recv();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        answered.map_err(|_| other("the writer thread stopped before answering"))?
+    }
+
+    /// How many callers wait for their request's answer.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            // The thread ends once the queue is empty and closed; a panic there was logged.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs one request and wraps its result into what the batch needs.
+fn run_job<T, F>(
+    conn: &mut SqliteConnection,
+    write: F,
+    reply: SyncSender<Result<T, StoreError>>,
+) -> Ran
+where
+    T: Send + 'static,
+    F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError>,
+{
+    let result = match catch_unwind(AssertUnwindSafe(|| write(conn))) {
+        Ok(result) => result,
+        Err(_) => Err(other("a write panicked; its writes were rolled back")),
+    };
+    let keep = result.is_ok();
+    Ran {
+        keep,
+        answer: Box::new(move |commit_failed| {
+            let answer = match commit_failed {
+                Some(e) if keep => Err(e),
+                _ => result,
+            };
+            // A caller that stopped waiting has nobody to tell.
+            let _ = reply.send(answer);
+        }),
+    }
+}
+
+fn open(path: &std::path::Path, setup: ConnectionSetup) -> Result<SqliteConnection, String> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| "the database path is not valid UTF-8".to_owned())?;
+    let mut conn = SqliteConnection::establish(text).map_err(|e| e.to_string())?;
+    conn.batch_execute(&setup.sql())
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// The thread: batches until the queue closes.
+fn serve(
+    mut conn: SqliteConnection,
+    jobs: &Receiver<Job>,
+    path: &std::path::Path,
+    setup: ConnectionSetup,
+) {
+    let mut batch = VecDeque::with_capacity(MAX_BATCH);
+    while let Ok(first) = jobs.recv() {
+        batch.push_back(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push_back(job),
+                Err(_) => break,
+            }
+        }
+        while !batch.is_empty() {
+            if !run_batch(&mut conn, &mut batch) {
+                // A transaction that could not end cleanly leaves the connection in a state
+                // nobody can vouch for; what is left of the batch gets a fresh one.
+                match open(path, setup) {
+                    Ok(fresh) => conn = fresh,
+                    Err(e) => log::error!("cannot reopen the writer's connection: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// A savepoint's rollback asked for by a failed request, or the database's own failure.
+enum Undo {
+    Failed,
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for Undo {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+/// Runs the requests of `batch` in one transaction and answers each one it ran. When the
+/// transaction is lost midway (a savepoint that cannot be released or rolled back), the
+/// requests it had not reached stay in `batch` for the next one. False when the transaction
+/// did not end cleanly.
+fn run_batch(conn: &mut SqliteConnection, batch: &mut VecDeque<Job>) -> bool {
+    let mut answers = Vec::with_capacity(batch.len());
+    let outcome = conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
+        while let Some(job) = batch.pop_front() {
+            if !job.savepoint {
+                // One statement or none: when it failed it changed nothing.
+                answers.push((job.run)(conn).answer);
+                continue;
+            }
+            let mut answer = None;
+            let ended = conn.transaction::<_, Undo, _>(|conn| {
+                let ran = (job.run)(conn);
+                answer = Some(ran.answer);
+                if ran.keep {
+                    Ok(())
+                } else {
+                    Err(Undo::Failed)
+                }
+            });
+            answers.extend(answer);
+            if let Err(Undo::Db(e)) = ended {
+                return Err(e);
+            }
+        }
+        Ok(())
+    });
+    let failure = outcome.as_ref().err().map(Failure::of);
+    for answer in answers {
+        answer(failure.as_ref().map(Failure::error));
+    }
+    outcome.is_ok() || transaction_ended(conn)
+}
+
+/// Why a batch's transaction failed, told to each request whose writes it held.
+struct Failure {
+    busy: bool,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: &diesel::result::Error) -> Self {
+        Self {
+            busy: is_unavailable(e),
+            message: format!("the transaction holding this write failed, nothing was stored: {e}"),
+        }
+    }
+
+    fn error(&self) -> StoreError {
+        if self.busy {
+            StoreError::Unavailable(self.message.clone().into())
+        } else {
+            other(self.message.clone())
+        }
+    }
+}
+
+/// Whether the connection is outside any transaction after a failed batch.
+fn transaction_ended(conn: &mut SqliteConnection) -> bool {
+    matches!(
+        AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(None)
+    )
+}
+
+/// Runs `f` in a write transaction: a savepoint when the connection is in a transaction
+/// already (a request on the writer), else `BEGIN IMMEDIATE` (a pooled connection), which
+/// takes the write lock up front.
+pub(crate) fn write_transaction<T, E, F>(conn: &mut SqliteConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut SqliteConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(E::from)?;
+    if depth.is_some() {
+        conn.transaction(f)
+    } else {
+        conn.immediate_transaction(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use diesel::sql_types::{BigInt, Text};
+
+    use super::*;
+    use crate::setup::Throwaway;
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+        #[diesel(sql_type = Text)]
+        v: String,
+    }
+
+    struct Fixture {
+        writer: Arc<Writer>,
+        file: Throwaway,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let file = Throwaway::new();
+            let setup = ConnectionSetup {
+                busy_timeout: Duration::from_secs(5),
+            };
+            let mut conn = open(file.path(), setup).unwrap();
+            conn.batch_execute(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL); \
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+                 CREATE TABLE child (id INTEGER PRIMARY KEY, \
+                                     parent INTEGER NOT NULL REFERENCES parent (id));",
+            )
+            .unwrap();
+            let writer = Arc::new(Writer::start(file.path().to_owned(), setup).unwrap());
+            Self { writer, file }
+        }
+
+        /// What another connection sees in `t`.
+        fn rows(&self) -> Vec<Row> {
+            let setup = ConnectionSetup {
+                busy_timeout: Duration::from_secs(5),
+            };
+            let mut conn = open(self.file.path(), setup).unwrap();
+            diesel::sql_query("SELECT id, v FROM t ORDER BY id")
+                .load(&mut conn)
+                .unwrap()
+        }
+
+        /// Occupies the writer until the returned sender sends or drops, and returns once
+        /// the writer runs it.
+        fn block(&self) -> (SyncSender<()>, std::thread::JoinHandle<()>) {
+            let (release, released) = mpsc::sync_channel::<()>(0);
+            let (running, is_running) = mpsc::sync_channel::<()>(0);
+            let writer = Arc::clone(&self.writer);
+            let thread = std::thread::spawn(move || {
+                writer
+                    .write(move |_| {
+                        running.send(()).unwrap();
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .unwrap();
+            });
+            is_running.recv().unwrap();
+            (release, thread)
+        }
+
+        /// Queues `write` from a thread of its own and returns once it is queued.
+        fn queue<T: Send + 'static>(
+            &self,
+            write: impl FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        ) -> std::thread::JoinHandle<Result<T, StoreError>> {
+            let before = self.writer.waiting();
+            let writer = Arc::clone(&self.writer);
+            let thread = std::thread::spawn(move || writer.write(write));
+            while self.writer.waiting() == before {
+                std::thread::yield_now();
+            }
+            thread
+        }
+    }
+
+    fn insert(conn: &mut SqliteConnection, id: i64, v: &str) -> Result<(), StoreError> {
+        diesel::sql_query("INSERT INTO t (id, v) VALUES (?1, ?2)")
+            .bind::<BigInt, _>(id)
+            .bind::<Text, _>(v)
+            .execute(conn)
+            .map(|_| ())
+            .map_err(crate::error::from_diesel)
+    }
+
+    fn row(id: i64, v: &str) -> Row {
+        Row { id, v: v.into() }
+    }
+
+    #[test]
+    fn requests_queued_together_share_one_transaction_in_their_order() {
+        let f = Fixture::new();
+        let (release, blocker) = f.block();
+        let file = f.file.path().to_owned();
+        let first = f.queue(|conn| insert(conn, 1, "first"));
+        let failing = f.queue(|conn| {
+            insert(conn, 2, "failing")?;
+            Err::<(), _>(StoreError::UnknownUser)
+        });
+        let third = f.queue(move |conn| {
+            // Runs after the first two (it sees the first's row, not the failed one's), in
+            // the same transaction as the first: another connection does not see it yet.
+            let before: Vec<Row> = diesel::sql_query("SELECT id, v FROM t ORDER BY id")
+                .load(conn)
+                .map_err(crate::error::from_diesel)?;
+            let setup = ConnectionSetup {
+                busy_timeout: Duration::from_secs(5),
+            };
+            let mut other_conn = open(&file, setup).map_err(other)?;
+            let outside: Vec<Row> = diesel::sql_query("SELECT id, v FROM t ORDER BY id")
+                .load(&mut other_conn)
+                .map_err(crate::error::from_diesel)?;
+            insert(conn, 3, "third")?;
+            Ok((before, outside))
+        });
+        release.send(()).unwrap();
+        blocker.join().unwrap();
+
+        first.join().unwrap().unwrap();
+        assert!(matches!(
+            failing.join().unwrap(),
+            Err(StoreError::UnknownUser)
+        ));
+        let (before, outside) = third.join().unwrap().unwrap();
+        assert_eq!(before, vec![row(1, "first")]);
+        assert_eq!(
+            outside,
+            vec![],
+            "the first write was committed before the third ran"
+        );
+        assert_eq!(f.rows(), vec![row(1, "first"), row(3, "third")]);
+    }
+
+    #[test]
+    fn a_failed_one_statement_write_leaves_the_rest_of_its_batch_standing() {
+        let f = Fixture::new();
+        let (release, blocker) = f.block();
+        let writer = |id: i64, v: &'static str| {
+            let writer = Arc::clone(&f.writer);
+            let before = f.writer.waiting();
+            let thread =
+                std::thread::spawn(move || writer.write_one(move |conn| insert(conn, id, v)));
+            while f.writer.waiting() == before {
+                std::thread::yield_now();
+            }
+            thread
+        };
+        let first = writer(1, "first");
+        let duplicate = writer(1, "a duplicate key");
+        let second = writer(2, "second");
+        release.send(()).unwrap();
+        blocker.join().unwrap();
+
+        first.join().unwrap().unwrap();
+        assert!(duplicate.join().unwrap().is_err());
+        second.join().unwrap().unwrap();
+        assert_eq!(f.rows(), vec![row(1, "first"), row(2, "second")]);
+    }
+
+    #[test]
+    fn an_answer_comes_after_the_commit() {
+        let f = Fixture::new();
+        f.writer.write(|conn| insert(conn, 7, "seven")).unwrap();
+        assert_eq!(f.rows(), vec![row(7, "seven")]);
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_request_it_held_and_the_writer_goes_on() {
+        let f = Fixture::new();
+        let (release, blocker) = f.block();
+        let kept = f.queue(|conn| insert(conn, 1, "kept until the commit"));
+        let breaks_commit = f.queue(|conn| {
+            // A foreign key checked only at the commit, which then fails.
+            conn.batch_execute(
+                "PRAGMA defer_foreign_keys = ON; INSERT INTO child (id, parent) VALUES (1, 99);",
+            )
+            .map_err(crate::error::from_diesel)
+        });
+        release.send(()).unwrap();
+        blocker.join().unwrap();
+
+        let kept = kept.join().unwrap();
+        let broke = breaks_commit.join().unwrap();
+        for answer in [kept, broke] {
+            let e = answer.expect_err("a write whose commit failed was acknowledged");
+            assert!(
+                format!("{e:?}").contains("FOREIGN KEY constraint failed"),
+                "{e:?}"
+            );
+        }
+        assert_eq!(f.rows(), vec![]);
+        f.writer.write(|conn| insert(conn, 2, "after")).unwrap();
+        assert_eq!(f.rows(), vec![row(2, "after")]);
+    }
+
+    #[test]
+    fn a_panicking_request_is_rolled_back_and_answered() {
+        let f = Fixture::new();
+        let answer = f.writer.write(|conn| {
+            let inserted = insert(conn, 1, "rolled back");
+            if inserted.is_ok() {
+                panic!("a request that panics after its write");
+            }
+            inserted
+        });
+        assert!(answer.is_err());
+        f.writer.write(|conn| insert(conn, 2, "after")).unwrap();
+        assert_eq!(f.rows(), vec![row(2, "after")]);
+    }
+}
