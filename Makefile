@@ -15,12 +15,15 @@ FUZZ_MAX_EXAMPLES ?= 100
 # connections (one step each), users registered first, study rows for the update at scale, and
 # any other justin-bench option (BENCH_ARGS=--help lists them; --keep-scratch keeps the logs).
 # The dashboard step seeds 1,000 participants × 2,000 decisions on each backend by default
-# (BENCH_ARGS="--dashboard-participants 0" leaves it out).
+# (BENCH_ARGS="--dashboard-participants 0" leaves it out). The stored-rows step drives the routes
+# on a fresh database holding BENCH_STORED_ROWS decisions with their uploads, against one holding
+# none (0 leaves it out).
 BENCH_SECONDS ?= 10
 BENCH_WARMUP ?= 1
 BENCH_CONCURRENCY ?= 1,8,64
 BENCH_USERS ?= 1000
 BENCH_ROWS ?= 1000000
+BENCH_STORED_ROWS ?= 10000000
 BENCH_ARGS ?=
 # Where cargo puts its builds: to run the benchmark binary without cargo re-resolving features,
 # and for the example algorithm crate, which shares the workspace's builds of its dependencies.
@@ -38,7 +41,8 @@ help:
 	@echo "make run             serve the API (config.toml; creates and migrates the database)"
 	@echo "make test            every test on SQLite, then on PostgreSQL when one is reachable"
 	@echo "make bench           benchmark the release build on PostgreSQL and SQLite, with the pgbench"
-	@echo "                     ceiling and an update over BENCH_ROWS rows; figures in target/bench/"
+	@echo "                     ceiling, an update over BENCH_ROWS rows and the routes over BENCH_STORED_ROWS"
+	@echo "                     stored decisions and uploads against none; figures in target/bench/"
 	@echo "make bench-smoke     the same for about a second per step, as CI runs it"
 	@echo "make migrate         apply pending database migrations"
 	@echo "make backup          write a backup of every table into backup.dir"
@@ -117,7 +121,7 @@ bench:
 	$(CARGO) build --release -p justin-http -p justin-bench --bin justin --bin justin-bench
 	$(BENCH_TARGET_DIR)/release/justin-bench --seconds $(BENCH_SECONDS) --warmup $(BENCH_WARMUP) \
 		--concurrency $(BENCH_CONCURRENCY) --users $(BENCH_USERS) --rows $(BENCH_ROWS) \
-		--pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench --label bench $(BENCH_ARGS)
+		--stored-rows $(BENCH_STORED_ROWS) --pg-url "$(JUSTIN_TEST_DATABASE_URL)" --out-dir target/bench --label bench $(BENCH_ARGS)
 
 # CI's proof that the benchmark still works: every step for about a second, on the debug build
 # `make test` has just made (the same cargo command, so nothing is built again).
@@ -125,7 +129,7 @@ bench-smoke:
 	$(CARGO) build --workspace --bins
 	$(BENCH_TARGET_DIR)/debug/justin-bench --seconds 1 --warmup 0.2 --concurrency 1,8,64 \
 		--users 50 --rows 10000 --dashboard-participants 20 --dashboard-decisions 50 \
-		--dashboard-requests 5 --algorithm-rounds 1 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" \
+		--dashboard-requests 5 --algorithm-rounds 1 --stored-rows 20000 --pg-url "$(JUSTIN_TEST_DATABASE_URL)" \
 		--out-dir target/bench --label smoke $(BENCH_ARGS)
 
 migrate:

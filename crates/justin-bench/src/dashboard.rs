@@ -117,21 +117,12 @@ fn measure(args: &Args, bin: &Path, dir: &Path, url: &str) -> Result<DashboardRe
         decisions_per_participant: per,
         ..DashboardReport::default()
     };
-    let days = per.div_ceil(PER_DAY);
-    let today = chrono::Utc::now().date_naive();
-    let first_day = today - chrono::Days::new(days.saturating_sub(1));
-    let start = first_day
-        .and_hms_opt(FIRST_HOUR as u32, 0, 0)
-        .map(|t| t.and_utc().timestamp())
-        .unwrap_or_default();
+    let (days, first_day, start) = first_time(per);
     println!(
         "justin-bench: dashboard: seeding {participants} participants × {per} decisions with uploads ({days} days from {first_day})"
     );
     let seeding = Instant::now();
-    match stored::Db::open(url)? {
-        stored::Db::Pg(mut conn) => seed_postgres(&mut conn, participants, per, start)?,
-        stored::Db::Sqlite(mut conn) => seed_sqlite(&mut conn, participants, per, start)?,
-    }
+    seed(url, PREFIX, participants, per, start)?;
     out.seed_secs = seeding.elapsed().as_secs_f64();
     let mut db = stored::Db::open(url)?;
     out.decisions = db.count("actions")?;
@@ -181,6 +172,36 @@ fn measure(args: &Args, bin: &Path, dir: &Path, url: &str) -> Result<DashboardRe
     }
     service.stop()?;
     Ok(out)
+}
+
+/// The days a study of `per` decisions per participant spans, its first day, and the time of
+/// its first decision (seconds since the epoch), such that the last decision falls today.
+fn first_time(per: u64) -> (u64, chrono::NaiveDate, i64) {
+    let days = per.div_ceil(PER_DAY);
+    let today = chrono::Utc::now().date_naive();
+    let first_day = today - chrono::Days::new(days.saturating_sub(1));
+    let start = first_day
+        .and_hms_opt(FIRST_HOUR as u32, 0, 0)
+        .map(|t| t.and_utc().timestamp())
+        .unwrap_or_default();
+    (days, first_day, start)
+}
+
+/// Seeds the database at `url` (the service has created its tables) with `participants`
+/// participants `{prefix}0`, `{prefix}1`, ..., each with `per` decisions (indexes 0 to
+/// `per - 1`) and their uploads, five a day, the first at `start` (seconds since the epoch),
+/// then gathers the planner's statistics.
+pub(crate) fn seed(url: &str, prefix: &str, participants: u64, per: u64, start: i64) -> Result<()> {
+    match stored::Db::open(url)? {
+        stored::Db::Pg(mut conn) => seed_postgres(&mut conn, prefix, participants, per, start),
+        stored::Db::Sqlite(mut conn) => seed_sqlite(&mut conn, prefix, participants, per, start),
+    }
+}
+
+/// The time of the first decision of a seeded study of `per` decisions per participant whose
+/// last decision falls today (seconds since the epoch).
+pub(crate) fn seed_start(per: u64) -> i64 {
+    first_time(per).2
 }
 
 /// The table row of one page.
@@ -314,18 +335,27 @@ fn decision_columns(start: i64) -> String {
     )
 }
 
-fn seed_postgres(conn: &mut PgConnection, participants: u64, per: u64, start: i64) -> Result<()> {
+fn seed_postgres(
+    conn: &mut PgConnection,
+    prefix: &str,
+    participants: u64,
+    per: u64,
+    start: i64,
+) -> Result<()> {
     let columns = decision_columns(start)
         .replace("min_max(", "least(0.8, greatest(0.2, ")
         .replace("/ 100.0) AS p", "/ 100.0)) AS p");
     let ts = "to_timestamp(ts)";
-    let sql = format!(
+    let users = format!(
         "INSERT INTO users (user_id, created_at) \
-             SELECT '{PREFIX}' || u, to_timestamp({start}) FROM generate_series(0, {last_u}) AS u; \
-         INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
+             SELECT '{prefix}' || u, to_timestamp({start}) FROM generate_series(0, {last_u}) AS u;",
+        last_u = participants.saturating_sub(1),
+    );
+    let decisions = format!(
+        "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
              action, action_prob, parameter_version, rng_seed, decision_type, available, \
              unavailable_reason, sent_timestamp) \
-         SELECT '{PREFIX}' || u, i, {ts}, {ts}, json_build_object('temperature', t), \
+         SELECT '{prefix}' || u, i, {ts}, {ts}, json_build_object('temperature', t), \
              json_build_array(t), (r < p)::int::smallint, p, 1, u * {per} + i, 'default', true, \
              NULL, to_char({ts} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
          FROM generate_series(0, {last_u}) AS u CROSS JOIN generate_series(0, {last_i}) AS i, \
@@ -344,6 +374,10 @@ fn seed_postgres(conn: &mut PgConnection, participants: u64, per: u64, start: i6
         last_u = participants.saturating_sub(1),
         last_i = per.saturating_sub(1),
     );
+    if participants == 0 {
+        return Ok(());
+    }
+    let sql = if per == 0 { users } else { users + &decisions };
     pg::execute(conn, &sql)?;
     // Each on its own: VACUUM cannot run inside the transaction a multi-statement string is.
     for table in ["users", "actions", "study_data"] {
@@ -352,7 +386,13 @@ fn seed_postgres(conn: &mut PgConnection, participants: u64, per: u64, start: i6
     Ok(())
 }
 
-fn seed_sqlite(conn: &mut SqliteConnection, participants: u64, per: u64, start: i64) -> Result<()> {
+fn seed_sqlite(
+    conn: &mut SqliteConnection,
+    prefix: &str,
+    participants: u64,
+    per: u64,
+    start: i64,
+) -> Result<()> {
     let columns = decision_columns(start)
         .replace("min_max(", "min(0.8, max(0.2, ")
         .replace("/ 100.0) AS p", "/ 100.0)) AS p");
@@ -363,16 +403,19 @@ fn seed_sqlite(conn: &mut SqliteConnection, participants: u64, per: u64, start: 
     let numbers = |name: &str, last: u64| {
         format!("{name}(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM {name} WHERE n < {last})")
     };
-    let sql = format!(
-        "BEGIN; \
-         WITH RECURSIVE {us} INSERT INTO users (user_id, created_at) \
-             SELECT '{PREFIX}' || n, {created} FROM us; \
-         WITH RECURSIVE {us}, {is}, \
+    let users = format!(
+        "WITH RECURSIVE {us} INSERT INTO users (user_id, created_at) \
+             SELECT '{prefix}' || n, {created} FROM us;",
+        us = numbers("us", participants.saturating_sub(1)),
+        created = text(&start.to_string()),
+    );
+    let decisions = format!(
+        "WITH RECURSIVE {us}, {is}, \
              d AS (SELECT u, i, {columns} FROM (SELECT us.n AS u, is_.n AS i FROM us, is_)) \
          INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
              state, action, action_prob, parameter_version, rng_seed, decision_type, available, \
              unavailable_reason, sent_timestamp) \
-         SELECT '{PREFIX}' || u, i, {ts}, {ts}, json_object('temperature', t), json_array(t), \
+         SELECT '{prefix}' || u, i, {ts}, {ts}, json_object('temperature', t), json_array(t), \
              r < p, p, 1, u * {per} + i, 'default', 1, NULL, {ts_sent} FROM d ORDER BY i, u; \
          INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, \
              action, action_prob, state, outcome, reward, action_logged, decision_type, \
@@ -380,16 +423,20 @@ fn seed_sqlite(conn: &mut SqliteConnection, participants: u64, per: u64, start: 
          SELECT user_id, decision_idx, {upload}, {upload}, context, action, action_prob, state, \
              json_object('clicks', rng_seed % 10), CAST(rng_seed % 10 AS REAL), 1, \
              decision_type, 1, {upload_sent}, 'algorithm' \
-         FROM actions ORDER BY id; \
-         COMMIT; \
-         ANALYZE;",
+         FROM actions ORDER BY id;",
         us = numbers("us", participants.saturating_sub(1)),
         is = numbers("is_", per.saturating_sub(1)),
-        created = text(&start.to_string()),
         ts = text("ts"),
         ts_sent = sent("ts"),
         upload = text("unixepoch(request_timestamp) + 3600"),
         upload_sent = sent("unixepoch(request_timestamp) + 3600"),
+    );
+    if participants == 0 {
+        return Ok(());
+    }
+    let sql = format!(
+        "BEGIN; {users} {} COMMIT; ANALYZE;",
+        if per == 0 { "" } else { decisions.as_str() }
     );
     conn.batch_execute(&sql)
         .context(|| "seeding the SQLite database failed".to_owned())

@@ -1,5 +1,5 @@
-//! The load generator's HTTP/1.1 client: just enough of the protocol to POST JSON over a
-//! keep-alive connection and read back a `Content-Length` answer, as cheaply as the kernel
+//! The load generator's HTTP/1.1 client: just enough of the protocol to POST JSON (or GET a
+//! path) over a keep-alive connection and read back a `Content-Length` answer, as cheaply as the kernel
 //! allows. A general client (ureq, one blocking thread per connection) spent more CPU per
 //! request than the service it measured, on the same two CPUs; wrk's way is an event loop over
 //! raw sockets, and this is that.
@@ -29,6 +29,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `POST <path> HTTP/1.1` and the fixed headers, up to the `Content-Length` value.
     head: Vec<u8>,
+    /// The `Host` header's value.
+    authority: String,
 }
 
 impl Endpoint {
@@ -53,7 +55,21 @@ impl Endpoint {
             "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: "
         )
         .into_bytes();
-        Ok(Self { addr, head })
+        Ok(Self {
+            addr,
+            head,
+            authority: authority.to_owned(),
+        })
+    }
+
+    /// Writes a `GET` of `path` (the request target, already percent-encoded) into `out`
+    /// (cleared first).
+    pub fn get(&self, path: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(path);
+        // Writing into a Vec cannot fail.
+        write!(out, " HTTP/1.1\r\nHost: {}\r\n\r\n", self.authority).ok();
     }
 
     /// Writes the whole request carrying `body` into `out` (cleared first).
@@ -255,9 +271,14 @@ mod tests {
         let mut out = Vec::new();
         endpoint.request(br#"{"a":1}"#, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8_lossy(&out),
             "POST /api/v1/action HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\
              Content-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
+        );
+        endpoint.get(b"/api/v1/users/u-1", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /api/v1/users/u-1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
         );
     }
 

@@ -47,6 +47,8 @@ pub enum Route {
     UploadData,
     /// `POST /api/v1/add_user`.
     AddUser,
+    /// `GET /api/v1/users/{user_id}`.
+    ShowUser,
 }
 
 impl Route {
@@ -56,14 +58,18 @@ impl Route {
             Self::Action => "/api/v1/action",
             Self::UploadData => "/api/v1/upload_data",
             Self::AddUser => "/api/v1/add_user",
+            Self::ShowUser => "/api/v1/users/{user_id}",
         }
     }
 
-    /// The status every request of the benchmark must get: each one is new, so each one is
+    /// The status every request of the benchmark must get: each write is new, so each one is
     /// created (a repeated `/action` would answer 200, and that would mean the pairs were not
-    /// unique).
+    /// unique); a read of a registered participant is 200.
     pub fn expected_status(self) -> u16 {
-        201
+        match self {
+            Self::ShowUser => 200,
+            _ => 201,
+        }
     }
 }
 
@@ -110,6 +116,13 @@ pub enum Work {
         /// The next decision to upload.
         cursor: Arc<AtomicUsize>,
     },
+    /// `GET /api/v1/users/{USER_PREFIX}{n % users}`, `n` taken from `next`, until the deadline.
+    ShowUser {
+        /// How many users are registered under [`USER_PREFIX`].
+        users: u64,
+        /// The next request's number.
+        next: Arc<AtomicU64>,
+    },
 }
 
 impl Work {
@@ -118,6 +131,7 @@ impl Work {
             Self::AddUser { .. } => Route::AddUser,
             Self::Action { .. } => Route::Action,
             Self::UploadData { .. } => Route::UploadData,
+            Self::ShowUser { .. } => Route::ShowUser,
         }
     }
 }
@@ -145,7 +159,8 @@ pub struct RunResult {
     pub latencies: Histogram,
     /// Requests sent in the whole run, warm-up included.
     pub total_requests: u64,
-    /// Answers with the expected status (201: something was stored) in the whole run.
+    /// Answers with the expected status (201: something was stored; 200 for a read) in the
+    /// whole run.
     pub created: u64,
     /// Answers outside 2xx, by status, over the whole run.
     pub non_2xx: BTreeMap<u16, u64>,
@@ -309,6 +324,7 @@ enum Next {
     AddUser(u64),
     Action { user: u64, idx: u64 },
     Upload(Decision),
+    ShowUser(u64),
 }
 
 fn claim(work: &Work) -> Option<Next> {
@@ -330,6 +346,10 @@ fn claim(work: &Work) -> Option<Next> {
         Work::UploadData { pool, cursor } => {
             let at = cursor.fetch_add(1, Ordering::Relaxed);
             pool.get(at).copied().map(Next::Upload)
+        }
+        Work::ShowUser { users, next } => {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            Some(Next::ShowUser(n % (*users).max(1)))
         }
     }
 }
@@ -385,6 +405,10 @@ fn write_body(body: &mut String, work: &Work, next: &Next) {
             .ok();
             write_temperature(body, d.user + d.idx);
             write!(body, r#"],"outcome":{{"clicks":{}}}}}}}"#, d.idx % 10).ok();
+        }
+        // A GET has no body: this is its path (the ids need no percent-encoding).
+        Next::ShowUser(user) => {
+            write!(body, "/api/v1/users/{USER_PREFIX}{user}").ok();
         }
     }
 }
@@ -465,7 +489,10 @@ async fn drive(
             break;
         };
         write_body(&mut body, &work, &next);
-        endpoint.request(body.as_bytes(), &mut request);
+        match next {
+            Next::ShowUser(_) => endpoint.get(body.as_bytes(), &mut request),
+            _ => endpoint.request(body.as_bytes(), &mut request),
+        }
         let started = Instant::now();
         let sent = tokio::time::timeout(REQUEST_TIMEOUT, send(&endpoint, &mut conn, &request))
             .await
@@ -594,6 +621,30 @@ mod tests {
         };
         write_body(&mut body, &users, &Next::AddUser(12));
         assert_eq!(body, r#"{"user_id":"p-12"}"#);
+
+        let reads = Work::ShowUser {
+            users: 10,
+            next: Arc::new(AtomicU64::new(0)),
+        };
+        write_body(&mut body, &reads, &Next::ShowUser(4));
+        assert_eq!(body, "/api/v1/users/bench-user-4");
+    }
+
+    #[test]
+    fn reads_cycle_over_the_registered_users() {
+        let work = Work::ShowUser {
+            users: 3,
+            next: Arc::new(AtomicU64::new(2)),
+        };
+        let users: Vec<u64> = (0..4)
+            .filter_map(|_| match claim(&work) {
+                Some(Next::ShowUser(user)) => Some(user),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(users, [2, 0, 1, 2]);
+        assert_eq!(Route::ShowUser.expected_status(), 200);
+        assert_eq!(Route::Action.expected_status(), 201);
     }
 
     #[test]

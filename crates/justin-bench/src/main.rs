@@ -11,7 +11,10 @@
 //! `COPY` of the same rows, with the service's memory sampled. On each backend, in a fresh
 //! database of its own, it times the dashboard's pages over a study seeded in bulk
 //! (src/dashboard.rs), and compares `/action` of `thompson` with ten features against
-//! `flat_prob`, each on a fresh database of its own (src/algorithms_step.rs). It prints a table
+//! `flat_prob`, each on a fresh database of its own (src/algorithms_step.rs), and drives
+//! `/action`, `/upload_data` and `GET /api/v1/users/{id}` on a database already holding
+//! `--stored-rows` decisions and uploads against the same on one without them
+//! (src/stored_rows.rs). It prints a table
 //! and writes every figure to JSON and CSV files. It exits non-zero when any request failed,
 //! the service misbehaved or a required part could not run.
 
@@ -29,6 +32,7 @@ mod report;
 mod scale;
 mod service;
 mod stored;
+mod stored_rows;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -133,6 +137,14 @@ struct Args {
     /// Alternating rounds of the algorithms step (each one step of each algorithm).
     #[arg(long, default_value_t = 2)]
     algorithm_rounds: usize,
+    /// Decisions (each with its upload) stored before the stored-rows step's routes run on a
+    /// fresh database of each backend, spread evenly over the --users participants, against the
+    /// same routes on a database without them (0 skips the step).
+    #[arg(long, default_value_t = 10_000_000)]
+    stored_rows: u64,
+    /// Connections of the stored-rows step.
+    #[arg(long, default_value_t = 64)]
+    stored_concurrency: usize,
     /// Keep the scratch directory (service logs, backups, pgbench script) after a passing run.
     #[arg(long)]
     keep_scratch: bool,
@@ -314,6 +326,19 @@ fn run(args: &Args) -> Result<bool> {
                     );
                     if let Err(e) = step {
                         report.errors.push(format!("the algorithms step: {e}"));
+                    }
+                }
+                if args.stored_rows > 0 && args.stored_concurrency > 0 {
+                    let step = stored_rows::compare(
+                        args,
+                        &bin,
+                        &scratch.path,
+                        *backend,
+                        &pg_url,
+                        &mut report,
+                    );
+                    if let Err(e) = step {
+                        report.errors.push(format!("the stored-rows step: {e}"));
                     }
                 }
                 ok &= report.errors.is_empty();

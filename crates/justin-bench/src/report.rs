@@ -287,6 +287,8 @@ pub struct BackendReport {
     /// `/action` of `thompson` with ten features against `flat_prob`
     /// (`--algorithm-concurrency`).
     pub algorithms: Option<crate::algorithms_step::AlgorithmComparison>,
+    /// The routes on a database with `--stored-rows` decisions and uploads against one without.
+    pub stored_rows: Option<crate::stored_rows::StoredRowsReport>,
     /// The service's VmRSS after the last route, in KiB.
     pub service_rss_after_routes_kib: Option<u64>,
     /// How the service ended when asked to stop.
@@ -586,6 +588,11 @@ pub fn render(summary: &Summary) -> String {
         }
         if let Some(a) = &backend.algorithms {
             writeln!(out, "{}", algorithms_line(&backend.backend, a)).ok();
+        }
+        if let Some(s) = &backend.stored_rows {
+            for line in crate::stored_rows::lines(&backend.backend, s) {
+                writeln!(out, "{line}").ok();
+            }
         }
         if let Some(u) = &backend.update {
             writeln!(
