@@ -37,6 +37,9 @@ use crate::setup::ConnectionSetup;
 /// bound keeps the first request of a long queue from waiting for all of it.
 pub(crate) const MAX_BATCH: usize = 128;
 
+/// The writer connection's page cache, in KiB.
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
+
 /// One queued request: runs on the writer's connection and says whether its writes stand,
 /// with how to answer once the batch's transaction has ended.
 struct Job {
@@ -181,6 +184,11 @@ fn open(path: &std::path::Path, setup: ConnectionSetup) -> Result<SqliteConnecti
         .ok_or_else(|| "the database path is not valid UTF-8".to_owned())?;
     let mut conn = SqliteConnection::establish(text).map_err(|e| e.to_string())?;
     conn.batch_execute(&setup.sql())
+        .map_err(|e| e.to_string())?;
+    // Every write looks its key up in the indexes of `actions` and `study_data`, whose pages
+    // for a large study are spread over all its participants; SQLite's default page cache
+    // (2 MB) would read most of them back from the file for each write.
+    conn.batch_execute(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))
         .map_err(|e| e.to_string())?;
     Ok(conn)
 }
