@@ -37,7 +37,15 @@ fn write_field(out: &mut impl Write, text: &str) -> io::Result<()> {
             .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r' | b'\\'));
     if needs_quotes {
         out.write_all(b"\"")?;
-        out.write_all(text.replace('"', "\"\"").as_bytes())?;
+        // Each quote doubled, written piece by piece rather than through a copy of the text.
+        let mut pieces = text.split('"');
+        if let Some(first) = pieces.next() {
+            out.write_all(first.as_bytes())?;
+        }
+        for piece in pieces {
+            out.write_all(b"\"\"")?;
+            out.write_all(piece.as_bytes())?;
+        }
         out.write_all(b"\"")
     } else {
         out.write_all(text.as_bytes())

@@ -40,10 +40,10 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, Imputation, ImputedReward,
-    ImputedRewards, JsonObject, ModelParameters, OutOfStudy, Participant, ParticipantFacts, Policy,
-    Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRecord,
-    UpdateRequest, UpdateStatus, UserId, Withdrawal,
+    DecisionType, Enrollment, Erasure, ExportLine, ExportRow, ExportedUpload, Imputation,
+    ImputedReward, ImputedRewards, JsonObject, ModelParameters, OutOfStudy, Participant,
+    ParticipantFacts, Policy, Probability, Provenance, SentTime, State, StudyRecord,
+    UpdateInclusion, UpdateRecord, UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 use crate::ports::{
     DecisionGuard, Recorded, Store, StoreError, TestingStore, UpdateJob, UploadRecorded,
@@ -133,6 +133,7 @@ macro_rules! store_contract_suite {
             export_joins_every_decision_with_its_upload,
             export_streams_many_decisions_in_order,
             export_excludes_decisions_stored_after_the_call,
+            export_lines_carry_the_json_as_serialising_it_gives,
             numbers_come_back_bit_for_bit,
             add_user_stores_the_enrollment_window_and_its_history,
             participant_counts_decisions_and_uploads,
@@ -4354,6 +4355,105 @@ fn store_numbers(store: &dyn Store) -> Vec<(Decision, Option<StudyRecord>)> {
 pub fn numbers_come_back_bit_for_bit(store: &dyn TestingStore) {
     let decisions = store_numbers(store);
     assert_numbers_read_back(store, &decisions);
+}
+
+/// `export_lines` MUST give the rows of `export`, in order, each with its context, state and
+/// outcome as the compact text serialising them gives ([`ExportRow::to_line`]), whatever a
+/// client sent: unicode and escapes, extreme numbers and negative zero, nesting, empty keys,
+/// keys in any order; and a corrected upload's outcome in force.
+pub fn export_lines_carry_the_json_as_serialising_it_gives(store: &dyn TestingStore) {
+    let params = seeded(store);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(0, 0))
+        .unwrap();
+    let awkward = object(json!({
+        "zeta": "é ü 😀 \u{2028} </script> ,;\r",
+        "escapes": "quote \" backslash \\ slash / newline \n tab \t nul \u{0} bell \u{7} del \u{7f}",
+        "a key, with \"quotes\"": {"nested": [[], {}, [1, [2, [3]]], null, true, false]},
+        "big": [u64::MAX, i64::MIN, 1e300, -1e-300, 5e-324, f64::MAX, 1e21],
+        "zeros": [-0.0, 0.0, 0],
+        "fractions": [0.1, 1.5, 100.0, 123_456_789.125, -2.5e-7],
+        "": "",
+        "B": 1, "a": 2, "aa": 3, "ä": 4,
+    }));
+    let state = State::new(vec![
+        -0.0,
+        1e300,
+        2.0,
+        0.1,
+        5e-324,
+        -3.0,
+        9_007_199_254_740_993.0,
+    ])
+    .unwrap();
+    let mut decisions = Vec::new();
+    for i in 0..4 {
+        let d = Decision {
+            context: awkward.clone(),
+            state: state.clone(),
+            ..decision(&alice, i, 1, params.version)
+        };
+        store.record_decision(&d, DecisionGuard::None).unwrap();
+        decisions.push(d);
+    }
+    let unavailable_decision = unavailable(decision(&alice, 4, 2, params.version), Some("a, b"));
+    store
+        .record_decision(&unavailable_decision, DecisionGuard::None)
+        .unwrap();
+    let upload = StudyRecord {
+        context: awkward.clone(),
+        outcome: awkward.clone(),
+        ..upload_for(&decisions[0])
+    };
+    store.record_study_data(&upload).unwrap();
+    let corrected = StudyRecord {
+        outcome: object(json!({"nested": {"b": [-0.0, "\u{1}"], "a": 1e-7}})),
+        ..upload_for(&decisions[1])
+    };
+    store.record_study_data(&upload_for(&decisions[1])).unwrap();
+    store
+        .record_correction(&StudyRecord {
+            requested_at: at(90, 0),
+            received_at: at(91, 0),
+            ..corrected.clone()
+        })
+        .unwrap();
+
+    let lines: Vec<ExportLine> = store.export_lines().unwrap().map(Result::unwrap).collect();
+    let serialised: Vec<ExportLine> = store
+        .export()
+        .unwrap()
+        .map(|row| row.unwrap().to_line().unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines, serialised);
+    // The text itself: compact, keys in byte order, numbers as their shortest round trip.
+    assert_eq!(
+        lines[0].decision.state,
+        "[-0.0,1e+300,2,0.1,5e-324,-3,9007199254740992.0]"
+    );
+    assert_eq!(
+        lines[0].decision.context,
+        concat!(
+            r#"{"":"","B":1,"a":2,"a key, with \"quotes\"":{"nested":[[],{},[1,[2,[3]]],null,true,false]},"#,
+            r#""aa":3,"big":[18446744073709551615,-9223372036854775808,1e+300,-1e-300,5e-324,"#,
+            r#"1.7976931348623157e+308,1e+21],"#,
+            r#""escapes":"quote \" backslash \\ slash / newline \n tab \t nul \u0000 bell \u0007 del "#,
+            "\u{7f}\",",
+            r#""fractions":[0.1,1.5,100.0,123456789.125,-2.5e-7],"#,
+            "\"zeros\":[-0.0,0.0,0],\"zeta\":\"é ü 😀 \u{2028} </script> ,;\\r\",\"ä\":4}"
+        )
+    );
+    let outcome = |line: &ExportLine| line.upload.as_ref().map(|u| u.outcome.clone());
+    assert_eq!(outcome(&lines[0]), Some(lines[0].decision.context.clone()));
+    assert_eq!(
+        outcome(&lines[1]).as_deref(),
+        Some(r#"{"nested":{"a":1e-7,"b":[-0.0,"\u0001"]}}"#)
+    );
+    assert_eq!(lines[1].upload.as_ref().map(|u| u.corrections), Some(1));
+    assert_eq!(outcome(&lines[2]), None);
+    assert!(!lines[4].decision.availability.is_available());
 }
 
 /// The numbers of [`numbers_come_back_bit_for_bit`] MUST come back bit for bit as stored, and

@@ -647,8 +647,11 @@ fn is_negative_zero(v: f64) -> bool {
 }
 
 /// One randomized decision, with everything needed to audit and replay it.
+///
+/// `C` and `S` hold the context and the state: parsed (the defaults), or as the JSON text the
+/// store keeps for them in an [`ExportLine`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct Decision<C = JsonObject, S = State> {
     /// The participant.
     pub user_id: UserId,
     /// The kind of decision; indexes count separately per type.
@@ -668,10 +671,10 @@ pub struct Decision {
     #[serde(default)]
     pub availability: Availability,
     /// The context as the client sent it.
-    pub context: JsonObject,
+    pub context: C,
     /// What the algorithm made of the context (empty for an unavailable decision whose
     /// context the algorithm cannot use).
-    pub state: State,
+    pub state: S,
     /// The action drawn.
     pub action: Action,
     /// The probability that the action is 1 under the parameters used.
@@ -802,9 +805,10 @@ pub struct ImputedRewards {
     pub rows: u64,
 }
 
-/// What was uploaded for one decision, as the analysis export shows it.
+/// What was uploaded for one decision, as the analysis export shows it; `O` holds the outcome,
+/// parsed (the default) or as JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportedUpload {
+pub struct ExportedUpload<O = JsonObject> {
     /// The time the study server gave in its upload.
     pub requested_at: DateTime<Utc>,
     /// The upload's `timestamp` exactly as the study server sent it (`requested_at` is the
@@ -813,7 +817,7 @@ pub struct ExportedUpload {
     /// The time the service received the upload.
     pub received_at: DateTime<Utc>,
     /// The outcome, as uploaded.
-    pub outcome: JsonObject,
+    pub outcome: O,
     /// The reward the algorithm derived from the outcome.
     pub reward: f64,
     /// The parameter version of the first completed update that read this upload; `None`
@@ -866,16 +870,68 @@ pub struct DecisionHistory {
     pub corrections: Vec<Correction>,
 }
 
-/// One row of the analysis export: a decision and what was uploaded for it.
+/// One row of the analysis export: a decision and what was uploaded for it. `C` holds the
+/// context and the outcome, `S` the state: parsed (the defaults), or as JSON text in an
+/// [`ExportLine`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportRow {
+pub struct ExportRow<C = JsonObject, S = State> {
     /// The decision as stored.
-    pub decision: Decision,
+    pub decision: Decision<C, S>,
     /// Its study data, when uploaded.
-    pub upload: Option<ExportedUpload>,
+    pub upload: Option<ExportedUpload<C>>,
     /// The first completed update that learned from it with the default reward because no
     /// outcome had come within the outcome window, if one did.
     pub imputed: Option<ImputedReward>,
+}
+
+/// A row of the analysis export with the context, the state and the outcome as JSON text: the
+/// compact text the service wrote when it stored them, which is also what serialising the
+/// parsed values gives ([`ExportRow::to_line`]), so the CSV can carry the stored text without
+/// parsing it.
+pub type ExportLine = ExportRow<String, String>;
+
+impl ExportRow {
+    /// The same row with its JSON values serialised as compact text, as the store holds them.
+    ///
+    /// # Errors
+    /// Only if a value cannot be serialised (serde_json's own failure).
+    pub fn to_line(&self) -> Result<ExportLine, serde_json::Error> {
+        let d = &self.decision;
+        Ok(ExportRow {
+            decision: Decision {
+                user_id: d.user_id.clone(),
+                decision_type: d.decision_type.clone(),
+                decision_idx: d.decision_idx,
+                requested_at: d.requested_at,
+                sent_timestamp: d.sent_timestamp.clone(),
+                decided_at: d.decided_at,
+                availability: d.availability.clone(),
+                context: serde_json::to_string(&d.context)?,
+                state: serde_json::to_string(&d.state)?,
+                action: d.action,
+                action_prob: d.action_prob,
+                parameter_version: d.parameter_version,
+                rng_seed: d.rng_seed,
+                policy: d.policy.clone(),
+            },
+            upload: self
+                .upload
+                .as_ref()
+                .map(|u| {
+                    Ok::<_, serde_json::Error>(ExportedUpload {
+                        requested_at: u.requested_at,
+                        sent_timestamp: u.sent_timestamp.clone(),
+                        received_at: u.received_at,
+                        outcome: serde_json::to_string(&u.outcome)?,
+                        reward: u.reward,
+                        used_in_version: u.used_in_version,
+                        corrections: u.corrections,
+                    })
+                })
+                .transpose()?,
+            imputed: self.imputed,
+        })
+    }
 }
 
 /// The first update that learned from a decision with the default reward, as the export shows

@@ -33,9 +33,9 @@ pub use analysis::{
 pub use domain::{
     Action, Availability, CallbackDelivery, CallbackStatus, CompletedUpdate, Correction,
     CorrectionRecorded, Decision, DecisionHistory, DecisionIdx, DecisionType, Enrollment, Erasure,
-    ExportRow, ExportedUpload, Imputation, ImputedReward, ImputedRewards, InvalidValue, JsonObject,
-    ModelParameters, OutOfStudy, Participant, ParticipantFacts, ParticipantStatus, Policy,
-    Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRecord,
+    ExportLine, ExportRow, ExportedUpload, Imputation, ImputedReward, ImputedRewards, InvalidValue,
+    JsonObject, ModelParameters, OutOfStudy, Participant, ParticipantFacts, ParticipantStatus,
+    Policy, Probability, Provenance, SentTime, State, StudyRecord, UpdateInclusion, UpdateRecord,
     UpdateRequest, UpdateStatus, UserId, Withdrawal,
 };
 pub use monitor::{Finding, FindingKind, MonitorReport, MonitorSettings, Severity};
@@ -43,9 +43,9 @@ pub use monitor::{Finding, FindingKind, MonitorReport, MonitorSettings, Severity
 pub use ports::TestingStore;
 pub use ports::{
     BackupReport, BoxError, CallbackNotifier, CallbackPayload, Clock, DecisionGuard,
-    DecisionStream, ExportStream, NoTelemetry, Recorded, RestoreReport, Store, StoreError,
-    StudyDataStream, Telemetry, UpdateEnd, UpdateJob, UpdateOutcome, UpdateRecordStream,
-    UploadRecorded,
+    DecisionStream, ExportLineStream, ExportStream, NoTelemetry, Recorded, RestoreReport, Store,
+    StoreError, StudyDataStream, Telemetry, UpdateEnd, UpdateJob, UpdateOutcome,
+    UpdateRecordStream, UploadRecorded,
 };
 pub use registry::{BuildError, Constructor, Registration, Registry, RegistryError};
 pub use rng::DecisionRng;

@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use crate::domain::{
     Action, CallbackDelivery, CompletedUpdate, CorrectionRecorded, Decision, DecisionHistory,
-    DecisionIdx, DecisionType, Enrollment, Erasure, ExportRow, Imputation, ModelParameters,
-    Participant, ParticipantFacts, Probability, Provenance, StudyRecord, UpdateInclusion,
-    UpdateRecord, UpdateRequest, UserId,
+    DecisionIdx, DecisionType, Enrollment, Erasure, ExportLine, ExportRow, Imputation,
+    ModelParameters, Participant, ParticipantFacts, Probability, Provenance, StudyRecord,
+    UpdateInclusion, UpdateRecord, UpdateRequest, UserId,
 };
 
 /// A boxed error from an adapter, kept as the `source` of a domain error.
@@ -144,6 +144,9 @@ pub type DecisionStream = Box<dyn Iterator<Item = Result<Decision, StoreError>> 
 
 /// Rows of the analysis export, streamed. Errors end the stream.
 pub type ExportStream = Box<dyn Iterator<Item = Result<ExportRow, StoreError>> + Send>;
+
+/// Rows of the analysis export with their JSON as text, streamed. Errors end the stream.
+pub type ExportLineStream = Box<dyn Iterator<Item = Result<ExportLine, StoreError>> + Send>;
 
 /// How an upload related to the logged decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,6 +412,20 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// On storage failure, here or as an item of the stream.
     fn export(&self) -> Result<ExportStream, StoreError>;
+
+    /// The rows of [`Store::export`] with the context, the state and the outcome as JSON text,
+    /// each row equal to [`ExportRow::to_line`] of the row `export` gives. The default
+    /// serialises `export`'s rows; a store keeping the compact text the service wrote passes
+    /// it through without parsing it.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    fn export_lines(&self) -> Result<ExportLineStream, StoreError> {
+        let rows = self.export()?;
+        Ok(Box::new(rows.map(|row| {
+            row?.to_line().map_err(|e| StoreError::Other(Box::new(e)))
+        })))
+    }
 
     /// The same rows as [`Store::export`], ordered by participant (by `user_id`, as bytes)
     /// and, within a participant, in the order they were stored; without loading them all into

@@ -566,7 +566,7 @@ fn export(config: &Config, out: &std::path::Path) -> Result<ExitCode, String> {
 
     let store = open_store(config)?;
     let rows = store
-        .export()
+        .export_lines()
         .map_err(|e| format!("export failed: {}", justin_core::service::error_chain(&e)))?;
     let failed = |e: &dyn std::error::Error| {
         format!("export failed: {}", justin_core::service::error_chain(e))

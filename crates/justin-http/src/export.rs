@@ -1,7 +1,8 @@
 //! The analysis export: one CSV row per decision with what was uploaded for it, the table a
 //! statistician starts from. `GET /api/v1/export` streams it and `justin export` writes it to
 //! a file; both read the store's export stream row by row, so memory stays flat whatever the
-//! size of the study.
+//! size of the study. The context, state and outcome columns carry the JSON text the store
+//! holds ([`ExportLine`]), the compact text the service wrote, without parsing it again.
 //!
 //! The CSV is the backup files' dialect (see [`justin_backup::csv`]): RFC 4180 quoting, and an
 //! empty unquoted field for a missing value (a decision without an upload has no outcome),
@@ -11,7 +12,7 @@ use std::io::{self, Write};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use justin_backup::csv::{float_text, write_record, Field};
-use justin_core::{ExportRow, StoreError};
+use justin_core::{ExportLine, StoreError};
 
 /// The columns, in order. The first fourteen are the analysis table; the next seven say where
 /// each value came from (the `*_timestamp` columns are instants in UTC; the two `*_as_sent`
@@ -63,12 +64,6 @@ fn time(t: DateTime<Utc>) -> Field {
     Some(t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
-fn json<T: serde::Serialize>(value: &T) -> io::Result<Field> {
-    serde_json::to_string(value)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
 /// Writes the header line.
 ///
 /// # Errors
@@ -82,10 +77,23 @@ pub fn write_header(out: &mut impl Write) -> io::Result<()> {
 ///
 /// # Errors
 /// Whatever writing to `out` returns.
-pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
-    let d = &row.decision;
-    let upload = row.upload.as_ref();
-    let used_in_version = upload.and_then(|u| u.used_in_version);
+pub fn write_row(out: &mut impl Write, row: ExportLine) -> io::Result<()> {
+    let d = row.decision;
+    let used_in_version = row.upload.as_ref().and_then(|u| u.used_in_version);
+    let upload = row.upload.map(|u| {
+        (
+            u.outcome,
+            float_text(u.reward),
+            time(u.requested_at),
+            time(u.received_at),
+            u.sent_timestamp,
+            u.corrections.to_string(),
+        )
+    });
+    let (outcome, reward, requested_at, received_at, sent_timestamp, corrections) = match upload {
+        Some((o, r, q, c, s, n)) => (Some(o), Some(r), q, c, Some(s), Some(n)),
+        None => (None, None, None, None, None, None),
+    };
     let fields: [Field; 28] = [
         Some(d.user_id.to_string()),
         Some(d.decision_type.to_string()),
@@ -94,27 +102,27 @@ pub fn write_row(out: &mut impl Write, row: &ExportRow) -> io::Result<()> {
         time(d.decided_at),
         Some(bool_text(d.availability.is_available())),
         d.availability.reason().map(str::to_owned),
-        json(&d.context)?,
-        json(&d.state)?,
+        Some(d.context),
+        Some(d.state),
         Some(d.action.as_i16().to_string()),
         Some(float_text(d.action_prob.get())),
         Some(d.parameter_version.to_string()),
-        upload.map(|u| json(&u.outcome)).transpose()?.flatten(),
-        upload.map(|u| float_text(u.reward)),
+        outcome,
+        reward,
         Some(bool_text(used_in_version.is_some())),
         used_in_version.map(|v| v.to_string()),
-        upload.and_then(|u| time(u.requested_at)),
-        upload.and_then(|u| time(u.received_at)),
+        requested_at,
+        received_at,
         Some(d.rng_seed.to_string()),
-        Some(d.sent_timestamp.clone()),
-        upload.map(|u| u.sent_timestamp.clone()),
+        Some(d.sent_timestamp),
+        sent_timestamp,
         Some(d.policy.as_str().to_owned()),
         d.policy.fallback_reason().map(str::to_owned),
         d.policy.decided_by().map(str::to_owned),
         Some(bool_text(d.availability.in_study())),
         row.imputed.map(|i| i.version.to_string()),
         row.imputed.map(|i| float_text(i.reward)),
-        upload.map(|u| u.corrections.to_string()),
+        corrections,
     ];
     write_record(out, &fields)
 }
@@ -136,12 +144,12 @@ pub enum ExportError {
 /// The first storage or write error; what was written before it is incomplete.
 pub fn write_all(
     out: &mut impl Write,
-    rows: impl Iterator<Item = Result<ExportRow, StoreError>>,
+    rows: impl Iterator<Item = Result<ExportLine, StoreError>>,
 ) -> Result<u64, ExportError> {
     write_header(out)?;
     let mut written = 0;
     for row in rows {
-        write_row(out, &row?)?;
+        write_row(out, row?)?;
         written += 1;
     }
     out.flush()?;
@@ -152,8 +160,8 @@ pub fn write_all(
 mod tests {
     use super::*;
     use justin_core::{
-        Action, Availability, Decision, DecisionIdx, DecisionType, ExportedUpload, ImputedReward,
-        OutOfStudy, Policy, Probability, State, UserId,
+        Action, Availability, Decision, DecisionIdx, DecisionType, ExportRow, ExportedUpload,
+        ImputedReward, OutOfStudy, Policy, Probability, State, UserId,
     };
     use serde_json::json;
 
@@ -185,7 +193,7 @@ mod tests {
 
     fn text(row: &ExportRow) -> String {
         let mut out = Vec::new();
-        write_row(&mut out, row).unwrap();
+        write_row(&mut out, row.to_line().unwrap()).unwrap();
         String::from_utf8(out).unwrap()
     }
 

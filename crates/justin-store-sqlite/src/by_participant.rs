@@ -89,7 +89,7 @@ impl ByParticipantStream {
             };
             if let Some(current) = self.current.as_mut() {
                 if let Some(row) = current.page.next() {
-                    return ExportRow::try_from(row).map(Some);
+                    return <ExportRow>::try_from(row).map(Some);
                 }
                 if current.more {
                     let rows = export_page(

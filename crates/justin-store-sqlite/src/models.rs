@@ -9,9 +9,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use justin_core::{
     Action, ActionChoice, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, ImputedReward, ImputedRewards,
-    InvalidValue, JsonObject, ModelParameters, OutOfStudy, Policy, Probability, Provenance,
-    SentTime, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
+    DecisionType, Enrollment, Erasure, ExportLine, ExportRow, ExportedUpload, ImputedReward,
+    ImputedRewards, InvalidValue, JsonObject, ModelParameters, OutOfStudy, Policy, Probability,
+    Provenance, SentTime, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
 };
 
 use crate::error::other;
@@ -297,6 +297,18 @@ impl TryFrom<ActionRow> for Decision {
     type Error = StoreError;
 
     fn try_from(row: ActionRow) -> Result<Self, StoreError> {
+        row.into_decision(|text| json_object(&text), |text| state(&text))
+    }
+}
+
+impl ActionRow {
+    /// The decision, its context and state made by `context` and `state` from their text.
+    pub(crate) fn into_decision<C, S>(
+        self,
+        context: impl FnOnce(String) -> Result<C, InvalidValue>,
+        state: impl FnOnce(String) -> Result<S, InvalidValue>,
+    ) -> Result<Decision<C, S>, StoreError> {
+        let row = self;
         let id = row.id;
         let bad = |e: InvalidValue| invalid("actions", id, e);
         let decision = Decision {
@@ -308,8 +320,8 @@ impl TryFrom<ActionRow> for Decision {
             decided_at: parse_time(&row.created_at).map_err(bad)?,
             availability: availability(row.available, row.unavailable_reason, row.in_study)
                 .map_err(bad)?,
-            context: json_object(&row.context).map_err(bad)?,
-            state: state(&row.state).map_err(bad)?,
+            context: context(row.context).map_err(bad)?,
+            state: state(row.state).map_err(bad)?,
             action: Action::from_i64(row.action.into()).map_err(bad)?,
             action_prob: Probability::new(row.action_prob).map_err(bad)?,
             parameter_version: row.parameter_version,
@@ -472,14 +484,19 @@ pub(crate) struct UploadColumns {
 }
 
 impl UploadColumns {
-    /// The upload as exported, with the version of the first update that used it.
-    fn exported(self, used_in_version: Option<i64>) -> Result<ExportedUpload, StoreError> {
+    /// The upload as exported, with the version of the first update that used it, its outcome
+    /// made by `outcome` from its text.
+    fn exported<O>(
+        self,
+        used_in_version: Option<i64>,
+        outcome: impl FnOnce(String) -> Result<O, InvalidValue>,
+    ) -> Result<ExportedUpload<O>, StoreError> {
         let bad = |e: InvalidValue| invalid("study_data", self.id, e);
         Ok(ExportedUpload {
             requested_at: parse_time(&self.request_timestamp).map_err(bad)?,
             sent_timestamp: self.sent_timestamp,
             received_at: parse_time(&self.created_at).map_err(bad)?,
-            outcome: json_object(&self.outcome).map_err(bad)?,
+            outcome: outcome(self.outcome).map_err(bad)?,
             reward: self.reward,
             used_in_version,
             corrections: 0,
@@ -502,33 +519,60 @@ pub(crate) struct ExportRecord {
     pub correction: Option<(crate::corrections::CorrectionRow, u32)>,
 }
 
+impl ExportRecord {
+    /// The row, its context, state and outcome made by `object` and `state` from their text.
+    /// An upload's newest correction is the value in force: its outcome is serialised by
+    /// `corrected` from the parsed correction.
+    fn into_row<C, S>(
+        self,
+        object: impl Fn(String) -> Result<C, InvalidValue>,
+        state: impl FnOnce(String) -> Result<S, InvalidValue>,
+        corrected: impl FnOnce(JsonObject) -> Result<C, StoreError>,
+    ) -> Result<ExportRow<C, S>, StoreError> {
+        let used_in_version = self.used_in_version;
+        let correction = self.correction;
+        let upload = match self.upload {
+            Some(upload) => {
+                let mut exported = upload.exported(used_in_version, &object)?;
+                // The value in force: the newest correction's.
+                if let Some((newest, count)) = correction {
+                    let newest = newest.into_correction(count)?;
+                    exported.outcome = corrected(newest.outcome)?;
+                    exported.reward = newest.reward;
+                    exported.corrections = count;
+                }
+                Some(exported)
+            }
+            None => None,
+        };
+        Ok(ExportRow {
+            decision: self.decision.into_decision(&object, state)?,
+            upload,
+            imputed: match (self.imputed_in_version, self.imputed_reward) {
+                (Some(version), Some(reward)) => Some(ImputedReward { version, reward }),
+                _ => None,
+            },
+        })
+    }
+}
+
 impl TryFrom<ExportRecord> for ExportRow {
     type Error = StoreError;
 
     fn try_from(row: ExportRecord) -> Result<Self, StoreError> {
-        let used_in_version = row.used_in_version;
-        let correction = row.correction;
-        let upload = row
-            .upload
-            .map(|upload| {
-                let mut exported = upload.exported(used_in_version)?;
-                // The value in force: the newest correction's.
-                if let Some((newest, count)) = correction {
-                    let newest = newest.into_correction(count)?;
-                    exported.outcome = newest.outcome;
-                    exported.reward = newest.reward;
-                    exported.corrections = count;
-                }
-                Ok::<_, StoreError>(exported)
-            })
-            .transpose()?;
-        Ok(ExportRow {
-            decision: row.decision.try_into()?,
-            upload,
-            imputed: match (row.imputed_in_version, row.imputed_reward) {
-                (Some(version), Some(reward)) => Some(ImputedReward { version, reward }),
-                _ => None,
-            },
+        row.into_row(|text| json_object(&text), |text| state(&text), Ok)
+    }
+}
+
+/// The row with the stored text of its context, state and outcome passed through unparsed:
+/// the compact text the service wrote, which is what [`ExportRow::to_line`] gives of the
+/// parsed row. A correction's outcome is serialised the same way.
+impl TryFrom<ExportRecord> for ExportLine {
+    type Error = StoreError;
+
+    fn try_from(row: ExportRecord) -> Result<Self, StoreError> {
+        row.into_row(Ok, Ok, |outcome| {
+            serde_json::to_string(&outcome).map_err(other)
         })
     }
 }

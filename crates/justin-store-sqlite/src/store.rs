@@ -27,9 +27,9 @@ use justin_core::recording::{host_decision_against_upload, refused_decision, ref
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
     Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
-    Enrollment, Erasure, ExportStream, InvalidValue, ModelParameters, Participant,
-    ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord,
-    UpdateJob, UpdateRequest, UploadRecorded, UserId,
+    Enrollment, Erasure, ExportLineStream, ExportStream, InvalidValue, ModelParameters,
+    Participant, ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError,
+    StudyRecord, UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
 use justin_core::{NoTelemetry, Telemetry};
 use uuid::Uuid;
@@ -1182,6 +1182,11 @@ impl Store for SqliteStore {
 
     fn export(&self) -> Result<ExportStream, StoreError> {
         PoolStream::<ExportRecord>::open(self).map(|s| Box::new(s) as ExportStream)
+    }
+
+    fn export_lines(&self) -> Result<ExportLineStream, StoreError> {
+        PoolStream::<crate::stream::ExportLineRecord>::open(self)
+            .map(|s| Box::new(s) as ExportLineStream)
     }
 
     fn current_parameters(&self) -> Result<Option<ModelParameters>, StoreError> {

@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::{max, sql};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Double, Nullable};
-use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord};
+use justin_core::{
+    Decision, ExportLine, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord,
+};
 
 use crate::error::from_diesel;
 use crate::models::{fmt_time, parse_time, ActionRow, ExportRecord, StudyRow, UploadColumns};
@@ -532,6 +534,44 @@ impl KeysetRow for ExportRecord {
         limit: i64,
     ) -> QueryResult<Vec<Self>> {
         export_page(conn, None, after, bound, limit)
+    }
+}
+
+/// The rows of [`ExportRecord`] with their JSON passed through as the stored text.
+pub(crate) struct ExportLineRecord(ExportRecord);
+
+impl TryFrom<ExportLineRecord> for ExportLine {
+    type Error = StoreError;
+
+    fn try_from(row: ExportLineRecord) -> Result<Self, StoreError> {
+        Self::try_from(row.0)
+    }
+}
+
+impl KeysetRow for ExportLineRecord {
+    type Item = ExportLine;
+    type Bound = ExportBound;
+
+    fn id(&self) -> i64 {
+        self.0.decision.id
+    }
+
+    fn bound(conn: &mut SqliteConnection) -> QueryResult<Option<ExportBound>> {
+        ExportRecord::bound(conn)
+    }
+
+    fn upto(bound: ExportBound) -> i64 {
+        bound.decisions
+    }
+
+    fn page(
+        conn: &mut SqliteConnection,
+        after: i64,
+        bound: ExportBound,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        let rows = export_page(conn, None, after, bound, limit)?;
+        Ok(rows.into_iter().map(ExportLineRecord).collect())
     }
 }
 

@@ -6,7 +6,7 @@
 //! whole table for every page. Instead the participants are paged from `users` (by
 //! `user_id COLLATE "C"`, which compares bytes), a batch at a time, and each participant's
 //! decisions are paged by id through the key's unique index, which starts with `user_id`: one
-//! query per participant (and per [`PAGE_SIZE`] of their decisions), each reading that
+//! query per participant (and per [`EXPORT_PAGE_SIZE`] of their decisions), each reading that
 //! participant's rows only. Decisions name registered participants (a foreign key; an erased
 //! one's pseudonym replaced the id in both tables), so every decision is reached.
 
@@ -21,7 +21,9 @@ use crate::error::from_diesel;
 use crate::models::{ActionRow, ExportDbRow};
 use crate::pg::PooledPg;
 use crate::schema::users;
-use crate::stream::{end_transaction, export_page, KeysetRow, PAGE_SIZE};
+use crate::stream::{
+    end_transaction, export_page, updates_seen, KeysetRow, UpdatesSeen, EXPORT_PAGE_SIZE,
+};
 
 /// Participants read per query.
 const USER_BATCH: i64 = 1000;
@@ -59,6 +61,8 @@ pub(crate) struct ByParticipantStream {
     conn: Option<PooledPg>,
     /// The largest decision id in the snapshot.
     max_id: i64,
+    /// The completed updates in the snapshot, read once for every page.
+    updates: UpdatesSeen,
     /// Participants fetched and not yet read.
     users: VecDeque<String>,
     /// The last participant fetched, where the next batch starts.
@@ -77,11 +81,14 @@ impl ByParticipantStream {
         )
         .map_err(from_diesel)?;
         // The first query fixes the snapshot.
-        match ActionRow::max_id(&mut conn) {
-            Ok(max_id) => {
+        let started =
+            ActionRow::max_id(&mut conn).and_then(|max_id| Ok((max_id, updates_seen(&mut conn)?)));
+        match started {
+            Ok((max_id, updates)) => {
                 let mut stream = Self {
                     conn: Some(conn),
                     max_id: max_id.unwrap_or(0),
+                    updates,
                     users: VecDeque::new(),
                     last_user: None,
                     users_done: max_id.is_none(),
@@ -116,18 +123,19 @@ impl ByParticipantStream {
             };
             if let Some(current) = self.current.as_mut() {
                 if let Some(row) = current.page.next() {
-                    return ExportRow::try_from(row).map(Some);
+                    return <ExportRow>::try_from(row).map(Some);
                 }
                 if current.more {
                     let rows = export_page(
                         conn,
+                        &self.updates,
                         Some(&current.user),
                         current.last_id,
                         self.max_id,
-                        PAGE_SIZE,
+                        EXPORT_PAGE_SIZE,
                     )
                     .map_err(from_diesel)?;
-                    current.more = rows.len() as i64 == PAGE_SIZE;
+                    current.more = rows.len() as i64 == EXPORT_PAGE_SIZE;
                     if let Some(last) = rows.last() {
                         current.last_id = last.id();
                     }

@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use justin_core::{
     Action, ActionChoice, Availability, CallbackDelivery, CallbackStatus, Decision, DecisionIdx,
-    DecisionType, Enrollment, Erasure, ExportRow, ExportedUpload, ImputedReward, ImputedRewards,
-    InvalidValue, JsonObject, ModelParameters, OutOfStudy, Participant, Policy, Probability,
-    Provenance, SentTime, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus, UserId,
-    Withdrawal,
+    DecisionType, Enrollment, Erasure, ExportLine, ExportRow, ExportedUpload, ImputedReward,
+    ImputedRewards, InvalidValue, JsonObject, ModelParameters, OutOfStudy, Participant, Policy,
+    Probability, Provenance, SentTime, State, StoreError, StudyRecord, UpdateRequest, UpdateStatus,
+    UserId, Withdrawal,
 };
 
 use crate::error::other;
@@ -35,6 +35,29 @@ impl diesel::serialize::ToSql<diesel::sql_types::Json, diesel::pg::Pg> for JsonO
         serde_json::to_writer(out, self.0)?;
         Ok(diesel::serialize::IsNull::No)
     }
+}
+
+/// A `json` column read as the text it holds, unparsed: the export passes it through.
+#[derive(Debug, diesel::deserialize::FromSqlRow)]
+pub(crate) struct JsonText(pub String);
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Json, diesel::pg::Pg> for JsonText {
+    fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        // `json`'s binary format is the JSON text, as the column keeps it.
+        Ok(Self(std::str::from_utf8(value.as_bytes())?.to_owned()))
+    }
+}
+
+/// A JSON object from its text.
+pub(crate) fn json_object_text(text: &str) -> Result<JsonObject, InvalidValue> {
+    json_object(serde_json::from_str(text).map_err(|e| InvalidValue(format!("invalid JSON: {e}")))?)
+}
+
+/// A state from its text.
+pub(crate) fn state_text(text: &str) -> Result<State, InvalidValue> {
+    let values: Vec<f64> = serde_json::from_str(text)
+        .map_err(|e| InvalidValue(format!("state is not a list of numbers: {e}")))?;
+    State::new(values)
 }
 
 /// Says which table and row held an invalid value.
@@ -298,7 +321,7 @@ pub(crate) struct ExportedUploadRow {
     pub id: i64,
     pub request_timestamp: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-    pub outcome: serde_json::Value,
+    pub outcome: JsonText,
     pub reward: f64,
     pub sent_timestamp: String,
     /// Whether its decision was available, and its policy: which updates read it.
@@ -306,10 +329,74 @@ pub(crate) struct ExportedUploadRow {
     pub policy: Option<String>,
 }
 
+/// A row of `actions` as the export reads it: the context and the state as their stored text.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = actions, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ExportedActionRow {
+    pub id: i64,
+    pub user_id: String,
+    pub decision_idx: i64,
+    pub request_timestamp: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub context: JsonText,
+    pub state: JsonText,
+    pub action: i16,
+    pub action_prob: f64,
+    pub parameter_version: i64,
+    pub rng_seed: i64,
+    pub decision_type: String,
+    pub available: bool,
+    pub unavailable_reason: Option<String>,
+    pub sent_timestamp: String,
+    pub policy: String,
+    pub fallback_reason: Option<String>,
+    pub decided_by: Option<String>,
+    pub in_study: bool,
+}
+
+impl ExportedActionRow {
+    /// The decision, its context and state made by `context` and `state` from their text.
+    fn into_decision<C, S>(
+        self,
+        context: impl FnOnce(String) -> Result<C, InvalidValue>,
+        state: impl FnOnce(String) -> Result<S, InvalidValue>,
+    ) -> Result<Decision<C, S>, StoreError> {
+        let id = self.id;
+        let bad = |e: InvalidValue| invalid("actions", id, e);
+        let action = Action::from_i64(self.action.into()).map_err(bad)?;
+        let action_prob = Probability::new(self.action_prob).map_err(bad)?;
+        Ok(Decision {
+            user_id: UserId::parse(self.user_id).map_err(bad)?,
+            decision_type: DecisionType::parse(self.decision_type).map_err(bad)?,
+            decision_idx: DecisionIdx::new(self.decision_idx).map_err(bad)?,
+            requested_at: self.request_timestamp,
+            sent_timestamp: self.sent_timestamp,
+            decided_at: self.created_at,
+            availability: availability(
+                self.available,
+                self.in_study,
+                self.unavailable_reason,
+                action,
+                action_prob,
+            )
+            .map_err(bad)?,
+            context: context(self.context.0).map_err(bad)?,
+            state: state(self.state.0).map_err(bad)?,
+            action,
+            action_prob,
+            parameter_version: self.parameter_version,
+            // Stored bit for bit in a BIGINT; see `DecisionValues::new`.
+            rng_seed: self.rng_seed.cast_unsigned(),
+            policy: Policy::from_stored(&self.policy, self.fallback_reason, self.decided_by)
+                .map_err(bad)?,
+        })
+    }
+}
+
 /// A decision with its upload, if any: one row of the analysis export.
 #[derive(Debug)]
 pub(crate) struct ExportDbRow {
-    pub decision: ActionRow,
+    pub decision: ExportedActionRow,
     pub upload: Option<ExportedUploadRow>,
     /// The version of the first update that read the upload, worked out from the updates'
     /// watermarks; `None` when none has, or there is no upload.
@@ -322,21 +409,26 @@ pub(crate) struct ExportDbRow {
     pub correction: Option<(crate::corrections::CorrectionRow, u32)>,
 }
 
-impl TryFrom<ExportDbRow> for ExportRow {
-    type Error = StoreError;
-
-    fn try_from(row: ExportDbRow) -> Result<Self, StoreError> {
-        let used_in_version = row.used_in_version;
-        let correction = row.correction;
-        let upload = row
-            .upload
-            .map(|u| {
+impl ExportDbRow {
+    /// The row, its context, state and outcome made by `object` and `state` from their text.
+    /// An upload's newest correction is the value in force: its outcome is serialised by
+    /// `corrected` from the parsed correction.
+    fn into_row<C, S>(
+        self,
+        object: impl Fn(String) -> Result<C, InvalidValue>,
+        state: impl FnOnce(String) -> Result<S, InvalidValue>,
+        corrected: impl FnOnce(JsonObject) -> Result<C, StoreError>,
+    ) -> Result<ExportRow<C, S>, StoreError> {
+        let used_in_version = self.used_in_version;
+        let correction = self.correction;
+        let upload = match self.upload {
+            Some(u) => {
                 let id = u.id;
                 let mut exported = ExportedUpload {
                     requested_at: u.request_timestamp,
                     sent_timestamp: u.sent_timestamp,
                     received_at: u.created_at,
-                    outcome: json_object(u.outcome).map_err(|e| invalid("study_data", id, e))?,
+                    outcome: object(u.outcome.0).map_err(|e| invalid("study_data", id, e))?,
                     reward: u.reward,
                     used_in_version,
                     corrections: 0,
@@ -344,20 +436,42 @@ impl TryFrom<ExportDbRow> for ExportRow {
                 // The value in force: the newest correction's.
                 if let Some((newest, count)) = correction {
                     let newest = newest.into_correction(count)?;
-                    exported.outcome = newest.outcome;
+                    exported.outcome = corrected(newest.outcome)?;
                     exported.reward = newest.reward;
                     exported.corrections = count;
                 }
-                Ok::<_, StoreError>(exported)
-            })
-            .transpose()?;
+                Some(exported)
+            }
+            None => None,
+        };
         Ok(ExportRow {
-            decision: row.decision.try_into()?,
+            decision: self.decision.into_decision(&object, state)?,
             upload,
-            imputed: match (row.imputed_in_version, row.imputed_reward) {
+            imputed: match (self.imputed_in_version, self.imputed_reward) {
                 (Some(version), Some(reward)) => Some(ImputedReward { version, reward }),
                 _ => None,
             },
+        })
+    }
+}
+
+impl TryFrom<ExportDbRow> for ExportRow {
+    type Error = StoreError;
+
+    fn try_from(row: ExportDbRow) -> Result<Self, StoreError> {
+        row.into_row(|text| json_object_text(&text), |text| state_text(&text), Ok)
+    }
+}
+
+/// The row with the stored text of its context, state and outcome passed through unparsed:
+/// the compact text the service wrote, which is what [`ExportRow::to_line`] gives of the
+/// parsed row. A correction's outcome is serialised the same way.
+impl TryFrom<ExportDbRow> for ExportLine {
+    type Error = StoreError;
+
+    fn try_from(row: ExportDbRow) -> Result<Self, StoreError> {
+        row.into_row(Ok, Ok, |outcome| {
+            serde_json::to_string(&outcome).map_err(other)
         })
     }
 }

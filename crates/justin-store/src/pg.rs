@@ -18,9 +18,9 @@ use justin_core::recording::{host_decision_against_upload, refused_decision, ref
 use justin_core::tables::{count_rows_statement, in_table_order, TABLES};
 use justin_core::{
     Action, ActionChoice, BackupReport, CallbackDelivery, Decision, DecisionGuard, DecisionStream,
-    Enrollment, Erasure, ExportStream, ModelParameters, Participant, ParticipantFacts, Policy,
-    Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord, UpdateJob, UpdateRequest,
-    UploadRecorded, UserId,
+    Enrollment, Erasure, ExportLineStream, ExportStream, ModelParameters, Participant,
+    ParticipantFacts, Policy, Probability, Recorded, RestoreReport, Store, StoreError, StudyRecord,
+    UpdateJob, UpdateRequest, UploadRecorded, UserId,
 };
 use justin_core::{NoTelemetry, Telemetry};
 use uuid::Uuid;
@@ -36,7 +36,7 @@ use crate::schema::{
     update_provenance, users,
 };
 use crate::setup::{self, mask_password, PgUrl};
-use crate::stream::SnapshotStream;
+use crate::stream::{updates_seen, ExportLineDbRow, SnapshotStream};
 
 pub(crate) type Manager = ConnectionManager<PgConnection>;
 pub(crate) type PooledPg = PooledConnection<Manager>;
@@ -1259,8 +1259,13 @@ impl Store for PgStore {
     }
 
     fn export(&self) -> Result<ExportStream, StoreError> {
-        SnapshotStream::<ExportDbRow>::open(self.checked_conn()?)
+        SnapshotStream::<ExportDbRow>::open_with(self.checked_conn()?, updates_seen)
             .map(|s| Box::new(s) as ExportStream)
+    }
+
+    fn export_lines(&self) -> Result<ExportLineStream, StoreError> {
+        SnapshotStream::<ExportLineDbRow>::open_with(self.checked_conn()?, updates_seen)
+            .map(|s| Box::new(s) as ExportLineStream)
     }
 
     fn current_parameters(&self) -> Result<Option<ModelParameters>, StoreError> {

@@ -18,10 +18,12 @@ use chrono::{DateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::dsl::max;
 use diesel::prelude::*;
-use justin_core::{Decision, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord};
+use justin_core::{
+    Decision, ExportLine, ExportRow, StoreError, StudyRecord, UpdateInclusion, UpdateRecord,
+};
 
 use crate::error::{from_diesel, other};
-use crate::models::{ActionRow, ExportDbRow, ExportedUploadRow, StudyRow};
+use crate::models::{ActionRow, ExportDbRow, ExportedActionRow, ExportedUploadRow, StudyRow};
 use crate::pg::PooledPg;
 use crate::schema::{actions, model_update_requests, study_data, update_provenance, users};
 
@@ -33,6 +35,10 @@ pub(crate) const PAGE_SIZE: i64 = 5000;
 /// [`PAGE_SIZE`] the allocator kept some 60 MB of freed pages resident while an update read a
 /// million rows (`make bench`), with pages of this size about 5 MB.
 pub(crate) const UPDATE_PAGE_SIZE: i64 = 1000;
+
+/// Rows read per query by the export, which also reads every decision of a study: as for an
+/// update, small pages keep what the allocator holds on to small.
+pub(crate) const EXPORT_PAGE_SIZE: i64 = 1000;
 
 /// A table that can be paged by its `BIGINT` id.
 pub(crate) trait KeysetRow: Sized {
@@ -586,10 +592,13 @@ impl KeysetRow for ActionRow {
 }
 
 /// Decisions in storage order, each with its upload and the first update that read it; see
-/// [`export_page`].
+/// [`export_page`]. The filter is the completed updates, read once when the stream starts.
 impl KeysetRow for ExportDbRow {
     type Item = ExportRow;
-    type Filter = ();
+    type Filter = UpdatesSeen;
+
+    /// Small pages keep the memory the allocator holds on to small, as for an update's pages.
+    const PAGE: i64 = EXPORT_PAGE_SIZE;
 
     fn id(&self) -> i64 {
         self.decision.id
@@ -601,12 +610,49 @@ impl KeysetRow for ExportDbRow {
 
     fn page(
         conn: &mut PgConnection,
-        (): &(),
+        updates: &UpdatesSeen,
         after: i64,
         upto: i64,
         limit: i64,
     ) -> QueryResult<Vec<Self>> {
-        export_page(conn, None, after, upto, limit)
+        export_page(conn, updates, None, after, upto, limit)
+    }
+}
+
+/// The rows of [`ExportDbRow`] with their JSON passed through as the stored text.
+pub(crate) struct ExportLineDbRow(ExportDbRow);
+
+impl TryFrom<ExportLineDbRow> for ExportLine {
+    type Error = StoreError;
+
+    fn try_from(row: ExportLineDbRow) -> Result<Self, StoreError> {
+        Self::try_from(row.0)
+    }
+}
+
+impl KeysetRow for ExportLineDbRow {
+    type Item = ExportLine;
+    type Filter = UpdatesSeen;
+
+    const PAGE: i64 = EXPORT_PAGE_SIZE;
+
+    fn id(&self) -> i64 {
+        self.0.decision.id
+    }
+
+    fn max_id(conn: &mut PgConnection) -> QueryResult<Option<i64>> {
+        ActionRow::max_id(conn)
+    }
+
+    fn page(
+        conn: &mut PgConnection,
+        updates: &UpdatesSeen,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>> {
+        let rows = export_page(conn, updates, None, after, upto, limit)?;
+        Ok(rows.into_iter().map(ExportLineDbRow).collect())
     }
 }
 
@@ -636,11 +682,17 @@ impl UpdateSeen {
     }
 }
 
-/// Every completed update in the caller's snapshot, by watermark then version, and those that
-/// imputed rewards, by version: a few hundred rows for a long study, read with each page so
-/// that no row of the export searches the updates in SQL (a correlated subquery per row cost
-/// some 100 µs a row with 32 updates).
-fn updates_seen(conn: &mut PgConnection) -> QueryResult<(Vec<UpdateSeen>, Vec<UpdateSeen>)> {
+/// Every completed update in a snapshot, by watermark then version ([`first_reading`]'s
+/// order), and those that imputed rewards, by version ([`first_imputing`]'s).
+pub(crate) struct UpdatesSeen {
+    reading: Vec<UpdateSeen>,
+    imputing: Vec<UpdateSeen>,
+}
+
+/// Every completed update in the caller's snapshot: a few hundred rows for a long study, read
+/// once per export stream so that no row of the export searches the updates in SQL (a
+/// correlated subquery per row cost some 100 µs a row with 32 updates).
+pub(crate) fn updates_seen(conn: &mut PgConnection) -> QueryResult<UpdatesSeen> {
     type Row = (
         i64,
         i64,
@@ -683,7 +735,7 @@ fn updates_seen(conn: &mut PgConnection) -> QueryResult<(Vec<UpdateSeen>, Vec<Up
         reading.push(update(None));
     }
     imputing.sort_by_key(|u| u.version);
-    Ok((reading, imputing))
+    Ok(UpdatesSeen { reading, imputing })
 }
 
 /// The first update that read `upload`: of the updates whose watermark is at or above the
@@ -719,7 +771,7 @@ fn first_reading(
 /// withdrew; the rule [`Unrewarded`] streams by.
 fn first_imputing(
     imputing: &[UpdateSeen],
-    decision: &ActionRow,
+    decision: &ExportedActionRow,
     upload_id: Option<i64>,
     withdrawn_at: Option<DateTime<Utc>>,
 ) -> (Option<i64>, Option<f64>) {
@@ -741,23 +793,29 @@ fn first_imputing(
 }
 
 /// Up to `limit` rows of the export with `after < id <= upto` (of participant `user` only,
-/// when given), by decision id: each decision with its upload, the first update that read the
-/// upload ([`first_reading`]) and the first that imputed its reward ([`first_imputing`]),
-/// worked out from the updates read with the page. Read in the caller's snapshot like the
-/// rows, so an update completing meanwhile shows on no page.
+/// when given), by decision id: each decision with its upload, the first update of `updates`
+/// that read the upload ([`first_reading`]) and the first that imputed its reward
+/// ([`first_imputing`]). `updates` were read in the caller's snapshot like the rows, so an
+/// update completing meanwhile shows on no page. Without `user` the query has one shape, which
+/// the connection prepares once.
 pub(crate) fn export_page(
     conn: &mut PgConnection,
+    updates: &UpdatesSeen,
     user: Option<&str>,
     after: i64,
     upto: i64,
     limit: i64,
 ) -> QueryResult<Vec<ExportDbRow>> {
+    type Row = (
+        ExportedActionRow,
+        Option<ExportedUploadRow>,
+        Option<DateTime<Utc>>,
+    );
     let same_key = study_data::user_id
         .eq(actions::user_id)
         .and(study_data::decision_type.eq(actions::decision_type))
         .and(study_data::decision_idx.eq(actions::decision_idx));
-    let (reading, imputing) = updates_seen(conn)?;
-    let mut query = actions::table
+    let query = actions::table
         .inner_join(users::table.on(users::user_id.eq(actions::user_id)))
         .left_join(study_data::table.on(same_key))
         .filter(actions::id.gt(after))
@@ -765,16 +823,17 @@ pub(crate) fn export_page(
         .order(actions::id)
         .limit(limit)
         .select((
-            ActionRow::as_select(),
+            ExportedActionRow::as_select(),
             Option::<ExportedUploadRow>::as_select(),
             users::withdrawn_at,
-        ))
-        .into_boxed();
-    if let Some(user) = user {
-        query = query.filter(actions::user_id.eq(user));
-    }
-    type Row = (ActionRow, Option<ExportedUploadRow>, Option<DateTime<Utc>>);
-    let rows: Vec<Row> = query.load(conn)?;
+        ));
+    let rows: Vec<Row> = match user {
+        Some(user) => query
+            .into_boxed()
+            .filter(actions::user_id.eq(user))
+            .load(conn)?,
+        None => query.load(conn)?,
+    };
     // The value in force now: every correction the snapshot holds.
     let ids: Vec<i64> = rows
         .iter()
@@ -786,9 +845,9 @@ pub(crate) fn export_page(
         .map(|(decision, upload, withdrawn_at)| {
             let used_in_version = upload
                 .as_ref()
-                .and_then(|u| first_reading(&reading, u, withdrawn_at));
+                .and_then(|u| first_reading(&updates.reading, u, withdrawn_at));
             let (imputed_in_version, imputed_reward) = first_imputing(
-                &imputing,
+                &updates.imputing,
                 &decision,
                 upload.as_ref().map(|u| u.id),
                 withdrawn_at,
@@ -956,13 +1015,26 @@ pub(crate) struct SnapshotStream<R: KeysetRow> {
 }
 
 impl<R: KeysetRow<Filter = ()>> SnapshotStream<R> {
-    pub(crate) fn open(mut conn: PooledPg) -> Result<Self, StoreError> {
+    pub(crate) fn open(conn: PooledPg) -> Result<Self, StoreError> {
+        Self::open_with(conn, |_| Ok(()))
+    }
+}
+
+impl<R: KeysetRow> SnapshotStream<R> {
+    /// Opens the stream with the filter `filter` reads in the stream's snapshot.
+    pub(crate) fn open_with(
+        mut conn: PooledPg,
+        filter: impl FnOnce(&mut PgConnection) -> QueryResult<R::Filter>,
+    ) -> Result<Self, StoreError> {
         AnsiTransactionManager::begin_transaction_sql(
             &mut *conn,
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         )
         .map_err(from_diesel)?;
-        match Keyset::start(&mut conn, ()) {
+        let started = filter(&mut conn)
+            .map_err(from_diesel)
+            .and_then(|filter| Keyset::start(&mut conn, filter));
+        match started {
             Ok(keyset) => {
                 let mut stream = Self {
                     conn: Some(conn),

@@ -35,7 +35,8 @@ use chrono::{DateTime, Utc};
 use crate::algorithm::Algorithm;
 use crate::domain::ModelParameters;
 use crate::ports::{
-    BackupReport, CallbackNotifier, Clock, ExportStream, NoTelemetry, Store, Telemetry,
+    BackupReport, CallbackNotifier, Clock, ExportLineStream, ExportStream, NoTelemetry, Store,
+    Telemetry,
 };
 
 pub use callbacks::CallbackPolicy;
@@ -218,6 +219,15 @@ impl Service {
     /// On storage failure, here or as an item of the stream.
     pub fn export(&self) -> Result<ExportStream, DomainError> {
         Ok(self.store.export()?)
+    }
+
+    /// The rows of [`Service::export`] with their JSON as the stored text, as the CSV export
+    /// writes them, streamed.
+    ///
+    /// # Errors
+    /// On storage failure, here or as an item of the stream.
+    pub fn export_lines(&self) -> Result<ExportLineStream, DomainError> {
+        Ok(self.store.export_lines()?)
     }
 
     /// Writes a backup into `dir`.

@@ -227,6 +227,7 @@ fn a_late_upload_is_used_by_the_next_update_and_the_export_names_it() {
 
 /// Stores `n` decisions of ten participants straight into the tables (uploads for every
 /// other one), in SQL both backends run: going through the API would take most of a minute.
+/// The JSON is the compact text the service itself stores, which the export passes through.
 fn store_decisions_in_bulk(app: &TestApp, n: u32) {
     for u in 0..10 {
         app.add_user(&format!("bulk-{u}"));
@@ -239,7 +240,7 @@ fn store_decisions_in_bulk(app: &TestApp, n: u32) {
              INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, \
                  state, action, action_prob, parameter_version, rng_seed, decision_type, \
                  sent_timestamp) \
-             SELECT 'bulk-' || (i % 10), i / 10, {at}, {at}, '{{\"temperature\": 20}}', '[20]', \
+             SELECT 'bulk-' || (i % 10), i / 10, {at}, {at}, '{{\"temperature\":20}}', '[20]', \
                  i % 2, 0.5, 1, i, CASE WHEN i % 3 = 0 THEN 'morning' ELSE 'default' END, \
                  '2025-01-01 12:00:00' \
              FROM n",
@@ -253,7 +254,7 @@ fn store_decisions_in_bulk(app: &TestApp, n: u32) {
                  context, action, action_prob, state, outcome, reward, action_logged, \
                  decision_type, sent_timestamp) \
              SELECT user_id, decision_idx, {at}, {at}, context, action, action_prob, state, \
-                 '{{\"clicks\": 1}}', 1.0, true, decision_type, sent_timestamp \
+                 '{{\"clicks\":1}}', 1.0, true, decision_type, sent_timestamp \
              FROM actions WHERE rng_seed % 2 = 0"
         ),
     );

@@ -120,7 +120,7 @@ pub async fn handle(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     })?;
     let service = state.service.clone();
     // Opened before answering, so an unreachable database is a 503, not a cut-off 200.
-    let rows = run_blocking(move || service.export()).await?;
+    let rows = run_blocking(move || service.export_lines()).await?;
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     std::thread::Builder::new()
         .name("justin-export".into())
