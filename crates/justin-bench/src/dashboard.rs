@@ -355,8 +355,8 @@ fn seed_postgres(
         "INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state, \
              action, action_prob, parameter_version, rng_seed, decision_type, available, \
              unavailable_reason, sent_timestamp) \
-         SELECT '{prefix}' || u, i, {ts}, {ts}, json_build_object('temperature', t), \
-             json_build_array(t), (r < p)::int::smallint, p, 1, u * {per} + i, 'default', true, \
+         SELECT '{prefix}' || u, i, {ts}, {ts}, ('{{\"temperature\":' || round(t, 1) || '}}')::json, \
+             ('[' || round(t, 1) || ']')::json, (r < p)::int::smallint, p, 1, u * {per} + i, 'default', true, \
              NULL, to_char({ts} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
          FROM generate_series(0, {last_u}) AS u CROSS JOIN generate_series(0, {last_i}) AS i, \
              LATERAL (SELECT {columns}) AS x ORDER BY i, u; \
@@ -365,7 +365,7 @@ fn seed_postgres(
              available, sent_timestamp, policy) \
          SELECT user_id, decision_idx, request_timestamp + interval '1 hour', \
              request_timestamp + interval '1 hour', context, action, action_prob, state, \
-             json_build_object('clicks', rng_seed % 10), (rng_seed % 10)::float8, true, \
+             ('{{\"clicks\":' || rng_seed % 10 || '}}')::json, (rng_seed % 10)::float8, true, \
              decision_type, true, \
              to_char((request_timestamp + interval '1 hour') AT TIME ZONE 'UTC', \
                      'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \

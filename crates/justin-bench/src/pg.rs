@@ -279,8 +279,8 @@ pub fn fill_study_data(
              available, sent_timestamp) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
-             json_build_object('temperature', t), (g % 2)::smallint, 0.5, \
-             json_build_array(t), json_build_object('clicks', g % 10), (g % 10)::float8, false, \
+             ('{{\"temperature\":' || round(t, 1) || '}}')::json, (g % 2)::smallint, 0.5, \
+             ('[' || round(t, 1) || ']')::json, ('{{\"clicks\":' || g % 10 || '}}')::json, (g % 10)::float8, false, \
              'default', true, \
              to_char(timestamp '2025-01-01 00:00:00' + g * interval '1 second', \
                      'YYYY-MM-DD\"T\"HH24:MI:SS') \
@@ -312,7 +312,7 @@ pub fn fill_actions(
              unavailable_reason, sent_timestamp) \
          SELECT '{user_prefix}' || (g % {users}), {FILL_FIRST_IDX} + {after} + g, \
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', now(), \
-             json_build_object('temperature', t), json_build_array(t), (g % 2)::smallint, 0.5, \
+             ('{{\"temperature\":' || round(t, 1) || '}}')::json, ('[' || round(t, 1) || ']')::json, (g % 2)::smallint, 0.5, \
              1, g, 'default', true, NULL, \
              to_char(timestamp '2025-01-01 00:00:00' + g * interval '1 second', \
                      'YYYY-MM-DD\"T\"HH24:MI:SS') \
