@@ -40,6 +40,10 @@ pub(crate) const MAX_BATCH: usize = 128;
 /// The writer connection's page cache, in KiB.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
+/// Requests written between two wake-ups of the checkpoint thread. A decision adds a few
+/// pages to the log; SQLite's own default is a checkpoint per 1,000 pages.
+const CHECKPOINT_EVERY: usize = 256;
+
 /// One queued request: runs on the writer's connection and says whether its writes stand,
 /// with how to answer once the batch's transaction has ended.
 struct Job {
@@ -63,6 +67,8 @@ pub(crate) struct Writer {
     /// Callers whose request is queued or running, not yet answered.
     waiting: AtomicUsize,
     thread: Option<JoinHandle<()>>,
+    /// Copies the write-ahead log into the database file (see [`checkpoint`]).
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -74,16 +80,23 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     /// Opens the writer's connection to `path` with `setup` and starts its thread.
     pub(crate) fn start(path: PathBuf, setup: ConnectionSetup) -> Result<Self, String> {
-        let conn = open(&path, setup)?;
+        let conn = open_writer(&path, setup)?;
+        let checkpoints = open(&path, setup)?;
         let (queue, jobs) = mpsc::channel::<Job>();
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint(checkpoints, &woken))
+            .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || serve(conn, &jobs, &path, setup))
+            .spawn(move || serve(conn, &jobs, &path, setup, &wake))
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         Ok(Self {
             queue: Some(queue),
             waiting: AtomicUsize::new(0),
             thread: Some(thread),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -147,6 +160,10 @@ impl Drop for Writer {
             // The thread ends once the queue is empty and closed; a panic there was logged.
             let _ = thread.join();
         }
+        // The writer's end closed the checkpoint thread's channel.
+        if let Some(thread) = self.checkpointer.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -178,17 +195,26 @@ where
     }
 }
 
+/// The writer's connection: [`open`] with a large page cache and without checkpoints of its
+/// own (the checkpoint thread runs them).
+fn open_writer(path: &std::path::Path, setup: ConnectionSetup) -> Result<SqliteConnection, String> {
+    let mut conn = open(path, setup)?;
+    // Every write looks its key up in the indexes of `actions` and `study_data`, whose pages
+    // for a large study are spread over all its participants; SQLite's default page cache
+    // (2 MB) would read most of them back from the file for each write.
+    conn.batch_execute(&format!(
+        "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"
+    ))
+    .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
 fn open(path: &std::path::Path, setup: ConnectionSetup) -> Result<SqliteConnection, String> {
     let text = path
         .to_str()
         .ok_or_else(|| "the database path is not valid UTF-8".to_owned())?;
     let mut conn = SqliteConnection::establish(text).map_err(|e| e.to_string())?;
     conn.batch_execute(&setup.sql())
-        .map_err(|e| e.to_string())?;
-    // Every write looks its key up in the indexes of `actions` and `study_data`, whose pages
-    // for a large study are spread over all its participants; SQLite's default page cache
-    // (2 MB) would read most of them back from the file for each write.
-    conn.batch_execute(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))
         .map_err(|e| e.to_string())?;
     Ok(conn)
 }
@@ -199,8 +225,10 @@ fn serve(
     jobs: &Receiver<Job>,
     path: &std::path::Path,
     setup: ConnectionSetup,
+    checkpoint: &SyncSender<()>,
 ) {
     let mut batch = VecDeque::with_capacity(MAX_BATCH);
+    let mut since_checkpoint = 0_usize;
     while let Ok(first) = jobs.recv() {
         batch.push_back(first);
         while batch.len() < MAX_BATCH {
@@ -209,15 +237,34 @@ fn serve(
                 Err(_) => break,
             }
         }
+        since_checkpoint += batch.len();
         while !batch.is_empty() {
             if !run_batch(&mut conn, &mut batch) {
                 // A transaction that could not end cleanly leaves the connection in a state
                 // nobody can vouch for; what is left of the batch gets a fresh one.
-                match open(path, setup) {
+                match open_writer(path, setup) {
                     Ok(fresh) => conn = fresh,
                     Err(e) => log::error!("cannot reopen the writer's connection: {e}"),
                 }
             }
+        }
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            since_checkpoint = 0;
+            // One wake-up pending is enough: the checkpoint copies whatever the log holds.
+            let _ = checkpoint.try_send(());
+        }
+    }
+}
+
+/// The checkpoint thread: on each wake-up, copies what the write-ahead log holds into the
+/// database file, without waiting for readers (`PASSIVE`: what a reader still needs stays
+/// for the next one). SQLite would otherwise run that copy, with its flush of the database
+/// file, inside the commit of whichever write crossed the log's size limit: a pause of every
+/// request queued behind it, longer the larger the study.
+fn checkpoint(mut conn: SqliteConnection, woken: &Receiver<()>) {
+    while woken.recv().is_ok() {
+        if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+            log::warn!("cannot checkpoint the write-ahead log: {e}");
         }
     }
 }
@@ -487,6 +534,36 @@ mod tests {
         assert!(duplicate.join().unwrap().is_err());
         second.join().unwrap().unwrap();
         assert_eq!(f.rows(), vec![row(1, "first"), row(2, "second")]);
+    }
+
+    #[test]
+    fn the_checkpoint_thread_copies_the_log_into_the_database_file() {
+        let f = Fixture::new();
+        let size = || {
+            std::fs::metadata(f.file.path())
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let before = size();
+        // The writer's connection never checkpoints by itself: the rows reach the database
+        // file only through the checkpoint thread, woken after CHECKPOINT_EVERY writes.
+        let text = "x".repeat(4000);
+        for id in 0..i64::try_from(CHECKPOINT_EVERY).unwrap() {
+            let text = text.clone();
+            f.writer
+                .write_one(move |conn| insert(conn, id, &text))
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while size() < before + 256 * 4000 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(
+            size() >= before + 256 * 4000,
+            "the database file stayed at {} bytes (from {before})",
+            size()
+        );
+        assert_eq!(f.rows().len(), CHECKPOINT_EVERY);
     }
 
     #[test]
