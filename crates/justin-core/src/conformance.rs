@@ -95,6 +95,7 @@ macro_rules! store_contract_suite {
             record_decision_returns_stored_decision_on_repeat,
             record_decision_refuses_pair_with_study_data,
             concurrent_duplicate_decisions_store_exactly_one,
+            concurrent_decisions_get_the_answers_they_would_get_alone,
             a_decision_and_its_upload_racing_agree_with_one_order,
             record_study_data_rejects_unknown_user,
             record_study_data_rejects_duplicate,
@@ -570,6 +571,170 @@ pub fn concurrent_duplicate_decisions_store_exactly_one(store: &dyn Store) {
         }
     }
     assert_eq!(count(store, "actions"), ROUNDS as u64);
+}
+
+/// The kinds of call [`concurrent_decisions_get_the_answers_they_would_get_alone`] mixes.
+#[derive(Debug, Clone, Copy)]
+enum DecisionCase {
+    New,
+    NewUnguarded,
+    Repeat,
+    DifferingRepeat,
+    Withdrawn,
+    Unknown,
+    Uploaded,
+    Stale,
+}
+
+/// `record_decision` calls made at the same moment by many callers, each on a key of its own,
+/// MUST each get the answer the call would get alone (an adapter that writes concurrent
+/// decisions together must still answer each one as itself): a new decision is `Inserted`, a
+/// repeat of a stored one gets it as `Existing`, a withdrawn participant's guarded decision is
+/// `Ineligible`, an unregistered participant's `UnknownUser`, a key with study data
+/// `StudyDataExists`, a stale parameter version `UnknownParameterVersion`. Exactly the
+/// inserted decisions are stored, as sent.
+pub fn concurrent_decisions_get_the_answers_they_would_get_alone(store: &dyn TestingStore) {
+    const THREADS: i64 = 16;
+    const ROUNDS: i64 = 16;
+    const CASES: [DecisionCase; 8] = [
+        DecisionCase::New,
+        DecisionCase::NewUnguarded,
+        DecisionCase::Repeat,
+        DecisionCase::DifferingRepeat,
+        DecisionCase::Withdrawn,
+        DecisionCase::Unknown,
+        DecisionCase::Uploaded,
+        DecisionCase::Stale,
+    ];
+    let stale = seeded(store);
+    let current = store
+        .publish_parameters("test-algo", &json!({"mu": [0.5, 1.0]}), at(1, 0))
+        .unwrap();
+    let (alice, bob, nobody) = (user("alice"), user("bob"), user("nobody"));
+    for u in [&alice, &bob] {
+        store.add_user(u, &Enrollment::default(), at(0, 0)).unwrap();
+    }
+    store.withdraw(&bob, "moved away", at(0, 5)).unwrap();
+    // Every call has a key of its own: thread t of round r uses index (r * THREADS + t) * 10,
+    // plus what its case needs stored first.
+    let key = |t: i64, r: i64| (r * THREADS + t) * 10;
+    let case = |t: i64, r: i64| CASES[usize::try_from((t + r) % 8).unwrap()];
+    let variant = |t: i64| u32::try_from(t).unwrap();
+    let mut stored: BTreeMap<i64, Decision> = BTreeMap::new();
+    for r in 0..ROUNDS {
+        for t in 0..THREADS {
+            match case(t, r) {
+                DecisionCase::Repeat | DecisionCase::DifferingRepeat => {
+                    let d = decision(&alice, key(t, r), variant(t) + 100, current.version);
+                    assert_eq!(
+                        store.record_decision(&d, in_study(None, None)).unwrap(),
+                        Recorded::Inserted
+                    );
+                    stored.insert(key(t, r), d);
+                }
+                DecisionCase::Uploaded => {
+                    store
+                        .record_study_data(&study_record(&alice, key(t, r)))
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+    let calls = |t: i64, r: i64| -> (Decision, DecisionGuard) {
+        let guarded = in_study(None, None);
+        match case(t, r) {
+            DecisionCase::New | DecisionCase::Uploaded => (
+                decision(&alice, key(t, r), variant(t), current.version),
+                guarded,
+            ),
+            DecisionCase::NewUnguarded => (
+                decision(&alice, key(t, r), variant(t), current.version),
+                DecisionGuard::None,
+            ),
+            DecisionCase::Repeat => (stored[&key(t, r)].clone(), guarded),
+            DecisionCase::DifferingRepeat => (
+                decision(&alice, key(t, r), variant(t) + 200, current.version),
+                guarded,
+            ),
+            DecisionCase::Withdrawn => (
+                decision(&bob, key(t, r), variant(t), current.version),
+                guarded,
+            ),
+            DecisionCase::Unknown => (
+                decision(&nobody, key(t, r), variant(t), current.version),
+                if t % 2 == 0 {
+                    guarded
+                } else {
+                    DecisionGuard::None
+                },
+            ),
+            DecisionCase::Stale => (
+                decision(&alice, key(t, r), variant(t), stale.version),
+                guarded,
+            ),
+        }
+    };
+
+    let barrier = Barrier::new(usize::try_from(THREADS).unwrap());
+    let answers: Vec<Vec<Result<Recorded, StoreError>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (barrier, calls) = (&barrier, &calls);
+                s.spawn(move || {
+                    (0..ROUNDS)
+                        .map(|r| {
+                            let (d, guard) = calls(t, r);
+                            barrier.wait();
+                            store.record_decision(&d, guard)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    let mut expected = stored.clone();
+    for (t, answers) in (0..THREADS).zip(&answers) {
+        for (r, answer) in (0..ROUNDS).zip(answers) {
+            let (d, _) = calls(t, r);
+            let case = case(t, r);
+            let right = match case {
+                DecisionCase::New | DecisionCase::NewUnguarded => {
+                    expected.insert(key(t, r), d);
+                    matches!(answer, Ok(Recorded::Inserted))
+                }
+                DecisionCase::Repeat | DecisionCase::DifferingRepeat => {
+                    matches!(answer, Ok(Recorded::Existing(e)) if *e == stored[&key(t, r)])
+                }
+                DecisionCase::Withdrawn => {
+                    matches!(answer, Ok(Recorded::Ineligible(f)) if f.withdrawn)
+                }
+                DecisionCase::Unknown => matches!(answer, Err(StoreError::UnknownUser)),
+                DecisionCase::Uploaded => matches!(answer, Err(StoreError::StudyDataExists)),
+                DecisionCase::Stale => {
+                    matches!(answer, Err(StoreError::UnknownParameterVersion))
+                }
+            };
+            assert!(
+                right,
+                "thread {t}, round {r}, {case:?}: answered {answer:?}"
+            );
+        }
+    }
+    let kept: BTreeMap<i64, Decision> = store
+        .decisions()
+        .unwrap()
+        .map(|d| {
+            let d = d.unwrap();
+            (d.decision_idx.get(), d)
+        })
+        .collect();
+    assert_eq!(
+        kept, expected,
+        "exactly the inserted decisions are stored, as sent"
+    );
 }
 
 /// How one call of a race between `record_decision` and `record_study_data` for one key ended.

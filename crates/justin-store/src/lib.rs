@@ -11,6 +11,7 @@ mod by_participant;
 mod corrections;
 mod dashboard;
 mod error;
+mod group;
 mod jobs;
 mod models;
 mod monitor;

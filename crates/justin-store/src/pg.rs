@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::backup::Failure;
 use crate::error::{from_diesel, from_pool, is_lost_connection, other, SetupError};
+use crate::group::{BatchRow, GroupCommit, Joined};
 use crate::models::{
     count_column, update_request, ActionRow, DecisionValues, ErasureRow, ExportDbRow,
     ParametersRow, ProvenanceRow, StudyValues, UpdateRow, UserRow, WindowValues,
@@ -81,6 +82,8 @@ impl std::fmt::Debug for PgConfig {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool<Manager>,
+    /// Decisions waiting to be written together.
+    group: Arc<GroupCommit>,
     /// The URL with its password masked, for messages.
     url: Arc<str>,
 }
@@ -150,6 +153,7 @@ impl PgStore {
             })?;
         let store = Self {
             pool,
+            group: Arc::default(),
             url: masked.into(),
         };
         if config.run_migrations {
@@ -173,6 +177,14 @@ impl PgStore {
             reason: e.to_string(),
         })?;
         setup::run_migrations(&mut conn)
+    }
+
+    /// Decisions waiting for the batch being written to end (see [`crate::group`]): tests
+    /// use it to know that a batch has formed.
+    #[cfg(feature = "testing")]
+    #[must_use]
+    pub fn decisions_waiting(&self) -> usize {
+        self.group.waiting()
     }
 
     fn conn(&self) -> Result<PooledPg, StoreError> {
@@ -360,6 +372,24 @@ macro_rules! insert_into_actions {
             .do_nothing()
             .returning(actions::id)
     };
+}
+
+/// Whether a decision under `guard` is written in a batch ([`crate::group`]), and if so
+/// whether its row is guarded by the participant's window: decisions of the service, unguarded
+/// or guarded without warm-up counts (the counts compare a decision with those stored before
+/// it, which a batch would write in the same statement).
+fn grouped(decision: &Decision, guard: DecisionGuard) -> Option<bool> {
+    if matches!(decision.policy, Policy::Host { .. }) {
+        return None;
+    }
+    match guard {
+        DecisionGuard::None => Some(false),
+        DecisionGuard::InStudy {
+            warmup_first_decisions: None,
+            warmup_until_participants: None,
+        } => Some(true),
+        DecisionGuard::InStudy { .. } => None,
+    }
 }
 
 /// [`Store::record_decision`] on `conn`: the insert the guard asks for, and when it stored
@@ -1159,9 +1189,39 @@ impl Store for PgStore {
         let v = DecisionValues::new(decision)?;
         // Safe to send again: a second insert of the key stores nothing and finds the first
         // (so a decision stored by an attempt whose answer was lost is found as `Existing`).
-        self.with_connection(Resend::Always, |conn| {
-            record_decision_on(conn, decision, &v, guard)
-        })
+        let alone = |store: &Self| {
+            store.with_connection(Resend::Always, |conn| {
+                record_decision_on(conn, decision, &v, guard)
+            })
+        };
+        let Some(guarded) = grouped(decision, guard) else {
+            return alone(self);
+        };
+        match self.group.join(BatchRow::new(&v, guarded)?) {
+            Joined::Written { stored: true } => Ok(Recorded::Inserted),
+            // Not stored by the batch: recorded alone, which stores it or says why not.
+            Joined::Written { stored: false } => alone(self),
+            Joined::Lead(batch) if batch.len() == 1 => {
+                // Nothing else queued: the one-row insert, as without grouping. The batch
+                // ends (and the next may start) when it is dropped, after the commit.
+                let recorded = alone(self);
+                drop(batch);
+                recorded
+            }
+            Joined::Lead(mut batch) => {
+                if let Err(e) = self.with_connection(Resend::Always, |conn| batch.write(conn)) {
+                    log::warn!(
+                        "a batch of {} decisions failed ({e}); recording each alone",
+                        batch.len()
+                    );
+                }
+                if batch.finish() {
+                    Ok(Recorded::Inserted)
+                } else {
+                    alone(self)
+                }
+            }
+        }
     }
 
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {

@@ -18,6 +18,7 @@ mod conformance {
 
 mod between_adapters;
 mod erasure;
+mod group_commit;
 mod jobs;
 mod load;
 mod migrations;
