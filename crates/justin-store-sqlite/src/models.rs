@@ -362,17 +362,44 @@ pub(crate) struct DecisionValues<'a> {
     pub in_study: bool,
 }
 
-impl<'a> DecisionValues<'a> {
-    pub(crate) fn new(d: &'a Decision) -> Result<Self, StoreError> {
+/// The columns of a decision's row that take work to write out: its times and its JSON. The
+/// store makes them on the caller's thread, so the writer's one thread only runs statements.
+#[derive(Debug)]
+pub(crate) struct DecisionText {
+    requested_at: String,
+    decided_at: String,
+    context: String,
+    state: String,
+}
+
+impl DecisionText {
+    pub(crate) fn new(d: &Decision) -> Result<Self, StoreError> {
         Ok(Self {
-            user_id: d.user_id.as_str(),
-            decision_type: d.decision_type.as_str(),
-            decision_idx: d.decision_idx.get(),
             requested_at: fmt_time(d.requested_at),
-            sent_timestamp: &d.sent_timestamp,
             decided_at: fmt_time(d.decided_at),
             context: json_text(&d.context)?,
             state: json_text(&d.state)?,
+        })
+    }
+}
+
+impl<'a> DecisionValues<'a> {
+    #[cfg(test)]
+    pub(crate) fn new(d: &'a Decision) -> Result<Self, StoreError> {
+        Ok(Self::with_text(d, DecisionText::new(d)?))
+    }
+
+    /// The values of `d`, with `text` made from it by [`DecisionText::new`].
+    pub(crate) fn with_text(d: &'a Decision, text: DecisionText) -> Self {
+        Self {
+            user_id: d.user_id.as_str(),
+            decision_type: d.decision_type.as_str(),
+            decision_idx: d.decision_idx.get(),
+            requested_at: text.requested_at,
+            sent_timestamp: &d.sent_timestamp,
+            decided_at: text.decided_at,
+            context: text.context,
+            state: text.state,
             action: d.action.as_i16(),
             action_prob: d.action_prob.get(),
             parameter_version: d.parameter_version,
@@ -385,7 +412,7 @@ impl<'a> DecisionValues<'a> {
             fallback_reason: d.policy.fallback_reason(),
             decided_by: d.policy.decided_by(),
             in_study: d.availability.in_study(),
-        })
+        }
     }
 }
 

@@ -38,8 +38,8 @@ use crate::backup::Failure;
 use crate::error::{from_diesel, from_pool, is_foreign_key_violation, other, SetupError};
 use crate::models::{
     count_column, enrollment, fmt_time, update_request, uuid_text, window_columns, ActionRow,
-    DecisionValues, ErasureRow, ExportRecord, NewEvent, ParametersRow, ProvenanceRow, StudyValues,
-    UpdateRow, UserRow,
+    DecisionText, DecisionValues, ErasureRow, ExportRecord, NewEvent, ParametersRow, ProvenanceRow,
+    StudyValues, UpdateRow, UserRow,
 };
 use crate::schema::{
     actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
@@ -816,14 +816,14 @@ fn newest_parameters(conn: &mut SqliteConnection) -> Result<Option<ModelParamete
 fn record_decision(
     conn: &mut SqliteConnection,
     decision: &Decision,
+    v: &DecisionValues<'_>,
     guard: DecisionGuard,
 ) -> Result<Recorded, StoreError> {
-    let v = DecisionValues::new(decision)?;
     if matches!(decision.policy, Policy::Host { .. }) && guard == DecisionGuard::None {
         // The request's savepoint on the writer makes its reads and writes one unit.
-        return record_host_decision(conn, decision, &v).map_err(StoreError::from);
+        return record_host_decision(conn, decision, v).map_err(StoreError::from);
     }
-    let inserted = match insert_decision(conn, InsertCheck::of(guard), &v) {
+    let inserted = match insert_decision(conn, InsertCheck::of(guard), v) {
         Ok(inserted) => inserted,
         Err(e) if is_foreign_key_violation(&e) => {
             return Err(classify_foreign_key(
@@ -1077,8 +1077,12 @@ impl Store for SqliteStore {
         guard: DecisionGuard,
     ) -> Result<Recorded, StoreError> {
         let host = matches!(decision.policy, Policy::Host { .. }) && guard == DecisionGuard::None;
+        let text = DecisionText::new(decision)?;
         let decision = decision.clone();
-        let record = move |conn: &mut SqliteConnection| record_decision(conn, &decision, guard);
+        let record = move |conn: &mut SqliteConnection| {
+            let v = DecisionValues::with_text(&decision, text);
+            record_decision(conn, &decision, &v, guard)
+        };
         if host {
             // It may write two rows: the decision, and the upload it now counts as logged.
             self.write(record)
