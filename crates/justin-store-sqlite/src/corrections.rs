@@ -73,13 +73,14 @@ enum Found {
 }
 
 /// Stores `record` as a correction of its key's upload; see
-/// [`justin_core::Store::record_correction`].
+/// [`justin_core::Store::record_correction`]. Runs on the writer in a savepoint of its own
+/// (`Writer::write`), which makes its reads and insert one unit.
 pub(crate) fn record(
     conn: &mut SqliteConnection,
     record: &StudyRecord,
 ) -> Result<CorrectionRecorded, StoreError> {
     let v = StudyValues::new(record)?;
-    let found = crate::writer::write_transaction(conn, |conn| {
+    let found = (|conn: &mut SqliteConnection| {
         let original: Option<(i64, i16, f64)> = study_data::table
             .filter(study_data::user_id.eq(v.user_id))
             .filter(study_data::decision_type.eq(v.decision_type))
@@ -125,7 +126,7 @@ pub(crate) fn record(
             ))
             .execute(conn)?;
         Ok::<_, diesel::result::Error>(Found::Stored(before + 1))
-    })
+    })(conn)
     .map_err(from_diesel)?;
     match found {
         Found::Stored(number) => Ok(CorrectionRecorded {

@@ -246,12 +246,13 @@ impl AlertRow {
     }
 }
 
-/// See `Store::advance_monitor_state`.
+/// See `Store::advance_monitor_state`. Runs on the writer in a savepoint of its own
+/// (`Writer::write`), which makes its read and writes one unit.
 pub(crate) fn advance(
     conn: &mut SqliteConnection,
     c: &StateChange,
 ) -> Result<StateAdvance, StoreError> {
-    let row = crate::writer::write_transaction(conn, |conn| {
+    let row = (|conn: &mut SqliteConnection| {
         let stored = diesel::sql_query("SELECT state FROM monitor_state WHERE id = 1")
             .get_result::<StateRow>(conn)
             .optional()?;
@@ -286,7 +287,7 @@ pub(crate) fn advance(
             _ => None,
         };
         Ok::<_, diesel::result::Error>((previous, true, alert))
-    })
+    })(conn)
     .map_err(from_diesel)?;
     let (previous, changed, alert) = row;
     Ok(StateAdvance {
@@ -302,18 +303,16 @@ pub(crate) fn claim(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<Alert>, StoreError> {
-    crate::writer::write_transaction(conn, |conn| {
-        diesel::sql_query(
-            "UPDATE monitor_alerts SET held_until = ?2 WHERE id = ( \
-               SELECT id FROM monitor_alerts WHERE status = 'pending' AND held_until < ?1 \
-               ORDER BY id LIMIT 1) \
-             RETURNING id, payload, attempts",
-        )
-        .bind::<Text, _>(fmt_time(now))
-        .bind::<Text, _>(fmt_time(lease_until))
-        .get_result::<AlertRow>(conn)
-        .optional()
-    })
+    diesel::sql_query(
+        "UPDATE monitor_alerts SET held_until = ?2 WHERE id = ( \
+           SELECT id FROM monitor_alerts WHERE status = 'pending' AND held_until < ?1 \
+           ORDER BY id LIMIT 1) \
+         RETURNING id, payload, attempts",
+    )
+    .bind::<Text, _>(fmt_time(now))
+    .bind::<Text, _>(fmt_time(lease_until))
+    .get_result::<AlertRow>(conn)
+    .optional()
     .map_err(from_diesel)?
     .map(AlertRow::alert)
     .transpose()

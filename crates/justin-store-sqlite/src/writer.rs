@@ -104,8 +104,7 @@ impl Writer {
     /// transaction, and returns its result once that transaction has committed (or its own
     /// failure, with its writes rolled back). The calling thread waits meanwhile.
     ///
-    /// `write` must not open a transaction with `BEGIN` itself: it runs inside one. Use
-    /// [`write_transaction`] in code that also runs outside the writer.
+    /// `write` must not open a transaction with `BEGIN` itself: it runs inside one.
     pub(crate) fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -347,24 +346,6 @@ fn transaction_ended(conn: &mut SqliteConnection) -> bool {
         AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth(),
         Ok(None)
     )
-}
-
-/// Runs `f` in a write transaction: a savepoint when the connection is in a transaction
-/// already (a request on the writer), else `BEGIN IMMEDIATE` (a pooled connection), which
-/// takes the write lock up front.
-pub(crate) fn write_transaction<T, E, F>(conn: &mut SqliteConnection, f: F) -> Result<T, E>
-where
-    F: FnOnce(&mut SqliteConnection) -> Result<T, E>,
-    E: From<diesel::result::Error>,
-{
-    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_depth()
-        .map_err(E::from)?;
-    if depth.is_some() {
-        conn.transaction(f)
-    } else {
-        conn.immediate_transaction(f)
-    }
 }
 
 #[cfg(test)]
