@@ -158,6 +158,22 @@ pub(crate) enum Joined {
 }
 
 impl GroupCommit {
+    /// The lead of a batch of the caller's decision alone, when no batch is being written
+    /// (then none waits either: a waiter is called to lead as soon as a batch ends). The
+    /// caller writes its decision as without grouping, and does not make a [`BatchRow`].
+    pub(crate) fn lead_alone(self: &Arc<Self>) -> Option<Batch> {
+        let mut queue = lock(&self.queue);
+        if queue.in_flight >= MAX_IN_FLIGHT {
+            return None;
+        }
+        queue.in_flight += 1;
+        Some(Batch {
+            group: Arc::clone(self),
+            waiters: Vec::new(),
+            stored: None,
+        })
+    }
+
     /// Queues `row` and returns when the caller may go on: to lead a batch, or with the
     /// outcome of the batch that held its decision.
     pub(crate) fn join(self: &Arc<Self>, row: BatchRow) -> Joined {
@@ -215,7 +231,8 @@ impl GroupCommit {
     }
 }
 
-/// Decisions to write together. The first is the leader's.
+/// Decisions to write together. The first is the leader's (none when it leads alone:
+/// [`GroupCommit::lead_alone`]).
 pub(crate) struct Batch {
     group: Arc<GroupCommit>,
     waiters: Vec<Arc<Waiter>>,

@@ -1197,13 +1197,19 @@ impl Store for PgStore {
         let Some(guarded) = grouped(decision, guard) else {
             return alone(self);
         };
+        if let Some(batch) = self.group.lead_alone() {
+            // No batch running: the one-row insert, as without grouping. Decisions arriving
+            // meanwhile queue; the next batch starts when this one is dropped, after the commit.
+            let recorded = alone(self);
+            drop(batch);
+            return recorded;
+        }
         match self.group.join(BatchRow::new(&v, guarded)?) {
             Joined::Written { stored: true } => Ok(Recorded::Inserted),
             // Not stored by the batch: recorded alone, which stores it or says why not.
             Joined::Written { stored: false } => alone(self),
             Joined::Lead(batch) if batch.len() == 1 => {
-                // Nothing else queued: the one-row insert, as without grouping. The batch
-                // ends (and the next may start) when it is dropped, after the commit.
+                // Nothing else queued: the one-row insert, as without grouping.
                 let recorded = alone(self);
                 drop(batch);
                 recorded
