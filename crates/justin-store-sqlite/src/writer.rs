@@ -548,13 +548,6 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_comes_after_the_commit() {
-        let f = Fixture::new();
-        f.writer.write(|conn| insert(conn, 7, "seven")).unwrap();
-        assert_eq!(f.rows(), vec![row(7, "seven")]);
-    }
-
-    #[test]
     fn a_failed_commit_fails_every_request_it_held_and_the_writer_goes_on() {
         let f = Fixture::new();
         let (release, blocker) = f.block();
