@@ -175,11 +175,28 @@ fn position(e: &serde_json::Error) -> String {
 /// Migrations that change no table a backup holds (2025-04-03 adds PostgreSQL functions only,
 /// and exists only for PostgreSQL; 2026-12-01 creates the watchdog's tables, which hold the
 /// running service's state rather than the study's and are not backed up; 2026-12-02 adds the
-/// dashboard's rollup, derived data that backups leave out and restores empty). Backups taken
-/// before and after one have the same layout, on either adapter, so restores compare the
-/// migrations of a backup and of a database without them.
-pub const SAME_LAYOUT_MIGRATIONS: [&str; 3] =
-    ["20250403000000", "20261201000000", "20261202000000"];
+/// dashboard's rollup, derived data that backups leave out and restores empty; 2026-12-05 adds
+/// the participants' counts, [`DERIVED_COLUMNS`]). Backups taken before and after one have the
+/// same layout, on either adapter, so restores compare the migrations of a backup and of a
+/// database without them.
+pub const SAME_LAYOUT_MIGRATIONS: [&str; 4] = [
+    "20250403000000",
+    "20261201000000",
+    "20261202000000",
+    "20261205000000",
+];
+
+/// Columns the database derives from other tables, as (table, column): each participant's
+/// number of decisions and uploads, which migration 2026-12-05's triggers keep on their `users`
+/// row. Backups leave them out; a restore loads the rows they count, and the triggers count
+/// them again.
+pub const DERIVED_COLUMNS: [(&str, &str); 2] = [("users", "decisions"), ("users", "uploads")];
+
+/// Whether `table.column` is one of the [`DERIVED_COLUMNS`].
+#[must_use]
+pub fn is_derived(table: &str, column: &str) -> bool {
+    DERIVED_COLUMNS.contains(&(table, column))
+}
 
 /// Tables a migration created, with its version: a backup taken before the migration does not
 /// hold them (2025-05-01, the life of a trial, created `participant_events` and `erasures`;

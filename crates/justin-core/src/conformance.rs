@@ -51,6 +51,7 @@ use crate::ports::{
 use crate::tables::TABLES;
 
 pub mod corrections;
+pub mod participant_counts;
 
 /// Gives a check a fresh, empty store and keeps whatever backs it (a database, a directory)
 /// alive until the check ends.
@@ -163,6 +164,7 @@ macro_rules! store_contract_suite {
         $crate::dashboard_store_suite!($make_fixture);
         $crate::watchdog_store_suite!($make_fixture);
         $crate::corrections_store_suite!($make_fixture);
+        $crate::participant_counts_store_suite!($make_fixture);
     };
 }
 
@@ -181,6 +183,7 @@ macro_rules! durable_store_suite {
         );
         $crate::dashboard_durable_suite!($make_fixture);
         $crate::corrections_durable_suite!($make_fixture);
+        $crate::participant_counts_durable_suite!($make_fixture);
     };
 }
 

@@ -28,6 +28,11 @@ diesel::table! {
         withdrawal_reason -> Nullable<Text>,
         /// When they were erased (the row then holds a pseudonym).
         erased_at -> Nullable<Text>,
+        /// Their decisions: the rows of `actions` with their `user_id`, kept by triggers
+        /// (migration 2026-12-05); derived, so backups leave it out.
+        decisions -> BigInt,
+        /// Their uploads: the rows of `study_data` with their `user_id`, kept the same way.
+        uploads -> BigInt,
     }
 }
 

@@ -710,21 +710,14 @@ fn read_participant(
     conn: &mut SqliteConnection,
     user: &str,
 ) -> Result<Option<Participant>, Failure> {
-    let Some(row) = registered(user)
-        .select(UserRow::as_select())
-        .first::<UserRow>(conn)
+    // The row holds the counts (migration 2026-12-05's triggers keep them).
+    let Some((row, decisions, uploads)) = registered(user)
+        .select((UserRow::as_select(), users::decisions, users::uploads))
+        .first::<(UserRow, i64, i64)>(conn)
         .optional()?
     else {
         return Ok(None);
     };
-    let decisions = actions::table
-        .filter(actions::user_id.eq(user))
-        .count()
-        .get_result::<i64>(conn)?;
-    let uploads = study_data::table
-        .filter(study_data::user_id.eq(user))
-        .count()
-        .get_result::<i64>(conn)?;
     row.participant(decisions, uploads)
         .map(Some)
         .map_err(Failure::Store)
@@ -957,10 +950,9 @@ impl Store for SqliteStore {
     }
 
     fn participant(&self, user: &UserId) -> Result<Option<Participant>, StoreError> {
+        // One statement: the row holds its counts.
         let mut conn = self.conn()?;
-        // A read transaction: the row and its counts come from one snapshot.
-        conn.transaction(|conn| read_participant(conn, user.as_str()))
-            .map_err(StoreError::from)
+        read_participant(&mut conn, user.as_str()).map_err(StoreError::from)
     }
 
     fn change_enrollment(

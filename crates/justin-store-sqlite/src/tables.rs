@@ -993,12 +993,17 @@ struct Name {
     name: String,
 }
 
-/// The table's columns in table order, as the database has them now.
+/// The table's columns a backup holds in table order, as the database has them now: all but
+/// the [`justin_backup::manifest::DERIVED_COLUMNS`].
 pub(crate) fn live_columns(conn: &mut SqliteConnection, table: &str) -> QueryResult<Vec<String>> {
     let names = diesel::sql_query("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
         .bind::<diesel::sql_types::Text, _>(table)
         .load::<Name>(conn)?;
-    Ok(names.into_iter().map(|n| n.name).collect())
+    Ok(names
+        .into_iter()
+        .map(|n| n.name)
+        .filter(|column| !justin_backup::manifest::is_derived(table, column))
+        .collect())
 }
 
 /// Versions of the migrations applied to the database, oldest first.

@@ -24,6 +24,7 @@ use diesel::pg::{CopyFormat, CopyTarget};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use justin_backup::csv::{header_columns, RecordCounter};
+use justin_backup::manifest::is_derived;
 use justin_backup::{FormatError, Manifest, ManifestTable, PendingBackup};
 use justin_core::tables::TABLES;
 use justin_core::{BackupReport, StoreError};
@@ -156,7 +157,7 @@ type Exporter = fn(&mut PgConnection, &Path) -> Result<Exported, Failure>;
 /// Every table with its exporter, in [`TABLES`] order. COPY needs the table's Diesel type,
 /// hence one entry per table rather than a loop over names.
 const EXPORTS: [(&str, Exporter); 9] = [
-    ("users", |c, p| copy_table(c, users::table, p)),
+    ("users", |c, p| copy_table(c, USERS_BACKED_UP, p)),
     ("model_parameters", |c, p| {
         copy_table(c, model_parameters::table, p)
     }),
@@ -176,6 +177,32 @@ const EXPORTS: [(&str, Exporter); 9] = [
         copy_table(c, study_data_corrections::table, p)
     }),
 ];
+
+/// The columns of `users` a backup holds: all but the [`justin_backup::manifest::DERIVED_COLUMNS`],
+/// which the database counts again from the restored rows.
+pub(crate) const USERS_BACKED_UP: (
+    users::id,
+    users::user_id,
+    users::created_at,
+    users::study_start,
+    users::study_start_sent,
+    users::study_end,
+    users::study_end_sent,
+    users::withdrawn_at,
+    users::withdrawal_reason,
+    users::erased_at,
+) = (
+    users::id,
+    users::user_id,
+    users::created_at,
+    users::study_start,
+    users::study_start_sent,
+    users::study_end,
+    users::study_end_sent,
+    users::withdrawn_at,
+    users::withdrawal_reason,
+    users::erased_at,
+);
 
 /// What [`copy_table`] wrote.
 struct Exported {
@@ -228,7 +255,8 @@ struct Name {
     name: String,
 }
 
-/// The table's columns in table order, as the database has them now.
+/// The table's columns a backup holds in table order, as the database has them now: all but
+/// the [`justin_backup::manifest::DERIVED_COLUMNS`].
 pub(crate) fn table_columns(conn: &mut PgConnection, table: &str) -> Result<Vec<String>, Failure> {
     let names = diesel::sql_query(
         "SELECT attname::text AS name FROM pg_attribute \
@@ -237,7 +265,11 @@ pub(crate) fn table_columns(conn: &mut PgConnection, table: &str) -> Result<Vec<
     )
     .bind::<Text, _>(table)
     .load::<Name>(conn)?;
-    Ok(names.into_iter().map(|n| n.name).collect())
+    Ok(names
+        .into_iter()
+        .map(|n| n.name)
+        .filter(|column| !is_derived(table, column))
+        .collect())
 }
 
 /// Versions of the migrations applied to the database, oldest first.

@@ -865,29 +865,18 @@ fn participant_facts(
     Ok(Some((facts, f.key_taken, f.newest_version)))
 }
 
-/// A registered participant's row with their decision and upload counts, in one statement.
+/// A registered participant's row with their decision and upload counts, which the row holds
+/// (migration 2026-12-05's triggers keep them).
 fn participant_on(conn: &mut PgConnection, user: &str) -> Result<Option<Participant>, StoreError> {
     let row = users::table
         .filter(users::user_id.eq(user))
         .filter(users::erased_at.is_null())
-        .select((
-            UserRow::as_select(),
-            actions::table
-                .filter(actions::user_id.eq(user))
-                .count()
-                .single_value(),
-            study_data::table
-                .filter(study_data::user_id.eq(user))
-                .count()
-                .single_value(),
-        ))
-        .first::<(UserRow, Option<i64>, Option<i64>)>(conn)
+        .select((UserRow::as_select(), users::decisions, users::uploads))
+        .first::<(UserRow, i64, i64)>(conn)
         .optional()
         .map_err(from_diesel)?;
-    row.map(|(row, decisions, uploads)| {
-        row.participant(decisions.unwrap_or(0), uploads.unwrap_or(0))
-    })
-    .transpose()
+    row.map(|(row, decisions, uploads)| row.participant(decisions, uploads))
+        .transpose()
 }
 
 /// Records an event of a participant's history, with the window in force after it.

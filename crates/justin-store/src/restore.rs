@@ -46,7 +46,7 @@ use justin_backup::read::{measure_csv, verify, CheckedBackup, CheckedTable};
 use justin_core::tables::TABLES;
 use justin_core::{RestoreReport, StoreError};
 
-use crate::backup::{applied_migrations, from_format, table_columns, Failure};
+use crate::backup::{applied_migrations, from_format, table_columns, Failure, USERS_BACKED_UP};
 use crate::error::other;
 use crate::schema::{
     actions, erasures, model_parameters, model_update_requests, participant_events, study_data,
@@ -365,7 +365,9 @@ type Importer = fn(&mut PgConnection, &CsvSource<'_>) -> Result<u64, Failure>;
 /// Every table with its importer, in [`TABLES`] order, which is the order foreign keys allow.
 /// COPY needs the table's Diesel type, hence one entry per table.
 const IMPORTS: [(&str, Importer); 9] = [
-    ("users", |c, s| copy_into(c, users::table, s)),
+    ("users", |c, s| {
+        copy_columns_into(c, users::table, USERS_BACKED_UP, s)
+    }),
     ("model_parameters", |c, s| {
         copy_into(c, model_parameters::table, s)
     }),
@@ -711,10 +713,10 @@ const IMPORTS_BEFORE_CORRECTIONS: [(&str, Importer); 8] = [
     IMPORTS[7],
 ];
 
-/// The columns this build's COPY lists for `table`, in order.
+/// The columns this build's COPY lists for `table`, in order: those a backup holds.
 fn import_columns(table: &str) -> Vec<&'static str> {
     match table {
-        "users" => column_names(users::all_columns),
+        "users" => column_names(USERS_BACKED_UP),
         "model_parameters" => column_names(model_parameters::all_columns),
         "actions" => column_names(actions::all_columns),
         "study_data" => column_names(study_data::all_columns),

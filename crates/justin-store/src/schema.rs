@@ -26,6 +26,11 @@ diesel::table! {
         withdrawal_reason -> Nullable<Text>,
         /// When they were erased (`user_id` is then their pseudonym).
         erased_at -> Nullable<Timestamptz>,
+        /// Their decisions: the rows of `actions` with their `user_id`, kept by triggers
+        /// (migration 2026-12-05); derived, so backups leave it out.
+        decisions -> Int8,
+        /// Their uploads: the rows of `study_data` with their `user_id`, kept the same way.
+        uploads -> Int8,
     }
 }
 

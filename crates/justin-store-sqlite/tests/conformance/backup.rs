@@ -180,7 +180,8 @@ fn the_backup_file_has_the_postgres_adapter_layout_and_formats() {
             "20261201000000",
             "20261202000000",
             "20261203000000",
-            "20261204000000"
+            "20261204000000",
+            "20261205000000"
         ])
     );
     let names: Vec<&str> = manifest["tables"]

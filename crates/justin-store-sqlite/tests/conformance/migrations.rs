@@ -24,6 +24,7 @@ fn connect(db: &TestDatabase) -> SqliteConnection {
 #[test]
 fn every_migration_reverts_and_applies_again() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -48,6 +49,7 @@ fn every_migration_reverts_and_applies_again() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned(),
         ]
     );
     assert!(db.store().run_migrations().unwrap().is_empty());
@@ -62,6 +64,7 @@ fn every_migration_reverts_and_applies_again() {
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -112,6 +115,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned(),
         ]
     );
 
@@ -226,6 +230,7 @@ fn watermarks(db: &TestDatabase) -> Vec<(i64, i64)> {
 #[test]
 fn decision_types_migration_keeps_decisions_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -247,6 +252,7 @@ fn decision_types_migration_keeps_decisions_as_default_and_available() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned(),
         ]
     );
 
@@ -387,6 +393,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE NOT available")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -429,6 +436,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned(),
         ]
     );
     let study: Vec<_> = store.study_data().unwrap().map(Result::unwrap).collect();
@@ -456,6 +464,7 @@ fn decision_types_revert_refuses_rows_the_old_schema_cannot_hold() {
 #[test]
 fn trial_life_migration_keeps_what_rows_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -499,7 +508,8 @@ fn trial_life_migration_keeps_what_rows_were() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
-            "2026-12-04-000000_corrections".to_owned()
+            "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned()
         ]
     );
 
@@ -544,6 +554,7 @@ fn trial_life_migration_keeps_what_rows_were() {
     assert_eq!((counts["participant_events"], counts["erasures"]), (0, 0));
 
     // Reverted and applied again, the rows the migration found are as they were.
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -556,7 +567,8 @@ fn trial_life_migration_keeps_what_rows_were() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
-            "2026-12-04-000000_corrections".to_owned()
+            "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned()
         ]
     );
     let again: Vec<Decision> = db
@@ -621,4 +633,119 @@ fn trial_life_columns_refuse_inconsistent_rows() {
     for sql in &accepted {
         conn.batch_execute(sql).unwrap();
     }
+}
+
+/// Rows of `alice` (three decisions, two uploads), `bob` (one decision, no upload) and `carol`
+/// (none), written by SQL as a seed, a restore or a hand edit writes them, with no help from
+/// the service.
+const ROWS_BY_SQL: &str = "
+    INSERT INTO model_parameters VALUES (1, 'algo', '{}', '2025-01-01T00:00:00.000000Z');
+    INSERT INTO users (user_id, created_at)
+        VALUES ('alice', '2025-01-01T00:00:00.000000Z'), ('bob', '2025-01-01T00:00:00.000000Z'),
+               ('carol', '2025-01-01T00:00:00.000000Z');
+    INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state,
+                         action, action_prob, parameter_version, rng_seed, sent_timestamp)
+        SELECT column1, column2, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z',
+               '{}', '[]', 1, 0.5, 1, 0, '2025-01-01T00:00:00Z'
+        FROM (VALUES ('alice', 0), ('alice', 1), ('alice', 2), ('bob', 0));
+    INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context,
+                            action, action_prob, state, outcome, reward, action_logged,
+                            sent_timestamp)
+        VALUES ('alice', 0, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z', '{}',
+                1, 0.5, '[]', '{}', 0, 1, '2025-01-01T00:00:00Z'),
+               ('alice', 1, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z', '{}',
+                1, 0.5, '[]', '{}', 0, 1, '2025-01-01T00:00:00Z');";
+
+/// `participant`'s (decisions, uploads) for `name`.
+fn counts_of(db: &TestDatabase, name: &str) -> (u64, u64) {
+    let p = db
+        .store()
+        .participant(&justin_core::UserId::parse(name).unwrap())
+        .unwrap()
+        .unwrap();
+    (p.decisions, p.uploads)
+}
+
+#[derive(QueryableByName)]
+struct Wrong {
+    #[diesel(sql_type = BigInt)]
+    wrong: i64,
+}
+
+/// How many users rows (erased ones too) hold counts other than their rows'.
+fn wrong_counts(db: &TestDatabase) -> i64 {
+    diesel::sql_query(
+        "SELECT count(*) AS wrong FROM users u \
+         WHERE decisions <> (SELECT count(*) FROM actions a WHERE a.user_id = u.user_id) \
+            OR uploads <> (SELECT count(*) FROM study_data s WHERE s.user_id = u.user_id)",
+    )
+    .get_result::<Wrong>(&mut connect(db))
+    .unwrap()
+    .wrong
+}
+
+#[test]
+fn participant_counts_follow_rows_written_by_sql() {
+    let db = TestDatabase::create();
+    connect(&db).batch_execute(ROWS_BY_SQL).unwrap();
+    assert_eq!(counts_of(&db, "alice"), (3, 2));
+    assert_eq!(counts_of(&db, "bob"), (1, 0));
+    assert_eq!(counts_of(&db, "carol"), (0, 0));
+    // Rows moved, deleted and renamed by hand, and bob renamed as an erasure renames him (his
+    // rows first, then his users row).
+    connect(&db)
+        .batch_execute(
+            "UPDATE actions SET user_id = 'carol' WHERE user_id = 'alice' AND decision_idx = 2;
+             UPDATE actions SET context = '{\"edited\": true}';
+             DELETE FROM study_data WHERE user_id = 'alice' AND decision_idx = 0;
+             BEGIN;
+             PRAGMA defer_foreign_keys = ON;
+             UPDATE actions SET user_id = 'erased-bob' WHERE user_id = 'bob';
+             UPDATE users SET user_id = 'erased-bob', erased_at = '2025-01-02T00:00:00.000000Z'
+                 WHERE user_id = 'bob';
+             COMMIT;
+             INSERT INTO users (user_id, created_at) VALUES ('bob', '2025-01-03T00:00:00.000000Z');",
+        )
+        .unwrap();
+    assert_eq!(counts_of(&db, "alice"), (2, 1));
+    assert_eq!(counts_of(&db, "carol"), (1, 0));
+    assert_eq!(counts_of(&db, "bob"), (0, 0));
+    assert_eq!(
+        wrong_counts(&db),
+        0,
+        "the erased row keeps its rows' counts"
+    );
+    // The other order: the users row renamed first, its rows after.
+    connect(&db)
+        .batch_execute(
+            "BEGIN;
+             PRAGMA defer_foreign_keys = ON;
+             UPDATE users SET user_id = 'alice-2' WHERE user_id = 'alice';
+             UPDATE actions SET user_id = 'alice-2' WHERE user_id = 'alice';
+             UPDATE study_data SET user_id = 'alice-2' WHERE user_id = 'alice';
+             COMMIT;",
+        )
+        .unwrap();
+    assert_eq!(counts_of(&db, "alice-2"), (2, 1));
+    assert_eq!(wrong_counts(&db), 0);
+    connect(&db)
+        .batch_execute("DELETE FROM actions; DELETE FROM study_data;")
+        .unwrap();
+    assert_eq!(counts_of(&db, "alice-2"), (0, 0));
+    assert_eq!(wrong_counts(&db), 0);
+}
+
+#[test]
+fn participant_counts_migration_counts_the_rows_before_it() {
+    let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
+    connect(&db).batch_execute(ROWS_BY_SQL).unwrap();
+    assert_eq!(
+        db.store().run_migrations().unwrap(),
+        vec!["2026-12-05-000000_participant_counts".to_owned()]
+    );
+    assert_eq!(counts_of(&db, "alice"), (3, 2));
+    assert_eq!(counts_of(&db, "bob"), (1, 0));
+    assert_eq!(counts_of(&db, "carol"), (0, 0));
+    assert_eq!(wrong_counts(&db), 0);
 }

@@ -178,18 +178,27 @@ fn waiting_on_study_data(db: &TestDatabase) -> i64 {
 fn a_job_waits_for_an_upload_in_flight_and_reads_it() {
     let db = TestDatabase::create();
     populate(db.store(), 1);
-    let late = decision("alice", 100, 1);
+    db.store()
+        .add_user(
+            &justin_core::builders::user("bob"),
+            &justin_core::Enrollment::default(),
+            at(0),
+        )
+        .unwrap();
+    let late = decision("bob", 100, 1);
     db.store()
         .record_decision(&late, justin_core::DecisionGuard::None)
         .unwrap();
     let mut other = connect(&db);
     // An upload whose id is drawn before the job starts but which commits after it asked for
-    // its watermark, and a later one that commits at once with a higher id.
+    // its watermark, and a later one that commits at once with a higher id. The two are of
+    // different participants: an upload waits for one of the same participant's in flight
+    // (both update the participant's counts, migration 2026-12-05).
     diesel::connection::SimpleConnection::batch_execute(
         &mut other,
         "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, \
          context, action, action_prob, state, outcome, reward, action_logged, sent_timestamp) \
-         VALUES ('alice', 100, now(), now(), '{}', 1, 0.75, '[1]', '{}', 0, true, '2025-01-01')",
+         VALUES ('bob', 100, now(), now(), '{}', 1, 0.75, '[1]', '{}', 0, true, '2025-01-01')",
     )
     .unwrap();
     db.store().record_study_data(&record("alice", 1)).unwrap();

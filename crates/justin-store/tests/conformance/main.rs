@@ -174,7 +174,8 @@ mod backup {
                 "20261201000000",
                 "20261202000000",
                 "20261203000000",
-                "20261204000000"
+                "20261204000000",
+                "20261205000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -391,7 +392,8 @@ mod setup {
                 "2026-12-01-000000_monitor".to_owned(),
                 "2026-12-02-000000_dashboard".to_owned(),
                 "2026-12-03-000000_outcome_window".to_owned(),
-                "2026-12-04-000000_corrections".to_owned()
+                "2026-12-04-000000_corrections".to_owned(),
+                "2026-12-05-000000_participant_counts".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());
@@ -538,14 +540,19 @@ mod errors {
     fn study_data_ignores_rows_committed_after_the_call() {
         let db = TestDatabase::create();
         populate(db.store(), 2);
+        db.store()
+            .add_user(&user("bob"), &justin_core::Enrollment::default(), at(0))
+            .unwrap();
         let mut other = PgConnection::establish(db.url()).unwrap();
-        // An upload whose id is drawn before the call but which commits after it.
+        // An upload whose id is drawn before the call but which commits after it, of another
+        // participant: an upload waits for one of the same participant's in flight (both
+        // update the participant's counts, migration 2026-12-05).
         other
             .batch_execute(
                 "BEGIN; INSERT INTO study_data (user_id, decision_idx, request_timestamp, \
                  created_at, context, action, action_prob, state, outcome, reward, \
                  action_logged, sent_timestamp) \
-                 VALUES ('alice', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false, \
+                 VALUES ('bob', 100, now(), now(), '{}', 0, 0.5, '[1]', '{}', 0, false, \
                  '2025-01-01')",
             )
             .unwrap();

@@ -13,6 +13,7 @@ use crate::support::connect;
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -62,7 +63,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
-            "2026-12-04-000000_corrections".to_owned()
+            "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned()
         ]
     );
 
@@ -100,6 +102,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -162,7 +165,8 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
-            "2026-12-04-000000_corrections".to_owned()
+            "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned()
         ]
     );
 
@@ -260,6 +264,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -280,7 +285,8 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
-            "2026-12-04-000000_corrections".to_owned()
+            "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned()
         ]
     );
     // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
@@ -309,6 +315,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
 #[test]
 fn trial_life_migration_keeps_old_rows_as_they_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -354,7 +361,8 @@ fn trial_life_migration_keeps_old_rows_as_they_were() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
-            "2026-12-04-000000_corrections".to_owned()
+            "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned()
         ]
     );
 
@@ -495,6 +503,7 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
              UPDATE users SET withdrawn_at = NULL, withdrawal_reason = NULL",
         )
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
     assert_eq!(db.revert_last_migration(), "20261202000000");
@@ -507,7 +516,8 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
             "2026-12-01-000000_monitor".to_owned(),
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
-            "2026-12-04-000000_corrections".to_owned()
+            "2026-12-04-000000_corrections".to_owned(),
+            "2026-12-05-000000_participant_counts".to_owned()
         ]
     );
     assert_eq!(
@@ -518,4 +528,100 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
             .collect::<Vec<_>>(),
         vec![decision("alice", 0, 1)]
     );
+}
+
+/// Rows of `alice` (three decisions, two uploads), `bob` (one decision, no upload) and `carol`
+/// (none), written by SQL as a seed, a restore or a hand edit writes them, with no help from
+/// the service.
+const ROWS_BY_SQL: &str = "
+    INSERT INTO model_parameters (version, algorithm, parameters, created_at)
+        VALUES (1, 'algo', '{}', '2025-01-01T00:00:00Z');
+    INSERT INTO users (user_id, created_at)
+        VALUES ('alice', '2025-01-01T00:00:00Z'), ('bob', '2025-01-01T00:00:00Z'),
+               ('carol', '2025-01-01T00:00:00Z');
+    INSERT INTO actions (user_id, decision_idx, request_timestamp, created_at, context, state,
+                         action, action_prob, parameter_version, rng_seed, sent_timestamp)
+        SELECT u, i, '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z', '{}', '[]', 1, 0.5, 1, 0,
+               '2025-01-01T00:00:00Z'
+        FROM (VALUES ('alice', 0), ('alice', 1), ('alice', 2), ('bob', 0)) AS r (u, i);
+    INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context,
+                            action, action_prob, state, outcome, reward, action_logged,
+                            sent_timestamp)
+        SELECT 'alice', i, '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z', '{}', 1, 0.5, '[]',
+               '{}', 0, true, '2025-01-01T00:00:00Z'
+        FROM generate_series(0, 1) AS i;";
+
+/// `participant`'s (decisions, uploads) for `name`.
+fn counts_of(db: &TestDatabase, name: &str) -> (u64, u64) {
+    let p = db
+        .store()
+        .participant(&justin_core::UserId::parse(name).unwrap())
+        .unwrap()
+        .unwrap();
+    (p.decisions, p.uploads)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Wrong {
+    #[diesel(sql_type = BigInt)]
+    wrong: i64,
+}
+
+/// How many users rows (erased ones too) hold counts other than their rows'.
+fn wrong_counts(db: &TestDatabase) -> i64 {
+    diesel::sql_query(
+        "SELECT count(*) AS wrong FROM users u \
+         WHERE decisions <> (SELECT count(*) FROM actions a WHERE a.user_id = u.user_id) \
+            OR uploads <> (SELECT count(*) FROM study_data s WHERE s.user_id = u.user_id)",
+    )
+    .get_result::<Wrong>(&mut connect(db))
+    .unwrap()
+    .wrong
+}
+
+#[test]
+fn participant_counts_follow_rows_written_by_sql() {
+    let db = TestDatabase::create();
+    connect(&db).batch_execute(ROWS_BY_SQL).unwrap();
+    assert_eq!(counts_of(&db, "alice"), (3, 2));
+    assert_eq!(counts_of(&db, "bob"), (1, 0));
+    assert_eq!(counts_of(&db, "carol"), (0, 0));
+    // Rows moved, deleted and renamed by hand, and bob renamed as an erasure renames him.
+    connect(&db)
+        .batch_execute(
+            "UPDATE actions SET user_id = 'carol' WHERE user_id = 'alice' AND decision_idx = 2;
+             UPDATE actions SET context = '{\"edited\": true}';
+             DELETE FROM study_data WHERE user_id = 'alice' AND decision_idx = 0;
+             UPDATE users SET user_id = 'erased-bob', erased_at = now() WHERE user_id = 'bob';
+             INSERT INTO users (user_id, created_at) VALUES ('bob', now());",
+        )
+        .unwrap();
+    assert_eq!(counts_of(&db, "alice"), (2, 1));
+    assert_eq!(counts_of(&db, "carol"), (1, 0));
+    assert_eq!(counts_of(&db, "bob"), (0, 0));
+    assert_eq!(
+        wrong_counts(&db),
+        0,
+        "the erased row keeps its rows' counts"
+    );
+    connect(&db)
+        .batch_execute("DELETE FROM actions; DELETE FROM study_data;")
+        .unwrap();
+    assert_eq!(counts_of(&db, "alice"), (0, 0));
+    assert_eq!(wrong_counts(&db), 0);
+}
+
+#[test]
+fn participant_counts_migration_counts_the_rows_before_it() {
+    let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261205000000");
+    connect(&db).batch_execute(ROWS_BY_SQL).unwrap();
+    assert_eq!(
+        db.store().run_migrations().unwrap(),
+        vec!["2026-12-05-000000_participant_counts".to_owned()]
+    );
+    assert_eq!(counts_of(&db, "alice"), (3, 2));
+    assert_eq!(counts_of(&db, "bob"), (1, 0));
+    assert_eq!(counts_of(&db, "carol"), (0, 0));
+    assert_eq!(wrong_counts(&db), 0);
 }

@@ -1,0 +1,10 @@
+DROP TRIGGER users_count_renamed ON users;
+DROP FUNCTION justin_count_renamed();
+DROP TRIGGER study_data_count_update ON study_data;
+DROP TRIGGER study_data_count_delete ON study_data;
+DROP TRIGGER study_data_count_insert ON study_data;
+DROP TRIGGER actions_count_update ON actions;
+DROP TRIGGER actions_count_delete ON actions;
+DROP TRIGGER actions_count_insert ON actions;
+DROP FUNCTION justin_count_rows();
+ALTER TABLE users DROP COLUMN uploads, DROP COLUMN decisions;
