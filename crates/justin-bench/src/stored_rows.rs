@@ -244,6 +244,9 @@ fn side(
                 side.1, side.2
             ));
         }
+        report
+            .errors
+            .extend(counts_shown(&service.base_url, &mut db, args.users)?);
         Ok(Side {
             phases: side.0,
             fill_secs,
@@ -269,6 +272,53 @@ fn side(
         }
     }
     result
+}
+
+/// Compares what `GET /api/v1/users/{id}` shows of the first and the last of the `users`
+/// participants with their rows in `db` (the seeded ones and those the routes added); a
+/// message per difference.
+fn counts_shown(base_url: &str, db: &mut stored::Db, users: u64) -> Result<Vec<String>> {
+    let mut wrong = Vec::new();
+    for n in [0, users.saturating_sub(1)] {
+        let user = format!("{USER_PREFIX}{n}");
+        let path = format!("/api/v1/users/{user}");
+        let (status, body) = get(base_url, &path)?;
+        if status != 200 {
+            wrong.push(format!("GET {path} answered {status}"));
+            continue;
+        }
+        let shown: serde_json::Value = serde_json::from_str(&body)
+            .context(|| format!("GET {path} answered a body that is not JSON"))?;
+        for (field, table) in [("decisions", "actions"), ("uploads", "study_data")] {
+            let stored = db.count(&format!("{table} WHERE user_id = '{user}'"))?;
+            let answered = shown["user"][field].as_u64();
+            if answered != Some(stored) {
+                wrong.push(format!(
+                    "GET {path} shows {field} {answered:?} but {table} holds {stored} rows of {user}"
+                ));
+            }
+        }
+    }
+    Ok(wrong)
+}
+
+/// A GET of `path` on the service: its status and body.
+fn get(base_url: &str, path: &str) -> Result<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("{base_url}{path}"))
+        .call()
+        .context(|| format!("GET {path} got no answer"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .context(|| format!("GET {path}: unreadable body"))?;
+    Ok((status, body))
 }
 
 /// One phase's figures for the comparison, after printing and checking it.
