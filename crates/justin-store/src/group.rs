@@ -7,7 +7,8 @@
 //! no batch running writes at once, with whatever has queued (at one connection, its own
 //! decision alone, by the same statement as without grouping). A request that finds a batch
 //! running waits; when the batch ends, the oldest waiter leads the next one, taking everything
-//! that queued meanwhile. At most [`MAX_IN_FLIGHT`] batches run at once and each holds at most
+//! that queued meanwhile. The ending batch calls the next leader before it answers its own
+//! waiters, so the next batch starts without waiting for the threads those answers wake. At most [`MAX_IN_FLIGHT`] batches run at once and each holds at most
 //! [`MAX_BATCH`] decisions.
 //!
 //! The batch's insert reports which decisions it stored. A decision it did not store (its key
@@ -171,6 +172,7 @@ impl GroupCommit {
             group: Arc::clone(self),
             waiters: Vec::new(),
             stored: None,
+            ended: false,
         })
     }
 
@@ -211,6 +213,7 @@ impl GroupCommit {
             group: Arc::clone(self),
             waiters,
             stored: None,
+            ended: false,
         }
     }
 
@@ -238,6 +241,8 @@ pub(crate) struct Batch {
     waiters: Vec<Arc<Waiter>>,
     /// Which were stored, once written.
     stored: Option<Vec<bool>>,
+    /// Whether the queue knows the batch ended.
+    ended: bool,
 }
 
 impl Batch {
@@ -255,9 +260,12 @@ impl Batch {
         Ok(())
     }
 
-    /// Answers every other request of the batch and lets the next batch start; returns
+    /// Lets the next batch start, then answers every other request of the batch; returns
     /// whether the leader's own decision was stored.
     pub(crate) fn finish(mut self) -> bool {
+        // The next leader is called first: the answers below wake many threads at once, and
+        // the next batch should not wait for them to be scheduled.
+        self.end();
         let stored = self.stored.take().unwrap_or_default();
         let own = stored.first().copied().unwrap_or(false);
         for (i, waiter) in self.waiters.iter().enumerate().skip(1) {
@@ -270,13 +278,23 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// Ends the batch for the queue (once): the next batch may start.
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.group.ended();
+        }
+    }
+}
+
 impl Drop for Batch {
     fn drop(&mut self) {
+        self.end();
         // Reached unfinished only when the leader unwound: whoever still waits records alone.
         for waiter in self.waiters.iter().skip(1) {
             waiter.set(Turn::Written { stored: false });
         }
-        self.group.ended();
     }
 }
 
