@@ -302,8 +302,8 @@ impl Drop for Batch {
 /// inserts in `pg.rs` (its participant in the study if guarded, no study data on its key, its
 /// version the newest), and its participant registered even when unguarded, so that one
 /// unknown participant skips its row rather than failing the batch on the foreign key. The
-/// key's lock (`justin_decision_key_uploaded`) is taken row by row in the order of the arrays,
-/// which [`insert_batch`] sorts by key, so batches lock keys in one order.
+/// key's lock (`justin_decision_key_uploaded`) is taken once per row in the order of the
+/// arrays, which [`insert_batch`] sorts by key, so batches lock keys in one order.
 ///
 /// Its text is the same for every batch (the rows are bound as arrays), so Diesel prepares it
 /// once per connection.
@@ -375,15 +375,12 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for BatchInsert<'_> {
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
+        // The key's lock is taken, and its study data looked up, in the materialised list:
+        // once per row, in the order of the arrays, whatever plan the insert gets.
         out.push_sql(
-            "INSERT INTO actions (user_id, decision_type, decision_idx, request_timestamp, \
-             created_at, context, state, action, action_prob, parameter_version, rng_seed, \
-             available, unavailable_reason, sent_timestamp, policy, fallback_reason, \
-             decided_by, in_study) \
-             SELECT r.user_id, r.decision_type, r.decision_idx, r.requested_at, r.decided_at, \
-             r.context::json, r.state::json, r.action, r.action_prob, r.parameter_version, \
-             r.rng_seed, r.available, r.unavailable_reason, r.sent_timestamp, r.policy, \
-             r.fallback_reason, r.decided_by, r.in_study FROM unnest(",
+            "WITH r AS MATERIALIZED (SELECT r.*, \
+             justin_decision_key_uploaded(r.user_id, r.decision_type, r.decision_idx) \
+             AS uploaded FROM unnest(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.user_id)?;
         out.push_sql(", ");
@@ -426,14 +423,21 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for BatchInsert<'_> {
             ") AS r(user_id, decision_type, decision_idx, requested_at, decided_at, context, \
              state, action, action_prob, parameter_version, rng_seed, available, \
              unavailable_reason, sent_timestamp, policy, fallback_reason, decided_by, in_study, \
-             guarded) \
-             WHERE EXISTS (SELECT 1 FROM users u WHERE u.user_id = r.user_id \
+             guarded)) \
+             INSERT INTO actions (user_id, decision_type, decision_idx, request_timestamp, \
+             created_at, context, state, action, action_prob, parameter_version, rng_seed, \
+             available, unavailable_reason, sent_timestamp, policy, fallback_reason, \
+             decided_by, in_study) \
+             SELECT r.user_id, r.decision_type, r.decision_idx, r.requested_at, r.decided_at, \
+             r.context::json, r.state::json, r.action, r.action_prob, r.parameter_version, \
+             r.rng_seed, r.available, r.unavailable_reason, r.sent_timestamp, r.policy, \
+             r.fallback_reason, r.decided_by, r.in_study FROM r \
+             WHERE NOT r.uploaded AND EXISTS (SELECT 1 FROM users u WHERE u.user_id = r.user_id \
                  AND (NOT r.guarded \
                       OR ((u.study_start IS NULL OR u.study_start <= r.requested_at) \
                           AND (u.study_end IS NULL OR u.study_end > r.requested_at) \
                           AND u.withdrawn_at IS NULL AND u.erased_at IS NULL))) \
              AND r.parameter_version >= (SELECT max(version) FROM model_parameters) \
-             AND NOT justin_decision_key_uploaded(r.user_id, r.decision_type, r.decision_idx) \
              ON CONFLICT (user_id, decision_type, decision_idx) DO NOTHING \
              RETURNING user_id, decision_type, decision_idx",
         );
