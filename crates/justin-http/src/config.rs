@@ -16,6 +16,7 @@
 //! | `server.header_timeout_secs` | `JUSTIN_SERVER__HEADER_TIMEOUT_SECS` | `5` |
 //! | `server.body_timeout_secs` | `JUSTIN_SERVER__BODY_TIMEOUT_SECS` | `10` |
 //! | `server.max_connections` | `JUSTIN_SERVER__MAX_CONNECTIONS` | `512` |
+//! | `server.decision_threads` | `JUSTIN_SERVER__DECISION_THREADS` | `64` |
 //! | `auth.api_keys` | `JUSTIN_AUTH__API_KEYS` (`[{name="app",sha256="..."}]`) | `[]` (API open) |
 //! | `auth.allow_unauthenticated` | `JUSTIN_AUTH__ALLOW_UNAUTHENTICATED` | `false` |
 //! | `database.url` | `JUSTIN_DATABASE__URL`, `DATABASE_URL` | `sqlite://justin.db` (or `postgres://...`) |
@@ -90,6 +91,9 @@ pub const CONFIG_ENV: &str = "JUSTIN_CONFIG";
 /// The configuration file read when `JUSTIN_CONFIG` is not set.
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
 
+/// Most `server.decision_threads` may be.
+const MAX_DECISION_THREADS: usize = 1024;
+
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -153,6 +157,10 @@ pub struct ServerConfig {
     pub body_timeout_secs: u64,
     /// Open client connections at most; further ones are answered 503 and closed at once.
     pub max_connections: usize,
+    /// Decisions (`/action`) in progress at once, on threads of their own; further ones wait
+    /// in a queue. Decisions waiting for their batch hold no database connection, so this
+    /// may exceed `database.pool_size`: it bounds how many one transaction can write.
+    pub decision_threads: usize,
     /// The IANA time zone (`Europe/Berlin`) a request's `timestamp` without an offset is read
     /// in.
     pub naive_time_zone: String,
@@ -185,6 +193,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 5,
             body_timeout_secs: 10,
             max_connections: 512,
+            decision_threads: 64,
         }
     }
 }
@@ -670,6 +679,12 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
+        }
+        if !(1..=MAX_DECISION_THREADS).contains(&self.server.decision_threads) {
+            return invalid(
+                "server.decision_threads",
+                &format!("must be between 1 and {MAX_DECISION_THREADS}"),
+            );
         }
         if self.update.callback_timeout_secs == 0 {
             return invalid("update.callback_timeout_secs", "must be at least 1");
@@ -1507,6 +1522,32 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(err.contains("database.pool_size"), "{err}");
+            Ok(())
+        });
+        for threads in ["0", "1025"] {
+            Jail::expect_with(|jail| {
+                jail.set_env("JUSTIN_SERVER__DECISION_THREADS", threads);
+                let err = Config::from_figment(
+                    Config::figment(Path::new("config.toml")),
+                    &justin_algos::builtin(),
+                )
+                .unwrap_err()
+                .to_string();
+                assert_eq!(
+                    err,
+                    "invalid configuration: server.decision_threads: must be between 1 and 1024"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("JUSTIN_SERVER__DECISION_THREADS", "1024");
+            let config = Config::from_figment(
+                Config::figment(Path::new("config.toml")),
+                &justin_algos::builtin(),
+            )
+            .unwrap();
+            assert_eq!(config.server.decision_threads, 1024);
             Ok(())
         });
         Jail::expect_with(|jail| {

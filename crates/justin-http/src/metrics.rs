@@ -102,6 +102,7 @@ pub struct Metrics {
     pool_wait: Histogram,
     pool_timeouts: Counter,
     parameter_version: Gauge,
+    decisions_in_progress: Gauge,
     /// An upload received later than this after its decision time is late.
     outcome_due: chrono::Duration,
 }
@@ -206,6 +207,13 @@ impl Metrics {
             "The parameter version this instance draws decisions from",
             parameter_version.clone(),
         );
+        let decisions_in_progress = Gauge::default();
+        registry.register(
+            "decisions_in_progress",
+            "Requests to /action waiting for their decision: being decided, waiting for a \
+             decision thread, or waiting for the transaction that writes it",
+            decisions_in_progress.clone(),
+        );
         // The fixed outcomes are shown from the start, at zero, so a rate is defined before
         // the first one happens.
         for kind in ["stored", "refused"] {
@@ -243,6 +251,7 @@ impl Metrics {
             pool_wait,
             pool_timeouts,
             parameter_version,
+            decisions_in_progress,
             outcome_due: chrono::Duration::from_std(outcome_due).unwrap_or(chrono::Duration::MAX),
         }
     }
@@ -280,6 +289,13 @@ impl Metrics {
                 kind: decision_kind(answer),
             })
             .inc();
+    }
+
+    /// Counts a request to `/action` in progress until the returned value is dropped (also
+    /// when its client goes away first).
+    pub fn decision_in_progress(&self) -> InProgress {
+        self.decisions_in_progress.inc();
+        InProgress(self.decisions_in_progress.clone())
     }
 
     /// Counts an upload stored at `received_at` for the decision time `decision_time`.
@@ -392,6 +408,16 @@ fn method_label(method: &actix_web::http::Method) -> &'static str {
         Method::TRACE => "TRACE",
         Method::CONNECT => "CONNECT",
         _ => "other",
+    }
+}
+
+/// One request counted in `justin_decisions_in_progress` while it lives.
+#[derive(Debug)]
+pub struct InProgress(Gauge);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

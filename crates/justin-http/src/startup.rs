@@ -19,6 +19,7 @@ use justin_core::{
 
 use crate::access_log::{self, AccessLog};
 use crate::auth::{self, ApiKeys};
+use crate::blocking::DecisionThreads;
 use crate::callbacks::HttpNotifier;
 use crate::config::Config;
 use crate::connection::{self, Connection, ConnectionLimit};
@@ -227,6 +228,8 @@ pub struct RunningServer {
     server: JoinHandle<std::io::Result<()>>,
     worker: JoinHandle<()>,
     watchdog: Option<crate::monitor::Watchdog>,
+    /// Where `/action` decides; shut down once the server has stopped.
+    decisions: DecisionThreads,
     stop: StopSignal,
     grace: Duration,
 }
@@ -274,6 +277,8 @@ impl RunningServer {
             .server
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the server thread panicked")));
+        // Every request has ended with the server, so no decision runs on these threads.
+        drop(self.decisions);
         self.updates.stop();
         if let Some(watchdog) = &self.watchdog {
             watchdog.stop();
@@ -349,8 +354,11 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
     } else {
         None
     };
+    let decisions = DecisionThreads::new(config.server.decision_threads)
+        .map_err(io("cannot start the decision threads".into()))?;
     let state = AppState {
         service: service.clone(),
+        deciding: decisions.deciding(),
         updates: queue.clone(),
         max_body_bytes: config.server.max_body_bytes,
         naive_time_zone,
@@ -488,6 +496,7 @@ pub fn start(config: Config, algorithms: &Registry) -> Result<RunningServer, Sta
         server,
         worker,
         watchdog,
+        decisions,
         stop: StopSignal::default(),
         grace: Duration::from_secs(grace),
     })

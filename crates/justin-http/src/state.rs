@@ -12,6 +12,8 @@ use crate::updates::UpdateQueue;
 pub struct AppState {
     /// The use cases.
     pub service: Arc<Service>,
+    /// Where `/action` runs its decisions.
+    pub deciding: crate::blocking::Deciding,
     /// Wakes the update worker when a request is stored.
     pub updates: UpdateQueue,
     /// Largest request body accepted, in bytes.

@@ -9,6 +9,7 @@ mod commands;
 mod contract;
 mod corrections;
 mod dashboard;
+mod decision_threads;
 mod decision_types;
 mod export;
 mod health;

@@ -46,7 +46,7 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
 }
 
 /// The samples of a scrape that must answer 200, and its text.
-fn scrape(app: &TestApp) -> (BTreeMap<String, f64>, String) {
+pub(crate) fn scrape(app: &TestApp) -> (BTreeMap<String, f64>, String) {
     let (status, content_type, text) = get_metrics(app.base_url(), None);
     assert_eq!(status, 200, "{text}");
     assert!(

@@ -8,7 +8,6 @@ use crate::api_types::responses::{
     InternalError, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use crate::api_types::{ActionRequest as ActionRequestBody, ActionResponse, ErrorResponse};
-use crate::blocking::run_blocking;
 use crate::body::{self, JsonBody, Literals};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -98,7 +97,12 @@ pub async fn handle(
         state.naive_time_zone,
     )?;
     let service = state.service.clone();
-    let outcome = run_blocking(move || service.request_action(request)).await?;
+    let in_progress = state.metrics.as_ref().map(|m| m.decision_in_progress());
+    let outcome = state
+        .deciding
+        .run(move || service.request_action(request))
+        .await?;
+    drop(in_progress);
     if let Some(metrics) = &state.metrics {
         metrics.decision(&outcome);
     }
