@@ -136,23 +136,86 @@ pub enum ExportError {
     /// Writing the CSV failed.
     #[error("writing the export failed")]
     Write(#[from] io::Error),
+    /// The thread reading the study stopped (panicked) before the last row.
+    #[error("reading the study stopped before its end")]
+    ReaderStopped,
 }
 
+/// Rows the reader hands to the writer at once.
+const BATCH_ROWS: usize = 500;
+
+/// Batches read and not yet written, at most: with the batch being read and the one being
+/// written, some 3,000 rows are held at once, whatever the size of the study.
+const BATCHES_AHEAD: usize = 4;
+
 /// Writes the header and every row of `rows` to `out`; returns the rows written.
+///
+/// `rows` is read on a thread of its own, up to [`BATCHES_AHEAD`] batches ahead, so the store
+/// reads its next page (the database's query, the rows' decoding) while this thread writes the
+/// CSV of the rows before; the reader stops as soon as the writer does.
 ///
 /// # Errors
 /// The first storage or write error; what was written before it is incomplete.
 pub fn write_all(
     out: &mut impl Write,
-    rows: impl Iterator<Item = Result<ExportLine, StoreError>>,
+    rows: impl Iterator<Item = Result<ExportLine, StoreError>> + Send,
 ) -> Result<u64, ExportError> {
     write_header(out)?;
-    let mut written = 0;
+    let (sender, batches) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("justin-export-reader".into())
+            .spawn_scoped(scope, move || read_ahead(rows, &sender))?;
+        let written = write_batches(out, &batches);
+        // A writer that stopped early stops the reader at its next batch.
+        drop(batches);
+        let read = reader.join();
+        let written = written?;
+        match read {
+            Ok(true) => {
+                out.flush()?;
+                Ok(written)
+            }
+            Ok(false) | Err(_) => Err(ExportError::ReaderStopped),
+        }
+    })
+}
+
+/// Passes `rows` to `sender` in batches, the last one ending at the first error; returns
+/// whether every row was passed (false when the writer stopped first).
+fn read_ahead(
+    rows: impl Iterator<Item = Result<ExportLine, StoreError>>,
+    sender: &std::sync::mpsc::SyncSender<Vec<Result<ExportLine, StoreError>>>,
+) -> bool {
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
     for row in rows {
-        write_row(out, row?)?;
-        written += 1;
+        let failed = row.is_err();
+        batch.push(row);
+        if failed || batch.len() == BATCH_ROWS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+            if sender.send(full).is_err() {
+                return false;
+            }
+            if failed {
+                return true;
+            }
+        }
     }
-    out.flush()?;
+    batch.is_empty() || sender.send(batch).is_ok()
+}
+
+/// Writes the rows of every batch until the reader ends; the rows written.
+fn write_batches(
+    out: &mut impl Write,
+    batches: &std::sync::mpsc::Receiver<Vec<Result<ExportLine, StoreError>>>,
+) -> Result<u64, ExportError> {
+    let mut written = 0;
+    for batch in batches {
+        for row in batch {
+            write_row(out, row?)?;
+            written += 1;
+        }
+    }
     Ok(written)
 }
 
@@ -195,6 +258,96 @@ mod tests {
         let mut out = Vec::new();
         write_row(&mut out, row.to_line().unwrap()).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    fn line(idx: i64) -> Result<ExportLine, StoreError> {
+        let mut d = decision();
+        d.decision_idx = DecisionIdx::new(idx).unwrap();
+        Ok(ExportRow {
+            decision: d,
+            upload: None,
+            imputed: None,
+        }
+        .to_line()
+        .unwrap())
+    }
+
+    /// Lines written (the header's included) and the result.
+    fn export(
+        rows: impl Iterator<Item = Result<ExportLine, StoreError>> + Send,
+    ) -> (usize, Result<u64, ExportError>) {
+        let mut out = Vec::new();
+        let result = write_all(&mut out, rows);
+        (String::from_utf8(out).unwrap().lines().count(), result)
+    }
+
+    #[test]
+    fn every_row_read_ahead_is_written_in_order() {
+        let mut expected = Vec::new();
+        write_header(&mut expected).unwrap();
+        for i in 0..1_234 {
+            write_row(&mut expected, line(i).unwrap()).unwrap();
+        }
+        let mut out = Vec::new();
+        let written = write_all(&mut out, (0..1_234).map(line)).unwrap();
+        assert_eq!(written, 1_234);
+        assert_eq!(out, expected);
+        let (lines, result) = export(std::iter::empty());
+        assert_eq!((lines, result.unwrap()), (1, 0), "the header alone");
+    }
+
+    #[test]
+    fn a_read_error_ends_the_export_after_the_rows_before_it() {
+        let rows = (0..700)
+            .map(line)
+            .chain(std::iter::once(Err(StoreError::Unavailable("gone".into()))))
+            .chain((700..2_000).map(line));
+        let (lines, result) = export(rows);
+        assert!(matches!(result, Err(ExportError::Store(_))), "{result:?}");
+        assert_eq!(lines, 701, "the header and the 700 rows before the error");
+    }
+
+    #[test]
+    fn a_reader_that_panics_fails_the_export() {
+        let rows = (0..900).map(|i| {
+            assert!(i < 800, "the store's iterator panicked");
+            line(i)
+        });
+        let (lines, result) = export(rows);
+        assert!(
+            matches!(result, Err(ExportError::ReaderStopped)),
+            "{result:?}"
+        );
+        assert!(lines <= 801, "{lines}");
+    }
+
+    /// Takes `left` bytes, then fails as a client gone away does.
+    struct Closing {
+        left: usize,
+    }
+
+    impl Write for Closing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if buf.len() > self.left {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.left -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_stops_stops_the_reader() {
+        // Endless: the export returns only if the reader stops with the writer.
+        let rows = (0..).map(line);
+        let result = write_all(&mut Closing { left: 100_000 }, rows);
+        assert!(
+            matches!(&result, Err(ExportError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe),
+            "{result:?}"
+        );
     }
 
     #[test]
