@@ -176,14 +176,16 @@ fn position(e: &serde_json::Error) -> String {
 /// and exists only for PostgreSQL; 2026-12-01 creates the watchdog's tables, which hold the
 /// running service's state rather than the study's and are not backed up; 2026-12-02 adds the
 /// dashboard's rollup, derived data that backups leave out and restores empty; 2026-12-05 adds
-/// the participants' counts, [`DERIVED_COLUMNS`]). Backups taken before and after one have the
-/// same layout, on either adapter, so restores compare the migrations of a backup and of a
-/// database without them.
-pub const SAME_LAYOUT_MIGRATIONS: [&str; 4] = [
+/// the participants' counts, [`DERIVED_COLUMNS`]; 2026-12-07 replaces the function that keeps
+/// them, and exists only for PostgreSQL). Backups taken before and after one have the same
+/// layout, on either adapter, so restores compare the migrations of a backup and of a database
+/// without them.
+pub const SAME_LAYOUT_MIGRATIONS: [&str; 5] = [
     "20250403000000",
     "20261201000000",
     "20261202000000",
     "20261205000000",
+    "20261207000000",
 ];
 
 /// Columns the database derives from other tables, as (table, column): each participant's

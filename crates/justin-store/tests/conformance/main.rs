@@ -175,7 +175,8 @@ mod backup {
                 "20261202000000",
                 "20261203000000",
                 "20261204000000",
-                "20261205000000"
+                "20261205000000",
+                "20261207000000"
             ])
         );
         let tables = manifest["tables"].as_array().unwrap();
@@ -393,7 +394,8 @@ mod setup {
                 "2026-12-02-000000_dashboard".to_owned(),
                 "2026-12-03-000000_outcome_window".to_owned(),
                 "2026-12-04-000000_corrections".to_owned(),
-                "2026-12-05-000000_participant_counts".to_owned()
+                "2026-12-05-000000_participant_counts".to_owned(),
+                "2026-12-07-000000_participant_counts_in_one_update".to_owned()
             ]
         );
         assert!(store.run_migrations().unwrap().is_empty());

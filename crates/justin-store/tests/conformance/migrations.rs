@@ -13,6 +13,7 @@ use crate::support::connect;
 #[test]
 fn study_safety_migration_reverts_and_marks_existing_rows() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261207000000");
     assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
@@ -64,7 +65,8 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
-            "2026-12-05-000000_participant_counts".to_owned()
+            "2026-12-05-000000_participant_counts".to_owned(),
+            "2026-12-07-000000_participant_counts_in_one_update".to_owned()
         ]
     );
 
@@ -102,6 +104,7 @@ fn study_safety_migration_reverts_and_marks_existing_rows() {
 #[test]
 fn decision_types_migration_keeps_old_rows_as_default_and_available() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261207000000");
     assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
@@ -166,7 +169,8 @@ fn decision_types_migration_keeps_old_rows_as_default_and_available() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
-            "2026-12-05-000000_participant_counts".to_owned()
+            "2026-12-05-000000_participant_counts".to_owned(),
+            "2026-12-07-000000_participant_counts_in_one_update".to_owned()
         ]
     );
 
@@ -264,6 +268,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
     connect(&db)
         .batch_execute("DELETE FROM actions WHERE decision_type = 'morning'")
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261207000000");
     assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
@@ -286,7 +291,8 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
-            "2026-12-05-000000_participant_counts".to_owned()
+            "2026-12-05-000000_participant_counts".to_owned(),
+            "2026-12-07-000000_participant_counts_in_one_update".to_owned()
         ]
     );
     // Reverting 2025-04-02 dropped the text as sent; applying it again filled in the stored
@@ -315,6 +321,7 @@ fn decision_types_migration_reverts_only_what_the_old_schema_can_hold() {
 #[test]
 fn trial_life_migration_keeps_old_rows_as_they_were() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261207000000");
     assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
@@ -362,7 +369,8 @@ fn trial_life_migration_keeps_old_rows_as_they_were() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
-            "2026-12-05-000000_participant_counts".to_owned()
+            "2026-12-05-000000_participant_counts".to_owned(),
+            "2026-12-07-000000_participant_counts_in_one_update".to_owned()
         ]
     );
 
@@ -503,6 +511,7 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
              UPDATE users SET withdrawn_at = NULL, withdrawal_reason = NULL",
         )
         .unwrap();
+    assert_eq!(db.revert_last_migration(), "20261207000000");
     assert_eq!(db.revert_last_migration(), "20261205000000");
     assert_eq!(db.revert_last_migration(), "20261204000000");
     assert_eq!(db.revert_last_migration(), "20261203000000");
@@ -517,7 +526,8 @@ fn trial_life_migration_reverts_only_what_the_old_schema_can_hold() {
             "2026-12-02-000000_dashboard".to_owned(),
             "2026-12-03-000000_outcome_window".to_owned(),
             "2026-12-04-000000_corrections".to_owned(),
-            "2026-12-05-000000_participant_counts".to_owned()
+            "2026-12-05-000000_participant_counts".to_owned(),
+            "2026-12-07-000000_participant_counts_in_one_update".to_owned()
         ]
     );
     assert_eq!(
@@ -614,14 +624,44 @@ fn participant_counts_follow_rows_written_by_sql() {
 #[test]
 fn participant_counts_migration_counts_the_rows_before_it() {
     let db = TestDatabase::create();
+    assert_eq!(db.revert_last_migration(), "20261207000000");
     assert_eq!(db.revert_last_migration(), "20261205000000");
     connect(&db).batch_execute(ROWS_BY_SQL).unwrap();
     assert_eq!(
         db.store().run_migrations().unwrap(),
-        vec!["2026-12-05-000000_participant_counts".to_owned()]
+        vec![
+            "2026-12-05-000000_participant_counts".to_owned(),
+            "2026-12-07-000000_participant_counts_in_one_update".to_owned()
+        ]
     );
     assert_eq!(counts_of(&db, "alice"), (3, 2));
     assert_eq!(counts_of(&db, "bob"), (1, 0));
     assert_eq!(counts_of(&db, "carol"), (0, 0));
     assert_eq!(wrong_counts(&db), 0);
+}
+
+#[test]
+fn participant_counts_stay_true_across_the_one_update_migration_both_ways() {
+    let db = TestDatabase::create();
+    // Rows of several participants per statement, then of one: both of the new function's
+    // paths, then the old function's after the revert, then the new one's again.
+    let writes = [
+        ROWS_BY_SQL,
+        "UPDATE actions SET user_id = 'carol' WHERE user_id = 'alice' AND decision_idx = 2;
+         DELETE FROM study_data WHERE decision_idx = 0;",
+        "DELETE FROM actions WHERE user_id IN ('bob', 'carol');",
+    ];
+    connect(&db).batch_execute(writes[0]).unwrap();
+    assert_eq!(wrong_counts(&db), 0);
+    assert_eq!(db.revert_last_migration(), "20261207000000");
+    connect(&db).batch_execute(writes[1]).unwrap();
+    assert_eq!(wrong_counts(&db), 0);
+    assert_eq!(
+        db.store().run_migrations().unwrap(),
+        vec!["2026-12-07-000000_participant_counts_in_one_update".to_owned()]
+    );
+    connect(&db).batch_execute(writes[2]).unwrap();
+    assert_eq!(wrong_counts(&db), 0);
+    assert_eq!(counts_of(&db, "alice"), (2, 1));
+    assert_eq!(counts_of(&db, "carol"), (0, 0));
 }
