@@ -1527,12 +1527,7 @@ mod tests {
         for threads in ["0", "1025"] {
             Jail::expect_with(|jail| {
                 jail.set_env("JUSTIN_SERVER__DECISION_THREADS", threads);
-                let err = Config::from_figment(
-                    Config::figment(Path::new("config.toml")),
-                    &justin_algos::builtin(),
-                )
-                .unwrap_err()
-                .to_string();
+                let err = load_in_jail().unwrap_err().to_string();
                 assert_eq!(
                     err,
                     "invalid configuration: server.decision_threads: must be between 1 and 1024"
@@ -1542,12 +1537,7 @@ mod tests {
         }
         Jail::expect_with(|jail| {
             jail.set_env("JUSTIN_SERVER__DECISION_THREADS", "1024");
-            let config = Config::from_figment(
-                Config::figment(Path::new("config.toml")),
-                &justin_algos::builtin(),
-            )
-            .unwrap();
-            assert_eq!(config.server.decision_threads, 1024);
+            assert_eq!(load_in_jail()?.server.decision_threads, 1024);
             Ok(())
         });
         Jail::expect_with(|jail| {

@@ -8,8 +8,8 @@
 //! decision alone, by the same statement as without grouping). A request that finds a batch
 //! running waits; when the batch ends, the oldest waiter leads the next one, taking everything
 //! that queued meanwhile. The ending batch calls the next leader before it answers its own
-//! waiters, so the next batch starts without waiting for the threads those answers wake. At most [`MAX_IN_FLIGHT`] batches run at once and each holds at most
-//! [`MAX_BATCH`] decisions.
+//! waiters, so the next batch starts without waiting for the threads those answers wake. At
+//! most [`MAX_IN_FLIGHT`] batches run at once and each holds at most [`MAX_BATCH`] decisions.
 //!
 //! The batch's insert reports which decisions it stored. A decision it did not store (its key
 //! was taken, its participant is out of the study, its parameter version is stale, or the
@@ -276,9 +276,7 @@ impl Batch {
         self.waiters.truncate(1);
         own
     }
-}
 
-impl Batch {
     /// Ends the batch for the queue (once): the next batch may start.
     fn end(&mut self) {
         if !self.ended {
