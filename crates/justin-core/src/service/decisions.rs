@@ -18,9 +18,26 @@ use crate::rng::{decision_seed, DecisionRng};
 
 /// How often one request reloads the current parameters and decides again when the store
 /// refuses its decision's version as behind the newest (or gone). Each reload reads the newest
-/// version, so a second refusal needs another version published in between; the bound only
-/// keeps a request from chasing a stream of updates for ever.
-const STALE_REFRESHES: u32 = 3;
+/// version, so another refusal needs another version published in between: every refusal means
+/// an update elsewhere got through. A request loses that race only while updates publish
+/// faster than it can decide, and then each try loses it by chance, so the bound is set where
+/// losing every try is beyond belief even for updates published back to back; it only keeps a
+/// request from chasing an endless stream of them.
+const STALE_REFRESHES: u32 = 32;
+
+/// What a request gets when the store refused its decision's version after every reload: the
+/// parameters kept changing under it, which a retry a moment later gets past (a 503, not a
+/// failure of the service).
+fn still_behind() -> DomainError {
+    DomainError::Unavailable(StoreError::Unavailable(
+        format!(
+            "a newer parameter version was published before each of {} tries to store the \
+             decision",
+            STALE_REFRESHES + 1
+        )
+        .into(),
+    ))
+}
 
 /// What an unavailable decision gets, without a draw.
 pub(super) const UNAVAILABLE_CHOICE: ActionChoice = ActionChoice {
@@ -187,6 +204,7 @@ impl Service {
                     self.forget_current();
                     decision.parameter_version = self.current_parameters()?.version;
                 }
+                Err(StoreError::UnknownParameterVersion) => return Err(still_behind()),
                 other => break other,
             }
         };
@@ -230,13 +248,15 @@ impl Service {
     /// of the decision, which checks the participant and that the parameter version is the
     /// newest in the same statement. When another process has published a newer version, the
     /// store refuses the decision; the service then reloads the current parameters and decides
-    /// again from them (at most three times), so no decision is stored under a version older
-    /// than one stored before it.
+    /// again from them, so no decision is stored under a version older than one stored before
+    /// it.
     ///
     /// # Errors
     /// [`DomainError::InvalidInput`] for a context the algorithm cannot use (of an available
-    /// decision), [`DomainError::UserNotFound`] for an unknown participant and
-    /// [`DomainError::DecisionExists`] when study data was uploaded for the decision.
+    /// decision), [`DomainError::UserNotFound`] for an unknown participant,
+    /// [`DomainError::DecisionExists`] when study data was uploaded for the decision, and
+    /// [`DomainError::Unavailable`] when a newer version was published before every one of
+    /// the tries (see [`STALE_REFRESHES`]).
     pub fn request_action(&self, req: ActionRequest) -> Result<ActionResponse, DomainError> {
         let answered = self.request_action_untracked(req);
         self.track_write(answered)
@@ -284,6 +304,7 @@ impl Service {
                     decision.availability = requested.clone();
                     state_failure = self.prepare(&mut decision, &params)?;
                 }
+                Err(StoreError::UnknownParameterVersion) => return Err(still_behind()),
                 other => break other?,
             }
         };

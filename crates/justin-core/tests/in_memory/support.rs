@@ -54,7 +54,8 @@ pub struct Coin {
     update: Mutex<Update>,
     infinite_rewards: Mutex<bool>,
     action_failure: Mutex<Option<ActionFailure>>,
-    publish_on_draw: Mutex<Option<Arc<MemoryStore>>>,
+    /// Where each draw publishes a version first, and for how many more draws (`None`: all).
+    publish_on_draw: Mutex<Option<(Arc<MemoryStore>, Option<u32>)>>,
     draws: Mutex<u32>,
     without_preparation: Mutex<bool>,
     preparations: Mutex<Vec<serde_json::Value>>,
@@ -102,11 +103,18 @@ impl Coin {
             None => {}
         }
         *self.draws.lock().unwrap() += 1;
-        if let Some(store) = self.publish_on_draw.lock().unwrap().as_ref() {
-            store
-                .publish_parameters("coin", parameters, DateTime::UNIX_EPOCH)
-                .unwrap();
+        let mut publish = self.publish_on_draw.lock().unwrap();
+        if let Some((store, left)) = publish.as_mut() {
+            if *left != Some(0) {
+                store
+                    .publish_parameters("coin", parameters, DateTime::UNIX_EPOCH)
+                    .unwrap();
+                if let Some(left) = left {
+                    *left -= 1;
+                }
+            }
         }
+        drop(publish);
         let p = match p {
             Some(p) => p,
             None => probability(parameters)?,
@@ -117,7 +125,12 @@ impl Coin {
     /// From now on, every draw publishes a new parameter version to `store` first, as another
     /// process running an update at that moment would.
     pub fn publish_on_every_draw(&self, store: Arc<MemoryStore>) {
-        *self.publish_on_draw.lock().unwrap() = Some(store);
+        *self.publish_on_draw.lock().unwrap() = Some((store, None));
+    }
+
+    /// [`Coin::publish_on_every_draw`] for the next `draws` draws only.
+    pub fn publish_on_next_draws(&self, store: Arc<MemoryStore>, draws: u32) {
+        *self.publish_on_draw.lock().unwrap() = Some((store, Some(draws)));
     }
 
     /// The draws so far.
