@@ -140,6 +140,8 @@ pub struct Served {
     client: Client,
     stdout: Captured,
     stderr: Captured,
+    /// Where the process writes its log files (`logging.dir`, under the directory it runs in).
+    log_dir: PathBuf,
 }
 
 /// What one of the process's output streams printed, read by a thread of its own.
@@ -194,6 +196,10 @@ impl Served {
     pub fn start_bin(bin: &Path, dir: &Path, env: &[(&str, String)], port: u16) -> Self {
         let mut env = env.to_vec();
         env.push(("JUSTIN_SERVER__PORT", port.to_string()));
+        let log_dir = env
+            .iter()
+            .find(|(key, _)| *key == "JUSTIN_LOGGING__DIR")
+            .map_or_else(|| dir.join("logs"), |(_, value)| dir.join(value));
         let mut child = command(bin, dir, &env)
             .arg("serve")
             .stdin(Stdio::null())
@@ -226,6 +232,7 @@ impl Served {
             client,
             stdout,
             stderr,
+            log_dir,
         }
     }
 
@@ -296,6 +303,31 @@ impl Drop for Served {
         // Already stopped when terminate() ran; otherwise stop it hard.
         self.child.kill().ok();
         self.child.wait().ok();
+        // A failing test shows what the service logged: the cause of a 500 is in its log only.
+        if std::thread::panicking() {
+            let stderr = self.stderr.finish();
+            if !stderr.is_empty() {
+                eprintln!(
+                    "--- `justin serve` at {}: stderr ---\n{stderr}",
+                    self.base_url
+                );
+            }
+            // Read without panicking: a panic while panicking aborts the test binary.
+            let files = std::fs::read_dir(&self.log_dir)
+                .into_iter()
+                .flatten()
+                .flatten();
+            for path in files.map(|entry| entry.path()) {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    eprintln!(
+                        "--- `justin serve` at {}: {} ---\n{}",
+                        self.base_url,
+                        path.display(),
+                        String::from_utf8_lossy(&bytes)
+                    );
+                }
+            }
+        }
     }
 }
 
