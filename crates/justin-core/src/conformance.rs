@@ -4666,6 +4666,7 @@ macro_rules! watchdog_store_suite {
     ($make_fixture:expr) => {
         $crate::store_conformance_suite!(@tests $make_fixture;
             monitor_facts_list_active_participants_with_their_latest_decisions,
+            monitor_facts_list_no_participant_without_decision_types,
             monitor_facts_count_overdue_uploads_per_participant,
             monitor_facts_count_updates_callbacks_and_shares,
             monitor_state_changes_once_per_change,
@@ -5084,6 +5085,40 @@ pub fn monitor_facts_list_active_participants_with_their_latest_decisions(store:
         ]
     );
     assert!(facts.participants[1].latest.is_empty());
+}
+
+/// `monitor_facts` MUST list no participant when the query asks for no decision type (a
+/// watchdog without a schedule), and still count the rest: here the overdue uploads.
+pub fn monitor_facts_list_no_participant_without_decision_types(store: &dyn Store) {
+    let params = seeded(store);
+    let now = at(1_000, 0);
+    let alice = user("alice");
+    store
+        .add_user(&alice, &Enrollment::default(), at(5, 0))
+        .unwrap();
+    let mut d = decision(&alice, 0, 1, params.version);
+    d.requested_at = at(300, 0);
+    store.record_decision(&d, DecisionGuard::None).unwrap();
+    let query = crate::monitor::MonitorQuery {
+        decision_types: Vec::new(),
+        ..monitor_query(now)
+    };
+
+    let facts = store.monitor_facts(&query).unwrap();
+
+    assert_eq!(facts.participants, []);
+    let overdue: Vec<(&str, u64)> = facts
+        .overdue
+        .iter()
+        .map(|o| (o.user_id.as_str(), o.count))
+        .collect();
+    assert_eq!(overdue, [("alice", 1)]);
+    // The same store lists her when a type is asked for.
+    let listed = store
+        .monitor_facts(&monitor_query(now))
+        .unwrap()
+        .participants;
+    assert_eq!(listed.len(), 1);
 }
 
 /// `monitor_facts` MUST count, per participant not withdrawn nor erased, the available

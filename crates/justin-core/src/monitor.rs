@@ -207,7 +207,7 @@ pub struct MonitorQuery {
     /// The clip bounds (low, high) decisions at which are counted; none when unknown.
     pub clip: Option<(f64, f64)>,
     /// The decision types whose latest decision is read for each active participant (the
-    /// schedule's).
+    /// schedule's). Empty (no schedule): no participant is listed.
     pub decision_types: Vec<String>,
 }
 
@@ -278,7 +278,7 @@ pub struct WindowFacts {
 /// Everything one check reads from the store, in aggregate.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MonitorFacts {
-    /// The active participants, by id.
+    /// The active participants, by id; none when the query asked for no decision type.
     pub participants: Vec<ActiveParticipant>,
     /// Participants (not withdrawn, not erased) with uploads past due, by id.
     pub overdue: Vec<OverdueOutcomes>,

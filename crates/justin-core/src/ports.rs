@@ -569,7 +569,9 @@ pub trait Store: Send + Sync {
     /// participants at `query.now` (registered, not withdrawn, not erased, their start at or
     /// before it or none, their end after it or none) with, per decision type of
     /// `query.decision_types` they have decisions of, the `request_timestamp` of the one with
-    /// the highest `decision_idx`, by id; per participant not withdrawn nor erased, their available
+    /// the highest `decision_idx`, by id, and none at all when `query.decision_types` is empty
+    /// (without a schedule nothing judges them, and a large study's list is tens of MiB per
+    /// check); per participant not withdrawn nor erased, their available
     /// in-study decisions with `request_timestamp` in `[outcome_lookback_from,
     /// outcome_due_before)` that have no upload (count and oldest), by id, only those with
     /// some; the updates and callbacks of [`crate::monitor::UpdateFacts`]; and the window's

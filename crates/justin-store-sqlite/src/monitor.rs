@@ -137,10 +137,16 @@ pub(crate) fn facts(
     let types = serde_json::to_string(&q.decision_types).map_err(other)?;
     let (latest, overdue, updates, window) = conn
         .transaction(|conn| {
-            let latest = diesel::sql_query(LATEST)
-                .bind::<Text, _>(fmt_time(q.now))
-                .bind::<Text, _>(&types)
-                .load::<LatestRow>(conn)?;
+            // Without decision types (no schedule) nothing judges the participants: none is
+            // read.
+            let latest = if q.decision_types.is_empty() {
+                Vec::new()
+            } else {
+                diesel::sql_query(LATEST)
+                    .bind::<Text, _>(fmt_time(q.now))
+                    .bind::<Text, _>(&types)
+                    .load::<LatestRow>(conn)?
+            };
             let overdue = diesel::sql_query(OVERDUE)
                 .bind::<Text, _>(fmt_time(q.outcome_lookback_from))
                 .bind::<Text, _>(fmt_time(q.outcome_due_before))

@@ -123,10 +123,15 @@ pub(crate) fn facts(conn: &mut PgConnection, q: &MonitorQuery) -> Result<Monitor
     conn.transaction(|conn| {
         diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(conn)?;
-        let latest = diesel::sql_query(LATEST)
-            .bind::<Timestamptz, _>(q.now)
-            .bind::<Array<Text>, _>(&q.decision_types)
-            .load::<LatestRow>(conn)?;
+        // Without decision types (no schedule) nothing judges the participants: none is read.
+        let latest = if q.decision_types.is_empty() {
+            Vec::new()
+        } else {
+            diesel::sql_query(LATEST)
+                .bind::<Timestamptz, _>(q.now)
+                .bind::<Array<Text>, _>(&q.decision_types)
+                .load::<LatestRow>(conn)?
+        };
         let overdue = diesel::sql_query(OVERDUE)
             .bind::<Timestamptz, _>(q.outcome_lookback_from)
             .bind::<Timestamptz, _>(q.outcome_due_before)

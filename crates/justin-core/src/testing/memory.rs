@@ -1526,9 +1526,11 @@ impl Tables {
     fn monitor_facts(&self, query: &MonitorQuery) -> MonitorFacts {
         let now = query.now;
         let live = |row: &UserRow| row.erased_at.is_none() && row.withdrawal.is_none();
+        let listed = !query.decision_types.is_empty();
         let mut participants: Vec<ActiveParticipant> = self
             .users
             .iter()
+            .filter(|_| listed)
             .filter(|(_, row)| live(row))
             .filter(|(_, row)| {
                 row.enrollment.start.as_ref().is_none_or(|s| s.at <= now)
