@@ -74,7 +74,8 @@ pub mod responses {
     #[derive(Debug, ToResponse)]
     pub struct UnsupportedMediaType(pub ErrorResponse);
 
-    /// No database connection within `database.connect_timeout_secs`
+    /// No database connection within `database.connect_timeout_secs`, or a decision outrun
+    /// by new parameter versions on every try
     /// (`The database is unavailable. Try again shortly.`); try again.
     #[derive(Debug, ToResponse)]
     pub struct Unavailable(pub ErrorResponse);

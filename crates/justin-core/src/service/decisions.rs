@@ -138,7 +138,9 @@ impl Service {
     /// [`DomainError::InvalidInput`] for an empty or overlong `decided_by`, or an unavailable
     /// decision with an action or probability other than 0; [`DomainError::UserNotFound`],
     /// [`DomainError::DecisionDiffers`] when another decision is stored for the key,
-    /// [`DomainError::UploadMismatch`] when study data uploaded for the key differs from it.
+    /// [`DomainError::UploadMismatch`] when study data uploaded for the key differs from it,
+    /// [`DomainError::Unavailable`] when a newer parameter version was published before every
+    /// one of its 33 tries to store the decision.
     pub fn record_host_decision(
         &self,
         req: HostDecisionRequest,
@@ -256,7 +258,7 @@ impl Service {
     /// decision), [`DomainError::UserNotFound`] for an unknown participant,
     /// [`DomainError::DecisionExists`] when study data was uploaded for the decision, and
     /// [`DomainError::Unavailable`] when a newer version was published before every one of
-    /// the tries (see [`STALE_REFRESHES`]).
+    /// its 33 tries to store the decision.
     pub fn request_action(&self, req: ActionRequest) -> Result<ActionResponse, DomainError> {
         let answered = self.request_action_untracked(req);
         self.track_write(answered)

@@ -61,7 +61,8 @@ pub enum DomainError {
     /// The client's context or outcome is unusable; the message says why.
     #[error("{0}")]
     InvalidInput(String),
-    /// The database cannot be reached.
+    /// The database cannot be reached, or cannot take the write now (a decision outrun by
+    /// new parameter versions on every try); a retry a moment later may succeed.
     #[error(transparent)]
     Unavailable(StoreError),
     /// The service is misconfigured or its stored state is inconsistent.

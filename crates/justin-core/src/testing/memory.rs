@@ -167,6 +167,8 @@ struct Faults {
     broken_job_reads: u32,
     /// Whether `backup` fails.
     backups_failing: bool,
+    /// Decision inserts still to find a newer parameter version published just before them.
+    outrun_decisions: u32,
 }
 
 impl Tables {
@@ -501,6 +503,13 @@ impl MemoryStore {
         self.lock().faults.broken_job_reads = reads;
     }
 
+    /// The next `inserts` decision inserts each find a new parameter version (a copy of the
+    /// newest) published just before them, as if another process's update kept finishing
+    /// between the service's reload and its insert.
+    pub fn publish_before_decisions(&self, inserts: u32) {
+        self.lock().faults.outrun_decisions = inserts;
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -669,6 +678,14 @@ impl Store for MemoryStore {
         guard: DecisionGuard,
     ) -> Result<Recorded, StoreError> {
         let mut inner = self.write()?;
+        if inner.faults.outrun_decisions > 0 {
+            inner.faults.outrun_decisions -= 1;
+            if let Some(newest) = inner.tables.newest_parameters().cloned() {
+                inner
+                    .tables
+                    .push_parameters(&newest.algorithm, &newest.values, newest.created_at);
+            }
+        }
         let tables = &mut inner.tables;
         let k = key(
             &decision.user_id,

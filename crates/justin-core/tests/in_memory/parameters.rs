@@ -218,6 +218,53 @@ fn a_request_chasing_a_stream_of_new_versions_gives_up_as_unavailable() {
     assert_eq!(study.counts()["actions"], 0);
 }
 
+/// A host decision outrun by new versions is stored under the newest one after as many
+/// reloads; outrun on every one of its 33 tries, it is refused as unavailable, storing
+/// nothing.
+#[test]
+fn a_host_decision_outrun_by_new_versions_is_stored_under_the_newest_or_refused_as_unavailable() {
+    let study = Study::new();
+    let alice = study.add_user("alice");
+    let host = |idx: i64| HostDecisionRequest {
+        user_id: alice.clone(),
+        decision_type: DecisionType::default(),
+        decision_idx: crate::support::idx(idx),
+        requested_at: study.clock.now(),
+        sent_timestamp: study.clock.now().to_rfc3339(),
+        availability: Availability::Available,
+        context: object(json!({ "x": 3 })),
+        action: Action::One,
+        action_prob: Probability::new(0.4).unwrap(),
+        decided_by: "fixed schedule".into(),
+    };
+
+    study.store.publish_before_decisions(20);
+    let stored = study.service.record_host_decision(host(0)).unwrap();
+    assert_eq!(
+        stored.decision.parameter_version, 21,
+        "version 1 and 20 more"
+    );
+    assert_eq!(study.counts()["actions"], 1);
+
+    study.store.publish_before_decisions(33);
+    let refused = study.service.record_host_decision(host(1));
+    assert!(
+        matches!(
+            refused,
+            Err(DomainError::Unavailable(
+                justin_core::StoreError::Unavailable(_)
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(study.counts()["actions"], 1, "nothing more stored");
+    assert_eq!(
+        study.store.current_parameters().unwrap().unwrap().version,
+        54,
+        "one version before each of the 33 tries"
+    );
+}
+
 #[test]
 fn a_cached_version_that_is_gone_is_replaced_by_the_current_one_before_the_draw() {
     let study = Study::new();
