@@ -4,33 +4,11 @@
 
 use justin_core::{
     Action, Availability, Clock, DecisionIdx, DecisionType, DomainError, HostDecisionRequest,
-    Policy, Probability, State, TrialSettings, UpdateInclusion, UploadRecorded, UserId,
+    Policy, Probability, State, TrialSettings, UpdateInclusion, UploadRecorded,
 };
 use serde_json::json;
 
-use crate::support::{idx, object, settings_with, user, Study, SEED};
-
-fn host_request(
-    study: &Study,
-    user_id: &UserId,
-    i: i64,
-    action: Action,
-    p: f64,
-) -> HostDecisionRequest {
-    let now = study.clock.now();
-    HostDecisionRequest {
-        user_id: user_id.clone(),
-        decision_type: DecisionType::default(),
-        decision_idx: idx(i),
-        requested_at: now,
-        sent_timestamp: now.to_rfc3339(),
-        availability: Availability::Available,
-        context: object(json!({ "x": i })),
-        action,
-        action_prob: Probability::new(p).unwrap(),
-        decided_by: "fixed schedule".into(),
-    }
-}
+use crate::support::{host_request, idx, object, settings_with, user, Study, SEED};
 
 #[test]
 fn a_host_decision_is_stored_as_sent_and_a_repeat_returns_it() {

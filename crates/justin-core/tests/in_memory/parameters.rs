@@ -11,7 +11,7 @@ use justin_core::{
 };
 use serde_json::json;
 
-use crate::support::{action_request, idx, object, settings, Coin, Study, Update};
+use crate::support::{action_request, host_request, idx, object, settings, Coin, Study, Update};
 
 #[test]
 fn the_priors_become_version_1_once() {
@@ -165,15 +165,24 @@ fn a_process_behind_on_parameters_decides_again_from_the_newest_version() {
     assert_eq!(versions, [1, 2, 2, 2]);
 }
 
+/// Whether `answer` is the refusal of a decision outrun by new versions on every try: a 503
+/// (the client may try again), not a failure of the store.
+fn outrun<T: std::fmt::Debug>(answer: &Result<T, DomainError>) -> bool {
+    matches!(
+        answer,
+        Err(DomainError::Unavailable(
+            justin_core::StoreError::Unavailable(_)
+        ))
+    )
+}
+
 /// A request that finds a newer version after each of many reloads, as under updates
 /// published back to back, still stores its decision, under the newest version.
 #[test]
 fn a_request_outrun_by_many_new_versions_stores_its_decision_under_the_newest() {
     let study = Study::new();
     let alice = study.add_user("alice");
-    study
-        .algorithm
-        .publish_on_next_draws(study.store.clone(), 20);
+    study.store.publish_before_decisions(20);
     let answered = study
         .service
         .request_action(action_request(&alice, 0, study.clock.now()))
@@ -183,9 +192,12 @@ fn a_request_outrun_by_many_new_versions_stores_its_decision_under_the_newest() 
         21,
         "the first draw and one per reload"
     );
-    let newest = study.store.current_parameters().unwrap().unwrap().version;
-    assert_eq!(newest, 21, "version 1 and the 20 published meanwhile");
-    assert_eq!(answered.decision.parameter_version, newest);
+    assert_eq!(
+        study.stored_version(),
+        21,
+        "version 1 and the 20 published meanwhile"
+    );
+    assert_eq!(answered.decision.parameter_version, 21);
     let stored: Vec<_> = study
         .store
         .decisions()
@@ -205,15 +217,7 @@ fn a_request_chasing_a_stream_of_new_versions_gives_up_as_unavailable() {
     let refused = study
         .service
         .request_action(action_request(&alice, 0, study.clock.now()));
-    assert!(
-        matches!(
-            refused,
-            Err(DomainError::Unavailable(
-                justin_core::StoreError::Unavailable(_)
-            ))
-        ),
-        "{refused:?}"
-    );
+    assert!(outrun(&refused), "{refused:?}");
     assert_eq!(study.algorithm.draws(), 33, "the first draw and 32 more");
     assert_eq!(study.counts()["actions"], 0);
 }
@@ -225,21 +229,12 @@ fn a_request_chasing_a_stream_of_new_versions_gives_up_as_unavailable() {
 fn a_host_decision_outrun_by_new_versions_is_stored_under_the_newest_or_refused_as_unavailable() {
     let study = Study::new();
     let alice = study.add_user("alice");
-    let host = |idx: i64| HostDecisionRequest {
-        user_id: alice.clone(),
-        decision_type: DecisionType::default(),
-        decision_idx: crate::support::idx(idx),
-        requested_at: study.clock.now(),
-        sent_timestamp: study.clock.now().to_rfc3339(),
-        availability: Availability::Available,
-        context: object(json!({ "x": 3 })),
-        action: Action::One,
-        action_prob: Probability::new(0.4).unwrap(),
-        decided_by: "fixed schedule".into(),
-    };
 
     study.store.publish_before_decisions(20);
-    let stored = study.service.record_host_decision(host(0)).unwrap();
+    let stored = study
+        .service
+        .record_host_decision(host_request(&study, &alice, 0, Action::One, 0.4))
+        .unwrap();
     assert_eq!(
         stored.decision.parameter_version, 21,
         "version 1 and 20 more"
@@ -247,19 +242,14 @@ fn a_host_decision_outrun_by_new_versions_is_stored_under_the_newest_or_refused_
     assert_eq!(study.counts()["actions"], 1);
 
     study.store.publish_before_decisions(33);
-    let refused = study.service.record_host_decision(host(1));
-    assert!(
-        matches!(
-            refused,
-            Err(DomainError::Unavailable(
-                justin_core::StoreError::Unavailable(_)
-            ))
-        ),
-        "{refused:?}"
-    );
+    let refused =
+        study
+            .service
+            .record_host_decision(host_request(&study, &alice, 1, Action::One, 0.4));
+    assert!(outrun(&refused), "{refused:?}");
     assert_eq!(study.counts()["actions"], 1, "nothing more stored");
     assert_eq!(
-        study.store.current_parameters().unwrap().unwrap().version,
+        study.stored_version(),
         54,
         "one version before each of the 33 tries"
     );

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use justin_core::testing::{ManualClock, MemoryStore, RecordingNotifier};
 use justin_core::{
     Action, ActionChoice, ActionRequest, Algorithm, AlgorithmError, Availability, CallbackPolicy,
-    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, Enrollment, JsonObject,
-    PreparedPolicy, Probability, SentTime, Service, ServiceSettings, State, Store, StudyRecord,
-    TestingStore, TrialSettings, UploadRecorded, UploadRequest, UserId, Warmup,
+    Clock, Decision, DecisionIdx, DecisionRng, DecisionType, Enrollment, HostDecisionRequest,
+    JsonObject, PreparedPolicy, Probability, SentTime, Service, ServiceSettings, State, Store,
+    StudyRecord, TestingStore, TrialSettings, UploadRecorded, UploadRequest, UserId, Warmup,
 };
 use serde_json::json;
 
@@ -54,8 +54,7 @@ pub struct Coin {
     update: Mutex<Update>,
     infinite_rewards: Mutex<bool>,
     action_failure: Mutex<Option<ActionFailure>>,
-    /// Where each draw publishes a version first, and for how many more draws (`None`: all).
-    publish_on_draw: Mutex<Option<(Arc<MemoryStore>, Option<u32>)>>,
+    publish_on_draw: Mutex<Option<Arc<MemoryStore>>>,
     draws: Mutex<u32>,
     without_preparation: Mutex<bool>,
     preparations: Mutex<Vec<serde_json::Value>>,
@@ -103,18 +102,11 @@ impl Coin {
             None => {}
         }
         *self.draws.lock().unwrap() += 1;
-        let mut publish = self.publish_on_draw.lock().unwrap();
-        if let Some((store, left)) = publish.as_mut() {
-            if *left != Some(0) {
-                store
-                    .publish_parameters("coin", parameters, DateTime::UNIX_EPOCH)
-                    .unwrap();
-                if let Some(left) = left {
-                    *left -= 1;
-                }
-            }
+        if let Some(store) = self.publish_on_draw.lock().unwrap().as_ref() {
+            store
+                .publish_parameters("coin", parameters, DateTime::UNIX_EPOCH)
+                .unwrap();
         }
-        drop(publish);
         let p = match p {
             Some(p) => p,
             None => probability(parameters)?,
@@ -125,12 +117,7 @@ impl Coin {
     /// From now on, every draw publishes a new parameter version to `store` first, as another
     /// process running an update at that moment would.
     pub fn publish_on_every_draw(&self, store: Arc<MemoryStore>) {
-        *self.publish_on_draw.lock().unwrap() = Some((store, None));
-    }
-
-    /// [`Coin::publish_on_every_draw`] for the next `draws` draws only.
-    pub fn publish_on_next_draws(&self, store: Arc<MemoryStore>, draws: u32) {
-        *self.publish_on_draw.lock().unwrap() = Some((store, Some(draws)));
+        *self.publish_on_draw.lock().unwrap() = Some(store);
     }
 
     /// The draws so far.
@@ -332,6 +319,30 @@ pub fn action_request(user_id: &UserId, i: i64, requested_at: DateTime<Utc>) -> 
         sent_timestamp: requested_at.to_rfc3339(),
         availability: Availability::Available,
         context: object(json!({ "x": i })),
+    }
+}
+
+/// A host decision of `user_id` at index `i` (context `{"x": i}`), sent now, as `action`
+/// with probability `p`.
+pub fn host_request(
+    study: &Study,
+    user_id: &UserId,
+    i: i64,
+    action: Action,
+    p: f64,
+) -> HostDecisionRequest {
+    let now = study.clock.now();
+    HostDecisionRequest {
+        user_id: user_id.clone(),
+        decision_type: DecisionType::default(),
+        decision_idx: idx(i),
+        requested_at: now,
+        sent_timestamp: now.to_rfc3339(),
+        availability: Availability::Available,
+        context: object(json!({ "x": i })),
+        action,
+        action_prob: Probability::new(p).unwrap(),
+        decided_by: "fixed schedule".into(),
     }
 }
 
