@@ -293,30 +293,78 @@ struct FactsRow {
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
 /// whether one was logged, that decision's availability (available when none was: the
-/// record's own claim is not trusted) and its policy (none when none was). When no row comes
-/// back the upload was refused, and what stands on the key ([`on_key`]) says why.
-const INSERT_STUDY_DATA: &str = "\
-INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, context, action, \
-                        action_prob, state, outcome, reward, action_logged, decision_type, \
-                        available, sent_timestamp, policy) \
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-       EXISTS (SELECT 1 FROM actions \
-               WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), \
-       ?12, \
-       coalesce((SELECT available FROM actions \
-                 WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2), 1), \
-       ?13, \
-       (SELECT policy FROM actions \
-        WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2) \
-WHERE NOT EXISTS (SELECT 1 FROM actions \
-                  WHERE user_id = ?1 AND decision_type = ?12 AND decision_idx = ?2 \
-                  AND (action <> ?6 OR abs(action_prob - ?7) > ?11)) \
-RETURNING action_logged";
+/// record's own claim is not trusted) and its policy (none when none was), in one statement
+/// that finds the logged decision once by the key's unique index. When no row comes back the
+/// upload was refused, and what stands on the key ([`on_key`]) says why. Every value is bound,
+/// so the text is the same for every upload and Diesel prepares it once per connection: on the
+/// writer, which serves every write in turn, an upload costs SQLite no parsing or planning.
+struct UploadInsert<'a> {
+    v: &'a StudyValues<'a>,
+}
 
-#[derive(QueryableByName)]
-struct Logged {
-    #[diesel(sql_type = Bool)]
-    action_logged: bool,
+impl diesel::query_builder::QueryId for UploadInsert<'_> {
+    type QueryId = ();
+    // No type names the statement; Diesel keys its statement cache by the text instead.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for UploadInsert<'_> {
+    type SqlType = Bool;
+}
+
+impl RunQueryDsl<SqliteConnection> for UploadInsert<'_> {}
+
+impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for UploadInsert<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        let v = self.v;
+        out.push_sql(
+            "INSERT INTO study_data (user_id, decision_idx, request_timestamp, created_at, \
+             context, action, action_prob, state, outcome, reward, action_logged, \
+             decision_type, available, sent_timestamp, policy) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.requested_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.received_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.context)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SmallInt, _>(&v.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&v.action_prob)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.outcome)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&v.reward)?;
+        out.push_sql(", a.id IS NOT NULL, ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(", coalesce(a.available, 1), ");
+        out.push_bind_param::<Text, _>(v.sent_timestamp)?;
+        // The decision logged for the key, when there is one.
+        out.push_sql(", a.policy FROM (SELECT 1) AS upload LEFT JOIN actions a ON a.user_id = ");
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(" AND a.decision_type = ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(" AND a.decision_idx = ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        // Stored when none is logged, or when the logged one has this action and probability.
+        out.push_sql(" WHERE a.id IS NULL OR (a.action = ");
+        out.push_bind_param::<SmallInt, _>(&v.action)?;
+        out.push_sql(" AND abs(a.action_prob - ");
+        out.push_bind_param::<Double, _>(&v.action_prob)?;
+        out.push_sql(") <= ");
+        out.push_bind_param::<Double, _>(&Probability::TOLERANCE)?;
+        out.push_sql(") RETURNING action_logged");
+        Ok(())
+    }
 }
 
 #[derive(QueryableByName)]
@@ -877,21 +925,7 @@ fn record_study_data(
     record: &StudyRecord,
 ) -> Result<UploadRecorded, StoreError> {
     let v = StudyValues::new(record)?;
-    let inserted = diesel::sql_query(INSERT_STUDY_DATA)
-        .bind::<Text, _>(v.user_id)
-        .bind::<BigInt, _>(v.decision_idx)
-        .bind::<Text, _>(&v.requested_at)
-        .bind::<Text, _>(&v.received_at)
-        .bind::<Text, _>(&v.context)
-        .bind::<SmallInt, _>(v.action)
-        .bind::<Double, _>(v.action_prob)
-        .bind::<Text, _>(&v.state)
-        .bind::<Text, _>(&v.outcome)
-        .bind::<Double, _>(v.reward)
-        .bind::<Double, _>(Probability::TOLERANCE)
-        .bind::<Text, _>(v.decision_type)
-        .bind::<Text, _>(v.sent_timestamp)
-        .load::<Logged>(conn);
+    let inserted = UploadInsert { v: &v }.load::<bool>(conn);
     let inserted = match inserted {
         Ok(rows) => rows,
         Err(e) if is_foreign_key_violation(&e) => {
@@ -899,10 +933,8 @@ fn record_study_data(
         }
         Err(e) => return Err(from_diesel(e)),
     };
-    if let Some(row) = inserted.first() {
-        return Ok(UploadRecorded {
-            action_logged: row.action_logged,
-        });
+    if let Some(&action_logged) = inserted.first() {
+        return Ok(UploadRecorded { action_logged });
     }
     let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
     Err(refused_upload(record, logged, uploaded))
@@ -1472,6 +1504,8 @@ pub(crate) fn delete_all(conn: &mut SqliteConnection) -> QueryResult<()> {
 
 #[cfg(test)]
 mod tests {
+    use diesel::query_builder::QueryFragment;
+
     use super::*;
     use crate::setup::{run_migrations, Throwaway};
 
@@ -1555,6 +1589,50 @@ mod tests {
         assert_eq!(hot[1..], unguarded[1..], "{hot:?} / {unguarded:?}");
         let facts = plan(&mut conn, PARTICIPANT_FACTS);
         assert!(!facts.iter().any(|d| scans_a_table(d)), "{facts:?}");
+    }
+
+    /// The text of an upload's insert, as SQLite gets it, for `record`.
+    fn upload_sql(record: &StudyRecord) -> String {
+        let v = StudyValues::new(record).unwrap();
+        let shown =
+            diesel::debug_query::<diesel::sqlite::Sqlite, _>(&UploadInsert { v: &v }).to_string();
+        shown
+            .split_once(" -- binds:")
+            .map_or(shown.clone(), |(sql, _)| sql.to_owned())
+    }
+
+    /// An upload's insert is one text for every upload, so the writer prepares it once, and it
+    /// finds the decision logged for its key by the unique index, reading no whole table.
+    #[test]
+    fn the_upload_insert_is_prepared_once_and_reads_through_indexes_only() {
+        let first = justin_core::builders::record("alice", 3);
+        let mut second = justin_core::builders::record("bob", 9);
+        second.reward = 0.25;
+        second.decision_type = justin_core::DecisionType::parse("evening").unwrap();
+        let v = StudyValues::new(&first).unwrap();
+        let query = UploadInsert { v: &v };
+        assert!(query
+            .is_safe_to_cache_prepared(&diesel::sqlite::Sqlite)
+            .unwrap());
+        assert_eq!(upload_sql(&first), upload_sql(&second));
+
+        let file = Throwaway::new();
+        let mut conn = SqliteConnection::establish(file.path().to_str().unwrap()).unwrap();
+        run_migrations(&mut conn).unwrap();
+        let details = plan(&mut conn, &upload_sql(&first));
+        // The one row the upload's values are selected from is the only thing scanned.
+        assert!(
+            !details
+                .iter()
+                .any(|d| scans_a_table(d) && d != "SCAN CONSTANT ROW" && d != "SCAN upload"),
+            "{details:?}"
+        );
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("SEARCH a USING INDEX")),
+            "{details:?}"
+        );
     }
 
     #[test]

@@ -989,27 +989,81 @@ diesel::define_sql_function! {
 }
 
 /// Inserts the upload unless a decision logged for its key differs from it, and records
-/// whether one was logged and, from it, whether the decision was available (true when none
-/// was logged) and its policy (NULL when none was logged); one round trip in the common case. The logged decision is read by
-/// `justin_decision_key_logged`, which first locks the key (as recording a decision does) and
-/// reads with a snapshot taken after the lock, so a decision of the key committed while this
-/// waited is seen (migration 2025-04-03). When no row comes back the upload was refused, and
-/// what stands on the key ([`on_key`]) says why.
-const INSERT_STUDY_DATA: &str = "\
-INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, created_at, \
-                        context, action, action_prob, state, outcome, reward, action_logged, \
-                        available, sent_timestamp, policy) \
-SELECT $1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, a.id IS NOT NULL, \
-       coalesce(a.available, true), $13, a.policy \
-FROM (SELECT) AS upload \
-LEFT JOIN justin_decision_key_logged($1, $12, $2) a ON true \
-WHERE a.id IS NULL OR (a.action = $6 AND abs(a.action_prob - $7) <= $11) \
-RETURNING action_logged";
+/// whether one was logged and, from it, whether the decision was available (true when none was
+/// logged) and its policy (NULL when none was logged), in one statement: `INSERT INTO
+/// study_data (...) SELECT ... FROM (SELECT) AS upload LEFT JOIN justin_decision_key_logged(key)
+/// a ON true WHERE a.id IS NULL OR (a.action = $action AND abs(a.action_prob - $prob) <=
+/// $tolerance) RETURNING action_logged`. The function first locks the key (as recording a
+/// decision does) and reads with a snapshot taken after the lock, so a decision of the key
+/// committed while this waited is seen (migration 2025-04-03). When no row comes back the
+/// upload was refused, and what stands on the key ([`on_key`]) says why. Its text is the same
+/// for every upload (every value is bound), so Diesel prepares it once per connection, keyed by
+/// that text, as it does the decision's insert.
+struct UploadInsert<'a> {
+    v: &'a StudyValues<'a>,
+}
 
-#[derive(QueryableByName)]
-struct Logged {
-    #[diesel(sql_type = Bool)]
-    action_logged: bool,
+impl diesel::query_builder::QueryId for UploadInsert<'_> {
+    type QueryId = ();
+    // No type names the statement; Diesel keys its statement cache by the text instead.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for UploadInsert<'_> {
+    type SqlType = Bool;
+}
+
+impl RunQueryDsl<PgConnection> for UploadInsert<'_> {}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for UploadInsert<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        let v = self.v;
+        out.push_sql(
+            "INSERT INTO study_data (user_id, decision_type, decision_idx, request_timestamp, \
+             created_at, context, action, action_prob, state, outcome, reward, action_logged, \
+             available, sent_timestamp, policy) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&v.requested_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&v.received_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Json, _>(&v.context)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SmallInt, _>(&v.action)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&v.action_prob)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Json, _>(&v.state)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Json, _>(&v.outcome)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&v.reward)?;
+        out.push_sql(", a.id IS NOT NULL, coalesce(a.available, true), ");
+        out.push_bind_param::<Text, _>(v.sent_timestamp)?;
+        out.push_sql(", a.policy FROM (SELECT) AS upload LEFT JOIN justin_decision_key_logged(");
+        out.push_bind_param::<Text, _>(v.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(v.decision_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.decision_idx)?;
+        out.push_sql(") a ON true WHERE a.id IS NULL OR (a.action = ");
+        out.push_bind_param::<SmallInt, _>(&v.action)?;
+        out.push_sql(" AND abs(a.action_prob - ");
+        out.push_bind_param::<Double, _>(&v.action_prob)?;
+        out.push_sql(") <= ");
+        out.push_bind_param::<Double, _>(&Probability::TOLERANCE)?;
+        out.push_sql(") RETURNING action_logged");
+        Ok(())
+    }
 }
 
 #[derive(QueryableByName)]
@@ -1222,26 +1276,11 @@ impl Store for PgStore {
     fn record_study_data(&self, record: &StudyRecord) -> Result<UploadRecorded, StoreError> {
         let v = StudyValues::new(record)?;
         self.with_connection(Resend::Unsent, |conn| {
-            let inserted = diesel::sql_query(INSERT_STUDY_DATA)
-                .bind::<Text, _>(v.user_id)
-                .bind::<BigInt, _>(v.decision_idx)
-                .bind::<Timestamptz, _>(v.requested_at)
-                .bind::<Timestamptz, _>(v.received_at)
-                .bind::<Json, _>(&v.context)
-                .bind::<SmallInt, _>(v.action)
-                .bind::<Double, _>(v.action_prob)
-                .bind::<Json, _>(&v.state)
-                .bind::<Json, _>(&v.outcome)
-                .bind::<Double, _>(v.reward)
-                .bind::<Double, _>(Probability::TOLERANCE)
-                .bind::<Text, _>(v.decision_type)
-                .bind::<Text, _>(v.sent_timestamp)
-                .load::<Logged>(conn)
+            let inserted = UploadInsert { v: &v }
+                .load::<bool>(conn)
                 .map_err(from_diesel)?;
-            if let Some(row) = inserted.first() {
-                return Ok(UploadRecorded {
-                    action_logged: row.action_logged,
-                });
+            if let Some(&action_logged) = inserted.first() {
+                return Ok(UploadRecorded { action_logged });
             }
             let (logged, uploaded) = on_key(conn, v.user_id, v.decision_type, v.decision_idx)?;
             Err(refused_upload(record, logged, uploaded))
@@ -1683,5 +1722,45 @@ mod tests {
         assert!(sql.contains("FROM \"users\" WHERE"), "{sql}");
         assert!(sql.contains("\"users\".\"withdrawn_at\" IS NULL"), "{sql}");
         assert!(sql.contains("justin_decision_key_uploaded("), "{sql}");
+    }
+
+    #[test]
+    fn the_upload_insert_is_prepared_once_per_connection() {
+        let at = Utc.timestamp_opt(0, 0).single().unwrap();
+        let v = StudyValues {
+            user_id: "u",
+            decision_type: "default",
+            decision_idx: 3,
+            requested_at: at,
+            sent_timestamp: "1970-01-01T00:00:00Z",
+            received_at: at,
+            context: serde_json::json!({"x": 1}),
+            action: 1,
+            action_prob: 0.5,
+            state: serde_json::json!([1.0]),
+            outcome: serde_json::json!({"y": 2}),
+            reward: 2.0,
+        };
+        let query = UploadInsert { v: &v };
+        assert!(query.is_safe_to_cache_prepared(&diesel::pg::Pg).unwrap());
+        let sql = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
+        // Every value is bound, so the text, and with it the prepared statement, is the same
+        // for every upload.
+        let other = StudyValues {
+            user_id: "another",
+            decision_type: "evening",
+            decision_idx: 9,
+            action: 0,
+            ..v
+        };
+        let other_sql =
+            diesel::debug_query::<diesel::pg::Pg, _>(&UploadInsert { v: &other }).to_string();
+        let text = |s: &str| s.split(" -- binds").next().map(str::to_owned);
+        assert_eq!(text(&sql), text(&other_sql));
+        assert!(
+            sql.contains("LEFT JOIN justin_decision_key_logged($13, $14, $15) a ON true"),
+            "{sql}"
+        );
+        assert!(sql.contains("RETURNING action_logged"), "{sql}");
     }
 }
