@@ -58,10 +58,11 @@ pub(crate) struct Tuning {
     pub checkpoint_every: usize,
     /// Frames (pages) the log holds, after a copy by the checkpoint thread, at which the
     /// writer copies the rest itself so that its next batch starts the log from its top.
-    /// That copy holds up the queue for its two flushes (a few milliseconds, at most some
-    /// 25 ms measured under load), so it is rare: 32,768 frames (128 MiB at 4 KiB pages) come
-    /// every second or two at the benchmark's 64 connections, and a study's usual load never
-    /// reaches them, its log starting again whenever the writer finds it copied.
+    /// That copy holds up the queue for its two flushes: a few milliseconds on a quiet disk,
+    /// hundreds while the disk writes back much else. So it bounds the log rather than keeping
+    /// it small: 262,144 frames (1 GiB at 4 KiB pages) take some ten seconds of the
+    /// benchmark's 64 connections to fill, and a study's usual load never reaches them, its log
+    /// starting again whenever the writer finds it copied.
     pub restart_frames: i64,
 }
 
@@ -69,7 +70,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             checkpoint_every: 256,
-            restart_frames: 32_768,
+            restart_frames: 262_144,
         }
     }
 }
