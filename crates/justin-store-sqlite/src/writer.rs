@@ -328,9 +328,7 @@ fn serve(
             // when a write transaction begins with the whole log copied and no reader in it).
             // Passive: it waits for no reader; what one still needs stays, and the checkpoint
             // thread asks again after its next copy.
-            if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
-                log::warn!("cannot copy the end of the write-ahead log: {e}");
-            }
+            copy_log(&mut conn);
         }
         if since_checkpoint >= checkpoints.every {
             since_checkpoint = 0;
