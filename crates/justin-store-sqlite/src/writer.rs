@@ -11,9 +11,11 @@
 //! transaction and runs each request in a savepoint of its own: a request that fails rolls
 //! back to its savepoint and leaves the others' writes standing, exactly as if it had run in a
 //! transaction of its own. A request of one writing statement needs no savepoint (a statement
-//! that fails changes nothing), and the hot paths, a decision and an upload, are such requests. Then it commits once, and only then answers every request of the
-//! batch: a caller never hears of a write that is not committed. When the commit fails, every
-//! request whose writes it held gets that failure, and nothing of the batch is stored.
+//! that fails changes nothing), and the hot paths, a decision and an upload, are such
+//! requests. Then it commits once, and only then is every request of the batch answered, by a
+//! thread of its own while the writer goes on with the next batch: a caller never hears of a
+//! write that is not committed. When the commit fails, every request whose writes it held gets
+//! that failure, and nothing of the batch is stored.
 //!
 //! Readers keep the pool's connections; in WAL mode they never wait for the writer. Writes
 //! that are rare and long (an update's outcome, an erasure, a restore, a reset) take a pooled
@@ -24,9 +26,12 @@
 //! frame of the log already copied; under a steady stream of writes the checkpoint thread is
 //! always a few batches behind, so the log would grow for as long as the stream lasts (a
 //! gigabyte in half a minute at the benchmark's rate), every commit appending to new blocks of
-//! the file. Once the log has grown past [`Tuning::restart_frames`], the checkpoint thread
-//! asks the writer to copy the few frames written since its own copy, between two batches;
-//! the next batch then starts the log from its top.
+//! the file and every page the writer reads looked up in a longer index of the log. Once the
+//! log has grown past [`Tuning::restart_frames`], the checkpoint thread catches up, flushes
+//! the database file and asks the writer to copy the few frames written since its own copy,
+//! between two batches; the next batch then starts the log from its top. That copy holds up
+//! the queue for two flushes of the disk, so the checkpoint thread asks only when its own
+//! last flush was quick, or when the log has reached [`Tuning::bound_frames`].
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -35,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
@@ -47,8 +53,16 @@ use crate::setup::ConnectionSetup;
 /// bound keeps the first request of a long queue from waiting for all of it.
 pub(crate) const MAX_BATCH: usize = 128;
 
-/// The writer connection's page cache, in KiB.
-const WRITER_CACHE_KIB: u32 = 64 * 1024;
+/// The writer connection's page cache, in KiB, for a database file of [`LARGE_FILE`] bytes
+/// or more (see [`Cache`]).
+const LARGE_CACHE_KIB: u32 = 64 * 1024;
+
+/// The writer connection's page cache, in KiB, for a smaller database file.
+const SMALL_CACHE_KIB: u32 = 8 * 1024;
+
+/// The size of a database file from which the writer's page cache is large: the offset of
+/// SQLite's lock page, 1 GiB.
+const LARGE_FILE: i64 = 1 << 30;
 
 /// When the checkpoint thread runs and when the log starts again from its top.
 #[derive(Debug, Clone, Copy)]
@@ -57,20 +71,28 @@ pub(crate) struct Tuning {
     /// pages to the log; SQLite's own default is a checkpoint per 1,000 pages.
     pub checkpoint_every: usize,
     /// Frames (pages) the log holds, after a copy by the checkpoint thread, at which the
-    /// writer copies the rest itself so that its next batch starts the log from its top.
-    /// That copy holds up the queue for its two flushes: a few milliseconds on a quiet disk,
-    /// hundreds while the disk writes back much else. So it bounds the log rather than keeping
-    /// it small: 262,144 frames (1 GiB at 4 KiB pages) take some ten seconds of the
-    /// benchmark's 64 connections to fill, and a study's usual load never reaches them, its log
-    /// starting again whenever the writer finds it copied.
+    /// writer copies the rest itself so that its next batch starts the log from its top,
+    /// when the disk flushes quickly (see `quick_pass`). That copy holds up the queue for
+    /// its two flushes. 16,384 frames (64 MiB at 4 KiB pages) fill in a few seconds of the
+    /// benchmark's 64 connections; a study's usual load never reaches them, its log starting
+    /// again whenever the writer finds it copied.
     pub restart_frames: i64,
+    /// Frames at which the log starts again however slowly the disk flushes: what bounds the
+    /// log while the disk stays busy (1 GiB at 4 KiB pages).
+    pub bound_frames: i64,
+    /// Longest time the checkpoint thread's last pass, with its flush of the log, may take
+    /// for the writer to be asked to copy the rest below `bound_frames`: the writer's copy
+    /// flushes the log and the database file, so a slow pass foretells a long hold-up.
+    pub quick_pass: Duration,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Self {
             checkpoint_every: 256,
-            restart_frames: 262_144,
+            restart_frames: 16_384,
+            bound_frames: 262_144,
+            quick_pass: Duration::from_millis(5),
         }
     }
 }
@@ -100,6 +122,8 @@ pub(crate) struct Writer {
     thread: Option<JoinHandle<()>>,
     /// Copies the write-ahead log into the database file (see [`checkpoint`]).
     checkpointer: Option<JoinHandle<()>>,
+    /// Answers the callers of each committed batch (see [`answer`]).
+    answerer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -120,30 +144,40 @@ impl Writer {
         setup: ConnectionSetup,
         tuning: Tuning,
     ) -> Result<Self, String> {
-        let conn = open_writer(&path, setup)?;
+        let (conn, cache) = open_writer(&path, setup)?;
         let checkpoints = open(&path, setup)?;
+        // Flushes the database file for the checkpoint thread (Linux flushes a file's pages
+        // through any descriptor of it).
+        let database = std::fs::File::open(&path)
+            .map_err(|e| format!("cannot open {} to flush it: {e}", path.display()))?;
         let (queue, jobs) = mpsc::channel::<Job>();
         let (wake, woken) = mpsc::sync_channel::<()>(1);
         let restart = Arc::new(Restart::default());
         let asked = Arc::clone(&restart);
         let checkpointer = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint(checkpoints, &woken, &asked, tuning.restart_frames))
+            .spawn(move || checkpoint(checkpoints, &database, &woken, &asked, &tuning))
             .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
         let checkpoints = Checkpoints {
             wake,
             every: tuning.checkpoint_every,
             restart,
         };
+        let (answers, to_answer) = mpsc::channel::<Answers>();
+        let answerer = std::thread::Builder::new()
+            .name("sqlite-answers".into())
+            .spawn(move || answer(&to_answer))
+            .map_err(|e| format!("cannot start the thread that answers writes: {e}"))?;
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || serve(conn, &jobs, &path, setup, &checkpoints))
+            .spawn(move || serve(conn, cache, &jobs, &answers, &path, setup, &checkpoints))
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         Ok(Self {
             queue: Some(queue),
             waiting: AtomicUsize::new(0),
             thread: Some(thread),
             checkpointer: Some(checkpointer),
+            answerer: Some(answerer),
         })
     }
 
@@ -206,8 +240,11 @@ impl Drop for Writer {
             // The thread ends once the queue is empty and closed; a panic there was logged.
             let _ = thread.join();
         }
-        // The writer's end closed the checkpoint thread's channel.
+        // The writer's end closed the checkpoint thread's and the answers' channels.
         if let Some(thread) = self.checkpointer.take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.answerer.take() {
             let _ = thread.join();
         }
     }
@@ -241,18 +278,75 @@ where
     }
 }
 
-/// The writer's connection: [`open`] with a large page cache and without checkpoints of its
-/// own (the checkpoint thread runs them).
-fn open_writer(path: &std::path::Path, setup: ConnectionSetup) -> Result<SqliteConnection, String> {
+/// The writer's connection: [`open`] with its page cache sized for the file (see [`Cache`])
+/// and without checkpoints of its own (the checkpoint thread runs them).
+fn open_writer(
+    path: &std::path::Path,
+    setup: ConnectionSetup,
+) -> Result<(SqliteConnection, Option<Cache>), String> {
     let mut conn = open(path, setup)?;
-    // Every write looks its key up in the indexes of `actions` and `study_data`, whose pages
-    // for a large study are spread over all its participants; SQLite's default page cache
-    // (2 MB) would read most of them back from the file for each write.
-    conn.batch_execute(&format!(
-        "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;"
-    ))
-    .map_err(|e| e.to_string())?;
-    Ok(conn)
+    conn.batch_execute("PRAGMA wal_autocheckpoint = 0;")
+        .map_err(|e| e.to_string())?;
+    let cache = Cache::fit(&mut conn, None, LARGE_FILE);
+    Ok((conn, cache))
+}
+
+/// The size of the writer's page cache.
+///
+/// Every write looks its key up in the indexes of `actions` and `study_data`, whose pages for
+/// a large study are spread over all its participants: with SQLite's default cache (2 MB) the
+/// writer would read most of them back from the file for each write, hence a large cache.
+/// Below 1 GiB, though, a large cache costs every commit a walk of all its pages: when an
+/// index page splits, SQLite swaps page numbers through that of its lock page, at 1 GiB, and
+/// at the commit it drops from the cache every page numbered past the file's end, walking the
+/// whole cache whenever the highest number it has held lies far past that end. A file that
+/// small stays in the operating system's cache, so reading a page back costs the writer little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    Small,
+    Large,
+}
+
+impl Cache {
+    /// Sets the cache of `conn` for its file's size now, large from `large_file` bytes, unless
+    /// it is `current` already, and returns the size set. `current` when the file's size
+    /// cannot be read or the cache not set (it stays as it was: a size is a matter of speed
+    /// only).
+    fn fit(conn: &mut SqliteConnection, current: Option<Self>, large_file: i64) -> Option<Self> {
+        let bytes = diesel::sql_query(
+            "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
+        )
+        .get_result::<FileSize>(conn);
+        let wanted = match bytes {
+            Ok(size) if size.bytes >= large_file => Self::Large,
+            Ok(_) => Self::Small,
+            Err(e) => {
+                log::warn!("cannot read the size of the database file: {e}");
+                return current;
+            }
+        };
+        if current == Some(wanted) {
+            return current;
+        }
+        let kib = match wanted {
+            Self::Small => SMALL_CACHE_KIB,
+            Self::Large => LARGE_CACHE_KIB,
+        };
+        match conn.batch_execute(&format!("PRAGMA cache_size = -{kib};")) {
+            Ok(()) => Some(wanted),
+            Err(e) => {
+                log::warn!("cannot size the writer's page cache: {e}");
+                current
+            }
+        }
+    }
+}
+
+/// What [`Cache::fit`] reads.
+#[derive(QueryableByName)]
+struct FileSize {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    bytes: i64,
 }
 
 fn open(path: &std::path::Path, setup: ConnectionSetup) -> Result<SqliteConnection, String> {
@@ -289,7 +383,9 @@ struct Restart {
 /// The thread: batches until the queue closes.
 fn serve(
     mut conn: SqliteConnection,
+    mut cache: Option<Cache>,
     jobs: &Receiver<Job>,
+    answers: &Sender<Answers>,
     path: &std::path::Path,
     setup: ConnectionSetup,
     checkpoints: &Checkpoints,
@@ -306,11 +402,16 @@ fn serve(
         }
         since_checkpoint += batch.len();
         while !batch.is_empty() {
-            if !run_batch(&mut conn, &mut batch) {
+            let (ran, ended) = run_batch(&mut conn, &mut batch);
+            if let Err(mpsc::SendError(ran)) = answers.send(ran) {
+                // The answering thread has gone; the writer answers itself.
+                ran.answer();
+            }
+            if !ended {
                 // A transaction that could not end cleanly leaves the connection in a state
                 // nobody can vouch for; what is left of the batch gets a fresh one.
                 match open_writer(path, setup) {
-                    Ok(fresh) => conn = fresh,
+                    Ok(fresh) => (conn, cache) = fresh,
                     Err(e) => log::error!("cannot reopen the writer's connection: {e}"),
                 }
             }
@@ -332,6 +433,7 @@ fn serve(
         }
         if since_checkpoint >= checkpoints.every {
             since_checkpoint = 0;
+            cache = Cache::fit(&mut conn, cache, LARGE_FILE);
             // One wake-up pending is enough: the checkpoint copies whatever the log holds.
             let _ = checkpoints.wake.try_send(());
         }
@@ -352,13 +454,16 @@ struct Checkpointed {
 /// file, inside the commit of whichever write crossed the log's size limit: a pause of every
 /// request queued behind it, longer the larger the study.
 ///
-/// When the log has grown to `restart_frames` or more, it asks the writer (`restart`) to start
-/// it again from its top (see the module documentation).
+/// When the log has grown to `restart_frames` frames or more, it catches up with the writer,
+/// flushes the database file and, when its last pass was quick or the log has reached
+/// `bound_frames`, asks the writer (`restart`) to start the log again from its top (see the
+/// module documentation).
 fn checkpoint(
     mut conn: SqliteConnection,
+    database: &std::fs::File,
     woken: &Receiver<()>,
     restart: &Restart,
-    restart_frames: i64,
+    tuning: &Tuning,
 ) {
     while woken.recv().is_ok() {
         if restart.asked.load(Ordering::Acquire) {
@@ -373,7 +478,7 @@ fn checkpoint(
         let Some(mut frames) = copy_log(&mut conn) else {
             continue;
         };
-        if frames < restart_frames {
+        if frames < tuning.restart_frames {
             continue;
         }
         // Each pass copies what was written during the one before, until that is a few
@@ -388,8 +493,22 @@ fn checkpoint(
                 break;
             }
         }
-        // Fewer frames than before: another connection started the log again.
-        if frames >= restart_frames {
+        // SQLite flushes the database file only with a copy that reaches the log's end, so
+        // the writer's copy would flush every page these passes wrote: flushed here, off the
+        // queue, it leaves the writer its own few.
+        if let Err(e) = database.sync_data() {
+            log::warn!("cannot flush the database file: {e}");
+            continue;
+        }
+        // One more pass, timed: it flushes the newest frames of the log as the writer's copy
+        // will, so its time says whether the disk answers quickly now.
+        let started = Instant::now();
+        let Some(now) = copy_log(&mut conn) else {
+            continue;
+        };
+        let quick = started.elapsed() <= tuning.quick_pass;
+        // A log another connection has started again holds fewer frames: nothing to ask.
+        if now >= tuning.bound_frames || (quick && now >= tuning.restart_frames) {
             restart.asked.store(true, Ordering::Release);
         }
     }
@@ -426,11 +545,11 @@ impl From<diesel::result::Error> for Undo {
     }
 }
 
-/// Runs the requests of `batch` in one transaction and answers each one it ran. When the
-/// transaction is lost midway (a savepoint that cannot be released or rolled back), the
-/// requests it had not reached stay in `batch` for the next one. False when the transaction
-/// did not end cleanly.
-fn run_batch(conn: &mut SqliteConnection, batch: &mut VecDeque<Job>) -> bool {
+/// Runs the requests of `batch` in one transaction and returns their answers, to be given once
+/// the transaction has ended. When the transaction is lost midway (a savepoint that cannot be
+/// released or rolled back), the requests it had not reached stay in `batch` for the next one.
+/// The flag is false when the transaction did not end cleanly.
+fn run_batch(conn: &mut SqliteConnection, batch: &mut VecDeque<Job>) -> (Answers, bool) {
     let mut answers = Vec::with_capacity(batch.len());
     let outcome = conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
         while let Some(job) = batch.pop_front() {
@@ -457,10 +576,33 @@ fn run_batch(conn: &mut SqliteConnection, batch: &mut VecDeque<Job>) -> bool {
         Ok(())
     });
     let failure = outcome.as_ref().err().map(Failure::of);
-    for answer in answers {
-        answer(failure.as_ref().map(Failure::error));
+    let ended = outcome.is_ok() || transaction_ended(conn);
+    (Answers { answers, failure }, ended)
+}
+
+/// The answers of one batch whose transaction has ended, with the commit's failure if it
+/// failed.
+struct Answers {
+    answers: Vec<Box<dyn FnOnce(Option<StoreError>) + Send>>,
+    failure: Option<Failure>,
+}
+
+impl Answers {
+    fn answer(self) {
+        for answer in self.answers {
+            answer(self.failure.as_ref().map(Failure::error));
+        }
     }
-    outcome.is_ok() || transaction_ended(conn)
+}
+
+/// The thread that answers each batch's callers once its transaction has ended, so that the
+/// writer starts the next batch at once: waking some thirty waiting threads, a few
+/// microseconds each, is work the writer would otherwise do between two batches while
+/// everything queued waits for it.
+fn answer(batches: &Receiver<Answers>) {
+    while let Ok(batch) = batches.recv() {
+        batch.answer();
+    }
 }
 
 /// Why a batch's transaction failed, told to each request whose writes it held.
@@ -699,14 +841,12 @@ mod tests {
         assert_eq!(f.rows().len(), every);
     }
 
-    #[test]
-    fn under_steady_writes_the_log_starts_again_from_its_top() {
-        // A log of 64 frames is started again; 4,000 writes of a page each, from four
-        // threads that keep the writer busy, made a log of some 75 MB without that.
-        let f = Fixture::tuned(Tuning {
-            checkpoint_every: 16,
-            restart_frames: 64,
-        });
+    /// How many times the write-ahead log started again from its top during 4,000 writes of
+    /// a page each, from four threads that keep the writer busy, checkpointed as `tuning`
+    /// says: the checkpoint sequence number of the log's header, which SQLite counts up from
+    /// 0 each time it writes the log from its top again.
+    fn restarts_during_steady_writes(tuning: Tuning) -> u32 {
+        let f = Fixture::tuned(tuning);
         let text = Arc::new("x".repeat(4000));
         let threads: Vec<_> = (0..4_i64)
             .map(|t| {
@@ -725,17 +865,87 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
+        assert_eq!(f.rows().len(), 4000);
         let mut wal = f.file.path().to_owned().into_os_string();
         wal.push("-wal");
-        let wal = std::fs::metadata(PathBuf::from(wal)).unwrap().len();
-        // The log holds at most what was written while the checkpoint thread caught up and
-        // the writer copied the rest: some 2 MB here, 11 MB with six copies of this test
-        // running at once on two CPUs.
+        let header = std::fs::read(PathBuf::from(wal)).unwrap();
+        u32::from_be_bytes(header[12..16].try_into().unwrap())
+    }
+
+    /// A log started again at 64 frames, and the disk taken for quick or slow: every pass is
+    /// quick with an hour allowed, none is with nothing allowed.
+    fn small_log(bound_frames: i64, quick_pass: Duration) -> Tuning {
+        Tuning {
+            checkpoint_every: 16,
+            restart_frames: 64,
+            bound_frames,
+            quick_pass,
+        }
+    }
+
+    #[test]
+    fn under_steady_writes_the_log_starts_again_from_its_top() {
+        // Some 60 times here; without it these writes made a log of some 75 MB.
+        let restarts =
+            restarts_during_steady_writes(small_log(i64::MAX, Duration::from_secs(3600)));
         assert!(
-            wal < 24 * 1024 * 1024,
-            "the write-ahead log grew to {wal} bytes for 4,000 writes of 4,000 bytes"
+            restarts >= 5,
+            "the log started again {restarts} times during 4,000 writes of a page"
         );
-        assert_eq!(f.rows().len(), 4000);
+    }
+
+    #[test]
+    fn while_the_disk_flushes_slowly_the_log_starts_again_only_at_its_bound() {
+        // SQLite starts the log again by itself when the checkpoint thread happens to have
+        // copied all of it as a batch begins: once or never in these writes.
+        let unbounded = restarts_during_steady_writes(small_log(i64::MAX, Duration::ZERO));
+        assert!(
+            unbounded <= 3,
+            "the log started again {unbounded} times though no pass was quick"
+        );
+        let bounded = restarts_during_steady_writes(small_log(64, Duration::ZERO));
+        assert!(
+            bounded >= 5,
+            "the log started again {bounded} times past its bound of 64 frames"
+        );
+    }
+
+    #[test]
+    fn the_writers_cache_is_small_below_the_large_files_size_and_large_from_it() {
+        let f = Fixture::new();
+        let setup = ConnectionSetup {
+            busy_timeout: Duration::from_secs(5),
+        };
+        let mut conn = open(f.file.path(), setup).unwrap();
+        let kib = |conn: &mut SqliteConnection| {
+            #[derive(QueryableByName)]
+            struct Size {
+                #[diesel(sql_type = BigInt)]
+                cache_size: i64,
+            }
+            -diesel::sql_query("PRAGMA cache_size")
+                .get_result::<Size>(conn)
+                .unwrap()
+                .cache_size
+        };
+        let bytes = diesel::sql_query(
+            "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
+        )
+        .get_result::<FileSize>(&mut conn)
+        .unwrap()
+        .bytes;
+
+        assert_eq!(Cache::fit(&mut conn, None, bytes + 1), Some(Cache::Small));
+        assert_eq!(kib(&mut conn), i64::from(SMALL_CACHE_KIB));
+        assert_eq!(
+            Cache::fit(&mut conn, Some(Cache::Small), bytes),
+            Some(Cache::Large)
+        );
+        assert_eq!(kib(&mut conn), i64::from(LARGE_CACHE_KIB));
+        // The writer's own, on a file far below 1 GiB.
+        let (mut writer, cache) = open_writer(f.file.path(), setup).unwrap();
+        assert_eq!(cache, Some(Cache::Small));
+        assert_eq!(kib(&mut writer), i64::from(SMALL_CACHE_KIB));
     }
 
     #[test]
