@@ -496,17 +496,22 @@ fn checkpoint(
         // SQLite flushes the database file only with a copy that reaches the log's end, so
         // the writer's copy would flush every page these passes wrote: flushed here, off the
         // queue, it leaves the writer its own few.
-        if let Err(e) = database.sync_data() {
-            log::warn!("cannot flush the database file: {e}");
-            continue;
-        }
+        // Without that flush the writer's copy would be long: the log then starts again only
+        // at its bound.
+        let flushed = match database.sync_data() {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("cannot flush the database file: {e}");
+                false
+            }
+        };
         // One more pass, timed: it flushes the newest frames of the log as the writer's copy
         // will, so its time says whether the disk answers quickly now.
         let started = Instant::now();
         let Some(now) = copy_log(&mut conn) else {
             continue;
         };
-        let quick = started.elapsed() <= tuning.quick_pass;
+        let quick = flushed && started.elapsed() <= tuning.quick_pass;
         // A log another connection has started again holds fewer frames: nothing to ask.
         if now >= tuning.bound_frames || (quick && now >= tuning.restart_frames) {
             restart.asked.store(true, Ordering::Release);
