@@ -703,6 +703,7 @@ mod tests {
         fn block(&self) -> (SyncSender<()>, std::thread::JoinHandle<()>) {
             let (release, released) = mpsc::sync_channel::<()>(0);
             let (running, is_running) = mpsc::sync_channel::<()>(0);
+            let before = self.writer.waiting();
             let writer = Arc::clone(&self.writer);
             let thread = std::thread::spawn(move || {
                 writer
@@ -714,6 +715,12 @@ mod tests {
                     .unwrap();
             });
             is_running.recv().unwrap();
+            // The caller counts itself as waiting only after queueing its request, so it can
+            // still be about to when the writer runs it: [`Fixture::queue`] tells its own
+            // request queued by the count changing, which this late one must not do.
+            while self.writer.waiting() == before {
+                std::thread::yield_now();
+            }
             (release, thread)
         }
 
