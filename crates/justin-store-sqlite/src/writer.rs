@@ -313,12 +313,8 @@ impl Cache {
     /// cannot be read or the cache not set (it stays as it was: a size is a matter of speed
     /// only).
     fn fit(conn: &mut SqliteConnection, current: Option<Self>, large_file: i64) -> Option<Self> {
-        let bytes = diesel::sql_query(
-            "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
-        )
-        .get_result::<FileSize>(conn);
-        let wanted = match bytes {
-            Ok(size) if size.bytes >= large_file => Self::Large,
+        let wanted = match file_size(conn) {
+            Ok(bytes) if bytes >= large_file => Self::Large,
             Ok(_) => Self::Small,
             Err(e) => {
                 log::warn!("cannot read the size of the database file: {e}");
@@ -342,7 +338,16 @@ impl Cache {
     }
 }
 
-/// What [`Cache::fit`] reads.
+/// The size of the database file of `conn`, in bytes, as SQLite counts its pages.
+fn file_size(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    diesel::sql_query(
+        "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
+    )
+    .get_result::<FileSize>(conn)
+    .map(|size| size.bytes)
+}
+
+/// What [`file_size`] reads.
 #[derive(QueryableByName)]
 struct FileSize {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -940,12 +945,7 @@ mod tests {
                 .unwrap()
                 .cache_size
         };
-        let bytes = diesel::sql_query(
-            "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
-        )
-        .get_result::<FileSize>(&mut conn)
-        .unwrap()
-        .bytes;
+        let bytes = file_size(&mut conn).unwrap();
 
         assert_eq!(Cache::fit(&mut conn, None, bytes + 1), Some(Cache::Small));
         assert_eq!(kib(&mut conn), i64::from(SMALL_CACHE_KIB));
