@@ -12,6 +12,7 @@
 //! on a second connection in the same snapshot ([`ReadAhead`]), or again later for
 //! `update_rows` ([`UpdateRowsStream`]).
 
+use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use chrono::{DateTime, Utc};
@@ -683,15 +684,27 @@ impl UpdateSeen {
 }
 
 /// Every completed update in a snapshot, by watermark then version ([`first_reading`]'s
-/// order), and those that imputed rewards, by version ([`first_imputing`]'s).
+/// order), those that imputed rewards, by version ([`first_imputing`]'s), and when each
+/// participant who withdrew did so.
 pub(crate) struct UpdatesSeen {
     reading: Vec<UpdateSeen>,
     imputing: Vec<UpdateSeen>,
+    /// Withdrawals by participant; only an update that started before a withdrawal reads the
+    /// participant's rows. Empty without updates, which no withdrawal can change.
+    withdrawn: HashMap<String, DateTime<Utc>>,
+}
+
+impl UpdatesSeen {
+    fn withdrawn_at(&self, user_id: &str) -> Option<DateTime<Utc>> {
+        self.withdrawn.get(user_id).copied()
+    }
 }
 
 /// Every completed update in the caller's snapshot: a few hundred rows for a long study, read
 /// once per export stream so that no row of the export searches the updates in SQL (a
-/// correlated subquery per row cost some 100 µs a row with 32 updates).
+/// correlated subquery per row cost some 100 µs a row with 32 updates). With them, the
+/// participants who withdrew, one row each, so that no row of the export looks its participant
+/// up either (a quarter of a page's time in the database).
 pub(crate) fn updates_seen(conn: &mut PgConnection) -> QueryResult<UpdatesSeen> {
     type Row = (
         i64,
@@ -735,7 +748,21 @@ pub(crate) fn updates_seen(conn: &mut PgConnection) -> QueryResult<UpdatesSeen> 
         reading.push(update(None));
     }
     imputing.sort_by_key(|u| u.version);
-    Ok(UpdatesSeen { reading, imputing })
+    let withdrawn = if reading.is_empty() {
+        HashMap::new()
+    } else {
+        users::table
+            .filter(users::withdrawn_at.is_not_null())
+            .select((users::user_id, users::withdrawn_at.assume_not_null()))
+            .load::<(String, DateTime<Utc>)>(conn)?
+            .into_iter()
+            .collect()
+    };
+    Ok(UpdatesSeen {
+        reading,
+        imputing,
+        withdrawn,
+    })
 }
 
 /// The first update that read `upload`: of the updates whose watermark is at or above the
@@ -806,17 +833,12 @@ pub(crate) fn export_page(
     upto: i64,
     limit: i64,
 ) -> QueryResult<Vec<ExportDbRow>> {
-    type Row = (
-        ExportedActionRow,
-        Option<ExportedUploadRow>,
-        Option<DateTime<Utc>>,
-    );
+    type Row = (ExportedActionRow, Option<ExportedUploadRow>);
     let same_key = study_data::user_id
         .eq(actions::user_id)
         .and(study_data::decision_type.eq(actions::decision_type))
         .and(study_data::decision_idx.eq(actions::decision_idx));
     let query = actions::table
-        .inner_join(users::table.on(users::user_id.eq(actions::user_id)))
         .left_join(study_data::table.on(same_key))
         .filter(actions::id.gt(after))
         .filter(actions::id.le(upto))
@@ -825,7 +847,6 @@ pub(crate) fn export_page(
         .select((
             ExportedActionRow::as_select(),
             Option::<ExportedUploadRow>::as_select(),
-            users::withdrawn_at,
         ));
     let rows: Vec<Row> = match user {
         Some(user) => query
@@ -837,12 +858,13 @@ pub(crate) fn export_page(
     // The value in force now: every correction the snapshot holds.
     let ids: Vec<i64> = rows
         .iter()
-        .filter_map(|(_, upload, _)| upload.as_ref().map(|u| u.id))
+        .filter_map(|(_, upload)| upload.as_ref().map(|u| u.id))
         .collect();
     let mut newest = crate::corrections::in_force(conn, &ids, i64::MAX)?;
     Ok(rows
         .into_iter()
-        .map(|(decision, upload, withdrawn_at)| {
+        .map(|(decision, upload)| {
+            let withdrawn_at = updates.withdrawn_at(&decision.user_id);
             let used_in_version = upload
                 .as_ref()
                 .and_then(|u| first_reading(&updates.reading, u, withdrawn_at));
